@@ -1,0 +1,6 @@
+//! oapkg: declarative, exactly-once purchasing of Zalo OA packages via eSMS.
+
+pub mod manifest;
+pub mod plan;
+pub mod spec;
+pub mod state;

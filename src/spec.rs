@@ -1,0 +1,356 @@
+//! The domain vocabulary of the SPEC: [`Oaid`], [`Tier`], [`Spec`], [`Key`],
+//! [`SpecHash`] and the date arithmetic that gives a package its end date.
+//!
+//! Everything here is pure: no clock, no files, no environment. A [`Spec`] is
+//! the part of a package that decides what is bought (oaid, tier, start,
+//! duration); labels such as `name` live beside it, never inside it, so they can
+//! change without a purchase.
+
+use std::fmt;
+
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Longest duration one package may have, in months (SPEC: 1..=36).
+pub const MAX_DURATION_MONTHS: u8 = 36;
+/// Longest OAID, in digits (SPEC: 1–19 digits).
+pub const MAX_OAID_DIGITS: usize = 19;
+
+/// A Zalo Official Account id: 1 to 19 ASCII digits, kept exactly as written.
+///
+/// It is a string, not an integer, because it is an identifier: it is sent to
+/// eSMS as a string and must never be rounded through a float.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Oaid(String);
+
+/// Why a text is not an [`Oaid`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OaidError {
+    #[error("an OAID must not be empty")]
+    Empty,
+    #[error("an OAID has at most {MAX_OAID_DIGITS} digits, this one has {0}")]
+    TooLong(usize),
+    #[error("an OAID holds digits only (0-9)")]
+    NotDigits,
+}
+
+impl Oaid {
+    pub fn parse(text: &str) -> Result<Self, OaidError> {
+        if text.is_empty() {
+            return Err(OaidError::Empty);
+        }
+        if !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(OaidError::NotDigits);
+        }
+        if text.len() > MAX_OAID_DIGITS {
+            return Err(OaidError::TooLong(text.len()));
+        }
+        Ok(Oaid(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Oaid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for Oaid {
+    type Error = OaidError;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Oaid::parse(&text)
+    }
+}
+
+impl From<Oaid> for String {
+    fn from(oaid: Oaid) -> String {
+        oaid.0
+    }
+}
+
+/// The package tier, with the number eSMS uses for it in `Package`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Trial,
+    Advanced,
+    Premium,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Trial, Tier::Advanced, Tier::Premium];
+
+    /// The name used in manifests, plans and state.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Trial => "trial",
+            Tier::Advanced => "advanced",
+            Tier::Premium => "premium",
+        }
+    }
+
+    /// The number eSMS expects in the `Package` field.
+    pub fn api_number(self) -> u8 {
+        match self {
+            Tier::Trial => 1,
+            Tier::Advanced => 2,
+            Tier::Premium => 3,
+        }
+    }
+
+    /// A tier by name in any case (`Premium`, `PREMIUM`) or by its number as text.
+    pub fn from_name(text: &str) -> Option<Tier> {
+        let text = text.trim();
+        Tier::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(text) || t.api_number().to_string() == text)
+    }
+
+    pub fn from_number(n: u64) -> Option<Tier> {
+        Tier::ALL.into_iter().find(|t| u64::from(t.api_number()) == n)
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A package's identity, `OAID@START` (e.g. `4097311281936189049@2026-12-01`).
+///
+/// Ordered as its text, so "sorted by key" means the same thing everywhere:
+/// in the plan, in the state file and to `jq 'sort_by(.key)'`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Key(String);
+
+/// Why a text is not a [`Key`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a package key: expected OAID@YYYY-MM-DD, e.g. 4097311281936189049@2026-12-01")]
+pub struct KeyError(String);
+
+impl Key {
+    pub fn new(oaid: &Oaid, start: Date) -> Key {
+        Key(format!("{oaid}@{start}"))
+    }
+
+    pub fn parse(text: &str) -> Result<Key, KeyError> {
+        let bad = || KeyError(text.to_owned());
+        let (oaid, start) = text.split_once('@').ok_or_else(bad)?;
+        let oaid = Oaid::parse(oaid).map_err(|_| bad())?;
+        let start = parse_date(start).ok_or_else(bad)?;
+        Ok(Key::new(&oaid, start))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The OAID part of the key.
+    pub fn oaid(&self) -> &str {
+        self.0.split_once('@').map_or(&self.0, |(oaid, _)| oaid)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for Key {
+    type Error = KeyError;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Key::parse(&text)
+    }
+}
+
+impl From<Key> for String {
+    fn from(key: Key) -> String {
+        key.0
+    }
+}
+
+/// A calendar date written strictly as `YYYY-MM-DD`.
+pub fn parse_date(text: &str) -> Option<Date> {
+    let b = text.as_bytes();
+    let shape_ok = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shape_ok {
+        return None;
+    }
+    text.parse::<Date>().ok()
+}
+
+/// The fields that decide what is bought. Two packages with the same `Spec`
+/// are the same purchase; `name` and comments are not part of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub oaid: Oaid,
+    pub tier: Tier,
+    pub start: Date,
+    pub duration_months: u8,
+}
+
+impl Spec {
+    pub fn key(&self) -> Key {
+        Key::new(&self.oaid, self.start)
+    }
+
+    /// The last day the package covers: the day before `start + duration`
+    /// months, where adding months clamps to the end of a shorter month
+    /// (2027-01-31 + 1 month = 2027-02-28, so it ends 2027-02-27).
+    pub fn end(&self) -> Date {
+        end_date(self.start, self.duration_months)
+    }
+
+    /// The canonical encoding hashed into the [`SpecHash`].
+    ///
+    /// One `name=value` line per field in a fixed order, behind a version tag.
+    /// No field can contain a newline (digits, a tier name, an ISO date, a
+    /// number), so two different specs never share an encoding.
+    pub fn canonical_encoding(&self) -> String {
+        format!(
+            "oapkg-spec/v1\noaid={}\ntier={}\nstart={}\nduration_months={}\n",
+            self.oaid, self.tier, self.start, self.duration_months
+        )
+    }
+
+    pub fn hash(&self) -> SpecHash {
+        SpecHash(sha256_tagged(self.canonical_encoding().as_bytes()))
+    }
+}
+
+/// The last day covered by a package starting on `start` for `months` months.
+pub fn end_date(start: Date, months: u8) -> Date {
+    // Always add the whole duration to the original start date: adding one
+    // month twice is not adding two months (Jan 31 -> Feb 28 -> Mar 28).
+    let after = start
+        .checked_add(jiff::Span::new().months(i64::from(months)))
+        .unwrap_or(Date::MAX);
+    after.yesterday().unwrap_or(after)
+}
+
+/// `sha256:<hex>` of a spec's canonical encoding.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SpecHash(String);
+
+impl SpecHash {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SpecHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `sha256:` followed by the lowercase hex SHA-256 of `bytes`: the one hash
+/// format used by spec hashes, manifest hashes and state checksums.
+pub fn sha256_tagged(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::date;
+
+    fn spec(start: Date, months: u8) -> Spec {
+        Spec {
+            oaid: Oaid::parse("4097311281936189049").unwrap(),
+            tier: Tier::Premium,
+            start,
+            duration_months: months,
+        }
+    }
+
+    #[test]
+    fn end_dates_follow_the_esms_rule() {
+        assert_eq!(spec(date(2026, 12, 1), 12).end(), date(2027, 11, 30));
+        assert_eq!(spec(date(2027, 1, 31), 1).end(), date(2027, 2, 27));
+        // Leap year: Jan 31 + 1 month clamps to Feb 29.
+        assert_eq!(spec(date(2028, 1, 31), 1).end(), date(2028, 2, 28));
+        assert_eq!(spec(date(2028, 2, 29), 12).end(), date(2029, 2, 27));
+        assert_eq!(spec(date(2028, 2, 29), 48 / 2).end(), date(2030, 2, 27));
+        // Whole duration from the original start, not month by month.
+        assert_eq!(spec(date(2027, 1, 31), 2).end(), date(2027, 3, 30));
+        assert_eq!(spec(date(2026, 12, 31), 36).end(), date(2029, 12, 30));
+    }
+
+    #[test]
+    fn keys_parse_and_print_round_trip() {
+        let key = Key::parse("4097311281936189049@2026-12-01").unwrap();
+        assert_eq!(key.as_str(), "4097311281936189049@2026-12-01");
+        assert_eq!(key.oaid(), "4097311281936189049");
+        for bad in ["", "@", "12@2026-1-01", "x@2026-12-01", "12@2026-02-30", "12"] {
+            assert!(Key::parse(bad).is_err(), "{bad} must not parse");
+        }
+    }
+
+    #[test]
+    fn oaids_are_digits_only_and_at_most_19() {
+        assert!(Oaid::parse("1").is_ok());
+        assert!(Oaid::parse("9999999999999999999").is_ok());
+        assert_eq!(Oaid::parse("99999999999999999999"), Err(OaidError::TooLong(20)));
+        assert_eq!(Oaid::parse("-1"), Err(OaidError::NotDigits));
+        assert_eq!(Oaid::parse("1.5"), Err(OaidError::NotDigits));
+        assert_eq!(Oaid::parse(""), Err(OaidError::Empty));
+    }
+
+    #[test]
+    fn tiers_by_name_in_any_case_or_number() {
+        assert_eq!(Tier::from_name("PREMIUM"), Some(Tier::Premium));
+        assert_eq!(Tier::from_name("Advanced"), Some(Tier::Advanced));
+        assert_eq!(Tier::from_name("1"), Some(Tier::Trial));
+        assert_eq!(Tier::from_name("gold"), None);
+        assert_eq!(Tier::from_number(3), Some(Tier::Premium));
+        assert_eq!(Tier::from_number(4), None);
+    }
+
+    #[test]
+    fn spec_hash_changes_with_every_field_and_only_those() {
+        let base = spec(date(2026, 12, 1), 12);
+        let mut variants = vec![base.clone()];
+        let mut v = base.clone();
+        v.tier = Tier::Advanced;
+        variants.push(v);
+        let mut v = base.clone();
+        v.duration_months = 6;
+        variants.push(v);
+        let mut v = base.clone();
+        v.start = date(2026, 12, 2);
+        variants.push(v);
+        let mut v = base.clone();
+        v.oaid = Oaid::parse("745830328927467685").unwrap();
+        variants.push(v);
+        let hashes: std::collections::BTreeSet<_> = variants.iter().map(Spec::hash).collect();
+        assert_eq!(hashes.len(), variants.len());
+        assert_eq!(base.hash(), base.clone().hash());
+        assert!(base.hash().as_str().starts_with("sha256:"));
+        assert_eq!(base.hash().as_str().len(), "sha256:".len() + 64);
+    }
+
+    #[test]
+    fn dates_are_strict() {
+        assert_eq!(parse_date("2026-12-01"), Some(date(2026, 12, 1)));
+        for bad in ["2026-2-01", "2026-02-30", "26-12-01", "2026/12/01", "2026-12-01 "] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
+    }
+}
