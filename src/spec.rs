@@ -113,7 +113,9 @@ impl Tier {
     }
 
     pub fn from_number(n: u64) -> Option<Tier> {
-        Tier::ALL.into_iter().find(|t| u64::from(t.api_number()) == n)
+        Tier::ALL
+            .into_iter()
+            .find(|t| u64::from(t.api_number()) == n)
     }
 }
 
@@ -133,7 +135,9 @@ pub struct Key(String);
 
 /// Why a text is not a [`Key`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a package key: expected OAID@YYYY-MM-DD, e.g. 4097311281936189049@2026-12-01")]
+#[error(
+    "`{0}` is not a package key: expected OAID@YYYY-MM-DD, e.g. 4097311281936189049@2026-12-01"
+)]
 pub struct KeyError(String);
 
 impl Key {
@@ -298,7 +302,14 @@ mod tests {
         let key = Key::parse("4097311281936189049@2026-12-01").unwrap();
         assert_eq!(key.as_str(), "4097311281936189049@2026-12-01");
         assert_eq!(key.oaid(), "4097311281936189049");
-        for bad in ["", "@", "12@2026-1-01", "x@2026-12-01", "12@2026-02-30", "12"] {
+        for bad in [
+            "",
+            "@",
+            "12@2026-1-01",
+            "x@2026-12-01",
+            "12@2026-02-30",
+            "12",
+        ] {
             assert!(Key::parse(bad).is_err(), "{bad} must not parse");
         }
     }
@@ -307,7 +318,10 @@ mod tests {
     fn oaids_are_digits_only_and_at_most_19() {
         assert!(Oaid::parse("1").is_ok());
         assert!(Oaid::parse("9999999999999999999").is_ok());
-        assert_eq!(Oaid::parse("99999999999999999999"), Err(OaidError::TooLong(20)));
+        assert_eq!(
+            Oaid::parse("99999999999999999999"),
+            Err(OaidError::TooLong(20))
+        );
         assert_eq!(Oaid::parse("-1"), Err(OaidError::NotDigits));
         assert_eq!(Oaid::parse("1.5"), Err(OaidError::NotDigits));
         assert_eq!(Oaid::parse(""), Err(OaidError::Empty));
@@ -349,7 +363,13 @@ mod tests {
     #[test]
     fn dates_are_strict() {
         assert_eq!(parse_date("2026-12-01"), Some(date(2026, 12, 1)));
-        for bad in ["2026-2-01", "2026-02-30", "26-12-01", "2026/12/01", "2026-12-01 "] {
+        for bad in [
+            "2026-2-01",
+            "2026-02-30",
+            "26-12-01",
+            "2026/12/01",
+            "2026-12-01 ",
+        ] {
             assert_eq!(parse_date(bad), None, "{bad}");
         }
     }

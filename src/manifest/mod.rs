@@ -1,11 +1,27 @@
 //! The desired set: reading manifest files and directories, validating every
 //! document into [`Package`]s, and reporting every problem with its location.
+//!
+//! [`load`] is the only function here that touches the disk (it finds and
+//! reads the files); parsing and validation in [`validate`] are pure.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
+use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{Key, Spec};
+use crate::spec::{Key, Spec, sha256_tagged};
+
+pub mod raw;
+pub mod validate;
+
+use validate::Origin;
+
+/// The manifest read when no `-f` is given.
+pub const DEFAULT_MANIFEST: &str = "oapkg.yaml";
+/// Larger files are refused before they are read: no real manifest comes near.
+const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Where something was written: a file (as given on the command line, or
 /// found under a directory given there), a 1-based line and column.
@@ -17,6 +33,26 @@ pub struct Source {
     pub column: u32,
 }
 
+impl Source {
+    fn new(file: &str, at: serde_saphyr::Location) -> Source {
+        Source {
+            file: file.to_owned(),
+            line: u32::try_from(at.line()).unwrap_or(u32::MAX),
+            column: u32::try_from(at.column()).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (0, _) => write!(f, "{}", self.file),
+            (line, 0) => write!(f, "{}:{line}", self.file),
+            (line, column) => write!(f, "{}:{line}:{column}", self.file),
+        }
+    }
+}
+
 /// One declared package.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Package {
@@ -25,9 +61,240 @@ pub struct Package {
     pub source: Source,
 }
 
-/// Every package the manifests declare, by key, with the content hash used
-/// to tell whether the manifests changed.
+/// Every package the manifests declare, by key.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredSet {
     pub packages: BTreeMap<Key, Package>,
+}
+
+impl DesiredSet {
+    /// Content hash of the desired set: every key with its spec hash and name,
+    /// in key order. Comments, formatting, file layout and source lines do not
+    /// change it, so a saved plan stays valid across a reformat, and watch
+    /// skips a cycle when a save changed nothing that matters.
+    pub fn hash(&self) -> String {
+        let mut encoding = String::from("oapkg-desired/v1\n");
+        for (key, package) in &self.packages {
+            encoding.push_str(key.as_str());
+            encoding.push(' ');
+            encoding.push_str(package.spec.hash().as_str());
+            encoding.push(' ');
+            // JSON-quoted so that a name can never run into the next line.
+            encoding.push_str(&serde_json::to_string(&package.name).unwrap_or_default());
+            encoding.push('\n');
+        }
+        sha256_tagged(encoding.as_bytes())
+    }
+}
+
+/// A problem (or a warning) about a place in a manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub source: Source,
+    pub message: String,
+    /// The package the message is about, when there is one.
+    pub key: Option<Key>,
+    /// A second place the message is about (the other duplicate, ...).
+    pub related: Option<(Source, String)>,
+}
+
+impl Diagnostic {
+    fn at(file: &str, at: serde_saphyr::Location, message: String) -> Diagnostic {
+        Diagnostic {
+            source: Source::new(file, at),
+            message,
+            key: None,
+            related: None,
+        }
+    }
+
+    fn file(file: &str, message: String) -> Diagnostic {
+        let source = Source {
+            file: file.to_owned(),
+            line: 0,
+            column: 0,
+        };
+        Diagnostic {
+            source,
+            message,
+            key: None,
+            related: None,
+        }
+    }
+
+    fn about(mut self, key: Key) -> Diagnostic {
+        self.key = Some(key);
+        self
+    }
+
+    fn with_related(source: &Source, message: String, other: &Source, note: String) -> Diagnostic {
+        Diagnostic {
+            source: source.clone(),
+            message,
+            key: None,
+            related: Some((other.clone(), note)),
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.source, self.message)?;
+        if let Some((other, note)) = &self.related {
+            write!(f, "\n  {other}: {note}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The manifests read, validated and merged.
+#[derive(Debug, Default)]
+pub struct Manifests {
+    pub desired: DesiredSet,
+    pub warnings: Vec<Diagnostic>,
+    /// Every file read, in the order read (directories walked in name order).
+    pub files: Vec<PathBuf>,
+}
+
+/// Why the manifests cannot be used: every problem found, not just the first.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", render_errors(.errors))]
+pub struct ManifestError {
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+fn render_errors(errors: &[Diagnostic]) -> String {
+    let mut out = format!(
+        "the manifests have {} error{}:",
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" }
+    );
+    for error in errors {
+        out.push_str("\n  ");
+        out.push_str(&error.to_string().replace('\n', "\n  "));
+    }
+    out
+}
+
+/// Reads every manifest under `paths` (files, or directories walked
+/// recursively for `*.yaml`/`*.yml`, hidden entries skipped) and validates
+/// them together. An empty `paths` means [`DEFAULT_MANIFEST`].
+pub fn load(paths: &[PathBuf], today: Date) -> Result<Manifests, ManifestError> {
+    let default = [PathBuf::from(DEFAULT_MANIFEST)];
+    let paths = if paths.is_empty() {
+        &default[..]
+    } else {
+        paths
+    };
+
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => walk(path, &mut files, &mut errors),
+            Ok(_) => files.push((path.clone(), Origin::Named)),
+            Err(error) => errors.push(io_diagnostic(path, "cannot read", &error)),
+        }
+    }
+    files.dedup_by(|a, b| a.0 == b.0);
+
+    let mut warnings = Vec::new();
+    let mut packages = Vec::new();
+    for (path, origin) in &files {
+        let name = path.display().to_string();
+        let text = match read_text(path) {
+            Ok(text) => text,
+            Err(message) => {
+                errors.push(Diagnostic::file(&name, message));
+                continue;
+            }
+        };
+        let outcome = validate::check_file(&name, &text, *origin, today);
+        packages.extend(outcome.packages);
+        errors.extend(outcome.errors);
+        warnings.extend(outcome.warnings);
+    }
+    let (packages, set_errors, set_warnings) = validate::check_together(packages);
+    errors.extend(set_errors);
+    warnings.extend(set_warnings);
+
+    if errors.is_empty() {
+        let files = files.into_iter().map(|(path, _)| path).collect();
+        Ok(Manifests {
+            desired: DesiredSet { packages },
+            warnings,
+            files,
+        })
+    } else {
+        Err(ManifestError { errors, warnings })
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len > MAX_FILE_BYTES {
+        return Err(format!(
+            "file is {len} bytes; manifests larger than {MAX_FILE_BYTES} bytes are refused (split it into several files)"
+        ));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(file, MAX_FILE_BYTES + 1),
+        &mut bytes,
+    )
+    .map_err(|e| format!("cannot read: {e}"))?;
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "not UTF-8 text (invalid byte at offset {}); a manifest is a YAML text file",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// Collects `*.yaml`/`*.yml` files under `dir`, in name order, skipping
+/// hidden entries (editor swap files, `.git`).
+fn walk(dir: &Path, files: &mut Vec<(PathBuf, Origin)>, errors: &mut Vec<Diagnostic>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) => return errors.push(io_diagnostic(dir, "cannot read directory", &error)),
+    };
+    let mut entries: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries {
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_none_or(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        // Follows symlinks, like the files named on the command line.
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => walk(&path, files, errors),
+            Ok(_) if is_yaml(&path) => files.push((path, Origin::Discovered)),
+            Ok(_) => {}
+            Err(error) => errors.push(io_diagnostic(&path, "cannot read", &error)),
+        }
+    }
+}
+
+fn is_yaml(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
+fn io_diagnostic(path: &Path, what: &str, error: &std::io::Error) -> Diagnostic {
+    let hint = if error.kind() == std::io::ErrorKind::NotFound {
+        format!("; pass manifest files or directories with -f (default: {DEFAULT_MANIFEST})")
+    } else {
+        String::new()
+    };
+    Diagnostic::file(
+        &path.display().to_string(),
+        format!("{what}: {error}{hint}"),
+    )
 }

@@ -56,3 +56,6 @@ pub struct Plan {
     pub unchanged: usize,
     pub warnings: Vec<Warning>,
 }
+
+mod diff;
+pub use diff::{action_for, diff};

@@ -1,0 +1,487 @@
+//! The manifest as written: one [`RawDocument`] per YAML document, every value
+//! kept with its location and in the shape YAML gave it ([`Scalar`]).
+//!
+//! These types are both the parser and the schema: `Deserialize` reads YAML
+//! into them and `JsonSchema` describes them for `oapkg schema`, so the two
+//! cannot drift. Deserialization is deliberately lenient about *values* (a
+//! float where an OAID belongs is kept as a float, an unknown key is kept as
+//! an unknown key) so that validation can report every problem of a file at
+//! once instead of stopping at the first one, as a derived `Deserialize` would.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_saphyr::{Location, Spanned};
+
+/// A YAML value where a single value was expected, as YAML typed it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scalar {
+    Text(String),
+    Unsigned(u64),
+    Negative(i64),
+    /// An integer too large for 64 bits, as its decimal digits.
+    BigInteger(String),
+    Float(f64),
+    Bool(bool),
+    Null,
+    /// A sequence or mapping where a single value belongs.
+    Collection(&'static str),
+}
+
+impl Scalar {
+    /// How the value reads in an error message.
+    pub fn describe(&self) -> String {
+        match self {
+            Scalar::Text(text) => format!("the text {text:?}"),
+            Scalar::Unsigned(n) => format!("the number {n}"),
+            Scalar::Negative(n) => format!("the negative number {n}"),
+            Scalar::BigInteger(digits) if digits.len() > 40 => {
+                format!("a {}-digit number", digits.trim_start_matches('-').len())
+            }
+            Scalar::BigInteger(digits) => format!("the number {digits}"),
+            Scalar::Float(x) => format!("the decimal number {x}"),
+            Scalar::Bool(b) => format!("the boolean {b}"),
+            Scalar::Null => "an empty value".to_owned(),
+            Scalar::Collection(kind) => format!("a {kind}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a single value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+        Ok(u64::try_from(v).map_or(Scalar::Negative(v), Scalar::Unsigned))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar::Unsigned(v))
+    }
+    fn visit_i128<E>(self, v: i128) -> Result<Scalar, E> {
+        Ok(Scalar::BigInteger(v.to_string()))
+    }
+    fn visit_u128<E>(self, v: u128) -> Result<Scalar, E> {
+        Ok(Scalar::BigInteger(v.to_string()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar::Float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Text(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Scalar, E> {
+        Ok(Scalar::Text(v))
+    }
+    fn visit_bytes<E>(self, _: &[u8]) -> Result<Scalar, E> {
+        Ok(Scalar::Collection("binary value"))
+    }
+    fn visit_unit<E>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_none<E>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Scalar, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Collection("list"))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Collection("mapping"))
+    }
+}
+
+/// Implements the scalar `visit_*` methods of a visitor by handing the value
+/// to [`ScalarVisitor`] and wrapping the result.
+macro_rules! forward_scalars_to {
+    ($visitor:expr, $wrap:path) => {
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            $visitor.visit_bool(v).map($wrap)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            $visitor.visit_i64(v).map($wrap)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            $visitor.visit_u64(v).map($wrap)
+        }
+        fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
+            $visitor.visit_i128(v).map($wrap)
+        }
+        fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
+            $visitor.visit_u128(v).map($wrap)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            $visitor.visit_f64(v).map($wrap)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            $visitor.visit_str(v).map($wrap)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            $visitor.visit_unit().map($wrap)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            $visitor.visit_none().map($wrap)
+        }
+    };
+}
+
+/// One field's value with where it was written.
+pub type Field = Spanned<Scalar>;
+
+/// A mapping key that validation must report: unknown, or written twice.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KeyProblem {
+    Unknown {
+        key: String,
+        at: Location,
+        expected: &'static [&'static str],
+    },
+    Duplicate {
+        key: String,
+        at: Location,
+        first: Location,
+    },
+}
+
+/// Reads a mapping key by key, for types whose fields are all [`Field`]s or
+/// handled by `on_known`. Unknown and repeated keys are recorded, not fatal.
+fn read_fields<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    known: &'static [&'static str],
+    problems: &mut Vec<KeyProblem>,
+    mut on_known: impl FnMut(&'static str, Location, &mut A) -> Result<(), A::Error>,
+) -> Result<(), A::Error> {
+    let mut seen: Vec<(&'static str, Location)> = Vec::new();
+    while let Some(key) = map.next_key::<Spanned<Scalar>>()? {
+        let text = match &key.value {
+            Scalar::Text(text) => text.clone(),
+            other => other.describe(),
+        };
+        match known.iter().find(|k| **k == text) {
+            Some(&name) => {
+                if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+                    problems.push(KeyProblem::Duplicate {
+                        key: text,
+                        at: key.referenced,
+                        first: *first,
+                    });
+                    map.next_value::<IgnoredAny>()?;
+                } else {
+                    seen.push((name, key.referenced));
+                    on_known(name, key.referenced, map)?;
+                }
+            }
+            None => {
+                problems.push(KeyProblem::Unknown {
+                    key: text,
+                    at: key.referenced,
+                    expected: known,
+                });
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The fields every package may take from `defaults`.
+#[derive(Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(description = "Values used by every package of this document that does not set them.")]
+pub struct RawDefaults {
+    #[schemars(with = "Option<TierSchema>")]
+    pub tier: Option<Field>,
+    #[schemars(with = "Option<DurationSchema>")]
+    pub duration: Option<Field>,
+    #[serde(skip)]
+    pub problems: Vec<KeyProblem>,
+}
+
+impl RawDefaults {
+    pub const FIELDS: &'static [&'static str] = &["tier", "duration"];
+}
+
+impl<'de> Deserialize<'de> for RawDefaults {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawDefaults;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping with `tier` and/or `duration`")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawDefaults, A::Error> {
+                let mut out = RawDefaults::default();
+                let mut problems = Vec::new();
+                read_fields(
+                    &mut map,
+                    RawDefaults::FIELDS,
+                    &mut problems,
+                    |name, _, map| {
+                        let value = Some(map.next_value::<Field>()?);
+                        match name {
+                            "tier" => out.tier = value,
+                            _ => out.duration = value,
+                        }
+                        Ok(())
+                    },
+                )?;
+                out.problems = problems;
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+/// One entry of `packages`, as written.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(description = "One package: an OA, a tier, a start date and a duration in months.")]
+pub struct RawPackage {
+    #[schemars(with = "OaidSchema")]
+    pub oaid: Option<Field>,
+    /// A label shown in plans; not part of what is bought.
+    #[schemars(with = "Option<String>")]
+    pub name: Option<Field>,
+    #[schemars(with = "Option<TierSchema>")]
+    pub tier: Option<Field>,
+    #[schemars(with = "DateSchema")]
+    pub start: Option<Field>,
+    #[schemars(with = "Option<DurationSchema>")]
+    pub duration: Option<Field>,
+    #[serde(skip)]
+    pub problems: Vec<KeyProblem>,
+}
+
+impl RawPackage {
+    pub const FIELDS: &'static [&'static str] = &["oaid", "name", "tier", "start", "duration"];
+}
+
+impl<'de> Deserialize<'de> for RawPackage {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawPackage;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a package mapping (oaid, name, tier, start, duration)")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawPackage, A::Error> {
+                let mut out = RawPackage {
+                    oaid: None,
+                    name: None,
+                    tier: None,
+                    start: None,
+                    duration: None,
+                    problems: Vec::new(),
+                };
+                let mut problems = Vec::new();
+                read_fields(
+                    &mut map,
+                    RawPackage::FIELDS,
+                    &mut problems,
+                    |name, _, map| {
+                        let value = Some(map.next_value::<Field>()?);
+                        match name {
+                            "oaid" => out.oaid = value,
+                            "name" => out.name = value,
+                            "tier" => out.tier = value,
+                            "start" => out.start = value,
+                            _ => out.duration = value,
+                        }
+                        Ok(())
+                    },
+                )?;
+                out.problems = problems;
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+/// One YAML document of a manifest file.
+#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "oapkg PackageSet",
+    description = "OA packages to keep bought, for oapkg."
+)]
+pub struct RawDocument {
+    #[serde(rename = "apiVersion")]
+    #[schemars(with = "ApiVersionSchema")]
+    pub api_version: Option<Field>,
+    #[schemars(with = "KindSchema")]
+    pub kind: Option<Field>,
+    #[schemars(with = "Option<RawDefaults>")]
+    pub defaults: Option<Spanned<RawDefaults>>,
+    /// Where `packages` was written and its entries; `None` when absent.
+    #[schemars(with = "Vec<RawPackage>")]
+    pub packages: Option<Spanned<PackageList>>,
+    #[serde(skip)]
+    pub problems: Vec<KeyProblem>,
+}
+
+impl RawDocument {
+    pub const FIELDS: &'static [&'static str] = &["apiVersion", "kind", "defaults", "packages"];
+}
+
+/// The `packages` sequence. Anything but a sequence is kept as a [`Scalar`]
+/// so the error can say what was found instead of stopping the file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PackageList {
+    Entries(Vec<Spanned<PackageEntry>>),
+    NotAList(Scalar),
+}
+
+/// One entry of `packages`: a package mapping, or whatever else was written.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PackageEntry {
+    Package(Box<RawPackage>),
+    NotAMapping(Scalar),
+}
+
+impl<'de> Deserialize<'de> for PackageEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PackageEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a package mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PackageEntry, A::Error> {
+                let package = RawPackage::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(PackageEntry::Package(Box::new(package)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<PackageEntry, A::Error> {
+                ScalarVisitor.visit_seq(seq).map(PackageEntry::NotAMapping)
+            }
+            forward_scalars_to!(ScalarVisitor, PackageEntry::NotAMapping);
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for PackageList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PackageList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of packages")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PackageList, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = seq.next_element::<Spanned<PackageEntry>>()? {
+                    entries.push(entry);
+                }
+                Ok(PackageList::Entries(entries))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PackageList, A::Error> {
+                ScalarVisitor.visit_map(map).map(PackageList::NotAList)
+            }
+            forward_scalars_to!(ScalarVisitor, PackageList::NotAList);
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawDocument {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawDocument;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a PackageSet mapping (apiVersion, kind, defaults, packages)")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawDocument, A::Error> {
+                let mut out = RawDocument {
+                    api_version: None,
+                    kind: None,
+                    defaults: None,
+                    packages: None,
+                    problems: Vec::new(),
+                };
+                let mut problems = Vec::new();
+                read_fields(
+                    &mut map,
+                    RawDocument::FIELDS,
+                    &mut problems,
+                    |name, _, map| {
+                        match name {
+                            "apiVersion" => out.api_version = Some(map.next_value()?),
+                            "kind" => out.kind = Some(map.next_value()?),
+                            "defaults" => out.defaults = map.next_value()?,
+                            _ => out.packages = Some(map.next_value()?),
+                        }
+                        Ok(())
+                    },
+                )?;
+                out.problems = problems;
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+// Schema-only descriptions of the leaf values. Parsing is lenient (see the
+// module docs); these say what validation accepts.
+
+/// `oapkg/v1`
+#[derive(Serialize, Deserialize, JsonSchema)]
+enum ApiVersionSchema {
+    #[serde(rename = "oapkg/v1")]
+    V1,
+}
+
+/// `PackageSet`
+#[derive(Serialize, Deserialize, JsonSchema)]
+enum KindSchema {
+    PackageSet,
+}
+
+/// Zalo Official Account id: 1 to 19 digits, quoted or not.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum OaidSchema {
+    Text(#[schemars(regex(pattern = r"^[0-9]{1,19}$"))] String),
+    Number(#[schemars(range(min = 0))] u64),
+}
+
+/// trial | advanced | premium (any case), or 1 | 2 | 3.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum TierSchema {
+    Name(#[schemars(regex(pattern = r"^(?i)(trial|advanced|premium)$"))] String),
+    Number(#[schemars(range(min = 1, max = 3))] u8),
+}
+
+/// Start date, `YYYY-MM-DD`.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+struct DateSchema(#[schemars(regex(pattern = r"^\d{4}-\d{2}-\d{2}$"))] String);
+
+/// Whole months, 1 to 36.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+struct DurationSchema(#[schemars(range(min = 1, max = 36))] u8);

@@ -1,0 +1,553 @@
+//! From text to packages: parses one file's YAML into [`raw`] documents and
+//! checks every value, then checks the packages of all files together
+//! (duplicate keys, overlapping periods).
+//!
+//! Pure: the file's name and text and "today" come in as arguments, nothing
+//! here reads the disk or the clock. Every problem becomes a [`Diagnostic`];
+//! validation never stops at the first one.
+
+use std::collections::BTreeMap;
+
+use jiff::civil::Date;
+use serde_saphyr::{Location, Spanned};
+
+use super::raw::{
+    Field, KeyProblem, PackageEntry, PackageList, RawDefaults, RawDocument, RawPackage, Scalar,
+};
+use super::{Diagnostic, Package, Source};
+use crate::spec::{self, Key, MAX_DURATION_MONTHS, Oaid, OaidError, Spec, Tier};
+
+pub const API_VERSION: &str = "oapkg/v1";
+pub const KIND: &str = "PackageSet";
+
+/// How a file came to be read, which decides what a non-manifest means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Named with `-f`: it must be a manifest.
+    Named,
+    /// Found while walking a directory: a YAML file that is not an oapkg
+    /// manifest is skipped with a warning.
+    Discovered,
+}
+
+/// What one file contributed.
+#[derive(Debug, Default)]
+pub struct FileOutcome {
+    pub packages: Vec<Package>,
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Parses and validates one file. `file` is the name used in messages.
+pub fn check_file(file: &str, text: &str, origin: Origin, today: Date) -> FileOutcome {
+    let mut out = FileOutcome::default();
+    let documents = match parse_documents(text) {
+        Ok(documents) => documents,
+        Err(error) => {
+            // A directory may hold YAML that is not ours and that we cannot
+            // read; skip it unless it claims to be a manifest.
+            if origin == Origin::Discovered && !text.contains(API_VERSION) {
+                out.warnings.push(Diagnostic::file(
+                    file,
+                    format!("skipped: not an oapkg manifest (no `apiVersion: {API_VERSION}`), and not readable YAML"),
+                ));
+            } else {
+                let at = error.location().unwrap_or(Location::UNKNOWN);
+                out.errors.push(Diagnostic::at(
+                    file,
+                    at,
+                    format!("invalid YAML: {}", yaml_message(&error)),
+                ));
+            }
+            return out;
+        }
+    };
+    if documents.is_empty() {
+        let message = "holds no YAML document: expected a PackageSet (apiVersion: oapkg/v1, kind: PackageSet, packages: [...])";
+        match origin {
+            Origin::Named => out.errors.push(Diagnostic::file(file, message.to_owned())),
+            Origin::Discovered => out
+                .warnings
+                .push(Diagnostic::file(file, format!("skipped: {message}"))),
+        }
+        return out;
+    }
+    if origin == Origin::Discovered && !documents.iter().any(|d| is_ours(&d.value)) {
+        out.warnings.push(Diagnostic::file(
+            file,
+            format!("skipped: not an oapkg manifest (no `apiVersion: {API_VERSION}`)"),
+        ));
+        return out;
+    }
+    let mut checker = Checker {
+        file,
+        text,
+        today,
+        out,
+    };
+    for document in &documents {
+        checker.document(document);
+    }
+    checker.out
+}
+
+/// Checks the packages of every file together: the same key declared twice,
+/// and periods of one OA that overlap.
+pub fn check_together(
+    packages: Vec<Package>,
+) -> (BTreeMap<Key, Package>, Vec<Diagnostic>, Vec<Diagnostic>) {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let mut by_key: BTreeMap<Key, Package> = BTreeMap::new();
+    for package in packages {
+        let key = package.spec.key();
+        if let Some(first) = by_key.get(&key) {
+            errors.push(
+                Diagnostic::with_related(
+                    &package.source,
+                    format!("package {key} is declared twice; remove one of them"),
+                    &first.source,
+                    "first declared here".to_owned(),
+                )
+                .about(key),
+            );
+            continue;
+        }
+        by_key.insert(key, package);
+    }
+
+    let mut by_oa: BTreeMap<&Oaid, Vec<&Package>> = BTreeMap::new();
+    for package in by_key.values() {
+        by_oa.entry(&package.spec.oaid).or_default().push(package);
+    }
+    for packages in by_oa.values_mut() {
+        packages.sort_by_key(|p| p.spec.start);
+        for (i, earlier) in packages.iter().enumerate() {
+            let end = earlier.spec.end();
+            for later in packages[i + 1..].iter().take_while(|p| p.spec.start <= end) {
+                let (a, b) = (&earlier.spec, &later.spec);
+                if a.tier == b.tier {
+                    errors.push(Diagnostic::with_related(
+                        &later.source,
+                        format!(
+                            "OA {} has two {} packages whose periods overlap: {} to {} and {} to {}; \
+                             start the later one on {} or shorten the earlier one",
+                            a.oaid,
+                            a.tier,
+                            a.start,
+                            a.end(),
+                            b.start,
+                            b.end(),
+                            next_day(a.end()),
+                        ),
+                        &earlier.source,
+                        "the other package".to_owned(),
+                    ).about(b.key()));
+                } else {
+                    warnings.push(Diagnostic::with_related(
+                        &later.source,
+                        format!(
+                            "OA {}: {} package from {} overlaps the {} package {} to {} (an upgrade or downgrade mid-period; both are bought)",
+                            a.oaid,
+                            b.tier,
+                            b.start,
+                            a.tier,
+                            a.start,
+                            a.end(),
+                        ),
+                        &earlier.source,
+                        "the other package".to_owned(),
+                    ).about(b.key()));
+                }
+            }
+        }
+    }
+    (by_key, errors, warnings)
+}
+
+fn next_day(date: Date) -> Date {
+    date.tomorrow().unwrap_or(date)
+}
+
+/// The YAML parser's settings for manifests.
+fn options(text: &str) -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    // Repeated keys reach our visitors, which report both places.
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
+    // `oaid: 0123` stays "0123" instead of becoming 123.
+    options.leading_zero_numbers_as_strings = true;
+    // YAML 1.2 booleans only: `name: yes` is the text "yes".
+    options.strict_booleans = true;
+    options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::PassThrough;
+    options.with_snippet = false;
+    if let Some(budget) = options.budget.as_mut() {
+        // The default budget (1M events) is sized for configuration files; a
+        // large manifest has ~12 events per package. Events cannot outnumber
+        // input bytes, so this still bounds work by the file's size, and the
+        // alias limits below keep alias bombs out.
+        budget.max_events = budget.max_events.max(text.len() + 1024);
+    }
+    options
+}
+
+fn parse_documents(text: &str) -> Result<Vec<Spanned<RawDocument>>, serde_saphyr::Error> {
+    serde_saphyr::from_multiple_with_options(text, options(text))
+}
+
+fn yaml_message(error: &serde_saphyr::Error) -> String {
+    let message = error.without_snippet().to_string();
+    // The location is printed by the diagnostic itself.
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message,
+    }
+}
+
+fn is_ours(document: &RawDocument) -> bool {
+    matches!(&document.api_version, Some(f) if matches!(&f.value, Scalar::Text(t) if t == API_VERSION))
+}
+
+struct Checker<'a> {
+    file: &'a str,
+    text: &'a str,
+    today: Date,
+    out: FileOutcome,
+}
+
+/// `tier` and `duration` after applying `defaults`.
+#[derive(Default)]
+struct Defaults {
+    tier: Option<Tier>,
+    duration: Option<u8>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, at: Location, message: String) {
+        self.out.errors.push(Diagnostic::at(self.file, at, message));
+    }
+
+    fn key_problems(&mut self, problems: &[KeyProblem], what: &str) {
+        for problem in problems {
+            match problem {
+                KeyProblem::Unknown { key, at, expected } => {
+                    let hint = closest(key, expected)
+                        .map(|k| format!(" (did you mean `{k}`?)"))
+                        .unwrap_or_default();
+                    self.error(
+                        *at,
+                        format!(
+                            "unknown field `{key}` in {what}{hint}; expected one of: {}",
+                            expected.join(", ")
+                        ),
+                    );
+                }
+                KeyProblem::Duplicate { key, at, first } => {
+                    let first = format!("{}:{}:{}", self.file, first.line(), first.column());
+                    self.error(
+                        *at,
+                        format!(
+                            "field `{key}` is set twice in one {what} (first at {first}); keep one"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn document(&mut self, document: &Spanned<RawDocument>) {
+        let doc = &document.value;
+        let at = document.referenced;
+        self.key_problems(&doc.problems, "the document");
+        match &doc.api_version {
+            None => self.error(at, format!("missing `apiVersion: {API_VERSION}`")),
+            Some(f) if !matches!(&f.value, Scalar::Text(t) if t == API_VERSION) => self.error(
+                f.referenced,
+                format!(
+                    "unsupported apiVersion {}; expected `{API_VERSION}`",
+                    f.value.describe()
+                ),
+            ),
+            Some(_) => {}
+        }
+        match &doc.kind {
+            None => self.error(at, format!("missing `kind: {KIND}`")),
+            Some(f) if !matches!(&f.value, Scalar::Text(t) if t == KIND) => self.error(
+                f.referenced,
+                format!("unsupported kind {}; expected `{KIND}`", f.value.describe()),
+            ),
+            Some(_) => {}
+        }
+        let defaults = match &doc.defaults {
+            Some(d) => self.defaults(&d.value),
+            None => Defaults::default(),
+        };
+        match &doc.packages {
+            None => self.error(at, "missing `packages:` (a list of packages)".to_owned()),
+            Some(list) => match &list.value {
+                PackageList::NotAList(found) => self.error(
+                    list.referenced,
+                    format!(
+                        "`packages` must be a list of packages, found {}",
+                        found.describe()
+                    ),
+                ),
+                PackageList::Entries(entries) => {
+                    for entry in entries {
+                        match &entry.value {
+                            PackageEntry::Package(raw) => {
+                                if let Some(package) = self.package(raw, entry.referenced, &defaults) {
+                                    self.out.packages.push(package);
+                                }
+                            }
+                            PackageEntry::NotAMapping(found) => self.error(
+                                entry.referenced,
+                                format!(
+                                    "each entry of `packages` must be a mapping (oaid, tier, start, duration), found {}",
+                                    found.describe()
+                                ),
+                            ),
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    fn defaults(&mut self, raw: &RawDefaults) -> Defaults {
+        self.key_problems(&raw.problems, "`defaults`");
+        Defaults {
+            tier: raw.tier.as_ref().and_then(|f| self.tier(f)),
+            duration: raw.duration.as_ref().and_then(|f| self.duration(f)),
+        }
+    }
+
+    fn package(&mut self, raw: &RawPackage, at: Location, defaults: &Defaults) -> Option<Package> {
+        let errors_before = self.out.errors.len();
+        self.key_problems(&raw.problems, "a package");
+        let oaid = match &raw.oaid {
+            Some(f) => self.oaid(f),
+            None => {
+                self.error(
+                    at,
+                    "package has no `oaid` (the OA's id, 1–19 digits)".to_owned(),
+                );
+                None
+            }
+        };
+        let start = match &raw.start {
+            Some(f) => self.start(f),
+            None => {
+                self.error(
+                    at,
+                    "package has no `start` (its first day, YYYY-MM-DD)".to_owned(),
+                );
+                None
+            }
+        };
+        let tier = match &raw.tier {
+            Some(f) => self.tier(f),
+            None if defaults.tier.is_some() => defaults.tier,
+            None => {
+                self.error(at, "package has no `tier` and its document sets no `defaults.tier`; expected trial, advanced or premium".to_owned());
+                None
+            }
+        };
+        let duration = match &raw.duration {
+            Some(f) => self.duration(f),
+            None if defaults.duration.is_some() => defaults.duration,
+            None => {
+                self.error(at, format!("package has no `duration` and its document sets no `defaults.duration`; expected whole months, 1 to {MAX_DURATION_MONTHS}"));
+                None
+            }
+        };
+        let name = raw.name.as_ref().and_then(|f| self.name(f));
+        if self.out.errors.len() != errors_before {
+            return None;
+        }
+        let spec = Spec {
+            oaid: oaid?,
+            tier: tier?,
+            start: start?,
+            duration_months: duration?,
+        };
+        let source = Source::new(self.file, at);
+        if spec.start < self.today {
+            let at = raw.start.as_ref().map_or(at, |f| f.referenced);
+            let message = format!(
+                "package {} starts on {}, before today ({}); eSMS may refuse a start date in the past",
+                spec.key(),
+                spec.start,
+                self.today
+            );
+            self.out
+                .warnings
+                .push(Diagnostic::at(self.file, at, message).about(spec.key()));
+        }
+        Some(Package { spec, name, source })
+    }
+
+    /// The token as written in the file, for plain (unquoted) numbers whose
+    /// parsed value may hide the spelling (`0x1F`, `1e3`, 20 digits).
+    fn written(&self, at: Location) -> Option<&str> {
+        let span = at.span();
+        let start = usize::try_from(span.byte_offset()?).ok()?;
+        let len = usize::try_from(span.byte_len()?).ok()?;
+        self.text.get(start..start.checked_add(len)?)
+    }
+
+    fn oaid(&mut self, field: &Field) -> Option<Oaid> {
+        const EXPECTED: &str = "an OAID is 1 to 19 digits, e.g. \"4097311281936189049\"";
+        let text = match &field.value {
+            Scalar::Text(text) => text.clone(),
+            Scalar::Unsigned(_) | Scalar::BigInteger(_) => self
+                .written(field.referenced)
+                .unwrap_or_default()
+                .to_owned(),
+            Scalar::Float(_) => {
+                let written = self
+                    .written(field.referenced)
+                    .unwrap_or_default()
+                    .to_owned();
+                if !written.is_empty() && written.bytes().all(|b| b.is_ascii_digit()) {
+                    written
+                } else {
+                    self.error(field.referenced, format!("bad OAID: found {} (a YAML float is never rounded into an id); {EXPECTED}", describe_written(&field.value, &written)));
+                    return None;
+                }
+            }
+            other => {
+                self.error(
+                    field.referenced,
+                    format!("bad OAID: found {}; {EXPECTED}", other.describe()),
+                );
+                return None;
+            }
+        };
+        match Oaid::parse(&text) {
+            Ok(oaid) => Some(oaid),
+            Err(error) => {
+                let found = match error {
+                    OaidError::TooLong(n) if n > 40 => format!("a {n}-digit number"),
+                    OaidError::Empty => "an empty text".to_owned(),
+                    _ => format!("{text:?}"),
+                };
+                self.error(
+                    field.referenced,
+                    format!("bad OAID: found {found}: {error}; {EXPECTED}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn tier(&mut self, field: &Field) -> Option<Tier> {
+        let tier = match &field.value {
+            Scalar::Text(text) => Tier::from_name(text),
+            Scalar::Unsigned(n) => Tier::from_number(*n),
+            _ => None,
+        };
+        if tier.is_none() {
+            self.error(
+                field.referenced,
+                format!("unknown tier: found {}; expected trial, advanced or premium (any case), or 1, 2 or 3", field.value.describe()),
+            );
+        }
+        tier
+    }
+
+    fn duration(&mut self, field: &Field) -> Option<u8> {
+        let months = match &field.value {
+            Scalar::Unsigned(n) => Some(*n),
+            Scalar::Text(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+                text.parse().ok()
+            }
+            _ => None,
+        };
+        match months.and_then(|m| u8::try_from(m).ok()) {
+            Some(m @ 1..=MAX_DURATION_MONTHS) => Some(m),
+            _ => {
+                self.error(
+                    field.referenced,
+                    format!("duration out of range: found {}; expected whole months, 1 to {MAX_DURATION_MONTHS}", field.value.describe()),
+                );
+                None
+            }
+        }
+    }
+
+    fn start(&mut self, field: &Field) -> Option<Date> {
+        let date = match &field.value {
+            Scalar::Text(text) => spec::parse_date(text),
+            _ => None,
+        };
+        if date.is_none() {
+            self.error(
+                field.referenced,
+                format!(
+                    "bad date: found {}; expected a calendar date as YYYY-MM-DD, e.g. 2026-12-01",
+                    field.value.describe()
+                ),
+            );
+        }
+        date
+    }
+
+    fn name(&mut self, field: &Field) -> Option<String> {
+        match &field.value {
+            Scalar::Text(text) => Some(text.clone()),
+            Scalar::Null => None,
+            Scalar::Unsigned(_)
+            | Scalar::Negative(_)
+            | Scalar::Float(_)
+            | Scalar::BigInteger(_)
+            | Scalar::Bool(_) => self.written(field.referenced).map(str::to_owned),
+            Scalar::Collection(_) => {
+                self.error(
+                    field.referenced,
+                    format!(
+                        "`name` must be a text label, found {}",
+                        field.value.describe()
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn describe_written(value: &Scalar, written: &str) -> String {
+    if written.is_empty() || written.len() > 40 {
+        value.describe()
+    } else {
+        format!("`{written}`")
+    }
+}
+
+/// The known field nearest to a misspelt one, if any is close.
+fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(row[j]).min(cur)
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
