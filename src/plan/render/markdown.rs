@@ -129,7 +129,7 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
         out.push_str("| Action | OAID | Name | Tier | Start | End | Months |\n");
         out.push_str("|---|---|---|---|---|---|---:|\n");
         out.push_str(&rows.text);
-        section_note(&mut out, rows.omitted, "more changes to buy are not shown");
+        section_note(&mut out, rows.omitted, buying.len(), "changes to buy");
         out.push('\n');
     }
     if !orphans.is_empty() {
@@ -141,17 +141,13 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
         out.push_str("| OAID | Name | Tier | Start | End | Months | Status |\n");
         out.push_str("|---|---|---|---|---|---:|---|\n");
         out.push_str(&orphan_rows.text);
-        section_note(&mut out, orphan_rows.omitted, "more orphans are not shown");
+        section_note(&mut out, orphan_rows.omitted, orphans.len(), "orphans");
         out.push('\n');
     }
     if !listed.is_empty() {
         out.push_str("### Details\n\n");
         out.push_str(&details.text);
-        section_note(
-            &mut out,
-            details.omitted,
-            "more details blocks are not shown",
-        );
+        section_note(&mut out, details.omitted, listed.len(), "details blocks");
         if details.omitted > 0 {
             out.push('\n');
         }
@@ -162,7 +158,8 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
         section_note(
             &mut out,
             warning_lines.omitted,
-            "more warnings are not shown",
+            plan.warnings.len(),
+            "warnings",
         );
         out.push('\n');
     }
@@ -237,9 +234,17 @@ fn cut_note(cuts: &[(usize, usize, &str)]) -> String {
     )
 }
 
-fn section_note(out: &mut String, omitted: usize, what: &str) {
+/// Says under a cut section how much of it is missing. A blank line comes
+/// first: a line right after a table would be read as one more row.
+fn section_note(out: &mut String, omitted: usize, total: usize, what: &str) {
     if omitted > 0 {
-        let _ = writeln!(out, "\n_… {omitted} {what}; {SEE_ALL}._");
+        if !out.ends_with("\n\n") {
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "_{omitted} of {total} {what} are not shown; {SEE_ALL}._"
+        );
     }
 }
 
@@ -492,13 +497,14 @@ mod tests {
         let omitted = 10_000 - shown;
         assert!(
             out.contains(&format!(
-                "_… {omitted} more changes to buy are not shown; run `oapkg plan --format json`"
+                "\n\n_{omitted} of 10000 changes to buy are not shown; run `oapkg plan --format json`"
             )),
             "the cut note names the omitted count"
         );
         assert!(out.contains(&format!("Not shown: {omitted} of 10000 changes to buy")));
         // The first rows in key order are the ones shown.
         assert!(out.contains("| purchase | `4000000000000000000` | Store \\#0 |"));
+        assert!(out.contains("### Details\n\n_10000 of 10000 details blocks are not shown;"));
         assert!(out.ends_with(&format!("{MARKER}\n")));
     }
 
