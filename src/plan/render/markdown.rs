@@ -9,10 +9,12 @@
 //!
 //! The comment is always shorter than [`MarkdownOptions::limit`] bytes
 //! (GitHub refuses comments over 65,536 characters). When the plan does not
-//! fit, sections are filled by priority — the changes table first (`replace`
-//! and `unconfirmed` rows before `purchase` rows), then orphans, warnings and
-//! details — and every cut section says how many entries it leaves out and
-//! how to see them all. The summary line and banners always carry the full
+//! fit, entries are taken by priority — the table rows and then the details
+//! of `replace` and `unconfirmed` keys (money spent again, unknown outcomes),
+//! then `purchase` rows, orphans, warnings, and the remaining details — while
+//! the layout stays in key order. Every cut section says how many of its
+//! entries it leaves out and how to see them all, and a note under the
+//! banners sums it up. The summary line and banners always carry the full
 //! counts.
 //!
 //! Names, file paths and messages are user or foreign text: they are escaped
