@@ -1,11 +1,22 @@
 //! The plan: what apply would do, computed purely from the desired set, the
 //! recorded set and today's date, plus its renderings and saved plan files.
+//!
+//! This module owns the [`Plan`] type and its vocabulary ([`Action`],
+//! [`Change`], [`Summary`]); [`render`] turns a plan into what people read
+//! (text, JSON, Markdown) and [`saved`] into what `plan --out` writes and
+//! `apply PLANFILE` reads. Nothing here touches the clock, the environment or
+//! the network; only [`saved`] reads and writes files.
+
+pub mod render;
+pub mod saved;
+
+use std::fmt;
 
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::Package;
-use crate::spec::Key;
+use crate::manifest::{Package, Source};
+use crate::spec::{Key, Spec};
 use crate::state::{Record, StateId};
 
 /// What apply will do for one key (the SPEC's action table).
@@ -41,6 +52,174 @@ pub struct Change {
 pub struct Warning {
     pub key: Option<Key>,
     pub message: String,
+}
+
+impl Action {
+    /// Every action, in the order the summary line counts them.
+    pub const ALL: [Action; 5] = [
+        Action::Purchase,
+        Action::Replace,
+        Action::Unconfirmed,
+        Action::Unchanged,
+        Action::Orphan,
+    ];
+
+    /// The SPEC's name for the action, as in JSON and saved plans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Purchase => "purchase",
+            Action::Replace => "replace",
+            Action::Unconfirmed => "unconfirmed",
+            Action::Unchanged => "unchanged",
+            Action::Orphan => "orphan",
+        }
+    }
+
+    /// The one-character mark the text plan puts in front of a block.
+    pub fn symbol(self) -> char {
+        match self {
+            Action::Purchase => '+',
+            Action::Replace => '~',
+            Action::Unconfirmed => '?',
+            Action::Unchanged => ' ',
+            Action::Orphan => '!',
+        }
+    }
+
+    /// Whether apply may send a purchase request for this action
+    /// (what `--detailed-exitcode` reports as "something to buy").
+    pub fn buys(self) -> bool {
+        matches!(
+            self,
+            Action::Purchase | Action::Replace | Action::Unconfirmed
+        )
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Change {
+    /// The spec the change is about: the declared one when there is one, the
+    /// recorded one for orphans. `None` only for a malformed change with
+    /// neither side, which the diff never produces.
+    pub fn spec(&self) -> Option<&Spec> {
+        self.desired
+            .as_ref()
+            .map(|p| &p.spec)
+            .or_else(|| self.before.as_ref().map(|r| &r.spec))
+    }
+
+    /// The label: the declared name when declared, else the recorded one.
+    pub fn name(&self) -> Option<&str> {
+        match (&self.desired, &self.before) {
+            (Some(package), _) => package.name.as_deref(),
+            (None, Some(record)) => record.name.as_deref(),
+            (None, None) => None,
+        }
+    }
+
+    /// Where the package is declared; `None` when it is not (orphans).
+    pub fn source(&self) -> Option<&Source> {
+        self.desired.as_ref().map(|p| &p.source)
+    }
+}
+
+/// How many keys take each action: the numbers of the summary line and of
+/// the JSON `summary` object.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Summary {
+    pub purchase: usize,
+    pub replace: usize,
+    pub unconfirmed: usize,
+    pub unchanged: usize,
+    pub orphan: usize,
+}
+
+impl Summary {
+    /// The count for one action.
+    pub fn count(&self, action: Action) -> usize {
+        match action {
+            Action::Purchase => self.purchase,
+            Action::Replace => self.replace,
+            Action::Unconfirmed => self.unconfirmed,
+            Action::Unchanged => self.unchanged,
+            Action::Orphan => self.orphan,
+        }
+    }
+
+    /// True when apply may send a purchase request (`purchase`, `replace`
+    /// or `unconfirmed`); orphans and unchanged packages buy nothing.
+    pub fn buys_anything(&self) -> bool {
+        self.purchase + self.replace + self.unconfirmed > 0
+    }
+
+    /// `Plan: N to purchase, N to replace, N unconfirmed, N unchanged, N orphaned.`
+    /// or, when nothing is to be bought, `No changes. N unchanged, N orphaned.`
+    pub fn line(&self) -> String {
+        if self.buys_anything() {
+            format!(
+                "Plan: {} to purchase, {} to replace, {} unconfirmed, {} unchanged, {} orphaned.",
+                self.purchase, self.replace, self.unconfirmed, self.unchanged, self.orphan
+            )
+        } else {
+            format!(
+                "No changes. {} unchanged, {} orphaned.",
+                self.unchanged, self.orphan
+            )
+        }
+    }
+}
+
+impl Plan {
+    /// The counts per action. Unchanged keys are counted by
+    /// [`Plan::unchanged`] alone: `changes` does not list them, and an
+    /// `unchanged` entry found there anyway is skipped here as by renderers.
+    pub fn summary(&self) -> Summary {
+        let mut summary = Summary {
+            unchanged: self.unchanged,
+            ..Summary::default()
+        };
+        for change in &self.changes {
+            match change.action {
+                Action::Purchase => summary.purchase += 1,
+                Action::Replace => summary.replace += 1,
+                Action::Unconfirmed => summary.unconfirmed += 1,
+                Action::Orphan => summary.orphan += 1,
+                Action::Unchanged => {}
+            }
+        }
+        summary
+    }
+
+    /// True when apply may buy something: what `--detailed-exitcode` turns
+    /// into exit status 2.
+    pub fn buys_anything(&self) -> bool {
+        self.summary().buys_anything()
+    }
+
+    /// The final line of every rendering; see [`Summary::line`].
+    pub fn summary_line(&self) -> String {
+        self.summary().line()
+    }
+
+    /// The changes to show, sorted by key, `unchanged` entries left out.
+    ///
+    /// The diff already sorts them; sorting again here keeps every renderer
+    /// deterministic even for a plan built by hand or read from a file.
+    pub fn listed_changes(&self) -> Vec<&Change> {
+        let mut listed: Vec<&Change> = self
+            .changes
+            .iter()
+            .filter(|c| c.action != Action::Unchanged)
+            .collect();
+        listed.sort_by(|a, b| a.key.cmp(&b.key));
+        listed
+    }
 }
 
 /// The outcome of the diff.

@@ -1,0 +1,211 @@
+//! Hand-built plans shared by the renderer and saved-plan tests.
+
+use jiff::civil::{Date, date};
+
+use crate::manifest::{Package, Source};
+use crate::plan::{Action, Change, Plan, Warning};
+use crate::spec::{Key, Oaid, Spec, Tier};
+use crate::state::{Record, StateId, Status};
+
+pub fn spec(oaid: &str, tier: Tier, start: Date, months: u8) -> Spec {
+    Spec {
+        oaid: Oaid::parse(oaid).unwrap(),
+        tier,
+        start,
+        duration_months: months,
+    }
+}
+
+pub fn package(spec: Spec, name: Option<&str>, file: &str, line: u32) -> Package {
+    Package {
+        spec,
+        name: name.map(str::to_owned),
+        source: Source {
+            file: file.to_owned(),
+            line,
+            column: 5,
+        },
+    }
+}
+
+pub fn record(spec: Spec, name: Option<&str>, status: Status) -> Record {
+    let (id, code, message) = match status {
+        Status::Submitted => (Some("98765"), Some("100"), Some("Success")),
+        Status::Unconfirmed => (None, None, Some("no answer: timed out after 30s")),
+        Status::Imported => (Some("55501"), None, None),
+    };
+    Record {
+        spec_hash: spec.hash(),
+        spec,
+        name: name.map(str::to_owned),
+        status,
+        service_preview_id: id.map(str::to_owned),
+        result_code: code.map(str::to_owned),
+        result_message: message.map(str::to_owned),
+        submitted_at: Some("2026-10-01T02:00:00Z".parse().unwrap()),
+    }
+}
+
+pub fn purchase(package: Package) -> Change {
+    Change {
+        key: package.spec.key(),
+        action: Action::Purchase,
+        desired: Some(package),
+        before: None,
+    }
+}
+
+pub fn state_id() -> StateId {
+    StateId {
+        lineage: Some("0b9f3c1e-5d2a-4c1b-9e7f-3a2d1c0b9a88".to_owned()),
+        serial: 7,
+        checksum: Some(
+            "sha256:5f2b1c0e9d8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c".to_owned(),
+        ),
+    }
+}
+
+pub const MANIFEST_HASH: &str =
+    "sha256:9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b";
+
+fn plan(changes: Vec<Change>, unchanged: usize, warnings: Vec<Warning>) -> Plan {
+    Plan {
+        today: date(2026, 11, 26),
+        state: state_id(),
+        manifest_hash: MANIFEST_HASH.to_owned(),
+        changes,
+        unchanged,
+        warnings,
+    }
+}
+
+/// Everything declared is already bought.
+pub fn no_changes() -> Plan {
+    plan(Vec::new(), 12, Vec::new())
+}
+
+/// A first run: two packages to buy, nothing recorded.
+pub fn purchases_only() -> Plan {
+    plan(
+        vec![
+            purchase(package(
+                spec("4097311281936189049", Tier::Premium, date(2026, 12, 1), 12),
+                Some("SVoucher main"),
+                "packages/svoucher.yaml",
+                7,
+            )),
+            purchase(package(
+                spec("745830328927467685", Tier::Advanced, date(2027, 1, 31), 1),
+                None,
+                "packages/svoucher.yaml",
+                11,
+            )),
+        ],
+        0,
+        Vec::new(),
+    )
+}
+
+/// Nothing to buy, but two records are no longer declared.
+pub fn orphans_only() -> Plan {
+    plan(
+        vec![orphan_change(), imported_orphan_change()],
+        5,
+        Vec::new(),
+    )
+}
+
+fn orphan_change() -> Change {
+    let old = spec("3344556677889900112", Tier::Trial, date(2026, 1, 1), 3);
+    Change {
+        key: old.key(),
+        action: Action::Orphan,
+        desired: None,
+        before: Some(record(old, Some("Old promo\nline two"), Status::Submitted)),
+    }
+}
+
+fn imported_orphan_change() -> Change {
+    let old = spec("3344556677889900112", Tier::Advanced, date(2026, 4, 1), 6);
+    Change {
+        key: old.key(),
+        action: Action::Orphan,
+        desired: None,
+        before: Some(record(old, None, Status::Imported)),
+    }
+}
+
+/// One of each action that is listed, an unchanged count, and warnings; the
+/// replace changes tier and duration, and names carry Markdown and HTML.
+pub fn mixed() -> Plan {
+    let replaced_old = spec("2233445566778899001", Tier::Advanced, date(2026, 12, 1), 6);
+    let replaced_new = spec("2233445566778899001", Tier::Premium, date(2026, 12, 1), 12);
+    let unconfirmed = spec("1122334455667788990", Tier::Advanced, date(2027, 1, 1), 12);
+    let changes = vec![
+        Change {
+            key: unconfirmed.key(),
+            action: Action::Unconfirmed,
+            desired: Some(package(
+                unconfirmed.clone(),
+                Some("Kho hàng Hà Nội"),
+                "packages/hanoi.yaml",
+                3,
+            )),
+            before: Some(record(
+                unconfirmed,
+                Some("Kho hàng Hà Nội"),
+                Status::Unconfirmed,
+            )),
+        },
+        Change {
+            key: replaced_new.key(),
+            action: Action::Replace,
+            desired: Some(package(
+                replaced_new,
+                Some("Shop | \"A&B\" <b>`x`</b> *sale*"),
+                "packages/shop.yaml",
+                12,
+            )),
+            before: Some(record(replaced_old, Some("Shop"), Status::Submitted)),
+        },
+        orphan_change(),
+        purchase(package(
+            spec("4097311281936189049", Tier::Premium, date(2026, 12, 1), 12),
+            Some("SVoucher main"),
+            "packages/svoucher.yaml",
+            7,
+        )),
+    ];
+    let warnings = vec![
+        Warning {
+            key: Some(Key::parse("1122334455667788990@2027-01-01").unwrap()),
+            message: "periods of advanced and premium packages of this OA overlap (an upgrade bought mid-period)".to_owned(),
+        },
+        Warning {
+            key: None,
+            message: "packages/notes.yaml: skipped, its document lacks `apiVersion: oapkg/v1`"
+                .to_owned(),
+        },
+    ];
+    plan(changes, 3, warnings)
+}
+
+/// `n` packages to buy, one OA each, all declared in one big file.
+pub fn many_purchases(n: usize) -> Plan {
+    let changes = (0..n)
+        .map(|i| {
+            purchase(package(
+                spec(
+                    &format!("{}", 4_000_000_000_000_000_000u64 + i as u64),
+                    Tier::Advanced,
+                    date(2027, 1, 1),
+                    12,
+                ),
+                Some(&format!("Store #{i}")),
+                "packages/stores.yaml",
+                5 + 6 * i as u32,
+            ))
+        })
+        .collect();
+    plan(changes, 0, Vec::new())
+}

@@ -1,0 +1,560 @@
+//! The `--format markdown` plan: a pull-request comment.
+//!
+//! Layout, top to bottom: the summary line (bold), a caution banner when
+//! money would be spent again (`replace`) and a warning banner for
+//! `unconfirmed` keys, a note when the comment had to be cut, the table of
+//! changes to buy, the orphans, one `<details>` block per change (the text
+//! plan's block), the warnings, then the manifest hash and state serial and
+//! the hidden [`MARKER`] a bot uses to find and update its own comment.
+//!
+//! The comment is always shorter than [`MarkdownOptions::limit`] bytes
+//! (GitHub refuses comments over 65,536 characters). When the plan does not
+//! fit, entries are taken by priority — the table rows and then the details
+//! of `replace` and `unconfirmed` keys (money spent again, unknown outcomes),
+//! then `purchase` rows, orphans, warnings, and the remaining details — while
+//! the layout stays in key order. Every cut section says how many of its
+//! entries it leaves out and how to see them all, and a note under the
+//! banners sums it up. The summary line and banners always carry the full
+//! counts.
+//!
+//! Names, file paths and messages are user or foreign text: they are escaped
+//! so they cannot break the table, open HTML, or close a code block.
+
+use std::fmt::Write as _;
+
+use super::text::{Paint, block};
+use super::{Field, Shown, cut, months, status_name};
+use crate::plan::{Action, Change, Plan, Summary};
+
+/// GitHub's comment limit is 65,536 characters; this leaves room for
+/// whatever a bot wraps around the comment.
+pub const COMMENT_LIMIT: usize = 60_000;
+
+/// The hidden line that identifies an oapkg plan comment.
+pub const MARKER: &str = "<!-- oapkg-plan -->";
+
+/// Limits below this leave no room for the parts that are never cut (summary,
+/// banners, notes, footer); the comment is then as short as it can be but may
+/// exceed the limit.
+pub const MIN_LIMIT: usize = 4_096;
+
+/// Characters of a name shown in the table.
+const TABLE_NAME_CHARS: usize = 80;
+/// Characters of user or eSMS text shown in a details block or a warning.
+const DETAIL_TEXT_CHARS: usize = 200;
+const WARNING_CHARS: usize = 500;
+/// Room kept for section headings and "not shown" notes, which are written
+/// after the rows are chosen.
+const RESERVE: usize = 2_048;
+
+const SEE_ALL: &str = "run `oapkg plan --format json` (or `--format text`) to see all of it";
+
+/// How to render Markdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MarkdownOptions {
+    /// The comment is shorter than this many bytes (at least [`MIN_LIMIT`]).
+    pub limit: usize,
+}
+
+impl Default for MarkdownOptions {
+    fn default() -> Self {
+        MarkdownOptions {
+            limit: COMMENT_LIMIT,
+        }
+    }
+}
+
+/// The plan as a pull-request comment, ending with a newline.
+pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
+    let summary = plan.summary();
+    let listed = plan.listed_changes();
+    let buying: Vec<&Change> = listed.iter().copied().filter(|c| c.action.buys()).collect();
+    let orphans: Vec<&Change> = listed
+        .iter()
+        .copied()
+        .filter(|c| c.action == Action::Orphan)
+        .collect();
+
+    let head = head(&summary);
+    let foot = foot(plan);
+    let mut budget = options
+        .limit
+        .saturating_sub(1 + head.len() + foot.len() + RESERVE);
+
+    // Fill in priority order, display in the layout's order (by key). What
+    // a reviewer must not miss comes first: rows and details of the keys
+    // that spend money again or have an unknown outcome.
+    let mut risky: Vec<&Change> = buying
+        .iter()
+        .copied()
+        .filter(|c| c.action != Action::Purchase)
+        .collect();
+    risky.sort_by_key(|c| rank(c));
+    let purchases: Vec<&Change> = buying
+        .iter()
+        .copied()
+        .filter(|c| c.action == Action::Purchase)
+        .collect();
+    let others: Vec<&Change> = listed
+        .iter()
+        .copied()
+        .filter(|c| matches!(c.action, Action::Purchase | Action::Orphan))
+        .collect();
+    let warnings: Vec<usize> = (0..plan.warnings.len()).collect();
+
+    let risky_rows = fit(&risky, &mut budget, changes_row);
+    let risky_details = fit(&risky, &mut budget, details_block);
+    let purchase_rows = fit(&purchases, &mut budget, changes_row);
+    let orphan_rows = fit(&orphans, &mut budget, orphan_row);
+    let warning_lines = fit(&warnings, &mut budget, |i| warning_line(plan, i));
+    let other_details = fit(&others, &mut budget, details_block);
+
+    let rows = by_key(risky_rows, purchase_rows);
+    let details = by_key(risky_details, other_details);
+    let orphan_rows = by_key(orphan_rows, Fitted::default());
+    let warning_lines = Section {
+        omitted: warning_lines.omitted,
+        text: warning_lines.chosen.into_iter().map(|(_, t)| t).collect(),
+    };
+
+    let mut out = head;
+    let cut_note = cut_note(&[
+        (rows.omitted, buying.len(), "changes to buy"),
+        (orphan_rows.omitted, orphans.len(), "orphans"),
+        (warning_lines.omitted, plan.warnings.len(), "warnings"),
+        (details.omitted, listed.len(), "details blocks"),
+    ]);
+    out.push_str(&cut_note);
+
+    if !buying.is_empty() {
+        out.push_str("### Changes\n\n");
+        out.push_str("| Action | OAID | Name | Tier | Start | End | Months |\n");
+        out.push_str("|---|---|---|---|---|---|---:|\n");
+        out.push_str(&rows.text);
+        section_note(&mut out, rows.omitted, buying.len(), "changes to buy");
+        out.push('\n');
+    }
+    if !orphans.is_empty() {
+        out.push_str("### Orphaned\n\n");
+        out.push_str(
+            "Recorded in the state but no longer declared: nothing is bought and the records \
+             stay (`oapkg state rm KEY` drops one).\n\n",
+        );
+        out.push_str("| OAID | Name | Tier | Start | End | Months | Status |\n");
+        out.push_str("|---|---|---|---|---|---:|---|\n");
+        out.push_str(&orphan_rows.text);
+        section_note(&mut out, orphan_rows.omitted, orphans.len(), "orphans");
+        out.push('\n');
+    }
+    if !listed.is_empty() {
+        out.push_str("### Details\n\n");
+        out.push_str(&details.text);
+        section_note(&mut out, details.omitted, listed.len(), "details blocks");
+        if details.omitted > 0 {
+            out.push('\n');
+        }
+    }
+    if !plan.warnings.is_empty() {
+        out.push_str("### Warnings\n\n");
+        out.push_str(&warning_lines.text);
+        section_note(
+            &mut out,
+            warning_lines.omitted,
+            plan.warnings.len(),
+            "warnings",
+        );
+        out.push('\n');
+    }
+    out.push_str(&foot);
+
+    if out.len() >= options.limit {
+        // Only reachable below MIN_LIMIT: keep what is never cut.
+        let mut short = head_only(&summary);
+        short.push_str(&foot);
+        return short;
+    }
+    out
+}
+
+/// Summary line and banners: never cut.
+fn head(summary: &Summary) -> String {
+    let mut out = head_only(summary);
+    if summary.replace > 0 {
+        let _ = write!(
+            out,
+            "> [!CAUTION]\n> **{} will be bought again** (`replace`): the tier or duration \
+             changed after the purchase. The earlier purchase is not refunded; apply refuses \
+             unless run with `--allow-replace`.\n\n",
+            packages(summary.replace)
+        );
+    }
+    if summary.unconfirmed > 0 {
+        let _ = write!(
+            out,
+            "> [!WARNING]\n> **{} unconfirmed**: a purchase request was sent and its outcome \
+             is unknown. If the eSMS portal shows it, run `oapkg state confirm KEY`; apply \
+             resends it only with `--retry-unconfirmed`.\n\n",
+            packages(summary.unconfirmed)
+        );
+    }
+    out
+}
+
+fn head_only(summary: &Summary) -> String {
+    format!("**{}**\n\n", summary.line())
+}
+
+/// Manifest hash, state serial and the marker: never cut.
+fn foot(plan: &Plan) -> String {
+    let mut out = String::from("---\n<sub>");
+    let _ = write!(
+        out,
+        "Manifests {} · state serial {}",
+        code(&cut(&plan.manifest_hash, Some(80))),
+        plan.state.serial
+    );
+    if let Some(lineage) = &plan.state.lineage {
+        let _ = write!(out, " (lineage {})", code(&cut(lineage, Some(80))));
+    }
+    let _ = write!(out, " · planned on {}</sub>\n\n{MARKER}\n", plan.today);
+    out
+}
+
+fn cut_note(cuts: &[(usize, usize, &str)]) -> String {
+    let parts: Vec<String> = cuts
+        .iter()
+        .filter(|(omitted, _, _)| *omitted > 0)
+        .map(|(omitted, total, what)| format!("{omitted} of {total} {what}"))
+        .collect();
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!(
+        "> [!NOTE]\n> This plan is too large for one comment. Not shown: {}. The counts \
+         above are complete; {SEE_ALL}.\n\n",
+        parts.join(", ")
+    )
+}
+
+/// Says under a cut section how much of it is missing. A blank line comes
+/// first: a line right after a table would be read as one more row.
+fn section_note(out: &mut String, omitted: usize, total: usize, what: &str) {
+    if omitted > 0 {
+        if !out.ends_with("\n\n") {
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "_{omitted} of {total} {what} are not shown; {SEE_ALL}._"
+        );
+    }
+}
+
+/// Which rows survive a cut first: money spent again, then unknown outcomes.
+fn rank(change: &Change) -> u8 {
+    match change.action {
+        Action::Replace => 0,
+        Action::Unconfirmed => 1,
+        Action::Purchase | Action::Orphan | Action::Unchanged => 2,
+    }
+}
+
+/// Entries chosen to fit, with what they render to.
+struct Fitted<T> {
+    chosen: Vec<(T, String)>,
+    omitted: usize,
+}
+
+impl<T> Default for Fitted<T> {
+    fn default() -> Self {
+        Fitted {
+            chosen: Vec::new(),
+            omitted: 0,
+        }
+    }
+}
+
+/// Takes `items` in order while they fit in `budget`, stopping at the first
+/// that does not, so a cut section shows a prefix of its priority order.
+/// Entries are rendered only when considered.
+fn fit<T: Copy>(items: &[T], budget: &mut usize, render: impl Fn(T) -> String) -> Fitted<T> {
+    let mut chosen = Vec::new();
+    for &item in items {
+        let text = render(item);
+        if text.len() > *budget {
+            break;
+        }
+        *budget -= text.len();
+        chosen.push((item, text));
+    }
+    Fitted {
+        omitted: items.len() - chosen.len(),
+        chosen,
+    }
+}
+
+/// Two fitted sets of changes as one section: text in key order, omissions
+/// added up.
+struct Section {
+    text: String,
+    omitted: usize,
+}
+
+fn by_key(a: Fitted<&Change>, b: Fitted<&Change>) -> Section {
+    let mut chosen: Vec<(&Change, String)> = a.chosen.into_iter().chain(b.chosen).collect();
+    chosen.sort_by(|x, y| x.0.key.cmp(&y.0.key));
+    Section {
+        text: chosen.into_iter().map(|(_, t)| t).collect(),
+        omitted: a.omitted + b.omitted,
+    }
+}
+
+fn changes_row(change: &Change) -> String {
+    let action = match change.action {
+        Action::Purchase => "purchase".to_owned(),
+        other => format!("**{other}**"),
+    };
+    match Shown::of(change) {
+        Some(shown) => format!(
+            "| {action} | {} | {} | {} | {} | {} | {} |\n",
+            code(shown.oaid),
+            name_cell(change),
+            arrow(shown.tier, |t| t.to_string()),
+            arrow(shown.start, |d| d.to_string()),
+            arrow(shown.end, |d| d.to_string()),
+            arrow(shown.duration_months, |m| m.to_string()),
+        ),
+        None => format!(
+            "| {action} | {} | {} | | | | |\n",
+            code(change.key.oaid()),
+            name_cell(change)
+        ),
+    }
+}
+
+fn orphan_row(change: &Change) -> String {
+    match &change.before {
+        Some(record) => {
+            let spec = &record.spec;
+            format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                code(spec.oaid.as_str()),
+                name_cell(change),
+                spec.tier,
+                spec.start,
+                spec.end(),
+                spec.duration_months,
+                status_name(record.status)
+            )
+        }
+        None => format!(
+            "| {} | {} | | | | | |\n",
+            code(change.key.oaid()),
+            name_cell(change)
+        ),
+    }
+}
+
+fn name_cell(change: &Change) -> String {
+    change
+        .name()
+        .map_or("—".to_owned(), |n| text(&cut(n, Some(TABLE_NAME_CHARS))))
+}
+
+fn details_block(change: &Change) -> String {
+    let body = block(change, Paint(false), Some(DETAIL_TEXT_CHARS));
+    let fence = fence_for(&body);
+    format!(
+        "<details><summary>{} <code>{}</code> ({})</summary>\n\n{fence}\n{body}{fence}\n\n</details>\n\n",
+        change.action.symbol(),
+        change.key,
+        months_summary(change),
+    )
+}
+
+/// `purchase, 12 months` — a few words for the collapsed line.
+fn months_summary(change: &Change) -> String {
+    match change.spec() {
+        Some(spec) => format!("{}, {}", change.action, months(spec.duration_months)),
+        None => change.action.to_string(),
+    }
+}
+
+fn warning_line(plan: &Plan, index: usize) -> String {
+    let warning = &plan.warnings[index];
+    let message = text(&cut(&warning.message, Some(WARNING_CHARS)));
+    match &warning.key {
+        Some(key) => format!("- {}: {message}\n", code(key.as_str())),
+        None => format!("- {message}\n"),
+    }
+}
+
+fn arrow<T: Copy>(field: Field<T>, show: impl Fn(T) -> String) -> String {
+    match field.was {
+        Some(was) => format!("{} → **{}**", show(was), show(field.now)),
+        None => show(field.now),
+    }
+}
+
+fn packages(n: usize) -> String {
+    if n == 1 {
+        "1 package".to_owned()
+    } else {
+        format!("{n} packages")
+    }
+}
+
+/// User text for a table cell or a list item: Markdown and HTML are shown
+/// as written, never interpreted; line breaks become spaces.
+fn text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '~' | '#' | '!' | '$' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A code span that holds `s` whatever backticks it contains (CommonMark:
+/// a fence longer than any run inside, padded when `s` touches a backtick).
+fn code(s: &str) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let fence = "`".repeat(longest_backtick_run(&s) + 1);
+    if s.starts_with('`') || s.ends_with('`') {
+        format!("{fence} {s} {fence}")
+    } else {
+        format!("{fence}{s}{fence}")
+    }
+}
+
+/// A code fence that the block cannot close: longer than any backtick run.
+fn fence_for(body: &str) -> String {
+    "`".repeat((longest_backtick_run(body) + 1).max(3))
+}
+
+fn longest_backtick_run(s: &str) -> usize {
+    s.split(|c| c != '`').map(str::len).max().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::render::fixtures;
+
+    fn render(plan: &Plan) -> String {
+        markdown(plan, &MarkdownOptions::default())
+    }
+
+    #[test]
+    fn no_changes() {
+        insta::assert_snapshot!(render(&fixtures::no_changes()));
+    }
+
+    #[test]
+    fn purchases_only() {
+        insta::assert_snapshot!(render(&fixtures::purchases_only()));
+    }
+
+    #[test]
+    fn orphans_only() {
+        insta::assert_snapshot!(render(&fixtures::orphans_only()));
+    }
+
+    #[test]
+    fn mixed() {
+        let out = render(&fixtures::mixed());
+        assert!(out.starts_with(&format!("**{}**\n", fixtures::mixed().summary_line())));
+        assert!(out.contains("> [!CAUTION]"));
+        assert!(out.contains("> [!WARNING]"));
+        assert!(out.ends_with(&format!("{MARKER}\n")));
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
+    fn ten_thousand_purchases_fit_with_a_note_and_full_counts() {
+        let plan = fixtures::many_purchases(10_000);
+        let out = render(&plan);
+        assert!(out.len() < 60_000, "{} bytes", out.len());
+        assert!(out.starts_with(
+            "**Plan: 10000 to purchase, 0 to replace, 0 unconfirmed, 0 unchanged, 0 orphaned.**\n"
+        ));
+        assert!(out.contains("> [!NOTE]\n> This plan is too large for one comment."));
+        let shown = out
+            .lines()
+            .filter(|l| l.starts_with("| purchase |"))
+            .count();
+        assert!(shown > 100, "only {shown} rows shown");
+        let omitted = 10_000 - shown;
+        assert!(
+            out.contains(&format!(
+                "\n\n_{omitted} of 10000 changes to buy are not shown; run `oapkg plan --format json`"
+            )),
+            "the cut note names the omitted count"
+        );
+        assert!(out.contains(&format!("Not shown: {omitted} of 10000 changes to buy")));
+        // The first rows in key order are the ones shown.
+        assert!(out.contains("| purchase | `4000000000000000000` | Store \\#0 |"));
+        assert!(out.contains("### Details\n\n_10000 of 10000 details blocks are not shown;"));
+        assert!(out.ends_with(&format!("{MARKER}\n")));
+    }
+
+    #[test]
+    fn risky_rows_survive_a_cut_first() {
+        let mut plan = fixtures::many_purchases(5_000);
+        let mixed = fixtures::mixed();
+        plan.changes.extend(mixed.changes);
+        plan.changes.sort_by(|a, b| a.key.cmp(&b.key));
+        let out = render(&plan);
+        assert!(out.len() < COMMENT_LIMIT);
+        // The replace and unconfirmed keys sort last, after all 5,000 purchases.
+        assert!(out.contains("| **replace** | `2233445566778899001`"));
+        assert!(out.contains("| **unconfirmed** | `1122334455667788990`"));
+        assert!(out.contains("<code>2233445566778899001@2026-12-01</code>"));
+    }
+
+    #[test]
+    fn stays_under_any_limit_for_any_plan() {
+        let mut plan = fixtures::many_purchases(3_000);
+        let huge = "é|<`\n".repeat(20_000);
+        plan.changes[0].desired.as_mut().unwrap().name = Some(huge.clone());
+        plan.changes[1].desired.as_mut().unwrap().source.file = huge.clone();
+        plan.warnings = (0..3_000)
+            .map(|i| crate::plan::Warning {
+                key: None,
+                message: format!("{i} {huge}"),
+            })
+            .collect();
+        plan.state.lineage = Some(huge);
+        for limit in [MIN_LIMIT, 10_000, 30_000, COMMENT_LIMIT] {
+            let out = markdown(&plan, &MarkdownOptions { limit });
+            assert!(out.len() < limit, "{} bytes for limit {limit}", out.len());
+            assert!(out.starts_with("**Plan: 3000 to purchase,"));
+            assert!(out.ends_with(&format!("{MARKER}\n")));
+        }
+    }
+
+    #[test]
+    fn names_cannot_break_the_table_or_open_html() {
+        assert_eq!(
+            text("a|b <b>`x`</b>\n*y* [l](u) \\ &"),
+            "a\\|b &lt;b&gt;\\`x\\`&lt;/b&gt; \\*y\\* \\[l\\](u) \\\\ &amp;"
+        );
+        assert_eq!(code("12"), "`12`");
+        assert_eq!(code("a`b"), "``a`b``");
+        assert_eq!(code("`a"), "`` `a ``");
+        assert_eq!(fence_for("x ```` y"), "`````");
+        assert_eq!(fence_for("plain"), "```");
+    }
+}

@@ -1,0 +1,270 @@
+//! What people read: a [`Plan`](super::Plan) as terminal text, as one JSON
+//! document, or as a Markdown pull-request comment.
+//!
+//! The three renderers share one reading of a change (which spec is shown,
+//! which fields the change alters, how a record's status is described), kept
+//! here so that text, JSON and Markdown never disagree. Renderers are pure:
+//! they get everything (colour or not, size limits) as arguments and return a
+//! `String`; whether stdout is a terminal or `NO_COLOR` is set is the CLI's
+//! business. User text (names, eSMS messages, file paths) is escaped for each
+//! target so that it can never fake a line of the plan.
+//!
+//! - [`text()`] / [`change_block`]: the terminal plan; apply prints its own
+//!   progress with the same blocks (one vocabulary for plan and apply).
+//! - [`json()`]: the `--format json` document of the SPEC.
+//! - [`markdown()`]: the `--format markdown` comment, always under
+//!   [`markdown::COMMENT_LIMIT`] bytes.
+
+pub mod json;
+pub mod markdown;
+pub mod text;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+use std::borrow::Cow;
+
+use jiff::civil::Date;
+
+pub use json::{JsonPlan, json};
+pub use markdown::{MarkdownOptions, markdown};
+pub use text::{TextOptions, change_block, text};
+
+use super::Change;
+use crate::spec::{Spec, Tier};
+use crate::state::{Record, Status};
+
+/// A field as shown for one change: its value, and the recorded value when
+/// the change alters it (shown as `was -> now`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Field<T> {
+    pub now: T,
+    pub was: Option<T>,
+}
+
+impl<T: Copy + PartialEq> Field<T> {
+    fn of(now: &Spec, was: Option<&Spec>, get: impl Fn(&Spec) -> T) -> Field<T> {
+        let value = get(now);
+        Field {
+            now: value,
+            was: was.map(&get).filter(|old| *old != value),
+        }
+    }
+
+    pub fn changed(&self) -> bool {
+        self.was.is_some()
+    }
+}
+
+/// The spec fields of a change as every renderer shows them.
+///
+/// The shown spec is the declared one when there is one (purchase, replace, a
+/// declared unconfirmed key) and the recorded one otherwise (orphans, an
+/// undeclared unconfirmed key). When both sides exist, fields whose recorded
+/// value differs carry it in `was`.
+#[derive(Clone, Debug)]
+pub(crate) struct Shown<'a> {
+    pub oaid: &'a str,
+    pub tier: Field<Tier>,
+    pub start: Field<Date>,
+    pub duration_months: Field<u8>,
+    pub end: Field<Date>,
+}
+
+impl<'a> Shown<'a> {
+    pub fn of(change: &'a Change) -> Option<Shown<'a>> {
+        let now = change.spec()?;
+        let was = match (&change.desired, &change.before) {
+            (Some(_), Some(record)) => Some(&record.spec),
+            _ => None,
+        };
+        Some(Shown {
+            oaid: now.oaid.as_str(),
+            tier: Field::of(now, was, |s| s.tier),
+            start: Field::of(now, was, |s| s.start),
+            duration_months: Field::of(now, was, |s| s.duration_months),
+            end: Field::of(now, was, Spec::end),
+        })
+    }
+}
+
+/// `1 month`, `12 months`.
+pub(crate) fn months(n: u8) -> String {
+    if n == 1 {
+        "1 month".to_owned()
+    } else {
+        format!("{n} months")
+    }
+}
+
+/// What a record says about the purchase, in one line:
+/// `submitted, ServicePreviewId 98765, sent 2026-10-01T02:00:00Z, result 100: Success`.
+///
+/// The eSMS message is foreign text: control characters are escaped and it
+/// is cut at `limit` characters when one is given.
+pub(crate) fn status_line(record: &Record, limit: Option<usize>) -> String {
+    let mut parts = vec![status_name(record.status).to_owned()];
+    if let Some(id) = &record.service_preview_id {
+        parts.push(format!(
+            "ServicePreviewId {}",
+            cut(&escape_controls(id), limit)
+        ));
+    }
+    if let Some(at) = record.submitted_at {
+        let verb = match record.status {
+            Status::Imported => "recorded",
+            Status::Submitted | Status::Unconfirmed => "sent",
+        };
+        parts.push(format!("{verb} {at}"));
+    }
+    let result = match (&record.result_code, &record.result_message) {
+        (Some(code), Some(message)) => Some(format!("result {code}: {message}")),
+        (Some(code), None) => Some(format!("result {code}")),
+        (None, Some(message)) => Some(format!("result: {message}")),
+        (None, None) => None,
+    };
+    if let Some(result) = result {
+        parts.push(cut(&escape_controls(&result), limit).into_owned());
+    }
+    parts.join(", ")
+}
+
+pub(crate) fn status_name(status: Status) -> &'static str {
+    match status {
+        Status::Submitted => "submitted",
+        Status::Unconfirmed => "unconfirmed",
+        Status::Imported => "imported",
+    }
+}
+
+/// `s` with control characters (newlines, ESC, ...) written as escapes, so
+/// that user or foreign text cannot start a new line or move the cursor.
+pub(crate) fn escape_controls(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A name as the text plan quotes it: `"SVoucher main"`, with quotes,
+/// backslashes and control characters escaped.
+pub(crate) fn quoted(s: &str, limit: Option<usize>) -> String {
+    format!("{:?}", cut(s, limit).as_ref())
+}
+
+/// `s` cut to at most `limit` characters, ending in `…` when cut.
+pub(crate) fn cut(s: &str, limit: Option<usize>) -> Cow<'_, str> {
+    match limit {
+        Some(limit) if s.chars().count() > limit => {
+            let mut out: String = s.chars().take(limit.saturating_sub(1)).collect();
+            out.push('…');
+            Cow::Owned(out)
+        }
+        _ => Cow::Borrowed(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Action, Summary};
+
+    #[test]
+    fn control_characters_are_escaped_and_text_is_cut_on_char_boundaries() {
+        assert_eq!(escape_controls("a\nb\x1b[31m"), "a\\nb\\u{1b}[31m");
+        assert_eq!(escape_controls("Cửa hàng"), "Cửa hàng");
+        assert_eq!(cut("Cửa hàng", Some(4)), "Cửa…");
+        assert_eq!(cut("abc", Some(3)), "abc");
+        assert_eq!(quoted("say \"hi\"\n", None), r#""say \"hi\"\n""#);
+    }
+
+    #[test]
+    fn summary_line_counts_every_action() {
+        let plan = fixtures::mixed();
+        assert_eq!(
+            plan.summary(),
+            Summary {
+                purchase: 1,
+                replace: 1,
+                unconfirmed: 1,
+                unchanged: 3,
+                orphan: 1
+            }
+        );
+        assert!(plan.buys_anything());
+        assert_eq!(
+            plan.summary_line(),
+            "Plan: 1 to purchase, 1 to replace, 1 unconfirmed, 3 unchanged, 1 orphaned."
+        );
+    }
+
+    #[test]
+    fn summary_line_says_no_changes_when_nothing_is_bought() {
+        let plan = fixtures::no_changes();
+        assert!(!plan.buys_anything());
+        assert_eq!(plan.summary_line(), "No changes. 12 unchanged, 0 orphaned.");
+        // Orphans alone buy nothing, but are counted.
+        let plan = fixtures::orphans_only();
+        assert!(!plan.buys_anything());
+        assert_eq!(plan.summary_line(), "No changes. 5 unchanged, 2 orphaned.");
+        let empty = Summary::default();
+        assert_eq!(empty.line(), "No changes. 0 unchanged, 0 orphaned.");
+    }
+
+    #[test]
+    fn any_action_that_may_send_a_request_buys_something() {
+        for (action, buys) in [
+            (Action::Purchase, true),
+            (Action::Replace, true),
+            (Action::Unconfirmed, true),
+            (Action::Unchanged, false),
+            (Action::Orphan, false),
+        ] {
+            assert_eq!(action.buys(), buys, "{action}");
+            let mut summary = Summary::default();
+            match action {
+                Action::Purchase => summary.purchase = 1,
+                Action::Replace => summary.replace = 1,
+                Action::Unconfirmed => summary.unconfirmed = 1,
+                Action::Unchanged => summary.unchanged = 1,
+                Action::Orphan => summary.orphan = 1,
+            }
+            assert_eq!(summary.buys_anything(), buys, "{action}");
+            assert_eq!(summary.count(action), 1);
+            assert_eq!(summary.line().starts_with("Plan: "), buys, "{action}");
+        }
+    }
+
+    #[test]
+    fn unchanged_entries_in_changes_are_neither_counted_twice_nor_listed() {
+        let mut plan = fixtures::purchases_only();
+        let mut unchanged = plan.changes[0].clone();
+        unchanged.action = Action::Unchanged;
+        plan.changes.push(unchanged);
+        plan.unchanged = 1;
+        assert_eq!(plan.summary().unchanged, 1);
+        assert_eq!(plan.listed_changes().len(), 2);
+    }
+
+    #[test]
+    fn listed_changes_are_sorted_by_key() {
+        let mut plan = fixtures::mixed();
+        plan.changes.reverse();
+        let keys: Vec<&str> = plan
+            .listed_changes()
+            .iter()
+            .map(|c| c.key.as_str())
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        assert_eq!(keys, sorted);
+    }
+}

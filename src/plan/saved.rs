@@ -1,0 +1,755 @@
+//! Saved plans: what `oapkg plan --out PLANFILE` writes and
+//! `oapkg apply PLANFILE` carries out.
+//!
+//! A saved plan holds everything apply needs to do exactly the reviewed
+//! plan and nothing else: per change the key, the action, the declared
+//! package (spec, name, where it is declared) and the recorded package it
+//! replaces, retries or leaves alone (with its spec hash); and which state
+//! and manifests it was made from, so that [`SavedPlan::check_fresh`] can
+//! refuse a plan the world has moved past. [`SavedPlan::to_plan`] rebuilds
+//! the [`Plan`], so apply prints it with the same renderers as `plan`.
+//!
+//! The file is pretty JSON ending with a `checksum` of its content; it is
+//! written atomically (temporary file, fsync, rename) and read strictly: a
+//! file that is not a plan, has an unknown format version, does not parse,
+//! contradicts itself or fails its checksum is refused with an error naming
+//! it. This module only reads and writes plan files; it never decides
+//! freshness for the caller or touches the state.
+//!
+//! ```json
+//! {
+//!   "kind": "oapkg/plan",
+//!   "format_version": 1,
+//!   "oapkg_version": "0.1.0",
+//!   "today": "2026-11-26",
+//!   "state": {"lineage": "…", "serial": 7, "checksum": "sha256:…"},
+//!   "manifest_hash": "sha256:…",
+//!   "unchanged": 3,
+//!   "changes": [
+//!     {"key": "…@2026-12-01", "action": "replace",
+//!      "desired": {"spec": {"oaid": "…", "tier": "premium", "start": "2026-12-01", "duration_months": 12},
+//!                  "name": "Shop", "source": {"file": "packages/shop.yaml", "line": 12, "column": 5}},
+//!      "before": {"spec": {…}, "spec_hash": "sha256:…", "name": "Shop", "status": "submitted", …}}
+//!   ],
+//!   "warnings": [{"key": null, "message": "…"}],
+//!   "checksum": "sha256:…"
+//! }
+//! ```
+
+use std::fmt;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+
+use super::{Action, Change, Plan, Warning};
+use crate::manifest::{Package, Source};
+use crate::spec::{Key, Spec, SpecHash, sha256_tagged};
+use crate::state::{Record, StateId};
+
+/// The version of the plan file format this oapkg writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The `kind` every plan file carries, so that a state file or a JSON plan
+/// given as PLANFILE is refused for what it is.
+pub const KIND: &str = "oapkg/plan";
+
+/// A plan as saved for a later apply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedPlan {
+    pub format_version: u32,
+    /// The oapkg that made the plan (informative; not checked).
+    pub oapkg_version: String,
+    pub today: Date,
+    /// The state the plan was made against.
+    pub state: StateId,
+    /// The content hash of the manifests the plan was made from.
+    pub manifest_hash: String,
+    /// How many keys were unchanged, for the summary line.
+    pub unchanged: usize,
+    /// The listed changes, sorted by key (never `unchanged`).
+    pub changes: Vec<SavedChange>,
+    pub warnings: Vec<Warning>,
+}
+
+/// One change as apply needs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedChange {
+    pub key: Key,
+    pub action: Action,
+    /// The declared package: what to buy. `None` for orphans.
+    pub desired: Option<SavedPackage>,
+    /// The record as the plan saw it: for `replace` apply checks that its
+    /// spec hash is still the recorded one. `None` for purchases.
+    pub before: Option<Record>,
+}
+
+/// A declared package: the spec to buy, its label and where it is declared.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedPackage {
+    pub spec: Spec,
+    pub name: Option<String>,
+    pub source: Source,
+}
+
+impl SavedChange {
+    /// The spec hash of the record the plan saw, if any.
+    pub fn before_spec_hash(&self) -> Option<&SpecHash> {
+        self.before.as_ref().map(|r| &r.spec_hash)
+    }
+
+    /// The spec apply would send for this change: the declared one, else the
+    /// recorded one (an undeclared unconfirmed key is resent as recorded).
+    pub fn spec(&self) -> Option<&Spec> {
+        self.desired
+            .as_ref()
+            .map(|p| &p.spec)
+            .or_else(|| self.before.as_ref().map(|r| &r.spec))
+    }
+
+    fn from_change(change: &Change) -> SavedChange {
+        SavedChange {
+            key: change.key.clone(),
+            action: change.action,
+            desired: change.desired.as_ref().map(|p| SavedPackage {
+                spec: p.spec.clone(),
+                name: p.name.clone(),
+                source: p.source.clone(),
+            }),
+            before: change.before.clone(),
+        }
+    }
+
+    fn to_change(&self) -> Change {
+        Change {
+            key: self.key.clone(),
+            action: self.action,
+            desired: self.desired.as_ref().map(|p| Package {
+                spec: p.spec.clone(),
+                name: p.name.clone(),
+                source: p.source.clone(),
+            }),
+            before: self.before.clone(),
+        }
+    }
+
+    /// Why this change cannot be in a plan, if it cannot.
+    fn inconsistency(&self) -> Option<String> {
+        let declared = self.desired.is_some();
+        let recorded = self.before.is_some();
+        let shape_ok = match self.action {
+            Action::Purchase => declared && !recorded,
+            Action::Replace => declared && recorded,
+            Action::Unconfirmed => recorded,
+            Action::Orphan => !declared && recorded,
+            Action::Unchanged => return Some("is `unchanged`; a plan lists no such key".into()),
+        };
+        if !shape_ok {
+            let has = |yes: bool| if yes { "has a" } else { "has no" };
+            return Some(format!(
+                "is `{}` but {} declared package and {} record",
+                self.action,
+                has(declared),
+                has(recorded),
+            ));
+        }
+        let specs = [
+            self.desired.as_ref().map(|p| &p.spec),
+            self.before.as_ref().map(|r| &r.spec),
+        ];
+        for spec in specs.into_iter().flatten() {
+            if spec.key() != self.key {
+                return Some(format!("holds a package whose key is {}", spec.key()));
+            }
+        }
+        None
+    }
+}
+
+/// The on-disk shape: the plan between a `kind` tag and its checksum.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanFile {
+    kind: String,
+    format_version: u32,
+    oapkg_version: String,
+    today: Date,
+    state: StateId,
+    manifest_hash: String,
+    unchanged: usize,
+    changes: Vec<SavedChange>,
+    warnings: Vec<Warning>,
+    checksum: String,
+}
+
+impl SavedPlan {
+    /// The plan as apply will need it. `unchanged` entries, which a plan
+    /// does not list, are left out; changes are sorted by key.
+    pub fn from_plan(plan: &Plan) -> SavedPlan {
+        SavedPlan {
+            format_version: FORMAT_VERSION,
+            oapkg_version: env!("CARGO_PKG_VERSION").to_owned(),
+            today: plan.today,
+            state: plan.state.clone(),
+            manifest_hash: plan.manifest_hash.clone(),
+            unchanged: plan.unchanged,
+            changes: plan
+                .listed_changes()
+                .into_iter()
+                .map(SavedChange::from_change)
+                .collect(),
+            warnings: plan.warnings.clone(),
+        }
+    }
+
+    /// The [`Plan`] this file was saved from, to render it as `plan` did.
+    pub fn to_plan(&self) -> Plan {
+        Plan {
+            today: self.today,
+            state: self.state.clone(),
+            manifest_hash: self.manifest_hash.clone(),
+            changes: self.changes.iter().map(SavedChange::to_change).collect(),
+            unchanged: self.unchanged,
+            warnings: self.warnings.clone(),
+        }
+    }
+
+    /// `Ok` when the state and the manifests are still the ones the plan was
+    /// made from; otherwise everything that moved. The caller names the
+    /// plan file when it reports the error.
+    pub fn check_fresh(
+        &self,
+        current_state: &StateId,
+        current_manifest_hash: &str,
+    ) -> Result<(), StalePlan> {
+        let planned = &self.state;
+        let mut moved = Vec::new();
+        if planned.lineage != current_state.lineage {
+            moved.push(Moved::Lineage {
+                planned: planned.lineage.clone(),
+                current: current_state.lineage.clone(),
+            });
+        }
+        if planned.serial != current_state.serial {
+            moved.push(Moved::Serial {
+                planned: planned.serial,
+                current: current_state.serial,
+            });
+        }
+        // A checksum change is news only when lineage and serial say the state
+        // is the same one: a state edited without the serial growing.
+        if moved.is_empty() && planned.checksum != current_state.checksum {
+            moved.push(Moved::Checksum {
+                planned: planned.checksum.clone(),
+                current: current_state.checksum.clone(),
+            });
+        }
+        if self.manifest_hash != current_manifest_hash {
+            moved.push(Moved::Manifests {
+                planned: self.manifest_hash.clone(),
+                current: current_manifest_hash.to_owned(),
+            });
+        }
+        if moved.is_empty() {
+            Ok(())
+        } else {
+            Err(StalePlan { moved })
+        }
+    }
+
+    /// The file's content: pretty JSON ending with a newline, the checksum
+    /// last.
+    pub fn encode(&self) -> String {
+        let file = PlanFile {
+            kind: KIND.to_owned(),
+            format_version: self.format_version,
+            oapkg_version: self.oapkg_version.clone(),
+            today: self.today,
+            state: self.state.clone(),
+            manifest_hash: self.manifest_hash.clone(),
+            unchanged: self.unchanged,
+            changes: self.changes.clone(),
+            warnings: self.warnings.clone(),
+            checksum: self.checksum(),
+        };
+        let mut out =
+            serde_json::to_string_pretty(&file).expect("a plan file has only string keys");
+        out.push('\n');
+        out
+    }
+
+    /// Reads a plan file's content; `path` only names the file in errors.
+    pub fn decode(content: &str, path: &Path) -> Result<SavedPlan, SavedPlanError> {
+        let path = || path.to_path_buf();
+        let value: serde_json::Value =
+            serde_json::from_str(content).map_err(|source| SavedPlanError::Syntax {
+                path: path(),
+                source,
+            })?;
+        if value.get("kind").and_then(|k| k.as_str()) != Some(KIND) {
+            return Err(SavedPlanError::NotAPlan { path: path() });
+        }
+        let version = value.get("format_version");
+        if version.and_then(|v| v.as_u64()) != Some(u64::from(FORMAT_VERSION)) {
+            return Err(SavedPlanError::UnknownVersion {
+                path: path(),
+                found: version.map_or("none".to_owned(), |v| v.to_string()),
+            });
+        }
+        let file: PlanFile =
+            serde_json::from_value(value).map_err(|source| SavedPlanError::Invalid {
+                path: path(),
+                source,
+            })?;
+        let recorded = file.checksum;
+        let plan = SavedPlan {
+            format_version: file.format_version,
+            oapkg_version: file.oapkg_version,
+            today: file.today,
+            state: file.state,
+            manifest_hash: file.manifest_hash,
+            unchanged: file.unchanged,
+            changes: file.changes,
+            warnings: file.warnings,
+        };
+        let computed = plan.checksum();
+        if recorded != computed {
+            return Err(SavedPlanError::ChecksumMismatch {
+                path: path(),
+                recorded,
+                computed,
+            });
+        }
+        let mut previous: Option<&Key> = None;
+        for change in &plan.changes {
+            let reason = if previous.is_some_and(|p| *p >= change.key) {
+                Some("is out of order or listed twice".to_owned())
+            } else {
+                change.inconsistency()
+            };
+            if let Some(reason) = reason {
+                return Err(SavedPlanError::Inconsistent {
+                    path: path(),
+                    key: change.key.to_string(),
+                    reason,
+                });
+            }
+            previous = Some(&change.key);
+        }
+        Ok(plan)
+    }
+
+    /// Writes the plan file atomically: a temporary file beside it, synced,
+    /// then renamed over `path`, so a reader sees the old file or the new one.
+    pub fn write(&self, path: &Path) -> Result<(), SavedPlanError> {
+        let error = |source| SavedPlanError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(error)?;
+        temp.write_all(self.encode().as_bytes()).map_err(error)?;
+        temp.as_file().sync_all().map_err(error)?;
+        temp.persist(path).map_err(|e| error(e.error))?;
+        #[cfg(unix)]
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(error)?;
+        Ok(())
+    }
+
+    /// Reads and checks a plan file (see [`SavedPlan::decode`]).
+    pub fn read(path: &Path) -> Result<SavedPlan, SavedPlanError> {
+        let content = std::fs::read_to_string(path).map_err(|source| SavedPlanError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        SavedPlan::decode(&content, path)
+    }
+
+    /// `sha256:` of a versioned, compact encoding of the plan: any change to
+    /// what apply would do changes it, reformatting the file does not.
+    fn checksum(&self) -> String {
+        let body = serde_json::to_string(self).expect("a plan has only string keys");
+        sha256_tagged(format!("{KIND}/v{}\n{body}", self.format_version).as_bytes())
+    }
+}
+
+/// Why a plan file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SavedPlanError {
+    #[error("cannot read plan file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write plan file {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("plan file {} is not valid JSON", path.display())]
+    Syntax {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "{} is not an oapkg plan file (no \"kind\": \"{KIND}\"); give the file written by `oapkg plan --out`",
+        path.display()
+    )]
+    NotAPlan { path: PathBuf },
+    #[error(
+        "plan file {} has format version {found}, but this oapkg ({}) reads version {FORMAT_VERSION}; run `oapkg plan --out` again with this oapkg",
+        path.display(),
+        env!("CARGO_PKG_VERSION")
+    )]
+    UnknownVersion { path: PathBuf, found: String },
+    #[error("plan file {} does not hold a valid plan", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "plan file {} was changed after `oapkg plan` wrote it (its checksum {recorded} does not match its content, {computed}); run `oapkg plan --out` again",
+        path.display()
+    )]
+    ChecksumMismatch {
+        path: PathBuf,
+        recorded: String,
+        computed: String,
+    },
+    #[error("plan file {}: change {key} {reason}", path.display())]
+    Inconsistent {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+/// A saved plan made against a state or manifests that have since changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct StalePlan {
+    /// Everything that moved, in the order checked.
+    pub moved: Vec<Moved>,
+}
+
+/// One thing that moved since a plan was saved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Moved {
+    /// The state file is another one (or was created or re-created).
+    Lineage {
+        planned: Option<String>,
+        current: Option<String>,
+    },
+    /// The state was written since.
+    Serial { planned: u64, current: u64 },
+    /// The state's content changed without its serial growing.
+    Checksum {
+        planned: Option<String>,
+        current: Option<String>,
+    },
+    /// The manifests' content changed.
+    Manifests { planned: String, current: String },
+}
+
+impl fmt::Display for StalePlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("stale plan: ")?;
+        for (i, moved) in self.moved.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{moved}")?;
+        }
+        f.write_str(". Run `oapkg plan` again and review the new plan before applying")
+    }
+}
+
+impl fmt::Display for Moved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let or_none = |s: &Option<String>| s.clone().unwrap_or_else(|| "(none)".to_owned());
+        match self {
+            Moved::Lineage { planned, current } => write!(
+                f,
+                "the state is not the one planned against (lineage {} -> {})",
+                or_none(planned),
+                or_none(current)
+            ),
+            Moved::Serial { planned, current } => write!(
+                f,
+                "the state was written since the plan was made (state serial {planned} -> {current})"
+            ),
+            Moved::Checksum { planned, current } => write!(
+                f,
+                "the state's content changed at the same serial (checksum {} -> {})",
+                short(&or_none(planned)),
+                short(&or_none(current))
+            ),
+            Moved::Manifests { planned, current } => write!(
+                f,
+                "the manifests changed since the plan was made (hash {} -> {})",
+                short(planned),
+                short(current)
+            ),
+        }
+    }
+}
+
+/// `sha256:5f2b1c0e9d8a…`: enough of a hash to tell two apart in a message.
+fn short(hash: &str) -> String {
+    const SHOWN: usize = "sha256:".len() + 12;
+    if hash.chars().count() > SHOWN {
+        format!("{}…", hash.chars().take(SHOWN).collect::<String>())
+    } else {
+        hash.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::render::{self, TextOptions, fixtures};
+
+    fn path() -> &'static Path {
+        Path::new("plans/prod.tfplan")
+    }
+
+    fn saved() -> SavedPlan {
+        SavedPlan::from_plan(&fixtures::mixed())
+    }
+
+    #[test]
+    fn round_trips_through_its_file_content() {
+        let plan = fixtures::mixed();
+        let saved = SavedPlan::from_plan(&plan);
+        let decoded = SavedPlan::decode(&saved.encode(), path()).unwrap();
+        assert_eq!(decoded, saved);
+        // The rebuilt plan is the plan: apply renders what plan showed.
+        assert_eq!(decoded.to_plan(), plan);
+        let plain = TextOptions { color: false };
+        assert_eq!(
+            render::text(&decoded.to_plan(), &plain),
+            render::text(&plan, &plain)
+        );
+    }
+
+    #[test]
+    fn round_trips_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plan.json");
+        saved().write(&file).unwrap();
+        assert_eq!(SavedPlan::read(&file).unwrap(), saved());
+        // Overwriting leaves exactly one file, the new one.
+        let mut other = saved();
+        other.unchanged = 99;
+        other.write(&file).unwrap();
+        assert_eq!(SavedPlan::read(&file).unwrap().unchanged, 99);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn keeps_what_apply_needs() {
+        let saved = saved();
+        let replace = saved
+            .changes
+            .iter()
+            .find(|c| c.action == Action::Replace)
+            .unwrap();
+        let before = replace.before.as_ref().unwrap();
+        assert_eq!(replace.before_spec_hash(), Some(&before.spec.hash()));
+        let desired = replace.desired.as_ref().unwrap();
+        assert_eq!(replace.spec(), Some(&desired.spec));
+        assert_eq!(desired.source.file, "packages/shop.yaml");
+        let encoded = saved.encode();
+        assert!(encoded.starts_with("{\n  \"kind\": \"oapkg/plan\",\n  \"format_version\": 1,"));
+        assert!(encoded.trim_end().ends_with('}'));
+        let value: serde_json::Value = serde_json::from_str(&encoded).unwrap();
+        assert!(value["checksum"].as_str().unwrap().starts_with("sha256:"));
+        assert_eq!(value["state"]["serial"], 7);
+        assert_eq!(value["manifest_hash"], fixtures::MANIFEST_HASH);
+    }
+
+    #[test]
+    fn identical_state_and_manifests_are_fresh() {
+        let saved = saved();
+        assert_eq!(
+            saved.check_fresh(&fixtures::state_id(), fixtures::MANIFEST_HASH),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn an_empty_state_planned_against_is_fresh_while_still_empty() {
+        let mut plan = fixtures::purchases_only();
+        plan.state = StateId::default();
+        let saved = SavedPlan::from_plan(&plan);
+        assert!(
+            saved
+                .check_fresh(&StateId::default(), fixtures::MANIFEST_HASH)
+                .is_ok()
+        );
+        let written = StateId {
+            lineage: Some("l".into()),
+            serial: 1,
+            checksum: Some("sha256:00".into()),
+        };
+        let stale = saved
+            .check_fresh(&written, fixtures::MANIFEST_HASH)
+            .unwrap_err();
+        assert_eq!(stale.moved.len(), 2, "{stale}");
+    }
+
+    #[test]
+    fn a_state_written_since_is_stale() {
+        let mut current = fixtures::state_id();
+        current.serial = 9;
+        current.checksum = Some("sha256:ffff".into());
+        let stale = saved()
+            .check_fresh(&current, fixtures::MANIFEST_HASH)
+            .unwrap_err();
+        assert_eq!(
+            stale.moved,
+            vec![Moved::Serial {
+                planned: 7,
+                current: 9
+            }]
+        );
+        assert_eq!(
+            stale.to_string(),
+            "stale plan: the state was written since the plan was made (state serial 7 -> 9). \
+             Run `oapkg plan` again and review the new plan before applying"
+        );
+    }
+
+    #[test]
+    fn another_state_file_is_stale() {
+        let mut current = fixtures::state_id();
+        current.lineage = Some("another-lineage".into());
+        let stale = saved()
+            .check_fresh(&current, fixtures::MANIFEST_HASH)
+            .unwrap_err();
+        assert!(matches!(stale.moved[..], [Moved::Lineage { .. }]));
+        assert!(stale.to_string().contains("-> another-lineage"));
+    }
+
+    #[test]
+    fn a_state_edited_at_the_same_serial_is_stale() {
+        let mut current = fixtures::state_id();
+        current.checksum = Some("sha256:0123456789abcdef0123".into());
+        let stale = saved()
+            .check_fresh(&current, fixtures::MANIFEST_HASH)
+            .unwrap_err();
+        assert!(matches!(stale.moved[..], [Moved::Checksum { .. }]));
+        assert!(
+            stale
+                .to_string()
+                .contains("checksum sha256:5f2b1c0e9d8a… -> sha256:0123456789ab…"),
+            "{stale}"
+        );
+    }
+
+    #[test]
+    fn changed_manifests_are_stale() {
+        let stale = saved()
+            .check_fresh(&fixtures::state_id(), "sha256:1111111111111111")
+            .unwrap_err();
+        assert!(matches!(stale.moved[..], [Moved::Manifests { .. }]));
+        let message = stale.to_string();
+        assert!(message.contains("the manifests changed"), "{message}");
+        assert!(message.contains("Run `oapkg plan` again"), "{message}");
+    }
+
+    #[test]
+    fn unknown_format_version_is_refused() {
+        let encoded =
+            saved()
+                .encode()
+                .replacen("\"format_version\": 1,", "\"format_version\": 2,", 1);
+        let error = SavedPlan::decode(&encoded, path()).unwrap_err();
+        assert!(matches!(error, SavedPlanError::UnknownVersion { ref found, .. } if found == "2"));
+        let message = error.to_string();
+        assert!(message.contains("plans/prod.tfplan"), "{message}");
+        assert!(message.contains("format version 2"), "{message}");
+    }
+
+    #[test]
+    fn an_edited_plan_is_refused() {
+        let encoded =
+            saved()
+                .encode()
+                .replacen("\"duration_months\": 12", "\"duration_months\": 36", 1);
+        let error = SavedPlan::decode(&encoded, path()).unwrap_err();
+        assert!(matches!(error, SavedPlanError::ChecksumMismatch { .. }));
+        assert!(error.to_string().contains("plans/prod.tfplan"));
+    }
+
+    #[test]
+    fn reformatting_keeps_the_checksum() {
+        let value: serde_json::Value = serde_json::from_str(&saved().encode()).unwrap();
+        let compact = serde_json::to_string(&value).unwrap();
+        assert_eq!(SavedPlan::decode(&compact, path()).unwrap(), saved());
+    }
+
+    #[test]
+    fn other_files_are_refused_for_what_they_are() {
+        let state_file = r#"{"format_version": 1, "lineage": "x", "serial": 3, "packages": {}}"#;
+        let cases = [
+            ("{not json", "Syntax"),
+            (state_file, "NotAPlan"),
+            (r#"{"kind": "oapkg/plan", "format_version": 1}"#, "Invalid"),
+            (
+                r#"{"kind": "oapkg/plan", "format_version": "1"}"#,
+                "UnknownVersion",
+            ),
+        ];
+        for (content, expected) in cases {
+            let error = SavedPlan::decode(content, path()).unwrap_err();
+            assert!(
+                format!("{error:?}").starts_with(expected),
+                "{content}: {error:?}"
+            );
+            assert!(error.to_string().contains("plans/prod.tfplan"), "{error}");
+        }
+        let missing = SavedPlan::read(Path::new("/nonexistent/oapkg.plan")).unwrap_err();
+        assert!(matches!(missing, SavedPlanError::Read { .. }));
+        assert!(missing.to_string().contains("/nonexistent/oapkg.plan"));
+    }
+
+    #[test]
+    fn a_self_contradicting_plan_is_refused_even_with_a_good_checksum() {
+        let mut bad = saved();
+        let orphan = bad
+            .changes
+            .iter_mut()
+            .find(|c| c.action == Action::Orphan)
+            .unwrap();
+        orphan.action = Action::Purchase;
+        let error = SavedPlan::decode(&bad.encode(), path()).unwrap_err();
+        assert!(
+            matches!(error, SavedPlanError::Inconsistent { .. }),
+            "{error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("is `purchase` but has no declared package and has a record"),
+            "{error}"
+        );
+
+        let mut twice = saved();
+        twice.changes.push(twice.changes[0].clone());
+        let error = SavedPlan::decode(&twice.encode(), path()).unwrap_err();
+        assert!(error.to_string().contains("out of order or listed twice"));
+    }
+}
