@@ -17,7 +17,7 @@ use super::lock::LockHolder;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// An operating-system call on one of the state's files failed.
-    #[error("could not {action} {}: check that the directory exists, is writable and has free space", .path.display())]
+    #[error("could not {action} {}: check the path, its permissions and the free disk space", .path.display())]
     Io {
         /// What was being done, as a verb phrase ("read the state file").
         action: &'static str,
@@ -151,8 +151,8 @@ pub enum StateError {
     #[error("an earlier write to journal {} failed, so no more purchases can be recorded in this run; stop, then run oapkg again (it recovers what the journal holds)", .path.display())]
     JournalBroken { path: PathBuf },
 
-    /// The state file kept being replaced while it was being read.
-    #[error("state file {} kept changing while it was being read; try again", .path.display())]
+    /// The state file (or lock file) kept being replaced while oapkg used it.
+    #[error("{} kept changing while oapkg was using it (another process keeps replacing it); try again", .path.display())]
     Unstable { path: PathBuf },
 
     /// Encoding the state as JSON failed (cannot happen with the types used;

@@ -246,12 +246,10 @@ fn classify_parse_error(path: &Path, bytes: &[u8], source: serde_json::Error) ->
             match serde_json::from_slice::<Probe>(bytes) {
                 Ok(Probe {
                     format_version: Some(found),
-                }) if found != serde_json::Value::from(FORMAT_VERSION) => {
-                    StateError::UnknownFormatVersion {
-                        path,
-                        found: found.to_string(),
-                    }
-                }
+                }) if found != FORMAT_VERSION => StateError::UnknownFormatVersion {
+                    path,
+                    found: found.to_string(),
+                },
                 Ok(Probe {
                     format_version: None,
                 }) => StateError::UnknownFormatVersion {
@@ -331,6 +329,9 @@ pub(crate) mod tests {
         .collect()
     }
 
+    /// A bad file's name, bytes, and the refusal it must get.
+    pub(crate) type Case = (&'static str, Vec<u8>, fn(&StateError) -> bool);
+
     fn path() -> &'static Path {
         Path::new("state/oapkg.state.json")
     }
@@ -368,7 +369,11 @@ pub(crate) mod tests {
         assert!(a < b && b < c, "packages sorted by key");
         // Absent values are written, not left out.
         let empty = encode(path(), "l", 1, &BTreeMap::new()).unwrap().0;
-        assert!(String::from_utf8(empty).unwrap().contains("\"packages\": {}\n"));
+        assert!(
+            String::from_utf8(empty)
+                .unwrap()
+                .contains("\"packages\": {}\n")
+        );
     }
 
     #[test]
@@ -393,7 +398,10 @@ pub(crate) mod tests {
         assert!(matches!(err, StateError::ChecksumMismatch { .. }), "{err}");
         let message = err.to_string();
         assert!(message.contains("state/oapkg.state.json"), "{message}");
-        assert!(message.contains("state/oapkg.state.json.backup"), "{message}");
+        assert!(
+            message.contains("state/oapkg.state.json.backup"),
+            "{message}"
+        );
 
         let mut edited = doc;
         edited["serial"] = 4.into();
@@ -415,8 +423,7 @@ pub(crate) mod tests {
         let mut extra_record = doc.clone();
         extra_record["packages"]["4097311281936189049@2026-12-01"]["comment"] = "x".into();
         let mut bad_hash = doc.clone();
-        bad_hash["packages"]["4097311281936189049@2026-12-01"]["spec_hash"] =
-            "sha256:0000".into();
+        bad_hash["packages"]["4097311281936189049@2026-12-01"]["spec_hash"] = "sha256:0000".into();
         let mut moved = doc.clone();
         let record = moved["packages"]["4097311281936189049@2026-12-01"].clone();
         moved["packages"]["4097311281936189049@2026-12-02"] = record;
@@ -427,38 +434,58 @@ pub(crate) mod tests {
             1,
         );
 
-        let cases: Vec<(&str, Vec<u8>, fn(&StateError) -> bool)> = vec![
+        let cases: Vec<Case> = vec![
             ("0 bytes", vec![], |e| matches!(e, StateError::Empty { .. })),
-            ("whitespace", b" \n\t\n".to_vec(), |e| matches!(e, StateError::Empty { .. })),
+            ("whitespace", b" \n\t\n".to_vec(), |e| {
+                matches!(e, StateError::Empty { .. })
+            }),
             ("truncated", good[..good.len() / 2].to_vec(), |e| {
                 matches!(e, StateError::Truncated { .. })
             }),
-            ("not json", b"lineage = 3\n".to_vec(), |e| matches!(e, StateError::NotJson { .. })),
+            ("not json", b"lineage = 3\n".to_vec(), |e| {
+                matches!(e, StateError::NotJson { .. })
+            }),
             ("trailing garbage", [good.as_slice(), b"}"].concat(), |e| {
                 matches!(e, StateError::NotJson { .. })
             }),
-            ("version 2", serde_json::to_vec(&v2).unwrap(), |e| {
-                matches!(e, StateError::UnknownFormatVersion { found, .. } if found == "2")
-            }),
-            ("no version", serde_json::to_vec(&no_version).unwrap(), |e| {
-                matches!(e, StateError::UnknownFormatVersion { found, .. } if found == "missing")
-            }),
-            ("unknown top-level field", serde_json::to_vec(&extra_top).unwrap(), |e| {
+            (
+                "version 2",
+                serde_json::to_vec(&v2).unwrap(),
+                |e| matches!(e, StateError::UnknownFormatVersion { found, .. } if found == "2"),
+            ),
+            (
+                "no version",
+                serde_json::to_vec(&no_version).unwrap(),
+                |e| matches!(e, StateError::UnknownFormatVersion { found, .. } if found == "missing"),
+            ),
+            (
+                "unknown top-level field",
+                serde_json::to_vec(&extra_top).unwrap(),
+                |e| matches!(e, StateError::Malformed { .. }),
+            ),
+            (
+                "unknown record field",
+                serde_json::to_vec(&extra_record).unwrap(),
+                |e| matches!(e, StateError::Malformed { .. }),
+            ),
+            ("not an object", b"[1, 2]".to_vec(), |e| {
                 matches!(e, StateError::Malformed { .. })
             }),
-            ("unknown record field", serde_json::to_vec(&extra_record).unwrap(), |e| {
-                matches!(e, StateError::Malformed { .. })
-            }),
-            ("not an object", b"[1, 2]".to_vec(), |e| matches!(e, StateError::Malformed { .. })),
-            ("key listed twice", twice.into_bytes(), |e| {
-                matches!(e, StateError::Malformed { source, .. } if source.to_string().contains("listed twice"))
-            }),
-            ("spec hash resealed", reseal(bad_hash), |e| {
-                matches!(e, StateError::InvalidRecord { problem, .. } if problem.contains("spec_hash"))
-            }),
-            ("record under another key", reseal(moved), |e| {
-                matches!(e, StateError::InvalidRecord { key, .. } if key.as_str() == "4097311281936189049@2026-12-02")
-            }),
+            (
+                "key listed twice",
+                twice.into_bytes(),
+                |e| matches!(e, StateError::Malformed { source, .. } if source.to_string().contains("listed twice")),
+            ),
+            (
+                "spec hash resealed",
+                reseal(bad_hash),
+                |e| matches!(e, StateError::InvalidRecord { problem, .. } if problem.contains("spec_hash")),
+            ),
+            (
+                "record under another key",
+                reseal(moved),
+                |e| matches!(e, StateError::InvalidRecord { key, .. } if key.as_str() == "4097311281936189049@2026-12-02"),
+            ),
         ];
         for (name, bytes, expected) in cases {
             let err = decode(path(), &bytes).expect_err(name);

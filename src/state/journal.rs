@@ -137,7 +137,11 @@ impl Journal {
 
     /// Records how the purchase of `key` ended. Durable when it returns `Ok`:
     /// only then does the package count as done.
-    pub fn record_outcome(&mut self, key: &Key, outcome: &JournalOutcome) -> Result<(), StateError> {
+    pub fn record_outcome(
+        &mut self,
+        key: &Key,
+        outcome: &JournalOutcome,
+    ) -> Result<(), StateError> {
         let path = self.path();
         let mut slot = self.lock.slot()?;
         if !slot.pending.contains(key) {
@@ -190,9 +194,12 @@ impl JournalSlot {
                 path: path.to_owned(),
             });
         }
-        let generation = self.generation.clone().ok_or_else(|| StateError::JournalBroken {
-            path: path.to_owned(),
-        })?;
+        let generation = self
+            .generation
+            .clone()
+            .ok_or_else(|| StateError::JournalBroken {
+                path: path.to_owned(),
+            })?;
         let line = encode_line(path, &generation, key, event)?;
         if self.file.is_none() {
             let (file, len) = open_for_append(path)?;
@@ -207,7 +214,11 @@ impl JournalSlot {
         if let Err(source) = file.write_all(&line) {
             // Cut a partial line off, so a later append cannot bury it in the
             // middle of the file where it would read as corruption.
-            if file.set_len(self.len).and_then(|()| file.sync_all()).is_err() {
+            if file
+                .set_len(self.len)
+                .and_then(|()| file.sync_all())
+                .is_err()
+            {
                 self.broken = true;
             }
             return Err(StateError::io("append to the journal", path, source));
@@ -244,7 +255,9 @@ fn open_for_append(path: &Path) -> Result<(File, u64), StateError> {
             if contents.valid_len < bytes.len() as u64 {
                 file.set_len(contents.valid_len)
                     .and_then(|()| file.sync_all())
-                    .map_err(|source| StateError::io("cut the torn end off the journal", path, source))?;
+                    .map_err(|source| {
+                        StateError::io("cut the torn end off the journal", path, source)
+                    })?;
             }
             Ok((file, contents.valid_len))
         }
@@ -331,7 +344,9 @@ fn decode_line(path: &Path, bytes: &[u8], number: usize) -> Result<Line, String>
         event: &line.event,
         checksum: None,
     };
-    let computed = line_json(path, &body).map(|b| sha256_tagged(&b)).map_err(|e| e.to_string())?;
+    let computed = line_json(path, &body)
+        .map(|b| sha256_tagged(&b))
+        .map_err(|e| e.to_string())?;
     if computed != line.checksum {
         return Err("its checksum does not match its content".to_owned());
     }
@@ -647,7 +662,12 @@ mod tests {
         assert_eq!(bytes.last(), Some(&b'\n'));
         assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 1);
         let text = String::from_utf8(bytes.clone()).unwrap();
-        assert!(text.starts_with(r#"{"lineage":"L","serial":3,"key":"12@2026-12-01","event":{"intent":"#), "{text}");
+        assert!(
+            text.starts_with(
+                r#"{"lineage":"L","serial":3,"key":"12@2026-12-01","event":{"intent":"#
+            ),
+            "{text}"
+        );
         assert!(text.contains(r#""checksum":"sha256:"#));
         let parsed = parse(Path::new("j"), &bytes).unwrap();
         assert_eq!(parsed.lines.len(), 1);
@@ -664,7 +684,11 @@ mod tests {
         let second = line_bytes(&gen_(1), &s.key(), submitted());
         // Torn mid-line (no newline), garbage with a newline, or zeros from a
         // size extended without its data: all ignored when last.
-        for tail in [&second[..second.len() / 2], b"{\"lineage\"\n".as_slice(), &[0u8; 40]] {
+        for tail in [
+            &second[..second.len() / 2],
+            b"{\"lineage\"\n".as_slice(),
+            &[0u8; 40],
+        ] {
             let bytes = [first.as_slice(), tail].concat();
             let contents = parse(Path::new("j"), &bytes).unwrap();
             assert_eq!(contents.lines.len(), 1);
@@ -674,9 +698,15 @@ mod tests {
         // The same damage followed by a good line is corruption.
         let bytes = [first.as_slice(), b"{\"lineage\"\n", second.as_slice()].concat();
         let err = parse(Path::new("j"), &bytes).unwrap_err();
-        assert!(matches!(err, StateError::JournalCorrupt { line: 2, .. }), "{err:?}");
+        assert!(
+            matches!(err, StateError::JournalCorrupt { line: 2, .. }),
+            "{err:?}"
+        );
         let err = parse(Path::new("j"), &[b"\n".as_slice(), &first].concat()).unwrap_err();
-        assert!(matches!(err, StateError::JournalCorrupt { line: 1, .. }), "{err:?}");
+        assert!(
+            matches!(err, StateError::JournalCorrupt { line: 1, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -686,7 +716,8 @@ mod tests {
         let c = spec("3");
         let d = spec("4");
         let mut base = BTreeMap::new();
-        let earlier = crate::state::file::tests::record("4", date(2026, 12, 1), Status::Unconfirmed);
+        let earlier =
+            crate::state::file::tests::record("4", date(2026, 12, 1), Status::Unconfirmed);
         base.insert(d.key(), earlier.clone());
         let g = gen_(1);
         let lines = lines(vec![
@@ -700,15 +731,32 @@ mod tests {
         ]);
         let once = replayed(&base, &lines);
         assert_eq!(once[&a.key()].status, Status::Unconfirmed);
-        assert_eq!(once[&a.key()].result_message.as_deref(), Some(NO_OUTCOME_MESSAGE));
+        assert_eq!(
+            once[&a.key()].result_message.as_deref(),
+            Some(NO_OUTCOME_MESSAGE)
+        );
         let rb = &once[&b.key()];
         assert_eq!(rb.status, Status::Submitted);
         assert_eq!(rb.service_preview_id.as_deref(), Some("42"));
-        assert_eq!(rb.submitted_at, Some("2026-11-26T10:00:00Z".parse().unwrap()));
+        assert_eq!(
+            rb.submitted_at,
+            Some("2026-11-26T10:00:00Z".parse().unwrap())
+        );
         assert_eq!(rb.spec_hash, b.hash());
-        assert!(!once.contains_key(&c.key()), "a refused purchase is not recorded");
-        assert_eq!(once[&d.key()], earlier, "a refused purchase keeps the earlier record");
-        assert_eq!(replayed(&once, &lines), once, "replaying twice changes nothing");
+        assert!(
+            !once.contains_key(&c.key()),
+            "a refused purchase is not recorded"
+        );
+        assert_eq!(
+            once[&d.key()],
+            earlier,
+            "a refused purchase keeps the earlier record"
+        );
+        assert_eq!(
+            replayed(&once, &lines),
+            once,
+            "replaying twice changes nothing"
+        );
     }
 
     #[test]
@@ -736,17 +784,49 @@ mod tests {
             (gen_(2), b.key(), intent(&b)),
         ]);
         let folded = replayed(&BTreeMap::new(), &all[..2]);
-        let current = current_lines(Path::new("j"), Path::new("s"), &gen_(2), &folded, all.clone()).unwrap();
+        let current = current_lines(
+            Path::new("j"),
+            Path::new("s"),
+            &gen_(2),
+            &folded,
+            all.clone(),
+        )
+        .unwrap();
         assert_eq!(current, all[2..]);
         // Stale lines whose purchases are not in the file are refused.
-        let err = current_lines(Path::new("j"), Path::new("s"), &gen_(2), &BTreeMap::new(), all.clone())
-            .unwrap_err();
-        assert!(matches!(&err, StateError::JournalNotFolded { keys, .. } if keys == &[a.key()]), "{err:?}");
+        let err = current_lines(
+            Path::new("j"),
+            Path::new("s"),
+            &gen_(2),
+            &BTreeMap::new(),
+            all.clone(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, StateError::JournalNotFolded { keys, .. } if keys == &[a.key()]),
+            "{err:?}"
+        );
         // A newer serial, another lineage, or no state file: refused.
-        for disk in [gen_(1), Generation { lineage: Some("M".into()), serial: 2 }, Generation::default()] {
-            let err = current_lines(Path::new("j"), Path::new("s"), &disk, &folded, all[1..].to_vec())
-                .unwrap_err();
-            assert!(matches!(err, StateError::JournalMismatch { .. }), "{disk:?}: {err:?}");
+        for disk in [
+            gen_(1),
+            Generation {
+                lineage: Some("M".into()),
+                serial: 2,
+            },
+            Generation::default(),
+        ] {
+            let err = current_lines(
+                Path::new("j"),
+                Path::new("s"),
+                &disk,
+                &folded,
+                all[1..].to_vec(),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, StateError::JournalMismatch { .. }),
+                "{disk:?}: {err:?}"
+            );
         }
     }
 }

@@ -92,7 +92,7 @@ pub enum UnlockOutcome {
 /// The exclusive writer lock on one state file. Dropping it (and every
 /// [`Journal`](super::Journal) made from it) releases the lock and removes
 /// the lock file.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct StateLock {
     pub(crate) inner: Arc<LockInner>,
 }
@@ -139,10 +139,10 @@ impl Drop for LockInner {
         // Still holding the lock here (`file` closes after this returns), so
         // nobody else can have locked this file; waiters that opened it will
         // see it is gone and start over (see the module docs).
-        if still_at_path(&self.file, &self.lock_path) {
-            if let Err(e) = fs::remove_file(&self.lock_path) {
-                tracing::debug!(lock = %self.lock_path.display(), error = %e, "could not remove the lock file");
-            }
+        if still_at_path(&self.file, &self.lock_path)
+            && let Err(e) = fs::remove_file(&self.lock_path)
+        {
+            tracing::debug!(lock = %self.lock_path.display(), error = %e, "could not remove the lock file");
         }
     }
 }
@@ -289,7 +289,11 @@ mod tests {
         let started = Instant::now();
         let err = acquire(&path, "oapkg state rm", Duration::ZERO).unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(1));
-        let StateError::Locked { holder: Some(holder), .. } = &err else {
+        let StateError::Locked {
+            holder: Some(holder),
+            ..
+        } = &err
+        else {
             panic!("expected Locked with a holder, got {err:?}");
         };
         assert_eq!(holder, first.holder());
@@ -330,7 +334,13 @@ mod tests {
         let started = Instant::now();
         let err = acquire(&path, "oapkg apply", Duration::from_millis(300)).unwrap_err();
         assert!(started.elapsed() >= Duration::from_millis(300));
-        assert!(matches!(err, StateError::Locked { holder: Some(_), .. }));
+        assert!(matches!(
+            err,
+            StateError::Locked {
+                holder: Some(_),
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -344,7 +354,10 @@ mod tests {
         let lock = acquire(&path, "oapkg apply", Duration::ZERO).unwrap();
         assert_eq!(read_holder(&lock_path).as_ref(), Some(lock.holder()));
         drop(lock);
-        assert!(!lock_path.exists(), "the holder removes the lock file when done");
+        assert!(
+            !lock_path.exists(),
+            "the holder removes the lock file when done"
+        );
     }
 
     #[test]

@@ -99,7 +99,9 @@ impl StateStore {
     }
 
     /// Takes the exclusive writer lock, waiting up to `timeout` (zero: fail at
-    /// once) for another holder to finish; `command` labels the holder.
+    /// once; `Duration::MAX`: wait as long as it takes) for another holder to
+    /// finish; `command` labels the holder in the lock file and in the
+    /// [`StateError::Locked`] another writer gets.
     ///
     /// If a previous holder died with purchases in the journal, they are
     /// folded into the file now (a write: serial + 1), so a state loaded from
@@ -219,16 +221,16 @@ impl StateStore {
         // Re-read under the lock: never replace a file `load` would refuse,
         // and never one newer than the state we were given.
         let (disk, _) = self.read_file()?;
-        if let Some(d) = &disk {
-            if state.lineage.as_deref() != Some(d.lineage.as_str()) || state.serial != d.serial {
-                return Err(StateError::Conflict {
-                    path: self.path.clone(),
-                    loaded_lineage: state.lineage.clone(),
-                    loaded_serial: state.serial,
-                    disk_lineage: Some(d.lineage.clone()),
-                    disk_serial: d.serial,
-                });
-            }
+        if let Some(d) = &disk
+            && (state.lineage.as_deref() != Some(d.lineage.as_str()) || state.serial != d.serial)
+        {
+            return Err(StateError::Conflict {
+                path: self.path.clone(),
+                loaded_lineage: state.lineage.clone(),
+                loaded_serial: state.serial,
+                disk_lineage: Some(d.lineage.clone()),
+                disk_serial: d.serial,
+            });
         }
         let mut packages = state.packages.clone();
         let contents = journal::read(&journal_path)?;
@@ -287,7 +289,7 @@ impl StateStore {
 
     /// Reads and checks the state file; `None` when it does not exist. Also
     /// returns which file it was, to notice a replacement.
-    fn read_file(&self) -> Result<(Option<DiskState>, Option<(u64, u64)>), StateError> {
+    fn read_file(&self) -> Result<(Option<DiskState>, Option<FileIdentity>), StateError> {
         let mut file = match File::open(&self.path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, None)),
@@ -308,7 +310,7 @@ impl StateStore {
         Ok((Some(disk), Some(file_identity(&meta))))
     }
 
-    fn identity_now(&self) -> Result<Option<(u64, u64)>, StateError> {
+    fn identity_now(&self) -> Result<Option<FileIdentity>, StateError> {
         match fs::metadata(&self.path) {
             Ok(meta) => Ok(Some(file_identity(&meta))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -329,13 +331,9 @@ impl StateStore {
         };
         let journal_path = self.journal_path();
         let current = match contents {
-            Some(c) => journal::current_lines(
-                &journal_path,
-                &self.path,
-                &generation,
-                &packages,
-                c.lines,
-            )?,
+            Some(c) => {
+                journal::current_lines(&journal_path, &self.path, &generation, &packages, c.lines)?
+            }
             None => Vec::new(),
         };
         let checksum = if current.is_empty() {
@@ -380,7 +378,9 @@ fn remove_journal(path: &Path, slot: &mut JournalSlot) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         // Harmless: its lines are recognised as folded on the next load.
-        Err(e) => tracing::warn!(journal = %path.display(), error = %e, "could not remove the folded journal"),
+        Err(e) => {
+            tracing::warn!(journal = %path.display(), error = %e, "could not remove the folded journal")
+        }
     }
 }
 
@@ -401,10 +401,12 @@ fn parent_dir(path: &Path) -> &Path {
 
 pub(crate) fn create_parent_dir(path: &Path) -> Result<(), StateError> {
     let dir = parent_dir(path);
-    fs::create_dir_all(dir).map_err(|source| StateError::io("create the state directory", dir, source))
+    fs::create_dir_all(dir)
+        .map_err(|source| StateError::io("create the state directory", dir, source))
 }
 
 /// Makes renames and creations in `path`'s directory durable.
+#[cfg(unix)]
 pub(crate) fn sync_parent_dir(path: &Path) -> Result<(), StateError> {
     let dir = parent_dir(path);
     File::open(dir)
@@ -412,17 +414,28 @@ pub(crate) fn sync_parent_dir(path: &Path) -> Result<(), StateError> {
         .map_err(|source| StateError::io("sync the state directory", dir, source))
 }
 
+/// Directories cannot be opened for fsync elsewhere; renames there are
+/// made durable by the file system's own journal.
+#[cfg(not(unix))]
+pub(crate) fn sync_parent_dir(_path: &Path) -> Result<(), StateError> {
+    Ok(())
+}
+
+/// Which file is at a path: `file_identity` of its metadata. Differs
+/// between a file and the one that replaced it.
+pub(crate) type FileIdentity = (u64, u64);
+
 /// Which file a metadata describes: device and inode on Unix, where files
 /// are only ever replaced by rename (a new inode).
 #[cfg(unix)]
-pub(crate) fn file_identity(meta: &Metadata) -> (u64, u64) {
+pub(crate) fn file_identity(meta: &Metadata) -> FileIdentity {
     use std::os::unix::fs::MetadataExt;
     (meta.dev(), meta.ino())
 }
 
 /// Which file a metadata describes: length and modification time elsewhere.
 #[cfg(not(unix))]
-pub(crate) fn file_identity(meta: &Metadata) -> (u64, u64) {
+pub(crate) fn file_identity(meta: &Metadata) -> FileIdentity {
     let modified = meta
         .modified()
         .ok()
@@ -448,7 +461,11 @@ impl From<StateError> for ReplaceFailure {
 
 /// Replaces the file at `path` with `bytes`, keeping the current file (if
 /// `had_previous`) as `<path>.backup`. See the module docs for the order.
-fn replace_with_backup(path: &Path, bytes: &[u8], had_previous: bool) -> Result<(), ReplaceFailure> {
+fn replace_with_backup(
+    path: &Path,
+    bytes: &[u8],
+    had_previous: bool,
+) -> Result<(), ReplaceFailure> {
     let dir = parent_dir(path);
     create_parent_dir(path)?;
     let file_name = path
@@ -471,12 +488,10 @@ fn replace_with_backup(path: &Path, bytes: &[u8], had_previous: bool) -> Result<
     let tmp_path = tmp.path().to_owned();
     tmp.write_all(bytes)
         .map_err(|source| StateError::io("write", &tmp_path, source))?;
-    if had_previous {
-        if let Ok(meta) = fs::metadata(path) {
-            tmp.as_file()
-                .set_permissions(meta.permissions())
-                .map_err(|source| StateError::io("set the permissions of", &tmp_path, source))?;
-        }
+    if had_previous && let Ok(meta) = fs::metadata(path) {
+        tmp.as_file()
+            .set_permissions(meta.permissions())
+            .map_err(|source| StateError::io("set the permissions of", &tmp_path, source))?;
     }
     tmp.as_file()
         .sync_all()
