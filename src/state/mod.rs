@@ -1,14 +1,53 @@
 //! The recorded set: what oapkg has bought (or may have bought), on disk.
 //!
-//! This module owns the state file's model ([`State`], [`Record`], [`Status`]),
-//! its checksum, the atomic store with its backup, and the writer lock. It
-//! never decides what to buy (that is `plan`) and never talks to eSMS.
+//! This module owns everything about the state file and the files beside it:
+//!
+//! | file | module | what it holds |
+//! |---|---|---|
+//! | `<path>` (default [`DEFAULT_STATE_PATH`]) | [`file`] (format, checksum), [`store`] (atomic write) | the state: lineage, serial, checksum, packages |
+//! | `<path>.backup` | [`store`] | the previous version, kept by every write |
+//! | `<path>.lock` | [`lock`] | the writer lock and who holds it |
+//! | `<path>.journal` | [`journal`] | purchases recorded by `apply` since the last write |
+//!
+//! It never decides what to buy (that is `plan`), never talks to eSMS and never
+//! prints: callers get typed values and a [`StateError`] to render.
+//!
+//! How the pieces fit, for a writer:
+//!
+//! 1. [`StateStore::lock`] takes the exclusive lock. If a previous holder died
+//!    with purchases still in the journal, they are folded into the file now,
+//!    so everything loaded afterwards sees one consistent file.
+//! 2. [`StateStore::load`] reads the file and replays the journal over it.
+//! 3. `apply` records each purchase in the [`Journal`] (intent before sending,
+//!    outcome after the answer): one fsync'd line each, whatever the state's
+//!    size.
+//! 4. [`StateStore::write`] replays the journal over the caller's state,
+//!    writes the file atomically (keeping the backup), and only then removes
+//!    the journal.
+//!
+//! Readers (`plan`, `state list`) only call [`StateStore::load`]; they take no
+//! lock and still see every journaled purchase.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{Key, Spec, SpecHash};
+
+mod error;
+pub mod file;
+pub mod journal;
+pub mod lock;
+pub mod store;
+
+pub use error::StateError;
+pub use journal::{Journal, JournalOutcome};
+pub use lock::{LockHolder, StateLock, UnlockOutcome};
+pub use store::{Loaded, StateStore};
+
+/// Where the state file lives when neither `--state` nor `OAPKG_STATE` says
+/// otherwise, relative to the current directory.
+pub const DEFAULT_STATE_PATH: &str = "state/oapkg.state.json";
 
 /// Everything oapkg has recorded, keyed by package key.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -49,6 +88,12 @@ pub enum Status {
 }
 
 /// Which state a plan was made against: enough to tell later whether it moved.
+///
+/// `lineage` and `serial` are the state file's. `checksum` is the file's
+/// `checksum` field when no journal is pending; when [`StateStore::load`]
+/// replayed journal entries it is the checksum of the state as loaded (file
+/// plus journal, computed the same way), so the id changes whenever the
+/// content a plan saw changes, even before the journal is folded.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateId {
     pub lineage: Option<String>,

@@ -1,0 +1,215 @@
+//! Every way reading or writing the state can fail, as one typed error.
+//!
+//! Each variant is one failure a user or the CLI can act on. Messages name
+//! the file and say what to do; the underlying cause (an `io::Error`, a JSON
+//! error) is kept in `#[source]` and not repeated in the message, so the CLI
+//! can print the chain once.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::spec::Key;
+
+use super::lock::LockHolder;
+
+/// Why the state could not be read, written, locked or journaled.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// An operating-system call on one of the state's files failed.
+    #[error("could not {action} {}: check the path, its permissions and the free disk space", .path.display())]
+    Io {
+        /// What was being done, as a verb phrase ("read the state file").
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The state path names a directory (or something else that is not a file).
+    #[error("state path {} is not a regular file; pass the path of the state file itself (e.g. {})", .path.display(), .path.join("oapkg.state.json").display())]
+    NotAFile { path: PathBuf },
+
+    /// The state file exists but holds nothing (0 bytes or only whitespace).
+    #[error("state file {} is empty; it is refused and left as it is: restore it from {} or from Git", .path.display(), backup_of(.path).display())]
+    Empty { path: PathBuf },
+
+    /// The state file's JSON stops in the middle (a truncated copy or write).
+    #[error("state file {} is truncated (its JSON ends early); it is refused and left as it is: restore it from {} or from Git", .path.display(), backup_of(.path).display())]
+    Truncated {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The state file is not JSON at all.
+    #[error("state file {} is not valid JSON; it is refused and left as it is: restore it from {} or from Git", .path.display(), backup_of(.path).display())]
+    NotJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The state file's `format_version` is missing or one this oapkg does not read.
+    #[error("state file {} has format_version {found}, but this oapkg ({}) reads only format_version {}; use the oapkg release that wrote it", .path.display(), env!("CARGO_PKG_VERSION"), super::file::FORMAT_VERSION)]
+    UnknownFormatVersion {
+        path: PathBuf,
+        /// The value found, as JSON text (`"missing"` when absent).
+        found: String,
+    },
+
+    /// The state file is JSON but not a state file: an unknown or missing
+    /// field, a wrong type, a bad key, a package listed twice.
+    #[error("state file {} is not a valid oapkg state file; it is refused and left as it is: fix the field named below, or restore it from {} or from Git", .path.display(), backup_of(.path).display())]
+    Malformed {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The content does not match the recorded checksum: it was edited by hand
+    /// (or damaged) after oapkg wrote it.
+    #[error("state file {} does not match its checksum (it records {recorded}, its content hashes to {computed}): it was edited or damaged after oapkg wrote it; it is refused and left as it is. Change state only with `oapkg state` commands; to recover, compare it with {} (the previous version) and copy that back, or restore it from Git", .path.display(), backup_of(.path).display())]
+    ChecksumMismatch {
+        path: PathBuf,
+        recorded: String,
+        computed: String,
+    },
+
+    /// A package record contradicts itself (its key, spec and spec hash disagree).
+    #[error("state file {}: package {key}: {problem}; the state is refused and left as it is: restore it from {} or from Git", .path.display(), backup_of(.path).display())]
+    InvalidRecord {
+        path: PathBuf,
+        key: Key,
+        problem: String,
+    },
+
+    /// Another process holds the writer lock.
+    #[error("{}", locked_message(.path, .holder.as_ref()))]
+    Locked {
+        /// The state file (not the lock file).
+        path: PathBuf,
+        /// Who holds it, when the lock file says so.
+        holder: Option<LockHolder>,
+    },
+
+    /// The state being written was loaded from an older version of the file:
+    /// writing it would drop what was recorded since.
+    #[error("state file {} changed since this state was loaded (loaded lineage {}, serial {loaded_serial}; the file now has lineage {}, serial {disk_serial}); nothing was written: take the lock first, then load the state and apply the change again", .path.display(), .loaded_lineage.as_deref().unwrap_or("none"), .disk_lineage.as_deref().unwrap_or("none"))]
+    Conflict {
+        path: PathBuf,
+        loaded_lineage: Option<String>,
+        loaded_serial: u64,
+        disk_lineage: Option<String>,
+        disk_serial: u64,
+    },
+
+    /// The lock given to `write` or `journal` was taken for another state file.
+    #[error("the lock passed for state file {} was taken for {}; this is a bug in oapkg", .path.display(), .locked.display())]
+    WrongLock { path: PathBuf, locked: PathBuf },
+
+    /// The serial cannot grow any more.
+    #[error("state file {} has serial {serial}, which cannot grow further; it is refused", .path.display())]
+    SerialExhausted { path: PathBuf, serial: u64 },
+
+    /// A journal line other than the last one is damaged.
+    #[error("journal {} is damaged at line {line} ({problem}); nothing was changed: it records purchases that may have been made, so keep it, compare it with `oapkg state list` and the eSMS portal, then move it aside", .path.display())]
+    JournalCorrupt {
+        path: PathBuf,
+        line: usize,
+        problem: String,
+    },
+
+    /// The journal was written against a different state file than the one
+    /// now at the state path (another lineage, a newer serial, or no file).
+    #[error("journal {} belongs to state lineage {}, serial {journal_serial}, but state file {} has lineage {}, serial {state_serial}; nothing was changed: the state file was replaced while purchases were being recorded. Restore the state file that matches the journal (see {}), or record the journal's packages with `oapkg state import` and move the journal aside", .path.display(), .journal_lineage.as_deref().unwrap_or("none"), .state_path.display(), .state_lineage.as_deref().unwrap_or("none (missing)"), backup_of(.state_path).display())]
+    JournalMismatch {
+        path: PathBuf,
+        state_path: PathBuf,
+        journal_lineage: Option<String>,
+        journal_serial: u64,
+        state_lineage: Option<String>,
+        state_serial: u64,
+    },
+
+    /// The journal is from an earlier serial (so it should have been folded
+    /// into the state file) but some of its purchases are not in the file.
+    #[error("journal {} records purchases of {} that are not in state file {} (serial {state_serial}); nothing was changed: record them with `oapkg state import` (after checking them on the eSMS portal), then move the journal aside", .path.display(), key_list(.keys), .state_path.display())]
+    JournalNotFolded {
+        path: PathBuf,
+        state_path: PathBuf,
+        state_serial: u64,
+        keys: Vec<Key>,
+    },
+
+    /// `record_outcome` was called for a key with no recorded intent.
+    #[error("journal {}: outcome for {key} without a recorded intent; this is a bug in oapkg", .path.display())]
+    OutcomeWithoutIntent { path: PathBuf, key: Key },
+
+    /// An earlier write to the journal failed, so what is on disk is unknown;
+    /// no more purchases may be recorded under this lock.
+    #[error("an earlier write to journal {} failed, so no more purchases can be recorded in this run; stop, then run oapkg again (it recovers what the journal holds)", .path.display())]
+    JournalBroken { path: PathBuf },
+
+    /// The state file (or lock file) kept being replaced while oapkg used it.
+    #[error("{} kept changing while oapkg was using it (another process keeps replacing it); try again", .path.display())]
+    Unstable { path: PathBuf },
+
+    /// Encoding the state as JSON failed (cannot happen with the types used;
+    /// kept as an error rather than a panic).
+    #[error("could not encode the state for {}; this is a bug in oapkg", .path.display())]
+    Encode {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl StateError {
+    pub(crate) fn io(action: &'static str, path: &Path, source: io::Error) -> Self {
+        StateError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// `<path>.backup`, the previous version kept by every write.
+pub(crate) fn backup_of(path: &Path) -> PathBuf {
+    super::store::sibling(path, ".backup")
+}
+
+fn locked_message(path: &Path, holder: Option<&LockHolder>) -> String {
+    let who = match holder {
+        Some(h) => format!(
+            "pid {} on host {} running \"{}\" since {}",
+            h.pid, h.host, h.command, h.since
+        ),
+        None => "another process (which has not recorded who it is yet)".to_owned(),
+    };
+    format!(
+        "state file {} is locked by {who}; wait for it to finish, or run \"oapkg state unlock\" if that process is gone",
+        path.display()
+    )
+}
+
+fn key_list(keys: &[Key]) -> impl fmt::Display + '_ {
+    struct List<'a>(&'a [Key]);
+    impl fmt::Display for List<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            const SHOWN: usize = 10;
+            for (i, key) in self.0.iter().take(SHOWN).enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{key}")?;
+            }
+            if self.0.len() > SHOWN {
+                write!(f, " and {} more", self.0.len() - SHOWN)?;
+            }
+            Ok(())
+        }
+    }
+    List(keys)
+}

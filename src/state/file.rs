@@ -1,0 +1,499 @@
+//! The state file's bytes: how a [`State`](super::State) is encoded, how its
+//! checksum is computed, and every check that makes [`decode`] refuse a file.
+//!
+//! Pure: bytes in, values out. Reading, writing and locking are
+//! [`store`](super::store)'s job.
+//!
+//! # Format (version 1)
+//!
+//! ```json
+//! {
+//!   "format_version": 1,
+//!   "lineage": "1b4e28ba-2fa1-41d2-883f-0016d3cca427",
+//!   "serial": 3,
+//!   "checksum": "sha256:…",
+//!   "packages": {
+//!     "4097311281936189049@2026-12-01": {
+//!       "spec": {
+//!         "oaid": "4097311281936189049",
+//!         "tier": "premium",
+//!         "start": "2026-12-01",
+//!         "duration_months": 12
+//!       },
+//!       "spec_hash": "sha256:…",
+//!       "name": "SVoucher main",
+//!       "status": "submitted",
+//!       "service_preview_id": "98765",
+//!       "result_code": "100",
+//!       "result_message": "Success",
+//!       "submitted_at": "2026-11-26T10:00:00Z"
+//!     }
+//!   }
+//! }
+//! ```
+//!
+//! - Top-level fields in this order: what the file is (`format_version`),
+//!   which state and which version of it (`lineage`, `serial`), the seal over
+//!   the content (`checksum`), then the content (`packages`). The small fields
+//!   come first so `head` shows them and Git diffs of a write start with the
+//!   serial.
+//! - `packages` is an object sorted by key (a `BTreeMap`); record fields are
+//!   in [`Record`]'s declaration order; absent values are written as `null`
+//!   rather than left out, so every record has the same shape.
+//! - Pretty-printed with two spaces and a trailing newline: the same state
+//!   always gives the same bytes.
+//! - `checksum` is [`sha256_tagged`] of the compact JSON (`serde_json::to_vec`)
+//!   of `{"format_version", "lineage", "serial", "packages"}` in that order,
+//!   i.e. of the content without the checksum. Being computed over the parsed
+//!   content, it does not depend on whitespace or on how strings are escaped.
+//! - Unknown fields are refused at every level, as is a package key listed
+//!   twice: a hand-added field must not be dropped silently by the next write.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::error::Category;
+
+use super::{Record, StateError};
+use crate::spec::{Key, MAX_DURATION_MONTHS, sha256_tagged};
+
+/// The only `format_version` this oapkg reads and writes.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// A state file that passed every check of [`decode`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskState {
+    pub lineage: String,
+    pub serial: u64,
+    pub checksum: String,
+    pub packages: BTreeMap<Key, Record>,
+}
+
+/// The file as written (field order = order in the file).
+#[derive(Serialize)]
+struct FileOut<'a> {
+    format_version: u64,
+    lineage: &'a str,
+    serial: u64,
+    checksum: &'a str,
+    packages: &'a BTreeMap<Key, Record>,
+}
+
+/// The file as read. `lineage` is required: a written file always has one.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileIn {
+    format_version: u64,
+    lineage: String,
+    serial: u64,
+    checksum: String,
+    #[serde(deserialize_with = "unique_packages")]
+    packages: BTreeMap<Key, Record>,
+}
+
+/// What the checksum is computed over: the file without its checksum.
+#[derive(Serialize)]
+struct Body<'a> {
+    format_version: u64,
+    lineage: Option<&'a str>,
+    serial: u64,
+    packages: &'a BTreeMap<Key, Record>,
+}
+
+/// The checksum of a state's content, as stored in the file's `checksum`.
+///
+/// `lineage` is `None` only for a state never written (a journal replayed
+/// over a missing file); a file always passes `Some`.
+pub fn checksum(
+    path: &Path,
+    lineage: Option<&str>,
+    serial: u64,
+    packages: &BTreeMap<Key, Record>,
+) -> Result<String, StateError> {
+    let body = Body {
+        format_version: FORMAT_VERSION,
+        lineage,
+        serial,
+        packages,
+    };
+    let bytes = serde_json::to_vec(&body).map_err(|source| StateError::Encode {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(sha256_tagged(&bytes))
+}
+
+/// The bytes of a state file and the checksum they carry.
+pub fn encode(
+    path: &Path,
+    lineage: &str,
+    serial: u64,
+    packages: &BTreeMap<Key, Record>,
+) -> Result<(Vec<u8>, String), StateError> {
+    let checksum = checksum(path, Some(lineage), serial, packages)?;
+    let out = FileOut {
+        format_version: FORMAT_VERSION,
+        lineage,
+        serial,
+        checksum: &checksum,
+        packages,
+    };
+    let mut bytes = serde_json::to_vec_pretty(&out).map_err(|source| StateError::Encode {
+        path: path.to_owned(),
+        source,
+    })?;
+    bytes.push(b'\n');
+    Ok((bytes, checksum))
+}
+
+/// Parses and verifies a state file's bytes; `path` is only for messages.
+///
+/// Refuses, each with its own [`StateError`] variant: an empty file, a
+/// truncated one, one that is not JSON, an unknown `format_version`, a JSON
+/// document that is not a state file (unknown or missing field, duplicate
+/// key), a checksum mismatch, and a record that contradicts itself.
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<DiskState, StateError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(StateError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    // One typed parse on the happy path; the cheaper questions ("which
+    // version is this?") are only asked once it failed, to pick the message.
+    let file: FileIn = match serde_json::from_slice(bytes) {
+        Ok(file) => file,
+        Err(source) => return Err(classify_parse_error(path, bytes, source)),
+    };
+    if file.format_version != FORMAT_VERSION {
+        return Err(StateError::UnknownFormatVersion {
+            path: path.to_owned(),
+            found: file.format_version.to_string(),
+        });
+    }
+    let computed = checksum(path, Some(&file.lineage), file.serial, &file.packages)?;
+    if computed != file.checksum {
+        return Err(StateError::ChecksumMismatch {
+            path: path.to_owned(),
+            recorded: file.checksum,
+            computed,
+        });
+    }
+    validate_records(path, &file.packages)?;
+    Ok(DiskState {
+        lineage: file.lineage,
+        serial: file.serial,
+        checksum: file.checksum,
+        packages: file.packages,
+    })
+}
+
+/// Checks that each record agrees with itself: its key is its spec's key, its
+/// spec hash is its spec's hash, its duration is in range.
+///
+/// The checksum cannot catch these when someone recomputed it after an edit,
+/// and `write` runs this too, so oapkg never writes a file it would refuse.
+pub fn validate_records(path: &Path, packages: &BTreeMap<Key, Record>) -> Result<(), StateError> {
+    for (key, record) in packages {
+        let problem = if record.spec.key() != *key {
+            Some(format!(
+                "its spec is for {} (oaid {}, start {}), not for its key",
+                record.spec.key(),
+                record.spec.oaid,
+                record.spec.start
+            ))
+        } else if record.spec.hash() != record.spec_hash {
+            Some(format!(
+                "spec_hash {} does not match its spec (which hashes to {})",
+                record.spec_hash,
+                record.spec.hash()
+            ))
+        } else if !(1..=MAX_DURATION_MONTHS).contains(&record.spec.duration_months) {
+            Some(format!(
+                "duration_months {} is outside 1..={MAX_DURATION_MONTHS}",
+                record.spec.duration_months
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(StateError::InvalidRecord {
+                path: path.to_owned(),
+                key: key.clone(),
+                problem,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Turns a failed typed parse into the most precise refusal.
+fn classify_parse_error(path: &Path, bytes: &[u8], source: serde_json::Error) -> StateError {
+    let path = path.to_owned();
+    match source.classify() {
+        Category::Eof => StateError::Truncated { path, source },
+        Category::Syntax | Category::Io => StateError::NotJson { path, source },
+        Category::Data => {
+            // Valid JSON of the wrong shape. If it says it is another format
+            // version, that is the useful message (a newer oapkg wrote it);
+            // otherwise report the field serde complained about.
+            #[derive(Deserialize)]
+            struct Probe {
+                format_version: Option<serde_json::Value>,
+            }
+            match serde_json::from_slice::<Probe>(bytes) {
+                Ok(Probe {
+                    format_version: Some(found),
+                }) if found != FORMAT_VERSION => StateError::UnknownFormatVersion {
+                    path,
+                    found: found.to_string(),
+                },
+                Ok(Probe {
+                    format_version: None,
+                }) => StateError::UnknownFormatVersion {
+                    path,
+                    found: "missing".to_owned(),
+                },
+                _ => StateError::Malformed { path, source },
+            }
+        }
+    }
+}
+
+/// Deserializes `packages`, refusing a key listed twice (a plain `BTreeMap`
+/// would keep the last one and silently drop the other).
+fn unique_packages<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<Key, Record>, D::Error> {
+    struct Packages;
+    impl<'de> Visitor<'de> for Packages {
+        type Value = BTreeMap<Key, Record>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object of package records by key")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut packages = BTreeMap::new();
+            while let Some(key) = map.next_key::<Key>()? {
+                if packages.contains_key(&key) {
+                    return Err(de::Error::custom(format_args!(
+                        "package {key} is listed twice"
+                    )));
+                }
+                let record = map.next_value::<Record>()?;
+                packages.insert(key, record);
+            }
+            Ok(packages)
+        }
+    }
+    deserializer.deserialize_map(Packages)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::spec::{Oaid, Spec, Tier};
+    use crate::state::Status;
+    use jiff::civil::date;
+
+    pub(crate) fn record(oaid: &str, start: jiff::civil::Date, status: Status) -> Record {
+        let spec = Spec {
+            oaid: Oaid::parse(oaid).unwrap(),
+            tier: Tier::Premium,
+            start,
+            duration_months: 12,
+        };
+        Record {
+            spec_hash: spec.hash(),
+            spec,
+            name: Some("SVoucher main".to_owned()),
+            status,
+            service_preview_id: Some("98765".to_owned()),
+            result_code: Some("100".to_owned()),
+            result_message: Some("Success".to_owned()),
+            submitted_at: Some("2026-11-26T10:00:00Z".parse().unwrap()),
+        }
+    }
+
+    pub(crate) fn packages() -> BTreeMap<Key, Record> {
+        [
+            record("745830328927467685", date(2027, 1, 1), Status::Unconfirmed),
+            record("4097311281936189049", date(2026, 12, 1), Status::Submitted),
+            record("4097311281936189049", date(2027, 12, 1), Status::Imported),
+        ]
+        .into_iter()
+        .map(|r| (r.spec.key(), r))
+        .collect()
+    }
+
+    /// A bad file's name, bytes, and the refusal it must get.
+    pub(crate) type Case = (&'static str, Vec<u8>, fn(&StateError) -> bool);
+
+    fn path() -> &'static Path {
+        Path::new("state/oapkg.state.json")
+    }
+
+    fn encoded() -> Vec<u8> {
+        encode(path(), "lineage-1", 3, &packages()).unwrap().0
+    }
+
+    /// Re-seals a hand-edited document with a correct checksum, to reach the
+    /// checks that come after the checksum.
+    fn reseal(mut doc: serde_json::Value) -> Vec<u8> {
+        let packages: BTreeMap<Key, Record> =
+            serde_json::from_value(doc["packages"].clone()).unwrap();
+        let sum = checksum(
+            path(),
+            doc["lineage"].as_str(),
+            doc["serial"].as_u64().unwrap(),
+            &packages,
+        )
+        .unwrap();
+        doc["checksum"] = sum.into();
+        serde_json::to_vec_pretty(&doc).unwrap()
+    }
+
+    #[test]
+    fn encoding_is_deterministic_sorted_and_ends_with_a_newline() {
+        let bytes = encoded();
+        assert_eq!(bytes, encoded());
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.ends_with("}\n"));
+        assert!(text.starts_with("{\n  \"format_version\": 1,\n  \"lineage\": \"lineage-1\",\n  \"serial\": 3,\n  \"checksum\": \"sha256:"));
+        let a = text.find("4097311281936189049@2026-12-01").unwrap();
+        let b = text.find("4097311281936189049@2027-12-01").unwrap();
+        let c = text.find("745830328927467685@2027-01-01").unwrap();
+        assert!(a < b && b < c, "packages sorted by key");
+        // Absent values are written, not left out.
+        let empty = encode(path(), "l", 1, &BTreeMap::new()).unwrap().0;
+        assert!(
+            String::from_utf8(empty)
+                .unwrap()
+                .contains("\"packages\": {}\n")
+        );
+    }
+
+    #[test]
+    fn decode_gives_back_what_was_encoded() {
+        let (bytes, sum) = encode(path(), "lineage-1", 3, &packages()).unwrap();
+        let disk = decode(path(), &bytes).unwrap();
+        assert_eq!(disk.lineage, "lineage-1");
+        assert_eq!(disk.serial, 3);
+        assert_eq!(disk.checksum, sum);
+        assert_eq!(disk.packages, packages());
+    }
+
+    #[test]
+    fn checksum_ignores_whitespace_but_not_content() {
+        let doc: serde_json::Value = serde_json::from_slice(&encoded()).unwrap();
+        let compact = serde_json::to_vec(&doc).unwrap();
+        assert!(decode(path(), &compact).is_ok());
+
+        let mut edited = doc.clone();
+        edited["packages"]["4097311281936189049@2026-12-01"]["status"] = "unconfirmed".into();
+        let err = decode(path(), &serde_json::to_vec(&edited).unwrap()).unwrap_err();
+        assert!(matches!(err, StateError::ChecksumMismatch { .. }), "{err}");
+        let message = err.to_string();
+        assert!(message.contains("state/oapkg.state.json"), "{message}");
+        assert!(
+            message.contains("state/oapkg.state.json.backup"),
+            "{message}"
+        );
+
+        let mut edited = doc;
+        edited["serial"] = 4.into();
+        let err = decode(path(), &serde_json::to_vec(&edited).unwrap()).unwrap_err();
+        assert!(matches!(err, StateError::ChecksumMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn each_kind_of_bad_file_has_its_own_error_naming_the_file() {
+        let good = encoded();
+        let doc: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        let mut v2 = doc.clone();
+        v2["format_version"] = 2.into();
+        v2["something_new"] = true.into();
+        let mut no_version = doc.clone();
+        no_version.as_object_mut().unwrap().remove("format_version");
+        let mut extra_top = doc.clone();
+        extra_top["note"] = "hand-added".into();
+        let mut extra_record = doc.clone();
+        extra_record["packages"]["4097311281936189049@2026-12-01"]["comment"] = "x".into();
+        let mut bad_hash = doc.clone();
+        bad_hash["packages"]["4097311281936189049@2026-12-01"]["spec_hash"] = "sha256:0000".into();
+        let mut moved = doc.clone();
+        let record = moved["packages"]["4097311281936189049@2026-12-01"].clone();
+        moved["packages"]["4097311281936189049@2026-12-02"] = record;
+        let text = String::from_utf8(good.clone()).unwrap();
+        let twice = text.replacen(
+            "\"4097311281936189049@2027-12-01\"",
+            "\"4097311281936189049@2026-12-01\"",
+            1,
+        );
+
+        let cases: Vec<Case> = vec![
+            ("0 bytes", vec![], |e| matches!(e, StateError::Empty { .. })),
+            ("whitespace", b" \n\t\n".to_vec(), |e| {
+                matches!(e, StateError::Empty { .. })
+            }),
+            ("truncated", good[..good.len() / 2].to_vec(), |e| {
+                matches!(e, StateError::Truncated { .. })
+            }),
+            ("not json", b"lineage = 3\n".to_vec(), |e| {
+                matches!(e, StateError::NotJson { .. })
+            }),
+            ("trailing garbage", [good.as_slice(), b"}"].concat(), |e| {
+                matches!(e, StateError::NotJson { .. })
+            }),
+            (
+                "version 2",
+                serde_json::to_vec(&v2).unwrap(),
+                |e| matches!(e, StateError::UnknownFormatVersion { found, .. } if found == "2"),
+            ),
+            (
+                "no version",
+                serde_json::to_vec(&no_version).unwrap(),
+                |e| matches!(e, StateError::UnknownFormatVersion { found, .. } if found == "missing"),
+            ),
+            (
+                "unknown top-level field",
+                serde_json::to_vec(&extra_top).unwrap(),
+                |e| matches!(e, StateError::Malformed { .. }),
+            ),
+            (
+                "unknown record field",
+                serde_json::to_vec(&extra_record).unwrap(),
+                |e| matches!(e, StateError::Malformed { .. }),
+            ),
+            ("not an object", b"[1, 2]".to_vec(), |e| {
+                matches!(e, StateError::Malformed { .. })
+            }),
+            (
+                "key listed twice",
+                twice.into_bytes(),
+                |e| matches!(e, StateError::Malformed { source, .. } if source.to_string().contains("listed twice")),
+            ),
+            (
+                "spec hash resealed",
+                reseal(bad_hash),
+                |e| matches!(e, StateError::InvalidRecord { problem, .. } if problem.contains("spec_hash")),
+            ),
+            (
+                "record under another key",
+                reseal(moved),
+                |e| matches!(e, StateError::InvalidRecord { key, .. } if key.as_str() == "4097311281936189049@2026-12-02"),
+            ),
+        ];
+        for (name, bytes, expected) in cases {
+            let err = decode(path(), &bytes).expect_err(name);
+            assert!(expected(&err), "{name}: got {err:?}");
+            assert!(
+                err.to_string().contains("state/oapkg.state.json"),
+                "{name}: message must name the file: {err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! The writer lock `<path>.lock`: at most one process changes the state at a time.
+//!
+//! The lock itself is the operating system's (`File::try_lock`, `flock` on
+//! Linux) on the lock file, so it disappears with its process however that
+//! process ends, `kill -9` included: a crashed holder can never block the next
+//! writer. The file's *content* is only a label: the holder's pid, host,
+//! command and start time, written after the lock is taken, so a blocked
+//! writer can say who it waits for. Content left behind by a dead process is
+//! simply overwritten by the next holder.
+//!
+//! # Removing the lock file
+//!
+//! A holder removes the lock file when it is done, so the file exists only
+//! while someone holds it (or after a crash). Removing a lock file is racy if
+//! done naively: a waiter may have opened the old file and then lock it after
+//! it was unlinked, while a third process creates and locks a new file at the
+//! same path; both would think they hold the lock. Two rules close that race:
+//!
+//! - the file is removed only *while holding* its lock (by the holder on
+//!   drop, by `state unlock` after taking it), never by someone who lacks it;
+//! - after locking, a process checks that the path still names the file it
+//!   locked (same device and inode); if not, it lets go and starts over.
+//!
+//! This module owns the lock and the journal's in-process state that lives
+//! under it; it does not read or write the state file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::StateError;
+use super::journal::JournalSlot;
+use super::store::{file_identity, sibling};
+
+/// How often a blocked writer tries again while it waits.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How many times in a row the lock file may be replaced under us before we
+/// give up (each needs another process to take and release the lock).
+const MAX_REPLACED: u32 = 1000;
+
+/// Who holds the lock, as written into the lock file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    pub pid: u32,
+    pub host: String,
+    /// The command line that took the lock, e.g. `oapkg apply`.
+    pub command: String,
+    /// When the lock was taken (whole seconds).
+    pub since: Timestamp,
+}
+
+impl LockHolder {
+    fn current(command: &str) -> LockHolder {
+        let now = Timestamp::now();
+        LockHolder {
+            pid: std::process::id(),
+            host: hostname(),
+            command: command.to_owned(),
+            since: Timestamp::from_second(now.as_second()).unwrap_or(now),
+        }
+    }
+}
+
+/// This machine's name, for the holder label (no libc call needed on Linux).
+fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_owned())
+        .find(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// What `state unlock` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnlockOutcome {
+    /// There was no lock file: nothing to do.
+    NotLocked,
+    /// A lock file left by a process that is gone was removed.
+    Removed {
+        /// What it said about that process, if it said anything.
+        previous_holder: Option<LockHolder>,
+    },
+}
+
+/// The exclusive writer lock on one state file. Dropping it (and every
+/// [`Journal`](super::Journal) made from it) releases the lock and removes
+/// the lock file.
+#[derive(Debug)]
+pub struct StateLock {
+    pub(crate) inner: Arc<LockInner>,
+}
+
+impl StateLock {
+    /// Who holds it: this process.
+    pub fn holder(&self) -> &LockHolder {
+        &self.inner.holder
+    }
+
+    /// The state file this lock is for.
+    pub fn state_path(&self) -> &Path {
+        &self.inner.state_path
+    }
+}
+
+/// The held lock, shared by the [`StateLock`] and its journals.
+#[derive(Debug)]
+pub(crate) struct LockInner {
+    /// Holds the OS lock for as long as it is open.
+    file: File,
+    lock_path: PathBuf,
+    pub(crate) state_path: PathBuf,
+    holder: LockHolder,
+    journal: Mutex<JournalSlot>,
+}
+
+impl LockInner {
+    pub(crate) fn journal_path(&self) -> PathBuf {
+        sibling(&self.state_path, ".journal")
+    }
+
+    /// The journal's in-process state. A panic while it was held leaves the
+    /// journal's on-disk state unknown, so that refuses further use.
+    pub(crate) fn slot(&self) -> Result<MutexGuard<'_, JournalSlot>, StateError> {
+        self.journal.lock().map_err(|_| StateError::JournalBroken {
+            path: self.journal_path(),
+        })
+    }
+}
+
+impl Drop for LockInner {
+    fn drop(&mut self) {
+        // Still holding the lock here (`file` closes after this returns), so
+        // nobody else can have locked this file; waiters that opened it will
+        // see it is gone and start over (see the module docs).
+        if still_at_path(&self.file, &self.lock_path)
+            && let Err(e) = fs::remove_file(&self.lock_path)
+        {
+            tracing::debug!(lock = %self.lock_path.display(), error = %e, "could not remove the lock file");
+        }
+    }
+}
+
+/// Takes the lock for `state_path`, waiting up to `timeout`.
+pub(crate) fn acquire(
+    state_path: &Path,
+    command: &str,
+    timeout: Duration,
+) -> Result<StateLock, StateError> {
+    let lock_path = sibling(state_path, ".lock");
+    super::store::create_parent_dir(state_path)?;
+    let deadline = Instant::now().checked_add(timeout);
+    let mut replaced = 0;
+    loop {
+        // Never truncate on open: the file may be someone else's, and its
+        // content is how we name them.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|source| StateError::io("open the lock file", &lock_path, source))?;
+        match file.try_lock() {
+            Ok(()) => {
+                if !still_at_path(&file, &lock_path) {
+                    replaced += 1;
+                    if replaced > MAX_REPLACED {
+                        return Err(StateError::Unstable { path: lock_path });
+                    }
+                    continue;
+                }
+                let holder = LockHolder::current(command);
+                write_holder(&file, &lock_path, &holder)?;
+                return Ok(StateLock {
+                    inner: Arc::new(LockInner {
+                        file,
+                        lock_path,
+                        state_path: state_path.to_owned(),
+                        holder,
+                        journal: Mutex::new(JournalSlot::default()),
+                    }),
+                });
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let now = Instant::now();
+                let remaining = deadline.map(|d| d.saturating_duration_since(now));
+                if remaining == Some(Duration::ZERO) {
+                    return Err(StateError::Locked {
+                        path: state_path.to_owned(),
+                        holder: read_holder(&lock_path),
+                    });
+                }
+                drop(file);
+                std::thread::sleep(remaining.map_or(POLL_INTERVAL, |r| r.min(POLL_INTERVAL)));
+            }
+            Err(fs::TryLockError::Error(source)) => {
+                return Err(StateError::io("lock", &lock_path, source));
+            }
+        }
+    }
+}
+
+/// `state unlock`: removes a lock file no live process holds.
+pub(crate) fn unlock(state_path: &Path) -> Result<UnlockOutcome, StateError> {
+    let lock_path = sibling(state_path, ".lock");
+    for _ in 0..MAX_REPLACED {
+        let file = match OpenOptions::new().read(true).write(true).open(&lock_path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(UnlockOutcome::NotLocked),
+            Err(source) => return Err(StateError::io("open the lock file", &lock_path, source)),
+        };
+        match file.try_lock() {
+            Ok(()) if still_at_path(&file, &lock_path) => {
+                let previous_holder = read_holder(&lock_path);
+                match fs::remove_file(&lock_path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(StateError::io("remove the lock file", &lock_path, source));
+                    }
+                }
+                return Ok(UnlockOutcome::Removed { previous_holder });
+            }
+            Ok(()) => continue,
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StateError::Locked {
+                    path: state_path.to_owned(),
+                    holder: read_holder(&lock_path),
+                });
+            }
+            Err(fs::TryLockError::Error(source)) => {
+                return Err(StateError::io("lock", &lock_path, source));
+            }
+        }
+    }
+    Err(StateError::Unstable { path: lock_path })
+}
+
+fn write_holder(file: &File, lock_path: &Path, holder: &LockHolder) -> Result<(), StateError> {
+    let mut text = serde_json::to_vec(holder).map_err(|source| StateError::Encode {
+        path: lock_path.to_owned(),
+        source,
+    })?;
+    text.push(b'\n');
+    // A fresh handle's cursor is at 0. No fsync: the label only matters while
+    // this process lives, and the OS lock does not depend on it.
+    let mut file = file;
+    file.set_len(0)
+        .and_then(|()| file.write_all(&text))
+        .map_err(|source| StateError::io("write the lock holder into", lock_path, source))
+}
+
+/// The label in a lock file, if it has a readable one (it may be empty for a
+/// moment while its holder writes it).
+fn read_holder(lock_path: &Path) -> Option<LockHolder> {
+    let mut text = String::new();
+    File::open(lock_path).ok()?.read_to_string(&mut text).ok()?;
+    serde_json::from_str(text.trim()).ok()
+}
+
+/// Whether `path` still names the file `file` has open.
+fn still_at_path(file: &File, path: &Path) -> bool {
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(open), Ok(named)) => file_identity(&open) == file_identity(&named),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_path(dir: &tempfile::TempDir) -> PathBuf {
+        dir.path().join("state").join("oapkg.state.json")
+    }
+
+    #[test]
+    fn a_second_writer_fails_at_once_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        let first = acquire(&path, "oapkg apply", Duration::ZERO).unwrap();
+        let started = Instant::now();
+        let err = acquire(&path, "oapkg state rm", Duration::ZERO).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let StateError::Locked {
+            holder: Some(holder),
+            ..
+        } = &err
+        else {
+            panic!("expected Locked with a holder, got {err:?}");
+        };
+        assert_eq!(holder, first.holder());
+        let message = err.to_string();
+        for part in [
+            path.display().to_string(),
+            format!("pid {}", std::process::id()),
+            format!("on host {}", hostname()),
+            "running \"oapkg apply\"".to_owned(),
+            format!("since {}", first.holder().since),
+            "oapkg state unlock".to_owned(),
+        ] {
+            assert!(message.contains(&part), "{message:?} lacks {part:?}");
+        }
+    }
+
+    #[test]
+    fn a_waiting_writer_gets_the_lock_when_it_is_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        let first = acquire(&path, "oapkg apply", Duration::ZERO).unwrap();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(first);
+        });
+        let started = Instant::now();
+        let second = acquire(&path, "oapkg state rm", Duration::from_secs(10)).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        assert_eq!(second.holder().command, "oapkg state rm");
+        releaser.join().unwrap();
+    }
+
+    #[test]
+    fn a_timeout_expires_with_the_holder_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        let _first = acquire(&path, "oapkg apply", Duration::ZERO).unwrap();
+        let started = Instant::now();
+        let err = acquire(&path, "oapkg apply", Duration::from_millis(300)).unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(matches!(
+            err,
+            StateError::Locked {
+                holder: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_lock_file_left_by_a_dead_process_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let lock_path = sibling(&path, ".lock");
+        let stale = r#"{"pid":999999,"host":"gone","command":"oapkg apply","since":"2026-11-26T10:00:00Z"}"#;
+        fs::write(&lock_path, stale).unwrap();
+        let lock = acquire(&path, "oapkg apply", Duration::ZERO).unwrap();
+        assert_eq!(read_holder(&lock_path).as_ref(), Some(lock.holder()));
+        drop(lock);
+        assert!(
+            !lock_path.exists(),
+            "the holder removes the lock file when done"
+        );
+    }
+
+    #[test]
+    fn unlock_removes_only_a_lock_nobody_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        assert_eq!(unlock(&path).unwrap(), UnlockOutcome::NotLocked);
+
+        let lock = acquire(&path, "oapkg apply", Duration::ZERO).unwrap();
+        let err = unlock(&path).unwrap_err();
+        assert!(matches!(&err, StateError::Locked { holder: Some(h), .. } if h == lock.holder()));
+        assert!(sibling(&path, ".lock").exists());
+        drop(lock);
+
+        let stale = LockHolder {
+            pid: 999_999,
+            host: "gone".into(),
+            command: "oapkg apply".into(),
+            since: "2026-11-26T10:00:00Z".parse().unwrap(),
+        };
+        fs::write(sibling(&path, ".lock"), serde_json::to_vec(&stale).unwrap()).unwrap();
+        assert_eq!(
+            unlock(&path).unwrap(),
+            UnlockOutcome::Removed {
+                previous_holder: Some(stale)
+            }
+        );
+        assert!(!sibling(&path, ".lock").exists());
+    }
+
+    #[test]
+    fn many_threads_never_hold_the_lock_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Arc::new(state_path(&dir));
+        let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let path = Arc::clone(&path);
+                let inside = Arc::clone(&inside);
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        let lock = acquire(&path, "t", Duration::from_secs(30)).unwrap();
+                        let n = inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        assert_eq!(n, 0, "two holders at once");
+                        std::thread::sleep(Duration::from_micros(200));
+                        inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        drop(lock);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+}

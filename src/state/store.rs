@@ -1,0 +1,554 @@
+//! [`StateStore`]: loading the state (file plus journal) and writing it
+//! atomically with a backup, under the lock.
+//!
+//! This module owns the order of operations on disk, which is where crash
+//! safety lives; the byte format is [`file`](super::file)'s and the journal's
+//! line format and replay rules are [`journal`](super::journal)'s.
+//!
+//! # Why a crash at any instant leaves a valid state
+//!
+//! `write` never modifies the state file in place. It writes the new version
+//! to a temporary file in the same directory and fsyncs it; hard-links the
+//! current file to a temporary name and renames that over `<path>.backup`
+//! (so there is always a complete backup, old or new); renames the temporary
+//! file over the state path; and fsyncs the directory. `rename` within one
+//! directory is atomic, so the path names either the complete old file or the
+//! complete new one.
+//!
+//! Folding the journal follows the same rule: the new state file, which
+//! contains the journal's entries, is durable (renamed and its directory
+//! fsync'd) *before* the journal is removed. A crash in between leaves a
+//! journal whose lines name the previous serial; [`load`](StateStore::load)
+//! recognises them as already folded (and checks that they are) and ignores
+//! them, and the next writer removes them. Replay is idempotent besides.
+
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::file::{self, DiskState};
+use super::journal::{self, Generation, Journal, JournalSlot};
+use super::lock::{self, StateLock, UnlockOutcome};
+use super::{State, StateError, StateId};
+
+/// How many times `load` rereads when the file is replaced while it reads.
+const LOAD_ATTEMPTS: usize = 20;
+
+/// One state file (and the backup, lock and journal files beside it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateStore {
+    path: PathBuf,
+}
+
+/// A state as loaded, and which version of the file it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loaded {
+    pub state: State,
+    pub id: StateId,
+}
+
+impl StateStore {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StateStore { path: path.into() }
+    }
+
+    /// The state file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `<path>.backup`: the version before the last write.
+    pub fn backup_path(&self) -> PathBuf {
+        sibling(&self.path, ".backup")
+    }
+
+    /// `<path>.lock`: exists while a writer holds the lock.
+    pub fn lock_path(&self) -> PathBuf {
+        sibling(&self.path, ".lock")
+    }
+
+    /// `<path>.journal`: purchases recorded since the last write.
+    pub fn journal_path(&self) -> PathBuf {
+        sibling(&self.path, ".journal")
+    }
+
+    /// Reads the state: the file, with the journal replayed over it, so
+    /// callers see every recorded purchase. Needs no lock.
+    ///
+    /// A missing file is an empty state with `StateId { lineage: None,
+    /// serial: 0, checksum: None }` (plus whatever a journal holds). A file
+    /// that fails any check is refused with the matching [`StateError`] and
+    /// left untouched.
+    pub fn load(&self) -> Result<Loaded, StateError> {
+        // The file and the journal are two files: a writer may fold the
+        // journal between our two reads. The file is only ever replaced by
+        // rename, so if it is the same file after reading the journal as
+        // before, no write happened in between and the pair is consistent.
+        for _ in 0..LOAD_ATTEMPTS {
+            let (disk, identity) = self.read_file()?;
+            let contents = journal::read(&self.journal_path())?;
+            if self.identity_now()? != identity {
+                continue;
+            }
+            return self.assemble(disk, contents);
+        }
+        Err(StateError::Unstable {
+            path: self.path.clone(),
+        })
+    }
+
+    /// Takes the exclusive writer lock, waiting up to `timeout` (zero: fail at
+    /// once; `Duration::MAX`: wait as long as it takes) for another holder to
+    /// finish; `command` labels the holder in the lock file and in the
+    /// [`StateError::Locked`] another writer gets.
+    ///
+    /// If a previous holder died with purchases in the journal, they are
+    /// folded into the file now (a write: serial + 1), so a state loaded from
+    /// here on is complete. A state loaded *before* the lock may therefore be
+    /// refused by [`write`](Self::write) as out of date: load after locking
+    /// (or use [`lock_and_load`](Self::lock_and_load)).
+    pub fn lock(&self, command: &str, timeout: Duration) -> Result<StateLock, StateError> {
+        let lock = lock::acquire(&self.path, command, timeout)?;
+        self.fold_leftovers(&lock)?;
+        Ok(lock)
+    }
+
+    /// [`lock`](Self::lock), then [`load`](Self::load): the order writers need.
+    pub fn lock_and_load(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<(StateLock, Loaded), StateError> {
+        let lock = self.lock(command, timeout)?;
+        let loaded = self.load()?;
+        Ok((lock, loaded))
+    }
+
+    /// Writes `state` as the next version of the file and folds the journal.
+    ///
+    /// Under the lock: checks that the file on disk is one `load` accepts and
+    /// is the version `state` was loaded from (same lineage and serial; any
+    /// state may be written where no file exists), replays the journal over
+    /// `state`, assigns a lineage (uuid v4) if it has none, increments the
+    /// serial, writes atomically keeping `<path>.backup`, and then removes
+    /// the journal. On success `state` is updated to what was written; on
+    /// error it is unchanged.
+    pub fn write(&self, lock: &StateLock, state: &mut State) -> Result<StateId, StateError> {
+        self.check_lock(lock)?;
+        let mut slot = lock.inner.slot()?;
+        self.write_in(&mut slot, state)
+    }
+
+    /// `oapkg state unlock`: removes the lock file if no live process holds
+    /// the lock; if one does, fails with [`StateError::Locked`] naming it.
+    pub fn unlock(&self) -> Result<UnlockOutcome, StateError> {
+        lock::unlock(&self.path)
+    }
+
+    /// The journal `apply` records purchases in, under `lock`.
+    pub fn journal(&self, lock: &StateLock) -> Result<Journal, StateError> {
+        self.check_lock(lock)?;
+        let mut slot = lock.inner.slot()?;
+        if slot.broken {
+            return Err(StateError::JournalBroken {
+                path: self.journal_path(),
+            });
+        }
+        if slot.generation.is_none() {
+            let (disk, _) = self.read_file()?;
+            slot.generation = Some(generation_of(disk.as_ref()));
+        }
+        Ok(Journal {
+            lock: lock.inner.clone(),
+        })
+    }
+
+    fn check_lock(&self, lock: &StateLock) -> Result<(), StateError> {
+        if lock.state_path() == self.path {
+            Ok(())
+        } else {
+            Err(StateError::WrongLock {
+                path: self.path.clone(),
+                locked: lock.state_path().to_owned(),
+            })
+        }
+    }
+
+    /// Folds a journal left by a holder that died before writing.
+    fn fold_leftovers(&self, lock: &StateLock) -> Result<(), StateError> {
+        let journal_path = self.journal_path();
+        let Some(contents) = journal::read(&journal_path)? else {
+            return Ok(());
+        };
+        let mut slot = lock.inner.slot()?;
+        let (disk, _) = self.read_file()?;
+        let generation = generation_of(disk.as_ref());
+        let empty = Default::default();
+        let packages = disk.as_ref().map_or(&empty, |d| &d.packages);
+        let current = journal::current_lines(
+            &journal_path,
+            &self.path,
+            &generation,
+            packages,
+            contents.lines,
+        )?;
+        if current.is_empty() {
+            // Only lines already in the file, or a torn line that was never
+            // acted on: nothing to fold.
+            remove_journal(&journal_path, &mut slot);
+            return Ok(());
+        }
+        tracing::info!(
+            state = %self.path.display(),
+            entries = current.len(),
+            "folding the journal left by an interrupted run into the state file"
+        );
+        let mut state = match disk {
+            Some(d) => State {
+                lineage: Some(d.lineage),
+                serial: d.serial,
+                packages: d.packages,
+            },
+            None => State::default(),
+        };
+        self.write_in(&mut slot, &mut state).map(drop)
+    }
+
+    /// `write`, with the journal's mutex already held.
+    fn write_in(&self, slot: &mut JournalSlot, state: &mut State) -> Result<StateId, StateError> {
+        let journal_path = self.journal_path();
+        // Re-read under the lock: never replace a file `load` would refuse,
+        // and never one newer than the state we were given.
+        let (disk, _) = self.read_file()?;
+        if let Some(d) = &disk
+            && (state.lineage.as_deref() != Some(d.lineage.as_str()) || state.serial != d.serial)
+        {
+            return Err(StateError::Conflict {
+                path: self.path.clone(),
+                loaded_lineage: state.lineage.clone(),
+                loaded_serial: state.serial,
+                disk_lineage: Some(d.lineage.clone()),
+                disk_serial: d.serial,
+            });
+        }
+        let mut packages = state.packages.clone();
+        let contents = journal::read(&journal_path)?;
+        if let Some(contents) = contents.as_ref() {
+            let empty = Default::default();
+            let current = journal::current_lines(
+                &journal_path,
+                &self.path,
+                &generation_of(disk.as_ref()),
+                disk.as_ref().map_or(&empty, |d| &d.packages),
+                contents.lines.clone(),
+            )?;
+            journal::replay(&journal_path, &mut packages, &current)?;
+        }
+        file::validate_records(&self.path, &packages)?;
+        let serial = state
+            .serial
+            .checked_add(1)
+            .ok_or_else(|| StateError::SerialExhausted {
+                path: self.path.clone(),
+                serial: state.serial,
+            })?;
+        let lineage = state
+            .lineage
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let (bytes, checksum) = file::encode(&self.path, &lineage, serial, &packages)?;
+
+        if let Err(failure) = replace_with_backup(&self.path, &bytes, disk.is_some()) {
+            if failure.uncertain {
+                // The new file may or may not be in place: lines appended now
+                // could be tagged with the wrong generation. Stop recording.
+                slot.broken = true;
+            }
+            return Err(failure.error);
+        }
+        slot.generation = Some(Generation {
+            lineage: Some(lineage.clone()),
+            serial,
+        });
+        // Only now, with the folded entries durable in the state file, may
+        // the journal go. If removing it fails, its lines name the previous
+        // serial and are recognised as folded.
+        if contents.is_some() {
+            remove_journal(&journal_path, slot);
+        }
+        state.lineage = Some(lineage.clone());
+        state.serial = serial;
+        state.packages = packages;
+        Ok(StateId {
+            lineage: Some(lineage),
+            serial,
+            checksum: Some(checksum),
+        })
+    }
+
+    /// Reads and checks the state file; `None` when it does not exist. Also
+    /// returns which file it was, to notice a replacement.
+    fn read_file(&self) -> Result<(Option<DiskState>, Option<FileIdentity>), StateError> {
+        let mut file = match File::open(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, None)),
+            Err(source) => return Err(StateError::io("read the state file", &self.path, source)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|source| StateError::io("read the state file", &self.path, source))?;
+        if !meta.is_file() {
+            return Err(StateError::NotAFile {
+                path: self.path.clone(),
+            });
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        file.read_to_end(&mut bytes)
+            .map_err(|source| StateError::io("read the state file", &self.path, source))?;
+        let disk = file::decode(&self.path, &bytes)?;
+        Ok((Some(disk), Some(file_identity(&meta))))
+    }
+
+    fn identity_now(&self) -> Result<Option<FileIdentity>, StateError> {
+        match fs::metadata(&self.path) {
+            Ok(meta) => Ok(Some(file_identity(&meta))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateError::io("read the state file", &self.path, source)),
+        }
+    }
+
+    /// The state as loaded from a consistent pair of file and journal.
+    fn assemble(
+        &self,
+        disk: Option<DiskState>,
+        contents: Option<journal::Contents>,
+    ) -> Result<Loaded, StateError> {
+        let generation = generation_of(disk.as_ref());
+        let (mut packages, file_checksum) = match disk {
+            Some(d) => (d.packages, Some(d.checksum)),
+            None => (Default::default(), None),
+        };
+        let journal_path = self.journal_path();
+        let current = match contents {
+            Some(c) => {
+                journal::current_lines(&journal_path, &self.path, &generation, &packages, c.lines)?
+            }
+            None => Vec::new(),
+        };
+        let checksum = if current.is_empty() {
+            file_checksum
+        } else {
+            journal::replay(&journal_path, &mut packages, &current)?;
+            // The plan's staleness check compares ids: content changed by the
+            // journal must change the id even though the file did not.
+            Some(file::checksum(
+                &self.path,
+                generation.lineage.as_deref(),
+                generation.serial,
+                &packages,
+            )?)
+        };
+        Ok(Loaded {
+            id: StateId {
+                lineage: generation.lineage.clone(),
+                serial: generation.serial,
+                checksum,
+            },
+            state: State {
+                lineage: generation.lineage,
+                serial: generation.serial,
+                packages,
+            },
+        })
+    }
+}
+
+fn generation_of(disk: Option<&DiskState>) -> Generation {
+    disk.map_or_else(Generation::default, |d| Generation {
+        lineage: Some(d.lineage.clone()),
+        serial: d.serial,
+    })
+}
+
+/// Removes the journal after its lines were folded (or found already folded).
+fn remove_journal(path: &Path, slot: &mut JournalSlot) {
+    slot.close();
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        // Harmless: its lines are recognised as folded on the next load.
+        Err(e) => {
+            tracing::warn!(journal = %path.display(), error = %e, "could not remove the folded journal")
+        }
+    }
+}
+
+/// `path` with `suffix` appended to its file name (`x.json` → `x.json.lock`).
+pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+pub(crate) fn create_parent_dir(path: &Path) -> Result<(), StateError> {
+    let dir = parent_dir(path);
+    fs::create_dir_all(dir)
+        .map_err(|source| StateError::io("create the state directory", dir, source))
+}
+
+/// Makes renames and creations in `path`'s directory durable.
+#[cfg(unix)]
+pub(crate) fn sync_parent_dir(path: &Path) -> Result<(), StateError> {
+    let dir = parent_dir(path);
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StateError::io("sync the state directory", dir, source))
+}
+
+/// Directories cannot be opened for fsync elsewhere; renames there are
+/// made durable by the file system's own journal.
+#[cfg(not(unix))]
+pub(crate) fn sync_parent_dir(_path: &Path) -> Result<(), StateError> {
+    Ok(())
+}
+
+/// Which file is at a path: `file_identity` of its metadata. Differs
+/// between a file and the one that replaced it.
+pub(crate) type FileIdentity = (u64, u64);
+
+/// Which file a metadata describes: device and inode on Unix, where files
+/// are only ever replaced by rename (a new inode).
+#[cfg(unix)]
+pub(crate) fn file_identity(meta: &Metadata) -> FileIdentity {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+/// Which file a metadata describes: length and modification time elsewhere.
+#[cfg(not(unix))]
+pub(crate) fn file_identity(meta: &Metadata) -> FileIdentity {
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64);
+    (meta.len(), modified)
+}
+
+/// A failed replacement, and whether the new file may already be in place.
+struct ReplaceFailure {
+    error: StateError,
+    uncertain: bool,
+}
+
+impl From<StateError> for ReplaceFailure {
+    fn from(error: StateError) -> Self {
+        ReplaceFailure {
+            error,
+            uncertain: false,
+        }
+    }
+}
+
+/// Replaces the file at `path` with `bytes`, keeping the current file (if
+/// `had_previous`) as `<path>.backup`. See the module docs for the order.
+fn replace_with_backup(
+    path: &Path,
+    bytes: &[u8],
+    had_previous: bool,
+) -> Result<(), ReplaceFailure> {
+    let dir = parent_dir(path);
+    create_parent_dir(path)?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = format!(".{file_name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    #[cfg(unix)]
+    {
+        // Like a file created the ordinary way: 0666 less the umask (tempfile's
+        // default is 0600); an existing file's mode is copied below.
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder
+        .tempfile_in(dir)
+        .map_err(|source| StateError::io("create a temporary file in", dir, source))?;
+    let tmp_path = tmp.path().to_owned();
+    tmp.write_all(bytes)
+        .map_err(|source| StateError::io("write", &tmp_path, source))?;
+    if had_previous && let Ok(meta) = fs::metadata(path) {
+        tmp.as_file()
+            .set_permissions(meta.permissions())
+            .map_err(|source| StateError::io("set the permissions of", &tmp_path, source))?;
+    }
+    tmp.as_file()
+        .sync_all()
+        .map_err(|source| StateError::io("sync", &tmp_path, source))?;
+
+    if had_previous {
+        keep_backup(path)?;
+    }
+    // The temporary file is deleted if this fails (NamedTempFile's drop).
+    tmp.persist(path).map_err(|e| ReplaceFailure {
+        error: StateError::io("replace the state file", path, e.error),
+        // rename(2) either happened or did not; on error it did not.
+        uncertain: false,
+    })?;
+    sync_parent_dir(path).map_err(|error| ReplaceFailure {
+        error,
+        uncertain: true,
+    })
+}
+
+/// Makes `<path>.backup` the current file, with no moment where neither the
+/// old nor the new backup exists: link the current file to a temporary name
+/// and rename that over the backup.
+fn keep_backup(path: &Path) -> Result<(), StateError> {
+    let backup = sibling(path, ".backup");
+    let staging = sibling(path, ".backup.tmp");
+    match fs::remove_file(&staging) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => return Err(StateError::io("remove the leftover", &staging, source)),
+    }
+    if fs::hard_link(path, &staging).is_err() {
+        // A file system without hard links: copy instead (and make the copy
+        // durable before it becomes the backup).
+        copy_durably(path, &staging)?;
+    }
+    if let Err(source) = fs::rename(&staging, &backup) {
+        let _ = fs::remove_file(&staging);
+        return Err(StateError::io("update the backup", &backup, source));
+    }
+    // Durable before the state file is replaced, so after a crash the backup
+    // is never older than the version before the current one.
+    sync_parent_dir(path)
+}
+
+fn copy_durably(from: &Path, to: &Path) -> Result<(), StateError> {
+    let result = (|| {
+        let mut source = File::open(from)?;
+        let mut target = OpenOptions::new().write(true).create_new(true).open(to)?;
+        io::copy(&mut source, &mut target)?;
+        target.sync_all()
+    })();
+    result.map_err(|source| {
+        let _ = fs::remove_file(to);
+        StateError::io("copy the state file to", to, source)
+    })
+}
+
+#[cfg(test)]
+mod tests;
