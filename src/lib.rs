@@ -1,5 +1,8 @@
 //! oapkg: declarative, exactly-once purchasing of Zalo OA packages via eSMS.
 
+pub mod cli;
+pub mod exit;
+pub mod expiring;
 pub mod manifest;
 pub mod plan;
 pub mod spec;

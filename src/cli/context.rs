@@ -1,0 +1,100 @@
+//! What every subcommand needs from the outside world, gathered in one place:
+//! today's date, colour, the manifests, the state store, and stdout.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::Context as _;
+use jiff::civil::Date;
+
+use super::{GlobalArgs, no_color_requested};
+use crate::manifest::{self, Diagnostic, Manifests};
+use crate::plan::Warning;
+use crate::state::StateStore;
+
+/// The time zone whose calendar date is "today" (eSMS is in Vietnam).
+pub const SERVICE_TIME_ZONE: &str = "Asia/Ho_Chi_Minh";
+
+pub struct Context {
+    pub global: GlobalArgs,
+    pub store: StateStore,
+}
+
+impl Context {
+    pub fn new(global: GlobalArgs) -> Context {
+        let store = StateStore::new(global.state.clone());
+        Context { global, store }
+    }
+
+    /// Colour on stdout: only on a terminal, never with --no-color/NO_COLOR.
+    pub fn color_stdout(&self) -> bool {
+        std::io::stdout().is_terminal() && !no_color_requested(&self.global)
+    }
+
+    pub fn color_stderr(&self) -> bool {
+        std::io::stderr().is_terminal() && !no_color_requested(&self.global)
+    }
+
+    /// The calendar date in Asia/Ho_Chi_Minh, or `OAPKG_TODAY`.
+    pub fn today(&self) -> anyhow::Result<Date> {
+        today_from(std::env::var("OAPKG_TODAY").ok().as_deref())
+    }
+
+    /// Loads and validates the manifests named by `-f`.
+    pub fn manifests(&self, today: Date) -> anyhow::Result<Manifests> {
+        match manifest::load(&self.global.files, today) {
+            Ok(manifests) => Ok(manifests),
+            Err(error) => {
+                // The warnings found alongside the errors still help.
+                self.print_warnings(&error.warnings);
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Manifest warnings on stderr, for commands whose output has no place
+    /// for them.
+    pub fn print_warnings(&self, warnings: &[Diagnostic]) {
+        if self.global.quiet {
+            return;
+        }
+        let label = if self.color_stderr() {
+            "\x1b[1;33mwarning\x1b[0m"
+        } else {
+            "warning"
+        };
+        for warning in warnings {
+            eprintln!("{label}: {}", warning.to_string().replace('\n', "\n  "));
+        }
+    }
+}
+
+/// Manifest warnings as plan warnings (the location goes into the message).
+pub fn plan_warnings(warnings: &[Diagnostic]) -> Vec<Warning> {
+    warnings
+        .iter()
+        .map(|w| Warning {
+            key: w.key.clone(),
+            message: w.to_string(),
+        })
+        .collect()
+}
+
+fn today_from(forced: Option<&str>) -> anyhow::Result<Date> {
+    if let Some(text) = forced {
+        return crate::spec::parse_date(text)
+            .with_context(|| format!("OAPKG_TODAY={text:?} is not a date; expected YYYY-MM-DD"));
+    }
+    let now = jiff::Timestamp::now()
+        .in_tz(SERVICE_TIME_ZONE)
+        .context("cannot find the Asia/Ho_Chi_Minh time zone")?;
+    Ok(now.date())
+}
+
+/// Writes to stdout; a closed pipe surfaces as an io error the caller maps
+/// to a quiet exit.
+pub fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}

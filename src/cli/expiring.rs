@@ -1,0 +1,64 @@
+//! `oapkg expiring`: OAs whose packages run out soon, for cron alerts.
+
+use clap::Args;
+
+use super::context::print;
+use super::{Context, ListFormat};
+use crate::exit::ExitStatus;
+use crate::expiring;
+
+#[derive(Debug, Args)]
+pub struct ExpiringArgs {
+    /// Window in days from today
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub within: u32,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+    pub format: ListFormat,
+}
+
+pub fn run(context: &Context, args: &ExpiringArgs) -> anyhow::Result<ExitStatus> {
+    let today = context.today()?;
+    let manifests = context.manifests(today)?;
+    context.print_warnings(&manifests.warnings);
+    let state = context.store.load()?.state;
+    let found = expiring::find(&manifests.desired, &state.packages, today, args.within);
+    match args.format {
+        ListFormat::Json => print(&format!("{}\n", serde_json::to_string_pretty(&found)?))?,
+        ListFormat::Text if found.is_empty() => print(&format!(
+            "No OA runs out within {} days (today is {today}).\n",
+            args.within
+        ))?,
+        ListFormat::Text => {
+            let mut out = format!(
+                "{} OA{} run{} out within {} days (today is {today}):\n",
+                found.len(),
+                if found.len() == 1 { "" } else { "s" },
+                if found.len() == 1 { "s" } else { "" },
+                args.within
+            );
+            for e in &found {
+                out.push_str(&format!(
+                    "  {}  {}  {} ends {} ({} day{} left; last package {}, {})\n",
+                    e.oaid,
+                    e.name.as_deref().unwrap_or("-"),
+                    e.tier,
+                    e.end,
+                    e.days_left,
+                    if e.days_left == 1 { "" } else { "s" },
+                    e.key,
+                    e.known_from,
+                ));
+            }
+            out.push_str(
+                "Declare a renewal starting the day after the end date to keep the OA running.\n",
+            );
+            print(&out)?;
+        }
+    }
+    Ok(if found.is_empty() {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Changes
+    })
+}

@@ -1,0 +1,71 @@
+//! `oapkg plan`: the diff of manifests against state, rendered for a person,
+//! a program, or a pull-request comment; optionally saved for `apply`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::context::{plan_warnings, print};
+use super::{Context, PlanFormat};
+use crate::exit::ExitStatus;
+use crate::plan::{self, Plan, render, saved::SavedPlan};
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+    /// Save the plan to this file, for `oapkg apply PLANFILE`
+    #[arg(long, value_name = "PLANFILE")]
+    pub out: Option<PathBuf>,
+    /// Exit 0 when nothing is to be bought, 2 when something is, 1 on error
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
+    let plan = make_plan(context)?;
+    let rendered = match args.format {
+        PlanFormat::Text => render::text(
+            &plan,
+            &render::TextOptions {
+                color: context.color_stdout(),
+            },
+        ),
+        PlanFormat::Json => render::json(&plan),
+        PlanFormat::Markdown => render::markdown(&plan, &render::MarkdownOptions::default()),
+    };
+    print(&rendered)?;
+    if let Some(path) = &args.out {
+        SavedPlan::from_plan(&plan)
+            .write(path)
+            .with_context(|| format!("cannot save the plan to {}", path.display()))?;
+        if args.format == PlanFormat::Text && !context.global.quiet {
+            print(&format!(
+                "\nSaved the plan to {0}. To perform exactly this plan, run: oapkg apply {0}\n",
+                path.display()
+            ))?;
+        }
+    }
+    Ok(if args.detailed_exitcode && plan.buys_anything() {
+        ExitStatus::Changes
+    } else {
+        ExitStatus::Success
+    })
+}
+
+/// Loads manifests and state and diffs them: the plan `plan` shows and
+/// `apply` performs.
+pub fn make_plan(context: &Context) -> anyhow::Result<Plan> {
+    let today = context.today()?;
+    let manifests = context.manifests(today)?;
+    let loaded = context.store.load()?;
+    Ok(plan::diff(
+        &manifests.desired,
+        &loaded.state.packages,
+        loaded.id,
+        today,
+        plan_warnings(&manifests.warnings),
+    ))
+}

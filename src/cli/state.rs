@@ -1,0 +1,347 @@
+//! `oapkg state ...`: read and hand-edit the recorded set, always under the
+//! writer lock when writing.
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::context::print;
+use super::{Context, ListFormat};
+use crate::exit::ExitStatus;
+use crate::spec::{Key, Oaid, Spec, Tier, parse_date};
+use crate::state::{Record, State, Status, UnlockOutcome};
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// List recorded packages, sorted by key
+    List {
+        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+        format: ListFormat,
+    },
+    /// Show one recorded package
+    Show {
+        key: String,
+        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+        format: ListFormat,
+    },
+    /// Forget recorded packages (no API call; nothing is refunded)
+    Rm {
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Record a package bought outside oapkg (no API call)
+    Import(ImportArgs),
+    /// Mark an unconfirmed package submitted after checking it on the eSMS portal
+    Confirm {
+        key: String,
+        /// eSMS's id for the registration, as shown on the portal
+        #[arg(long, value_name = "ID")]
+        service_preview_id: Option<String>,
+    },
+    /// Clear a lock left by a process that is gone
+    Unlock,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[arg(long)]
+    pub oaid: String,
+    /// trial, advanced or premium (or 1, 2, 3)
+    #[arg(long)]
+    pub tier: String,
+    /// First day, YYYY-MM-DD
+    #[arg(long)]
+    pub start: String,
+    /// Whole months, 1 to 36
+    #[arg(long)]
+    pub duration: u8,
+    #[arg(long, value_name = "ID")]
+    pub service_preview_id: Option<String>,
+    /// Label shown in plans
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+pub fn run(context: &Context, command: StateCommand) -> anyhow::Result<ExitStatus> {
+    match command {
+        StateCommand::List { format } => list(context, format),
+        StateCommand::Show { key, format } => show(context, &key, format),
+        StateCommand::Rm { keys } => rm(context, &keys),
+        StateCommand::Import(args) => import(context, &args),
+        StateCommand::Confirm {
+            key,
+            service_preview_id,
+        } => confirm(context, &key, service_preview_id),
+        StateCommand::Unlock => {
+            let message = match context.store.unlock()? {
+                UnlockOutcome::NotLocked => "No lock was held; nothing to do.".to_owned(),
+                UnlockOutcome::Removed {
+                    previous_holder: Some(holder),
+                } => {
+                    format!(
+                        "Removed the lock file left by pid {} on {} (\"{}\", since {}), which is gone.",
+                        holder.pid, holder.host, holder.command, holder.since
+                    )
+                }
+                UnlockOutcome::Removed {
+                    previous_holder: None,
+                } => "Removed a stale lock file.".to_owned(),
+            };
+            print(&format!("{message}\n"))?;
+            Ok(ExitStatus::Success)
+        }
+    }
+}
+
+/// One recorded package as `state list --format json` prints it.
+#[derive(Serialize)]
+struct Listed<'a> {
+    key: &'a Key,
+    oaid: &'a Oaid,
+    name: &'a Option<String>,
+    tier: Tier,
+    start: jiff::civil::Date,
+    duration_months: u8,
+    end: jiff::civil::Date,
+    status: Status,
+    service_preview_id: &'a Option<String>,
+    submitted_at: &'a Option<jiff::Timestamp>,
+    result_code: &'a Option<String>,
+    result_message: &'a Option<String>,
+    spec_hash: &'a crate::spec::SpecHash,
+}
+
+impl<'a> Listed<'a> {
+    fn new(key: &'a Key, r: &'a Record) -> Listed<'a> {
+        Listed {
+            key,
+            oaid: &r.spec.oaid,
+            name: &r.name,
+            tier: r.spec.tier,
+            start: r.spec.start,
+            duration_months: r.spec.duration_months,
+            end: r.spec.end(),
+            status: r.status,
+            service_preview_id: &r.service_preview_id,
+            submitted_at: &r.submitted_at,
+            result_code: &r.result_code,
+            result_message: &r.result_message,
+            spec_hash: &r.spec_hash,
+        }
+    }
+}
+
+fn list(context: &Context, format: ListFormat) -> anyhow::Result<ExitStatus> {
+    let state = context.store.load()?.state;
+    match format {
+        ListFormat::Json => {
+            let listed: Vec<_> = state
+                .packages
+                .iter()
+                .map(|(k, r)| Listed::new(k, r))
+                .collect();
+            print(&format!("{}\n", serde_json::to_string_pretty(&listed)?))?;
+        }
+        ListFormat::Text if state.packages.is_empty() => print(&format!(
+            "No packages recorded in {}.\n",
+            context.store.path().display()
+        ))?,
+        ListFormat::Text => {
+            let rows: Vec<[String; 7]> = state
+                .packages
+                .iter()
+                .map(|(key, r)| {
+                    [
+                        key.to_string(),
+                        r.name.clone().unwrap_or_else(|| "-".into()),
+                        r.spec.tier.to_string(),
+                        r.spec.end().to_string(),
+                        r.spec.duration_months.to_string(),
+                        status_name(r.status).to_owned(),
+                        r.service_preview_id.clone().unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            let header = [
+                "KEY",
+                "NAME",
+                "TIER",
+                "END",
+                "MONTHS",
+                "STATUS",
+                "SERVICE_PREVIEW_ID",
+            ]
+            .map(String::from);
+            print(&table(&header, &rows))?;
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn table(header: &[String; 7], rows: &[[String; 7]]) -> String {
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(header).chain(rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn show(context: &Context, key: &str, format: ListFormat) -> anyhow::Result<ExitStatus> {
+    let key = Key::parse(key)?;
+    let state = context.store.load()?.state;
+    let record = state.packages.get(&key).with_context(|| {
+        format!(
+            "{key} is not in the state file {}; see `oapkg state list`",
+            context.store.path().display()
+        )
+    })?;
+    let listed = Listed::new(&key, record);
+    let text = match format {
+        ListFormat::Json => format!("{}\n", serde_json::to_string_pretty(&listed)?),
+        ListFormat::Text => {
+            let value = serde_json::to_value(&listed)?;
+            let mut out = String::new();
+            for (field, v) in value.as_object().into_iter().flatten() {
+                let v = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => "-".into(),
+                    other => other.to_string(),
+                };
+                out.push_str(&format!("{field:<19} {v}\n"));
+            }
+            out
+        }
+    };
+    print(&text)?;
+    Ok(ExitStatus::Success)
+}
+
+/// Loads the state under the writer lock, lets `edit` change it, writes it.
+fn edit_state(
+    context: &Context,
+    command: &str,
+    edit: impl FnOnce(&mut State) -> anyhow::Result<String>,
+) -> anyhow::Result<ExitStatus> {
+    let lock = context.store.lock(command, context.global.lock_timeout())?;
+    let mut state = context.store.load()?.state;
+    let message = edit(&mut state)?;
+    let id = context.store.write(&lock, &mut state)?;
+    print(&format!("{message} (state serial {})\n", id.serial))?;
+    Ok(ExitStatus::Success)
+}
+
+fn rm(context: &Context, keys: &[String]) -> anyhow::Result<ExitStatus> {
+    let keys = keys
+        .iter()
+        .map(|k| Key::parse(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let path = context.store.path().display().to_string();
+    edit_state(context, "oapkg state rm", |state| {
+        let missing: Vec<_> = keys
+            .iter()
+            .filter(|k| !state.packages.contains_key(k))
+            .map(Key::as_str)
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "not in the state file {path}: {}; nothing was removed",
+                missing.join(", ")
+            );
+        }
+        for key in &keys {
+            state.packages.remove(key);
+        }
+        Ok(format!(
+            "Removed {} package(s) from {path}. If one is still declared in a manifest, the next plan will purchase it again.",
+            keys.len()
+        ))
+    })
+}
+
+fn import(context: &Context, args: &ImportArgs) -> anyhow::Result<ExitStatus> {
+    let spec = Spec {
+        oaid: Oaid::parse(&args.oaid).with_context(|| format!("--oaid {:?}", args.oaid))?,
+        tier: Tier::from_name(&args.tier).with_context(|| {
+            format!(
+                "--tier {:?}: expected trial, advanced or premium (or 1, 2, 3)",
+                args.tier
+            )
+        })?,
+        start: parse_date(&args.start)
+            .with_context(|| format!("--start {:?}: expected a date as YYYY-MM-DD", args.start))?,
+        duration_months: match args.duration {
+            d @ 1..=crate::spec::MAX_DURATION_MONTHS => d,
+            d => bail!(
+                "--duration {d}: expected whole months, 1 to {}",
+                crate::spec::MAX_DURATION_MONTHS
+            ),
+        },
+    };
+    let key = spec.key();
+    let path = context.store.path().display().to_string();
+    edit_state(context, "oapkg state import", |state| {
+        if state.packages.contains_key(&key) {
+            bail!(
+                "{key} is already recorded in {path}; `oapkg state rm {key}` first to record it anew"
+            );
+        }
+        let record = Record {
+            spec_hash: spec.hash(),
+            spec,
+            name: args.name.clone(),
+            status: Status::Imported,
+            service_preview_id: args.service_preview_id.clone(),
+            result_code: None,
+            result_message: None,
+            submitted_at: Some(jiff::Timestamp::now()),
+        };
+        state.packages.insert(key.clone(), record);
+        Ok(format!("Imported {key} into {path}."))
+    })
+}
+
+fn confirm(
+    context: &Context,
+    key: &str,
+    service_preview_id: Option<String>,
+) -> anyhow::Result<ExitStatus> {
+    let key = Key::parse(key)?;
+    let path = context.store.path().display().to_string();
+    edit_state(context, "oapkg state confirm", |state| {
+        let record = state
+            .packages
+            .get_mut(&key)
+            .with_context(|| format!("{key} is not in the state file {path}"))?;
+        if record.status != Status::Unconfirmed {
+            bail!(
+                "{key} is {}, not unconfirmed; nothing to confirm",
+                status_name(record.status)
+            );
+        }
+        record.status = Status::Submitted;
+        if service_preview_id.is_some() {
+            record.service_preview_id = service_preview_id;
+        }
+        Ok(format!("Confirmed {key}: recorded as submitted in {path}."))
+    })
+}
+
+fn status_name(status: Status) -> &'static str {
+    match status {
+        Status::Submitted => "submitted",
+        Status::Unconfirmed => "unconfirmed",
+        Status::Imported => "imported",
+    }
+}

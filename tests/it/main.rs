@@ -1,0 +1,9 @@
+//! The integration tests: one binary driving the real `oapkg` executable in
+//! temporary directories (STYLE.md habit 9).
+
+mod expiring;
+mod hostile;
+mod plan;
+mod state;
+mod support;
+mod validate;

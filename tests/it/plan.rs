@@ -1,0 +1,304 @@
+//! `oapkg plan` through the real binary: the action table, the JSON shape,
+//! exit codes and saved plans.
+
+use crate::support::{Env, manifest};
+
+const TWO: &str = "  - oaid: \"4097311281936189049\"\n    name: SVoucher main\n    tier: premium\n    start: 2026-12-01\n    duration: 12\n\
+                   \x20 - oaid: 745830328927467685\n    tier: advanced\n    start: 2027-01-01\n    duration: 6\n";
+
+fn example() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/oapkg.yaml")).unwrap()
+}
+
+#[test]
+fn fresh_state_json_shape_field_by_field() {
+    let env = Env::new();
+    env.file("packages/svoucher.yaml", manifest(TWO));
+    let run = env.run(&[
+        "plan",
+        "-f",
+        "packages/svoucher.yaml",
+        "--format",
+        "json",
+        "--detailed-exitcode",
+    ]);
+    run.code(2);
+    let plan = run.json();
+    assert_eq!(plan["format_version"], 1);
+    assert_eq!(plan["oapkg_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(plan["today"], "2026-11-26");
+    assert_eq!(plan["state"]["lineage"], serde_json::Value::Null);
+    assert_eq!(plan["state"]["serial"], 0);
+    assert!(plan["state"].as_object().unwrap().contains_key("checksum"));
+    let changes = plan["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 2);
+    let c = &changes[0];
+    assert_eq!(c["key"], "4097311281936189049@2026-12-01");
+    assert_eq!(c["action"], "purchase");
+    assert_eq!(c["oaid"], "4097311281936189049");
+    assert_eq!(c["name"], "SVoucher main");
+    assert_eq!(c["tier"], "premium");
+    assert_eq!(c["start"], "2026-12-01");
+    assert_eq!(c["duration_months"], 12);
+    assert_eq!(c["end"], "2027-11-30");
+    assert_eq!(c["before"], serde_json::Value::Null);
+    assert_eq!(c["source"]["file"], "packages/svoucher.yaml");
+    assert_eq!(c["source"]["line"], 4);
+    let c = &changes[1];
+    assert_eq!(c["key"], "745830328927467685@2027-01-01");
+    assert_eq!(c["oaid"], "745830328927467685");
+    assert_eq!(c["name"], serde_json::Value::Null);
+    assert_eq!(c["end"], "2027-06-30");
+    assert_eq!(plan["warnings"], serde_json::json!([]));
+    assert_eq!(
+        plan["summary"],
+        serde_json::json!({"purchase": 2, "replace": 0, "unconfirmed": 0, "unchanged": 0, "orphan": 0})
+    );
+    // Plan needs no state file and writes none.
+    assert!(!env.path("state").exists());
+}
+
+#[test]
+fn text_plan_of_the_bundled_example() {
+    let env = Env::new();
+    env.file("oapkg.yaml", example());
+    let run = env.run(&["plan", "--detailed-exitcode"]);
+    run.code(2);
+    insta::assert_snapshot!("example_plan_text", run.stdout);
+    assert!(
+        !run.stdout.contains('\x1b'),
+        "no colour when stdout is not a terminal"
+    );
+}
+
+#[test]
+fn markdown_and_json_of_the_bundled_example() {
+    let env = Env::new();
+    env.file("oapkg.yaml", example());
+    insta::assert_snapshot!(
+        "example_plan_markdown",
+        env.run(&["plan", "--format", "markdown"]).code(0).stdout
+    );
+    insta::assert_snapshot!(
+        "example_plan_json",
+        env.run(&["plan", "--format", "json"]).code(0).stdout
+    );
+}
+
+/// Builds the state the action table needs through `state import`.
+fn import(env: &Env, oaid: &str, tier: &str, start: &str, duration: &str) {
+    env.run(&[
+        "state",
+        "import",
+        "--oaid",
+        oaid,
+        "--tier",
+        tier,
+        "--start",
+        start,
+        "--duration",
+        duration,
+        "--service-preview-id",
+        "52330",
+    ])
+    .code(0);
+}
+
+#[test]
+fn unchanged_replace_and_orphan() {
+    let env = Env::new();
+    env.file(
+        "oapkg.yaml",
+        manifest(
+            "  - {oaid: \"1\", name: same, tier: premium, start: 2026-12-01, duration: 12}\n\
+             \x20 - {oaid: \"2\", name: longer, tier: premium, start: 2026-12-01, duration: 12}\n\
+             \x20 - {oaid: \"4\", name: new, tier: trial, start: 2026-12-01, duration: 1}\n",
+        ),
+    );
+    import(&env, "1", "premium", "2026-12-01", "12");
+    import(&env, "2", "premium", "2026-12-01", "6");
+    import(&env, "3", "advanced", "2026-12-01", "3");
+
+    let run = env.run(&["plan", "--detailed-exitcode"]);
+    run.code(2)
+        .stdout_has("Plan: 1 to purchase, 1 to replace, 0 unconfirmed, 1 unchanged, 1 orphaned.")
+        .stdout_has("6 -> 12");
+    let plan = env.run(&["plan", "--format", "json"]).code(0).json();
+    let actions: Vec<(&str, &str)> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["key"].as_str().unwrap(), c["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("2@2026-12-01", "replace"),
+            ("3@2026-12-01", "orphan"),
+            ("4@2026-12-01", "purchase")
+        ]
+    );
+    let replace = &plan["changes"][0];
+    assert_eq!(replace["duration_months"], 12);
+    assert_eq!(replace["before"]["duration_months"], 6);
+    let orphan = &plan["changes"][1];
+    assert_eq!(orphan["tier"], "advanced");
+    assert_eq!(orphan["before"]["tier"], "advanced");
+    assert_eq!(orphan["source"], serde_json::Value::Null);
+    assert_eq!(plan["state"]["serial"], 3);
+    assert!(plan["state"]["lineage"].is_string());
+    assert!(
+        plan["state"]["checksum"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+
+    // Declaring only what is recorded, identically: nothing to buy, exit 0.
+    env.file(
+        "oapkg.yaml",
+        manifest("  - {oaid: \"1\", tier: premium, start: 2026-12-01, duration: 12}\n"),
+    );
+    env.run(&["plan", "--detailed-exitcode"])
+        .code(0)
+        .stdout_has("No changes.");
+}
+
+#[test]
+fn unconfirmed_until_confirmed() {
+    let env = Env::new();
+    env.file(
+        "oapkg.yaml",
+        manifest("  - {oaid: \"5\", tier: premium, start: 2026-12-01, duration: 12}\n"),
+    );
+    write_unconfirmed(&env, "5", "2026-12-01");
+    let run = env.run(&["plan", "--detailed-exitcode"]);
+    run.code(2)
+        .stdout_has("Plan: 0 to purchase, 0 to replace, 1 unconfirmed, 0 unchanged, 0 orphaned.");
+    let plan = env.run(&["plan", "--format", "json"]).json();
+    assert_eq!(plan["changes"][0]["action"], "unconfirmed");
+    assert_eq!(plan["changes"][0]["before"]["status"], "unconfirmed");
+
+    env.run(&[
+        "state",
+        "confirm",
+        "5@2026-12-01",
+        "--service-preview-id",
+        "777",
+    ])
+    .code(0);
+    env.run(&["plan", "--detailed-exitcode"])
+        .code(0)
+        .stdout_has("No changes.");
+    let listed = env
+        .run(&["state", "list", "--format", "json"])
+        .code(0)
+        .json();
+    assert_eq!(listed[0]["status"], "submitted");
+    assert_eq!(listed[0]["service_preview_id"], "777");
+}
+
+/// An unconfirmed record as apply leaves it, written through the library.
+fn write_unconfirmed(env: &Env, oaid: &str, start: &str) {
+    use oapkg::spec::{Oaid, Spec, Tier, parse_date};
+    use oapkg::state::{Record, StateStore, Status};
+    let store = StateStore::new(env.path("state/oapkg.state.json"));
+    let lock = store.lock("test", std::time::Duration::ZERO).unwrap();
+    let mut state = store.load().unwrap().state;
+    let spec = Spec {
+        oaid: Oaid::parse(oaid).unwrap(),
+        tier: Tier::Premium,
+        start: parse_date(start).unwrap(),
+        duration_months: 12,
+    };
+    state.packages.insert(
+        spec.key(),
+        Record {
+            spec_hash: spec.hash(),
+            spec,
+            name: None,
+            status: Status::Unconfirmed,
+            service_preview_id: None,
+            result_code: None,
+            result_message: Some("timed out after sending".into()),
+            submitted_at: Some(jiff::Timestamp::UNIX_EPOCH),
+        },
+    );
+    store.write(&lock, &mut state).unwrap();
+}
+
+#[test]
+fn saved_plan_file() {
+    let env = Env::new();
+    env.file("oapkg.yaml", manifest(TWO));
+    env.run(&["plan", "--out", "tfplan.json"])
+        .code(0)
+        .stdout_has("oapkg apply tfplan.json");
+    let saved: serde_json::Value = serde_json::from_slice(&env.read("tfplan.json")).unwrap();
+    let text = serde_json::to_string(&saved).unwrap();
+    assert!(text.contains("4097311281936189049@2026-12-01"));
+    assert!(text.contains("sha256:"), "manifest hash recorded: {text}");
+    assert!(
+        text.contains("\"serial\":0"),
+        "state serial recorded: {text}"
+    );
+}
+
+#[test]
+fn colour_only_when_asked_for_a_terminal() {
+    // Output to a pipe is never coloured, NO_COLOR or not.
+    let env = Env::new();
+    env.file("oapkg.yaml", manifest(TWO));
+    let out = env
+        .command(&["plan"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains('\x1b'));
+    let out = env.command(&["plan", "--no-color"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains('\x1b'));
+}
+
+#[test]
+fn global_flags_before_or_after_the_subcommand() {
+    let env = Env::new();
+    env.file("m.yaml", manifest(TWO));
+    let after = env
+        .run(&[
+            "plan", "-f", "m.yaml", "--state", "s.json", "--format", "json",
+        ])
+        .code(0)
+        .stdout;
+    let before = env
+        .run(&[
+            "-f", "m.yaml", "--state", "s.json", "plan", "--format", "json",
+        ])
+        .code(0)
+        .stdout;
+    assert_eq!(after, before);
+    import(&env, "1", "trial", "2026-12-01", "1");
+    env.run(&["--state", "state/oapkg.state.json", "state", "list"])
+        .code(0)
+        .stdout_has("1@2026-12-01");
+    env.run(&["state", "list", "--state", "other.json"])
+        .code(0)
+        .stdout_has("No packages recorded");
+    let via_env = env
+        .command(&["state", "list"])
+        .env("OAPKG_STATE", "other.json")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&via_env.stdout).contains("No packages recorded"));
+}
+
+#[test]
+fn invalid_manifest_plan_exits_1_without_output() {
+    let env = Env::new();
+    env.file(
+        "oapkg.yaml",
+        manifest("  - {oaid: x, tier: trial, start: 2026-12-01, duration: 1}\n"),
+    );
+    let run = env.run(&["plan", "--detailed-exitcode"]);
+    run.code(1).stderr_has("oapkg.yaml:4:13: bad OAID");
+    assert!(run.stdout.is_empty());
+}
