@@ -80,7 +80,7 @@ fn a_200000_digit_oaid() {
             "apiVersion: oapkg/v1\nkind: PackageSet\npackages:\n  - oaid: {oaid}\n    tier: trial\n    start: 2026-12-01\n    duration: 1\n"
         );
         let run = refuses(yaml.as_bytes());
-        run.stderr_has("input.yaml:4:13: bad OAID")
+        run.stderr_has("input.yaml:4:11: bad OAID")
             .stderr_has("200000-digit");
         assert!(
             run.stderr.len() < 2_000,

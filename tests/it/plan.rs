@@ -268,13 +268,15 @@ fn global_flags_before_or_after_the_subcommand() {
             "plan", "-f", "m.yaml", "--state", "s.json", "--format", "json",
         ])
         .code(0)
-        .stdout;
+        .stdout
+        .clone();
     let before = env
         .run(&[
             "-f", "m.yaml", "--state", "s.json", "plan", "--format", "json",
         ])
         .code(0)
-        .stdout;
+        .stdout
+        .clone();
     assert_eq!(after, before);
     import(&env, "1", "trial", "2026-12-01", "1");
     env.run(&["--state", "state/oapkg.state.json", "state", "list"])
@@ -299,6 +301,6 @@ fn invalid_manifest_plan_exits_1_without_output() {
         manifest("  - {oaid: x, tier: trial, start: 2026-12-01, duration: 1}\n"),
     );
     let run = env.run(&["plan", "--detailed-exitcode"]);
-    run.code(1).stderr_has("oapkg.yaml:4:13: bad OAID");
+    run.code(1).stderr_has("oapkg.yaml:4:12: bad OAID");
     assert!(run.stdout.is_empty());
 }

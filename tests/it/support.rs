@@ -1,7 +1,7 @@
 //! A small fluent helper so a test is a few lines: a temp dir, files in it,
 //! the real binary run there with "today" pinned, assertions on the result.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 
 /// "Today" for every test unless a test says otherwise.
@@ -27,10 +27,6 @@ impl Env {
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
-    }
-
-    pub fn root(&self) -> &Path {
-        self.dir.path()
     }
 
     /// Writes a file (creating directories), returning self for chaining.

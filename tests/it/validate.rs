@@ -159,12 +159,12 @@ fn numbers_that_are_not_oaids_are_never_rounded() {
     );
     let run = env.run(&["validate"]);
     run.code(1)
-        .stderr_has("oapkg.yaml:4:13: bad OAID: found `4097311281936189049.0`")
-        .stderr_has("oapkg.yaml:5:13: bad OAID: found `1e18`")
-        .stderr_has("oapkg.yaml:6:13: bad OAID: found \"0x1F\"")
-        .stderr_has("oapkg.yaml:7:13: bad OAID: found \"99999999999999999999\": an OAID has at most 19 digits, this one has 20")
-        .stderr_has("oapkg.yaml:8:13: bad OAID: found the negative number")
-        .stderr_has("oapkg.yaml:9:13: bad OAID: found an empty text")
+        .stderr_has("oapkg.yaml:4:12: bad OAID: found `4097311281936189049.0`")
+        .stderr_has("oapkg.yaml:5:12: bad OAID: found `1e18`")
+        .stderr_has("oapkg.yaml:6:12: bad OAID: found \"0x1F\"")
+        .stderr_has("oapkg.yaml:7:12: bad OAID: found \"99999999999999999999\": an OAID has at most 19 digits, this one has 20")
+        .stderr_has("oapkg.yaml:8:12: bad OAID: found the negative number")
+        .stderr_has("oapkg.yaml:9:12: bad OAID: found an empty text")
         .stderr_has("6 errors");
 }
 
