@@ -45,6 +45,10 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const MAX_REPLACED: u32 = 1000;
 
 /// Who holds the lock, as written into the lock file.
+///
+/// Read leniently (no `deny_unknown_fields`, unreadable means `None`): it is
+/// only a label for messages, and a label from another oapkg version must
+/// not stop anyone from reporting who holds the lock.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockHolder {
     pub pid: u32,

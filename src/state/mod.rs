@@ -4,7 +4,7 @@
 //!
 //! | file | module | what it holds |
 //! |---|---|---|
-//! | `<path>` (default [`DEFAULT_STATE_PATH`]) | [`file`] (format, checksum), [`store`] (atomic write) | the state: lineage, serial, checksum, packages |
+//! | `<path>` (default [`DEFAULT_STATE_PATH`]) | [`file`](mod@file) (format, checksum), [`store`] (atomic write) | the state: lineage, serial, checksum, packages |
 //! | `<path>.backup` | [`store`] | the previous version, kept by every write |
 //! | `<path>.lock` | [`lock`] | the writer lock and who holds it |
 //! | `<path>.journal` | [`journal`] | purchases recorded by `apply` since the last write |

@@ -2,8 +2,8 @@
 //! atomically with a backup, under the lock.
 //!
 //! This module owns the order of operations on disk, which is where crash
-//! safety lives; the byte format is [`file`](super::file)'s and the journal's
-//! line format and replay rules are [`journal`](super::journal)'s.
+//! safety lives; the byte format is [`file`](mod@super::file)'s and the journal's
+//! line format and replay rules are [`journal`]'s.
 //!
 //! # Why a crash at any instant leaves a valid state
 //!

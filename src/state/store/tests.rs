@@ -761,3 +761,74 @@ fn locks_and_journals_can_move_between_threads() {
     assert_send_sync::<Journal>();
     assert_send_sync::<StateStore>();
 }
+
+/// Set in the child process of `a_killed_writer_blocks_nobody_and_loses_nothing`.
+const CHILD_ENV: &str = "OAPKG_STATE_TEST_KILLED_CHILD";
+
+/// The child's half: take the lock, journal an intent, say so, and hang
+/// until killed. Does nothing in a normal test run.
+#[test]
+fn killed_child_helper() {
+    let Some(path) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let store = StateStore::new(path);
+    let (lock, _) = store.lock_and_load("oapkg apply", NOW).unwrap();
+    let mut journal = store.journal(&lock).unwrap();
+    let a = spec("1");
+    journal
+        .record_intent(&a.key(), &a, None, at("2026-11-26T10:00:00Z"))
+        .unwrap();
+    println!("ready");
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_killed_writer_blocks_nobody_and_loses_nothing() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    write(&store, &mut state_with(packages())).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "state::store::tests::killed_child_helper",
+            "--nocapture",
+        ])
+        .env(CHILD_ENV, store.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let ready = io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line == "ready");
+    assert!(ready, "the child did not get the lock");
+
+    let err = store.lock("oapkg apply", NOW).unwrap_err();
+    assert!(
+        matches!(&err, StateError::Locked { holder: Some(h), .. } if h.pid == child.id()),
+        "{err:?}"
+    );
+    child.kill().unwrap(); // SIGKILL: no destructor runs
+    child.wait().unwrap();
+    assert!(
+        store.lock_path().exists(),
+        "the dead holder's label is left"
+    );
+
+    let (_lock, loaded) = store.lock_and_load("oapkg apply", NOW).unwrap();
+    assert_eq!(
+        loaded.state.packages[&spec("1").key()].status,
+        Status::Unconfirmed
+    );
+    assert_eq!(
+        loaded.state.serial, 2,
+        "the journal was folded at lock time"
+    );
+    assert!(!store.journal_path().exists());
+}
