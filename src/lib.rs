@@ -1,5 +1,6 @@
 //! oapkg: declarative, exactly-once purchasing of Zalo OA packages via eSMS.
 
+pub mod esms;
 pub mod manifest;
 pub mod plan;
 pub mod spec;
