@@ -31,6 +31,10 @@ const MAX_FILE_BYTES: u64 = 64 * 1024;
 pub struct Secret(String);
 
 impl Secret {
+    pub(crate) fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
     /// The value itself, for the request body and nothing else.
     pub(crate) fn expose(&self) -> &str {
         &self.0

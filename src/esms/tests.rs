@@ -724,8 +724,9 @@ async fn nothing_printable_holds_a_key() {
     // faults holds the test's own text, keys included, so it is left out).
     let bodies: Vec<_> = sim.requests().into_iter().map(|r| r.body).collect();
     let text = format!(
-        "{echoed:?} {odd:?} {accepted:?} {client:?} {:?} {bodies:?}",
+        "{echoed:?} {odd:?} {accepted:?} {client:?} {:?} {bodies:?} {:?}",
         credentials(),
+        config(),
     );
     assert_no_keys(&text);
     sim.shutdown().await;
@@ -820,4 +821,54 @@ fn trace_logs_child() {
         let _ = wrong.purchase(&spec).await;
         sim.shutdown().await;
     });
+}
+
+/// The connect timeout firing is also "not sent": no connection, no bytes.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn connect_timeout_is_not_sent() {
+    // A listener that never accepts, with its accept queue full: Linux then
+    // drops further SYNs, so a connect attempt hangs until the client's
+    // connect timeout.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    let mut hangs = false;
+    for _ in 0..16 {
+        let probe = tokio::net::TcpStream::connect(addr);
+        match tokio::time::timeout(Duration::from_millis(100), probe).await {
+            Ok(Ok(stream)) => fillers.push(stream),
+            Ok(Err(err)) => panic!("probe connect failed: {err}"),
+            Err(_) => {
+                hangs = true;
+                break;
+            }
+        }
+    }
+    if !hangs {
+        eprintln!("skipped: this kernel accepts connections past the backlog");
+        return;
+    }
+    let endpoint = Endpoint::parse(&format!("http://{addr}/MainService.svc/json/")).unwrap();
+    let client = Client::new(
+        endpoint,
+        credentials(),
+        ClientOptions {
+            connect_timeout: Duration::from_millis(200),
+            request_timeout: Duration::from_secs(5),
+        },
+    )
+    .unwrap();
+    let outcome = client.purchase(&premium_dec()).await;
+    assert!(
+        matches!(outcome, PurchaseOutcome::NotSent { .. }),
+        "{outcome:?}"
+    );
+    assert!(
+        outcome.message().contains("could not connect within"),
+        "{outcome:?}"
+    );
+    drop(fillers);
 }

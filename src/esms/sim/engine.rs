@@ -6,14 +6,14 @@
 //! may charge). Both run under one lock, so every decision about money is
 //! atomic, however many requests are in flight.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::super::credentials::REDACTED;
+use super::super::credentials::{REDACTED, Secret};
 use super::super::endpoint::Call;
 use crate::spec::{Tier, parse_date};
 
@@ -190,8 +190,10 @@ pub struct ReceivedRequest {
 /// Built with [`super::SimConfig`].
 #[derive(Clone, Debug)]
 pub(super) struct Account {
-    pub api_key: String,
-    pub secret_key: String,
+    /// Kept as [`Secret`]s so that a `Debug` of the configuration cannot
+    /// print them, in case someone points the simulator at real keys.
+    pub api_key: Secret,
+    pub secret_key: Secret,
     pub oas: BTreeMap<String, String>,
     pub balance: u64,
     pub price_per_month: BTreeMap<Tier, u64>,
@@ -240,7 +242,7 @@ pub(super) struct Engine {
     ledger: Vec<Charge>,
     requests: Vec<ReceivedRequest>,
     /// Faults injected at run time, checked before the configured rules.
-    injected: VecDeque<FaultRule>,
+    injected: Vec<FaultRule>,
 }
 
 impl Engine {
@@ -254,7 +256,7 @@ impl Engine {
             rng,
             ledger: Vec::new(),
             requests: Vec::new(),
-            injected: VecDeque::new(),
+            injected: Vec::new(),
         }
     }
 
@@ -271,7 +273,7 @@ impl Engine {
     }
 
     pub(super) fn inject(&mut self, rule: FaultRule) {
-        self.injected.push_back(rule);
+        self.injected.push(rule);
     }
 
     pub(super) fn clear_faults(&mut self) {
@@ -393,16 +395,16 @@ impl Engine {
     }
 
     fn keys_valid(&self, body: &Value) -> bool {
-        body.get("ApiKey").and_then(Value::as_str) == Some(self.account.api_key.as_str())
+        body.get("ApiKey").and_then(Value::as_str) == Some(self.account.api_key.expose())
             && body.get("SecretKey").and_then(Value::as_str)
-                == Some(self.account.secret_key.as_str())
+                == Some(self.account.secret_key.expose())
     }
 
     fn redact_text(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for key in [&self.account.api_key, &self.account.secret_key] {
-            if !key.is_empty() {
-                out = out.replace(key.as_str(), REDACTED);
+            if !key.expose().is_empty() {
+                out = out.replace(key.expose(), REDACTED);
             }
         }
         out

@@ -43,6 +43,7 @@ use tokio::task::JoinHandle;
 use self::conn::{ConnTag, SimListener};
 use self::engine::{Account, Answer, Engine};
 pub use self::engine::{Charge, Fault, FaultRule, FaultScope, ReceivedRequest, Stage};
+use super::credentials::Secret;
 use super::endpoint::{Call, Endpoint};
 use crate::spec::Tier;
 
@@ -82,8 +83,8 @@ impl SimConfig {
     pub fn new() -> SimConfig {
         SimConfig {
             account: Account {
-                api_key: DEFAULT_API_KEY.to_owned(),
-                secret_key: DEFAULT_SECRET_KEY.to_owned(),
+                api_key: Secret::new(DEFAULT_API_KEY),
+                secret_key: Secret::new(DEFAULT_SECRET_KEY),
                 oas: BTreeMap::new(),
                 balance: DEFAULT_BALANCE,
                 price_per_month: BTreeMap::from([
@@ -107,8 +108,8 @@ impl SimConfig {
 
     /// The keys the account accepts; any other pair gets `101` on every call.
     pub fn keys(mut self, api_key: impl Into<String>, secret_key: impl Into<String>) -> Self {
-        self.account.api_key = api_key.into();
-        self.account.secret_key = secret_key.into();
+        self.account.api_key = Secret::new(api_key);
+        self.account.secret_key = Secret::new(secret_key);
         self
     }
 
