@@ -236,11 +236,14 @@ impl Reply {
 /// `is_connect()`) may fire before, while or after the server processed the
 /// body; a reset or EOF while waiting (`is_request()`) happens after the
 /// body was written; a body error (`is_body()`/`is_decode()`) happens while
-/// the answer arrives. hyper also reports a request that a reused pooled
-/// connection handed back unwritten as a "canceled" error, which does not
-/// prove anything we can check from here, so it is unknown too. A wrong
-/// "not sent" could buy a package twice; a wrong "unknown" costs one retry
-/// that eSMS answers with 199.
+/// the answer arrives. (When a reused pooled connection turns out to be
+/// closed before hyper wrote a byte, hyper hands the request back and
+/// hyper-util resends it on a new connection by itself: that is safe, as
+/// the first copy provably never left. The same hand-back on a fresh
+/// connection surfaces as a "canceled" error that reqwest does not let us
+/// tell apart, so it counts as unknown.) A wrong "not sent" could buy a
+/// package twice; a wrong "unknown" costs one retry that eSMS answers
+/// with 199.
 pub(crate) fn transport_failure(err: reqwest::Error, options: &ClientOptions) -> TransportFailure {
     if err.is_builder() {
         // The request could not even be built: nothing was sent.
