@@ -141,7 +141,10 @@ fn generate(dir: &Path, n: usize) -> usize {
 }
 
 /// Wall time and peak RSS (KiB) of one run.
-#[expect(clippy::zombie_processes, reason = "reaped by wait4, which also reports the peak RSS")]
+#[expect(
+    clippy::zombie_processes,
+    reason = "reaped by wait4, which also reports the peak RSS"
+)]
 fn measure(binary: &Path, dir: &Path, args: &[&str]) -> (Duration, u64) {
     let started = Instant::now();
     let child = Command::new(binary)

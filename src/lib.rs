@@ -1,6 +1,7 @@
 //! oapkg: declarative, exactly-once purchasing of Zalo OA packages via eSMS.
 
 pub mod cli;
+pub mod esms;
 pub mod exit;
 pub mod expiring;
 pub mod manifest;

@@ -1,0 +1,162 @@
+//! A local eSMS API simulator on 127.0.0.1, for trying oapkg without
+//! spending money and for tests that run the real binary.
+//!
+//! ```text
+//! cargo run --example esms-sim -- --port 8080 --oaid 4097311281936189049
+//! ESMS_ENDPOINT=http://127.0.0.1:8080/MainService.svc/json/ \
+//! ESMS_API_KEY=test-key ESMS_SECRET_KEY=test-secret oapkg apply
+//! curl -s http://127.0.0.1:8080/__sim/ledger
+//! ```
+//!
+//! The first line on stdout is the endpoint URL to give oapkg; logs go to
+//! stderr (`RUST_LOG` to change the level). It listens on loopback only.
+//! Admin routes: `GET /__sim/ledger`, `GET /__sim/requests`,
+//! `GET /__sim/balance`, `POST /__sim/faults` with a JSON fault rule such as
+//! `{"fault": {"kind": "drop_connection", "stage": "after_commit"}, "times": 1}`,
+//! `DELETE /__sim/faults`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::Parser;
+use oapkg::esms::sim::{self, Fault, FaultRule, SimConfig, Simulator};
+
+/// OAIDs registered when no --oaid is given: the two from ESMS_API.md.
+const SAMPLE_OAS: [(&str, &str); 2] = [
+    ("4097311281936189049", "SVoucher"),
+    ("745830328927467685", "Sample OA"),
+];
+
+#[derive(Debug, Parser)]
+#[command(about = "Simulate the eSMS API on 127.0.0.1 for oapkg")]
+struct Args {
+    /// Port on 127.0.0.1 (0 picks a free one; the URL is printed either way).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// The ApiKey the account accepts; others get code 101.
+    #[arg(long, default_value = sim::DEFAULT_API_KEY)]
+    api_key: String,
+    /// The SecretKey the account accepts.
+    #[arg(long, default_value = sim::DEFAULT_SECRET_KEY)]
+    secret_key: String,
+    /// An OA registered to the account, `OAID` or `OAID=NAME`; repeatable.
+    /// Without any, the two sample OAIDs of ESMS_API.md are registered.
+    /// Purchases for other OAIDs get code 799.
+    #[arg(long = "oaid", value_name = "OAID[=NAME]")]
+    oaids: Vec<String>,
+    /// Starting balance; a purchase costing more gets code 103. Prices per
+    /// month: trial 10000, advanced 100000, premium 200000.
+    #[arg(long, default_value_t = sim::DEFAULT_BALANCE)]
+    balance: u64,
+    /// Delay before each API request is processed, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Probability (0 to 1) of a random fault on each purchase: HTTP 500,
+    /// dropped connection or hang, each before or after the charge, code
+    /// 160 or HTTP 429.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    fault_rate: f64,
+    /// Seed for --fault-rate, for reproducible runs.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Answer every purchase with this result code (nothing is charged).
+    #[arg(long, value_name = "CODE")]
+    force_code: Option<String>,
+    /// Charge every purchase, even an identical repeat (no code 199).
+    #[arg(long)]
+    no_dedupe: bool,
+    /// Send ServicePreviewId as a JSON string instead of a number.
+    #[arg(long)]
+    string_ids: bool,
+    /// Longest a simulated hang lasts, in seconds.
+    #[arg(long, default_value_t = 600)]
+    hang_limit_secs: u64,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err("the fault rate is a probability between 0 and 1".to_owned())
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let mut config = SimConfig::new()
+        .keys(&args.api_key, &args.secret_key)
+        .balance(args.balance)
+        .latency(Duration::from_millis(args.latency_ms))
+        .fault_rate(args.fault_rate)
+        .dedupe(!args.no_dedupe)
+        .service_preview_ids_as_strings(args.string_ids)
+        .hang_limit(Duration::from_secs(args.hang_limit_secs));
+    if args.oaids.is_empty() {
+        for (oaid, name) in SAMPLE_OAS {
+            config = config.oa(oaid, name);
+        }
+    }
+    for oa in &args.oaids {
+        config = match oa.split_once('=') {
+            Some((oaid, name)) => config.oa(oaid, name),
+            None => config.oaid(oa.as_str()),
+        };
+    }
+    if let Some(seed) = args.seed {
+        config = config.seed(seed);
+    }
+    if let Some(code) = &args.force_code {
+        config = config.fault(FaultRule::always(Fault::Code {
+            code: code.clone(),
+            message: None,
+        }));
+    }
+
+    let handle = Simulator::start_on_port(config, args.port).await?;
+    // The URL first and alone on stdout, so scripts can read one line.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", handle.endpoint())?;
+    stdout.flush()?;
+    drop(stdout);
+    eprintln!(
+        "eSMS simulator on {} (ledger: http://{}/__sim/ledger); Ctrl-C to stop",
+        handle.endpoint(),
+        handle.addr()
+    );
+
+    wait_for_stop().await;
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM on Unix (how test harnesses and service managers stop it).
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                return;
+            }
+            Err(err) => tracing::warn!(%err, "cannot listen for SIGTERM"),
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
