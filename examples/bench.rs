@@ -4,7 +4,8 @@
 //! wall time and peak RSS of each.
 //!
 //! Run: `cargo run --release --example bench -- [N...] [--runs R]`
-//! (default sizes 1000 10000 100000, 5 runs each).
+//! (default sizes 1000 10000 100000, 5 runs each). `--generate DIR N`
+//! only writes the inputs for N packages into DIR, for profiling.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -20,6 +21,17 @@ fn main() {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--runs" => runs = args.next().and_then(|r| r.parse().ok()).expect("--runs N"),
+            "--generate" => {
+                // Inputs for profiling: `--generate DIR N` writes them and stops.
+                let dir = PathBuf::from(args.next().expect("--generate DIR N"));
+                std::fs::create_dir_all(&dir).expect("create DIR");
+                let n = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--generate DIR N");
+                generate(&dir, n);
+                return;
+            }
             n => sizes.push(n.parse::<usize>().expect("sizes are numbers")),
         }
     }

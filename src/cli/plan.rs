@@ -59,8 +59,17 @@ pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
 /// `apply` performs.
 pub fn make_plan(context: &Context) -> anyhow::Result<Plan> {
     let today = context.today()?;
-    let manifests = context.manifests(today)?;
-    let loaded = context.store.load()?;
+    // The manifests and the state are independent until the diff: read them
+    // on two threads (each is about half of a large plan's time).
+    let (manifests, loaded) = std::thread::scope(|scope| {
+        let state = scope.spawn(|| context.store.load());
+        let manifests = context.manifests(today);
+        let loaded = state
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (manifests, loaded)
+    });
+    let (manifests, loaded) = (manifests?, loaded?);
     Ok(plan::diff(
         &manifests.desired,
         &loaded.state.packages,

@@ -73,13 +73,13 @@ impl DesiredSet {
     /// change it, so a saved plan stays valid across a reformat, and watch
     /// skips a cycle when a save changed nothing that matters.
     pub fn hash(&self) -> String {
+        // Each package is its spec's canonical encoding (which holds the key)
+        // followed by its name, JSON-quoted so that a name can never run into
+        // the next package.
         let mut encoding = String::from("oapkg-desired/v1\n");
-        for (key, package) in &self.packages {
-            encoding.push_str(key.as_str());
-            encoding.push(' ');
-            encoding.push_str(package.spec.hash().as_str());
-            encoding.push(' ');
-            // JSON-quoted so that a name can never run into the next line.
+        for package in self.packages.values() {
+            encoding.push_str(&package.spec.canonical_encoding());
+            encoding.push_str("name=");
             encoding.push_str(&serde_json::to_string(&package.name).unwrap_or_default());
             encoding.push('\n');
         }

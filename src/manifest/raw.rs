@@ -170,16 +170,12 @@ fn read_fields<'de, A: MapAccess<'de>>(
     mut on_known: impl FnMut(&'static str, Location, &mut A) -> Result<(), A::Error>,
 ) -> Result<(), A::Error> {
     let mut seen: Vec<(&'static str, Location)> = Vec::new();
-    while let Some(key) = map.next_key::<Spanned<Scalar>>()? {
-        let text = match &key.value {
-            Scalar::Text(text) => text.clone(),
-            other => other.describe(),
-        };
-        match known.iter().find(|k| **k == text) {
-            Some(&name) => {
+    while let Some(key) = map.next_key::<Spanned<FieldName>>()? {
+        match key.value {
+            FieldName::Known(name) if known.contains(&name) => {
                 if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
                     problems.push(KeyProblem::Duplicate {
-                        key: text,
+                        key: name.to_owned(),
                         at: key.referenced,
                         first: *first,
                     });
@@ -189,9 +185,13 @@ fn read_fields<'de, A: MapAccess<'de>>(
                     on_known(name, key.referenced, map)?;
                 }
             }
-            None => {
+            other => {
+                let key_text = match other {
+                    FieldName::Known(name) => name.to_owned(),
+                    FieldName::Unknown(text) => text,
+                };
                 problems.push(KeyProblem::Unknown {
-                    key: text,
+                    key: key_text,
                     at: key.referenced,
                     expected: known,
                 });
@@ -200,6 +200,64 @@ fn read_fields<'de, A: MapAccess<'de>>(
         }
     }
     Ok(())
+}
+
+/// A mapping key: a field name of some manifest type (no allocation: a
+/// manifest has five keys per package), or anything else, described for the
+/// error.
+enum FieldName {
+    Known(&'static str),
+    Unknown(String),
+}
+
+impl<'de> Deserialize<'de> for FieldName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FieldName;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<FieldName, E> {
+                let all = [RawDocument::FIELDS, RawDefaults::FIELDS, RawPackage::FIELDS];
+                Ok(match all.into_iter().flatten().find(|k| **k == v) {
+                    Some(known) => FieldName::Known(known),
+                    None => FieldName::Unknown(v.to_owned()),
+                })
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<FieldName, E> {
+                Ok(FieldName::Unknown(Scalar::Bool(v).describe()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<FieldName, E> {
+                ScalarVisitor
+                    .visit_i64(v)
+                    .map(|s| FieldName::Unknown(s.describe()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<FieldName, E> {
+                Ok(FieldName::Unknown(Scalar::Unsigned(v).describe()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<FieldName, E> {
+                Ok(FieldName::Unknown(Scalar::Float(v).describe()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<FieldName, E> {
+                Ok(FieldName::Unknown(Scalar::Null.describe()))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<FieldName, E> {
+                self.visit_unit()
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<FieldName, A::Error> {
+                ScalarVisitor
+                    .visit_seq(seq)
+                    .map(|s| FieldName::Unknown(s.describe()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FieldName, A::Error> {
+                ScalarVisitor
+                    .visit_map(map)
+                    .map(|s| FieldName::Unknown(s.describe()))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 /// The fields every package may take from `defaults`.

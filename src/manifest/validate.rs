@@ -98,10 +98,12 @@ pub fn check_together(
 ) -> (BTreeMap<Key, Package>, Vec<Diagnostic>, Vec<Diagnostic>) {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
-    let mut by_key: BTreeMap<Key, Package> = BTreeMap::new();
-    for package in packages {
-        let key = package.spec.key();
-        if let Some(first) = by_key.get(&key) {
+    let mut keyed: Vec<(Key, Package)> = packages.into_iter().map(|p| (p.spec.key(), p)).collect();
+    // Stable: of two packages with one key, the one read first stays first.
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut unique: Vec<(Key, Package)> = Vec::with_capacity(keyed.len());
+    for (key, package) in keyed {
+        if let Some((_, first)) = unique.last().filter(|(last, _)| *last == key) {
             errors.push(
                 Diagnostic::with_related(
                     &package.source,
@@ -113,55 +115,66 @@ pub fn check_together(
             );
             continue;
         }
-        by_key.insert(key, package);
+        unique.push((key, package));
     }
 
-    let mut by_oa: BTreeMap<&Oaid, Vec<&Package>> = BTreeMap::new();
-    for package in by_key.values() {
-        by_oa.entry(&package.spec.oaid).or_default().push(package);
-    }
-    for packages in by_oa.values_mut() {
-        packages.sort_by_key(|p| p.spec.start);
-        for (i, earlier) in packages.iter().enumerate() {
+    // A key's text is its OAID, `@` and its start date, so in key order the
+    // packages of one OA are adjacent and sorted by start date.
+    for packages in unique.chunk_by(|a, b| a.1.spec.oaid == b.1.spec.oaid) {
+        for (i, (_, earlier)) in packages.iter().enumerate() {
             let end = earlier.spec.end();
-            for later in packages[i + 1..].iter().take_while(|p| p.spec.start <= end) {
+            for (later_key, later) in packages[i + 1..]
+                .iter()
+                .take_while(|(_, p)| p.spec.start <= end)
+            {
                 let (a, b) = (&earlier.spec, &later.spec);
-                if a.tier == b.tier {
-                    errors.push(Diagnostic::with_related(
+                let diagnostic = if a.tier == b.tier {
+                    let message = format!(
+                        "OA {} has two {} packages whose periods overlap: {} to {} and {} to {}; \
+                         start the later one on {} or shorten the earlier one",
+                        a.oaid,
+                        a.tier,
+                        a.start,
+                        a.end(),
+                        b.start,
+                        b.end(),
+                        next_day(a.end()),
+                    );
+                    Diagnostic::with_related(
                         &later.source,
-                        format!(
-                            "OA {} has two {} packages whose periods overlap: {} to {} and {} to {}; \
-                             start the later one on {} or shorten the earlier one",
-                            a.oaid,
-                            a.tier,
-                            a.start,
-                            a.end(),
-                            b.start,
-                            b.end(),
-                            next_day(a.end()),
-                        ),
+                        message,
                         &earlier.source,
                         "the other package".to_owned(),
-                    ).about(b.key()));
+                    )
                 } else {
-                    warnings.push(Diagnostic::with_related(
+                    let message = format!(
+                        "OA {}: {} package from {} overlaps the {} package {} to {} \
+                         (an upgrade or downgrade mid-period; both are bought)",
+                        a.oaid,
+                        b.tier,
+                        b.start,
+                        a.tier,
+                        a.start,
+                        a.end(),
+                    );
+                    Diagnostic::with_related(
                         &later.source,
-                        format!(
-                            "OA {}: {} package from {} overlaps the {} package {} to {} (an upgrade or downgrade mid-period; both are bought)",
-                            a.oaid,
-                            b.tier,
-                            b.start,
-                            a.tier,
-                            a.start,
-                            a.end(),
-                        ),
+                        message,
                         &earlier.source,
                         "the other package".to_owned(),
-                    ).about(b.key()));
+                    )
+                };
+                let diagnostic = diagnostic.about(later_key.clone());
+                if a.tier == b.tier {
+                    errors.push(diagnostic);
+                } else {
+                    warnings.push(diagnostic);
                 }
             }
         }
     }
+    // Built in bulk from sorted input.
+    let by_key: BTreeMap<Key, Package> = unique.into_iter().collect();
     (by_key, errors, warnings)
 }
 
@@ -181,11 +194,16 @@ fn options(text: &str) -> serde_saphyr::Options {
     options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::PassThrough;
     options.with_snippet = false;
     if let Some(budget) = options.budget.as_mut() {
-        // The default budget (1M events) is sized for configuration files; a
-        // large manifest has ~12 events per package. Events cannot outnumber
-        // input bytes, so this still bounds work by the file's size, and the
-        // alias limits below keep alias bombs out.
-        budget.max_events = budget.max_events.max(text.len() + 1024);
+        // The default budget is sized for configuration files; a large
+        // manifest has ~12 events and ~11 nodes per package. Events, nodes,
+        // scalar bytes and documents cannot outnumber input bytes, so tying
+        // these limits to the file's size still bounds the work by it, while
+        // the depth limit and the alias limits keep bombs out.
+        let size = text.len().saturating_add(1024);
+        budget.max_events = budget.max_events.max(size);
+        budget.max_nodes = budget.max_nodes.max(size);
+        budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(size);
+        budget.max_documents = budget.max_documents.max(size / 16);
     }
     options
 }

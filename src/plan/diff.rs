@@ -53,13 +53,25 @@ pub fn action_for(desired: Option<&Package>, recorded: Option<&Record>) -> Actio
         // the package may exist, so neither a purchase nor a replace is safe.
         (_, Some(record)) if record.status == Status::Unconfirmed => Action::Unconfirmed,
         (Some(_), None) => Action::Purchase,
-        (Some(package), Some(record)) if package.spec.hash() == record.spec_hash => {
-            Action::Unchanged
-        }
+        (Some(package), Some(record)) if same_spec_hash(package, record) => Action::Unchanged,
         (Some(_), Some(_)) => Action::Replace,
         (None, Some(_)) => Action::Orphan,
         (None, None) => Action::Unchanged,
     }
+}
+
+/// Whether the declared spec hashes to the recorded spec hash.
+///
+/// Every record is checked on load to carry its own spec's hash, and the
+/// canonical encoding is injective, so equal specs are equal hashes: the
+/// comparison skips 100,000 SHA-256 computations on a large plan.
+fn same_spec_hash(package: &Package, record: &Record) -> bool {
+    debug_assert_eq!(
+        record.spec.hash(),
+        record.spec_hash,
+        "records are checked on load"
+    );
+    package.spec == record.spec
 }
 
 /// Walks two key-sorted maps together in key order.
