@@ -257,3 +257,57 @@ fn missing_default_manifest_says_what_to_do() {
         .stderr_has("oapkg.yaml: cannot read")
         .stderr_has("-f");
 }
+
+#[test]
+fn the_schema_describes_what_the_parser_accepts() {
+    let schema = Env::new().run(&["schema"]).code(0).json();
+    assert_eq!(
+        schema["additionalProperties"], false,
+        "unknown top-level fields are refused"
+    );
+    let top: Vec<&str> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        top,
+        oapkg::manifest::raw::RawDocument::FIELDS
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+    let package = &schema["$defs"]["RawPackage"];
+    assert_eq!(package["additionalProperties"], false);
+    let mut fields: Vec<&str> = package["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort();
+    let mut expected = oapkg::manifest::raw::RawPackage::FIELDS.to_vec();
+    expected.sort();
+    assert_eq!(fields, expected);
+    let required: Vec<&str> = package["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(required, ["oaid", "start"]);
+}
+
+#[test]
+fn completions_for_common_shells() {
+    for shell in ["bash", "zsh", "fish"] {
+        Env::new()
+            .run(&["completions", shell])
+            .code(0)
+            .stdout_has("state")
+            .stdout_has("detailed-exitcode");
+    }
+}
