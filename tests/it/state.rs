@@ -92,7 +92,7 @@ fn an_edited_state_is_refused_and_untouched() {
 fn a_truncated_state_is_refused_and_untouched() {
     let env = env_with_state();
     let good = env.read(STATE);
-    refused_and_untouched(&good[..good.len() / 2], "");
+    refused_and_untouched(&good[..good.len() / 2], "truncated");
 }
 
 #[test]
