@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod context;
+pub mod docs;
 mod expiring;
 mod plan;
 mod state;
