@@ -260,6 +260,40 @@ fn colour_only_when_asked_for_a_terminal() {
 }
 
 #[test]
+fn colour_on_a_terminal_unless_disabled() {
+    // `script` gives the binary a pseudo-terminal as stdout.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: `script` (util-linux) is not installed");
+        return;
+    }
+    let env = Env::new();
+    env.file("oapkg.yaml", manifest(TWO));
+    let on_terminal = |extra: &str, no_color: bool| {
+        let bin = env!("CARGO_BIN_EXE_oapkg");
+        let mut script = std::process::Command::new("script");
+        script
+            .args(["-qec", &format!("{bin} plan {extra}"), "/dev/null"])
+            .current_dir(env.path("."))
+            .env("OAPKG_TODAY", crate::support::TODAY)
+            .env_remove("NO_COLOR");
+        if no_color {
+            script.env("NO_COLOR", "1");
+        }
+        String::from_utf8_lossy(&script.output().unwrap().stdout).into_owned()
+    };
+    assert!(
+        on_terminal("", false).contains("\x1b[32m+"),
+        "green + on a terminal"
+    );
+    assert!(!on_terminal("--no-color", false).contains('\x1b'));
+    assert!(!on_terminal("", true).contains('\x1b'));
+}
+
+#[test]
 fn global_flags_before_or_after_the_subcommand() {
     let env = Env::new();
     env.file("m.yaml", manifest(TWO));
