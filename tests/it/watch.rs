@@ -13,40 +13,40 @@ use serde_json::Value;
 use crate::support::{Env, Running, Stream, manifest};
 
 /// Deadline for one expected line; normally it comes within a second.
-const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
-fn pkg(oaid: u64, months: u32) -> String {
+pub(crate) fn pkg(oaid: u64, months: u32) -> String {
     format!(
         "  - oaid: \"{oaid}\"\n    tier: advanced\n    start: 2027-01-01\n    duration: {months}\n"
     )
 }
 
-fn doc(packages: &[String]) -> String {
+pub(crate) fn doc(packages: &[String]) -> String {
     manifest(&packages.concat())
 }
 
 /// The line as a JSON object, if it is one.
-fn json(line: &str) -> Option<Value> {
+pub(crate) fn json(line: &str) -> Option<Value> {
     serde_json::from_str::<Value>(line)
         .ok()
         .filter(Value::is_object)
 }
 
-fn message(record: &Value) -> &str {
+pub(crate) fn message(record: &Value) -> &str {
     record["message"].as_str().unwrap_or("")
 }
 
 /// A running `oapkg watch --log-format json`.
-struct Watch(Running);
+pub(crate) struct Watch(pub(crate) Running);
 
 impl Watch {
     /// `oapkg watch --log-format json --debounce 100 ARGS...` (the
     /// debounce unless ARGS set it)
-    fn start(env: &Env, args: &[&str]) -> Watch {
+    pub(crate) fn start(env: &Env, args: &[&str]) -> Watch {
         Watch::start_with(env, args, |_| {})
     }
 
-    fn start_with(
+    pub(crate) fn start_with(
         env: &Env,
         args: &[&str],
         setup: impl FnOnce(&mut std::process::Command),
@@ -61,7 +61,7 @@ impl Watch {
 
     /// The next log record (stderr) for which `matches` holds.
     #[track_caller]
-    fn record(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn record(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
         let line = self.0.wait_for(Stream::Stderr, what, WAIT, |line| {
             json(line).is_some_and(|v| matches(&v))
         });
@@ -70,13 +70,13 @@ impl Watch {
 
     /// The next "planned" record: a cycle that printed a plan.
     #[track_caller]
-    fn planned(&mut self) -> Value {
+    pub(crate) fn planned(&mut self) -> Value {
         self.record("`planned …`", |v| message(v).starts_with("planned"))
     }
 
     /// The next plan printed on stdout (a JSON line with the plan).
     #[track_caller]
-    fn printed(&mut self) -> Value {
+    pub(crate) fn printed(&mut self) -> Value {
         let line = self
             .0
             .wait_for(Stream::Stdout, "with a plan", WAIT, |_| true);
@@ -86,7 +86,7 @@ impl Watch {
 
     /// The plan printed for cycle `cycle` (earlier ones are passed over).
     #[track_caller]
-    fn printed_for(&mut self, cycle: u64) -> Value {
+    pub(crate) fn printed_for(&mut self, cycle: u64) -> Value {
         let line = self.0.wait_for(
             Stream::Stdout,
             &format!("with the plan of cycle {cycle}"),
@@ -97,14 +97,14 @@ impl Watch {
     }
 
     #[track_caller]
-    fn terminate(mut self) -> i32 {
+    pub(crate) fn terminate(mut self) -> i32 {
         self.0.signal(libc::SIGTERM);
         self.0.wait_exit(WAIT)
     }
 }
 
 #[track_caller]
-fn assert_counts(record: &Value, purchase: u64, orphan: u64) {
+pub(crate) fn assert_counts(record: &Value, purchase: u64, orphan: u64) {
     assert_eq!(
         (record["purchase"].as_u64(), record["orphan"].as_u64()),
         (Some(purchase), Some(orphan)),
