@@ -24,7 +24,7 @@ use notify_debouncer_full::notify::{
     self, EventKind, PollWatcher, RecommendedWatcher, RecursiveMode,
 };
 use notify_debouncer_full::{
-    DebounceEventResult, DebouncedEvent, Debouncer, RecommendedCache, new_debouncer_opt,
+    DebounceEventResult, DebouncedEvent, Debouncer, NoCache, RecommendedCache, new_debouncer_opt,
 };
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -71,7 +71,8 @@ pub fn debouncer_window(debounce: Duration) -> Duration {
 
 enum Backend {
     Native(Debouncer<RecommendedWatcher, RecommendedCache>),
-    Poll(Debouncer<PollWatcher, RecommendedCache>),
+    // Polling reports no renames to stitch: no file-id cache needed.
+    Poll(Debouncer<PollWatcher, NoCache>),
 }
 
 impl Backend {
@@ -124,11 +125,12 @@ impl Source {
             .ok()
             .and_then(|dir| std::fs::canonicalize(dir).ok());
         let dirs = roots.watch_dirs();
-        let filter = Filter {
+        let mut filter = Filter {
             roots,
             base,
             changes,
             counter,
+            seen_errors: Vec::new(),
         };
         let handler = move |result: DebounceEventResult| filter.handle(result);
         let mut backend = match poll {
@@ -147,7 +149,7 @@ impl Source {
                     window,
                     Some(window),
                     handler,
-                    RecommendedCache::new(),
+                    NoCache,
                     notify::Config::default()
                         .with_poll_interval(period)
                         .with_compare_contents(true),
@@ -232,10 +234,17 @@ struct Filter {
     base: Option<PathBuf>,
     changes: UnboundedSender<Change>,
     counter: Arc<AtomicU64>,
+    /// Errors already reported: the polling watcher repeats an error (an
+    /// unreadable directory) on every poll, which must not mean a warning
+    /// and a cycle every few seconds for months.
+    seen_errors: Vec<String>,
 }
 
+/// How many distinct watcher errors are remembered.
+const MAX_SEEN_ERRORS: usize = 64;
+
 impl Filter {
-    fn handle(&self, result: DebounceEventResult) {
+    fn handle(&mut self, result: DebounceEventResult) {
         match result {
             Ok(events) => {
                 let mut latest = None;
@@ -250,13 +259,26 @@ impl Filter {
                 }
             }
             Err(errors) => {
+                let mut new = false;
                 for error in &errors {
-                    tracing::warn!(%error, "file watcher error; planning again to be safe");
+                    let text = error.to_string();
+                    if self.seen_errors.contains(&text) {
+                        tracing::debug!(error = %text, "file watcher error (again)");
+                        continue;
+                    }
+                    tracing::warn!(error = %text, "file watcher error; planning again to be safe");
+                    if self.seen_errors.len() == MAX_SEEN_ERRORS {
+                        self.seen_errors.remove(0);
+                    }
+                    self.seen_errors.push(text);
+                    new = true;
                 }
-                self.send(Change {
-                    at: Instant::now(),
-                    paths: Vec::new(),
-                });
+                if new {
+                    self.send(Change {
+                        at: Instant::now(),
+                        paths: Vec::new(),
+                    });
+                }
             }
         }
     }
@@ -312,7 +334,66 @@ impl Filter {
 
 #[cfg(test)]
 mod tests {
+    use notify_debouncer_full::notify::Event;
+    use notify_debouncer_full::notify::event::{AccessKind, DataChange};
+    use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
     use super::*;
+
+    fn filter() -> (Filter, UnboundedReceiver<Change>) {
+        let (tx, rx) = unbounded_channel();
+        let filter = Filter {
+            roots: Roots::from_parts(vec![PathBuf::from("/w/packages")], Vec::new()),
+            base: Some(PathBuf::from("/w")),
+            changes: tx,
+            counter: Arc::new(AtomicU64::new(0)),
+            seen_errors: Vec::new(),
+        };
+        (filter, rx)
+    }
+
+    fn event(kind: EventKind, path: &str, at: Instant) -> DebouncedEvent {
+        DebouncedEvent::new(Event::new(kind).add_path(PathBuf::from(path)), at)
+    }
+
+    #[test]
+    fn batches_become_one_change_with_the_latest_time_and_relevant_paths() {
+        let (mut filter, mut rx) = filter();
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(30);
+        let modify = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        filter.handle(Ok(vec![
+            event(modify, "/w/packages/a.yaml", t0),
+            event(modify, "/w/packages/.a.yaml.swp", t1 + Duration::from_secs(1)),
+            event(EventKind::Access(AccessKind::Any), "/w/packages/b.yaml", t1 + Duration::from_secs(1)),
+            event(EventKind::Create(CreateKind::File), "/w/packages/b.yaml", t1),
+        ]));
+        let change = rx.try_recv().unwrap();
+        assert_eq!(change.at, t1, "ignored events do not count");
+        assert_eq!(
+            change.paths,
+            [PathBuf::from("packages/a.yaml"), PathBuf::from("packages/b.yaml")]
+        );
+        assert_eq!(filter.counter.load(Ordering::SeqCst), 1);
+        // Only reads and temp files: nothing.
+        filter.handle(Ok(vec![
+            event(EventKind::Access(AccessKind::Any), "/w/packages/a.yaml", t1),
+            event(modify, "/w/packages/a.yaml~", t1),
+        ]));
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_repeated_watcher_error_starts_one_cycle() {
+        let (mut filter, mut rx) = filter();
+        for _ in 0..3 {
+            filter.handle(Err(vec![notify::Error::generic("permission denied")]));
+        }
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_err(), "the same error again is not news");
+        filter.handle(Err(vec![notify::Error::generic("another")]));
+        assert!(rx.try_recv().is_ok());
+    }
 
     #[test]
     fn debouncer_window_stays_inside_the_trailing_edge() {
