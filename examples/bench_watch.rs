@@ -186,8 +186,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 /// (VmRSS, VmHWM) of `pid`, in KiB.
 fn memory(pid: u32) -> (u64, u64) {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
     let field = |name: &str| {
         status
             .lines()

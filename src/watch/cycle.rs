@@ -800,20 +800,11 @@ mod tests {
 
     impl Setup {
         fn with_backoff_ms(mut self, initial: u64, max: u64) -> Setup {
-            let runner = std::mem::replace(
-                &mut self.runner,
-                Runner::new(
-                    Vec::new(),
-                    StateStore::new("unused"),
-                    Box::new(|| Err(String::new())),
-                    Box::new(Printed::default()),
-                    None,
-                ),
-            );
-            self.runner = runner.with_backoff(Backoff {
+            self.runner.backoff = Backoff {
                 initial: Duration::from_millis(initial),
                 max: Duration::from_millis(max),
-            });
+            };
+            self.runner.retries = Retries::new(self.runner.backoff);
             self
         }
     }

@@ -364,15 +364,30 @@ mod tests {
         let modify = EventKind::Modify(ModifyKind::Data(DataChange::Any));
         filter.handle(Ok(vec![
             event(modify, "/w/packages/a.yaml", t0),
-            event(modify, "/w/packages/.a.yaml.swp", t1 + Duration::from_secs(1)),
-            event(EventKind::Access(AccessKind::Any), "/w/packages/b.yaml", t1 + Duration::from_secs(1)),
-            event(EventKind::Create(CreateKind::File), "/w/packages/b.yaml", t1),
+            event(
+                modify,
+                "/w/packages/.a.yaml.swp",
+                t1 + Duration::from_secs(1),
+            ),
+            event(
+                EventKind::Access(AccessKind::Any),
+                "/w/packages/b.yaml",
+                t1 + Duration::from_secs(1),
+            ),
+            event(
+                EventKind::Create(CreateKind::File),
+                "/w/packages/b.yaml",
+                t1,
+            ),
         ]));
         let change = rx.try_recv().unwrap();
         assert_eq!(change.at, t1, "ignored events do not count");
         assert_eq!(
             change.paths,
-            [PathBuf::from("packages/a.yaml"), PathBuf::from("packages/b.yaml")]
+            [
+                PathBuf::from("packages/a.yaml"),
+                PathBuf::from("packages/b.yaml")
+            ]
         );
         assert_eq!(filter.counter.load(Ordering::SeqCst), 1);
         // Only reads and temp files: nothing.
