@@ -8,3 +8,4 @@ pub mod manifest;
 pub mod plan;
 pub mod spec;
 pub mod state;
+pub mod watch;

@@ -8,7 +8,6 @@ use jiff::civil::Date;
 
 use super::{GlobalArgs, no_color_requested};
 use crate::manifest::{self, Diagnostic, Manifests};
-use crate::plan::Warning;
 use crate::state::StateStore;
 
 /// The time zone whose calendar date is "today" (eSMS is in Vietnam).
@@ -36,7 +35,7 @@ impl Context {
 
     /// The calendar date in Asia/Ho_Chi_Minh, or `OAPKG_TODAY`.
     pub fn today(&self) -> anyhow::Result<Date> {
-        today_from(std::env::var("OAPKG_TODAY").ok().as_deref())
+        today_now()
     }
 
     /// Loads and validates the manifests named by `-f`.
@@ -68,15 +67,10 @@ impl Context {
     }
 }
 
-/// Manifest warnings as plan warnings (the location goes into the message).
-pub fn plan_warnings(warnings: &[Diagnostic]) -> Vec<Warning> {
-    warnings
-        .iter()
-        .map(|w| Warning {
-            key: w.key.clone(),
-            message: w.to_string(),
-        })
-        .collect()
+/// The calendar date in Asia/Ho_Chi_Minh, or `OAPKG_TODAY`, now (a watch
+/// asks again every cycle).
+pub fn today_now() -> anyhow::Result<Date> {
+    today_from(std::env::var("OAPKG_TODAY").ok().as_deref())
 }
 
 fn today_from(forced: Option<&str>) -> anyhow::Result<Date> {

@@ -17,6 +17,7 @@ mod expiring;
 mod plan;
 mod state;
 mod validate;
+mod watch;
 
 pub use context::Context;
 
@@ -108,6 +109,9 @@ pub enum Command {
     State(state::StateCommand),
     /// List OAs whose last package ends soon with nothing declared after it
     Expiring(expiring::ExpiringArgs),
+    /// Follow the manifest files and plan again (with --apply: apply) when
+    /// they change
+    Watch(watch::WatchArgs),
     /// Print the JSON Schema of the manifest format (for editors)
     Schema,
     /// Print shell completions
@@ -120,13 +124,20 @@ pub enum Command {
 /// Runs the parsed command line and turns its outcome into an exit status,
 /// printing any error.
 pub fn run(cli: Cli) -> ExitStatus {
-    init_logging(&cli.global);
+    // A long-running watch reports its cycles at info level; one-shot
+    // commands print their results and log only warnings.
+    let default_level = match cli.command {
+        Command::Watch(_) => "info",
+        _ => "warn",
+    };
+    init_logging(&cli.global, default_level);
     let context = Context::new(cli.global);
     let result = match cli.command {
         Command::Validate => validate::run(&context),
         Command::Plan(args) => plan::run(&context, &args),
         Command::State(command) => state::run(&context, command),
         Command::Expiring(args) => expiring::run(&context, &args),
+        Command::Watch(args) => watch::run(&context, &args),
         Command::Schema => print_schema(),
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -173,11 +184,15 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
-fn init_logging(global: &GlobalArgs) {
+/// Logs on stderr: human lines, or with `--log-format json` one JSON object
+/// per line with the event's fields at the top level (`timestamp`, `level`,
+/// `message`, `target`, the fields, and `span` for the enclosing span, e.g.
+/// a watch cycle).
+fn init_logging(global: &GlobalArgs, default_level: &str) {
     use tracing_subscriber::EnvFilter;
     let level = match (global.quiet, global.verbose) {
         (true, _) => "error",
-        (false, 0) => "warn",
+        (false, 0) => default_level,
         (false, 1) => "debug",
         (false, _) => "trace",
     };
@@ -188,7 +203,12 @@ fn init_logging(global: &GlobalArgs) {
         .with_ansi(std::io::stderr().is_terminal() && !no_color_requested(global));
     let _ = match global.log_format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
     };
 }
 

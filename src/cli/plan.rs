@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 
-use super::context::{plan_warnings, print};
+use super::context::print;
 use super::{Context, PlanFormat};
 use crate::exit::ExitStatus;
 use crate::plan::{self, Plan, render, saved::SavedPlan};
@@ -59,22 +59,11 @@ pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
 /// `apply` performs.
 pub fn make_plan(context: &Context) -> anyhow::Result<Plan> {
     let today = context.today()?;
-    // The manifests and the state are independent until the diff: read them
-    // on two threads (each is about half of a large plan's time).
-    let (manifests, loaded) = std::thread::scope(|scope| {
-        let state = scope.spawn(|| context.store.load());
-        let manifests = context.manifests(today);
-        let loaded = state
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (manifests, loaded)
-    });
-    let (manifests, loaded) = (manifests?, loaded?);
-    Ok(plan::diff(
-        &manifests.desired,
-        &loaded.state.packages,
-        loaded.id,
-        today,
-        plan_warnings(&manifests.warnings),
-    ))
+    let inputs = plan::inputs::Inputs::read(&context.global.files, &context.store, today);
+    if let Err(error) = &inputs.manifests {
+        // The warnings found alongside the errors still help.
+        context.print_warnings(&error.warnings);
+    }
+    let (manifests, loaded) = (inputs.manifests?, inputs.state?);
+    Ok(plan::inputs::make(&manifests, &loaded, today))
 }

@@ -7,3 +7,4 @@ mod plan;
 mod state;
 mod support;
 mod validate;
+mod watch;

@@ -121,3 +121,189 @@ impl Run {
 pub fn manifest(packages: &str) -> String {
     format!("apiVersion: oapkg/v1\nkind: PackageSet\npackages:\n{packages}")
 }
+
+/// Which stream a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A long-running `oapkg` child (e.g. `watch`) whose output is read line
+/// by line as it comes, so a test can wait for "a line matching X, within
+/// N seconds" instead of sleeping. Stdout and stderr are consumed
+/// separately, each in order. Killed if still running when dropped.
+pub struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<(Stream, String)>,
+    /// Lines read but not yet consumed, per stream.
+    stdout: std::collections::VecDeque<String>,
+    stderr: std::collections::VecDeque<String>,
+    /// Everything read so far, for failure messages.
+    transcript: Vec<(Stream, String)>,
+}
+
+impl Env {
+    /// Starts `oapkg ARGS` in the temp dir with piped output.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        self.spawn_with(args, |_| {})
+    }
+
+    /// [`Env::spawn`] with extra set-up of the command (environment, ...).
+    pub fn spawn_with(
+        &self,
+        args: &[&str],
+        setup: impl FnOnce(&mut std::process::Command),
+    ) -> Running {
+        use std::process::Stdio;
+        let mut cmd = self.command(args);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        setup(&mut cmd);
+        let mut child = cmd.spawn().expect("start oapkg");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        read_lines(stdout, Stream::Stdout, tx.clone());
+        read_lines(stderr, Stream::Stderr, tx);
+        Running {
+            child,
+            lines,
+            stdout: Default::default(),
+            stderr: Default::default(),
+            transcript: Vec::new(),
+        }
+    }
+}
+
+fn read_lines(
+    source: impl std::io::Read + Send + 'static,
+    stream: Stream,
+    tx: std::sync::mpsc::Sender<(Stream, String)>,
+) {
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for text in std::io::BufReader::new(source).lines() {
+            let Ok(text) = text else { break };
+            if tx.send((stream, text)).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+impl Running {
+    /// The next line of `stream` (after those already consumed) for which
+    /// `matches` holds, waiting at most `within`; panics with the whole
+    /// transcript otherwise (or if the process ends first). Lines of
+    /// `stream` before it are consumed; the other stream is left alone.
+    #[track_caller]
+    pub fn wait_for(
+        &mut self,
+        stream: Stream,
+        what: &str,
+        within: std::time::Duration,
+        mut matches: impl FnMut(&str) -> bool,
+    ) -> String {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let queue = match stream {
+                Stream::Stdout => &mut self.stdout,
+                Stream::Stderr => &mut self.stderr,
+            };
+            while let Some(line) = queue.pop_front() {
+                if matches(&line) {
+                    return line;
+                }
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.take(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "no {stream:?} line {what} within {within:?}\n{}",
+                        self.transcript()
+                    )
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().ok();
+                    panic!(
+                        "the process ended ({status:?}) before a {stream:?} line {what}\n{}",
+                        self.transcript()
+                    )
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, (stream, text): (Stream, String)) {
+        self.transcript.push((stream, text.clone()));
+        match stream {
+            Stream::Stdout => self.stdout.push_back(text),
+            Stream::Stderr => self.stderr.push_back(text),
+        }
+    }
+
+    /// Every line read so far, each prefixed with `out| ` or `err| `.
+    pub fn transcript(&self) -> String {
+        let mut out = String::from("--- transcript\n");
+        for (stream, text) in &self.transcript {
+            let tag = match stream {
+                Stream::Stdout => "out",
+                Stream::Stderr => "err",
+            };
+            out.push_str(&format!("{tag}| {text}\n"));
+        }
+        out
+    }
+
+    /// Every line read so far, without tags.
+    pub fn lines(&self) -> impl Iterator<Item = &(Stream, String)> {
+        self.transcript.iter()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, signal: i32) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill failed");
+    }
+
+    /// Waits at most `within` for the process to end; returns its exit code
+    /// and reads the rest of its output.
+    #[track_caller]
+    pub fn wait_exit(&mut self, within: std::time::Duration) -> i32 {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // The pipes are closed now: collect what is left.
+                while let Ok(line) = self
+                    .lines
+                    .recv_timeout(std::time::Duration::from_millis(500))
+                {
+                    self.take(line);
+                }
+                return status.code().unwrap_or(-1);
+            }
+            if std::time::Instant::now() >= deadline {
+                panic!("still running after {within:?}\n{}", self.transcript());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

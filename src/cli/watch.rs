@@ -1,0 +1,236 @@
+//! `oapkg watch`: the flags, the signal handling, and the printing of each
+//! cycle's plan; the watching and the cycle are [`crate::watch`]'s.
+//!
+//! Output: each planned cycle prints its plan on stdout — in text mode a
+//! header line (`=== cycle N · time · trigger ===`) and the plan exactly as
+//! `oapkg plan` prints it; with `--log-format json`, one JSON object per
+//! line, `{"time", "cycle", "trigger", "paths", "plan"}`, where `plan` is
+//! the `oapkg plan --format json` document. Decisions (skips, invalid
+//! manifests with file:line:column, apply outcomes) are log records on
+//! stderr: human lines by default, one JSON object per line with
+//! `--log-format json`. So with `--log-format json` every line the process
+//! writes, on either stream, is a JSON object.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::context::{print, today_now};
+use super::{Context, LogFormat, is_broken_pipe};
+use crate::exit::ExitStatus;
+use crate::plan::{Plan, render};
+use crate::watch::schedule::Start;
+use crate::watch::{self, Cancel, CancelHandle, Output, Reconciler, Runner, WatchOptions};
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Apply each new plan without asking (the guards of `apply` hold for
+    /// every cycle)
+    #[arg(long)]
+    pub apply: bool,
+
+    /// Also plan every SECS seconds when no file changed (picks up state
+    /// changes, e.g. a manual apply)
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub interval: Option<Duration>,
+
+    /// Quiet time after the last file change before planning
+    #[arg(long, value_name = "MILLIS", default_value_t = 500)]
+    pub debounce: u64,
+
+    /// Poll the files every SECS seconds instead of using file-system
+    /// events (network file systems)
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub poll: Option<Duration>,
+
+    #[command(flatten)]
+    pub apply_flags: ApplyFlags,
+}
+
+/// `oapkg apply`'s flags, used by `--apply` cycles.
+#[derive(Debug, Args)]
+pub struct ApplyFlags {
+    /// Purchase requests in flight at once
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "apply")]
+    pub parallelism: usize,
+
+    /// Refuse a cycle that would buy more than N packages
+    #[arg(long, value_name = "N", default_value_t = 20, requires = "apply")]
+    pub max_purchases: usize,
+
+    /// Allow `replace` (buying a package again with a new spec)
+    #[arg(long, requires = "apply")]
+    pub allow_replace: bool,
+
+    /// Resend `unconfirmed` purchases (199 confirms them)
+    #[arg(long, requires = "apply")]
+    pub retry_unconfirmed: bool,
+
+    /// Do not check the OAIDs against the account before buying
+    #[arg(long, requires = "apply")]
+    pub skip_preflight: bool,
+
+    /// eSMS base URL (default: production)
+    // No `requires`: a service's environment may set ESMS_ENDPOINT for a
+    // plan-only watch too.
+    #[arg(long, value_name = "URL", env = "ESMS_ENDPOINT")]
+    pub endpoint: Option<String>,
+
+    /// Time allowed for one eSMS request
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, requires = "apply")]
+    pub timeout: Option<Duration>,
+
+    /// File with ESMS_API_KEY=… and ESMS_SECRET_KEY=… lines (mode 600)
+    #[arg(long, value_name = "FILE", requires = "apply")]
+    pub credentials: Option<PathBuf>,
+}
+
+fn parse_secs(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    // Also refuses NaN.
+    if secs.is_nan() || secs <= 0.0 {
+        return Err("must be more than 0 seconds".to_owned());
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} seconds is too long"))
+}
+
+pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
+    // Fail before watching anything: a date that cannot be read would fail
+    // every cycle.
+    context.today()?;
+    let reconciler = reconciler(args)?;
+    let options = WatchOptions {
+        files: context.global.files.clone(),
+        debounce: Duration::from_millis(args.debounce),
+        interval: args.interval,
+        poll: args.poll,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("oapkg-watch")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let (handle, stop) = Cancel::new();
+        let handle = Arc::new(handle);
+        listen_for_signals(handle.clone())?;
+        let output = Printer {
+            json: context.global.log_format == LogFormat::Json,
+            color: context.color_stdout(),
+            stop: handle,
+            broken: false,
+        };
+        let mut runner = Runner::new(
+            options.files.clone(),
+            context.store.clone(),
+            Box::new(|| today_now().map_err(|e| format!("{e:#}"))),
+            Box::new(output),
+            reconciler,
+        );
+        watch::run(&options, &mut runner, stop).await?;
+        anyhow::Ok(ExitStatus::Success)
+    })
+}
+
+/// The apply step for `--apply`. Its place is ready for the apply engine
+/// (`crate::apply`): an adapter from `apply::apply` to [`Reconciler`]
+/// built from `args.apply_flags`, the credentials and the endpoint.
+fn reconciler(args: &WatchArgs) -> anyhow::Result<Option<Box<dyn Reconciler>>> {
+    if args.apply {
+        anyhow::bail!("watch --apply needs the apply engine, which this build lacks");
+    }
+    Ok(None)
+}
+
+/// SIGINT and SIGTERM (Ctrl-C elsewhere) fire `stop`. A second signal is
+/// only logged: in-flight purchases are being recorded, and cutting that
+/// short is what `kill -9` is for (the journal copes with it).
+fn listen_for_signals(stop: Arc<CancelHandle>) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        tokio::spawn(async move {
+            let mut received = 0;
+            loop {
+                let name = tokio::select! {
+                    _ = interrupt.recv() => "SIGINT",
+                    _ = terminate.recv() => "SIGTERM",
+                };
+                received += 1;
+                if received == 1 {
+                    tracing::info!(signal = name, "received {name}: stopping");
+                } else {
+                    tracing::warn!(
+                        signal = name,
+                        "received {name} again: still finishing the cycle in progress"
+                    );
+                }
+                stop.cancel();
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::spawn(async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                tracing::info!("received Ctrl-C: stopping");
+                stop.cancel();
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Prints each planned cycle on stdout.
+struct Printer {
+    json: bool,
+    color: bool,
+    /// A closed stdout (`oapkg watch | head`) ends the watch, as it ends
+    /// `oapkg plan`.
+    stop: Arc<CancelHandle>,
+    broken: bool,
+}
+
+impl Output for Printer {
+    fn plan(&mut self, cycle: &Start, plan: &Plan) {
+        if self.broken {
+            return;
+        }
+        let time = jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or_else(|_| jiff::Timestamp::now());
+        let trigger = watch::cycle::describe_trigger(cycle);
+        let text = if self.json {
+            let record = serde_json::json!({
+                "time": time.to_string(),
+                "cycle": cycle.id,
+                "trigger": cycle.trigger.as_str(),
+                "paths": cycle.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+                "plan": render::JsonPlan::from_plan(plan),
+            });
+            format!("{record}\n")
+        } else {
+            let body = render::text(plan, &render::TextOptions { color: self.color });
+            format!("=== cycle {} · {time} · {trigger} ===\n{body}\n", cycle.id)
+        };
+        match print(&text) {
+            Ok(()) => {}
+            Err(error) if is_broken_pipe(&error) => {
+                tracing::info!("stdout is closed: stopping");
+                self.broken = true;
+                self.stop.cancel();
+            }
+            // Logged, not fatal: the plan is also summed up in the log, and
+            // an apply step does not depend on it.
+            Err(error) => tracing::error!(error = %format!("{error:#}"), "cannot print the plan"),
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! `oapkg watch`: follow the manifest files and plan again (and with
+//! `--apply`, apply) whenever they change.
+//!
+//! This module owns the watching and the reconcile loop, and nothing of
+//! planning or applying: a cycle reads its inputs and makes its plan
+//! exactly as `oapkg plan` does, and applies through the
+//! [`Reconciler`] seam the CLI fills with the apply engine. It never prints
+//! (the CLI's [`Output`] does) and never holds the state lock between
+//! cycles (a plan-only watch never takes it at all).
+//!
+//! ```text
+//! notify events ─▶ source (filter) ─▶ schedule (debounce) ─▶ cycle ─▶ Output
+//!                                                              │
+//!                                     policy (skip / backoff) ─┤
+//!                                                              ▼
+//!                                                  Reconciler (apply engine)
+//! ```
+//!
+//! | module | owns | touches |
+//! |---|---|---|
+//! | [`paths`] | which directories to watch for the `-f` paths; which changed paths matter (manifests, not editor temp files) | the disk once, at start |
+//! | [`source`] | notify + notify-debouncer-full (native or `--poll`), turning events into [`source::Change`]s; re-watching replaced directories | the file watcher |
+//! | [`schedule`] | trailing-edge debounce, one cycle at a time with one more queued, `--interval`, retry wake-ups | nothing (instants passed in) |
+//! | [`policy`] | skip when the manifests' content hash and the state id are unchanged; refused applies parked, failed ones backed off | nothing |
+//! | [`cycle`] | one cycle: load → validate → plan → output (→ reconcile), logging each decision | the manifests and the state (read only) |
+//! | [`reconcile`] | the apply seam: [`Reconciler`], [`Reconciled`], [`Cancel`] | nothing |
+//!
+//! [`run`] ties them together: it watches, starts a cycle when the
+//! scheduler says so, keeps collecting changes while a cycle runs, and on a
+//! stop request lets the cycle in progress finish (its apply step sees the
+//! request through [`Cancel`]) and returns.
+
+pub mod cycle;
+pub mod paths;
+pub mod policy;
+pub mod reconcile;
+pub mod schedule;
+pub mod source;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+pub use cycle::{Output, Runner, Today};
+pub use reconcile::{BoxFuture, Cancel, CancelHandle, Reconciled, Reconciler};
+
+use paths::{Roots, RootsError};
+use schedule::Scheduler;
+use source::{Source, SourceError};
+
+/// How to watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// The `-f` paths (empty: `oapkg.yaml`).
+    pub files: Vec<PathBuf>,
+    /// Quiet time after the last change before a cycle starts.
+    pub debounce: Duration,
+    /// A cycle when none has run for this long.
+    pub interval: Option<Duration>,
+    /// Poll with this period instead of native file events.
+    pub poll: Option<Duration>,
+}
+
+/// Why watching could not start (or stopped by itself).
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error(transparent)]
+    Roots(#[from] RootsError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("the file watcher stopped unexpectedly")]
+    WatcherGone,
+}
+
+/// Watches and runs cycles until `stop` fires; then lets the cycle in
+/// progress finish and returns `Ok`. Fails only when watching cannot start.
+pub async fn run(
+    options: &WatchOptions,
+    runner: &mut Runner,
+    stop: Cancel,
+) -> Result<(), WatchError> {
+    let roots = Roots::resolve(&options.files)?;
+    let (tx, mut changes) = mpsc::unbounded_channel();
+    let mut source = Source::start(
+        roots,
+        options.debounce,
+        options.poll,
+        tx,
+        runner.change_counter(),
+    )?;
+    let dirs: Vec<String> = source
+        .dirs()
+        .map(|d| {
+            format!(
+                "{}{}",
+                d.path.display(),
+                if d.recursive { "/**" } else { "" }
+            )
+        })
+        .collect();
+    tracing::info!(
+        dirs = %dirs.join(", "),
+        mode = if options.poll.is_some() { "poll" } else { "native" },
+        debounce_ms = options.debounce.as_millis() as u64,
+        interval_secs = options.interval.map(|i| i.as_secs_f64()),
+        apply = runner.applies(),
+        "watching {}{}",
+        dirs.join(", "),
+        match options.poll {
+            Some(period) => format!(" (polling every {}s)", period.as_secs_f64()),
+            None => String::new(),
+        }
+    );
+
+    let mut scheduler = Scheduler::new(options.debounce, options.interval, Instant::now());
+    let mut stopping = stop.clone();
+    let mut open = true;
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        if let Some(start) = scheduler.start(Instant::now()) {
+            source.refresh();
+            let cycle = runner.run(&start, stop.clone());
+            tokio::pin!(cycle);
+            let mut told = false;
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut cycle => break outcome,
+                    change = changes.recv(), if open => match change {
+                        Some(change) => scheduler.on_change(change.at, Instant::now(), &change.paths),
+                        None => open = false,
+                    },
+                    () = stopping.cancelled(), if !told => {
+                        told = true;
+                        tracing::info!(cycle = start.id, "stop requested: finishing the cycle in progress");
+                    }
+                }
+            };
+            scheduler.finish(Instant::now(), outcome.retry_at);
+            continue;
+        }
+        if !open {
+            return Err(WatchError::WatcherGone);
+        }
+        let wake = scheduler
+            .next_wake()
+            .map_or_else(far_future, tokio::time::Instant::from_std);
+        tokio::select! {
+            change = changes.recv() => match change {
+                Some(change) => scheduler.on_change(change.at, Instant::now(), &change.paths),
+                None => open = false,
+            },
+            () = tokio::time::sleep_until(wake) => {}
+            () = stopping.cancelled() => break,
+        }
+    }
+    drop(source);
+    tracing::info!("stopped watching");
+    Ok(())
+}
+
+fn far_future() -> tokio::time::Instant {
+    // Far enough to mean "never", near enough not to overflow.
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+}
