@@ -1,5 +1,20 @@
 use clap::Parser;
+use oapkg::cli::Cli;
+use oapkg::exit::ExitStatus;
 
 fn main() -> std::process::ExitCode {
-    oapkg::cli::run(oapkg::cli::Cli::parse()).into()
+    match Cli::try_parse() {
+        Ok(cli) => oapkg::cli::run(cli).into(),
+        // `--help` and `--version` print and succeed; a usage error prints
+        // and exits 1 (clap's own 2 means "something to buy" in oapkg).
+        Err(error) => {
+            let _ = error.print();
+            if error.use_stderr() {
+                ExitStatus::Failure
+            } else {
+                ExitStatus::Success
+            }
+            .into()
+        }
+    }
 }

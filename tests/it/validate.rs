@@ -322,3 +322,18 @@ fn man_pages_and_completions_are_generated_from_the_cli() {
     assert!(dir.path().join("completions/oapkg.bash").is_file());
     assert!(written.len() > 10);
 }
+
+#[test]
+fn usage_errors_exit_1_not_2() {
+    // 2 means "something to buy" (SPEC); a typo in a flag must not look like it.
+    Env::new()
+        .run(&["plan", "--detailed-exitcod"])
+        .code(1)
+        .stderr_has("--detailed-exitcode");
+    Env::new().run(&["frobnicate"]).code(1);
+    Env::new().run(&["--help"]).code(0).stdout_has("plan");
+    Env::new()
+        .run(&["--version"])
+        .code(0)
+        .stdout_has(env!("CARGO_PKG_VERSION"));
+}
