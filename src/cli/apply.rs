@@ -230,6 +230,8 @@ fn confirm(requests: usize) -> anyhow::Result<()> {
 }
 
 /// The run on a runtime of its own, with SIGINT/SIGTERM asking it to stop.
+// One error per run: its size costs nothing worth boxing the variants for.
+#[allow(clippy::result_large_err)]
 fn run_apply(
     context: &Context,
     plan: &Plan,
