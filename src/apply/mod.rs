@@ -190,6 +190,15 @@ pub enum ApplyEvent<'a> {
         key: &'a Key,
         attempt: u32,
     },
+    /// Attempt `attempt` got its answer (or its lack of one): the request
+    /// is no longer in flight. Its result is recorded later
+    /// ([`ApplyEvent::PurchaseDone`]), unless a retry follows.
+    Answered {
+        change: &'a Change,
+        key: &'a Key,
+        attempt: u32,
+        outcome: &'a PurchaseOutcome,
+    },
     /// Attempt `attempt` got `outcome`, which allows a retry; the next one
     /// goes out after `delay`.
     Retrying {
@@ -275,7 +284,7 @@ pub enum StopReason {
     Cancelled,
     /// The journal could not be written, so no further purchase could be
     /// recorded safely.
-    Journal(StateError),
+    Journal(Arc<StateError>),
 }
 
 impl fmt::Display for StopReason {

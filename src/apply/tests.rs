@@ -125,6 +125,7 @@ impl Log {
         let line = match event {
             ApplyEvent::Started { requests, .. } => format!("started {requests}"),
             ApplyEvent::PurchaseSent { key, attempt, .. } => format!("sent {key} {attempt}"),
+            ApplyEvent::Answered { key, attempt, .. } => format!("answered {key} {attempt}"),
             ApplyEvent::Retrying { key, attempt, .. } => format!("retry {key} {attempt}"),
             ApplyEvent::PurchaseDone { key, .. } => format!("done {key}"),
             ApplyEvent::Stopping { in_flight, .. } => format!("stopping {in_flight}"),
@@ -514,7 +515,7 @@ async fn never_more_than_parallelism_in_flight() {
     for line in log.lines() {
         if line.starts_with("sent ") {
             in_flight += 1;
-        } else if line.starts_with("done ") {
+        } else if line.starts_with("answered ") {
             in_flight -= 1;
         }
         peak = peak.max(in_flight);
@@ -561,8 +562,10 @@ async fn an_unknown_outcome_is_retried_and_199_confirms_it() {
         vec![
             "started 1".to_owned(),
             format!("sent {key} 1"),
+            format!("answered {key} 1"),
             format!("retry {key} 1"),
             format!("sent {key} 2"),
+            format!("answered {key} 2"),
             format!("done {key}"),
         ]
     );

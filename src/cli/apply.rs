@@ -351,6 +351,14 @@ impl Progress {
             ApplyEvent::PurchaseSent { key, attempt, .. } => {
                 tracing::info!(%key, attempt, "purchase request sent");
             }
+            ApplyEvent::Answered {
+                key,
+                attempt,
+                outcome,
+                ..
+            } => {
+                tracing::trace!(%key, attempt, ?outcome, "purchase answered");
+            }
             ApplyEvent::Retrying {
                 change,
                 key,
