@@ -476,13 +476,20 @@ pub async fn apply(
         return Ok(report);
     }
 
-    let (lock, loaded) = {
+    // All of this reads (and may fold) the state file: off the async
+    // threads, and together, so the allocations of a large state stay on
+    // one blocking thread.
+    let (lock, loaded, journal) = {
         let store = store.clone();
         let command = options.command.clone();
         let timeout = options.lock_timeout;
-        blocking(move || store.lock_and_load(&command, timeout))
-            .await
-            .map_err(ApplyError::State)?
+        blocking(move || {
+            let (lock, loaded) = store.lock_and_load(&command, timeout)?;
+            let journal = store.journal(&lock)?;
+            Ok((lock, loaded, journal))
+        })
+        .await
+        .map_err(ApplyError::State)?
     };
     if !state_unmoved(&plan.state, &loaded, store.path()) {
         return Err(ApplyError::Stale(decide::stale_state(
@@ -493,7 +500,6 @@ pub async fn apply(
     if !options.skip_preflight {
         preflight(client, &selection.jobs, &options.retry, &cancel).await?;
     }
-    let journal = store.journal(&lock).map_err(ApplyError::State)?;
     let journal = Arc::new(Mutex::new(journal));
 
     let execution = if cancel.is_cancelled() {
