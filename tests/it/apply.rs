@@ -587,6 +587,67 @@ fn without_deduplication_faults_before_the_charge_never_cause_a_second_one() {
 }
 
 #[test]
+fn an_unconfirmed_package_is_left_alone_until_resent_and_199_confirms_it() {
+    let env = Env::new();
+    let all = pkgs(8301, 2);
+    write_manifest(&env, &all);
+    // Every request for 8301 is charged, then never answered.
+    let sim = start(
+        account(&all)
+            .hang_limit(Duration::from_secs(5))
+            .fault(FaultRule::for_oaid(
+                "8301",
+                Fault::Hang {
+                    stage: Stage::AfterCommit,
+                },
+            )),
+    );
+    let first = apply(&env, &sim, &["--timeout", "0.3"]);
+    first
+        .code(1)
+        .stdout_has("+ purchase 8301@2027-01-01: unconfirmed (no definite answer:")
+        .stdout_has("oapkg state confirm KEY")
+        .stdout_has("--retry-unconfirmed");
+    assert_eq!(
+        last_line(&first),
+        "Apply complete: 1 purchased, 0 failed, 1 unconfirmed."
+    );
+    let charged = sim.ledger();
+    assert_eq!(charged.len(), 2, "one charge each (the retries got 199)");
+    assert_eq!(recorded(&env)["8301@2027-01-01"]["status"], "unconfirmed");
+
+    // Left alone: nothing is sent, and the run says it is not done.
+    sim.clear_faults();
+    let requests = sim.requests().len();
+    let second = apply(&env, &sim, &[]);
+    second
+        .code(1)
+        .stdout_has("Plan: 0 to purchase, 0 to replace, 1 unconfirmed")
+        .stdout_has("\n  ? 8301@2027-01-01\n");
+    assert_eq!(
+        last_line(&second),
+        "Apply complete: 0 purchased, 0 failed, 1 unconfirmed."
+    );
+    assert_eq!(sim.requests().len(), requests);
+
+    // Resent: eSMS has it, answers 199, and it is recorded with its id.
+    let third = apply(&env, &sim, &["--retry-unconfirmed"]);
+    third
+        .code(0)
+        .stdout_has("? unconfirmed 8301@2027-01-01: submitted")
+        .stdout_has("(code 199:");
+    assert_eq!(sim.ledger().len(), 2, "no second charge");
+    let record = &recorded(&env)["8301@2027-01-01"];
+    assert_eq!(record["status"], "submitted");
+    let charge = charged.iter().find(|c| c.oaid == "8301").unwrap();
+    assert_eq!(
+        record["service_preview_id"],
+        charge.service_preview_id.as_str()
+    );
+    env.run(&["plan"]).stdout_has("No changes.");
+}
+
+#[test]
 fn sigint_stops_sending_and_records_what_was_in_flight() {
     let env = Env::new();
     let all = pkgs(9001, 6);
