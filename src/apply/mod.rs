@@ -10,11 +10,11 @@
 //! [`ApplyReport`]), reads no flags and no environment, and never decides
 //! *what* to buy: that is the plan's.
 //!
-//! - [`decide`] (crate-private): the pure part: guards, the stale-state check,
+//! - `decide.rs` (crate-private): the pure part: guards, the stale-state check,
 //!   the pre-flight comparison, the retry and settlement rules. No IO.
-//! - [`executor`] (crate-private): the async part: the pool of requests in
+//! - `executor.rs` (crate-private): the async part: the pool of requests in
 //!   flight, backoff sleeps, journal writes, cancellation.
-//! - [`cancel`]: [`Canceller`] / [`CancelSignal`], how a caller asks a run to
+//! - `cancel.rs`: [`Canceller`] / [`CancelSignal`], how a caller asks a run to
 //!   stop (the CLI on SIGINT/SIGTERM, `watch` on shutdown).
 //!
 //! # Using it
@@ -57,10 +57,14 @@
 //!    hold refuse the run, naming them ([`ApplyError::Preflight`]).
 //! 5. **Requests**: at most [`ApplyOptions::parallelism`] in flight, in key
 //!    order, never two for one key (each key's attempts run one after the
-//!    other in one task). For each package: the intent is appended to the
+//!    other in one future). For each package: the intent is appended to the
 //!    journal and fsync'd *before* the first request is sent; the final
 //!    answer is appended and fsync'd *before* the package counts as done
-//!    (before its [`ApplyEvent::PurchaseDone`]).
+//!    (before its [`ApplyEvent::PurchaseDone`]). A package holds its place
+//!    among the `parallelism` from its intent to its last answer; recording
+//!    that answer overlaps the next package's request. Journal lines that
+//!    wait at the same moment are written with one fsync (group commit,
+//!    [`Journal::record_batch`](crate::state::Journal::record_batch)).
 //! 6. **Fold**: if anything was journaled, the state file is rewritten with
 //!    the journal folded in ([`StateStore::write`]), then the lock is
 //!    released. If that write fails the purchases are still in the journal
