@@ -857,6 +857,8 @@ async fn with_a_high_fault_rate_repeated_runs_converge_without_double_charges() 
             .unwrap();
     }
     assert!(converged);
+    let faults = sim.requests().iter().filter(|r| r.fault.is_some()).count();
+    assert!(faults >= 10, "only {faults} faults");
     let mut charges: HashMap<(String, String), usize> = HashMap::new();
     for c in sim.ledger() {
         *charges.entry((c.oaid, c.dateactive)).or_default() += 1;
