@@ -21,10 +21,15 @@ use std::time::Duration;
 use clap::Parser;
 use oapkg::esms::sim::{self, Fault, FaultRule, SimConfig, Simulator};
 
-/// OAIDs registered when no --oaid is given: the two from ESMS_API.md.
-const SAMPLE_OAS: [(&str, &str); 2] = [
+/// OAIDs registered when no --oaid is given: the two from ESMS_API.md and
+/// the other OAs of `examples/oapkg.yaml`, so the bundled example applies
+/// as it is.
+const SAMPLE_OAS: [(&str, &str); 5] = [
     ("4097311281936189049", "SVoucher"),
     ("745830328927467685", "Sample OA"),
+    ("1862271839408756113", "SVoucher Hanoi"),
+    ("3310089422715563390", "SVoucher Da Nang"),
+    ("5520017735810466321", "SMember pilot"),
 ];
 
 #[derive(Debug, Parser)]
@@ -40,7 +45,8 @@ struct Args {
     #[arg(long, default_value = sim::DEFAULT_SECRET_KEY)]
     secret_key: String,
     /// An OA registered to the account, `OAID` or `OAID=NAME`; repeatable.
-    /// Without any, the two sample OAIDs of ESMS_API.md are registered.
+    /// Without any, the OAIDs of ESMS_API.md and examples/oapkg.yaml are
+    /// registered.
     /// Purchases for other OAIDs get code 799.
     #[arg(long = "oaid", value_name = "OAID[=NAME]")]
     oaids: Vec<String>,

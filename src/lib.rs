@@ -1,5 +1,6 @@
 //! oapkg: declarative, exactly-once purchasing of Zalo OA packages via eSMS.
 
+pub mod apply;
 pub mod cli;
 pub mod esms;
 pub mod exit;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod apply;
 mod context;
 pub mod docs;
 mod expiring;
@@ -104,6 +105,8 @@ pub enum Command {
     Validate,
     /// Show which purchases the manifests need (no network, no credentials)
     Plan(plan::PlanArgs),
+    /// Buy what the plan lists, exactly once (shows the plan and asks first)
+    Apply(apply::ApplyArgs),
     /// Inspect or edit the state file
     #[command(subcommand)]
     State(state::StateCommand),
@@ -135,6 +138,7 @@ pub fn run(cli: Cli) -> ExitStatus {
     let result = match cli.command {
         Command::Validate => validate::run(&context),
         Command::Plan(args) => plan::run(&context, &args),
+        Command::Apply(args) => apply::run(&context, &args),
         Command::State(command) => state::run(&context, command),
         Command::Expiring(args) => expiring::run(&context, &args),
         Command::Watch(args) => watch::run(&context, &args),

@@ -11,21 +11,40 @@
 //! `--log-format json`. So with `--log-format json` every line the process
 //! writes, on either stream, is a JSON object.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 
+use super::apply::ApplyFlags;
 use super::context::{print, today_now};
 use super::{Context, LogFormat, is_broken_pipe};
+use crate::apply::{self, ApplyError, ApplyEvent, ApplyOptions, StopReason};
+use crate::esms::Client;
 use crate::exit::ExitStatus;
 use crate::plan::{Plan, render};
+use crate::state::StateStore;
 use crate::watch::schedule::Start;
-use crate::watch::{self, Cancel, CancelHandle, Output, Reconciler, Runner, WatchOptions};
+use crate::watch::{
+    self, BoxFuture, CancelSignal, Canceller, Output, Reconciled, Reconciler, Runner, WatchOptions,
+    cancel_pair,
+};
 
 #[derive(Debug, Args)]
+// `apply`'s flags mean nothing without `--apply`: say so instead of ignoring
+// them. Not `--endpoint`: a plan-only service's environment may set
+// ESMS_ENDPOINT.
+#[command(
+    mut_arg("parallelism", |a| a.requires("apply")),
+    mut_arg("max_purchases", |a| a.requires("apply")),
+    mut_arg("allow_replace", |a| a.requires("apply")),
+    mut_arg("retry_unconfirmed", |a| a.requires("apply")),
+    mut_arg("skip_preflight", |a| a.requires("apply")),
+    mut_arg("timeout", |a| a.requires("apply")),
+    mut_arg("connect_timeout", |a| a.requires("apply")),
+    mut_arg("credentials", |a| a.requires("apply"))
+)]
 pub struct WatchArgs {
     /// Apply each new plan without asking (the guards of `apply` hold for
     /// every cycle)
@@ -50,44 +69,6 @@ pub struct WatchArgs {
     pub apply_flags: ApplyFlags,
 }
 
-/// `oapkg apply`'s flags, used by `--apply` cycles.
-#[derive(Debug, Args)]
-pub struct ApplyFlags {
-    /// Purchase requests in flight at once
-    #[arg(long, value_name = "N", default_value_t = 4, requires = "apply")]
-    pub parallelism: usize,
-
-    /// Refuse a cycle that would buy more than N packages
-    #[arg(long, value_name = "N", default_value_t = 20, requires = "apply")]
-    pub max_purchases: usize,
-
-    /// Allow `replace` (buying a package again with a new spec)
-    #[arg(long, requires = "apply")]
-    pub allow_replace: bool,
-
-    /// Resend `unconfirmed` purchases (199 confirms them)
-    #[arg(long, requires = "apply")]
-    pub retry_unconfirmed: bool,
-
-    /// Do not check the OAIDs against the account before buying
-    #[arg(long, requires = "apply")]
-    pub skip_preflight: bool,
-
-    /// eSMS base URL (default: production)
-    // No `requires`: a service's environment may set ESMS_ENDPOINT for a
-    // plan-only watch too.
-    #[arg(long, value_name = "URL", env = "ESMS_ENDPOINT")]
-    pub endpoint: Option<String>,
-
-    /// Time allowed for one eSMS request
-    #[arg(long, value_name = "SECS", value_parser = parse_secs, requires = "apply")]
-    pub timeout: Option<Duration>,
-
-    /// File with ESMS_API_KEY=… and ESMS_SECRET_KEY=… lines (mode 600)
-    #[arg(long, value_name = "FILE", requires = "apply")]
-    pub credentials: Option<PathBuf>,
-}
-
 fn parse_secs(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
         .parse()
@@ -103,7 +84,7 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
     // Fail before watching anything: a date that cannot be read would fail
     // every cycle.
     context.today()?;
-    let reconciler = reconciler(args)?;
+    let reconciler = reconciler(context, args)?;
     let options = WatchOptions {
         files: context.global.files.clone(),
         debounce: Duration::from_millis(args.debounce),
@@ -117,7 +98,7 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let (handle, stop) = Cancel::new();
+        let (handle, stop) = cancel_pair();
         let handle = Arc::new(handle);
         listen_for_signals(handle.clone())?;
         let output = Printer {
@@ -138,20 +119,90 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
     })
 }
 
-/// The apply step for `--apply`. Its place is ready for the apply engine
-/// (`crate::apply`): an adapter from `apply::apply` to [`Reconciler`]
-/// built from `args.apply_flags`, the credentials and the endpoint.
-fn reconciler(args: &WatchArgs) -> anyhow::Result<Option<Box<dyn Reconciler>>> {
-    if args.apply {
-        anyhow::bail!("watch --apply needs the apply engine, which this build lacks");
+/// The apply step for `--apply`: the apply engine of `oapkg apply`, with
+/// its guards, pre-flight, journal and lock, run on each plan that buys
+/// something. Built before watching starts, so missing credentials or a
+/// refused endpoint stop the service at once instead of at the first change.
+fn reconciler(context: &Context, args: &WatchArgs) -> anyhow::Result<Option<Box<dyn Reconciler>>> {
+    if !args.apply {
+        return Ok(None);
     }
-    Ok(None)
+    Ok(Some(Box::new(ApplyReconciler {
+        store: context.store.clone(),
+        client: super::apply::client(&args.apply_flags)?,
+        options: super::apply::options(context, &args.apply_flags, "oapkg watch --apply")?,
+    })))
+}
+
+struct ApplyReconciler {
+    store: StateStore,
+    client: Client,
+    options: ApplyOptions,
+}
+
+impl Reconciler for ApplyReconciler {
+    fn reconcile<'a>(
+        &'a mut self,
+        _cycle: u64,
+        plan: &'a Plan,
+        cancel: CancelSignal,
+    ) -> BoxFuture<'a, Reconciled> {
+        Box::pin(async move {
+            // One log line per finished purchase, inside the cycle's span.
+            let on_event = |event: ApplyEvent| {
+                if let ApplyEvent::PurchaseDone {
+                    change,
+                    key,
+                    result,
+                } = event
+                {
+                    let line = super::apply::done_line(change.action, key.as_str(), result, false);
+                    tracing::info!(
+                        key = key.as_str(),
+                        submitted = result.is_submitted(),
+                        "{line}"
+                    );
+                }
+            };
+            match apply::apply(
+                plan,
+                &self.store,
+                &self.client,
+                &self.options,
+                &on_event,
+                cancel,
+            )
+            .await
+            {
+                Ok(report) if report.succeeded() => Reconciled::Done {
+                    report: report.summary_line(),
+                },
+                Ok(report) if matches!(report.stopped, Some(StopReason::Cancelled)) => {
+                    Reconciled::Cancelled {
+                        report: report.summary_line(),
+                    }
+                }
+                Ok(report) => Reconciled::Failed {
+                    reason: match &report.stopped {
+                        Some(stop) => format!("{} (stopped: {stop})", report.summary_line()),
+                        None => report.summary_line(),
+                    },
+                },
+                Err(ApplyError::Refused(refusal)) => Reconciled::Refused {
+                    reason: refusal.to_string(),
+                },
+                Err(error) => Reconciled::Failed {
+                    reason: format!("{:#}", anyhow::Error::from(error)),
+                },
+            }
+        })
+    }
 }
 
 /// SIGINT and SIGTERM (Ctrl-C elsewhere) fire `stop`. A second signal is
 /// only logged: in-flight purchases are being recorded, and cutting that
 /// short is what `kill -9` is for (the journal copes with it).
-fn listen_for_signals(stop: Arc<CancelHandle>) -> anyhow::Result<()> {
+fn listen_for_signals(stop: Arc<Canceller>) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -195,7 +246,7 @@ struct Printer {
     color: bool,
     /// A closed stdout (`oapkg watch | head`) ends the watch, as it ends
     /// `oapkg plan`.
-    stop: Arc<CancelHandle>,
+    stop: Arc<Canceller>,
     broken: bool,
 }
 

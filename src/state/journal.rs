@@ -22,8 +22,12 @@
 //! ```
 //!
 //! A line counts only when it ends with `\n` and its checksum matches. Only
-//! the last line can be torn (each append is fsync'd before the next starts),
-//! so a bad last line is ignored and a bad line anywhere else is corruption.
+//! the last line can be torn (each append, of one line or of a batch of
+//! lines written at once, is fsync'd before the next starts), so a bad last
+//! line is ignored and a bad line anywhere else is corruption. A crash in
+//! the middle of a batch may leave its first lines complete: none of them
+//! was acknowledged, so an intent among them was never acted on and reads
+//! as `unconfirmed` (safe), and an outcome among them is true.
 //!
 //! # Generations
 //!
@@ -116,23 +120,12 @@ impl Journal {
         name: Option<&str>,
         at: Timestamp,
     ) -> Result<(), StateError> {
-        if spec.key() != *key {
-            return Err(StateError::InvalidRecord {
-                path: self.lock.state_path.clone(),
-                key: key.clone(),
-                problem: format!("the intent's spec is for {}", spec.key()),
-            });
-        }
-        let event = Event::Intent {
+        self.record_batch(&[JournalEntry::Intent {
+            key: key.clone(),
             spec: spec.clone(),
             name: name.map(str::to_owned),
             at,
-        };
-        let path = self.path();
-        let mut slot = self.lock.slot()?;
-        slot.append(&path, key, &event)?;
-        slot.pending.insert(key.clone());
-        Ok(())
+        }])
     }
 
     /// Records how the purchase of `key` ended. Durable when it returns `Ok`:
@@ -142,18 +135,84 @@ impl Journal {
         key: &Key,
         outcome: &JournalOutcome,
     ) -> Result<(), StateError> {
+        self.record_batch(&[JournalEntry::Outcome {
+            key: key.clone(),
+            outcome: outcome.clone(),
+        }])
+    }
+
+    /// Records several events, in order, with one write and one fsync
+    /// (group commit: the cost of an fsync is shared by everything that was
+    /// waiting for one). All of them are durable when it returns `Ok`; on
+    /// `Err` none of them counts (a partly written batch is cut off, or the
+    /// journal refuses further use), so no request may be sent on the
+    /// strength of an intent in it.
+    ///
+    /// Each entry is checked as [`record_intent`](Self::record_intent) and
+    /// [`record_outcome`](Self::record_outcome) check it (an outcome may
+    /// follow its intent within the batch); one bad entry refuses the batch.
+    pub fn record_batch(&mut self, entries: &[JournalEntry]) -> Result<(), StateError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         let path = self.path();
         let mut slot = self.lock.slot()?;
-        if !slot.pending.contains(key) {
-            return Err(StateError::OutcomeWithoutIntent {
-                path,
-                key: key.clone(),
-            });
+        let mut pending = slot.pending.clone();
+        let mut events = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match entry {
+                JournalEntry::Intent {
+                    key,
+                    spec,
+                    name,
+                    at,
+                } => {
+                    if spec.key() != *key {
+                        return Err(StateError::InvalidRecord {
+                            path: self.lock.state_path.clone(),
+                            key: key.clone(),
+                            problem: format!("the intent's spec is for {}", spec.key()),
+                        });
+                    }
+                    pending.insert(key.clone());
+                    events.push((
+                        key,
+                        Event::Intent {
+                            spec: spec.clone(),
+                            name: name.clone(),
+                            at: *at,
+                        },
+                    ));
+                }
+                JournalEntry::Outcome { key, outcome } => {
+                    if !pending.remove(key) {
+                        return Err(StateError::OutcomeWithoutIntent {
+                            path,
+                            key: key.clone(),
+                        });
+                    }
+                    events.push((key, Event::Outcome(outcome.clone())));
+                }
+            }
         }
-        slot.append(&path, key, &Event::Outcome(outcome.clone()))?;
-        slot.pending.remove(key);
+        slot.append(&path, &events)?;
+        slot.pending = pending;
         Ok(())
     }
+}
+
+/// One event for [`Journal::record_batch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JournalEntry {
+    /// A purchase of `spec` under `key` is about to be sent.
+    Intent {
+        key: Key,
+        spec: Spec,
+        name: Option<String>,
+        at: Timestamp,
+    },
+    /// How the purchase of `key` ended.
+    Outcome { key: Key, outcome: JournalOutcome },
 }
 
 /// Which state file a journal line applies on top of.
@@ -188,7 +247,8 @@ impl JournalSlot {
         self.len = 0;
     }
 
-    fn append(&mut self, path: &Path, key: &Key, event: &Event) -> Result<(), StateError> {
+    /// Appends the lines of `events` with one write and one fsync.
+    fn append(&mut self, path: &Path, events: &[(&Key, Event)]) -> Result<(), StateError> {
         if self.broken {
             return Err(StateError::JournalBroken {
                 path: path.to_owned(),
@@ -200,7 +260,10 @@ impl JournalSlot {
             .ok_or_else(|| StateError::JournalBroken {
                 path: path.to_owned(),
             })?;
-        let line = encode_line(path, &generation, key, event)?;
+        let mut line = Vec::new();
+        for (key, event) in events {
+            line.extend_from_slice(&encode_line(path, &generation, key, event)?);
+        }
         if self.file.is_none() {
             let (file, len) = open_for_append(path)?;
             self.file = Some(file);

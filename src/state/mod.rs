@@ -41,7 +41,7 @@ pub mod lock;
 pub mod store;
 
 pub use error::StateError;
-pub use journal::{Journal, JournalOutcome};
+pub use journal::{Journal, JournalEntry, JournalOutcome};
 pub use lock::{LockHolder, StateLock, UnlockOutcome};
 pub use store::{Loaded, StateStore};
 

@@ -25,7 +25,7 @@ use tracing::Instrument as _;
 use super::policy::{
     self, ApplyStep, Backoff, Decision, Fingerprint, Gate, Retries, Skip, Verdict,
 };
-use super::reconcile::{Cancel, Reconciled, Reconciler};
+use super::reconcile::{CancelSignal, Reconciled, Reconciler};
 use super::schedule::{Start, Trigger};
 use crate::manifest::{self, DesiredSet, ManifestError};
 use crate::plan::Plan;
@@ -149,7 +149,7 @@ impl Runner {
 
     /// Runs one cycle. `cancel` is the stop request: an apply step in
     /// progress finishes what is in flight, one not yet started is skipped.
-    pub async fn run(&mut self, start: &Start, cancel: Cancel) -> Outcome {
+    pub async fn run(&mut self, start: &Start, cancel: CancelSignal) -> Outcome {
         let span = tracing::info_span!("watch", cycle = start.id);
         let ran = self.cycle(start, cancel).instrument(span).await;
         let now = Instant::now();
@@ -168,7 +168,7 @@ impl Runner {
         (*ran == Ran::Unreadable).then(|| now + self.backoff.delay(self.input_failures))
     }
 
-    async fn cycle(&mut self, start: &Start, cancel: Cancel) -> Ran {
+    async fn cycle(&mut self, start: &Start, cancel: CancelSignal) -> Ran {
         let cycle = start.id;
         let trigger = start.trigger.as_str();
         let paths = describe_paths(start);
@@ -270,7 +270,7 @@ impl Runner {
         fingerprint: &Fingerprint,
         changes_at_start: u64,
         today: Date,
-        cancel: Cancel,
+        cancel: CancelSignal,
     ) -> Applied {
         let manifest_hash = fingerprint.manifest_hash.as_str();
         if cancel.is_cancelled() {
@@ -559,7 +559,7 @@ mod tests {
             &'a mut self,
             cycle: u64,
             _plan: &'a Plan,
-            _cancel: Cancel,
+            _cancel: CancelSignal,
         ) -> BoxFuture<'a, Reconciled> {
             self.calls.lock().unwrap().push(cycle);
             let answer = self.answers.remove(0);
@@ -611,7 +611,7 @@ mod tests {
                 paths: Vec::new(),
                 path_count: 0,
             };
-            self.runner.run(&start, Cancel::never()).await
+            self.runner.run(&start, CancelSignal::never()).await
         }
 
         fn write(&self, text: &str) {
@@ -774,7 +774,7 @@ mod tests {
     #[tokio::test]
     async fn a_stop_before_the_apply_step_buys_nothing() {
         let mut s = setup(Some(Vec::new()));
-        let (handle, cancel) = Cancel::new();
+        let (handle, cancel) = crate::watch::cancel_pair();
         handle.cancel();
         let start = Start {
             id: 1,

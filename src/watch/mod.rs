@@ -23,12 +23,12 @@
 //! | [`schedule`] | trailing-edge debounce, one cycle at a time with one more queued, `--interval`, retry wake-ups | nothing (instants passed in) |
 //! | [`policy`] | skip when the manifests' content hash and the state id are unchanged; refused applies parked, failed ones backed off | nothing |
 //! | [`cycle`] | one cycle: load → validate → plan → output (→ reconcile), logging each decision | the manifests and the state (read only) |
-//! | [`reconcile`] | the apply seam: [`Reconciler`], [`Reconciled`], [`Cancel`] | nothing |
+//! | [`reconcile`] | the apply seam: [`Reconciler`], [`Reconciled`], [`CancelSignal`] | nothing |
 //!
 //! [`run`] ties them together: it watches, starts a cycle when the
 //! scheduler says so, keeps collecting changes while a cycle runs, and on a
 //! stop request lets the cycle in progress finish (its apply step sees the
-//! request through [`Cancel`]) and returns.
+//! request through [`CancelSignal`]) and returns.
 
 pub mod cycle;
 pub mod paths;
@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 pub use cycle::{Output, Runner, Today};
-pub use reconcile::{BoxFuture, Cancel, CancelHandle, Reconciled, Reconciler};
+pub use reconcile::{BoxFuture, CancelSignal, Canceller, Reconciled, Reconciler, cancel_pair};
 
 use paths::{Roots, RootsError};
 use schedule::Scheduler;
@@ -78,7 +78,7 @@ pub enum WatchError {
 pub async fn run(
     options: &WatchOptions,
     runner: &mut Runner,
-    stop: Cancel,
+    stop: CancelSignal,
 ) -> Result<(), WatchError> {
     let roots = Roots::resolve(&options.files)?;
     let (tx, mut changes) = mpsc::unbounded_channel();
@@ -114,7 +114,7 @@ pub async fn run(
     );
 
     let mut scheduler = Scheduler::new(options.debounce, options.interval, Instant::now());
-    let mut stopping = stop.clone();
+    let stopping = stop.clone();
     let mut open = true;
     loop {
         if stop.is_cancelled() {

@@ -13,8 +13,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use tokio::sync::watch;
-
+pub use crate::apply::{CancelSignal, Canceller, cancel_pair};
 use crate::plan::Plan;
 
 /// A boxed future, so that [`Reconciler`] can be a trait object.
@@ -29,7 +28,7 @@ pub trait Reconciler: Send {
         &'a mut self,
         cycle: u64,
         plan: &'a Plan,
-        cancel: Cancel,
+        cancel: CancelSignal,
     ) -> BoxFuture<'a, Reconciled>;
 }
 
@@ -49,68 +48,4 @@ pub enum Reconciled {
     Failed { reason: String },
     /// Stopped by `cancel`; everything in flight was recorded.
     Cancelled { report: String },
-}
-
-/// The receiving end of a stop request: cheap to clone, checked or awaited.
-#[derive(Clone, Debug)]
-pub struct Cancel(watch::Receiver<bool>);
-
-/// The sending end of a stop request.
-#[derive(Debug)]
-pub struct CancelHandle(watch::Sender<bool>);
-
-impl Cancel {
-    /// A pair: the handle fires, every clone of the [`Cancel`] sees it.
-    pub fn new() -> (CancelHandle, Cancel) {
-        let (tx, rx) = watch::channel(false);
-        (CancelHandle(tx), Cancel(rx))
-    }
-
-    /// A cancel that never fires.
-    pub fn never() -> Cancel {
-        let (tx, rx) = watch::channel(false);
-        // Dropping the sender does not fire it: `is_cancelled` stays false
-        // and `cancelled` never resolves.
-        drop(tx);
-        Cancel(rx)
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Resolves once cancelled; never, if the handle is dropped unfired.
-    pub async fn cancelled(&mut self) {
-        if self.0.wait_for(|stop| *stop).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-impl CancelHandle {
-    pub fn cancel(&self) {
-        self.0.send_replace(true);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn cancel_reaches_every_clone_and_never_never_fires() {
-        let (handle, cancel) = Cancel::new();
-        let mut other = cancel.clone();
-        assert!(!cancel.is_cancelled());
-        let waiter = tokio::spawn(async move { other.cancelled().await });
-        handle.cancel();
-        waiter.await.unwrap();
-        assert!(cancel.is_cancelled());
-
-        let mut never = Cancel::never();
-        assert!(!never.is_cancelled());
-        let waited =
-            tokio::time::timeout(std::time::Duration::from_millis(20), never.cancelled()).await;
-        assert!(waited.is_err());
-    }
 }

@@ -1,6 +1,7 @@
 //! The integration tests: one binary driving the real `oapkg` executable in
 //! temporary directories (STYLE.md habit 9).
 
+mod apply;
 mod expiring;
 mod hostile;
 mod plan;
@@ -8,3 +9,4 @@ mod state;
 mod support;
 mod validate;
 mod watch;
+mod watch_apply;

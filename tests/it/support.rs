@@ -53,7 +53,8 @@ impl Env {
             .env_remove("RUST_LOG")
             .env_remove("ESMS_API_KEY")
             .env_remove("ESMS_SECRET_KEY")
-            .env_remove("ESMS_ENDPOINT");
+            .env_remove("ESMS_ENDPOINT")
+            .env_remove("OAPKG_RETRY_MIN_DELAY_MS");
         cmd
     }
 

@@ -586,15 +586,16 @@ fn text_output_has_a_header_per_cycle_and_the_plan() {
 }
 
 #[test]
-fn apply_is_refused_at_start_until_the_engine_exists() {
+fn apply_needs_credentials_at_start_and_apply_flags_need_apply() {
     let env = Env::new();
     env.file("oapkg.yaml", doc(&[pkg(1001, 12)]));
+    // Missing credentials stop the service at once, not at the first change.
     env.run(&["watch", "--apply"])
         .code(1)
-        .stderr_has("watch --apply needs the apply engine, which this build lacks");
+        .stderr_has("ESMS_API_KEY");
     // Apply's flags mean nothing without --apply.
     let run = env.run(&["watch", "--max-purchases", "5"]);
-    assert_ne!(run.code, 0);
+    assert_eq!(run.code, 1, "a usage error: {}", run.stderr);
     assert!(run.stderr.contains("--apply"), "{}", run.stderr);
 }
 

@@ -276,6 +276,10 @@ impl Engine {
         self.injected.push(rule);
     }
 
+    pub(super) fn set_dedupe(&mut self, dedupe: bool) {
+        self.account.dedupe = dedupe;
+    }
+
     pub(super) fn clear_faults(&mut self) {
         self.injected.clear();
         self.account.rules.clear();

@@ -353,6 +353,23 @@ impl SimControl {
     pub fn clear_faults(&self) {
         self.shared.engine().clear_faults();
     }
+
+    /// Turns deduplication on or off from now on (see
+    /// [`SimConfig::dedupe`]); earlier charges stay in the ledger and count
+    /// as "earlier" for a later identical request.
+    pub fn set_dedupe(&self, dedupe: bool) {
+        self.shared.engine().set_dedupe(dedupe);
+    }
+
+    /// Whether every request received so far has been answered (or
+    /// dropped): nothing is still being processed that could charge.
+    pub fn idle(&self) -> bool {
+        self.shared
+            .engine()
+            .requests()
+            .iter()
+            .all(|r| r.answer.is_some())
+    }
 }
 
 /// A simulator running on the caller's tokio runtime. Dropping it starts a

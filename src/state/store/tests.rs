@@ -489,6 +489,78 @@ fn an_outcome_needs_an_intent_first() {
 }
 
 #[test]
+fn a_batch_is_recorded_whole_or_not_at_all() {
+    use crate::state::JournalEntry;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    let lock = store.lock("oapkg apply", NOW).unwrap();
+    let mut journal = store.journal(&lock).unwrap();
+    let (a, b, c) = (spec("1"), spec("2"), spec("3"));
+    let intent = |s: &Spec| JournalEntry::Intent {
+        key: s.key(),
+        spec: s.clone(),
+        name: None,
+        at: at("2026-11-26T10:00:00Z"),
+    };
+    let outcome = |s: &Spec| JournalOutcome::Submitted {
+        service_preview_id: Some(s.oaid.to_string()),
+        result_code: "100".to_owned(),
+        result_message: "Success".to_owned(),
+    };
+    // An outcome may follow its intent in the same batch.
+    journal
+        .record_batch(&[
+            intent(&a),
+            intent(&b),
+            JournalEntry::Outcome {
+                key: a.key(),
+                outcome: outcome(&a),
+            },
+        ])
+        .unwrap();
+    let lines = fs::read_to_string(store.journal_path()).unwrap();
+    assert_eq!(lines.lines().count(), 3);
+    // One bad entry refuses the whole batch: nothing of it is written.
+    for bad in [
+        JournalEntry::Outcome {
+            key: c.key(),
+            outcome: outcome(&c),
+        },
+        JournalEntry::Intent {
+            key: c.key(),
+            spec: a.clone(),
+            name: None,
+            at: at("2026-11-26T10:00:00Z"),
+        },
+    ] {
+        let err = journal
+            .record_batch(&[
+                JournalEntry::Outcome {
+                    key: b.key(),
+                    outcome: outcome(&b),
+                },
+                bad,
+            ])
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StateError::OutcomeWithoutIntent { .. } | StateError::InvalidRecord { .. }
+            ),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(store.journal_path()).unwrap(), lines);
+    }
+    // `b` is still open: its outcome can be recorded now, and not twice.
+    journal.record_outcome(&b.key(), &outcome(&b)).unwrap();
+    assert!(journal.record_outcome(&b.key(), &outcome(&b)).is_err());
+    let loaded = store.load().unwrap().state.packages;
+    assert_eq!(loaded[&a.key()].status, Status::Submitted);
+    assert_eq!(loaded[&b.key()].service_preview_id.as_deref(), Some("2"));
+    assert!(!loaded.contains_key(&c.key()));
+}
+
+#[test]
 fn a_torn_last_line_is_ignored_and_a_damaged_middle_line_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir);

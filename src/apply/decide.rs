@@ -1,0 +1,385 @@
+//! The pure decisions of a run: which changes become requests (and whether
+//! the guards allow them), whether the state moved since the plan, which
+//! OAs the account lacks, whether an answer is retried, and what a finished
+//! package is recorded as. No IO, no clock, no randomness (backoff jitter is
+//! drawn by `backon` where the delays are consumed).
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+
+use super::{ApplyOptions, GuardRefusal, PackageResult, RetryPolicy};
+use crate::esms::{AccountOa, PurchaseOutcome};
+use crate::plan::saved::{Moved, StalePlan};
+use crate::plan::{Action, Change, Plan};
+use crate::spec::Spec;
+use crate::state::{JournalOutcome, Loaded, StateId, Status, file};
+
+/// How many purchase requests a plan means, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub purchase: usize,
+    pub replace: usize,
+    /// `unconfirmed` packages that will be resent (`--retry-unconfirmed`).
+    pub retry_unconfirmed: usize,
+    /// `unconfirmed` packages left alone (no `--retry-unconfirmed`).
+    pub left_unconfirmed: usize,
+}
+
+impl Counts {
+    /// Purchase requests the run sends (one per package; retries of one
+    /// package within the run are not counted again).
+    pub fn requests(&self) -> usize {
+        self.purchase + self.replace + self.retry_unconfirmed
+    }
+
+    /// `3 purchase, 1 replace, 2 unconfirmed resent`, the non-zero parts.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = [
+            (self.purchase, "purchase"),
+            (self.replace, "replace"),
+            (self.retry_unconfirmed, "unconfirmed resent"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        if parts.is_empty() {
+            "none".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+impl fmt::Display for Counts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// One package to send: the change it carries out and exactly what is sent.
+#[derive(Clone, Debug)]
+pub(crate) struct Job<'p> {
+    pub change: &'p Change,
+    pub spec: Spec,
+    pub name: Option<String>,
+    /// For a resent unconfirmed package, when it was first sent (kept as
+    /// its `submitted_at`).
+    pub first_sent: Option<jiff::Timestamp>,
+}
+
+/// The plan split into what is sent and what is left alone.
+#[derive(Debug)]
+pub(crate) struct Selection<'p> {
+    /// In key order.
+    pub jobs: Vec<Job<'p>>,
+    /// `unconfirmed` changes not resent.
+    pub left_alone: Vec<&'p Change>,
+    pub counts: Counts,
+}
+
+/// The guards, on their own: the counts of requests `apply` would send, or
+/// why it would refuse. Pure; touches nothing.
+pub fn check_guards(plan: &Plan, options: &ApplyOptions) -> Result<Counts, GuardRefusal> {
+    select(plan, options).map(|s| s.counts)
+}
+
+/// Turns the plan's changes into jobs, applying the guards.
+pub(crate) fn select<'p>(
+    plan: &'p Plan,
+    options: &ApplyOptions,
+) -> Result<Selection<'p>, GuardRefusal> {
+    let mut seen = HashSet::new();
+    let mut changes: Vec<&Change> = plan.listed_changes();
+    changes.retain(|c| c.action.buys());
+    let mut jobs = Vec::new();
+    let mut left_alone = Vec::new();
+    let mut counts = Counts::default();
+    let mut replaces = Vec::new();
+    for change in changes {
+        let malformed = |problem: &str| GuardRefusal::MalformedPlan {
+            key: change.key.clone(),
+            problem: problem.to_owned(),
+        };
+        if !seen.insert(&change.key) {
+            return Err(malformed("is listed twice"));
+        }
+        // What is sent: the declared spec for purchases and replaces; for an
+        // unconfirmed package the recorded one, the request that may have
+        // been received (only an identical request is answered 199).
+        let (spec, first_sent) = match change.action {
+            Action::Purchase | Action::Replace => {
+                let desired = change
+                    .desired
+                    .as_ref()
+                    .ok_or_else(|| malformed("has no declared package to buy"))?;
+                (desired.spec.clone(), None)
+            }
+            Action::Unconfirmed => {
+                let record = change
+                    .before
+                    .as_ref()
+                    .ok_or_else(|| malformed("is unconfirmed but has no record"))?;
+                if record.status != Status::Unconfirmed {
+                    return Err(malformed("is listed as unconfirmed but its record is not"));
+                }
+                (record.spec.clone(), record.submitted_at)
+            }
+            Action::Unchanged | Action::Orphan => continue,
+        };
+        if spec.key() != change.key {
+            return Err(malformed(&format!(
+                "holds a package whose key is {}",
+                spec.key()
+            )));
+        }
+        match change.action {
+            Action::Purchase => counts.purchase += 1,
+            Action::Replace => {
+                counts.replace += 1;
+                replaces.push(change.key.clone());
+            }
+            Action::Unconfirmed if options.retry_unconfirmed => counts.retry_unconfirmed += 1,
+            Action::Unconfirmed => {
+                counts.left_unconfirmed += 1;
+                left_alone.push(change);
+                continue;
+            }
+            Action::Unchanged | Action::Orphan => continue,
+        }
+        jobs.push(Job {
+            change,
+            spec,
+            name: change.name().map(str::to_owned),
+            first_sent,
+        });
+    }
+    if !replaces.is_empty() && !options.allow_replace {
+        return Err(GuardRefusal::ReplaceNotAllowed { keys: replaces });
+    }
+    if counts.requests() > options.max_purchases {
+        return Err(GuardRefusal::TooManyPurchases {
+            counts,
+            max: options.max_purchases,
+        });
+    }
+    Ok(Selection {
+        jobs,
+        left_alone,
+        counts,
+    })
+}
+
+/// Whether the state loaded under the lock is still the one a plan was
+/// made against (`planned`).
+///
+/// The same [`StateId`] is the plain case. The other accepted case is a
+/// state whose *content* is what the plan saw, in the same lineage (or a
+/// first lineage when the plan saw no file): that is what folding a
+/// journal left by a crashed run does (the serial grows, the packages stay).
+/// A plan's id over a journal carries the checksum of the packages it saw
+/// at its generation, so the test is to compute that checksum over the
+/// packages loaded now.
+pub fn state_unmoved(planned: &StateId, now: &Loaded, state_path: &Path) -> bool {
+    if *planned == now.id {
+        return true;
+    }
+    if planned.lineage.is_some() && planned.lineage != now.id.lineage {
+        return false;
+    }
+    match &planned.checksum {
+        None => now.state.packages.is_empty(),
+        Some(checksum) => file::checksum(
+            state_path,
+            planned.lineage.as_deref(),
+            planned.serial,
+            &now.state.packages,
+        )
+        .is_ok_and(|c| c == *checksum),
+    }
+}
+
+/// The stale-plan error for a state that moved from `planned` to `now`.
+pub(crate) fn stale_state(planned: &StateId, now: &StateId) -> StalePlan {
+    let mut moved = Vec::new();
+    if planned.lineage != now.lineage {
+        moved.push(Moved::Lineage {
+            planned: planned.lineage.clone(),
+            current: now.lineage.clone(),
+        });
+    }
+    if planned.serial != now.serial {
+        moved.push(Moved::Serial {
+            planned: planned.serial,
+            current: now.serial,
+        });
+    }
+    if moved.is_empty() {
+        moved.push(Moved::Checksum {
+            planned: planned.checksum.clone(),
+            current: now.checksum.clone(),
+        });
+    }
+    StalePlan { moved }
+}
+
+/// The OAIDs of `jobs` that the account's OA list lacks, sorted, once each.
+pub(crate) fn missing_oaids(jobs: &[Job<'_>], account: &[AccountOa]) -> Vec<String> {
+    let held: HashSet<&str> = account.iter().map(|oa| oa.oaid.as_str()).collect();
+    jobs.iter()
+        .map(|job| job.spec.oaid.as_str())
+        .filter(|oaid| !held.contains(oaid))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+impl RetryPolicy {
+    /// The waits before the 2nd, 3rd, … attempt (`max_attempts - 1` of them),
+    /// with jitter.
+    pub(crate) fn delays(&self) -> impl Iterator<Item = Duration> + Send + use<> {
+        ExponentialBuilder::new()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay.max(self.min_delay))
+            .with_factor(2.0)
+            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+            .with_jitter()
+            .build()
+    }
+}
+
+/// What one package's attempts have established so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Attempts {
+    pub count: u32,
+    /// Why an earlier attempt may have been received (the first unknown
+    /// outcome), if one may have been.
+    pub maybe_received: Option<String>,
+}
+
+/// After an attempt: send another, or settle with what to record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Retry,
+    Settle(JournalOutcome),
+}
+
+/// Decides after `outcome`, the answer to attempt `attempts.count` (already
+/// counted). A retry needs an outcome that allows one, an attempt left,
+/// and a run that is not stopping.
+pub(crate) fn judge(
+    outcome: &PurchaseOutcome,
+    attempts: &mut Attempts,
+    policy: &RetryPolicy,
+    stopping: bool,
+) -> Verdict {
+    if outcome.is_unknown() && attempts.maybe_received.is_none() {
+        attempts.maybe_received = Some(outcome.message().to_owned());
+    }
+    if outcome.is_retryable() && attempts.count < policy.max_attempts && !stopping {
+        return Verdict::Retry;
+    }
+    Verdict::Settle(settle(outcome, attempts.maybe_received.as_deref()))
+}
+
+/// What a package's last answer is recorded as, given whether an earlier
+/// attempt may have been received (`maybe_received`, its reason).
+pub(crate) fn settle(last: &PurchaseOutcome, maybe_received: Option<&str>) -> JournalOutcome {
+    match last {
+        PurchaseOutcome::Accepted {
+            service_preview_id,
+            code,
+            message,
+        }
+        | PurchaseOutcome::AlreadyExists {
+            service_preview_id,
+            code,
+            message,
+        } => JournalOutcome::Submitted {
+            service_preview_id: service_preview_id.clone(),
+            result_code: code.clone(),
+            result_message: message.clone(),
+        },
+        PurchaseOutcome::Unknown { reason } => JournalOutcome::Unconfirmed {
+            reason: format!("no definite answer: {reason}"),
+        },
+        definite => {
+            let last = match definite.code() {
+                Some(code) => format!("code {code}: {}", definite.message()),
+                None => definite.message().to_owned(),
+            };
+            match maybe_received {
+                // A refusal now does not undo a request that may have been
+                // committed earlier.
+                Some(earlier) => JournalOutcome::Unconfirmed {
+                    reason: format!(
+                        "an earlier request got no definite answer ({earlier}); the last one got {last}"
+                    ),
+                },
+                None => JournalOutcome::Failed {
+                    result_code: definite.code().map(str::to_owned),
+                    result_message: definite.message().to_owned(),
+                },
+            }
+        }
+    }
+}
+
+/// The report's view of a recorded outcome.
+pub(crate) fn result_of(action: Action, outcome: &JournalOutcome, attempts: u32) -> PackageResult {
+    match outcome {
+        JournalOutcome::Submitted {
+            service_preview_id,
+            result_code,
+            result_message,
+        } => PackageResult::Submitted {
+            action,
+            service_preview_id: service_preview_id.clone(),
+            code: result_code.clone(),
+            message: result_message.clone(),
+            attempts,
+        },
+        JournalOutcome::Unconfirmed { reason } => PackageResult::Unconfirmed {
+            action,
+            reason: reason.clone(),
+            attempts,
+        },
+        JournalOutcome::Failed {
+            result_code,
+            result_message,
+        } => PackageResult::Failed {
+            action,
+            code: result_code.clone(),
+            message: result_message.clone(),
+            attempts,
+        },
+    }
+}
+
+/// Whether this answer stops the whole run (101, 103, 140, 143).
+pub(crate) fn stops_the_run(outcome: &PurchaseOutcome) -> Option<(String, String)> {
+    match outcome {
+        PurchaseOutcome::Fatal { code, message } => Some((code.clone(), message.clone())),
+        _ => None,
+    }
+}
+
+impl Attempts {
+    /// Nothing sent yet for `job`. A resent `unconfirmed` package starts out
+    /// "maybe received": its earlier request may have been committed, so no
+    /// refusal now can record it as not bought.
+    pub(crate) fn for_job(job: &Job<'_>) -> Attempts {
+        Attempts {
+            count: 0,
+            maybe_received: (job.change.action == Action::Unconfirmed).then(|| {
+                "it was recorded unconfirmed: a request sent by an earlier run may have been received"
+                    .to_owned()
+            }),
+        }
+    }
+}

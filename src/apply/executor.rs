@@ -1,0 +1,417 @@
+//! The async part of a run: at most `parallelism` packages sending at once,
+//! each one's attempts in order (so never two requests for one key at
+//! once), backoff sleeps, journal writes, and stopping.
+//!
+//! Every package goes through the same steps, and their order is the
+//! exactly-once guarantee:
+//!
+//! 1. its intent is appended to the journal and fsync'd; only then
+//! 2. is a request sent (and perhaps, after a backoff, another);
+//! 3. the settled answer is appended and fsync'd; only then is the package
+//!    done (its `PurchaseDone` event, its place in the report).
+//!
+//! A process killed anywhere in there leaves the intent on disk without an
+//! outcome, which every later load reads as `unconfirmed`.
+//!
+//! Steps 1–2 hold one of the `parallelism` slots; step 3 does not (the
+//! request is over), so the next package's intent and request overlap the
+//! previous one's recording. Journal writes go through one [`Recorder`]
+//! that groups whatever is waiting into one write and one fsync (group
+//! commit): with 16 requests in flight, one fsync covers many packages, so
+//! a slow disk costs little throughput and never correctness.
+//!
+//! Everything runs as futures of the one task that awaits [`run`] (no
+//! spawned tasks): events reach the caller's callback in order, and
+//! dropping the run drops its requests. The fsync itself runs on the
+//! blocking pool.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::decide::{self, Attempts, Job, Verdict};
+use super::{ApplyEvent, ApplyOptions, CancelSignal, PackageResult, RetryPolicy, StopReason};
+use crate::esms::Client;
+use crate::state::{Journal, JournalEntry, JournalOutcome, StateError};
+
+/// Most entries written with one fsync.
+const MAX_BATCH: usize = 256;
+
+/// What [`run`] did: one result per job, in the jobs' order.
+#[derive(Debug)]
+pub(crate) struct Execution {
+    pub results: Vec<PackageResult>,
+    pub stopped: Option<StopReason>,
+    /// Whether anything was appended to the journal (so it must be folded).
+    pub journaled: bool,
+}
+
+impl Execution {
+    /// A run stopped before its first request.
+    pub fn stopped_before_start(jobs: &[Job<'_>], reason: StopReason) -> Execution {
+        let results = jobs.iter().map(|job| not_attempted(job, &reason)).collect();
+        Execution {
+            results,
+            stopped: Some(reason),
+            journaled: false,
+        }
+    }
+}
+
+fn not_attempted(job: &Job<'_>, reason: &StopReason) -> PackageResult {
+    PackageResult::NotAttempted {
+        action: job.change.action,
+        reason: format!("not sent: the run stopped ({reason})"),
+    }
+}
+
+/// A package whose sending is over.
+enum Sent {
+    /// Its intent could not be recorded: nothing was sent.
+    IntentFailed {
+        index: usize,
+        error: Arc<StateError>,
+    },
+    /// Settled: `outcome` is to be recorded. `sent` is false when the run
+    /// stopped between the intent and the first request.
+    Settled {
+        index: usize,
+        outcome: JournalOutcome,
+        attempts: u32,
+        sent: bool,
+        fatal: Option<StopReason>,
+    },
+}
+
+/// A package whose outcome is recorded (or could not be).
+struct Done {
+    index: usize,
+    result: PackageResult,
+    error: Option<Arc<StateError>>,
+}
+
+/// Sends every job (until stopped) and records each answer.
+pub(crate) async fn run(
+    jobs: &[Job<'_>],
+    client: &Client,
+    journal: &Arc<Mutex<Journal>>,
+    options: &ApplyOptions,
+    on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
+    cancel: &CancelSignal,
+) -> Execution {
+    let (recorder, requests) = Recorder::new(journal);
+    let work = async move {
+        let execution = drive(jobs, client, &recorder, options, on_event, cancel).await;
+        // The last sender: the recorder ends once this is gone.
+        drop(recorder);
+        execution
+    };
+    let (execution, ()) = tokio::join!(work, group_commit(journal.clone(), requests));
+    execution
+}
+
+async fn drive(
+    jobs: &[Job<'_>],
+    client: &Client,
+    recorder: &Recorder,
+    options: &ApplyOptions,
+    on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
+    cancel: &CancelSignal,
+) -> Execution {
+    let parallelism = options.parallelism.max(1);
+    // Tells jobs to send nothing more (no first request, no retry).
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut results: Vec<Option<PackageResult>> = vec![None; jobs.len()];
+    let mut stopped: Option<StopReason> = None;
+    let mut journaled = false;
+    let mut next = 0;
+    let mut sending = FuturesUnordered::new();
+    let mut recording = FuturesUnordered::new();
+    loop {
+        while stopped.is_none() && sending.len() < parallelism && next < jobs.len() {
+            sending.push(send(
+                next,
+                &jobs[next],
+                client,
+                recorder,
+                &options.retry,
+                on_event,
+                stop_rx.clone(),
+            ));
+            next += 1;
+        }
+        if sending.is_empty() && recording.is_empty() {
+            break;
+        }
+        let stop = tokio::select! {
+            Some(sent) = sending.next() => match sent {
+                Sent::IntentFailed { index, error } => {
+                    results[index] = Some(PackageResult::NotAttempted {
+                        action: jobs[index].change.action,
+                        reason: "not sent: its intent could not be recorded".to_owned(),
+                    });
+                    Some(StopReason::Journal(error))
+                }
+                Sent::Settled { index, outcome, attempts, sent, fatal } => {
+                    journaled = true;
+                    recording.push(finish(&jobs[index], index, recorder, outcome, attempts, sent, on_event));
+                    fatal
+                }
+            },
+            Some(done) = recording.next() => {
+                results[done.index] = Some(done.result);
+                done.error.map(StopReason::Journal)
+            }
+            () = cancel.cancelled(), if stopped.is_none() => Some(StopReason::Cancelled),
+        };
+        if let Some(reason) = stop
+            && stopped.is_none()
+        {
+            stop_tx.send_replace(true);
+            on_event(ApplyEvent::Stopping {
+                reason: &reason,
+                in_flight: sending.len(),
+            });
+            stopped = Some(reason);
+        }
+    }
+    let results = results
+        .into_iter()
+        .zip(jobs)
+        .map(|(result, job)| match (result, &stopped) {
+            (Some(result), _) => result,
+            (None, Some(reason)) => not_attempted(job, reason),
+            (None, None) => unreachable!("every job runs unless the run stopped"),
+        })
+        .collect();
+    Execution {
+        results,
+        stopped,
+        journaled,
+    }
+}
+
+/// One package's intent and attempts, up to its settled outcome.
+async fn send(
+    index: usize,
+    job: &Job<'_>,
+    client: &Client,
+    recorder: &Recorder,
+    policy: &RetryPolicy,
+    on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
+    mut stop: watch::Receiver<bool>,
+) -> Sent {
+    let change = job.change;
+    let key = &change.key;
+
+    let intent = JournalEntry::Intent {
+        key: key.clone(),
+        spec: job.spec.clone(),
+        name: job.name.clone(),
+        at: job.first_sent.unwrap_or_else(jiff::Timestamp::now),
+    };
+    if let Err(error) = recorder.record(intent).await {
+        return Sent::IntentFailed { index, error };
+    }
+
+    let mut attempts = Attempts::for_job(job);
+    let mut delays = policy.delays();
+    let mut fatal = None;
+    let outcome = loop {
+        if attempts.count == 0 && *stop.borrow() {
+            // Stopped between the intent and the first request: nothing was
+            // sent, so the intent is voided (an earlier record is kept).
+            return Sent::Settled {
+                index,
+                outcome: JournalOutcome::Failed {
+                    result_code: None,
+                    result_message: "not sent: the run stopped first".to_owned(),
+                },
+                attempts: 0,
+                sent: false,
+                fatal: None,
+            };
+        }
+        attempts.count += 1;
+        on_event(ApplyEvent::PurchaseSent {
+            change,
+            key,
+            attempt: attempts.count,
+        });
+        let outcome = client.purchase(&job.spec).await;
+        on_event(ApplyEvent::Answered {
+            change,
+            key,
+            attempt: attempts.count,
+            outcome: &outcome,
+        });
+        if let Some((code, message)) = decide::stops_the_run(&outcome) {
+            fatal = Some(StopReason::Fatal { code, message });
+        }
+        let stopping = fatal.is_some() || *stop.borrow();
+        match decide::judge(&outcome, &mut attempts, policy, stopping) {
+            Verdict::Settle(settled) => break settled,
+            Verdict::Retry => {
+                let delay = delays.next().unwrap_or(policy.max_delay);
+                on_event(ApplyEvent::Retrying {
+                    change,
+                    key,
+                    attempt: attempts.count,
+                    delay,
+                    outcome: &outcome,
+                });
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = stop.wait_for(|stopped| *stopped) => {}
+                }
+                if *stop.borrow() {
+                    break decide::settle(&outcome, attempts.maybe_received.as_deref());
+                }
+            }
+        }
+    };
+    Sent::Settled {
+        index,
+        outcome,
+        attempts: attempts.count,
+        sent: true,
+        fatal,
+    }
+}
+
+/// Records the settled outcome; the package is done once that is durable.
+async fn finish(
+    job: &Job<'_>,
+    index: usize,
+    recorder: &Recorder,
+    outcome: JournalOutcome,
+    attempts: u32,
+    sent: bool,
+    on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
+) -> Done {
+    let change = job.change;
+    let entry = JournalEntry::Outcome {
+        key: change.key.clone(),
+        outcome: outcome.clone(),
+    };
+    let (result, error) = match recorder.record(entry).await {
+        Ok(()) if !sent => (
+            PackageResult::NotAttempted {
+                action: change.action,
+                reason: "not sent: the run stopped first".to_owned(),
+            },
+            None,
+        ),
+        Ok(()) => (decide::result_of(change.action, &outcome, attempts), None),
+        // The intent is on disk without an outcome: every load reads the
+        // package as unconfirmed, whatever eSMS said.
+        Err(error) => (
+            PackageResult::Unconfirmed {
+                action: change.action,
+                reason: format!(
+                    "the answer ({}) could not be recorded, so the state shows it unconfirmed",
+                    describe(&outcome)
+                ),
+                attempts,
+            },
+            Some(error),
+        ),
+    };
+    if sent {
+        on_event(ApplyEvent::PurchaseDone {
+            change,
+            key: &change.key,
+            result: &result,
+        });
+    }
+    Done {
+        index,
+        result,
+        error,
+    }
+}
+
+fn describe(outcome: &JournalOutcome) -> String {
+    match outcome {
+        JournalOutcome::Submitted {
+            service_preview_id,
+            result_code,
+            ..
+        } => format!(
+            "code {result_code}, ServicePreviewId {}",
+            service_preview_id.as_deref().unwrap_or("none")
+        ),
+        JournalOutcome::Unconfirmed { reason } => reason.clone(),
+        JournalOutcome::Failed {
+            result_code: Some(code),
+            ..
+        } => format!("refused with code {code}"),
+        JournalOutcome::Failed {
+            result_code: None,
+            result_message,
+        } => result_message.clone(),
+    }
+}
+
+/// One journal entry waiting to be written, and who waits for it.
+struct Request {
+    entry: JournalEntry,
+    done: oneshot::Sender<Result<(), Arc<StateError>>>,
+}
+
+/// Hands journal entries to [`group_commit`] and waits until they are
+/// durable.
+struct Recorder {
+    tx: mpsc::UnboundedSender<Request>,
+    path: std::path::PathBuf,
+}
+
+impl Recorder {
+    fn new(journal: &Arc<Mutex<Journal>>) -> (Recorder, mpsc::UnboundedReceiver<Request>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let path = journal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .path();
+        (Recorder { tx, path }, rx)
+    }
+
+    /// `Ok` once `entry` is written and fsync'd.
+    async fn record(&self, entry: JournalEntry) -> Result<(), Arc<StateError>> {
+        let gone = || {
+            Arc::new(StateError::JournalBroken {
+                path: self.path.clone(),
+            })
+        };
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Request { entry, done }).map_err(|_| gone())?;
+        wait.await.map_err(|_| gone())?
+    }
+}
+
+/// Writes whatever entries are waiting as one batch (one write, one fsync),
+/// then answers each; repeats until every [`Recorder`] is gone.
+async fn group_commit(
+    journal: Arc<Mutex<Journal>>,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+) {
+    let mut waiting = Vec::new();
+    while requests.recv_many(&mut waiting, MAX_BATCH).await > 0 {
+        let (entries, done): (Vec<JournalEntry>, Vec<_>) =
+            waiting.drain(..).map(|r| (r.entry, r.done)).unzip();
+        let journal = journal.clone();
+        let written = super::blocking(move || {
+            // The journal refuses appends itself once a write failed, so a
+            // panic elsewhere leaves nothing here to distrust.
+            let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
+            journal.record_batch(&entries)
+        })
+        .await
+        .map_err(Arc::new);
+        for done in done {
+            let _ = done.send(written.clone());
+        }
+    }
+}

@@ -1,0 +1,635 @@
+//! Carrying out a [`Plan`]: buying exactly the packages it lists, each at
+//! most once, and recording every request durably before and after it is
+//! sent.
+//!
+//! This module owns the decisions between a plan and the eSMS client: which
+//! changes become purchase requests (the guards), whether the account holds
+//! the OAs (the pre-flight), how many requests are in flight, which answers
+//! are retried and when, what each final answer means for the state, and when
+//! the whole run stops. It prints nothing (callers get [`ApplyEvent`]s and an
+//! [`ApplyReport`]), reads no flags and no environment, and never decides
+//! *what* to buy: that is the plan's.
+//!
+//! - `decide.rs` (crate-private): the pure part: guards, the stale-state check,
+//!   the pre-flight comparison, the retry and settlement rules. No IO.
+//! - `executor.rs` (crate-private): the async part: the pool of requests in
+//!   flight, backoff sleeps, journal writes, cancellation.
+//! - `cancel.rs`: [`Canceller`] / [`CancelSignal`], how a caller asks a run to
+//!   stop (the CLI on SIGINT/SIGTERM, `watch` on shutdown).
+//!
+//! # Using it
+//!
+//! ```no_run
+//! # async fn example(plan: &oapkg::plan::Plan, store: &oapkg::state::StateStore,
+//! #                  client: &oapkg::esms::Client) -> Result<(), oapkg::apply::ApplyError> {
+//! use oapkg::apply::{self, ApplyOptions, CancelSignal};
+//! let options = ApplyOptions { command: "oapkg watch --apply".into(), ..ApplyOptions::default() };
+//! let report = apply::apply(plan, store, client, &options, &|event| tracing::info!(?event), CancelSignal::never()).await?;
+//! println!("{}", report.summary_line());
+//! # Ok(()) }
+//! ```
+//!
+//! [`apply`] is the whole run. [`check_guards`] is its first step on its own,
+//! for a caller that wants the number of requests (to ask "Type 'yes' to
+//! purchase N package(s)") or a refusal before taking the lock.
+//!
+//! # What one run does, in order
+//!
+//! 1. **Guards** ([`check_guards`]), before anything else: a `replace`
+//!    without [`ApplyOptions::allow_replace`], or more requests than
+//!    [`ApplyOptions::max_purchases`], refuses the run
+//!    ([`ApplyError::Refused`]): nothing is locked, written or sent. The
+//!    requests counted are every `purchase`, every `replace` and, with
+//!    [`ApplyOptions::retry_unconfirmed`], every `unconfirmed` package
+//!    (each of those is a purchase request that may charge).
+//! 2. Nothing to send (no purchase or replace, and unconfirmed packages not
+//!    retried): returns at once, without lock, file or network.
+//! 3. **Lock and load**: takes the state's writer lock for the run (waiting
+//!    up to [`ApplyOptions::lock_timeout`]) and loads the state under it. If
+//!    the state is not the one the plan was made against
+//!    ([`Plan::state`]), the run is refused as a stale plan
+//!    ([`ApplyError::Stale`]): a second `apply` racing the first waits for
+//!    or fails on the lock, then finds the state moved. Folding a journal
+//!    left by a crashed run moves the serial but not the content; that
+//!    alone does not make a plan stale.
+//! 4. **Pre-flight** (unless [`ApplyOptions::skip_preflight`]): one
+//!    `ZNS/GetListZOA/` call; OAIDs to be bought that the account does not
+//!    hold refuse the run, naming them ([`ApplyError::Preflight`]).
+//! 5. **Requests**: at most [`ApplyOptions::parallelism`] in flight, in key
+//!    order, never two for one key (each key's attempts run one after the
+//!    other in one future). For each package: the intent is appended to the
+//!    journal and fsync'd *before* the first request is sent; the final
+//!    answer is appended and fsync'd *before* the package counts as done
+//!    (before its [`ApplyEvent::PurchaseDone`]). A package holds its place
+//!    among the `parallelism` from its intent to its last answer; recording
+//!    that answer overlaps the next package's request. Journal lines that
+//!    wait at the same moment are written with one fsync (group commit,
+//!    [`Journal::record_batch`](crate::state::Journal::record_batch)).
+//! 6. **Fold**: if anything was journaled, the state file is rewritten with
+//!    the journal folded in ([`StateStore::write`]), then the lock is
+//!    released. If that write fails the purchases are still in the journal
+//!    (the next command that takes the lock folds them) and the error
+//!    carries the report ([`ApplyError::Record`]).
+//!
+//! # What each answer does
+//!
+//! | answer ([`PurchaseOutcome`]) | next step | recorded as |
+//! |---|---|---|
+//! | 100 / 199 (`Accepted`, `AlreadyExists`) | done | `submitted`, with ServicePreviewId, code, message, first-sent time |
+//! | 101 / 103 / 140 / 143 (`Fatal`) | done; **stop**: no new request (nor retry) is sent, requests in flight finish and are recorded | nothing (the intent is voided) |
+//! | 102 / 204 / 799 / other (`PackageFailed`) | done; the others go on | nothing |
+//! | 160 / HTTP 429 (`RateLimited`), connection failed (`NotSent`) | retried after a backoff, up to [`RetryPolicy::max_attempts`] | nothing, if the attempts run out |
+//! | timeout, reset, 5xx, garbage (`Unknown`) | retried after a backoff (a `199` then confirms it) | `unconfirmed`, if the attempts run out |
+//!
+//! Once any attempt for a package got an unknown outcome, the package can
+//! never be recorded as "not bought": a later refusal does not prove the
+//! earlier request was not committed, so it ends `unconfirmed` unless a
+//! later answer is 100/199.
+//!
+//! `--retry-unconfirmed` resends an unconfirmed package with the spec it
+//! was recorded with (the request that may have been received), so a `199`
+//! confirms it; a definite refusal leaves it `unconfirmed`.
+//!
+//! # Cancellation and dropping
+//!
+//! When the [`CancelSignal`] fires, no new request or retry is sent, every
+//! request in flight gets its answer (bounded by the client's timeout) and is
+//! recorded, the journal is folded, and the report says
+//! [`StopReason::Cancelled`]. Prefer that to dropping the future: a dropped
+//! run leaves its requests in flight as `unconfirmed` in the journal and the
+//! journal unfolded until the next writer (safe, but it needs a person).
+//!
+//! [`StateStore::write`]: crate::state::StateStore::write
+
+mod cancel;
+pub(crate) mod decide;
+pub(crate) mod executor;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use cancel::{CancelSignal, Canceller, cancel_pair};
+pub use decide::{Counts, check_guards, state_unmoved};
+
+use crate::esms::{CallError, Client, PurchaseOutcome, code_meaning};
+use crate::plan::saved::StalePlan;
+use crate::plan::{Action, Change, Plan};
+use crate::spec::Key;
+use crate::state::{StateError, StateId, StateStore};
+
+/// How to carry out a plan. `Default` gives the CLI's defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Most purchase requests in flight at once (at least 1).
+    pub parallelism: usize,
+    /// Most purchase requests one run may send (purchases + replaces +
+    /// retried unconfirmed packages); more refuses the whole run.
+    pub max_purchases: usize,
+    /// Whether `replace` changes may be bought (again, not refunded).
+    pub allow_replace: bool,
+    /// Whether `unconfirmed` packages are resent (a `199` confirms them).
+    pub retry_unconfirmed: bool,
+    /// Skip the `ZNS/GetListZOA/` check that the account holds every OA.
+    pub skip_preflight: bool,
+    /// How long to wait for another writer's lock (zero: fail at once).
+    pub lock_timeout: Duration,
+    /// Labels the lock holder, e.g. `oapkg apply`.
+    pub command: String,
+    /// When to retry a request that got no definite answer.
+    pub retry: RetryPolicy,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            parallelism: 4,
+            max_purchases: 20,
+            allow_replace: false,
+            retry_unconfirmed: false,
+            skip_preflight: false,
+            lock_timeout: Duration::ZERO,
+            command: "oapkg apply".to_owned(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Retries within one run, for the outcomes that allow them (rate limited,
+/// not sent, unknown). Delays grow exponentially from `min_delay` (doubling,
+/// capped at `max_delay`), each with random jitter of up to the same again,
+/// so parallel requests that failed together do not retry together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Requests per package per run, the first one included (at least 1).
+    pub max_attempts: u32,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 4 attempts, waiting about 0.5–1 s, 1–2 s, then 2–4 s between them:
+    /// long enough for a brief outage or a TPS limit to pass, short enough
+    /// that a run with every request failing ends within seconds of its
+    /// timeouts.
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            min_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(8),
+        }
+    }
+}
+
+/// Progress of a run, in order, for progress bars, log lines and `watch`'s
+/// JSON logs. Borrowed from the run: copy what you keep.
+#[derive(Clone, Copy, Debug)]
+pub enum ApplyEvent<'a> {
+    /// Guards, lock, stale check and pre-flight passed; `requests` packages
+    /// will be sent, at most `parallelism` at once.
+    Started { requests: usize, parallelism: usize },
+    /// The intent is durable and attempt `attempt` (1-based) was sent.
+    PurchaseSent {
+        change: &'a Change,
+        key: &'a Key,
+        attempt: u32,
+    },
+    /// Attempt `attempt` got its answer (or its lack of one): the request
+    /// is no longer in flight. Its result is recorded later
+    /// ([`ApplyEvent::PurchaseDone`]), unless a retry follows.
+    Answered {
+        change: &'a Change,
+        key: &'a Key,
+        attempt: u32,
+        outcome: &'a PurchaseOutcome,
+    },
+    /// Attempt `attempt` got `outcome`, which allows a retry; the next one
+    /// goes out after `delay`.
+    Retrying {
+        change: &'a Change,
+        key: &'a Key,
+        attempt: u32,
+        delay: Duration,
+        outcome: &'a PurchaseOutcome,
+    },
+    /// The package's final result is durable in the journal.
+    PurchaseDone {
+        change: &'a Change,
+        key: &'a Key,
+        result: &'a PackageResult,
+    },
+    /// No new requests will be sent; `in_flight` requests are still
+    /// awaited and will be recorded.
+    Stopping {
+        reason: &'a StopReason,
+        in_flight: usize,
+    },
+}
+
+/// What became of one planned package in this run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PackageResult {
+    /// eSMS answered 100 or 199: recorded `submitted`.
+    Submitted {
+        action: Action,
+        service_preview_id: Option<String>,
+        code: String,
+        message: String,
+        attempts: u32,
+    },
+    /// eSMS definitely did not buy it (a refusal, or no request got
+    /// through): not recorded as bought (an earlier record is kept).
+    Failed {
+        action: Action,
+        /// eSMS's result code, when it answered with one.
+        code: Option<String>,
+        message: String,
+        attempts: u32,
+    },
+    /// A request may have been received and no attempt said whether:
+    /// recorded `unconfirmed`.
+    Unconfirmed {
+        action: Action,
+        reason: String,
+        attempts: u32,
+    },
+    /// Never sent: the run stopped (fatal code, cancellation, a journal
+    /// failure) before its turn.
+    NotAttempted { action: Action, reason: String },
+    /// An `unconfirmed` package left alone (no
+    /// [`ApplyOptions::retry_unconfirmed`]): still unconfirmed.
+    LeftUnconfirmed,
+}
+
+impl PackageResult {
+    /// The plan's action for the package.
+    pub fn action(&self) -> Action {
+        match self {
+            PackageResult::Submitted { action, .. }
+            | PackageResult::Failed { action, .. }
+            | PackageResult::Unconfirmed { action, .. }
+            | PackageResult::NotAttempted { action, .. } => *action,
+            PackageResult::LeftUnconfirmed => Action::Unconfirmed,
+        }
+    }
+
+    pub fn is_submitted(&self) -> bool {
+        matches!(self, PackageResult::Submitted { .. })
+    }
+}
+
+/// Why a run stopped sending before it had sent everything.
+#[derive(Debug)]
+pub enum StopReason {
+    /// eSMS answered a code after which nothing else can succeed
+    /// (101, 103, 140, 143).
+    Fatal { code: String, message: String },
+    /// The caller's [`CancelSignal`] fired.
+    Cancelled,
+    /// The journal could not be written, so no further purchase could be
+    /// recorded safely.
+    Journal(Arc<StateError>),
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::Fatal { code, message } => {
+                write!(f, "eSMS answered code {code}")?;
+                if let Some(meaning) = code_meaning(code) {
+                    write!(f, " ({meaning})")?;
+                }
+                if !message.is_empty() {
+                    write!(f, ": {}", crate::plan::render::escape_controls(message))?;
+                }
+                Ok(())
+            }
+            StopReason::Cancelled => f.write_str("interrupted"),
+            StopReason::Journal(error) => write!(f, "the journal could not be written: {error}"),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    /// Packages recorded `submitted` by this run.
+    pub purchased: usize,
+    /// Packages eSMS definitely did not buy.
+    pub failed: usize,
+    /// Planned packages that are `unconfirmed` after the run: left so by
+    /// this run's requests, or not retried.
+    pub unconfirmed: usize,
+    /// Packages never sent because the run stopped first.
+    pub not_attempted: usize,
+    /// Every package the plan would buy or retry, in key order.
+    pub outcomes: Vec<(Key, PackageResult)>,
+    /// Why the run stopped early, if it did.
+    pub stopped: Option<StopReason>,
+    /// The state after the fold; `None` when nothing was written.
+    pub state: Option<StateId>,
+}
+
+impl ApplyReport {
+    /// Everything the plan would buy is now `submitted`: the CLI's exit 0.
+    pub fn succeeded(&self) -> bool {
+        self.failed == 0
+            && self.unconfirmed == 0
+            && self.not_attempted == 0
+            && self.stopped.is_none()
+    }
+
+    /// `Apply complete: N purchased, N failed, N unconfirmed.`
+    pub fn summary_line(&self) -> String {
+        format!(
+            "Apply complete: {} purchased, {} failed, {} unconfirmed.",
+            self.purchased, self.failed, self.unconfirmed
+        )
+    }
+
+    fn push(&mut self, key: Key, result: PackageResult) {
+        match &result {
+            PackageResult::Submitted { .. } => self.purchased += 1,
+            PackageResult::Failed { .. } => self.failed += 1,
+            PackageResult::Unconfirmed { .. } | PackageResult::LeftUnconfirmed => {
+                self.unconfirmed += 1
+            }
+            // A resent unconfirmed package that was not sent after all is
+            // still unconfirmed in the state.
+            PackageResult::NotAttempted {
+                action: Action::Unconfirmed,
+                ..
+            } => self.unconfirmed += 1,
+            PackageResult::NotAttempted { .. } => self.not_attempted += 1,
+        }
+        self.outcomes.push((key, result));
+    }
+}
+
+/// A refusal by the guards: nothing was locked, written or sent.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GuardRefusal {
+    /// The plan buys packages again and `--allow-replace` was not given.
+    #[error(
+        "the plan replaces {} package(s) already bought ({}): buying a package again with its new spec is not refunded, so it needs --allow-replace; nothing was bought",
+        .keys.len(), key_list(.keys)
+    )]
+    ReplaceNotAllowed { keys: Vec<Key> },
+    /// More purchase requests than `--max-purchases`.
+    #[error(
+        "the plan would send {} purchase request(s) ({}), more than --max-purchases {max}; nothing was bought. If the plan is right, raise --max-purchases",
+        .counts.requests(), .counts.describe()
+    )]
+    TooManyPurchases { counts: Counts, max: usize },
+    /// A change the plan cannot hold (a plan built by hand, or a bug).
+    #[error("the plan cannot be applied: {key} {problem}; nothing was bought")]
+    MalformedPlan { key: Key, problem: String },
+}
+
+/// Why the pre-flight check refused the run (nothing was bought).
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    /// OAs to be bought for that the account does not hold.
+    #[error(
+        "pre-flight: the eSMS account does not hold {} OA(s) to be bought for: {}; nothing was bought. Add them to the account (or fix the OAIDs), or pass --skip-preflight",
+        .oaids.len(), .oaids.join(", ")
+    )]
+    MissingOas { oaids: Vec<String> },
+    /// The `ZNS/GetListZOA/` call failed.
+    #[error("pre-flight: could not list the account's OAs; nothing was bought")]
+    Call(#[source] CallError),
+}
+
+/// Why a run did not happen, or could not record what it did.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The guards refused the plan: nothing was locked, written or sent.
+    #[error(transparent)]
+    Refused(GuardRefusal),
+    /// The state moved since the plan was made: nothing was sent.
+    #[error("{0}")]
+    Stale(StalePlan),
+    /// The pre-flight check refused the run: nothing was sent.
+    #[error(transparent)]
+    Preflight(PreflightError),
+    /// Locking, loading or opening the journal failed: nothing was sent.
+    #[error(transparent)]
+    State(StateError),
+    /// Requests were sent (see `report`) but the state file could not be
+    /// updated. Every answer is in the journal, which the next command
+    /// that takes the lock folds in.
+    #[error("{} were sent, but the state file could not be updated; every answer is in the journal {}, which the next oapkg command that writes the state folds in", requests_sent(.report), .journal.display())]
+    Record {
+        report: Box<ApplyReport>,
+        journal: std::path::PathBuf,
+        #[source]
+        source: StateError,
+    },
+}
+
+fn requests_sent(report: &ApplyReport) -> String {
+    let sent = report
+        .outcomes
+        .iter()
+        .filter(|(_, r)| {
+            !matches!(
+                r,
+                PackageResult::NotAttempted { .. } | PackageResult::LeftUnconfirmed
+            )
+        })
+        .count();
+    format!("purchase requests for {sent} package(s)")
+}
+
+/// `a, b, c and 4 more`.
+pub(crate) fn key_list(keys: &[Key]) -> String {
+    const SHOWN: usize = 10;
+    let mut out: Vec<&str> = keys.iter().take(SHOWN).map(Key::as_str).collect();
+    let more;
+    if keys.len() > SHOWN {
+        more = format!("and {} more", keys.len() - SHOWN);
+        out.push(&more);
+    }
+    out.join(", ")
+}
+
+/// Carries out `plan` against the account behind `client`, recording in
+/// `store`. See the module docs for the steps and the guarantees.
+///
+/// `on_event` is called from the task running this future, in order; it
+/// should be quick (print a line, bump a counter). `cancel` asks the run to
+/// stop sending (see [Cancellation](self#cancellation-and-dropping)).
+///
+/// `Ok` means the run happened, whatever its packages' results: look at
+/// [`ApplyReport::succeeded`]. `Err` means it was refused before sending
+/// anything, except [`ApplyError::Record`].
+pub async fn apply(
+    plan: &Plan,
+    store: &StateStore,
+    client: &Client,
+    options: &ApplyOptions,
+    on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
+    cancel: CancelSignal,
+) -> Result<ApplyReport, ApplyError> {
+    let selection = decide::select(plan, options).map_err(ApplyError::Refused)?;
+    let mut report = ApplyReport::default();
+    if selection.jobs.is_empty() {
+        for change in &selection.left_alone {
+            report.push(change.key.clone(), PackageResult::LeftUnconfirmed);
+        }
+        return Ok(report);
+    }
+
+    // All of this reads (and may fold) the state file: off the async
+    // threads, and together, so the allocations of a large state stay on
+    // one blocking thread.
+    let (lock, loaded, journal) = {
+        let store = store.clone();
+        let command = options.command.clone();
+        let timeout = options.lock_timeout;
+        blocking(move || {
+            let (lock, loaded) = store.lock_and_load(&command, timeout)?;
+            let journal = store.journal(&lock)?;
+            Ok((lock, loaded, journal))
+        })
+        .await
+        .map_err(ApplyError::State)?
+    };
+    if !state_unmoved(&plan.state, &loaded, store.path()) {
+        return Err(ApplyError::Stale(decide::stale_state(
+            &plan.state,
+            &loaded.id,
+        )));
+    }
+    if !options.skip_preflight {
+        preflight(client, &selection.jobs, &options.retry, &cancel).await?;
+    }
+    let journal = Arc::new(Mutex::new(journal));
+
+    let execution = if cancel.is_cancelled() {
+        let reason = StopReason::Cancelled;
+        on_event(ApplyEvent::Stopping {
+            reason: &reason,
+            in_flight: 0,
+        });
+        executor::Execution::stopped_before_start(&selection.jobs, reason)
+    } else {
+        on_event(ApplyEvent::Started {
+            requests: selection.jobs.len(),
+            parallelism: options.parallelism.max(1),
+        });
+        executor::run(
+            &selection.jobs,
+            client,
+            &journal,
+            options,
+            on_event,
+            &cancel,
+        )
+        .await
+    };
+
+    // Report in key order: jobs and packages left alone interleaved.
+    let mut results: Vec<(Key, PackageResult)> = selection
+        .jobs
+        .iter()
+        .zip(execution.results)
+        .map(|(job, result)| (job.change.key.clone(), result))
+        .chain(
+            selection
+                .left_alone
+                .iter()
+                .map(|c| (c.key.clone(), PackageResult::LeftUnconfirmed)),
+        )
+        .collect();
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    for (key, result) in results {
+        report.push(key, result);
+    }
+    report.stopped = execution.stopped;
+
+    if execution.journaled {
+        let mut state = loaded.state;
+        let written = {
+            let store = store.clone();
+            blocking(move || {
+                let result = store.write(&lock, &mut state);
+                drop(lock);
+                result
+            })
+            .await
+        };
+        drop(journal);
+        match written {
+            Ok(id) => report.state = Some(id),
+            Err(source) => {
+                return Err(ApplyError::Record {
+                    report: Box::new(report),
+                    journal: store.journal_path(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// One `ZNS/GetListZOA/` call (retried like a purchase when it got no
+/// answer: it buys nothing), then every OAID to be bought must be listed.
+async fn preflight(
+    client: &Client,
+    jobs: &[decide::Job<'_>],
+    policy: &RetryPolicy,
+    cancel: &CancelSignal,
+) -> Result<(), ApplyError> {
+    let mut delays = policy.delays();
+    let oas = loop {
+        match client.list_oas().await {
+            Ok(oas) => break oas,
+            Err(error) => {
+                let retryable = matches!(
+                    error,
+                    CallError::NotSent { .. }
+                        | CallError::NoAnswer { .. }
+                        | CallError::RateLimited { .. }
+                );
+                match delays.next() {
+                    Some(delay) if retryable && !cancel.is_cancelled() => {
+                        tracing::warn!(%error, delay_ms = delay.as_millis() as u64, "pre-flight failed; retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = cancel.cancelled() => {
+                                return Err(ApplyError::Preflight(PreflightError::Call(error)));
+                            }
+                        }
+                    }
+                    _ => return Err(ApplyError::Preflight(PreflightError::Call(error))),
+                }
+            }
+        }
+    };
+    let missing = decide::missing_oaids(jobs, &oas);
+    if missing.is_empty() {
+        tracing::debug!(oas = oas.len(), "pre-flight passed");
+        Ok(())
+    } else {
+        Err(ApplyError::Preflight(PreflightError::MissingOas {
+            oaids: missing,
+        }))
+    }
+}
+
+/// Runs blocking file work (locking, fsync, writing) off the async threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(error) => match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Cancelled only when the runtime shuts down under us.
+            Err(error) => panic!("blocking state work was cancelled: {error}"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

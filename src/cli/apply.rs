@@ -1,0 +1,566 @@
+//! `oapkg apply [PLANFILE]`: show the plan, get a yes, buy exactly it.
+//!
+//! This file gathers the inputs (credentials and endpoint first, then the
+//! plan: made now, or read from PLANFILE and checked for staleness), asks
+//! for confirmation, wires SIGINT/SIGTERM to the run's cancel signal, and
+//! prints progress and the result. The run itself, with every guarantee, is
+//! [`crate::apply::apply`].
+//!
+//! Credentials are required even when the plan turns out to buy nothing:
+//! the SPEC wants missing credentials reported "before anything else
+//! happens", and a pipeline whose keys are missing should learn it on the
+//! first run, not on the day a purchase is finally needed.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::Context;
+use super::context::print;
+use crate::apply::{
+    self, ApplyError, ApplyEvent, ApplyOptions, ApplyReport, PackageResult, RetryPolicy,
+};
+use crate::esms::{Client, ClientOptions, Credentials, Endpoint, PurchaseOutcome};
+use crate::exit::ExitStatus;
+use crate::plan::render::{self, escape_controls};
+use crate::plan::saved::{Moved, SavedPlan};
+use crate::plan::{Action, Plan};
+
+/// Shortens the first retry delay (milliseconds; later ones double from
+/// it), for tests and the simulator. Not a user setting.
+pub const RETRY_DELAY_VAR: &str = "OAPKG_RETRY_MIN_DELAY_MS";
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved by `oapkg plan --out`: apply exactly it, without asking
+    /// (refused if the state or the manifests changed since)
+    #[arg(value_name = "PLANFILE")]
+    pub planfile: Option<PathBuf>,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub auto_approve: bool,
+    #[command(flatten)]
+    pub flags: ApplyFlags,
+}
+
+/// How to buy: the flags `oapkg apply` and `oapkg watch --apply` share.
+#[derive(Debug, Args)]
+pub struct ApplyFlags {
+    /// Most purchase requests in flight at once
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallelism: u16,
+    /// Refuse the run if it would send more purchase requests than this
+    /// (purchases + replaces + resent unconfirmed packages)
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub max_purchases: usize,
+    /// Allow buying a package again whose tier or duration changed (the
+    /// earlier purchase is not refunded)
+    #[arg(long)]
+    pub allow_replace: bool,
+    /// Resend packages recorded as unconfirmed (eSMS answers 199 to a request
+    /// it already has, which confirms them)
+    #[arg(long)]
+    pub retry_unconfirmed: bool,
+    /// Do not check first that the account holds every OA to be bought
+    #[arg(long)]
+    pub skip_preflight: bool,
+    /// eSMS API base URL [default: the production URL]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "ESMS_ENDPOINT",
+        hide_env_values = true
+    )]
+    pub endpoint: Option<String>,
+    /// Seconds allowed for one whole request and its answer
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub timeout: f64,
+    /// Seconds allowed to connect to eSMS
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub connect_timeout: f64,
+    /// File holding ESMS_API_KEY=... and ESMS_SECRET_KEY=... lines (mode 600);
+    /// default: those environment variables
+    #[arg(long, value_name = "FILE")]
+    pub credentials: Option<PathBuf>,
+}
+
+pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
+    // Before anything else: where to buy and with which keys.
+    let client = client(&args.flags)?;
+    let options = options(context, &args.flags, "oapkg apply")?;
+
+    let (plan, reviewed) = match &args.planfile {
+        Some(path) => (saved_plan(context, path)?, true),
+        None => (super::plan::make_plan(context)?, false),
+    };
+    let quiet = context.global.quiet;
+    let text = render::text(
+        &plan,
+        &render::TextOptions {
+            color: context.color_stdout(),
+        },
+    );
+    if !plan.buys_anything() {
+        // The plan's text ends with its `No changes.` line.
+        print(&text)?;
+        return Ok(ExitStatus::Success);
+    }
+    let counts = apply::check_guards(&plan, &options);
+    let asks = !reviewed && !args.auto_approve && counts.as_ref().is_ok_and(|c| c.requests() > 0);
+    if !quiet || asks {
+        print(&text)?;
+    }
+    let counts = counts?;
+    if counts.requests() > 0 && !reviewed && !args.auto_approve {
+        confirm(counts.requests())?;
+    }
+
+    let progress = Progress::new(context, counts.requests());
+    let result = run_apply(context, &plan, &client, &options, &progress);
+    progress.finish();
+    let report = match result {
+        Ok(report) => report,
+        Err(ApplyError::Record {
+            report,
+            journal,
+            source,
+        }) => {
+            summarize(context, &report)?;
+            return Err(anyhow::Error::new(source).context(format!(
+                "the purchases above were made, but the state file could not be updated; every answer is in the journal {}, which the next oapkg command that writes the state folds in",
+                journal.display()
+            )));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    summarize(context, &report)?;
+    Ok(if report.succeeded() {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    })
+}
+
+/// The eSMS client the flags describe: credentials, endpoint, timeouts.
+pub(super) fn client(args: &ApplyFlags) -> anyhow::Result<Client> {
+    let credentials = match &args.credentials {
+        Some(path) => Credentials::from_file(path)?,
+        None => Credentials::from_env()?,
+    };
+    let endpoint = match &args.endpoint {
+        Some(url) => Endpoint::parse(url).context("--endpoint / ESMS_ENDPOINT")?,
+        None => Endpoint::production(),
+    };
+    let seconds = |value: f64, flag: &str| -> anyhow::Result<Duration> {
+        match Duration::try_from_secs_f64(value) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            _ => bail!("{flag} {value}: expected a number of seconds greater than 0"),
+        }
+    };
+    let options = ClientOptions {
+        connect_timeout: seconds(args.connect_timeout, "--connect-timeout")?,
+        request_timeout: seconds(args.timeout, "--timeout")?,
+    };
+    Ok(Client::new(endpoint, credentials, options)?)
+}
+
+/// The apply engine's options the flags describe; `command` names the lock holder.
+pub(super) fn options(
+    context: &Context,
+    args: &ApplyFlags,
+    command: &str,
+) -> anyhow::Result<ApplyOptions> {
+    let mut retry = RetryPolicy::default();
+    if let Some(ms) = std::env::var_os(RETRY_DELAY_VAR) {
+        let ms: u64 = ms
+            .to_str()
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("{RETRY_DELAY_VAR} must be a whole number of milliseconds"))?;
+        retry.min_delay = Duration::from_millis(ms);
+        retry.max_delay = Duration::from_millis(ms.saturating_mul(16));
+    }
+    Ok(ApplyOptions {
+        parallelism: usize::from(args.parallelism),
+        max_purchases: args.max_purchases,
+        allow_replace: args.allow_replace,
+        retry_unconfirmed: args.retry_unconfirmed,
+        skip_preflight: args.skip_preflight,
+        lock_timeout: context.global.lock_timeout(),
+        command: command.to_owned(),
+        retry,
+    })
+}
+
+/// Reads PLANFILE and refuses it if the state or the manifests moved.
+fn saved_plan(context: &Context, path: &std::path::Path) -> anyhow::Result<Plan> {
+    let saved = SavedPlan::read(path)?;
+    let today = context.today()?;
+    let manifests = context.manifests(today)?;
+    let loaded = context.store.load()?;
+    if let Err(mut stale) = saved.check_fresh(&loaded.id, &manifests.desired.hash()) {
+        // A state whose content is what the plan saw (only a crashed run's
+        // journal was folded since) has not moved.
+        if apply::state_unmoved(&saved.state, &loaded, context.store.path()) {
+            stale.moved.retain(|m| matches!(m, Moved::Manifests { .. }));
+        }
+        if !stale.moved.is_empty() {
+            return Err(anyhow::Error::new(stale)
+                .context(format!("plan file {} cannot be applied", path.display())));
+        }
+    }
+    let mut plan = saved.to_plan();
+    // Warnings are the manifests' of today, not of when the plan was saved.
+    plan.warnings = crate::plan::inputs::warnings(&manifests.warnings);
+    Ok(plan)
+}
+
+/// `Type 'yes' to purchase N package(s):` on a terminal; refuses elsewhere.
+fn confirm(requests: usize) -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!(
+            "refusing to purchase {requests} package(s) without confirmation: standard input is not a terminal. \
+             Review the plan above, then run again with --auto-approve, or save it with \
+             `oapkg plan --out PLANFILE` and run `oapkg apply PLANFILE`"
+        );
+    }
+    eprint!("\nType 'yes' to purchase {requests} package(s): ");
+    let mut answer = String::new();
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .context("cannot read the answer")?;
+    if answer.trim() != "yes" {
+        bail!("apply cancelled (the answer was not `yes`); nothing was bought");
+    }
+    Ok(())
+}
+
+/// The run on a runtime of its own, with SIGINT/SIGTERM asking it to stop.
+// One error per run: its size costs nothing worth boxing the variants for.
+#[allow(clippy::result_large_err)]
+fn run_apply(
+    context: &Context,
+    plan: &Plan,
+    client: &Client,
+    options: &ApplyOptions,
+    progress: &Progress,
+) -> Result<ApplyReport, ApplyError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built");
+    runtime.block_on(async {
+        let (canceller, signal) = apply::cancel_pair();
+        let watcher = watch_signals(canceller);
+        let on_event = |event: ApplyEvent<'_>| progress.event(event);
+        let result = apply::apply(plan, &context.store, client, options, &on_event, signal).await;
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
+        result
+    })
+}
+
+/// Cancels on the first SIGINT or SIGTERM; a second one ends the process at
+/// once (requests still in flight then stay `unconfirmed` in the journal).
+fn watch_signals(canceller: apply::Canceller) -> Option<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Registered before the run starts, so no signal can slip through
+        // to the default handler once requests may be in flight.
+        let (mut int, mut term) = match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(int), Ok(term)) => (int, term),
+            _ => {
+                tracing::warn!(
+                    "cannot listen for SIGINT/SIGTERM; an interrupt will end apply at once"
+                );
+                return None;
+            }
+        };
+        Some(tokio::spawn(async move {
+            let mut received = 0;
+            loop {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                received += 1;
+                if received == 1 {
+                    canceller.cancel();
+                } else {
+                    eprintln!(
+                        "Interrupted again: exiting now. Requests still in flight are recorded as unconfirmed; \
+                         the next oapkg command that writes the state folds them in."
+                    );
+                    std::process::exit(i32::from(ExitStatus::Failure.code()));
+                }
+            }
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        Some(tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                canceller.cancel();
+            }
+        }))
+    }
+}
+
+/// Progress as the run reports it: a bar on a terminal, one line per
+/// finished package on stdout either way (above the bar on a terminal).
+struct Progress {
+    bar: Option<ProgressBar>,
+    lines: bool,
+    color: bool,
+    done: AtomicUsize,
+}
+
+impl Progress {
+    fn new(context: &Context, requests: usize) -> Progress {
+        let quiet = context.global.quiet;
+        let bar = (!quiet && requests > 0 && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(requests as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} packages {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Progress {
+            bar,
+            lines: !quiet,
+            color: context.color_stdout(),
+            done: AtomicUsize::new(0),
+        }
+    }
+
+    fn event(&self, event: ApplyEvent<'_>) {
+        match event {
+            ApplyEvent::Started {
+                requests,
+                parallelism,
+            } => {
+                tracing::info!(requests, parallelism, "sending purchase requests");
+                if let Some(bar) = &self.bar {
+                    bar.set_message(format!("(up to {parallelism} at once)"));
+                }
+            }
+            ApplyEvent::PurchaseSent { key, attempt, .. } => {
+                tracing::info!(%key, attempt, "purchase request sent");
+            }
+            ApplyEvent::Answered {
+                key,
+                attempt,
+                outcome,
+                ..
+            } => {
+                tracing::trace!(%key, attempt, ?outcome, "purchase answered");
+            }
+            ApplyEvent::Retrying {
+                change,
+                key,
+                attempt,
+                delay,
+                outcome,
+            } => {
+                tracing::info!(%key, attempt, delay_ms = delay.as_millis() as u64, ?outcome, "retrying");
+                self.err_line(&format!(
+                    "  {} {key}: {} (attempt {attempt}); retrying in {:.1}s",
+                    change.action,
+                    escape_controls(&retry_reason(outcome)),
+                    delay.as_secs_f64()
+                ));
+            }
+            ApplyEvent::PurchaseDone {
+                change,
+                key,
+                result,
+            } => {
+                self.done.fetch_add(1, Ordering::Relaxed);
+                if let Some(bar) = &self.bar {
+                    bar.inc(1);
+                }
+                tracing::info!(%key, ?result, "purchase recorded");
+                self.out_line(&done_line(change.action, key.as_str(), result, self.color));
+            }
+            ApplyEvent::Stopping { reason, in_flight } => {
+                self.err_line(&format!(
+                    "Stopping: {reason}. No further purchase requests will be sent; waiting for {in_flight} request(s) in flight to be answered and recorded."
+                ));
+            }
+        }
+    }
+
+    fn out_line(&self, line: &str) {
+        if !self.lines {
+            return;
+        }
+        let write = || {
+            // A closed stdout must not stop the run; the state records it all.
+            let _ = print(&format!("{line}\n"));
+        };
+        match &self.bar {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
+
+    fn err_line(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn retry_reason(outcome: &PurchaseOutcome) -> String {
+    match outcome {
+        PurchaseOutcome::RateLimited { reason } => format!("rate limited ({reason})"),
+        PurchaseOutcome::NotSent { reason } => format!("not sent ({reason})"),
+        PurchaseOutcome::Unknown { reason } => format!("no definite answer ({reason})"),
+        other => other.message().to_owned(),
+    }
+}
+
+/// `+ purchase KEY: submitted, ServicePreviewId 52330 (code 100: …)`: the
+/// plan's symbol and action, then what became of it.
+pub(super) fn done_line(action: Action, key: &str, result: &PackageResult, color: bool) -> String {
+    let paint = |code: &str, text: &str| {
+        if color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    };
+    let attempts = |n: u32| {
+        if n > 1 {
+            format!(" after {n} attempts")
+        } else {
+            String::new()
+        }
+    };
+    let what = match result {
+        PackageResult::Submitted {
+            service_preview_id,
+            code,
+            message,
+            attempts: n,
+            ..
+        } => format!(
+            "{}, ServicePreviewId {} (code {code}: {}){}",
+            paint("32", "submitted"),
+            escape_controls(service_preview_id.as_deref().unwrap_or("none")),
+            escape_controls(message),
+            attempts(*n)
+        ),
+        PackageResult::Failed {
+            code,
+            message,
+            attempts: n,
+            ..
+        } => {
+            let detail = match code {
+                Some(code) => match crate::esms::code_meaning(code) {
+                    Some(meaning) => {
+                        format!("code {code}, {meaning}: {}", escape_controls(message))
+                    }
+                    None => format!("code {code}: {}", escape_controls(message)),
+                },
+                None => escape_controls(message).into_owned(),
+            };
+            format!(
+                "{} ({detail}){}; not bought",
+                paint("31", "failed"),
+                attempts(*n)
+            )
+        }
+        PackageResult::Unconfirmed {
+            reason,
+            attempts: n,
+            ..
+        } => format!(
+            "{} ({}){}",
+            paint("33", "unconfirmed"),
+            escape_controls(reason),
+            attempts(*n)
+        ),
+        PackageResult::NotAttempted { reason, .. } => {
+            format!("{} ({})", paint("33", "not sent"), escape_controls(reason))
+        }
+        PackageResult::LeftUnconfirmed => format!(
+            "{} (not resent without --retry-unconfirmed)",
+            paint("33", "unconfirmed")
+        ),
+    };
+    format!("{} {action} {key}: {what}", action.symbol())
+}
+
+/// What is left to do, then the final `Apply complete: …` line.
+fn summarize(context: &Context, report: &ApplyReport) -> anyhow::Result<()> {
+    let mut out = String::new();
+    if let Some(reason) = &report.stopped {
+        let not_sent = report
+            .outcomes
+            .iter()
+            .filter(|(_, r)| matches!(r, PackageResult::NotAttempted { .. }))
+            .count();
+        eprintln!(
+            "Stopped early: {reason}. {not_sent} planned package(s) were not sent; run `oapkg plan` to see what is left."
+        );
+    }
+    let unconfirmed: Vec<_> = report
+        .outcomes
+        .iter()
+        .filter(|(_, r)| {
+            matches!(
+                r,
+                PackageResult::Unconfirmed { .. }
+                    | PackageResult::LeftUnconfirmed
+                    | PackageResult::NotAttempted {
+                        action: Action::Unconfirmed,
+                        ..
+                    }
+            )
+        })
+        .collect();
+    if !unconfirmed.is_empty() {
+        out.push_str(
+            "\nUnconfirmed: eSMS may or may not have received these purchase requests, so they are neither bought again nor forgotten:\n",
+        );
+        for (key, _) in &unconfirmed {
+            out.push_str(&format!("  ? {key}\n"));
+        }
+        out.push_str(
+            "Check them on the eSMS portal, then record each one bought with `oapkg state confirm KEY`, \
+             or run `oapkg apply --retry-unconfirmed` to resend them (eSMS answers 199 to a request it already has).\n",
+        );
+    }
+    if !context.global.quiet || !out.is_empty() {
+        out.insert(0, '\n');
+    }
+    out.push_str(&report.summary_line());
+    out.push('\n');
+    print(&out)
+}
