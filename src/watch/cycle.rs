@@ -525,8 +525,8 @@ fn state_error(error: &StateError) -> String {
 #[cfg(test)]
 mod tests {
     //! The runner on real files with a fake reconciler: the apply-side
-    //! rules (refusal parking, backoff, putting off an apply) before the
-    //! apply engine exists.
+    //! rules (refusal parking, backoff, putting off an apply) without a
+    //! network or a simulator.
 
     use std::sync::Mutex;
 
