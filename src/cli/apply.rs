@@ -201,7 +201,13 @@ pub(super) fn options(
 fn saved_plan(context: &Context, path: &std::path::Path) -> anyhow::Result<Plan> {
     let saved = SavedPlan::read(path)?;
     let today = context.today()?;
-    let manifests = context.manifests(today)?;
+    // The manifests the plan was made from, unless -f says otherwise.
+    let manifests = if context.global.files.is_empty() && !saved.manifest_files.is_empty() {
+        let files: Vec<PathBuf> = saved.manifest_files.iter().map(PathBuf::from).collect();
+        context.manifests_from(&files, today)?
+    } else {
+        context.manifests(today)?
+    };
     let loaded = context.store.load()?;
     if let Err(mut stale) = saved.check_fresh(&loaded.id, &manifests.desired.hash()) {
         // A state whose content is what the plan saw (only a crashed run's

@@ -2,6 +2,7 @@
 //! today's date, colour, the manifests, the state store, and stdout.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use jiff::civil::Date;
@@ -40,7 +41,12 @@ impl Context {
 
     /// Loads and validates the manifests named by `-f`.
     pub fn manifests(&self, today: Date) -> anyhow::Result<Manifests> {
-        match manifest::load(&self.global.files, today) {
+        self.manifests_from(&self.global.files, today)
+    }
+
+    /// Loads and validates the manifests at `files`.
+    pub fn manifests_from(&self, files: &[PathBuf], today: Date) -> anyhow::Result<Manifests> {
+        match manifest::load(files, today) {
             Ok(manifests) => Ok(manifests),
             Err(error) => {
                 // The warnings found alongside the errors still help.

@@ -38,7 +38,14 @@ pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
     };
     print(&rendered)?;
     if let Some(path) = &args.out {
-        SavedPlan::from_plan(&plan)
+        let mut saved = SavedPlan::from_plan(&plan);
+        saved.manifest_files = context
+            .global
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect();
+        saved
             .write(path)
             .with_context(|| format!("cannot save the plan to {}", path.display()))?;
         if args.format == PlanFormat::Text && !context.global.quiet {

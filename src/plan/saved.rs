@@ -67,6 +67,10 @@ pub struct SavedPlan {
     pub state: StateId,
     /// The content hash of the manifests the plan was made from.
     pub manifest_hash: String,
+    /// The `-f` paths the plan read, as given (empty: the default
+    /// `oapkg.yaml`), so `apply PLANFILE` re-reads the same manifests for
+    /// its staleness check without being told again.
+    pub manifest_files: Vec<String>,
     /// How many keys were unchanged, for the summary line.
     pub unchanged: usize,
     /// The listed changes, sorted by key (never `unchanged`).
@@ -180,6 +184,7 @@ struct PlanFile {
     today: Date,
     state: StateId,
     manifest_hash: String,
+    manifest_files: Vec<String>,
     unchanged: usize,
     changes: Vec<SavedChange>,
     warnings: Vec<Warning>,
@@ -196,6 +201,7 @@ impl SavedPlan {
             today: plan.today,
             state: plan.state.clone(),
             manifest_hash: plan.manifest_hash.clone(),
+            manifest_files: Vec::new(),
             unchanged: plan.unchanged,
             changes: plan
                 .listed_changes()
@@ -271,6 +277,7 @@ impl SavedPlan {
             today: self.today,
             state: self.state.clone(),
             manifest_hash: self.manifest_hash.clone(),
+            manifest_files: self.manifest_files.clone(),
             unchanged: self.unchanged,
             changes: self.changes.clone(),
             warnings: self.warnings.clone(),
@@ -312,6 +319,7 @@ impl SavedPlan {
             today: file.today,
             state: file.state,
             manifest_hash: file.manifest_hash,
+            manifest_files: file.manifest_files,
             unchanged: file.unchanged,
             changes: file.changes,
             warnings: file.warnings,

@@ -458,6 +458,28 @@ fn a_saved_plan_is_applied_as_saved_without_a_question() {
 }
 
 #[test]
+fn a_saved_plan_remembers_its_manifest_paths() {
+    // `plan -f DIR --out` then `apply PLANFILE` with no -f: the staleness
+    // check re-reads DIR, not the default oapkg.yaml.
+    let env = Env::new();
+    let all = pkgs(7201, 2);
+    let body: String = all.iter().map(|p| p.yaml()).collect();
+    env.file("packages/a.yaml", manifest(&body));
+    let sim = start(account(&all));
+    env.run(&["plan", "-f", "packages", "--out", "reviewed.plan"])
+        .code(0);
+    run(&env, &sim, &["apply", "reviewed.plan"]).code(0);
+    assert_eq!(sim.ledger().len(), 2);
+    // And a later change to those manifests makes an older plan stale.
+    env.run(&["plan", "-f", "packages", "--out", "again.plan"])
+        .code(0);
+    env.file("packages/b.yaml", manifest(&pkgs(7301, 1)[0].yaml()));
+    run(&env, &sim, &["apply", "again.plan"])
+        .code(1)
+        .stderr_has("stale plan");
+}
+
+#[test]
 fn a_stale_saved_plan_is_refused_naming_what_moved() {
     let env = Env::new();
     let all = pkgs(7101, 3);
