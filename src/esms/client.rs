@@ -2,7 +2,7 @@
 //!
 //! This module owns the connection settings and the one judgement that the
 //! pure classifier cannot make: whether a failed request can have reached
-//! the server ([`transport_failure`]). It does not retry, follow redirects or
+//! the server (`transport_failure`). It does not retry, follow redirects or
 //! log bodies; retrying a purchase is the apply executor's decision, taken
 //! after the intent is on disk.
 

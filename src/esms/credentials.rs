@@ -2,7 +2,7 @@
 //! file) and how they are kept out of every output.
 //!
 //! This module owns [`Secret`] and [`Credentials`]. A key's value leaves a
-//! `Secret` only through [`Secret::expose`], which is visible inside the
+//! `Secret` only through `Secret::expose`, which is visible inside the
 //! `esms` module alone, and only the wire encoder calls it. Every `Debug`,
 //! `Display` and error message here is written so that it cannot contain a
 //! value: errors name the file, the line number and the variable, never what

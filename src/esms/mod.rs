@@ -11,7 +11,7 @@
 //!   or a private file; a [`Secret`] never prints its value.
 //! - [`endpoint`]: the base URL (https, or http to loopback only) and the
 //!   call paths.
-//! - [`wire`] (crate-private): the JSON bodies, field for field.
+//! - `wire` (crate-private): the JSON bodies, field for field.
 //! - [`classify`]: pure functions from an HTTP exchange to a
 //!   [`PurchaseOutcome`] or a [`CallError`].
 //! - [`client`]: the reqwest client, and the rule that decides whether a

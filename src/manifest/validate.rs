@@ -1,4 +1,4 @@
-//! From text to packages: parses one file's YAML into [`raw`] documents and
+//! From text to packages: parses one file's YAML into [`raw`](super::raw) documents and
 //! checks every value, then checks the packages of all files together
 //! (duplicate keys, overlapping periods).
 //!

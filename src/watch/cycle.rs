@@ -5,7 +5,7 @@
 //! way `oapkg plan` does ([`plan::inputs::make`](crate::plan::inputs::make)),
 //! hands it to an [`Output`] to print, and with `--apply` to the
 //! [`Reconciler`]. What it adds is memory across cycles, with the rules of
-//! [`policy`](super::policy): the last inputs planned (to skip a cycle that
+//! [`policy`]: the last inputs planned (to skip a cycle that
 //! would print the same plan), the last good desired set (named when the
 //! manifests turn invalid), and the refused or failed applies (to back off).
 //!
