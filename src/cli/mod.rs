@@ -49,7 +49,7 @@ pub struct GlobalArgs {
     pub files: Vec<PathBuf>,
 
     /// State file
-    #[arg(long, value_name = "PATH", env = "OAPKG_STATE", global = true,
+    #[arg(long, value_name = "PATH", env = "OAPKG_STATE", hide_env_values = true, global = true,
           default_value = crate::state::DEFAULT_STATE_PATH)]
     pub state: PathBuf,
 
