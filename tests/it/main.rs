@@ -3,6 +3,7 @@
 
 mod apply;
 mod expiring;
+mod gitops;
 mod hostile;
 mod plan;
 mod state;

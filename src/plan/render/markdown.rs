@@ -508,6 +508,12 @@ mod tests {
         assert!(out.contains("| purchase | `4000000000000000000` | Store \\#0 |"));
         assert!(out.contains("### Details\n\n_10000 of 10000 details blocks are not shown;"));
         assert!(out.ends_with(&format!("{MARKER}\n")));
+        // What a reviewer reads first and last: the summary, the cut note,
+        // the first rows; the omitted counts and the footer.
+        let head: Vec<&str> = out.lines().take(12).collect();
+        let tail: Vec<&str> = out.lines().rev().take(12).collect::<Vec<_>>();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        insta::assert_snapshot!(format!("{}\n[…]\n{}", head.join("\n"), tail.join("\n")));
     }
 
     #[test]

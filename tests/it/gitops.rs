@@ -1,0 +1,811 @@
+//! GitOps (issue 5): the example CI and hook files under `examples/gitops/`
+//! run for real, and the state-in-repository flow followed with real `git`.
+//!
+//! The CI files are parsed, every shell step is extracted and run in order
+//! with `bash` in a copy of its example directory, `oapkg` on `PATH` being
+//! the binary under test and eSMS being the simulator. Only steps that need
+//! the outside world (installing, GitHub's `gh`, `curl`, pushing commits,
+//! `uses:` actions) are skipped, and the test names each one it skipped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use oapkg::esms::sim::{BlockingSimHandle, Charge, SimConfig, SimControl, Simulator};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::support::{Run, TODAY};
+
+const API_KEY: &str = "test-key";
+const SECRET_KEY: &str = "test-secret";
+
+/// The OAs the example manifests declare.
+const EXAMPLE_OAIDS: [&str; 2] = ["4097311281936189049", "745830328927467685"];
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn examples() -> PathBuf {
+    repo_root().join("examples/gitops")
+}
+
+/// `PATH` with the `oapkg` under test first.
+fn path_with_oapkg() -> std::ffi::OsString {
+    let bin = Path::new(env!("CARGO_BIN_EXE_oapkg")).parent().unwrap();
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(&rest)))
+        .unwrap()
+}
+
+fn simulator(extra_oaids: &[&str]) -> BlockingSimHandle {
+    let config = EXAMPLE_OAIDS
+        .iter()
+        .chain(extra_oaids)
+        .fold(SimConfig::new().keys(API_KEY, SECRET_KEY), |c, oaid| {
+            c.oaid(*oaid)
+        });
+    Simulator::spawn_blocking(config).expect("start the simulator")
+}
+
+/// Every charge by key (`OAID@START`).
+fn charges(sim: &SimControl) -> BTreeMap<String, Vec<Charge>> {
+    let mut by_key: BTreeMap<String, Vec<Charge>> = BTreeMap::new();
+    for charge in sim.ledger() {
+        by_key
+            .entry(format!("{}@{}", charge.oaid, charge.dateactive))
+            .or_default()
+            .push(charge);
+    }
+    by_key
+}
+
+#[track_caller]
+fn assert_charged_once(sim: &SimControl, keys: &[&str]) {
+    let charges = charges(sim);
+    let charged: Vec<&str> = charges.keys().map(String::as_str).collect();
+    assert_eq!(charged, keys, "charged keys");
+    for (key, list) in &charges {
+        assert_eq!(list.len(), 1, "{key} charged {} times", list.len());
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The CI files, parsed in file order.
+
+/// A YAML mapping with its keys in file order (jobs run in the order written).
+struct Ordered<V>(Vec<(String, V)>);
+
+impl<V> Default for Ordered<V> {
+    fn default() -> Self {
+        Ordered(Vec::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<V> {
+            type Value = Ordered<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Ordered(entries))
+            }
+        }
+        d.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+#[derive(Deserialize)]
+struct GithubWorkflow {
+    #[serde(default)]
+    env: Ordered<String>,
+    jobs: Ordered<GithubJob>,
+}
+
+#[derive(Deserialize)]
+struct GithubJob {
+    #[serde(default)]
+    env: Ordered<String>,
+    steps: Vec<GithubStep>,
+}
+
+#[derive(Deserialize)]
+struct GithubStep {
+    name: Option<String>,
+    uses: Option<String>,
+    run: Option<String>,
+    #[serde(default)]
+    env: Ordered<String>,
+}
+
+#[derive(Deserialize)]
+struct PreCommitConfig {
+    repos: Vec<PreCommitRepo>,
+}
+
+#[derive(Deserialize)]
+struct PreCommitRepo {
+    hooks: Vec<PreCommitHook>,
+}
+
+#[derive(Deserialize)]
+struct PreCommitHook {
+    id: String,
+    entry: String,
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+/// One step of a CI file: a shell script to run, or a reason it is skipped.
+struct Step {
+    label: String,
+    script: Option<String>,
+    /// The step's environment, `${{ secrets.X }}` not yet resolved.
+    env: Vec<(String, String)>,
+}
+
+impl Step {
+    fn run(label: String, script: &str, env: Vec<(String, String)>) -> Step {
+        Step {
+            label,
+            script: Some(script.to_owned()),
+            env,
+        }
+    }
+}
+
+/// Why a script cannot run in a test, if it cannot: it needs the outside
+/// world (a registry, the GitHub API, a URL, a remote).
+fn needs_outside_world(script: &str) -> Option<&'static str> {
+    let words: Vec<&str> = script
+        .split(|c: char| c.is_whitespace() || "();|&$\"'".contains(c))
+        .collect();
+    if script.contains("cargo install") {
+        Some("cargo install")
+    } else if script.contains("git push") || script.contains("git commit") {
+        Some("git commit/push")
+    } else if words.contains(&"gh") {
+        Some("gh")
+    } else if words.contains(&"curl") {
+        Some("curl")
+    } else {
+        None
+    }
+}
+
+fn github_steps(yaml: &str) -> Vec<Step> {
+    let workflow: GithubWorkflow = serde_saphyr::from_str(yaml).expect("a GitHub workflow");
+    let mut steps = Vec::new();
+    for (job_name, job) in workflow.jobs.0 {
+        for (i, step) in job.steps.into_iter().enumerate() {
+            let name = step
+                .name
+                .clone()
+                .or_else(|| step.uses.clone())
+                .unwrap_or_else(|| format!("step {i}"));
+            let label = format!("job {job_name}: {name}");
+            let env: Vec<_> = workflow
+                .env
+                .0
+                .iter()
+                .chain(&job.env.0)
+                .chain(&step.env.0)
+                .cloned()
+                .collect();
+            match (&step.uses, &step.run) {
+                (Some(uses), _) => steps.push(Step {
+                    label: match &step.name {
+                        Some(_) => format!("{label} (uses: {uses})"),
+                        None => format!("job {job_name}: uses: {uses}"),
+                    },
+                    script: None,
+                    env,
+                }),
+                (None, Some(run)) => steps.push(Step::run(label, run, env)),
+                (None, None) => panic!("{label}: neither `uses` nor `run`"),
+            }
+        }
+    }
+    steps
+}
+
+/// GitLab jobs in stage order (file order within a stage), each job's
+/// `before_script` (or the default one), `script` and `after_script`
+/// entries in turn.
+fn gitlab_steps(yaml: &str) -> Vec<Step> {
+    const RESERVED: [&str; 10] = [
+        "stages",
+        "variables",
+        "default",
+        "include",
+        "workflow",
+        "image",
+        "services",
+        "before_script",
+        "after_script",
+        "cache",
+    ];
+    let root: Ordered<Value> = serde_saphyr::from_str(yaml).expect("a GitLab CI file");
+    let get = |key: &str| root.0.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    let stages: Vec<&str> = get("stages")
+        .and_then(Value::as_array)
+        .expect("stages")
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let variables: Vec<(String, String)> = get("variables")
+        .and_then(Value::as_object)
+        .map(|vars| {
+            vars.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let default = get("default").cloned().unwrap_or(Value::Null);
+    let mut jobs: Vec<(&String, &Value)> = root
+        .0
+        .iter()
+        .filter(|(name, _)| !RESERVED.contains(&name.as_str()) && !name.starts_with('.'))
+        .map(|(name, job)| (name, job))
+        .collect();
+    let stage_of = |job: &Value| {
+        let stage = job["stage"].as_str().unwrap_or("test");
+        stages
+            .iter()
+            .position(|s| *s == stage)
+            .expect("a declared stage")
+    };
+    jobs.sort_by_key(|(_, job)| stage_of(job));
+    let mut steps = Vec::new();
+    for (name, job) in jobs {
+        for part in ["before_script", "script", "after_script"] {
+            let entries = job.get(part).or_else(|| default.get(part));
+            let Some(entries) = entries else { continue };
+            for (i, entry) in entries.as_array().expect("a list").iter().enumerate() {
+                let label = format!("job {name}: {part}[{i}]");
+                let script = entry.as_str().expect("a string");
+                steps.push(Step::run(label, script, variables.clone()));
+            }
+        }
+    }
+    steps
+}
+
+fn hook_steps(hooks: Vec<PreCommitHook>, extra_args: &[String]) -> Vec<Step> {
+    hooks
+        .into_iter()
+        .map(|hook| {
+            let mut script = hook.entry;
+            for arg in hook.args.iter().chain(extra_args) {
+                script.push(' ');
+                script.push_str(arg);
+            }
+            Step::run(format!("hook {}", hook.id), &script, Vec::new())
+        })
+        .collect()
+}
+
+/// What running a CI file's steps did.
+struct Ran {
+    /// Labels of the skipped steps, with the reason.
+    skipped: Vec<String>,
+    /// The `oapkg` commands run (the scripts that call it).
+    oapkg_scripts: usize,
+    /// `$GITHUB_OUTPUT`'s content afterwards.
+    github_output: String,
+}
+
+/// Runs `steps` in order in `dir`, as a CI runner would: `bash -e` (with
+/// pipefail, as GitHub's default shell), `oapkg` on `PATH`, the simulator
+/// as eSMS; `secrets` resolve `${{ secrets.NAME }}` and `ambient` is the
+/// environment the runner provides (GitLab's CI/CD variables and the like).
+fn run_steps(
+    file: &str,
+    steps: Vec<Step>,
+    dir: &Path,
+    sim: &SimControl,
+    secrets: &[(&str, &str)],
+    ambient: &[(&str, &str)],
+) -> Ran {
+    let output = dir.join(".github-output");
+    std::fs::write(&output, "").unwrap();
+    let mut ran = Ran {
+        skipped: Vec::new(),
+        oapkg_scripts: 0,
+        github_output: String::new(),
+    };
+    for step in steps {
+        let Some(script) = step.script else {
+            ran.skipped.push(step.label);
+            continue;
+        };
+        if let Some(reason) = needs_outside_world(&script) {
+            ran.skipped.push(format!("{} ({reason})", step.label));
+            continue;
+        }
+        assert!(
+            !script.contains("${{"),
+            "{file}: {}: an expression in a script the test cannot resolve:\n{script}",
+            step.label
+        );
+        let mut cmd = Command::new("bash");
+        cmd.args([
+            "--noprofile",
+            "--norc",
+            "-e",
+            "-o",
+            "pipefail",
+            "-c",
+            &script,
+        ])
+        .current_dir(dir)
+        .env("PATH", path_with_oapkg())
+        .env("CI", "true")
+        .env("GITHUB_OUTPUT", &output)
+        .env("OAPKG_TODAY", TODAY)
+        .env("ESMS_ENDPOINT", sim.endpoint().as_str())
+        .env("OAPKG_RETRY_MIN_DELAY_MS", "10")
+        .env_remove("OAPKG_STATE")
+        .env_remove("ESMS_API_KEY")
+        .env_remove("ESMS_SECRET_KEY")
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR");
+        cmd.envs(ambient.iter().copied());
+        for (name, value) in &step.env {
+            let value = match value
+                .trim()
+                .strip_prefix("${{ secrets.")
+                .and_then(|v| v.strip_suffix("}}"))
+            {
+                Some(secret) => {
+                    let secret = secret.trim();
+                    let found = secrets.iter().find(|(n, _)| *n == secret);
+                    match found {
+                        Some((_, value)) => (*value).to_owned(),
+                        None => panic!("{file}: {}: unknown secret {secret}", step.label),
+                    }
+                }
+                None => value.clone(),
+            };
+            cmd.env(name, value);
+        }
+        let run = Run::from(cmd.output().expect("run bash"));
+        assert_eq!(
+            run.code, 0,
+            "{file}: {} failed (exit {})\n--- script\n{script}\n--- stdout\n{}\n--- stderr\n{}",
+            step.label, run.code, run.stdout, run.stderr
+        );
+        if script.contains("oapkg ") {
+            ran.oapkg_scripts += 1;
+        }
+    }
+    ran.github_output = std::fs::read_to_string(&output).unwrap();
+    ran
+}
+
+/// Every YAML file under `examples/gitops/` that is not a manifest.
+fn ci_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            if path.file_name().unwrap() != "packages" {
+                ci_files(&path, found);
+            }
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yml" | "yaml")
+        ) {
+            found.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
+    let mut files = Vec::new();
+    ci_files(&examples(), &mut files);
+    files.push(repo_root().join(".pre-commit-hooks.yaml"));
+    files.sort();
+
+    let mut skipped = Vec::new();
+    let mut exercised = Vec::new();
+    for path in &files {
+        let rel = path
+            .strip_prefix(repo_root())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let yaml = std::fs::read_to_string(path).unwrap();
+        // Valid YAML, whatever the tool reading it.
+        serde_saphyr::from_str::<Value>(&yaml).unwrap_or_else(|e| panic!("{rel}: {e}"));
+
+        let example = match rel.split('/').nth(2) {
+            Some(name) if rel.starts_with("examples/gitops/") => examples().join(name),
+            // The root hook is for other repositories: try it on one.
+            _ => examples().join("state-in-repo"),
+        };
+        let work = tempfile::tempdir().unwrap();
+        copy_dir(&example, work.path());
+        let sim_handle = simulator(&[]);
+        let sim = sim_handle.control();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let (ran, applies) = if rel.contains("/.github/workflows/") {
+            let steps = github_steps(&yaml);
+            let applies = steps.iter().any(|s| {
+                s.script
+                    .as_deref()
+                    .is_some_and(|s| s.contains("oapkg apply"))
+            });
+            let secrets = [("ESMS_API_KEY", API_KEY), ("ESMS_SECRET_KEY", SECRET_KEY)];
+            (
+                run_steps(&rel, steps, work.path(), &sim, &secrets, &[]),
+                applies,
+            )
+        } else if name == ".gitlab-ci.yml" {
+            let steps = gitlab_steps(&yaml);
+            // GitLab hands CI/CD variables to every job as environment.
+            let ambient = [("ESMS_API_KEY", API_KEY), ("ESMS_SECRET_KEY", SECRET_KEY)];
+            (
+                run_steps(&rel, steps, work.path(), &sim, &[], &ambient),
+                true,
+            )
+        } else if name == ".pre-commit-config.yaml" {
+            let config: PreCommitConfig = serde_saphyr::from_str(&yaml).unwrap();
+            let hooks = config.repos.into_iter().flat_map(|r| r.hooks).collect();
+            (
+                run_steps(&rel, hook_steps(hooks, &[]), work.path(), &sim, &[], &[]),
+                false,
+            )
+        } else if name == ".pre-commit-hooks.yaml" {
+            // Its comment shows the `args` a using repository passes.
+            let args = r#"args: ["-f", "packages"]"#;
+            assert!(yaml.contains(args), "{rel} documents {args}");
+            let hooks: Vec<PreCommitHook> = serde_saphyr::from_str(&yaml).unwrap();
+            let args = ["-f".to_owned(), "packages".to_owned()];
+            (
+                run_steps(&rel, hook_steps(hooks, &args), work.path(), &sim, &[], &[]),
+                false,
+            )
+        } else {
+            panic!("{rel}: a YAML file of no known CI kind");
+        };
+        assert!(ran.oapkg_scripts > 0, "{rel}: no oapkg command was run");
+        exercised.push(format!("{rel}: {} oapkg step(s)", ran.oapkg_scripts));
+        skipped.extend(ran.skipped.iter().map(|s| format!("{rel}: {s}")));
+
+        // A workflow that plans to markdown left the comment to post.
+        if let Ok(comment) = std::fs::read_to_string(work.path().join("plan.md")) {
+            assert!(
+                comment.starts_with("**Plan: 2 to purchase,"),
+                "{rel}: the summary comes first:\n{comment}"
+            );
+            assert!(comment.contains("<!-- oapkg-plan -->"), "{rel}: the marker");
+        }
+        if rel.ends_with("state-in-repo/.github/workflows/oapkg.yml") {
+            assert!(
+                ran.github_output.contains("exitcode=2\n"),
+                "{rel}: --detailed-exitcode reached $GITHUB_OUTPUT: {:?}",
+                ran.github_output
+            );
+        }
+        if applies {
+            // The apply job bought what the plan showed, once each.
+            let keys = [
+                "4097311281936189049@2026-12-01",
+                "745830328927467685@2027-01-01",
+            ];
+            assert_charged_once(&sim, &keys);
+            let again = Run::from(
+                Command::new(env!("CARGO_BIN_EXE_oapkg"))
+                    .args(["plan", "-f", "packages", "--detailed-exitcode"])
+                    .current_dir(work.path())
+                    .env("OAPKG_TODAY", TODAY)
+                    .env_remove("OAPKG_STATE")
+                    .output()
+                    .unwrap(),
+            );
+            again.code(0).stdout_has("No changes.");
+        } else {
+            assert!(sim.ledger().is_empty(), "{rel} bought something");
+        }
+        sim_handle.shutdown();
+    }
+
+    let expected_skips = [
+        "examples/gitops/admin-host/.github/workflows/oapkg-check.yml: job check: uses: actions/checkout@v4",
+        "examples/gitops/admin-host/.github/workflows/oapkg-check.yml: job check: Install oapkg (cargo install)",
+        "examples/gitops/admin-host/.github/workflows/oapkg-check.yml: job check: Fetch a read-only copy of the admin host's state (curl)",
+        "examples/gitops/admin-host/.github/workflows/oapkg-check.yml: job check: Post or update the plan comment (uses: actions/github-script@v7)",
+        "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job plan: uses: actions/checkout@v4",
+        "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job plan: Install oapkg (cargo install)",
+        "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job plan: Keep the saved plan for the apply job (uses: actions/upload-artifact@v4)",
+        "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job plan: Post or update the plan comment (uses: actions/github-script@v7)",
+        "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job plan: Label \"no changes\" (uses: actions/github-script@v7)",
+        "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job apply: uses: actions/checkout@v4",
+        "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job apply: Install oapkg (cargo install)",
+        "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job apply: Fetch the plan reviewed in the merged pull request (gh)",
+        "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job apply: Commit the state (git commit/push)",
+        "examples/gitops/state-in-repo/.gitlab-ci.yml: job plan: before_script[0] (cargo install)",
+        "examples/gitops/state-in-repo/.gitlab-ci.yml: job apply: before_script[0] (cargo install)",
+        "examples/gitops/state-in-repo/.gitlab-ci.yml: job apply: after_script[0] (git commit/push)",
+    ];
+    assert!(
+        skipped == expected_skips,
+        "only steps needing the outside world are skipped; skipped:\n{}\nexercised:\n{}",
+        skipped.join("\n"),
+        exercised.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The state-in-repository flow with real git.
+
+/// A Git repository of manifests with the state committed in it, the way
+/// `examples/gitops/state-in-repo` keeps it; plans are saved beside it,
+/// as CI keeps them as build artifacts.
+struct Repo {
+    root: tempfile::TempDir,
+    sim: SimControl,
+}
+
+impl Repo {
+    fn dir(&self) -> PathBuf {
+        self.root.path().join("repo")
+    }
+
+    fn plan_file(&self, name: &str) -> String {
+        self.root.path().join(name).to_string_lossy().into_owned()
+    }
+
+    #[track_caller]
+    fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(self.dir())
+            .env("GIT_AUTHOR_NAME", "Reviewer")
+            .env("GIT_AUTHOR_EMAIL", "reviewer@example.com")
+            .env("GIT_COMMITTER_NAME", "Reviewer")
+            .env("GIT_COMMITTER_EMAIL", "reviewer@example.com")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .expect("run git");
+        let run = Run::from(out);
+        assert_eq!(
+            run.code, 0,
+            "git {args:?} failed\n{}\n{}",
+            run.stdout, run.stderr
+        );
+        run.stdout
+    }
+
+    /// `oapkg ARGS` in the repository, eSMS being the simulator.
+    fn oapkg(&self, args: &[&str]) -> Run {
+        let out = Command::new(env!("CARGO_BIN_EXE_oapkg"))
+            .args(args)
+            .current_dir(self.dir())
+            .env("OAPKG_TODAY", TODAY)
+            .env("ESMS_ENDPOINT", self.sim.endpoint().as_str())
+            .env("ESMS_API_KEY", API_KEY)
+            .env("ESMS_SECRET_KEY", SECRET_KEY)
+            .env("OAPKG_RETRY_MIN_DELAY_MS", "10")
+            .env_remove("OAPKG_STATE")
+            .env_remove("NO_COLOR")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run oapkg");
+        Run::from(out)
+    }
+
+    /// A pull request's branch off main adding one manifest file.
+    fn pull_request(&self, branch: &str, file: &str, oaid: &str, name: &str) {
+        self.git(&["checkout", "-q", "-b", branch, "main"]);
+        let manifest = format!(
+            "apiVersion: oapkg/v1\nkind: PackageSet\npackages:\n  - oaid: \"{oaid}\"\n    name: {name}\n    tier: advanced\n    start: 2027-02-01\n    duration: 3\n"
+        );
+        std::fs::write(self.dir().join("packages").join(file), manifest).unwrap();
+        self.git(&["add", "packages"]);
+        self.git(&["commit", "-q", "-m", &format!("{branch}: add {name}")]);
+    }
+
+    /// The pull request's CI plan: the comment, and the plan saved for apply.
+    #[track_caller]
+    fn plan_pr(&self, branch: &str, plan: &str) -> String {
+        self.git(&["checkout", "-q", branch]);
+        let run = self.oapkg(&[
+            "plan",
+            "-f",
+            "packages",
+            "--format",
+            "markdown",
+            "--detailed-exitcode",
+            "--out",
+            &self.plan_file(plan),
+        ]);
+        run.code(2);
+        run.stdout
+    }
+
+    fn merge(&self, branch: &str) {
+        self.git(&["checkout", "-q", "main"]);
+        self.git(&[
+            "merge",
+            "-q",
+            "--no-ff",
+            "-m",
+            &format!("Merge {branch}"),
+            branch,
+        ]);
+    }
+
+    /// The apply job's "commit the state back".
+    fn commit_state(&self, message: &str) {
+        self.git(&["add", "state"]);
+        self.git(&["commit", "-q", "-m", message]);
+    }
+
+    /// The saved plan's state serial.
+    fn planned_serial(&self, plan: &str) -> u64 {
+        let saved: Value =
+            serde_json::from_str(&std::fs::read_to_string(self.plan_file(plan)).unwrap()).unwrap();
+        saved["state"]["serial"].as_u64().expect("a serial")
+    }
+}
+
+#[test]
+fn state_in_repository_flow_with_git_refuses_the_second_of_two_racing_plans() {
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("skipped: `git` is not installed");
+        return;
+    }
+    const PR1: &str = "1000000000000000001";
+    const PR2: &str = "1000000000000000002";
+    const PR3: &str = "1000000000000000003";
+    let sim_handle = simulator(&[PR1, PR2, PR3]);
+    let repo = Repo {
+        root: tempfile::tempdir().unwrap(),
+        sim: sim_handle.control(),
+    };
+    let example = examples().join("state-in-repo");
+    copy_dir(&example.join("packages"), &repo.dir().join("packages"));
+    copy_dir(&example.join("state"), &repo.dir().join("state"));
+    assert!(
+        !repo.dir().join("state/oapkg.state.json").exists(),
+        "the example starts with no state"
+    );
+    repo.git(&["-c", "init.defaultBranch=main", "init", "-q"]);
+    repo.git(&["add", "."]);
+    repo.git(&["commit", "-q", "-m", "Manifests, no state yet"]);
+
+    // Pull request 1: the comment shows what merging it buys.
+    repo.pull_request("pr-1", "pr1.yaml", PR1, "Shop one");
+    let comment = repo.plan_pr("pr-1", "pr1.plan");
+    assert!(
+        comment.starts_with(
+            "**Plan: 3 to purchase, 0 to replace, 0 unconfirmed, 0 unchanged, 0 orphaned.**\n"
+        ),
+        "{comment}"
+    );
+    assert!(
+        comment.contains(&format!(
+            "| purchase | `{PR1}` | Shop one | advanced | 2027-02-01 | 2027-04-30 | 3 |"
+        )),
+        "{comment}"
+    );
+    assert!(comment.ends_with("<!-- oapkg-plan -->\n"), "{comment}");
+    assert!(
+        sim_handle.control().ledger().is_empty(),
+        "planning buys nothing"
+    );
+
+    // Merged: main applies exactly the reviewed plan and commits the state.
+    repo.merge("pr-1");
+    repo.oapkg(&["apply", "-f", "packages", &repo.plan_file("pr1.plan")])
+        .code(0)
+        .stdout_has("Apply complete: 3 purchased, 0 failed, 0 unconfirmed.");
+    let pr1_key = format!("{PR1}@2027-02-01");
+    let mut bought = vec![
+        pr1_key.as_str(),
+        "4097311281936189049@2026-12-01",
+        "745830328927467685@2027-01-01",
+    ];
+    assert_charged_once(&repo.sim, &bought);
+    repo.commit_state("oapkg: record purchases of pr-1");
+    assert_eq!(
+        repo.git(&["status", "--porcelain"]),
+        "",
+        "the state is all committed"
+    );
+    repo.oapkg(&["plan", "-f", "packages", "--detailed-exitcode"])
+        .code(0)
+        .stdout_has("No changes.");
+
+    // The race: two pull requests planned from the same state.
+    repo.pull_request("pr-2", "pr2.yaml", PR2, "Shop two");
+    repo.pull_request("pr-3", "pr3.yaml", PR3, "Shop three");
+    let comment2 = repo.plan_pr("pr-2", "pr2.plan");
+    let comment3 = repo.plan_pr("pr-3", "pr3.plan");
+    for (comment, oaid) in [(&comment2, PR2), (&comment3, PR3)] {
+        assert!(
+            comment.starts_with("**Plan: 1 to purchase, 0 to replace, 0 unconfirmed, 3 unchanged"),
+            "{comment}"
+        );
+        assert!(comment.contains(&format!("`{oaid}`")), "{comment}");
+    }
+    let serial = repo.planned_serial("pr2.plan");
+    assert_eq!(
+        repo.planned_serial("pr3.plan"),
+        serial,
+        "planned from one state"
+    );
+
+    // pr-2 wins: merged, applied, state committed.
+    repo.merge("pr-2");
+    repo.oapkg(&["apply", "-f", "packages", &repo.plan_file("pr2.plan")])
+        .code(0)
+        .stdout_has("Apply complete: 1 purchased, 0 failed, 0 unconfirmed.");
+    repo.commit_state("oapkg: record purchases of pr-2");
+    let pr2_key = format!("{PR2}@2027-02-01");
+    bought.insert(1, &pr2_key);
+    assert_charged_once(&repo.sim, &bought);
+
+    // pr-3 merges cleanly, but its plan was made before pr-2's purchase was
+    // recorded: refused, nothing bought.
+    repo.merge("pr-3");
+    let pr3_plan = repo.plan_file("pr3.plan");
+    let refused = repo.oapkg(&["apply", "-f", "packages", &pr3_plan]);
+    refused
+        .code(1)
+        .stderr_has(&format!("plan file {pr3_plan} cannot be applied"))
+        .stderr_has(&format!(
+            "stale plan: the state was written since the plan was made (state serial {serial} -> {})",
+            serial + 1
+        ))
+        .stderr_has("the manifests changed since the plan was made")
+        .stderr_has("Run `oapkg plan` again");
+    assert_charged_once(&repo.sim, &bought);
+
+    // Re-plan on main (what CI does next) and apply that: pr-3's package only.
+    let fresh = repo.plan_file("main.plan");
+    repo.oapkg(&["plan", "-f", "packages", "--out", &fresh])
+        .code(0)
+        .stdout_has("Plan: 1 to purchase, 0 to replace, 0 unconfirmed, 4 unchanged, 0 orphaned.");
+    repo.oapkg(&["apply", "-f", "packages", &fresh])
+        .code(0)
+        .stdout_has("Apply complete: 1 purchased, 0 failed, 0 unconfirmed.");
+    repo.commit_state("oapkg: record purchases of pr-3");
+    let pr3_key = format!("{PR3}@2027-02-01");
+    bought.insert(2, &pr3_key);
+    repo.oapkg(&["plan", "-f", "packages", "--detailed-exitcode"])
+        .code(0)
+        .stdout_has("No changes.");
+
+    // Across the whole flow, every package was bought exactly once.
+    assert_charged_once(&repo.sim, &bought);
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+    sim_handle.shutdown();
+}
