@@ -551,7 +551,7 @@ fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
         "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job apply: Commit the state (git commit/push)",
         "examples/gitops/state-in-repo/.gitlab-ci.yml: job plan: before_script[0] (cargo install)",
         "examples/gitops/state-in-repo/.gitlab-ci.yml: job apply: before_script[0] (cargo install)",
-        "examples/gitops/state-in-repo/.gitlab-ci.yml: job apply: after_script[0] (git commit/push)",
+        "examples/gitops/state-in-repo/.gitlab-ci.yml: job apply: script[2] (git commit/push)",
     ];
     assert!(
         skipped == expected_skips,
