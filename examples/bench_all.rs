@@ -94,11 +94,7 @@ fn main() {
             ms(plan.max),
             mb(plan.rss_kib)
         );
-        let measured = format!(
-            "{:.0} ms, {:.0} MB peak",
-            ms(plan.median),
-            mb(plan.rss_kib)
-        );
+        let measured = format!("{:.0} ms, {:.0} MB peak", ms(plan.median), mb(plan.rss_kib));
         table.push(if n == BIG {
             target(
                 format!("plan, {n} packages"),
@@ -160,7 +156,11 @@ fn main() {
         let store = StateStore::new(dir.path().join("state/oapkg.state.json"));
         let sim = Simulator::spawn_blocking(account(&wanted).latency(LATENCY)).unwrap();
         let (wall, _) = runtime.block_on(run_apply(&store, &sim.endpoint(), &wanted, p));
-        assert_eq!(sim.ledger().len(), wanted.len(), "every purchase charged once");
+        assert_eq!(
+            sim.ledger().len(),
+            wanted.len(),
+            "every purchase charged once"
+        );
         let ideal = LATENCY * PURCHASES.div_ceil(p) as u32;
         let ratio = wall.as_secs_f64() / ideal.as_secs_f64();
         println!(
@@ -169,7 +169,11 @@ fn main() {
             ms(ideal)
         );
         let what = format!("apply {PURCHASES} @20 ms, parallelism {p}");
-        let measured = format!("{:.0} ms = {ratio:.2}x ideal ({:.0} ms)", ms(wall), ms(ideal));
+        let measured = format!(
+            "{:.0} ms = {ratio:.2}x ideal ({:.0} ms)",
+            ms(wall),
+            ms(ideal)
+        );
         table.push(if p == 16 {
             at16 = wall;
             target(what, measured, "<= 1.25x ideal", ratio <= 1.25)
@@ -187,7 +191,7 @@ fn main() {
         e2e.as_secs_f64() / ideal.as_secs_f64()
     );
     table.push(row(
-        "  same, `oapkg apply` process end to end",
+        "apply 1000 @20 ms, parallelism 16, `oapkg apply` process end to end",
         format!(
             "{:.0} ms = {:.2}x ideal",
             ms(e2e),
@@ -223,7 +227,9 @@ fn main() {
     }
 
     // 4. recording onto an empty vs a large state.
-    println!("\n[recording] {RECORDED} purchases onto an empty vs a {BIG}-package state, median of {runs}");
+    println!(
+        "\n[recording] {RECORDED} purchases onto an empty vs a {BIG}-package state, median of {runs}"
+    );
     let [empty, large] = recording(&runtime, BIG, runs);
     for r in [&empty, &large] {
         println!(
@@ -296,7 +302,11 @@ fn main() {
         "\nload average at end: {}; whole run {:.0} s{}",
         load_average(),
         started.elapsed().as_secs_f64(),
-        if quick { " (--quick: parallelism 1 skipped)" } else { "" }
+        if quick {
+            " (--quick: parallelism 1 skipped)"
+        } else {
+            ""
+        }
     );
     print_table(&table);
 }
@@ -359,8 +369,13 @@ fn phases(dir: &Path, runs: usize) -> Vec<(&'static str, Duration)> {
         mark(&mut times);
         let disk = oapkg::state::file::decode(&state_path, &bytes).unwrap();
         mark(&mut times);
-        oapkg::state::file::checksum(&state_path, Some(&disk.lineage), disk.serial, &disk.packages)
-            .unwrap();
+        oapkg::state::file::checksum(
+            &state_path,
+            Some(&disk.lineage),
+            disk.serial,
+            &disk.packages,
+        )
+        .unwrap();
         mark(&mut times);
         let plan = oapkg::plan::diff(
             &oapkg::manifest::DesiredSet { packages: desired },

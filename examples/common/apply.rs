@@ -246,7 +246,11 @@ pub fn curl_loop(specs: &[Spec], latency: Duration) -> Duration {
         .expect("run sh (and curl)");
     let wall = started.elapsed();
     assert!(status.success(), "the curl loop failed: {status}");
-    assert_eq!(sim.ledger().len(), specs.len(), "every curl purchase charged once");
+    assert_eq!(
+        sim.ledger().len(),
+        specs.len(),
+        "every curl purchase charged once"
+    );
     wall
 }
 
