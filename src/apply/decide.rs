@@ -13,7 +13,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 
 use super::{ApplyOptions, GuardRefusal, PackageResult, RetryPolicy};
 use crate::esms::{AccountOa, PurchaseOutcome};
-use crate::plan::saved::{Moved, StalePlan};
+use crate::plan::saved::{StalePlan, state_moves};
 use crate::plan::{Action, Change, Plan};
 use crate::spec::Spec;
 use crate::state::{JournalOutcome, Loaded, StateId, Status, file};
@@ -205,26 +205,9 @@ pub fn state_unmoved(planned: &StateId, now: &Loaded, state_path: &Path) -> bool
 
 /// The stale-plan error for a state that moved from `planned` to `now`.
 pub(crate) fn stale_state(planned: &StateId, now: &StateId) -> StalePlan {
-    let mut moved = Vec::new();
-    if planned.lineage != now.lineage {
-        moved.push(Moved::Lineage {
-            planned: planned.lineage.clone(),
-            current: now.lineage.clone(),
-        });
+    StalePlan {
+        moved: state_moves(planned, now),
     }
-    if planned.serial != now.serial {
-        moved.push(Moved::Serial {
-            planned: planned.serial,
-            current: now.serial,
-        });
-    }
-    if moved.is_empty() {
-        moved.push(Moved::Checksum {
-            planned: planned.checksum.clone(),
-            current: now.checksum.clone(),
-        });
-    }
-    StalePlan { moved }
 }
 
 /// The OAIDs of `jobs` that the account's OA list lacks, sorted, once each.

@@ -232,28 +232,7 @@ impl SavedPlan {
         current_state: &StateId,
         current_manifest_hash: &str,
     ) -> Result<(), StalePlan> {
-        let planned = &self.state;
-        let mut moved = Vec::new();
-        if planned.lineage != current_state.lineage {
-            moved.push(Moved::Lineage {
-                planned: planned.lineage.clone(),
-                current: current_state.lineage.clone(),
-            });
-        }
-        if planned.serial != current_state.serial {
-            moved.push(Moved::Serial {
-                planned: planned.serial,
-                current: current_state.serial,
-            });
-        }
-        // A checksum change is news only when lineage and serial say the state
-        // is the same one: a state edited without the serial growing.
-        if moved.is_empty() && planned.checksum != current_state.checksum {
-            moved.push(Moved::Checksum {
-                planned: planned.checksum.clone(),
-                current: current_state.checksum.clone(),
-            });
-        }
+        let mut moved = state_moves(&self.state, current_state);
         if self.manifest_hash != current_manifest_hash {
             moved.push(Moved::Manifests {
                 planned: self.manifest_hash.clone(),
@@ -388,6 +367,32 @@ impl SavedPlan {
         let body = serde_json::to_string(self).expect("a plan has only string keys");
         sha256_tagged(format!("{KIND}/v{}\n{body}", self.format_version).as_bytes())
     }
+}
+
+/// How the state moved from `planned` to `current`: lineage, serial, and the
+/// checksum only when lineage and serial say it is the same state (a state
+/// edited without its serial growing). Empty when nothing moved.
+pub fn state_moves(planned: &StateId, current: &StateId) -> Vec<Moved> {
+    let mut moved = Vec::new();
+    if planned.lineage != current.lineage {
+        moved.push(Moved::Lineage {
+            planned: planned.lineage.clone(),
+            current: current.lineage.clone(),
+        });
+    }
+    if planned.serial != current.serial {
+        moved.push(Moved::Serial {
+            planned: planned.serial,
+            current: current.serial,
+        });
+    }
+    if moved.is_empty() && planned.checksum != current.checksum {
+        moved.push(Moved::Checksum {
+            planned: planned.checksum.clone(),
+            current: current.checksum.clone(),
+        });
+    }
+    moved
 }
 
 /// Why a plan file cannot be used.
