@@ -6,6 +6,7 @@ mod expiring;
 mod gitops;
 mod hostile;
 mod plan;
+mod properties;
 mod state;
 mod support;
 mod validate;
