@@ -181,16 +181,11 @@ fn render_errors(errors: &[Diagnostic]) -> String {
 /// recursively for `*.yaml`/`*.yml`, hidden entries skipped) and validates
 /// them together. An empty `paths` means [`DEFAULT_MANIFEST`].
 pub fn load(paths: &[PathBuf], today: Date) -> Result<Manifests, ManifestError> {
-    let default = [PathBuf::from(DEFAULT_MANIFEST)];
-    let paths = if paths.is_empty() {
-        &default[..]
-    } else {
-        paths
-    };
+    let paths = paths_or_default(paths);
 
     let mut files = Vec::new();
     let mut errors = Vec::new();
-    for path in paths {
+    for path in paths.iter() {
         match std::fs::metadata(path) {
             Ok(meta) if meta.is_dir() => walk(path, &mut files, &mut errors),
             Ok(_) => files.push((path.clone(), Origin::Named)),
@@ -266,7 +261,7 @@ fn walk(dir: &Path, files: &mut Vec<(PathBuf, Origin)>, errors: &mut Vec<Diagnos
         let hidden = path
             .file_name()
             .and_then(|n| n.to_str())
-            .is_none_or(|n| n.starts_with('.'));
+            .is_none_or(is_hidden);
         if hidden {
             continue;
         }
@@ -280,11 +275,27 @@ fn walk(dir: &Path, files: &mut Vec<(PathBuf, Origin)>, errors: &mut Vec<Diagnos
     }
 }
 
-fn is_yaml(path: &Path) -> bool {
+/// The `-f` paths, or [`DEFAULT_MANIFEST`] when none was given: what
+/// `load` reads and what `watch` follows.
+pub fn paths_or_default(paths: &[PathBuf]) -> std::borrow::Cow<'_, [PathBuf]> {
+    if paths.is_empty() {
+        std::borrow::Cow::Owned(vec![PathBuf::from(DEFAULT_MANIFEST)])
+    } else {
+        std::borrow::Cow::Borrowed(paths)
+    }
+}
+
+/// Whether a file found in a directory is read as a possible manifest.
+pub fn is_yaml(path: &Path) -> bool {
     matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml")
     )
+}
+
+/// Whether a directory entry is skipped as hidden (`.git`, editor files).
+pub fn is_hidden(name: &str) -> bool {
+    name.starts_with('.')
 }
 
 fn io_diagnostic(path: &Path, what: &str, error: &std::io::Error) -> Diagnostic {

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 
-use crate::manifest::DEFAULT_MANIFEST;
+use crate::manifest;
 
 /// What to watch and what matters, resolved from the `-f` paths.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -72,7 +72,7 @@ pub enum RootsError {
 }
 
 impl Roots {
-    /// Resolves the `-f` paths (empty: [`DEFAULT_MANIFEST`]) against the
+    /// Resolves the `-f` paths (empty: [`DEFAULT_MANIFEST`](manifest::DEFAULT_MANIFEST)) against the
     /// current directory.
     ///
     /// A directory must exist. A file need not exist yet (the first cycle
@@ -80,14 +80,9 @@ impl Roots {
     /// directory it is in must. A file that is a symbolic link is also
     /// followed to its target, whose directory is watched too.
     pub fn resolve(paths: &[PathBuf]) -> Result<Roots, RootsError> {
-        let default = [PathBuf::from(DEFAULT_MANIFEST)];
-        let paths = if paths.is_empty() {
-            &default[..]
-        } else {
-            paths
-        };
+        let paths = manifest::paths_or_default(paths);
         let mut roots = Roots::default();
-        for path in paths {
+        for path in paths.iter() {
             match std::fs::metadata(path) {
                 Ok(meta) if meta.is_dir() => {
                     let dir = canonical(path)?;
@@ -207,7 +202,7 @@ impl Roots {
         if is_editor_temp(name) {
             return Verdict::EditorTemp;
         }
-        if name.starts_with('.') {
+        if manifest::is_hidden(name) {
             return Verdict::Hidden;
         }
         let mut verdict = Verdict::NotManifest;
@@ -216,14 +211,14 @@ impl Roots {
                 continue;
             };
             let hidden = rest.components().any(|c| match c {
-                Component::Normal(part) => part.to_str().is_none_or(|p| p.starts_with('.')),
+                Component::Normal(part) => part.to_str().is_none_or(manifest::is_hidden),
                 _ => false,
             });
             if hidden {
                 verdict = Verdict::Hidden;
                 continue;
             }
-            if is_dir || is_yaml(path) {
+            if is_dir || manifest::is_yaml(path) {
                 return Verdict::Relevant;
             }
         }
@@ -236,14 +231,6 @@ fn canonical(path: &Path) -> Result<PathBuf, RootsError> {
         path: path.to_owned(),
         source,
     })
-}
-
-/// The extensions `manifest::load` reads in directories.
-fn is_yaml(path: &Path) -> bool {
-    matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml")
-    )
 }
 
 /// Files editors write beside the one being edited: never a manifest, even
