@@ -125,12 +125,9 @@ mod tests {
         let later = package("3", date(2026, 12, 1), 12);
         // Ended already: lapsed, not listed.
         let lapsed = package("4", date(2025, 1, 1), 1);
-        let desired = DesiredSet {
-            packages: [soon, renewed_a, renewed_b, later, lapsed]
-                .into_iter()
-                .map(|p| (p.spec.key(), p))
-                .collect(),
-        };
+        let desired: DesiredSet = [soon, renewed_a, renewed_b, later, lapsed]
+            .into_iter()
+            .collect();
         let found = find(&desired, &BTreeMap::new(), today, 30);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].oaid.as_str(), "1");

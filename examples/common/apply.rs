@@ -43,25 +43,18 @@ pub async fn run_apply(
     parallelism: usize,
 ) -> (Duration, Duration) {
     let loaded = store.load().unwrap();
-    let desired = DesiredSet {
-        packages: specs
-            .iter()
-            .map(|s| {
-                (
-                    s.key(),
-                    Package {
-                        spec: s.clone(),
-                        name: None,
-                        source: Source {
-                            file: "bench".into(),
-                            line: 1,
-                            column: 1,
-                        },
-                    },
-                )
-            })
-            .collect(),
-    };
+    let desired: DesiredSet = specs
+        .iter()
+        .map(|s| Package {
+            spec: s.clone(),
+            name: None,
+            source: Source {
+                file: "bench".into(),
+                line: 1,
+                column: 1,
+            },
+        })
+        .collect();
     // Only the new packages are declared: the big state's records are
     // orphans, which cost the diff nothing and apply nothing.
     let plan = oapkg::plan::diff(

@@ -43,25 +43,18 @@ fn specs(n: usize) -> Vec<Spec> {
 }
 
 fn desired(specs: &[Spec]) -> DesiredSet {
-    DesiredSet {
-        packages: specs
-            .iter()
-            .map(|s| {
-                (
-                    s.key(),
-                    Package {
-                        spec: s.clone(),
-                        name: Some(format!("OA {}", s.oaid)),
-                        source: Source {
-                            file: "m.yaml".into(),
-                            line: 1,
-                            column: 1,
-                        },
-                    },
-                )
-            })
-            .collect(),
-    }
+    specs
+        .iter()
+        .map(|s| Package {
+            spec: s.clone(),
+            name: Some(format!("OA {}", s.oaid)),
+            source: Source {
+                file: "m.yaml".into(),
+                line: 1,
+                column: 1,
+            },
+        })
+        .collect()
 }
 
 fn plan_for(store: &StateStore, specs: &[Spec]) -> Plan {

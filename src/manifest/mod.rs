@@ -67,6 +67,17 @@ pub struct DesiredSet {
     pub packages: BTreeMap<Key, Package>,
 }
 
+/// Keyed by each package's own key. For packages already known to be unique
+/// (tests, benchmarks): manifests go through [`load`], which reports a key
+/// declared twice instead of keeping one.
+impl FromIterator<Package> for DesiredSet {
+    fn from_iter<I: IntoIterator<Item = Package>>(packages: I) -> Self {
+        DesiredSet {
+            packages: packages.into_iter().map(|p| (p.spec.key(), p)).collect(),
+        }
+    }
+}
+
 impl DesiredSet {
     /// Content hash of the desired set: every key with its spec hash and name,
     /// in key order. Comments, formatting, file layout and source lines do not

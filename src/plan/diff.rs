@@ -133,9 +133,7 @@ mod tests {
     }
 
     fn set(packages: &[Package]) -> DesiredSet {
-        DesiredSet {
-            packages: packages.iter().map(|p| (p.spec.key(), p.clone())).collect(),
-        }
+        packages.iter().cloned().collect()
     }
 
     #[test]

@@ -22,8 +22,8 @@ fn spec() -> impl Strategy<Value = Spec> {
 
 fn desired() -> impl Strategy<Value = DesiredSet> {
     proptest::collection::vec((spec(), proptest::option::of("[a-z ]{0,8}")), 0..30).prop_map(
-        |specs| DesiredSet {
-            packages: specs
+        |specs| {
+            specs
                 .into_iter()
                 .map(|(spec, name)| {
                     let source = Source {
@@ -31,9 +31,9 @@ fn desired() -> impl Strategy<Value = DesiredSet> {
                         line: 1,
                         column: 1,
                     };
-                    (spec.key(), Package { spec, name, source })
+                    Package { spec, name, source }
                 })
-                .collect(),
+                .collect()
         },
     )
 }
