@@ -234,8 +234,10 @@ fn edit_state(
     command: &str,
     edit: impl FnOnce(&mut State) -> anyhow::Result<String>,
 ) -> anyhow::Result<ExitStatus> {
-    let lock = context.store.lock(command, context.global.lock_timeout())?;
-    let mut state = context.store.load()?.state;
+    let (lock, loaded) = context
+        .store
+        .lock_and_load(command, context.global.lock_timeout())?;
+    let mut state = loaded.state;
     let message = edit(&mut state)?;
     let id = context.store.write(&lock, &mut state)?;
     print(&format!("{message} (state serial {})\n", id.serial))?;
