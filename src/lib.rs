@@ -38,6 +38,8 @@ pub mod cli;
 pub mod esms;
 pub mod exit;
 pub mod expiring;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod manifest;
 pub mod plan;
 pub mod spec;

@@ -377,7 +377,7 @@ fn line_json(path: &Path, out: &LineOut<'_>) -> Result<Vec<u8>, StateError> {
     })
 }
 
-fn encode_line(
+pub(crate) fn encode_line(
     path: &Path,
     generation: &Generation,
     key: &Key,

@@ -319,7 +319,7 @@ impl StateStore {
     }
 
     /// The state as loaded from a consistent pair of file and journal.
-    fn assemble(
+    pub(crate) fn assemble(
         &self,
         disk: Option<DiskState>,
         contents: Option<journal::Contents>,
