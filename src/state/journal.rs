@@ -435,7 +435,19 @@ pub(crate) struct Contents {
 }
 
 /// Reads the journal at `path`; `None` when there is none.
+///
+/// Anything but a regular file there is refused before it is opened:
+/// reading `/dev/full` or `/dev/zero` never ends, opening a FIFO blocks,
+/// and appends to a link would land in a file the next fold does not remove.
 pub(crate) fn read(path: &Path) -> Result<Option<Contents>, StateError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            return Err(StateError::JournalNotAFile {
+                path: path.to_owned(),
+            });
+        }
+        _ => {}
+    }
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

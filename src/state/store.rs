@@ -290,6 +290,9 @@ impl StateStore {
     /// Reads and checks the state file; `None` when it does not exist. Also
     /// returns which file it was, to notice a replacement.
     fn read_file(&self) -> Result<(Option<DiskState>, Option<FileIdentity>), StateError> {
+        // Before opening, which would follow a link: a dangling one would
+        // read as "no state yet" and the first write would replace it.
+        self.refuse_symlink()?;
         let mut file = match File::open(&self.path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, None)),
@@ -308,6 +311,29 @@ impl StateStore {
             .map_err(|source| StateError::io("read the state file", &self.path, source))?;
         let disk = file::decode(&self.path, &bytes)?;
         Ok((Some(disk), Some(file_identity(&meta))))
+    }
+
+    /// Refuses a state path that is a symbolic link (see [`StateError::Symlink`]).
+    fn refuse_symlink(&self) -> Result<(), StateError> {
+        match fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = fs::read_link(&self.path)
+                    .map(|t| parent_dir(&self.path).join(t))
+                    .map_err(|source| StateError::io("read the link", &self.path, source))?;
+                // The path to pass instead: absolute, when there is one.
+                let (target, exists) = match fs::canonicalize(&target) {
+                    Ok(real) => (real, true),
+                    Err(_) => (target, false),
+                };
+                Err(StateError::Symlink {
+                    path: self.path.clone(),
+                    target,
+                    exists,
+                })
+            }
+            // Missing, or not a link: opening it tells which.
+            _ => Ok(()),
+        }
     }
 
     fn identity_now(&self) -> Result<Option<FileIdentity>, StateError> {

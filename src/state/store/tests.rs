@@ -904,3 +904,78 @@ fn a_killed_writer_blocks_nobody_and_loses_nothing() {
     );
     assert!(!store.journal_path().exists());
 }
+
+// ---- disk faults ----------------------------------------------------------
+
+#[cfg(unix)]
+#[test]
+fn a_symlinked_state_path_is_refused_whether_or_not_it_dangles() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = StateStore::new(dir.path().join("real").join("oapkg.state.json"));
+    write(&real, &mut state_with(packages())).unwrap();
+    let bytes = fs::read(real.path()).unwrap();
+    fs::create_dir_all(dir.path().join("state")).unwrap();
+    let linked = store(&dir);
+    let dangling = StateStore::new(dir.path().join("state").join("dangling.json"));
+    std::os::unix::fs::symlink("../real/oapkg.state.json", linked.path()).unwrap();
+    std::os::unix::fs::symlink("../real/missing.json", dangling.path()).unwrap();
+    for (store, exists) in [(&linked, true), (&dangling, false)] {
+        let err = store.load().unwrap_err();
+        assert!(
+            matches!(&err, StateError::Symlink { exists: e, .. } if *e == exists),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(message.contains(&store.path().display().to_string()));
+        assert!(message.contains("--state "), "{message}");
+        let lock = store.lock("test", NOW).unwrap();
+        let err = store.write(&lock, &mut state_with(packages())).unwrap_err();
+        assert!(matches!(err, StateError::Symlink { .. }), "{err:?}");
+        drop(lock);
+        assert!(fs::symlink_metadata(store.path()).unwrap().is_symlink());
+    }
+    assert_eq!(fs::read(real.path()).unwrap(), bytes);
+    assert!(!dir.path().join("real").join("missing.json").exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_journal_that_is_not_a_regular_file_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    write(&store, &mut state_with(packages())).unwrap();
+    let bytes = fs::read(store.path()).unwrap();
+    // A directory; a device that reads zeros forever (reading it used to
+    // exhaust memory); a link, even to a journal-shaped regular file.
+    let journal = store.journal_path();
+    for what in ["directory", "/dev/zero", "link"] {
+        match what {
+            "directory" => fs::create_dir(&journal).unwrap(),
+            "link" => {
+                let target = journal.with_extension("elsewhere");
+                fs::write(&target, "").unwrap();
+                std::os::unix::fs::symlink(target, &journal).unwrap()
+            }
+            device => std::os::unix::fs::symlink(device, &journal).unwrap(),
+        }
+        let err = store.load().unwrap_err();
+        assert!(
+            matches!(err, StateError::JournalNotAFile { .. }),
+            "{what}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains("oapkg.state.json.journal"),
+            "{err}"
+        );
+        let err = store.lock("test", NOW).unwrap_err();
+        assert!(
+            matches!(err, StateError::JournalNotAFile { .. }),
+            "{what}: {err:?}"
+        );
+        assert_eq!(fs::read(store.path()).unwrap(), bytes, "{what}");
+        match fs::remove_dir(&journal) {
+            Ok(()) => {}
+            Err(_) => fs::remove_file(&journal).unwrap(),
+        }
+    }
+}
