@@ -64,7 +64,11 @@
 //!    among the `parallelism` from its intent to its last answer; recording
 //!    that answer overlaps the next package's request. Journal lines that
 //!    wait at the same moment are written with one fsync (group commit,
-//!    [`Journal::record_batch`](crate::state::Journal::record_batch)).
+//!    [`Journal::record_batch`](crate::state::Journal::record_batch)). A
+//!    journal write that fails (a full disk) stops the run like a fatal
+//!    code: that package is not sent, and the journal refuses every later
+//!    intent, so no new request starts; requests in flight finish, and one
+//!    whose answer cannot be recorded stays `unconfirmed`.
 //! 6. **Fold**: if anything was journaled, the state file is rewritten with
 //!    the journal folded in ([`StateStore::write`]), then the lock is
 //!    released. If that write fails the purchases are still in the journal

@@ -979,3 +979,87 @@ fn a_journal_that_is_not_a_regular_file_is_refused_before_it_is_read() {
         }
     }
 }
+
+/// Set in the child process of `after_a_failed_append_no_intent_is_recorded`.
+const FULL_CHILD_ENV: &str = "OAPKG_STATE_TEST_FULL_CHILD";
+
+/// The child's half, run with a file size limit: every write past it fails
+/// (EFBIG), as on a full disk. Does nothing in a normal test run.
+#[test]
+fn full_disk_child_helper() {
+    let Some(path) = std::env::var_os(FULL_CHILD_ENV) else {
+        return;
+    };
+    let store = StateStore::new(path);
+    let lock = store.lock("oapkg apply", NOW).unwrap();
+    let mut journal = store.journal(&lock).unwrap();
+    let (small, big, later) = (spec("1"), spec("2"), spec("3"));
+    let when = at("2026-11-26T10:00:00Z");
+    journal
+        .record_intent(&small.key(), &small, None, when)
+        .unwrap();
+    // Too big for what is left: fails, and is cut back off the file.
+    let name = "x".repeat(4096);
+    let err = journal
+        .record_intent(&big.key(), &big, Some(&name), when)
+        .unwrap_err();
+    println!("big: {err:?}");
+    // Would fit, but follows a failed write: refused, so never sent.
+    let err = journal
+        .record_intent(&later.key(), &later, None, when)
+        .unwrap_err();
+    println!("later: {err:?}");
+    // The answer to a request already sent is still recorded.
+    journal
+        .record_outcome(&small.key(), &submitted("7"))
+        .unwrap();
+    println!("outcome recorded");
+}
+
+#[cfg(unix)]
+#[test]
+fn after_a_failed_append_no_intent_is_recorded_but_outcomes_are() {
+    use std::os::unix::process::CommandExt;
+    use std::process::Command;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child
+        .args([
+            "--exact",
+            "state::store::tests::full_disk_child_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FULL_CHILD_ENV, store.path());
+    // SAFETY: setrlimit and signal are async-signal-safe.
+    unsafe {
+        child.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 2048,
+                rlim_max: 2048,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0
+                || libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = child.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("big: Io"), "{stdout}");
+    assert!(stdout.contains("File too large"), "{stdout}");
+    assert!(stdout.contains("later: JournalBroken"), "{stdout}");
+    assert!(stdout.contains("outcome recorded"), "{stdout}");
+    let loaded = store.load().unwrap().state.packages;
+    assert_eq!(loaded.len(), 1, "{loaded:?}");
+    assert_eq!(loaded[&spec("1").key()].status, Status::Submitted);
+}
