@@ -309,7 +309,17 @@ impl fmt::Display for StopReason {
                 Ok(())
             }
             StopReason::Cancelled => f.write_str("interrupted"),
-            StopReason::Journal(error) => write!(f, "the journal could not be written: {error}"),
+            StopReason::Journal(error) => {
+                write!(f, "the journal could not be written: {error}")?;
+                // The operating system's reason ("No space left on device"):
+                // this line is all the user sees of a stop.
+                let mut cause = std::error::Error::source(error.as_ref());
+                while let Some(inner) = cause {
+                    write!(f, " ({inner})")?;
+                    cause = inner.source();
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -420,9 +430,10 @@ pub enum ApplyError {
     #[error(transparent)]
     State(StateError),
     /// Requests were sent (see `report`) but the state file could not be
-    /// updated. Every answer is in the journal, which the next command
-    /// that takes the lock folds in.
-    #[error("{} were sent, but the state file could not be updated; every answer is in the journal {}, which the next oapkg command that writes the state folds in", requests_sent(.report), .journal.display())]
+    /// updated. Every purchase is in the journal (an answer that could not
+    /// be recorded there leaves its package `unconfirmed`), which the next
+    /// command that takes the lock folds in.
+    #[error("{} were sent, but the state file could not be updated; the journal {} keeps every purchase (one whose answer could not be recorded shows as unconfirmed) and the next oapkg command that writes the state folds it in: free disk space or fix the permissions, then run oapkg again", requests_sent(.report), .journal.display())]
     Record {
         report: Box<ApplyReport>,
         journal: std::path::PathBuf,

@@ -17,7 +17,7 @@ use super::lock::LockHolder;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// An operating-system call on one of the state's files failed.
-    #[error("could not {action} {}: check the path, its permissions and the free disk space", .path.display())]
+    #[error("could not {action} {}: check the path, its permissions and the free disk space, then run oapkg again", .path.display())]
     Io {
         /// What was being done, as a verb phrase ("read the state file").
         action: &'static str,

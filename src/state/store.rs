@@ -508,20 +508,22 @@ fn replace_with_backup(
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(fs::Permissions::from_mode(0o666));
     }
+    // Errors name the state file; their cause, the temporary one beside it.
     let mut tmp = builder
         .tempfile_in(dir)
-        .map_err(|source| StateError::io("create a temporary file in", dir, source))?;
-    let tmp_path = tmp.path().to_owned();
+        .map_err(|source| StateError::io("create the new version of", path, source))?;
     tmp.write_all(bytes)
-        .map_err(|source| StateError::io("write", &tmp_path, source))?;
+        .map_err(|source| StateError::io("write the new version of", path, source))?;
     if had_previous && let Ok(meta) = fs::metadata(path) {
         tmp.as_file()
             .set_permissions(meta.permissions())
-            .map_err(|source| StateError::io("set the permissions of", &tmp_path, source))?;
+            .map_err(|source| {
+                StateError::io("copy the permissions to the new version of", path, source)
+            })?;
     }
     tmp.as_file()
         .sync_all()
-        .map_err(|source| StateError::io("sync", &tmp_path, source))?;
+        .map_err(|source| StateError::io("sync the new version of", path, source))?;
 
     if had_previous {
         keep_backup(path)?;
