@@ -64,7 +64,11 @@
 //!    among the `parallelism` from its intent to its last answer; recording
 //!    that answer overlaps the next package's request. Journal lines that
 //!    wait at the same moment are written with one fsync (group commit,
-//!    [`Journal::record_batch`](crate::state::Journal::record_batch)).
+//!    [`Journal::record_batch`](crate::state::Journal::record_batch)). A
+//!    journal write that fails (a full disk) stops the run like a fatal
+//!    code: that package is not sent, and the journal refuses every later
+//!    intent, so no new request starts; requests in flight finish, and one
+//!    whose answer cannot be recorded stays `unconfirmed`.
 //! 6. **Fold**: if anything was journaled, the state file is rewritten with
 //!    the journal folded in ([`StateStore::write`]), then the lock is
 //!    released. If that write fails the purchases are still in the journal
@@ -305,7 +309,17 @@ impl fmt::Display for StopReason {
                 Ok(())
             }
             StopReason::Cancelled => f.write_str("interrupted"),
-            StopReason::Journal(error) => write!(f, "the journal could not be written: {error}"),
+            StopReason::Journal(error) => {
+                write!(f, "the journal could not be written: {error}")?;
+                // The operating system's reason ("No space left on device"):
+                // this line is all the user sees of a stop.
+                let mut cause = std::error::Error::source(error.as_ref());
+                while let Some(inner) = cause {
+                    write!(f, " ({inner})")?;
+                    cause = inner.source();
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -416,9 +430,10 @@ pub enum ApplyError {
     #[error(transparent)]
     State(StateError),
     /// Requests were sent (see `report`) but the state file could not be
-    /// updated. Every answer is in the journal, which the next command
-    /// that takes the lock folds in.
-    #[error("{} were sent, but the state file could not be updated; every answer is in the journal {}, which the next oapkg command that writes the state folds in", requests_sent(.report), .journal.display())]
+    /// updated. Every purchase is in the journal (an answer that could not
+    /// be recorded there leaves its package `unconfirmed`), which the next
+    /// command that takes the lock folds in.
+    #[error("{} were sent, but the state file could not be updated; the journal {} keeps every purchase (one whose answer could not be recorded shows as unconfirmed) and the next oapkg command that writes the state folds it in: free disk space or fix the permissions, then run oapkg again", requests_sent(.report), .journal.display())]
     Record {
         report: Box<ApplyReport>,
         journal: std::path::PathBuf,

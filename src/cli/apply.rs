@@ -23,7 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::Context;
 use super::context::print;
 use crate::apply::{
-    self, ApplyError, ApplyEvent, ApplyOptions, ApplyReport, PackageResult, RetryPolicy,
+    self, ApplyError, ApplyEvent, ApplyOptions, ApplyReport, PackageResult, RetryPolicy, StopReason,
 };
 use crate::esms::{Client, ClientOptions, Credentials, Endpoint, PurchaseOutcome};
 use crate::exit::ExitStatus;
@@ -133,7 +133,11 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
         }) => {
             summarize(context, &report)?;
             return Err(anyhow::Error::new(source).context(format!(
-                "the purchases above were made, but the state file could not be updated; every answer is in the journal {}, which the next oapkg command that writes the state folds in",
+                "the purchase requests above were sent, but the state file {} could not be updated. \
+                 Nothing is lost: the journal {} keeps every purchase (one whose answer could not be recorded shows as unconfirmed), \
+                 and `oapkg plan` already sees them. Free disk space or fix the permissions, then run oapkg again: \
+                 the next command that writes the state (apply, state import, ...) folds the journal in",
+                context.store.path().display(),
                 journal.display()
             )));
         }
@@ -535,6 +539,14 @@ fn summarize(context: &Context, report: &ApplyReport) -> anyhow::Result<()> {
         eprintln!(
             "Stopped early: {reason}. {not_sent} planned package(s) were not sent; run `oapkg plan` to see what is left."
         );
+        if matches!(reason, StopReason::Journal(_)) {
+            eprintln!(
+                "No new purchase was started after the journal failed. The journal {} keeps every purchase recorded before that \
+                 (one whose answer could not be recorded shows as unconfirmed, and is not resent without --retry-unconfirmed). \
+                 Free disk space or fix the permissions, then run oapkg again.",
+                context.store.journal_path().display()
+            );
+        }
     }
     let unconfirmed: Vec<_> = report
         .outcomes

@@ -17,7 +17,7 @@ use super::lock::LockHolder;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// An operating-system call on one of the state's files failed.
-    #[error("could not {action} {}: check the path, its permissions and the free disk space", .path.display())]
+    #[error("could not {action} {}: check the path, its permissions and the free disk space, then run oapkg again", .path.display())]
     Io {
         /// What was being done, as a verb phrase ("read the state file").
         action: &'static str,
@@ -29,6 +29,21 @@ pub enum StateError {
     /// The state path names a directory (or something else that is not a file).
     #[error("state path {} is not a regular file; pass the path of the state file itself (e.g. {})", .path.display(), .path.join("oapkg.state.json").display())]
     NotAFile { path: PathBuf },
+
+    /// The state path is a symbolic link (to a file or to nothing). oapkg
+    /// replaces the state file by renaming a new file over the path, which
+    /// would replace the link rather than its target, and keeps the journal,
+    /// lock and backup beside the path it was given: following the link
+    /// would split them from the file. So it refuses.
+    #[error("state path {} is a symbolic link to {}{}; oapkg does not follow it (writing the state renames a new file over the path, which would replace the link, not the file it points to, and the journal, lock and backup are kept beside the path given): pass the real path instead (--state {}), or replace the link with the file; nothing was changed", .path.display(), .target.display(), dangling_note(*.exists), .target.display())]
+    Symlink {
+        path: PathBuf,
+        /// Where the link points: the real path, absolute, when it exists;
+        /// otherwise the link's text joined to the link's directory.
+        target: PathBuf,
+        /// Whether the target exists.
+        exists: bool,
+    },
 
     /// The state file exists but holds nothing (0 bytes or only whitespace).
     #[error("state file {} is empty; it is refused and left as it is: restore it from {} or from Git", .path.display(), backup_of(.path).display())]
@@ -142,6 +157,11 @@ pub enum StateError {
         keys: Vec<Key>,
     },
 
+    /// Something other than a regular file is at the journal path (a
+    /// directory, a device such as `/dev/full`, a link, a FIFO).
+    #[error("journal {} is not a regular file; nothing was read, bought or changed: oapkg records purchases in a regular file at that path, so move what is there aside, then run oapkg again", .path.display())]
+    JournalNotAFile { path: PathBuf },
+
     /// `record_outcome` was called for a key with no recorded intent.
     #[error("journal {}: outcome for {key} without a recorded intent; this is a bug in oapkg", .path.display())]
     OutcomeWithoutIntent { path: PathBuf, key: Key },
@@ -178,6 +198,14 @@ impl StateError {
 /// `<path>.backup`, the previous version kept by every write.
 pub(crate) fn backup_of(path: &Path) -> PathBuf {
     super::store::sibling(path, ".backup")
+}
+
+fn dangling_note(exists: bool) -> &'static str {
+    if exists {
+        ""
+    } else {
+        " (which does not exist)"
+    }
 }
 
 fn locked_message(path: &Path, holder: Option<&LockHolder>) -> String {

@@ -112,7 +112,9 @@ impl Journal {
     /// Records that a purchase of `spec` under `key` is about to be sent.
     ///
     /// Durable (written and fsync'd) when it returns `Ok`: only then may the
-    /// request be sent. On `Err`, do not send it.
+    /// request be sent. On `Err`, do not send it. Once any append under
+    /// this lock has failed (a full disk, say), every intent is refused, so
+    /// no request is sent after a failed write.
     pub fn record_intent(
         &mut self,
         key: &Key,
@@ -146,7 +148,9 @@ impl Journal {
     /// waiting for one). All of them are durable when it returns `Ok`; on
     /// `Err` none of them counts (a partly written batch is cut off, or the
     /// journal refuses further use), so no request may be sent on the
-    /// strength of an intent in it.
+    /// strength of an intent in it. After a failed append, a batch holding
+    /// an intent is refused ([`StateError::JournalBroken`]); one of outcomes
+    /// only is still written.
     ///
     /// Each entry is checked as [`record_intent`](Self::record_intent) and
     /// [`record_outcome`](Self::record_outcome) check it (an outcome may
@@ -236,6 +240,11 @@ pub(crate) struct JournalSlot {
     len: u64,
     /// A write or fsync failed: what is on disk is unknown, refuse to go on.
     pub broken: bool,
+    /// An append failed (even if cleanly cut back): no new intent is
+    /// recorded under this lock, so no purchase request follows a failed
+    /// write, even if a later, smaller write would fit. Outcomes still are
+    /// while the file is intact: the answers of requests already sent.
+    failed: bool,
     /// Keys with an intent and no outcome yet, under this lock.
     pending: BTreeSet<Key>,
 }
@@ -249,6 +258,22 @@ impl JournalSlot {
 
     /// Appends the lines of `events` with one write and one fsync.
     fn append(&mut self, path: &Path, events: &[(&Key, Event)]) -> Result<(), StateError> {
+        let has_intent = events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Intent { .. }));
+        if self.failed && has_intent {
+            return Err(StateError::JournalBroken {
+                path: path.to_owned(),
+            });
+        }
+        let result = self.write_lines(path, events);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    fn write_lines(&mut self, path: &Path, events: &[(&Key, Event)]) -> Result<(), StateError> {
         if self.broken {
             return Err(StateError::JournalBroken {
                 path: path.to_owned(),
@@ -435,7 +460,19 @@ pub(crate) struct Contents {
 }
 
 /// Reads the journal at `path`; `None` when there is none.
+///
+/// Anything but a regular file there is refused before it is opened:
+/// reading `/dev/full` or `/dev/zero` never ends, opening a FIFO blocks,
+/// and appends to a link would land in a file the next fold does not remove.
 pub(crate) fn read(path: &Path) -> Result<Option<Contents>, StateError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            return Err(StateError::JournalNotAFile {
+                path: path.to_owned(),
+            });
+        }
+        _ => {}
+    }
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

@@ -290,6 +290,9 @@ impl StateStore {
     /// Reads and checks the state file; `None` when it does not exist. Also
     /// returns which file it was, to notice a replacement.
     fn read_file(&self) -> Result<(Option<DiskState>, Option<FileIdentity>), StateError> {
+        // Before opening, which would follow a link: a dangling one would
+        // read as "no state yet" and the first write would replace it.
+        self.refuse_symlink()?;
         let mut file = match File::open(&self.path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, None)),
@@ -308,6 +311,29 @@ impl StateStore {
             .map_err(|source| StateError::io("read the state file", &self.path, source))?;
         let disk = file::decode(&self.path, &bytes)?;
         Ok((Some(disk), Some(file_identity(&meta))))
+    }
+
+    /// Refuses a state path that is a symbolic link (see [`StateError::Symlink`]).
+    fn refuse_symlink(&self) -> Result<(), StateError> {
+        match fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = fs::read_link(&self.path)
+                    .map(|t| parent_dir(&self.path).join(t))
+                    .map_err(|source| StateError::io("read the link", &self.path, source))?;
+                // The path to pass instead: absolute, when there is one.
+                let (target, exists) = match fs::canonicalize(&target) {
+                    Ok(real) => (real, true),
+                    Err(_) => (target, false),
+                };
+                Err(StateError::Symlink {
+                    path: self.path.clone(),
+                    target,
+                    exists,
+                })
+            }
+            // Missing, or not a link: opening it tells which.
+            _ => Ok(()),
+        }
     }
 
     fn identity_now(&self) -> Result<Option<FileIdentity>, StateError> {
@@ -482,20 +508,22 @@ fn replace_with_backup(
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(fs::Permissions::from_mode(0o666));
     }
+    // Errors name the state file; their cause, the temporary one beside it.
     let mut tmp = builder
         .tempfile_in(dir)
-        .map_err(|source| StateError::io("create a temporary file in", dir, source))?;
-    let tmp_path = tmp.path().to_owned();
+        .map_err(|source| StateError::io("create the new version of", path, source))?;
     tmp.write_all(bytes)
-        .map_err(|source| StateError::io("write", &tmp_path, source))?;
+        .map_err(|source| StateError::io("write the new version of", path, source))?;
     if had_previous && let Ok(meta) = fs::metadata(path) {
         tmp.as_file()
             .set_permissions(meta.permissions())
-            .map_err(|source| StateError::io("set the permissions of", &tmp_path, source))?;
+            .map_err(|source| {
+                StateError::io("copy the permissions to the new version of", path, source)
+            })?;
     }
     tmp.as_file()
         .sync_all()
-        .map_err(|source| StateError::io("sync", &tmp_path, source))?;
+        .map_err(|source| StateError::io("sync the new version of", path, source))?;
 
     if had_previous {
         keep_backup(path)?;

@@ -18,22 +18,27 @@ use serde_json::Value;
 
 use crate::support::{Env, Run, manifest};
 
-const API_KEY: &str = "test-key";
-const SECRET_KEY: &str = "test-secret";
+pub(crate) const API_KEY: &str = "test-key";
+pub(crate) const SECRET_KEY: &str = "test-secret";
 const STATE: &str = "state/oapkg.state.json";
 
 /// One package of a test manifest.
 #[derive(Clone, Debug)]
-struct Pkg {
-    oaid: String,
-    start: &'static str,
-    tier: &'static str,
-    package: u8,
-    months: u8,
+pub(crate) struct Pkg {
+    pub(crate) oaid: String,
+    pub(crate) start: &'static str,
+    pub(crate) tier: &'static str,
+    pub(crate) package: u8,
+    pub(crate) months: u8,
 }
 
 impl Pkg {
-    fn new(oaid: impl Into<String>, start: &'static str, tier: &'static str, months: u8) -> Pkg {
+    pub(crate) fn new(
+        oaid: impl Into<String>,
+        start: &'static str,
+        tier: &'static str,
+        months: u8,
+    ) -> Pkg {
         let package = match tier {
             "trial" => 1,
             "advanced" => 2,
@@ -48,11 +53,11 @@ impl Pkg {
         }
     }
 
-    fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         format!("{}@{}", self.oaid, self.start)
     }
 
-    fn yaml(&self) -> String {
+    pub(crate) fn yaml(&self) -> String {
         format!(
             "  - oaid: \"{}\"\n    name: OA {}\n    tier: {}\n    start: {}\n    duration: {}\n",
             self.oaid, self.oaid, self.tier, self.start, self.months
@@ -61,7 +66,7 @@ impl Pkg {
 }
 
 /// `n` packages on OAIDs `first`, `first + 1`, …, tiers and durations mixed.
-fn pkgs(first: u64, n: usize) -> Vec<Pkg> {
+pub(crate) fn pkgs(first: u64, n: usize) -> Vec<Pkg> {
     (0..n)
         .map(|i| {
             let (tier, months) = [("advanced", 12), ("premium", 6), ("trial", 1)][i % 3];
@@ -70,24 +75,24 @@ fn pkgs(first: u64, n: usize) -> Vec<Pkg> {
         .collect()
 }
 
-fn write_manifest(env: &Env, pkgs: &[Pkg]) {
+pub(crate) fn write_manifest(env: &Env, pkgs: &[Pkg]) {
     let body: String = pkgs.iter().map(Pkg::yaml).collect();
     env.file("oapkg.yaml", manifest(&body));
 }
 
 /// A simulator account holding the OAs of `pkgs`.
-fn account(pkgs: &[Pkg]) -> SimConfig {
+pub(crate) fn account(pkgs: &[Pkg]) -> SimConfig {
     pkgs.iter()
         .fold(SimConfig::new(), |c, p| c.oaid(p.oaid.as_str()))
 }
 
-fn start(config: SimConfig) -> BlockingSimHandle {
+pub(crate) fn start(config: SimConfig) -> BlockingSimHandle {
     Simulator::spawn_blocking(config).expect("start the simulator")
 }
 
 /// `oapkg ARGS` pointed at the simulator with the right keys and short
 /// retry delays.
-fn oapkg(env: &Env, sim: &SimControl, args: &[&str]) -> Command {
+pub(crate) fn oapkg(env: &Env, sim: &SimControl, args: &[&str]) -> Command {
     let mut cmd = env.command(args);
     cmd.env("ESMS_ENDPOINT", sim.endpoint().as_str())
         .env("ESMS_API_KEY", API_KEY)
@@ -96,24 +101,24 @@ fn oapkg(env: &Env, sim: &SimControl, args: &[&str]) -> Command {
     cmd
 }
 
-fn run(env: &Env, sim: &SimControl, args: &[&str]) -> Run {
+pub(crate) fn run(env: &Env, sim: &SimControl, args: &[&str]) -> Run {
     Run::from(oapkg(env, sim, args).output().expect("run oapkg"))
 }
 
-fn apply(env: &Env, sim: &SimControl, extra: &[&str]) -> Run {
+pub(crate) fn apply(env: &Env, sim: &SimControl, extra: &[&str]) -> Run {
     let mut args = vec!["apply", "--auto-approve"];
     args.extend_from_slice(extra);
     run(env, sim, &args)
 }
 
-fn purchase_requests(sim: &SimControl) -> usize {
+pub(crate) fn purchase_requests(sim: &SimControl) -> usize {
     sim.requests()
         .iter()
         .filter(|r| r.call == Call::Purchase)
         .count()
 }
 
-fn charges_by_key(ledger: &[Charge]) -> BTreeMap<String, Vec<Charge>> {
+pub(crate) fn charges_by_key(ledger: &[Charge]) -> BTreeMap<String, Vec<Charge>> {
     let mut by_key: BTreeMap<String, Vec<Charge>> = BTreeMap::new();
     for charge in ledger {
         by_key
@@ -125,7 +130,7 @@ fn charges_by_key(ledger: &[Charge]) -> BTreeMap<String, Vec<Charge>> {
 }
 
 /// `state list --format json` (which replays the journal), by key.
-fn recorded(env: &Env) -> BTreeMap<String, Value> {
+pub(crate) fn recorded(env: &Env) -> BTreeMap<String, Value> {
     let listed = env.run(&["state", "list", "--format", "json"]);
     listed.code(0);
     listed
@@ -137,7 +142,7 @@ fn recorded(env: &Env) -> BTreeMap<String, Value> {
         .collect()
 }
 
-fn last_line(run: &Run) -> &str {
+pub(crate) fn last_line(run: &Run) -> &str {
     run.stdout.trim_end().lines().last().unwrap_or("")
 }
 
@@ -543,7 +548,7 @@ fn converge(env: &Env, sim: &SimControl, runs: usize) -> usize {
     panic!("no convergence after {runs} runs");
 }
 
-fn assert_bought_once_each(env: &Env, sim: &SimControl, all: &[Pkg]) {
+pub(crate) fn assert_bought_once_each(env: &Env, sim: &SimControl, all: &[Pkg]) {
     let by_key = charges_by_key(&sim.ledger());
     let state = recorded(env);
     for p in all {

@@ -2,6 +2,7 @@
 //! temporary directories (STYLE.md habit 9).
 
 mod apply;
+mod disk;
 mod expiring;
 mod gitops;
 mod hostile;

@@ -904,3 +904,162 @@ fn a_killed_writer_blocks_nobody_and_loses_nothing() {
     );
     assert!(!store.journal_path().exists());
 }
+
+// ---- disk faults ----------------------------------------------------------
+
+#[cfg(unix)]
+#[test]
+fn a_symlinked_state_path_is_refused_whether_or_not_it_dangles() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = StateStore::new(dir.path().join("real").join("oapkg.state.json"));
+    write(&real, &mut state_with(packages())).unwrap();
+    let bytes = fs::read(real.path()).unwrap();
+    fs::create_dir_all(dir.path().join("state")).unwrap();
+    let linked = store(&dir);
+    let dangling = StateStore::new(dir.path().join("state").join("dangling.json"));
+    std::os::unix::fs::symlink("../real/oapkg.state.json", linked.path()).unwrap();
+    std::os::unix::fs::symlink("../real/missing.json", dangling.path()).unwrap();
+    for (store, exists) in [(&linked, true), (&dangling, false)] {
+        let err = store.load().unwrap_err();
+        assert!(
+            matches!(&err, StateError::Symlink { exists: e, .. } if *e == exists),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(message.contains(&store.path().display().to_string()));
+        assert!(message.contains("--state "), "{message}");
+        let lock = store.lock("test", NOW).unwrap();
+        let err = store.write(&lock, &mut state_with(packages())).unwrap_err();
+        assert!(matches!(err, StateError::Symlink { .. }), "{err:?}");
+        drop(lock);
+        assert!(fs::symlink_metadata(store.path()).unwrap().is_symlink());
+    }
+    assert_eq!(fs::read(real.path()).unwrap(), bytes);
+    assert!(!dir.path().join("real").join("missing.json").exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_journal_that_is_not_a_regular_file_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    write(&store, &mut state_with(packages())).unwrap();
+    let bytes = fs::read(store.path()).unwrap();
+    // A directory; a device that reads zeros forever (reading it used to
+    // exhaust memory); a link, even to a journal-shaped regular file.
+    let journal = store.journal_path();
+    for what in ["directory", "/dev/zero", "link"] {
+        match what {
+            "directory" => fs::create_dir(&journal).unwrap(),
+            "link" => {
+                let target = journal.with_extension("elsewhere");
+                fs::write(&target, "").unwrap();
+                std::os::unix::fs::symlink(target, &journal).unwrap()
+            }
+            device => std::os::unix::fs::symlink(device, &journal).unwrap(),
+        }
+        let err = store.load().unwrap_err();
+        assert!(
+            matches!(err, StateError::JournalNotAFile { .. }),
+            "{what}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains("oapkg.state.json.journal"),
+            "{err}"
+        );
+        let err = store.lock("test", NOW).unwrap_err();
+        assert!(
+            matches!(err, StateError::JournalNotAFile { .. }),
+            "{what}: {err:?}"
+        );
+        assert_eq!(fs::read(store.path()).unwrap(), bytes, "{what}");
+        match fs::remove_dir(&journal) {
+            Ok(()) => {}
+            Err(_) => fs::remove_file(&journal).unwrap(),
+        }
+    }
+}
+
+/// Set in the child process of `after_a_failed_append_no_intent_is_recorded`.
+const FULL_CHILD_ENV: &str = "OAPKG_STATE_TEST_FULL_CHILD";
+
+/// The child's half, run with a file size limit: every write past it fails
+/// (EFBIG), as on a full disk. Does nothing in a normal test run.
+#[test]
+fn full_disk_child_helper() {
+    let Some(path) = std::env::var_os(FULL_CHILD_ENV) else {
+        return;
+    };
+    let store = StateStore::new(path);
+    let lock = store.lock("oapkg apply", NOW).unwrap();
+    let mut journal = store.journal(&lock).unwrap();
+    let (small, big, later) = (spec("1"), spec("2"), spec("3"));
+    let when = at("2026-11-26T10:00:00Z");
+    journal
+        .record_intent(&small.key(), &small, None, when)
+        .unwrap();
+    // Too big for what is left: fails, and is cut back off the file.
+    let name = "x".repeat(4096);
+    let err = journal
+        .record_intent(&big.key(), &big, Some(&name), when)
+        .unwrap_err();
+    println!("big: {err:?}");
+    // Would fit, but follows a failed write: refused, so never sent.
+    let err = journal
+        .record_intent(&later.key(), &later, None, when)
+        .unwrap_err();
+    println!("later: {err:?}");
+    // The answer to a request already sent is still recorded.
+    journal
+        .record_outcome(&small.key(), &submitted("7"))
+        .unwrap();
+    println!("outcome recorded");
+}
+
+#[cfg(unix)]
+#[test]
+fn after_a_failed_append_no_intent_is_recorded_but_outcomes_are() {
+    use std::os::unix::process::CommandExt;
+    use std::process::Command;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child
+        .args([
+            "--exact",
+            "state::store::tests::full_disk_child_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FULL_CHILD_ENV, store.path());
+    // SAFETY: setrlimit and signal are async-signal-safe.
+    unsafe {
+        child.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 2048,
+                rlim_max: 2048,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0
+                || libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = child.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("big: Io"), "{stdout}");
+    assert!(stdout.contains("File too large"), "{stdout}");
+    assert!(stdout.contains("later: JournalBroken"), "{stdout}");
+    assert!(stdout.contains("outcome recorded"), "{stdout}");
+    let loaded = store.load().unwrap().state.packages;
+    assert_eq!(loaded.len(), 1, "{loaded:?}");
+    assert_eq!(loaded[&spec("1").key()].status, Status::Submitted);
+}
