@@ -3,6 +3,7 @@
 
 mod apply;
 mod expiring;
+mod faults;
 mod gitops;
 mod hostile;
 mod plan;
