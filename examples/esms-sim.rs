@@ -13,7 +13,7 @@
 //! Admin routes: `GET /__sim/ledger`, `GET /__sim/requests`,
 //! `GET /__sim/balance`, `POST /__sim/faults` with a JSON fault rule such as
 //! `{"fault": {"kind": "drop_connection", "stage": "after_commit"}, "times": 1}`,
-//! `DELETE /__sim/faults`.
+//! `DELETE /__sim/faults` (which also ends a `{"kind": "go_down"}` outage).
 
 use std::io::Write;
 use std::time::Duration;

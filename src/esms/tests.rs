@@ -447,6 +447,78 @@ async fn connection_refused_is_not_sent() {
 }
 
 #[tokio::test]
+async fn going_down_refuses_later_connections_until_the_faults_are_cleared() {
+    let oa2 = spec(OA2, Tier::Advanced, date(2027, 1, 1), 6);
+    // OA1's request is answered as usual, then the simulator goes down.
+    let (sim, client) =
+        start(config().fault(FaultRule::for_oaid(OA1, Fault::GoDown { answer: None }).times(1)))
+            .await;
+    // The client keeps this connection alive, but the answer closes it.
+    let first = client.purchase(&premium_dec()).await;
+    assert_eq!(first.code(), Some("100"), "{first:?}");
+    for _ in 0..2 {
+        let refused = client.purchase(&oa2).await;
+        assert!(
+            matches!(refused, PurchaseOutcome::NotSent { .. }),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(sim.requests().len(), 1, "a refused request never arrives");
+    assert_eq!(
+        sim.requests()[0].answer.as_deref(),
+        Some("code 100, then down")
+    );
+
+    sim.clear_faults();
+    // Now OA2's request is rate limited, then the simulator goes down.
+    sim.inject(
+        FaultRule::for_oaid(
+            OA2,
+            Fault::GoDown {
+                answer: Some(Box::new(Fault::RateLimitCode)),
+            },
+        )
+        .times(1),
+    );
+    let limited = client.purchase(&oa2).await;
+    assert!(
+        matches!(limited, PurchaseOutcome::RateLimited { .. }),
+        "{limited:?}"
+    );
+    let refused = client.purchase(&oa2).await;
+    assert!(
+        matches!(refused, PurchaseOutcome::NotSent { .. }),
+        "{refused:?}"
+    );
+    sim.clear_faults();
+    assert_eq!(client.purchase(&oa2).await.code(), Some("100"));
+    // Both purchases charged once; the refused attempts charged nothing.
+    assert_eq!(sim.ledger().len(), 2);
+    assert_eq!(sim.requests().len(), 3);
+    sim.shutdown().await;
+
+    // The same rule as the admin route takes it.
+    let rule: FaultRule = serde_json::from_value(json!({
+        "fault": {"kind": "go_down", "answer": {"kind": "rate_limit_code"}},
+        "scope": {"kind": "oaid", "oaid": OA2},
+        "times": 1,
+    }))
+    .unwrap();
+    assert_eq!(
+        rule,
+        FaultRule::for_oaid(
+            OA2,
+            Fault::GoDown {
+                answer: Some(Box::new(Fault::RateLimitCode))
+            }
+        )
+        .times(1)
+    );
+    let bare: Fault = serde_json::from_value(json!({"kind": "go_down"})).unwrap();
+    assert_eq!(bare, Fault::GoDown { answer: None });
+}
+
+#[tokio::test]
 async fn hang_with_a_short_timeout_is_unknown() {
     let sim = Simulator::start(
         config()

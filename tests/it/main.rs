@@ -4,6 +4,7 @@
 mod apply;
 mod disk;
 mod expiring;
+mod faults;
 mod gitops;
 mod hostile;
 mod plan;

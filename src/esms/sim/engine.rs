@@ -45,6 +45,21 @@ pub enum Fault {
     DropConnection { stage: Stage },
     /// Never answer (until the hang limit or shutdown, then drop).
     Hang { stage: Stage },
+    /// Answer as `answer` says (as usual when it is `None`), then go down:
+    /// stop listening, so that every later connection attempt is refused
+    /// (a request that certainly never reached eSMS: the client's "not
+    /// sent") until the faults are cleared. A refused connection carries
+    /// no request, so no rule can pick one by OAID; this fault is how a
+    /// test places an outage: right after a chosen request.
+    ///
+    /// Requests already received are still answered. From the moment a
+    /// rule with this fault is added until the faults are cleared, every
+    /// answer closes its connection, so that no connection the client
+    /// keeps alive can carry a request past the outage.
+    GoDown {
+        #[serde(default)]
+        answer: Option<Box<Fault>>,
+    },
 }
 
 /// Whether a transport fault strikes before the request is processed
@@ -243,6 +258,9 @@ pub(super) struct Engine {
     requests: Vec<ReceivedRequest>,
     /// Faults injected at run time, checked before the configured rules.
     injected: Vec<FaultRule>,
+    /// Requests picked to take the simulator down that have not done so
+    /// yet (see [`Engine::outage_started`]).
+    outages_coming: usize,
 }
 
 impl Engine {
@@ -257,6 +275,7 @@ impl Engine {
             ledger: Vec::new(),
             requests: Vec::new(),
             injected: Vec::new(),
+            outages_coming: 0,
         }
     }
 
@@ -286,6 +305,25 @@ impl Engine {
         self.account.fault_rate = 0.0;
     }
 
+    /// Whether the simulator is still to go down: a rule that takes it
+    /// down has requests left, or a request picked for it has not done so
+    /// yet. Answers must then close their connections (see
+    /// [`Fault::GoDown`]).
+    pub(super) fn outage_pending(&self) -> bool {
+        self.outages_coming > 0
+            || self
+                .injected
+                .iter()
+                .chain(&self.account.rules)
+                .any(|r| r.times != Some(0) && matches!(r.fault, Fault::GoDown { .. }))
+    }
+
+    /// A request admitted with [`Fault::GoDown`] has taken the simulator
+    /// down (or never will: shutdown).
+    pub(super) fn outage_started(&mut self) {
+        self.outages_coming = self.outages_coming.saturating_sub(1);
+    }
+
     /// Logs an arriving request and picks its fault. Returns its sequence
     /// number.
     pub(super) fn admit(
@@ -302,6 +340,9 @@ impl Engine {
             .and_then(Value::as_str)
             .map(str::to_owned);
         let fault = self.pick_fault(call, oaid.as_deref());
+        if matches!(fault, Some(Fault::GoDown { .. })) {
+            self.outages_coming += 1;
+        }
         let seq = self.requests.len() as u64 + 1;
         let keys_valid = parsed.as_ref().is_some_and(|v| self.keys_valid(v));
         let body = match parsed {
@@ -332,6 +373,14 @@ impl Engine {
         fault: Option<&Fault>,
     ) -> Answer {
         let answer = match fault {
+            Some(Fault::GoDown { answer }) => {
+                // The server layer takes the simulator down once this is
+                // decided; the answer itself is the inner fault's (or the
+                // account's), nested faults included.
+                let answer = self.process(seq, call, body, answer.as_deref());
+                self.set_answer(seq, format!("{}, then down", answer.summary()));
+                return answer;
+            }
             Some(Fault::Code { code, message }) => {
                 let message = message
                     .clone()

@@ -13,12 +13,15 @@
 //! log with the key values redacted.
 //!
 //! Layout: `engine` holds the account and decides answers (no IO); `conn`
-//! makes connections killable so a "dropped connection" is a real TCP reset;
+//! makes connections killable so a "dropped connection" is a real TCP reset,
+//! and stops listening during an outage so that a connection attempt
+//! is really refused;
 //! this file holds the configuration, the axum routes and the handles.
 //!
 //! Admin routes (for tests that drive the simulator over HTTP):
 //! `GET /__sim/ledger`, `GET /__sim/requests`, `GET /__sim/balance`,
-//! `POST /__sim/faults` (a [`FaultRule`] as JSON), `DELETE /__sim/faults`.
+//! `POST /__sim/faults` (a [`FaultRule`] as JSON), `DELETE /__sim/faults`
+//! (which also ends an outage, see [`Fault::GoDown`]).
 
 mod conn;
 mod engine;
@@ -34,13 +37,13 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use self::conn::{ConnTag, SimListener};
+use self::conn::{ConnTag, Gate, SimListener};
 use self::engine::{Account, Answer, Engine};
 pub use self::engine::{Charge, Fault, FaultRule, FaultScope, ReceivedRequest, Stage};
 use super::credentials::Secret;
@@ -208,6 +211,8 @@ impl SimConfig {
 /// State shared by the routes and the handles.
 struct Shared {
     engine: Mutex<Engine>,
+    /// Whether it listens ([`Fault::GoDown`]).
+    gate: Arc<Gate>,
     latency: Duration,
     hang_limit: Duration,
     shutdown: watch::Receiver<bool>,
@@ -218,6 +223,12 @@ impl Shared {
         // A panic while holding the lock is a simulator bug; the data is
         // still the best record of what happened, so keep serving it.
         self.engine.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Removes every fault rule and ends an outage.
+    fn clear_faults(&self) {
+        self.engine().clear_faults();
+        self.gate.come_up();
     }
 
     /// Resolves when shutdown starts (or the handle is gone).
@@ -239,11 +250,13 @@ impl Simulator {
 
     /// Starts a simulator on `127.0.0.1:port` (`0`: any free port).
     pub async fn start_on_port(config: SimConfig, port: u16) -> io::Result<SimHandle> {
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
+        let listener = conn::listen(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
         let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let gate = Arc::new(Gate::new(addr));
         let shared = Arc::new(Shared {
             engine: Mutex::new(Engine::new(config.account)),
+            gate: gate.clone(),
             latency: config.latency,
             hang_limit: config.hang_limit,
             shutdown: stop_rx,
@@ -251,7 +264,7 @@ impl Simulator {
         let app = router(shared.clone()).into_make_service_with_connect_info::<ConnTag>();
         let signal = shared.clone();
         let server = tokio::spawn(async move {
-            let served = axum::serve(SimListener(listener), app)
+            let served = axum::serve(SimListener::new(listener, gate), app)
                 .with_graceful_shutdown(async move { signal.shutting_down().await })
                 .await;
             if let Err(err) = served {
@@ -349,9 +362,11 @@ impl SimControl {
         self.shared.engine().inject(rule);
     }
 
-    /// Removes every fault rule and sets the random fault rate to zero.
+    /// Removes every fault rule, sets the random fault rate to zero, and
+    /// ends an outage ([`Fault::GoDown`]): connection attempts made after
+    /// this returns are accepted.
     pub fn clear_faults(&self) {
-        self.shared.engine().clear_faults();
+        self.shared.clear_faults();
     }
 
     /// Turns deduplication on or off from now on (see
@@ -494,6 +509,7 @@ async fn api(
     body: Bytes,
 ) -> Response {
     tracing::info!(seq, %call, peer = %conn.peer, ?fault, "request received");
+    let goes_down = matches!(fault, Some(Fault::GoDown { .. }));
 
     // The work runs in a task of its own so that a request, once received,
     // is processed even if the client hangs up during the latency: hyper
@@ -516,7 +532,18 @@ async fn api(
     });
     let answer = work.await.unwrap_or(Answer::Drop);
     tracing::info!(seq, %call, answer = %answer.summary(), "request answered");
-    match answer {
+    if goes_down {
+        // Down before the answer leaves: the client connects again only
+        // after reading it, and is refused.
+        tokio::select! {
+            () = shared.gate.go_down() => {}
+            () = shared.shutting_down() => {}
+        }
+        shared.engine().outage_started();
+    }
+    // No kept-alive connection may carry a request past an outage.
+    let close = shared.gate.is_down() || shared.engine().outage_pending();
+    let mut response = match answer {
         Answer::Json(value) => (StatusCode::OK, Json(value)).into_response(),
         Answer::Status { status, body } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -540,7 +567,13 @@ async fn api(
             conn.kill();
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
+    };
+    if close {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    response
 }
 
 async fn admin_ledger(State(shared): State<Arc<Shared>>) -> Json<Vec<Charge>> {
@@ -565,7 +598,7 @@ async fn admin_inject(
 }
 
 async fn admin_clear(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.engine().clear_faults();
+    shared.clear_faults();
     StatusCode::NO_CONTENT
 }
 
