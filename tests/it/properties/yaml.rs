@@ -20,7 +20,7 @@ use oapkg::spec::{Oaid, Spec, Tier};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 /// Before every generated start date: no "starts before today" warnings.
 const TODAY: Date = date(2026, 11, 26);
