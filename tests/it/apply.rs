@@ -13,7 +13,7 @@ use oapkg::esms::Call;
 use oapkg::esms::sim::{
     BlockingSimHandle, Charge, Fault, FaultRule, SimConfig, SimControl, Simulator, Stage,
 };
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde_json::Value;
 
 use crate::support::{Env, Run, manifest};
