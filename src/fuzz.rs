@@ -6,8 +6,8 @@
 //! only when a reader panics or breaks one of the invariants checked here:
 //!
 //! - **manifest**: every diagnostic points inside the file (at most one line
-//!   past the last; a column only with a line), and a file without errors
-//!   has no two packages with one key;
+//!   past the last; a column only with a line), and a file that passes
+//!   the per-file and the cross-document checks has no key twice;
 //! - **state file**: whatever `decode` accepts encodes back to a file that
 //!   decodes to the same state, with the same bytes the second time;
 //! - **journal**: whatever `load` accepts, `write` can write
@@ -65,12 +65,14 @@ pub fn manifest(data: &[u8]) {
                 diagnostic.message
             );
         }
+        // The file on its own, as `load` checks it after every file:
+        // a key accepted there is declared once.
         if outcome.errors.is_empty() {
-            let mut keys: Vec<Key> = outcome.packages.iter().map(|p| p.spec.key()).collect();
-            let count = keys.len();
-            keys.sort();
-            keys.dedup();
-            assert_eq!(keys.len(), count, "a valid file declares one key twice");
+            let count = outcome.packages.len();
+            let (desired, errors, _) = validate::check_together(outcome.packages);
+            if errors.is_empty() {
+                assert_eq!(desired.len(), count, "a valid file declares one key twice");
+            }
         }
     }
 }
@@ -401,6 +403,25 @@ mod tests {
         manifest(include_bytes!(
             "../tests/fuzz-findings/manifest-lone-cr.yaml"
         ));
+    }
+
+    /// Fuzzer finding (manifest, after 7 minutes): a file whose second
+    /// document repeats the first one's packages. oapkg was right (`load`
+    /// reports both duplicates with both places); the fuzz check had asked
+    /// the per-file parse alone, which leaves cross-document duplicates to
+    /// the check of all files together. Pins that check's answer.
+    #[test]
+    fn a_key_repeated_in_a_second_document_is_an_error() {
+        let text = include_str!("../tests/fuzz-findings/manifest-duplicate-across-documents.yaml");
+        manifest(text.as_bytes());
+        let outcome = validate::check_file("dup.yaml", text, Origin::Named, today());
+        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+        let (_, errors, _) = validate::check_together(outcome.packages);
+        let lines: Vec<(u32, u32)> = errors
+            .iter()
+            .map(|e| (e.source.line, e.related.as_ref().unwrap().0.line))
+            .collect();
+        assert_eq!(lines, [(29, 14), (26, 11)], "{errors:?}");
     }
 
     #[test]
