@@ -682,18 +682,7 @@ fn an_unwritable_state_directory_is_named_and_nothing_is_bought() {
             // Writers fail, naming what they could not write, at the lock
             // or (when a lock file is already there to be reused) at the
             // first intent.
-            let run = ro.run(env.command(&[
-                "state",
-                "import",
-                "--oaid",
-                "7",
-                "--tier",
-                "trial",
-                "--start",
-                "2026-12-01",
-                "--duration",
-                "1",
-            ]));
+            let run = ro.run(env.command(&IMPORT_ONE));
             run.code(1)
                 .stderr_has("could not ")
                 .stderr_has("state/oapkg.state.json")
@@ -730,24 +719,26 @@ fn an_unwritable_state_directory_is_named_and_nothing_is_bought() {
 
 // ---- paths that are not what they should be --------------------------------
 
+/// A state writer that sends nothing: records one package bought elsewhere.
+const IMPORT_ONE: [&str; 10] = [
+    "state",
+    "import",
+    "--oaid",
+    "7",
+    "--tier",
+    "trial",
+    "--start",
+    "2026-12-01",
+    "--duration",
+    "1",
+];
+
 /// Everything that reads or writes the state refuses with `expect`, buys
 /// nothing and leaves the state directory as it was.
 #[track_caller]
 fn every_command_refuses(env: &Env, sim: &SimControl, expect: &str, readers_too: bool) {
     let before = dir_snapshot(&env.path("state"));
-    let import = [
-        "state",
-        "import",
-        "--oaid",
-        "7",
-        "--tier",
-        "trial",
-        "--start",
-        "2026-12-01",
-        "--duration",
-        "1",
-    ];
-    let mut commands: Vec<&[&str]> = vec![&import, &["state", "rm", "9001@2026-12-01"]];
+    let mut commands: Vec<&[&str]> = vec![&IMPORT_ONE, &["state", "rm", "9001@2026-12-01"]];
     if readers_too {
         commands.extend([&["plan"][..], &["state", "list"]]);
     }
