@@ -492,19 +492,7 @@ fn a_stale_saved_plan_is_refused_naming_what_moved() {
     let sim = start(account(&all));
     env.run(&["plan", "--out", "old.plan"]).code(0);
     // The state moved: something was recorded since.
-    env.run(&[
-        "state",
-        "import",
-        "--oaid",
-        "99",
-        "--tier",
-        "trial",
-        "--start",
-        "2027-01-01",
-        "--duration",
-        "1",
-    ])
-    .code(0);
+    env.import("99", "trial", "2027-01-01", "1", &[]).code(0);
     let bytes = env.read(STATE);
     run(&env, &sim, &["apply", "old.plan"])
         .code(1)

@@ -87,21 +87,8 @@ fn padded(name: &str, len: usize) -> String {
 fn import(env: &Env, oaid: u64, name_len: usize) {
     let oaid = oaid.to_string();
     let name = padded(&format!("imported {oaid}"), name_len);
-    env.run(&[
-        "state",
-        "import",
-        "--oaid",
-        &oaid,
-        "--tier",
-        "trial",
-        "--start",
-        "2026-12-01",
-        "--duration",
-        "1",
-        "--name",
-        &name,
-    ])
-    .code(0);
+    env.import(&oaid, "trial", "2026-12-01", "1", &["--name", &name])
+        .code(0);
 }
 
 /// The OAIDs of the purchase requests the simulator received, in order.

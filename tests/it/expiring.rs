@@ -34,19 +34,7 @@ fn recorded_packages_count_too() {
         "oapkg.yaml",
         manifest("  - {oaid: \"9\", tier: trial, start: 2027-06-01, duration: 1}\n"),
     );
-    env.run(&[
-        "state",
-        "import",
-        "--oaid",
-        "8",
-        "--tier",
-        "trial",
-        "--start",
-        "2027-01-01",
-        "--duration",
-        "1",
-    ])
-    .code(0);
+    env.import("8", "trial", "2027-01-01", "1", &[]).code(0);
     let json = env.run(&["expiring", "--format", "json"]).code(2).json();
     assert_eq!(json[0]["oaid"], "8");
     assert_eq!(json[0]["known_from"], "recorded");

@@ -87,20 +87,13 @@ fn markdown_and_json_of_the_bundled_example() {
 
 /// Builds the state the action table needs through `state import`.
 fn import(env: &Env, oaid: &str, tier: &str, start: &str, duration: &str) {
-    env.run(&[
-        "state",
-        "import",
-        "--oaid",
+    env.import(
         oaid,
-        "--tier",
         tier,
-        "--start",
         start,
-        "--duration",
         duration,
-        "--service-preview-id",
-        "52330",
-    ])
+        &["--service-preview-id", "52330"],
+    )
     .code(0);
 }
 

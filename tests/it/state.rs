@@ -16,32 +16,8 @@ fn env_with_state() -> Env {
         "oapkg.yaml",
         manifest("  - {oaid: \"1\", tier: premium, start: 2026-12-01, duration: 12}\n"),
     );
-    env.run(&[
-        "state",
-        "import",
-        "--oaid",
-        "1",
-        "--tier",
-        "premium",
-        "--start",
-        "2026-12-01",
-        "--duration",
-        "12",
-    ])
-    .code(0);
-    env.run(&[
-        "state",
-        "import",
-        "--oaid",
-        "2",
-        "--tier",
-        "trial",
-        "--start",
-        "2026-12-01",
-        "--duration",
-        "1",
-    ])
-    .code(0);
+    env.import("1", "premium", "2026-12-01", "12", &[]).code(0);
+    env.import("2", "trial", "2026-12-01", "1", &[]).code(0);
     env
 }
 

@@ -61,6 +61,25 @@ impl Env {
     pub fn run(&self, args: &[&str]) -> Run {
         Run::from(self.command(args).output().expect("run oapkg"))
     }
+
+    /// `oapkg state import` of one package (plus `extra` flags): the way
+    /// tests record a package without buying it.
+    pub fn import(&self, oaid: &str, tier: &str, start: &str, months: &str, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "state",
+            "import",
+            "--oaid",
+            oaid,
+            "--tier",
+            tier,
+            "--start",
+            start,
+            "--duration",
+            months,
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
 }
 
 pub struct Run {

@@ -216,19 +216,8 @@ fn new_files_are_planned_and_deleted_files_leave_orphans() {
 
     // b's package is bought (recorded by hand: a writer takes the state
     // lock while watch runs, so watch does not hold it) ...
-    env.run(&[
-        "state",
-        "import",
-        "--oaid",
-        "2001",
-        "--tier",
-        "advanced",
-        "--start",
-        "2027-01-01",
-        "--duration",
-        "6",
-    ])
-    .code(0);
+    env.import("2001", "advanced", "2027-01-01", "6", &[])
+        .code(0);
     // ... then its manifest is deleted: an orphan, nothing to buy for it.
     std::fs::remove_file(env.path("packages/b.yaml")).unwrap();
     let planned = watch.planned();
@@ -398,19 +387,8 @@ fn the_interval_replans_when_the_state_changes_and_the_lock_stays_free() {
     assert_counts(&watch.planned(), 1, 0);
     // Readers and writers work alongside a running watch.
     env.run(&["plan", "--detailed-exitcode"]).code(2);
-    env.run(&[
-        "state",
-        "import",
-        "--oaid",
-        "1001",
-        "--tier",
-        "advanced",
-        "--start",
-        "2027-01-01",
-        "--duration",
-        "12",
-    ])
-    .code(0);
+    env.import("1001", "advanced", "2027-01-01", "12", &[])
+        .code(0);
     // No file event: the interval cycle sees the new state.
     let planned = watch.planned();
     assert_eq!(planned["trigger"], "interval");

@@ -289,19 +289,8 @@ fn sigterm_during_an_apply_cycle_records_every_charge_and_exits_zero() {
     assert_eq!(submitted(&env), charged, "{}", watch.0.transcript());
     // No lock left behind: a writer gets it at once.
     assert!(!env.path("state/oapkg.state.json.lock").exists());
-    env.run(&[
-        "state",
-        "import",
-        "--oaid",
-        "1001",
-        "--tier",
-        "advanced",
-        "--start",
-        "2027-01-01",
-        "--duration",
-        "12",
-    ])
-    .code(0);
+    env.import("1001", "advanced", "2027-01-01", "12", &[])
+        .code(0);
     // The rest is still to buy.
     let plan = env
         .run(&["plan", "--format", "json", "-f", "a.yaml"])
