@@ -38,7 +38,7 @@ use crate::plan::saved::SavedPlan;
 use crate::spec::{Key, Oaid, Spec, Tier};
 use crate::state::file::{self, DiskState};
 use crate::state::journal::{self, Event, Generation, JournalOutcome};
-use crate::state::{Record, StateStore, Status};
+use crate::state::{Record, StateStore, Status, store};
 
 /// The date every entry point plans against, so a run is reproducible.
 fn today() -> jiff::civil::Date {
@@ -278,12 +278,7 @@ fn load_journal(disk: Option<DiskState>, journal_bytes: &[u8]) {
         .expect("load accepted a journal whose replay the state file cannot hold");
 
     // The lines of the file's own generation, replayed once more.
-    let generation = disk
-        .as_ref()
-        .map_or_else(Generation::default, |d| Generation {
-            lineage: Some(d.lineage.clone()),
-            serial: d.serial,
-        });
+    let generation = store::generation_of(disk.as_ref());
     let current: Vec<_> = lines
         .into_iter()
         .filter(|line| line.generation == generation)

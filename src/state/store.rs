@@ -390,7 +390,7 @@ impl StateStore {
     }
 }
 
-fn generation_of(disk: Option<&DiskState>) -> Generation {
+pub(crate) fn generation_of(disk: Option<&DiskState>) -> Generation {
     disk.map_or_else(Generation::default, |d| Generation {
         lineage: Some(d.lineage.clone()),
         serial: d.serial,
