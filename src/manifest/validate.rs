@@ -14,7 +14,7 @@ use serde_saphyr::{Location, Spanned};
 use super::raw::{
     Field, KeyProblem, PackageEntry, PackageList, RawDefaults, RawDocument, RawPackage, Scalar,
 };
-use super::{Diagnostic, Package, Source};
+use super::{Diagnostic, DiagnosticKind, Package, Source};
 use crate::spec::{self, Key, MAX_DURATION_MONTHS, Oaid, OaidError, Spec, Tier};
 
 pub const API_VERSION: &str = "oapkg/v1";
@@ -399,7 +399,11 @@ impl Checker<'_> {
             );
             self.out
                 .warnings
-                .push(Diagnostic::at(self.file, at, message).about(spec.key()));
+                .push(
+                    Diagnostic::at(self.file, at, message)
+                        .about(spec.key())
+                        .of_kind(DiagnosticKind::StartsBeforeToday),
+                );
         }
         Some(Package { spec, name, source })
     }

@@ -1,19 +1,28 @@
 //! The diff: desired set × recorded set → [`Plan`], following the SPEC's
-//! action table. A pure function of its arguments.
+//! action table. A pure function of its arguments: "today" comes in as one.
+//!
+//! Besides each key's action, the diff finds what the action table alone
+//! cannot see: a purchase over the months of a recorded package of the same
+//! OA and tier under another key (a moved start date; it needs
+//! `--allow-overlap`), the same over a different tier (an upgrade: a
+//! warning), and a recorded package whose declared name changed (a label
+//! change, bought nothing).
 
 use std::collections::BTreeMap;
 
 use jiff::civil::Date;
 
-use super::{Action, Change, Plan, Warning};
+use super::{Action, Change, LabelChange, Plan, Warning};
 use crate::manifest::{DesiredSet, Package};
-use crate::spec::Key;
+use crate::spec::{Key, Spec};
 use crate::state::{Record, StateId, Status};
 
 /// Compares what the manifests declare with what the state records.
 ///
 /// `warnings` are carried into the plan as they are (manifest warnings are
-/// found while loading); `today` is the date the plan is made for.
+/// found while loading; [`super::inputs::make`] keeps a "starts before today"
+/// one only for a package this plan buys), followed by the diff's own.
+/// `today` is the date the plan is made for.
 pub fn diff(
     desired: &DesiredSet,
     recorded: &BTreeMap<Key, Record>,
@@ -23,40 +32,120 @@ pub fn diff(
 ) -> Plan {
     let mut changes = Vec::new();
     let mut unchanged = 0;
+    let mut labels = Vec::new();
+    let mut upgrades = Vec::new();
     for (key, wanted, record) in merge_join(&desired.packages, recorded) {
-        let action = action_for(wanted, record);
+        let action = action_for(wanted, record, today);
         if action == Action::Unchanged {
             unchanged += 1;
+            if let (Some(package), Some(record)) = (wanted, record)
+                && package.name != record.name
+            {
+                labels.push(LabelChange {
+                    key: key.clone(),
+                    before: record.name.clone(),
+                    after: package.name.clone(),
+                });
+            }
             continue;
+        }
+        let mut overlaps = Vec::new();
+        if let (Action::Purchase | Action::Replace, Some(package)) = (action, wanted) {
+            for (other, other_record) in recorded_overlapping(recorded, &package.spec) {
+                if other == key {
+                    continue;
+                }
+                if other_record.spec.tier == package.spec.tier {
+                    overlaps.push(other.clone());
+                } else {
+                    upgrades.push(upgrade_warning(key, package, other, &other_record.spec));
+                }
+            }
         }
         changes.push(Change {
             key: key.clone(),
             action,
             desired: wanted.cloned(),
             before: record.cloned(),
+            overlaps,
         });
     }
+    let mut warnings = warnings;
+    warnings.extend(upgrades);
     Plan {
         today,
         state,
         manifest_hash: desired.hash(),
         changes,
         unchanged,
+        labels,
         warnings,
     }
 }
 
-/// The SPEC's action table for one key.
-pub fn action_for(desired: Option<&Package>, recorded: Option<&Record>) -> Action {
+/// Whether a "starts before today" warning still says something about a
+/// package whose action is `action`: only when this plan would buy it
+/// (`purchase`, `replace`). A recorded package's start passing is what time
+/// does, and an `expired` one is never bought.
+pub fn starts_before_today_applies(action: Action) -> bool {
+    matches!(action, Action::Purchase | Action::Replace)
+}
+
+/// The SPEC's action table for one key, on `today`.
+///
+/// A declared package whose period ended before today is `expired`, both
+/// when nothing is recorded (it would be a `purchase`) and when its new
+/// spec would replace a recorded one: a period that is over is never
+/// bought. The end date is the last day covered, so a package ending today
+/// is still bought.
+pub fn action_for(desired: Option<&Package>, recorded: Option<&Record>, today: Date) -> Action {
+    let ended = |package: &Package| package.spec.end() < today;
     match (desired, recorded) {
         // An unknown outcome is resolved first, whatever the manifests say now:
         // the package may exist, so neither a purchase nor a replace is safe.
         (_, Some(record)) if record.status == Status::Unconfirmed => Action::Unconfirmed,
+        (Some(package), None) if ended(package) => Action::Expired,
         (Some(_), None) => Action::Purchase,
         (Some(package), Some(record)) if same_spec_hash(package, record) => Action::Unchanged,
+        (Some(package), Some(_)) if ended(package) => Action::Expired,
         (Some(_), Some(_)) => Action::Replace,
         (None, Some(_)) => Action::Orphan,
         (None, None) => Action::Unchanged,
+    }
+}
+
+/// The recorded packages of `spec`'s OA whose periods overlap `spec`'s (the
+/// key itself included), any status, any tier. Keys of one OA are adjacent
+/// in key order, so this reads only that OA's records.
+fn recorded_overlapping<'a>(
+    recorded: &'a BTreeMap<Key, Record>,
+    spec: &'a Spec,
+) -> impl Iterator<Item = (&'a Key, &'a Record)> {
+    let first = Key::new(&spec.oaid, Date::new(1, 1, 1).unwrap_or(Date::MIN));
+    let last = Key::new(&spec.oaid, Date::MAX);
+    let end = spec.end();
+    recorded
+        .range(first..=last)
+        .filter(move |(_, r)| r.spec.oaid == spec.oaid)
+        .filter(move |(_, r)| r.spec.start <= end && spec.start <= r.spec.end())
+}
+
+fn upgrade_warning(key: &Key, package: &Package, other: &Key, other_spec: &Spec) -> Warning {
+    Warning {
+        key: Some(key.clone()),
+        file: Some(package.source.file.clone()),
+        line: Some(package.source.line),
+        column: Some(package.source.column),
+        message: format!(
+            "the {} package from {} overlaps the recorded {} package {} ({} to {}): \
+             an upgrade or downgrade mid-period; both are paid for",
+            package.spec.tier,
+            package.spec.start,
+            other_spec.tier,
+            other,
+            other_spec.start,
+            other_spec.end(),
+        ),
     }
 }
 

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use jiff::civil::Date;
 
-use super::{Plan, Warning, diff};
-use crate::manifest::{self, Diagnostic, ManifestError, Manifests};
+use super::{Plan, Warning, diff, starts_before_today_applies};
+use crate::manifest::{self, Diagnostic, DiagnosticKind, ManifestError, Manifests};
 use crate::state::{Loaded, StateError, StateStore};
 
 /// The manifests and the state as read, each with its own error.
@@ -36,24 +36,50 @@ impl Inputs {
 }
 
 /// The plan for valid manifests against a loaded state: the diff, with the
-/// manifests' warnings carried into it.
+/// manifests' warnings carried into it — a "starts before today" warning
+/// only for a package the plan buys (never for a recorded or expired one).
+/// Pure: reads nothing.
 pub fn make(manifests: &Manifests, loaded: &Loaded, today: Date) -> Plan {
-    diff(
+    let mut plan = diff(
         &manifests.desired,
         &loaded.state.packages,
         loaded.id.clone(),
         today,
-        warnings(&manifests.warnings),
-    )
+        Vec::new(),
+    );
+    let kept = manifests.warnings.iter().filter(|d| match d.kind {
+        DiagnosticKind::General => true,
+        DiagnosticKind::StartsBeforeToday => d
+            .key
+            .as_ref()
+            .and_then(|key| plan.action_of(key))
+            .is_some_and(starts_before_today_applies),
+    });
+    let mut warnings: Vec<Warning> = kept.map(warning).collect();
+    warnings.append(&mut plan.warnings);
+    plan.warnings = warnings;
+    plan
 }
 
-/// Manifest warnings as plan warnings (the location goes into the message).
+/// Manifest warnings as plan warnings.
 pub fn warnings(diagnostics: &[Diagnostic]) -> Vec<Warning> {
-    diagnostics
-        .iter()
-        .map(|w| Warning {
-            key: w.key.clone(),
-            message: w.to_string(),
-        })
-        .collect()
+    diagnostics.iter().map(warning).collect()
+}
+
+/// A manifest warning as a plan warning: its place, and its message with the
+/// second place it names (if any) appended. A place of line 0 is a whole
+/// file (no line, no column).
+fn warning(diagnostic: &Diagnostic) -> Warning {
+    let source = &diagnostic.source;
+    let message = match &diagnostic.related {
+        Some((other, note)) => format!("{} ({other}: {note})", diagnostic.message),
+        None => diagnostic.message.clone(),
+    };
+    Warning {
+        key: diagnostic.key.clone(),
+        file: Some(source.file.clone()),
+        line: (source.line > 0).then_some(source.line),
+        column: (source.line > 0 && source.column > 0).then_some(source.column),
+        message,
+    }
 }

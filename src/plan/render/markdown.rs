@@ -24,7 +24,7 @@ use std::fmt::Write as _;
 
 use super::text::{Paint, block};
 use super::{Field, Shown, cut, months, status_name};
-use crate::plan::{Action, Change, Plan, Summary};
+use crate::plan::{Action, Change, DEFAULT_MAX_PURCHASES, Need, Plan, Summary};
 
 /// GitHub's comment limit is 65,536 characters; this leaves room for
 /// whatever a bot wraps around the comment.
@@ -74,8 +74,13 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
         .copied()
         .filter(|c| c.action == Action::Orphan)
         .collect();
+    let expired: Vec<&Change> = listed
+        .iter()
+        .copied()
+        .filter(|c| c.action == Action::Expired)
+        .collect();
 
-    let head = head(&summary);
+    let head = head(plan, &summary);
     let foot = foot(plan);
     let mut budget = options
         .limit
@@ -98,20 +103,28 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
     let others: Vec<&Change> = listed
         .iter()
         .copied()
-        .filter(|c| matches!(c.action, Action::Purchase | Action::Orphan))
+        .filter(|c| matches!(c.action, Action::Purchase | Action::Orphan | Action::Expired))
         .collect();
     let warnings: Vec<usize> = (0..plan.warnings.len()).collect();
+    let labels: Vec<usize> = (0..plan.labels.len()).collect();
 
     let risky_rows = fit(&risky, &mut budget, changes_row);
     let risky_details = fit(&risky, &mut budget, details_block);
     let purchase_rows = fit(&purchases, &mut budget, changes_row);
     let orphan_rows = fit(&orphans, &mut budget, orphan_row);
+    let expired_rows = fit(&expired, &mut budget, expired_row);
+    let label_lines = fit(&labels, &mut budget, |i| label_line(plan, i));
     let warning_lines = fit(&warnings, &mut budget, |i| warning_line(plan, i));
     let other_details = fit(&others, &mut budget, details_block);
 
     let rows = by_key(risky_rows, purchase_rows);
     let details = by_key(risky_details, other_details);
     let orphan_rows = by_key(orphan_rows, Fitted::default());
+    let expired_rows = by_key(expired_rows, Fitted::default());
+    let label_lines = Section {
+        omitted: label_lines.omitted,
+        text: label_lines.chosen.into_iter().map(|(_, t)| t).collect(),
+    };
     let warning_lines = Section {
         omitted: warning_lines.omitted,
         text: warning_lines.chosen.into_iter().map(|(_, t)| t).collect(),
@@ -121,6 +134,8 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
     let cut_note = cut_note(&[
         (rows.omitted, buying.len(), "changes to buy"),
         (orphan_rows.omitted, orphans.len(), "orphans"),
+        (expired_rows.omitted, expired.len(), "expired packages"),
+        (label_lines.omitted, plan.labels.len(), "name changes"),
         (warning_lines.omitted, plan.warnings.len(), "warnings"),
         (details.omitted, listed.len(), "details blocks"),
     ]);
@@ -144,6 +159,35 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
         out.push_str("|---|---|---|---|---|---:|---|\n");
         out.push_str(&orphan_rows.text);
         section_note(&mut out, orphan_rows.omitted, orphans.len(), "orphans");
+        out.push('\n');
+    }
+    if !expired.is_empty() {
+        out.push_str("### Expired\n\n");
+        out.push_str(
+            "Declared, but their periods ended before today: a period that is over is never \
+             bought. Remove them from the manifests, or give them a period that is not over.\n\n",
+        );
+        out.push_str("| OAID | Name | Tier | Start | End | Months | Recorded |\n");
+        out.push_str("|---|---|---|---|---|---:|---|\n");
+        out.push_str(&expired_rows.text);
+        section_note(
+            &mut out,
+            expired_rows.omitted,
+            expired.len(),
+            "expired packages",
+        );
+        out.push('\n');
+    }
+    if !plan.labels.is_empty() {
+        out.push_str("### Names changed\n\n");
+        out.push_str("Apply records the new names; nothing is bought.\n\n");
+        out.push_str(&label_lines.text);
+        section_note(
+            &mut out,
+            label_lines.omitted,
+            plan.labels.len(),
+            "name changes",
+        );
         out.push('\n');
     }
     if !listed.is_empty() {
@@ -177,16 +221,42 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
 }
 
 /// Summary line and banners: never cut.
-fn head(summary: &Summary) -> String {
+fn head(plan: &Plan, summary: &Summary) -> String {
     let mut out = head_only(summary);
-    if summary.replace > 0 {
-        let _ = write!(
+    let needs = plan.needs();
+    if !needs.is_empty() {
+        let flags: Vec<String> = needs.iter().map(|n| code(&n.flag())).collect();
+        let _ = writeln!(
             out,
-            "> [!CAUTION]\n> **{} will be bought again** (`replace`): the tier or duration \
-             changed after the purchase. The earlier purchase is not refunded; apply refuses \
-             unless run with `--allow-replace`.\n\n",
-            packages(summary.replace)
+            "> [!CAUTION]\n> **Apply will refuse this plan unless run with {}.**",
+            flags.join(" ")
         );
+        let needing = |need: &Need| {
+            plan.listed_changes()
+                .into_iter()
+                .filter(|c| c.needs().contains(need))
+                .count()
+        };
+        for need in &needs {
+            let why = match need {
+                Need::AllowReplace => format!(
+                    "**{} will be bought again** (`replace`): the tier or duration changed \
+                     after the purchase. The earlier purchase is not refunded.",
+                    packages(needing(need))
+                ),
+                Need::AllowOverlap => format!(
+                    "**{} over the months of a recorded package** of the same OA and tier \
+                     under another key (a moved start date?): those months would be paid twice.",
+                    packages(needing(need))
+                ),
+                Need::MaxPurchases(n) => format!(
+                    "**{n} purchase requests**, more than the default maximum of \
+                     {DEFAULT_MAX_PURCHASES}."
+                ),
+            };
+            let _ = writeln!(out, "> - {}: {why}", code(&need.flag()));
+        }
+        out.push('\n');
     }
     if summary.unconfirmed > 0 {
         let _ = write!(
@@ -255,7 +325,7 @@ fn rank(change: &Change) -> u8 {
     match change.action {
         Action::Replace => 0,
         Action::Unconfirmed => 1,
-        Action::Purchase | Action::Orphan | Action::Unchanged => 2,
+        Action::Purchase | Action::Orphan | Action::Unchanged | Action::Expired => 2,
     }
 }
 
@@ -310,10 +380,15 @@ fn by_key(a: Fitted<&Change>, b: Fitted<&Change>) -> Section {
 }
 
 fn changes_row(change: &Change) -> String {
-    let action = match change.action {
-        Action::Purchase => "purchase".to_owned(),
+    let mut action = match change.action {
+        Action::Purchase if change.needs().is_empty() => "purchase".to_owned(),
         other => format!("**{other}**"),
     };
+    let needs = change.needs();
+    if !needs.is_empty() {
+        let flags: Vec<String> = needs.iter().map(|n| code(&n.flag())).collect();
+        let _ = write!(action, " (needs {})", flags.join(" "));
+    }
     match Shown::of(change) {
         Some(shown) => format!(
             "| {action} | {} | {} | {} | {} | {} | {} |\n",
@@ -355,6 +430,40 @@ fn orphan_row(change: &Change) -> String {
     }
 }
 
+fn expired_row(change: &Change) -> String {
+    match change.spec() {
+        Some(spec) => format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            code(spec.oaid.as_str()),
+            name_cell(change),
+            spec.tier,
+            spec.start,
+            spec.end(),
+            spec.duration_months,
+            change
+                .before
+                .as_ref()
+                .map_or("no", |record| status_name(record.status)),
+        ),
+        None => format!(
+            "| {} | {} | | | | | |\n",
+            code(change.key.oaid()),
+            name_cell(change)
+        ),
+    }
+}
+
+fn label_line(plan: &Plan, index: usize) -> String {
+    let label = &plan.labels[index];
+    let name = |n: Option<&str>| n.map_or("(none)".to_owned(), |n| text(&cut(n, Some(TABLE_NAME_CHARS))));
+    format!(
+        "- {}: {} → **{}**\n",
+        code(label.key.as_str()),
+        name(label.before.as_deref()),
+        name(label.after.as_deref())
+    )
+}
+
 fn name_cell(change: &Change) -> String {
     change
         .name()
@@ -382,7 +491,7 @@ fn months_summary(change: &Change) -> String {
 
 fn warning_line(plan: &Plan, index: usize) -> String {
     let warning = &plan.warnings[index];
-    let message = text(&cut(&warning.message, Some(WARNING_CHARS)));
+    let message = text(&cut(&warning.located(), Some(WARNING_CHARS)));
     match &warning.key {
         Some(key) => format!("- {}: {message}\n", code(key.as_str())),
         None => format!("- {message}\n"),
