@@ -294,7 +294,7 @@ mod tests {
     #[test]
     fn has_every_spec_field_with_its_type() {
         let value: serde_json::Value = serde_json::from_str(&json(&fixtures::mixed())).unwrap();
-        assert_eq!(value["format_version"], 1);
+        assert_eq!(value["format_version"], 2);
         assert!(value["oapkg_version"].is_string());
         assert_eq!(value["today"], "2026-11-26");
         assert_eq!(value["state"]["serial"], 7);
@@ -316,11 +316,17 @@ mod tests {
                 "duration_months",
                 "end",
                 "before",
+                "origin",
+                "needs",
+                "cost",
                 "source",
             ] {
                 assert!(change.get(field).is_some(), "{field} missing in {change}");
             }
             assert!(change["oaid"].is_string());
+            assert_eq!(change["origin"], "manifest");
+            assert!(change["cost"].is_null());
+            assert!(change["needs"].is_array());
             assert!(change["duration_months"].is_u64());
             match change["action"].as_str().unwrap() {
                 "purchase" => assert!(change["before"].is_null()),
@@ -337,9 +343,78 @@ mod tests {
         }
         assert_eq!(
             value["summary"],
-            serde_json::json!({"purchase": 1, "replace": 1, "unconfirmed": 1, "unchanged": 3, "orphan": 1})
+            serde_json::json!({"purchase": 1, "replace": 1, "unconfirmed": 1, "unchanged": 3,
+                               "orphan": 1, "expired": 0, "cost": null})
         );
-        assert_eq!(value["warnings"][1]["key"], serde_json::Value::Null);
+        assert_eq!(value["needs"], serde_json::json!(["--allow-replace"]));
+        assert_eq!(
+            value["warnings"][0],
+            serde_json::json!({"key": "1122334455667788990@2027-01-01",
+                               "file": "packages/hanoi.yaml", "line": 3, "column": 5,
+                               "message": "periods of advanced and premium packages of this OA overlap (an upgrade bought mid-period)"})
+        );
+        assert_eq!(
+            value["warnings"][1],
+            serde_json::json!({"key": null, "file": "packages/notes.yaml", "line": null, "column": null,
+                               "message": "skipped, its document lacks `apiVersion: oapkg/v1`"})
+        );
+    }
+
+    #[test]
+    fn guards_expired_and_labels() {
+        let plan = fixtures::guarded();
+        let value: serde_json::Value = serde_json::from_str(&json(&plan)).unwrap();
+        let change = |key: &str| {
+            value["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["key"] == key)
+                .unwrap()
+                .clone()
+        };
+        let moved = change("4097311281936189049@2026-12-15");
+        assert_eq!(moved["action"], "purchase");
+        assert_eq!(moved["needs"], serde_json::json!(["--allow-overlap"]));
+        assert_eq!(
+            moved["overlaps"],
+            serde_json::json!(["4097311281936189049@2026-12-01"])
+        );
+        assert_eq!(
+            change("2233445566778899001@2026-12-01")["needs"],
+            serde_json::json!(["--allow-replace"])
+        );
+        let ended = change("745830328927467685@2026-10-01");
+        assert_eq!(ended["action"], "expired");
+        assert_eq!(ended["end"], "2026-10-31");
+        assert!(ended["before"].is_null());
+        assert_eq!(ended["needs"], serde_json::json!([]));
+        let ended_replace = change("5520017735810466321@2026-09-01");
+        assert_eq!(ended_replace["action"], "expired");
+        assert_eq!(ended_replace["before"]["duration_months"], 1);
+        assert_eq!(ended_replace["duration_months"], 2);
+        assert_eq!(
+            value["needs"],
+            serde_json::json!(["--allow-replace", "--allow-overlap"])
+        );
+        assert_eq!(value["summary"]["expired"], 2);
+        assert!(value["summary"]["cost"].is_null());
+        assert_eq!(
+            value["labels"],
+            serde_json::json!([{"key": "1122334455667788990@2027-01-01",
+                                "before": "Kho Hà Nội", "after": "Kho hàng Hà Nội"}])
+        );
+        insta::assert_snapshot!(pinned(&plan));
+    }
+
+    #[test]
+    fn max_purchases_need_names_the_count() {
+        let value: serde_json::Value =
+            serde_json::from_str(&json(&fixtures::many_purchases(25))).unwrap();
+        assert_eq!(value["needs"], serde_json::json!(["--max-purchases 25"]));
+        let value: serde_json::Value =
+            serde_json::from_str(&json(&fixtures::many_purchases(20))).unwrap();
+        assert_eq!(value["needs"], serde_json::json!([]));
     }
 
     #[test]

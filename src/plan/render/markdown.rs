@@ -592,6 +592,26 @@ mod tests {
     }
 
     #[test]
+    fn guards_and_expired() {
+        let out = render(&fixtures::guarded());
+        assert!(out.starts_with(
+            "**Plan: 1 to purchase, 1 to replace, 0 unconfirmed, 2 unchanged, 1 orphaned, 2 expired.**\n\n> [!CAUTION]\n> **Apply will refuse this plan unless run with `--allow-replace` `--allow-overlap`.**\n"
+        ));
+        assert!(out.contains("| **purchase** (needs `--allow-overlap`) | `4097311281936189049`"));
+        assert!(out.contains("### Expired\n"));
+        assert!(out.contains("### Names changed\n"));
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
+    fn expired_only() {
+        let out = render(&fixtures::expired_only());
+        assert!(out.starts_with("**No changes. 4 unchanged, 0 orphaned, 1 expired.**\n"));
+        assert!(!out.contains("[!CAUTION]"));
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
     fn ten_thousand_purchases_fit_with_a_note_and_full_counts() {
         let plan = fixtures::many_purchases(10_000);
         let out = render(&plan);
@@ -634,7 +654,7 @@ mod tests {
         let out = render(&plan);
         assert!(out.len() < COMMENT_LIMIT);
         // The replace and unconfirmed keys sort last, after all 5,000 purchases.
-        assert!(out.contains("| **replace** | `2233445566778899001`"));
+        assert!(out.contains("| **replace** (needs `--allow-replace`) | `2233445566778899001`"));
         assert!(out.contains("| **unconfirmed** | `1122334455667788990`"));
         assert!(out.contains("<code>2233445566778899001@2026-12-01</code>"));
     }
@@ -646,10 +666,7 @@ mod tests {
         plan.changes[0].desired.as_mut().unwrap().name = Some(huge.clone());
         plan.changes[1].desired.as_mut().unwrap().source.file = huge.clone();
         plan.warnings = (0..3_000)
-            .map(|i| crate::plan::Warning {
-                key: None,
-                message: format!("{i} {huge}"),
-            })
+            .map(|i| crate::plan::Warning::about(None, format!("{i} {huge}")))
             .collect();
         plan.state.lineage = Some(huge);
         for limit in [MIN_LIMIT, 10_000, 30_000, COMMENT_LIMIT] {

@@ -421,6 +421,46 @@ mod tests {
     }
 
     #[test]
+    fn guards_and_expired() {
+        let out = text(&fixtures::guarded(), &PLAIN);
+        assert!(out.contains(
+            "  # 4097311281936189049@2026-12-15 will be purchased [needs --allow-overlap]\n  \
+             # (overlaps the recorded 4097311281936189049@2026-12-01: those months would be paid twice)\n"
+        ));
+        assert!(out.contains("  x expired (ended before today; never bought)\n"));
+        assert!(out.contains(
+            "  label 1122334455667788990@2027-01-01: \"Kho Hà Nội\" -> \"Kho hàng Hà Nội\"\n"
+        ));
+        assert!(out.ends_with(
+            "Guards: apply will refuse this plan unless run with --allow-replace --allow-overlap:\n  \
+             --allow-replace: 1 package bought again with a new spec, not refunded: 2233445566778899001@2026-12-01\n  \
+             --allow-overlap: 1 package over the months of a recorded package of the same OA and tier: 4097311281936189049@2026-12-15\n\n\
+             Plan: 1 to purchase, 1 to replace, 0 unconfirmed, 2 unchanged, 1 orphaned, 2 expired.\n"
+        ));
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
+    fn expired_only() {
+        let out = text(&fixtures::expired_only(), &PLAIN);
+        assert!(out.contains("oapkg will buy nothing. These packages need a look:"));
+        assert!(out.ends_with("No changes. 4 unchanged, 0 orphaned, 1 expired.\n"));
+        assert!(!out.contains("Guards:"));
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
+    fn max_purchases_is_a_guard_of_the_whole_plan() {
+        let out = text(&fixtures::many_purchases(21), &PLAIN);
+        assert!(out.contains(
+            "Guards: apply will refuse this plan unless run with --max-purchases 21:\n  \
+             --max-purchases 21: 21 purchase requests, more than the default of 20\n"
+        ));
+        let out = text(&fixtures::many_purchases(20), &PLAIN);
+        assert!(!out.contains("Guards:"));
+    }
+
+    #[test]
     fn mixed_in_colour() {
         let out = text(&fixtures::mixed(), &TextOptions { color: true });
         assert!(out.contains("\x1b[32m+\x1b[0m package"));
