@@ -9,7 +9,11 @@ use std::path::PathBuf;
 
 use jiff::civil::Date;
 
-use super::{Plan, Warning, diff, starts_before_today_applies};
+use std::collections::BTreeMap;
+
+use super::{Action, Plan, Warning, action_for, diff, starts_before_today_applies};
+use crate::spec::Key;
+use crate::state::Record;
 use crate::manifest::{self, Diagnostic, DiagnosticKind, ManifestError, Manifests};
 use crate::state::{Loaded, StateError, StateStore};
 
@@ -59,6 +63,42 @@ pub fn make(manifests: &Manifests, loaded: &Loaded, today: Date) -> Plan {
     warnings.append(&mut plan.warnings);
     plan.warnings = warnings;
     plan
+}
+
+/// The manifests' warnings as `oapkg validate` reports them against the
+/// recorded packages: a "starts before today" warning only for a package a
+/// plan would buy; for one whose period is over, a warning that it is
+/// `expired` (never bought) instead; none for a recorded package. Pure.
+pub fn validate_warnings(
+    manifests: &Manifests,
+    recorded: &BTreeMap<Key, Record>,
+    today: Date,
+) -> Vec<Diagnostic> {
+    manifests
+        .warnings
+        .iter()
+        .filter_map(|d| {
+            let key = match (d.kind, &d.key) {
+                (DiagnosticKind::StartsBeforeToday, Some(key)) => key,
+                _ => return Some(d.clone()),
+            };
+            let declared = manifests.desired.packages.get(key);
+            let action = action_for(declared, recorded.get(key), today);
+            if starts_before_today_applies(action) {
+                return Some(d.clone());
+            }
+            let spec = &declared?.spec;
+            (action == Action::Expired).then(|| {
+                let mut expired = d.clone();
+                expired.message = format!(
+                    "package {key} ended on {}, before today ({today}): it is never bought \
+                     (`expired`); remove it, or give it a period that is not over",
+                    spec.end()
+                );
+                expired
+            })
+        })
+        .collect()
 }
 
 /// Manifest warnings as plan warnings.

@@ -24,7 +24,7 @@ fn fresh_state_json_shape_field_by_field() {
     ]);
     run.code(2);
     let plan = run.json();
-    assert_eq!(plan["format_version"], 1);
+    assert_eq!(plan["format_version"], 2);
     assert_eq!(plan["oapkg_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(plan["today"], "2026-11-26");
     assert_eq!(plan["state"]["lineage"], serde_json::Value::Null);
@@ -42,6 +42,9 @@ fn fresh_state_json_shape_field_by_field() {
     assert_eq!(c["duration_months"], 12);
     assert_eq!(c["end"], "2027-11-30");
     assert_eq!(c["before"], serde_json::Value::Null);
+    assert_eq!(c["origin"], "manifest");
+    assert_eq!(c["needs"], serde_json::json!([]));
+    assert_eq!(c["cost"], serde_json::Value::Null);
     assert_eq!(c["source"]["file"], "packages/svoucher.yaml");
     assert_eq!(c["source"]["line"], 4);
     let c = &changes[1];
@@ -50,9 +53,11 @@ fn fresh_state_json_shape_field_by_field() {
     assert_eq!(c["name"], serde_json::Value::Null);
     assert_eq!(c["end"], "2027-06-30");
     assert_eq!(plan["warnings"], serde_json::json!([]));
+    assert_eq!(plan["needs"], serde_json::json!([]));
     assert_eq!(
         plan["summary"],
-        serde_json::json!({"purchase": 2, "replace": 0, "unconfirmed": 0, "unchanged": 0, "orphan": 0})
+        serde_json::json!({"purchase": 2, "replace": 0, "unconfirmed": 0, "unchanged": 0,
+                           "orphan": 0, "expired": 0, "cost": null})
     );
     // Plan needs no state file and writes none.
     assert!(!env.path("state").exists());

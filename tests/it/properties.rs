@@ -288,6 +288,7 @@ proptest! {
         }
         let everything = oapkg::apply::ApplyOptions {
             allow_replace: true,
+            allow_overlap: true,
             retry_unconfirmed: true,
             max_purchases: usize::MAX,
             ..Default::default()

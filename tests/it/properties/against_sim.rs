@@ -179,6 +179,7 @@ fn options(parallelism: usize, retry_unconfirmed: bool) -> ApplyOptions {
         parallelism,
         max_purchases: usize::MAX,
         allow_replace: true,
+        allow_overlap: true,
         retry_unconfirmed,
         command: "oapkg proptest".into(),
         retry: RetryPolicy {
