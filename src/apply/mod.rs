@@ -36,12 +36,16 @@
 //! # What one run does, in order
 //!
 //! 1. **Guards** ([`check_guards`]), before anything else: a `replace`
-//!    without [`ApplyOptions::allow_replace`], or more requests than
-//!    [`ApplyOptions::max_purchases`], refuses the run
+//!    without [`ApplyOptions::allow_replace`], a purchase over a recorded
+//!    package's months without [`ApplyOptions::allow_overlap`], or more
+//!    requests than [`ApplyOptions::max_purchases`], refuses the run
 //!    ([`ApplyError::Refused`]): nothing is locked, written or sent. The
 //!    requests counted are every `purchase`, every `replace` and, with
 //!    [`ApplyOptions::retry_unconfirmed`], every `unconfirmed` package
-//!    (each of those is a purchase request that may charge).
+//!    (each of those is a purchase request that may charge). The flags
+//!    checked are the plan's own `needs` ([`Change::needs`],
+//!    [`crate::plan::max_purchases_need`]): what a reviewed plan shows is
+//!    what apply checks.
 //! 2. Nothing to send (no purchase or replace, and unconfirmed packages not
 //!    retried): returns at once, without lock, file or network.
 //! 3. **Lock and load**: takes the state's writer lock for the run (waiting

@@ -1,11 +1,13 @@
 //! The `--format markdown` plan: a pull-request comment.
 //!
-//! Layout, top to bottom: the summary line (bold), a caution banner when
-//! money would be spent again (`replace`) and a warning banner for
-//! `unconfirmed` keys, a note when the comment had to be cut, the table of
-//! changes to buy, the orphans, one `<details>` block per change (the text
-//! plan's block), the warnings, then the manifest hash and state serial and
-//! the hidden [`MARKER`] a bot uses to find and update its own comment.
+//! Layout, top to bottom: the summary line (bold), a caution banner naming
+//! the flags apply needs ([`Plan::needs`]: a `replace`, an overlap with a
+//! recorded package, more requests than the default maximum) and a warning
+//! banner for `unconfirmed` keys, a note when the comment had to be cut, the
+//! table of changes to buy, the orphans, the expired packages, the name
+//! changes, one `<details>` block per change (the text plan's block), the
+//! warnings, then the manifest hash and state serial and the hidden
+//! [`MARKER`] a bot uses to find and update its own comment.
 //!
 //! The comment is always shorter than [`MarkdownOptions::limit`] bytes
 //! (GitHub refuses comments over 65,536 characters). When the plan does not

@@ -1,6 +1,8 @@
 //! The terminal plan, laid out like `terraform plan`: a legend of the
-//! symbols used, one block per listed change, the warnings, then the summary
-//! line.
+//! symbols used, one block per listed change (a change apply refuses without
+//! a flag is marked `[needs FLAG]`), the name changes, the warnings, a
+//! `Guards:` note naming what apply will refuse and the flags it needs, then
+//! the summary line.
 //!
 //! ```text
 //!   # 4097311281936189049@2026-12-01 will be purchased
