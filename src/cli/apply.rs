@@ -99,6 +99,14 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
         Some(path) => (saved_plan(context, path)?, true),
         None => (super::plan::make_plan(context)?, false),
     };
+    // Before the plan is shown or a question asked: against a missing state
+    // the plan would buy every package again.
+    if !plan.state.exists() {
+        return Err(crate::state::StateError::Missing {
+            path: context.store.path().to_owned(),
+        }
+        .into());
+    }
     let quiet = context.global.quiet;
     let text = render::text(
         &plan,

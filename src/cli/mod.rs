@@ -15,6 +15,7 @@ mod apply;
 mod context;
 pub mod docs;
 mod expiring;
+mod init;
 mod plan;
 mod state;
 mod validate;
@@ -101,6 +102,8 @@ pub enum ListFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create an empty state file (apply refuses to run without one)
+    Init,
     /// Check the manifests only (no state, no network)
     Validate,
     /// Show which purchases the manifests need (no network, no credentials)
@@ -136,6 +139,7 @@ pub fn run(cli: Cli) -> ExitStatus {
     init_logging(&cli.global, default_level);
     let context = Context::new(cli.global);
     let result = match cli.command {
+        Command::Init => init::run(&context),
         Command::Validate => validate::run(&context),
         Command::Plan(args) => plan::run(&context, &args),
         Command::Apply(args) => apply::run(&context, &args),

@@ -26,6 +26,7 @@ pub struct PlanArgs {
 
 pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
     let plan = make_plan(context)?;
+    context.note_missing_state(&plan.state);
     let rendered = match args.format {
         PlanFormat::Text => render::text(
             &plan,

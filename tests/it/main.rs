@@ -7,6 +7,7 @@ mod expiring;
 mod faults;
 mod gitops;
 mod hostile;
+mod init;
 mod plan;
 mod properties;
 mod state;
