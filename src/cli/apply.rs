@@ -28,7 +28,7 @@ use crate::apply::{
 use crate::esms::{Client, ClientOptions, Credentials, Endpoint, PurchaseOutcome};
 use crate::exit::ExitStatus;
 use crate::plan::render::{self, escape_controls};
-use crate::plan::saved::{Moved, SavedPlan};
+use crate::plan::saved::{Moved, SavedPlan, StalePlan};
 use crate::plan::{Action, Plan};
 
 /// Shortens the first retry delay (milliseconds; later ones double from
@@ -233,8 +233,17 @@ fn saved_plan(context: &Context, path: &std::path::Path) -> anyhow::Result<Plan>
         }
     }
     let mut plan = saved.to_plan();
-    // Warnings are the manifests' of today, not of when the plan was saved.
-    plan.warnings = crate::plan::inputs::warnings(&manifests.warnings);
+    // The plan made now from the same inputs must be this one: a file
+    // edited by hand (checksum recomputed) or moved past by time buys
+    // nothing.
+    let current = crate::plan::inputs::make(&manifests, &loaded, today);
+    let differences = crate::plan::saved::rederive(&plan, &current);
+    if !differences.is_empty() {
+        return Err(anyhow::Error::new(StalePlan { moved: differences })
+            .context(format!("plan file {} cannot be applied", path.display())));
+    }
+    // Warnings are the ones of today, not of when the plan was saved.
+    plan.warnings = current.warnings;
     Ok(plan)
 }
 

@@ -10,6 +10,7 @@ mod hostile;
 mod init;
 mod plan;
 mod properties;
+mod saved;
 mod state;
 mod support;
 mod validate;
