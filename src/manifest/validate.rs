@@ -397,13 +397,11 @@ impl Checker<'_> {
                 spec.start,
                 self.today
             );
-            self.out
-                .warnings
-                .push(
-                    Diagnostic::at(self.file, at, message)
-                        .about(spec.key())
-                        .of_kind(DiagnosticKind::StartsBeforeToday),
-                );
+            self.out.warnings.push(
+                Diagnostic::at(self.file, at, message)
+                    .about(spec.key())
+                    .of_kind(DiagnosticKind::StartsBeforeToday),
+            );
         }
         Some(Package { spec, name, source })
     }

@@ -339,13 +339,25 @@ mod tests {
         let p = package("1", date(2026, 11, 30), Tier::Trial, 1);
         assert_eq!(p.spec.end(), date(2026, 12, 29));
         let on = |today| {
-            diff(&set(&[p.clone()]), &BTreeMap::new(), StateId::default(), today, vec![])
-                .changes[0]
+            diff(
+                &set(&[p.clone()]),
+                &BTreeMap::new(),
+                StateId::default(),
+                today,
+                vec![],
+            )
+            .changes[0]
                 .action
         };
         assert_eq!(on(date(2026, 12, 29)), Action::Purchase, "ends today");
         assert_eq!(on(date(2026, 12, 30)), Action::Expired, "ended yesterday");
-        let plan = diff(&set(&[p]), &BTreeMap::new(), StateId::default(), date(2027, 1, 5), vec![]);
+        let plan = diff(
+            &set(&[p]),
+            &BTreeMap::new(),
+            StateId::default(),
+            date(2027, 1, 5),
+            vec![],
+        );
         assert_eq!(plan.summary().expired, 1);
         assert!(!plan.buys_anything());
         assert!(plan.needs().is_empty());
@@ -356,8 +368,14 @@ mod tests {
         // 2027-01-31 + 1 month clamps to 2027-02-28: the package ends 2027-02-27.
         let p = package("1", date(2027, 1, 31), Tier::Trial, 1);
         let on = |today| {
-            diff(&set(&[p.clone()]), &BTreeMap::new(), StateId::default(), today, vec![])
-                .changes[0]
+            diff(
+                &set(&[p.clone()]),
+                &BTreeMap::new(),
+                StateId::default(),
+                today,
+                vec![],
+            )
+            .changes[0]
                 .action
         };
         assert_eq!(on(date(2027, 2, 27)), Action::Purchase);
@@ -370,14 +388,32 @@ mod tests {
         let mut longer = bought.clone();
         longer.spec.duration_months = 2;
         let recorded = recorded_as(&[(&bought, Status::Submitted)]);
-        let plan = diff(&set(&[longer.clone()]), &recorded, StateId::default(), date(2026, 5, 1), vec![]);
+        let plan = diff(
+            &set(&[longer.clone()]),
+            &recorded,
+            StateId::default(),
+            date(2026, 5, 1),
+            vec![],
+        );
         assert_eq!(plan.changes[0].action, Action::Expired);
         assert_eq!(plan.changes[0].before.as_ref().unwrap().spec, bought.spec);
         // Still running: a replace.
-        let plan = diff(&set(&[longer]), &recorded, StateId::default(), date(2026, 2, 1), vec![]);
+        let plan = diff(
+            &set(&[longer]),
+            &recorded,
+            StateId::default(),
+            date(2026, 2, 1),
+            vec![],
+        );
         assert_eq!(plan.changes[0].action, Action::Replace);
         // Recorded with the same spec, long over: unchanged, never expired.
-        let plan = diff(&set(&[bought]), &recorded, StateId::default(), date(2026, 5, 1), vec![]);
+        let plan = diff(
+            &set(&[bought]),
+            &recorded,
+            StateId::default(),
+            date(2026, 5, 1),
+            vec![],
+        );
         assert!(plan.changes.is_empty());
         assert_eq!(plan.unchanged, 1);
     }
@@ -388,8 +424,18 @@ mod tests {
         let moved = package("7", date(2026, 12, 15), Tier::Premium, 12);
         for status in [Status::Submitted, Status::Unconfirmed, Status::Imported] {
             let recorded = recorded_as(&[(&bought, status)]);
-            let plan = diff(&set(&[moved.clone()]), &recorded, StateId::default(), date(2026, 11, 26), vec![]);
-            let purchase = plan.changes.iter().find(|c| c.key == moved.spec.key()).unwrap();
+            let plan = diff(
+                &set(&[moved.clone()]),
+                &recorded,
+                StateId::default(),
+                date(2026, 11, 26),
+                vec![],
+            );
+            let purchase = plan
+                .changes
+                .iter()
+                .find(|c| c.key == moved.spec.key())
+                .unwrap();
             assert_eq!(purchase.action, Action::Purchase);
             assert_eq!(purchase.overlaps, vec![bought.spec.key()], "{status:?}");
             assert_eq!(purchase.needs(), vec![Need::AllowOverlap]);
@@ -403,23 +449,60 @@ mod tests {
         let recorded = recorded_as(&[(&bought, Status::Submitted)]);
         let today = date(2026, 11, 1);
         let overlaps = |p: Package| {
-            let plan = diff(&set(&[p.clone()]), &recorded, StateId::default(), today, vec![]);
-            let change = plan.changes.iter().find(|c| c.key == p.spec.key()).unwrap().clone();
+            let plan = diff(
+                &set(&[p.clone()]),
+                &recorded,
+                StateId::default(),
+                today,
+                vec![],
+            );
+            let change = plan
+                .changes
+                .iter()
+                .find(|c| c.key == p.spec.key())
+                .unwrap()
+                .clone();
             (change.overlaps, plan.warnings)
         };
         // Starting on the recorded package's last day overlaps; the day after does not.
-        assert_eq!(overlaps(package("7", date(2026, 12, 31), Tier::Premium, 1)).0.len(), 1);
-        assert!(overlaps(package("7", date(2027, 1, 1), Tier::Premium, 1)).0.is_empty());
+        assert_eq!(
+            overlaps(package("7", date(2026, 12, 31), Tier::Premium, 1))
+                .0
+                .len(),
+            1
+        );
+        assert!(
+            overlaps(package("7", date(2027, 1, 1), Tier::Premium, 1))
+                .0
+                .is_empty()
+        );
         // Ending the day before it starts does not overlap (2026-11-01 + 1 month ends 2026-11-30).
-        assert!(overlaps(package("7", date(2026, 11, 1), Tier::Premium, 1)).0.is_empty());
-        assert_eq!(overlaps(package("7", date(2026, 11, 2), Tier::Premium, 1)).0.len(), 1);
+        assert!(
+            overlaps(package("7", date(2026, 11, 1), Tier::Premium, 1))
+                .0
+                .is_empty()
+        );
+        assert_eq!(
+            overlaps(package("7", date(2026, 11, 2), Tier::Premium, 1))
+                .0
+                .len(),
+            1
+        );
         // Another OA, even one whose OAID is a prefix: nothing.
-        assert!(overlaps(package("77", date(2026, 12, 15), Tier::Premium, 1)).0.is_empty());
+        assert!(
+            overlaps(package("77", date(2026, 12, 15), Tier::Premium, 1))
+                .0
+                .is_empty()
+        );
         // Another tier: an upgrade, a warning only.
         let (keys, warnings) = overlaps(package("7", date(2026, 12, 15), Tier::Advanced, 1));
         assert!(keys.is_empty());
         assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].message.contains("overlaps the recorded premium package 7@2026-12-01"));
+        assert!(
+            warnings[0]
+                .message
+                .contains("overlaps the recorded premium package 7@2026-12-01")
+        );
         assert_eq!(warnings[0].line, Some(1));
     }
 
@@ -431,21 +514,42 @@ mod tests {
         let mut a_longer = a.clone();
         a_longer.spec.duration_months = 2;
         let recorded = recorded_as(&[(&a, Status::Submitted), (&b, Status::Submitted)]);
-        let plan = diff(&set(&[a_longer, b]), &recorded, StateId::default(), date(2026, 11, 1), vec![]);
+        let plan = diff(
+            &set(&[a_longer, b]),
+            &recorded,
+            StateId::default(),
+            date(2026, 11, 1),
+            vec![],
+        );
         assert_eq!(plan.changes.len(), 1);
         assert_eq!(plan.changes[0].action, Action::Replace);
-        assert_eq!(plan.changes[0].overlaps, vec![Key::parse("7@2027-01-01").unwrap()]);
-        assert_eq!(plan.changes[0].needs(), vec![Need::AllowReplace, Need::AllowOverlap]);
+        assert_eq!(
+            plan.changes[0].overlaps,
+            vec![Key::parse("7@2027-01-01").unwrap()]
+        );
+        assert_eq!(
+            plan.changes[0].needs(),
+            vec![Need::AllowReplace, Need::AllowOverlap]
+        );
     }
 
     #[test]
     fn unconfirmed_orphaned_and_expired_changes_need_nothing() {
         let old = package("7", date(2026, 1, 1), Tier::Premium, 1);
         let unconfirmed = package("8", date(2026, 12, 1), Tier::Premium, 1);
-        let recorded = recorded_as(&[(&old, Status::Submitted), (&unconfirmed, Status::Unconfirmed)]);
+        let recorded = recorded_as(&[
+            (&old, Status::Submitted),
+            (&unconfirmed, Status::Unconfirmed),
+        ]);
         // Expired over a recorded package of the same tier: still nothing.
         let expired = package("7", date(2026, 1, 15), Tier::Premium, 1);
-        let plan = diff(&set(&[expired, unconfirmed]), &recorded, StateId::default(), date(2026, 11, 1), vec![]);
+        let plan = diff(
+            &set(&[expired, unconfirmed]),
+            &recorded,
+            StateId::default(),
+            date(2026, 11, 1),
+            vec![],
+        );
         assert_eq!(plan.changes.len(), 3);
         for change in &plan.changes {
             assert!(change.overlaps.is_empty());

@@ -12,9 +12,9 @@ use jiff::civil::Date;
 use std::collections::BTreeMap;
 
 use super::{Action, Plan, Warning, action_for, diff, starts_before_today_applies};
+use crate::manifest::{self, Diagnostic, DiagnosticKind, ManifestError, Manifests};
 use crate::spec::Key;
 use crate::state::Record;
-use crate::manifest::{self, Diagnostic, DiagnosticKind, ManifestError, Manifests};
 use crate::state::{Loaded, StateError, StateStore};
 
 /// The manifests and the state as read, each with its own error.

@@ -372,9 +372,11 @@ fn a_moved_start_date_needs_allow_overlap_in_every_format() {
             "Guards: apply will refuse this plan unless run with --allow-overlap:\n  \
              --allow-overlap: 1 package over the months of a recorded package of the same OA and tier: 4097311281936189049@2026-12-15\n",
         );
-    env.run(&["plan", "--format", "markdown"]).code(0).stdout_has(
-        "> [!CAUTION]\n> **Apply will refuse this plan unless run with `--allow-overlap`.**\n",
-    );
+    env.run(&["plan", "--format", "markdown"])
+        .code(0)
+        .stdout_has(
+            "> [!CAUTION]\n> **Apply will refuse this plan unless run with `--allow-overlap`.**\n",
+        );
 }
 
 /// A line with the time a record was imported (`recorded 2026-…Z`) pinned.
@@ -382,7 +384,9 @@ fn unstamped(line: &str) -> String {
     match line.find("recorded 20") {
         Some(at) => {
             let rest = &line[at + "recorded ".len()..];
-            let end = rest.find(|c: char| c == ',' || c.is_whitespace()).unwrap_or(rest.len());
+            let end = rest
+                .find(|c: char| c == ',' || c.is_whitespace())
+                .unwrap_or(rest.len());
             format!("{}recorded [time]{}", &line[..at], &rest[end..])
         }
         None => line.to_owned(),
@@ -407,11 +411,21 @@ fn guards_in_text_and_markdown() {
         .as_str()
         .unwrap()
         .to_owned();
-    let filter = |out: &str| out.replace(&lineage, "[lineage]").lines().map(unstamped).collect::<Vec<_>>().join("\n");
+    let filter = |out: &str| {
+        out.replace(&lineage, "[lineage]")
+            .lines()
+            .map(unstamped)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     let text = env.run(&["plan"]).code(0).stdout.clone();
     assert!(text.contains("Warning: 3@2027-01-01: oapkg.yaml:6:5: the premium package from 2027-01-01 overlaps the recorded advanced package 3@2026-12-01"), "{text}");
     insta::assert_snapshot!("guards_plan_text", filter(&text));
-    let markdown = env.run(&["plan", "--format", "markdown"]).code(0).stdout.clone();
+    let markdown = env
+        .run(&["plan", "--format", "markdown"])
+        .code(0)
+        .stdout
+        .clone();
     insta::assert_snapshot!("guards_plan_markdown", filter(&markdown));
 }
 
@@ -432,7 +446,10 @@ fn expired_packages_in_text_json_and_markdown() {
         .stdout_has("  x expired (ended before today; never bought)")
         .stdout_has("# 1@2026-12-01 ended on 2026-12-31, before today: it is never bought")
         .stdout_has("No changes. 0 unchanged, 0 orphaned, 2 expired.");
-    assert!(!text.stdout.contains("starts on"), "no start-date warning for an expired package");
+    assert!(
+        !text.stdout.contains("starts on"),
+        "no start-date warning for an expired package"
+    );
     insta::assert_snapshot!("expired_plan_text", text.stdout);
 
     let plan = env.run(&["plan", "--format", "json"]).code(0).json();
@@ -447,7 +464,11 @@ fn expired_packages_in_text_json_and_markdown() {
     assert_eq!(plan["summary"]["purchase"], 0);
     assert_eq!(plan["warnings"], serde_json::json!([]));
 
-    let markdown = env.run(&["plan", "--format", "markdown"]).code(0).stdout.clone();
+    let markdown = env
+        .run(&["plan", "--format", "markdown"])
+        .code(0)
+        .stdout
+        .clone();
     assert!(markdown.starts_with("**No changes. 0 unchanged, 0 orphaned, 2 expired.**\n"));
     insta::assert_snapshot!("expired_plan_markdown", markdown);
 
@@ -456,7 +477,9 @@ fn expired_packages_in_text_json_and_markdown() {
     let env = Env::new().today("2027-01-14");
     env.file(
         "oapkg.yaml",
-        manifest("  - {oaid: \"2\", name: Year end, tier: trial, start: 2026-12-15, duration: 1}\n"),
+        manifest(
+            "  - {oaid: \"2\", name: Year end, tier: trial, start: 2026-12-15, duration: 1}\n",
+        ),
     );
     let plan = env.run(&["plan", "--format", "json"]).code(0).json();
     assert_eq!(plan["changes"][0]["action"], "purchase");
@@ -466,7 +489,12 @@ fn expired_packages_in_text_json_and_markdown() {
     assert_eq!(warning["file"], "oapkg.yaml");
     assert_eq!(warning["line"], 4);
     assert!(warning["column"].is_u64());
-    assert!(warning["message"].as_str().unwrap().contains("before today (2027-01-14)"));
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("before today (2027-01-14)")
+    );
 }
 
 #[test]
@@ -491,14 +519,21 @@ fn start_date_warnings_are_not_repeated_for_recorded_packages() {
     assert_eq!(warned, ["2@2027-01-10"], "only the package the plan buys");
     let text = env.run(&["plan"]).code(0).stdout.clone();
     assert!(!text.contains("1@2027-01-01 starts on"), "{text}");
-    assert!(text.contains("2@2027-01-10 starts on 2027-01-10, before today"), "{text}");
+    assert!(
+        text.contains("2@2027-01-10 starts on 2027-01-10, before today"),
+        "{text}"
+    );
 
     let validate = env.run(&["validate"]);
     validate
         .code(0)
         .stderr_has("package 2@2027-01-10 starts on 2027-01-10, before today (2027-01-15)")
         .stderr_has("package 3@2026-11-01 ended on 2026-11-30, before today (2027-01-15): it is never bought (`expired`)");
-    assert!(!validate.stderr.contains("1@2027-01-01"), "{}", validate.stderr);
+    assert!(
+        !validate.stderr.contains("1@2027-01-01"),
+        "{}",
+        validate.stderr
+    );
 }
 
 #[test]
@@ -506,7 +541,9 @@ fn a_name_change_of_a_recorded_package_is_a_label_change() {
     let env = Env::new();
     env.file(
         "oapkg.yaml",
-        manifest("  - {oaid: \"1\", name: New name, tier: premium, start: 2026-12-01, duration: 12}\n"),
+        manifest(
+            "  - {oaid: \"1\", name: New name, tier: premium, start: 2026-12-01, duration: 12}\n",
+        ),
     );
     env.import("1", "premium", "2026-12-01", "12", &["--name", "Old name"])
         .code(0);

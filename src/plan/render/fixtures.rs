@@ -238,7 +238,12 @@ pub fn guarded() -> Plan {
         Change {
             key: replaced_new.key(),
             action: Action::Replace,
-            desired: Some(package(replaced_new, Some("Shop"), "packages/shop.yaml", 12)),
+            desired: Some(package(
+                replaced_new,
+                Some("Shop"),
+                "packages/shop.yaml",
+                12,
+            )),
             before: Some(record(replaced_old, Some("Shop"), Status::Submitted)),
             overlaps: Vec::new(),
         },
@@ -271,7 +276,12 @@ pub fn guarded() -> Plan {
         Change {
             key: ended.key(),
             action: Action::Expired,
-            desired: Some(package(ended, Some("Autumn promo"), "packages/promo.yaml", 9)),
+            desired: Some(package(
+                ended,
+                Some("Autumn promo"),
+                "packages/promo.yaml",
+                9,
+            )),
             before: None,
             overlaps: Vec::new(),
         },
@@ -301,7 +311,12 @@ pub fn expired_only() -> Plan {
         vec![Change {
             key: ended.key(),
             action: Action::Expired,
-            desired: Some(package(ended, Some("Autumn promo"), "packages/promo.yaml", 9)),
+            desired: Some(package(
+                ended,
+                Some("Autumn promo"),
+                "packages/promo.yaml",
+                9,
+            )),
             before: None,
             overlaps: Vec::new(),
         }],

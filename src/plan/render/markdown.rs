@@ -105,7 +105,12 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
     let others: Vec<&Change> = listed
         .iter()
         .copied()
-        .filter(|c| matches!(c.action, Action::Purchase | Action::Orphan | Action::Expired))
+        .filter(|c| {
+            matches!(
+                c.action,
+                Action::Purchase | Action::Orphan | Action::Expired
+            )
+        })
         .collect();
     let warnings: Vec<usize> = (0..plan.warnings.len()).collect();
     let labels: Vec<usize> = (0..plan.labels.len()).collect();
@@ -457,7 +462,11 @@ fn expired_row(change: &Change) -> String {
 
 fn label_line(plan: &Plan, index: usize) -> String {
     let label = &plan.labels[index];
-    let name = |n: Option<&str>| n.map_or("(none)".to_owned(), |n| text(&cut(n, Some(TABLE_NAME_CHARS))));
+    let name = |n: Option<&str>| {
+        n.map_or("(none)".to_owned(), |n| {
+            text(&cut(n, Some(TABLE_NAME_CHARS)))
+        })
+    };
     format!(
         "- {}: {} → **{}**\n",
         code(label.key.as_str()),

@@ -230,9 +230,9 @@ fn refusal_note(plan: &Plan, needs: &[Need], paint: Paint) -> String {
                 packages(keys.len()),
                 key_list(&keys)
             ),
-            Need::MaxPurchases(n) => format!(
-                "{n} purchase requests, more than the default of {DEFAULT_MAX_PURCHASES}"
-            ),
+            Need::MaxPurchases(n) => {
+                format!("{n} purchase requests, more than the default of {DEFAULT_MAX_PURCHASES}")
+            }
         };
         let _ = writeln!(out, "  {}: {why}", need.flag());
     }
@@ -250,7 +250,12 @@ fn packages(n: usize) -> String {
 /// `a, b, c and 4 more`.
 fn key_list(keys: &[&str]) -> String {
     const SHOWN: usize = 10;
-    let mut out = keys.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
+    let mut out = keys
+        .iter()
+        .take(SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
     if keys.len() > SHOWN {
         let _ = write!(out, " and {} more", keys.len() - SHOWN);
     }
