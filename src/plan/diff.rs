@@ -340,7 +340,7 @@ mod tests {
         assert_eq!(p.spec.end(), date(2026, 12, 29));
         let on = |today| {
             diff(
-                &set(&[p.clone()]),
+                &set(std::slice::from_ref(&p)),
                 &BTreeMap::new(),
                 StateId::default(),
                 today,
@@ -369,7 +369,7 @@ mod tests {
         let p = package("1", date(2027, 1, 31), Tier::Trial, 1);
         let on = |today| {
             diff(
-                &set(&[p.clone()]),
+                &set(std::slice::from_ref(&p)),
                 &BTreeMap::new(),
                 StateId::default(),
                 today,
@@ -425,7 +425,7 @@ mod tests {
         for status in [Status::Submitted, Status::Unconfirmed, Status::Imported] {
             let recorded = recorded_as(&[(&bought, status)]);
             let plan = diff(
-                &set(&[moved.clone()]),
+                &set(std::slice::from_ref(&moved)),
                 &recorded,
                 StateId::default(),
                 date(2026, 11, 26),
@@ -450,7 +450,7 @@ mod tests {
         let today = date(2026, 11, 1);
         let overlaps = |p: Package| {
             let plan = diff(
-                &set(&[p.clone()]),
+                &set(std::slice::from_ref(&p)),
                 &recorded,
                 StateId::default(),
                 today,
