@@ -9,7 +9,7 @@ use crate::exit::ExitStatus;
 pub fn run(context: &Context) -> anyhow::Result<ExitStatus> {
     let today = context.today()?;
     let manifests = context.manifests(today)?;
-    let loaded = context.store.load()?;
+    let loaded = context.load_state()?;
     let warnings =
         crate::plan::inputs::validate_warnings(&manifests, &loaded.state.packages, today);
     context.print_warnings(&warnings);

@@ -270,7 +270,7 @@ fn guards_refuse_before_anything_is_sent_or_written() {
 
 #[test]
 fn a_moved_start_date_is_refused_without_allow_overlap_and_bought_once_with_it() {
-    let env = Env::new();
+    let env = Env::with_state();
     let bought = Pkg::new("4097311281936189049", "2026-12-01", "premium", 12);
     let sim = start(account(std::slice::from_ref(&bought)));
     write_manifest(&env, std::slice::from_ref(&bought));
@@ -328,7 +328,7 @@ fn a_moved_start_date_is_refused_without_allow_overlap_and_bought_once_with_it()
 
 #[test]
 fn an_overlap_with_an_imported_package_sends_nothing_until_allowed() {
-    let env = Env::new();
+    let env = Env::with_state();
     env.import("4097311281936189049", "premium", "2026-12-01", "12", &[])
         .code(0);
     let moved = Pkg::new("4097311281936189049", "2026-12-15", "premium", 12);
@@ -345,7 +345,7 @@ fn an_overlap_with_an_imported_package_sends_nothing_until_allowed() {
 
 #[test]
 fn an_expired_package_is_never_bought() {
-    let env = Env::new().today("2027-01-15");
+    let env = Env::with_state().today("2027-01-15");
     let ended = Pkg::new("1001", "2026-12-01", "trial", 1);
     let sim = start(account(std::slice::from_ref(&ended)));
     write_manifest(&env, std::slice::from_ref(&ended));
