@@ -469,7 +469,8 @@ mod tests {
     fn state_entry_round_trips_a_real_state() {
         let spec = program_spec(5);
         let packages = BTreeMap::from([(spec.key(), recorded(spec, Status::Unconfirmed))]);
-        let (bytes, _) = file::encode(Path::new("s"), "L", 3, &packages).unwrap();
+        let (bytes, _) =
+            file::encode(Path::new("s"), "L", 3, &packages, &FailedAttempts::new()).unwrap();
         state_file(&bytes);
         // The same file with a wrong checksum still reaches the re-signed road.
         let text = String::from_utf8(bytes).unwrap();

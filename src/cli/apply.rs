@@ -469,7 +469,8 @@ fn retry_reason(outcome: &PurchaseOutcome) -> String {
 
 /// What eSMS's `199` means when no request for the package was known to
 /// have reached it: said loudly, on stderr.
-pub(super) const UNEXPECTED_DUPLICATE: &str = "eSMS already had this purchase: the state may have been lost or another tool bought it";
+pub(super) const UNEXPECTED_DUPLICATE: &str =
+    "eSMS already had this purchase: the state may have been lost or another tool bought it";
 
 /// `warning: KEY: eSMS already had this purchase …` for a surprising `199`.
 pub(super) fn unexpected_duplicate_warning(key: &str, result: &PackageResult) -> Option<String> {

@@ -8,7 +8,7 @@ use jiff::civil::Date;
 use super::{Action, Change, Plan, Warning};
 use crate::manifest::{DesiredSet, Package};
 use crate::spec::Key;
-use crate::state::{Record, StateId, Status};
+use crate::state::{FailedAttempts, Record, StateId, Status};
 
 /// Compares what the manifests declare with what the state records.
 ///
@@ -17,6 +17,7 @@ use crate::state::{Record, StateId, Status};
 pub fn diff(
     desired: &DesiredSet,
     recorded: &BTreeMap<Key, Record>,
+    failed_attempts: &FailedAttempts,
     state: StateId,
     today: Date,
     warnings: Vec<Warning>,
@@ -29,11 +30,15 @@ pub fn diff(
             unchanged += 1;
             continue;
         }
+        let last_failure = matches!(action, Action::Purchase | Action::Replace)
+            .then(|| failed_attempts.get(key).cloned())
+            .flatten();
         changes.push(Change {
             key: key.clone(),
             action,
             desired: wanted.cloned(),
             before: record.cloned(),
+            last_failure,
         });
     }
     Plan {
@@ -160,7 +165,14 @@ mod tests {
         }
         renamed.name = Some("a new label".into());
         let desired = set(&[purchase, unchanged, replaced_now, unconfirmed, renamed]);
-        let plan = diff(&desired, &recorded, StateId::default(), d, vec![]);
+        let plan = diff(
+            &desired,
+            &recorded,
+            &FailedAttempts::new(),
+            StateId::default(),
+            d,
+            vec![],
+        );
 
         let actions: Vec<_> = plan
             .changes
@@ -208,6 +220,7 @@ mod tests {
         let plan = diff(
             &DesiredSet::default(),
             &recorded,
+            &FailedAttempts::new(),
             StateId::default(),
             d,
             vec![],
@@ -223,7 +236,14 @@ mod tests {
             package("12", d, Tier::Trial, 1),
             package("123", d, Tier::Trial, 1),
         ]);
-        let plan = diff(&desired, &BTreeMap::new(), StateId::default(), d, vec![]);
+        let plan = diff(
+            &desired,
+            &BTreeMap::new(),
+            &FailedAttempts::new(),
+            StateId::default(),
+            d,
+            vec![],
+        );
         let keys: Vec<_> = plan.changes.iter().map(|c| c.key.as_str()).collect();
         assert_eq!(keys, ["123@2026-12-01", "12@2026-12-01"]);
     }

@@ -41,6 +41,7 @@ pub fn make(manifests: &Manifests, loaded: &Loaded, today: Date) -> Plan {
     diff(
         &manifests.desired,
         &loaded.state.packages,
+        &loaded.state.failed_attempts,
         loaded.id.clone(),
         today,
         warnings(&manifests.warnings),

@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use super::{Action, Change, Plan, Warning};
 use crate::manifest::{Package, Source};
 use crate::spec::{Key, Spec, SpecHash, sha256_tagged};
-use crate::state::{Record, StateId};
+use crate::state::{FailedAttempt, Record, StateId};
 
 /// The version of the plan file format this oapkg writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -89,6 +89,10 @@ pub struct SavedChange {
     /// The record as the plan saw it: for `replace` apply checks that its
     /// spec hash is still the recorded one. `None` for purchases.
     pub before: Option<Record>,
+    /// The key's last failed attempt, as the plan showed it. Left out when
+    /// there is none, so plan files written before it existed read the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<FailedAttempt>,
 }
 
 /// A declared package: the spec to buy, its label and where it is declared.
@@ -125,6 +129,7 @@ impl SavedChange {
                 source: p.source.clone(),
             }),
             before: change.before.clone(),
+            last_failure: change.last_failure.clone(),
         }
     }
 
@@ -138,6 +143,7 @@ impl SavedChange {
                 source: p.source.clone(),
             }),
             before: self.before.clone(),
+            last_failure: self.last_failure.clone(),
         }
     }
 

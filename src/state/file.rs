@@ -397,7 +397,9 @@ pub(crate) mod tests {
     }
 
     fn encoded() -> Vec<u8> {
-        encode(path(), "lineage-1", 3, &packages()).unwrap().0
+        encode(path(), "lineage-1", 3, &packages(), &FailedAttempts::new())
+            .unwrap()
+            .0
     }
 
     /// Re-seals a hand-edited document with a correct checksum, to reach the
@@ -410,6 +412,7 @@ pub(crate) mod tests {
             doc["lineage"].as_str(),
             doc["serial"].as_u64().unwrap(),
             &packages,
+            &serde_json::from_value(doc["failed_attempts"].clone()).unwrap_or_default(),
         )
         .unwrap();
         doc["checksum"] = sum.into();
@@ -428,7 +431,9 @@ pub(crate) mod tests {
         let c = text.find("745830328927467685@2027-01-01").unwrap();
         assert!(a < b && b < c, "packages sorted by key");
         // Absent values are written, not left out.
-        let empty = encode(path(), "l", 1, &BTreeMap::new()).unwrap().0;
+        let empty = encode(path(), "l", 1, &BTreeMap::new(), &FailedAttempts::new())
+            .unwrap()
+            .0;
         assert!(
             String::from_utf8(empty)
                 .unwrap()
@@ -438,7 +443,8 @@ pub(crate) mod tests {
 
     #[test]
     fn decode_gives_back_what_was_encoded() {
-        let (bytes, sum) = encode(path(), "lineage-1", 3, &packages()).unwrap();
+        let (bytes, sum) =
+            encode(path(), "lineage-1", 3, &packages(), &FailedAttempts::new()).unwrap();
         let disk = decode(path(), &bytes).unwrap();
         assert_eq!(disk.lineage, "lineage-1");
         assert_eq!(disk.serial, 3);

@@ -691,31 +691,31 @@ fn replay_outcome<'l>(
 ) -> Result<(), StateError> {
     let key = &line.key;
     match pending.remove(key) {
-                Some((_, displaced)) => {
-                    if let JournalOutcome::Failed { .. } = outcome {
-                        match displaced {
-                            Some(before) => packages.insert(key.clone(), before),
-                            None => packages.remove(key),
-                        };
-                    } else if let Some(record) = packages.get_mut(key) {
-                        set_outcome(record, outcome);
-                    }
-                }
-                // The intent was folded by a write made while this purchase
-                // was in flight: the outcome updates the folded record. A
-                // failure cannot restore what was there before (the fold
-                // replaced it), so the record stays unconfirmed: safe.
-                None => match packages.get_mut(key) {
-                    Some(record) => set_outcome(record, outcome),
-                    None if matches!(outcome, JournalOutcome::Failed { .. }) => {}
-                    None => {
-                        return Err(StateError::JournalCorrupt {
-                            path: journal_path.to_owned(),
-                            line: line.number,
-                            problem: format!("an outcome for {key}, which has no intent or record"),
-                        });
-                    }
-                },
+        Some((_, displaced)) => {
+            if let JournalOutcome::Failed { .. } = outcome {
+                match displaced {
+                    Some(before) => packages.insert(key.clone(), before),
+                    None => packages.remove(key),
+                };
+            } else if let Some(record) = packages.get_mut(key) {
+                set_outcome(record, outcome);
+            }
+        }
+        // The intent was folded by a write made while this purchase
+        // was in flight: the outcome updates the folded record. A
+        // failure cannot restore what was there before (the fold
+        // replaced it), so the record stays unconfirmed: safe.
+        None => match packages.get_mut(key) {
+            Some(record) => set_outcome(record, outcome),
+            None if matches!(outcome, JournalOutcome::Failed { .. }) => {}
+            None => {
+                return Err(StateError::JournalCorrupt {
+                    path: journal_path.to_owned(),
+                    line: line.number,
+                    problem: format!("an outcome for {key}, which has no intent or record"),
+                });
+            }
+        },
     }
     Ok(())
 }
@@ -789,6 +789,7 @@ mod tests {
         Event::Outcome(JournalOutcome::Failed {
             result_code: Some("104".to_owned()),
             result_message: "OA not found".to_owned(),
+            at: Some(Timestamp::UNIX_EPOCH),
         })
     }
 
@@ -802,7 +803,13 @@ mod tests {
 
     fn replayed(base: &BTreeMap<Key, Record>, lines: &[Line]) -> BTreeMap<Key, Record> {
         let mut packages = base.clone();
-        replay(Path::new("j"), &mut packages, lines).unwrap();
+        replay(
+            Path::new("j"),
+            &mut packages,
+            &mut FailedAttempts::new(),
+            lines,
+        )
+        .unwrap();
         packages
     }
 
@@ -921,7 +928,13 @@ mod tests {
         assert_eq!(replayed(&now, &after), now);
         let orphan = lines(vec![(gen_(2), spec("9").key(), submitted())]);
         let mut packages = BTreeMap::new();
-        let err = replay(Path::new("j"), &mut packages, &orphan).unwrap_err();
+        let err = replay(
+            Path::new("j"),
+            &mut packages,
+            &mut FailedAttempts::new(),
+            &orphan,
+        )
+        .unwrap_err();
         assert!(matches!(err, StateError::JournalCorrupt { .. }));
     }
 

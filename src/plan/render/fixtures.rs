@@ -52,6 +52,7 @@ pub fn purchase(package: Package) -> Change {
         action: Action::Purchase,
         desired: Some(package),
         before: None,
+        last_failure: None,
     }
 }
 
@@ -122,6 +123,7 @@ fn orphan_change() -> Change {
         action: Action::Orphan,
         desired: None,
         before: Some(record(old, Some("Old promo\nline two"), Status::Submitted)),
+        last_failure: None,
     }
 }
 
@@ -132,6 +134,7 @@ fn imported_orphan_change() -> Change {
         action: Action::Orphan,
         desired: None,
         before: Some(record(old, None, Status::Imported)),
+        last_failure: None,
     }
 }
 
@@ -156,6 +159,7 @@ pub fn mixed() -> Plan {
                 Some("Kho hàng Hà Nội"),
                 Status::Unconfirmed,
             )),
+            last_failure: None,
         },
         Change {
             key: replaced_new.key(),
@@ -167,6 +171,7 @@ pub fn mixed() -> Plan {
                 12,
             )),
             before: Some(record(replaced_old, Some("Shop"), Status::Submitted)),
+            last_failure: None,
         },
         orphan_change(),
         purchase(package(

@@ -80,6 +80,18 @@ pub struct JsonChange {
     pub before: Option<JsonBefore>,
     /// Where the package is declared; `null` when it is not.
     pub source: Option<JsonSource>,
+    /// The key's last failed purchase attempt, on a `purchase` or
+    /// `replace`; `null` when there is none.
+    pub last_failure: Option<JsonFailure>,
+}
+
+/// A purchase attempt that bought nothing: eSMS's code (`null` when no
+/// request got through), its message verbatim, and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonFailure {
+    pub code: Option<String>,
+    pub message: String,
+    pub at: jiff::Timestamp,
 }
 
 /// The recorded package a change replaces, retries or leaves alone.
@@ -135,6 +147,11 @@ impl JsonChange {
             duration_months: spec.map(|s| s.duration_months),
             end: spec.map(|s| s.end()),
             before: change.before.as_ref().map(JsonBefore::from_record),
+            last_failure: change.last_failure.as_ref().map(|f| JsonFailure {
+                code: f.code.clone(),
+                message: f.message.clone(),
+                at: f.at,
+            }),
             source: change.source().map(|s| JsonSource {
                 file: s.file.clone(),
                 line: s.line,
