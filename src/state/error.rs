@@ -99,6 +99,20 @@ pub enum StateError {
         problem: String,
     },
 
+    /// No state file at the path, for a command that buys: a wrong `--state`
+    /// or a lost file must never buy everything again.
+    #[error("no state file at {}: apply and watch --apply never buy against a missing state (a wrong --state path or a lost file would buy every package again); nothing was bought. Pass the right --state (or OAPKG_STATE), restore the file from {} or from Git, or, for a new setup, create an empty state with `oapkg init --state {}`", .path.display(), backup_of(.path).display(), .path.display())]
+    Missing { path: PathBuf },
+
+    /// `oapkg init` found a state already there.
+    #[error("state file {} already exists (lineage {lineage}, serial {serial}, {packages} package(s)); `oapkg init` never replaces a state: nothing was changed", .path.display())]
+    AlreadyExists {
+        path: PathBuf,
+        lineage: String,
+        serial: u64,
+        packages: usize,
+    },
+
     /// Another process holds the writer lock.
     #[error("{}", locked_message(.path, .holder.as_ref()))]
     Locked {

@@ -98,6 +98,38 @@ impl StateStore {
         })
     }
 
+    /// `oapkg init`: creates an empty state (a fresh lineage, serial 0) at the
+    /// path, under the lock, creating its directory. Refuses
+    /// ([`StateError::AlreadyExists`]) if a state is there, also one that a
+    /// journal left by an interrupted run folds into: a state is created
+    /// only on purpose and never replaced.
+    pub fn init(&self, command: &str, timeout: Duration) -> Result<StateId, StateError> {
+        create_parent_dir(&self.path)?;
+        let lock = self.lock(command, timeout)?;
+        let mut slot = lock.inner.slot()?;
+        if let (Some(disk), _) = self.read_file()? {
+            return Err(StateError::AlreadyExists {
+                path: self.path.clone(),
+                lineage: disk.lineage,
+                serial: disk.serial,
+                packages: disk.packages.len(),
+            });
+        }
+        let lineage = uuid::Uuid::new_v4().to_string();
+        let serial = 0;
+        let (bytes, checksum) = file::encode(&self.path, &lineage, serial, &Default::default())?;
+        replace_with_backup(&self.path, &bytes, false).map_err(|failure| failure.error)?;
+        slot.generation = Some(Generation {
+            lineage: Some(lineage.clone()),
+            serial,
+        });
+        Ok(StateId {
+            lineage: Some(lineage),
+            serial,
+            checksum: Some(checksum),
+        })
+    }
+
     /// Takes the exclusive writer lock, waiting up to `timeout` (zero: fail at
     /// once; `Duration::MAX`: wait as long as it takes) for another holder to
     /// finish; `command` labels the holder in the lock file and in the
