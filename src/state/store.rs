@@ -117,7 +117,13 @@ impl StateStore {
         }
         let lineage = uuid::Uuid::new_v4().to_string();
         let serial = 0;
-        let (bytes, checksum) = file::encode(&self.path, &lineage, serial, &Default::default())?;
+        let (bytes, checksum) = file::encode(
+            &self.path,
+            &lineage,
+            serial,
+            &Default::default(),
+            &Default::default(),
+        )?;
         replace_with_backup(&self.path, &bytes, false).map_err(|failure| failure.error)?;
         slot.generation = Some(Generation {
             lineage: Some(lineage.clone()),
