@@ -149,6 +149,10 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
             source,
         }) => {
             summarize(context, &report)?;
+            if matches!(source, crate::state::StateError::Moved { .. }) {
+                // Its message says where the purchases are and what to do.
+                return Err(source.into());
+            }
             return Err(anyhow::Error::new(source).context(format!(
                 "the purchase requests above were sent, but the state file {} could not be updated. \
                  Nothing is lost: the journal {} keeps every purchase (one whose answer could not be recorded shows as unconfirmed), \

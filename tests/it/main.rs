@@ -8,6 +8,7 @@ mod faults;
 mod gitops;
 mod hostile;
 mod init;
+mod moved;
 mod plan;
 mod properties;
 mod saved;
