@@ -14,6 +14,7 @@ mod properties;
 mod saved;
 mod state;
 mod support;
+mod unknown;
 mod validate;
 mod watch;
 mod watch_apply;
