@@ -190,6 +190,7 @@ fn guards_count_every_request_that_may_charge() {
                 result_code: None,
                 result_message: None,
                 submitted_at: None,
+                confirmed: None,
             },
         );
     }
@@ -761,6 +762,7 @@ async fn a_moved_state_refuses_the_plan_before_sending() {
             result_code: None,
             result_message: None,
             submitted_at: None,
+            confirmed: None,
         },
     );
     f.store.write(&lock, &mut state).unwrap();

@@ -57,6 +57,7 @@ fn record(spec: Spec, status: Status) -> Record {
         result_code: (status == Status::Submitted).then(|| "100".into()),
         result_message: None,
         submitted_at: Some(jiff::Timestamp::UNIX_EPOCH),
+        confirmed: None,
     }
 }
 
