@@ -300,9 +300,7 @@ fn rm(context: &Context, keys: &[String], force: bool) -> anyhow::Result<ExitSta
             )?;
             let refused: Vec<String> = keys
                 .iter()
-                .filter_map(|key| {
-                    rm_refusal(key, &state.packages[key], declared.packages.get(key))
-                })
+                .filter_map(|key| rm_refusal(key, &state.packages[key], declared.packages.get(key)))
                 .collect();
             if !refused.is_empty() {
                 bail!(

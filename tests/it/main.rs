@@ -11,6 +11,7 @@ mod init;
 mod plan;
 mod properties;
 mod state;
+mod state_edits;
 mod support;
 mod validate;
 mod watch;
