@@ -585,9 +585,15 @@ pub async fn apply(
         match written {
             Ok(id) => report.state = Some(id),
             Err(source) => {
+                // Where the run's purchases are: beside the state, unless
+                // the state directory was moved away during the run.
+                let journal = match &source {
+                    StateError::Moved { journal, .. } => journal.clone(),
+                    _ => store.journal_path(),
+                };
                 return Err(ApplyError::Record {
                     report: Box::new(report),
-                    journal: store.journal_path(),
+                    journal,
                     source,
                 });
             }

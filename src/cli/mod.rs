@@ -110,6 +110,8 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Buy what the plan lists, exactly once (shows the plan and asks first)
     Apply(apply::ApplyArgs),
+    /// Print a plan saved by `plan --out` (what `apply PLANFILE` would do)
+    Show(plan::ShowArgs),
     /// Inspect or edit the state file
     #[command(subcommand)]
     State(state::StateCommand),
@@ -143,6 +145,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Validate => validate::run(&context),
         Command::Plan(args) => plan::run(&context, &args),
         Command::Apply(args) => apply::run(&context, &args),
+        Command::Show(args) => plan::show(&context, &args),
         Command::State(command) => state::run(&context, command),
         Command::Expiring(args) => expiring::run(&context, &args),
         Command::Watch(args) => watch::run(&context, &args),
