@@ -9,6 +9,7 @@ mod gitops;
 mod hostile;
 mod init;
 mod moved;
+mod only;
 mod plan;
 mod properties;
 mod saved;
