@@ -89,7 +89,7 @@ pub fn narrow(plan: &Plan, selectors: &[Selector]) -> Result<Narrowed, Unmatched
     narrowed.changes.retain(|c| named(&c.key));
     narrowed
         .warnings
-        .retain(|w| w.key.as_ref().is_none_or(|key| named(key)));
+        .retain(|w| w.key.as_ref().is_none_or(&named));
     Ok(Narrowed {
         left_out: plan.changes.len() - narrowed.changes.len(),
         plan: narrowed,
