@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use jiff::civil::Date;
 
-use super::{Action, Change, Plan, Warning};
+use super::{Action, Change, LabelChange, Plan, Warning};
 use crate::manifest::{DesiredSet, Package};
 use crate::spec::Key;
 use crate::state::{Record, StateId, Status};
@@ -23,10 +23,20 @@ pub fn diff(
 ) -> Plan {
     let mut changes = Vec::new();
     let mut unchanged = 0;
+    let mut labels = Vec::new();
     for (key, wanted, record) in merge_join(&desired.packages, recorded) {
         let action = action_for(wanted, record);
         if action == Action::Unchanged {
             unchanged += 1;
+            if let (Some(package), Some(record)) = (wanted, record)
+                && package.name != record.name
+            {
+                labels.push(LabelChange {
+                    key: key.clone(),
+                    before: record.name.clone(),
+                    after: package.name.clone(),
+                });
+            }
             continue;
         }
         changes.push(Change {
@@ -42,6 +52,7 @@ pub fn diff(
         manifest_hash: desired.hash(),
         changes,
         unchanged,
+        labels,
         warnings,
     }
 }
@@ -179,6 +190,14 @@ mod tests {
         );
         // A name is a label: changing it alone buys nothing.
         assert_eq!(plan.unchanged, 2);
+        assert_eq!(
+            plan.labels,
+            vec![LabelChange {
+                key: Key::parse("6@2026-12-01").unwrap(),
+                before: Some("OA 6".into()),
+                after: Some("a new label".into()),
+            }]
+        );
         assert!(plan.changes[0].before.is_none());
         assert!(plan.changes[3].desired.is_none());
         assert_eq!(

@@ -58,6 +58,19 @@ pub struct Warning {
     pub message: String,
 }
 
+/// A recorded package whose declared `name` differs, spec unchanged: a
+/// label change. It buys nothing; apply records the new name without any
+/// request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelChange {
+    pub key: Key,
+    /// The recorded name.
+    pub before: Option<String>,
+    /// The declared name.
+    pub after: Option<String>,
+}
+
 impl Action {
     /// Every action, in the order the summary line counts them.
     pub const ALL: [Action; 5] = [
@@ -206,6 +219,12 @@ impl Plan {
         self.summary().buys_anything()
     }
 
+    /// The label changes of recorded packages (a `name` edited, the spec
+    /// unchanged), sorted by key: what apply records without a request.
+    pub fn label_changes(&self) -> &[LabelChange] {
+        &self.labels
+    }
+
     /// The final line of every rendering; see [`Summary::line`].
     pub fn summary_line(&self) -> String {
         self.summary().line()
@@ -237,6 +256,8 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// How many keys are `unchanged` (counted, not listed).
     pub unchanged: usize,
+    /// Names edited on unchanged recorded packages, sorted by key.
+    pub labels: Vec<LabelChange>,
     pub warnings: Vec<Warning>,
 }
 

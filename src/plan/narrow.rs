@@ -68,17 +68,22 @@ pub struct Unmatched(pub Vec<Selector>);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Narrowed {
     pub plan: Plan,
-    /// Changes of the full plan that this run leaves for later.
+    /// Changes (and label changes) of the full plan that this run leaves
+    /// for later.
     pub left_out: usize,
 }
 
-/// Keeps the changes whose key or OAID a selector names, and the warnings
-/// about them (and the run-wide ones). Unchanged packages stay counted as
+/// Keeps the changes and label changes whose key or OAID a selector names,
+/// and the warnings about them (and the run-wide ones). Unchanged packages stay counted as
 /// they are. Every selector must name at least one change.
 pub fn narrow(plan: &Plan, selectors: &[Selector]) -> Result<Narrowed, Unmatched> {
     let unmatched: Vec<Selector> = selectors
         .iter()
-        .filter(|s| !plan.changes.iter().any(|c| s.matches(&c.key)))
+        .filter(|s| {
+            let changed = plan.changes.iter().any(|c| s.matches(&c.key));
+            let labelled = plan.labels.iter().any(|l| s.matches(&l.key));
+            !(changed || labelled)
+        })
         .cloned()
         .collect();
     if !unmatched.is_empty() {
@@ -87,11 +92,13 @@ pub fn narrow(plan: &Plan, selectors: &[Selector]) -> Result<Narrowed, Unmatched
     let named = |key: &Key| selectors.iter().any(|s| s.matches(key));
     let mut narrowed = plan.clone();
     narrowed.changes.retain(|c| named(&c.key));
+    narrowed.labels.retain(|l| named(&l.key));
     narrowed
         .warnings
         .retain(|w| w.key.as_ref().is_none_or(&named));
     Ok(Narrowed {
-        left_out: plan.changes.len() - narrowed.changes.len(),
+        left_out: (plan.changes.len() + plan.labels.len())
+            - (narrowed.changes.len() + narrowed.labels.len()),
         plan: narrowed,
     })
 }
@@ -99,7 +106,7 @@ pub fn narrow(plan: &Plan, selectors: &[Selector]) -> Result<Narrowed, Unmatched
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Action, Change, Warning};
+    use crate::plan::{Action, Change, LabelChange, Warning};
     use crate::state::StateId;
 
     fn change(key: &str, action: Action) -> Change {
@@ -123,6 +130,11 @@ mod tests {
                 change("3@2026-12-01", Action::Orphan),
             ],
             unchanged: 5,
+            labels: vec![LabelChange {
+                key: Key::parse("4@2026-12-01").unwrap(),
+                before: None,
+                after: Some("renamed".into()),
+            }],
             warnings: vec![
                 Warning {
                     key: Some(Key::parse("2@2026-12-01").unwrap()),
@@ -150,11 +162,17 @@ mod tests {
             .map(|c| c.key.as_str())
             .collect();
         assert_eq!(keys, ["1@2026-12-01", "1@2027-12-01", "3@2026-12-01"]);
-        assert_eq!(narrowed.left_out, 1);
+        assert_eq!(narrowed.left_out, 2, "the replace and the label change");
         assert_eq!(narrowed.plan.unchanged, 5);
         assert_eq!(narrowed.plan.warnings.len(), 1, "the run-wide warning only");
         assert_eq!(narrowed.plan.summary().purchase, 2);
         assert_eq!(narrowed.plan.summary().replace, 0);
+        assert!(narrowed.plan.labels.is_empty());
+        // A label change is a change to name too.
+        let renamed = narrow(&plan(), &[sel("4")]).unwrap();
+        assert_eq!(renamed.plan.labels.len(), 1);
+        assert!(renamed.plan.changes.is_empty());
+        assert_eq!(renamed.left_out, 4);
     }
 
     #[test]

@@ -220,6 +220,7 @@ impl SavedPlan {
             manifest_hash: self.manifest_hash.clone(),
             changes: self.changes.iter().map(SavedChange::to_change).collect(),
             unchanged: self.unchanged,
+            labels: Vec::new(),
             warnings: self.warnings.clone(),
         }
     }

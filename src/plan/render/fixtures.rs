@@ -76,6 +76,7 @@ fn plan(changes: Vec<Change>, unchanged: usize, warnings: Vec<Warning>) -> Plan 
         manifest_hash: MANIFEST_HASH.to_owned(),
         changes,
         unchanged,
+        labels: Vec::new(),
         warnings,
     }
 }
