@@ -139,7 +139,7 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
             color: context.color_stdout(),
         },
     );
-    if !plan.buys_anything() {
+    if !plan.buys_anything() && plan.label_changes().is_empty() {
         // The plan's text ends with its `No changes.` line.
         print(&text)?;
         return Ok(ExitStatus::Success);
@@ -180,6 +180,9 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
         }
         Err(error) => return Err(error.into()),
     };
+    if report.labels > 0 && !quiet {
+        print(&labels_recorded(&plan))?;
+    }
     summarize(context, &report)?;
     Ok(if report.succeeded() {
         ExitStatus::Success
@@ -571,6 +574,25 @@ pub(super) fn done_line(action: Action, key: &str, result: &PackageResult, color
         ),
     };
     format!("{} {action} {key}: {what}", action.symbol())
+}
+
+/// The label changes apply wrote to the state, one line each:
+/// `= label KEY: name "old" -> "new" (recorded; no request)`.
+fn labels_recorded(plan: &Plan) -> String {
+    let name = |n: &Option<String>| match n {
+        Some(n) => format!("\"{}\"", escape_controls(n)),
+        None => "(none)".to_owned(),
+    };
+    let mut out = String::new();
+    for label in plan.label_changes() {
+        out.push_str(&format!(
+            "= label {}: name {} -> {} (recorded; no request)\n",
+            label.key,
+            name(&label.before),
+            name(&label.after)
+        ));
+    }
+    out
 }
 
 /// What is left to do, then the final `Apply complete: …` line.

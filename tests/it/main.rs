@@ -8,6 +8,7 @@ mod faults;
 mod gitops;
 mod hostile;
 mod init;
+mod labels;
 mod moved;
 mod only;
 mod plan;

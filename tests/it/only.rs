@@ -11,7 +11,7 @@ use crate::support::Env;
 const STATE: &str = "state/oapkg.state.json";
 
 /// Four packages: two of OA 3001 (a renewal), one each of 3002 and 3003.
-fn packages() -> Vec<Pkg> {
+pub(crate) fn packages() -> Vec<Pkg> {
     vec![
         Pkg::new("3001", "2027-01-01", "advanced", 12),
         Pkg::new("3001", "2028-01-01", "advanced", 12),
