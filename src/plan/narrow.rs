@@ -115,6 +115,7 @@ mod tests {
             action,
             desired: None,
             before: None,
+            overlaps: Vec::new(),
         }
     }
 
@@ -136,14 +137,8 @@ mod tests {
                 after: Some("renamed".into()),
             }],
             warnings: vec![
-                Warning {
-                    key: Some(Key::parse("2@2026-12-01").unwrap()),
-                    message: "about 2".into(),
-                },
-                Warning {
-                    key: None,
-                    message: "about the run".into(),
-                },
+                Warning::about(Some(Key::parse("2@2026-12-01").unwrap()), "about 2".into()),
+                Warning::about(None, "about the run".into()),
             ],
         }
     }
