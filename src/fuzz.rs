@@ -289,6 +289,7 @@ fn recorded(spec: Spec, status: Status) -> Record {
         result_code: Some("100".to_owned()),
         result_message: None,
         submitted_at: None,
+        confirmed: None,
     }
 }
 

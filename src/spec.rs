@@ -146,11 +146,18 @@ impl Key {
     }
 
     pub fn parse(text: &str) -> Result<Key, KeyError> {
+        let (oaid, start) = Key::parse_parts(text)?;
+        Ok(Key::new(&oaid, start))
+    }
+
+    /// The OAID and start date a key's text names (what [`Key::parse`]
+    /// checks), for callers that need the parts themselves.
+    pub fn parse_parts(text: &str) -> Result<(Oaid, Date), KeyError> {
         let bad = || KeyError(text.to_owned());
         let (oaid, start) = text.split_once('@').ok_or_else(bad)?;
         let oaid = Oaid::parse(oaid).map_err(|_| bad())?;
         let start = parse_date(start).ok_or_else(bad)?;
-        Ok(Key::new(&oaid, start))
+        Ok((oaid, start))
     }
 
     pub fn as_str(&self) -> &str {

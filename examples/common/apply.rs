@@ -159,6 +159,7 @@ pub fn write_state(store: &StateStore, n: usize) {
                 result_code: Some("100".into()),
                 result_message: Some("ViHAT is censoring trademark ownership".into()),
                 submitted_at: Some(jiff::Timestamp::UNIX_EPOCH),
+                confirmed: None,
             },
         );
     }

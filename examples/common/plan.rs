@@ -41,6 +41,7 @@ pub fn generate(dir: &Path, n: usize) -> usize {
                     result_code: Some("100".into()),
                     result_message: Some("ViHAT is censoring trademark ownership".into()),
                     submitted_at: Some(jiff::Timestamp::UNIX_EPOCH),
+                    confirmed: None,
                 },
             );
         }

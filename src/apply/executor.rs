@@ -49,6 +49,15 @@ pub(crate) struct Execution {
 }
 
 impl Execution {
+    /// A run with no request to send (only label changes to record).
+    pub fn nothing_sent() -> Execution {
+        Execution {
+            results: Vec::new(),
+            stopped: None,
+            journaled: false,
+        }
+    }
+
     /// A run stopped before its first request.
     pub fn stopped_before_start(jobs: &[Job<'_>], reason: StopReason) -> Execution {
         let results = jobs.iter().map(|job| not_attempted(job, &reason)).collect();

@@ -47,7 +47,9 @@
 //!    [`crate::plan::max_purchases_need`]): what a reviewed plan shows is
 //!    what apply checks.
 //! 2. Nothing to send (no purchase or replace, and unconfirmed packages not
-//!    retried): returns at once, without lock, file or network.
+//!    retried) and no label change to record: returns at once, without
+//!    lock, file or network. Label changes alone take the lock and write
+//!    the state (steps 3 and 6) with no request and no pre-flight.
 //! 3. **Lock and load**: takes the state's writer lock for the run (waiting
 //!    up to [`ApplyOptions::lock_timeout`]) and loads the state under it. A
 //!    missing state file is refused ([`StateError::Missing`]): only
@@ -75,8 +77,9 @@
 //!    code: that package is not sent, and the journal refuses every later
 //!    intent, so no new request starts; requests in flight finish, and one
 //!    whose answer cannot be recorded stays `unconfirmed`.
-//! 6. **Fold**: if anything was journaled, the state file is rewritten with
-//!    the journal folded in ([`StateStore::write`]), then the lock is
+//! 6. **Fold**: if anything was journaled (or a label change recorded: the
+//!    plan's new names are set on the loaded state before the requests),
+//!    the state file is rewritten with the journal folded in ([`StateStore::write`]), then the lock is
 //!    released. If that write fails the purchases are still in the journal
 //!    (the next command that takes the lock folds them) and the error
 //!    carries the report ([`ApplyError::Record`]).
@@ -375,6 +378,9 @@ pub struct ApplyReport {
     pub stopped: Option<StopReason>,
     /// The state after the fold; `None` when nothing was written.
     pub state: Option<StateId>,
+    /// Label changes (new names of recorded packages) written to the state
+    /// by this run, without any request.
+    pub labels: usize,
 }
 
 impl ApplyReport {
@@ -483,6 +489,22 @@ pub enum ApplyError {
     },
 }
 
+/// Writes the plan's label changes into the state loaded under the lock:
+/// each recorded package takes its declared name. No request: a name is a
+/// label, not part of what eSMS sold. Returns how many records changed.
+fn record_labels(state: &mut crate::state::State, labels: &[crate::plan::LabelChange]) -> usize {
+    let mut changed = 0;
+    for label in labels {
+        if let Some(record) = state.packages.get_mut(&label.key)
+            && record.name != label.after
+        {
+            record.name.clone_from(&label.after);
+            changed += 1;
+        }
+    }
+    changed
+}
+
 fn requests_sent(report: &ApplyReport) -> String {
     let sent = report
         .outcomes
@@ -546,7 +568,8 @@ pub async fn apply(
 ) -> Result<ApplyReport, ApplyError> {
     let selection = decide::select(plan, options).map_err(ApplyError::Refused)?;
     let mut report = ApplyReport::default();
-    if selection.jobs.is_empty() {
+    let labels = plan.label_changes();
+    if selection.jobs.is_empty() && labels.is_empty() {
         for change in &selection.left_alone {
             report.push(change.key.clone(), PackageResult::LeftUnconfirmed);
         }
@@ -579,12 +602,16 @@ pub async fn apply(
             &loaded.id,
         )));
     }
-    if !options.skip_preflight {
+    if !options.skip_preflight && !selection.jobs.is_empty() {
         preflight(client, &selection.jobs, &options.retry, &cancel).await?;
     }
+    let mut state = loaded.state;
+    report.labels = record_labels(&mut state, labels);
     let journal = Arc::new(Mutex::new(journal));
 
-    let execution = if cancel.is_cancelled() {
+    let execution = if selection.jobs.is_empty() {
+        executor::Execution::nothing_sent()
+    } else if cancel.is_cancelled() {
         let reason = StopReason::Cancelled;
         on_event(ApplyEvent::Stopping {
             reason: &reason,
@@ -626,8 +653,7 @@ pub async fn apply(
     }
     report.stopped = execution.stopped;
 
-    if execution.journaled {
-        let mut state = loaded.state;
+    if execution.journaled || report.labels > 0 {
         let written = {
             let store = store.clone();
             blocking(move || {

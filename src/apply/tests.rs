@@ -181,6 +181,7 @@ fn record_submitted(store: &StateStore, specs: &[Spec]) {
                 result_code: Some("100".into()),
                 result_message: None,
                 submitted_at: None,
+                confirmed: None,
             },
         );
     }
@@ -271,6 +272,7 @@ fn guards_count_every_request_that_may_charge() {
                 result_code: None,
                 result_message: None,
                 submitted_at: None,
+                confirmed: None,
             },
         );
     }
@@ -998,6 +1000,7 @@ async fn a_moved_state_refuses_the_plan_before_sending() {
             result_code: None,
             result_message: None,
             submitted_at: None,
+            confirmed: None,
         },
     );
     f.store.write(&lock, &mut state).unwrap();

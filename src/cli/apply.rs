@@ -6,6 +6,13 @@
 //! prints progress and the result. The run itself, with every guarantee, is
 //! [`crate::apply::apply`].
 //!
+//! `--only KEY|OAID` narrows the plan ([`crate::plan::narrow`]) right after
+//! it is made or read, so the plan shown, the guards and the count in the
+//! question are all about the named changes. It is apply's flag alone, not
+//! one of the [`ApplyFlags`] `watch --apply` shares: a watch reconciles the
+//! whole manifests, cycle after cycle, and a narrowed watch would leave the
+//! rest unbought without anyone asking for it each time.
+//!
 //! Credentials are required even when the plan turns out to buy nothing:
 //! the SPEC wants missing credentials reported "before anything else
 //! happens", and a pipeline whose keys are missing should learn it on the
@@ -27,6 +34,7 @@ use crate::apply::{
 };
 use crate::esms::{Client, ClientOptions, Credentials, Endpoint, PurchaseOutcome};
 use crate::exit::ExitStatus;
+use crate::plan::narrow::{Selector, narrow};
 use crate::plan::render::{self, escape_controls};
 use crate::plan::saved::{Moved, SavedPlan, StalePlan};
 use crate::plan::{Action, Plan};
@@ -44,6 +52,11 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation
     #[arg(long)]
     pub auto_approve: bool,
+    /// Only the changes of this package key (OAID@YYYY-MM-DD) or OAID
+    /// (repeatable); the guards then apply to them alone. A value that
+    /// names no change of the plan is an error
+    #[arg(long, value_name = "KEY|OAID")]
+    pub only: Vec<Selector>,
     #[command(flatten)]
     pub flags: ApplyFlags,
 }
@@ -122,13 +135,25 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
         .into());
     }
     let quiet = context.global.quiet;
+    let plan = if args.only.is_empty() {
+        plan
+    } else {
+        let narrowed = narrow(&plan, &args.only)?;
+        if !quiet && narrowed.left_out > 0 {
+            print(&format!(
+                "--only: {} change(s) of the plan left out of this run; `oapkg plan` shows them.\n\n",
+                narrowed.left_out
+            ))?;
+        }
+        narrowed.plan
+    };
     let text = render::text(
         &plan,
         &render::TextOptions {
             color: context.color_stdout(),
         },
     );
-    if !plan.buys_anything() {
+    if !plan.buys_anything() && plan.label_changes().is_empty() {
         // The plan's text ends with its `No changes.` line.
         print(&text)?;
         return Ok(ExitStatus::Success);
@@ -169,6 +194,9 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
         }
         Err(error) => return Err(error.into()),
     };
+    if report.labels > 0 && !quiet {
+        print(&labels_recorded(&plan))?;
+    }
     summarize(context, &report)?;
     Ok(if report.succeeded() {
         ExitStatus::Success
@@ -602,6 +630,25 @@ pub(super) fn done_line(action: Action, key: &str, result: &PackageResult, color
         ),
     };
     format!("{} {action} {key}: {what}", result_mark(action, result))
+}
+
+/// The label changes apply wrote to the state, one line each:
+/// `= label KEY: name "old" -> "new" (recorded; no request)`.
+fn labels_recorded(plan: &Plan) -> String {
+    let name = |n: &Option<String>| match n {
+        Some(n) => format!("\"{}\"", escape_controls(n)),
+        None => "(none)".to_owned(),
+    };
+    let mut out = String::new();
+    for label in plan.label_changes() {
+        out.push_str(&format!(
+            "= label {}: name {} -> {} (recorded; no request)\n",
+            label.key,
+            name(&label.before),
+            name(&label.after)
+        ));
+    }
+    out
 }
 
 /// What is left to do, then the final `Apply complete: …` line.

@@ -8,8 +8,9 @@ use serde::Serialize;
 use super::context::print;
 use super::{Context, ListFormat};
 use crate::exit::ExitStatus;
+use crate::manifest::Package;
 use crate::spec::{Key, Oaid, Spec, Tier, parse_date};
-use crate::state::{Record, State, Status, UnlockOutcome};
+use crate::state::{Confirmation, Record, State, Status, UnlockOutcome};
 
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
@@ -25,9 +26,25 @@ pub enum StateCommand {
         format: ListFormat,
     },
     /// Forget recorded packages (no API call; nothing is refunded)
+    ///
+    /// Refuses a key still declared in the manifests (the next apply would
+    /// buy it again) or recorded as unconfirmed (eSMS may have charged for
+    /// it), unless --force.
     Rm {
         #[arg(required = true)]
         keys: Vec<String>,
+        /// Remove them even if declared, unconfirmed, or the manifests
+        /// cannot be read
+        #[arg(long)]
+        force: bool,
+    },
+    /// Re-key a record whose start date eSMS registered differently (same
+    /// OA; no API call)
+    Mv {
+        #[arg(value_name = "OLDKEY")]
+        old: String,
+        #[arg(value_name = "NEWKEY")]
+        new: String,
     },
     /// Record a package bought outside oapkg (no API call)
     Import(ImportArgs),
@@ -37,6 +54,9 @@ pub enum StateCommand {
         /// eSMS's id for the registration, as shown on the portal
         #[arg(long, value_name = "ID")]
         service_preview_id: Option<String>,
+        /// Who checked it, recorded in the state [default: $USER@host]
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
     },
     /// Clear a lock left by a process that is gone
     Unlock,
@@ -66,12 +86,14 @@ pub fn run(context: &Context, command: StateCommand) -> anyhow::Result<ExitStatu
     match command {
         StateCommand::List { format } => list(context, format),
         StateCommand::Show { key, format } => show(context, &key, format),
-        StateCommand::Rm { keys } => rm(context, &keys),
+        StateCommand::Rm { keys, force } => rm(context, &keys, force),
+        StateCommand::Mv { old, new } => mv(context, &old, &new),
         StateCommand::Import(args) => import(context, &args),
         StateCommand::Confirm {
             key,
             service_preview_id,
-        } => confirm(context, &key, service_preview_id),
+            by,
+        } => confirm(context, &key, service_preview_id, by),
         StateCommand::Unlock => {
             let message = match context.store.unlock()? {
                 UnlockOutcome::NotLocked => "No lock was held; nothing to do.".to_owned(),
@@ -109,6 +131,10 @@ struct Listed<'a> {
     result_code: &'a Option<String>,
     result_message: &'a Option<String>,
     spec_hash: &'a crate::spec::SpecHash,
+    /// `state confirm`'s who and when; `null` for a record never confirmed.
+    /// Flat rather than nested, so `state show` prints them as lines.
+    confirmed_by: Option<&'a str>,
+    confirmed_at: Option<jiff::Timestamp>,
 }
 
 impl<'a> Listed<'a> {
@@ -127,6 +153,8 @@ impl<'a> Listed<'a> {
             result_code: &r.result_code,
             result_message: &r.result_message,
             spec_hash: &r.spec_hash,
+            confirmed_by: r.confirmed.as_ref().map(|c| c.by.as_str()),
+            confirmed_at: r.confirmed.as_ref().map(|c| c.at),
         }
     }
 }
@@ -244,11 +272,14 @@ fn edit_state(
     Ok(ExitStatus::Success)
 }
 
-fn rm(context: &Context, keys: &[String]) -> anyhow::Result<ExitStatus> {
+fn rm(context: &Context, keys: &[String], force: bool) -> anyhow::Result<ExitStatus> {
     let keys = keys
         .iter()
         .map(|k| Key::parse(k))
         .collect::<Result<Vec<_>, _>>()?;
+    // Read before the lock, reported after the state: a refused state is
+    // the first thing to know.
+    let declared = (!force).then(|| declared_keys(context));
     let path = context.store.path().display().to_string();
     edit_state(context, "oapkg state rm", |state| {
         let missing: Vec<_> = keys
@@ -262,12 +293,91 @@ fn rm(context: &Context, keys: &[String]) -> anyhow::Result<ExitStatus> {
                 missing.join(", ")
             );
         }
+        if let Some(declared) = declared {
+            let declared = declared.context(
+                "cannot read the manifests to check that none of these keys is still declared; \
+                 nothing was removed. Fix them (or name them with -f), or pass --force to remove anyway",
+            )?;
+            let refused: Vec<String> = keys
+                .iter()
+                .filter_map(|key| rm_refusal(key, &state.packages[key], declared.packages.get(key)))
+                .collect();
+            if !refused.is_empty() {
+                bail!(
+                    "refusing to remove from {path}; nothing was removed:\n{}\n\
+                     Pass --force to remove anyway (nothing is refunded)",
+                    refused.join("\n")
+                );
+            }
+        }
         for key in &keys {
             state.packages.remove(key);
         }
         Ok(format!(
             "Removed {} package(s) from {path}. If one is still declared in a manifest, the next plan will purchase it again.",
             keys.len()
+        ))
+    })
+}
+
+/// The declared packages `state rm` checks against (the usual `-f`, or
+/// `oapkg.yaml`); warnings are not its business.
+fn declared_keys(context: &Context) -> anyhow::Result<crate::manifest::DesiredSet> {
+    let today = context.today()?;
+    Ok(crate::manifest::load(&context.global.files, today)?.desired)
+}
+
+/// Why removing `key` could cost money, if it could.
+fn rm_refusal(key: &Key, record: &Record, declared: Option<&Package>) -> Option<String> {
+    let mut why = Vec::new();
+    if let Some(package) = declared {
+        why.push(format!(
+            "declared at {}: the next apply would buy it again",
+            package.source
+        ));
+    }
+    if record.status == Status::Unconfirmed {
+        why.push(format!(
+            "unconfirmed: eSMS may have charged for it; settle it with `oapkg state confirm {key}` \
+             (found on the eSMS portal) or `oapkg apply --retry-unconfirmed` (not found)"
+        ));
+    }
+    (!why.is_empty()).then(|| format!("  {key}: {}", why.join("; ")))
+}
+
+/// `state mv OLDKEY NEWKEY`: the same purchase under the start date eSMS
+/// registered. The record keeps its status, ids and times; its spec takes
+/// the new start (and so a new spec hash).
+fn mv(context: &Context, old: &str, new: &str) -> anyhow::Result<ExitStatus> {
+    let old = Key::parse(old)?;
+    let (oaid, start) = Key::parse_parts(new)?;
+    let new = Key::new(&oaid, start);
+    if old.oaid() != new.oaid() {
+        bail!(
+            "{old} and {new} are packages of different OAs: `state mv` only moves a record's start date \
+             (the OA is what eSMS charged). Record another OA's package with `oapkg state import`"
+        );
+    }
+    if old == new {
+        bail!("{old} and {new} are the same key; nothing to move");
+    }
+    let path = context.store.path().display().to_string();
+    edit_state(context, "oapkg state mv", |state| {
+        if state.packages.contains_key(&new) {
+            bail!(
+                "{new} is already recorded in {path}; nothing was moved. \
+                 See both with `oapkg state show`"
+            );
+        }
+        let mut record = state.packages.remove(&old).with_context(|| {
+            format!("{old} is not in the state file {path}; see `oapkg state list`")
+        })?;
+        let from = record.spec.start;
+        record.spec.start = start;
+        record.spec_hash = record.spec.hash();
+        state.packages.insert(new.clone(), record);
+        Ok(format!(
+            "Moved {old} to {new} in {path} (start {from} -> {start}; status and ids kept)."
         ))
     })
 }
@@ -308,6 +418,7 @@ fn import(context: &Context, args: &ImportArgs) -> anyhow::Result<ExitStatus> {
             result_code: None,
             result_message: None,
             submitted_at: Some(jiff::Timestamp::now()),
+            confirmed: None,
         };
         state.packages.insert(key.clone(), record);
         Ok(format!("Imported {key} into {path}."))
@@ -318,8 +429,14 @@ fn confirm(
     context: &Context,
     key: &str,
     service_preview_id: Option<String>,
+    by: Option<String>,
 ) -> anyhow::Result<ExitStatus> {
     let key = Key::parse(key)?;
+    let by = match by {
+        Some(name) if name.trim().is_empty() => bail!("--by: expected a name, not an empty text"),
+        Some(name) => name,
+        None => who_confirms(),
+    };
     let path = context.store.path().display().to_string();
     edit_state(context, "oapkg state confirm", |state| {
         let record = state
@@ -336,8 +453,30 @@ fn confirm(
         if service_preview_id.is_some() {
             record.service_preview_id = service_preview_id;
         }
-        Ok(format!("Confirmed {key}: recorded as submitted in {path}."))
+        // The unknown outcome's "no definite answer" is no longer true.
+        record.result_code = None;
+        record.result_message = Some(CONFIRMED_MESSAGE.to_owned());
+        record.confirmed = Some(Confirmation {
+            by: by.clone(),
+            at: jiff::Timestamp::now(),
+        });
+        Ok(format!(
+            "Confirmed {key} (by {by}): recorded as submitted in {path}."
+        ))
     })
+}
+
+/// The `result_message` of a record settled by `state confirm`.
+pub const CONFIRMED_MESSAGE: &str = "confirmed by hand (oapkg state confirm)";
+
+/// `$USER@host` (`$LOGNAME` when `USER` is unset): who ran `state confirm`.
+fn who_confirms() -> String {
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|var| std::env::var(var).ok())
+        .find(|name| !name.trim().is_empty())
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!("{user}@{}", crate::state::lock::hostname())
 }
 
 fn status_name(status: Status) -> &'static str {

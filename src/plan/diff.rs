@@ -224,6 +224,7 @@ mod tests {
             result_code: Some("100".into()),
             result_message: None,
             submitted_at: None,
+            confirmed: None,
         }
     }
 

@@ -4,11 +4,13 @@
 //! This module owns the [`Plan`] type and its vocabulary ([`Action`],
 //! [`Change`], [`Summary`]); [`render`] turns a plan into what people read
 //! (text, JSON, Markdown) and [`saved`] into what `plan --out` writes and
-//! `apply PLANFILE` reads; [`inputs`] reads what a plan is made from.
+//! `apply PLANFILE` reads; [`inputs`] reads what a plan is made from;
+//! [`narrow`] keeps the changes `apply --only` names.
 //! Nothing here touches the clock, the environment or the network; only
 //! [`saved`] and [`inputs`] read files.
 
 pub mod inputs;
+pub mod narrow;
 pub mod render;
 pub mod saved;
 

@@ -47,6 +47,13 @@
 //! - `packages` is an object sorted by key (a `BTreeMap`); record fields are
 //!   in [`Record`]'s declaration order; absent values are written as `null`
 //!   rather than left out, so every record has the same shape.
+//! - Exception: fields added to format version 1 later are optional and
+//!   written only when present, so a file written before they existed keeps
+//!   its bytes and its checksum (the checksum covers the content as
+//!   serialized, and an absent optional field serializes to nothing). They
+//!   are `confirmed` (`{"by": "ana@build-1", "at": "2026-11-27T08:00:00Z"}`,
+//!   set by `oapkg state confirm`), placed after `submitted_at`. Unknown
+//!   fields are still refused.
 //! - Pretty-printed with two spaces and a trailing newline: the same state
 //!   always gives the same bytes.
 //! - `checksum` is [`sha256_tagged`] of the compact JSON (`serde_json::to_vec`)
@@ -375,6 +382,7 @@ pub(crate) mod tests {
             result_code: Some("100".to_owned()),
             result_message: Some("Success".to_owned()),
             submitted_at: Some("2026-11-26T10:00:00Z".parse().unwrap()),
+            confirmed: None,
         }
     }
 

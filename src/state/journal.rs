@@ -647,6 +647,7 @@ pub(crate) fn replay(
                     result_code: None,
                     result_message: Some(NO_OUTCOME_MESSAGE.to_owned()),
                     submitted_at: Some(*at),
+                    confirmed: None,
                 };
                 let displaced = packages.insert(key.clone(), record);
                 // A second intent before an outcome keeps the first one's

@@ -71,8 +71,9 @@ impl LockHolder {
     }
 }
 
-/// This machine's name, for the holder label (no libc call needed on Linux).
-fn hostname() -> String {
+/// This machine's name, for the holder label and `state confirm`'s "by"
+/// (no libc call needed on Linux).
+pub(crate) fn hostname() -> String {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
         .filter_map(|p| fs::read_to_string(p).ok())

@@ -94,6 +94,19 @@ pub struct Record {
     pub result_message: Option<String>,
     /// When the purchase request was (first) sent, or the import was recorded.
     pub submitted_at: Option<jiff::Timestamp>,
+    /// Who settled an unconfirmed record with `oapkg state confirm`, and
+    /// when. Written only when present (see [`file`](mod@file)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed: Option<Confirmation>,
+}
+
+/// A person's `oapkg state confirm` of a record whose outcome was unknown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confirmation {
+    /// `--by NAME`, or `$USER@host` (`$LOGNAME` when `USER` is unset).
+    pub by: String,
+    pub at: jiff::Timestamp,
 }
 
 /// What oapkg knows about a recorded package.

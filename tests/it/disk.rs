@@ -299,6 +299,12 @@ fn disk_full_recording_answers_stops_new_requests_and_keeps_the_sent_ones_unconf
 /// than the 8 KiB the tests below leave for any file.
 fn env_with_big_state() -> Env {
     let env = Env::new();
+    // Declares nothing: `state rm` reads the manifests (it refuses a
+    // declared key) and must get to the disk.
+    env.file(
+        "oapkg.yaml",
+        "apiVersion: oapkg/v1\nkind: PackageSet\npackages: []\n",
+    );
     for oaid in 9001..9013 {
         import(&env, oaid, 1000);
     }

@@ -220,6 +220,7 @@ fn write_unconfirmed(env: &Env, oaid: &str, start: &str) {
             result_code: None,
             result_message: Some("timed out after sending".into()),
             submitted_at: Some(jiff::Timestamp::UNIX_EPOCH),
+            confirmed: None,
         },
     );
     store.write(&lock, &mut state).unwrap();

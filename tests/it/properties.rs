@@ -81,6 +81,7 @@ fn recorded() -> impl Strategy<Value = BTreeMap<oapkg::spec::Key, Record>> {
                     result_code: Some("100".into()),
                     result_message: None,
                     submitted_at: None,
+                    confirmed: None,
                 };
                 (spec.key(), record)
             })
@@ -169,6 +170,7 @@ fn rich_recorded() -> impl Strategy<Value = BTreeMap<oapkg::spec::Key, Record>> 
             result_code: code,
             result_message: message,
             submitted_at: at,
+            confirmed: None,
         });
     proptest::collection::vec(record, 0..12)
         .prop_map(|records| records.into_iter().map(|r| (r.spec.key(), r)).collect())
@@ -262,6 +264,7 @@ proptest! {
                     result_code: Some("100".into()),
                     result_message: None,
                     submitted_at: None,
+                    confirmed: None,
                 });
             }
         }

@@ -43,6 +43,7 @@ pub fn record(spec: Spec, name: Option<&str>, status: Status) -> Record {
         result_code: code.map(str::to_owned),
         result_message: message.map(str::to_owned),
         submitted_at: Some("2026-10-01T02:00:00Z".parse().unwrap()),
+        confirmed: None,
     }
 }
 

@@ -1,0 +1,271 @@
+//! Hand edits of the state that cannot cost money by accident (issue 11,
+//! point 8): `state rm` refuses declared and unconfirmed keys without
+//! `--force`, `state mv` re-keys a record within its OA, `state confirm`
+//! records who settled an unknown outcome and when.
+
+use std::path::Path;
+
+use oapkg::spec::Key;
+use oapkg::state::{Status, file};
+
+use crate::support::{Env, Run, manifest};
+
+const STATE: &str = "state/oapkg.state.json";
+
+/// A state recording `1@2026-12-01` (declared in oapkg.yaml at line 4),
+/// `2@2026-12-01` (not declared) and `3@2026-12-01` (not declared).
+fn env() -> Env {
+    let env = Env::with_state();
+    env.file(
+        "oapkg.yaml",
+        manifest("  - {oaid: \"1\", tier: premium, start: 2026-12-01, duration: 12}\n"),
+    );
+    env.import("1", "premium", "2026-12-01", "12", &[]).code(0);
+    env.import(
+        "2",
+        "trial",
+        "2026-12-01",
+        "1",
+        &["--service-preview-id", "777"],
+    )
+    .code(0);
+    env.import("3", "advanced", "2026-12-01", "3", &[]).code(0);
+    env
+}
+
+/// Rewrites the state file (with a valid checksum) so that `key` is
+/// unconfirmed as an unknown outcome leaves it: what apply records after a
+/// 5xx, without needing one.
+fn mark_unconfirmed(env: &Env, key: &str) {
+    let path = env.path(STATE);
+    let disk = file::decode(&path, &env.read(STATE)).unwrap();
+    let mut packages = disk.packages;
+    let record = packages.get_mut(&Key::parse(key).unwrap()).unwrap();
+    record.status = Status::Unconfirmed;
+    record.result_code = Some("503".into());
+    record.result_message = Some("no definite answer (HTTP 503)".into());
+    let (bytes, _) = file::encode(
+        Path::new(STATE),
+        &disk.lineage,
+        disk.serial,
+        &packages,
+        &disk.failed_attempts,
+    )
+    .unwrap();
+    env.file(STATE, bytes);
+}
+
+fn listed(env: &Env) -> serde_json::Value {
+    env.run(&["state", "list", "--format", "json"])
+        .code(0)
+        .json()
+}
+
+fn keys(env: &Env) -> Vec<String> {
+    listed(env)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["key"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn rm_refuses_a_declared_key_naming_where_and_removes_nothing() {
+    let env = env();
+    let before = env.read(STATE);
+    env.run(&["state", "rm", "2@2026-12-01", "1@2026-12-01"])
+        .code(1)
+        .stderr_has("nothing was removed")
+        .stderr_has("1@2026-12-01: declared at oapkg.yaml:4")
+        .stderr_has("the next apply would buy it again")
+        .stderr_has("--force");
+    assert_eq!(env.read(STATE), before, "all or nothing");
+    // An orphan goes at once; a declared key with --force.
+    env.run(&["state", "rm", "2@2026-12-01"]).code(0);
+    env.run(&["state", "rm", "--force", "1@2026-12-01"])
+        .code(0)
+        .stdout_has("Removed 1 package(s)");
+    assert_eq!(keys(&env), ["3@2026-12-01"]);
+    // ... and the next plan would buy it again, as the refusal said.
+    env.run(&["plan"]).code(0).stdout_has("Plan: 1 to purchase");
+}
+
+#[test]
+fn rm_refuses_an_unconfirmed_key_and_says_how_to_settle_it() {
+    let env = env();
+    mark_unconfirmed(&env, "3@2026-12-01");
+    let before = env.read(STATE);
+    env.run(&["state", "rm", "3@2026-12-01"])
+        .code(1)
+        .stderr_has("3@2026-12-01: unconfirmed: eSMS may have charged for it")
+        .stderr_has("oapkg state confirm 3@2026-12-01")
+        .stderr_has("apply --retry-unconfirmed")
+        .stderr_has("nothing was removed");
+    assert_eq!(env.read(STATE), before);
+    env.run(&["state", "rm", "3@2026-12-01", "--force"]).code(0);
+    assert_eq!(keys(&env), ["1@2026-12-01", "2@2026-12-01"]);
+}
+
+#[test]
+fn rm_refuses_when_the_manifests_cannot_be_read_unless_forced() {
+    let env = env();
+    env.file(
+        "oapkg.yaml",
+        "apiVersion: oapkg/v1\nkind: PackageSet\npackages:\n  - {oaid: x}\n",
+    );
+    let before = env.read(STATE);
+    env.run(&["state", "rm", "2@2026-12-01"])
+        .code(1)
+        .stderr_has("cannot read the manifests")
+        .stderr_has("oapkg.yaml:4")
+        .stderr_has("nothing was removed")
+        .stderr_has("--force");
+    assert_eq!(env.read(STATE), before);
+    // -f names other manifests.
+    env.file(
+        "other.yaml",
+        manifest("  - {oaid: \"3\", tier: advanced, start: 2026-12-01, duration: 3}\n"),
+    );
+    env.run(&["state", "rm", "-f", "other.yaml", "3@2026-12-01"])
+        .code(1)
+        .stderr_has("3@2026-12-01: declared at other.yaml:4");
+    env.run(&["state", "rm", "-f", "other.yaml", "2@2026-12-01"])
+        .code(0);
+    env.run(&["state", "rm", "--force", "1@2026-12-01"]).code(0);
+    assert_eq!(keys(&env), ["3@2026-12-01"]);
+}
+
+#[test]
+fn mv_re_keys_a_record_keeping_its_status_and_ids() {
+    let env = env();
+    let old = listed(&env)[1].clone();
+    env.run(&["state", "mv", "2@2026-12-01", "2@2026-12-03"])
+        .code(0)
+        .stdout_has("Moved 2@2026-12-01 to 2@2026-12-03");
+    let list = listed(&env);
+    let moved = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["key"] == "2@2026-12-03")
+        .expect("the new key is recorded")
+        .clone();
+    assert!(!keys(&env).contains(&"2@2026-12-01".to_owned()));
+    assert_eq!(moved["start"], "2026-12-03");
+    assert_eq!(moved["end"], "2027-01-02");
+    for kept in [
+        "status",
+        "service_preview_id",
+        "submitted_at",
+        "tier",
+        "duration_months",
+    ] {
+        assert_eq!(moved[kept], old[kept], "{kept} is kept");
+    }
+    assert_ne!(
+        moved["spec_hash"], old["spec_hash"],
+        "the spec hash follows the spec"
+    );
+    // The moved record loads (its key, spec and hash agree) and plans as usual.
+    env.run(&["plan"]).code(0).stdout_has("No changes.");
+}
+
+#[test]
+fn mv_refuses_another_oa_a_recorded_target_and_a_missing_source() {
+    let env = env();
+    let before = env.read(STATE);
+    env.run(&["state", "mv", "2@2026-12-01", "4@2026-12-01"])
+        .code(1)
+        .stderr_has("different OAs")
+        .stderr_has("state import");
+    env.run(&["state", "mv", "2@2026-12-01", "2@2026-12-01"])
+        .code(1)
+        .stderr_has("the same key");
+    env.import("2", "trial", "2027-01-01", "1", &[]).code(0);
+    let before_target = env.read(STATE);
+    env.run(&["state", "mv", "2@2026-12-01", "2@2027-01-01"])
+        .code(1)
+        .stderr_has("2@2027-01-01 is already recorded")
+        .stderr_has("nothing was moved");
+    assert_eq!(env.read(STATE), before_target);
+    env.run(&["state", "mv", "9@2026-12-01", "9@2026-12-02"])
+        .code(1)
+        .stderr_has("9@2026-12-01 is not in the state file");
+    env.run(&["state", "mv", "2@2026-12-01", "2@2026-13-01"])
+        .code(1)
+        .stderr_has("OAID@YYYY-MM-DD");
+    assert_ne!(before, before_target);
+}
+
+#[test]
+fn confirm_records_who_and_when_and_clears_the_stale_answer() {
+    let env = env();
+    // A record never confirmed has no `confirmed` field in the file: state
+    // files written before the field existed keep their bytes and checksums.
+    assert!(
+        !String::from_utf8(env.read(STATE))
+            .unwrap()
+            .contains("confirmed")
+    );
+    mark_unconfirmed(&env, "3@2026-12-01");
+    let mut confirm = env.command(&[
+        "state",
+        "confirm",
+        "3@2026-12-01",
+        "--service-preview-id",
+        "4242",
+    ]);
+    confirm.env("USER", "tester");
+    Run::from(confirm.output().unwrap())
+        .code(0)
+        .stdout_has("Confirmed 3@2026-12-01 (by tester@");
+    let record = listed(&env)[2].clone();
+    assert_eq!(record["status"], "submitted");
+    assert_eq!(record["service_preview_id"], "4242");
+    assert_eq!(record["result_code"], serde_json::Value::Null);
+    assert_eq!(
+        record["result_message"],
+        "confirmed by hand (oapkg state confirm)"
+    );
+    assert!(
+        record["confirmed_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("tester@")
+    );
+    let at: jiff::Timestamp = record["confirmed_at"].as_str().unwrap().parse().unwrap();
+    assert!(jiff::Timestamp::now().duration_since(at).as_secs().abs() < 600);
+    env.run(&["state", "show", "3@2026-12-01"])
+        .code(0)
+        .stdout_has("confirmed_by        tester@")
+        .stdout_has("status              submitted");
+    // Never confirmed: null in JSON.
+    assert_eq!(listed(&env)[0]["confirmed_by"], serde_json::Value::Null);
+    // --by names someone else; a second confirm is refused.
+    mark_unconfirmed(&env, "2@2026-12-01");
+    env.run(&[
+        "state",
+        "confirm",
+        "2@2026-12-01",
+        "--by",
+        "ana (portal, ticket 12)",
+    ])
+    .code(0);
+    assert_eq!(listed(&env)[1]["confirmed_by"], "ana (portal, ticket 12)");
+    assert_eq!(
+        listed(&env)[1]["service_preview_id"],
+        "777",
+        "kept without the flag"
+    );
+    env.run(&["state", "confirm", "2@2026-12-01"])
+        .code(1)
+        .stderr_has("not unconfirmed");
+    // The file carries the field now, and still loads.
+    assert!(
+        String::from_utf8(env.read(STATE))
+            .unwrap()
+            .contains("\"confirmed\"")
+    );
+    env.run(&["plan"]).code(0).stdout_has("No changes.");
+}
