@@ -13,6 +13,8 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::files::{FileKind, OpenError};
+
 /// Environment variable holding the account's ApiKey.
 pub const API_KEY_VAR: &str = "ESMS_API_KEY";
 /// Environment variable holding the account's SecretKey.
@@ -85,8 +87,8 @@ pub enum CredentialsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("credentials file {} is not a regular file", path.display())]
-    NotAFile { path: PathBuf },
+    #[error("credentials file {} is {kind}; it must be a regular file (nothing was read)", path.display())]
+    NotAFile { path: PathBuf, kind: FileKind },
     #[error(
         "credentials file {} is readable by group or others (mode {mode:04o}); \
          it holds the account keys, so run `chmod 600 {}` and try again",
@@ -204,15 +206,15 @@ impl Credentials {
             path: path.to_owned(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(read_err)?;
         // The checks are made on the opened file, not on the path, so the
         // file that is checked is the file that is read.
-        let meta = file.metadata().map_err(read_err)?;
-        if !meta.is_file() {
-            return Err(CredentialsError::NotAFile {
+        let (file, meta) = crate::files::open_regular(path).map_err(|err| match err {
+            OpenError::NotRegular(kind) => CredentialsError::NotAFile {
                 path: path.to_owned(),
-            });
-        }
+                kind,
+            },
+            OpenError::Io(source) => read_err(source),
+        })?;
         check_private(path, &meta)?;
         if meta.len() > MAX_FILE_BYTES {
             return Err(CredentialsError::TooLarge {

@@ -238,8 +238,8 @@ pub fn load(paths: &[PathBuf], today: Date) -> Result<Manifests, ManifestError> 
 }
 
 fn read_text(path: &Path) -> Result<String, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let (file, meta) = crate::files::open_regular(path).map_err(|e| format!("cannot read: {e}"))?;
+    let len = meta.len();
     if len > MAX_FILE_BYTES {
         return Err(format!(
             "file is {len} bytes; manifests larger than {MAX_FILE_BYTES} bytes are refused (split it into several files)"
