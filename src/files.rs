@@ -186,7 +186,10 @@ mod tests {
         let started = Instant::now();
         let err = open_regular(&fifo).unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(1));
-        assert!(matches!(err, OpenError::NotRegular(FileKind::Fifo)), "{err:?}");
+        assert!(
+            matches!(err, OpenError::NotRegular(FileKind::Fifo)),
+            "{err:?}"
+        );
         assert_eq!(
             err.to_string(),
             "it is a FIFO (named pipe), and it must be a regular file"
@@ -204,7 +207,11 @@ mod tests {
             open_regular(Path::new("/dev/zero")),
             Err(OpenError::NotRegular(FileKind::CharDevice))
         ));
-        assert!(open_regular(&dir.path().join("missing")).unwrap_err().is_not_found());
+        assert!(
+            open_regular(&dir.path().join("missing"))
+                .unwrap_err()
+                .is_not_found()
+        );
         let file = dir.path().join("f");
         std::fs::write(&file, "text").unwrap();
         assert_eq!(read_regular(&file).unwrap(), b"text");
