@@ -9,6 +9,7 @@ mod gitops;
 mod hostile;
 mod plan;
 mod properties;
+mod secrets;
 mod state;
 mod support;
 mod validate;
