@@ -74,7 +74,7 @@ fn echo_run(filler: usize, all_calls: bool) {
         applied.stdout,
         applied.stderr
     );
-    if filler > 0 {
+    if filler >= 5 {
         // The excerpt of the page is shown: the test sees what a user sees.
         assert!(applied.stdout.contains("Bad g") || applied.stderr.contains("Bad g"));
     }
