@@ -5,6 +5,7 @@ mod apply;
 mod disk;
 mod expiring;
 mod faults;
+mod fifos;
 mod gitops;
 mod hostile;
 mod plan;
