@@ -93,6 +93,9 @@ fn main() {
     for &p in &args.parallelism {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(dir.path().join("state/oapkg.state.json"));
+        store
+            .init("bench", std::time::Duration::ZERO)
+            .expect("create the state");
         let sim = Simulator::spawn_blocking(account(&wanted).latency(args.latency)).unwrap();
         let (wall, _) = runtime.block_on(run_apply(&store, &sim.endpoint(), &wanted, p));
         assert_eq!(

@@ -182,6 +182,13 @@ pub fn binary_run(
     }
     std::fs::write(dir.path().join("oapkg.yaml"), yaml).unwrap();
     let sim = Simulator::spawn_blocking(account(specs).latency(latency)).unwrap();
+    let init = Command::new(binary)
+        .arg("init")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .status()
+        .expect("run oapkg init");
+    assert!(init.success(), "oapkg init failed");
     let started = Instant::now();
     let status = Command::new(binary)
         .args([

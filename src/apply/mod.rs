@@ -45,8 +45,10 @@
 //! 2. Nothing to send (no purchase or replace, and unconfirmed packages not
 //!    retried): returns at once, without lock, file or network.
 //! 3. **Lock and load**: takes the state's writer lock for the run (waiting
-//!    up to [`ApplyOptions::lock_timeout`]) and loads the state under it. If
-//!    the state is not the one the plan was made against
+//!    up to [`ApplyOptions::lock_timeout`]) and loads the state under it. A
+//!    missing state file is refused ([`StateError::Missing`]): only
+//!    `oapkg init` creates one, so a wrong path never buys everything
+//!    again. If the state is not the one the plan was made against
 //!    ([`Plan::state`]), the run is refused as a stale plan
 //!    ([`ApplyError::Stale`]): a second `apply` racing the first waits for
 //!    or fails on the lock, then finds the state moved. Folding a journal
@@ -504,6 +506,11 @@ pub async fn apply(
         let timeout = options.lock_timeout;
         blocking(move || {
             let (lock, loaded) = store.lock_and_load(&command, timeout)?;
+            if !loaded.id.exists() {
+                return Err(StateError::Missing {
+                    path: store.path().to_owned(),
+                });
+            }
             let journal = store.journal(&lock)?;
             Ok((lock, loaded, journal))
         })
@@ -578,9 +585,15 @@ pub async fn apply(
         match written {
             Ok(id) => report.state = Some(id),
             Err(source) => {
+                // Where the run's purchases are: beside the state, unless
+                // the state directory was moved away during the run.
+                let journal = match &source {
+                    StateError::Moved { journal, .. } => journal.clone(),
+                    _ => store.journal_path(),
+                };
                 return Err(ApplyError::Record {
                     report: Box::new(report),
-                    journal: store.journal_path(),
+                    journal,
                     source,
                 });
             }

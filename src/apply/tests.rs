@@ -106,6 +106,7 @@ struct Fixture {
 fn store() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::new(dir.path().join("state").join("oapkg.state.json"));
+    store.init("test", Duration::ZERO).unwrap();
     Fixture { _dir: dir, store }
 }
 
@@ -441,6 +442,26 @@ fn folding_a_crashed_runs_journal_does_not_make_a_plan_stale() {
 // ---- against the simulator ------------------------------------------------
 
 #[tokio::test]
+async fn a_missing_state_is_refused_and_nothing_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::new(dir.path().join("typo").join("oapkg.state.json"));
+    let all = specs(2);
+    let sim = Simulator::start(config_for(&all)).await.unwrap();
+    let plan = plan_for(&store, &all);
+    let error = run(&plan, &store, &sim, &fast(), &Log::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ApplyError::State(StateError::Missing { .. })),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("oapkg init"), "{error}");
+    assert!(sim.ledger().is_empty());
+    assert!(sim.requests().is_empty(), "not even the pre-flight");
+    assert!(!store.path().exists(), "nothing is created");
+}
+
+#[tokio::test]
 async fn buys_exactly_the_plan_and_records_every_answer() {
     let f = store();
     let all = specs(6);
@@ -771,7 +792,9 @@ async fn preflight_names_the_missing_oas_and_sends_no_purchase() {
     );
     assert!(message.contains("1002, 1003") && message.contains("--skip-preflight"));
     assert_eq!(sim.requests().len(), 1, "only the OA list");
-    assert!(!f.store.path().exists());
+    let untouched = f.store.load().unwrap();
+    assert_eq!(untouched.id.serial, 0, "the state is not written");
+    assert!(untouched.state.packages.is_empty());
     // Skipped, the purchases go out and the unknown OAs are refused (799).
     let options = ApplyOptions {
         skip_preflight: true,

@@ -28,7 +28,7 @@ use crate::apply::{
 use crate::esms::{Client, ClientOptions, Credentials, Endpoint, PurchaseOutcome};
 use crate::exit::ExitStatus;
 use crate::plan::render::{self, escape_controls};
-use crate::plan::saved::{Moved, SavedPlan};
+use crate::plan::saved::{Moved, SavedPlan, StalePlan};
 use crate::plan::{Action, Plan};
 
 /// Shortens the first retry delay (milliseconds; later ones double from
@@ -99,6 +99,14 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
         Some(path) => (saved_plan(context, path)?, true),
         None => (super::plan::make_plan(context)?, false),
     };
+    // Before the plan is shown or a question asked: against a missing state
+    // the plan would buy every package again.
+    if !plan.state.exists() {
+        return Err(crate::state::StateError::Missing {
+            path: context.store.path().to_owned(),
+        }
+        .into());
+    }
     let quiet = context.global.quiet;
     let text = render::text(
         &plan,
@@ -132,6 +140,10 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
             source,
         }) => {
             summarize(context, &report)?;
+            if matches!(source, crate::state::StateError::Moved { .. }) {
+                // Its message says where the purchases are and what to do.
+                return Err(source.into());
+            }
             return Err(anyhow::Error::new(source).context(format!(
                 "the purchase requests above were sent, but the state file {} could not be updated. \
                  Nothing is lost: the journal {} keeps every purchase (one whose answer could not be recorded shows as unconfirmed), \
@@ -225,8 +237,17 @@ fn saved_plan(context: &Context, path: &std::path::Path) -> anyhow::Result<Plan>
         }
     }
     let mut plan = saved.to_plan();
-    // Warnings are the manifests' of today, not of when the plan was saved.
-    plan.warnings = crate::plan::inputs::warnings(&manifests.warnings);
+    // The plan made now from the same inputs must be this one: a file
+    // edited by hand (checksum recomputed) or moved past by time buys
+    // nothing.
+    let current = crate::plan::inputs::make(&manifests, &loaded, today);
+    let differences = crate::plan::saved::rederive(&plan, &current);
+    if !differences.is_empty() {
+        return Err(anyhow::Error::new(StalePlan { moved: differences })
+            .context(format!("plan file {} cannot be applied", path.display())));
+    }
+    // Warnings are the ones of today, not of when the plan was saved.
+    plan.warnings = current.warnings;
     Ok(plan)
 }
 

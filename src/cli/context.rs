@@ -9,7 +9,7 @@ use jiff::civil::Date;
 
 use super::{GlobalArgs, no_color_requested};
 use crate::manifest::{self, Diagnostic, Manifests};
-use crate::state::StateStore;
+use crate::state::{Loaded, StateId, StateStore};
 
 /// The time zone whose calendar date is "today" (eSMS is in Vietnam).
 pub const SERVICE_TIME_ZONE: &str = "Asia/Ho_Chi_Minh";
@@ -54,6 +54,33 @@ impl Context {
                 Err(error.into())
             }
         }
+    }
+
+    /// Loads the state for a command that only reads it, saying on stderr
+    /// when there is no state file (it reads as empty).
+    pub fn load_state(&self) -> anyhow::Result<Loaded> {
+        let loaded = self.store.load()?;
+        self.note_missing_state(&loaded.id);
+        Ok(loaded)
+    }
+
+    /// For commands that read the state: a missing file reads as empty,
+    /// which is right before the first apply and wrong after a typo in
+    /// `--state`, so say it on stderr.
+    pub fn note_missing_state(&self, id: &StateId) {
+        if id.exists() || self.global.quiet {
+            return;
+        }
+        let label = if self.color_stderr() {
+            "\x1b[1;33mwarning\x1b[0m"
+        } else {
+            "warning"
+        };
+        eprintln!(
+            "{label}: no state file at {}: reading it as empty (nothing recorded). \
+             If packages were bought, pass the right --state; to start, create it with `oapkg init`",
+            self.store.path().display()
+        );
     }
 
     /// Manifest warnings on stderr, for commands whose output has no place

@@ -21,7 +21,7 @@ pub fn run(context: &Context, args: &ExpiringArgs) -> anyhow::Result<ExitStatus>
     let today = context.today()?;
     let manifests = context.manifests(today)?;
     context.print_warnings(&manifests.warnings);
-    let state = context.store.load()?.state;
+    let state = context.load_state()?.state;
     let found = expiring::find(&manifests.desired, &state.packages, today, args.within);
     match args.format {
         ListFormat::Json => print(&format!("{}\n", serde_json::to_string_pretty(&found)?))?,

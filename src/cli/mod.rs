@@ -15,6 +15,7 @@ mod apply;
 mod context;
 pub mod docs;
 mod expiring;
+mod init;
 mod plan;
 mod state;
 mod validate;
@@ -101,12 +102,16 @@ pub enum ListFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create an empty state file (apply refuses to run without one)
+    Init,
     /// Check the manifests only (no state, no network)
     Validate,
     /// Show which purchases the manifests need (no network, no credentials)
     Plan(plan::PlanArgs),
     /// Buy what the plan lists, exactly once (shows the plan and asks first)
     Apply(apply::ApplyArgs),
+    /// Print a plan saved by `plan --out` (what `apply PLANFILE` would do)
+    Show(plan::ShowArgs),
     /// Inspect or edit the state file
     #[command(subcommand)]
     State(state::StateCommand),
@@ -136,9 +141,11 @@ pub fn run(cli: Cli) -> ExitStatus {
     init_logging(&cli.global, default_level);
     let context = Context::new(cli.global);
     let result = match cli.command {
+        Command::Init => init::run(&context),
         Command::Validate => validate::run(&context),
         Command::Plan(args) => plan::run(&context, &args),
         Command::Apply(args) => apply::run(&context, &args),
+        Command::Show(args) => plan::show(&context, &args),
         Command::State(command) => state::run(&context, command),
         Command::Expiring(args) => expiring::run(&context, &args),
         Command::Watch(args) => watch::run(&context, &args),

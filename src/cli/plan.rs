@@ -24,19 +24,20 @@ pub struct PlanArgs {
     pub detailed_exitcode: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A plan saved by `oapkg plan --out`
+    #[arg(value_name = "PLANFILE")]
+    pub planfile: PathBuf,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+}
+
 pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
     let plan = make_plan(context)?;
-    let rendered = match args.format {
-        PlanFormat::Text => render::text(
-            &plan,
-            &render::TextOptions {
-                color: context.color_stdout(),
-            },
-        ),
-        PlanFormat::Json => render::json(&plan),
-        PlanFormat::Markdown => render::markdown(&plan, &render::MarkdownOptions::default()),
-    };
-    print(&rendered)?;
+    context.note_missing_state(&plan.state);
+    print(&rendered(context, &plan, args.format))?;
     if let Some(path) = &args.out {
         let mut saved = SavedPlan::from_plan(&plan);
         saved.manifest_files = context
@@ -60,6 +61,27 @@ pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
     } else {
         ExitStatus::Success
     })
+}
+
+/// `oapkg show PLANFILE`: a saved plan rendered as `plan` rendered it, so the
+/// apply job of a pipeline can print what was reviewed. Reads nothing else.
+pub fn show(context: &Context, args: &ShowArgs) -> anyhow::Result<ExitStatus> {
+    let plan = SavedPlan::read(&args.planfile)?.to_plan();
+    print(&rendered(context, &plan, args.format))?;
+    Ok(ExitStatus::Success)
+}
+
+fn rendered(context: &Context, plan: &Plan, format: PlanFormat) -> String {
+    match format {
+        PlanFormat::Text => render::text(
+            plan,
+            &render::TextOptions {
+                color: context.color_stdout(),
+            },
+        ),
+        PlanFormat::Json => render::json(plan),
+        PlanFormat::Markdown => render::markdown(plan, &render::MarkdownOptions::default()),
+    }
 }
 
 /// Loads manifests and state and diffs them: the plan `plan` shows and

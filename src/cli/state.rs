@@ -132,7 +132,7 @@ impl<'a> Listed<'a> {
 }
 
 fn list(context: &Context, format: ListFormat) -> anyhow::Result<ExitStatus> {
-    let state = context.store.load()?.state;
+    let state = context.load_state()?.state;
     match format {
         ListFormat::Json => {
             let listed: Vec<_> = state
@@ -200,7 +200,7 @@ fn table(header: &[String; 7], rows: &[[String; 7]]) -> String {
 
 fn show(context: &Context, key: &str, format: ListFormat) -> anyhow::Result<ExitStatus> {
     let key = Key::parse(key)?;
-    let state = context.store.load()?.state;
+    let state = context.load_state()?.state;
     let record = state.packages.get(&key).with_context(|| {
         format!(
             "{key} is not in the state file {}; see `oapkg state list`",

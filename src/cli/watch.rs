@@ -85,6 +85,17 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
     // every cycle.
     context.today()?;
     let reconciler = reconciler(context, args)?;
+    // A service that buys must never start against a missing state (a
+    // wrong path would buy every package again); one that only plans says
+    // so once.
+    let state = context.store.load()?.id;
+    if args.apply && !state.exists() {
+        return Err(crate::state::StateError::Missing {
+            path: context.store.path().to_owned(),
+        }
+        .into());
+    }
+    context.note_missing_state(&state);
     let options = WatchOptions {
         files: context.global.files.clone(),
         debounce: Duration::from_millis(args.debounce),

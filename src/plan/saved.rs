@@ -481,6 +481,92 @@ pub enum Moved {
     },
     /// The manifests' content changed.
     Manifests { planned: String, current: String },
+    /// Planning again from the same manifests and state, today, does not
+    /// give this change as saved: the file was edited (its checksum
+    /// recomputed), or time moved the package on (e.g. it has ended since
+    /// and is now `expired`). `None`: the key is not listed on that side.
+    Change {
+        key: Key,
+        planned: Option<Action>,
+        current: Option<Action>,
+    },
+    /// A package the plan buys has started since the plan was made: its
+    /// start was today or later then, and is before today now.
+    Started { key: Key, start: Date, today: Date },
+    /// The count of unchanged packages differs from planning again.
+    Unchanged { planned: usize, current: usize },
+}
+
+/// Whether two changes do the same: the same action on the same declared
+/// package (spec and name) and the same record. Where a package is declared
+/// is left out: reformatting a manifest moves lines, not purchases (the
+/// manifests' hash, which [`SavedPlan::check_fresh`] compares, ignores them too).
+fn same_change(a: Option<&Change>, b: Option<&Change>) -> bool {
+    fn declared(c: &Change) -> Option<(&Spec, &Option<String>)> {
+        c.desired.as_ref().map(|p| (&p.spec, &p.name))
+    }
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            a.key == b.key
+                && a.action == b.action
+                && declared(a) == declared(b)
+                && a.before == b.before
+        }
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// What differs between a saved plan (`saved`) and the plan made again now
+/// from the same manifests and state (`current`): apply carries out a
+/// saved plan only when planning again gives exactly the same changes, so a
+/// plan file edited by hand (even with its checksum recomputed) or one that
+/// time has moved past buys nothing. Empty when they agree.
+///
+/// Changes are compared whole (action, declared package, record seen). A
+/// package the plan buys that starts before today now, but did not when the
+/// plan was made, is a difference too: its reviewer never saw that warning.
+/// Pure: `current.today` is the date of the apply.
+pub fn rederive(saved: &Plan, current: &Plan) -> Vec<Moved> {
+    let mut moved = Vec::new();
+    let by_key = |plan: &'_ Plan| -> std::collections::BTreeMap<Key, Change> {
+        plan.listed_changes()
+            .into_iter()
+            .map(|c| (c.key.clone(), c.clone()))
+            .collect()
+    };
+    let (planned, now) = (by_key(saved), by_key(current));
+    let keys: std::collections::BTreeSet<&Key> = planned.keys().chain(now.keys()).collect();
+    for key in keys {
+        let (a, b) = (planned.get(key), now.get(key));
+        if !same_change(a, b) {
+            moved.push(Moved::Change {
+                key: key.clone(),
+                planned: a.map(|c| c.action),
+                current: b.map(|c| c.action),
+            });
+        }
+    }
+    for change in now.values() {
+        let buys = matches!(change.action, Action::Purchase | Action::Replace);
+        if let (true, Some(package)) = (buys, &change.desired) {
+            let start = package.spec.start;
+            if start < current.today && start >= saved.today {
+                moved.push(Moved::Started {
+                    key: change.key.clone(),
+                    start,
+                    today: current.today,
+                });
+            }
+        }
+    }
+    if saved.unchanged != current.unchanged {
+        moved.push(Moved::Unchanged {
+            planned: saved.unchanged,
+            current: current.unchanged,
+        });
+    }
+    moved
 }
 
 impl fmt::Display for StalePlan {
@@ -521,6 +607,31 @@ impl fmt::Display for Moved {
                 "the manifests changed since the plan was made (hash {} -> {})",
                 short(planned),
                 short(current)
+            ),
+            Moved::Change {
+                key,
+                planned,
+                current,
+            } => {
+                let action = |a: &Option<Action>| match a {
+                    Some(a) => format!("`{a}`"),
+                    None => "not listed".to_owned(),
+                };
+                write!(
+                    f,
+                    "planning again from the same manifests and state does not give {key} as saved \
+                     (saved {}, now {}): the plan file was edited, or its package has ended since",
+                    action(planned),
+                    action(current)
+                )
+            }
+            Moved::Started { key, start, today } => write!(
+                f,
+                "{key} starts on {start}, before today ({today}); it had not started when the plan was made"
+            ),
+            Moved::Unchanged { planned, current } => write!(
+                f,
+                "the plan counts {planned} unchanged package(s), planning again counts {current}: the plan file was edited"
             ),
         }
     }

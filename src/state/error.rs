@@ -100,6 +100,34 @@ pub enum StateError {
         problem: String,
     },
 
+    /// No state file at the path, for a command that buys: a wrong `--state`
+    /// or a lost file must never buy everything again.
+    #[error("no state file at {}: apply and watch --apply never buy against a missing state (a wrong --state path or a lost file would buy every package again); nothing was bought. Pass the right --state (or OAPKG_STATE), restore the file from {} or from Git, or, for a new setup, create an empty state with `oapkg init --state {}`", .path.display(), backup_of(.path).display(), .path.display())]
+    Missing { path: PathBuf },
+
+    /// The state directory was renamed or replaced while a writer held the
+    /// lock: the lock file or the journal at the path are other files than
+    /// the ones it opened. Nothing is written; the journal keeps the run's
+    /// purchases where it now is.
+    #[error("the state at {} was moved or replaced during this run: the lock file {} or the journal beside it is no longer the file this run opened, so the run's purchases were not folded into it. Every purchase of this run is in the journal now at {}; {}", .path.display(), .lock.display(), .journal.display(), moved_recovery(.path, .copied.as_deref()))]
+    Moved {
+        path: PathBuf,
+        lock: PathBuf,
+        /// Where the journal holding the run's purchases is now.
+        journal: PathBuf,
+        /// Where a copy of it was left beside the state, if one could be.
+        copied: Option<PathBuf>,
+    },
+
+    /// `oapkg init` found a state already there.
+    #[error("state file {} already exists (lineage {lineage}, serial {serial}, {packages} package(s)); `oapkg init` never replaces a state: nothing was changed", .path.display())]
+    AlreadyExists {
+        path: PathBuf,
+        lineage: String,
+        serial: u64,
+        packages: usize,
+    },
+
     /// Another process holds the writer lock.
     #[error("{}", locked_message(.path, .holder.as_ref()))]
     Locked {
@@ -199,6 +227,19 @@ impl StateError {
 /// `<path>.backup`, the previous version kept by every write.
 pub(crate) fn backup_of(path: &Path) -> PathBuf {
     super::store::sibling(path, ".backup")
+}
+
+fn moved_recovery(path: &Path, copied: Option<&Path>) -> String {
+    match copied {
+        Some(copy) => format!(
+            "a copy of it was left at {}, so the next oapkg command that writes the state there folds them in (check with `oapkg state list`) and nothing is bought twice",
+            copy.display()
+        ),
+        None => format!(
+            "put the state directory back, or move that journal beside the state file as {}, then run any oapkg command that writes the state (e.g. `oapkg state list` shows them, `oapkg apply` folds them in) before buying anything else",
+            super::store::sibling(path, ".journal").display()
+        ),
+    }
 }
 
 fn dangling_note(exists: bool) -> &'static str {

@@ -252,6 +252,11 @@ pub(crate) struct JournalSlot {
 }
 
 impl JournalSlot {
+    /// The journal file this run appends to, once it has been opened.
+    pub(crate) fn open_file(&self) -> Option<&File> {
+        self.file.as_ref()
+    }
+
     /// Forgets the open handle; the next append reopens (or recreates) the file.
     pub fn close(&mut self) {
         self.file = None;

@@ -125,6 +125,16 @@ pub(crate) struct LockInner {
 }
 
 impl LockInner {
+    /// Whether the lock file at the lock path is still the one this lock
+    /// holds: not renamed away with its directory, not replaced.
+    pub(crate) fn still_at_path(&self) -> bool {
+        still_at_path(&self.file, &self.lock_path)
+    }
+
+    pub(crate) fn lock_path(&self) -> &Path {
+        &self.lock_path
+    }
+
     pub(crate) fn journal_path(&self) -> PathBuf {
         sibling(&self.state_path, ".journal")
     }
@@ -269,7 +279,7 @@ fn read_holder(lock_path: &Path) -> Option<LockHolder> {
 }
 
 /// Whether `path` still names the file `file` has open.
-fn still_at_path(file: &File, path: &Path) -> bool {
+pub(crate) fn still_at_path(file: &File, path: &Path) -> bool {
     match (file.metadata(), fs::metadata(path)) {
         (Ok(open), Ok(named)) => file_identity(&open) == file_identity(&named),
         _ => false,

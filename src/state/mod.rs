@@ -100,3 +100,12 @@ pub struct StateId {
     pub serial: u64,
     pub checksum: Option<String>,
 }
+
+impl StateId {
+    /// Whether a state file stands behind this id. A missing file loads as
+    /// an empty state without a lineage (see [`StateStore::load`]); only
+    /// `oapkg init` or a write gives it one.
+    pub fn exists(&self) -> bool {
+        self.lineage.is_some()
+    }
+}

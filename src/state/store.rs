@@ -100,6 +100,38 @@ impl StateStore {
         })
     }
 
+    /// `oapkg init`: creates an empty state (a fresh lineage, serial 0) at the
+    /// path, under the lock, creating its directory. Refuses
+    /// ([`StateError::AlreadyExists`]) if a state is there, also one that a
+    /// journal left by an interrupted run folds into: a state is created
+    /// only on purpose and never replaced.
+    pub fn init(&self, command: &str, timeout: Duration) -> Result<StateId, StateError> {
+        create_parent_dir(&self.path)?;
+        let lock = self.lock(command, timeout)?;
+        let mut slot = lock.inner.slot()?;
+        if let (Some(disk), _) = self.read_file()? {
+            return Err(StateError::AlreadyExists {
+                path: self.path.clone(),
+                lineage: disk.lineage,
+                serial: disk.serial,
+                packages: disk.packages.len(),
+            });
+        }
+        let lineage = uuid::Uuid::new_v4().to_string();
+        let serial = 0;
+        let (bytes, checksum) = file::encode(&self.path, &lineage, serial, &Default::default())?;
+        replace_with_backup(&self.path, &bytes, false).map_err(|failure| failure.error)?;
+        slot.generation = Some(Generation {
+            lineage: Some(lineage.clone()),
+            serial,
+        });
+        Ok(StateId {
+            lineage: Some(lineage),
+            serial,
+            checksum: Some(checksum),
+        })
+    }
+
     /// Takes the exclusive writer lock, waiting up to `timeout` (zero: fail at
     /// once; `Duration::MAX`: wait as long as it takes) for another holder to
     /// finish; `command` labels the holder in the lock file and in the
@@ -136,10 +168,73 @@ impl StateStore {
     /// serial, writes atomically keeping `<path>.backup`, and then removes
     /// the journal. On success `state` is updated to what was written; on
     /// error it is unchanged.
+    ///
+    /// Refuses ([`StateError::Moved`]) when the lock file or the journal at
+    /// the path are no longer the ones this lock opened (the state directory
+    /// was renamed or replaced during the run): folding then would write a
+    /// state without the journal's purchases, and the next apply would buy
+    /// them again. The error names where that journal is now.
     pub fn write(&self, lock: &StateLock, state: &mut State) -> Result<StateId, StateError> {
         self.check_lock(lock)?;
         let mut slot = lock.inner.slot()?;
+        self.check_still_in_place(lock, &slot)?;
         self.write_in(&mut slot, state)
+    }
+
+    /// See [`write`](Self::write): the lock and the open journal must still
+    /// be the files at their paths.
+    fn check_still_in_place(&self, lock: &StateLock, slot: &JournalSlot) -> Result<(), StateError> {
+        let journal_path = self.journal_path();
+        let journal_moved = slot
+            .open_file()
+            .is_some_and(|open| !lock::still_at_path(open, &journal_path));
+        if !journal_moved && lock.inner.still_at_path() {
+            return Ok(());
+        }
+        let journal_now = slot.open_file().and_then(current_path);
+        let copied = slot
+            .open_file()
+            .and_then(|open| self.leave_journal_copy(open));
+        Err(StateError::Moved {
+            path: self.path.clone(),
+            lock: lock.inner.lock_path().to_owned(),
+            journal: journal_now.unwrap_or(journal_path),
+            copied,
+        })
+    }
+
+    /// After the state directory moved during a run: leaves a copy of the
+    /// run's journal at the journal path, so that the next command that
+    /// takes the lock there folds the run's purchases into the state people
+    /// use (or, if that state is another one, refuses the journal loudly)
+    /// instead of buying them again. Only where nothing is in the way: the
+    /// directory exists, no journal is there, and nobody holds its lock.
+    /// Returns the copy's path.
+    fn leave_journal_copy(&self, open: &File) -> Option<PathBuf> {
+        let journal_path = self.journal_path();
+        let dir = parent_dir(&self.path);
+        let absent = |p: &Path| matches!(fs::symlink_metadata(p), Err(e) if e.kind() == io::ErrorKind::NotFound);
+        if !dir.is_dir() || !absent(&journal_path) {
+            return None;
+        }
+        let _lock = lock::acquire(
+            &self.path,
+            "oapkg (leaving a moved journal)",
+            Duration::ZERO,
+        )
+        .ok()?;
+        let len = usize::try_from(open.metadata().ok()?.len()).ok()?;
+        let mut bytes = vec![0; len];
+        read_exact_at(open, &mut bytes)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".oapkg-journal.")
+            .tempfile_in(dir)
+            .ok()?;
+        tmp.write_all(&bytes).ok()?;
+        tmp.as_file().sync_all().ok()?;
+        tmp.persist_noclobber(&journal_path).ok()?;
+        sync_parent_dir(&self.path).ok()?;
+        Some(journal_path)
     }
 
     /// `oapkg state unlock`: removes the lock file if no live process holds
@@ -459,6 +554,30 @@ pub(crate) type FileIdentity = (u64, u64);
 pub(crate) fn file_identity(meta: &Metadata) -> FileIdentity {
     use std::os::unix::fs::MetadataExt;
     (meta.dev(), meta.ino())
+}
+
+/// Reads an open file from its start, whatever its offset.
+#[cfg(unix)]
+fn read_exact_at(file: &File, bytes: &mut [u8]) -> Option<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, bytes, 0).ok()
+}
+
+#[cfg(not(unix))]
+fn read_exact_at(_file: &File, _bytes: &mut [u8]) -> Option<()> {
+    None
+}
+
+/// Where an open file is now (it may have been renamed since it was
+/// opened), as the kernel knows it; `None` where that cannot be asked.
+#[cfg(target_os = "linux")]
+fn current_path(file: &File) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn current_path(_file: &File) -> Option<PathBuf> {
+    None
 }
 
 /// Which file a metadata describes: length and modification time elsewhere.

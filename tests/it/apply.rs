@@ -156,7 +156,7 @@ fn wait_idle(sim: &SimControl) {
 
 #[test]
 fn buys_exactly_the_plan_then_has_nothing_left_to_do() {
-    let env = Env::new();
+    let env = Env::with_state();
     let all = vec![
         Pkg::new("4097311281936189049", "2026-12-01", "premium", 12),
         Pkg::new("745830328927467685", "2027-01-01", "advanced", 6),
@@ -215,7 +215,7 @@ fn buys_exactly_the_plan_then_has_nothing_left_to_do() {
 
 #[test]
 fn guards_refuse_before_anything_is_sent_or_written() {
-    let env = Env::new();
+    let env = Env::with_state();
     let all = pkgs(1001, 4);
     let sim = start(account(&all));
     write_manifest(&env, &all[..1]);
@@ -270,7 +270,8 @@ fn guards_refuse_before_anything_is_sent_or_written() {
 
 #[test]
 fn preflight_names_the_oas_the_account_lacks_and_buys_nothing() {
-    let env = Env::new();
+    let env = Env::with_state();
+    let fresh_state = env.read(STATE);
     let all = pkgs(2001, 4);
     write_manifest(&env, &all);
     let sim = start(account(&all[..2]));
@@ -280,7 +281,7 @@ fn preflight_names_the_oas_the_account_lacks_and_buys_nothing() {
     let requests = sim.requests();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].call, Call::ListOas);
-    assert!(!env.path(STATE).exists());
+    assert_eq!(env.read(STATE), fresh_state, "the state is not written");
     // --skip-preflight sends them; eSMS refuses the unknown ones (799).
     let skipped = apply(&env, &sim, &["--skip-preflight"]);
     skipped
@@ -294,7 +295,7 @@ fn preflight_names_the_oas_the_account_lacks_and_buys_nothing() {
 
 #[test]
 fn code_101_stops_everything_at_once() {
-    let env = Env::new();
+    let env = Env::with_state();
     let all = pkgs(3001, 5);
     write_manifest(&env, &all);
     let sim = start(account(&all).keys(API_KEY, "another-secret"));
@@ -322,7 +323,7 @@ fn code_101_stops_everything_at_once() {
 
 #[test]
 fn code_103_stops_after_what_was_bought_and_records_it() {
-    let env = Env::new();
+    let env = Env::with_state();
     let all: Vec<Pkg> = (0..5)
         .map(|i| Pkg::new((4001 + i).to_string(), "2027-01-01", "advanced", 12))
         .collect();
@@ -356,7 +357,7 @@ fn code_103_stops_after_what_was_bought_and_records_it() {
 
 #[test]
 fn code_204_fails_one_package_while_the_others_are_bought() {
-    let env = Env::new();
+    let env = Env::with_state();
     let all = pkgs(5001, 4);
     write_manifest(&env, &all);
     let sim = start(account(&all).fault(FaultRule::for_oaid(
@@ -383,7 +384,8 @@ fn code_204_fails_one_package_while_the_others_are_bought() {
 
 #[test]
 fn without_a_terminal_or_auto_approve_it_refuses() {
-    let env = Env::new();
+    let env = Env::with_state();
+    let fresh_state = env.read(STATE);
     let all = pkgs(6001, 2);
     write_manifest(&env, &all);
     let sim = start(account(&all));
@@ -392,7 +394,7 @@ fn without_a_terminal_or_auto_approve_it_refuses() {
         .stdout_has("Plan: 2 to purchase")
         .stderr_has("refusing to purchase 2 package(s) without confirmation: standard input is not a terminal");
     assert!(sim.requests().is_empty());
-    assert!(!env.path(STATE).exists());
+    assert_eq!(env.read(STATE), fresh_state, "the state is not written");
 }
 
 #[test]
@@ -402,7 +404,7 @@ fn on_a_terminal_it_asks_and_only_yes_buys() {
         eprintln!("skipped: no `script` command");
         return;
     }
-    let env = Env::new();
+    let env = Env::with_state();
     let all = pkgs(6101, 2);
     write_manifest(&env, &all);
     let sim = start(account(&all));
@@ -441,7 +443,7 @@ fn on_a_terminal_it_asks_and_only_yes_buys() {
 
 #[test]
 fn a_saved_plan_is_applied_as_saved_without_a_question() {
-    let env = Env::new();
+    let env = Env::with_state();
     let all = pkgs(7001, 3);
     write_manifest(&env, &all);
     let sim = start(account(&all));
@@ -466,7 +468,7 @@ fn a_saved_plan_is_applied_as_saved_without_a_question() {
 fn a_saved_plan_remembers_its_manifest_paths() {
     // `plan -f DIR --out` then `apply PLANFILE` with no -f: the staleness
     // check re-reads DIR, not the default oapkg.yaml.
-    let env = Env::new();
+    let env = Env::with_state();
     let all = pkgs(7201, 2);
     let body: String = all.iter().map(|p| p.yaml()).collect();
     env.file("packages/a.yaml", manifest(&body));
@@ -558,7 +560,7 @@ fn with_many_faults_repeated_applies_converge_with_zero_double_charges() {
     // Every kind of fault, before and after the charge: 5xx, dropped
     // connections, hangs, 160, 429. The simulator deduplicates (199), as
     // eSMS does.
-    let env = Env::new();
+    let env = Env::with_state();
     let all = pkgs(8001, 12);
     write_manifest(&env, &all);
     let sim = start(
@@ -593,7 +595,7 @@ fn with_many_faults_repeated_applies_converge_with_zero_double_charges() {
 fn without_deduplication_faults_before_the_charge_never_cause_a_second_one() {
     // A simulator that charges every request it processes: any resend of a
     // committed purchase would show as a second charge.
-    let env = Env::new();
+    let env = Env::with_state();
     let all = pkgs(8101, 12);
     write_manifest(&env, &all);
     let before = Stage::BeforeCommit;
@@ -619,7 +621,7 @@ fn without_deduplication_faults_before_the_charge_never_cause_a_second_one() {
 
 #[test]
 fn an_unconfirmed_package_is_left_alone_until_resent_and_199_confirms_it() {
-    let env = Env::new();
+    let env = Env::with_state();
     let all = pkgs(8301, 2);
     write_manifest(&env, &all);
     // Every request for 8301 is charged, then never answered.
@@ -680,7 +682,7 @@ fn an_unconfirmed_package_is_left_alone_until_resent_and_199_confirms_it() {
 
 #[test]
 fn sigint_stops_sending_and_records_what_was_in_flight() {
-    let env = Env::new();
+    let env = Env::with_state();
     let all = pkgs(9001, 6);
     write_manifest(&env, &all);
     let sim = start(account(&all).latency(Duration::from_millis(400)));
@@ -721,7 +723,7 @@ fn sigint_stops_sending_and_records_what_was_in_flight() {
 
 #[test]
 fn concurrent_applies_never_buy_a_package_twice() {
-    let env = Env::new();
+    let env = Env::with_state();
     let all = pkgs(9101, 8);
     write_manifest(&env, &all);
     let sim = start(
@@ -771,7 +773,7 @@ fn sigkill_at_random_moments_never_double_charges_or_loses_a_purchase() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let per_round = 5;
     let all = pkgs(100_001, iterations * per_round);
-    let env = Env::new();
+    let env = Env::with_state();
     // Charges every request it processes (a resend would show), and takes
     // its time, so kills land while requests are in flight.
     let sim = start(
@@ -898,7 +900,7 @@ fn secrets_appear_nowhere_even_at_trace_level_or_on_an_auth_failure() {
     let api_key = "AK-8f2c61d9e0b34a7c";
     let secret_key = "SK-41e7a93bd5c2f086";
     let wrong_secret = "SK-wrong-7c1d2e3f4a5b";
-    let env = Env::new();
+    let env = Env::with_state();
     let all = pkgs(9901, 3);
     write_manifest(&env, &all);
     let sim = start(

@@ -201,7 +201,7 @@ fn disk_full_at_the_first_intent_sends_nothing_and_changes_nothing() {
 
 #[test]
 fn disk_full_at_a_later_intent_stops_there_and_sends_nothing_after() {
-    let env = Env::new();
+    let env = Env::with_state();
     let all = pkgs(1101, 5);
     // 1101 and 1102 record their lines in well under 2 KiB; 1103's intent
     // alone is bigger than what is left.
@@ -460,15 +460,17 @@ impl Drop for SmallDisk {
 fn no_space_left_mid_apply_then_freeing_space_loses_and_double_buys_nothing() {
     let env = Env::new();
     std::fs::create_dir_all(env.path("state")).unwrap();
-    // Two free pages: one for the lock label, one for the journal (the
-    // lines of two or three packages, with names a quarter page long);
-    // none for the state file at the fold.
-    let Some(disk) = SmallDisk::mount(&env.path("state"), 16, 2) else {
+    // Three free pages: one for the empty state `init` writes, one for the
+    // lock label (init's and apply's), one for the journal (the lines of
+    // two or three packages, with names a quarter page long); none for the
+    // new state file at the fold.
+    let Some(disk) = SmallDisk::mount(&env.path("state"), 16, 3) else {
         eprintln!(
             "skipped: cannot mount a small tmpfs in a mount namespace here (unshare -rm / -m)"
         );
         return;
     };
+    disk.run(&env.command(&["init"])).code(0);
     let all = pkgs(1401, 10);
     let name_len = usize::try_from(page_size() / 4).unwrap();
     write_named(&env, &all, |_| name_len);

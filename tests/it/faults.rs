@@ -423,7 +423,7 @@ impl Check<'_> {
             .latency(cell.latency())
             .hang_limit(Duration::from_secs(5));
         let config = cell.rules(pkgs).into_iter().fold(config, SimConfig::fault);
-        let env = Env::new();
+        let env = Env::with_state();
         let body: String = pkgs.iter().map(Pkg::yaml).collect();
         env.file("oapkg.yaml", manifest(&body));
         Check {

@@ -693,13 +693,16 @@ fn state_in_repository_flow_with_git_refuses_the_second_of_two_racing_plans() {
     let example = examples().join("state-in-repo");
     copy_dir(&example.join("packages"), &repo.dir().join("packages"));
     copy_dir(&example.join("state"), &repo.dir().join("state"));
-    assert!(
-        !repo.dir().join("state/oapkg.state.json").exists(),
-        "the example starts with no state"
+    let empty = repo.oapkg(&["state", "list", "--format", "json"]);
+    assert_eq!(
+        empty.code(0).json(),
+        serde_json::json!([]),
+        "the example starts with the empty state `oapkg init` writes"
     );
+    assert!(!empty.stderr.contains("no state file"), "{}", empty.stderr);
     repo.git(&["-c", "init.defaultBranch=main", "init", "-q"]);
     repo.git(&["add", "."]);
-    repo.git(&["commit", "-q", "-m", "Manifests, no state yet"]);
+    repo.git(&["commit", "-q", "-m", "Manifests and an empty state"]);
 
     // Pull request 1: the comment shows what merging it buys.
     repo.pull_request("pr-1", "pr1.yaml", PR1, "Shop one");

@@ -20,6 +20,15 @@ impl Env {
         }
     }
 
+    /// A temp dir holding an empty state made by `oapkg init` at the default
+    /// path: what a test that applies starts from (apply refuses a missing
+    /// state).
+    pub fn with_state() -> Env {
+        let env = Env::new();
+        env.run(&["init"]).code(0);
+        env
+    }
+
     pub fn today(mut self, today: &str) -> Env {
         self.today = today.to_owned();
         self

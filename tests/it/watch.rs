@@ -482,7 +482,7 @@ fn polling_picks_up_changes() {
 
 #[test]
 fn every_line_is_json_with_log_format_json() {
-    let env = Env::new();
+    let env = Env::with_state();
     env.file("oapkg.yaml", doc(&[pkg(1001, 12)]));
     let mut watch = Watch::start(&env, &[]);
     let planned = watch.planned();

@@ -95,7 +95,7 @@ fn keys(list: &[&str]) -> BTreeSet<String> {
 #[test]
 fn apply_watch_buys_what_each_kind_of_save_adds_and_nothing_for_a_deleted_file() {
     let sim = simulator(SimConfig::new());
-    let env = Env::new();
+    let env = Env::with_state();
     env.file("packages/a.yaml", doc(&[pkg(1001, 12)]));
     let mut watch = start_apply(&env, &sim, &["-f", "packages"]);
     assert_eq!(outcome(&mut watch)["outcome"], "done");
@@ -161,7 +161,7 @@ fn apply_watch_buys_what_each_kind_of_save_adds_and_nothing_for_a_deleted_file()
 #[test]
 fn a_broken_manifest_buys_nothing_and_fixing_it_resumes() {
     let sim = simulator(SimConfig::new());
-    let env = Env::new();
+    let env = Env::with_state();
     env.file("a.yaml", doc(&[pkg(1001, 12)]));
     let mut watch = start_apply(&env, &sim, &["-f", "a.yaml"]);
     assert_eq!(outcome(&mut watch)["outcome"], "done");
@@ -186,7 +186,7 @@ fn a_broken_manifest_buys_nothing_and_fixing_it_resumes() {
 #[test]
 fn a_burst_of_fifty_writes_is_one_cycle_and_one_apply() {
     let sim = simulator(SimConfig::new());
-    let env = Env::new();
+    let env = Env::with_state();
     env.file("a.yaml", doc(&[pkg(1001, 12)]));
     let mut watch = start_apply(&env, &sim, &["-f", "a.yaml", "--debounce", "1500"]);
     assert_eq!(outcome(&mut watch)["outcome"], "done");
@@ -222,7 +222,7 @@ fn a_burst_of_fifty_writes_is_one_cycle_and_one_apply() {
 #[test]
 fn over_max_purchases_buys_nothing_and_waits_for_the_manifests_to_change() {
     let sim = simulator(SimConfig::new());
-    let env = Env::new();
+    let env = Env::with_state();
     env.file(
         "a.yaml",
         doc(&[pkg(1001, 12), pkg(1002, 12), pkg(1003, 12)]),
@@ -255,7 +255,7 @@ fn over_max_purchases_buys_nothing_and_waits_for_the_manifests_to_change() {
 #[test]
 fn sigterm_during_an_apply_cycle_records_every_charge_and_exits_zero() {
     let sim = simulator(SimConfig::new().latency(Duration::from_millis(300)));
-    let env = Env::new();
+    let env = Env::with_state();
     let many: Vec<String> = (0..20).map(|i| pkg(4000 + i, 12)).collect();
     env.file("a.yaml", doc(&many));
     let mut watch = start_apply(
