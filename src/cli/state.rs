@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::context::print;
 use super::{Context, ListFormat};
 use crate::exit::ExitStatus;
+use crate::plan::render::escape_controls;
 use crate::spec::{Key, Oaid, Spec, Tier, parse_date};
 use crate::state::{Record, State, Status, UnlockOutcome};
 
@@ -80,7 +81,10 @@ pub fn run(context: &Context, command: StateCommand) -> anyhow::Result<ExitStatu
                 } => {
                     format!(
                         "Removed the lock file left by pid {} on {} (\"{}\", since {}), which is gone.",
-                        holder.pid, holder.host, holder.command, holder.since
+                        holder.pid,
+                        escape_controls(&holder.host),
+                        escape_controls(&holder.command),
+                        escape_controls(&holder.since.to_string())
                     )
                 }
                 UnlockOutcome::Removed {
@@ -172,6 +176,11 @@ fn list(context: &Context, format: ListFormat) -> anyhow::Result<ExitStatus> {
                 "SERVICE_PREVIEW_ID",
             ]
             .map(String::from);
+            // Names and ids come from files and from eSMS.
+            let rows: Vec<[String; 7]> = rows
+                .into_iter()
+                .map(|row| row.map(|cell| escape_controls(&cell).into_owned()))
+                .collect();
             print(&table(&header, &rows))?;
         }
     }
@@ -219,7 +228,7 @@ fn show(context: &Context, key: &str, format: ListFormat) -> anyhow::Result<Exit
                     serde_json::Value::Null => "-".into(),
                     other => other.to_string(),
                 };
-                out.push_str(&format!("{field:<19} {v}\n"));
+                out.push_str(&format!("{field:<19} {}\n", escape_controls(&v)));
             }
             out
         }

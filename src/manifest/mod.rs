@@ -150,9 +150,12 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.source, self.message)?;
+        // The message may quote the file's text: no control character of
+        // it reaches a terminal.
+        let escape = crate::plan::render::escape_controls;
+        write!(f, "{}: {}", self.source, escape(&self.message))?;
         if let Some((other, note)) = &self.related {
-            write!(f, "\n  {other}: {note}")?;
+            write!(f, "\n  {other}: {}", escape(note))?;
         }
         Ok(())
     }

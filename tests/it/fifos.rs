@@ -71,7 +71,7 @@ fn check(env: &Env, what: &str, args: &[&str], file: &str) {
 
 #[test]
 fn a_fifo_manifest_is_refused_by_plan_validate_and_apply() {
-    let env = Env::new();
+    let env = Env::with_state();
     mkfifo(&env.path("pipe.yaml"));
     for args in [
         &["plan", "-f", "pipe.yaml"][..],
@@ -84,7 +84,7 @@ fn a_fifo_manifest_is_refused_by_plan_validate_and_apply() {
 
 #[test]
 fn a_fifo_yaml_in_a_manifest_directory_is_refused() {
-    let env = Env::new();
+    let env = Env::with_state();
     env.file(
         "packages/a.yaml",
         manifest(&format!(
@@ -142,7 +142,7 @@ fn a_fifo_state_file_or_journal_is_refused() {
 
 #[test]
 fn a_fifo_credentials_file_or_plan_file_is_refused() {
-    let env = Env::new();
+    let env = Env::with_state();
     good_manifest(&env);
     let sim = start(SimConfig::new().oaid(OAID));
     mkfifo(&env.path("creds.env"));

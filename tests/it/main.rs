@@ -3,6 +3,7 @@
 
 mod apply;
 mod disk;
+mod escapes;
 mod expiring;
 mod faults;
 mod fifos;
