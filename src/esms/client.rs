@@ -23,10 +23,6 @@ use super::endpoint::{Call, Endpoint};
 use super::wire::{AccountRequest, PurchaseRequest};
 use crate::spec::Spec;
 
-/// Largest answer body read. eSMS answers are a few hundred bytes; a bigger
-/// body is not an eSMS answer, and reading it all would only cost memory.
-const MAX_ANSWER_BYTES: usize = 256 * 1024;
-
 /// Timeouts of the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientOptions {
@@ -167,14 +163,19 @@ impl Client {
             }
         };
         let status = response.status().as_u16();
-        let mut bytes = Vec::new();
+        let limit = call.answer_limit();
+        // One buffer, sized once when the server says how big the answer
+        // is (within the limit), so a large OA list is not copied as the
+        // buffer grows.
+        let announced = response.content_length().unwrap_or(0);
+        let mut bytes = Vec::with_capacity(usize::try_from(announced).unwrap_or(0).min(limit));
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
-                    if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                    if bytes.len() + chunk.len() > limit {
                         return Reply::Failed(TransportFailure::Unknown {
                             reason: format!(
-                                "HTTP {status} with an answer larger than {MAX_ANSWER_BYTES} bytes"
+                                "HTTP {status} with an answer larger than {limit} bytes"
                             ),
                         });
                     }

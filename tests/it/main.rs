@@ -10,6 +10,7 @@ mod fifos;
 mod gitops;
 mod hostile;
 mod init;
+mod large_account;
 mod moved;
 mod plan;
 mod properties;
