@@ -108,7 +108,7 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let (handle, stop) = cancel_pair();
         let handle = Arc::new(handle);
         listen_for_signals(handle.clone())?;
@@ -127,8 +127,15 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         );
         watch::run(&options, &mut runner, stop).await?;
         anyhow::Ok(ExitStatus::Success)
-    })
+    });
+    // A read abandoned by a stop may still be blocked in its thread:
+    // waiting for it would undo the prompt stop.
+    runtime.shutdown_timeout(SHUTDOWN_WAIT);
+    result
 }
+
+/// How long stopping waits for blocking work (file reads) still running.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
 /// The apply step for `--apply`: the apply engine of `oapkg apply`, with
 /// its guards, pre-flight, journal and lock, run on each plan that buys
