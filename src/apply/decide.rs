@@ -14,7 +14,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use super::{ApplyOptions, GuardRefusal, PackageResult, RetryPolicy};
 use crate::esms::{AccountOa, PurchaseOutcome};
 use crate::plan::saved::{StalePlan, state_moves};
-use crate::plan::{Action, Change, Plan};
+use crate::plan::{Action, Change, Need, Plan, max_purchases_need};
 use crate::spec::Spec;
 use crate::state::{JournalOutcome, Loaded, StateId, Status, file};
 
@@ -100,6 +100,7 @@ pub(crate) fn select<'p>(
     let mut left_alone = Vec::new();
     let mut counts = Counts::default();
     let mut replaces = Vec::new();
+    let mut overlaps = Vec::new();
     for change in changes {
         let malformed = |problem: &str| GuardRefusal::MalformedPlan {
             key: change.key.clone(),
@@ -129,7 +130,7 @@ pub(crate) fn select<'p>(
                 }
                 (record.spec.clone(), record.submitted_at)
             }
-            Action::Unchanged | Action::Orphan => continue,
+            Action::Unchanged | Action::Orphan | Action::Expired => continue,
         };
         if spec.key() != change.key {
             return Err(malformed(&format!(
@@ -137,19 +138,28 @@ pub(crate) fn select<'p>(
                 spec.key()
             )));
         }
+        // The flags the plan showed this change needs: one computation.
+        for need in change.needs() {
+            match need {
+                Need::AllowReplace if !options.allow_replace => {
+                    replaces.push(change.key.clone());
+                }
+                Need::AllowOverlap if !options.allow_overlap => {
+                    overlaps.push((change.key.clone(), change.overlaps.clone()));
+                }
+                Need::AllowReplace | Need::AllowOverlap | Need::MaxPurchases(_) => {}
+            }
+        }
         match change.action {
             Action::Purchase => counts.purchase += 1,
-            Action::Replace => {
-                counts.replace += 1;
-                replaces.push(change.key.clone());
-            }
+            Action::Replace => counts.replace += 1,
             Action::Unconfirmed if options.retry_unconfirmed => counts.retry_unconfirmed += 1,
             Action::Unconfirmed => {
                 counts.left_unconfirmed += 1;
                 left_alone.push(change);
                 continue;
             }
-            Action::Unchanged | Action::Orphan => continue,
+            Action::Unchanged | Action::Orphan | Action::Expired => continue,
         }
         jobs.push(Job {
             change,
@@ -158,10 +168,13 @@ pub(crate) fn select<'p>(
             first_sent,
         });
     }
-    if !replaces.is_empty() && !options.allow_replace {
+    if !replaces.is_empty() {
         return Err(GuardRefusal::ReplaceNotAllowed { keys: replaces });
     }
-    if counts.requests() > options.max_purchases {
+    if !overlaps.is_empty() {
+        return Err(GuardRefusal::OverlapNotAllowed { overlaps });
+    }
+    if max_purchases_need(counts.requests(), options.max_purchases).is_some() {
         return Err(GuardRefusal::TooManyPurchases {
             counts,
             max: options.max_purchases,

@@ -36,12 +36,16 @@
 //! # What one run does, in order
 //!
 //! 1. **Guards** ([`check_guards`]), before anything else: a `replace`
-//!    without [`ApplyOptions::allow_replace`], or more requests than
-//!    [`ApplyOptions::max_purchases`], refuses the run
+//!    without [`ApplyOptions::allow_replace`], a purchase over a recorded
+//!    package's months without [`ApplyOptions::allow_overlap`], or more
+//!    requests than [`ApplyOptions::max_purchases`], refuses the run
 //!    ([`ApplyError::Refused`]): nothing is locked, written or sent. The
 //!    requests counted are every `purchase`, every `replace` and, with
 //!    [`ApplyOptions::retry_unconfirmed`], every `unconfirmed` package
-//!    (each of those is a purchase request that may charge).
+//!    (each of those is a purchase request that may charge). The flags
+//!    checked are the plan's own `needs` ([`Change::needs`],
+//!    [`crate::plan::max_purchases_need`]): what a reviewed plan shows is
+//!    what apply checks.
 //! 2. Nothing to send (no purchase or replace, and unconfirmed packages not
 //!    retried): returns at once, without lock, file or network.
 //! 3. **Lock and load**: takes the state's writer lock for the run (waiting
@@ -134,6 +138,9 @@ pub struct ApplyOptions {
     pub max_purchases: usize,
     /// Whether `replace` changes may be bought (again, not refunded).
     pub allow_replace: bool,
+    /// Whether purchases over the months of a recorded package of the same
+    /// OA and tier under another key may be bought.
+    pub allow_overlap: bool,
     /// Whether `unconfirmed` packages are resent (a `199` confirms them).
     pub retry_unconfirmed: bool,
     /// Skip the `ZNS/GetListZOA/` check that the account holds every OA.
@@ -150,8 +157,9 @@ impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
             parallelism: 4,
-            max_purchases: 20,
+            max_purchases: crate::plan::DEFAULT_MAX_PURCHASES,
             allow_replace: false,
+            allow_overlap: false,
             retry_unconfirmed: false,
             skip_preflight: false,
             lock_timeout: Duration::ZERO,
@@ -391,6 +399,14 @@ pub enum GuardRefusal {
         .keys.len(), key_list(.keys)
     )]
     ReplaceNotAllowed { keys: Vec<Key> },
+    /// Purchases over the months of recorded packages of the same OA and
+    /// tier under other keys, and `--allow-overlap` was not given: each key
+    /// with the recorded keys it overlaps.
+    #[error(
+        "the plan buys {} package(s) over the months of packages already recorded for the same OA and tier: {}. Those months would be paid twice (a moved start date is a new key); nothing was bought. If the old record is wrong, fix it first (`oapkg state mv OLDKEY NEWKEY` when eSMS registered the package under another start, `oapkg state rm` when it was never bought); if both packages are wanted, run again with --allow-overlap",
+        .overlaps.len(), overlap_list(.overlaps)
+    )]
+    OverlapNotAllowed { overlaps: Vec<(Key, Vec<Key>)> },
     /// More purchase requests than `--max-purchases`.
     #[error(
         "the plan would send {} purchase request(s) ({}), more than --max-purchases {max}; nothing was bought. If the plan is right, raise --max-purchases",
@@ -456,6 +472,23 @@ fn requests_sent(report: &ApplyReport) -> String {
         })
         .count();
     format!("purchase requests for {sent} package(s)")
+}
+
+/// `KEY overlaps OLD, KEY2 overlaps OLD2 and OLD3 and 4 more`.
+fn overlap_list(overlaps: &[(Key, Vec<Key>)]) -> String {
+    const SHOWN: usize = 10;
+    let mut out: Vec<String> = overlaps
+        .iter()
+        .take(SHOWN)
+        .map(|(key, recorded)| {
+            let recorded: Vec<&str> = recorded.iter().map(Key::as_str).collect();
+            format!("{key} overlaps {}", recorded.join(" and "))
+        })
+        .collect();
+    if overlaps.len() > SHOWN {
+        out.push(format!("{} more", overlaps.len() - SHOWN));
+    }
+    out.join(", ")
 }
 
 /// `a, b, c and 4 more`.

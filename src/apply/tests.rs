@@ -164,6 +164,86 @@ fn statuses(store: &StateStore) -> BTreeMap<String, Status> {
 
 // ---- pure decisions -------------------------------------------------------
 
+/// Records `specs` in the state as submitted, as an earlier apply would.
+fn record_submitted(store: &StateStore, specs: &[Spec]) {
+    let lock = store.lock("test", Duration::ZERO).unwrap();
+    let mut state = store.load().unwrap().state;
+    for s in specs {
+        state.packages.insert(
+            s.key(),
+            crate::state::Record {
+                spec_hash: s.hash(),
+                spec: s.clone(),
+                name: None,
+                status: Status::Submitted,
+                service_preview_id: Some("1".into()),
+                result_code: Some("100".into()),
+                result_message: None,
+                submitted_at: None,
+            },
+        );
+    }
+    store.write(&lock, &mut state).unwrap();
+}
+
+#[test]
+fn an_overlap_with_a_recorded_package_needs_allow_overlap_as_the_plan_says() {
+    let f = store();
+    let bought = spec("1001", date(2026, 12, 1), Tier::Premium, 12);
+    let moved = spec("1001", date(2026, 12, 15), Tier::Premium, 12);
+    let upgrade = spec("1002", date(2027, 1, 1), Tier::Premium, 12);
+    let under = spec("1002", date(2026, 12, 1), Tier::Advanced, 12);
+    record_submitted(&f.store, &[bought.clone(), under]);
+    let plan = plan_for(&f.store, &[moved.clone(), upgrade]);
+    // The plan shows the flag; apply's guard refuses without it.
+    assert_eq!(plan.needs(), vec![crate::plan::Need::AllowOverlap]);
+    let refused = check_guards(&plan, &ApplyOptions::default()).unwrap_err();
+    assert_eq!(
+        refused,
+        GuardRefusal::OverlapNotAllowed {
+            overlaps: vec![(moved.key(), vec![bought.key()])]
+        }
+    );
+    let message = refused.to_string();
+    assert!(
+        message.contains("1001@2026-12-15 overlaps 1001@2026-12-01")
+            && message.contains("--allow-overlap")
+            && message.contains("nothing was bought")
+            && message.contains("oapkg state mv"),
+        "{message}"
+    );
+    // The other tier is an upgrade: bought without the flag once allowed.
+    let allowed = ApplyOptions {
+        allow_overlap: true,
+        ..ApplyOptions::default()
+    };
+    assert_eq!(check_guards(&plan, &allowed).unwrap().purchase, 2);
+}
+
+#[test]
+fn expired_changes_are_never_requests() {
+    let f = store();
+    let ended = spec("1001", date(2026, 10, 1), Tier::Premium, 1);
+    let plan = plan_for(&f.store, &[ended]);
+    assert_eq!(plan.changes[0].action, Action::Expired);
+    let counts = check_guards(&plan, &ApplyOptions::default()).unwrap();
+    assert_eq!(counts.requests(), 0);
+}
+
+#[test]
+fn the_plans_max_purchases_need_is_the_guards_limit() {
+    let f = store();
+    let plan = plan_for(&f.store, &specs(21));
+    assert_eq!(plan.needs(), vec![crate::plan::Need::MaxPurchases(21)]);
+    assert!(matches!(
+        check_guards(&plan, &ApplyOptions::default()),
+        Err(GuardRefusal::TooManyPurchases { max: 20, .. })
+    ));
+    let plan = plan_for(&f.store, &specs(20));
+    assert!(plan.needs().is_empty());
+    assert!(check_guards(&plan, &ApplyOptions::default()).is_ok());
+}
+
 #[test]
 fn guards_count_every_request_that_may_charge() {
     let f = store();

@@ -57,12 +57,17 @@ pub struct ApplyFlags {
     pub parallelism: u16,
     /// Refuse the run if it would send more purchase requests than this
     /// (purchases + replaces + resent unconfirmed packages)
-    #[arg(long, value_name = "N", default_value_t = 20)]
+    #[arg(long, value_name = "N", default_value_t = crate::plan::DEFAULT_MAX_PURCHASES)]
     pub max_purchases: usize,
     /// Allow buying a package again whose tier or duration changed (the
     /// earlier purchase is not refunded)
     #[arg(long)]
     pub allow_replace: bool,
+    /// Allow buying a package over the months of a recorded package of the
+    /// same OA and tier under another key (a moved start date, a second
+    /// package over the same months): those months are paid twice
+    #[arg(long)]
+    pub allow_overlap: bool,
     /// Resend packages recorded as unconfirmed (eSMS answers 199 to a request
     /// it already has, which confirms them)
     #[arg(long)]
@@ -205,6 +210,7 @@ pub(super) fn options(
         parallelism: usize::from(args.parallelism),
         max_purchases: args.max_purchases,
         allow_replace: args.allow_replace,
+        allow_overlap: args.allow_overlap,
         retry_unconfirmed: args.retry_unconfirmed,
         skip_preflight: args.skip_preflight,
         lock_timeout: context.global.lock_timeout(),

@@ -39,6 +39,7 @@ use crate::watch::{
     mut_arg("parallelism", |a| a.requires("apply")),
     mut_arg("max_purchases", |a| a.requires("apply")),
     mut_arg("allow_replace", |a| a.requires("apply")),
+    mut_arg("allow_overlap", |a| a.requires("apply")),
     mut_arg("retry_unconfirmed", |a| a.requires("apply")),
     mut_arg("skip_preflight", |a| a.requires("apply")),
     mut_arg("timeout", |a| a.requires("apply")),

@@ -107,6 +107,20 @@ pub struct Diagnostic {
     pub key: Option<Key>,
     /// A second place the message is about (the other duplicate, ...).
     pub related: Option<(Source, String)>,
+    /// Which warning it is, for the one a plan keeps only for some
+    /// packages.
+    pub kind: DiagnosticKind,
+}
+
+/// Kinds of diagnostics that readers treat apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DiagnosticKind {
+    #[default]
+    General,
+    /// "starts before today": said only about a package the plan would buy
+    /// ([`crate::plan::starts_before_today_applies`]), never about one
+    /// already recorded.
+    StartsBeforeToday,
 }
 
 impl Diagnostic {
@@ -116,6 +130,7 @@ impl Diagnostic {
             message,
             key: None,
             related: None,
+            kind: DiagnosticKind::General,
         }
     }
 
@@ -130,11 +145,17 @@ impl Diagnostic {
             message,
             key: None,
             related: None,
+            kind: DiagnosticKind::General,
         }
     }
 
     fn about(mut self, key: Key) -> Diagnostic {
         self.key = Some(key);
+        self
+    }
+
+    fn of_kind(mut self, kind: DiagnosticKind) -> Diagnostic {
+        self.kind = kind;
         self
     }
 
@@ -144,6 +165,7 @@ impl Diagnostic {
             message,
             key: None,
             related: Some((other.clone(), note)),
+            kind: DiagnosticKind::General,
         }
     }
 }

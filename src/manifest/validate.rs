@@ -14,7 +14,7 @@ use serde_saphyr::{Location, Spanned};
 use super::raw::{
     Field, KeyProblem, PackageEntry, PackageList, RawDefaults, RawDocument, RawPackage, Scalar,
 };
-use super::{Diagnostic, Package, Source};
+use super::{Diagnostic, DiagnosticKind, Package, Source};
 use crate::spec::{self, Key, MAX_DURATION_MONTHS, Oaid, OaidError, Spec, Tier};
 
 pub const API_VERSION: &str = "oapkg/v1";
@@ -397,9 +397,11 @@ impl Checker<'_> {
                 spec.start,
                 self.today
             );
-            self.out
-                .warnings
-                .push(Diagnostic::at(self.file, at, message).about(spec.key()));
+            self.out.warnings.push(
+                Diagnostic::at(self.file, at, message)
+                    .about(spec.key())
+                    .of_kind(DiagnosticKind::StartsBeforeToday),
+            );
         }
         Some(Package { spec, name, source })
     }

@@ -9,8 +9,12 @@ use std::path::PathBuf;
 
 use jiff::civil::Date;
 
-use super::{Plan, Warning, diff};
-use crate::manifest::{self, Diagnostic, ManifestError, Manifests};
+use std::collections::BTreeMap;
+
+use super::{Action, Plan, Warning, action_for, diff, starts_before_today_applies};
+use crate::manifest::{self, Diagnostic, DiagnosticKind, ManifestError, Manifests};
+use crate::spec::Key;
+use crate::state::Record;
 use crate::state::{Loaded, StateError, StateStore};
 
 /// The manifests and the state as read, each with its own error.
@@ -36,24 +40,86 @@ impl Inputs {
 }
 
 /// The plan for valid manifests against a loaded state: the diff, with the
-/// manifests' warnings carried into it.
+/// manifests' warnings carried into it — a "starts before today" warning
+/// only for a package the plan buys (never for a recorded or expired one).
+/// Pure: reads nothing.
 pub fn make(manifests: &Manifests, loaded: &Loaded, today: Date) -> Plan {
-    diff(
+    let mut plan = diff(
         &manifests.desired,
         &loaded.state.packages,
         loaded.id.clone(),
         today,
-        warnings(&manifests.warnings),
-    )
+        Vec::new(),
+    );
+    let kept = manifests.warnings.iter().filter(|d| match d.kind {
+        DiagnosticKind::General => true,
+        DiagnosticKind::StartsBeforeToday => d
+            .key
+            .as_ref()
+            .and_then(|key| plan.action_of(key))
+            .is_some_and(starts_before_today_applies),
+    });
+    let mut warnings: Vec<Warning> = kept.map(warning).collect();
+    warnings.append(&mut plan.warnings);
+    plan.warnings = warnings;
+    plan
 }
 
-/// Manifest warnings as plan warnings (the location goes into the message).
-pub fn warnings(diagnostics: &[Diagnostic]) -> Vec<Warning> {
-    diagnostics
+/// The manifests' warnings as `oapkg validate` reports them against the
+/// recorded packages: a "starts before today" warning only for a package a
+/// plan would buy; for one whose period is over, a warning that it is
+/// `expired` (never bought) instead; none for a recorded package. Pure.
+pub fn validate_warnings(
+    manifests: &Manifests,
+    recorded: &BTreeMap<Key, Record>,
+    today: Date,
+) -> Vec<Diagnostic> {
+    manifests
+        .warnings
         .iter()
-        .map(|w| Warning {
-            key: w.key.clone(),
-            message: w.to_string(),
+        .filter_map(|d| {
+            let key = match (d.kind, &d.key) {
+                (DiagnosticKind::StartsBeforeToday, Some(key)) => key,
+                _ => return Some(d.clone()),
+            };
+            let declared = manifests.desired.packages.get(key);
+            let action = action_for(declared, recorded.get(key), today);
+            if starts_before_today_applies(action) {
+                return Some(d.clone());
+            }
+            let spec = &declared?.spec;
+            (action == Action::Expired).then(|| {
+                let mut expired = d.clone();
+                expired.message = format!(
+                    "package {key} ended on {}, before today ({today}): it is never bought \
+                     (`expired`); remove it, or give it a period that is not over",
+                    spec.end()
+                );
+                expired
+            })
         })
         .collect()
+}
+
+/// Manifest warnings as plan warnings.
+pub fn warnings(diagnostics: &[Diagnostic]) -> Vec<Warning> {
+    diagnostics.iter().map(warning).collect()
+}
+
+/// A manifest warning as a plan warning: its place, and its message with the
+/// second place it names (if any) appended. A place of line 0 is a whole
+/// file (no line, no column).
+fn warning(diagnostic: &Diagnostic) -> Warning {
+    let source = &diagnostic.source;
+    let message = match &diagnostic.related {
+        Some((other, note)) => format!("{} ({other}: {note})", diagnostic.message),
+        None => diagnostic.message.clone(),
+    };
+    Warning {
+        key: diagnostic.key.clone(),
+        file: Some(source.file.clone()),
+        line: (source.line > 0).then_some(source.line),
+        column: (source.line > 0 && source.column > 0).then_some(source.column),
+        message,
+    }
 }

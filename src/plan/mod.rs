@@ -36,6 +36,10 @@ pub enum Action {
     Unchanged,
     /// Recorded, no longer declared: nothing; the record stays.
     Orphan,
+    /// Declared, and its period ended before today: nothing, ever. A
+    /// period that is over is never bought: a package not in the state, or
+    /// a recorded one whose new spec (a `replace`) has already ended.
+    Expired,
 }
 
 /// One key's action with both sides of the diff.
@@ -47,23 +51,144 @@ pub struct Change {
     pub desired: Option<Package>,
     /// The recorded package, absent for purchases.
     pub before: Option<Record>,
+    /// For a `purchase` or `replace`: the recorded packages of the same OA
+    /// and tier under other keys whose periods overlap this one (a moved
+    /// start date, a second package over the same months), sorted. Buying
+    /// them needs `--allow-overlap` ([`Change::needs`]).
+    pub overlaps: Vec<Key>,
 }
 
-/// A warning about one key (or the whole run when `key` is `None`).
+/// A warning about one key (or the whole run when `key` is `None`), with
+/// the place in a manifest it is about when there is one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Warning {
     pub key: Option<Key>,
+    /// The manifest file, line and column (1-based); `None` when the
+    /// warning is about no place in a file (or, for line and column, about
+    /// a whole file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+    /// What is wrong, without the place.
     pub message: String,
+}
+
+impl Warning {
+    /// A warning about `key` with no place in a file.
+    pub fn about(key: Option<Key>, message: String) -> Warning {
+        Warning {
+            key,
+            file: None,
+            line: None,
+            column: None,
+            message,
+        }
+    }
+
+    /// `file:line:column: message`, or as much of the place as is known.
+    pub fn located(&self) -> String {
+        match (&self.file, self.line, self.column) {
+            (Some(file), Some(line), Some(column)) => {
+                format!("{file}:{line}:{column}: {}", self.message)
+            }
+            (Some(file), Some(line), None) => format!("{file}:{line}: {}", self.message),
+            (Some(file), _, _) => format!("{file}: {}", self.message),
+            (None, _, _) => self.message.clone(),
+        }
+    }
+}
+
+/// The default of `apply --max-purchases`: more purchase requests than this
+/// in one run need the flag.
+pub const DEFAULT_MAX_PURCHASES: usize = 20;
+
+/// A flag apply needs before it carries out a change (or the whole plan):
+/// what the plan shows as `needs`, and what apply's guards check. One
+/// computation for both ([`Change::needs`], [`Plan::needs`],
+/// [`max_purchases_need`]), so the plan never promises what apply refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Need {
+    /// A `replace`: the package is bought again, not refunded.
+    AllowReplace,
+    /// A purchase or replace over the months of a recorded package of the
+    /// same OA and tier under another key.
+    AllowOverlap,
+    /// More purchase requests than the maximum: `--max-purchases N`, N the
+    /// number of requests.
+    MaxPurchases(usize),
+}
+
+impl Need {
+    /// The flag as typed: `--allow-replace`, `--max-purchases 25`.
+    pub fn flag(&self) -> String {
+        match self {
+            Need::AllowReplace => "--allow-replace".to_owned(),
+            Need::AllowOverlap => "--allow-overlap".to_owned(),
+            Need::MaxPurchases(n) => format!("--max-purchases {n}"),
+        }
+    }
+}
+
+impl fmt::Display for Need {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.flag())
+    }
+}
+
+impl Serialize for Need {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.flag())
+    }
+}
+
+impl<'de> Deserialize<'de> for Need {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.as_str() {
+            "--allow-replace" => Ok(Need::AllowReplace),
+            "--allow-overlap" => Ok(Need::AllowOverlap),
+            other => other
+                .strip_prefix("--max-purchases ")
+                .and_then(|n| n.parse().ok())
+                .map(Need::MaxPurchases)
+                .ok_or_else(|| serde::de::Error::custom(format!("unknown need {other:?}"))),
+        }
+    }
+}
+
+/// `--max-purchases N` when `requests` purchase requests are more than
+/// `max`. The plan asks it with [`DEFAULT_MAX_PURCHASES`] and the requests
+/// it lists; apply with the `--max-purchases` it was given and the requests
+/// it would send.
+pub fn max_purchases_need(requests: usize, max: usize) -> Option<Need> {
+    (requests > max).then_some(Need::MaxPurchases(requests))
+}
+
+/// A recorded package whose declared `name` differs, spec unchanged: a
+/// label change. It buys nothing; apply records the new name without any
+/// request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelChange {
+    pub key: Key,
+    /// The recorded name.
+    pub before: Option<String>,
+    /// The declared name.
+    pub after: Option<String>,
 }
 
 impl Action {
     /// Every action, in the order the summary line counts them.
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 6] = [
         Action::Purchase,
         Action::Replace,
         Action::Unconfirmed,
         Action::Unchanged,
         Action::Orphan,
+        Action::Expired,
     ];
 
     /// The SPEC's name for the action, as in JSON and saved plans.
@@ -74,6 +199,7 @@ impl Action {
             Action::Unconfirmed => "unconfirmed",
             Action::Unchanged => "unchanged",
             Action::Orphan => "orphan",
+            Action::Expired => "expired",
         }
     }
 
@@ -85,6 +211,7 @@ impl Action {
             Action::Unconfirmed => '?',
             Action::Unchanged => ' ',
             Action::Orphan => '!',
+            Action::Expired => 'x',
         }
     }
 
@@ -128,6 +255,20 @@ impl Change {
     pub fn source(&self) -> Option<&Source> {
         self.desired.as_ref().map(|p| &p.source)
     }
+
+    /// The flags apply needs to carry out this change, sorted: a `replace`
+    /// needs `--allow-replace`; a `purchase` or `replace` over a recorded
+    /// package's months ([`Change::overlaps`]) needs `--allow-overlap`.
+    pub fn needs(&self) -> Vec<Need> {
+        let mut needs = Vec::new();
+        if self.action == Action::Replace {
+            needs.push(Need::AllowReplace);
+        }
+        if matches!(self.action, Action::Purchase | Action::Replace) && !self.overlaps.is_empty() {
+            needs.push(Need::AllowOverlap);
+        }
+        needs
+    }
 }
 
 /// How many keys take each action: the numbers of the summary line and of
@@ -140,6 +281,7 @@ pub struct Summary {
     pub unconfirmed: usize,
     pub unchanged: usize,
     pub orphan: usize,
+    pub expired: usize,
 }
 
 impl Summary {
@@ -151,6 +293,7 @@ impl Summary {
             Action::Unconfirmed => self.unconfirmed,
             Action::Unchanged => self.unchanged,
             Action::Orphan => self.orphan,
+            Action::Expired => self.expired,
         }
     }
 
@@ -160,17 +303,29 @@ impl Summary {
         self.purchase + self.replace + self.unconfirmed > 0
     }
 
+    /// Purchase requests the plan lists: every `purchase` and `replace`
+    /// (unconfirmed packages are resent only on request).
+    pub fn requests(&self) -> usize {
+        self.purchase + self.replace
+    }
+
     /// `Plan: N to purchase, N to replace, N unconfirmed, N unchanged, N orphaned.`
-    /// or, when nothing is to be bought, `No changes. N unchanged, N orphaned.`
+    /// or, when nothing is to be bought, `No changes. N unchanged, N orphaned.`;
+    /// `, N expired` before the period when there are any.
     pub fn line(&self) -> String {
+        let expired = if self.expired > 0 {
+            format!(", {} expired", self.expired)
+        } else {
+            String::new()
+        };
         if self.buys_anything() {
             format!(
-                "Plan: {} to purchase, {} to replace, {} unconfirmed, {} unchanged, {} orphaned.",
+                "Plan: {} to purchase, {} to replace, {} unconfirmed, {} unchanged, {} orphaned{expired}.",
                 self.purchase, self.replace, self.unconfirmed, self.unchanged, self.orphan
             )
         } else {
             format!(
-                "No changes. {} unchanged, {} orphaned.",
+                "No changes. {} unchanged, {} orphaned{expired}.",
                 self.unchanged, self.orphan
             )
         }
@@ -192,6 +347,7 @@ impl Plan {
                 Action::Replace => summary.replace += 1,
                 Action::Unconfirmed => summary.unconfirmed += 1,
                 Action::Orphan => summary.orphan += 1,
+                Action::Expired => summary.expired += 1,
                 Action::Unchanged => {}
             }
         }
@@ -202,6 +358,40 @@ impl Plan {
     /// into exit status 2.
     pub fn buys_anything(&self) -> bool {
         self.summary().buys_anything()
+    }
+
+    /// The flags apply needs to carry out the whole plan, sorted, once
+    /// each: every change's [`Change::needs`], and `--max-purchases N` when
+    /// the plan lists more purchase requests than [`DEFAULT_MAX_PURCHASES`].
+    pub fn needs(&self) -> Vec<Need> {
+        let mut needs: Vec<Need> = self
+            .listed_changes()
+            .into_iter()
+            .flat_map(Change::needs)
+            .collect();
+        needs.extend(max_purchases_need(
+            self.summary().requests(),
+            DEFAULT_MAX_PURCHASES,
+        ));
+        needs.sort();
+        needs.dedup();
+        needs
+    }
+
+    /// The action the plan takes for `key`: `None` when it does not list
+    /// the key (unchanged, or not in the plan at all). `changes` are sorted
+    /// by key, as the diff makes them.
+    pub fn action_of(&self, key: &Key) -> Option<Action> {
+        self.changes
+            .binary_search_by(|c| c.key.cmp(key))
+            .ok()
+            .map(|i| self.changes[i].action)
+    }
+
+    /// The label changes of recorded packages (a `name` edited, the spec
+    /// unchanged), sorted by key: what apply records without a request.
+    pub fn label_changes(&self) -> &[LabelChange] {
+        &self.labels
     }
 
     /// The final line of every rendering; see [`Summary::line`].
@@ -235,8 +425,10 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// How many keys are `unchanged` (counted, not listed).
     pub unchanged: usize,
+    /// Names edited on unchanged recorded packages, sorted by key.
+    pub labels: Vec<LabelChange>,
     pub warnings: Vec<Warning>,
 }
 
 mod diff;
-pub use diff::{action_for, diff};
+pub use diff::{action_for, diff, starts_before_today_applies};

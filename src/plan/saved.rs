@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
-use super::{Action, Change, Plan, Warning};
+use super::{Action, Change, LabelChange, Plan, Warning};
 use crate::manifest::{Package, Source};
 use crate::spec::{Key, Spec, SpecHash, sha256_tagged};
 use crate::state::{Record, StateId};
@@ -75,6 +75,10 @@ pub struct SavedPlan {
     pub unchanged: usize,
     /// The listed changes, sorted by key (never `unchanged`).
     pub changes: Vec<SavedChange>,
+    /// Names edited on unchanged recorded packages, for apply to record;
+    /// left out of the file when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<LabelChange>,
     pub warnings: Vec<Warning>,
 }
 
@@ -89,6 +93,10 @@ pub struct SavedChange {
     /// The record as the plan saw it: for `replace` apply checks that its
     /// spec hash is still the recorded one. `None` for purchases.
     pub before: Option<Record>,
+    /// The recorded keys a purchase or replace overlaps ([`Change::overlaps`]);
+    /// left out of the file when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overlaps: Vec<Key>,
 }
 
 /// A declared package: the spec to buy, its label and where it is declared.
@@ -125,6 +133,7 @@ impl SavedChange {
                 source: p.source.clone(),
             }),
             before: change.before.clone(),
+            overlaps: change.overlaps.clone(),
         }
     }
 
@@ -138,6 +147,7 @@ impl SavedChange {
                 source: p.source.clone(),
             }),
             before: self.before.clone(),
+            overlaps: self.overlaps.clone(),
         }
     }
 
@@ -150,6 +160,7 @@ impl SavedChange {
             Action::Replace => declared && recorded,
             Action::Unconfirmed => recorded,
             Action::Orphan => !declared && recorded,
+            Action::Expired => declared,
             Action::Unchanged => return Some("is `unchanged`; a plan lists no such key".into()),
         };
         if !shape_ok {
@@ -187,6 +198,8 @@ struct PlanFile {
     manifest_files: Vec<String>,
     unchanged: usize,
     changes: Vec<SavedChange>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    labels: Vec<LabelChange>,
     warnings: Vec<Warning>,
     checksum: String,
 }
@@ -208,6 +221,7 @@ impl SavedPlan {
                 .into_iter()
                 .map(SavedChange::from_change)
                 .collect(),
+            labels: plan.labels.clone(),
             warnings: plan.warnings.clone(),
         }
     }
@@ -220,6 +234,7 @@ impl SavedPlan {
             manifest_hash: self.manifest_hash.clone(),
             changes: self.changes.iter().map(SavedChange::to_change).collect(),
             unchanged: self.unchanged,
+            labels: self.labels.clone(),
             warnings: self.warnings.clone(),
         }
     }
@@ -259,6 +274,7 @@ impl SavedPlan {
             manifest_files: self.manifest_files.clone(),
             unchanged: self.unchanged,
             changes: self.changes.clone(),
+            labels: self.labels.clone(),
             warnings: self.warnings.clone(),
             checksum: self.checksum(),
         };
@@ -301,6 +317,7 @@ impl SavedPlan {
             manifest_files: file.manifest_files,
             unchanged: file.unchanged,
             changes: file.changes,
+            labels: file.labels,
             warnings: file.warnings,
         };
         let computed = plan.checksum();
@@ -498,7 +515,8 @@ pub enum Moved {
 }
 
 /// Whether two changes do the same: the same action on the same declared
-/// package (spec and name) and the same record. Where a package is declared
+/// package (spec and name), the same record and the same recorded packages
+/// overlapped (what the `--allow-overlap` guard reads). Where a package is declared
 /// is left out: reformatting a manifest moves lines, not purchases (the
 /// manifests' hash, which [`SavedPlan::check_fresh`] compares, ignores them too).
 fn same_change(a: Option<&Change>, b: Option<&Change>) -> bool {
@@ -511,6 +529,7 @@ fn same_change(a: Option<&Change>, b: Option<&Change>) -> bool {
                 && a.action == b.action
                 && declared(a) == declared(b)
                 && a.before == b.before
+                && a.overlaps == b.overlaps
         }
         (None, None) => true,
         _ => false,
@@ -709,6 +728,43 @@ mod tests {
         assert!(value["checksum"].as_str().unwrap().starts_with("sha256:"));
         assert_eq!(value["state"]["serial"], 7);
         assert_eq!(value["manifest_hash"], fixtures::MANIFEST_HASH);
+    }
+
+    #[test]
+    fn the_new_action_and_guards_round_trip() {
+        let plan = fixtures::guarded();
+        let saved = SavedPlan::from_plan(&plan);
+        let read = SavedPlan::decode(&saved.encode(), Path::new("p.plan")).unwrap();
+        assert_eq!(read, saved);
+        let again = read.to_plan();
+        assert_eq!(
+            again.changes,
+            plan.listed_changes()
+                .into_iter()
+                .cloned()
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(again.labels, plan.labels);
+        assert_eq!(again.needs(), plan.needs());
+        assert!(rederive(&again, &plan).is_empty());
+        // A file whose overlaps were dropped (checksum recomputed) would
+        // slip past the --allow-overlap guard: planning again refuses it.
+        let mut edited = again.clone();
+        for change in &mut edited.changes {
+            change.overlaps.clear();
+        }
+        assert!(
+            edited
+                .needs()
+                .iter()
+                .all(|n| *n != crate::plan::Need::AllowOverlap)
+        );
+        let moved = rederive(&edited, &plan);
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        // A plan without overlaps or labels writes neither key, so files of
+        // plans without them keep their bytes.
+        let plain = SavedPlan::from_plan(&fixtures::mixed()).encode();
+        assert!(!plain.contains("\"overlaps\"") && !plain.contains("\"labels\""));
     }
 
     #[test]

@@ -247,6 +247,7 @@ impl Runner {
             unconfirmed = summary.unconfirmed,
             unchanged = summary.unchanged,
             orphan = summary.orphan,
+            expired = summary.expired,
             "planned ({}): {}",
             describe_trigger(start),
             summary.line()

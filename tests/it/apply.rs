@@ -269,6 +269,93 @@ fn guards_refuse_before_anything_is_sent_or_written() {
 }
 
 #[test]
+fn a_moved_start_date_is_refused_without_allow_overlap_and_bought_once_with_it() {
+    let env = Env::with_state();
+    let bought = Pkg::new("4097311281936189049", "2026-12-01", "premium", 12);
+    let sim = start(account(std::slice::from_ref(&bought)));
+    write_manifest(&env, std::slice::from_ref(&bought));
+    apply(&env, &sim, &[]).code(0);
+    assert_eq!(sim.ledger().len(), 1);
+
+    // A "typo fix" of the start date: a new key over the same months.
+    let moved = Pkg::new("4097311281936189049", "2026-12-15", "premium", 12);
+    write_manifest(&env, std::slice::from_ref(&moved));
+    let plan = env.run(&["plan", "--format", "json"]).code(0).json();
+    let purchase = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["key"] == moved.key())
+        .unwrap();
+    assert_eq!(purchase["action"], "purchase");
+    assert_eq!(purchase["needs"], serde_json::json!(["--allow-overlap"]));
+
+    let bytes = env.read(STATE);
+    let requests = sim.requests().len();
+    apply(&env, &sim, &[])
+        .code(1)
+        .stdout_has("[needs --allow-overlap]")
+        .stderr_has("4097311281936189049@2026-12-15 overlaps 4097311281936189049@2026-12-01")
+        .stderr_has("--allow-overlap")
+        .stderr_has("nothing was bought");
+    assert_eq!(sim.ledger().len(), 1, "nothing charged");
+    assert_eq!(
+        sim.requests().len(),
+        requests,
+        "nothing sent, not even the pre-flight"
+    );
+    assert_eq!(env.read(STATE), bytes, "nothing written");
+    // A saved plan is refused the same way.
+    env.run(&["plan", "--out", "moved.plan"]).code(0);
+    run(&env, &sim, &["apply", "moved.plan"])
+        .code(1)
+        .stderr_has("--allow-overlap");
+    assert_eq!(sim.ledger().len(), 1);
+    assert_eq!(sim.requests().len(), requests);
+
+    // With the flag it is bought, exactly once; the next apply has nothing to do.
+    apply(&env, &sim, &["--allow-overlap"]).code(0);
+    let by_key = charges_by_key(&sim.ledger());
+    assert_eq!(by_key.len(), 2);
+    assert_eq!(by_key[&bought.key()].len(), 1);
+    assert_eq!(by_key[&moved.key()].len(), 1);
+    assert_eq!(recorded(&env)[&moved.key()]["status"], "submitted");
+    apply(&env, &sim, &["--allow-overlap"])
+        .code(0)
+        .stdout_has("No changes.");
+    assert_eq!(sim.ledger().len(), 2);
+}
+
+#[test]
+fn an_overlap_with_an_imported_package_sends_nothing_until_allowed() {
+    let env = Env::with_state();
+    env.import("4097311281936189049", "premium", "2026-12-01", "12", &[])
+        .code(0);
+    let moved = Pkg::new("4097311281936189049", "2026-12-15", "premium", 12);
+    let sim = start(account(std::slice::from_ref(&moved)));
+    write_manifest(&env, std::slice::from_ref(&moved));
+    apply(&env, &sim, &[]).code(1).stderr_has("--allow-overlap");
+    assert!(sim.ledger().is_empty());
+    assert!(sim.requests().is_empty());
+    apply(&env, &sim, &["--allow-overlap"]).code(0);
+    let ledger = sim.ledger();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].dateactive, "2026-12-15");
+}
+
+#[test]
+fn an_expired_package_is_never_bought() {
+    let env = Env::with_state().today("2027-01-15");
+    let ended = Pkg::new("1001", "2026-12-01", "trial", 1);
+    let sim = start(account(std::slice::from_ref(&ended)));
+    write_manifest(&env, std::slice::from_ref(&ended));
+    apply(&env, &sim, &[])
+        .code(0)
+        .stdout_has("No changes. 0 unchanged, 0 orphaned, 1 expired.");
+    assert!(sim.requests().is_empty());
+}
+
+#[test]
 fn preflight_names_the_oas_the_account_lacks_and_buys_nothing() {
     let env = Env::with_state();
     let fresh_state = env.read(STATE);

@@ -24,7 +24,7 @@ fn fresh_state_json_shape_field_by_field() {
     ]);
     run.code(2);
     let plan = run.json();
-    assert_eq!(plan["format_version"], 1);
+    assert_eq!(plan["format_version"], 2);
     assert_eq!(plan["oapkg_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(plan["today"], "2026-11-26");
     assert_eq!(plan["state"]["lineage"], serde_json::Value::Null);
@@ -42,6 +42,9 @@ fn fresh_state_json_shape_field_by_field() {
     assert_eq!(c["duration_months"], 12);
     assert_eq!(c["end"], "2027-11-30");
     assert_eq!(c["before"], serde_json::Value::Null);
+    assert_eq!(c["origin"], "manifest");
+    assert_eq!(c["needs"], serde_json::json!([]));
+    assert_eq!(c["cost"], serde_json::Value::Null);
     assert_eq!(c["source"]["file"], "packages/svoucher.yaml");
     assert_eq!(c["source"]["line"], 4);
     let c = &changes[1];
@@ -50,9 +53,11 @@ fn fresh_state_json_shape_field_by_field() {
     assert_eq!(c["name"], serde_json::Value::Null);
     assert_eq!(c["end"], "2027-06-30");
     assert_eq!(plan["warnings"], serde_json::json!([]));
+    assert_eq!(plan["needs"], serde_json::json!([]));
     assert_eq!(
         plan["summary"],
-        serde_json::json!({"purchase": 2, "replace": 0, "unconfirmed": 0, "unchanged": 0, "orphan": 0})
+        serde_json::json!({"purchase": 2, "replace": 0, "unconfirmed": 0, "unchanged": 0,
+                           "orphan": 0, "expired": 0, "cost": null})
     );
     // Plan needs no state file and writes none.
     assert!(!env.path("state").exists());
@@ -330,4 +335,230 @@ fn invalid_manifest_plan_exits_1_without_output() {
     let run = env.run(&["plan", "--detailed-exitcode"]);
     run.code(1).stderr_has("oapkg.yaml:4:12: bad OAID");
     assert!(run.stdout.is_empty());
+}
+
+/// The manifest of a moved start date: the package recorded as bought on
+/// 2026-12-01, declared now from 2026-12-15.
+const MOVED: &str = "  - {oaid: \"4097311281936189049\", name: SVoucher main, tier: premium, start: 2026-12-15, duration: 12}\n";
+
+#[test]
+fn a_moved_start_date_needs_allow_overlap_in_every_format() {
+    let env = Env::new();
+    env.file("oapkg.yaml", manifest(MOVED));
+    import(&env, "4097311281936189049", "premium", "2026-12-01", "12");
+
+    let plan = env.run(&["plan", "--format", "json"]).code(0).json();
+    let changes = plan["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 2);
+    let (orphan, moved) = (&changes[0], &changes[1]);
+    assert_eq!(orphan["key"], "4097311281936189049@2026-12-01");
+    assert_eq!(orphan["action"], "orphan");
+    assert_eq!(orphan["needs"], serde_json::json!([]));
+    assert_eq!(moved["key"], "4097311281936189049@2026-12-15");
+    assert_eq!(moved["action"], "purchase");
+    assert_eq!(moved["origin"], "manifest");
+    assert_eq!(moved["needs"], serde_json::json!(["--allow-overlap"]));
+    assert_eq!(
+        moved["overlaps"],
+        serde_json::json!(["4097311281936189049@2026-12-01"])
+    );
+    assert_eq!(moved["cost"], serde_json::Value::Null);
+    assert_eq!(plan["needs"], serde_json::json!(["--allow-overlap"]));
+
+    env.run(&["plan"])
+        .code(0)
+        .stdout_has("# 4097311281936189049@2026-12-15 will be purchased [needs --allow-overlap]")
+        .stdout_has(
+            "Guards: apply will refuse this plan unless run with --allow-overlap:\n  \
+             --allow-overlap: 1 package over the months of a recorded package of the same OA and tier: 4097311281936189049@2026-12-15\n",
+        );
+    env.run(&["plan", "--format", "markdown"])
+        .code(0)
+        .stdout_has(
+            "> [!CAUTION]\n> **Apply will refuse this plan unless run with `--allow-overlap`.**\n",
+        );
+}
+
+/// A line with the time a record was imported (`recorded 2026-…Z`) pinned.
+fn unstamped(line: &str) -> String {
+    match line.find("recorded 20") {
+        Some(at) => {
+            let rest = &line[at + "recorded ".len()..];
+            let end = rest
+                .find(|c: char| c == ',' || c.is_whitespace())
+                .unwrap_or(rest.len());
+            format!("{}recorded [time]{}", &line[..at], &rest[end..])
+        }
+        None => line.to_owned(),
+    }
+}
+
+#[test]
+fn guards_in_text_and_markdown() {
+    let env = Env::new();
+    env.file(
+        "oapkg.yaml",
+        manifest(
+            "  - {oaid: \"4097311281936189049\", name: SVoucher main, tier: premium, start: 2026-12-15, duration: 12}\n\
+             \x20 - {oaid: \"2\", name: longer, tier: premium, start: 2026-12-01, duration: 12}\n\
+             \x20 - {oaid: \"3\", name: upgrade, tier: premium, start: 2027-01-01, duration: 3}\n",
+        ),
+    );
+    import(&env, "4097311281936189049", "premium", "2026-12-01", "12");
+    import(&env, "2", "premium", "2026-12-01", "6");
+    import(&env, "3", "advanced", "2026-12-01", "12");
+    let lineage = env.run(&["plan", "--format", "json"]).json()["state"]["lineage"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let filter = |out: &str| {
+        out.replace(&lineage, "[lineage]")
+            .lines()
+            .map(unstamped)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let text = env.run(&["plan"]).code(0).stdout.clone();
+    assert!(text.contains("Warning: 3@2027-01-01: oapkg.yaml:6:5: the premium package from 2027-01-01 overlaps the recorded advanced package 3@2026-12-01"), "{text}");
+    insta::assert_snapshot!("guards_plan_text", filter(&text));
+    let markdown = env
+        .run(&["plan", "--format", "markdown"])
+        .code(0)
+        .stdout
+        .clone();
+    insta::assert_snapshot!("guards_plan_markdown", filter(&markdown));
+}
+
+#[test]
+fn expired_packages_in_text_json_and_markdown() {
+    let env = Env::new().today("2027-01-15");
+    env.file(
+        "oapkg.yaml",
+        manifest(
+            "  - {oaid: \"1\", name: December promo, tier: trial, start: 2026-12-01, duration: 1}\n\
+             \x20 - {oaid: \"2\", name: Year end, tier: trial, start: 2026-12-15, duration: 1}\n",
+        ),
+    );
+    // 2026-12-01 + 1 month ends 2026-12-31: over. 2026-12-15 ends 2027-01-14:
+    // over too, by one day. Nothing is to be bought.
+    let text = env.run(&["plan", "--detailed-exitcode"]);
+    text.code(0)
+        .stdout_has("  x expired (ended before today; never bought)")
+        .stdout_has("# 1@2026-12-01 ended on 2026-12-31, before today: it is never bought")
+        .stdout_has("No changes. 0 unchanged, 0 orphaned, 2 expired.");
+    assert!(
+        !text.stdout.contains("starts on"),
+        "no start-date warning for an expired package"
+    );
+    insta::assert_snapshot!("expired_plan_text", text.stdout);
+
+    let plan = env.run(&["plan", "--format", "json"]).code(0).json();
+    let changes = plan["changes"].as_array().unwrap();
+    assert_eq!(changes[0]["action"], "expired");
+    assert_eq!(changes[0]["end"], "2026-12-31");
+    assert_eq!(changes[0]["before"], serde_json::Value::Null);
+    assert_eq!(changes[0]["needs"], serde_json::json!([]));
+    assert_eq!(changes[1]["action"], "expired");
+    assert_eq!(changes[1]["end"], "2027-01-14");
+    assert_eq!(plan["summary"]["expired"], 2);
+    assert_eq!(plan["summary"]["purchase"], 0);
+    assert_eq!(plan["warnings"], serde_json::json!([]));
+
+    let markdown = env
+        .run(&["plan", "--format", "markdown"])
+        .code(0)
+        .stdout
+        .clone();
+    assert!(markdown.starts_with("**No changes. 0 unchanged, 0 orphaned, 2 expired.**\n"));
+    insta::assert_snapshot!("expired_plan_markdown", markdown);
+
+    // A day earlier, the second one ends today: it is still bought, with a
+    // start-date warning.
+    let env = Env::new().today("2027-01-14");
+    env.file(
+        "oapkg.yaml",
+        manifest(
+            "  - {oaid: \"2\", name: Year end, tier: trial, start: 2026-12-15, duration: 1}\n",
+        ),
+    );
+    let plan = env.run(&["plan", "--format", "json"]).code(0).json();
+    assert_eq!(plan["changes"][0]["action"], "purchase");
+    assert_eq!(plan["summary"]["expired"], 0);
+    let warning = &plan["warnings"][0];
+    assert_eq!(warning["key"], "2@2026-12-15");
+    assert_eq!(warning["file"], "oapkg.yaml");
+    assert_eq!(warning["line"], 4);
+    assert!(warning["column"].is_u64());
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("before today (2027-01-14)")
+    );
+}
+
+#[test]
+fn start_date_warnings_are_not_repeated_for_recorded_packages() {
+    let env = Env::new().today("2027-01-15");
+    env.file(
+        "oapkg.yaml",
+        manifest(
+            "  - {oaid: \"1\", tier: premium, start: 2027-01-01, duration: 12}\n\
+             \x20 - {oaid: \"2\", tier: premium, start: 2027-01-10, duration: 12}\n\
+             \x20 - {oaid: \"3\", tier: trial, start: 2026-11-01, duration: 1}\n",
+        ),
+    );
+    import(&env, "1", "premium", "2027-01-01", "12");
+    let plan = env.run(&["plan", "--format", "json"]).code(0).json();
+    let warned: Vec<&str> = plan["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(warned, ["2@2027-01-10"], "only the package the plan buys");
+    let text = env.run(&["plan"]).code(0).stdout.clone();
+    assert!(!text.contains("1@2027-01-01 starts on"), "{text}");
+    assert!(
+        text.contains("2@2027-01-10 starts on 2027-01-10, before today"),
+        "{text}"
+    );
+
+    let validate = env.run(&["validate"]);
+    validate
+        .code(0)
+        .stderr_has("package 2@2027-01-10 starts on 2027-01-10, before today (2027-01-15)")
+        .stderr_has("package 3@2026-11-01 ended on 2026-11-30, before today (2027-01-15): it is never bought (`expired`)");
+    assert!(
+        !validate.stderr.contains("1@2027-01-01"),
+        "{}",
+        validate.stderr
+    );
+}
+
+#[test]
+fn a_name_change_of_a_recorded_package_is_a_label_change() {
+    let env = Env::new();
+    env.file(
+        "oapkg.yaml",
+        manifest(
+            "  - {oaid: \"1\", name: New name, tier: premium, start: 2026-12-01, duration: 12}\n",
+        ),
+    );
+    env.import("1", "premium", "2026-12-01", "12", &["--name", "Old name"])
+        .code(0);
+    env.run(&["plan", "--detailed-exitcode"])
+        .code(0)
+        .stdout_has("  label 1@2026-12-01: \"Old name\" -> \"New name\"\n")
+        .stdout_has("No changes. 1 unchanged, 0 orphaned.");
+    let plan = env.run(&["plan", "--format", "json"]).code(0).json();
+    assert_eq!(plan["changes"], serde_json::json!([]));
+    assert_eq!(
+        plan["labels"],
+        serde_json::json!([{"key": "1@2026-12-01", "before": "Old name", "after": "New name"}])
+    );
+    env.run(&["plan", "--format", "markdown"])
+        .code(0)
+        .stdout_has("### Names changed")
+        .stdout_has("- `1@2026-12-01`: Old name → **New name**");
 }

@@ -226,6 +226,14 @@ proptest! {
                 }
                 Action::Orphan => prop_assert!(!desired.packages.contains_key(&change.key)),
                 Action::Unconfirmed => prop_assert_eq!(recorded[&change.key].status, Status::Unconfirmed),
+                Action::Expired => {
+                    let wanted = &desired.packages[&change.key];
+                    prop_assert!(wanted.spec.end() < today());
+                    if let Some(record) = recorded.get(&change.key) {
+                        prop_assert_ne!(&record.spec_hash, &wanted.spec.hash());
+                        prop_assert_ne!(record.status, Status::Unconfirmed);
+                    }
+                }
                 Action::Unchanged => prop_assert!(false, "unchanged keys are counted, not listed"),
             }
         }
@@ -280,6 +288,7 @@ proptest! {
         }
         let everything = oapkg::apply::ApplyOptions {
             allow_replace: true,
+            allow_overlap: true,
             retry_unconfirmed: true,
             max_purchases: usize::MAX,
             ..Default::default()
@@ -359,8 +368,20 @@ proptest! {
         desired in rich_desired(),
         recorded in prop_oneof![rich_recorded(), recorded()],
         warnings in proptest::collection::vec(
-            (proptest::option::of(spec().prop_map(|s| s.key())), any::<String>())
-                .prop_map(|(key, message)| oapkg::plan::Warning { key, message }),
+            (
+                proptest::option::of(spec().prop_map(|s| s.key())),
+                proptest::option::of(any::<String>()),
+                proptest::option::of(any::<u32>()),
+                proptest::option::of(any::<u32>()),
+                any::<String>(),
+            )
+                .prop_map(|(key, file, line, column, message)| oapkg::plan::Warning {
+                    key,
+                    file,
+                    line,
+                    column,
+                    message,
+                }),
             0..3,
         ),
         serial in any::<u64>(),

@@ -515,7 +515,7 @@ fn every_line_is_json_with_log_format_json() {
             "{field} missing from {printed}"
         );
     }
-    assert_eq!(printed["plan"]["format_version"], 1);
+    assert_eq!(printed["plan"]["format_version"], 2);
     assert_eq!(printed["plan"]["manifest_hash"], planned["manifest_hash"]);
     watch.0.signal(libc::SIGTERM);
     assert_eq!(watch.0.wait_exit(WAIT), 0);

@@ -121,12 +121,14 @@ fn apply_watch_buys_what_each_kind_of_save_adds_and_nothing_for_a_deleted_file()
     assert_eq!(outcome(&mut watch)["outcome"], "done");
     assert_eq!(sim.ledger().len(), 3);
 
-    // `sed -i`: 1003 moves to a new start date, a new key (the old one
-    // stays recorded, as an orphan).
+    // `sed -i`: 1003 moves to a new start date after its recorded period, a
+    // new key (the old one stays recorded, as an orphan). A start inside the
+    // recorded period would pay its months twice and be refused without
+    // --allow-overlap.
     let sed = std::process::Command::new("sed")
         .args([
             "-i",
-            "/1003/,/duration/ s/start: 2027-01-01/start: 2027-04-01/",
+            "/1003/,/duration/ s/start: 2027-01-01/start: 2028-01-01/",
         ])
         .arg(env.path("packages/a.yaml"))
         .status()
@@ -134,7 +136,7 @@ fn apply_watch_buys_what_each_kind_of_save_adds_and_nothing_for_a_deleted_file()
     assert!(sed.success());
     assert_eq!(outcome(&mut watch)["outcome"], "done");
     assert!(
-        charged(&sim).contains("1003@2027-04-01"),
+        charged(&sim).contains("1003@2028-01-01"),
         "{:?}",
         charged(&sim)
     );

@@ -52,6 +52,7 @@ pub fn purchase(package: Package) -> Change {
         action: Action::Purchase,
         desired: Some(package),
         before: None,
+        overlaps: Vec::new(),
     }
 }
 
@@ -75,6 +76,7 @@ fn plan(changes: Vec<Change>, unchanged: usize, warnings: Vec<Warning>) -> Plan 
         manifest_hash: MANIFEST_HASH.to_owned(),
         changes,
         unchanged,
+        labels: Vec::new(),
         warnings,
     }
 }
@@ -122,6 +124,7 @@ fn orphan_change() -> Change {
         action: Action::Orphan,
         desired: None,
         before: Some(record(old, Some("Old promo\nline two"), Status::Submitted)),
+        overlaps: Vec::new(),
     }
 }
 
@@ -132,6 +135,7 @@ fn imported_orphan_change() -> Change {
         action: Action::Orphan,
         desired: None,
         before: Some(record(old, None, Status::Imported)),
+        overlaps: Vec::new(),
     }
 }
 
@@ -156,6 +160,7 @@ pub fn mixed() -> Plan {
                 Some("Kho hàng Hà Nội"),
                 Status::Unconfirmed,
             )),
+            overlaps: Vec::new(),
         },
         Change {
             key: replaced_new.key(),
@@ -167,6 +172,7 @@ pub fn mixed() -> Plan {
                 12,
             )),
             before: Some(record(replaced_old, Some("Shop"), Status::Submitted)),
+            overlaps: Vec::new(),
         },
         orphan_change(),
         purchase(package(
@@ -179,12 +185,17 @@ pub fn mixed() -> Plan {
     let warnings = vec![
         Warning {
             key: Some(Key::parse("1122334455667788990@2027-01-01").unwrap()),
+            file: Some("packages/hanoi.yaml".to_owned()),
+            line: Some(3),
+            column: Some(5),
             message: "periods of advanced and premium packages of this OA overlap (an upgrade bought mid-period)".to_owned(),
         },
         Warning {
             key: None,
-            message: "packages/notes.yaml: skipped, its document lacks `apiVersion: oapkg/v1`"
-                .to_owned(),
+            file: Some("packages/notes.yaml".to_owned()),
+            line: None,
+            column: None,
+            message: "skipped, its document lacks `apiVersion: oapkg/v1`".to_owned(),
         },
     ];
     plan(changes, 3, warnings)
@@ -208,4 +219,108 @@ pub fn many_purchases(n: usize) -> Plan {
         })
         .collect();
     plan(changes, 0, Vec::new())
+}
+
+/// What apply would refuse without flags, and what time has made moot: a
+/// purchase whose start date moved over a recorded package's months
+/// (`--allow-overlap`), a replace (`--allow-replace`), a package that ended
+/// before today and a replace whose new spec has ended (`expired`), a name
+/// change of a recorded package, and a "starts before today" warning.
+pub fn guarded() -> Plan {
+    let moved_from = spec("4097311281936189049", Tier::Premium, date(2026, 12, 1), 12);
+    let moved_to = spec("4097311281936189049", Tier::Premium, date(2026, 12, 15), 12);
+    let replaced_old = spec("2233445566778899001", Tier::Advanced, date(2026, 12, 1), 6);
+    let replaced_new = spec("2233445566778899001", Tier::Premium, date(2026, 12, 1), 12);
+    let ended = spec("745830328927467685", Tier::Advanced, date(2026, 10, 1), 1);
+    let ended_old = spec("5520017735810466321", Tier::Trial, date(2026, 9, 1), 1);
+    let ended_new = spec("5520017735810466321", Tier::Trial, date(2026, 9, 1), 2);
+    let mut changes = vec![
+        Change {
+            key: replaced_new.key(),
+            action: Action::Replace,
+            desired: Some(package(
+                replaced_new,
+                Some("Shop"),
+                "packages/shop.yaml",
+                12,
+            )),
+            before: Some(record(replaced_old, Some("Shop"), Status::Submitted)),
+            overlaps: Vec::new(),
+        },
+        Change {
+            key: moved_to.key(),
+            action: Action::Purchase,
+            desired: Some(package(
+                moved_to,
+                Some("SVoucher main"),
+                "packages/svoucher.yaml",
+                7,
+            )),
+            before: None,
+            overlaps: vec![moved_from.key()],
+        },
+        Change {
+            key: moved_from.key(),
+            action: Action::Orphan,
+            desired: None,
+            before: Some(record(moved_from, Some("SVoucher main"), Status::Submitted)),
+            overlaps: Vec::new(),
+        },
+        Change {
+            key: ended_new.key(),
+            action: Action::Expired,
+            desired: Some(package(ended_new, Some("Pilot"), "packages/pilot.yaml", 4)),
+            before: Some(record(ended_old, Some("Pilot"), Status::Imported)),
+            overlaps: Vec::new(),
+        },
+        Change {
+            key: ended.key(),
+            action: Action::Expired,
+            desired: Some(package(
+                ended,
+                Some("Autumn promo"),
+                "packages/promo.yaml",
+                9,
+            )),
+            before: None,
+            overlaps: Vec::new(),
+        },
+    ];
+    changes.sort_by(|a, b| a.key.cmp(&b.key));
+    let warnings = vec![Warning {
+        key: Some(Key::parse("4097311281936189049@2026-12-15").unwrap()),
+        file: Some("packages/svoucher.yaml".to_owned()),
+        line: Some(9),
+        column: Some(12),
+        message: "package 4097311281936189049@2026-12-15 starts on 2026-12-15, before today (2026-12-20); eSMS may refuse a start date in the past".to_owned(),
+    }];
+    let mut plan = plan(changes, 2, warnings);
+    plan.today = date(2026, 12, 20);
+    plan.labels = vec![crate::plan::LabelChange {
+        key: Key::parse("1122334455667788990@2027-01-01").unwrap(),
+        before: Some("Kho Hà Nội".to_owned()),
+        after: Some("Kho hàng Hà Nội".to_owned()),
+    }];
+    plan
+}
+
+/// Nothing to buy: one declared package ended before today.
+pub fn expired_only() -> Plan {
+    let ended = spec("745830328927467685", Tier::Advanced, date(2026, 10, 1), 1);
+    plan(
+        vec![Change {
+            key: ended.key(),
+            action: Action::Expired,
+            desired: Some(package(
+                ended,
+                Some("Autumn promo"),
+                "packages/promo.yaml",
+                9,
+            )),
+            before: None,
+            overlaps: Vec::new(),
+        }],
+        4,
+        Vec::new(),
+    )
 }

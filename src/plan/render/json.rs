@@ -2,27 +2,38 @@
 //!
 //! The shape is a contract: every field of the SPEC's example is present with
 //! that name and type, in that order; fields may be added (`manifest_hash`
-//! is), never renamed or removed. [`FORMAT_VERSION`] changes only when a field
-//! changes meaning.
+//! and `labels` are), never renamed or removed. [`FORMAT_VERSION`] changes
+//! only when a field changes meaning.
 //!
 //! Per change, the top-level fields describe the spec the change is about:
 //! the declared one, or the recorded one for a key that is not declared
 //! (orphans). `before` describes what the state holds for the key (for
-//! `replace`, `unconfirmed` and `orphan`; `null` for `purchase`):
+//! `replace`, `unconfirmed`, `orphan`, and an `expired` key that is
+//! recorded; `null` for `purchase`):
 //! `{oaid, name, tier, start, duration_months, end, spec_hash, status,
 //! service_preview_id}` — the recorded spec with its end date, plus what a
 //! reviewer needs to recognise the earlier purchase. eSMS result codes and
-//! timestamps stay in the state (`oapkg state show KEY`).
+//! timestamps stay in the state (`oapkg state show KEY`). `origin` says
+//! where the change comes from (`manifest`; `policy` for a coverage
+//! policy's renewal), `needs` the flags apply needs for it
+//! ([`Change::needs`]), `overlaps` the recorded keys a purchase overlaps.
+//! `cost` is `null` while no price list is declared.
+//!
+//! Top level: `warnings` are objects `{key, file, line, column, message}`
+//! (`null` where not applicable), `needs` the flags apply needs for the
+//! whole plan ([`Plan::needs`]), `labels` the name changes of recorded
+//! packages `{key, before, after}`, and `summary` the counts per action
+//! with the total `cost`.
 
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{Action, Change, Plan, Summary, Warning};
+use crate::plan::{Action, Change, LabelChange, Need, Plan, Summary, Warning};
 use crate::spec::{Key, SpecHash, Tier};
 use crate::state::{Record, StateId, Status};
 
 /// The version of the JSON plan document.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The whole `--format json` document.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,8 +47,78 @@ pub struct JsonPlan {
     pub manifest_hash: String,
     /// Every key whose action is not `unchanged`, sorted by key.
     pub changes: Vec<JsonChange>,
-    pub warnings: Vec<Warning>,
-    pub summary: Summary,
+    pub warnings: Vec<JsonWarning>,
+    /// The flags apply needs for the whole plan.
+    pub needs: Vec<Need>,
+    pub summary: JsonSummary,
+    /// Names edited on unchanged recorded packages.
+    pub labels: Vec<LabelChange>,
+}
+
+/// A warning with its place; `null` where there is none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonWarning {
+    pub key: Option<Key>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+    pub message: String,
+}
+
+impl From<&Warning> for JsonWarning {
+    fn from(warning: &Warning) -> Self {
+        JsonWarning {
+            key: warning.key.clone(),
+            file: warning.file.clone(),
+            line: warning.line,
+            column: warning.column,
+            message: warning.message.clone(),
+        }
+    }
+}
+
+/// An amount of money. No price list exists yet, so every `cost` is
+/// `null`; the type is here so that the field's shape is fixed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cost {
+    pub amount: u64,
+    pub currency: String,
+}
+
+/// Where a change comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// A package declared in a manifest (or recorded, for orphans).
+    Manifest,
+    /// A renewal made by a coverage policy.
+    Policy,
+}
+
+/// The counts per action and the plan's total cost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonSummary {
+    pub purchase: usize,
+    pub replace: usize,
+    pub unconfirmed: usize,
+    pub unchanged: usize,
+    pub orphan: usize,
+    pub expired: usize,
+    pub cost: Option<Cost>,
+}
+
+impl From<Summary> for JsonSummary {
+    fn from(summary: Summary) -> Self {
+        JsonSummary {
+            purchase: summary.purchase,
+            replace: summary.replace,
+            unconfirmed: summary.unconfirmed,
+            unchanged: summary.unchanged,
+            orphan: summary.orphan,
+            expired: summary.expired,
+            cost: None,
+        }
+    }
 }
 
 /// Which state the plan was made against. Its own type, so that the
@@ -78,8 +159,16 @@ pub struct JsonChange {
     pub end: Option<Date>,
     /// What the state holds for this key; `null` for `purchase`.
     pub before: Option<JsonBefore>,
+    pub origin: Origin,
+    /// The flags apply needs for this change.
+    pub needs: Vec<Need>,
+    /// What buying it costs; `null` without a price list.
+    pub cost: Option<Cost>,
     /// Where the package is declared; `null` when it is not.
     pub source: Option<JsonSource>,
+    /// For a purchase or replace: the recorded keys of the same OA and tier
+    /// whose months it overlaps.
+    pub overlaps: Vec<Key>,
 }
 
 /// The recorded package a change replaces, retries or leaves alone.
@@ -116,8 +205,10 @@ impl JsonPlan {
                 .into_iter()
                 .map(JsonChange::from_change)
                 .collect(),
-            warnings: plan.warnings.clone(),
-            summary: plan.summary(),
+            warnings: plan.warnings.iter().map(JsonWarning::from).collect(),
+            needs: plan.needs(),
+            summary: plan.summary().into(),
+            labels: plan.labels.clone(),
         }
     }
 }
@@ -135,10 +226,14 @@ impl JsonChange {
             duration_months: spec.map(|s| s.duration_months),
             end: spec.map(|s| s.end()),
             before: change.before.as_ref().map(JsonBefore::from_record),
+            origin: Origin::Manifest,
+            needs: change.needs(),
+            cost: None,
             source: change.source().map(|s| JsonSource {
                 file: s.file.clone(),
                 line: s.line,
             }),
+            overlaps: change.overlaps.clone(),
         }
     }
 }
@@ -199,7 +294,7 @@ mod tests {
     #[test]
     fn has_every_spec_field_with_its_type() {
         let value: serde_json::Value = serde_json::from_str(&json(&fixtures::mixed())).unwrap();
-        assert_eq!(value["format_version"], 1);
+        assert_eq!(value["format_version"], 2);
         assert!(value["oapkg_version"].is_string());
         assert_eq!(value["today"], "2026-11-26");
         assert_eq!(value["state"]["serial"], 7);
@@ -221,11 +316,17 @@ mod tests {
                 "duration_months",
                 "end",
                 "before",
+                "origin",
+                "needs",
+                "cost",
                 "source",
             ] {
                 assert!(change.get(field).is_some(), "{field} missing in {change}");
             }
             assert!(change["oaid"].is_string());
+            assert_eq!(change["origin"], "manifest");
+            assert!(change["cost"].is_null());
+            assert!(change["needs"].is_array());
             assert!(change["duration_months"].is_u64());
             match change["action"].as_str().unwrap() {
                 "purchase" => assert!(change["before"].is_null()),
@@ -242,9 +343,78 @@ mod tests {
         }
         assert_eq!(
             value["summary"],
-            serde_json::json!({"purchase": 1, "replace": 1, "unconfirmed": 1, "unchanged": 3, "orphan": 1})
+            serde_json::json!({"purchase": 1, "replace": 1, "unconfirmed": 1, "unchanged": 3,
+                               "orphan": 1, "expired": 0, "cost": null})
         );
-        assert_eq!(value["warnings"][1]["key"], serde_json::Value::Null);
+        assert_eq!(value["needs"], serde_json::json!(["--allow-replace"]));
+        assert_eq!(
+            value["warnings"][0],
+            serde_json::json!({"key": "1122334455667788990@2027-01-01",
+                               "file": "packages/hanoi.yaml", "line": 3, "column": 5,
+                               "message": "periods of advanced and premium packages of this OA overlap (an upgrade bought mid-period)"})
+        );
+        assert_eq!(
+            value["warnings"][1],
+            serde_json::json!({"key": null, "file": "packages/notes.yaml", "line": null, "column": null,
+                               "message": "skipped, its document lacks `apiVersion: oapkg/v1`"})
+        );
+    }
+
+    #[test]
+    fn guards_expired_and_labels() {
+        let plan = fixtures::guarded();
+        let value: serde_json::Value = serde_json::from_str(&json(&plan)).unwrap();
+        let change = |key: &str| {
+            value["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["key"] == key)
+                .unwrap()
+                .clone()
+        };
+        let moved = change("4097311281936189049@2026-12-15");
+        assert_eq!(moved["action"], "purchase");
+        assert_eq!(moved["needs"], serde_json::json!(["--allow-overlap"]));
+        assert_eq!(
+            moved["overlaps"],
+            serde_json::json!(["4097311281936189049@2026-12-01"])
+        );
+        assert_eq!(
+            change("2233445566778899001@2026-12-01")["needs"],
+            serde_json::json!(["--allow-replace"])
+        );
+        let ended = change("745830328927467685@2026-10-01");
+        assert_eq!(ended["action"], "expired");
+        assert_eq!(ended["end"], "2026-10-31");
+        assert!(ended["before"].is_null());
+        assert_eq!(ended["needs"], serde_json::json!([]));
+        let ended_replace = change("5520017735810466321@2026-09-01");
+        assert_eq!(ended_replace["action"], "expired");
+        assert_eq!(ended_replace["before"]["duration_months"], 1);
+        assert_eq!(ended_replace["duration_months"], 2);
+        assert_eq!(
+            value["needs"],
+            serde_json::json!(["--allow-replace", "--allow-overlap"])
+        );
+        assert_eq!(value["summary"]["expired"], 2);
+        assert!(value["summary"]["cost"].is_null());
+        assert_eq!(
+            value["labels"],
+            serde_json::json!([{"key": "1122334455667788990@2027-01-01",
+                                "before": "Kho Hà Nội", "after": "Kho hàng Hà Nội"}])
+        );
+        insta::assert_snapshot!(pinned(&plan));
+    }
+
+    #[test]
+    fn max_purchases_need_names_the_count() {
+        let value: serde_json::Value =
+            serde_json::from_str(&json(&fixtures::many_purchases(25))).unwrap();
+        assert_eq!(value["needs"], serde_json::json!(["--max-purchases 25"]));
+        let value: serde_json::Value =
+            serde_json::from_str(&json(&fixtures::many_purchases(20))).unwrap();
+        assert_eq!(value["needs"], serde_json::json!([]));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The `--format markdown` plan: a pull-request comment.
 //!
-//! Layout, top to bottom: the summary line (bold), a caution banner when
-//! money would be spent again (`replace`) and a warning banner for
-//! `unconfirmed` keys, a note when the comment had to be cut, the table of
-//! changes to buy, the orphans, one `<details>` block per change (the text
-//! plan's block), the warnings, then the manifest hash and state serial and
-//! the hidden [`MARKER`] a bot uses to find and update its own comment.
+//! Layout, top to bottom: the summary line (bold), a caution banner naming
+//! the flags apply needs ([`Plan::needs`]: a `replace`, an overlap with a
+//! recorded package, more requests than the default maximum) and a warning
+//! banner for `unconfirmed` keys, a note when the comment had to be cut, the
+//! table of changes to buy, the orphans, the expired packages, the name
+//! changes, one `<details>` block per change (the text plan's block), the
+//! warnings, then the manifest hash and state serial and the hidden
+//! [`MARKER`] a bot uses to find and update its own comment.
 //!
 //! The comment is always shorter than [`MarkdownOptions::limit`] bytes
 //! (GitHub refuses comments over 65,536 characters). When the plan does not
@@ -24,7 +26,7 @@ use std::fmt::Write as _;
 
 use super::text::{Paint, block};
 use super::{Field, Shown, cut, months, status_name};
-use crate::plan::{Action, Change, Plan, Summary};
+use crate::plan::{Action, Change, DEFAULT_MAX_PURCHASES, Need, Plan, Summary};
 
 /// GitHub's comment limit is 65,536 characters; this leaves room for
 /// whatever a bot wraps around the comment.
@@ -74,8 +76,13 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
         .copied()
         .filter(|c| c.action == Action::Orphan)
         .collect();
+    let expired: Vec<&Change> = listed
+        .iter()
+        .copied()
+        .filter(|c| c.action == Action::Expired)
+        .collect();
 
-    let head = head(&summary);
+    let head = head(plan, &summary);
     let foot = foot(plan);
     let mut budget = options
         .limit
@@ -98,20 +105,33 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
     let others: Vec<&Change> = listed
         .iter()
         .copied()
-        .filter(|c| matches!(c.action, Action::Purchase | Action::Orphan))
+        .filter(|c| {
+            matches!(
+                c.action,
+                Action::Purchase | Action::Orphan | Action::Expired
+            )
+        })
         .collect();
     let warnings: Vec<usize> = (0..plan.warnings.len()).collect();
+    let labels: Vec<usize> = (0..plan.labels.len()).collect();
 
     let risky_rows = fit(&risky, &mut budget, changes_row);
     let risky_details = fit(&risky, &mut budget, details_block);
     let purchase_rows = fit(&purchases, &mut budget, changes_row);
     let orphan_rows = fit(&orphans, &mut budget, orphan_row);
+    let expired_rows = fit(&expired, &mut budget, expired_row);
+    let label_lines = fit(&labels, &mut budget, |i| label_line(plan, i));
     let warning_lines = fit(&warnings, &mut budget, |i| warning_line(plan, i));
     let other_details = fit(&others, &mut budget, details_block);
 
     let rows = by_key(risky_rows, purchase_rows);
     let details = by_key(risky_details, other_details);
     let orphan_rows = by_key(orphan_rows, Fitted::default());
+    let expired_rows = by_key(expired_rows, Fitted::default());
+    let label_lines = Section {
+        omitted: label_lines.omitted,
+        text: label_lines.chosen.into_iter().map(|(_, t)| t).collect(),
+    };
     let warning_lines = Section {
         omitted: warning_lines.omitted,
         text: warning_lines.chosen.into_iter().map(|(_, t)| t).collect(),
@@ -121,6 +141,8 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
     let cut_note = cut_note(&[
         (rows.omitted, buying.len(), "changes to buy"),
         (orphan_rows.omitted, orphans.len(), "orphans"),
+        (expired_rows.omitted, expired.len(), "expired packages"),
+        (label_lines.omitted, plan.labels.len(), "name changes"),
         (warning_lines.omitted, plan.warnings.len(), "warnings"),
         (details.omitted, listed.len(), "details blocks"),
     ]);
@@ -144,6 +166,35 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
         out.push_str("|---|---|---|---|---|---:|---|\n");
         out.push_str(&orphan_rows.text);
         section_note(&mut out, orphan_rows.omitted, orphans.len(), "orphans");
+        out.push('\n');
+    }
+    if !expired.is_empty() {
+        out.push_str("### Expired\n\n");
+        out.push_str(
+            "Declared, but their periods ended before today: a period that is over is never \
+             bought. Remove them from the manifests, or give them a period that is not over.\n\n",
+        );
+        out.push_str("| OAID | Name | Tier | Start | End | Months | Recorded |\n");
+        out.push_str("|---|---|---|---|---|---:|---|\n");
+        out.push_str(&expired_rows.text);
+        section_note(
+            &mut out,
+            expired_rows.omitted,
+            expired.len(),
+            "expired packages",
+        );
+        out.push('\n');
+    }
+    if !plan.labels.is_empty() {
+        out.push_str("### Names changed\n\n");
+        out.push_str("Apply records the new names; nothing is bought.\n\n");
+        out.push_str(&label_lines.text);
+        section_note(
+            &mut out,
+            label_lines.omitted,
+            plan.labels.len(),
+            "name changes",
+        );
         out.push('\n');
     }
     if !listed.is_empty() {
@@ -177,16 +228,42 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
 }
 
 /// Summary line and banners: never cut.
-fn head(summary: &Summary) -> String {
+fn head(plan: &Plan, summary: &Summary) -> String {
     let mut out = head_only(summary);
-    if summary.replace > 0 {
-        let _ = write!(
+    let needs = plan.needs();
+    if !needs.is_empty() {
+        let flags: Vec<String> = needs.iter().map(|n| code(&n.flag())).collect();
+        let _ = writeln!(
             out,
-            "> [!CAUTION]\n> **{} will be bought again** (`replace`): the tier or duration \
-             changed after the purchase. The earlier purchase is not refunded; apply refuses \
-             unless run with `--allow-replace`.\n\n",
-            packages(summary.replace)
+            "> [!CAUTION]\n> **Apply will refuse this plan unless run with {}.**",
+            flags.join(" ")
         );
+        let needing = |need: &Need| {
+            plan.listed_changes()
+                .into_iter()
+                .filter(|c| c.needs().contains(need))
+                .count()
+        };
+        for need in &needs {
+            let why = match need {
+                Need::AllowReplace => format!(
+                    "**{} will be bought again** (`replace`): the tier or duration changed \
+                     after the purchase. The earlier purchase is not refunded.",
+                    packages(needing(need))
+                ),
+                Need::AllowOverlap => format!(
+                    "**{} over the months of a recorded package** of the same OA and tier \
+                     under another key (a moved start date?): those months would be paid twice.",
+                    packages(needing(need))
+                ),
+                Need::MaxPurchases(n) => format!(
+                    "**{n} purchase requests**, more than the default maximum of \
+                     {DEFAULT_MAX_PURCHASES}."
+                ),
+            };
+            let _ = writeln!(out, "> - {}: {why}", code(&need.flag()));
+        }
+        out.push('\n');
     }
     if summary.unconfirmed > 0 {
         let _ = write!(
@@ -255,7 +332,7 @@ fn rank(change: &Change) -> u8 {
     match change.action {
         Action::Replace => 0,
         Action::Unconfirmed => 1,
-        Action::Purchase | Action::Orphan | Action::Unchanged => 2,
+        Action::Purchase | Action::Orphan | Action::Unchanged | Action::Expired => 2,
     }
 }
 
@@ -310,10 +387,15 @@ fn by_key(a: Fitted<&Change>, b: Fitted<&Change>) -> Section {
 }
 
 fn changes_row(change: &Change) -> String {
-    let action = match change.action {
-        Action::Purchase => "purchase".to_owned(),
+    let mut action = match change.action {
+        Action::Purchase if change.needs().is_empty() => "purchase".to_owned(),
         other => format!("**{other}**"),
     };
+    let needs = change.needs();
+    if !needs.is_empty() {
+        let flags: Vec<String> = needs.iter().map(|n| code(&n.flag())).collect();
+        let _ = write!(action, " (needs {})", flags.join(" "));
+    }
     match Shown::of(change) {
         Some(shown) => format!(
             "| {action} | {} | {} | {} | {} | {} | {} |\n",
@@ -355,6 +437,44 @@ fn orphan_row(change: &Change) -> String {
     }
 }
 
+fn expired_row(change: &Change) -> String {
+    match change.spec() {
+        Some(spec) => format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            code(spec.oaid.as_str()),
+            name_cell(change),
+            spec.tier,
+            spec.start,
+            spec.end(),
+            spec.duration_months,
+            change
+                .before
+                .as_ref()
+                .map_or("no", |record| status_name(record.status)),
+        ),
+        None => format!(
+            "| {} | {} | | | | | |\n",
+            code(change.key.oaid()),
+            name_cell(change)
+        ),
+    }
+}
+
+fn label_line(plan: &Plan, index: usize) -> String {
+    let label = &plan.labels[index];
+    let name = |n: Option<&str>| {
+        n.map_or("(none)".to_owned(), |n| {
+            text(&cut(n, Some(TABLE_NAME_CHARS)))
+        })
+    };
+    format!(
+        "- {}: {} → **{}**\n",
+        code(label.key.as_str()),
+        name(label.before.as_deref()),
+        name(label.after.as_deref())
+    )
+}
+
 fn name_cell(change: &Change) -> String {
     change
         .name()
@@ -382,7 +502,7 @@ fn months_summary(change: &Change) -> String {
 
 fn warning_line(plan: &Plan, index: usize) -> String {
     let warning = &plan.warnings[index];
-    let message = text(&cut(&warning.message, Some(WARNING_CHARS)));
+    let message = text(&cut(&warning.located(), Some(WARNING_CHARS)));
     match &warning.key {
         Some(key) => format!("- {}: {message}\n", code(key.as_str())),
         None => format!("- {message}\n"),
@@ -483,6 +603,26 @@ mod tests {
     }
 
     #[test]
+    fn guards_and_expired() {
+        let out = render(&fixtures::guarded());
+        assert!(out.starts_with(
+            "**Plan: 1 to purchase, 1 to replace, 0 unconfirmed, 2 unchanged, 1 orphaned, 2 expired.**\n\n> [!CAUTION]\n> **Apply will refuse this plan unless run with `--allow-replace` `--allow-overlap`.**\n"
+        ));
+        assert!(out.contains("| **purchase** (needs `--allow-overlap`) | `4097311281936189049`"));
+        assert!(out.contains("### Expired\n"));
+        assert!(out.contains("### Names changed\n"));
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
+    fn expired_only() {
+        let out = render(&fixtures::expired_only());
+        assert!(out.starts_with("**No changes. 4 unchanged, 0 orphaned, 1 expired.**\n"));
+        assert!(!out.contains("[!CAUTION]"));
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
     fn ten_thousand_purchases_fit_with_a_note_and_full_counts() {
         let plan = fixtures::many_purchases(10_000);
         let out = render(&plan);
@@ -525,7 +665,7 @@ mod tests {
         let out = render(&plan);
         assert!(out.len() < COMMENT_LIMIT);
         // The replace and unconfirmed keys sort last, after all 5,000 purchases.
-        assert!(out.contains("| **replace** | `2233445566778899001`"));
+        assert!(out.contains("| **replace** (needs `--allow-replace`) | `2233445566778899001`"));
         assert!(out.contains("| **unconfirmed** | `1122334455667788990`"));
         assert!(out.contains("<code>2233445566778899001@2026-12-01</code>"));
     }
@@ -537,10 +677,7 @@ mod tests {
         plan.changes[0].desired.as_mut().unwrap().name = Some(huge.clone());
         plan.changes[1].desired.as_mut().unwrap().source.file = huge.clone();
         plan.warnings = (0..3_000)
-            .map(|i| crate::plan::Warning {
-                key: None,
-                message: format!("{i} {huge}"),
-            })
+            .map(|i| crate::plan::Warning::about(None, format!("{i} {huge}")))
             .collect();
         plan.state.lineage = Some(huge);
         for limit in [MIN_LIMIT, 10_000, 30_000, COMMENT_LIMIT] {

@@ -196,7 +196,8 @@ mod tests {
                 replace: 1,
                 unconfirmed: 1,
                 unchanged: 3,
-                orphan: 1
+                orphan: 1,
+                expired: 0,
             }
         );
         assert!(plan.buys_anything());
@@ -227,6 +228,7 @@ mod tests {
             (Action::Unconfirmed, true),
             (Action::Unchanged, false),
             (Action::Orphan, false),
+            (Action::Expired, false),
         ] {
             assert_eq!(action.buys(), buys, "{action}");
             let mut summary = Summary::default();
@@ -236,6 +238,7 @@ mod tests {
                 Action::Unconfirmed => summary.unconfirmed = 1,
                 Action::Unchanged => summary.unchanged = 1,
                 Action::Orphan => summary.orphan = 1,
+                Action::Expired => summary.expired = 1,
             }
             assert_eq!(summary.buys_anything(), buys, "{action}");
             assert_eq!(summary.count(action), 1);

@@ -1,6 +1,8 @@
 //! The terminal plan, laid out like `terraform plan`: a legend of the
-//! symbols used, one block per listed change, the warnings, then the summary
-//! line.
+//! symbols used, one block per listed change (a change apply refuses without
+//! a flag is marked `[needs FLAG]`), the name changes, the warnings, a
+//! `Guards:` note naming what apply will refuse and the flags it needs, then
+//! the summary line.
 //!
 //! ```text
 //!   # 4097311281936189049@2026-12-01 will be purchased
@@ -19,7 +21,7 @@
 use std::fmt::Write as _;
 
 use super::{Field, Shown, cut, escape_controls, months, quoted, status_line};
-use crate::plan::{Action, Change, Plan, Warning};
+use crate::plan::{Action, Change, DEFAULT_MAX_PURCHASES, Need, Plan, Warning};
 
 /// How to render text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,6 +48,7 @@ pub fn text(plan: &Plan, options: &TextOptions) -> String {
             Action::Replace,
             Action::Unconfirmed,
             Action::Orphan,
+            Action::Expired,
         ] {
             if listed.iter().any(|c| c.action == action) {
                 let _ = writeln!(
@@ -59,8 +62,10 @@ pub fn text(plan: &Plan, options: &TextOptions) -> String {
         out.push('\n');
         out.push_str(if plan.buys_anything() {
             "oapkg will perform the following actions:\n\n"
-        } else {
+        } else if listed.iter().all(|c| c.action == Action::Orphan) {
             "oapkg will buy nothing. These recorded packages are no longer declared:\n\n"
+        } else {
+            "oapkg will buy nothing. These packages need a look:\n\n"
         });
         for change in listed {
             out.push_str(&block(change, paint, None));
@@ -68,11 +73,32 @@ pub fn text(plan: &Plan, options: &TextOptions) -> String {
         }
     }
 
+    let labels = plan.label_changes();
+    if !labels.is_empty() {
+        out.push_str("Names changed (recorded by apply, nothing is bought):\n");
+        for label in labels {
+            let _ = writeln!(
+                out,
+                "  label {}: {} -> {}",
+                label.key,
+                label_text(label.before.as_deref()),
+                label_text(label.after.as_deref())
+            );
+        }
+        out.push('\n');
+    }
+
     if !plan.warnings.is_empty() {
         for warning in &plan.warnings {
             out.push_str(&warning_line(warning, paint));
             out.push('\n');
         }
+        out.push('\n');
+    }
+
+    let needs = plan.needs();
+    if !needs.is_empty() {
+        out.push_str(&refusal_note(plan, &needs, paint));
         out.push('\n');
     }
 
@@ -177,14 +203,95 @@ pub(crate) fn block(change: &Change, paint: Paint, limit: Option<usize>) -> Stri
     out
 }
 
-/// The comment lines above a block: what apply will do with the key.
+/// What apply will refuse without flags, and which flags: the closing note
+/// of a plan with guards, ending with a newline.
+fn refusal_note(plan: &Plan, needs: &[Need], paint: Paint) -> String {
+    let flags: Vec<String> = needs.iter().map(Need::flag).collect();
+    let mut out = format!(
+        "{} apply will refuse this plan unless run with {}:\n",
+        paint.warning("Guards:"),
+        flags.join(" ")
+    );
+    for need in needs {
+        let keys: Vec<&str> = plan
+            .listed_changes()
+            .into_iter()
+            .filter(|c| c.needs().contains(need))
+            .map(|c| c.key.as_str())
+            .collect();
+        let why = match need {
+            Need::AllowReplace => format!(
+                "{} bought again with a new spec, not refunded: {}",
+                packages(keys.len()),
+                key_list(&keys)
+            ),
+            Need::AllowOverlap => format!(
+                "{} over the months of a recorded package of the same OA and tier: {}",
+                packages(keys.len()),
+                key_list(&keys)
+            ),
+            Need::MaxPurchases(n) => {
+                format!("{n} purchase requests, more than the default of {DEFAULT_MAX_PURCHASES}")
+            }
+        };
+        let _ = writeln!(out, "  {}: {why}", need.flag());
+    }
+    out
+}
+
+fn packages(n: usize) -> String {
+    if n == 1 {
+        "1 package".to_owned()
+    } else {
+        format!("{n} packages")
+    }
+}
+
+/// `a, b, c and 4 more`.
+fn key_list(keys: &[&str]) -> String {
+    const SHOWN: usize = 10;
+    let mut out = keys
+        .iter()
+        .take(SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if keys.len() > SHOWN {
+        let _ = write!(out, " and {} more", keys.len() - SHOWN);
+    }
+    out
+}
+
+fn label_text(name: Option<&str>) -> String {
+    name.map_or("(none)".to_owned(), |n| quoted(n, None))
+}
+
+/// The comment lines above a block: what apply will do with the key, and
+/// the flags it needs for it (`[needs --allow-overlap]`).
 fn header(change: &Change) -> Vec<String> {
+    let mut lines = action_header(change);
+    let needs = change.needs();
+    if !needs.is_empty() {
+        let flags: Vec<String> = needs.iter().map(Need::flag).collect();
+        lines[0].push_str(&format!(" [needs {}]", flags.join(" ")));
+    }
+    if !change.overlaps.is_empty() && needs.contains(&Need::AllowOverlap) {
+        let recorded: Vec<&str> = change.overlaps.iter().map(|k| k.as_str()).collect();
+        lines.push(format!(
+            "# (overlaps the recorded {}: those months would be paid twice)",
+            key_list(&recorded)
+        ));
+    }
+    lines
+}
+
+fn action_header(change: &Change) -> Vec<String> {
     let key = change.key.as_str();
     match change.action {
         Action::Purchase => vec![format!("# {key} will be purchased")],
         Action::Replace => vec![
             format!("# {key} will be bought again with the new spec"),
-            "# (needs --allow-replace; the earlier purchase is not refunded)".to_owned(),
+            "# (the earlier purchase is not refunded)".to_owned(),
         ],
         Action::Unconfirmed => vec![
             format!("# {key} is unconfirmed: a request was sent, its outcome is unknown"),
@@ -196,6 +303,23 @@ fn header(change: &Change) -> Vec<String> {
             format!("# {key} is no longer declared: nothing is bought, the record stays"),
             format!("# (`oapkg state rm {key}` drops it)"),
         ],
+        Action::Expired => {
+            let end = change
+                .spec()
+                .map_or_else(String::new, |s| format!(" on {}", s.end()));
+            if change.before.is_some() {
+                vec![
+                    format!("# {key}'s new spec ended{end}, before today: it is never bought"),
+                    "# (the recorded purchase stays as it is)".to_owned(),
+                ]
+            } else {
+                vec![
+                    format!("# {key} ended{end}, before today: it is never bought"),
+                    "# (remove it from the manifest, or give it a period that is not over)"
+                        .to_owned(),
+                ]
+            }
+        }
     }
 }
 
@@ -206,6 +330,7 @@ fn legend(action: Action) -> &'static str {
         Action::Unconfirmed => "unconfirmed (outcome of an earlier request unknown)",
         Action::Unchanged => "unchanged",
         Action::Orphan => "orphan (no longer declared; nothing is bought)",
+        Action::Expired => "expired (ended before today; never bought)",
     }
 }
 
@@ -217,7 +342,8 @@ fn arrow<T: Copy>(field: Field<T>, show: impl Fn(T) -> String) -> String {
 }
 
 fn warning_line(warning: &Warning, paint: Paint) -> String {
-    let message = escape_controls(&warning.message);
+    let located = warning.located();
+    let message = escape_controls(&located);
     match &warning.key {
         Some(key) => format!("{} {key}: {message}", paint.warning("Warning:")),
         None => format!("{} {message}", paint.warning("Warning:")),
@@ -248,6 +374,7 @@ impl Paint {
             Action::Replace => "\x1b[33m",     // yellow
             Action::Unconfirmed => "\x1b[36m", // cyan
             Action::Orphan => "\x1b[31m",      // red
+            Action::Expired => "\x1b[90m",     // grey
             Action::Unchanged => "",
         };
         self.wrap(code, &symbol.to_string())
@@ -298,6 +425,46 @@ mod tests {
     #[test]
     fn mixed() {
         insta::assert_snapshot!(text(&fixtures::mixed(), &PLAIN));
+    }
+
+    #[test]
+    fn guards_and_expired() {
+        let out = text(&fixtures::guarded(), &PLAIN);
+        assert!(out.contains(
+            "  # 4097311281936189049@2026-12-15 will be purchased [needs --allow-overlap]\n  \
+             # (overlaps the recorded 4097311281936189049@2026-12-01: those months would be paid twice)\n"
+        ));
+        assert!(out.contains("  x expired (ended before today; never bought)\n"));
+        assert!(out.contains(
+            "  label 1122334455667788990@2027-01-01: \"Kho Hà Nội\" -> \"Kho hàng Hà Nội\"\n"
+        ));
+        assert!(out.ends_with(
+            "Guards: apply will refuse this plan unless run with --allow-replace --allow-overlap:\n  \
+             --allow-replace: 1 package bought again with a new spec, not refunded: 2233445566778899001@2026-12-01\n  \
+             --allow-overlap: 1 package over the months of a recorded package of the same OA and tier: 4097311281936189049@2026-12-15\n\n\
+             Plan: 1 to purchase, 1 to replace, 0 unconfirmed, 2 unchanged, 1 orphaned, 2 expired.\n"
+        ));
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
+    fn expired_only() {
+        let out = text(&fixtures::expired_only(), &PLAIN);
+        assert!(out.contains("oapkg will buy nothing. These packages need a look:"));
+        assert!(out.ends_with("No changes. 4 unchanged, 0 orphaned, 1 expired.\n"));
+        assert!(!out.contains("Guards:"));
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
+    fn max_purchases_is_a_guard_of_the_whole_plan() {
+        let out = text(&fixtures::many_purchases(21), &PLAIN);
+        assert!(out.contains(
+            "Guards: apply will refuse this plan unless run with --max-purchases 21:\n  \
+             --max-purchases 21: 21 purchase requests, more than the default of 20\n"
+        ));
+        let out = text(&fixtures::many_purchases(20), &PLAIN);
+        assert!(!out.contains("Guards:"));
     }
 
     #[test]

@@ -126,7 +126,7 @@ fn sim_desired() -> impl Strategy<Value = DesiredSet> {
     ]
 }
 
-/// A temp dir holding the state, written through the store as `prior`.
+/// A temp dir holding a state made by `init`, written through the store as `prior`.
 struct Case {
     _dir: tempfile::TempDir,
     store: StateStore,
@@ -135,6 +135,8 @@ struct Case {
 fn case_with(prior: &BTreeMap<Key, Record>) -> Case {
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::new(dir.path().join("state").join("oapkg.state.json"));
+    // Apply refuses a missing state: start from `oapkg init`'s empty one.
+    store.init("proptest", Duration::ZERO).unwrap();
     if !prior.is_empty() {
         let lock = store.lock("proptest", Duration::ZERO).unwrap();
         let mut state = store.load().unwrap().state;
@@ -179,6 +181,7 @@ fn options(parallelism: usize, retry_unconfirmed: bool) -> ApplyOptions {
         parallelism,
         max_purchases: usize::MAX,
         allow_replace: true,
+        allow_overlap: true,
         retry_unconfirmed,
         command: "oapkg proptest".into(),
         retry: RetryPolicy {
