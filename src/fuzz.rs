@@ -403,7 +403,10 @@ fn assert_no_key_piece(status: u16, body: &[u8]) {
     let texts = [
         serde_json::to_string(&client::purchase_outcome(&credentials, exchange))
             .expect("an outcome encodes"),
-        format!("{:?}", client::list_oas_result(&credentials, exchange).err()),
+        format!(
+            "{:?}",
+            client::list_oas_result(&credentials, exchange).err()
+        ),
         format!("{:?}", client::balance_result(&credentials, exchange).err()),
     ];
     for text in texts {
@@ -528,7 +531,7 @@ mod tests {
             }
             // And, for some N, the page cut short by the server anywhere
             // in the echo.
-            if n % 40 != 0 {
+            if !n.is_multiple_of(40) {
                 continue;
             }
             for end in n..page.len() {

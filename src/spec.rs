@@ -34,7 +34,9 @@ pub enum OaidError {
     TooLong(usize),
     #[error("an OAID holds digits only (0-9)")]
     NotDigits,
-    #[error("Zalo OA ids never start with 0 (eSMS may take 0123 and 123 for the same OA); copy the OAID from the eSMS portal")]
+    #[error(
+        "Zalo OA ids never start with 0 (eSMS may take 0123 and 123 for the same OA); copy the OAID from the eSMS portal"
+    )]
     LeadingZero,
 }
 

@@ -48,7 +48,7 @@ pub fn run(context: &Context, args: &ExpiringArgs) -> anyhow::Result<ExitStatus>
                     e.days_left,
                     if e.days_left == 1 { "" } else { "s" },
                     e.key,
-                    escape_controls(&e.known_from.to_string()),
+                    escape_controls(e.known_from),
                 ));
             }
             out.push_str(

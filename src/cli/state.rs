@@ -283,7 +283,8 @@ fn rm(context: &Context, keys: &[String]) -> anyhow::Result<ExitStatus> {
 
 fn import(context: &Context, args: &ImportArgs) -> anyhow::Result<ExitStatus> {
     let spec = Spec {
-        oaid: Oaid::parse_declared(&args.oaid).with_context(|| format!("--oaid {:?}", args.oaid))?,
+        oaid: Oaid::parse_declared(&args.oaid)
+            .with_context(|| format!("--oaid {:?}", args.oaid))?,
         tier: Tier::from_name(&args.tier).with_context(|| {
             format!(
                 "--tier {:?}: expected trial, advanced or premium (or 1, 2, 3)",

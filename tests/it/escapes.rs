@@ -73,8 +73,14 @@ fn every_command_escapes_names_messages_and_ids() {
     // `expiring`: the same name on a package that runs out soon.
     let env = Env::new();
     evil_manifest(&env, "2026-11-01");
-    env.import(OAID, "premium", "2026-11-01", "1", &["--name", "evil\x1b[2J\r\nfake line"])
-        .code(0);
+    env.import(
+        OAID,
+        "premium",
+        "2026-11-01",
+        "1",
+        &["--name", "evil\x1b[2J\r\nfake line"],
+    )
+    .code(0);
     let expiring = env.run(&["expiring", "--within", "30"]);
     assert!(expiring.stdout.contains("evil"), "{}", expiring.stdout);
     assert_escaped("expiring", &expiring);
@@ -88,15 +94,13 @@ fn errors_quoting_a_server_message_or_a_file_are_escaped() {
     let env = Env::with_state();
     evil_manifest(&env, "2027-01-01");
     let sim = start(
-        SimConfig::new()
-            .oaid(OAID)
-            .fault(
-                FaultRule::always(Fault::Code {
-                    code: "143".into(),
-                    message: Some("locked\x1b[2J\r\nfake line".into()),
-                })
-                .on_all_calls(),
-            ),
+        SimConfig::new().oaid(OAID).fault(
+            FaultRule::always(Fault::Code {
+                code: "143".into(),
+                message: Some("locked\x1b[2J\r\nfake line".into()),
+            })
+            .on_all_calls(),
+        ),
     );
     let run = run_against(&env, &sim, &["apply", "--auto-approve"]);
     assert_eq!(run.code, 1, "{}", run.stderr);

@@ -124,13 +124,22 @@ fn a_fifo_state_file_or_journal_is_refused() {
     let env = Env::new();
     good_manifest(&env);
     std::fs::create_dir_all(env.path("state/oapkg.state.json")).unwrap();
-    check(&env, "state directory", &["state", "list"], "oapkg.state.json");
+    check(
+        &env,
+        "state directory",
+        &["state", "list"],
+        "oapkg.state.json",
+    );
 
     let env = Env::new();
     good_manifest(&env);
     env.import(OAID, "trial", "2026-01-01", "1", &[]).code(0);
     mkfifo(&env.path("state/oapkg.state.json.journal"));
-    for args in [&["plan"][..], &["state", "list"], &["apply", "--auto-approve"]] {
+    for args in [
+        &["plan"][..],
+        &["state", "list"],
+        &["apply", "--auto-approve"],
+    ] {
         check(
             &env,
             &format!("journal FIFO: {}", args.join(" ")),

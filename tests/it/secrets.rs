@@ -80,7 +80,11 @@ fn echo_run(filler: usize, all_calls: bool) {
     }
     let planned = oapkg(&env, &sim, &["plan", "--out", "saved.plan"]);
     let listed = oapkg(&env, &sim, &["state", "show", OAID]);
-    for (what, run) in [("apply", &applied), ("plan", &planned), ("state show", &listed)] {
+    for (what, run) in [
+        ("apply", &applied),
+        ("plan", &planned),
+        ("state show", &listed),
+    ] {
         assert_clean(filler, &format!("{what} stdout"), &run.stdout);
         assert_clean(filler, &format!("{what} stderr"), &run.stderr);
     }
@@ -124,7 +128,7 @@ fn an_error_page_echoing_the_request_after_n_characters_leaks_no_piece_of_a_key(
                     // every seventh.
                     let result = std::panic::catch_unwind(|| {
                         echo_run(n, false);
-                        if n % 7 == 0 {
+                        if n.is_multiple_of(7) {
                             echo_run(n, true);
                         }
                     });
