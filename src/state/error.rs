@@ -28,7 +28,7 @@ pub enum StateError {
     },
 
     /// The state path names a directory (or something else that is not a file).
-    #[error("state path {} is {kind}; it must be a regular file: pass the path of the state file itself (e.g. {})", .path.display(), .path.join("oapkg.state.json").display())]
+    #[error("state path {} is not a regular file ({kind}), and it must be one: pass the path of the state file itself (e.g. {})", .path.display(), .path.join("oapkg.state.json").display())]
     NotAFile { path: PathBuf, kind: FileKind },
 
     /// The state path is a symbolic link (to a file or to nothing). oapkg

@@ -123,7 +123,7 @@ fn oaids_quoted_or_not_tiers_by_name_or_number_and_defaults() {
         "oapkg.yaml",
         "apiVersion: oapkg/v1\nkind: PackageSet\ndefaults:\n  tier: Premium\n  duration: 6\npackages:\n\
          \x20 - oaid: 4097311281936189049\n    start: 2026-12-01\n\
-         \x20 - oaid: \"0745830328927467685\"\n    tier: 1\n    start: 2026-12-01\n\
+         \x20 - oaid: \"745830328927467685\"\n    tier: 1\n    start: 2026-12-01\n\
          \x20 - oaid: 9999999999999999999\n    tier: ADVANCED\n    start: 2026-12-01\n    duration: \"36\"\n",
     );
     env.run(&["validate"])
@@ -139,7 +139,7 @@ fn oaids_quoted_or_not_tiers_by_name_or_number_and_defaults() {
     };
     assert_eq!(by_oaid("4097311281936189049")["tier"], "premium");
     assert_eq!(by_oaid("4097311281936189049")["duration_months"], 6);
-    assert_eq!(by_oaid("0745830328927467685")["tier"], "trial");
+    assert_eq!(by_oaid("745830328927467685")["tier"], "trial");
     assert_eq!(by_oaid("9999999999999999999")["duration_months"], 36);
 }
 
