@@ -377,12 +377,14 @@ fn phases(dir: &Path, runs: usize) -> Vec<(&'static str, Duration)> {
             Some(&disk.lineage),
             disk.serial,
             &disk.packages,
+            &disk.failed_attempts,
         )
         .unwrap();
         mark(&mut times);
         let plan = oapkg::plan::diff(
             &oapkg::manifest::DesiredSet { packages: desired },
             &disk.packages,
+            &disk.failed_attempts,
             Default::default(),
             today,
             vec![],

@@ -44,7 +44,7 @@ use crate::plan::saved::SavedPlan;
 use crate::spec::{Key, Oaid, Spec, Tier};
 use crate::state::file::{self, DiskState};
 use crate::state::journal::{self, Event, Generation, JournalOutcome};
-use crate::state::{Record, StateStore, Status, store};
+use crate::state::{FailedAttempts, Record, StateStore, Status, store};
 
 /// The date every entry point plans against, so a run is reproducible.
 fn today() -> jiff::civil::Date {
@@ -115,12 +115,23 @@ pub fn state_file(data: &[u8]) {
     else {
         return;
     };
-    let Ok((bytes, _)) = file::encode(path, lineage, serial, &packages) else {
+    let failed_attempts = match object.get("failed_attempts") {
+        None => FailedAttempts::new(),
+        Some(value) => match serde_json::from_value::<FailedAttempts>(value.clone()) {
+            Ok(failed) => failed,
+            Err(_) => return,
+        },
+    };
+    let Ok((bytes, _)) = file::encode(path, lineage, serial, &packages, &failed_attempts) else {
         return;
     };
     match file::decode(path, &bytes) {
         Ok(state) => {
             assert_eq!(state.packages, packages, "decode changed the packages");
+            assert_eq!(
+                state.failed_attempts, failed_attempts,
+                "decode changed the failed attempts"
+            );
             assert_round_trip(path, &state);
         }
         // The records contradict themselves: refused, which is the point.
@@ -129,16 +140,28 @@ pub fn state_file(data: &[u8]) {
 }
 
 fn assert_round_trip(path: &Path, state: &DiskState) {
-    let (bytes, checksum) = file::encode(path, &state.lineage, state.serial, &state.packages)
-        .expect("an accepted state encodes");
+    let (bytes, checksum) = file::encode(
+        path,
+        &state.lineage,
+        state.serial,
+        &state.packages,
+        &state.failed_attempts,
+    )
+    .expect("an accepted state encodes");
     assert_eq!(
         checksum, state.checksum,
         "the checksum is not a function of the content"
     );
     let again = file::decode(path, &bytes).expect("an encoded state decodes");
     assert_eq!(&again, state, "state did not survive encode → decode");
-    let (bytes_again, _) = file::encode(path, &again.lineage, again.serial, &again.packages)
-        .expect("an accepted state encodes");
+    let (bytes_again, _) = file::encode(
+        path,
+        &again.lineage,
+        again.serial,
+        &again.packages,
+        &again.failed_attempts,
+    )
+    .expect("an accepted state encodes");
     assert_eq!(bytes, bytes_again, "encoding is not deterministic");
 }
 
@@ -191,13 +214,21 @@ fn journal_program(program: &[u8]) -> (Option<DiskState>, Vec<u8>) {
             .collect();
         let generation = program_generation();
         let lineage = generation.lineage.expect("a lineage");
-        let (_, checksum) =
-            file::encode(path, &lineage, generation.serial, &packages).expect("encodes");
+        let failed_attempts = FailedAttempts::new();
+        let (_, checksum) = file::encode(
+            path,
+            &lineage,
+            generation.serial,
+            &packages,
+            &failed_attempts,
+        )
+        .expect("encodes");
         DiskState {
             lineage,
             serial: generation.serial,
             checksum,
             packages,
+            failed_attempts,
         }
     });
     let mut bytes = Vec::new();
@@ -244,6 +275,7 @@ fn journal_program(program: &[u8]) -> (Option<DiskState>, Vec<u8>) {
                 _ => JournalOutcome::Failed {
                     result_code: Some("204".to_owned()),
                     result_message: "no such OA".to_owned(),
+                    at: (step % 2 == 0).then_some(jiff::Timestamp::UNIX_EPOCH),
                 },
             }),
         };
@@ -290,10 +322,16 @@ fn load_journal(disk: Option<DiskState>, journal_bytes: &[u8]) {
         .filter(|line| line.generation == generation)
         .collect();
     let mut again = packages.clone();
-    journal::replay(journal_path, &mut again, &current).expect("a replayed journal replays again");
+    let mut failed_again = loaded.state.failed_attempts.clone();
+    journal::replay(journal_path, &mut again, &mut failed_again, &current)
+        .expect("a replayed journal replays again");
     assert_eq!(
         &again, packages,
         "replaying the journal twice changed the state"
+    );
+    assert_eq!(
+        failed_again, loaded.state.failed_attempts,
+        "replaying the journal twice changed the failed attempts"
     );
 
     // Never lose track: an intent whose last word is not a refusal is recorded.
@@ -370,6 +408,14 @@ pub fn esms_answer(data: &[u8]) {
                 PurchaseOutcome::Accepted { .. } | PurchaseOutcome::AlreadyExists { .. }
             ),
             "HTTP {status} taken for a purchase: {outcome:?}"
+        );
+    }
+    // Only a code the documentation lists, matched exactly, is acted on as
+    // a definite answer; every other one is an unknown outcome.
+    if let Some(code) = outcome.code() {
+        assert!(
+            classify::code_meaning(code).is_some() && code != classify::CODE_RATE_LIMITED,
+            "code {code:?} acted on as {outcome:?}"
         );
     }
     let _ = classify::classify_list_oas(exchange);
@@ -487,7 +533,8 @@ mod tests {
     fn state_entry_round_trips_a_real_state() {
         let spec = program_spec(5);
         let packages = BTreeMap::from([(spec.key(), recorded(spec, Status::Unconfirmed))]);
-        let (bytes, _) = file::encode(Path::new("s"), "L", 3, &packages).unwrap();
+        let (bytes, _) =
+            file::encode(Path::new("s"), "L", 3, &packages, &FailedAttempts::new()).unwrap();
         state_file(&bytes);
         // The same file with a wrong checksum still reaches the re-signed road.
         let text = String::from_utf8(bytes).unwrap();

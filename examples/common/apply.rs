@@ -60,6 +60,7 @@ pub async fn run_apply(
     let plan = oapkg::plan::diff(
         &desired,
         &loaded.state.packages,
+        &loaded.state.failed_attempts,
         loaded.id,
         jiff::civil::date(2026, 11, 26),
         vec![],

@@ -211,6 +211,7 @@ pub fn state_unmoved(planned: &StateId, now: &Loaded, state_path: &Path) -> bool
             planned.lineage.as_deref(),
             planned.serial,
             &now.state.packages,
+            &now.state.failed_attempts,
         )
         .is_ok_and(|c| c == *checksum),
     }
@@ -268,19 +269,37 @@ pub(crate) enum Verdict {
 /// Decides after `outcome`, the answer to attempt `attempts.count` (already
 /// counted). A retry needs an outcome that allows one, an attempt left,
 /// and a run that is not stopping.
+///
+/// Only "not sent" and rate limits allow one on their own. An unknown
+/// outcome allows one only with `retry_unknown` (`--retry-unknown`): the
+/// resend relies on eSMS answering `199` to a request it already has, for
+/// which eSMS documents no time window, so it may charge twice. Without
+/// it the package settles `unconfirmed` at once and a person decides.
 pub(crate) fn judge(
     outcome: &PurchaseOutcome,
     attempts: &mut Attempts,
     policy: &RetryPolicy,
+    retry_unknown: bool,
     stopping: bool,
 ) -> Verdict {
     if outcome.is_unknown() && attempts.maybe_received.is_none() {
         attempts.maybe_received = Some(outcome.message().to_owned());
     }
-    if outcome.is_retryable() && attempts.count < policy.max_attempts && !stopping {
+    let may_resend = outcome.is_retryable() || (retry_unknown && outcome.is_unknown());
+    if may_resend && attempts.count < policy.max_attempts && !stopping {
         return Verdict::Retry;
     }
     Verdict::Settle(settle(outcome, attempts.maybe_received.as_deref()))
+}
+
+/// Whether a `199` is a surprise: no request for the package can have
+/// reached eSMS before this answer as far as oapkg knows (no intent
+/// recorded before this run, no unknown outcome earlier in it). eSMS
+/// already had the purchase, so the state may have been lost or something
+/// else bought it. After a resend (`--retry-unconfirmed`,
+/// `--retry-unknown`) a `199` is the expected confirmation.
+pub(crate) fn unexpected_duplicate(outcome: &PurchaseOutcome, attempts: &Attempts) -> bool {
+    matches!(outcome, PurchaseOutcome::AlreadyExists { .. }) && attempts.maybe_received.is_none()
 }
 
 /// What a package's last answer is recorded as, given whether an earlier
@@ -320,14 +339,22 @@ pub(crate) fn settle(last: &PurchaseOutcome, maybe_received: Option<&str>) -> Jo
                 None => JournalOutcome::Failed {
                     result_code: definite.code().map(str::to_owned),
                     result_message: definite.message().to_owned(),
+                    // Stamped by the executor, which has the clock.
+                    at: None,
                 },
             }
         }
     }
 }
 
-/// The report's view of a recorded outcome.
-pub(crate) fn result_of(action: Action, outcome: &JournalOutcome, attempts: u32) -> PackageResult {
+/// The report's view of a recorded outcome; `unexpected_duplicate` as
+/// [`unexpected_duplicate`] found it.
+pub(crate) fn result_of(
+    action: Action,
+    outcome: &JournalOutcome,
+    attempts: u32,
+    unexpected_duplicate: bool,
+) -> PackageResult {
     match outcome {
         JournalOutcome::Submitted {
             service_preview_id,
@@ -339,6 +366,7 @@ pub(crate) fn result_of(action: Action, outcome: &JournalOutcome, attempts: u32)
             code: result_code.clone(),
             message: result_message.clone(),
             attempts,
+            unexpected_duplicate,
         },
         JournalOutcome::Unconfirmed { reason } => PackageResult::Unconfirmed {
             action,
@@ -348,6 +376,7 @@ pub(crate) fn result_of(action: Action, outcome: &JournalOutcome, attempts: u32)
         JournalOutcome::Failed {
             result_code,
             result_message,
+            ..
         } => PackageResult::Failed {
             action,
             code: result_code.clone(),

@@ -32,7 +32,7 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::decide::{self, Attempts, Job, Verdict};
-use super::{ApplyEvent, ApplyOptions, CancelSignal, PackageResult, RetryPolicy, StopReason};
+use super::{ApplyEvent, ApplyOptions, CancelSignal, PackageResult, StopReason};
 use crate::esms::Client;
 use crate::state::{Journal, JournalEntry, JournalOutcome, StateError};
 
@@ -82,6 +82,8 @@ enum Sent {
         attempts: u32,
         sent: bool,
         fatal: Option<StopReason>,
+        /// A `199` with no request known to have reached eSMS before.
+        unexpected_duplicate: bool,
     },
 }
 
@@ -136,7 +138,7 @@ async fn drive(
                 &jobs[next],
                 client,
                 recorder,
-                &options.retry,
+                options,
                 on_event,
                 stop_rx.clone(),
             ));
@@ -154,9 +156,10 @@ async fn drive(
                     });
                     Some(StopReason::Journal(error))
                 }
-                Sent::Settled { index, outcome, attempts, sent, fatal } => {
+                Sent::Settled { index, outcome, attempts, sent, fatal, unexpected_duplicate } => {
                     journaled = true;
-                    recording.push(finish(&jobs[index], index, recorder, outcome, attempts, sent, on_event));
+                    let settled = Settled { outcome, attempts, sent, unexpected_duplicate };
+                    recording.push(finish(&jobs[index], index, recorder, settled, on_event));
                     fatal
                 }
             },
@@ -199,10 +202,12 @@ async fn send(
     job: &Job<'_>,
     client: &Client,
     recorder: &Recorder,
-    policy: &RetryPolicy,
+    options: &ApplyOptions,
     on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
     mut stop: watch::Receiver<bool>,
 ) -> Sent {
+    let policy = &options.retry;
+    let retry_unknown = options.retry_unknown;
     let change = job.change;
     let key = &change.key;
 
@@ -219,7 +224,8 @@ async fn send(
     let mut attempts = Attempts::for_job(job);
     let mut delays = policy.delays();
     let mut fatal = None;
-    let outcome = loop {
+    let mut unexpected_duplicate;
+    let mut outcome = loop {
         if attempts.count == 0 && *stop.borrow() {
             // Stopped between the intent and the first request: nothing was
             // sent, so the intent is voided (an earlier record is kept).
@@ -228,10 +234,13 @@ async fn send(
                 outcome: JournalOutcome::Failed {
                     result_code: None,
                     result_message: "not sent: the run stopped first".to_owned(),
+                    // Not an attempt: nothing to remember for the next plan.
+                    at: None,
                 },
                 attempts: 0,
                 sent: false,
                 fatal: None,
+                unexpected_duplicate: false,
             };
         }
         attempts.count += 1;
@@ -251,7 +260,8 @@ async fn send(
             fatal = Some(StopReason::Fatal { code, message });
         }
         let stopping = fatal.is_some() || *stop.borrow();
-        match decide::judge(&outcome, &mut attempts, policy, stopping) {
+        unexpected_duplicate = decide::unexpected_duplicate(&outcome, &attempts);
+        match decide::judge(&outcome, &mut attempts, policy, retry_unknown, stopping) {
             Verdict::Settle(settled) => break settled,
             Verdict::Retry => {
                 let delay = delays.next().unwrap_or(policy.max_delay);
@@ -272,13 +282,27 @@ async fn send(
             }
         }
     };
+    // A failed attempt is kept in the state (until the key is submitted),
+    // for the next plan to show when.
+    if let JournalOutcome::Failed { at, .. } = &mut outcome {
+        *at = Some(jiff::Timestamp::now());
+    }
     Sent::Settled {
         index,
         outcome,
         attempts: attempts.count,
         sent: true,
         fatal,
+        unexpected_duplicate,
     }
+}
+
+/// What [`finish`] records and reports for one package.
+struct Settled {
+    outcome: JournalOutcome,
+    attempts: u32,
+    sent: bool,
+    unexpected_duplicate: bool,
 }
 
 /// Records the settled outcome; the package is done once that is durable.
@@ -286,11 +310,15 @@ async fn finish(
     job: &Job<'_>,
     index: usize,
     recorder: &Recorder,
-    outcome: JournalOutcome,
-    attempts: u32,
-    sent: bool,
+    settled: Settled,
     on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
 ) -> Done {
+    let Settled {
+        outcome,
+        attempts,
+        sent,
+        unexpected_duplicate,
+    } = settled;
     let change = job.change;
     let entry = JournalEntry::Outcome {
         key: change.key.clone(),
@@ -304,7 +332,10 @@ async fn finish(
             },
             None,
         ),
-        Ok(()) => (decide::result_of(change.action, &outcome, attempts), None),
+        Ok(()) => (
+            decide::result_of(change.action, &outcome, attempts, unexpected_duplicate),
+            None,
+        ),
         // The intent is on disk without an outcome: every load reads the
         // package as unconfirmed, whatever eSMS said.
         Err(error) => (
@@ -351,6 +382,7 @@ fn describe(outcome: &JournalOutcome) -> String {
         JournalOutcome::Failed {
             result_code: None,
             result_message,
+            ..
         } => result_message.clone(),
     }
 }

@@ -85,11 +85,21 @@
 //!
 //! | answer ([`PurchaseOutcome`]) | next step | recorded as |
 //! |---|---|---|
-//! | 100 / 199 (`Accepted`, `AlreadyExists`) | done | `submitted`, with ServicePreviewId, code, message, first-sent time |
-//! | 101 / 103 / 140 / 143 (`Fatal`) | done; **stop**: no new request (nor retry) is sent, requests in flight finish and are recorded | nothing (the intent is voided) |
-//! | 102 / 204 / 799 / other (`PackageFailed`) | done; the others go on | nothing |
-//! | 160 / HTTP 429 (`RateLimited`), connection failed (`NotSent`) | retried after a backoff, up to [`RetryPolicy::max_attempts`] | nothing, if the attempts run out |
-//! | timeout, reset, 5xx, garbage (`Unknown`) | retried after a backoff (a `199` then confirms it) | `unconfirmed`, if the attempts run out |
+//! | 100 / 199 (`Accepted`, `AlreadyExists`) | done | `submitted`, with ServicePreviewId, code, message, first-sent time; the key's last failed attempt is cleared |
+//! | 101 / 103 / 140 / 143 (`Fatal`) | done; **stop**: no new request (nor retry) is sent, requests in flight finish and are recorded | the key's last failed attempt (the intent is voided) |
+//! | 102 / 204 / 799 (`PackageFailed`) | done; the others go on | the key's last failed attempt |
+//! | 160 / HTTP 429 (`RateLimited`), connection failed (`NotSent`) | retried after a backoff, up to [`RetryPolicy::max_attempts`] | the key's last failed attempt, if the attempts run out |
+//! | timeout, reset, 5xx, garbage, a code the table does not list (`Unknown`) | done, **never resent** on the tool's own initiative; the others go on. With [`ApplyOptions::retry_unknown`]: retried like a rate limit (a `199` then confirms it) | `unconfirmed` |
+//!
+//! A failed attempt (code, message, when) is kept per key in the state,
+//! whether or not the key has a record, until the key is submitted; the next
+//! plan shows it on the purchase or replace.
+//!
+//! A `199` for a purchase or replace whose request was not known to have
+//! reached eSMS before (no intent recorded before this run, no unknown
+//! outcome earlier in it) is recorded `submitted` and flagged
+//! (`unexpected_duplicate` in [`PackageResult::Submitted`]): eSMS already had
+//! it, so the state may have been lost or another tool bought it.
 //!
 //! Once any attempt for a package got an unknown outcome, the package can
 //! never be recorded as "not bought": a later refusal does not prove the
@@ -143,6 +153,12 @@ pub struct ApplyOptions {
     pub allow_overlap: bool,
     /// Whether `unconfirmed` packages are resent (a `199` confirms them).
     pub retry_unconfirmed: bool,
+    /// Whether a request that got an unknown outcome is resent within the
+    /// run (`--retry-unknown`), relying on eSMS to answer `199` if it has
+    /// the first one. eSMS documents no time window for that answer, so a
+    /// resend may charge twice; without it the package is `unconfirmed`
+    /// at once.
+    pub retry_unknown: bool,
     /// Skip the `ZNS/GetListZOA/` check that the account holds every OA.
     pub skip_preflight: bool,
     /// How long to wait for another writer's lock (zero: fail at once).
@@ -161,6 +177,7 @@ impl Default for ApplyOptions {
             allow_replace: false,
             allow_overlap: false,
             retry_unconfirmed: false,
+            retry_unknown: false,
             skip_preflight: false,
             lock_timeout: Duration::ZERO,
             command: "oapkg apply".to_owned(),
@@ -170,7 +187,7 @@ impl Default for ApplyOptions {
 }
 
 /// Retries within one run, for the outcomes that allow them (rate limited,
-/// not sent, unknown). Delays grow exponentially from `min_delay` (doubling,
+/// not sent; unknown only with [`ApplyOptions::retry_unknown`]). Delays grow exponentially from `min_delay` (doubling,
 /// capped at `max_delay`), each with random jitter of up to the same again,
 /// so parallel requests that failed together do not retry together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,6 +267,12 @@ pub enum PackageResult {
         code: String,
         message: String,
         attempts: u32,
+        /// A `199` although no request for the package was known to have
+        /// reached eSMS (no intent recorded before this run, no unknown
+        /// outcome earlier in it): eSMS already had this purchase, so the
+        /// state may have been lost or something else bought it. Recorded
+        /// `submitted` all the same; callers warn about it.
+        unexpected_duplicate: bool,
     },
     /// eSMS definitely did not buy it (a refusal, or no request got
     /// through): not recorded as bought (an earlier record is kept).

@@ -62,6 +62,7 @@ fn plan_for(store: &StateStore, specs: &[Spec]) -> Plan {
     diff(
         &desired(specs),
         &loaded.state.packages,
+        &loaded.state.failed_attempts,
         loaded.id,
         TODAY,
         vec![],
@@ -383,14 +384,24 @@ fn retries_only_where_an_answer_allows_and_never_unlearns_a_maybe() {
         code: "199".into(),
         message: "exists".into(),
     };
-    let judged = |outcomes: &[&PurchaseOutcome], stopping: bool| {
+    let judged_with = |outcomes: &[&PurchaseOutcome], retry_unknown: bool, stopping: bool| {
         let mut attempts = Attempts::default();
         let mut last = None;
         for outcome in outcomes {
             attempts.count += 1;
-            last = Some(decide::judge(outcome, &mut attempts, &policy, stopping));
+            last = Some(decide::judge(
+                outcome,
+                &mut attempts,
+                &policy,
+                retry_unknown,
+                stopping,
+            ));
         }
         last.unwrap()
+    };
+    let judged = |outcomes: &[&PurchaseOutcome], stopping: bool| {
+        // With --retry-unknown, which the settlements below need.
+        judged_with(outcomes, true, stopping)
     };
     for retryable in [&unknown, &not_sent, &limited] {
         assert_eq!(judged(&[retryable], false), Verdict::Retry);
@@ -401,9 +412,41 @@ fn retries_only_where_an_answer_allows_and_never_unlearns_a_maybe() {
             Verdict::Settle(_)
         ));
     }
+    // Without --retry-unknown an unknown outcome is never resent: it is
+    // unconfirmed at once. Not sent and rate limited still are retried.
+    assert!(matches!(
+        judged_with(&[&unknown], false, false),
+        Verdict::Settle(JournalOutcome::Unconfirmed { .. })
+    ));
+    assert!(matches!(
+        judged_with(&[&limited, &unknown], false, false),
+        Verdict::Settle(JournalOutcome::Unconfirmed { .. })
+    ));
+    for retryable in [&not_sent, &limited] {
+        assert_eq!(judged_with(&[retryable], false, false), Verdict::Retry);
+    }
     for definite in [&refused, &fatal, &exists] {
         assert!(matches!(judged(&[definite], false), Verdict::Settle(_)));
+        assert!(matches!(
+            judged_with(&[definite], false, false),
+            Verdict::Settle(_)
+        ));
     }
+    // A 199 is a surprise only when no request can have reached eSMS
+    // before it: first, or after "not sent" / rate limits; not after an
+    // unknown outcome (the resend's expected confirmation).
+    let surprise = |outcomes: &[&PurchaseOutcome]| {
+        let mut attempts = Attempts::default();
+        for outcome in outcomes {
+            attempts.count += 1;
+            let _ = decide::judge(outcome, &mut attempts, &policy, true, false);
+        }
+        decide::unexpected_duplicate(outcomes.last().unwrap(), &attempts)
+    };
+    assert!(surprise(&[&exists]));
+    assert!(surprise(&[&limited, &not_sent, &exists]));
+    assert!(!surprise(&[&unknown, &exists]));
+    assert!(!surprise(&[&refused]));
     // Settlements.
     let settle = |outcomes: &[&PurchaseOutcome]| match judged(outcomes, true) {
         Verdict::Settle(o) => o,
@@ -417,9 +460,11 @@ fn retries_only_where_an_answer_allows_and_never_unlearns_a_maybe() {
         settle(&[&unknown]),
         JournalOutcome::Unconfirmed { .. }
     ));
+    // The executor stamps the time of a failed attempt; the pure part
+    // leaves it out.
     assert!(matches!(
         settle(&[&refused]),
-        JournalOutcome::Failed { result_code: Some(c), .. } if c == "204"
+        JournalOutcome::Failed { result_code: Some(c), at: None, .. } if c == "204"
     ));
     assert!(matches!(
         settle(&[&not_sent]),
@@ -618,7 +663,37 @@ async fn never_more_than_parallelism_in_flight() {
 }
 
 #[tokio::test]
-async fn an_unknown_outcome_is_retried_and_199_confirms_it() {
+async fn an_unknown_outcome_is_unconfirmed_at_once_and_the_others_go_on() {
+    let f = store();
+    let all = specs(3);
+    // The first package's request is charged but its answer is lost; the
+    // simulator would charge a resend again (no duplicate detection).
+    let sim = Simulator::start(config_for(&all).dedupe(false).fault(FaultRule::for_oaid(
+        "1001",
+        Fault::DropConnection {
+            stage: Stage::AfterCommit,
+        },
+    )))
+    .await
+    .unwrap();
+    let plan = plan_for(&f.store, &all);
+    let log = Log::default();
+    let report = run(&plan, &f.store, &sim, &fast(), &log).await.unwrap();
+    assert_eq!((report.purchased, report.unconfirmed), (2, 1), "{report:?}");
+    assert!(matches!(
+        report.outcomes[0].1,
+        PackageResult::Unconfirmed { attempts: 1, .. }
+    ));
+    assert_eq!(sim.ledger().len(), 3, "each charged once, none resent");
+    assert!(!log.lines().iter().any(|l| l.starts_with("retry")));
+    assert_eq!(
+        statuses(&f.store)[&all[0].key().to_string()],
+        Status::Unconfirmed
+    );
+}
+
+#[tokio::test]
+async fn with_retry_unknown_an_unknown_outcome_is_resent_and_199_confirms_it() {
     let f = store();
     let all = specs(1);
     // The first request is charged but its answer is lost.
@@ -632,7 +707,11 @@ async fn an_unknown_outcome_is_retried_and_199_confirms_it() {
     .unwrap();
     let plan = plan_for(&f.store, &all);
     let log = Log::default();
-    let report = run(&plan, &f.store, &sim, &fast(), &log).await.unwrap();
+    let options = ApplyOptions {
+        retry_unknown: true,
+        ..fast()
+    };
+    let report = run(&plan, &f.store, &sim, &options, &log).await.unwrap();
     assert!(report.succeeded(), "{report:?}");
     let ledger = sim.ledger();
     assert_eq!(ledger.len(), 1, "charged once");
@@ -640,12 +719,17 @@ async fn an_unknown_outcome_is_retried_and_199_confirms_it() {
         code,
         service_preview_id,
         attempts,
+        unexpected_duplicate,
         ..
     } = &report.outcomes[0].1
     else {
         panic!("{report:?}")
     };
     assert_eq!((code.as_str(), *attempts), ("199", 2));
+    assert!(
+        !unexpected_duplicate,
+        "the 199 a resend expects is no surprise"
+    );
     assert_eq!(
         service_preview_id.as_deref(),
         Some(ledger[0].service_preview_id.as_str())
@@ -666,7 +750,7 @@ async fn an_unknown_outcome_is_retried_and_199_confirms_it() {
 }
 
 #[tokio::test]
-async fn unknown_until_retries_run_out_is_unconfirmed_and_never_dropped() {
+async fn with_retry_unknown_unknown_until_retries_run_out_is_unconfirmed_and_never_dropped() {
     let f = store();
     let all = specs(2);
     let sim = Simulator::start(config_for(&all).fault(FaultRule::for_oaid(
@@ -678,7 +762,11 @@ async fn unknown_until_retries_run_out_is_unconfirmed_and_never_dropped() {
     .await
     .unwrap();
     let plan = plan_for(&f.store, &all);
-    let report = run(&plan, &f.store, &sim, &fast(), &Log::default())
+    let retrying = ApplyOptions {
+        retry_unknown: true,
+        ..fast()
+    };
+    let report = run(&plan, &f.store, &sim, &retrying, &Log::default())
         .await
         .unwrap();
     assert!(!report.succeeded());
@@ -723,6 +811,75 @@ async fn unknown_until_retries_run_out_is_unconfirmed_and_never_dropped() {
     assert!(report.succeeded(), "{report:?}");
     assert_eq!(sim.ledger().len(), 2);
     assert!(statuses(&f.store).values().all(|s| *s == Status::Submitted));
+}
+
+#[tokio::test]
+async fn a_199_to_a_first_request_is_submitted_and_flagged() {
+    let f = store();
+    let all = specs(2);
+    let sim = Simulator::start(config_for(&all).fault(FaultRule::for_oaid(
+        "1002",
+        Fault::Code {
+            code: "199".into(),
+            message: Some("This request already exists and is being processed".into()),
+        },
+    )))
+    .await
+    .unwrap();
+    let plan = plan_for(&f.store, &all);
+    let report = run(&plan, &f.store, &sim, &fast(), &Log::default())
+        .await
+        .unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    let flags: Vec<bool> = report
+        .outcomes
+        .iter()
+        .map(|(_, r)| match r {
+            PackageResult::Submitted {
+                unexpected_duplicate,
+                ..
+            } => *unexpected_duplicate,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(flags, [false, true]);
+    assert!(statuses(&f.store).values().all(|s| *s == Status::Submitted));
+}
+
+#[tokio::test]
+async fn a_failed_attempt_is_kept_until_the_key_is_submitted() {
+    let f = store();
+    let all = specs(2);
+    let sim = Simulator::start(config_for(&all).fault(FaultRule::for_oaid(
+        "1001",
+        Fault::Code {
+            code: "102".into(),
+            message: Some("No price list".into()),
+        },
+    )))
+    .await
+    .unwrap();
+    let plan = plan_for(&f.store, &all);
+    let report = run(&plan, &f.store, &sim, &fast(), &Log::default())
+        .await
+        .unwrap();
+    assert_eq!((report.purchased, report.failed), (1, 1));
+    let state = f.store.load().unwrap().state;
+    let kept = &state.failed_attempts[&all[0].key()];
+    assert_eq!(
+        (kept.code.as_deref(), kept.message.as_str()),
+        (Some("102"), "No price list")
+    );
+    assert!(!state.packages.contains_key(&all[0].key()));
+    // The next plan carries it on the purchase; once bought, it is gone.
+    let plan = plan_for(&f.store, &all);
+    assert_eq!(plan.changes[0].last_failure.as_ref(), Some(kept));
+    sim.clear_faults();
+    let report = run(&plan, &f.store, &sim, &fast(), &Log::default())
+        .await
+        .unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    assert!(f.store.load().unwrap().state.failed_attempts.is_empty());
 }
 
 #[tokio::test]

@@ -68,10 +68,19 @@ pub struct ApplyFlags {
     /// package over the same months): those months are paid twice
     #[arg(long)]
     pub allow_overlap: bool,
-    /// Resend packages recorded as unconfirmed (eSMS answers 199 to a request
-    /// it already has, which confirms them)
+    /// Resend packages recorded as unconfirmed, after checking on the eSMS
+    /// portal that they are absent (eSMS answers 199 to a request it still
+    /// has, but documents no time window for that: a resend may charge
+    /// twice). Not with `watch`
     #[arg(long)]
     pub retry_unconfirmed: bool,
+    /// Resend within the run a request that got no definite answer (timeout,
+    /// reset, HTTP 5xx, an unreadable or undocumented answer) instead of
+    /// recording it unconfirmed at once. Relies on eSMS answering 199 to a
+    /// request it already has; eSMS documents no time window for that, so a
+    /// resend may charge twice. Not with `watch`
+    #[arg(long)]
+    pub retry_unknown: bool,
     /// Do not check first that the account holds every OA to be bought
     #[arg(long)]
     pub skip_preflight: bool,
@@ -212,6 +221,7 @@ pub(super) fn options(
         allow_replace: args.allow_replace,
         allow_overlap: args.allow_overlap,
         retry_unconfirmed: args.retry_unconfirmed,
+        retry_unknown: args.retry_unknown,
         skip_preflight: args.skip_preflight,
         lock_timeout: context.global.lock_timeout(),
         command: command.to_owned(),
@@ -435,6 +445,9 @@ impl Progress {
                 }
                 tracing::info!(%key, ?result, "purchase recorded");
                 self.out_line(&done_line(change.action, key.as_str(), result, self.color));
+                if let Some(warning) = unexpected_duplicate_warning(key.as_str(), result) {
+                    self.err_line(&warning);
+                }
             }
             ApplyEvent::Stopping { reason, in_flight } => {
                 self.err_line(&format!(
@@ -481,8 +494,45 @@ fn retry_reason(outcome: &PurchaseOutcome) -> String {
     }
 }
 
+/// What eSMS's `199` means when no request for the package was known to
+/// have reached it: said loudly, on stderr.
+pub(super) const UNEXPECTED_DUPLICATE: &str =
+    "eSMS already had this purchase: the state may have been lost or another tool bought it";
+
+/// `warning: KEY: eSMS already had this purchase …` for a surprising `199`.
+pub(super) fn unexpected_duplicate_warning(key: &str, result: &PackageResult) -> Option<String> {
+    matches!(
+        result,
+        PackageResult::Submitted {
+            unexpected_duplicate: true,
+            ..
+        }
+    )
+    .then(|| {
+        format!(
+            "warning: {key}: {UNEXPECTED_DUPLICATE} (code 199, recorded as submitted). \
+             Check that --state names the right state file, and the eSMS portal for who bought it"
+        )
+    })
+}
+
+/// The mark in front of a result line: the plan's symbol when the package
+/// is now submitted (`+` purchase, `~` replace, `?` a resent unconfirmed
+/// one), `x` failed (not bought), `?` unconfirmed (may have been bought),
+/// `-` not sent (the run stopped first; a resend not sent stays `?`).
+pub(super) fn result_mark(action: Action, result: &PackageResult) -> char {
+    match result {
+        PackageResult::Submitted { .. } => action.symbol(),
+        PackageResult::Failed { .. } => 'x',
+        PackageResult::Unconfirmed { .. } | PackageResult::LeftUnconfirmed => '?',
+        PackageResult::NotAttempted { .. } if action == Action::Unconfirmed => '?',
+        PackageResult::NotAttempted { .. } => '-',
+    }
+}
+
 /// `+ purchase KEY: submitted, ServicePreviewId 52330 (code 100: …)`: the
-/// plan's symbol and action, then what became of it.
+/// result's mark ([`result_mark`]) and the plan's action, then what became
+/// of it.
 pub(super) fn done_line(action: Action, key: &str, result: &PackageResult, color: bool) -> String {
     let paint = |code: &str, text: &str| {
         if color {
@@ -551,7 +601,7 @@ pub(super) fn done_line(action: Action, key: &str, result: &PackageResult, color
             paint("33", "unconfirmed")
         ),
     };
-    format!("{} {action} {key}: {what}", action.symbol())
+    format!("{} {action} {key}: {what}", result_mark(action, result))
 }
 
 /// What is left to do, then the final `Apply complete: …` line.
@@ -600,6 +650,22 @@ fn summarize(context: &Context, report: &ApplyReport) -> anyhow::Result<()> {
         out.push_str(
             "Check them on the eSMS portal, then record each one bought with `oapkg state confirm KEY`, \
              or run `oapkg apply --retry-unconfirmed` to resend them (eSMS answers 199 to a request it already has).\n",
+        );
+    }
+    let surprises: Vec<_> = report
+        .outcomes
+        .iter()
+        .filter(|(key, r)| unexpected_duplicate_warning(key.as_str(), r).is_some())
+        .collect();
+    if !surprises.is_empty() {
+        out.push_str(&format!(
+            "\nWarning: {UNEXPECTED_DUPLICATE}. eSMS answered 199 (already exists) to a first request for:\n"
+        ));
+        for (key, _) in &surprises {
+            out.push_str(&format!("  ! {key}\n"));
+        }
+        out.push_str(
+            "They are recorded as submitted. Check that --state names the right state file, and the eSMS portal for who bought them.\n",
         );
     }
     if !context.global.quiet || !out.is_empty() {

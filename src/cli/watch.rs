@@ -40,7 +40,10 @@ use crate::watch::{
     mut_arg("max_purchases", |a| a.requires("apply")),
     mut_arg("allow_replace", |a| a.requires("apply")),
     mut_arg("allow_overlap", |a| a.requires("apply")),
-    mut_arg("retry_unconfirmed", |a| a.requires("apply")),
+    // Refused in `run`, with the reason: watch never resends a package
+    // whose earlier request may have been received.
+    mut_arg("retry_unconfirmed", |a| a.hide(true)),
+    mut_arg("retry_unknown", |a| a.hide(true)),
     mut_arg("skip_preflight", |a| a.requires("apply")),
     mut_arg("timeout", |a| a.requires("apply")),
     mut_arg("connect_timeout", |a| a.requires("apply")),
@@ -82,6 +85,7 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
+    refuse_resends(&args.apply_flags)?;
     // Fail before watching anything: a date that cannot be read would fail
     // every cycle.
     context.today()?;
@@ -138,6 +142,23 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
 /// How long stopping waits for blocking work (file reads) still running.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
+/// `--retry-unconfirmed` and `--retry-unknown` are usage errors here: a
+/// resend relies on eSMS's `199`, for which eSMS documents no time window,
+/// so it may charge twice; an unattended loop must never make that call.
+fn refuse_resends(flags: &ApplyFlags) -> anyhow::Result<()> {
+    let flag = match (flags.retry_unconfirmed, flags.retry_unknown) {
+        (true, _) => "--retry-unconfirmed",
+        (_, true) => "--retry-unknown",
+        _ => return Ok(()),
+    };
+    anyhow::bail!(
+        "watch does not take {flag}: it never resends a purchase whose earlier request may have been received \
+         (eSMS documents no time window for its 199 duplicate answer, so a resend may charge twice). \
+         Check unconfirmed packages on the eSMS portal, then run `oapkg state confirm KEY` for each one there, \
+         or `oapkg apply --retry-unconfirmed` for those absent"
+    )
+}
+
 /// The apply step for `--apply`: the apply engine of `oapkg apply`, with
 /// its guards, pre-flight, journal and lock, run on each plan that buys
 /// something. Built before watching starts, so missing credentials or a
@@ -181,6 +202,11 @@ impl Reconciler for ApplyReconciler {
                         submitted = result.is_submitted(),
                         "{line}"
                     );
+                    if let Some(warning) =
+                        super::apply::unexpected_duplicate_warning(key.as_str(), result)
+                    {
+                        tracing::warn!(key = key.as_str(), "{warning}");
+                    }
                 }
             };
             match apply::apply(

@@ -20,6 +20,8 @@ pub const CODE_ALREADY_EXISTS: &str = "199";
 pub const CODE_RATE_LIMITED: &str = "160";
 /// Codes after which nothing else in the run can succeed.
 pub const FATAL_CODES: [&str; 4] = ["101", "103", "140", "143"];
+/// Codes that refuse one package (definitely not bought); others may go on.
+pub const PACKAGE_FAILED_CODES: [&str; 3] = ["102", "204", "799"];
 
 /// The meaning ESMS_API.md gives a result code, for messages.
 pub fn code_meaning(code: &str) -> Option<&'static str> {
@@ -78,14 +80,16 @@ pub enum PurchaseOutcome {
     },
     /// `101`, `103`, `140`, `143`: stop sending; nothing else can succeed.
     Fatal { code: String, message: String },
-    /// `102`, `204`, `799` or any undocumented code: this package failed
-    /// (definitely not bought); others may go on. `message` is verbatim.
+    /// `102`, `204`, `799`: this package failed (definitely not bought);
+    /// others may go on. `message` is verbatim.
     PackageFailed { code: String, message: String },
     /// `160` or HTTP 429: not processed; back off and try again.
     RateLimited { reason: String },
     /// The request may have been received and the purchase may exist:
     /// a timeout after sending, a connection reset while waiting, HTTP 5xx
-    /// or another unexpected status, an unreadable body, no code.
+    /// or another unexpected status, an unreadable body, no code, or a
+    /// code the documentation does not list (matched exactly: `"100.0"`,
+    /// `"0"` and `" 100"` are not listed codes).
     Unknown { reason: String },
     /// Certainly never sent (connection refused, DNS or TLS failure).
     NotSent { reason: String },
@@ -107,15 +111,15 @@ impl PurchaseOutcome {
         matches!(self, PurchaseOutcome::Unknown { .. })
     }
 
-    /// Whether sending the same request again is a reasonable next step
-    /// within the run (after a backoff): rate limits, "not sent", and
-    /// unknown outcomes (which a later `199` will confirm).
+    /// Whether sending the same request again is safe within the run
+    /// (after a backoff): rate limits and "not sent", which eSMS certainly
+    /// did not process. An unknown outcome is not: eSMS documents no time
+    /// window for its `199` duplicate answer, so a resend may charge twice
+    /// (apply resends one only when asked to, `--retry-unknown`).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            PurchaseOutcome::RateLimited { .. }
-                | PurchaseOutcome::Unknown { .. }
-                | PurchaseOutcome::NotSent { .. }
+            PurchaseOutcome::RateLimited { .. } | PurchaseOutcome::NotSent { .. }
         )
     }
 
@@ -300,8 +304,26 @@ pub fn classify_purchase(exchange: Exchange<'_>) -> PurchaseOutcome {
             reason: format!("code 160: {message}"),
         },
         c if FATAL_CODES.contains(&c) => PurchaseOutcome::Fatal { code, message },
-        _ => PurchaseOutcome::PackageFailed { code, message },
+        c if PACKAGE_FAILED_CODES.contains(&c) => PurchaseOutcome::PackageFailed { code, message },
+        // Not in the table (`"0"`, `"100.0"`, `" 100"`, `"777"`…): eSMS may
+        // have charged, so it is never read as "not bought".
+        _ => PurchaseOutcome::Unknown {
+            reason: undocumented_code(&code, &message),
+        },
     }
+}
+
+/// The reason of an unknown outcome for a code the table does not list:
+/// the code quoted exactly as received (so `" 100"` shows its blank) and
+/// eSMS's message verbatim. Renderers escape control characters.
+fn undocumented_code(code: &str, message: &str) -> String {
+    let mut reason =
+        format!("eSMS answered code {code:?}, which its documentation does not list for this call");
+    if !message.is_empty() {
+        reason.push_str(": ");
+        reason.push_str(message);
+    }
+    reason
 }
 
 /// The OAs of one `ZNS/GetListZOA/` exchange.
@@ -533,7 +555,7 @@ mod tests {
             );
             assert!(!out.is_retryable() && !out.is_submitted());
         }
-        for code in ["102", "204", "799", "42", "999", "abc"] {
+        for code in ["102", "204", "799"] {
             let out = ok(&answer(code, "Thông báo nguyên văn"));
             assert_eq!(
                 out,
@@ -548,9 +570,40 @@ mod tests {
         let out = ok(&answer("160", "TPS"));
         assert!(matches!(out, PurchaseOutcome::RateLimited { .. }));
         assert!(out.is_retryable());
-        // Numeric codes and surrounding blanks are tolerated.
+        // An integer code is the same code; anything not exactly a listed
+        // code is an unknown outcome (eSMS may have charged), never a
+        // failure, shown exactly as received.
         assert!(ok(r#"{"CodeResult": 100}"#).is_submitted());
-        assert!(ok(r#"{"CodeResult": " 199 "}"#).is_submitted());
+        for body in [
+            answer("42", "Thông báo nguyên văn"),
+            answer("999", "Thông báo nguyên văn"),
+            answer("abc", "Thông báo nguyên văn"),
+            answer("0", "Thông báo nguyên văn"),
+            answer("100.0", "Thông báo nguyên văn"),
+            answer(" 100", "Thông báo nguyên văn"),
+            answer(" 199 ", "Thông báo nguyên văn"),
+            answer("1000", "Thông báo nguyên văn"),
+            answer("102 ", "Thông báo nguyên văn"),
+            r#"{"CodeResult": 100.0, "ErrorMessage": "Thông báo nguyên văn"}"#.to_owned(),
+            r#"{"CodeResult": 0, "ErrorMessage": "Thông báo nguyên văn"}"#.to_owned(),
+        ] {
+            let out = ok(&body);
+            assert!(out.is_unknown(), "{body} gave {out:?}");
+            assert!(!out.is_retryable(), "{body}");
+            assert!(
+                out.message().contains("Thông báo nguyên văn")
+                    && out.message().contains("does not list"),
+                "{body} gave {out:?}"
+            );
+        }
+        assert_eq!(
+            ok(&answer(" 100", "x")).message(),
+            r#"eSMS answered code " 100", which its documentation does not list for this call: x"#
+        );
+        assert_eq!(
+            ok(&answer("0", "")).message(),
+            r#"eSMS answered code "0", which its documentation does not list for this call"#
+        );
     }
 
     #[test]

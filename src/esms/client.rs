@@ -290,8 +290,8 @@ impl Reply {
 /// the first copy provably never left. The same hand-back on a fresh
 /// connection surfaces as a "canceled" error that reqwest does not let us
 /// tell apart, so it counts as unknown.) A wrong "not sent" could buy a
-/// package twice; a wrong "unknown" costs one retry that eSMS answers
-/// with 199.
+/// package twice; a wrong "unknown" costs a look at the eSMS portal (the
+/// package is recorded unconfirmed and not resent without a person).
 pub(crate) fn transport_failure(err: reqwest::Error, options: &ClientOptions) -> TransportFailure {
     if err.is_builder() {
         // The request could not even be built: nothing was sent.

@@ -93,7 +93,7 @@ impl fmt::Debug for AccountRequest<'_> {
 /// Answer of `RegisOAPackageJson/`.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct PurchaseAnswer {
-    #[serde(rename = "CodeResult", default, deserialize_with = "text_or_number")]
+    #[serde(rename = "CodeResult", default, deserialize_with = "code_text")]
     pub code_result: Option<String>,
     #[serde(rename = "ErrorMessage", default, deserialize_with = "text_or_number")]
     pub error_message: Option<String>,
@@ -149,6 +149,21 @@ fn text_or_number<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D:
     let value = serde_json::Value::deserialize(de)?;
     Ok(match value {
         serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+/// A result code exactly as sent: a string is kept verbatim (`" 100"` is
+/// not `"100"`; only the empty string is `None`), an integer becomes its
+/// digits, and a number with a fraction or exponent keeps the text
+/// serde_json prints for it (`100.0`). Deciding what a code means is
+/// `classify`'s job, and it matches codes exactly: a code that is not
+/// exactly one the documentation lists is an unknown outcome.
+fn code_text<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    let value = serde_json::Value::deserialize(de)?;
+    Ok(match value {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s),
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
     })
@@ -229,6 +244,18 @@ mod tests {
             serde_json::from_str(r#"{"CodeResult": "", "ServicePreviewId": null}"#).unwrap();
         assert_eq!(a.code_result, None);
         assert_eq!(a.service_preview_id, None);
+        // A code is kept exactly as sent, blanks and fractions included.
+        for (json, code) in [
+            (r#"{"CodeResult": " 100"}"#, " 100"),
+            (r#"{"CodeResult": "100 "}"#, "100 "),
+            (r#"{"CodeResult": " "}"#, " "),
+            (r#"{"CodeResult": 100.0}"#, "100.0"),
+            (r#"{"CodeResult": "100.0"}"#, "100.0"),
+            (r#"{"CodeResult": 0}"#, "0"),
+        ] {
+            let a: PurchaseAnswer = serde_json::from_str(json).unwrap();
+            assert_eq!(a.code_result.as_deref(), Some(code), "{json}");
+        }
         // Huge ids keep their digits.
         let a: PurchaseAnswer =
             serde_json::from_str(r#"{"ServicePreviewId": 18446744073709551615}"#).unwrap();

@@ -15,7 +15,7 @@ use jiff::civil::Date;
 use super::{Action, Change, LabelChange, Plan, Warning};
 use crate::manifest::{DesiredSet, Package};
 use crate::spec::{Key, Spec};
-use crate::state::{Record, StateId, Status};
+use crate::state::{FailedAttempts, Record, StateId, Status};
 
 /// Compares what the manifests declare with what the state records.
 ///
@@ -26,6 +26,7 @@ use crate::state::{Record, StateId, Status};
 pub fn diff(
     desired: &DesiredSet,
     recorded: &BTreeMap<Key, Record>,
+    failed_attempts: &FailedAttempts,
     state: StateId,
     today: Date,
     warnings: Vec<Warning>,
@@ -62,12 +63,16 @@ pub fn diff(
                 }
             }
         }
+        let last_failure = matches!(action, Action::Purchase | Action::Replace)
+            .then(|| failed_attempts.get(key).cloned())
+            .flatten();
         changes.push(Change {
             key: key.clone(),
             action,
             desired: wanted.cloned(),
             before: record.cloned(),
             overlaps,
+            last_failure,
         });
     }
     let mut warnings = warnings;
@@ -250,7 +255,14 @@ mod tests {
         }
         renamed.name = Some("a new label".into());
         let desired = set(&[purchase, unchanged, replaced_now, unconfirmed, renamed]);
-        let plan = diff(&desired, &recorded, StateId::default(), d, vec![]);
+        let plan = diff(
+            &desired,
+            &recorded,
+            &FailedAttempts::new(),
+            StateId::default(),
+            d,
+            vec![],
+        );
         assert_eq!(
             plan.labels,
             vec![LabelChange {
@@ -306,6 +318,7 @@ mod tests {
         let plan = diff(
             &DesiredSet::default(),
             &recorded,
+            &FailedAttempts::new(),
             StateId::default(),
             d,
             vec![],
@@ -321,7 +334,14 @@ mod tests {
             package("12", d, Tier::Trial, 1),
             package("123", d, Tier::Trial, 1),
         ]);
-        let plan = diff(&desired, &BTreeMap::new(), StateId::default(), d, vec![]);
+        let plan = diff(
+            &desired,
+            &BTreeMap::new(),
+            &FailedAttempts::new(),
+            StateId::default(),
+            d,
+            vec![],
+        );
         let keys: Vec<_> = plan.changes.iter().map(|c| c.key.as_str()).collect();
         assert_eq!(keys, ["123@2026-12-01", "12@2026-12-01"]);
     }
@@ -342,6 +362,7 @@ mod tests {
             diff(
                 &set(std::slice::from_ref(&p)),
                 &BTreeMap::new(),
+                &crate::state::FailedAttempts::new(),
                 StateId::default(),
                 today,
                 vec![],
@@ -354,6 +375,7 @@ mod tests {
         let plan = diff(
             &set(&[p]),
             &BTreeMap::new(),
+            &crate::state::FailedAttempts::new(),
             StateId::default(),
             date(2027, 1, 5),
             vec![],
@@ -371,6 +393,7 @@ mod tests {
             diff(
                 &set(std::slice::from_ref(&p)),
                 &BTreeMap::new(),
+                &crate::state::FailedAttempts::new(),
                 StateId::default(),
                 today,
                 vec![],
@@ -391,6 +414,7 @@ mod tests {
         let plan = diff(
             &set(&[longer.clone()]),
             &recorded,
+            &crate::state::FailedAttempts::new(),
             StateId::default(),
             date(2026, 5, 1),
             vec![],
@@ -401,6 +425,7 @@ mod tests {
         let plan = diff(
             &set(&[longer]),
             &recorded,
+            &crate::state::FailedAttempts::new(),
             StateId::default(),
             date(2026, 2, 1),
             vec![],
@@ -410,6 +435,7 @@ mod tests {
         let plan = diff(
             &set(&[bought]),
             &recorded,
+            &crate::state::FailedAttempts::new(),
             StateId::default(),
             date(2026, 5, 1),
             vec![],
@@ -427,6 +453,7 @@ mod tests {
             let plan = diff(
                 &set(std::slice::from_ref(&moved)),
                 &recorded,
+                &crate::state::FailedAttempts::new(),
                 StateId::default(),
                 date(2026, 11, 26),
                 vec![],
@@ -452,6 +479,7 @@ mod tests {
             let plan = diff(
                 &set(std::slice::from_ref(&p)),
                 &recorded,
+                &crate::state::FailedAttempts::new(),
                 StateId::default(),
                 today,
                 vec![],
@@ -517,6 +545,7 @@ mod tests {
         let plan = diff(
             &set(&[a_longer, b]),
             &recorded,
+            &crate::state::FailedAttempts::new(),
             StateId::default(),
             date(2026, 11, 1),
             vec![],
@@ -546,6 +575,7 @@ mod tests {
         let plan = diff(
             &set(&[expired, unconfirmed]),
             &recorded,
+            &crate::state::FailedAttempts::new(),
             StateId::default(),
             date(2026, 11, 1),
             vec![],

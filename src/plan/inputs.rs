@@ -47,6 +47,7 @@ pub fn make(manifests: &Manifests, loaded: &Loaded, today: Date) -> Plan {
     let mut plan = diff(
         &manifests.desired,
         &loaded.state.packages,
+        &loaded.state.failed_attempts,
         loaded.id.clone(),
         today,
         Vec::new(),

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::manifest::{Package, Source};
 use crate::spec::{Key, Spec};
-use crate::state::{Record, StateId};
+use crate::state::{FailedAttempt, Record, StateId};
 
 /// What apply will do for one key (the SPEC's action table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -56,6 +56,10 @@ pub struct Change {
     /// start date, a second package over the same months), sorted. Buying
     /// them needs `--allow-overlap` ([`Change::needs`]).
     pub overlaps: Vec<Key>,
+    /// The key's last failed purchase attempt (eSMS refused it, or no
+    /// request got through), shown on a `purchase` or `replace`; `None`
+    /// for every other action.
+    pub last_failure: Option<FailedAttempt>,
 }
 
 /// A warning about one key (or the whole run when `key` is `None`), with

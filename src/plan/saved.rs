@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use super::{Action, Change, LabelChange, Plan, Warning};
 use crate::manifest::{Package, Source};
 use crate::spec::{Key, Spec, SpecHash, sha256_tagged};
-use crate::state::{Record, StateId};
+use crate::state::{FailedAttempt, Record, StateId};
 
 /// The version of the plan file format this oapkg writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -97,6 +97,10 @@ pub struct SavedChange {
     /// left out of the file when there are none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overlaps: Vec<Key>,
+    /// The key's last failed attempt, as the plan showed it. Left out when
+    /// there is none, so plan files written before it existed read the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<FailedAttempt>,
 }
 
 /// A declared package: the spec to buy, its label and where it is declared.
@@ -134,6 +138,7 @@ impl SavedChange {
             }),
             before: change.before.clone(),
             overlaps: change.overlaps.clone(),
+            last_failure: change.last_failure.clone(),
         }
     }
 
@@ -148,6 +153,7 @@ impl SavedChange {
             }),
             before: self.before.clone(),
             overlaps: self.overlaps.clone(),
+            last_failure: self.last_failure.clone(),
         }
     }
 

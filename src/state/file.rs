@@ -28,6 +28,13 @@
 //!       "result_message": "Success",
 //!       "submitted_at": "2026-11-26T10:00:00Z"
 //!     }
+//!   },
+//!   "failed_attempts": {
+//!     "745830328927467685@2027-01-01": {
+//!       "code": "102",
+//!       "message": "No price list for this service",
+//!       "at": "2026-11-26T10:00:03Z"
+//!     }
 //!   }
 //! }
 //! ```
@@ -46,6 +53,12 @@
 //!   of `{"format_version", "lineage", "serial", "packages"}` in that order,
 //!   i.e. of the content without the checksum. Being computed over the parsed
 //!   content, it does not depend on whitespace or on how strings are escaped.
+//! - `failed_attempts` holds, per key, the last purchase attempt that
+//!   definitely bought nothing (eSMS's `code` or `null` when no request got
+//!   through, its `message`, and when: `at`), whether or not the key has a
+//!   record; apply clears a key's entry when it is submitted. It comes
+//!   last, and only when it is not empty, in the file and in the checksum
+//!   alike: a file written before it existed keeps its bytes and checksum.
 //! - Unknown fields are refused at every level, as is a package key listed
 //!   twice: a hand-added field must not be dropped silently by the next write.
 
@@ -57,7 +70,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
 
-use super::{Record, StateError};
+use super::{FailedAttempt, FailedAttempts, Record, StateError};
 use crate::spec::{Key, MAX_DURATION_MONTHS, sha256_tagged};
 
 /// The only `format_version` this oapkg reads and writes.
@@ -70,6 +83,7 @@ pub struct DiskState {
     pub serial: u64,
     pub checksum: String,
     pub packages: BTreeMap<Key, Record>,
+    pub failed_attempts: FailedAttempts,
 }
 
 /// The file as written (field order = order in the file).
@@ -80,6 +94,8 @@ struct FileOut<'a> {
     serial: u64,
     checksum: &'a str,
     packages: &'a BTreeMap<Key, Record>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    failed_attempts: &'a FailedAttempts,
 }
 
 /// The file as read. `lineage` is required: a written file always has one.
@@ -92,6 +108,8 @@ struct FileIn {
     checksum: String,
     #[serde(deserialize_with = "unique_packages")]
     packages: BTreeMap<Key, Record>,
+    #[serde(default, deserialize_with = "unique_keys")]
+    failed_attempts: FailedAttempts,
 }
 
 /// What the checksum is computed over: the file without its checksum.
@@ -101,6 +119,8 @@ struct Body<'a> {
     lineage: Option<&'a str>,
     serial: u64,
     packages: &'a BTreeMap<Key, Record>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    failed_attempts: &'a FailedAttempts,
 }
 
 /// The checksum of a state's content, as stored in the file's `checksum`.
@@ -112,12 +132,14 @@ pub fn checksum(
     lineage: Option<&str>,
     serial: u64,
     packages: &BTreeMap<Key, Record>,
+    failed_attempts: &FailedAttempts,
 ) -> Result<String, StateError> {
     let body = Body {
         format_version: FORMAT_VERSION,
         lineage,
         serial,
         packages,
+        failed_attempts,
     };
     let bytes = serde_json::to_vec(&body).map_err(|source| StateError::Encode {
         path: path.to_owned(),
@@ -132,14 +154,16 @@ pub fn encode(
     lineage: &str,
     serial: u64,
     packages: &BTreeMap<Key, Record>,
+    failed_attempts: &FailedAttempts,
 ) -> Result<(Vec<u8>, String), StateError> {
-    let checksum = checksum(path, Some(lineage), serial, packages)?;
+    let checksum = checksum(path, Some(lineage), serial, packages, failed_attempts)?;
     let out = FileOut {
         format_version: FORMAT_VERSION,
         lineage,
         serial,
         checksum: &checksum,
         packages,
+        failed_attempts,
     };
     let mut bytes = serde_json::to_vec_pretty(&out).map_err(|source| StateError::Encode {
         path: path.to_owned(),
@@ -173,7 +197,13 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<DiskState, StateError> {
             found: file.format_version.to_string(),
         });
     }
-    let computed = checksum(path, Some(&file.lineage), file.serial, &file.packages)?;
+    let computed = checksum(
+        path,
+        Some(&file.lineage),
+        file.serial,
+        &file.packages,
+        &file.failed_attempts,
+    )?;
     if computed != file.checksum {
         return Err(StateError::ChecksumMismatch {
             path: path.to_owned(),
@@ -187,6 +217,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<DiskState, StateError> {
         serial: file.serial,
         checksum: file.checksum,
         packages: file.packages,
+        failed_attempts: file.failed_attempts,
     })
 }
 
@@ -267,29 +298,58 @@ fn classify_parse_error(path: &Path, bytes: &[u8], source: serde_json::Error) ->
 fn unique_packages<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<BTreeMap<Key, Record>, D::Error> {
-    struct Packages;
-    impl<'de> Visitor<'de> for Packages {
-        type Value = BTreeMap<Key, Record>;
+    deserializer.deserialize_map(UniqueKeys::<Record>::new(
+        "an object of package records by key",
+        "package",
+    ))
+}
 
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an object of package records by key")
-        }
+fn unique_keys<'de, D: Deserializer<'de>>(deserializer: D) -> Result<FailedAttempts, D::Error> {
+    deserializer.deserialize_map(UniqueKeys::<FailedAttempt>::new(
+        "an object of failed attempts by key",
+        "failed attempt of",
+    ))
+}
 
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut packages = BTreeMap::new();
-            while let Some(key) = map.next_key::<Key>()? {
-                if packages.contains_key(&key) {
-                    return Err(de::Error::custom(format_args!(
-                        "package {key} is listed twice"
-                    )));
-                }
-                let record = map.next_value::<Record>()?;
-                packages.insert(key, record);
-            }
-            Ok(packages)
+/// A map by package key that refuses a key listed twice (serde's own
+/// `BTreeMap` keeps the last one silently).
+struct UniqueKeys<V> {
+    expecting: &'static str,
+    what: &'static str,
+    value: std::marker::PhantomData<V>,
+}
+
+impl<V> UniqueKeys<V> {
+    fn new(expecting: &'static str, what: &'static str) -> Self {
+        UniqueKeys {
+            expecting,
+            what,
+            value: std::marker::PhantomData,
         }
     }
-    deserializer.deserialize_map(Packages)
+}
+
+impl<'de, V: Deserialize<'de>> Visitor<'de> for UniqueKeys<V> {
+    type Value = BTreeMap<Key, V>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut values = BTreeMap::new();
+        while let Some(key) = map.next_key::<Key>()? {
+            if values.contains_key(&key) {
+                return Err(de::Error::custom(format_args!(
+                    "{} {key} is listed twice",
+                    self.what
+                )));
+            }
+            let value = map.next_value::<V>()?;
+            values.insert(key, value);
+        }
+        Ok(values)
+    }
 }
 
 #[cfg(test)]
@@ -337,7 +397,9 @@ pub(crate) mod tests {
     }
 
     fn encoded() -> Vec<u8> {
-        encode(path(), "lineage-1", 3, &packages()).unwrap().0
+        encode(path(), "lineage-1", 3, &packages(), &FailedAttempts::new())
+            .unwrap()
+            .0
     }
 
     /// Re-seals a hand-edited document with a correct checksum, to reach the
@@ -350,6 +412,7 @@ pub(crate) mod tests {
             doc["lineage"].as_str(),
             doc["serial"].as_u64().unwrap(),
             &packages,
+            &serde_json::from_value(doc["failed_attempts"].clone()).unwrap_or_default(),
         )
         .unwrap();
         doc["checksum"] = sum.into();
@@ -368,7 +431,9 @@ pub(crate) mod tests {
         let c = text.find("745830328927467685@2027-01-01").unwrap();
         assert!(a < b && b < c, "packages sorted by key");
         // Absent values are written, not left out.
-        let empty = encode(path(), "l", 1, &BTreeMap::new()).unwrap().0;
+        let empty = encode(path(), "l", 1, &BTreeMap::new(), &FailedAttempts::new())
+            .unwrap()
+            .0;
         assert!(
             String::from_utf8(empty)
                 .unwrap()
@@ -378,7 +443,8 @@ pub(crate) mod tests {
 
     #[test]
     fn decode_gives_back_what_was_encoded() {
-        let (bytes, sum) = encode(path(), "lineage-1", 3, &packages()).unwrap();
+        let (bytes, sum) =
+            encode(path(), "lineage-1", 3, &packages(), &FailedAttempts::new()).unwrap();
         let disk = decode(path(), &bytes).unwrap();
         assert_eq!(disk.lineage, "lineage-1");
         assert_eq!(disk.serial, 3);

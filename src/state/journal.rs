@@ -50,7 +50,10 @@
 //!   `submitted_at` = the intent's time;
 //! - intent then `unconfirmed`: `unconfirmed`, with the reason as message;
 //! - intent then `failed`: eSMS refused it, so the intent is void and the
-//!   package keeps whatever record it had before (or none).
+//!   package keeps whatever record it had before (or none); a failure with
+//!   a time (`at`: a request was sent) becomes the key's last failed
+//!   attempt;
+//! - a `submitted` outcome clears the key's last failed attempt.
 //!
 //! Replaying a journal over a state it was already replayed into gives the
 //! same state (intents overwrite, a failure restores what was there just
@@ -68,7 +71,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::lock::LockInner;
-use super::{Record, StateError, Status};
+use super::{FailedAttempt, FailedAttempts, Record, StateError, Status};
 use crate::spec::{Key, Spec, SpecHash, sha256_tagged};
 
 /// The message of a package whose intent has no recorded outcome.
@@ -91,6 +94,12 @@ pub enum JournalOutcome {
     Failed {
         result_code: Option<String>,
         result_message: String,
+        /// When the last attempt failed; `None` when nothing was sent (the
+        /// run stopped between the intent and the request), which is no
+        /// attempt to remember. Left out of the line when `None`, so lines
+        /// written before it existed read the same.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<Timestamp>,
     },
 }
 
@@ -623,10 +632,12 @@ fn recorded_purchases(lines: &[Line]) -> BTreeMap<Key, SpecHash> {
     recorded
 }
 
-/// Applies `lines` (all of the file's generation, in order) to `packages`.
+/// Applies `lines` (all of the file's generation, in order) to `packages`
+/// and `failed` (the last failed attempts).
 pub(crate) fn replay(
     journal_path: &Path,
     packages: &mut BTreeMap<Key, Record>,
+    failed: &mut FailedAttempts,
     lines: &[Line],
 ) -> Result<(), StateError> {
     // Per key: the intent awaiting its outcome, and the record it displaced
@@ -658,34 +669,74 @@ pub(crate) fn replay(
                 // record as "before": the first request may have been sent.
                 pending.insert(key, (line, displaced));
             }
-            Event::Outcome(outcome) => match pending.remove(key) {
-                Some((_, displaced)) => {
-                    if let JournalOutcome::Failed { .. } = outcome {
-                        match displaced {
-                            Some(before) => packages.insert(key.clone(), before),
-                            None => packages.remove(key),
-                        };
-                    } else if let Some(record) = packages.get_mut(key) {
-                        set_outcome(record, outcome);
-                    }
-                }
-                // The intent was folded by a write made while this purchase
-                // was in flight: the outcome updates the folded record. A
-                // failure cannot restore what was there before (the fold
-                // replaced it), so the record stays unconfirmed: safe.
-                None => match packages.get_mut(key) {
-                    Some(record) => set_outcome(record, outcome),
-                    None if matches!(outcome, JournalOutcome::Failed { .. }) => {}
-                    None => {
-                        return Err(StateError::JournalCorrupt {
-                            path: journal_path.to_owned(),
-                            line: line.number,
-                            problem: format!("an outcome for {key}, which has no intent or record"),
-                        });
-                    }
-                },
-            },
+            Event::Outcome(outcome) => {
+                remember_failure(failed, key, outcome);
+                replay_outcome(journal_path, packages, &mut pending, line, outcome)?;
+            }
         }
+    }
+    Ok(())
+}
+
+/// Keeps a failed attempt as the key's last; a submission clears it.
+fn remember_failure(failed: &mut FailedAttempts, key: &Key, outcome: &JournalOutcome) {
+    match outcome {
+        JournalOutcome::Failed {
+            result_code,
+            result_message,
+            at: Some(at),
+        } => {
+            failed.insert(
+                key.clone(),
+                FailedAttempt {
+                    code: result_code.clone(),
+                    message: result_message.clone(),
+                    at: *at,
+                },
+            );
+        }
+        JournalOutcome::Submitted { .. } => {
+            failed.remove(key);
+        }
+        JournalOutcome::Failed { at: None, .. } | JournalOutcome::Unconfirmed { .. } => {}
+    }
+}
+
+/// One outcome line's effect on the records.
+fn replay_outcome<'l>(
+    journal_path: &Path,
+    packages: &mut BTreeMap<Key, Record>,
+    pending: &mut BTreeMap<&'l Key, (&'l Line, Option<Record>)>,
+    line: &'l Line,
+    outcome: &JournalOutcome,
+) -> Result<(), StateError> {
+    let key = &line.key;
+    match pending.remove(key) {
+        Some((_, displaced)) => {
+            if let JournalOutcome::Failed { .. } = outcome {
+                match displaced {
+                    Some(before) => packages.insert(key.clone(), before),
+                    None => packages.remove(key),
+                };
+            } else if let Some(record) = packages.get_mut(key) {
+                set_outcome(record, outcome);
+            }
+        }
+        // The intent was folded by a write made while this purchase
+        // was in flight: the outcome updates the folded record. A
+        // failure cannot restore what was there before (the fold
+        // replaced it), so the record stays unconfirmed: safe.
+        None => match packages.get_mut(key) {
+            Some(record) => set_outcome(record, outcome),
+            None if matches!(outcome, JournalOutcome::Failed { .. }) => {}
+            None => {
+                return Err(StateError::JournalCorrupt {
+                    path: journal_path.to_owned(),
+                    line: line.number,
+                    problem: format!("an outcome for {key}, which has no intent or record"),
+                });
+            }
+        },
     }
     Ok(())
 }
@@ -759,6 +810,7 @@ mod tests {
         Event::Outcome(JournalOutcome::Failed {
             result_code: Some("104".to_owned()),
             result_message: "OA not found".to_owned(),
+            at: Some(Timestamp::UNIX_EPOCH),
         })
     }
 
@@ -772,7 +824,13 @@ mod tests {
 
     fn replayed(base: &BTreeMap<Key, Record>, lines: &[Line]) -> BTreeMap<Key, Record> {
         let mut packages = base.clone();
-        replay(Path::new("j"), &mut packages, lines).unwrap();
+        replay(
+            Path::new("j"),
+            &mut packages,
+            &mut FailedAttempts::new(),
+            lines,
+        )
+        .unwrap();
         packages
     }
 
@@ -891,7 +949,13 @@ mod tests {
         assert_eq!(replayed(&now, &after), now);
         let orphan = lines(vec![(gen_(2), spec("9").key(), submitted())]);
         let mut packages = BTreeMap::new();
-        let err = replay(Path::new("j"), &mut packages, &orphan).unwrap_err();
+        let err = replay(
+            Path::new("j"),
+            &mut packages,
+            &mut FailedAttempts::new(),
+            &orphan,
+        )
+        .unwrap_err();
         assert!(matches!(err, StateError::JournalCorrupt { .. }));
     }
 

@@ -57,6 +57,27 @@ pub struct State {
     /// Grows by one with every write; 0 for a state never written.
     pub serial: u64,
     pub packages: BTreeMap<Key, Record>,
+    /// Per key, the last purchase attempt eSMS refused or that never got
+    /// through, whether or not the key has a record (a fresh purchase that
+    /// failed has none). Cleared when the key is submitted.
+    pub failed_attempts: FailedAttempts,
+}
+
+/// The last failed attempt of each key that has one.
+pub type FailedAttempts = BTreeMap<Key, FailedAttempt>;
+
+/// A purchase attempt that definitely bought nothing: eSMS refused it
+/// (`code`, e.g. 102) or no request got through (`code` is `None`). The
+/// next plan shows it on the key's purchase or replace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailedAttempt {
+    /// eSMS's result code, when it answered with one.
+    pub code: Option<String>,
+    /// eSMS's message verbatim, or why no request got through.
+    pub message: String,
+    /// When the answer came.
+    pub at: jiff::Timestamp,
 }
 
 /// One recorded package.

@@ -119,7 +119,13 @@ impl StateStore {
         }
         let lineage = uuid::Uuid::new_v4().to_string();
         let serial = 0;
-        let (bytes, checksum) = file::encode(&self.path, &lineage, serial, &Default::default())?;
+        let (bytes, checksum) = file::encode(
+            &self.path,
+            &lineage,
+            serial,
+            &Default::default(),
+            &Default::default(),
+        )?;
         replace_with_backup(&self.path, &bytes, false).map_err(|failure| failure.error)?;
         slot.generation = Some(Generation {
             lineage: Some(lineage.clone()),
@@ -306,6 +312,7 @@ impl StateStore {
                 lineage: Some(d.lineage),
                 serial: d.serial,
                 packages: d.packages,
+                failed_attempts: d.failed_attempts,
             },
             None => State::default(),
         };
@@ -330,6 +337,7 @@ impl StateStore {
             });
         }
         let mut packages = state.packages.clone();
+        let mut failed_attempts = state.failed_attempts.clone();
         let contents = journal::read(&journal_path)?;
         if let Some(contents) = contents.as_ref() {
             let empty = Default::default();
@@ -340,7 +348,7 @@ impl StateStore {
                 disk.as_ref().map_or(&empty, |d| &d.packages),
                 contents.lines.clone(),
             )?;
-            journal::replay(&journal_path, &mut packages, &current)?;
+            journal::replay(&journal_path, &mut packages, &mut failed_attempts, &current)?;
         }
         file::validate_records(&self.path, &packages)?;
         let serial = state
@@ -354,7 +362,8 @@ impl StateStore {
             .lineage
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let (bytes, checksum) = file::encode(&self.path, &lineage, serial, &packages)?;
+        let (bytes, checksum) =
+            file::encode(&self.path, &lineage, serial, &packages, &failed_attempts)?;
 
         if let Err(failure) = replace_with_backup(&self.path, &bytes, disk.is_some()) {
             if failure.uncertain {
@@ -377,6 +386,7 @@ impl StateStore {
         state.lineage = Some(lineage.clone());
         state.serial = serial;
         state.packages = packages;
+        state.failed_attempts = failed_attempts;
         Ok(StateId {
             lineage: Some(lineage),
             serial,
@@ -448,9 +458,9 @@ impl StateStore {
         contents: Option<journal::Contents>,
     ) -> Result<Loaded, StateError> {
         let generation = generation_of(disk.as_ref());
-        let (mut packages, file_checksum) = match disk {
-            Some(d) => (d.packages, Some(d.checksum)),
-            None => (Default::default(), None),
+        let (mut packages, mut failed_attempts, file_checksum) = match disk {
+            Some(d) => (d.packages, d.failed_attempts, Some(d.checksum)),
+            None => (Default::default(), Default::default(), None),
         };
         let journal_path = self.journal_path();
         let current = match contents {
@@ -462,7 +472,7 @@ impl StateStore {
         let checksum = if current.is_empty() {
             file_checksum
         } else {
-            journal::replay(&journal_path, &mut packages, &current)?;
+            journal::replay(&journal_path, &mut packages, &mut failed_attempts, &current)?;
             // The plan's staleness check compares ids: content changed by the
             // journal must change the id even though the file did not.
             Some(file::checksum(
@@ -470,6 +480,7 @@ impl StateStore {
                 generation.lineage.as_deref(),
                 generation.serial,
                 &packages,
+                &failed_attempts,
             )?)
         };
         Ok(Loaded {
@@ -482,6 +493,7 @@ impl StateStore {
                 lineage: generation.lineage,
                 serial: generation.serial,
                 packages,
+                failed_attempts,
             },
         })
     }

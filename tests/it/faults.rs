@@ -1,18 +1,22 @@
-//! The fault matrix (issue 7, part 3): every failure class of ESMS_API.md,
-//! injected at the first, the middle and the last of five purchases, at
-//! parallelism 1 and 8, through the real binary (`oapkg apply
+//! The fault matrix (issue 7, part 3; issue 11): every failure class of
+//! ESMS_API.md, injected at the first, the middle and the last of five
+//! purchases, at parallelism 1 and 8, through the real binary (`oapkg apply
 //! --auto-approve`) against the simulator on 127.0.0.1.
 //!
 //! The classes are one table, [`CLASSES`], each row with what it does to
 //! the package it strikes: the run-stopping codes (101, 140, 143, 103), the
-//! codes that fail one package (102, 204, 799, an undocumented one), rate
-//! limits (code 160, HTTP 429), 199, a refused connection (not sent), and
-//! the unknown outcomes (a hang, a reset and HTTP 500, each before and
-//! after the charge; a 200 that is not JSON or has no code). Each
-//! retryable class is there twice: brief (the retries then succeed) and
-//! persisting (the retries run out).
+//! codes that fail one package (102, 204, 799), rate limits (code 160, HTTP
+//! 429), 199, a refused connection (not sent), and the unknown outcomes (a
+//! hang, a reset and HTTP 500, each before and after the charge; a 200 that
+//! is not JSON or has no code; a code the documentation does not list,
+//! before and after the charge). A retryable class is there twice: brief
+//! (the retries then succeed) and persisting (the retries run out). An
+//! unknown outcome is never resent by default: each is there once as it
+//! comes (unconfirmed at once, one request), and, but for the undocumented
+//! code, brief and persisting with `--retry-unknown`, the opt-in to resends
+//! that rely on eSMS's 199.
 //!
-//! **31 classes × 3 positions × 2 parallelisms = 186 cells**, run a few at a
+//! **40 classes × 3 positions × 2 parallelisms = 240 cells**, run a few at a
 //! time on worker threads, each with its own simulator and directory. Every
 //! cell checks, in messages that name it:
 //!
@@ -23,9 +27,11 @@
 //! - after every run: no package charged twice, and every charged package
 //!   recorded `submitted` with its ServicePreviewId, or `unconfirmed`;
 //! - with the fault cleared: a second `apply` buys what is left and sends
-//!   nothing for an `unconfirmed` package, `--retry-unconfirmed` then
-//!   resolves it, and `plan` says `No changes.` with each package charged
-//!   exactly once.
+//!   nothing for an `unconfirmed` package; the README's runbook then
+//!   resolves it: `state confirm KEY --service-preview-id ID` when the
+//!   charge is there (on the "portal", the simulator's ledger), `apply
+//!   --retry-unconfirmed` when it is not; and `plan` says `No changes.` with
+//!   each package charged exactly once.
 //!
 //! The simulator deduplicates (answers 199 to a repeat of a charged request,
 //! as eSMS does) only in the cells that need it (see [`Class::dedupe`]):
@@ -78,8 +84,7 @@ const UNDOCUMENTED_MESSAGE: &str = "Hệ thống bận, vui lòng thử lại sa
 enum Kind {
     /// A code after which nothing can succeed: 101, 140, 143, 103.
     Stops(&'static str),
-    /// A code that fails this package: 102, 204, 799, or an undocumented
-    /// one (answered with [`UNDOCUMENTED_MESSAGE`]).
+    /// A code that fails this package: 102, 204, 799.
     Refused(&'static str),
     /// Code 160: nothing processed.
     Code160,
@@ -102,6 +107,9 @@ enum Transport {
     NotJson,
     /// HTTP 200 with JSON but no `CodeResult`.
     NoCode,
+    /// HTTP 200 with a code the documentation does not list (777, with
+    /// [`UNDOCUMENTED_MESSAGE`]), before or after the charge.
+    Undocumented(Stage),
 }
 
 /// How long a fault lasts for the package it strikes.
@@ -134,6 +142,9 @@ struct Class {
     kind: Kind,
     lasts: Lasts,
     end: End,
+    /// Whether the faulted run opts in to resending unknown outcomes
+    /// (`--retry-unknown`).
+    retry_unknown: bool,
 }
 
 const fn class(name: &'static str, kind: Kind, lasts: Lasts, end: End) -> Class {
@@ -142,6 +153,15 @@ const fn class(name: &'static str, kind: Kind, lasts: Lasts, end: End) -> Class 
         kind,
         lasts,
         end,
+        retry_unknown: false,
+    }
+}
+
+/// A class whose faulted run passes `--retry-unknown`.
+const fn opt_in(name: &'static str, kind: Kind, lasts: Lasts, end: End) -> Class {
+    Class {
+        retry_unknown: true,
+        ..class(name, kind, lasts, end)
     }
 }
 
@@ -154,7 +174,7 @@ use Transport::*;
 /// Every failure class (ESMS_API.md's result codes and outcome classes,
 /// README's table) and what the package it strikes ends as.
 #[rustfmt::skip]
-const CLASSES: [Class; 31] = [
+const CLASSES: [Class; 40] = [
     class("code 101",                               Stops("101"),                 Once,     Failed),
     class("code 140",                               Stops("140"),                 Once,     Failed),
     class("code 143",                               Stops("143"),                 Once,     Failed),
@@ -162,7 +182,6 @@ const CLASSES: [Class; 31] = [
     class("code 102",                               Refused("102"),               Once,     Failed),
     class("code 204",                               Refused("204"),               Once,     Failed),
     class("code 799",                               Refused("799"),               Once,     Failed),
-    class("code 777 (undocumented)",                Refused("777"),               Once,     Failed),
     class("code 160, brief",                        Code160,                      Briefly,  Bought),
     class("code 160, persisting",                   Code160,                      Persists, Failed),
     class("HTTP 429, brief",                        Http429,                      Briefly,  Bought),
@@ -170,22 +189,34 @@ const CLASSES: [Class; 31] = [
     class("code 199 (bought before)",               AlreadyExists,                Once,     Bought),
     class("not sent, brief",                        NotSent,                      Briefly,  Bought),
     class("not sent, persisting",                   NotSent,                      Persists, Failed),
-    class("hang before the charge, brief",          Unknown(Hang(Before)),        Briefly,  Bought),
-    class("hang before the charge, persisting",     Unknown(Hang(Before)),        Persists, Unconfirmed),
-    class("hang after the charge, brief",           Unknown(Hang(After)),         Briefly,  Bought),
-    class("hang after the charge, persisting",      Unknown(Hang(After)),         Persists, Unconfirmed),
-    class("reset before the charge, brief",         Unknown(Reset(Before)),       Briefly,  Bought),
-    class("reset before the charge, persisting",    Unknown(Reset(Before)),       Persists, Unconfirmed),
-    class("reset after the charge, brief",          Unknown(Reset(After)),        Briefly,  Bought),
-    class("reset after the charge, persisting",     Unknown(Reset(After)),        Persists, Unconfirmed),
-    class("HTTP 500 before the charge, brief",      Unknown(Http500(Before)),     Briefly,  Bought),
-    class("HTTP 500 before the charge, persisting", Unknown(Http500(Before)),     Persists, Unconfirmed),
-    class("HTTP 500 after the charge, brief",       Unknown(Http500(After)),      Briefly,  Bought),
-    class("HTTP 500 after the charge, persisting",  Unknown(Http500(After)),      Persists, Unconfirmed),
-    class("200 not JSON, brief",                    Unknown(NotJson),             Briefly,  Bought),
-    class("200 not JSON, persisting",               Unknown(NotJson),             Persists, Unconfirmed),
-    class("200 without a code, brief",              Unknown(NoCode),              Briefly,  Bought),
-    class("200 without a code, persisting",         Unknown(NoCode),              Persists, Unconfirmed),
+    // Unknown outcomes as they come: unconfirmed at once, never resent.
+    class("hang before the charge",                 Unknown(Hang(Before)),        Once,     Unconfirmed),
+    class("hang after the charge",                  Unknown(Hang(After)),         Once,     Unconfirmed),
+    class("reset before the charge",                Unknown(Reset(Before)),       Once,     Unconfirmed),
+    class("reset after the charge",                 Unknown(Reset(After)),        Once,     Unconfirmed),
+    class("HTTP 500 before the charge",             Unknown(Http500(Before)),     Once,     Unconfirmed),
+    class("HTTP 500 after the charge",              Unknown(Http500(After)),      Once,     Unconfirmed),
+    class("200 not JSON",                           Unknown(NotJson),             Once,     Unconfirmed),
+    class("200 without a code",                     Unknown(NoCode),              Once,     Unconfirmed),
+    class("code 777 (undocumented)",                Unknown(Undocumented(Before)), Once,    Unconfirmed),
+    class("code 777 (undocumented) after the charge", Unknown(Undocumented(After)), Once,   Unconfirmed),
+    // With --retry-unknown: resent, relying on eSMS's 199.
+    opt_in("hang before the charge, brief",          Unknown(Hang(Before)),        Briefly,  Bought),
+    opt_in("hang before the charge, persisting",     Unknown(Hang(Before)),        Persists, Unconfirmed),
+    opt_in("hang after the charge, brief",           Unknown(Hang(After)),         Briefly,  Bought),
+    opt_in("hang after the charge, persisting",      Unknown(Hang(After)),         Persists, Unconfirmed),
+    opt_in("reset before the charge, brief",         Unknown(Reset(Before)),       Briefly,  Bought),
+    opt_in("reset before the charge, persisting",    Unknown(Reset(Before)),       Persists, Unconfirmed),
+    opt_in("reset after the charge, brief",          Unknown(Reset(After)),        Briefly,  Bought),
+    opt_in("reset after the charge, persisting",     Unknown(Reset(After)),        Persists, Unconfirmed),
+    opt_in("HTTP 500 before the charge, brief",      Unknown(Http500(Before)),     Briefly,  Bought),
+    opt_in("HTTP 500 before the charge, persisting", Unknown(Http500(Before)),     Persists, Unconfirmed),
+    opt_in("HTTP 500 after the charge, brief",       Unknown(Http500(After)),      Briefly,  Bought),
+    opt_in("HTTP 500 after the charge, persisting",  Unknown(Http500(After)),      Persists, Unconfirmed),
+    opt_in("200 not JSON, brief",                    Unknown(NotJson),             Briefly,  Bought),
+    opt_in("200 not JSON, persisting",               Unknown(NotJson),             Persists, Unconfirmed),
+    opt_in("200 without a code, brief",              Unknown(NoCode),              Briefly,  Bought),
+    opt_in("200 without a code, persisting",         Unknown(NoCode),              Persists, Unconfirmed),
 ];
 
 impl Class {
@@ -194,18 +225,19 @@ impl Class {
     fn charges(&self) -> bool {
         matches!(
             self.kind,
-            Unknown(Hang(After) | Reset(After) | Http500(After))
+            Unknown(Hang(After) | Reset(After) | Http500(After) | Undocumented(After))
         )
     }
 
     /// Whether the simulator answers 199 to a repeat of a charged request.
-    /// Only where the class needs it: a retry after a charge relies on it
-    /// (as oapkg relies on eSMS), and a 199 needs an earlier charge.
-    /// Everywhere else, the faults before the charge included, the
-    /// simulator charges every request it processes, so a second request
-    /// for a bought package would show as a second charge.
+    /// Only where the class needs it: a resend after a charge under
+    /// `--retry-unknown` relies on it (as that flag relies on eSMS), and a
+    /// 199 needs an earlier charge. Everywhere else, the unknown outcomes
+    /// after the charge without the flag included, the simulator charges
+    /// every request it processes, so a second request for a bought
+    /// package would show as a second charge.
     fn dedupe(&self) -> bool {
-        self.charges() || matches!(self.kind, AlreadyExists)
+        (self.retry_unknown && self.charges()) || matches!(self.kind, AlreadyExists)
     }
 
     /// The result code the struck package is recorded with once bought:
@@ -223,6 +255,7 @@ impl Class {
                 .is_none()
                 .then(|| UNDOCUMENTED_MESSAGE.to_owned()),
         };
+        let undocumented = Some(UNDOCUMENTED_MESSAGE.to_owned());
         let raw = |body: &str| Fault::Raw {
             status: 200,
             body: body.to_owned(),
@@ -237,16 +270,21 @@ impl Class {
             Unknown(Http500(stage)) => Fault::ServerError { stage },
             Unknown(NotJson) => raw("<html><body>Service Unavailable</body></html>"),
             Unknown(NoCode) => raw(r#"{"ErrorMessage":"OK"}"#),
+            Unknown(Undocumented(Before)) => code("777"),
+            Unknown(Undocumented(After)) => Fault::CodeAfterCommit {
+                code: "777".to_owned(),
+                message: undocumented,
+            },
         })
     }
 
     /// What the struck package's `failed` line says about why.
     fn failure(&self) -> String {
         match self.kind {
-            Stops(code) | Refused(code) => match code_meaning(code) {
-                Some(meaning) => format!("(code {code}, {meaning}: "),
-                None => format!("(code {code}: {UNDOCUMENTED_MESSAGE})"),
-            },
+            Stops(code) | Refused(code) => {
+                let meaning = code_meaning(code).expect("a documented code");
+                format!("(code {code}, {meaning}: ")
+            }
             Code160 => "(code 160: ".to_owned(),
             Http429 => "(HTTP 429 ".to_owned(),
             NotSent => "(error sending request: client error (Connect)".to_owned(),
@@ -311,8 +349,13 @@ impl fmt::Display for Cell {
         };
         write!(
             f,
-            "[{} at the {place} purchase ({} of {PACKAGES}), parallelism {}, dedupe {}]",
+            "[{}{} at the {place} purchase ({} of {PACKAGES}), parallelism {}, dedupe {}]",
             self.class.name,
+            if self.class.retry_unknown {
+                ", --retry-unknown"
+            } else {
+                ""
+            },
             self.position + 1,
             self.parallelism,
             if self.class.dedupe() { "on" } else { "off" }
@@ -485,7 +528,12 @@ impl Check<'_> {
     /// The faulted run. A brief outage ends (the test clears the faults)
     /// once the struck package has been refused, before its next attempt.
     fn faulted_apply(&self) -> Run {
-        let args = self.apply_args(&[]);
+        let flags: &[&str] = if self.cell.class.retry_unknown {
+            &["--retry-unknown"]
+        } else {
+            &[]
+        };
+        let args = self.apply_args(flags);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut running = self
             .env
@@ -664,7 +712,14 @@ fn run_cell(cell: Cell, pkgs: &[Pkg]) {
     let unconfirmed = keys(&[Unconfirmed]);
     second_run(&check, &keys(&[Failed, End::NotAttempted]), &unconfirmed);
     if !unconfirmed.is_empty() {
-        retry_unconfirmed(&check, &unconfirmed);
+        // The runbook: on the "portal" (charged), confirm it; absent, resend.
+        // Where eSMS deduplicates, a resend is answered 199, which the
+        // opt-in classes check.
+        if cell.class.charges() && !cell.class.dedupe() {
+            confirm(&check, &unconfirmed);
+        } else {
+            retry_unconfirmed(&check, &unconfirmed);
+        }
     }
     converged(&check);
 }
@@ -718,10 +773,10 @@ fn faulted_run(check: &Check<'_>, ends: &[End; PACKAGES], bought_before: Option<
             ),
             Some(&run),
         );
-        let line = run
-            .stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("+ purchase {key}: ")));
+        let line = run.stdout.lines().find(|l| {
+            l.get(1..)
+                .is_some_and(|l| l.starts_with(&format!(" purchase {key}: ")))
+        });
         let charged = charges.get(&key).map_or(0, Vec::len);
         let status = state.get(&key).map(|r| r["status"].as_str().unwrap_or("?"));
         let struck = i == cell.position;
@@ -761,7 +816,7 @@ fn faulted_run(check: &Check<'_>, ends: &[End; PACKAGES], bought_before: Option<
                 )
             }
             Failed => {
-                let start = format!("+ purchase {key}: failed ");
+                let start = format!("x purchase {key}: failed ");
                 let why = cell.class.failure();
                 let end = format!("{after}; not bought");
                 (
@@ -773,7 +828,7 @@ fn faulted_run(check: &Check<'_>, ends: &[End; PACKAGES], bought_before: Option<
                 )
             }
             Unconfirmed => {
-                let start = format!("+ purchase {key}: unconfirmed (no definite answer: ");
+                let start = format!("? purchase {key}: unconfirmed (no definite answer: ");
                 (
                     line.is_some_and(|l| l.starts_with(&start) && l.ends_with(&after)),
                     format!("a line {start:?}…{after:?}"),
@@ -881,6 +936,40 @@ fn retry_unconfirmed(check: &Check<'_>, unconfirmed: &[String]) {
             Some(&run),
         );
     }
+}
+
+/// The charge is on the "portal" (the simulator's ledger): `state confirm
+/// KEY --service-preview-id ID` records it, sending nothing.
+fn confirm(check: &Check<'_>, unconfirmed: &[String]) {
+    let from = check.sim.requests().len();
+    for key in unconfirmed {
+        let id = check
+            .sim
+            .ledger()
+            .iter()
+            .find(|c| format!("{}@{}", c.oaid, c.dateactive) == *key)
+            .map(|c| c.service_preview_id.clone());
+        check.assert(
+            id.is_some(),
+            format_args!("state confirm: {key} was never charged"),
+            None,
+        );
+        let id = id.unwrap_or_default();
+        let run = check
+            .env
+            .run(&["state", "confirm", key, "--service-preview-id", &id]);
+        check.assert(
+            run.code == 0,
+            format_args!("state confirm {key}: exit code {}", run.code),
+            Some(&run),
+        );
+    }
+    check.assert(
+        check.sim.requests().len() == from,
+        "state confirm sent a request",
+        None,
+    );
+    check.invariants("state confirm");
 }
 
 /// Nothing left to do, and each package charged exactly once.

@@ -18,6 +18,7 @@ mod saved;
 mod secrets;
 mod state;
 mod support;
+mod unknown;
 mod validate;
 mod watch;
 mod watch_apply;

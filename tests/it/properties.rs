@@ -199,8 +199,8 @@ proptest! {
     /// The same inputs give the same bytes, in every rendering.
     #[test]
     fn plan_is_deterministic(desired in desired(), recorded in recorded()) {
-        let a = diff(&desired, &recorded, StateId::default(), today(), vec![]);
-        let b = diff(&desired.clone(), &recorded.clone(), StateId::default(), today(), vec![]);
+        let a = diff(&desired, &recorded, &Default::default(), StateId::default(), today(), vec![]);
+        let b = diff(&desired.clone(), &recorded.clone(), &Default::default(), StateId::default(), today(), vec![]);
         prop_assert_eq!(render::json(&a), render::json(&b));
         prop_assert_eq!(
             render::text(&a, &render::TextOptions { color: false }),
@@ -214,7 +214,7 @@ proptest! {
     /// buys an orphan, and accounts for every key exactly once.
     #[test]
     fn the_diff_never_buys_what_is_recorded(desired in desired(), recorded in recorded()) {
-        let plan = diff(&desired, &recorded, StateId::default(), today(), vec![]);
+        let plan = diff(&desired, &recorded, &Default::default(), StateId::default(), today(), vec![]);
         for change in &plan.changes {
             match change.action {
                 Action::Purchase => prop_assert!(!recorded.contains_key(&change.key)),
@@ -250,7 +250,7 @@ proptest! {
     #[test]
     fn recording_the_plan_leaves_nothing_to_buy(desired in desired(), mut recorded in recorded()) {
         recorded.retain(|_, r| r.status != Status::Unconfirmed);
-        let plan = diff(&desired, &recorded, StateId::default(), today(), vec![]);
+        let plan = diff(&desired, &recorded, &Default::default(), StateId::default(), today(), vec![]);
         for change in &plan.changes {
             if let (Action::Purchase | Action::Replace, Some(package)) = (change.action, &change.desired) {
                 recorded.insert(change.key.clone(), Record {
@@ -265,7 +265,7 @@ proptest! {
                 });
             }
         }
-        let again = diff(&desired, &recorded, StateId::default(), today(), vec![]);
+        let again = diff(&desired, &recorded, &Default::default(), StateId::default(), today(), vec![]);
         prop_assert!(!again.buys_anything(), "{}", again.summary_line());
     }
 
@@ -276,7 +276,7 @@ proptest! {
     /// a second purchase; with another tier it is a `replace`.
     #[test]
     fn orphans_are_never_bought(desired in desired(), recorded in recorded(), name in "[a-z]{1,8}") {
-        let plan = diff(&desired, &recorded, StateId::default(), today(), vec![]);
+        let plan = diff(&desired, &recorded, &Default::default(), StateId::default(), today(), vec![]);
         let orphans: Vec<_> = recorded
             .iter()
             .filter(|(key, _)| !desired.packages.contains_key(*key))
@@ -307,8 +307,8 @@ proptest! {
             spec.tier = Tier::ALL[(Tier::ALL.iter().position(|t| *t == spec.tier).unwrap() + 1) % 3];
             other_tier.packages.insert((*key).clone(), Package { spec, name: None, source });
         }
-        let same = diff(&same, &recorded, StateId::default(), today(), vec![]);
-        let other_tier = diff(&other_tier, &recorded, StateId::default(), today(), vec![]);
+        let same = diff(&same, &recorded, &Default::default(), StateId::default(), today(), vec![]);
+        let other_tier = diff(&other_tier, &recorded, &Default::default(), StateId::default(), today(), vec![]);
         for (key, record) in &orphans {
             let action = |plan: &oapkg::plan::Plan| plan.changes.iter().find(|c| &c.key == *key).map(|c| c.action);
             if record.status == Status::Unconfirmed {
@@ -346,12 +346,12 @@ proptest! {
     #[test]
     fn the_state_file_round_trips(recorded in rich_recorded(), serial in 1u64..1000) {
         let path = Path::new("state.json");
-        let (bytes, checksum) = oapkg::state::file::encode(path, "lineage-1", serial, &recorded).unwrap();
+        let (bytes, checksum) = oapkg::state::file::encode(path, "lineage-1", serial, &recorded, &Default::default()).unwrap();
         let read = oapkg::state::file::decode(path, &bytes).unwrap();
         prop_assert_eq!(&read.packages, &recorded);
         prop_assert_eq!(read.serial, serial);
         prop_assert_eq!(&read.checksum, &checksum);
-        let (again, _) = oapkg::state::file::encode(path, "lineage-1", serial, &read.packages).unwrap();
+        let (again, _) = oapkg::state::file::encode(path, "lineage-1", serial, &read.packages, &read.failed_attempts).unwrap();
         prop_assert_eq!(again, bytes);
     }
 }
@@ -388,7 +388,7 @@ proptest! {
         lineage in proptest::option::of("[a-f0-9-]{1,36}"),
     ) {
         let state = StateId { lineage, serial, checksum: Some(oapkg::spec::sha256_tagged(&serial.to_be_bytes())) };
-        let plan = diff(&desired, &recorded, state.clone(), today(), warnings);
+        let plan = diff(&desired, &recorded, &Default::default(), state.clone(), today(), warnings);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("reviewed.plan");
         let saved = SavedPlan::from_plan(&plan);
@@ -425,7 +425,7 @@ proptest! {
         prop_assert_eq!(&loaded.id, &first);
         prop_assert_eq!(loaded.id.serial, 1);
         let lineage = loaded.state.lineage.clone().unwrap();
-        let (encoded, _) = oapkg::state::file::encode(store.path(), &lineage, 1, &recorded).unwrap();
+        let (encoded, _) = oapkg::state::file::encode(store.path(), &lineage, 1, &recorded, &Default::default()).unwrap();
         prop_assert_eq!(&encoded, &first_bytes, "the file is the canonical encoding");
 
         let mut again = loaded.state.clone();

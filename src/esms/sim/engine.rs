@@ -35,6 +35,14 @@ pub enum Fault {
         #[serde(default)]
         message: Option<String>,
     },
+    /// Process the request as usual (charging it if it is good), then
+    /// answer HTTP 200 with this code (and message) instead of eSMS's: a
+    /// code the client may not know, after the money moved.
+    CodeAfterCommit {
+        code: String,
+        #[serde(default)]
+        message: Option<String>,
+    },
     /// Answer code `160` (TPS limit), charging nothing.
     RateLimitCode,
     /// Answer HTTP 429, charging nothing.
@@ -389,6 +397,13 @@ impl Engine {
                 return answer;
             }
             Some(Fault::Code { code, message }) => {
+                let message = message
+                    .clone()
+                    .unwrap_or_else(|| format!("simulated code {code}"));
+                Answer::Json(code_answer(call, code, &message))
+            }
+            Some(Fault::CodeAfterCommit { code, message }) => {
+                let _ = self.business(seq, call, body);
                 let message = message
                     .clone()
                     .unwrap_or_else(|| format!("simulated code {code}"));

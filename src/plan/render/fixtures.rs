@@ -53,6 +53,7 @@ pub fn purchase(package: Package) -> Change {
         desired: Some(package),
         before: None,
         overlaps: Vec::new(),
+        last_failure: None,
     }
 }
 
@@ -125,6 +126,7 @@ fn orphan_change() -> Change {
         desired: None,
         before: Some(record(old, Some("Old promo\nline two"), Status::Submitted)),
         overlaps: Vec::new(),
+        last_failure: None,
     }
 }
 
@@ -136,6 +138,7 @@ fn imported_orphan_change() -> Change {
         desired: None,
         before: Some(record(old, None, Status::Imported)),
         overlaps: Vec::new(),
+        last_failure: None,
     }
 }
 
@@ -161,6 +164,7 @@ pub fn mixed() -> Plan {
                 Status::Unconfirmed,
             )),
             overlaps: Vec::new(),
+            last_failure: None,
         },
         Change {
             key: replaced_new.key(),
@@ -173,6 +177,7 @@ pub fn mixed() -> Plan {
             )),
             before: Some(record(replaced_old, Some("Shop"), Status::Submitted)),
             overlaps: Vec::new(),
+            last_failure: None,
         },
         orphan_change(),
         purchase(package(
@@ -246,6 +251,7 @@ pub fn guarded() -> Plan {
             )),
             before: Some(record(replaced_old, Some("Shop"), Status::Submitted)),
             overlaps: Vec::new(),
+            last_failure: None,
         },
         Change {
             key: moved_to.key(),
@@ -258,6 +264,7 @@ pub fn guarded() -> Plan {
             )),
             before: None,
             overlaps: vec![moved_from.key()],
+            last_failure: None,
         },
         Change {
             key: moved_from.key(),
@@ -265,6 +272,7 @@ pub fn guarded() -> Plan {
             desired: None,
             before: Some(record(moved_from, Some("SVoucher main"), Status::Submitted)),
             overlaps: Vec::new(),
+            last_failure: None,
         },
         Change {
             key: ended_new.key(),
@@ -272,6 +280,7 @@ pub fn guarded() -> Plan {
             desired: Some(package(ended_new, Some("Pilot"), "packages/pilot.yaml", 4)),
             before: Some(record(ended_old, Some("Pilot"), Status::Imported)),
             overlaps: Vec::new(),
+            last_failure: None,
         },
         Change {
             key: ended.key(),
@@ -284,6 +293,7 @@ pub fn guarded() -> Plan {
             )),
             before: None,
             overlaps: Vec::new(),
+            last_failure: None,
         },
     ];
     changes.sort_by(|a, b| a.key.cmp(&b.key));
@@ -319,6 +329,7 @@ pub fn expired_only() -> Plan {
             )),
             before: None,
             overlaps: Vec::new(),
+            last_failure: None,
         }],
         4,
         Vec::new(),

@@ -169,6 +169,18 @@ pub struct JsonChange {
     /// For a purchase or replace: the recorded keys of the same OA and tier
     /// whose months it overlaps.
     pub overlaps: Vec<Key>,
+    /// The key's last failed purchase attempt, on a `purchase` or
+    /// `replace`; `null` when there is none.
+    pub last_failure: Option<JsonFailure>,
+}
+
+/// A purchase attempt that bought nothing: eSMS's code (`null` when no
+/// request got through), its message verbatim, and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonFailure {
+    pub code: Option<String>,
+    pub message: String,
+    pub at: jiff::Timestamp,
 }
 
 /// The recorded package a change replaces, retries or leaves alone.
@@ -229,6 +241,11 @@ impl JsonChange {
             origin: Origin::Manifest,
             needs: change.needs(),
             cost: None,
+            last_failure: change.last_failure.as_ref().map(|f| JsonFailure {
+                code: f.code.clone(),
+                message: f.message.clone(),
+                at: f.at,
+            }),
             source: change.source().map(|s| JsonSource {
                 file: s.file.clone(),
                 line: s.line,

@@ -32,7 +32,7 @@ pub use text::{TextOptions, change_block, text};
 
 use super::Change;
 use crate::spec::{Spec, Tier};
-use crate::state::{Record, Status};
+use crate::state::{FailedAttempt, Record, Status};
 
 /// A field as shown for one change: its value, and the recorded value when
 /// the change alters it (shown as `was -> now`).
@@ -127,6 +127,25 @@ pub(crate) fn status_line(record: &Record, limit: Option<usize>) -> String {
         parts.push(cut(&escape_controls(&result), limit).into_owned());
     }
     parts.join(", ")
+}
+
+/// A key's last failed attempt, in one line:
+/// `last attempt failed: code 102 (no price list for this service): No price, at 2026-11-26T10:00:03Z`.
+/// The message is foreign text: escaped, and cut at `limit` characters.
+pub fn failure_line(failure: &FailedAttempt, limit: Option<usize>) -> String {
+    let what = match &failure.code {
+        Some(code) => match crate::esms::code_meaning(code) {
+            Some(meaning) => format!("code {} ({meaning})", escape_controls(code)),
+            None => format!("code {}", escape_controls(code)),
+        },
+        None => "not sent".to_owned(),
+    };
+    let message = cut(&escape_controls(&failure.message), limit).into_owned();
+    if message.is_empty() {
+        format!("last attempt failed: {what}, at {}", failure.at)
+    } else {
+        format!("last attempt failed: {what}: {message}, at {}", failure.at)
+    }
 }
 
 pub(crate) fn status_name(status: Status) -> &'static str {

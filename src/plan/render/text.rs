@@ -124,6 +124,10 @@ pub(crate) fn block(change: &Change, paint: Paint, limit: Option<usize>) -> Stri
     for line in header(change) {
         let _ = writeln!(out, "  {}", paint.bold(&line));
     }
+    if let Some(failure) = &change.last_failure {
+        let line = format!("# {}", super::failure_line(failure, limit));
+        let _ = writeln!(out, "  {}", paint.warning(&line));
+    }
     let _ = writeln!(
         out,
         "  {} package \"{key}\" {{",
@@ -502,6 +506,35 @@ mod tests {
             "only the two real blocks"
         );
         assert_eq!(out.lines().filter(|l| l.contains("evil")).count(), 1);
+    }
+
+    #[test]
+    fn a_purchase_shows_its_last_failed_attempt() {
+        let mut plan = fixtures::purchases_only();
+        plan.changes[0].last_failure = Some(crate::state::FailedAttempt {
+            code: Some("102".to_owned()),
+            message: "No price\nlist".to_owned(),
+            at: "2026-11-26T10:00:03Z".parse().unwrap(),
+        });
+        let out = text(&plan, &PLAIN);
+        let line = "  # last attempt failed: code 102 (no price list for this service): No price\\nlist, at 2026-11-26T10:00:03Z\n";
+        assert_eq!(out.matches(line).count(), 1, "{out}");
+        let block = change_block(&plan.changes[0], &PLAIN);
+        assert!(block.contains(line), "{block}");
+        let markdown = super::super::markdown::markdown(&plan, &Default::default());
+        assert!(
+            markdown.contains("# last attempt failed: code 102 (no price list for this service)"),
+            "{markdown}"
+        );
+        // No request got through: no code.
+        plan.changes[0].last_failure = Some(crate::state::FailedAttempt {
+            code: None,
+            message: "error sending request".to_owned(),
+            at: "2026-11-26T10:00:03Z".parse().unwrap(),
+        });
+        assert!(text(&plan, &PLAIN).contains(
+            "  # last attempt failed: not sent: error sending request, at 2026-11-26T10:00:03Z\n"
+        ));
     }
 
     #[test]

@@ -454,6 +454,7 @@ fn a_refused_purchase_is_not_recorded_and_keeps_an_earlier_record() {
     let failed = JournalOutcome::Failed {
         result_code: Some("104".to_owned()),
         result_message: "OA not found".to_owned(),
+        at: Some(jiff::Timestamp::UNIX_EPOCH),
     };
     let new = spec("12345");
     let existing = packages().into_values().next().unwrap().spec;
@@ -464,11 +465,80 @@ fn a_refused_purchase_is_not_recorded_and_keeps_an_earlier_record() {
         journal.record_outcome(&s.key(), &failed).unwrap();
     }
     let loaded = store.load().unwrap();
-    assert_eq!(loaded.state, before.state);
+    assert_eq!(loaded.state.packages, before.state.packages);
+    // What is kept is the last failed attempt of each key, recorded or not.
+    let attempt = crate::state::FailedAttempt {
+        code: Some("104".to_owned()),
+        message: "OA not found".to_owned(),
+        at: jiff::Timestamp::UNIX_EPOCH,
+    };
     assert_eq!(
-        loaded.id, before.id,
-        "nothing changed, so the id did not either"
+        loaded.state.failed_attempts,
+        BTreeMap::from([
+            (new.key(), attempt.clone()),
+            (existing.key(), attempt.clone())
+        ])
     );
+    assert_ne!(loaded.id, before.id, "the failed attempts are content");
+    // Written, they survive a load; a submission clears its key's.
+    let mut state = loaded.state.clone();
+    store.write(&lock, &mut state).unwrap();
+    assert_eq!(store.load().unwrap().state, state);
+    let mut journal = store.journal(&lock).unwrap();
+    journal
+        .record_intent(&new.key(), &new, None, at("2026-11-27T10:00:00Z"))
+        .unwrap();
+    journal
+        .record_outcome(
+            &new.key(),
+            &JournalOutcome::Submitted {
+                service_preview_id: Some("1".to_owned()),
+                result_code: "100".to_owned(),
+                result_message: "ok".to_owned(),
+            },
+        )
+        .unwrap();
+    let loaded = store.load().unwrap();
+    assert_eq!(
+        loaded.state.failed_attempts,
+        BTreeMap::from([(existing.key(), attempt)])
+    );
+    // Nothing sent (the run stopped first) is no attempt: nothing kept.
+    let mut journal = store.journal(&lock).unwrap();
+    let other = spec("777");
+    journal
+        .record_intent(&other.key(), &other, None, at("2026-11-27T10:00:00Z"))
+        .unwrap();
+    journal
+        .record_outcome(
+            &other.key(),
+            &JournalOutcome::Failed {
+                result_code: None,
+                result_message: "not sent: the run stopped first".to_owned(),
+                at: None,
+            },
+        )
+        .unwrap();
+    assert!(
+        !store
+            .load()
+            .unwrap()
+            .state
+            .failed_attempts
+            .contains_key(&other.key())
+    );
+}
+
+#[test]
+fn a_state_without_failed_attempts_keeps_its_bytes_and_checksum() {
+    // A file written before `failed_attempts` existed (no such field) still
+    // verifies, and an empty map is not written.
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    write(&store, &mut state_with(packages())).unwrap();
+    let text = std::fs::read_to_string(store.path()).unwrap();
+    assert!(!text.contains("failed_attempts"), "{text}");
+    assert!(store.load().unwrap().state.failed_attempts.is_empty());
 }
 
 #[test]
@@ -691,8 +761,10 @@ fn write_folds_the_journal_and_replay_is_idempotent() {
         .unwrap()
         .lines;
     let mut twice = after.state.packages.clone();
-    journal::replay(&store.journal_path(), &mut twice, &lines).unwrap();
+    let mut failed_twice = after.state.failed_attempts.clone();
+    journal::replay(&store.journal_path(), &mut twice, &mut failed_twice, &lines).unwrap();
     assert_eq!(twice, after.state.packages);
+    assert_eq!(failed_twice, after.state.failed_attempts);
     drop(lock);
 }
 

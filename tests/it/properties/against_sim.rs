@@ -148,7 +148,14 @@ fn case_with(prior: &BTreeMap<Key, Record>) -> Case {
 
 fn plan(desired: &DesiredSet, store: &StateStore) -> Plan {
     let loaded = store.load().unwrap();
-    diff(desired, &loaded.state.packages, loaded.id, today(), vec![])
+    diff(
+        desired,
+        &loaded.state.packages,
+        &loaded.state.failed_attempts,
+        loaded.id,
+        today(),
+        vec![],
+    )
 }
 
 fn sim_config(desired: &DesiredSet, prior: &BTreeMap<Key, Record>) -> SimConfig {
