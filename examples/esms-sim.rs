@@ -50,6 +50,10 @@ struct Args {
     /// Purchases for other OAIDs get code 799.
     #[arg(long = "oaid", value_name = "OAID[=NAME]")]
     oaids: Vec<String>,
+    /// Also register N generated OAs (OAIDs 1000000000000000000, the next
+    /// number, ...), for trying a large account.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    generate_oas: u64,
     /// Starting balance; a purchase costing more gets code 103. Prices per
     /// month: trial 10000, advanced 100000, premium 200000.
     #[arg(long, default_value_t = sim::DEFAULT_BALANCE)]
@@ -110,6 +114,7 @@ async fn main() -> std::io::Result<()> {
         .dedupe(!args.no_dedupe)
         .service_preview_ids_as_strings(args.string_ids)
         .hang_limit(Duration::from_secs(args.hang_limit_secs));
+    config = config.generate_oas(args.generate_oas);
     if args.oaids.is_empty() {
         for (oaid, name) in SAMPLE_OAS {
             config = config.oa(oaid, name);

@@ -16,7 +16,11 @@
 //!   is in the loaded state (never lose track of a purchase);
 //! - **saved plan**: whatever is accepted renders in every format and
 //!   survives its own encode → decode;
-//! - **eSMS answer**: an HTTP error status is never taken for a purchase.
+//! - **eSMS answer**: an HTTP error status is never taken for a purchase;
+//!   and the answer, and an error page made of it with the request (keys
+//!   and all) echoed at a position the input picks, leave no piece of
+//!   [`KEY_PIECE_CHARS`] characters of either key in what any call's
+//!   outcome says.
 //!
 //! Inputs guarded by checksums (state file, journal lines, saved plans)
 //! would almost never reach the code behind the checksum with mutated
@@ -32,6 +36,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::esms::classify::{self, Exchange, PurchaseOutcome};
+use crate::esms::credentials::KEY_PIECE_CHARS;
+use crate::esms::{Credentials, client, wire};
 use crate::manifest::validate::{self, Origin};
 use crate::plan::render;
 use crate::plan::saved::SavedPlan;
@@ -381,8 +387,14 @@ fn check_saved_plan(path: &Path, plan: &SavedPlan) {
     render::markdown(&plan, &render::MarkdownOptions::default());
 }
 
+/// The keys [`esms_answer`] sends: long and unlike any text oapkg writes.
+pub const FUZZ_API_KEY: &str = "AK-7f3e9c2b1d4a6e8f0c5b3a9d7e1f2c4b";
+pub const FUZZ_SECRET_KEY: &str = "SK-9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b";
+
 /// eSMS answer parser: the first two bytes are the HTTP status, the rest the
-/// body; every call's classifier reads it.
+/// body; every call's classifier reads it. Then the same with the request
+/// body echoed into it (a proxy's error page), at the offset the last byte
+/// picks, as a 5xx answer.
 pub fn esms_answer(data: &[u8]) {
     let (status, body) = match data {
         [a, b, body @ ..] => (u16::from_be_bytes([*a, *b]), body),
@@ -409,6 +421,58 @@ pub fn esms_answer(data: &[u8]) {
     }
     let _ = classify::classify_list_oas(exchange);
     let _ = classify::classify_balance(exchange);
+
+    assert_no_key_piece(status, body);
+    let at = usize::from(*body.last().unwrap_or(&0)) % (body.len() + 1);
+    let page = echo_page(body, at);
+    assert_no_key_piece(500 + status % 100, &page);
+}
+
+/// `body` with the purchase request oapkg sends echoed into it at `at`.
+pub fn echo_page(body: &[u8], at: usize) -> Vec<u8> {
+    let credentials = fuzz_credentials();
+    let spec = program_spec(1);
+    let request = serde_json::to_vec(&wire::PurchaseRequest::new(&credentials, &spec))
+        .expect("a request encodes");
+    let at = at.min(body.len());
+    [&body[..at], &request, &body[at..]].concat()
+}
+
+fn fuzz_credentials() -> Credentials {
+    Credentials::new(FUZZ_API_KEY, FUZZ_SECRET_KEY).expect("non-empty keys")
+}
+
+/// Classifies `body` as each call's answer, the way the client does, and
+/// checks that no outcome or error says a piece of either key.
+fn assert_no_key_piece(status: u16, body: &[u8]) {
+    let credentials = fuzz_credentials();
+    let exchange = Exchange::Answered { status, body };
+    let texts = [
+        serde_json::to_string(&client::purchase_outcome(&credentials, exchange))
+            .expect("an outcome encodes"),
+        format!(
+            "{:?}",
+            client::list_oas_result(&credentials, exchange).err()
+        ),
+        format!("{:?}", client::balance_result(&credentials, exchange).err()),
+    ];
+    for text in texts {
+        if let Some(piece) = key_piece_in(&text, &[FUZZ_API_KEY, FUZZ_SECRET_KEY]) {
+            panic!("a piece of a key ({piece:?}) is in {text:?}");
+        }
+    }
+}
+
+/// The first run of [`KEY_PIECE_CHARS`] characters of one of `keys` that
+/// occurs in `text`, if any.
+pub fn key_piece_in(text: &str, keys: &[&str]) -> Option<String> {
+    keys.iter().find_map(|key| {
+        let chars: Vec<char> = key.chars().collect();
+        chars
+            .windows(KEY_PIECE_CHARS)
+            .map(|w| w.iter().collect::<String>())
+            .find(|piece| text.contains(piece.as_str()))
+    })
 }
 
 #[cfg(test)]
@@ -501,6 +565,27 @@ mod tests {
                 .replacen("\"unchanged\": ", "\"unchanged\": 1", 1)
                 .as_bytes(),
         );
+    }
+
+    #[test]
+    fn an_error_page_echoing_the_request_after_any_filler_leaks_no_key_piece() {
+        let filler = "Bad gateway: upstream failed on request ".repeat(6);
+        for n in 0..=200 {
+            let page = echo_page(&filler.as_bytes()[..n], n);
+            for status in [500u16, 502, 200, 404] {
+                let mut data = status.to_be_bytes().to_vec();
+                data.extend_from_slice(&page);
+                esms_answer(&data);
+            }
+            // And, for some N, the page cut short by the server anywhere
+            // in the echo.
+            if !n.is_multiple_of(40) {
+                continue;
+            }
+            for end in n..page.len() {
+                assert_no_key_piece(502, &page[..end]);
+            }
+        }
     }
 
     #[test]

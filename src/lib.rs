@@ -27,6 +27,7 @@
 //! | [`esms`] | the eSMS wire format, HTTP client, result-code classes, credentials, the simulator | network |
 //! | [`watch`] | following manifest directories and running plan/apply cycles | file events |
 //! | [`expiring`] | the pure `expiring` report | no |
+//! | [`files`] | opening a named file for reading: regular files only, never a wait | opens files |
 //! | [`cli`] | clap types, one function per subcommand, the only code that prints | stdout, stderr, terminal |
 //! | [`exit`] | the exit-status table | no |
 //!
@@ -38,6 +39,7 @@ pub mod cli;
 pub mod esms;
 pub mod exit;
 pub mod expiring;
+pub mod files;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod manifest;

@@ -34,6 +34,10 @@ pub enum OaidError {
     TooLong(usize),
     #[error("an OAID holds digits only (0-9)")]
     NotDigits,
+    #[error(
+        "Zalo OA ids never start with 0 (eSMS may take 0123 and 123 for the same OA); copy the OAID from the eSMS portal"
+    )]
+    LeadingZero,
 }
 
 impl Oaid {
@@ -48,6 +52,19 @@ impl Oaid {
             return Err(OaidError::TooLong(text.len()));
         }
         Ok(Oaid(text.to_owned()))
+    }
+
+    /// An OAID being declared (in a manifest, or by `state import --oaid`):
+    /// [`Oaid::parse`], and no leading zero. Recorded OAIDs (state files,
+    /// journals, saved plans, keys naming them) are read with
+    /// [`Oaid::parse`], so a state written before this rule still loads and
+    /// its package can be seen and removed; no manifest can declare it.
+    pub fn parse_declared(text: &str) -> Result<Self, OaidError> {
+        let oaid = Oaid::parse(text)?;
+        if text.starts_with('0') {
+            return Err(OaidError::LeadingZero);
+        }
+        Ok(oaid)
     }
 
     pub fn as_str(&self) -> &str {
@@ -281,6 +298,17 @@ pub fn sha256_tagged(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use jiff::civil::date;
+
+    #[test]
+    fn a_declared_oaid_has_no_leading_zero_a_recorded_one_still_reads() {
+        assert_eq!(Oaid::parse_declared("0123"), Err(OaidError::LeadingZero));
+        assert_eq!(Oaid::parse_declared("0"), Err(OaidError::LeadingZero));
+        assert_eq!(Oaid::parse_declared("123").unwrap().as_str(), "123");
+        // State files, journals and plans written before the rule load.
+        let recorded: Oaid = serde_json::from_str("\"0123\"").unwrap();
+        assert_eq!(recorded.as_str(), "0123");
+        assert!(Key::parse("0123@2026-12-01").is_ok());
+    }
 
     fn spec(start: Date, months: u8) -> Spec {
         Spec {

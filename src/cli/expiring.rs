@@ -6,6 +6,7 @@ use super::context::print;
 use super::{Context, ListFormat};
 use crate::exit::ExitStatus;
 use crate::expiring;
+use crate::plan::render::escape_controls;
 
 #[derive(Debug, Args)]
 pub struct ExpiringArgs {
@@ -41,13 +42,13 @@ pub fn run(context: &Context, args: &ExpiringArgs) -> anyhow::Result<ExitStatus>
                 out.push_str(&format!(
                     "  {}  {}  {} ends {} ({} day{} left; last package {}, {})\n",
                     e.oaid,
-                    e.name.as_deref().unwrap_or("-"),
+                    escape_controls(e.name.as_deref().unwrap_or("-")),
                     e.tier,
                     e.end,
                     e.days_left,
                     if e.days_left == 1 { "" } else { "s" },
                     e.key,
-                    e.known_from,
+                    escape_controls(e.known_from),
                 ));
             }
             out.push_str(

@@ -24,6 +24,7 @@ mod watch;
 pub use context::Context;
 
 use crate::exit::ExitStatus;
+use crate::plan::render::escape_controls;
 
 /// Keep Zalo OA packages bought through eSMS the way Terraform keeps
 /// infrastructure: declare them in YAML, review the plan, buy exactly once.
@@ -179,9 +180,23 @@ fn render_error(error: &anyhow::Error, color: bool) -> String {
     } else {
         "error"
     };
-    let mut out = format!("{label}: {error}");
-    for cause in error.chain().skip(1) {
-        out.push_str(&format!("\n  caused by: {cause}"));
+    // Messages quote file names, manifest text and server answers: their
+    // control characters, line breaks included, are escaped so that none
+    // can move the cursor or fake a line. Only a manifest error keeps its
+    // line breaks (one line per problem): its diagnostics escape what they
+    // quote.
+    let escaped = |cause: &(dyn std::error::Error + 'static)| {
+        let text = cause.to_string();
+        if cause.is::<crate::manifest::ManifestError>() {
+            text
+        } else {
+            escape_controls(&text).into_owned()
+        }
+    };
+    let mut chain = error.chain();
+    let mut out = format!("{label}: {}", chain.next().map(escaped).unwrap_or_default());
+    for cause in chain {
+        out.push_str(&format!("\n  caused by: {}", escaped(cause)));
     }
     out
 }

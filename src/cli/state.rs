@@ -9,6 +9,7 @@ use super::context::print;
 use super::{Context, ListFormat};
 use crate::exit::ExitStatus;
 use crate::manifest::Package;
+use crate::plan::render::escape_controls;
 use crate::spec::{Key, Oaid, Spec, Tier, parse_date};
 use crate::state::{Confirmation, Record, State, Status, UnlockOutcome};
 
@@ -102,7 +103,10 @@ pub fn run(context: &Context, command: StateCommand) -> anyhow::Result<ExitStatu
                 } => {
                     format!(
                         "Removed the lock file left by pid {} on {} (\"{}\", since {}), which is gone.",
-                        holder.pid, holder.host, holder.command, holder.since
+                        holder.pid,
+                        escape_controls(&holder.host),
+                        escape_controls(&holder.command),
+                        escape_controls(&holder.since.to_string())
                     )
                 }
                 UnlockOutcome::Removed {
@@ -200,6 +204,11 @@ fn list(context: &Context, format: ListFormat) -> anyhow::Result<ExitStatus> {
                 "SERVICE_PREVIEW_ID",
             ]
             .map(String::from);
+            // Names and ids come from files and from eSMS.
+            let rows: Vec<[String; 7]> = rows
+                .into_iter()
+                .map(|row| row.map(|cell| escape_controls(&cell).into_owned()))
+                .collect();
             print(&table(&header, &rows))?;
         }
     }
@@ -247,7 +256,7 @@ fn show(context: &Context, key: &str, format: ListFormat) -> anyhow::Result<Exit
                     serde_json::Value::Null => "-".into(),
                     other => other.to_string(),
                 };
-                out.push_str(&format!("{field:<19} {v}\n"));
+                out.push_str(&format!("{field:<19} {}\n", escape_controls(&v)));
             }
             out
         }
@@ -384,7 +393,8 @@ fn mv(context: &Context, old: &str, new: &str) -> anyhow::Result<ExitStatus> {
 
 fn import(context: &Context, args: &ImportArgs) -> anyhow::Result<ExitStatus> {
     let spec = Spec {
-        oaid: Oaid::parse(&args.oaid).with_context(|| format!("--oaid {:?}", args.oaid))?,
+        oaid: Oaid::parse_declared(&args.oaid)
+            .with_context(|| format!("--oaid {:?}", args.oaid))?,
         tier: Tier::from_name(&args.tier).with_context(|| {
             format!(
                 "--tier {:?}: expected trial, advanced or premium (or 1, 2, 3)",

@@ -113,7 +113,7 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let (handle, stop) = cancel_pair();
         let handle = Arc::new(handle);
         listen_for_signals(handle.clone())?;
@@ -132,8 +132,15 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         );
         watch::run(&options, &mut runner, stop).await?;
         anyhow::Ok(ExitStatus::Success)
-    })
+    });
+    // A read abandoned by a stop may still be blocked in its thread:
+    // waiting for it would undo the prompt stop.
+    runtime.shutdown_timeout(SHUTDOWN_WAIT);
+    result
 }
+
+/// How long stopping waits for blocking work (file reads) still running.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
 /// `--retry-unconfirmed` and `--retry-unknown` are usage errors here: a
 /// resend relies on eSMS's `199`, for which eSMS documents no time window,

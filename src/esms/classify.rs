@@ -418,8 +418,14 @@ fn check_status(status: u16, body: &[u8]) -> StatusVerdict {
 fn decode<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
     // An object is required: `"100"` or `[...]` is not an eSMS answer even
     // though it is JSON.
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(_)) => {}
+    // Checked without building a tree (`IgnoredAny`): a list of 100,000
+    // OAs would otherwise be held twice.
+    let is_object = body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{');
+    match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        Ok(_) if is_object => {}
         Ok(_) => {
             return Err(format!(
                 "the answer is not a JSON object: {}",
@@ -437,20 +443,50 @@ fn decode<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
 }
 
 /// A short, printable quote of a body for an error message.
+///
+/// The body must already be scrubbed of the key values (the client does
+/// that before classifying): cutting first could split a key so that its
+/// start no longer matches. At the cut, a word cut in two is dropped, and
+/// so is a trailing `ApiKey`/`SecretKey` field name (or the start of one),
+/// so that nothing kept could be the start of a credential.
 fn excerpt(body: &[u8]) -> String {
     if body.is_empty() {
         return "empty body".to_owned();
     }
     let text = String::from_utf8_lossy(body);
-    let mut quoted: String = text
-        .chars()
-        .take(EXCERPT_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.chars().count() > EXCERPT_CHARS {
+    let mut chars = text.chars().map(|c| if c.is_control() { ' ' } else { c });
+    let mut quoted: String = chars.by_ref().take(EXCERPT_CHARS).collect();
+    if let Some(next) = chars.next() {
+        drop_cut_fragment(&mut quoted, next);
         quoted.push('…');
     }
     format!("{} bytes: `{}`", body.len(), quoted.trim())
+}
+
+/// Removes from the end of `quoted` (a text cut just before `next`) a word
+/// the cut split, and then a credential field name or the start of one
+/// (`"SecretKey":"`, `ApiKey=`, `"Secr`) with what separates it from the
+/// cut.
+fn drop_cut_fragment(quoted: &mut String, next: char) {
+    if is_word_char(next) {
+        let kept = quoted.trim_end_matches(is_word_char).len();
+        quoted.truncate(kept);
+    }
+    let before_separators = quoted.trim_end_matches(|c| !is_word_char(c));
+    let word_start = before_separators.trim_end_matches(is_word_char).len();
+    let word = before_separators[word_start..].to_ascii_lowercase();
+    let names_a_key = !word.is_empty()
+        && ["apikey", "secretkey", "api_key", "secret_key"]
+            .iter()
+            .any(|name| name.starts_with(&word) || word.ends_with(name));
+    if names_a_key {
+        quoted.truncate(word_start);
+    }
+}
+
+/// Characters that can be part of a key value or a field name.
+fn is_word_char(c: char) -> bool {
+    !c.is_whitespace() && !"\"'`,:;=&{}[]()<>|".contains(c)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! log bodies; retrying a purchase is the apply executor's decision, taken
 //! after the intent is on disk.
 
+use std::borrow::Cow;
 use std::error::Error as _;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -21,10 +22,6 @@ use super::credentials::Credentials;
 use super::endpoint::{Call, Endpoint};
 use super::wire::{AccountRequest, PurchaseRequest};
 use crate::spec::Spec;
-
-/// Largest answer body read. eSMS answers are a few hundred bytes; a bigger
-/// body is not an eSMS answer, and reading it all would only cost memory.
-const MAX_ANSWER_BYTES: usize = 256 * 1024;
 
 /// Timeouts of the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,8 +129,7 @@ impl Client {
         );
         let body = PurchaseRequest::new(&self.credentials, spec);
         let reply = self.exchange(Call::Purchase, &body).await;
-        let outcome = classify_purchase(reply.as_exchange());
-        let outcome = outcome.map_text(|text| self.credentials.scrub(text));
+        let outcome = purchase_outcome(&self.credentials, reply.as_exchange());
         tracing::debug!(oaid = %spec.oaid, ?outcome, "purchase answered");
         outcome
     }
@@ -142,16 +138,14 @@ impl Client {
     pub async fn list_oas(&self) -> Result<Vec<AccountOa>, CallError> {
         let body = AccountRequest::new(&self.credentials);
         let reply = self.exchange(Call::ListOas, &body).await;
-        classify_list_oas(reply.as_exchange())
-            .map_err(|err| err.map_text(|text| self.credentials.scrub(text)))
+        list_oas_result(&self.credentials, reply.as_exchange())
     }
 
     /// The account balance (`GetBalance_json`).
     pub async fn balance(&self) -> Result<Balance, CallError> {
         let body = AccountRequest::new(&self.credentials);
         let reply = self.exchange(Call::Balance, &body).await;
-        classify_balance(reply.as_exchange())
-            .map_err(|err| err.map_text(|text| self.credentials.scrub(text)))
+        balance_result(&self.credentials, reply.as_exchange())
     }
 
     /// One POST, its answer read in full (or the reason there is none).
@@ -169,14 +163,19 @@ impl Client {
             }
         };
         let status = response.status().as_u16();
-        let mut bytes = Vec::new();
+        let limit = call.answer_limit();
+        // One buffer, sized once when the server says how big the answer
+        // is (within the limit), so a large OA list is not copied as the
+        // buffer grows.
+        let announced = response.content_length().unwrap_or(0);
+        let mut bytes = Vec::with_capacity(usize::try_from(announced).unwrap_or(0).min(limit));
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
-                    if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                    if bytes.len() + chunk.len() > limit {
                         return Reply::Failed(TransportFailure::Unknown {
                             reason: format!(
-                                "HTTP {status} with an answer larger than {MAX_ANSWER_BYTES} bytes"
+                                "HTTP {status} with an answer larger than {limit} bytes"
                             ),
                         });
                     }
@@ -201,6 +200,55 @@ impl Client {
             status,
             body: bytes,
         }
+    }
+}
+
+/// What a purchase exchange means, with nothing of the keys in it: the
+/// body is scrubbed of the key values before anything is cut from it for
+/// a message, and the texts of the outcome again after (pieces of a key
+/// included, see [`Credentials::scrub`]).
+pub(crate) fn purchase_outcome(
+    credentials: &Credentials,
+    exchange: Exchange<'_>,
+) -> PurchaseOutcome {
+    let body = scrubbed_body(credentials, exchange);
+    classify_purchase(with_body(exchange, &body)).map_text(|text| credentials.scrub(text))
+}
+
+/// [`purchase_outcome`] for `ZNS/GetListZOA/`.
+pub(crate) fn list_oas_result(
+    credentials: &Credentials,
+    exchange: Exchange<'_>,
+) -> Result<Vec<AccountOa>, CallError> {
+    let body = scrubbed_body(credentials, exchange);
+    classify_list_oas(with_body(exchange, &body))
+        .map_err(|err| err.map_text(|text| credentials.scrub(text)))
+}
+
+/// [`purchase_outcome`] for `GetBalance_json`.
+pub(crate) fn balance_result(
+    credentials: &Credentials,
+    exchange: Exchange<'_>,
+) -> Result<Balance, CallError> {
+    let body = scrubbed_body(credentials, exchange);
+    classify_balance(with_body(exchange, &body))
+        .map_err(|err| err.map_text(|text| credentials.scrub(text)))
+}
+
+/// The answer's body with the key values replaced (borrowed when there is
+/// nothing to replace); empty when there was no answer.
+fn scrubbed_body<'a>(credentials: &Credentials, exchange: Exchange<'a>) -> Cow<'a, [u8]> {
+    match exchange {
+        Exchange::Answered { body, .. } => credentials.scrub_bytes(body),
+        Exchange::Failed(_) => Cow::Borrowed(&[]),
+    }
+}
+
+/// `exchange` with its body replaced by `body`.
+fn with_body<'a>(exchange: Exchange<'a>, body: &'a [u8]) -> Exchange<'a> {
+    match exchange {
+        Exchange::Answered { status, .. } => Exchange::Answered { status, body },
+        failed => failed,
     }
 }
 

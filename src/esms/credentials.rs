@@ -8,10 +8,13 @@
 //! value: errors name the file, the line number and the variable, never what
 //! was on the line.
 
+use std::borrow::Cow;
 use std::ffi::OsString;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use crate::files::{FileKind, OpenError};
 
 /// Environment variable holding the account's ApiKey.
 pub const API_KEY_VAR: &str = "ESMS_API_KEY";
@@ -85,8 +88,8 @@ pub enum CredentialsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("credentials file {} is not a regular file", path.display())]
-    NotAFile { path: PathBuf },
+    #[error("credentials file {} is {kind}; it must be a regular file (nothing was read)", path.display())]
+    NotAFile { path: PathBuf, kind: FileKind },
     #[error(
         "credentials file {} is readable by group or others (mode {mode:04o}); \
          it holds the account keys, so run `chmod 600 {}` and try again",
@@ -204,15 +207,15 @@ impl Credentials {
             path: path.to_owned(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(read_err)?;
         // The checks are made on the opened file, not on the path, so the
         // file that is checked is the file that is read.
-        let meta = file.metadata().map_err(read_err)?;
-        if !meta.is_file() {
-            return Err(CredentialsError::NotAFile {
+        let (file, meta) = crate::files::open_regular(path).map_err(|err| match err {
+            OpenError::NotRegular(kind) => CredentialsError::NotAFile {
                 path: path.to_owned(),
-            });
-        }
+                kind,
+            },
+            OpenError::Io(source) => read_err(source),
+        })?;
         check_private(path, &meta)?;
         if meta.len() > MAX_FILE_BYTES {
             return Err(CredentialsError::TooLarge {
@@ -242,21 +245,121 @@ impl Credentials {
         &self.secret_key
     }
 
-    /// `text` with every occurrence of either key replaced by `[redacted]`.
+    /// `text` with every occurrence of either key, and every piece of one
+    /// at least [`KEY_PIECE_CHARS`] characters long, replaced by
+    /// `[redacted]`.
     ///
     /// Applied to everything the server sends back that ends up in an
     /// outcome or error (messages, body excerpts): eSMS never echoes the
     /// keys as far as we know, but a proxy error page or a misbehaving
-    /// server could, and what we print must not depend on that.
+    /// server could, and what we print must not depend on that. Pieces
+    /// count too: a server may echo a request cut short, and a text cut
+    /// for an excerpt may end in the middle of a key.
     pub(crate) fn scrub(&self, text: &str) -> String {
         let mut out = text.to_owned();
-        for secret in [&self.api_key, &self.secret_key] {
-            if !secret.0.is_empty() && out.contains(&secret.0) {
-                out = out.replace(&secret.0, REDACTED);
+        for secret in self.values() {
+            if out.contains(secret) {
+                out = out.replace(secret, REDACTED);
             }
+        }
+        redact_pieces(&out, &self.values())
+    }
+
+    /// `body` with every occurrence of either key replaced by
+    /// `[redacted]`, before anything is cut from it for a message (a key
+    /// cut in two by an excerpt would no longer be found whole). Borrows
+    /// when neither key is there, which is the usual case, so a large
+    /// answer is not copied.
+    pub(crate) fn scrub_bytes<'a>(&self, body: &'a [u8]) -> Cow<'a, [u8]> {
+        let mut out = Cow::Borrowed(body);
+        for secret in self.values() {
+            let needle = secret.as_bytes();
+            if find(&out, needle).is_none() {
+                continue;
+            }
+            let mut replaced = Vec::with_capacity(out.len());
+            let mut rest: &[u8] = &out;
+            while let Some(at) = find(rest, needle) {
+                replaced.extend_from_slice(&rest[..at]);
+                replaced.extend_from_slice(REDACTED.as_bytes());
+                rest = &rest[at + needle.len()..];
+            }
+            replaced.extend_from_slice(rest);
+            out = Cow::Owned(replaced);
         }
         out
     }
+
+    /// The key values that are not empty.
+    fn values(&self) -> Vec<&str> {
+        [&self.api_key, &self.secret_key]
+            .into_iter()
+            .map(|s| s.0.as_str())
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+}
+
+/// The shortest run of a key's characters that [`Credentials::scrub`]
+/// treats as a piece of the key. Shorter runs are left: they tell little
+/// about a key and would redact ordinary words.
+pub(crate) const KEY_PIECE_CHARS: usize = 6;
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, _) = needle.split_first()?;
+    let mut from = 0;
+    while let Some(offset) = haystack.get(from..)?.iter().position(|&b| b == first) {
+        let at = from + offset;
+        if haystack.get(at..at + needle.len())? == needle {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// `text` with every run of at least [`KEY_PIECE_CHARS`] characters that
+/// also occurs in one of `keys` replaced by `[redacted]` (longest run
+/// first, left to right).
+fn redact_pieces(text: &str, keys: &[&str]) -> String {
+    let keys: Vec<Vec<char>> = keys.iter().map(|k| k.chars().collect()).collect();
+    // Every window of KEY_PIECE_CHARS characters of a key: a run can only
+    // start where one of them does, which keeps the scan linear.
+    let windows: std::collections::HashSet<&[char]> = keys
+        .iter()
+        .flat_map(|k| k.windows(KEY_PIECE_CHARS))
+        .collect();
+    if windows.is_empty() {
+        return text.to_owned();
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let hit = chars
+            .get(i..i + KEY_PIECE_CHARS)
+            .is_some_and(|w| windows.contains(w));
+        if !hit {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        let longest = keys
+            .iter()
+            .flat_map(|key| (0..key.len()).map(move |j| &key[j..]))
+            .map(|tail| {
+                tail.iter()
+                    .zip(&chars[i..])
+                    .take_while(|(a, b)| a == b)
+                    .count()
+            })
+            .max()
+            .unwrap_or(KEY_PIECE_CHARS);
+        out.push_str(REDACTED);
+        i += longest.max(KEY_PIECE_CHARS);
+    }
+    out
 }
 
 #[cfg(unix)]
@@ -405,6 +508,28 @@ mod tests {
         let scrubbed = creds.scrub(&format!("bad key {API} / {SECRET} / {API}"));
         assert_no_values(&scrubbed);
         assert_eq!(scrubbed, "bad key [redacted] / [redacted] / [redacted]");
+    }
+
+    #[test]
+    fn scrub_removes_pieces_of_a_key_but_not_short_runs() {
+        let creds = Credentials::new(API, SECRET).unwrap();
+        // A key cut short at either end, and one cut in the middle.
+        assert_eq!(creds.scrub("x SECRET-51ab…"), "x [redacted]…");
+        assert_eq!(creds.scrub("9f2c1e77d0\""), "[redacted]\"");
+        assert_eq!(creds.scrub("a 1ab03c b"), "a [redacted] b");
+        // Five characters are not a piece; ordinary words stay.
+        assert_eq!(creds.scrub("SECRE API-9 done"), "SECRE API-9 done");
+    }
+
+    #[test]
+    fn scrub_bytes_borrows_unless_a_key_is_there() {
+        let creds = Credentials::new(API, SECRET).unwrap();
+        assert!(matches!(creds.scrub_bytes(b"plain"), Cow::Borrowed(_)));
+        let body = format!("{{\"ApiKey\":\"{API}\",\"SecretKey\":\"{SECRET}\"}}");
+        assert_eq!(
+            &*creds.scrub_bytes(body.as_bytes()),
+            br#"{"ApiKey":"[redacted]","SecretKey":"[redacted]"}"#
+        );
     }
 
     #[test]

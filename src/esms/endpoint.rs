@@ -32,6 +32,18 @@ impl Call {
             Call::Balance => "GetBalance_json",
         }
     }
+
+    /// Largest answer body read for this call. A purchase or balance
+    /// answer is a few hundred bytes; a bigger body is not an eSMS answer,
+    /// and reading it all would only cost memory. `GetListZOA` lists the
+    /// whole account without paging, about 100 bytes per OA: 64 MiB holds
+    /// some 600,000 OAs.
+    pub fn answer_limit(self) -> usize {
+        match self {
+            Call::Purchase | Call::Balance => 64 * 1024,
+            Call::ListOas => 64 * 1024 * 1024,
+        }
+    }
 }
 
 impl fmt::Display for Call {

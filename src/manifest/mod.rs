@@ -172,9 +172,12 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.source, self.message)?;
+        // The message may quote the file's text: no control character of
+        // it reaches a terminal.
+        let escape = crate::plan::render::escape_controls;
+        write!(f, "{}: {}", self.source, escape(&self.message))?;
         if let Some((other, note)) = &self.related {
-            write!(f, "\n  {other}: {note}")?;
+            write!(f, "\n  {other}: {}", escape(note))?;
         }
         Ok(())
     }
@@ -260,8 +263,8 @@ pub fn load(paths: &[PathBuf], today: Date) -> Result<Manifests, ManifestError> 
 }
 
 fn read_text(path: &Path) -> Result<String, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let (file, meta) = crate::files::open_regular(path).map_err(|e| format!("cannot read: {e}"))?;
+    let len = meta.len();
     if len > MAX_FILE_BYTES {
         return Err(format!(
             "file is {len} bytes; manifests larger than {MAX_FILE_BYTES} bytes are refused (split it into several files)"

@@ -516,13 +516,14 @@ enum KindSchema {
     PackageSet,
 }
 
-/// Zalo Official Account id: 1 to 19 digits, quoted or not.
+/// Zalo Official Account id: 1 to 19 digits, not starting with 0, quoted
+/// or not.
 #[derive(Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
 enum OaidSchema {
-    Text(#[schemars(regex(pattern = r"^[0-9]{1,19}$"))] String),
-    Number(#[schemars(range(min = 0))] u64),
+    Text(#[schemars(regex(pattern = r"^[1-9][0-9]{0,18}$"))] String),
+    Number(#[schemars(range(min = 1))] u64),
 }
 
 /// trial | advanced | premium (any case), or 1 | 2 | 3.

@@ -443,7 +443,7 @@ impl Checker<'_> {
                 return None;
             }
         };
-        match Oaid::parse(&text) {
+        match Oaid::parse_declared(&text) {
             Ok(oaid) => Some(oaid),
             Err(error) => {
                 let found = match error {

@@ -377,9 +377,16 @@ impl SavedPlan {
 
     /// Reads and checks a plan file (see [`SavedPlan::decode`]).
     pub fn read(path: &Path) -> Result<SavedPlan, SavedPlanError> {
-        let content = std::fs::read_to_string(path).map_err(|source| SavedPlanError::Read {
+        let read_error = |source| SavedPlanError::Read {
             path: path.to_path_buf(),
             source,
+        };
+        let bytes = crate::files::read_regular(path).map_err(|e| read_error(e.into_io()))?;
+        let content = String::from_utf8(bytes).map_err(|_| {
+            read_error(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            ))
         })?;
         SavedPlan::decode(&content, path)
     }

@@ -9,6 +9,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::files::FileKind;
 use crate::spec::Key;
 
 use super::lock::LockHolder;
@@ -27,8 +28,8 @@ pub enum StateError {
     },
 
     /// The state path names a directory (or something else that is not a file).
-    #[error("state path {} is not a regular file; pass the path of the state file itself (e.g. {})", .path.display(), .path.join("oapkg.state.json").display())]
-    NotAFile { path: PathBuf },
+    #[error("state path {} is not a regular file ({kind}), and it must be one: pass the path of the state file itself (e.g. {})", .path.display(), .path.join("oapkg.state.json").display())]
+    NotAFile { path: PathBuf, kind: FileKind },
 
     /// The state path is a symbolic link (to a file or to nothing). oapkg
     /// replaces the state file by renaming a new file over the path, which
@@ -187,7 +188,7 @@ pub enum StateError {
 
     /// Something other than a regular file is at the journal path (a
     /// directory, a device such as `/dev/full`, a link, a FIFO).
-    #[error("journal {} is not a regular file; nothing was read, bought or changed: oapkg records purchases in a regular file at that path, so move what is there aside, then run oapkg again", .path.display())]
+    #[error("journal {} is not a regular file (it must be one); nothing was read, bought or changed: oapkg records purchases in a regular file at that path, so move what is there aside, then run oapkg again", .path.display())]
     JournalNotAFile { path: PathBuf },
 
     /// `record_outcome` was called for a key with no recorded intent.

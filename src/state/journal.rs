@@ -61,6 +61,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
+
+use crate::files::{self, FileKind, OpenError};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -350,6 +352,15 @@ fn open_for_append(path: &Path) -> Result<(File, u64), StateError> {
             let mut file = options
                 .open(path)
                 .map_err(|source| StateError::io("open the journal", path, source))?;
+            // Reading a FIFO or device below would wait or never end.
+            let meta = file
+                .metadata()
+                .map_err(|source| StateError::io("open the journal", path, source))?;
+            if FileKind::of(&meta).is_some() {
+                return Err(StateError::JournalNotAFile {
+                    path: path.to_owned(),
+                });
+            }
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes)
                 .map_err(|source| StateError::io("read the journal", path, source))?;
@@ -487,10 +498,15 @@ pub(crate) fn read(path: &Path) -> Result<Option<Contents>, StateError> {
         }
         _ => {}
     }
-    let bytes = match fs::read(path) {
+    let bytes = match files::read_regular(path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(StateError::io("read the journal", path, source)),
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(OpenError::NotRegular(_)) => {
+            return Err(StateError::JournalNotAFile {
+                path: path.to_owned(),
+            });
+        }
+        Err(OpenError::Io(source)) => return Err(StateError::io("read the journal", path, source)),
     };
     parse(path, &bytes).map(Some)
 }

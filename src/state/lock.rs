@@ -25,7 +25,7 @@
 //! under it; it does not read or write the state file.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -275,9 +275,8 @@ fn write_holder(file: &File, lock_path: &Path, holder: &LockHolder) -> Result<()
 /// The label in a lock file, if it has a readable one (it may be empty for a
 /// moment while its holder writes it).
 fn read_holder(lock_path: &Path) -> Option<LockHolder> {
-    let mut text = String::new();
-    File::open(lock_path).ok()?.read_to_string(&mut text).ok()?;
-    serde_json::from_str(text.trim()).ok()
+    let bytes = crate::files::read_regular(lock_path).ok()?;
+    serde_json::from_str(std::str::from_utf8(&bytes).ok()?.trim()).ok()
 }
 
 /// Whether `path` still names the file `file` has open.

@@ -23,6 +23,8 @@
 //! them, and the next writer removes them. Replay is idempotent besides.
 
 use std::fs::{self, File, Metadata, OpenOptions};
+
+use crate::files::{self, OpenError};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -398,19 +400,19 @@ impl StateStore {
         // Before opening, which would follow a link: a dangling one would
         // read as "no state yet" and the first write would replace it.
         self.refuse_symlink()?;
-        let mut file = match File::open(&self.path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, None)),
-            Err(source) => return Err(StateError::io("read the state file", &self.path, source)),
+        let (mut file, meta) = match files::open_regular(&self.path) {
+            Ok(opened) => opened,
+            Err(e) if e.is_not_found() => return Ok((None, None)),
+            Err(OpenError::NotRegular(kind)) => {
+                return Err(StateError::NotAFile {
+                    path: self.path.clone(),
+                    kind,
+                });
+            }
+            Err(OpenError::Io(source)) => {
+                return Err(StateError::io("read the state file", &self.path, source));
+            }
         };
-        let meta = file
-            .metadata()
-            .map_err(|source| StateError::io("read the state file", &self.path, source))?;
-        if !meta.is_file() {
-            return Err(StateError::NotAFile {
-                path: self.path.clone(),
-            });
-        }
         let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
         file.read_to_end(&mut bytes)
             .map_err(|source| StateError::io("read the state file", &self.path, source))?;

@@ -41,6 +41,9 @@ pub trait Output: Send {
     fn plan(&mut self, cycle: &Start, plan: &Plan);
 }
 
+/// How long a stop waits for the reading of the inputs to finish.
+const STOP_READ_GRACE: Duration = Duration::from_millis(500);
+
 /// What a cycle did, for the loop and for tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ran {
@@ -181,7 +184,21 @@ impl Runner {
         };
         let files = self.files.clone();
         let store = self.store.clone();
-        let read = tokio::task::spawn_blocking(move || Inputs::read(&files, &store, today)).await;
+        let reading = tokio::task::spawn_blocking(move || Inputs::read(&files, &store, today));
+        // A read that blocks (a file system that hangs) must not hold up a
+        // stop: if it has not finished [`STOP_READ_GRACE`] after a stop,
+        // the cycle is left (nothing has been planned or sent yet) and the
+        // reading thread with it.
+        let read = tokio::select! {
+            read = reading => read,
+            () = async {
+                cancel.cancelled().await;
+                tokio::time::sleep(STOP_READ_GRACE).await;
+            } => {
+                tracing::info!(cycle, "stop requested while reading the manifests and the state: nothing was planned or bought");
+                return Ran::Unreadable;
+            }
+        };
         let inputs = read.unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()));
 
         let manifests = match inputs.manifests {

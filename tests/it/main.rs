@@ -3,17 +3,21 @@
 
 mod apply;
 mod disk;
+mod escapes;
 mod expiring;
 mod faults;
+mod fifos;
 mod gitops;
 mod hostile;
 mod init;
 mod labels;
+mod large_account;
 mod moved;
 mod only;
 mod plan;
 mod properties;
 mod saved;
+mod secrets;
 mod state;
 mod state_edits;
 mod support;

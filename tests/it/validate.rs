@@ -123,7 +123,7 @@ fn oaids_quoted_or_not_tiers_by_name_or_number_and_defaults() {
         "oapkg.yaml",
         "apiVersion: oapkg/v1\nkind: PackageSet\ndefaults:\n  tier: Premium\n  duration: 6\npackages:\n\
          \x20 - oaid: 4097311281936189049\n    start: 2026-12-01\n\
-         \x20 - oaid: \"0745830328927467685\"\n    tier: 1\n    start: 2026-12-01\n\
+         \x20 - oaid: \"745830328927467685\"\n    tier: 1\n    start: 2026-12-01\n\
          \x20 - oaid: 9999999999999999999\n    tier: ADVANCED\n    start: 2026-12-01\n    duration: \"36\"\n",
     );
     env.run(&["validate"])
@@ -139,7 +139,7 @@ fn oaids_quoted_or_not_tiers_by_name_or_number_and_defaults() {
     };
     assert_eq!(by_oaid("4097311281936189049")["tier"], "premium");
     assert_eq!(by_oaid("4097311281936189049")["duration_months"], 6);
-    assert_eq!(by_oaid("0745830328927467685")["tier"], "trial");
+    assert_eq!(by_oaid("745830328927467685")["tier"], "trial");
     assert_eq!(by_oaid("9999999999999999999")["duration_months"], 36);
 }
 
@@ -336,4 +336,41 @@ fn usage_errors_exit_1_not_2() {
         .run(&["--version"])
         .code(0)
         .stdout_has(env!("CARGO_PKG_VERSION"));
+}
+
+/// Zalo OA ids never start with 0 (issue 12, item 6): `0123`, quoted or
+/// not, is an error at its place; so is `state import --oaid 0123`.
+#[test]
+fn an_oaid_with_a_leading_zero_is_refused_where_it_is_declared() {
+    let env = Env::new();
+    env.file(
+        "oapkg.yaml",
+        "apiVersion: oapkg/v1\n\
+         kind: PackageSet\n\
+         packages:\n\
+         \x20 - oaid: 0123\n\
+         \x20   tier: premium\n\
+         \x20   start: 2026-12-01\n\
+         \x20   duration: 12\n\
+         \x20 - oaid: \"0456\"\n\
+         \x20   tier: premium\n\
+         \x20   start: 2026-12-01\n\
+         \x20   duration: 12\n",
+    );
+    let run = env.run(&["validate"]);
+    run.code(1);
+    for line_col in ["oapkg.yaml:4:11", "oapkg.yaml:8:11"] {
+        let line = run
+            .stderr
+            .lines()
+            .find(|l| l.contains(line_col))
+            .unwrap_or_else(|| panic!("no error at {line_col}:\n{}", run.stderr));
+        assert!(line.contains("never start with 0"), "{line}");
+    }
+    env.run(&["plan"]).code(1).stderr_has("never start with 0");
+    env.import("0123", "trial", "2026-12-01", "1", &[])
+        .code(1)
+        .stderr_has("--oaid \"0123\"")
+        .stderr_has("never start with 0");
+    assert!(!env.path("state/oapkg.state.json").exists());
 }

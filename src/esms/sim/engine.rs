@@ -20,6 +20,9 @@ use crate::spec::{Tier, parse_date};
 /// The message of a real `100` answer (ESMS_API.md).
 const ACCEPTED_MESSAGE: &str = "ViHAT is censoring trademark ownership";
 
+/// The error-page text [`Fault::EchoRequest`] repeats before the echo.
+const ECHO_FILLER: &str = "Bad gateway: the upstream failed on request ";
+
 /// A way for the simulator to misbehave on one request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -49,6 +52,10 @@ pub enum Fault {
     Raw { status: u16, body: String },
     /// Answer HTTP 500 with an HTML page.
     ServerError { stage: Stage },
+    /// Answer `status` (e.g. 502) with `filler` characters of error-page
+    /// text followed by the request body as received, keys and all, the
+    /// way a misconfigured proxy's error page does; charging nothing.
+    EchoRequest { status: u16, filler: usize },
     /// Close the connection (TCP RST) without any HTTP answer.
     DropConnection { stage: Stage },
     /// Never answer (until the hang limit or shutdown, then drop).
@@ -413,6 +420,14 @@ impl Engine {
                 status: *status,
                 body: body.clone(),
             },
+            Some(Fault::EchoRequest { status, filler }) => {
+                let mut page: String = ECHO_FILLER.chars().cycle().take(*filler).collect();
+                page.push_str(&String::from_utf8_lossy(body));
+                Answer::Status {
+                    status: *status,
+                    body: page,
+                }
+            }
             Some(transport) => {
                 let (stage, after) = match transport {
                     Fault::ServerError { stage } => (*stage, server_error()),

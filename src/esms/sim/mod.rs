@@ -58,6 +58,8 @@ pub const DEFAULT_API_KEY: &str = "test-key";
 pub const DEFAULT_SECRET_KEY: &str = "test-secret";
 /// Starting balance unless configured otherwise.
 pub const DEFAULT_BALANCE: u64 = 100_000_000;
+/// The OAID of the first OA [`SimConfig::generate_oas`] registers.
+pub const FIRST_GENERATED_OAID: u64 = 1_000_000_000_000_000_000;
 /// The first ServicePreviewId handed out (the sample's).
 pub const FIRST_SERVICE_PREVIEW_ID: u64 = 52330;
 
@@ -128,6 +130,20 @@ impl SimConfig {
         let oaid = oaid.into();
         let name = format!("OA {oaid}");
         self.oa(oaid, name)
+    }
+
+    /// `n` more OAs registered to the account, OAIDs
+    /// [`FIRST_GENERATED_OAID`], the next number, and so on, named
+    /// `Generated OA <i>`: a large account, whose `GetListZOA` answer is
+    /// some 70 bytes per OA.
+    pub fn generate_oas(mut self, n: u64) -> Self {
+        for i in 0..n {
+            self.account.oas.insert(
+                (FIRST_GENERATED_OAID + i).to_string(),
+                format!("Generated OA {i}"),
+            );
+        }
+        self
     }
 
     /// The starting balance; a purchase costing more gets `103`.

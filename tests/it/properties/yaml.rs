@@ -49,7 +49,7 @@ fn declared_set() -> impl Strategy<Value = Vec<Declared>> {
     let step = (0u16..90, 0u8..3, 1u8..=36, name());
     proptest::collection::vec(
         (
-            "[0-9]{1,19}",
+            "[1-9][0-9]{0,18}",
             0u16..400,
             proptest::collection::vec(step, 1..4),
         ),

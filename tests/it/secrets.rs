@@ -1,0 +1,149 @@
+//! The keys never leak, even when the server echoes them (issue 12, item
+//! 2): a proxy error page that echoes the request body after N characters
+//! of text, for every N from 0 to 200, through the real binary and the
+//! simulator. No piece of six characters of either key may appear in
+//! stdout, stderr, the state file, its journal, backup or lock, or a saved
+//! plan.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use oapkg::esms::sim::{Fault, FaultRule, SimConfig, SimControl};
+use oapkg::fuzz::{FUZZ_API_KEY, FUZZ_SECRET_KEY, key_piece_in};
+
+use crate::apply::start;
+use crate::support::{Env, Run, manifest};
+
+const OAID: &str = "4097311281936189049";
+const OTHER_OAID: &str = "745830328927467685";
+const FILLERS: std::ops::RangeInclusive<usize> = 0..=200;
+const WORKERS: usize = 3;
+
+fn oapkg(env: &Env, sim: &SimControl, args: &[&str]) -> Run {
+    Run::from(
+        env.command(args)
+            .env("ESMS_ENDPOINT", sim.endpoint().as_str())
+            .env("ESMS_API_KEY", FUZZ_API_KEY)
+            .env("ESMS_SECRET_KEY", FUZZ_SECRET_KEY)
+            .env("OAPKG_RETRY_MIN_DELAY_MS", "1")
+            .output()
+            .expect("run oapkg"),
+    )
+}
+
+/// Fails if `text` (named `what`) holds a piece of either key.
+#[track_caller]
+fn assert_clean(n: usize, what: &str, text: &str) {
+    if let Some(piece) = key_piece_in(text, &[FUZZ_API_KEY, FUZZ_SECRET_KEY]) {
+        panic!("N={n}: {what} holds {piece:?} of a key:\n{text}");
+    }
+}
+
+/// One run of the fault with `filler` characters before the echo, on
+/// purchases only (`all_calls`: on the pre-flight's calls too).
+fn echo_run(filler: usize, all_calls: bool) {
+    let env = Env::new();
+    env.file(
+        "oapkg.yaml",
+        manifest(&format!(
+            "  - oaid: \"{OAID}\"\n    tier: premium\n    start: 2027-01-01\n    duration: 12\n"
+        )),
+    );
+    let mut rule = FaultRule::always(Fault::EchoRequest {
+        status: 502,
+        filler,
+    });
+    if all_calls {
+        rule = rule.on_all_calls();
+    }
+    let sim = start(
+        SimConfig::new()
+            .keys(FUZZ_API_KEY, FUZZ_SECRET_KEY)
+            .oaid(OAID)
+            .oaid(OTHER_OAID)
+            .fault(rule),
+    );
+    // A state to start from, so the apply's write leaves a backup.
+    env.import(OTHER_OAID, "trial", "2027-01-01", "1", &[])
+        .code(0);
+    let applied = oapkg(&env, &sim, &["apply", "--auto-approve", "-vv"]);
+    assert_ne!(applied.code, 0, "N={filler}: the purchase cannot succeed");
+    assert!(
+        applied.stdout.contains("502") || applied.stderr.contains("502"),
+        "N={filler}: the 502 is reported\n{}\n{}",
+        applied.stdout,
+        applied.stderr
+    );
+    if filler >= 5 {
+        // The excerpt of the page is shown: the test sees what a user sees.
+        assert!(applied.stdout.contains("Bad g") || applied.stderr.contains("Bad g"));
+    }
+    let planned = oapkg(&env, &sim, &["plan", "--out", "saved.plan"]);
+    let listed = oapkg(&env, &sim, &["state", "show", OAID]);
+    for (what, run) in [
+        ("apply", &applied),
+        ("plan", &planned),
+        ("state show", &listed),
+    ] {
+        assert_clean(filler, &format!("{what} stdout"), &run.stdout);
+        assert_clean(filler, &format!("{what} stderr"), &run.stderr);
+    }
+    let mut files = vec![env.path("saved.plan")];
+    for entry in std::fs::read_dir(env.path("state")).expect("the state directory") {
+        files.push(entry.unwrap().path());
+    }
+    if !all_calls {
+        let names: Vec<_> = files.iter().filter_map(|p| p.file_name()).collect();
+        for wanted in ["oapkg.state.json", "oapkg.state.json.backup"] {
+            assert!(
+                names.iter().any(|n| *n == wanted),
+                "N={filler}: no {wanted} in {names:?}"
+            );
+        }
+    }
+    for path in files {
+        if let Ok(bytes) = std::fs::read(&path) {
+            assert_clean(
+                filler,
+                &path.display().to_string(),
+                &String::from_utf8_lossy(&bytes),
+            );
+        }
+    }
+}
+
+#[test]
+fn an_error_page_echoing_the_request_after_n_characters_leaks_no_piece_of_a_key() {
+    let next = AtomicUsize::new(*FILLERS.start());
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..WORKERS {
+            scope.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n > *FILLERS.end() {
+                        break;
+                    }
+                    // Purchases for every N; the pre-flight's calls for
+                    // every seventh.
+                    let result = std::panic::catch_unwind(|| {
+                        echo_run(n, false);
+                        if n.is_multiple_of(7) {
+                            echo_run(n, true);
+                        }
+                    });
+                    if let Err(panic) = result {
+                        let message = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        failures.lock().unwrap().push(message);
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
