@@ -296,6 +296,7 @@ fn recorded(spec: Spec, status: Status) -> Record {
         result_message: None,
         submitted_at: None,
         confirmed: None,
+        by_policy: false,
     }
 }
 

@@ -36,6 +36,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod coverage;
 pub mod esms;
 pub mod exit;
 pub mod expiring;
@@ -44,6 +45,7 @@ pub mod files;
 pub mod fuzz;
 pub mod manifest;
 pub mod plan;
+pub mod prices;
 pub mod spec;
 pub mod state;
 pub mod watch;

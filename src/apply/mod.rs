@@ -133,7 +133,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use cancel::{CancelSignal, Canceller, cancel_pair};
-pub use decide::{Counts, check_guards, state_unmoved};
+pub use decide::{Counts, check_guards, planned_cost, state_unmoved};
 
 use crate::esms::{CallError, Client, PurchaseOutcome, code_meaning};
 use crate::plan::saved::StalePlan;
@@ -162,8 +162,13 @@ pub struct ApplyOptions {
     /// resend may charge twice; without it the package is `unconfirmed`
     /// at once.
     pub retry_unknown: bool,
-    /// Skip the `ZNS/GetListZOA/` check that the account holds every OA.
+    /// Skip the pre-flight calls: `ZNS/GetListZOA/` (the account holds
+    /// every OA) and, when the plan has a cost, `GetBalance_json`.
     pub skip_preflight: bool,
+    /// `--max-spend`: the most the run may cost with the manifests' price
+    /// list; a run that costs more (or whose cost is unknown: no price
+    /// list) is refused by the guards.
+    pub max_spend: Option<u64>,
     /// How long to wait for another writer's lock (zero: fail at once).
     pub lock_timeout: Duration,
     /// Labels the lock holder, e.g. `oapkg apply`.
@@ -182,6 +187,7 @@ impl Default for ApplyOptions {
             retry_unconfirmed: false,
             retry_unknown: false,
             skip_preflight: false,
+            max_spend: None,
             lock_timeout: Duration::ZERO,
             command: "oapkg apply".to_owned(),
             retry: RetryPolicy::default(),
@@ -392,6 +398,20 @@ impl ApplyReport {
             && self.stopped.is_none()
     }
 
+    /// What the packages this run submitted cost with `plan`'s price list
+    /// (each priced by the spec it was bought with); `None` without one.
+    pub fn spent(&self, plan: &Plan) -> Option<crate::prices::Money> {
+        let prices = plan.prices.as_ref()?;
+        let specs = self.outcomes.iter().filter_map(|(key, result)| {
+            if !matches!(result, PackageResult::Submitted { .. }) {
+                return None;
+            }
+            let at = plan.changes.binary_search_by(|c| c.key.cmp(key)).ok()?;
+            plan.changes[at].spec()
+        });
+        Some(prices.total(specs))
+    }
+
     /// `Apply complete: N purchased, N failed, N unconfirmed.`
     pub fn summary_line(&self) -> String {
         format!(
@@ -442,6 +462,22 @@ pub enum GuardRefusal {
         .counts.requests(), .counts.describe()
     )]
     TooManyPurchases { counts: Counts, max: usize },
+    /// The run costs more than `--max-spend`.
+    #[error(
+        "the plan costs {cost}, more than --max-spend {}; nothing was bought. If the plan is right, raise --max-spend (or narrow the run with --only)",
+        crate::prices::thousands(*.max)
+    )]
+    OverBudget {
+        cost: crate::prices::Money,
+        max: u64,
+    },
+    /// `--max-spend` was given but no price list is declared, so the run's
+    /// cost is unknown.
+    #[error(
+        "--max-spend {} needs prices to check against, and the manifests declare no `kind: PriceList`; nothing was bought. Declare a price list, or run without --max-spend",
+        crate::prices::thousands(*.max)
+    )]
+    CostUnknown { max: u64 },
     /// A change the plan cannot hold (a plan built by hand, or a bug).
     #[error("the plan cannot be applied: {key} {problem}; nothing was bought")]
     MalformedPlan { key: Key, problem: String },
@@ -459,6 +495,18 @@ pub enum PreflightError {
     /// The `ZNS/GetListZOA/` call failed.
     #[error("pre-flight: could not list the account's OAs; nothing was bought")]
     Call(#[source] CallError),
+    /// The account's balance is below what the run costs.
+    #[error(
+        "pre-flight: the eSMS balance is {}, below the {cost} this run costs; nothing was bought. Top up the account, narrow the run with --only, or pass --skip-preflight",
+        crate::prices::thousands(*.balance)
+    )]
+    LowBalance {
+        balance: u64,
+        cost: crate::prices::Money,
+    },
+    /// The `GetBalance_json` call failed.
+    #[error("pre-flight: could not read the account's balance; nothing was bought")]
+    Balance(#[source] CallError),
 }
 
 /// Why a run did not happen, or could not record what it did.
@@ -604,6 +652,9 @@ pub async fn apply(
     }
     if !options.skip_preflight && !selection.jobs.is_empty() {
         preflight(client, &selection.jobs, &options.retry, &cancel).await?;
+        if let Some(cost) = &selection.cost {
+            preflight_balance(client, cost, &options.retry, &cancel).await?;
+        }
     }
     let mut state = loaded.state;
     report.labels = record_labels(&mut state, labels);
@@ -727,6 +778,61 @@ async fn preflight(
             oaids: missing,
         }))
     }
+}
+
+/// One `GetBalance_json` call (retried like the OA list when it got no
+/// answer); a balance below `cost` refuses the run.
+async fn preflight_balance(
+    client: &Client,
+    cost: &crate::prices::Money,
+    policy: &RetryPolicy,
+    cancel: &CancelSignal,
+) -> Result<(), ApplyError> {
+    let mut delays = policy.delays();
+    let balance = loop {
+        match client.balance().await {
+            Ok(balance) => break balance,
+            Err(error) => {
+                let retryable = matches!(
+                    error,
+                    CallError::NotSent { .. }
+                        | CallError::NoAnswer { .. }
+                        | CallError::RateLimited { .. }
+                );
+                match delays.next() {
+                    Some(delay) if retryable && !cancel.is_cancelled() => {
+                        tracing::warn!(%error, delay_ms = delay.as_millis() as u64, "balance check failed; retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = cancel.cancelled() => {
+                                return Err(ApplyError::Preflight(PreflightError::Balance(error)));
+                            }
+                        }
+                    }
+                    _ => return Err(ApplyError::Preflight(PreflightError::Balance(error))),
+                }
+            }
+        }
+    };
+    // eSMS sends a number; a fractional or negative balance is compared as
+    // it is (a cost is whole).
+    if balance.amount < cost.amount as f64 {
+        let shown = if balance.amount.is_finite() && balance.amount > 0.0 {
+            balance.amount.floor() as u64
+        } else {
+            0
+        };
+        return Err(ApplyError::Preflight(PreflightError::LowBalance {
+            balance: shown,
+            cost: cost.clone(),
+        }));
+    }
+    tracing::debug!(
+        balance = balance.amount,
+        cost = cost.amount,
+        "balance check passed"
+    );
+    Ok(())
 }
 
 /// Runs blocking file work (locking, fsync, writing) off the async threads.

@@ -182,6 +182,7 @@ fn record_submitted(store: &StateStore, specs: &[Spec]) {
                 result_message: None,
                 submitted_at: None,
                 confirmed: None,
+                by_policy: false,
             },
         );
     }
@@ -273,6 +274,7 @@ fn guards_count_every_request_that_may_charge() {
                 result_message: None,
                 submitted_at: None,
                 confirmed: None,
+                by_policy: false,
             },
         );
     }
@@ -1001,6 +1003,7 @@ async fn a_moved_state_refuses_the_plan_before_sending() {
             result_message: None,
             submitted_at: None,
             confirmed: None,
+            by_policy: false,
         },
     );
     f.store.write(&lock, &mut state).unwrap();

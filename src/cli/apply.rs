@@ -95,8 +95,13 @@ pub struct ApplyFlags {
     #[arg(long)]
     pub retry_unknown: bool,
     /// Do not check first that the account holds every OA to be bought
+    /// (and, with a price list, that its balance covers the run)
     #[arg(long)]
     pub skip_preflight: bool,
+    /// Refuse the run if it would cost more than AMOUNT (a whole amount in
+    /// the price list's currency; needs a `kind: PriceList`)
+    #[arg(long, value_name = "AMOUNT")]
+    pub max_spend: Option<u64>,
     /// eSMS API base URL [default: the production URL]
     #[arg(
         long,
@@ -165,7 +170,7 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     }
     let counts = counts?;
     if counts.requests() > 0 && !reviewed && !args.auto_approve {
-        confirm(counts.requests())?;
+        confirm(counts.requests(), apply::planned_cost(&plan, &options))?;
     }
 
     let progress = Progress::new(context, counts.requests());
@@ -178,7 +183,7 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
             journal,
             source,
         }) => {
-            summarize(context, &report)?;
+            summarize(context, &plan, &report)?;
             if matches!(source, crate::state::StateError::Moved { .. }) {
                 // Its message says where the purchases are and what to do.
                 return Err(source.into());
@@ -197,7 +202,7 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     if report.labels > 0 && !quiet {
         print(&labels_recorded(&plan))?;
     }
-    summarize(context, &report)?;
+    summarize(context, &plan, &report)?;
     Ok(if report.succeeded() {
         ExitStatus::Success
     } else {
@@ -251,6 +256,7 @@ pub(super) fn options(
         retry_unconfirmed: args.retry_unconfirmed,
         retry_unknown: args.retry_unknown,
         skip_preflight: args.skip_preflight,
+        max_spend: args.max_spend,
         lock_timeout: context.global.lock_timeout(),
         command: command.to_owned(),
         retry,
@@ -269,7 +275,7 @@ fn saved_plan(context: &Context, path: &std::path::Path) -> anyhow::Result<Plan>
         context.manifests(today)?
     };
     let loaded = context.store.load()?;
-    if let Err(mut stale) = saved.check_fresh(&loaded.id, &manifests.desired.hash()) {
+    if let Err(mut stale) = saved.check_fresh(&loaded.id, &manifests.hash()) {
         // A state whose content is what the plan saw (only a crashed run's
         // journal was folded since) has not moved.
         if apply::state_unmoved(&saved.state, &loaded, context.store.path()) {
@@ -296,7 +302,8 @@ fn saved_plan(context: &Context, path: &std::path::Path) -> anyhow::Result<Plan>
 }
 
 /// `Type 'yes' to purchase N package(s):` on a terminal; refuses elsewhere.
-fn confirm(requests: usize) -> anyhow::Result<()> {
+/// With a price list, the question says what the purchases cost.
+fn confirm(requests: usize, cost: Option<crate::prices::Money>) -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         bail!(
@@ -305,7 +312,10 @@ fn confirm(requests: usize) -> anyhow::Result<()> {
              `oapkg plan --out PLANFILE` and run `oapkg apply PLANFILE`"
         );
     }
-    eprint!("\nType 'yes' to purchase {requests} package(s): ");
+    match cost {
+        Some(cost) => eprint!("\nType 'yes' to purchase {requests} package(s) for {cost}: "),
+        None => eprint!("\nType 'yes' to purchase {requests} package(s): "),
+    }
     let mut answer = String::new();
     stdin
         .lock()
@@ -652,7 +662,7 @@ fn labels_recorded(plan: &Plan) -> String {
 }
 
 /// What is left to do, then the final `Apply complete: …` line.
-fn summarize(context: &Context, report: &ApplyReport) -> anyhow::Result<()> {
+fn summarize(context: &Context, plan: &Plan, report: &ApplyReport) -> anyhow::Result<()> {
     let mut out = String::new();
     if let Some(reason) = &report.stopped {
         let not_sent = report
@@ -720,5 +730,8 @@ fn summarize(context: &Context, report: &ApplyReport) -> anyhow::Result<()> {
     }
     out.push_str(&report.summary_line());
     out.push('\n');
+    if let Some(spent) = report.spent(plan) {
+        out.push_str(&format!("Spent: {spent}.\n"));
+    }
     print(&out)
 }

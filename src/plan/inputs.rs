@@ -43,15 +43,37 @@ impl Inputs {
 /// manifests' warnings carried into it — a "starts before today" warning
 /// only for a package the plan buys (never for a recorded or expired one).
 /// Pure: reads nothing.
+///
+/// The coverage policies' renewals due today, and the renewals they bought
+/// earlier, are planned like declared packages ([`crate::coverage::with_renewals`]);
+/// the price list prices the changes.
 pub fn make(manifests: &Manifests, loaded: &Loaded, today: Date) -> Plan {
+    let recorded = &loaded.state.packages;
+    let (desired, from_policy) = if manifests.policies.is_empty() {
+        (
+            std::borrow::Cow::Borrowed(&manifests.desired),
+            Default::default(),
+        )
+    } else {
+        let (set, keys) = crate::coverage::with_renewals(
+            &manifests.desired,
+            &manifests.policies,
+            recorded,
+            today,
+        );
+        (std::borrow::Cow::Owned(set), keys)
+    };
     let mut plan = diff(
-        &manifests.desired,
-        &loaded.state.packages,
+        &desired,
+        recorded,
         &loaded.state.failed_attempts,
         loaded.id.clone(),
         today,
         Vec::new(),
     );
+    plan.manifest_hash = manifests.hash();
+    plan.prices.clone_from(&manifests.prices);
+    plan.from_policy = from_policy;
     let kept = manifests.warnings.iter().filter(|d| match d.kind {
         DiagnosticKind::General => true,
         DiagnosticKind::StartsBeforeToday => d

@@ -141,6 +141,8 @@ mod tests {
                 Warning::about(Some(Key::parse("2@2026-12-01").unwrap()), "about 2".into()),
                 Warning::about(None, "about the run".into()),
             ],
+            prices: None,
+            from_policy: Default::default(),
         }
     }
 

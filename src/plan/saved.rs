@@ -80,6 +80,12 @@ pub struct SavedPlan {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<LabelChange>,
     pub warnings: Vec<Warning>,
+    /// The price list the plan's costs come from; left out when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prices: Option<crate::prices::PriceList>,
+    /// Keys bought for a coverage policy; left out when none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub from_policy: std::collections::BTreeSet<Key>,
 }
 
 /// One change as apply needs it.
@@ -207,6 +213,10 @@ struct PlanFile {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     labels: Vec<LabelChange>,
     warnings: Vec<Warning>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prices: Option<crate::prices::PriceList>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    from_policy: std::collections::BTreeSet<Key>,
     checksum: String,
 }
 
@@ -229,6 +239,8 @@ impl SavedPlan {
                 .collect(),
             labels: plan.labels.clone(),
             warnings: plan.warnings.clone(),
+            prices: plan.prices.clone(),
+            from_policy: plan.from_policy.clone(),
         }
     }
 
@@ -242,6 +254,8 @@ impl SavedPlan {
             unchanged: self.unchanged,
             labels: self.labels.clone(),
             warnings: self.warnings.clone(),
+            prices: self.prices.clone(),
+            from_policy: self.from_policy.clone(),
         }
     }
 
@@ -282,6 +296,8 @@ impl SavedPlan {
             changes: self.changes.clone(),
             labels: self.labels.clone(),
             warnings: self.warnings.clone(),
+            prices: self.prices.clone(),
+            from_policy: self.from_policy.clone(),
             checksum: self.checksum(),
         };
         let mut out =
@@ -325,6 +341,8 @@ impl SavedPlan {
             changes: file.changes,
             labels: file.labels,
             warnings: file.warnings,
+            prices: file.prices,
+            from_policy: file.from_policy,
         };
         let computed = plan.checksum();
         if recorded != computed {
@@ -518,6 +536,10 @@ pub enum Moved {
     Started { key: Key, start: Date, today: Date },
     /// The count of unchanged packages differs from planning again.
     Unchanged { planned: usize, current: usize },
+    /// The declared prices differ from the plan's.
+    Prices,
+    /// Which changes come from a coverage policy differs.
+    Policies,
 }
 
 /// Whether two changes do the same: the same action on the same declared
@@ -584,6 +606,12 @@ pub fn rederive(saved: &Plan, current: &Plan) -> Vec<Moved> {
                 });
             }
         }
+    }
+    if saved.prices != current.prices {
+        moved.push(Moved::Prices);
+    }
+    if saved.from_policy != current.from_policy {
+        moved.push(Moved::Policies);
     }
     if saved.unchanged != current.unchanged {
         moved.push(Moved::Unchanged {
@@ -657,6 +685,12 @@ impl fmt::Display for Moved {
             Moved::Unchanged { planned, current } => write!(
                 f,
                 "the plan counts {planned} unchanged package(s), planning again counts {current}: the plan file was edited"
+            ),
+            Moved::Prices => f.write_str(
+                "the declared prices differ from the plan's: its costs are not what apply would pay"
+            ),
+            Moved::Policies => f.write_str(
+                "the coverage policies behind the plan's renewals differ from planning again"
             ),
         }
     }

@@ -383,6 +383,7 @@ pub(crate) mod tests {
             result_message: Some("Success".to_owned()),
             submitted_at: Some("2026-11-26T10:00:00Z".parse().unwrap()),
             confirmed: None,
+            by_policy: false,
         }
     }
 

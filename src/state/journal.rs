@@ -664,6 +664,7 @@ pub(crate) fn replay(
                     result_message: Some(NO_OUTCOME_MESSAGE.to_owned()),
                     submitted_at: Some(*at),
                     confirmed: None,
+                    by_policy: false,
                 };
                 let displaced = packages.insert(key.clone(), record);
                 // A second intent before an outcome keeps the first one's

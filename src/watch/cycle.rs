@@ -212,7 +212,7 @@ impl Runner {
         self.input_failures = 0;
 
         let fingerprint = Fingerprint {
-            manifest_hash: manifests.desired.hash(),
+            manifest_hash: manifests.hash(),
             state: loaded.id.clone(),
         };
         let manifest_hash = fingerprint.manifest_hash.as_str();

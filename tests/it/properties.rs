@@ -82,6 +82,7 @@ fn recorded() -> impl Strategy<Value = BTreeMap<oapkg::spec::Key, Record>> {
                     result_message: None,
                     submitted_at: None,
                     confirmed: None,
+                    by_policy: false,
                 };
                 (spec.key(), record)
             })
@@ -171,6 +172,7 @@ fn rich_recorded() -> impl Strategy<Value = BTreeMap<oapkg::spec::Key, Record>> 
             result_message: message,
             submitted_at: at,
             confirmed: None,
+            by_policy: false,
         });
     proptest::collection::vec(record, 0..12)
         .prop_map(|records| records.into_iter().map(|r| (r.spec.key(), r)).collect())
@@ -265,6 +267,7 @@ proptest! {
                     result_message: None,
                     submitted_at: None,
                     confirmed: None,
+                    by_policy: false,
                 });
             }
         }

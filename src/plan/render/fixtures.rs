@@ -44,6 +44,7 @@ pub fn record(spec: Spec, name: Option<&str>, status: Status) -> Record {
         result_message: message.map(str::to_owned),
         submitted_at: Some("2026-10-01T02:00:00Z".parse().unwrap()),
         confirmed: None,
+        by_policy: false,
     }
 }
 
@@ -80,6 +81,8 @@ fn plan(changes: Vec<Change>, unchanged: usize, warnings: Vec<Warning>) -> Plan 
         unchanged,
         labels: Vec::new(),
         warnings,
+        prices: None,
+        from_policy: Default::default(),
     }
 }
 

@@ -17,7 +17,8 @@
 //! where the change comes from (`manifest`; `policy` for a coverage
 //! policy's renewal), `needs` the flags apply needs for it
 //! ([`Change::needs`]), `overlaps` the recorded keys a purchase overlaps.
-//! `cost` is `null` while no price list is declared.
+//! `cost` is what a `purchase` or `replace` costs with the manifests' price
+//! list (`null` without one, and for changes that buy nothing).
 //!
 //! Top level: `warnings` are objects `{key, file, line, column, message}`
 //! (`null` where not applicable), `needs` the flags apply needs for the
@@ -77,12 +78,20 @@ impl From<&Warning> for JsonWarning {
     }
 }
 
-/// An amount of money. No price list exists yet, so every `cost` is
-/// `null`; the type is here so that the field's shape is fixed.
+/// An amount of money: `{"amount": 4788000, "currency": "VND"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cost {
     pub amount: u64,
     pub currency: String,
+}
+
+impl From<crate::prices::Money> for Cost {
+    fn from(money: crate::prices::Money) -> Self {
+        Cost {
+            amount: money.amount,
+            currency: money.currency,
+        }
+    }
 }
 
 /// Where a change comes from.
@@ -215,18 +224,21 @@ impl JsonPlan {
             changes: plan
                 .listed_changes()
                 .into_iter()
-                .map(JsonChange::from_change)
+                .map(|change| JsonChange::from_change(plan, change))
                 .collect(),
             warnings: plan.warnings.iter().map(JsonWarning::from).collect(),
             needs: plan.needs(),
-            summary: plan.summary().into(),
+            summary: JsonSummary {
+                cost: plan.total_cost().map(Cost::from),
+                ..plan.summary().into()
+            },
             labels: plan.labels.clone(),
         }
     }
 }
 
 impl JsonChange {
-    pub fn from_change(change: &Change) -> JsonChange {
+    pub fn from_change(plan: &Plan, change: &Change) -> JsonChange {
         let spec = change.spec();
         JsonChange {
             key: change.key.clone(),
@@ -238,9 +250,13 @@ impl JsonChange {
             duration_months: spec.map(|s| s.duration_months),
             end: spec.map(|s| s.end()),
             before: change.before.as_ref().map(JsonBefore::from_record),
-            origin: Origin::Manifest,
+            origin: if plan.is_from_policy(change) {
+                Origin::Policy
+            } else {
+                Origin::Manifest
+            },
             needs: change.needs(),
-            cost: None,
+            cost: plan.cost(change).map(Cost::from),
             last_failure: change.last_failure.as_ref().map(|f| JsonFailure {
                 code: f.code.clone(),
                 message: f.message.clone(),

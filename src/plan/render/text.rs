@@ -68,7 +68,7 @@ pub fn text(plan: &Plan, options: &TextOptions) -> String {
             "oapkg will buy nothing. These packages need a look:\n\n"
         });
         for change in listed {
-            out.push_str(&block(change, paint, None));
+            out.push_str(&block(change, paint, None, &notes(plan, change)));
             out.push('\n');
         }
     }
@@ -104,7 +104,37 @@ pub fn text(plan: &Plan, options: &TextOptions) -> String {
 
     out.push_str(&paint.summary(&plan.summary_line()));
     out.push('\n');
+    if let Some(line) = total_cost_line(plan) {
+        out.push_str(&paint.summary(&line));
+        out.push('\n');
+    }
     out
+}
+
+/// `Total cost: 4,788,000 VND (2 packages).` when the plan has a price
+/// list and buys something; `None` otherwise.
+pub fn total_cost_line(plan: &Plan) -> Option<String> {
+    let total = plan.total_cost()?;
+    let requests = plan.summary().requests();
+    (requests > 0).then(|| format!("Total cost: {total} ({}).", packages(requests)))
+}
+
+/// The comment lines a plan adds to a change's block: where a policy
+/// renewal comes from, and what buying the change costs.
+pub(crate) fn notes(plan: &Plan, change: &Change) -> Vec<String> {
+    let mut notes = Vec::new();
+    if plan.is_from_policy(change) && change.action.buys() {
+        notes.push("# renewal by a coverage policy (origin: policy)".to_owned());
+    }
+    if let (Some(cost), Some(prices), Some(spec)) = (plan.cost(change), &plan.prices, change.spec())
+    {
+        let monthly = prices.money(prices.monthly.get(&spec.tier).copied().unwrap_or(0));
+        notes.push(format!(
+            "# costs {cost} ({monthly} a month × {})",
+            months(spec.duration_months)
+        ));
+    }
+    notes
 }
 
 /// One change as a block, ending with a newline: the comment line saying
@@ -113,16 +143,25 @@ pub fn text(plan: &Plan, options: &TextOptions) -> String {
 /// Fields the change alters are marked `~` and shown `old -> new`; recorded
 /// packages show their status; declared ones where they are declared.
 pub fn change_block(change: &Change, options: &TextOptions) -> String {
-    block(change, Paint(options.color), None)
+    block(change, Paint(options.color), None, &[])
 }
 
 /// [`change_block`] with user and eSMS text cut at `limit` characters, for
 /// renderings with a size budget (Markdown).
-pub(crate) fn block(change: &Change, paint: Paint, limit: Option<usize>) -> String {
+/// `notes` are comment lines added after the header (see [`notes`]).
+pub(crate) fn block(
+    change: &Change,
+    paint: Paint,
+    limit: Option<usize>,
+    notes: &[String],
+) -> String {
     let key = change.key.as_str();
     let mut out = String::new();
     for line in header(change) {
         let _ = writeln!(out, "  {}", paint.bold(&line));
+    }
+    for note in notes {
+        let _ = writeln!(out, "  {note}");
     }
     if let Some(failure) = &change.last_failure {
         let line = format!("# {}", super::failure_line(failure, limit));
