@@ -2,6 +2,7 @@
 //! temporary directories (STYLE.md habit 9).
 
 mod apply;
+mod costs;
 mod disk;
 mod escapes;
 mod expiring;
