@@ -262,6 +262,7 @@ fn journal_program(program: &[u8]) -> (Option<DiskState>, Vec<u8>) {
                 spec: spec.clone(),
                 name: None,
                 at: jiff::Timestamp::UNIX_EPOCH,
+                by_policy: false,
             },
             _ => Event::Outcome(match step % 3 {
                 0 => JournalOutcome::Submitted {

@@ -70,6 +70,8 @@ pub(crate) struct Job<'p> {
     /// For a resent unconfirmed package, when it was first sent (kept as
     /// its `submitted_at`).
     pub first_sent: Option<jiff::Timestamp>,
+    /// A coverage policy's renewal: recorded as bought by the policy.
+    pub by_policy: bool,
 }
 
 /// The plan split into what is sent and what is left alone.
@@ -175,6 +177,7 @@ pub(crate) fn select<'p>(
             spec,
             name: change.name().map(str::to_owned),
             first_sent,
+            by_policy: plan.is_from_policy(change),
         });
     }
     if !replaces.is_empty() {

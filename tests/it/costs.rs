@@ -58,7 +58,10 @@ fn costs_in_text_json_and_markdown() {
     let env = priced();
     let text = env.run(&["plan"]).code(0).stdout.clone();
     assert!(text.contains("# costs 4,788,000 VND (399,000 VND a month × 12 months)"));
-    assert!(text.ends_with("Total cost: 5,142,000 VND (2 packages).\n"), "{text}");
+    assert!(
+        text.ends_with("Total cost: 5,142,000 VND (2 packages).\n"),
+        "{text}"
+    );
     insta::assert_snapshot!("costs_plan_text", text);
 
     let json = env.run(&["plan", "--format", "json"]).code(0).json();
@@ -81,7 +84,11 @@ fn costs_in_text_json_and_markdown() {
         env.run(&["plan", "--format", "json"]).stdout
     );
 
-    let markdown = env.run(&["plan", "--format", "markdown"]).code(0).stdout.clone();
+    let markdown = env
+        .run(&["plan", "--format", "markdown"])
+        .code(0)
+        .stdout
+        .clone();
     assert!(markdown.starts_with("**Plan: 2 to purchase"));
     assert!(markdown.contains("**Total cost: 5,142,000 VND (2 packages).**"));
     assert!(markdown.contains("| Action | OAID | Name | Tier | Start | End | Months | Cost |"));
@@ -122,7 +129,9 @@ fn price_lists_are_validated_with_places() {
     env.file("d.yaml", PRICES);
     env.run(&["validate", "-f", "b.yaml", "-f", "d.yaml"])
         .code(1)
-        .stderr_has("d.yaml:1:1: a second `kind: PriceList`; there may be at most one across all manifests")
+        .stderr_has(
+            "d.yaml:1:1: a second `kind: PriceList`; there may be at most one across all manifests",
+        )
         .stderr_has("b.yaml:1:1: the first price list");
 }
 
@@ -132,7 +141,13 @@ fn apply_says_what_was_spent_and_the_account_pays_exactly_that() {
     let sim = start(account(10_000_000));
     let run = apply(&env, &sim, &[]);
     run.code(0);
-    assert!(run.stdout.contains("Apply complete: 2 purchased, 0 failed, 0 unconfirmed.\nSpent: 5,142,000 VND.\n"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "Apply complete: 2 purchased, 0 failed, 0 unconfirmed.\nSpent: 5,142,000 VND.\n"
+        ),
+        "{}",
+        run.stdout
+    );
     assert_eq!(last_line(&run), "Spent: 5,142,000 VND.");
     assert_eq!(sim.balance(), 10_000_000 - TOTAL);
     // One balance call, before the purchases.
@@ -166,7 +181,9 @@ fn max_spend_refuses_a_plan_that_costs_more_before_anything() {
     let sim = start(account(100_000_000));
     apply(&env, &sim, &["--max-spend", "5141999"])
         .code(1)
-        .stderr_has("the plan costs 5,142,000 VND, more than --max-spend 5,141,999; nothing was bought");
+        .stderr_has(
+            "the plan costs 5,142,000 VND, more than --max-spend 5,141,999; nothing was bought",
+        );
     assert!(sim.requests().is_empty(), "not even the pre-flight");
     assert!(recorded(&env).is_empty());
     // Narrowed to what the budget allows, it goes through.

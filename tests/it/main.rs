@@ -16,6 +16,7 @@ mod large_account;
 mod moved;
 mod only;
 mod plan;
+mod policies;
 mod properties;
 mod saved;
 mod secrets;
