@@ -23,7 +23,8 @@ use jiff::civil::Date;
 use tracing::Instrument as _;
 
 use super::policy::{
-    self, ApplyStep, Backoff, Decision, Fingerprint, Gate, Retries, Skip, Verdict,
+    self, ApplyGate, ApplyResult, ApplyStep, CycleBackoff, CycleDecision, Fingerprint, Retries,
+    Skip,
 };
 use super::reconcile::{CancelSignal, Reconciled, Reconciler};
 use super::schedule::{Start, Trigger};
@@ -99,7 +100,7 @@ pub struct Runner {
     today: Today,
     output: Box<dyn Output>,
     reconciler: Option<Box<dyn Reconciler>>,
-    backoff: Backoff,
+    backoff: CycleBackoff,
     last: Option<LastPlanned>,
     last_good: Option<LastGood>,
     retries: Retries,
@@ -123,20 +124,13 @@ impl Runner {
             today,
             output,
             reconciler,
-            backoff: Backoff::default(),
+            backoff: CycleBackoff::default(),
             last: None,
             last_good: None,
             retries: Retries::default(),
             input_failures: 0,
             changes: Arc::new(AtomicU64::new(0)),
         }
-    }
-
-    /// Replaces the retry backoff (5 s doubling to 10 min by default).
-    pub fn with_backoff(mut self, backoff: Backoff) -> Runner {
-        self.backoff = backoff;
-        self.retries = Retries::new(backoff);
-        self
     }
 
     /// The counter the file watcher bumps for every relevant change: a
@@ -225,12 +219,12 @@ impl Runner {
             gate,
         );
         let step = match decision {
-            Decision::Skip(skip) => {
+            CycleDecision::Skip(skip) => {
                 let since = self.last.as_ref().map_or(0, |l| l.cycle);
                 log_skip(cycle, trigger, manifest_hash, state_serial, since, &skip);
                 return Ran::Skipped(skip);
             }
-            Decision::Plan(step) => step,
+            CycleDecision::Plan(step) => step,
         };
 
         let plan = inputs::make(&manifests, &loaded, today);
@@ -270,7 +264,7 @@ impl Runner {
             }
             ApplyStep::Go if !plan.buys_anything() => {
                 self.retries
-                    .record(&fingerprint, Verdict::Done, Instant::now());
+                    .record(&fingerprint, ApplyResult::Done, Instant::now());
                 Applied::NothingToBuy
             }
             ApplyStep::Go => {
@@ -317,7 +311,7 @@ impl Runner {
         let verdict = match &reconciled {
             Reconciled::Done { report } => {
                 tracing::info!(cycle, manifest_hash, outcome = "done", "{report}");
-                Some(Verdict::Done)
+                Some(ApplyResult::Done)
             }
             Reconciled::Refused { reason } => {
                 tracing::error!(
@@ -326,7 +320,7 @@ impl Runner {
                     outcome = "refused",
                     "apply refused, nothing bought: {reason}; not tried again until the manifests or the state change"
                 );
-                Some(Verdict::Refused(reason.clone()))
+                Some(ApplyResult::Refused(reason.clone()))
             }
             Reconciled::Failed { reason } => {
                 tracing::error!(
@@ -335,7 +329,7 @@ impl Runner {
                     outcome = "failed",
                     "apply failed: {reason}"
                 );
-                Some(Verdict::Failed(reason.clone()))
+                Some(ApplyResult::Failed(reason.clone()))
             }
             Reconciled::Cancelled { report } => {
                 tracing::info!(
@@ -471,9 +465,9 @@ fn log_skip(
     }
 }
 
-fn log_hold(cycle: u64, manifest_hash: &str, gate: &Gate) {
+fn log_hold(cycle: u64, manifest_hash: &str, gate: &ApplyGate) {
     match gate {
-        Gate::Waiting {
+        ApplyGate::Waiting {
             until,
             failures,
             reason,
@@ -484,12 +478,12 @@ fn log_hold(cycle: u64, manifest_hash: &str, gate: &Gate) {
             "not applying: applying these manifests failed {failures} time(s) ({reason}); next attempt in {}",
             seconds(until.saturating_duration_since(Instant::now()))
         ),
-        Gate::Parked { reason } => tracing::warn!(
+        ApplyGate::Parked { reason } => tracing::warn!(
             cycle,
             manifest_hash,
             "not applying: applying these manifests with this state was refused ({reason}); change the manifests"
         ),
-        Gate::Clear | Gate::RetryDue { .. } => {}
+        ApplyGate::Clear | ApplyGate::RetryDue { .. } => {}
     }
 }
 
@@ -818,7 +812,7 @@ mod tests {
 
     impl Setup {
         fn with_backoff_ms(mut self, initial: u64, max: u64) -> Setup {
-            self.runner.backoff = Backoff {
+            self.runner.backoff = CycleBackoff {
                 initial: Duration::from_millis(initial),
                 max: Duration::from_millis(max),
             };

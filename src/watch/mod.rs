@@ -35,7 +35,7 @@ pub mod paths;
 pub mod policy;
 pub mod reconcile;
 pub mod schedule;
-pub mod source;
+pub mod watcher;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -47,7 +47,7 @@ pub use reconcile::{BoxFuture, CancelSignal, Canceller, Reconciled, Reconciler, 
 
 use paths::{Roots, RootsError};
 use schedule::Scheduler;
-use source::{Source, SourceError};
+use watcher::{FileWatcher, WatcherError};
 
 /// How to watch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub enum WatchError {
     #[error(transparent)]
     Roots(#[from] RootsError),
     #[error(transparent)]
-    Source(#[from] SourceError),
+    Watcher(#[from] WatcherError),
     #[error("the file watcher stopped unexpectedly")]
     WatcherGone,
 }
@@ -82,7 +82,7 @@ pub async fn run(
 ) -> Result<(), WatchError> {
     let roots = Roots::resolve(&options.files)?;
     let (tx, mut changes) = mpsc::unbounded_channel();
-    let mut source = Source::start(
+    let mut source = FileWatcher::start(
         roots,
         options.debounce,
         options.poll,

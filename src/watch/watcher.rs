@@ -1,6 +1,6 @@
 //! File events: notify (inotify, FSEvents, … or polling) behind
 //! notify-debouncer-full, filtered down to changes that can change the
-//! manifests, delivered to the watch loop as [`Change`]s.
+//! manifests, delivered to the watch loop as [`FileChange`]s.
 //!
 //! The debouncer is used for what it is good at — stitching the two halves
 //! of a rename together, folding repeated events per path — with a short
@@ -28,11 +28,11 @@ use notify_debouncer_full::{
 };
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::paths::{Roots, Verdict, WatchDir};
+use super::paths::{Relevance, Roots, WatchDir};
 
 /// Something that can change the manifests happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
+pub struct FileChange {
     /// When it happened (the latest event of the batch).
     pub at: Instant,
     /// The manifest paths concerned, for the log (relative to the working
@@ -42,7 +42,7 @@ pub struct Change {
 
 /// Why watching could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum SourceError {
+pub enum WatcherError {
     #[error("cannot start the file watcher")]
     Start(#[source] notify::Error),
     #[error("cannot watch {}{}", path.display(), limit_hint(source))]
@@ -99,12 +99,12 @@ struct Watched {
 }
 
 /// The running file watcher. Dropping it stops watching.
-pub struct Source {
+pub struct FileWatcher {
     backend: Backend,
     watched: Vec<Watched>,
 }
 
-impl Source {
+impl FileWatcher {
     /// Starts watching the directories of `roots`; relevant changes go to
     /// `changes`, and each one bumps `counter`.
     ///
@@ -117,9 +117,9 @@ impl Source {
         roots: Roots,
         debounce: Duration,
         poll: Option<Duration>,
-        changes: UnboundedSender<Change>,
+        changes: UnboundedSender<FileChange>,
         counter: Arc<AtomicU64>,
-    ) -> Result<Source, SourceError> {
+    ) -> Result<FileWatcher, WatcherError> {
         let window = debouncer_window(debounce);
         let base = std::env::current_dir()
             .ok()
@@ -142,7 +142,7 @@ impl Source {
                     RecommendedCache::new(),
                     notify::Config::default(),
                 )
-                .map_err(SourceError::Start)?,
+                .map_err(WatcherError::Start)?,
             ),
             Some(period) => Backend::Poll(
                 new_debouncer_opt(
@@ -154,14 +154,14 @@ impl Source {
                         .with_poll_interval(period)
                         .with_compare_contents(true),
                 )
-                .map_err(SourceError::Start)?,
+                .map_err(WatcherError::Start)?,
             ),
         };
         let mut watched = Vec::new();
         for dir in dirs {
             backend
                 .watch(&dir.path, mode(&dir))
-                .map_err(|source| SourceError::Watch {
+                .map_err(|source| WatcherError::Watch {
                     path: dir.path.clone(),
                     source,
                 })?;
@@ -170,7 +170,7 @@ impl Source {
                 dir,
             });
         }
-        Ok(Source { backend, watched })
+        Ok(FileWatcher { backend, watched })
     }
 
     /// The directories watched.
@@ -228,11 +228,11 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|_| (0, 0))
 }
 
-/// Runs on the debouncer's thread: turns its batches into [`Change`]s.
+/// Runs on the debouncer's thread: turns its batches into [`FileChange`]s.
 struct Filter {
     roots: Roots,
     base: Option<PathBuf>,
-    changes: UnboundedSender<Change>,
+    changes: UnboundedSender<FileChange>,
     counter: Arc<AtomicU64>,
     /// Errors already reported: the polling watcher repeats an error (an
     /// unreadable directory) on every poll, which must not mean a warning
@@ -255,7 +255,7 @@ impl Filter {
                     }
                 }
                 if let Some(at) = latest {
-                    self.send(Change { at, paths });
+                    self.send(FileChange { at, paths });
                 }
             }
             Err(errors) => {
@@ -274,7 +274,7 @@ impl Filter {
                     new = true;
                 }
                 if new {
-                    self.send(Change {
+                    self.send(FileChange {
                         at: Instant::now(),
                         paths: Vec::new(),
                     });
@@ -304,9 +304,9 @@ impl Filter {
                 EventKind::Modify(ModifyKind::Name(_)) | EventKind::Create(_) => path.is_dir(),
                 _ => false,
             };
-            let verdict = self.roots.classify(path, is_dir);
-            tracing::trace!(path = %path.display(), ?kind, verdict = verdict.as_str(), "file event");
-            if verdict == Verdict::Relevant {
+            let relevance = self.roots.classify(path, is_dir);
+            tracing::trace!(path = %path.display(), ?kind, relevance = relevance.as_str(), "file event");
+            if relevance == Relevance::Relevant {
                 relevant = true;
                 let shown = self.shown(path);
                 if !paths.contains(&shown) {
@@ -325,7 +325,7 @@ impl Filter {
             .map_or_else(|| path.to_owned(), Path::to_owned)
     }
 
-    fn send(&self, change: Change) {
+    fn send(&self, change: FileChange) {
         self.counter.fetch_add(1, Ordering::SeqCst);
         // The loop is gone only while shutting down.
         let _ = self.changes.send(change);
@@ -340,7 +340,7 @@ mod tests {
 
     use super::*;
 
-    fn filter() -> (Filter, UnboundedReceiver<Change>) {
+    fn filter() -> (Filter, UnboundedReceiver<FileChange>) {
         let (tx, rx) = unbounded_channel();
         let filter = Filter {
             roots: Roots::from_parts(vec![PathBuf::from("/w/packages")], Vec::new()),
