@@ -9,25 +9,36 @@
 //! A reconciler is called only for a plan that buys something, made from
 //! valid manifests, whose content did not change while it was planned. It
 //! takes the state lock itself for the length of its run, if it writes.
+//!
+//! [`ApplyReconciler`] is the one `watch --apply` uses; [`reconciled`] is
+//! the rule that turns an apply run's result into how the step ended
+//! (which the retry rules of [`policy`](super::policy) act on).
 
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::apply::{self, ApplyError, ApplyEvent, ApplyOptions, ApplyReport, StopReason};
 pub use crate::apply::{CancelSignal, Canceller, cancel_pair};
+use crate::esms::Client;
 use crate::plan::Plan;
+use crate::state::StateStore;
+
+/// Where a reconciler reports the apply engine's progress (the cycle wraps
+/// each event in [`WatchEvent::Apply`](super::WatchEvent::Apply)).
+pub type Progress<'a> = &'a (dyn Fn(ApplyEvent<'_>) + Sync);
 
 /// A boxed future, so that [`Reconciler`] can be a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Carries out a plan: the apply step of a `watch --apply` cycle.
 pub trait Reconciler: Send {
-    /// Applies `plan` (cycle number `cycle`, for the log), stopping early
+    /// Applies `plan`, reporting progress to `progress`, stopping early
     /// when `cancel` fires: no new purchase is sent after that, and the ones
     /// in flight finish and are recorded before the future resolves.
     fn reconcile<'a>(
         &'a mut self,
-        cycle: u64,
         plan: &'a Plan,
+        progress: Progress<'a>,
         cancel: CancelSignal,
     ) -> BoxFuture<'a, Reconciled>;
 }
@@ -48,4 +59,75 @@ pub enum Reconciled {
     Failed { reason: String },
     /// Stopped by `cancel`; everything in flight was recorded.
     Cancelled { report: String },
+}
+
+/// How an apply run ended, for watch: a complete run is `Done`; a guard's
+/// refusal is `Refused` (the same inputs would be refused again); a run
+/// stopped by the stop request is `Cancelled`; anything else — an error
+/// before anything was sent, or purchases failed, unconfirmed or not
+/// attempted — is `Failed`, to be tried again with backoff.
+pub fn reconciled(result: Result<ApplyReport, ApplyError>) -> Reconciled {
+    match result {
+        Ok(report) if report.succeeded() => Reconciled::Done {
+            report: report.summary_line(),
+        },
+        Ok(report) if matches!(report.stopped, Some(StopReason::Cancelled)) => {
+            Reconciled::Cancelled {
+                report: report.summary_line(),
+            }
+        }
+        Ok(report) => Reconciled::Failed {
+            reason: match &report.stopped {
+                Some(stop) => format!("{} (stopped: {stop})", report.summary_line()),
+                None => report.summary_line(),
+            },
+        },
+        Err(ApplyError::Refused(refusal)) => Reconciled::Refused {
+            reason: refusal.to_string(),
+        },
+        Err(error) => Reconciled::Failed {
+            reason: format!("{:#}", anyhow::Error::from(error)),
+        },
+    }
+}
+
+/// The apply step of `watch --apply`: the apply engine of `oapkg apply`,
+/// with its guards, pre-flight, journal and lock, run on each plan that
+/// buys something.
+pub struct ApplyReconciler {
+    store: StateStore,
+    client: Client,
+    options: ApplyOptions,
+}
+
+impl ApplyReconciler {
+    pub fn new(store: StateStore, client: Client, options: ApplyOptions) -> ApplyReconciler {
+        ApplyReconciler {
+            store,
+            client,
+            options,
+        }
+    }
+}
+
+impl Reconciler for ApplyReconciler {
+    fn reconcile<'a>(
+        &'a mut self,
+        plan: &'a Plan,
+        progress: Progress<'a>,
+        cancel: CancelSignal,
+    ) -> BoxFuture<'a, Reconciled> {
+        Box::pin(async move {
+            let result = apply::apply(
+                plan,
+                &self.store,
+                &self.client,
+                &self.options,
+                progress,
+                cancel,
+            )
+            .await;
+            reconciled(result)
+        })
+    }
 }

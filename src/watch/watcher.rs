@@ -28,6 +28,7 @@ use notify_debouncer_full::{
 };
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::events::{Observer, WatchEvent};
 use super::paths::{Relevance, Roots, WatchDir};
 
 /// Something that can change the manifests happened.
@@ -102,11 +103,13 @@ struct Watched {
 pub struct FileWatcher {
     backend: Backend,
     watched: Vec<Watched>,
+    observer: Arc<dyn Observer>,
 }
 
 impl FileWatcher {
     /// Starts watching the directories of `roots`; relevant changes go to
-    /// `changes`, and each one bumps `counter`.
+    /// `changes`, and each one bumps `counter`; watcher errors, lost events
+    /// and replaced directories are reported to `observer`.
     ///
     /// `poll`: use notify's polling watcher with this period instead of the
     /// platform's events (for network filesystems, where inotify and
@@ -119,6 +122,7 @@ impl FileWatcher {
         poll: Option<Duration>,
         changes: UnboundedSender<FileChange>,
         counter: Arc<AtomicU64>,
+        observer: Arc<dyn Observer>,
     ) -> Result<FileWatcher, WatcherError> {
         let window = debouncer_window(debounce);
         let base = std::env::current_dir()
@@ -130,6 +134,7 @@ impl FileWatcher {
             base,
             changes,
             counter,
+            observer: observer.clone(),
             seen_errors: Vec::new(),
         };
         let handler = move |result: DebounceEventResult| filter.handle(result);
@@ -170,7 +175,11 @@ impl FileWatcher {
                 dir,
             });
         }
-        Ok(FileWatcher { backend, watched })
+        Ok(FileWatcher {
+            backend,
+            watched,
+            observer,
+        })
     }
 
     /// The directories watched.
@@ -190,18 +199,13 @@ impl FileWatcher {
             let path = &watched.dir.path;
             let _ = self.backend.unwatch(path);
             match now {
-                None => tracing::warn!(
-                    dir = %path.display(),
-                    "a watched directory is gone; it is watched again when it is back \
-                     and a cycle runs (a change elsewhere, or --interval)"
-                ),
+                None => self.observer.event(&WatchEvent::DirGone { dir: path }),
                 Some(_) => match self.backend.watch(path, mode(&watched.dir)) {
-                    Ok(()) => {
-                        tracing::info!(dir = %path.display(), "watching a replaced directory again")
-                    }
-                    Err(error) => {
-                        tracing::warn!(dir = %path.display(), %error, "cannot watch a replaced directory")
-                    }
+                    Ok(()) => self.observer.event(&WatchEvent::DirRewatched { dir: path }),
+                    Err(error) => self.observer.event(&WatchEvent::DirRewatchFailed {
+                        dir: path,
+                        error: &error.to_string(),
+                    }),
                 },
             }
             watched.identity = now;
@@ -234,6 +238,7 @@ struct Filter {
     base: Option<PathBuf>,
     changes: UnboundedSender<FileChange>,
     counter: Arc<AtomicU64>,
+    observer: Arc<dyn Observer>,
     /// Errors already reported: the polling watcher repeats an error (an
     /// unreadable directory) on every poll, which must not mean a warning
     /// and a cycle every few seconds for months.
@@ -266,7 +271,8 @@ impl Filter {
                         tracing::debug!(error = %text, "file watcher error (again)");
                         continue;
                     }
-                    tracing::warn!(error = %text, "file watcher error; planning again to be safe");
+                    self.observer
+                        .event(&WatchEvent::WatcherError { error: &text });
                     if self.seen_errors.len() == MAX_SEEN_ERRORS {
                         self.seen_errors.remove(0);
                     }
@@ -287,7 +293,7 @@ impl Filter {
     fn relevant(&self, event: &DebouncedEvent, paths: &mut Vec<PathBuf>) -> bool {
         let kind = &event.kind;
         if event.need_rescan() {
-            tracing::warn!("the file watcher lost events (queue overflow); planning again");
+            self.observer.event(&WatchEvent::EventsLost);
             return true;
         }
         // Reads (ours included: every cycle opens the manifests) and
@@ -347,6 +353,7 @@ mod tests {
             base: Some(PathBuf::from("/w")),
             changes: tx,
             counter: Arc::new(AtomicU64::new(0)),
+            observer: Arc::new(|_: &WatchEvent<'_>| {}),
             seen_errors: Vec::new(),
         };
         (filter, rx)
