@@ -369,19 +369,20 @@ mod tests {
 
     use super::*;
     use crate::state::StateStore;
+    use crate::watch::policy::ApplyGate;
     use crate::watch::reconcile::{BoxFuture, Progress};
     use crate::watch::schedule::Trigger;
 
     const ONE: &str = "apiVersion: oapkg/v1\nkind: PackageSet\npackages:\n  - oaid: \"4097311281936189049\"\n    tier: premium\n    start: 2026-12-01\n    duration: 12\n";
     const TWO: &str = "apiVersion: oapkg/v1\nkind: PackageSet\npackages:\n  - oaid: \"4097311281936189049\"\n    tier: premium\n    start: 2026-12-01\n    duration: 12\n  - oaid: \"745830328927467685\"\n    tier: advanced\n    start: 2027-01-01\n    duration: 6\n";
 
-    /// Records each planned cycle's summary, and every event's name.
+    /// Records each planned cycle's summary, and every event in short.
     #[derive(Clone, Default)]
-    struct Printed(Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<&'static str>>>);
+    struct Printed(Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>);
 
     impl Observer for Printed {
         fn event(&self, event: &WatchEvent<'_>) {
-            self.1.lock().unwrap().push(event.name());
+            self.1.lock().unwrap().push(describe(event));
             if let WatchEvent::Planned { start, plan, .. } = event {
                 self.0
                     .lock()
@@ -403,13 +404,17 @@ mod tests {
         fn reconcile<'a>(
             &'a mut self,
             _plan: &'a Plan,
-            _progress: Progress<'a>,
+            progress: Progress<'a>,
             _cancel: CancelSignal,
         ) -> BoxFuture<'a, Reconciled> {
             self.calls
                 .lock()
                 .unwrap()
                 .push(self.cycle.load(Ordering::SeqCst));
+            progress(ApplyEvent::Started {
+                requests: 1,
+                parallelism: 1,
+            });
             let answer = self.answers.remove(0);
             Box::pin(async move { answer })
         }
@@ -654,5 +659,178 @@ mod tests {
             self.runner.retries = Retries::new(self.runner.backoff);
             self
         }
+    }
+
+    /// An event in a few words: its name and what a test checks of it.
+    fn describe(event: &WatchEvent<'_>) -> String {
+        match event {
+            WatchEvent::CycleStarted { start } => {
+                format!("cycle_started {} {}", start.id, start.trigger.as_str())
+            }
+            WatchEvent::Skipped { skip, since, .. } => {
+                let why = match skip {
+                    Skip::Unchanged => "unchanged",
+                    Skip::BackingOff { .. } => "backoff",
+                    Skip::Refused { .. } => "refused",
+                };
+                format!("skipped {why} since {since}")
+            }
+            WatchEvent::Invalid {
+                error, last_good, ..
+            } => format!(
+                "invalid {} error(s), last good {:?}",
+                error.errors.len(),
+                last_good.map(|good| (good.cycle, good.packages))
+            ),
+            WatchEvent::Held { gate, .. } => match gate {
+                ApplyGate::Waiting { failures, .. } => format!("held: {failures} failure(s)"),
+                ApplyGate::Parked { .. } => "held: refused".to_owned(),
+                ApplyGate::Clear | ApplyGate::RetryDue { .. } => "held: open?".to_owned(),
+            },
+            WatchEvent::Apply { event, .. } => match event {
+                ApplyEvent::Started { requests, .. } => format!("apply: {requests} request(s)"),
+                _ => "apply".to_owned(),
+            },
+            WatchEvent::Applied { reconciled, .. } => format!(
+                "applied {}",
+                match reconciled {
+                    Reconciled::Done { .. } => "done",
+                    Reconciled::Refused { .. } => "refused",
+                    Reconciled::Failed { .. } => "failed",
+                    Reconciled::Cancelled { .. } => "cancelled",
+                }
+            ),
+            WatchEvent::Unreadable { cause, .. } => format!(
+                "unreadable {}",
+                match cause {
+                    Unreadable::Today(_) => "today",
+                    Unreadable::State(_) => "state",
+                }
+            ),
+            other => other.name().to_owned(),
+        }
+    }
+
+    impl Setup {
+        /// The events since the last call.
+        fn events(&self) -> Vec<String> {
+            std::mem::take(&mut *self.printed.1.lock().unwrap())
+        }
+    }
+
+    #[tokio::test]
+    async fn each_decision_of_an_apply_watch_is_an_event() {
+        let failed = Reconciled::Failed {
+            reason: "network".into(),
+        };
+        let refused = Reconciled::Refused {
+            reason: "2 purchases > --max-purchases 1".into(),
+        };
+        let mut s = setup(Some(vec![failed, refused])).with_backoff_ms(60_000, 60_000);
+        s.cycle(Trigger::Startup).await;
+        assert_eq!(
+            s.events(),
+            [
+                "cycle_started 1 startup",
+                "planned",
+                "apply_started",
+                "apply: 1 request(s)",
+                "applied failed",
+                "retry_scheduled",
+            ]
+        );
+        // Same inputs while the backoff runs.
+        s.cycle(Trigger::Interval).await;
+        assert_eq!(
+            s.events(),
+            ["cycle_started 2 interval", "skipped backoff since 1"]
+        );
+        // Broken: reported with the last good plan; fixed to the same
+        // content: planned again (shown), but the backoff holds the apply.
+        s.write("apiVersion: oapkg/v1\nkind: PackageSet\npackages:\n  - oaid: x\n");
+        s.cycle(Trigger::Change).await;
+        let events = s.events();
+        assert_eq!(events[0], "cycle_started 3 change");
+        assert!(
+            events[1].starts_with("invalid ") && events[1].ends_with("last good Some((1, 1))"),
+            "{events:?}"
+        );
+        s.write(ONE);
+        s.cycle(Trigger::Change).await;
+        assert_eq!(
+            s.events(),
+            ["cycle_started 4 change", "planned", "held: 1 failure(s)"]
+        );
+        // New content applies at once; a refusal schedules no retry.
+        s.write(TWO);
+        s.cycle(Trigger::Change).await;
+        assert_eq!(
+            s.events(),
+            [
+                "cycle_started 5 change",
+                "planned",
+                "apply_started",
+                "apply: 1 request(s)",
+                "applied refused",
+            ]
+        );
+        s.cycle(Trigger::Interval).await;
+        assert_eq!(
+            s.events(),
+            ["cycle_started 6 interval", "skipped refused since 5"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_plan_only_cycle_reports_plans_skips_and_unreadable_inputs() {
+        let mut s = setup(None);
+        s.cycle(Trigger::Startup).await;
+        s.cycle(Trigger::Interval).await;
+        std::fs::create_dir_all(s.dir.path().join("state")).unwrap();
+        std::fs::write(s.dir.path().join("state/oapkg.state.json"), "{ not json").unwrap();
+        s.cycle(Trigger::Interval).await;
+        assert_eq!(
+            s.events(),
+            [
+                "cycle_started 1 startup",
+                "planned",
+                "cycle_started 2 interval",
+                "skipped unchanged since 1",
+                "cycle_started 3 interval",
+                "unreadable state",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stop_or_a_save_while_planning_is_reported_and_nothing_applied() {
+        let mut s = setup(Some(Vec::new()));
+        let counter = s.runner.change_counter();
+        let printed = s.printed.clone();
+        s.runner.observer = Arc::new(move |event: &WatchEvent<'_>| {
+            if let WatchEvent::Planned { .. } = event {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            printed.event(event);
+        });
+        s.cycle(Trigger::Startup).await;
+        assert_eq!(
+            s.events(),
+            ["cycle_started 1 startup", "planned", "put_off"]
+        );
+        let (handle, cancel) = crate::watch::cancel_pair();
+        handle.cancel();
+        let start = Start {
+            id: 2,
+            trigger: Trigger::Change,
+            paths: Vec::new(),
+            path_count: 0,
+        };
+        s.runner.run(&start, cancel).await;
+        assert_eq!(
+            s.events(),
+            ["cycle_started 2 change", "planned", "not_applied_stopping"]
+        );
+        assert!(s.calls.lock().unwrap().is_empty());
     }
 }

@@ -207,3 +207,33 @@ impl Observer for Observers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[test]
+    fn observers_hand_every_event_to_each_in_order() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let tagged = |tag: &'static str| -> Arc<dyn Observer> {
+            let seen = seen.clone();
+            Arc::new(move |event: &WatchEvent<'_>| {
+                seen.lock().unwrap().push(format!("{tag} {}", event.name()));
+            })
+        };
+        let observers = Observers::new().with(tagged("log")).with(tagged("metrics"));
+        observers.event(&WatchEvent::StopRequested { cycle: 3 });
+        observers.event(&WatchEvent::Stopped);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "log stop_requested",
+                "metrics stop_requested",
+                "log stopped",
+                "metrics stopped"
+            ]
+        );
+    }
+}

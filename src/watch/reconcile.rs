@@ -131,3 +131,79 @@ impl Reconciler for ApplyReconciler {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The rule that turns an apply run into watch's done / refused /
+    //! failed / cancelled, on made-up reports.
+
+    use super::*;
+    use crate::apply::{Counts, GuardRefusal, PreflightError};
+
+    fn report(failed: usize, stopped: Option<StopReason>) -> ApplyReport {
+        ApplyReport {
+            purchased: 2,
+            failed,
+            stopped,
+            ..ApplyReport::default()
+        }
+    }
+
+    #[test]
+    fn a_complete_run_is_done_with_its_summary() {
+        assert_eq!(
+            reconciled(Ok(report(0, None))),
+            Reconciled::Done {
+                report: "Apply complete: 2 purchased, 0 failed, 0 unconfirmed.".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_guard_refusal_is_refused_and_other_errors_fail() {
+        let refusal = GuardRefusal::TooManyPurchases {
+            counts: Counts {
+                purchase: 3,
+                ..Counts::default()
+            },
+            max: 2,
+        };
+        let Reconciled::Refused { reason } = reconciled(Err(ApplyError::Refused(refusal))) else {
+            panic!("a guard refuses");
+        };
+        assert!(reason.contains("--max-purchases 2"), "{reason}");
+        // Pre-flight refusals may pass later (the OA is added to the
+        // account): failed, so retried with backoff.
+        let preflight = ApplyError::Preflight(PreflightError::MissingOas {
+            oaids: vec!["1001".into()],
+        });
+        let Reconciled::Failed { reason } = reconciled(Err(preflight)) else {
+            panic!("pre-flight fails");
+        };
+        assert!(reason.contains("1001"), "{reason}");
+    }
+
+    #[test]
+    fn an_incomplete_run_fails_unless_the_stop_request_ended_it() {
+        assert_eq!(
+            reconciled(Ok(report(1, None))),
+            Reconciled::Failed {
+                reason: "Apply complete: 2 purchased, 1 failed, 0 unconfirmed.".into()
+            }
+        );
+        let fatal = StopReason::Fatal {
+            code: "103".into(),
+            message: "balance".into(),
+        };
+        let Reconciled::Failed { reason } = reconciled(Ok(report(0, Some(fatal)))) else {
+            panic!("a fatal answer fails");
+        };
+        assert!(reason.contains("(stopped: "), "{reason}");
+        assert_eq!(
+            reconciled(Ok(report(0, Some(StopReason::Cancelled)))),
+            Reconciled::Cancelled {
+                report: "Apply complete: 2 purchased, 0 failed, 0 unconfirmed.".into()
+            }
+        );
+    }
+}
