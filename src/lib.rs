@@ -12,7 +12,7 @@
 //!                                                │
 //!                                                ▼
 //!                               state: journal, atomic write, lock
-//! watch = file events ─▶ debounce ─▶ the same plan / apply cycle
+//! watch = file events ─▶ debounce ─▶ the same plan / apply cycle ─▶ WatchEvent ─▶ cli
 //! ```
 //!
 //! # Codemap
@@ -25,7 +25,7 @@
 //! | [`plan`] | the pure diff, the `Plan`, its renderings, saved plan files | writes saved plans |
 //! | [`apply`] | carrying out a plan exactly once: guards, pre-flight, retries, durability, cancellation | through `esms` and `state` |
 //! | [`esms`] | the eSMS wire format, HTTP client, result-code classes, credentials, the simulator | network |
-//! | [`watch`] | following manifest directories and running plan/apply cycles | file events |
+//! | [`watch`] | following manifest directories and running plan/apply cycles, reported as typed [`watch::WatchEvent`]s | file events |
 //! | [`expiring`] | the pure `expiring` report | no |
 //! | [`files`] | opening a named file for reading: regular files only, never a wait | opens files |
 //! | [`cli`] | clap types, one function per subcommand, the only code that prints | stdout, stderr, terminal |
