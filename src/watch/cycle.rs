@@ -329,7 +329,7 @@ impl Runner {
         let files = self.files.clone();
         let read = tokio::task::spawn_blocking(move || manifest::load(&files, today)).await;
         let again = read.unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()));
-        again.is_ok_and(|m| m.desired.hash() == manifest_hash)
+        again.is_ok_and(|m| m.hash() == manifest_hash)
     }
 
     fn invalid(&mut self, cycle: u64, error: &ManifestError) -> Ran {
