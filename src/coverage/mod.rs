@@ -122,16 +122,15 @@ pub fn with_renewals(
         let specs: Vec<&Spec> = declared
             .chain(recorded.range(range).map(|(_, r)| &r.spec))
             .collect();
-        if let Some(spec) = renewal(policy, specs, today) {
-            if let std::collections::btree_map::Entry::Vacant(slot) = set.packages.entry(spec.key())
-            {
-                from_policy.insert(slot.key().clone());
-                slot.insert(Package {
-                    spec,
-                    name: policy.name.clone(),
-                    source: policy.source.clone(),
-                });
-            }
+        if let Some(spec) = renewal(policy, specs, today)
+            && let std::collections::btree_map::Entry::Vacant(slot) = set.packages.entry(spec.key())
+        {
+            from_policy.insert(slot.key().clone());
+            slot.insert(Package {
+                spec,
+                name: policy.name.clone(),
+                source: policy.source.clone(),
+            });
         }
     }
     (set, from_policy)
