@@ -55,7 +55,9 @@ fn account(balance: u64) -> SimConfig {
 
 #[test]
 fn costs_in_text_json_and_markdown() {
-    let env = priced();
+    // No state file: the JSON snapshot holds no random lineage.
+    let env = Env::new();
+    env.file("oapkg.yaml", format!("{PRICES}---\n{PACKAGES}"));
     let text = env.run(&["plan"]).code(0).stdout.clone();
     assert!(text.contains("# costs 4,788,000 VND (399,000 VND a month × 12 months)"));
     assert!(
