@@ -22,7 +22,8 @@
 //! | [`spec`] | the SPEC's words: `Oaid`, `Tier`, `Key`, `Spec`, spec hash, end dates | no |
 //! | [`manifest`] | finding and reading manifest files, the YAML shape and JSON Schema, validation with locations | reads files |
 //! | [`state`] | the state file: model, checksum, atomic store with backup, writer lock, purchase journal | reads and writes state files |
-//! | [`plan`] | the pure diff, the `Plan`, its renderings, saved plan files | writes saved plans |
+//! | [`plan`] | the pure diff, the `Plan`, its renderings, the saved plan encoding | no |
+//! | [`ops`] | what the commands do, over the core and the stores: making a plan from disk, plan files, the saved-plan freshness check; returns values, never prints | reads manifests, state and plan files; writes plan files |
 //! | [`apply`] | carrying out a plan exactly once: guards, pre-flight, retries, durability, cancellation | through `esms` and `state` |
 //! | [`esms`] | the eSMS wire format, HTTP client, result-code classes, credentials, the simulator | network |
 //! | [`watch`] | following manifest directories and running plan/apply cycles | file events |
@@ -31,8 +32,8 @@
 //! | [`cli`] | clap types, one function per subcommand, the only code that prints | stdout, stderr, terminal |
 //! | [`exit`] | the exit-status table | no |
 //!
-//! Each command is a thin function in [`cli`] over these modules; the library
-//! never talks to the user.
+//! Each command is a thin function in [`cli`] over [`ops`] and these
+//! modules; the library never talks to the user.
 
 pub mod apply;
 pub mod cli;
@@ -43,6 +44,7 @@ pub mod files;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod manifest;
+pub mod ops;
 pub mod plan;
 pub mod spec;
 pub mod state;

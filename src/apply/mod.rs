@@ -432,13 +432,13 @@ pub enum GuardRefusal {
     /// tier under other keys, and `--allow-overlap` was not given: each key
     /// with the recorded keys it overlaps.
     #[error(
-        "the plan buys {} package(s) over the months of packages already recorded for the same OA and tier: {}. Those months would be paid twice (a moved start date is a new key); nothing was bought. If the old record is wrong, fix it first (`oapkg state mv OLDKEY NEWKEY` when eSMS registered the package under another start, `oapkg state rm` when it was never bought); if both packages are wanted, run again with --allow-overlap",
+        "the plan buys {} package(s) over the months of packages already recorded for the same OA and tier: {}. Those months would be paid twice (a moved start date is a new key); nothing was bought",
         .overlaps.len(), overlap_list(.overlaps)
     )]
     OverlapNotAllowed { overlaps: Vec<(Key, Vec<Key>)> },
     /// More purchase requests than `--max-purchases`.
     #[error(
-        "the plan would send {} purchase request(s) ({}), more than --max-purchases {max}; nothing was bought. If the plan is right, raise --max-purchases",
+        "the plan would send {} purchase request(s) ({}), more than --max-purchases {max}; nothing was bought",
         .counts.requests(), .counts.describe()
     )]
     TooManyPurchases { counts: Counts, max: usize },
@@ -452,7 +452,7 @@ pub enum GuardRefusal {
 pub enum PreflightError {
     /// OAs to be bought for that the account does not hold.
     #[error(
-        "pre-flight: the eSMS account does not hold {} OA(s) to be bought for: {}; nothing was bought. Add them to the account (or fix the OAIDs), or pass --skip-preflight",
+        "pre-flight: the eSMS account does not hold {} OA(s) to be bought for: {}; nothing was bought",
         .oaids.len(), .oaids.join(", ")
     )]
     MissingOas { oaids: Vec<String> },
@@ -487,6 +487,56 @@ pub enum ApplyError {
         #[source]
         source: StateError,
     },
+}
+
+impl GuardRefusal {
+    /// What to do about it, for the user: the flag that lets it through.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            GuardRefusal::OverlapNotAllowed { .. } => Some(
+                "If the old record is wrong, fix it first (`oapkg state mv OLDKEY NEWKEY` when eSMS registered \
+                 the package under another start, `oapkg state rm` when it was never bought); \
+                 if both packages are wanted, run again with --allow-overlap",
+            ),
+            GuardRefusal::TooManyPurchases { .. } => {
+                Some("If the plan is right, raise --max-purchases")
+            }
+            GuardRefusal::ReplaceNotAllowed { .. } | GuardRefusal::MalformedPlan { .. } => None,
+        }
+    }
+}
+
+impl PreflightError {
+    /// What to do about it, for the user.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            PreflightError::MissingOas { .. } => {
+                Some("Add them to the account (or fix the OAIDs), or pass --skip-preflight")
+            }
+            PreflightError::Call(_) => None,
+        }
+    }
+}
+
+impl ApplyError {
+    /// What to do about it, for the user, apart from what went wrong.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ApplyError::Refused(refusal) => refusal.hint().map(str::to_owned),
+            ApplyError::Stale(stale) => Some(stale.hint().to_owned()),
+            ApplyError::Preflight(error) => error.hint().map(str::to_owned),
+            ApplyError::State(error) => error.hint(),
+            ApplyError::Record { .. } => None,
+        }
+    }
+
+    /// Whether this error can only come from a mistake in oapkg itself.
+    pub fn is_bug(&self) -> bool {
+        match self {
+            ApplyError::State(error) | ApplyError::Record { source: error, .. } => error.is_bug(),
+            _ => false,
+        }
+    }
 }
 
 /// Writes the plan's label changes into the state loaded under the lock:

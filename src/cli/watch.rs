@@ -234,10 +234,16 @@ impl Reconciler for ApplyReconciler {
                     },
                 },
                 Err(ApplyError::Refused(refusal)) => Reconciled::Refused {
-                    reason: refusal.to_string(),
+                    reason: match refusal.hint() {
+                        Some(hint) => format!("{refusal}. {hint}"),
+                        None => refusal.to_string(),
+                    },
                 },
                 Err(error) => Reconciled::Failed {
-                    reason: format!("{:#}", anyhow::Error::from(error)),
+                    reason: match error.hint() {
+                        Some(hint) => format!("{:#}. {hint}", anyhow::Error::from(error)),
+                        None => format!("{:#}", anyhow::Error::from(error)),
+                    },
                 },
             }
         })

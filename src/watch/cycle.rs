@@ -1,7 +1,7 @@
 //! One watch cycle: load → validate → plan → print (→ apply).
 //!
 //! The runner reads the inputs the way `oapkg plan` does
-//! ([`Inputs::read`](crate::plan::inputs::Inputs::read)), makes the plan the
+//! ([`read_inputs`](crate::ops::plan::read_inputs)), makes the plan the
 //! way `oapkg plan` does ([`plan::inputs::make`](crate::plan::inputs::make)),
 //! hands it to an [`Output`] to print, and with `--apply` to the
 //! [`Reconciler`]. What it adds is memory across cycles, with the rules of
@@ -29,7 +29,8 @@ use super::reconcile::{CancelSignal, Reconciled, Reconciler};
 use super::schedule::{Start, Trigger};
 use crate::manifest::{self, DesiredSet, ManifestError};
 use crate::plan::Plan;
-use crate::plan::inputs::{self, Inputs};
+use crate::ops::plan::read_inputs;
+use crate::plan::inputs;
 use crate::state::{StateError, StateStore};
 
 /// Today's date for a cycle (`OAPKG_TODAY` or the clock in
@@ -184,7 +185,7 @@ impl Runner {
         };
         let files = self.files.clone();
         let store = self.store.clone();
-        let reading = tokio::task::spawn_blocking(move || Inputs::read(&files, &store, today));
+        let reading = tokio::task::spawn_blocking(move || read_inputs(&files, &store, today));
         // A read that blocks (a file system that hangs) must not hold up a
         // stop: if it has not finished [`STOP_READ_GRACE`] after a stop,
         // the cycle is left (nothing has been planned or sent yet) and the

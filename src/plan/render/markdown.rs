@@ -24,7 +24,8 @@
 
 use std::fmt::Write as _;
 
-use super::text::{Paint, block};
+use super::Paint;
+use super::text::block;
 use super::{Field, Shown, cut, months, status_name};
 use crate::plan::{Action, Change, DEFAULT_MAX_PURCHASES, Need, Plan, Summary};
 
