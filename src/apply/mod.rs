@@ -138,7 +138,7 @@ pub use decide::{Counts, check_guards, state_unmoved};
 use crate::esms::{CallError, Client, PurchaseOutcome, code_meaning};
 use crate::plan::saved::StalePlan;
 use crate::plan::{Action, Change, Plan};
-use crate::spec::Key;
+use crate::spec::{Key, key_list};
 use crate::state::{StateError, StateId, StateStore};
 
 /// How to carry out a plan. `Default` gives the CLI's defaults.
@@ -582,18 +582,6 @@ fn overlap_list(overlaps: &[(Key, Vec<Key>)]) -> String {
         .collect();
     if overlaps.len() > SHOWN {
         out.push(format!("{} more", overlaps.len() - SHOWN));
-    }
-    out.join(", ")
-}
-
-/// `a, b, c and 4 more`.
-pub(crate) fn key_list(keys: &[Key]) -> String {
-    const SHOWN: usize = 10;
-    let mut out: Vec<&str> = keys.iter().take(SHOWN).map(Key::as_str).collect();
-    let more;
-    if keys.len() > SHOWN {
-        more = format!("and {} more", keys.len() - SHOWN);
-        out.push(&more);
     }
     out.join(", ")
 }

@@ -29,14 +29,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Context;
 use super::context::print;
+use super::error::with_hint;
 use crate::apply::{
     self, ApplyError, ApplyEvent, ApplyOptions, ApplyReport, PackageResult, RetryPolicy, StopReason,
 };
 use crate::esms::{Client, ClientOptions, Credentials, Endpoint, PurchaseOutcome};
 use crate::exit::ExitStatus;
+use crate::ops::plan_file;
 use crate::plan::narrow::{Selector, narrow};
 use crate::plan::render::{self, Paint, escape_controls};
-use crate::ops::plan_file;
 use crate::plan::{Action, Plan};
 
 /// Shortens the first retry delay (milliseconds; later ones double from
@@ -266,11 +267,13 @@ pub(super) fn options(
 fn confirm(requests: usize) -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        bail!(
-            "refusing to purchase {requests} package(s) without confirmation: standard input is not a terminal. \
-             Review the plan above, then run again with --auto-approve, or save it with \
-             `oapkg plan --out PLANFILE` and run `oapkg apply PLANFILE`"
-        );
+        return Err(with_hint(
+            anyhow::anyhow!(
+                "refusing to purchase {requests} package(s) without confirmation: standard input is not a terminal"
+            ),
+            "Review the plan above, then run again with --auto-approve, or save it with \
+             `oapkg plan --out PLANFILE` and run `oapkg apply PLANFILE`",
+        ));
     }
     eprint!("\nType 'yes' to purchase {requests} package(s): ");
     let mut answer = String::new();

@@ -271,3 +271,73 @@ pub fn install_panic_hook(style: Paint) {
         }
     }));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    const PLAIN: Paint = Paint(false);
+
+    #[test]
+    fn a_user_error_exits_1_with_its_hint_after_the_chain() {
+        let missing = StateError::Missing {
+            path: PathBuf::from("s.json"),
+        };
+        let error = CliError::from(anyhow::Error::new(missing).context("cannot apply"));
+        assert_eq!(error.kind, ErrorKind::User);
+        assert_eq!(error.exit_status(), ExitStatus::Failure);
+        let shown = error.render(PLAIN);
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines[0], "error: cannot apply");
+        assert!(lines[1].starts_with("  caused by: no state file at s.json"));
+        assert!(
+            lines[2].starts_with("hint: Pass the right --state"),
+            "{shown}"
+        );
+        assert!(lines[2].contains("`oapkg init --state s.json`"), "{shown}");
+    }
+
+    #[test]
+    fn an_error_only_a_bug_can_cause_exits_101_and_asks_for_a_report() {
+        let wrong = StateError::WrongLock {
+            path: PathBuf::from("a"),
+            locked: PathBuf::from("b"),
+        };
+        // Wherever it sits in the chain, and wrapped by the ops' errors.
+        let wrapped = InputsError::State(wrong);
+        let error = CliError::from(anyhow::Error::new(wrapped).context("cannot plan"));
+        assert_eq!(error.kind, ErrorKind::Bug);
+        assert_eq!(error.exit_status().code(), 101);
+        assert!(
+            error
+                .render(PLAIN)
+                .ends_with(&format!("hint: {REPORT_HINT}"))
+        );
+    }
+
+    #[test]
+    fn a_hint_a_command_attaches_follows_the_error_unchanged() {
+        let plain = anyhow::anyhow!("refusing to purchase");
+        let hinted = CliError::from(with_hint(plain, "Run again with --auto-approve"));
+        assert_eq!(
+            hinted.render(PLAIN),
+            "error: refusing to purchase\nhint: Run again with --auto-approve"
+        );
+        // Hints escape control characters like every message.
+        let evil = CliError::new(anyhow::anyhow!("x")).hint("a\x1b[2Jb");
+        assert!(evil.render(PLAIN).ends_with("hint: a\\u{1b}[2Jb"));
+    }
+
+    #[test]
+    fn labels_are_coloured_only_when_asked() {
+        let error = CliError::new(with_hint(anyhow::anyhow!("x"), "y"));
+        assert_eq!(error.render(PLAIN), "error: x\nhint: y");
+        let coloured = error.render(Paint(true));
+        assert!(
+            coloured.starts_with("\x1b[1m\x1b[31merror\x1b[0m: x"),
+            "{coloured:?}"
+        );
+    }
+}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{Key, Spec, sha256_tagged};
+use crate::spec::{Key, ManifestHash, Spec, sha256_tagged};
 
 pub mod raw;
 pub mod validate;
@@ -83,7 +83,7 @@ impl DesiredSet {
     /// in key order. Comments, formatting, file layout and source lines do not
     /// change it, so a saved plan stays valid across a reformat, and watch
     /// skips a cycle when a save changed nothing that matters.
-    pub fn hash(&self) -> String {
+    pub fn hash(&self) -> ManifestHash {
         // Each package is its spec's canonical encoding (which holds the key)
         // followed by its name, JSON-quoted so that a name can never run into
         // the next package.
@@ -94,7 +94,7 @@ impl DesiredSet {
             encoding.push_str(&serde_json::to_string(&package.name).unwrap_or_default());
             encoding.push('\n');
         }
-        sha256_tagged(encoding.as_bytes())
+        ManifestHash::from_tagged(sha256_tagged(encoding.as_bytes()))
     }
 }
 

@@ -181,17 +181,24 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("prod.tfplan");
-        let edited = saved()
-            .encode()
-            .replacen("\"duration_months\": 12", "\"duration_months\": 36", 1);
+        let edited =
+            saved()
+                .encode()
+                .replacen("\"duration_months\": 12", "\"duration_months\": 36", 1);
         std::fs::write(&file, edited).unwrap();
         let error = read(&file).unwrap_err();
         let message = error.to_string();
-        assert!(message.contains("prod.tfplan was changed after"), "{message}");
-        assert_eq!(error.hint(), Some("run `oapkg plan --out` again"));
+        assert!(
+            message.contains("prod.tfplan was changed after"),
+            "{message}"
+        );
+        assert_eq!(error.hint(), Some("Run `oapkg plan --out` again"));
 
         std::fs::write(&file, "{not json").unwrap();
         let message = read(&file).unwrap_err().to_string();
-        assert!(message.contains("prod.tfplan is not valid JSON"), "{message}");
+        assert!(
+            message.contains("prod.tfplan is not valid JSON"),
+            "{message}"
+        );
     }
 }

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use super::{Action, Plan, Warning, action_for, diff, starts_before_today_applies};
 use crate::manifest::{Diagnostic, DiagnosticKind, Manifests};
 use crate::spec::Key;
-use crate::state::Record;
 use crate::state::Loaded;
+use crate::state::Record;
 
 /// The plan for valid manifests against a loaded state: the diff, with the
 /// manifests' warnings carried into it — a "starts before today" warning

@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Action, Change, LabelChange, Plan, Warning};
 use crate::manifest::{Package, Source};
-use crate::spec::{Key, Spec, SpecHash, sha256_tagged};
+use crate::spec::{Key, ManifestHash, Spec, SpecHash, sha256_tagged, short_hash};
 use crate::state::{FailedAttempt, Record, StateId};
 
 /// The version of the plan file format this oapkg writes and reads.
@@ -65,7 +65,7 @@ pub struct SavedPlan {
     /// The state the plan was made against.
     pub state: StateId,
     /// The content hash of the manifests the plan was made from.
-    pub manifest_hash: String,
+    pub manifest_hash: ManifestHash,
     /// The `-f` paths the plan read, as given (empty: the default
     /// `oapkg.yaml`), so `apply PLANFILE` re-reads the same manifests for
     /// its staleness check without being told again.
@@ -199,7 +199,7 @@ struct PlanFile {
     oapkg_version: String,
     today: Date,
     state: StateId,
-    manifest_hash: String,
+    manifest_hash: ManifestHash,
     manifest_files: Vec<String>,
     unchanged: usize,
     changes: Vec<SavedChange>,
@@ -250,13 +250,13 @@ impl SavedPlan {
     pub fn check_fresh(
         &self,
         current_state: &StateId,
-        current_manifest_hash: &str,
+        current_manifest_hash: &ManifestHash,
     ) -> Result<(), StalePlan> {
         let mut moved = state_moves(&self.state, current_state);
-        if self.manifest_hash != current_manifest_hash {
+        if self.manifest_hash != *current_manifest_hash {
             moved.push(Moved::Manifests {
                 planned: self.manifest_hash.clone(),
-                current: current_manifest_hash.to_owned(),
+                current: current_manifest_hash.clone(),
             });
         }
         if moved.is_empty() {
@@ -403,11 +403,11 @@ impl DecodeError {
     /// What to do about it, for the user.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
-            DecodeError::NotAPlan => Some("give the file written by `oapkg plan --out`"),
+            DecodeError::NotAPlan => Some("Give the file written by `oapkg plan --out`"),
             DecodeError::UnknownVersion { .. } => {
-                Some("run `oapkg plan --out` again with this oapkg")
+                Some("Run `oapkg plan --out` again with this oapkg")
             }
-            DecodeError::ChecksumMismatch { .. } => Some("run `oapkg plan --out` again"),
+            DecodeError::ChecksumMismatch { .. } => Some("Run `oapkg plan --out` again"),
             _ => None,
         }
     }
@@ -436,7 +436,10 @@ pub enum Moved {
         current: Option<String>,
     },
     /// The manifests' content changed.
-    Manifests { planned: String, current: String },
+    Manifests {
+        planned: ManifestHash,
+        current: ManifestHash,
+    },
     /// Planning again from the same manifests and state, today, does not
     /// give this change as saved: the file was edited (its checksum
     /// recomputed), or time moved the package on (e.g. it has ended since
@@ -564,14 +567,14 @@ impl fmt::Display for Moved {
             Moved::Checksum { planned, current } => write!(
                 f,
                 "the state's content changed at the same serial (checksum {} -> {})",
-                short(&or_none(planned)),
-                short(&or_none(current))
+                short_hash(&or_none(planned)),
+                short_hash(&or_none(current))
             ),
             Moved::Manifests { planned, current } => write!(
                 f,
                 "the manifests changed since the plan was made (hash {} -> {})",
-                short(planned),
-                short(current)
+                planned.short(),
+                current.short()
             ),
             Moved::Change {
                 key,
@@ -599,16 +602,6 @@ impl fmt::Display for Moved {
                 "the plan counts {planned} unchanged package(s), planning again counts {current}: the plan file was edited"
             ),
         }
-    }
-}
-
-/// `sha256:5f2b1c0e9d8a…`: enough of a hash to tell two apart in a message.
-fn short(hash: &str) -> String {
-    const SHOWN: usize = "sha256:".len() + 12;
-    if hash.chars().count() > SHOWN {
-        format!("{}…", hash.chars().take(SHOWN).collect::<String>())
-    } else {
-        hash.to_owned()
     }
 }
 
@@ -699,7 +692,7 @@ mod tests {
     fn identical_state_and_manifests_are_fresh() {
         let saved = saved();
         assert_eq!(
-            saved.check_fresh(&fixtures::state_id(), fixtures::MANIFEST_HASH),
+            saved.check_fresh(&fixtures::state_id(), &fixtures::manifest_hash()),
             Ok(())
         );
     }
@@ -711,7 +704,7 @@ mod tests {
         let saved = SavedPlan::from_plan(&plan);
         assert!(
             saved
-                .check_fresh(&StateId::default(), fixtures::MANIFEST_HASH)
+                .check_fresh(&StateId::default(), &fixtures::manifest_hash())
                 .is_ok()
         );
         let written = StateId {
@@ -720,7 +713,7 @@ mod tests {
             checksum: Some("sha256:00".into()),
         };
         let stale = saved
-            .check_fresh(&written, fixtures::MANIFEST_HASH)
+            .check_fresh(&written, &fixtures::manifest_hash())
             .unwrap_err();
         assert_eq!(stale.moved.len(), 2, "{stale}");
     }
@@ -731,7 +724,7 @@ mod tests {
         current.serial = 9;
         current.checksum = Some("sha256:ffff".into());
         let stale = saved()
-            .check_fresh(&current, fixtures::MANIFEST_HASH)
+            .check_fresh(&current, &fixtures::manifest_hash())
             .unwrap_err();
         assert_eq!(
             stale.moved,
@@ -755,7 +748,7 @@ mod tests {
         let mut current = fixtures::state_id();
         current.lineage = Some("another-lineage".into());
         let stale = saved()
-            .check_fresh(&current, fixtures::MANIFEST_HASH)
+            .check_fresh(&current, &fixtures::manifest_hash())
             .unwrap_err();
         assert!(matches!(stale.moved[..], [Moved::Lineage { .. }]));
         assert!(stale.to_string().contains("-> another-lineage"));
@@ -766,7 +759,7 @@ mod tests {
         let mut current = fixtures::state_id();
         current.checksum = Some("sha256:0123456789abcdef0123".into());
         let stale = saved()
-            .check_fresh(&current, fixtures::MANIFEST_HASH)
+            .check_fresh(&current, &fixtures::manifest_hash())
             .unwrap_err();
         assert!(matches!(stale.moved[..], [Moved::Checksum { .. }]));
         assert!(
@@ -780,7 +773,10 @@ mod tests {
     #[test]
     fn changed_manifests_are_stale() {
         let stale = saved()
-            .check_fresh(&fixtures::state_id(), "sha256:1111111111111111")
+            .check_fresh(
+                &fixtures::state_id(),
+                &ManifestHash::from_tagged("sha256:1111111111111111".into()),
+            )
             .unwrap_err();
         assert!(matches!(stale.moved[..], [Moved::Manifests { .. }]));
         let message = stale.to_string();

@@ -5,12 +5,11 @@
 //! error) is kept in `#[source]` and not repeated in the message, so the CLI
 //! can print the chain once.
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::files::FileKind;
-use crate::spec::Key;
+use crate::spec::{Key, key_list};
 
 use super::lock::LockHolder;
 
@@ -288,24 +287,4 @@ fn locked_message(path: &Path, holder: Option<&LockHolder>) -> String {
         None => "another process (which has not recorded who it is yet)".to_owned(),
     };
     format!("state file {} is locked by {who}", path.display())
-}
-
-fn key_list(keys: &[Key]) -> impl fmt::Display + '_ {
-    struct List<'a>(&'a [Key]);
-    impl fmt::Display for List<'_> {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            const SHOWN: usize = 10;
-            for (i, key) in self.0.iter().take(SHOWN).enumerate() {
-                if i > 0 {
-                    f.write_str(", ")?;
-                }
-                write!(f, "{key}")?;
-            }
-            if self.0.len() > SHOWN {
-                write!(f, " and {} more", self.0.len() - SHOWN)?;
-            }
-            Ok(())
-        }
-    }
-    List(keys)
 }

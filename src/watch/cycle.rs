@@ -28,8 +28,8 @@ use super::policy::{
 use super::reconcile::{CancelSignal, Reconciled, Reconciler};
 use super::schedule::{Start, Trigger};
 use crate::manifest::{self, DesiredSet, ManifestError};
-use crate::plan::Plan;
 use crate::ops::plan::read_inputs;
+use crate::plan::Plan;
 use crate::plan::inputs;
 use crate::state::{StateError, StateStore};
 
@@ -213,7 +213,7 @@ impl Runner {
         self.input_failures = 0;
 
         let fingerprint = Fingerprint {
-            manifest_hash: manifests.desired.hash(),
+            manifest_hash: manifests.desired.hash().to_string(),
             state: loaded.id.clone(),
         };
         let manifest_hash = fingerprint.manifest_hash.as_str();
@@ -369,7 +369,7 @@ impl Runner {
         let files = self.files.clone();
         let read = tokio::task::spawn_blocking(move || manifest::load(&files, today)).await;
         let again = read.unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()));
-        again.is_ok_and(|m| m.desired.hash() == manifest_hash)
+        again.is_ok_and(|m| m.desired.hash() == *manifest_hash)
     }
 
     fn invalid(&mut self, cycle: u64, error: &ManifestError) -> Ran {

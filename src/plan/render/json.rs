@@ -44,7 +44,7 @@ pub struct JsonPlan {
     /// The state the plan was made against.
     pub state: JsonState,
     /// Content hash of the manifests the plan was made from.
-    pub manifest_hash: String,
+    pub manifest_hash: crate::spec::ManifestHash,
     /// Every key whose action is not `unchanged`, sorted by key.
     pub changes: Vec<JsonChange>,
     pub warnings: Vec<JsonWarning>,

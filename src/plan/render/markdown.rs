@@ -288,7 +288,7 @@ fn foot(plan: &Plan) -> String {
     let _ = write!(
         out,
         "Manifests {} · state serial {}",
-        code(&cut(&plan.manifest_hash, Some(80))),
+        code(&cut(plan.manifest_hash.as_str(), Some(80))),
         plan.state.serial
     );
     if let Some(lineage) = &plan.state.lineage {

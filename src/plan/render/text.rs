@@ -22,6 +22,7 @@ use std::fmt::Write as _;
 
 use super::{Field, Paint, Shown, cut, escape_controls, months, quoted, status_line};
 use crate::plan::{Action, Change, DEFAULT_MAX_PURCHASES, Need, Plan, Warning};
+use crate::spec::key_list;
 
 /// How to render text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -249,21 +250,6 @@ fn packages(n: usize) -> String {
     } else {
         format!("{n} packages")
     }
-}
-
-/// `a, b, c and 4 more`.
-fn key_list(keys: &[&str]) -> String {
-    const SHOWN: usize = 10;
-    let mut out = keys
-        .iter()
-        .take(SHOWN)
-        .copied()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if keys.len() > SHOWN {
-        let _ = write!(out, " and {} more", keys.len() - SHOWN);
-    }
-    out
 }
 
 fn label_text(name: Option<&str>) -> String {
