@@ -1,7 +1,7 @@
 //! One watch cycle: load → validate → plan → print (→ apply).
 //!
 //! The runner reads the inputs the way `oapkg plan` does
-//! ([`read_inputs`](crate::ops::plan::read_inputs)), makes the plan the
+//! ([`read_inputs`]), makes the plan the
 //! way `oapkg plan` does ([`plan::inputs::make`](crate::plan::inputs::make)),
 //! hands it to an [`Output`] to print, and with `--apply` to the
 //! [`Reconciler`]. What it adds is memory across cycles, with the rules of
