@@ -12,7 +12,7 @@
 //!                                                │
 //!                                                ▼
 //!                               state: journal, atomic write, lock
-//! watch = file events ─▶ debounce ─▶ the same plan / apply cycle
+//! watch = file events ─▶ debounce ─▶ the same plan / apply cycle ─▶ WatchEvent ─▶ cli
 //! ```
 //!
 //! # Codemap
@@ -26,7 +26,7 @@
 //! | [`ops`] | what the commands do, over the core and the stores: making a plan from disk, plan files, the saved-plan freshness check; returns values, never prints | reads manifests, state and plan files; writes plan files |
 //! | [`apply`] | carrying out a plan exactly once: guards, pre-flight, retries, durability, cancellation | through `esms` and `state` |
 //! | [`esms`] | the eSMS wire format, HTTP client, result-code classes, credentials, the simulator | network |
-//! | [`watch`] | following manifest directories and running plan/apply cycles | file events |
+//! | [`watch`] | following manifest directories and running plan/apply cycles, reported as typed [`watch::WatchEvent`]s | file events |
 //! | [`expiring`] | the pure `expiring` report | no |
 //! | [`files`] | opening a named file for reading: regular files only, never a wait | opens files |
 //! | [`cli`] | clap types, one function per subcommand, the only code that prints | stdout, stderr, terminal |
