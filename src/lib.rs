@@ -29,7 +29,7 @@
 //! | [`watch`] | following manifest directories and running plan/apply cycles, reported as typed [`watch::WatchEvent`]s | file events |
 //! | [`expiring`] | the pure `expiring` report | no |
 //! | [`files`] | opening a named file for reading: regular files only, never a wait | opens files |
-//! | [`cli`] | clap types, one function per subcommand, the only code that prints | stdout, stderr, terminal |
+//! | [`cli`] | clap types, one function per subcommand, errors with a kind and hints (`cli::error`), the only code that prints | stdout, stderr, terminal |
 //! | [`exit`] | the exit-status table | no |
 //!
 //! Each command is a thin function in [`cli`] over [`ops`] and these
