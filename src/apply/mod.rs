@@ -138,7 +138,7 @@ pub use decide::{Counts, check_guards, planned_cost, state_unmoved};
 use crate::esms::{CallError, Client, PurchaseOutcome, code_meaning};
 use crate::plan::saved::StalePlan;
 use crate::plan::{Action, Change, Plan};
-use crate::spec::Key;
+use crate::spec::{Key, key_list};
 use crate::state::{StateError, StateId, StateStore};
 
 /// How to carry out a plan. `Default` gives the CLI's defaults.
@@ -452,19 +452,19 @@ pub enum GuardRefusal {
     /// tier under other keys, and `--allow-overlap` was not given: each key
     /// with the recorded keys it overlaps.
     #[error(
-        "the plan buys {} package(s) over the months of packages already recorded for the same OA and tier: {}. Those months would be paid twice (a moved start date is a new key); nothing was bought. If the old record is wrong, fix it first (`oapkg state mv OLDKEY NEWKEY` when eSMS registered the package under another start, `oapkg state rm` when it was never bought); if both packages are wanted, run again with --allow-overlap",
+        "the plan buys {} package(s) over the months of packages already recorded for the same OA and tier: {}. Those months would be paid twice (a moved start date is a new key); nothing was bought",
         .overlaps.len(), overlap_list(.overlaps)
     )]
     OverlapNotAllowed { overlaps: Vec<(Key, Vec<Key>)> },
     /// More purchase requests than `--max-purchases`.
     #[error(
-        "the plan would send {} purchase request(s) ({}), more than --max-purchases {max}; nothing was bought. If the plan is right, raise --max-purchases",
+        "the plan would send {} purchase request(s) ({}), more than --max-purchases {max}; nothing was bought",
         .counts.requests(), .counts.describe()
     )]
     TooManyPurchases { counts: Counts, max: usize },
     /// The run costs more than `--max-spend`.
     #[error(
-        "the plan costs {cost}, more than --max-spend {}; nothing was bought. If the plan is right, raise --max-spend (or narrow the run with --only)",
+        "the plan costs {cost}, more than --max-spend {}; nothing was bought",
         crate::prices::thousands(*.max)
     )]
     OverBudget {
@@ -474,7 +474,7 @@ pub enum GuardRefusal {
     /// `--max-spend` was given but no price list is declared, so the run's
     /// cost is unknown.
     #[error(
-        "--max-spend {} needs prices to check against, and the manifests declare no `kind: PriceList`; nothing was bought. Declare a price list, or run without --max-spend",
+        "--max-spend {} needs prices to check against, and the manifests declare no `kind: PriceList`; nothing was bought",
         crate::prices::thousands(*.max)
     )]
     CostUnknown { max: u64 },
@@ -488,7 +488,7 @@ pub enum GuardRefusal {
 pub enum PreflightError {
     /// OAs to be bought for that the account does not hold.
     #[error(
-        "pre-flight: the eSMS account does not hold {} OA(s) to be bought for: {}; nothing was bought. Add them to the account (or fix the OAIDs), or pass --skip-preflight",
+        "pre-flight: the eSMS account does not hold {} OA(s) to be bought for: {}; nothing was bought",
         .oaids.len(), .oaids.join(", ")
     )]
     MissingOas { oaids: Vec<String> },
@@ -497,7 +497,7 @@ pub enum PreflightError {
     Call(#[source] CallError),
     /// The account's balance is below what the run costs.
     #[error(
-        "pre-flight: the eSMS balance is {}, below the {cost} this run costs; nothing was bought. Top up the account, narrow the run with --only, or pass --skip-preflight",
+        "pre-flight: the eSMS balance is {}, below the {cost} this run costs; nothing was bought",
         crate::prices::thousands(*.balance)
     )]
     LowBalance {
@@ -535,6 +535,65 @@ pub enum ApplyError {
         #[source]
         source: StateError,
     },
+}
+
+impl GuardRefusal {
+    /// What to do about it, for the user: the flag that lets it through.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            GuardRefusal::OverlapNotAllowed { .. } => Some(
+                "If the old record is wrong, fix it first (`oapkg state mv OLDKEY NEWKEY` when eSMS registered \
+                 the package under another start, `oapkg state rm` when it was never bought); \
+                 if both packages are wanted, run again with --allow-overlap",
+            ),
+            GuardRefusal::TooManyPurchases { .. } => {
+                Some("If the plan is right, raise --max-purchases")
+            }
+            GuardRefusal::OverBudget { .. } => {
+                Some("If the plan is right, raise --max-spend (or narrow the run with --only)")
+            }
+            GuardRefusal::CostUnknown { .. } => {
+                Some("Declare a price list, or run without --max-spend")
+            }
+            GuardRefusal::ReplaceNotAllowed { .. } | GuardRefusal::MalformedPlan { .. } => None,
+        }
+    }
+}
+
+impl PreflightError {
+    /// What to do about it, for the user.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            PreflightError::MissingOas { .. } => {
+                Some("Add them to the account (or fix the OAIDs), or pass --skip-preflight")
+            }
+            PreflightError::LowBalance { .. } => {
+                Some("Top up the account, narrow the run with --only, or pass --skip-preflight")
+            }
+            PreflightError::Call(_) | PreflightError::Balance(_) => None,
+        }
+    }
+}
+
+impl ApplyError {
+    /// What to do about it, for the user, apart from what went wrong.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ApplyError::Refused(refusal) => refusal.hint().map(str::to_owned),
+            ApplyError::Stale(stale) => Some(stale.hint().to_owned()),
+            ApplyError::Preflight(error) => error.hint().map(str::to_owned),
+            ApplyError::State(error) => error.hint(),
+            ApplyError::Record { .. } => None,
+        }
+    }
+
+    /// Whether this error can only come from a mistake in oapkg itself.
+    pub fn is_bug(&self) -> bool {
+        match self {
+            ApplyError::State(error) | ApplyError::Record { source: error, .. } => error.is_bug(),
+            _ => false,
+        }
+    }
 }
 
 /// Writes the plan's label changes into the state loaded under the lock:
@@ -580,18 +639,6 @@ fn overlap_list(overlaps: &[(Key, Vec<Key>)]) -> String {
         .collect();
     if overlaps.len() > SHOWN {
         out.push(format!("{} more", overlaps.len() - SHOWN));
-    }
-    out.join(", ")
-}
-
-/// `a, b, c and 4 more`.
-pub(crate) fn key_list(keys: &[Key]) -> String {
-    const SHOWN: usize = 10;
-    let mut out: Vec<&str> = keys.iter().take(SHOWN).map(Key::as_str).collect();
-    let more;
-    if keys.len() > SHOWN {
-        more = format!("and {} more", keys.len() - SHOWN);
-        out.push(&more);
     }
     out.join(", ")
 }

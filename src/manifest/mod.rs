@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{Key, Spec, sha256_tagged};
+use crate::spec::{Key, ManifestHash, Spec, sha256_tagged};
 
 pub mod kinds;
 pub mod raw;
@@ -84,7 +84,7 @@ impl DesiredSet {
     /// in key order. Comments, formatting, file layout and source lines do not
     /// change it, so a saved plan stays valid across a reformat, and watch
     /// skips a cycle when a save changed nothing that matters.
-    pub fn hash(&self) -> String {
+    pub fn hash(&self) -> ManifestHash {
         // Each package is its spec's canonical encoding (which holds the key)
         // followed by its name, JSON-quoted so that a name can never run into
         // the next package.
@@ -95,7 +95,7 @@ impl DesiredSet {
             encoding.push_str(&serde_json::to_string(&package.name).unwrap_or_default());
             encoding.push('\n');
         }
-        sha256_tagged(encoding.as_bytes())
+        ManifestHash::from_tagged(sha256_tagged(encoding.as_bytes()))
     }
 }
 
@@ -202,7 +202,7 @@ impl Manifests {
     /// the desired set ([`DesiredSet::hash`]), and the price list and
     /// coverage policies when there are any (without them it is the desired
     /// set's hash, as before they existed).
-    pub fn hash(&self) -> String {
+    pub fn hash(&self) -> ManifestHash {
         if self.prices.is_none() && self.policies.is_empty() {
             return self.desired.hash();
         }
@@ -218,7 +218,9 @@ impl Manifests {
             .collect();
         let prices = self.prices.as_ref().map(|p| (&p.currency, &p.monthly));
         let extra = serde_json::to_string(&(prices, policies)).unwrap_or_default();
-        sha256_tagged(format!("oapkg-manifests/v1\n{}\n{extra}\n", self.desired.hash()).as_bytes())
+        ManifestHash::from_tagged(sha256_tagged(
+            format!("oapkg-manifests/v1\n{}\n{extra}\n", self.desired.hash()).as_bytes(),
+        ))
     }
 }
 

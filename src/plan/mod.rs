@@ -453,7 +453,7 @@ pub struct Plan {
     pub today: Date,
     pub state: StateId,
     /// Content hash of the desired set the plan was made from.
-    pub manifest_hash: String,
+    pub manifest_hash: crate::spec::ManifestHash,
     /// Every key whose action is not `unchanged`, sorted by key.
     pub changes: Vec<Change>,
     /// How many keys are `unchanged` (counted, not listed).

@@ -1,7 +1,7 @@
 //! One watch cycle: load → validate → plan → report (→ apply).
 //!
 //! The runner reads the inputs the way `oapkg plan` does
-//! ([`Inputs::read`](crate::plan::inputs::Inputs::read)), makes the plan the
+//! ([`read_inputs`]), makes the plan the
 //! way `oapkg plan` does ([`plan::inputs::make`](crate::plan::inputs::make)),
 //! reports it as a [`WatchEvent::Planned`], and with `--apply` hands it to
 //! the [`Reconciler`]. What it adds is memory across cycles, with the rules
@@ -28,8 +28,9 @@ use super::reconcile::{CancelSignal, Reconciled, Reconciler};
 use super::schedule::Start;
 use crate::apply::ApplyEvent;
 use crate::manifest::{self, ManifestError};
+use crate::ops::plan::read_inputs;
 use crate::plan::Plan;
-use crate::plan::inputs::{self, Inputs};
+use crate::plan::inputs;
 
 /// Today's date for a cycle (`OAPKG_TODAY` or the clock in
 /// Asia/Ho_Chi_Minh), asked once per cycle: a watch runs for months.
@@ -173,7 +174,7 @@ impl Runner {
         };
         let files = self.files.clone();
         let store = self.store.clone();
-        let reading = tokio::task::spawn_blocking(move || Inputs::read(&files, &store, today));
+        let reading = tokio::task::spawn_blocking(move || read_inputs(&files, &store, today));
         // A read that blocks (a file system that hangs) must not hold up a
         // stop: if it has not finished [`STOP_READ_GRACE`] after a stop,
         // the cycle is left (nothing has been planned or sent yet) and the
@@ -201,7 +202,7 @@ impl Runner {
         self.input_failures = 0;
 
         let fingerprint = Fingerprint {
-            manifest_hash: manifests.hash(),
+            manifest_hash: manifests.hash().to_string(),
             state: loaded.id.clone(),
         };
         let gate = self.retries.gate(&fingerprint, Instant::now());
@@ -329,7 +330,7 @@ impl Runner {
         let files = self.files.clone();
         let read = tokio::task::spawn_blocking(move || manifest::load(&files, today)).await;
         let again = read.unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()));
-        again.is_ok_and(|m| m.hash() == manifest_hash)
+        again.is_ok_and(|m| m.hash() == *manifest_hash)
     }
 
     fn invalid(&mut self, cycle: u64, error: &ManifestError) -> Ran {

@@ -82,11 +82,19 @@ pub fn reconciled(result: Result<ApplyReport, ApplyError>) -> Reconciled {
                 None => report.summary_line(),
             },
         },
+        // The reason carries the error's hint (what to do), as `apply`
+        // prints it after the error.
         Err(ApplyError::Refused(refusal)) => Reconciled::Refused {
-            reason: refusal.to_string(),
+            reason: match refusal.hint() {
+                Some(hint) => format!("{refusal}. {hint}"),
+                None => refusal.to_string(),
+            },
         },
         Err(error) => Reconciled::Failed {
-            reason: format!("{:#}", anyhow::Error::from(error)),
+            reason: match error.hint() {
+                Some(hint) => format!("{:#}. {hint}", anyhow::Error::from(error)),
+                None => format!("{:#}", anyhow::Error::from(error)),
+            },
         },
     }
 }

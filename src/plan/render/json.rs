@@ -1,30 +1,10 @@
-//! The `--format json` document of the SPEC, for scripts and CI.
+//! The `--format json` document, for scripts and CI.
 //!
-//! The shape is a contract: every field of the SPEC's example is present with
-//! that name and type, in that order; fields may be added (`manifest_hash`
-//! and `labels` are), never renamed or removed. [`FORMAT_VERSION`] changes
-//! only when a field changes meaning.
-//!
-//! Per change, the top-level fields describe the spec the change is about:
-//! the declared one, or the recorded one for a key that is not declared
-//! (orphans). `before` describes what the state holds for the key (for
-//! `replace`, `unconfirmed`, `orphan`, and an `expired` key that is
-//! recorded; `null` for `purchase`):
-//! `{oaid, name, tier, start, duration_months, end, spec_hash, status,
-//! service_preview_id}` — the recorded spec with its end date, plus what a
-//! reviewer needs to recognise the earlier purchase. eSMS result codes and
-//! timestamps stay in the state (`oapkg state show KEY`). `origin` says
-//! where the change comes from (`manifest`; `policy` for a coverage
-//! policy's renewal), `needs` the flags apply needs for it
-//! ([`Change::needs`]), `overlaps` the recorded keys a purchase overlaps.
-//! `cost` is what a `purchase` or `replace` costs with the manifests' price
-//! list (`null` without one, and for changes that buy nothing).
-//!
-//! Top level: `warnings` are objects `{key, file, line, column, message}`
-//! (`null` where not applicable), `needs` the flags apply needs for the
-//! whole plan ([`Plan::needs`]), `labels` the name changes of recorded
-//! packages `{key, before, after}`, and `summary` the counts per action
-//! with the total `cost`.
+//! The shape is a contract, written down field by field in
+//! `docs/plan-json.md` in the repository: every field is present with its
+//! name and type, in order; fields may be added, never renamed or removed.
+//! [`FORMAT_VERSION`] changes only when a field changes meaning. The types
+//! below are that document; keep the two together.
 
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
@@ -45,7 +25,7 @@ pub struct JsonPlan {
     /// The state the plan was made against.
     pub state: JsonState,
     /// Content hash of the manifests the plan was made from.
-    pub manifest_hash: String,
+    pub manifest_hash: crate::spec::ManifestHash,
     /// Every key whose action is not `unchanged`, sorted by key.
     pub changes: Vec<JsonChange>,
     pub warnings: Vec<JsonWarning>,

@@ -24,7 +24,8 @@
 
 use std::fmt::Write as _;
 
-use super::text::{Paint, block};
+use super::Paint;
+use super::text::block;
 use super::{Field, Shown, cut, months, status_name};
 use crate::plan::{Action, Change, DEFAULT_MAX_PURCHASES, Need, Plan, Summary};
 
@@ -297,7 +298,7 @@ fn foot(plan: &Plan) -> String {
     let _ = write!(
         out,
         "Manifests {} · state serial {}",
-        code(&cut(&plan.manifest_hash, Some(80))),
+        code(&cut(plan.manifest_hash.as_str(), Some(80))),
         plan.state.serial
     );
     if let Some(lineage) = &plan.state.lineage {

@@ -20,8 +20,9 @@
 
 use std::fmt::Write as _;
 
-use super::{Field, Shown, cut, escape_controls, months, quoted, status_line};
+use super::{Field, Paint, Shown, cut, escape_controls, months, quoted, status_line};
 use crate::plan::{Action, Change, DEFAULT_MAX_PURCHASES, Need, Plan, Warning};
+use crate::spec::key_list;
 
 /// How to render text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -290,21 +291,6 @@ fn packages(n: usize) -> String {
     }
 }
 
-/// `a, b, c and 4 more`.
-fn key_list(keys: &[&str]) -> String {
-    const SHOWN: usize = 10;
-    let mut out = keys
-        .iter()
-        .take(SHOWN)
-        .copied()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if keys.len() > SHOWN {
-        let _ = write!(out, " and {} more", keys.len() - SHOWN);
-    }
-    out
-}
-
 fn label_text(name: Option<&str>) -> String {
     name.map_or("(none)".to_owned(), |n| quoted(n, None))
 }
@@ -393,49 +379,14 @@ fn warning_line(warning: &Warning, paint: Paint) -> String {
     }
 }
 
-/// ANSI colouring, or none. Only the symbols, the block comments, the word
-/// `Warning:` and the start of the summary line are coloured, as Terraform
-/// does, so the plain text stays readable in logs.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Paint(pub bool);
-
-const RESET: &str = "\x1b[0m";
-const BOLD: &str = "\x1b[1m";
-
 impl Paint {
-    fn wrap(self, code: &str, text: &str) -> String {
-        if self.0 {
-            format!("{code}{text}{RESET}")
-        } else {
-            text.to_owned()
-        }
-    }
-
-    fn symbol(self, action: Action, symbol: char) -> String {
-        let code = match action {
-            Action::Purchase => "\x1b[32m",    // green
-            Action::Replace => "\x1b[33m",     // yellow
-            Action::Unconfirmed => "\x1b[36m", // cyan
-            Action::Orphan => "\x1b[31m",      // red
-            Action::Expired => "\x1b[90m",     // grey
-            Action::Unchanged => "",
-        };
-        self.wrap(code, &symbol.to_string())
-    }
-
-    fn bold(self, text: &str) -> String {
-        self.wrap(BOLD, text)
-    }
-
-    fn warning(self, text: &str) -> String {
-        self.wrap("\x1b[1;33m", text)
-    }
-
+    /// The summary line with its leading `Plan:` or `No changes.` styled.
     fn summary(self, line: &str) -> String {
-        for (prefix, code) in [("Plan:", BOLD), ("No changes.", "\x1b[1;32m")] {
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return format!("{}{rest}", self.wrap(code, prefix));
-            }
+        if let Some(rest) = line.strip_prefix("Plan:") {
+            return format!("{}{rest}", self.bold("Plan:"));
+        }
+        if let Some(rest) = line.strip_prefix("No changes.") {
+            return format!("{}{rest}", self.all_good("No changes."));
         }
         line.to_owned()
     }
