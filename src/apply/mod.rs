@@ -782,40 +782,17 @@ pub async fn apply(
     Ok(report)
 }
 
-/// One `ZNS/GetListZOA/` call (retried like a purchase when it got no
-/// answer: it buys nothing), then every OAID to be bought must be listed.
+/// One `ZNS/GetListZOA/` call (retried when it got no answer: it buys
+/// nothing), then every OAID to be bought must be listed.
 async fn preflight(
     client: &Client,
     jobs: &[decide::Job<'_>],
     policy: &RetryPolicy,
     cancel: &CancelSignal,
 ) -> Result<(), ApplyError> {
-    let mut delays = policy.delays();
-    let oas = loop {
-        match client.list_oas().await {
-            Ok(oas) => break oas,
-            Err(error) => {
-                let retryable = matches!(
-                    error,
-                    CallError::NotSent { .. }
-                        | CallError::NoAnswer { .. }
-                        | CallError::RateLimited { .. }
-                );
-                match delays.next() {
-                    Some(delay) if retryable && !cancel.is_cancelled() => {
-                        tracing::warn!(%error, delay_ms = delay.as_millis() as u64, "pre-flight failed; retrying");
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            () = cancel.cancelled() => {
-                                return Err(ApplyError::Preflight(PreflightError::Call(error)));
-                            }
-                        }
-                    }
-                    _ => return Err(ApplyError::Preflight(PreflightError::Call(error))),
-                }
-            }
-        }
-    };
+    let oas = read_call("pre-flight", || client.list_oas(), policy, cancel)
+        .await
+        .map_err(|error| ApplyError::Preflight(PreflightError::Call(error)))?;
     let missing = decide::missing_oaids(jobs, &oas);
     if missing.is_empty() {
         tracing::debug!(oas = oas.len(), "pre-flight passed");
@@ -827,6 +804,42 @@ async fn preflight(
     }
 }
 
+/// A call that reads the account and buys nothing (the OA list, the
+/// balance): retried with `policy`'s delays while it got no answer, was not
+/// sent or was rate limited, until the delays run out or `cancel` fires.
+async fn read_call<T, F, Fut>(
+    what: &str,
+    call: F,
+    policy: &RetryPolicy,
+    cancel: &CancelSignal,
+) -> Result<T, CallError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CallError>>,
+{
+    let mut delays = policy.delays();
+    loop {
+        let error = match call().await {
+            Ok(answer) => return Ok(answer),
+            Err(error) => error,
+        };
+        let retryable = matches!(
+            error,
+            CallError::NotSent { .. } | CallError::NoAnswer { .. } | CallError::RateLimited { .. }
+        );
+        match delays.next() {
+            Some(delay) if retryable && !cancel.is_cancelled() => {
+                tracing::warn!(%error, delay_ms = delay.as_millis() as u64, "{what} failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = cancel.cancelled() => return Err(error),
+                }
+            }
+            _ => return Err(error),
+        }
+    }
+}
+
 /// One `GetBalance_json` call (retried like the OA list when it got no
 /// answer); a balance below `cost` refuses the run.
 async fn preflight_balance(
@@ -835,32 +848,9 @@ async fn preflight_balance(
     policy: &RetryPolicy,
     cancel: &CancelSignal,
 ) -> Result<(), ApplyError> {
-    let mut delays = policy.delays();
-    let balance = loop {
-        match client.balance().await {
-            Ok(balance) => break balance,
-            Err(error) => {
-                let retryable = matches!(
-                    error,
-                    CallError::NotSent { .. }
-                        | CallError::NoAnswer { .. }
-                        | CallError::RateLimited { .. }
-                );
-                match delays.next() {
-                    Some(delay) if retryable && !cancel.is_cancelled() => {
-                        tracing::warn!(%error, delay_ms = delay.as_millis() as u64, "balance check failed; retrying");
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            () = cancel.cancelled() => {
-                                return Err(ApplyError::Preflight(PreflightError::Balance(error)));
-                            }
-                        }
-                    }
-                    _ => return Err(ApplyError::Preflight(PreflightError::Balance(error))),
-                }
-            }
-        }
-    };
+    let balance = read_call("balance check", || client.balance(), policy, cancel)
+        .await
+        .map_err(|error| ApplyError::Preflight(PreflightError::Balance(error)))?;
     // eSMS sends a number; a fractional or negative balance is compared as
     // it is (a cost is whole).
     if balance.amount < cost.amount as f64 {
