@@ -103,6 +103,14 @@ pub struct ApplyFlags {
     /// the price list's currency; needs a `kind: PriceList`)
     #[arg(long, value_name = "AMOUNT")]
     pub max_spend: Option<u64>,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// Where eSMS is and how to reach it: the flags of every command that
+/// calls it (`apply`, `watch --apply`, `coverage --online`).
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
     /// eSMS API base URL [default: the production URL]
     #[arg(
         long,
@@ -125,7 +133,7 @@ pub struct ApplyFlags {
 
 pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     // Before anything else: where to buy and with which keys.
-    let client = client(&args.flags)?;
+    let client = client(&args.flags.connection)?;
     let options = options(context, &args.flags, "oapkg apply")?;
 
     let (plan, reviewed) = match &args.planfile {
@@ -217,7 +225,7 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
 }
 
 /// The eSMS client the flags describe: credentials, endpoint, timeouts.
-pub(super) fn client(args: &ApplyFlags) -> anyhow::Result<Client> {
+pub(super) fn client(args: &ConnectionArgs) -> anyhow::Result<Client> {
     let credentials = match &args.credentials {
         Some(path) => Credentials::from_file(path)?,
         None => Credentials::from_env()?,

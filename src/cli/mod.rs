@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod apply;
 mod context;
+mod coverage;
 pub mod docs;
 pub mod error;
 mod expiring;
@@ -120,6 +121,9 @@ pub enum Command {
     State(state::StateCommand),
     /// List OAs whose last package ends soon with nothing declared after it
     Expiring(expiring::ExpiringArgs),
+    /// Per OA: the periods covered, the gaps from today on, the policy and
+    /// its next renewal (no network unless --online)
+    Coverage(coverage::CoverageArgs),
     /// Follow the manifest files and plan again (with --apply: apply) when
     /// they change
     Watch(watch::WatchArgs),
@@ -151,6 +155,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Show(args) => plan::show(&context, &args),
         Command::State(command) => state::run(&context, command),
         Command::Expiring(args) => expiring::run(&context, &args),
+        Command::Coverage(args) => coverage::run(&context, &args),
         Command::Watch(args) => watch::run(&context, &args),
         Command::Schema => print_schema(),
         Command::Completions { shell } => {

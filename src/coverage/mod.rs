@@ -6,7 +6,9 @@
 //! [`renewal`] decides one policy's next package; [`with_renewals`] adds
 //! every due renewal (and every recorded renewal a policy bought) to the
 //! desired set the plan is made from, so the diff treats them like declared
-//! packages.
+//! packages. [`report`] is what `oapkg coverage` shows, and [`gantt`] draws
+//! periods as a mermaid chart (the coverage report's and the plan's
+//! Markdown).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +17,12 @@ use jiff::civil::Date;
 use crate::manifest::{DesiredSet, Package, Source};
 use crate::spec::{Key, Oaid, Spec, Tier};
 use crate::state::Record;
+
+pub mod gantt;
+pub mod render;
+pub mod report;
+
+pub use report::{OaCoverage, report};
 
 /// One entry of a `CoveragePolicy`: keep `oaid` covered with packages of
 /// `tier` for `months`, bought `renew_before_days` before coverage ends.

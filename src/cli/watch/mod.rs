@@ -171,7 +171,7 @@ fn reconciler(context: &Context, args: &WatchArgs) -> anyhow::Result<Option<Box<
     }
     Ok(Some(Box::new(ApplyReconciler::new(
         context.store.clone(),
-        super::apply::client(&args.apply_flags)?,
+        super::apply::client(&args.apply_flags.connection)?,
         super::apply::options(context, &args.apply_flags, "oapkg watch --apply")?,
     ))))
 }

@@ -13,7 +13,8 @@
 //! (GitHub refuses comments over 65,536 characters). When the plan does not
 //! fit, entries are taken by priority — the table rows and then the details
 //! of `replace` and `unconfirmed` keys (money spent again, unknown outcomes),
-//! then `purchase` rows, orphans, warnings, and the remaining details — while
+//! then `purchase` rows, orphans, warnings, the remaining details, and last
+//! the chart (whole or not at all: it is the first thing dropped) — while
 //! the layout stays in key order. Every cut section says how many of its
 //! entries it leaves out and how to see them all, and a note under the
 //! banners sums it up. The summary line and banners always carry the full
@@ -126,6 +127,8 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
     let label_lines = fit(&labels, &mut budget, |i| label_line(plan, i));
     let warning_lines = fit(&warnings, &mut budget, |i| warning_line(plan, i));
     let other_details = fit(&others, &mut budget, details_block);
+    let chart = timeline(plan);
+    let chart_dropped = chart.as_ref().is_some_and(|c| c.len() > budget);
 
     let rows = by_key(risky_rows, purchase_rows);
     let details = by_key(risky_details, other_details);
@@ -163,6 +166,14 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
         out.push_str(&rows.text);
         section_note(&mut out, rows.omitted, buying.len(), "changes to buy");
         out.push('\n');
+        match &chart {
+            Some(_) if chart_dropped => out.push_str(
+                "_The timeline chart does not fit in this comment; \
+                 `oapkg coverage --format markdown` draws every OA's periods._\n\n",
+            ),
+            Some(chart) => out.push_str(chart),
+            None => {}
+        }
     }
     if !orphans.is_empty() {
         out.push_str("### Orphaned\n\n");
@@ -233,6 +244,54 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
         return short;
     }
     out
+}
+
+/// The mermaid `gantt` chart of the OAs the plan buys for, in a collapsed
+/// `<details>` block: per OA, its listed changes with a period — `purchase`
+/// bars `active`, `replace` and `unconfirmed` bars `crit`, orphans `done`
+/// (unchanged packages are not in the plan; `oapkg coverage` shows them).
+/// `None` when the plan buys nothing.
+fn timeline(plan: &Plan) -> Option<String> {
+    use crate::coverage::gantt::{self, Section, Tag, Task};
+    use crate::coverage::report::oa_title;
+    let listed = plan.listed_changes();
+    let mut oaids: Vec<&str> = listed
+        .iter()
+        .filter(|c| c.action.buys())
+        .map(|c| c.key.oaid())
+        .collect();
+    oaids.sort_unstable();
+    oaids.dedup();
+    let sections: Vec<Section> = oaids
+        .iter()
+        .map(|oaid| {
+            let changes: Vec<&&Change> = listed.iter().filter(|c| c.key.oaid() == *oaid).collect();
+            let title = oa_title(changes.iter().find_map(|c| c.name()), oaid);
+            let tasks = changes
+                .iter()
+                .filter_map(|c| {
+                    let tag = match c.action {
+                        Action::Purchase => Tag::Active,
+                        Action::Replace | Action::Unconfirmed => Tag::Crit,
+                        Action::Orphan => Tag::Done,
+                        Action::Unchanged | Action::Expired => return None,
+                    };
+                    let spec = c.spec()?;
+                    Some(Task {
+                        name: format!("{} ({})", spec.tier, c.action),
+                        tag,
+                        from: spec.start,
+                        to: spec.end(),
+                    })
+                })
+                .collect();
+            Section { title, tasks }
+        })
+        .collect();
+    let chart = gantt::chart(&format!("Changes planned on {}", plan.today), &sections)?;
+    Some(format!(
+        "<details><summary>Timeline of the OAs this plan buys for</summary>\n\n{chart}\n</details>\n\n"
+    ))
 }
 
 /// Summary line and banners: never cut.
@@ -546,7 +605,7 @@ fn packages(n: usize) -> String {
 
 /// User text for a table cell or a list item: Markdown and HTML are shown
 /// as written, never interpreted; line breaks become spaces.
-fn text(s: &str) -> String {
+pub(crate) fn text(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         match c {
@@ -566,7 +625,7 @@ fn text(s: &str) -> String {
 
 /// A code span that holds `s` whatever backticks it contains (CommonMark:
 /// a fence longer than any run inside, padded when `s` touches a backtick).
-fn code(s: &str) -> String {
+pub(crate) fn code(s: &str) -> String {
     let s: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
