@@ -13,7 +13,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod apply;
 mod context;
-pub mod docs;
 mod expiring;
 mod init;
 mod plan;

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use oapkg::esms::Call;
-use oapkg::esms::sim::{
+use esms_sim::Call;
+use esms_sim::{
     BlockingSimHandle, Charge, Fault, FaultRule, SimConfig, SimControl, Simulator, Stage,
 };
 use rand::{RngExt, SeedableRng};

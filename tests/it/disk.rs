@@ -23,8 +23,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use oapkg::esms::Call;
-use oapkg::esms::sim::{BlockingSimHandle, SimControl};
+use esms_sim::Call;
+use esms_sim::{BlockingSimHandle, SimControl};
 
 use crate::apply::{
     Pkg, account, assert_bought_once_each, charges_by_key, last_line, oapkg, pkgs, recorded, start,

@@ -3,7 +3,7 @@
 //! ServicePreviewId holding `ESC [2J` (clear screen) and `\r\nfake line`
 //! are escaped in the output of every command that prints them.
 
-use oapkg::esms::sim::{Fault, FaultRule, SimConfig};
+use esms_sim::{Fault, FaultRule, SimConfig};
 
 use crate::apply::{run as run_against, start};
 use crate::support::{Env, Run, manifest};

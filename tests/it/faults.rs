@@ -47,10 +47,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use oapkg::esms::sim::{
-    BASE_PATH, BlockingSimHandle, Charge, Fault, FaultRule, SimConfig, Simulator, Stage,
+use esms_sim::{
+    BASE_PATH, BlockingSimHandle, Call, Charge, Fault, FaultRule, SimConfig, Simulator, Stage,
 };
-use oapkg::esms::{Call, code_meaning};
+use oapkg::esms::code_meaning;
 use serde_json::{Value, json};
 
 use crate::support::{Env, Run, Stream, manifest};

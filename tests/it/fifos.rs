@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use oapkg::esms::sim::SimConfig;
+use esms_sim::SimConfig;
 
 use crate::apply::{run as run_against, start};
 use crate::support::{Env, Run, manifest};

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use oapkg::esms::sim::{BlockingSimHandle, Charge, SimConfig, SimControl, Simulator};
+use esms_sim::{BlockingSimHandle, Charge, SimConfig, SimControl, Simulator};
 use serde::Deserialize;
 use serde_json::Value;
 

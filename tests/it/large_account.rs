@@ -2,7 +2,7 @@
 //! whole account without paging, and the pre-flight of a real apply reads
 //! it all and passes.
 
-use oapkg::esms::sim::{FIRST_GENERATED_OAID, SimConfig};
+use esms_sim::{FIRST_GENERATED_OAID, SimConfig};
 
 use crate::apply::{apply, purchase_requests, start};
 use crate::support::{Env, manifest};

@@ -3,7 +3,7 @@
 //! question count them alone, the others stay in the next plan, and a value
 //! that names nothing is an error before anything is sent.
 
-use oapkg::esms::Call;
+use esms_sim::Call;
 
 use crate::apply::{Pkg, account, apply, recorded, start, write_manifest};
 use crate::support::Env;

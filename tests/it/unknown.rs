@@ -12,8 +12,8 @@
 //! - the last failed attempt is kept in the state and shown by the next plan;
 //! - `watch` refuses `--retry-unconfirmed` and `--retry-unknown`.
 
-use oapkg::esms::Call;
-use oapkg::esms::sim::{BlockingSimHandle, Fault, FaultRule, Stage};
+use esms_sim::Call;
+use esms_sim::{BlockingSimHandle, Fault, FaultRule, Stage};
 use serde_json::Value;
 
 use crate::apply::{Pkg, account, apply, last_line, recorded, run, start, write_manifest};

@@ -313,17 +313,6 @@ fn completions_for_common_shells() {
 }
 
 #[test]
-fn man_pages_and_completions_are_generated_from_the_cli() {
-    let dir = tempfile::tempdir().unwrap();
-    let written = oapkg::cli::docs::generate(dir.path()).unwrap();
-    let page = std::fs::read_to_string(dir.path().join("man/oapkg-plan.1")).unwrap();
-    assert!(page.contains("detailed\\-exitcode"), "{page}");
-    assert!(dir.path().join("man/oapkg-state-import.1").is_file());
-    assert!(dir.path().join("completions/oapkg.bash").is_file());
-    assert!(written.len() > 10);
-}
-
-#[test]
 fn usage_errors_exit_1_not_2() {
     // 2 means "something to buy" (SPEC); a typo in a flag must not look like it.
     Env::new()

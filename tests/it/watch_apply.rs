@@ -14,8 +14,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use oapkg::esms::Call;
-use oapkg::esms::sim::{BlockingSimHandle, SimConfig, Simulator};
+use esms_sim::Call;
+use esms_sim::{BlockingSimHandle, SimConfig, Simulator};
 use serde_json::Value;
 
 use crate::support::Env;

@@ -2,7 +2,7 @@
 //! spending money and for tests that run the real binary.
 //!
 //! ```text
-//! cargo run --example esms-sim -- --port 8080 --oaid 4097311281936189049
+//! cargo run -p esms-sim -- --port 8080 --oaid 4097311281936189049
 //! ESMS_ENDPOINT=http://127.0.0.1:8080/MainService.svc/json/ \
 //! ESMS_API_KEY=test-key ESMS_SECRET_KEY=test-secret oapkg apply
 //! curl -s http://127.0.0.1:8080/__sim/ledger
@@ -19,7 +19,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::Parser;
-use oapkg::esms::sim::{self, Fault, FaultRule, SimConfig, Simulator};
+use esms_sim::{self as sim, Fault, FaultRule, SimConfig, Simulator};
 
 /// OAIDs registered when no --oaid is given: the two from ESMS_API.md and
 /// the other OAs of `examples/oapkg.yaml`, so the bundled example applies
