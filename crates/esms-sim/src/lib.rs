@@ -627,3 +627,6 @@ async fn not_found(uri: Uri) -> (StatusCode, String) {
         format!("not an eSMS path: {}", uri.path()),
     )
 }
+
+#[cfg(test)]
+mod tests;
