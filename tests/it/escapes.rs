@@ -5,8 +5,7 @@
 
 use esms_sim::{Fault, FaultRule, SimConfig};
 
-use crate::apply::{run as run_against, start};
-use crate::support::{Env, Run, manifest};
+use crate::support::{Env, Run, manifest, run as run_against, start};
 
 const OAID: &str = "4097311281936189049";
 const KEY: &str = "4097311281936189049@2027-01-01";

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use esms_sim::SimConfig;
 
-use crate::apply::{run as run_against, start};
-use crate::support::{Env, Run, manifest};
+use crate::support::{Env, Run, manifest, run as run_against, start};
 use crate::watch::{Watch, message};
 
 const OAID: &str = "4097311281936189049";

@@ -15,10 +15,7 @@ use esms_sim::{BlockingSimHandle, Charge, SimConfig, SimControl, Simulator};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::support::{Run, TODAY};
-
-const API_KEY: &str = "test-key";
-const SECRET_KEY: &str = "test-secret";
+use crate::support::{API_KEY, Run, SECRET_KEY, TODAY};
 
 /// The OAs the example manifests declare.
 const EXAMPLE_OAIDS: [&str; 2] = ["4097311281936189049", "745830328927467685"];

@@ -4,8 +4,7 @@
 
 use esms_sim::{FIRST_GENERATED_OAID, SimConfig};
 
-use crate::apply::{apply, purchase_requests, start};
-use crate::support::{Env, manifest};
+use crate::support::{Env, apply, manifest, purchase_requests, start};
 
 const OAS: u64 = 100_000;
 

@@ -4,8 +4,7 @@
 
 use oapkg::plan::saved::SavedPlan;
 
-use crate::apply::{Pkg, account, oapkg, start, write_manifest};
-use crate::support::{Env, Run};
+use crate::support::{Env, Pkg, Run, account, oapkg, start, write_manifest};
 
 /// `apply PLANFILE` on `today`.
 fn apply_on(env: &Env, sim: &esms_sim::SimControl, plan: &str, today: &str) -> Run {

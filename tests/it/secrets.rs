@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use esms_sim::{Fault, FaultRule, SimConfig, SimControl};
 use oapkg::esms::credentials::key_piece_in;
 
-use crate::apply::start;
-use crate::support::{Env, Run, manifest};
+use crate::support::{Env, Run, manifest, start};
 
 /// Long keys (those of `oapkg::fuzz`'s esms_answer target), so that every
 /// run of six of their characters is a recognisable piece.
