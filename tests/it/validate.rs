@@ -1,6 +1,8 @@
 //! Manifest validation through the real binary: every error at once, with
 //! the right file, line and column.
 
+use indoc::indoc;
+
 use crate::support::{Env, manifest};
 
 #[test]
@@ -334,17 +336,19 @@ fn an_oaid_with_a_leading_zero_is_refused_where_it_is_declared() {
     let env = Env::new();
     env.file(
         "oapkg.yaml",
-        "apiVersion: oapkg/v1\n\
-         kind: PackageSet\n\
-         packages:\n\
-         \x20 - oaid: 0123\n\
-         \x20   tier: premium\n\
-         \x20   start: 2026-12-01\n\
-         \x20   duration: 12\n\
-         \x20 - oaid: \"0456\"\n\
-         \x20   tier: premium\n\
-         \x20   start: 2026-12-01\n\
-         \x20   duration: 12\n",
+        indoc! {r#"
+            apiVersion: oapkg/v1
+            kind: PackageSet
+            packages:
+              - oaid: 0123
+                tier: premium
+                start: 2026-12-01
+                duration: 12
+              - oaid: "0456"
+                tier: premium
+                start: 2026-12-01
+                duration: 12
+        "#},
     );
     let run = env.run(&["validate"]);
     run.code(1);
