@@ -11,6 +11,10 @@ pub enum ExitStatus {
     /// 2: `plan --detailed-exitcode`: something to buy; `expiring`: something
     /// expires.
     Changes,
+    /// 101: an internal bug in oapkg (an error only a mistake in oapkg can
+    /// cause, or a panic: Rust's own panic status), with a request to report
+    /// it. Never a verdict on the input.
+    Bug,
 }
 
 impl ExitStatus {
@@ -19,6 +23,7 @@ impl ExitStatus {
             ExitStatus::Success => 0,
             ExitStatus::Failure => 1,
             ExitStatus::Changes => 2,
+            ExitStatus::Bug => 101,
         }
     }
 }

@@ -262,6 +262,7 @@ fn journal_program(program: &[u8]) -> (Option<DiskState>, Vec<u8>) {
                 spec: spec.clone(),
                 name: None,
                 at: jiff::Timestamp::UNIX_EPOCH,
+                by_policy: false,
             },
             _ => Event::Outcome(match step % 3 {
                 0 => JournalOutcome::Submitted {
@@ -296,6 +297,7 @@ fn recorded(spec: Spec, status: Status) -> Record {
         result_message: None,
         submitted_at: None,
         confirmed: None,
+        by_policy: false,
     }
 }
 
@@ -356,12 +358,11 @@ fn load_journal(disk: Option<DiskState>, journal_bytes: &[u8]) {
 
 /// Saved-plan loader: `decode` as read, then the same content re-signed.
 pub fn saved_plan(data: &[u8]) {
-    let path = Path::new("fuzz.plan");
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(plan) = SavedPlan::decode(text, path) {
-        check_saved_plan(path, &plan);
+    if let Ok(plan) = SavedPlan::decode(text) {
+        check_saved_plan(&plan);
     }
     let Ok(serde_json::Value::Object(mut object)) = serde_json::from_str(text) else {
         return;
@@ -371,15 +372,15 @@ pub fn saved_plan(data: &[u8]) {
     let Ok(plan) = serde_json::from_value::<SavedPlan>(serde_json::Value::Object(object)) else {
         return;
     };
-    if let Ok(decoded) = SavedPlan::decode(&plan.encode(), path) {
+    if let Ok(decoded) = SavedPlan::decode(&plan.encode()) {
         assert_eq!(decoded, plan, "a re-signed plan decoded differently");
-        check_saved_plan(path, &decoded);
+        check_saved_plan(&decoded);
     }
 }
 
-fn check_saved_plan(path: &Path, plan: &SavedPlan) {
+fn check_saved_plan(plan: &SavedPlan) {
     let encoded = plan.encode();
-    let again = SavedPlan::decode(&encoded, path).expect("an accepted plan decodes after encode");
+    let again = SavedPlan::decode(&encoded).expect("an accepted plan decodes after encode");
     assert_eq!(&again, plan, "plan did not survive encode → decode");
     let plan = plan.to_plan();
     render::json(&plan);

@@ -12,7 +12,7 @@
 //!                                                │
 //!                                                ▼
 //!                               state: journal, atomic write, lock
-//! watch = file events ─▶ debounce ─▶ the same plan / apply cycle
+//! watch = file events ─▶ debounce ─▶ the same plan / apply cycle ─▶ WatchEvent ─▶ cli
 //! ```
 //!
 //! # Codemap
@@ -22,17 +22,18 @@
 //! | [`spec`] | the SPEC's words: `Oaid`, `Tier`, `Key`, `Spec`, spec hash, end dates | no |
 //! | [`manifest`] | finding and reading manifest files, the YAML shape and JSON Schema, validation with locations | reads files |
 //! | [`state`] | the state file: model, checksum, atomic store with backup, writer lock, purchase journal | reads and writes state files |
-//! | [`plan`] | the pure diff, the `Plan`, its renderings, saved plan files | writes saved plans |
+//! | [`plan`] | the pure diff, the `Plan`, its renderings, the saved plan encoding | no |
+//! | [`ops`] | what the commands do, over the core and the stores: making a plan from disk, plan files, the saved-plan freshness check; returns values, never prints | reads manifests, state and plan files; writes plan files |
 //! | [`apply`] | carrying out a plan exactly once: guards, pre-flight, retries, durability, cancellation | through `esms` and `state` |
 //! | [`esms`] | the eSMS wire format, HTTP client, result-code classes, credentials | network |
-//! | [`watch`] | following manifest directories and running plan/apply cycles | file events |
+//! | [`watch`] | following manifest directories and running plan/apply cycles, reported as typed [`watch::WatchEvent`]s | file events |
 //! | [`expiring`] | the pure `expiring` report | no |
 //! | [`files`] | opening a named file for reading: regular files only, never a wait | opens files |
-//! | [`cli`] | clap types, one function per subcommand, the only code that prints | stdout, stderr, terminal |
+//! | [`cli`] | clap types, one function per subcommand, errors with a kind and hints (`cli::error`), the only code that prints | stdout, stderr, terminal |
 //! | [`exit`] | the exit-status table | no |
 //!
-//! Each command is a thin function in [`cli`] over these modules; the library
-//! never talks to the user.
+//! Each command is a thin function in [`cli`] over [`ops`] and these
+//! modules; the library never talks to the user.
 //!
 //! Outside this crate, and never linked into the shipped binary: the eSMS
 //! simulator is its own crate, `crates/esms-sim` (a dev-dependency here:
@@ -42,6 +43,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod coverage;
 pub mod esms;
 pub mod exit;
 pub mod expiring;
@@ -52,7 +54,9 @@ pub mod files;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod manifest;
+pub mod ops;
 pub mod plan;
+pub mod prices;
 pub mod spec;
 pub mod state;
 pub mod watch;

@@ -288,6 +288,77 @@ impl fmt::Display for SpecHash {
     }
 }
 
+impl SpecHash {
+    /// `sha256:5f2b1c0e9d8a…`, for messages ([`short_hash`]).
+    pub fn short(&self) -> String {
+        short_hash(&self.0)
+    }
+}
+
+/// `sha256:<hex>` of the manifests' content: every declared key with its
+/// spec and name ([`crate::manifest::DesiredSet::hash`]). A plan records the
+/// one it was made from; a saved plan whose manifests hash otherwise now is
+/// stale.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ManifestHash(String);
+
+impl ManifestHash {
+    /// A hash as [`sha256_tagged`] wrote it.
+    pub fn from_tagged(hash: String) -> ManifestHash {
+        ManifestHash(hash)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `sha256:5f2b1c0e9d8a…`, for messages ([`short_hash`]).
+    pub fn short(&self) -> String {
+        short_hash(&self.0)
+    }
+}
+
+impl fmt::Display for ManifestHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for ManifestHash {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+/// `sha256:5f2b1c0e9d8a…`: enough of a hash (spec hash, manifest hash,
+/// state checksum) to tell two apart in a message. The one shortener.
+pub fn short_hash(hash: &str) -> String {
+    const SHOWN: usize = "sha256:".len() + 12;
+    if hash.chars().count() > SHOWN {
+        format!("{}…", hash.chars().take(SHOWN).collect::<String>())
+    } else {
+        hash.to_owned()
+    }
+}
+
+/// `a, b, c and 4 more`: at most ten keys (or other names) listed, in the
+/// order given, then how many more there are. The one way oapkg lists keys
+/// in a message.
+pub fn key_list<T: fmt::Display>(keys: &[T]) -> String {
+    const SHOWN: usize = 10;
+    let mut out = keys
+        .iter()
+        .take(SHOWN)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if keys.len() > SHOWN {
+        out.push_str(&format!(" and {} more", keys.len() - SHOWN));
+    }
+    out
+}
+
 /// `sha256:` followed by the lowercase hex SHA-256 of `bytes`: the one hash
 /// format used by spec hashes, manifest hashes and state checksums.
 pub fn sha256_tagged(bytes: &[u8]) -> String {

@@ -161,6 +161,7 @@ pub fn write_state(store: &StateStore, n: usize) {
                 result_message: Some("ViHAT is censoring trademark ownership".into()),
                 submitted_at: Some(jiff::Timestamp::UNIX_EPOCH),
                 confirmed: None,
+                by_policy: false,
             },
         );
     }

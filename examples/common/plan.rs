@@ -42,6 +42,7 @@ pub fn generate(dir: &Path, n: usize) -> usize {
                     result_message: Some("ViHAT is censoring trademark ownership".into()),
                     submitted_at: Some(jiff::Timestamp::UNIX_EPOCH),
                     confirmed: None,
+                    by_policy: false,
                 },
             );
         }

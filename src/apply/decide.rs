@@ -70,6 +70,8 @@ pub(crate) struct Job<'p> {
     /// For a resent unconfirmed package, when it was first sent (kept as
     /// its `submitted_at`).
     pub first_sent: Option<jiff::Timestamp>,
+    /// A coverage policy's renewal: recorded as bought by the policy.
+    pub by_policy: bool,
 }
 
 /// The plan split into what is sent and what is left alone.
@@ -80,6 +82,15 @@ pub(crate) struct Selection<'p> {
     /// `unconfirmed` changes not resent.
     pub left_alone: Vec<&'p Change>,
     pub counts: Counts,
+    /// What the jobs cost with the plan's price list; `None` without one.
+    pub cost: Option<crate::prices::Money>,
+}
+
+/// What the run `apply` would carry out costs (every request it would
+/// send, priced with the plan's price list): `None` without a price list,
+/// or when the guards refuse the run.
+pub fn planned_cost(plan: &Plan, options: &ApplyOptions) -> Option<crate::prices::Money> {
+    select(plan, options).ok().and_then(|s| s.cost)
 }
 
 /// The guards, on their own: the counts of requests `apply` would send, or
@@ -166,6 +177,7 @@ pub(crate) fn select<'p>(
             spec,
             name: change.name().map(str::to_owned),
             first_sent,
+            by_policy: plan.is_from_policy(change),
         });
     }
     if !replaces.is_empty() {
@@ -180,10 +192,29 @@ pub(crate) fn select<'p>(
             max: options.max_purchases,
         });
     }
+    let cost = plan
+        .prices
+        .as_ref()
+        .map(|prices| prices.total(jobs.iter().map(|job| &job.spec)));
+    if let Some(max) = options.max_spend
+        && counts.requests() > 0
+    {
+        match &cost {
+            None => return Err(GuardRefusal::CostUnknown { max }),
+            Some(cost) if cost.amount > max => {
+                return Err(GuardRefusal::OverBudget {
+                    cost: cost.clone(),
+                    max,
+                });
+            }
+            Some(_) => {}
+        }
+    }
     Ok(Selection {
         jobs,
         left_alone,
         counts,
+        cost,
     })
 }
 

@@ -225,6 +225,7 @@ async fn send(
         spec: job.spec.clone(),
         name: job.name.clone(),
         at: job.first_sent.unwrap_or_else(jiff::Timestamp::now),
+        by_policy: job.by_policy,
     };
     if let Err(error) = recorder.record(intent).await {
         return Sent::IntentFailed { index, error };

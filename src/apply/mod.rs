@@ -133,12 +133,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use cancel::{CancelSignal, Canceller, cancel_pair};
-pub use decide::{Counts, check_guards, state_unmoved};
+pub use decide::{Counts, check_guards, planned_cost, state_unmoved};
 
 use crate::esms::{CallError, Client, PurchaseOutcome, code_meaning};
 use crate::plan::saved::StalePlan;
 use crate::plan::{Action, Change, Plan};
-use crate::spec::Key;
+use crate::spec::{Key, key_list};
 use crate::state::{StateError, StateId, StateStore};
 
 /// How to carry out a plan. `Default` gives the CLI's defaults.
@@ -162,8 +162,13 @@ pub struct ApplyOptions {
     /// resend may charge twice; without it the package is `unconfirmed`
     /// at once.
     pub retry_unknown: bool,
-    /// Skip the `ZNS/GetListZOA/` check that the account holds every OA.
+    /// Skip the pre-flight calls: `ZNS/GetListZOA/` (the account holds
+    /// every OA) and, when the plan has a cost, `GetBalance_json`.
     pub skip_preflight: bool,
+    /// `--max-spend`: the most the run may cost with the manifests' price
+    /// list; a run that costs more (or whose cost is unknown: no price
+    /// list) is refused by the guards.
+    pub max_spend: Option<u64>,
     /// How long to wait for another writer's lock (zero: fail at once).
     pub lock_timeout: Duration,
     /// Labels the lock holder, e.g. `oapkg apply`.
@@ -182,6 +187,7 @@ impl Default for ApplyOptions {
             retry_unconfirmed: false,
             retry_unknown: false,
             skip_preflight: false,
+            max_spend: None,
             lock_timeout: Duration::ZERO,
             command: "oapkg apply".to_owned(),
             retry: RetryPolicy::default(),
@@ -392,6 +398,20 @@ impl ApplyReport {
             && self.stopped.is_none()
     }
 
+    /// What the packages this run submitted cost with `plan`'s price list
+    /// (each priced by the spec it was bought with); `None` without one.
+    pub fn spent(&self, plan: &Plan) -> Option<crate::prices::Money> {
+        let prices = plan.prices.as_ref()?;
+        let specs = self.outcomes.iter().filter_map(|(key, result)| {
+            if !matches!(result, PackageResult::Submitted { .. }) {
+                return None;
+            }
+            let at = plan.changes.binary_search_by(|c| c.key.cmp(key)).ok()?;
+            plan.changes[at].spec()
+        });
+        Some(prices.total(specs))
+    }
+
     /// `Apply complete: N purchased, N failed, N unconfirmed.`
     pub fn summary_line(&self) -> String {
         format!(
@@ -432,16 +452,32 @@ pub enum GuardRefusal {
     /// tier under other keys, and `--allow-overlap` was not given: each key
     /// with the recorded keys it overlaps.
     #[error(
-        "the plan buys {} package(s) over the months of packages already recorded for the same OA and tier: {}. Those months would be paid twice (a moved start date is a new key); nothing was bought. If the old record is wrong, fix it first (`oapkg state mv OLDKEY NEWKEY` when eSMS registered the package under another start, `oapkg state rm` when it was never bought); if both packages are wanted, run again with --allow-overlap",
+        "the plan buys {} package(s) over the months of packages already recorded for the same OA and tier: {}. Those months would be paid twice (a moved start date is a new key); nothing was bought",
         .overlaps.len(), overlap_list(.overlaps)
     )]
     OverlapNotAllowed { overlaps: Vec<(Key, Vec<Key>)> },
     /// More purchase requests than `--max-purchases`.
     #[error(
-        "the plan would send {} purchase request(s) ({}), more than --max-purchases {max}; nothing was bought. If the plan is right, raise --max-purchases",
+        "the plan would send {} purchase request(s) ({}), more than --max-purchases {max}; nothing was bought",
         .counts.requests(), .counts.describe()
     )]
     TooManyPurchases { counts: Counts, max: usize },
+    /// The run costs more than `--max-spend`.
+    #[error(
+        "the plan costs {cost}, more than --max-spend {}; nothing was bought",
+        crate::prices::thousands(*.max)
+    )]
+    OverBudget {
+        cost: crate::prices::Money,
+        max: u64,
+    },
+    /// `--max-spend` was given but no price list is declared, so the run's
+    /// cost is unknown.
+    #[error(
+        "--max-spend {} needs prices to check against, and the manifests declare no `kind: PriceList`; nothing was bought",
+        crate::prices::thousands(*.max)
+    )]
+    CostUnknown { max: u64 },
     /// A change the plan cannot hold (a plan built by hand, or a bug).
     #[error("the plan cannot be applied: {key} {problem}; nothing was bought")]
     MalformedPlan { key: Key, problem: String },
@@ -452,13 +488,25 @@ pub enum GuardRefusal {
 pub enum PreflightError {
     /// OAs to be bought for that the account does not hold.
     #[error(
-        "pre-flight: the eSMS account does not hold {} OA(s) to be bought for: {}; nothing was bought. Add them to the account (or fix the OAIDs), or pass --skip-preflight",
+        "pre-flight: the eSMS account does not hold {} OA(s) to be bought for: {}; nothing was bought",
         .oaids.len(), .oaids.join(", ")
     )]
     MissingOas { oaids: Vec<String> },
     /// The `ZNS/GetListZOA/` call failed.
     #[error("pre-flight: could not list the account's OAs; nothing was bought")]
     Call(#[source] CallError),
+    /// The account's balance is below what the run costs.
+    #[error(
+        "pre-flight: the eSMS balance is {}, below the {cost} this run costs; nothing was bought",
+        crate::prices::thousands(*.balance)
+    )]
+    LowBalance {
+        balance: u64,
+        cost: crate::prices::Money,
+    },
+    /// The `GetBalance_json` call failed.
+    #[error("pre-flight: could not read the account's balance; nothing was bought")]
+    Balance(#[source] CallError),
 }
 
 /// Why a run did not happen, or could not record what it did.
@@ -487,6 +535,65 @@ pub enum ApplyError {
         #[source]
         source: StateError,
     },
+}
+
+impl GuardRefusal {
+    /// What to do about it, for the user: the flag that lets it through.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            GuardRefusal::OverlapNotAllowed { .. } => Some(
+                "If the old record is wrong, fix it first (`oapkg state mv OLDKEY NEWKEY` when eSMS registered \
+                 the package under another start, `oapkg state rm` when it was never bought); \
+                 if both packages are wanted, run again with --allow-overlap",
+            ),
+            GuardRefusal::TooManyPurchases { .. } => {
+                Some("If the plan is right, raise --max-purchases")
+            }
+            GuardRefusal::OverBudget { .. } => {
+                Some("If the plan is right, raise --max-spend (or narrow the run with --only)")
+            }
+            GuardRefusal::CostUnknown { .. } => {
+                Some("Declare a price list, or run without --max-spend")
+            }
+            GuardRefusal::ReplaceNotAllowed { .. } | GuardRefusal::MalformedPlan { .. } => None,
+        }
+    }
+}
+
+impl PreflightError {
+    /// What to do about it, for the user.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            PreflightError::MissingOas { .. } => {
+                Some("Add them to the account (or fix the OAIDs), or pass --skip-preflight")
+            }
+            PreflightError::LowBalance { .. } => {
+                Some("Top up the account, narrow the run with --only, or pass --skip-preflight")
+            }
+            PreflightError::Call(_) | PreflightError::Balance(_) => None,
+        }
+    }
+}
+
+impl ApplyError {
+    /// What to do about it, for the user, apart from what went wrong.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ApplyError::Refused(refusal) => refusal.hint().map(str::to_owned),
+            ApplyError::Stale(stale) => Some(stale.hint().to_owned()),
+            ApplyError::Preflight(error) => error.hint().map(str::to_owned),
+            ApplyError::State(error) => error.hint(),
+            ApplyError::Record { .. } => None,
+        }
+    }
+
+    /// Whether this error can only come from a mistake in oapkg itself.
+    pub fn is_bug(&self) -> bool {
+        match self {
+            ApplyError::State(error) | ApplyError::Record { source: error, .. } => error.is_bug(),
+            _ => false,
+        }
+    }
 }
 
 /// Writes the plan's label changes into the state loaded under the lock:
@@ -532,18 +639,6 @@ fn overlap_list(overlaps: &[(Key, Vec<Key>)]) -> String {
         .collect();
     if overlaps.len() > SHOWN {
         out.push(format!("{} more", overlaps.len() - SHOWN));
-    }
-    out.join(", ")
-}
-
-/// `a, b, c and 4 more`.
-pub(crate) fn key_list(keys: &[Key]) -> String {
-    const SHOWN: usize = 10;
-    let mut out: Vec<&str> = keys.iter().take(SHOWN).map(Key::as_str).collect();
-    let more;
-    if keys.len() > SHOWN {
-        more = format!("and {} more", keys.len() - SHOWN);
-        out.push(&more);
     }
     out.join(", ")
 }
@@ -604,6 +699,9 @@ pub async fn apply(
     }
     if !options.skip_preflight && !selection.jobs.is_empty() {
         preflight(client, &selection.jobs, &options.retry, &cancel).await?;
+        if let Some(cost) = &selection.cost {
+            preflight_balance(client, cost, &options.retry, &cancel).await?;
+        }
     }
     let mut state = loaded.state;
     report.labels = record_labels(&mut state, labels);
@@ -684,40 +782,17 @@ pub async fn apply(
     Ok(report)
 }
 
-/// One `ZNS/GetListZOA/` call (retried like a purchase when it got no
-/// answer: it buys nothing), then every OAID to be bought must be listed.
+/// One `ZNS/GetListZOA/` call (retried when it got no answer: it buys
+/// nothing), then every OAID to be bought must be listed.
 async fn preflight(
     client: &Client,
     jobs: &[decide::Job<'_>],
     policy: &RetryPolicy,
     cancel: &CancelSignal,
 ) -> Result<(), ApplyError> {
-    let mut delays = policy.delays();
-    let oas = loop {
-        match client.list_oas().await {
-            Ok(oas) => break oas,
-            Err(error) => {
-                let retryable = matches!(
-                    error,
-                    CallError::NotSent { .. }
-                        | CallError::NoAnswer { .. }
-                        | CallError::RateLimited { .. }
-                );
-                match delays.next() {
-                    Some(delay) if retryable && !cancel.is_cancelled() => {
-                        tracing::warn!(%error, delay_ms = delay.as_millis() as u64, "pre-flight failed; retrying");
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            () = cancel.cancelled() => {
-                                return Err(ApplyError::Preflight(PreflightError::Call(error)));
-                            }
-                        }
-                    }
-                    _ => return Err(ApplyError::Preflight(PreflightError::Call(error))),
-                }
-            }
-        }
-    };
+    let oas = read_call("pre-flight", || client.list_oas(), policy, cancel)
+        .await
+        .map_err(|error| ApplyError::Preflight(PreflightError::Call(error)))?;
     let missing = decide::missing_oaids(jobs, &oas);
     if missing.is_empty() {
         tracing::debug!(oas = oas.len(), "pre-flight passed");
@@ -727,6 +802,74 @@ async fn preflight(
             oaids: missing,
         }))
     }
+}
+
+/// A call that reads the account and buys nothing (the OA list, the
+/// balance): retried with `policy`'s delays while it got no answer, was not
+/// sent or was rate limited, until the delays run out or `cancel` fires.
+async fn read_call<T, F, Fut>(
+    what: &str,
+    call: F,
+    policy: &RetryPolicy,
+    cancel: &CancelSignal,
+) -> Result<T, CallError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CallError>>,
+{
+    let mut delays = policy.delays();
+    loop {
+        let error = match call().await {
+            Ok(answer) => return Ok(answer),
+            Err(error) => error,
+        };
+        let retryable = matches!(
+            error,
+            CallError::NotSent { .. } | CallError::NoAnswer { .. } | CallError::RateLimited { .. }
+        );
+        match delays.next() {
+            Some(delay) if retryable && !cancel.is_cancelled() => {
+                tracing::warn!(%error, delay_ms = delay.as_millis() as u64, "{what} failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = cancel.cancelled() => return Err(error),
+                }
+            }
+            _ => return Err(error),
+        }
+    }
+}
+
+/// One `GetBalance_json` call (retried like the OA list when it got no
+/// answer); a balance below `cost` refuses the run.
+async fn preflight_balance(
+    client: &Client,
+    cost: &crate::prices::Money,
+    policy: &RetryPolicy,
+    cancel: &CancelSignal,
+) -> Result<(), ApplyError> {
+    let balance = read_call("balance check", || client.balance(), policy, cancel)
+        .await
+        .map_err(|error| ApplyError::Preflight(PreflightError::Balance(error)))?;
+    // eSMS sends a number; a fractional or negative balance is compared as
+    // it is (a cost is whole).
+    if balance.amount < cost.amount as f64 {
+        let shown = if balance.amount.is_finite() && balance.amount > 0.0 {
+            balance.amount.floor() as u64
+        } else {
+            0
+        };
+        return Err(ApplyError::Preflight(PreflightError::LowBalance {
+            balance: shown,
+            cost: cost.clone(),
+        }));
+    }
+    tracing::debug!(
+        balance = balance.amount,
+        cost = cost.amount,
+        "balance check passed"
+    );
+    Ok(())
 }
 
 /// Runs blocking file work (locking, fsync, writing) off the async threads.

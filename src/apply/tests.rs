@@ -182,6 +182,7 @@ fn record_submitted(store: &StateStore, specs: &[Spec]) {
                 result_message: None,
                 submitted_at: None,
                 confirmed: None,
+                by_policy: false,
             },
         );
     }
@@ -206,7 +207,8 @@ fn an_overlap_with_a_recorded_package_needs_allow_overlap_as_the_plan_says() {
             overlaps: vec![(moved.key(), vec![bought.key()])]
         }
     );
-    let message = refused.to_string();
+    // The refusal, then its hint (what to do).
+    let message = format!("{refused}. {}", refused.hint().unwrap_or_default());
     assert!(
         message.contains("1001@2026-12-15 overlaps 1001@2026-12-01")
             && message.contains("--allow-overlap")
@@ -273,6 +275,7 @@ fn guards_count_every_request_that_may_charge() {
                 result_message: None,
                 submitted_at: None,
                 confirmed: None,
+                by_policy: false,
             },
         );
     }
@@ -582,7 +585,9 @@ async fn a_missing_state_is_refused_and_nothing_is_sent() {
         matches!(error, ApplyError::State(StateError::Missing { .. })),
         "{error:?}"
     );
-    assert!(error.to_string().contains("oapkg init"), "{error}");
+    // What to do is the error's hint, printed after it.
+    let hint = error.hint().unwrap_or_default();
+    assert!(hint.contains("oapkg init"), "{error}: {hint}");
     assert!(sim.ledger().is_empty());
     assert!(sim.requests().is_empty(), "not even the pre-flight");
     assert!(!store.path().exists(), "nothing is created");
@@ -1001,6 +1006,7 @@ async fn a_moved_state_refuses_the_plan_before_sending() {
             result_message: None,
             submitted_at: None,
             confirmed: None,
+            by_policy: false,
         },
     );
     f.store.write(&lock, &mut state).unwrap();
@@ -1025,7 +1031,8 @@ async fn preflight_names_the_missing_oas_and_sends_no_purchase() {
     let err = run(&plan, &f.store, &sim, &fast(), &Log::default())
         .await
         .unwrap_err();
-    let message = err.to_string();
+    // The error, then its hint (what to do).
+    let message = format!("{err}. {}", err.hint().unwrap_or_default());
     assert!(
         matches!(&err, ApplyError::Preflight(PreflightError::MissingOas { oaids }) if *oaids == ["1002", "1003"]),
         "{message}"

@@ -29,14 +29,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Context;
 use super::context::print;
+use super::error::with_hint;
 use crate::apply::{
     self, ApplyError, ApplyEvent, ApplyOptions, ApplyReport, PackageResult, RetryPolicy, StopReason,
 };
 use crate::esms::{Client, ClientOptions, Credentials, Endpoint, PurchaseOutcome};
 use crate::exit::ExitStatus;
+use crate::ops::plan_file;
 use crate::plan::narrow::{Selector, narrow};
-use crate::plan::render::{self, escape_controls};
-use crate::plan::saved::{Moved, SavedPlan, StalePlan};
+use crate::plan::render::{self, Paint, escape_controls};
 use crate::plan::{Action, Plan};
 
 /// Shortens the first retry delay (milliseconds; later ones double from
@@ -95,8 +96,13 @@ pub struct ApplyFlags {
     #[arg(long)]
     pub retry_unknown: bool,
     /// Do not check first that the account holds every OA to be bought
+    /// (and, with a price list, that its balance covers the run)
     #[arg(long)]
     pub skip_preflight: bool,
+    /// Refuse the run if it would cost more than AMOUNT (a whole amount in
+    /// the price list's currency; needs a `kind: PriceList`)
+    #[arg(long, value_name = "AMOUNT")]
+    pub max_spend: Option<u64>,
     /// eSMS API base URL [default: the production URL]
     #[arg(
         long,
@@ -123,7 +129,12 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     let options = options(context, &args.flags, "oapkg apply")?;
 
     let (plan, reviewed) = match &args.planfile {
-        Some(path) => (saved_plan(context, path)?, true),
+        Some(path) => {
+            let today = context.today()?;
+            let plan =
+                plan_file::plan_to_apply(path, &context.global.files, &context.store, today)?;
+            (plan, true)
+        }
         None => (super::plan::make_plan(context)?, false),
     };
     // Before the plan is shown or a question asked: against a missing state
@@ -165,7 +176,7 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     }
     let counts = counts?;
     if counts.requests() > 0 && !reviewed && !args.auto_approve {
-        confirm(counts.requests())?;
+        confirm(counts.requests(), apply::planned_cost(&plan, &options))?;
     }
 
     let progress = Progress::new(context, counts.requests());
@@ -178,7 +189,7 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
             journal,
             source,
         }) => {
-            summarize(context, &report)?;
+            summarize(context, &plan, &report)?;
             if matches!(source, crate::state::StateError::Moved { .. }) {
                 // Its message says where the purchases are and what to do.
                 return Err(source.into());
@@ -197,7 +208,7 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     if report.labels > 0 && !quiet {
         print(&labels_recorded(&plan))?;
     }
-    summarize(context, &report)?;
+    summarize(context, &plan, &report)?;
     Ok(if report.succeeded() {
         ExitStatus::Success
     } else {
@@ -251,61 +262,30 @@ pub(super) fn options(
         retry_unconfirmed: args.retry_unconfirmed,
         retry_unknown: args.retry_unknown,
         skip_preflight: args.skip_preflight,
+        max_spend: args.max_spend,
         lock_timeout: context.global.lock_timeout(),
         command: command.to_owned(),
         retry,
     })
 }
 
-/// Reads PLANFILE and refuses it if the state or the manifests moved.
-fn saved_plan(context: &Context, path: &std::path::Path) -> anyhow::Result<Plan> {
-    let saved = SavedPlan::read(path)?;
-    let today = context.today()?;
-    // The manifests the plan was made from, unless -f says otherwise.
-    let manifests = if context.global.files.is_empty() && !saved.manifest_files.is_empty() {
-        let files: Vec<PathBuf> = saved.manifest_files.iter().map(PathBuf::from).collect();
-        context.manifests_from(&files, today)?
-    } else {
-        context.manifests(today)?
-    };
-    let loaded = context.store.load()?;
-    if let Err(mut stale) = saved.check_fresh(&loaded.id, &manifests.desired.hash()) {
-        // A state whose content is what the plan saw (only a crashed run's
-        // journal was folded since) has not moved.
-        if apply::state_unmoved(&saved.state, &loaded, context.store.path()) {
-            stale.moved.retain(|m| matches!(m, Moved::Manifests { .. }));
-        }
-        if !stale.moved.is_empty() {
-            return Err(anyhow::Error::new(stale)
-                .context(format!("plan file {} cannot be applied", path.display())));
-        }
-    }
-    let mut plan = saved.to_plan();
-    // The plan made now from the same inputs must be this one: a file
-    // edited by hand (checksum recomputed) or moved past by time buys
-    // nothing.
-    let current = crate::plan::inputs::make(&manifests, &loaded, today);
-    let differences = crate::plan::saved::rederive(&plan, &current);
-    if !differences.is_empty() {
-        return Err(anyhow::Error::new(StalePlan { moved: differences })
-            .context(format!("plan file {} cannot be applied", path.display())));
-    }
-    // Warnings are the ones of today, not of when the plan was saved.
-    plan.warnings = current.warnings;
-    Ok(plan)
-}
-
 /// `Type 'yes' to purchase N package(s):` on a terminal; refuses elsewhere.
-fn confirm(requests: usize) -> anyhow::Result<()> {
+/// With a price list, the question says what the purchases cost.
+fn confirm(requests: usize, cost: Option<crate::prices::Money>) -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        bail!(
-            "refusing to purchase {requests} package(s) without confirmation: standard input is not a terminal. \
-             Review the plan above, then run again with --auto-approve, or save it with \
-             `oapkg plan --out PLANFILE` and run `oapkg apply PLANFILE`"
-        );
+        return Err(with_hint(
+            anyhow::anyhow!(
+                "refusing to purchase {requests} package(s) without confirmation: standard input is not a terminal"
+            ),
+            "Review the plan above, then run again with --auto-approve, or save it with \
+             `oapkg plan --out PLANFILE` and run `oapkg apply PLANFILE`",
+        ));
     }
-    eprint!("\nType 'yes' to purchase {requests} package(s): ");
+    match cost {
+        Some(cost) => eprint!("\nType 'yes' to purchase {requests} package(s) for {cost}: "),
+        None => eprint!("\nType 'yes' to purchase {requests} package(s): "),
+    }
     let mut answer = String::new();
     stdin
         .lock()
@@ -562,13 +542,7 @@ pub(super) fn result_mark(action: Action, result: &PackageResult) -> char {
 /// result's mark ([`result_mark`]) and the plan's action, then what became
 /// of it.
 pub(super) fn done_line(action: Action, key: &str, result: &PackageResult, color: bool) -> String {
-    let paint = |code: &str, text: &str| {
-        if color {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_owned()
-        }
-    };
+    let paint = Paint(color);
     let attempts = |n: u32| {
         if n > 1 {
             format!(" after {n} attempts")
@@ -585,7 +559,7 @@ pub(super) fn done_line(action: Action, key: &str, result: &PackageResult, color
             ..
         } => format!(
             "{}, ServicePreviewId {} (code {code}: {}){}",
-            paint("32", "submitted"),
+            paint.good("submitted"),
             escape_controls(service_preview_id.as_deref().unwrap_or("none")),
             escape_controls(message),
             attempts(*n)
@@ -607,7 +581,7 @@ pub(super) fn done_line(action: Action, key: &str, result: &PackageResult, color
             };
             format!(
                 "{} ({detail}){}; not bought",
-                paint("31", "failed"),
+                paint.bad("failed"),
                 attempts(*n)
             )
         }
@@ -617,16 +591,16 @@ pub(super) fn done_line(action: Action, key: &str, result: &PackageResult, color
             ..
         } => format!(
             "{} ({}){}",
-            paint("33", "unconfirmed"),
+            paint.open("unconfirmed"),
             escape_controls(reason),
             attempts(*n)
         ),
         PackageResult::NotAttempted { reason, .. } => {
-            format!("{} ({})", paint("33", "not sent"), escape_controls(reason))
+            format!("{} ({})", paint.open("not sent"), escape_controls(reason))
         }
         PackageResult::LeftUnconfirmed => format!(
             "{} (not resent without --retry-unconfirmed)",
-            paint("33", "unconfirmed")
+            paint.open("unconfirmed")
         ),
     };
     format!("{} {action} {key}: {what}", result_mark(action, result))
@@ -652,7 +626,7 @@ fn labels_recorded(plan: &Plan) -> String {
 }
 
 /// What is left to do, then the final `Apply complete: …` line.
-fn summarize(context: &Context, report: &ApplyReport) -> anyhow::Result<()> {
+fn summarize(context: &Context, plan: &Plan, report: &ApplyReport) -> anyhow::Result<()> {
     let mut out = String::new();
     if let Some(reason) = &report.stopped {
         let not_sent = report
@@ -720,5 +694,8 @@ fn summarize(context: &Context, report: &ApplyReport) -> anyhow::Result<()> {
     }
     out.push_str(&report.summary_line());
     out.push('\n');
+    if let Some(spent) = report.spent(plan) {
+        out.push_str(&format!("Spent: {spent}.\n"));
+    }
     print(&out)
 }

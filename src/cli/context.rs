@@ -9,6 +9,7 @@ use jiff::civil::Date;
 
 use super::{GlobalArgs, no_color_requested};
 use crate::manifest::{self, Diagnostic, Manifests};
+use crate::plan::render::Paint;
 use crate::state::{Loaded, StateId, StateStore};
 
 /// The time zone whose calendar date is "today" (eSMS is in Vietnam).
@@ -31,7 +32,7 @@ impl Context {
     }
 
     pub fn color_stderr(&self) -> bool {
-        std::io::stderr().is_terminal() && !no_color_requested(&self.global)
+        super::stderr_paint(&self.global).0
     }
 
     /// The calendar date in Asia/Ho_Chi_Minh, or `OAPKG_TODAY`.
@@ -46,14 +47,8 @@ impl Context {
 
     /// Loads and validates the manifests at `files`.
     pub fn manifests_from(&self, files: &[PathBuf], today: Date) -> anyhow::Result<Manifests> {
-        match manifest::load(files, today) {
-            Ok(manifests) => Ok(manifests),
-            Err(error) => {
-                // The warnings found alongside the errors still help.
-                self.print_warnings(&error.warnings);
-                Err(error.into())
-            }
-        }
+        // The warnings found alongside errors are printed with the error.
+        Ok(manifest::load(files, today)?)
     }
 
     /// Loads the state for a command that only reads it, saying on stderr
@@ -71,11 +66,7 @@ impl Context {
         if id.exists() || self.global.quiet {
             return;
         }
-        let label = if self.color_stderr() {
-            "\x1b[1;33mwarning\x1b[0m"
-        } else {
-            "warning"
-        };
+        let label = Paint(self.color_stderr()).warning("warning");
         eprintln!(
             "{label}: no state file at {}: reading it as empty (nothing recorded). \
              If packages were bought, pass the right --state; to start, create it with `oapkg init`",
@@ -89,11 +80,7 @@ impl Context {
         if self.global.quiet {
             return;
         }
-        let label = if self.color_stderr() {
-            "\x1b[1;33mwarning\x1b[0m"
-        } else {
-            "warning"
-        };
+        let label = Paint(self.color_stderr()).warning("warning");
         for warning in warnings {
             eprintln!("{label}: {}", warning.to_string().replace('\n', "\n  "));
         }

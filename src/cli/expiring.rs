@@ -23,7 +23,9 @@ pub fn run(context: &Context, args: &ExpiringArgs) -> anyhow::Result<ExitStatus>
     let manifests = context.manifests(today)?;
     context.print_warnings(&manifests.warnings);
     let state = context.load_state()?.state;
-    let found = expiring::find(&manifests.desired, &state.packages, today, args.within);
+    let mut found = expiring::find(&manifests.desired, &state.packages, today, args.within);
+    // A coverage policy renews its OA before it runs out: not an alert.
+    found.retain(|e| !manifests.policies.iter().any(|p| p.oaid == e.oaid));
     match args.format {
         ListFormat::Json => print(&format!("{}\n", serde_json::to_string_pretty(&found)?))?,
         ListFormat::Text if found.is_empty() => print(&format!(

@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod apply;
 mod context;
+pub mod error;
 mod expiring;
 mod init;
 mod plan;
@@ -21,9 +22,10 @@ mod validate;
 mod watch;
 
 pub use context::Context;
+pub use error::{CliError, ErrorKind};
 
 use crate::exit::ExitStatus;
-use crate::plan::render::escape_controls;
+use crate::plan::render::Paint;
 
 /// Keep Zalo OA packages bought through eSMS the way Terraform keeps
 /// infrastructure: declare them in YAML, review the plan, buy exactly once.
@@ -160,8 +162,10 @@ pub fn run(cli: Cli) -> ExitStatus {
         Ok(status) => status,
         Err(error) if is_broken_pipe(&error) => ExitStatus::Success,
         Err(error) => {
-            eprintln!("{}", render_error(&error, context.color_stderr()));
-            ExitStatus::Failure
+            let error = CliError::new(error);
+            context.print_warnings(error.manifest_warnings());
+            eprintln!("{}", error.render(Paint(context.color_stderr())));
+            error.exit_status()
         }
     }
 }
@@ -170,34 +174,6 @@ fn print_schema() -> anyhow::Result<ExitStatus> {
     let schema = schemars::schema_for!(crate::manifest::raw::RawDocument);
     context::print(&format!("{}\n", serde_json::to_string_pretty(&schema)?))?;
     Ok(ExitStatus::Success)
-}
-
-/// `error: <message>` with the cause chain, one cause per line.
-fn render_error(error: &anyhow::Error, color: bool) -> String {
-    let label = if color {
-        "\x1b[1;31merror\x1b[0m"
-    } else {
-        "error"
-    };
-    // Messages quote file names, manifest text and server answers: their
-    // control characters, line breaks included, are escaped so that none
-    // can move the cursor or fake a line. Only a manifest error keeps its
-    // line breaks (one line per problem): its diagnostics escape what they
-    // quote.
-    let escaped = |cause: &(dyn std::error::Error + 'static)| {
-        let text = cause.to_string();
-        if cause.is::<crate::manifest::ManifestError>() {
-            text
-        } else {
-            escape_controls(&text).into_owned()
-        }
-    };
-    let mut chain = error.chain();
-    let mut out = format!("{label}: {}", chain.next().map(escaped).unwrap_or_default());
-    for cause in chain {
-        out.push_str(&format!("\n  caused by: {}", escaped(cause)));
-    }
-    out
 }
 
 /// A closed stdout (`oapkg plan | head`) is not an error.
@@ -237,6 +213,12 @@ fn init_logging(global: &GlobalArgs, default_level: &str) {
     };
 }
 
-fn no_color_requested(global: &GlobalArgs) -> bool {
+pub(crate) fn no_color_requested(global: &GlobalArgs) -> bool {
     global.no_color || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// Colour on stderr for these flags: only on a terminal, never with
+/// --no-color/NO_COLOR.
+pub fn stderr_paint(global: &GlobalArgs) -> Paint {
+    Paint(std::io::stderr().is_terminal() && !no_color_requested(global))
 }

@@ -3,13 +3,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use clap::Args;
 
 use super::context::print;
 use super::{Context, PlanFormat};
 use crate::exit::ExitStatus;
-use crate::plan::{self, Plan, render, saved::SavedPlan};
+use crate::ops::{self, plan_file};
+use crate::plan::{Plan, render, saved::SavedPlan};
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
@@ -46,9 +46,7 @@ pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
             .iter()
             .map(|f| f.display().to_string())
             .collect();
-        saved
-            .write(path)
-            .with_context(|| format!("cannot save the plan to {}", path.display()))?;
+        plan_file::write(&saved, path)?;
         if args.format == PlanFormat::Text && !context.global.quiet {
             print(&format!(
                 "\nSaved the plan to {0}. To perform exactly this plan, run: oapkg apply {0}\n",
@@ -66,7 +64,7 @@ pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
 /// `oapkg show PLANFILE`: a saved plan rendered as `plan` rendered it, so the
 /// apply job of a pipeline can print what was reviewed. Reads nothing else.
 pub fn show(context: &Context, args: &ShowArgs) -> anyhow::Result<ExitStatus> {
-    let plan = SavedPlan::read(&args.planfile)?.to_plan();
+    let plan = plan_file::read(&args.planfile)?.to_plan();
     print(&rendered(context, &plan, args.format))?;
     Ok(ExitStatus::Success)
 }
@@ -84,19 +82,12 @@ fn rendered(context: &Context, plan: &Plan, format: PlanFormat) -> String {
     }
 }
 
-/// Loads manifests and state and diffs them: the plan `plan` shows and
-/// `apply` performs.
+/// The plan of the manifests named by `-f` against the state, today.
 pub fn make_plan(context: &Context) -> anyhow::Result<Plan> {
     let today = context.today()?;
-    let inputs = plan::inputs::Inputs::read(&context.global.files, &context.store, today);
-    if let Err(error) = &inputs.manifests {
-        // The warnings found alongside the errors still help.
-        context.print_warnings(&error.warnings);
-    }
-    let (manifests, loaded) = (inputs.manifests?, inputs.state?);
-    let plan = plan::inputs::make(&manifests, &loaded, today);
-    // A large desired set and state take tens of milliseconds to free; the
-    // plan no longer needs them, so free them beside the rendering.
-    std::thread::spawn(move || drop((manifests, loaded)));
-    Ok(plan)
+    Ok(ops::plan::make_plan(
+        &context.global.files,
+        &context.store,
+        today,
+    )?)
 }

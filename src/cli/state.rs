@@ -429,6 +429,7 @@ fn import(context: &Context, args: &ImportArgs) -> anyhow::Result<ExitStatus> {
             result_message: None,
             submitted_at: Some(jiff::Timestamp::now()),
             confirmed: None,
+            by_policy: false,
         };
         state.packages.insert(key.clone(), record);
         Ok(format!("Imported {key} into {path}."))

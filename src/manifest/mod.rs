@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{Key, Spec, sha256_tagged};
+use crate::spec::{Key, ManifestHash, Spec, sha256_tagged};
 
+pub mod kinds;
 pub mod raw;
 pub mod validate;
 
@@ -25,7 +26,7 @@ const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Where something was written: a file (as given on the command line, or
 /// found under a directory given there), a 1-based line and column.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Source {
     pub file: String,
     pub line: u32,
@@ -83,7 +84,7 @@ impl DesiredSet {
     /// in key order. Comments, formatting, file layout and source lines do not
     /// change it, so a saved plan stays valid across a reformat, and watch
     /// skips a cycle when a save changed nothing that matters.
-    pub fn hash(&self) -> String {
+    pub fn hash(&self) -> ManifestHash {
         // Each package is its spec's canonical encoding (which holds the key)
         // followed by its name, JSON-quoted so that a name can never run into
         // the next package.
@@ -94,7 +95,7 @@ impl DesiredSet {
             encoding.push_str(&serde_json::to_string(&package.name).unwrap_or_default());
             encoding.push('\n');
         }
-        sha256_tagged(encoding.as_bytes())
+        ManifestHash::from_tagged(sha256_tagged(encoding.as_bytes()))
     }
 }
 
@@ -187,9 +188,40 @@ impl fmt::Display for Diagnostic {
 #[derive(Debug, Default)]
 pub struct Manifests {
     pub desired: DesiredSet,
+    /// The `kind: PriceList`, when one is declared.
+    pub prices: Option<crate::prices::PriceList>,
+    /// The coverage policies, one per OA, sorted by OAID.
+    pub policies: Vec<crate::coverage::Policy>,
     pub warnings: Vec<Diagnostic>,
     /// Every file read, in the order read (directories walked in name order).
     pub files: Vec<PathBuf>,
+}
+
+impl Manifests {
+    /// Content hash of everything the manifests say that changes a plan:
+    /// the desired set ([`DesiredSet::hash`]), and the price list and
+    /// coverage policies when there are any (without them it is the desired
+    /// set's hash, as before they existed).
+    pub fn hash(&self) -> ManifestHash {
+        if self.prices.is_none() && self.policies.is_empty() {
+            return self.desired.hash();
+        }
+        // Places (file, line) are left out, like the desired set's.
+        let policies: Vec<_> = self
+            .policies
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                p.source = Source::default();
+                p
+            })
+            .collect();
+        let prices = self.prices.as_ref().map(|p| (&p.currency, &p.monthly));
+        let extra = serde_json::to_string(&(prices, policies)).unwrap_or_default();
+        ManifestHash::from_tagged(sha256_tagged(
+            format!("oapkg-manifests/v1\n{}\n{extra}\n", self.desired.hash()).as_bytes(),
+        ))
+    }
 }
 
 /// Why the manifests cannot be used: every problem found, not just the first.
@@ -232,6 +264,8 @@ pub fn load(paths: &[PathBuf], today: Date) -> Result<Manifests, ManifestError> 
 
     let mut warnings = Vec::new();
     let mut packages = Vec::new();
+    let mut prices = Vec::new();
+    let mut policies = Vec::new();
     for (path, origin) in &files {
         let name = path.display().to_string();
         let text = match read_text(path) {
@@ -243,17 +277,23 @@ pub fn load(paths: &[PathBuf], today: Date) -> Result<Manifests, ManifestError> 
         };
         let outcome = validate::check_file(&name, &text, *origin, today);
         packages.extend(outcome.packages);
+        prices.extend(outcome.prices);
+        policies.extend(outcome.policies);
         errors.extend(outcome.errors);
         warnings.extend(outcome.warnings);
     }
     let (packages, set_errors, set_warnings) = validate::check_together(packages);
     errors.extend(set_errors);
     warnings.extend(set_warnings);
+    let (prices, policies, kind_errors) = validate::check_prices_and_policies(prices, policies);
+    errors.extend(kind_errors);
 
     if errors.is_empty() {
         let files = files.into_iter().map(|(path, _)| path).collect();
         Ok(Manifests {
             desired: DesiredSet { packages },
+            prices,
+            policies,
             warnings,
             files,
         })

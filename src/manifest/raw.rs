@@ -55,7 +55,7 @@ impl<'de> Deserialize<'de> for Scalar {
     }
 }
 
-struct ScalarVisitor;
+pub(super) struct ScalarVisitor;
 
 impl<'de> Visitor<'de> for ScalarVisitor {
     type Value = Scalar;
@@ -143,6 +143,8 @@ macro_rules! forward_scalars_to {
     };
 }
 
+pub(super) use forward_scalars_to;
+
 /// One field's value with where it was written.
 pub type Field = Spanned<Scalar>;
 
@@ -163,7 +165,7 @@ pub enum KeyProblem {
 
 /// Reads a mapping key by key, for types whose fields are all [`Field`]s or
 /// handled by `on_known`. Unknown and repeated keys are recorded, not fatal.
-fn read_fields<'de, A: MapAccess<'de>>(
+pub(super) fn read_fields<'de, A: MapAccess<'de>>(
     map: &mut A,
     known: &'static [&'static str],
     problems: &mut Vec<KeyProblem>,
@@ -205,7 +207,7 @@ fn read_fields<'de, A: MapAccess<'de>>(
 /// A mapping key: a field name of some manifest type (no allocation: a
 /// manifest has five keys per package), or anything else, described for the
 /// error.
-enum FieldName {
+pub(super) enum FieldName {
     Known(&'static str),
     Unknown(String),
 }
@@ -219,7 +221,13 @@ impl<'de> Deserialize<'de> for FieldName {
                 f.write_str("a field name")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<FieldName, E> {
-                let all = [RawDocument::FIELDS, RawDefaults::FIELDS, RawPackage::FIELDS];
+                let all = [
+                    RawDocument::FIELDS,
+                    RawDefaults::FIELDS,
+                    RawPackage::FIELDS,
+                    super::kinds::RawMonthly::FIELDS,
+                    super::kinds::RawPolicy::FIELDS,
+                ];
                 Ok(match all.into_iter().flatten().find(|k| **k == v) {
                     Some(known) => FieldName::Known(known),
                     None => FieldName::Unknown(v.to_owned()),
@@ -379,8 +387,8 @@ impl<'de> Deserialize<'de> for RawPackage {
 #[derive(Clone, Debug, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(
-    title = "oapkg PackageSet",
-    description = "OA packages to keep bought, for oapkg."
+    title = "oapkg manifest",
+    description = "One oapkg document: a PackageSet (OA packages to keep bought), a PriceList (at most one) or a CoveragePolicy."
 )]
 pub struct RawDocument {
     #[serde(rename = "apiVersion")]
@@ -393,12 +401,29 @@ pub struct RawDocument {
     /// Where `packages` was written and its entries; `None` when absent.
     #[schemars(with = "Vec<RawPackage>")]
     pub packages: Option<Spanned<PackageList>>,
+    /// `kind: PriceList`: the currency of its prices.
+    #[schemars(with = "Option<String>")]
+    pub currency: Option<Field>,
+    /// `kind: PriceList`: the price of one month of each tier.
+    #[schemars(with = "Option<super::kinds::RawMonthly>")]
+    pub monthly: Option<Spanned<super::kinds::RawMonthly>>,
+    /// `kind: CoveragePolicy`: one policy per OA.
+    #[schemars(with = "Option<Vec<super::kinds::RawPolicy>>")]
+    pub policies: Option<Spanned<super::kinds::List<super::kinds::RawPolicy>>>,
     #[serde(skip)]
     pub problems: Vec<KeyProblem>,
 }
 
 impl RawDocument {
-    pub const FIELDS: &'static [&'static str] = &["apiVersion", "kind", "defaults", "packages"];
+    pub const FIELDS: &'static [&'static str] = &[
+        "apiVersion",
+        "kind",
+        "defaults",
+        "packages",
+        "currency",
+        "monthly",
+        "policies",
+    ];
 }
 
 /// The `packages` sequence. Anything but a sequence is kept as a [`Scalar`]
@@ -475,6 +500,9 @@ impl<'de> Deserialize<'de> for RawDocument {
                     kind: None,
                     defaults: None,
                     packages: None,
+                    currency: None,
+                    monthly: None,
+                    policies: None,
                     problems: Vec::new(),
                 };
                 let mut problems = Vec::new();
@@ -487,6 +515,9 @@ impl<'de> Deserialize<'de> for RawDocument {
                             "apiVersion" => out.api_version = Some(map.next_value()?),
                             "kind" => out.kind = Some(map.next_value()?),
                             "defaults" => out.defaults = map.next_value()?,
+                            "currency" => out.currency = Some(map.next_value()?),
+                            "monthly" => out.monthly = Some(map.next_value()?),
+                            "policies" => out.policies = Some(map.next_value()?),
                             _ => out.packages = Some(map.next_value()?),
                         }
                         Ok(())
@@ -510,10 +541,12 @@ enum ApiVersionSchema {
     V1,
 }
 
-/// `PackageSet`
+/// `PackageSet`, `PriceList` or `CoveragePolicy`
 #[derive(Serialize, Deserialize, JsonSchema)]
 enum KindSchema {
     PackageSet,
+    PriceList,
+    CoveragePolicy,
 }
 
 /// Zalo Official Account id: 1 to 19 digits, not starting with 0, quoted
@@ -521,7 +554,7 @@ enum KindSchema {
 #[derive(Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
-enum OaidSchema {
+pub(super) enum OaidSchema {
     Text(#[schemars(regex(pattern = r"^[1-9][0-9]{0,18}$"))] String),
     Number(#[schemars(range(min = 1))] u64),
 }
@@ -530,7 +563,7 @@ enum OaidSchema {
 #[derive(Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
-enum TierSchema {
+pub(super) enum TierSchema {
     Name(#[schemars(regex(pattern = r"^(?i)(trial|advanced|premium)$"))] String),
     Number(#[schemars(range(min = 1, max = 3))] u8),
 }
@@ -538,9 +571,9 @@ enum TierSchema {
 /// Start date, `YYYY-MM-DD`.
 #[derive(Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
-struct DateSchema(#[schemars(regex(pattern = r"^\d{4}-\d{2}-\d{2}$"))] String);
+pub(super) struct DateSchema(#[schemars(regex(pattern = r"^\d{4}-\d{2}-\d{2}$"))] String);
 
 /// Whole months, 1 to 36.
 #[derive(Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
-struct DurationSchema(#[schemars(range(min = 1, max = 36))] u8);
+pub(super) struct DurationSchema(#[schemars(range(min = 1, max = 36))] u8);

@@ -17,8 +17,15 @@ use super::raw::{
 use super::{Diagnostic, DiagnosticKind, Package, Source};
 use crate::spec::{self, Key, MAX_DURATION_MONTHS, Oaid, OaidError, Spec, Tier};
 
+mod kinds;
+pub use kinds::check_together as check_prices_and_policies;
+
 pub const API_VERSION: &str = "oapkg/v1";
 pub const KIND: &str = "PackageSet";
+/// `kind: PriceList`: the prices of the tiers (at most one across manifests).
+pub const KIND_PRICES: &str = "PriceList";
+/// `kind: CoveragePolicy`: policies that keep OAs covered.
+pub const KIND_POLICIES: &str = "CoveragePolicy";
 
 /// How a file came to be read, which decides what a non-manifest means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +41,10 @@ pub enum Origin {
 #[derive(Debug, Default)]
 pub struct FileOutcome {
     pub packages: Vec<Package>,
+    /// Every `PriceList` document (more than one across all files is an
+    /// error, reported by [`super::kinds`]).
+    pub prices: Vec<crate::prices::PriceList>,
+    pub policies: Vec<crate::coverage::Policy>,
     pub errors: Vec<Diagnostic>,
     pub warnings: Vec<Diagnostic>,
 }
@@ -287,13 +298,32 @@ impl Checker<'_> {
             ),
             Some(_) => {}
         }
-        match &doc.kind {
-            None => self.error(at, format!("missing `kind: {KIND}`")),
-            Some(f) if !matches!(&f.value, Scalar::Text(t) if t == KIND) => self.error(
-                f.referenced,
-                format!("unsupported kind {}; expected `{KIND}`", f.value.describe()),
-            ),
-            Some(_) => {}
+        let kind = match &doc.kind {
+            None => {
+                self.error(at, format!("missing `kind: {KIND}`"));
+                KIND
+            }
+            Some(f) => match &f.value {
+                Scalar::Text(t) if t == KIND => KIND,
+                Scalar::Text(t) if t == KIND_PRICES => KIND_PRICES,
+                Scalar::Text(t) if t == KIND_POLICIES => KIND_POLICIES,
+                other => {
+                    self.error(
+                        f.referenced,
+                        format!(
+                            "unsupported kind {}; expected `{KIND}`, `{KIND_PRICES}` or `{KIND_POLICIES}`",
+                            other.describe()
+                        ),
+                    );
+                    return;
+                }
+            },
+        };
+        self.fields_of_other_kinds(doc, kind);
+        match kind {
+            KIND_PRICES => return self.price_list(doc, at),
+            KIND_POLICIES => return self.policy_list(doc, at),
+            _ => {}
         }
         let defaults = match &doc.defaults {
             Some(d) => self.defaults(&d.value),
@@ -328,6 +358,38 @@ impl Checker<'_> {
                     }
                 }
             },
+        }
+    }
+
+    /// A field of one kind written in a document of another.
+    fn fields_of_other_kinds(&mut self, doc: &RawDocument, kind: &str) {
+        let mut wrong: Vec<(&str, Location, &str)> = Vec::new();
+        if kind != KIND {
+            if let Some(d) = &doc.defaults {
+                wrong.push(("defaults", d.referenced, KIND));
+            }
+            if let Some(p) = &doc.packages {
+                wrong.push(("packages", p.referenced, KIND));
+            }
+        }
+        if kind != KIND_PRICES {
+            if let Some(c) = &doc.currency {
+                wrong.push(("currency", c.referenced, KIND_PRICES));
+            }
+            if let Some(m) = &doc.monthly {
+                wrong.push(("monthly", m.referenced, KIND_PRICES));
+            }
+        }
+        if kind != KIND_POLICIES
+            && let Some(p) = &doc.policies
+        {
+            wrong.push(("policies", p.referenced, KIND_POLICIES));
+        }
+        for (field, at, belongs) in wrong {
+            self.error(
+                at,
+                format!("`{field}` belongs to a `kind: {belongs}` document, not `kind: {kind}`; move it to a document of its own"),
+            );
         }
     }
 

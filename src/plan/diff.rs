@@ -85,6 +85,8 @@ pub fn diff(
         unchanged,
         labels,
         warnings,
+        prices: None,
+        from_policy: Default::default(),
     }
 }
 
@@ -225,6 +227,7 @@ mod tests {
             result_message: None,
             submitted_at: None,
             confirmed: None,
+            by_policy: false,
         }
     }
 

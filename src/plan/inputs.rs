@@ -1,57 +1,52 @@
-//! What a plan is made from, read from disk: the manifests and the state.
-//!
-//! `oapkg plan`, `oapkg apply` and every `oapkg watch` cycle read them the
-//! same way, here: on two threads (each is about half the time of a large
-//! plan), each result kept apart so a caller can tell an invalid manifest
-//! from a refused state.
-
-use std::path::PathBuf;
+//! A plan from its inputs, once they are read: the manifests (with their
+//! warnings) and the loaded state. Pure; reading them is
+//! [`crate::ops::plan::read_inputs`].
 
 use jiff::civil::Date;
 
 use std::collections::BTreeMap;
 
 use super::{Action, Plan, Warning, action_for, diff, starts_before_today_applies};
-use crate::manifest::{self, Diagnostic, DiagnosticKind, ManifestError, Manifests};
+use crate::manifest::{Diagnostic, DiagnosticKind, Manifests};
 use crate::spec::Key;
+use crate::state::Loaded;
 use crate::state::Record;
-use crate::state::{Loaded, StateError, StateStore};
-
-/// The manifests and the state as read, each with its own error.
-#[derive(Debug)]
-pub struct Inputs {
-    pub manifests: Result<Manifests, ManifestError>,
-    pub state: Result<Loaded, StateError>,
-}
-
-impl Inputs {
-    /// Reads the manifests under `files` (see [`manifest::load`]) and the
-    /// state in `store` (no lock), concurrently.
-    pub fn read(files: &[PathBuf], store: &StateStore, today: Date) -> Inputs {
-        std::thread::scope(|scope| {
-            let state = scope.spawn(|| store.load());
-            let manifests = manifest::load(files, today);
-            let state = state
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            Inputs { manifests, state }
-        })
-    }
-}
 
 /// The plan for valid manifests against a loaded state: the diff, with the
 /// manifests' warnings carried into it — a "starts before today" warning
 /// only for a package the plan buys (never for a recorded or expired one).
 /// Pure: reads nothing.
+///
+/// The coverage policies' renewals due today, and the renewals they bought
+/// earlier, are planned like declared packages ([`crate::coverage::with_renewals`]);
+/// the price list prices the changes.
 pub fn make(manifests: &Manifests, loaded: &Loaded, today: Date) -> Plan {
+    let recorded = &loaded.state.packages;
+    let (desired, from_policy) = if manifests.policies.is_empty() {
+        (
+            std::borrow::Cow::Borrowed(&manifests.desired),
+            Default::default(),
+        )
+    } else {
+        let (set, keys) = crate::coverage::with_renewals(
+            &manifests.desired,
+            &manifests.policies,
+            recorded,
+            today,
+        );
+        (std::borrow::Cow::Owned(set), keys)
+    };
     let mut plan = diff(
-        &manifests.desired,
-        &loaded.state.packages,
+        &desired,
+        recorded,
         &loaded.state.failed_attempts,
         loaded.id.clone(),
         today,
         Vec::new(),
     );
+    plan.manifest_hash = manifests.hash();
+    plan.prices.clone_from(&manifests.prices);
+    plan.from_policy = from_policy;
     let kept = manifests.warnings.iter().filter(|d| match d.kind {
         DiagnosticKind::General => true,
         DiagnosticKind::StartsBeforeToday => d

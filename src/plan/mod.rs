@@ -405,6 +405,33 @@ impl Plan {
         self.summary().line()
     }
 
+    /// What buying `change` costs with the plan's price list: `None`
+    /// without one, or for a change that buys nothing as planned (only a
+    /// `purchase` or `replace` is a purchase request the plan lists).
+    pub fn cost(&self, change: &Change) -> Option<crate::prices::Money> {
+        let prices = self.prices.as_ref()?;
+        let buys = matches!(change.action, Action::Purchase | Action::Replace);
+        buys.then(|| change.desired.as_ref().map(|p| prices.cost(&p.spec)))
+            .flatten()
+    }
+
+    /// The plan's total cost: every `purchase` and `replace`. `None`
+    /// without a price list.
+    pub fn total_cost(&self) -> Option<crate::prices::Money> {
+        let prices = self.prices.as_ref()?;
+        let specs = self
+            .listed_changes()
+            .into_iter()
+            .filter(|c| matches!(c.action, Action::Purchase | Action::Replace))
+            .filter_map(|c| c.desired.as_ref().map(|p| &p.spec));
+        Some(prices.total(specs))
+    }
+
+    /// Whether `change` comes from a coverage policy (`origin: policy`).
+    pub fn is_from_policy(&self, change: &Change) -> bool {
+        self.from_policy.contains(&change.key)
+    }
+
     /// The changes to show, sorted by key, `unchanged` entries left out.
     ///
     /// The diff already sorts them; sorting again here keeps every renderer
@@ -426,7 +453,7 @@ pub struct Plan {
     pub today: Date,
     pub state: StateId,
     /// Content hash of the desired set the plan was made from.
-    pub manifest_hash: String,
+    pub manifest_hash: crate::spec::ManifestHash,
     /// Every key whose action is not `unchanged`, sorted by key.
     pub changes: Vec<Change>,
     /// How many keys are `unchanged` (counted, not listed).
@@ -434,6 +461,12 @@ pub struct Plan {
     /// Names edited on unchanged recorded packages, sorted by key.
     pub labels: Vec<LabelChange>,
     pub warnings: Vec<Warning>,
+    /// The manifests' price list: what each change costs. `None` when none
+    /// is declared.
+    pub prices: Option<crate::prices::PriceList>,
+    /// The keys whose declared package comes from a coverage policy (a
+    /// renewal, or a renewal the policy bought earlier): `origin: policy`.
+    pub from_policy: std::collections::BTreeSet<Key>,
 }
 
 mod diff;

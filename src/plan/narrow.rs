@@ -124,7 +124,7 @@ mod tests {
         Plan {
             today: jiff::civil::date(2026, 11, 26),
             state: StateId::default(),
-            manifest_hash: "sha256:x".into(),
+            manifest_hash: crate::spec::ManifestHash::from_tagged("sha256:x".into()),
             changes: vec![
                 change("1@2026-12-01", Action::Purchase),
                 change("1@2027-12-01", Action::Purchase),
@@ -141,6 +141,8 @@ mod tests {
                 Warning::about(Some(Key::parse("2@2026-12-01").unwrap()), "about 2".into()),
                 Warning::about(None, "about the run".into()),
             ],
+            prices: None,
+            from_policy: Default::default(),
         }
     }
 

@@ -5,12 +5,11 @@
 //! error) is kept in `#[source]` and not repeated in the message, so the CLI
 //! can print the chain once.
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::files::FileKind;
-use crate::spec::Key;
+use crate::spec::{Key, key_list};
 
 use super::lock::LockHolder;
 
@@ -102,7 +101,7 @@ pub enum StateError {
 
     /// No state file at the path, for a command that buys: a wrong `--state`
     /// or a lost file must never buy everything again.
-    #[error("no state file at {}: apply and watch --apply never buy against a missing state (a wrong --state path or a lost file would buy every package again); nothing was bought. Pass the right --state (or OAPKG_STATE), restore the file from {} or from Git, or, for a new setup, create an empty state with `oapkg init --state {}`", .path.display(), backup_of(.path).display(), .path.display())]
+    #[error("no state file at {}: apply and watch --apply never buy against a missing state (a wrong --state path or a lost file would buy every package again); nothing was bought", .path.display())]
     Missing { path: PathBuf },
 
     /// The state directory was renamed or replaced while a writer held the
@@ -215,6 +214,35 @@ pub enum StateError {
 }
 
 impl StateError {
+    /// What to do about it, for the user, where that reads better apart from
+    /// what went wrong (the CLI prints it as a `hint:` line).
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            StateError::Missing { path } => Some(format!(
+                "Pass the right --state (or OAPKG_STATE), restore the file from {} or from Git, \
+                 or, for a new setup, create an empty state with `oapkg init --state {}`",
+                backup_of(path).display(),
+                path.display()
+            )),
+            StateError::Locked { .. } => Some(
+                "Wait for it to finish, or run \"oapkg state unlock\" if that process is gone"
+                    .to_owned(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Whether this error can only come from a mistake in oapkg itself,
+    /// never from the files or the user.
+    pub fn is_bug(&self) -> bool {
+        matches!(
+            self,
+            StateError::WrongLock { .. }
+                | StateError::OutcomeWithoutIntent { .. }
+                | StateError::Encode { .. }
+        )
+    }
+
     pub(crate) fn io(action: &'static str, path: &Path, source: io::Error) -> Self {
         StateError::Io {
             action,
@@ -258,28 +286,5 @@ fn locked_message(path: &Path, holder: Option<&LockHolder>) -> String {
         ),
         None => "another process (which has not recorded who it is yet)".to_owned(),
     };
-    format!(
-        "state file {} is locked by {who}; wait for it to finish, or run \"oapkg state unlock\" if that process is gone",
-        path.display()
-    )
-}
-
-fn key_list(keys: &[Key]) -> impl fmt::Display + '_ {
-    struct List<'a>(&'a [Key]);
-    impl fmt::Display for List<'_> {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            const SHOWN: usize = 10;
-            for (i, key) in self.0.iter().take(SHOWN).enumerate() {
-                if i > 0 {
-                    f.write_str(", ")?;
-                }
-                write!(f, "{key}")?;
-            }
-            if self.0.len() > SHOWN {
-                write!(f, " and {} more", self.0.len() - SHOWN)?;
-            }
-            Ok(())
-        }
-    }
-    List(keys)
+    format!("state file {} is locked by {who}", path.display())
 }

@@ -4,70 +4,15 @@
 //! Pure: bytes in, values out. Reading, writing and locking are
 //! [`store`](super::store)'s job.
 //!
-//! # Format (version 1)
-//!
-//! ```json
-//! {
-//!   "format_version": 1,
-//!   "lineage": "1b4e28ba-2fa1-41d2-883f-0016d3cca427",
-//!   "serial": 3,
-//!   "checksum": "sha256:…",
-//!   "packages": {
-//!     "4097311281936189049@2026-12-01": {
-//!       "spec": {
-//!         "oaid": "4097311281936189049",
-//!         "tier": "premium",
-//!         "start": "2026-12-01",
-//!         "duration_months": 12
-//!       },
-//!       "spec_hash": "sha256:…",
-//!       "name": "SVoucher main",
-//!       "status": "submitted",
-//!       "service_preview_id": "98765",
-//!       "result_code": "100",
-//!       "result_message": "Success",
-//!       "submitted_at": "2026-11-26T10:00:00Z"
-//!     }
-//!   },
-//!   "failed_attempts": {
-//!     "745830328927467685@2027-01-01": {
-//!       "code": "102",
-//!       "message": "No price list for this service",
-//!       "at": "2026-11-26T10:00:03Z"
-//!     }
-//!   }
-//! }
-//! ```
-//!
-//! - Top-level fields in this order: what the file is (`format_version`),
-//!   which state and which version of it (`lineage`, `serial`), the seal over
-//!   the content (`checksum`), then the content (`packages`). The small fields
-//!   come first so `head` shows them and Git diffs of a write start with the
-//!   serial.
-//! - `packages` is an object sorted by key (a `BTreeMap`); record fields are
-//!   in [`Record`]'s declaration order; absent values are written as `null`
-//!   rather than left out, so every record has the same shape.
-//! - Exception: fields added to format version 1 later are optional and
-//!   written only when present, so a file written before they existed keeps
-//!   its bytes and its checksum (the checksum covers the content as
-//!   serialized, and an absent optional field serializes to nothing). They
-//!   are `confirmed` (`{"by": "ana@build-1", "at": "2026-11-27T08:00:00Z"}`,
-//!   set by `oapkg state confirm`), placed after `submitted_at`. Unknown
-//!   fields are still refused.
-//! - Pretty-printed with two spaces and a trailing newline: the same state
-//!   always gives the same bytes.
-//! - `checksum` is [`sha256_tagged`] of the compact JSON (`serde_json::to_vec`)
-//!   of `{"format_version", "lineage", "serial", "packages"}` in that order,
-//!   i.e. of the content without the checksum. Being computed over the parsed
-//!   content, it does not depend on whitespace or on how strings are escaped.
-//! - `failed_attempts` holds, per key, the last purchase attempt that
-//!   definitely bought nothing (eSMS's `code` or `null` when no request got
-//!   through, its `message`, and when: `at`), whether or not the key has a
-//!   record; apply clears a key's entry when it is submitted. It comes
-//!   last, and only when it is not empty, in the file and in the checksum
-//!   alike: a file written before it existed keeps its bytes and checksum.
-//! - Unknown fields are refused at every level, as is a package key listed
-//!   twice: a hand-added field must not be dropped silently by the next write.
+//! The format, field by field, with the checksum's definition and the
+//! rules that keep old files' bytes, is `docs/state-format.md` in the
+//! repository; this module is its one implementation. In short: pretty JSON,
+//! top-level fields in a fixed order (`format_version`, `lineage`,
+//! `serial`, `checksum`, `packages`, then `failed_attempts` when not empty),
+//! records in [`Record`]'s field order with `null` for absent values except
+//! fields added later (`confirmed`), which are written only when present;
+//! the checksum is [`sha256_tagged`] of the compact content without it;
+//! unknown fields and repeated keys are refused.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -383,6 +328,7 @@ pub(crate) mod tests {
             result_message: Some("Success".to_owned()),
             submitted_at: Some("2026-11-26T10:00:00Z".parse().unwrap()),
             confirmed: None,
+            by_policy: false,
         }
     }
 

@@ -138,6 +138,7 @@ impl Journal {
             spec: spec.clone(),
             name: name.map(str::to_owned),
             at,
+            by_policy: false,
         }])
     }
 
@@ -181,6 +182,7 @@ impl Journal {
                     spec,
                     name,
                     at,
+                    by_policy,
                 } => {
                     if spec.key() != *key {
                         return Err(StateError::InvalidRecord {
@@ -196,6 +198,7 @@ impl Journal {
                             spec: spec.clone(),
                             name: name.clone(),
                             at: *at,
+                            by_policy: *by_policy,
                         },
                     ));
                 }
@@ -225,6 +228,8 @@ pub enum JournalEntry {
         spec: Spec,
         name: Option<String>,
         at: Timestamp,
+        /// Bought for a coverage policy ([`Record::by_policy`]).
+        by_policy: bool,
     },
     /// How the purchase of `key` ended.
     Outcome { key: Key, outcome: JournalOutcome },
@@ -386,6 +391,10 @@ pub(crate) enum Event {
         spec: Spec,
         name: Option<String>,
         at: Timestamp,
+        /// A coverage policy's renewal: the record is marked
+        /// [`Record::by_policy`]. Written only when true.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        by_policy: bool,
     },
     Outcome(JournalOutcome),
 }
@@ -646,7 +655,12 @@ pub(crate) fn replay(
     for line in lines {
         let key = &line.key;
         match &line.event {
-            Event::Intent { spec, name, at } => {
+            Event::Intent {
+                spec,
+                name,
+                at,
+                by_policy,
+            } => {
                 if spec.key() != *key {
                     return Err(StateError::JournalCorrupt {
                         path: journal_path.to_owned(),
@@ -664,6 +678,7 @@ pub(crate) fn replay(
                     result_message: Some(NO_OUTCOME_MESSAGE.to_owned()),
                     submitted_at: Some(*at),
                     confirmed: None,
+                    by_policy: *by_policy,
                 };
                 let displaced = packages.insert(key.clone(), record);
                 // A second intent before an outcome keeps the first one's
@@ -796,6 +811,7 @@ mod tests {
             spec: s.clone(),
             name: Some("n".to_owned()),
             at: "2026-11-26T10:00:00Z".parse().unwrap(),
+            by_policy: false,
         }
     }
 

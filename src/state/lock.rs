@@ -311,7 +311,8 @@ mod tests {
             panic!("expected Locked with a holder, got {err:?}");
         };
         assert_eq!(holder, first.holder());
-        let message = err.to_string();
+        // The error, then its hint (what to do).
+        let message = format!("{err}. {}", err.hint().unwrap_or_default());
         for part in [
             path.display().to_string(),
             format!("pid {}", std::process::id()),

@@ -98,6 +98,11 @@ pub struct Record {
     /// when. Written only when present (see [`file`](mod@file)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirmed: Option<Confirmation>,
+    /// Bought as a coverage policy's renewal: while the OA has a policy,
+    /// the record counts as declared (never an orphan). Written only when
+    /// true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_policy: bool,
 }
 
 /// A person's `oapkg state confirm` of a record whose outcome was unknown.

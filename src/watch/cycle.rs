@@ -1,19 +1,17 @@
-//! One watch cycle: load → validate → plan → print (→ apply).
+//! One watch cycle: load → validate → plan → report (→ apply).
 //!
 //! The runner reads the inputs the way `oapkg plan` does
-//! ([`Inputs::read`](crate::plan::inputs::Inputs::read)), makes the plan the
+//! ([`read_inputs`]), makes the plan the
 //! way `oapkg plan` does ([`plan::inputs::make`](crate::plan::inputs::make)),
-//! hands it to an [`Output`] to print, and with `--apply` to the
-//! [`Reconciler`]. What it adds is memory across cycles, with the rules of
-//! [`policy`]: the last inputs planned (to skip a cycle that
-//! would print the same plan), the last good desired set (named when the
-//! manifests turn invalid), and the refused or failed applies (to back off).
+//! reports it as a [`WatchEvent::Planned`], and with `--apply` hands it to
+//! the [`Reconciler`]. What it adds is memory across cycles, with the rules
+//! of [`policy`]: the last inputs planned (to skip a cycle that would print
+//! the same plan), the last good plan (named when the manifests turn
+//! invalid), and the refused or failed applies (to back off).
 //!
-//! It logs every decision with the cycle's number (tracing events with
-//! structured fields, so `--log-format json` carries them) and prints
-//! nothing itself.
+//! It reports every decision as a [`WatchEvent`] to its [`Observer`],
+//! inside the cycle's tracing span, and prints nothing itself.
 
-use std::error::Error as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,24 +20,21 @@ use std::time::{Duration, Instant};
 use jiff::civil::Date;
 use tracing::Instrument as _;
 
+use super::events::{GoodPlan, Observer, Unreadable, WatchEvent};
 use super::policy::{
-    self, ApplyStep, Backoff, Decision, Fingerprint, Gate, Retries, Skip, Verdict,
+    self, ApplyResult, ApplyStep, CycleBackoff, CycleDecision, Fingerprint, Retries, Skip,
 };
 use super::reconcile::{CancelSignal, Reconciled, Reconciler};
-use super::schedule::{Start, Trigger};
-use crate::manifest::{self, DesiredSet, ManifestError};
+use super::schedule::Start;
+use crate::apply::ApplyEvent;
+use crate::manifest::{self, ManifestError};
+use crate::ops::plan::read_inputs;
 use crate::plan::Plan;
-use crate::plan::inputs::{self, Inputs};
-use crate::state::{StateError, StateStore};
+use crate::plan::inputs;
 
 /// Today's date for a cycle (`OAPKG_TODAY` or the clock in
 /// Asia/Ho_Chi_Minh), asked once per cycle: a watch runs for months.
 pub type Today = Box<dyn Fn() -> Result<Date, String> + Send + Sync>;
-
-/// Where a cycle's plan goes: the CLI prints it (text or a JSON line).
-pub trait Output: Send {
-    fn plan(&mut self, cycle: &Start, plan: &Plan);
-}
 
 /// How long a stop waits for the reading of the inputs to finish.
 const STOP_READ_GRACE: Duration = Duration::from_millis(500);
@@ -86,44 +81,38 @@ struct LastPlanned {
     inputs: Fingerprint,
 }
 
-struct LastGood {
-    cycle: u64,
-    manifest_hash: String,
-    desired: DesiredSet,
-}
-
 /// Runs cycles and remembers what the next one needs to know.
 pub struct Runner {
     files: Vec<PathBuf>,
-    store: StateStore,
+    store: crate::state::StateStore,
     today: Today,
-    output: Box<dyn Output>,
+    observer: Arc<dyn Observer>,
     reconciler: Option<Box<dyn Reconciler>>,
-    backoff: Backoff,
+    backoff: CycleBackoff,
     last: Option<LastPlanned>,
-    last_good: Option<LastGood>,
+    last_good: Option<GoodPlan>,
     retries: Retries,
     input_failures: u32,
     changes: Arc<AtomicU64>,
 }
 
 impl Runner {
-    /// A runner for the manifests under `files` and the state in `store`.
-    /// Without a reconciler it only plans.
+    /// A runner for the manifests under `files` and the state in `store`,
+    /// reporting to `observer`. Without a reconciler it only plans.
     pub fn new(
         files: Vec<PathBuf>,
-        store: StateStore,
+        store: crate::state::StateStore,
         today: Today,
-        output: Box<dyn Output>,
+        observer: Arc<dyn Observer>,
         reconciler: Option<Box<dyn Reconciler>>,
     ) -> Runner {
         Runner {
             files,
             store,
             today,
-            output,
+            observer,
             reconciler,
-            backoff: Backoff::default(),
+            backoff: CycleBackoff::default(),
             last: None,
             last_good: None,
             retries: Retries::default(),
@@ -132,22 +121,25 @@ impl Runner {
         }
     }
 
-    /// Replaces the retry backoff (5 s doubling to 10 min by default).
-    pub fn with_backoff(mut self, backoff: Backoff) -> Runner {
-        self.backoff = backoff;
-        self.retries = Retries::new(backoff);
-        self
-    }
-
     /// The counter the file watcher bumps for every relevant change: a
     /// cycle that sees it move while planning does not apply that plan.
     pub fn change_counter(&self) -> Arc<AtomicU64> {
         self.changes.clone()
     }
 
+    /// Where this runner's events go (the watch loop and the file watcher
+    /// report there too).
+    pub fn observer(&self) -> Arc<dyn Observer> {
+        self.observer.clone()
+    }
+
     /// Whether this runner applies (has a reconciler).
     pub fn applies(&self) -> bool {
         self.reconciler.is_some()
+    }
+
+    fn emit(&self, event: WatchEvent<'_>) {
+        self.observer.event(&event);
     }
 
     /// Runs one cycle. `cancel` is the stop request: an apply step in
@@ -173,18 +165,16 @@ impl Runner {
 
     async fn cycle(&mut self, start: &Start, cancel: CancelSignal) -> Ran {
         let cycle = start.id;
-        let trigger = start.trigger.as_str();
-        let paths = describe_paths(start);
-        tracing::debug!(cycle, trigger, paths, "cycle started");
+        self.emit(WatchEvent::CycleStarted { start });
         let changes_at_start = self.changes.load(Ordering::SeqCst);
 
         let today = match (self.today)() {
             Ok(today) => today,
-            Err(error) => return self.unreadable(cycle, &error),
+            Err(error) => return self.unreadable(cycle, Unreadable::Today(&error)),
         };
         let files = self.files.clone();
         let store = self.store.clone();
-        let reading = tokio::task::spawn_blocking(move || Inputs::read(&files, &store, today));
+        let reading = tokio::task::spawn_blocking(move || read_inputs(&files, &store, today));
         // A read that blocks (a file system that hangs) must not hold up a
         // stop: if it has not finished [`STOP_READ_GRACE`] after a stop,
         // the cycle is left (nothing has been planned or sent yet) and the
@@ -195,7 +185,7 @@ impl Runner {
                 cancel.cancelled().await;
                 tokio::time::sleep(STOP_READ_GRACE).await;
             } => {
-                tracing::info!(cycle, "stop requested while reading the manifests and the state: nothing was planned or bought");
+                self.emit(WatchEvent::ReadAbandoned { cycle });
                 return Ran::Unreadable;
             }
         };
@@ -207,16 +197,14 @@ impl Runner {
         };
         let loaded = match inputs.state {
             Ok(loaded) => loaded,
-            Err(error) => return self.unreadable(cycle, &state_error(&error)),
+            Err(error) => return self.unreadable(cycle, Unreadable::State(&error)),
         };
         self.input_failures = 0;
 
         let fingerprint = Fingerprint {
-            manifest_hash: manifests.desired.hash(),
+            manifest_hash: manifests.hash().to_string(),
             state: loaded.id.clone(),
         };
-        let manifest_hash = fingerprint.manifest_hash.as_str();
-        let state_serial = fingerprint.state.serial;
         let gate = self.retries.gate(&fingerprint, Instant::now());
         let decision = policy::decide(
             self.last.as_ref().map(|l| &l.inputs),
@@ -225,52 +213,48 @@ impl Runner {
             gate,
         );
         let step = match decision {
-            Decision::Skip(skip) => {
+            CycleDecision::Skip(skip) => {
                 let since = self.last.as_ref().map_or(0, |l| l.cycle);
-                log_skip(cycle, trigger, manifest_hash, state_serial, since, &skip);
+                self.emit(WatchEvent::Skipped {
+                    start,
+                    inputs: &fingerprint,
+                    since,
+                    skip: &skip,
+                });
                 return Ran::Skipped(skip);
             }
-            Decision::Plan(step) => step,
+            CycleDecision::Plan(step) => step,
         };
 
         let plan = inputs::make(&manifests, &loaded, today);
-        self.output.plan(start, &plan);
-        let summary = plan.summary();
-        tracing::info!(
-            cycle,
-            trigger,
-            paths,
-            manifest_hash,
-            state_serial,
-            purchase = summary.purchase,
-            replace = summary.replace,
-            unconfirmed = summary.unconfirmed,
-            unchanged = summary.unchanged,
-            orphan = summary.orphan,
-            expired = summary.expired,
-            "planned ({}): {}",
-            describe_trigger(start),
-            summary.line()
-        );
+        self.emit(WatchEvent::Planned {
+            start,
+            inputs: &fingerprint,
+            plan: &plan,
+        });
         self.last = Some(LastPlanned {
             cycle,
             inputs: fingerprint.clone(),
         });
-        self.last_good = Some(LastGood {
+        self.last_good = Some(GoodPlan {
             cycle,
             manifest_hash: fingerprint.manifest_hash.clone(),
-            desired: manifests.desired,
+            packages: manifests.desired.packages.len(),
         });
 
         let applied = match step {
             ApplyStep::Never => Applied::NotAsked,
             ApplyStep::Hold(gate) => {
-                log_hold(cycle, manifest_hash, &gate);
+                self.emit(WatchEvent::Held {
+                    cycle,
+                    inputs: &fingerprint,
+                    gate: &gate,
+                });
                 Applied::Held
             }
             ApplyStep::Go if !plan.buys_anything() => {
                 self.retries
-                    .record(&fingerprint, Verdict::Done, Instant::now());
+                    .record(&fingerprint, ApplyResult::Done, Instant::now());
                 Applied::NothingToBuy
             }
             ApplyStep::Go => {
@@ -290,9 +274,9 @@ impl Runner {
         today: Date,
         cancel: CancelSignal,
     ) -> Applied {
-        let manifest_hash = fingerprint.manifest_hash.as_str();
+        let inputs = fingerprint;
         if cancel.is_cancelled() {
-            tracing::info!(cycle, manifest_hash, "stopping: this plan is not applied");
+            self.emit(WatchEvent::NotAppliedStopping { cycle, inputs });
             return Applied::Stopped;
         }
         // A plan made from a file caught in the middle of a save must not
@@ -300,65 +284,43 @@ impl Runner {
         // delivered, or a content hash that moved before the watcher told
         // us) puts the apply off to the cycle that change brings.
         let moved = self.changes.load(Ordering::SeqCst) != changes_at_start
-            || !self.still_current(manifest_hash, today).await;
+            || !self.still_current(&fingerprint.manifest_hash, today).await;
         if moved {
-            tracing::info!(
-                cycle,
-                manifest_hash,
-                "the manifests changed while planning: planning again before applying anything"
-            );
+            self.emit(WatchEvent::PutOff { cycle, inputs });
             self.last = None;
             return Applied::PutOff;
         }
+        let observer = self.observer.clone();
         let Some(reconciler) = self.reconciler.as_mut() else {
             return Applied::NotAsked;
         };
-        let reconciled = reconciler.reconcile(cycle, plan, cancel).await;
-        let verdict = match &reconciled {
-            Reconciled::Done { report } => {
-                tracing::info!(cycle, manifest_hash, outcome = "done", "{report}");
-                Some(Verdict::Done)
-            }
-            Reconciled::Refused { reason } => {
-                tracing::error!(
-                    cycle,
-                    manifest_hash,
-                    outcome = "refused",
-                    "apply refused, nothing bought: {reason}; not tried again until the manifests or the state change"
-                );
-                Some(Verdict::Refused(reason.clone()))
-            }
-            Reconciled::Failed { reason } => {
-                tracing::error!(
-                    cycle,
-                    manifest_hash,
-                    outcome = "failed",
-                    "apply failed: {reason}"
-                );
-                Some(Verdict::Failed(reason.clone()))
-            }
-            Reconciled::Cancelled { report } => {
-                tracing::info!(
-                    cycle,
-                    manifest_hash,
-                    outcome = "cancelled",
-                    "apply stopped: {report}"
-                );
-                None
-            }
+        observer.event(&WatchEvent::ApplyStarted {
+            cycle,
+            inputs,
+            plan,
+        });
+        let progress = |event: ApplyEvent<'_>| {
+            observer.event(&WatchEvent::Apply {
+                cycle,
+                event: &event,
+            });
         };
-        if let Some(verdict) = verdict {
-            let retry = self.retries.record(fingerprint, verdict, Instant::now());
-            if let Some(at) = retry {
-                let wait = at.saturating_duration_since(Instant::now());
-                tracing::info!(
-                    cycle,
-                    manifest_hash,
-                    retry_in_secs = wait.as_secs(),
-                    "trying these manifests again in {}, sooner if they change",
-                    seconds(wait)
-                );
-            }
+        let reconciled = reconciler.reconcile(plan, &progress, cancel).await;
+        self.emit(WatchEvent::Applied {
+            cycle,
+            inputs,
+            reconciled: &reconciled,
+        });
+        let result = match &reconciled {
+            Reconciled::Done { .. } => Some(ApplyResult::Done),
+            Reconciled::Refused { reason } => Some(ApplyResult::Refused(reason.clone())),
+            Reconciled::Failed { reason } => Some(ApplyResult::Failed(reason.clone())),
+            Reconciled::Cancelled { .. } => None,
+        };
+        if let Some(result) = result
+            && let Some(at) = self.retries.record(fingerprint, result, Instant::now())
+        {
+            self.emit(WatchEvent::RetryScheduled { cycle, inputs, at });
         }
         Applied::Reconciled(reconciled)
     }
@@ -368,176 +330,34 @@ impl Runner {
         let files = self.files.clone();
         let read = tokio::task::spawn_blocking(move || manifest::load(&files, today)).await;
         let again = read.unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()));
-        again.is_ok_and(|m| m.desired.hash() == manifest_hash)
+        again.is_ok_and(|m| m.hash() == *manifest_hash)
     }
 
     fn invalid(&mut self, cycle: u64, error: &ManifestError) -> Ran {
-        for diagnostic in &error.errors {
-            tracing::error!(
-                cycle,
-                file = %diagnostic.source.file,
-                line = diagnostic.source.line,
-                column = diagnostic.source.column,
-                "{}",
-                one_line(&diagnostic.to_string())
-            );
-        }
-        for warning in &error.warnings {
-            tracing::warn!(
-                cycle,
-                file = %warning.source.file,
-                line = warning.source.line,
-                column = warning.source.column,
-                "{}",
-                one_line(&warning.to_string())
-            );
-        }
-        let errors = error.errors.len();
-        let kept = match &self.last_good {
-            Some(good) => format!(
-                "keeping the last good plan (cycle {}, manifests {}, {} packages)",
-                good.cycle,
-                short_hash(&good.manifest_hash),
-                good.desired.packages.len()
-            ),
-            None => "no valid manifests seen yet".to_owned(),
-        };
-        tracing::error!(
+        self.emit(WatchEvent::Invalid {
             cycle,
-            errors,
-            "the manifests are invalid ({errors} error{}): nothing is planned or bought; {kept}; \
-             waiting for the files to change",
-            if errors == 1 { "" } else { "s" }
-        );
+            error,
+            last_good: self.last_good.as_ref(),
+        });
         // The next valid cycle plans and prints, even if the content is the
         // same as before: the person fixing the file wants to see it.
         self.last = None;
-        Ran::Invalid { errors }
+        Ran::Invalid {
+            errors: error.errors.len(),
+        }
     }
 
-    fn unreadable(&mut self, cycle: u64, error: &str) -> Ran {
+    fn unreadable(&mut self, cycle: u64, cause: Unreadable<'_>) -> Ran {
         self.input_failures = self.input_failures.saturating_add(1);
-        let wait = self.backoff.delay(self.input_failures);
-        tracing::error!(
+        let retry_in = self.backoff.delay(self.input_failures);
+        self.emit(WatchEvent::Unreadable {
             cycle,
-            retry_in_secs = wait.as_secs(),
-            "{error}; nothing is planned or bought; trying again in {}",
-            seconds(wait)
-        );
+            cause,
+            retry_in,
+        });
         self.last = None;
         Ran::Unreadable
     }
-}
-
-fn log_skip(
-    cycle: u64,
-    trigger: &str,
-    manifest_hash: &str,
-    state_serial: u64,
-    since: u64,
-    skip: &Skip,
-) {
-    match skip {
-        Skip::Unchanged => tracing::info!(
-            cycle,
-            trigger,
-            manifest_hash,
-            state_serial,
-            skipped = "unchanged",
-            "skipped ({trigger}): manifests {} and state serial {state_serial} unchanged since cycle {since}",
-            short_hash(manifest_hash)
-        ),
-        Skip::BackingOff { until, failures } => {
-            let wait = until.saturating_duration_since(Instant::now());
-            tracing::info!(
-                cycle,
-                trigger,
-                manifest_hash,
-                state_serial,
-                skipped = "backoff",
-                failures,
-                "skipped ({trigger}): applying these manifests failed {failures} time(s); next attempt in {}",
-                seconds(wait)
-            )
-        }
-        Skip::Refused { reason } => tracing::info!(
-            cycle,
-            trigger,
-            manifest_hash,
-            state_serial,
-            skipped = "refused",
-            "skipped ({trigger}): applying these manifests was refused ({reason}); waiting for the manifests or the state to change"
-        ),
-    }
-}
-
-fn log_hold(cycle: u64, manifest_hash: &str, gate: &Gate) {
-    match gate {
-        Gate::Waiting {
-            until,
-            failures,
-            reason,
-        } => tracing::warn!(
-            cycle,
-            manifest_hash,
-            failures,
-            "not applying: applying these manifests failed {failures} time(s) ({reason}); next attempt in {}",
-            seconds(until.saturating_duration_since(Instant::now()))
-        ),
-        Gate::Parked { reason } => tracing::warn!(
-            cycle,
-            manifest_hash,
-            "not applying: applying these manifests with this state was refused ({reason}); change the manifests"
-        ),
-        Gate::Clear | Gate::RetryDue { .. } => {}
-    }
-}
-
-/// `startup`, `change: a.yaml, b.yaml (+3 more)`, `interval`, `retry`.
-pub fn describe_trigger(start: &Start) -> String {
-    match start.trigger {
-        Trigger::Change if start.path_count > 0 => format!("change: {}", describe_paths(start)),
-        trigger => trigger.as_str().to_owned(),
-    }
-}
-
-fn describe_paths(start: &Start) -> String {
-    let mut out = start
-        .paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    if start.path_count > start.paths.len() {
-        out.push_str(&format!(
-            " (+{} more)",
-            start.path_count - start.paths.len()
-        ));
-    }
-    out
-}
-
-/// `sha256:0123456789ab` — enough to tell two versions apart in a log line.
-pub fn short_hash(hash: &str) -> &str {
-    hash.get(..19).unwrap_or(hash)
-}
-
-fn seconds(duration: Duration) -> String {
-    format!("{}s", duration.as_secs_f64().ceil() as u64)
-}
-
-fn one_line(text: &str) -> String {
-    text.replace("\n  ", "; ").replace('\n', "; ")
-}
-
-fn state_error(error: &StateError) -> String {
-    let mut out = format!("cannot use the state: {error}");
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    out
 }
 
 #[cfg(test)]
@@ -549,37 +369,53 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::watch::reconcile::BoxFuture;
+    use crate::state::StateStore;
+    use crate::watch::policy::ApplyGate;
+    use crate::watch::reconcile::{BoxFuture, Progress};
+    use crate::watch::schedule::Trigger;
 
     const ONE: &str = "apiVersion: oapkg/v1\nkind: PackageSet\npackages:\n  - oaid: \"4097311281936189049\"\n    tier: premium\n    start: 2026-12-01\n    duration: 12\n";
     const TWO: &str = "apiVersion: oapkg/v1\nkind: PackageSet\npackages:\n  - oaid: \"4097311281936189049\"\n    tier: premium\n    start: 2026-12-01\n    duration: 12\n  - oaid: \"745830328927467685\"\n    tier: advanced\n    start: 2027-01-01\n    duration: 6\n";
 
+    /// Records each planned cycle's summary, and every event in short.
     #[derive(Clone, Default)]
-    struct Printed(Arc<Mutex<Vec<String>>>);
+    struct Printed(Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>);
 
-    impl Output for Printed {
-        fn plan(&mut self, cycle: &Start, plan: &Plan) {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("{}: {}", cycle.id, plan.summary_line()));
+    impl Observer for Printed {
+        fn event(&self, event: &WatchEvent<'_>) {
+            self.1.lock().unwrap().push(describe(event));
+            if let WatchEvent::Planned { start, plan, .. } = event {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(format!("{}: {}", start.id, plan.summary_line()));
+            }
         }
     }
 
-    /// Answers with the queued outcomes, in order; records the plans.
+    /// Answers with the queued outcomes, in order; records the cycles it
+    /// was called in (the number of the cycle started last).
     struct Fake {
         answers: Vec<Reconciled>,
         calls: Arc<Mutex<Vec<u64>>>,
+        cycle: Arc<AtomicU64>,
     }
 
     impl Reconciler for Fake {
         fn reconcile<'a>(
             &'a mut self,
-            cycle: u64,
             _plan: &'a Plan,
+            progress: Progress<'a>,
             _cancel: CancelSignal,
         ) -> BoxFuture<'a, Reconciled> {
-            self.calls.lock().unwrap().push(cycle);
+            self.calls
+                .lock()
+                .unwrap()
+                .push(self.cycle.load(Ordering::SeqCst));
+            progress(ApplyEvent::Started {
+                requests: 1,
+                parallelism: 1,
+            });
             let answer = self.answers.remove(0);
             Box::pin(async move { answer })
         }
@@ -590,6 +426,7 @@ mod tests {
         runner: Runner,
         printed: Printed,
         calls: Arc<Mutex<Vec<u64>>>,
+        cycle: Arc<AtomicU64>,
         next: u64,
     }
 
@@ -598,17 +435,19 @@ mod tests {
         std::fs::write(dir.path().join("oapkg.yaml"), ONE).unwrap();
         let printed = Printed::default();
         let calls = Arc::new(Mutex::new(Vec::new()));
+        let cycle = Arc::new(AtomicU64::new(0));
         let reconciler = reconciler_answers.map(|answers| {
             Box::new(Fake {
                 answers,
                 calls: calls.clone(),
+                cycle: cycle.clone(),
             }) as Box<dyn Reconciler>
         });
         let runner = Runner::new(
             vec![dir.path().join("oapkg.yaml")],
             StateStore::new(dir.path().join("state/oapkg.state.json")),
             Box::new(|| Ok(jiff::civil::date(2026, 11, 26))),
-            Box::new(printed.clone()),
+            Arc::new(printed.clone()),
             reconciler,
         );
         Setup {
@@ -616,6 +455,7 @@ mod tests {
             runner,
             printed,
             calls,
+            cycle,
             next: 0,
         }
     }
@@ -623,6 +463,7 @@ mod tests {
     impl Setup {
         async fn cycle(&mut self, trigger: Trigger) -> Outcome {
             self.next += 1;
+            self.cycle.store(self.next, Ordering::SeqCst);
             let start = Start {
                 id: self.next,
                 trigger,
@@ -780,8 +621,13 @@ mod tests {
         let mut s = setup(Some(Vec::new()));
         // The watcher reports a change after the cycle started.
         let counter = s.runner.change_counter();
-        let wrapped = Bump(counter, s.printed.clone());
-        s.runner.output = Box::new(wrapped);
+        let printed = s.printed.clone();
+        s.runner.observer = Arc::new(move |event: &WatchEvent<'_>| {
+            if let WatchEvent::Planned { .. } = event {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            printed.event(event);
+        });
         assert_eq!(
             s.cycle(Trigger::Startup).await.ran,
             Ran::Planned(Applied::PutOff)
@@ -805,25 +651,187 @@ mod tests {
         assert!(s.calls.lock().unwrap().is_empty());
     }
 
-    /// An output that also bumps the change counter, as a save landing
-    /// while the plan is printed would.
-    struct Bump(Arc<AtomicU64>, Printed);
-
-    impl Output for Bump {
-        fn plan(&mut self, cycle: &Start, plan: &Plan) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            self.1.plan(cycle, plan);
-        }
-    }
-
     impl Setup {
         fn with_backoff_ms(mut self, initial: u64, max: u64) -> Setup {
-            self.runner.backoff = Backoff {
+            self.runner.backoff = CycleBackoff {
                 initial: Duration::from_millis(initial),
                 max: Duration::from_millis(max),
             };
             self.runner.retries = Retries::new(self.runner.backoff);
             self
         }
+    }
+
+    /// An event in a few words: its name and what a test checks of it.
+    fn describe(event: &WatchEvent<'_>) -> String {
+        match event {
+            WatchEvent::CycleStarted { start } => {
+                format!("cycle_started {} {}", start.id, start.trigger.as_str())
+            }
+            WatchEvent::Skipped { skip, since, .. } => {
+                let why = match skip {
+                    Skip::Unchanged => "unchanged",
+                    Skip::BackingOff { .. } => "backoff",
+                    Skip::Refused { .. } => "refused",
+                };
+                format!("skipped {why} since {since}")
+            }
+            WatchEvent::Invalid {
+                error, last_good, ..
+            } => format!(
+                "invalid {} error(s), last good {:?}",
+                error.errors.len(),
+                last_good.map(|good| (good.cycle, good.packages))
+            ),
+            WatchEvent::Held { gate, .. } => match gate {
+                ApplyGate::Waiting { failures, .. } => format!("held: {failures} failure(s)"),
+                ApplyGate::Parked { .. } => "held: refused".to_owned(),
+                ApplyGate::Clear | ApplyGate::RetryDue { .. } => "held: open?".to_owned(),
+            },
+            WatchEvent::Apply { event, .. } => match event {
+                ApplyEvent::Started { requests, .. } => format!("apply: {requests} request(s)"),
+                _ => "apply".to_owned(),
+            },
+            WatchEvent::Applied { reconciled, .. } => format!(
+                "applied {}",
+                match reconciled {
+                    Reconciled::Done { .. } => "done",
+                    Reconciled::Refused { .. } => "refused",
+                    Reconciled::Failed { .. } => "failed",
+                    Reconciled::Cancelled { .. } => "cancelled",
+                }
+            ),
+            WatchEvent::Unreadable { cause, .. } => format!(
+                "unreadable {}",
+                match cause {
+                    Unreadable::Today(_) => "today",
+                    Unreadable::State(_) => "state",
+                }
+            ),
+            other => other.name().to_owned(),
+        }
+    }
+
+    impl Setup {
+        /// The events since the last call.
+        fn events(&self) -> Vec<String> {
+            std::mem::take(&mut *self.printed.1.lock().unwrap())
+        }
+    }
+
+    #[tokio::test]
+    async fn each_decision_of_an_apply_watch_is_an_event() {
+        let failed = Reconciled::Failed {
+            reason: "network".into(),
+        };
+        let refused = Reconciled::Refused {
+            reason: "2 purchases > --max-purchases 1".into(),
+        };
+        let mut s = setup(Some(vec![failed, refused])).with_backoff_ms(60_000, 60_000);
+        s.cycle(Trigger::Startup).await;
+        assert_eq!(
+            s.events(),
+            [
+                "cycle_started 1 startup",
+                "planned",
+                "apply_started",
+                "apply: 1 request(s)",
+                "applied failed",
+                "retry_scheduled",
+            ]
+        );
+        // Same inputs while the backoff runs.
+        s.cycle(Trigger::Interval).await;
+        assert_eq!(
+            s.events(),
+            ["cycle_started 2 interval", "skipped backoff since 1"]
+        );
+        // Broken: reported with the last good plan; fixed to the same
+        // content: planned again (shown), but the backoff holds the apply.
+        s.write("apiVersion: oapkg/v1\nkind: PackageSet\npackages:\n  - oaid: x\n");
+        s.cycle(Trigger::Change).await;
+        let events = s.events();
+        assert_eq!(events[0], "cycle_started 3 change");
+        assert!(
+            events[1].starts_with("invalid ") && events[1].ends_with("last good Some((1, 1))"),
+            "{events:?}"
+        );
+        s.write(ONE);
+        s.cycle(Trigger::Change).await;
+        assert_eq!(
+            s.events(),
+            ["cycle_started 4 change", "planned", "held: 1 failure(s)"]
+        );
+        // New content applies at once; a refusal schedules no retry.
+        s.write(TWO);
+        s.cycle(Trigger::Change).await;
+        assert_eq!(
+            s.events(),
+            [
+                "cycle_started 5 change",
+                "planned",
+                "apply_started",
+                "apply: 1 request(s)",
+                "applied refused",
+            ]
+        );
+        s.cycle(Trigger::Interval).await;
+        assert_eq!(
+            s.events(),
+            ["cycle_started 6 interval", "skipped refused since 5"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_plan_only_cycle_reports_plans_skips_and_unreadable_inputs() {
+        let mut s = setup(None);
+        s.cycle(Trigger::Startup).await;
+        s.cycle(Trigger::Interval).await;
+        std::fs::create_dir_all(s.dir.path().join("state")).unwrap();
+        std::fs::write(s.dir.path().join("state/oapkg.state.json"), "{ not json").unwrap();
+        s.cycle(Trigger::Interval).await;
+        assert_eq!(
+            s.events(),
+            [
+                "cycle_started 1 startup",
+                "planned",
+                "cycle_started 2 interval",
+                "skipped unchanged since 1",
+                "cycle_started 3 interval",
+                "unreadable state",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stop_or_a_save_while_planning_is_reported_and_nothing_applied() {
+        let mut s = setup(Some(Vec::new()));
+        let counter = s.runner.change_counter();
+        let printed = s.printed.clone();
+        s.runner.observer = Arc::new(move |event: &WatchEvent<'_>| {
+            if let WatchEvent::Planned { .. } = event {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            printed.event(event);
+        });
+        s.cycle(Trigger::Startup).await;
+        assert_eq!(
+            s.events(),
+            ["cycle_started 1 startup", "planned", "put_off"]
+        );
+        let (handle, cancel) = crate::watch::cancel_pair();
+        handle.cancel();
+        let start = Start {
+            id: 2,
+            trigger: Trigger::Change,
+            paths: Vec::new(),
+            path_count: 0,
+        };
+        s.runner.run(&start, cancel).await;
+        assert_eq!(
+            s.events(),
+            ["cycle_started 2 change", "planned", "not_applied_stopping"]
+        );
+        assert!(s.calls.lock().unwrap().is_empty());
     }
 }

@@ -3,27 +3,29 @@
 //!
 //! This module owns the watching and the reconcile loop, and nothing of
 //! planning or applying: a cycle reads its inputs and makes its plan
-//! exactly as `oapkg plan` does, and applies through the
-//! [`Reconciler`] seam the CLI fills with the apply engine. It never prints
-//! (the CLI's [`Output`] does) and never holds the state lock between
-//! cycles (a plan-only watch never takes it at all).
+//! exactly as `oapkg plan` does, and applies through the [`Reconciler`]
+//! seam ([`ApplyReconciler`]: the apply engine). It never prints: it
+//! reports typed [`WatchEvent`]s to an [`Observer`], which the CLI turns
+//! into the plan on stdout and log lines on stderr. It never holds the
+//! state lock between cycles (a plan-only watch never takes it at all).
 //!
 //! ```text
-//! notify events ─▶ source (filter) ─▶ schedule (debounce) ─▶ cycle ─▶ Output
-//!                                                              │
-//!                                     policy (skip / backoff) ─┤
-//!                                                              ▼
+//! notify events ─▶ watcher (filter) ─▶ schedule (debounce) ─▶ cycle ─▶ WatchEvent ─▶ Observer (CLI)
+//!                                                               │
+//!                                      policy (skip / backoff) ─┤
+//!                                                               ▼
 //!                                                  Reconciler (apply engine)
 //! ```
 //!
 //! | module | owns | touches |
 //! |---|---|---|
 //! | [`paths`] | which directories to watch for the `-f` paths; which changed paths matter (manifests, not editor temp files) | the disk once, at start |
-//! | [`source`] | notify + notify-debouncer-full (native or `--poll`), turning events into [`source::Change`]s; re-watching replaced directories | the file watcher |
+//! | [`watcher`] | notify + notify-debouncer-full (native or `--poll`), turning events into [`watcher::FileChange`]s; re-watching replaced directories | the file watcher |
 //! | [`schedule`] | trailing-edge debounce, one cycle at a time with one more queued, `--interval`, retry wake-ups | nothing (instants passed in) |
-//! | [`policy`] | skip when the manifests' content hash and the state id are unchanged; refused applies parked, failed ones backed off | nothing |
-//! | [`cycle`] | one cycle: load → validate → plan → output (→ reconcile), logging each decision | the manifests and the state (read only) |
-//! | [`reconcile`] | the apply seam: [`Reconciler`], [`Reconciled`], [`CancelSignal`] | nothing |
+//! | [`policy`] | skip when the manifests' content hash and the state id are unchanged; refused applies parked, failed ones backed off (backon) | nothing |
+//! | [`cycle`] | one cycle: load → validate → plan (→ reconcile), reporting each decision as an event | the manifests and the state (read only) |
+//! | [`reconcile`] | the apply seam: [`Reconciler`], [`Reconciled`], [`CancelSignal`]; [`ApplyReconciler`] and the rule turning an apply run into done / refused / failed / cancelled | through the apply engine |
+//! | [`events`] | [`WatchEvent`], [`Observer`], [`Observers`] (several consumers) | nothing |
 //!
 //! [`run`] ties them together: it watches, starts a cycle when the
 //! scheduler says so, keeps collecting changes while a cycle runs, and on a
@@ -31,23 +33,28 @@
 //! request through [`CancelSignal`]) and returns.
 
 pub mod cycle;
+pub mod events;
 pub mod paths;
 pub mod policy;
 pub mod reconcile;
 pub mod schedule;
-pub mod source;
+pub mod watcher;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-pub use cycle::{Output, Runner, Today};
-pub use reconcile::{BoxFuture, CancelSignal, Canceller, Reconciled, Reconciler, cancel_pair};
+pub use cycle::{Runner, Today};
+pub use events::{GoodPlan, Observer, Observers, Unreadable, WatchEvent};
+pub use reconcile::{
+    ApplyReconciler, BoxFuture, CancelSignal, Canceller, Progress, Reconciled, Reconciler,
+    cancel_pair, reconciled,
+};
 
 use paths::{Roots, RootsError};
 use schedule::Scheduler;
-use source::{Source, SourceError};
+use watcher::{FileWatcher, WatcherError};
 
 /// How to watch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +75,7 @@ pub enum WatchError {
     #[error(transparent)]
     Roots(#[from] RootsError),
     #[error(transparent)]
-    Source(#[from] SourceError),
+    Watcher(#[from] WatcherError),
     #[error("the file watcher stopped unexpectedly")]
     WatcherGone,
 }
@@ -80,38 +87,25 @@ pub async fn run(
     runner: &mut Runner,
     stop: CancelSignal,
 ) -> Result<(), WatchError> {
+    let observer = runner.observer();
     let roots = Roots::resolve(&options.files)?;
     let (tx, mut changes) = mpsc::unbounded_channel();
-    let mut source = Source::start(
+    let mut source = FileWatcher::start(
         roots,
         options.debounce,
         options.poll,
         tx,
         runner.change_counter(),
+        observer.clone(),
     )?;
-    let dirs: Vec<String> = source
-        .dirs()
-        .map(|d| {
-            format!(
-                "{}{}",
-                d.path.display(),
-                if d.recursive { "/**" } else { "" }
-            )
-        })
-        .collect();
-    tracing::info!(
-        dirs = %dirs.join(", "),
-        mode = if options.poll.is_some() { "poll" } else { "native" },
-        debounce_ms = options.debounce.as_millis() as u64,
-        interval_secs = options.interval.map(|i| i.as_secs_f64()),
-        apply = runner.applies(),
-        "watching {}{}",
-        dirs.join(", "),
-        match options.poll {
-            Some(period) => format!(" (polling every {}s)", period.as_secs_f64()),
-            None => String::new(),
-        }
-    );
+    let dirs: Vec<_> = source.dirs().cloned().collect();
+    observer.event(&WatchEvent::Watching {
+        dirs: &dirs,
+        poll: options.poll,
+        debounce: options.debounce,
+        interval: options.interval,
+        apply: runner.applies(),
+    });
 
     let mut scheduler = Scheduler::new(options.debounce, options.interval, Instant::now());
     let stopping = stop.clone();
@@ -134,7 +128,7 @@ pub async fn run(
                     },
                     () = stopping.cancelled(), if !told => {
                         told = true;
-                        tracing::info!(cycle = start.id, "stop requested: finishing the cycle in progress");
+                        observer.event(&WatchEvent::StopRequested { cycle: start.id });
                     }
                 }
             };
@@ -157,7 +151,7 @@ pub async fn run(
         }
     }
     drop(source);
-    tracing::info!("stopped watching");
+    observer.event(&WatchEvent::Stopped);
     Ok(())
 }
 

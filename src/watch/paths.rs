@@ -34,9 +34,9 @@ pub struct WatchDir {
     pub recursive: bool,
 }
 
-/// The verdict on one changed path, with the reason (logged at trace level).
+/// How much one changed path matters, with the reason (logged at trace level).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Relevance {
     /// A manifest (or a directory that may hold some) changed.
     Relevant,
     /// An editor's temporary, swap, lock or backup file.
@@ -47,13 +47,13 @@ pub enum Verdict {
     NotManifest,
 }
 
-impl Verdict {
+impl Relevance {
     pub fn as_str(self) -> &'static str {
         match self {
-            Verdict::Relevant => "manifest",
-            Verdict::EditorTemp => "editor temporary file",
-            Verdict::Hidden => "hidden path",
-            Verdict::NotManifest => "not a manifest path",
+            Relevance::Relevant => "manifest",
+            Relevance::EditorTemp => "editor temporary file",
+            Relevance::Hidden => "hidden path",
+            Relevance::NotManifest => "not a manifest path",
         }
     }
 }
@@ -179,12 +179,12 @@ impl Roots {
     /// Whether a change at `path` (absolute, as the watcher reports it) can
     /// change what `manifest::load` reads. `is_dir`: the path is (or was) a
     /// directory, as far as the event tells.
-    pub fn classify(&self, path: &Path, is_dir: bool) -> Verdict {
+    pub fn classify(&self, path: &Path, is_dir: bool) -> Relevance {
         // A watched directory itself moved or went away.
         let watched_dir = self.trees.iter().any(|tree| tree == path)
             || self.files.iter().any(|(dir, _)| dir == path);
         if watched_dir {
-            return Verdict::Relevant;
+            return Relevance::Relevant;
         }
         let named = match (path.parent(), path.file_name()) {
             (Some(parent), Some(name)) => self
@@ -194,18 +194,18 @@ impl Roots {
             _ => false,
         };
         if named {
-            return Verdict::Relevant;
+            return Relevance::Relevant;
         }
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            return Verdict::NotManifest;
+            return Relevance::NotManifest;
         };
         if is_editor_temp(name) {
-            return Verdict::EditorTemp;
+            return Relevance::EditorTemp;
         }
         if manifest::is_hidden(name) {
-            return Verdict::Hidden;
+            return Relevance::Hidden;
         }
-        let mut verdict = Verdict::NotManifest;
+        let mut relevance = Relevance::NotManifest;
         for tree in &self.trees {
             let Ok(rest) = path.strip_prefix(tree) else {
                 continue;
@@ -215,14 +215,14 @@ impl Roots {
                 _ => false,
             });
             if hidden {
-                verdict = Verdict::Hidden;
+                relevance = Relevance::Hidden;
                 continue;
             }
             if is_dir || manifest::is_yaml(path) {
-                return Verdict::Relevant;
+                return Relevance::Relevant;
             }
         }
-        verdict
+        relevance
     }
 }
 
@@ -270,24 +270,24 @@ mod tests {
     }
 
     #[track_caller]
-    fn check(path: &str, expected: Verdict) {
+    fn check(path: &str, expected: Relevance) {
         assert_eq!(roots().classify(Path::new(path), false), expected, "{path}");
     }
 
     #[test]
     fn named_files_and_yaml_under_trees_are_relevant() {
-        check("/repo/oapkg.yaml", Verdict::Relevant);
-        check("/etc/oapkg/extra.yml", Verdict::Relevant);
-        check("/repo/packages/a.yaml", Verdict::Relevant);
-        check("/repo/packages/team/b.yml", Verdict::Relevant);
+        check("/repo/oapkg.yaml", Relevance::Relevant);
+        check("/etc/oapkg/extra.yml", Relevance::Relevant);
+        check("/repo/packages/a.yaml", Relevance::Relevant);
+        check("/repo/packages/team/b.yml", Relevance::Relevant);
     }
 
     #[test]
     fn siblings_of_named_files_are_not() {
         // Only the named file counts in a file's directory, even if YAML.
-        check("/repo/other.yaml", Verdict::NotManifest);
-        check("/repo/README.md", Verdict::NotManifest);
-        check("/etc/oapkg/oapkg.yaml", Verdict::NotManifest);
+        check("/repo/other.yaml", Relevance::NotManifest);
+        check("/repo/README.md", Relevance::NotManifest);
+        check("/etc/oapkg/oapkg.yaml", Relevance::NotManifest);
     }
 
     #[test]
@@ -304,18 +304,18 @@ mod tests {
             "oapkg.yaml___jb_old___",
             "a.yaml.swp",
         ] {
-            check(&format!("/repo/{name}"), Verdict::EditorTemp);
-            check(&format!("/repo/packages/{name}"), Verdict::EditorTemp);
+            check(&format!("/repo/{name}"), Relevance::EditorTemp);
+            check(&format!("/repo/packages/{name}"), Relevance::EditorTemp);
         }
     }
 
     #[test]
     fn hidden_paths_and_other_files_under_trees_are_ignored() {
-        check("/repo/packages/.git/index", Verdict::Hidden);
-        check("/repo/packages/.hidden/a.yaml", Verdict::Hidden);
-        check("/repo/packages/notes.txt", Verdict::NotManifest);
-        check("/repo/packages/sedAb12Cd", Verdict::NotManifest);
-        check("/elsewhere/a.yaml", Verdict::NotManifest);
+        check("/repo/packages/.git/index", Relevance::Hidden);
+        check("/repo/packages/.hidden/a.yaml", Relevance::Hidden);
+        check("/repo/packages/notes.txt", Relevance::NotManifest);
+        check("/repo/packages/sedAb12Cd", Relevance::NotManifest);
+        check("/elsewhere/a.yaml", Relevance::NotManifest);
     }
 
     #[test]
@@ -323,21 +323,24 @@ mod tests {
         let roots = roots();
         assert_eq!(
             roots.classify(Path::new("/repo/packages/team"), true),
-            Verdict::Relevant
+            Relevance::Relevant
         );
         assert_eq!(
             roots.classify(Path::new("/repo/packages/.git"), true),
-            Verdict::Hidden
+            Relevance::Hidden
         );
         assert_eq!(
             roots.classify(Path::new("/repo/packages"), false),
-            Verdict::Relevant
+            Relevance::Relevant
         );
-        assert_eq!(roots.classify(Path::new("/repo"), true), Verdict::Relevant);
+        assert_eq!(
+            roots.classify(Path::new("/repo"), true),
+            Relevance::Relevant
+        );
         // A directory beside a named file is not.
         assert_eq!(
             roots.classify(Path::new("/repo/somedir"), true),
-            Verdict::NotManifest
+            Relevance::NotManifest
         );
     }
 
@@ -367,7 +370,7 @@ mod tests {
         // A file named inside a tree is relevant through both rules.
         assert_eq!(
             roots.classify(Path::new("/repo/packages/x.yaml"), false),
-            Verdict::Relevant
+            Relevance::Relevant
         );
     }
 
@@ -384,7 +387,7 @@ mod tests {
         assert_eq!(roots.watch_dirs().len(), 2);
         assert_eq!(
             roots.classify(&base.join("not-yet.yaml"), false),
-            Verdict::Relevant
+            Relevance::Relevant
         );
         let missing = Roots::resolve(&[base.join("nope/a.yaml")]).unwrap_err();
         assert!(missing.to_string().contains("nope"), "{missing}");

@@ -20,29 +20,44 @@
 
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
+
 use crate::state::StateId;
 
-/// Exponential backoff: `initial`, doubling per failure, at most `max`.
+/// The backoff between failed cycles: `initial`, doubling per failure, at
+/// most `max`, drawn by `backon` (as apply's retries are), without jitter:
+/// a long-running service's log says exactly when it tries again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Backoff {
+pub struct CycleBackoff {
     pub initial: Duration,
     pub max: Duration,
 }
 
-impl Default for Backoff {
+impl Default for CycleBackoff {
     fn default() -> Self {
-        Backoff {
+        CycleBackoff {
             initial: Duration::from_secs(5),
             max: Duration::from_secs(600),
         }
     }
 }
 
-impl Backoff {
+impl CycleBackoff {
+    /// The waits after the 1st, 2nd, … failure in a row.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> + use<> {
+        ExponentialBuilder::new()
+            .with_min_delay(self.initial.min(self.max))
+            .with_max_delay(self.max)
+            .with_factor(2.0)
+            .without_max_times()
+            .build()
+    }
+
     /// The wait after the `failures`-th failure in a row (1-based).
     pub fn delay(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(31);
-        self.initial.saturating_mul(1u32 << doublings).min(self.max)
+        // Past 31 doublings every wait is `max`.
+        let nth = failures.saturating_sub(1).min(31) as usize;
+        self.delays().nth(nth).unwrap_or(self.max)
     }
 }
 
@@ -55,7 +70,7 @@ pub struct Fingerprint {
 
 /// How an apply step ended, for the retry rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum ApplyResult {
     /// Everything planned is done (or nothing was to be bought).
     Done,
     /// A guard refused; the same inputs will be refused again.
@@ -66,7 +81,7 @@ pub enum Verdict {
 
 /// Whether an apply may run now for some inputs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Gate {
+pub enum ApplyGate {
     /// Nothing held against these inputs.
     Clear,
     /// A failure's backoff is over: try again (`failures` so far).
@@ -93,12 +108,12 @@ struct Setback {
 /// The memory of the last refused or failed apply.
 #[derive(Clone, Debug, Default)]
 pub struct Retries {
-    backoff: Backoff,
+    backoff: CycleBackoff,
     setback: Option<Setback>,
 }
 
 impl Retries {
-    pub fn new(backoff: Backoff) -> Retries {
+    pub fn new(backoff: CycleBackoff) -> Retries {
         Retries {
             backoff,
             setback: None,
@@ -106,28 +121,28 @@ impl Retries {
     }
 
     /// Whether an apply for `inputs` may run at `now`.
-    pub fn gate(&self, inputs: &Fingerprint, now: Instant) -> Gate {
+    pub fn gate(&self, inputs: &Fingerprint, now: Instant) -> ApplyGate {
         let Some(setback) = &self.setback else {
-            return Gate::Clear;
+            return ApplyGate::Clear;
         };
         if setback.fingerprint.manifest_hash != inputs.manifest_hash {
-            return Gate::Clear;
+            return ApplyGate::Clear;
         }
         if setback.refused {
             return if setback.fingerprint.state == inputs.state {
-                Gate::Parked {
+                ApplyGate::Parked {
                     reason: setback.reason.clone(),
                 }
             } else {
-                Gate::Clear
+                ApplyGate::Clear
             };
         }
         if now >= setback.not_before {
-            Gate::RetryDue {
+            ApplyGate::RetryDue {
                 failures: setback.failures,
             }
         } else {
-            Gate::Waiting {
+            ApplyGate::Waiting {
                 until: setback.not_before,
                 failures: setback.failures,
                 reason: setback.reason.clone(),
@@ -140,16 +155,16 @@ impl Retries {
     pub fn record(
         &mut self,
         inputs: &Fingerprint,
-        verdict: Verdict,
+        result: ApplyResult,
         now: Instant,
     ) -> Option<Instant> {
         let previous = self
             .setback
             .take()
             .filter(|s| s.fingerprint.manifest_hash == inputs.manifest_hash);
-        match verdict {
-            Verdict::Done => None,
-            Verdict::Refused(reason) => {
+        match result {
+            ApplyResult::Done => None,
+            ApplyResult::Refused(reason) => {
                 self.setback = Some(Setback {
                     fingerprint: inputs.clone(),
                     refused: true,
@@ -159,7 +174,7 @@ impl Retries {
                 });
                 None
             }
-            Verdict::Failed(reason) => {
+            ApplyResult::Failed(reason) => {
                 let failures = previous
                     .filter(|s| !s.refused)
                     .map_or(1, |s| s.failures.saturating_add(1));
@@ -187,7 +202,7 @@ impl Retries {
 
 /// What a cycle does once its inputs are loaded and valid.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
+pub enum CycleDecision {
     /// Nothing to do; the reason is logged.
     Skip(Skip),
     /// Make and print the plan; then apply according to `apply`.
@@ -211,7 +226,7 @@ pub enum ApplyStep {
     /// Apply the plan (if it buys anything).
     Go,
     /// Print the plan, do not apply it: the gate is closed.
-    Hold(Gate),
+    Hold(ApplyGate),
 }
 
 /// The decision for a cycle whose inputs are `inputs`, when the last cycle
@@ -221,27 +236,27 @@ pub fn decide(
     last: Option<&Fingerprint>,
     inputs: &Fingerprint,
     apply: bool,
-    gate: Gate,
-) -> Decision {
+    gate: ApplyGate,
+) -> CycleDecision {
     let unchanged = last == Some(inputs);
     if !apply {
         return if unchanged {
-            Decision::Skip(Skip::Unchanged)
+            CycleDecision::Skip(Skip::Unchanged)
         } else {
-            Decision::Plan(ApplyStep::Never)
+            CycleDecision::Plan(ApplyStep::Never)
         };
     }
     match (unchanged, gate) {
-        (true, Gate::Clear) => Decision::Skip(Skip::Unchanged),
+        (true, ApplyGate::Clear) => CycleDecision::Skip(Skip::Unchanged),
         (
             true,
-            Gate::Waiting {
+            ApplyGate::Waiting {
                 until, failures, ..
             },
-        ) => Decision::Skip(Skip::BackingOff { until, failures }),
-        (true, Gate::Parked { reason }) => Decision::Skip(Skip::Refused { reason }),
-        (_, Gate::Clear | Gate::RetryDue { .. }) => Decision::Plan(ApplyStep::Go),
-        (false, gate) => Decision::Plan(ApplyStep::Hold(gate)),
+        ) => CycleDecision::Skip(Skip::BackingOff { until, failures }),
+        (true, ApplyGate::Parked { reason }) => CycleDecision::Skip(Skip::Refused { reason }),
+        (_, ApplyGate::Clear | ApplyGate::RetryDue { .. }) => CycleDecision::Plan(ApplyStep::Go),
+        (false, gate) => CycleDecision::Plan(ApplyStep::Hold(gate)),
     }
 }
 
@@ -266,7 +281,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_from_five_seconds_to_ten_minutes() {
-        let b = Backoff::default();
+        let b = CycleBackoff::default();
         let delays: Vec<u64> = (1..=10).map(|n| b.delay(n).as_secs()).collect();
         assert_eq!(delays, [5, 10, 20, 40, 80, 160, 320, 600, 600, 600]);
         assert_eq!(b.delay(u32::MAX), secs(600), "no overflow");
@@ -278,20 +293,23 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Retries::default();
         let a = inputs("A", 1);
-        assert_eq!(r.gate(&a, t0), Gate::Clear);
+        assert_eq!(r.gate(&a, t0), ApplyGate::Clear);
         assert_eq!(
-            r.record(&a, Verdict::Failed("network".into()), t0),
+            r.record(&a, ApplyResult::Failed("network".into()), t0),
             Some(t0 + secs(5))
         );
         assert!(matches!(
             r.gate(&a, t0 + secs(4)),
-            Gate::Waiting { failures: 1, .. }
+            ApplyGate::Waiting { failures: 1, .. }
         ));
-        assert_eq!(r.gate(&a, t0 + secs(5)), Gate::RetryDue { failures: 1 });
+        assert_eq!(
+            r.gate(&a, t0 + secs(5)),
+            ApplyGate::RetryDue { failures: 1 }
+        );
         // It fails again: twice as long.
         let t1 = t0 + secs(5);
         assert_eq!(
-            r.record(&a, Verdict::Failed("network".into()), t1),
+            r.record(&a, ApplyResult::Failed("network".into()), t1),
             Some(t1 + secs(10))
         );
         assert_eq!(r.next_retry(), Some(t1 + secs(10)));
@@ -299,22 +317,22 @@ mod tests {
         let a2 = inputs("A", 2);
         assert!(matches!(
             r.gate(&a2, t1 + secs(1)),
-            Gate::Waiting { failures: 2, .. }
+            ApplyGate::Waiting { failures: 2, .. }
         ));
         assert_eq!(
-            r.record(&a2, Verdict::Failed("103".into()), t1 + secs(10)),
+            r.record(&a2, ApplyResult::Failed("103".into()), t1 + secs(10)),
             Some(t1 + secs(30))
         );
         // New manifest content starts fresh.
         let b = inputs("B", 2);
-        assert_eq!(r.gate(&b, t1 + secs(11)), Gate::Clear);
+        assert_eq!(r.gate(&b, t1 + secs(11)), ApplyGate::Clear);
         assert_eq!(
-            r.record(&b, Verdict::Failed("x".into()), t1),
+            r.record(&b, ApplyResult::Failed("x".into()), t1),
             Some(t1 + secs(5))
         );
         // Success forgets.
-        r.record(&b, Verdict::Done, t1);
-        assert_eq!(r.gate(&b, t1), Gate::Clear);
+        r.record(&b, ApplyResult::Done, t1);
+        assert_eq!(r.gate(&b, t1), ApplyGate::Clear);
         assert_eq!(r.next_retry(), None);
     }
 
@@ -324,19 +342,19 @@ mod tests {
         let mut r = Retries::default();
         let a = inputs("A", 1);
         assert_eq!(
-            r.record(&a, Verdict::Refused("22 purchases > 20".into()), t0),
+            r.record(&a, ApplyResult::Refused("22 purchases > 20".into()), t0),
             None
         );
         assert_eq!(r.next_retry(), None, "no timer: only a change retries");
         for later in [secs(5), secs(3600), secs(86_400 * 30)] {
-            assert!(matches!(r.gate(&a, t0 + later), Gate::Parked { .. }));
+            assert!(matches!(r.gate(&a, t0 + later), ApplyGate::Parked { .. }));
         }
         // A state change (someone applied by hand) or new content: clear.
-        assert_eq!(r.gate(&inputs("A", 2), t0), Gate::Clear);
-        assert_eq!(r.gate(&inputs("B", 1), t0), Gate::Clear);
+        assert_eq!(r.gate(&inputs("A", 2), t0), ApplyGate::Clear);
+        assert_eq!(r.gate(&inputs("B", 1), t0), ApplyGate::Clear);
         // A failure after a refusal starts its own count.
         assert_eq!(
-            r.record(&a, Verdict::Failed("x".into()), t0),
+            r.record(&a, ApplyResult::Failed("x".into()), t0),
             Some(t0 + secs(5))
         );
     }
@@ -348,43 +366,43 @@ mod tests {
         let b = inputs("B", 1);
         // Plan-only.
         assert_eq!(
-            decide(None, &a, false, Gate::Clear),
-            Decision::Plan(ApplyStep::Never)
+            decide(None, &a, false, ApplyGate::Clear),
+            CycleDecision::Plan(ApplyStep::Never)
         );
         assert_eq!(
-            decide(Some(&a), &a, false, Gate::Clear),
-            Decision::Skip(Skip::Unchanged)
+            decide(Some(&a), &a, false, ApplyGate::Clear),
+            CycleDecision::Skip(Skip::Unchanged)
         );
         assert_eq!(
-            decide(Some(&a), &b, false, Gate::Clear),
-            Decision::Plan(ApplyStep::Never)
+            decide(Some(&a), &b, false, ApplyGate::Clear),
+            CycleDecision::Plan(ApplyStep::Never)
         );
         // A state change alone re-plans (an interval cycle after a manual apply).
         assert_eq!(
-            decide(Some(&a), &inputs("A", 2), false, Gate::Clear),
-            Decision::Plan(ApplyStep::Never)
+            decide(Some(&a), &inputs("A", 2), false, ApplyGate::Clear),
+            CycleDecision::Plan(ApplyStep::Never)
         );
         // Apply.
         assert_eq!(
-            decide(Some(&a), &b, true, Gate::Clear),
-            Decision::Plan(ApplyStep::Go)
+            decide(Some(&a), &b, true, ApplyGate::Clear),
+            CycleDecision::Plan(ApplyStep::Go)
         );
         assert_eq!(
-            decide(Some(&a), &a, true, Gate::Clear),
-            Decision::Skip(Skip::Unchanged)
+            decide(Some(&a), &a, true, ApplyGate::Clear),
+            CycleDecision::Skip(Skip::Unchanged)
         );
         assert_eq!(
-            decide(Some(&a), &a, true, Gate::RetryDue { failures: 2 }),
-            Decision::Plan(ApplyStep::Go)
+            decide(Some(&a), &a, true, ApplyGate::RetryDue { failures: 2 }),
+            CycleDecision::Plan(ApplyStep::Go)
         );
-        let waiting = Gate::Waiting {
+        let waiting = ApplyGate::Waiting {
             until: t0,
             failures: 1,
             reason: "r".into(),
         };
         assert_eq!(
             decide(Some(&a), &a, true, waiting.clone()),
-            Decision::Skip(Skip::BackingOff {
+            CycleDecision::Skip(Skip::BackingOff {
                 until: t0,
                 failures: 1
             })
@@ -392,16 +410,16 @@ mod tests {
         // Changed inputs under a running backoff: show the plan, hold the apply.
         assert_eq!(
             decide(None, &a, true, waiting.clone()),
-            Decision::Plan(ApplyStep::Hold(waiting))
+            CycleDecision::Plan(ApplyStep::Hold(waiting))
         );
-        let parked = Gate::Parked { reason: "r".into() };
+        let parked = ApplyGate::Parked { reason: "r".into() };
         assert_eq!(
             decide(Some(&a), &a, true, parked.clone()),
-            Decision::Skip(Skip::Refused { reason: "r".into() })
+            CycleDecision::Skip(Skip::Refused { reason: "r".into() })
         );
         assert_eq!(
             decide(None, &a, true, parked.clone()),
-            Decision::Plan(ApplyStep::Hold(parked))
+            CycleDecision::Plan(ApplyStep::Hold(parked))
         );
     }
 
@@ -415,20 +433,20 @@ mod tests {
         let a = inputs("A", 1);
         assert_eq!(
             decide(None, &a, true, r.gate(&a, t0)),
-            Decision::Plan(ApplyStep::Go)
+            CycleDecision::Plan(ApplyStep::Go)
         );
-        r.record(&a, Verdict::Refused("over --max-purchases".into()), t0);
+        r.record(&a, ApplyResult::Refused("over --max-purchases".into()), t0);
         for minutes in [1, 10, 600] {
             let now = t0 + secs(60 * minutes);
             assert!(matches!(
                 decide(Some(&a), &a, true, r.gate(&a, now)),
-                Decision::Skip(Skip::Refused { .. })
+                CycleDecision::Skip(Skip::Refused { .. })
             ));
         }
         let b = inputs("B", 1);
         assert_eq!(
             decide(Some(&a), &b, true, r.gate(&b, t0)),
-            Decision::Plan(ApplyStep::Go)
+            CycleDecision::Plan(ApplyStep::Go)
         );
     }
 }

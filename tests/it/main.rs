@@ -2,6 +2,7 @@
 //! temporary directories (STYLE.md habit 9).
 
 mod apply;
+mod costs;
 mod disk;
 mod escapes;
 mod expiring;
@@ -15,6 +16,7 @@ mod large_account;
 mod moved;
 mod only;
 mod plan;
+mod policies;
 mod properties;
 mod saved;
 mod secrets;

@@ -221,6 +221,7 @@ fn write_unconfirmed(env: &Env, oaid: &str, start: &str) {
             result_message: Some("timed out after sending".into()),
             submitted_at: Some(jiff::Timestamp::UNIX_EPOCH),
             confirmed: None,
+            by_policy: false,
         },
     );
     store.write(&lock, &mut state).unwrap();

@@ -15,7 +15,7 @@
 //! | `the_canonical_encoding_is_injective` | 256 | pure |
 //! | `near_miss_specs_never_share_a_hash` | 256 | pure, whole spec domain |
 //! | `the_state_file_round_trips` | 256 | pure encode / decode |
-//! | `saved_plans_round_trip` | 64 | `SavedPlan` write / read in a temp dir, three renderings |
+//! | `saved_plans_round_trip` | 64 | `plan_file` write / read in a temp dir, three renderings |
 //! | `the_state_store_round_trips` | 64 | `StateStore` write / load in a temp dir |
 //! | `yaml::a_rendered_manifest_parses_back_to_its_packages` | 256 | `validate::check_file` |
 //! | `yaml::equivalent_manifests_have_one_hash` | 96 | `manifest::load` of two temp dirs |
@@ -33,6 +33,7 @@ use std::path::Path;
 
 use jiff::civil::Date;
 use oapkg::manifest::{DesiredSet, Package, Source};
+use oapkg::ops::plan_file;
 use oapkg::plan::saved::SavedPlan;
 use oapkg::plan::{Action, diff, render};
 use oapkg::spec::{Oaid, Spec, Tier};
@@ -82,6 +83,7 @@ fn recorded() -> impl Strategy<Value = BTreeMap<oapkg::spec::Key, Record>> {
                     result_message: None,
                     submitted_at: None,
                     confirmed: None,
+                    by_policy: false,
                 };
                 (spec.key(), record)
             })
@@ -171,6 +173,7 @@ fn rich_recorded() -> impl Strategy<Value = BTreeMap<oapkg::spec::Key, Record>> 
             result_message: message,
             submitted_at: at,
             confirmed: None,
+            by_policy: false,
         });
     proptest::collection::vec(record, 0..12)
         .prop_map(|records| records.into_iter().map(|r| (r.spec.key(), r)).collect())
@@ -265,6 +268,7 @@ proptest! {
                     result_message: None,
                     submitted_at: None,
                     confirmed: None,
+                    by_policy: false,
                 });
             }
         }
@@ -395,8 +399,8 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("reviewed.plan");
         let saved = SavedPlan::from_plan(&plan);
-        saved.write(&path).unwrap();
-        let read = SavedPlan::read(&path).unwrap();
+        plan_file::write(&saved, &path).unwrap();
+        let read = plan_file::read(&path).unwrap();
         prop_assert_eq!(&read, &saved);
         prop_assert!(read.check_fresh(&state, &desired.hash()).is_ok());
         let again = read.to_plan();

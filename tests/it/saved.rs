@@ -2,7 +2,7 @@
 //! when planning again from the current manifests, state and today gives
 //! exactly the saved plan; `show PLANFILE` prints what was reviewed.
 
-use oapkg::plan::saved::SavedPlan;
+use oapkg::ops::plan_file;
 
 use crate::support::{Env, Pkg, Run, account, oapkg, start, write_manifest};
 
@@ -71,13 +71,13 @@ fn a_plan_file_edited_by_hand_with_its_checksum_recomputed_buys_nothing() {
     // Premium for twelve months instead, re-signed so the file's own
     // checksum holds: only planning again can tell.
     let path = env.path("p.plan");
-    let mut saved = SavedPlan::read(&path).unwrap();
+    let mut saved = plan_file::read(&path).unwrap();
     let desired = saved.changes[0].desired.as_mut().unwrap();
     desired.spec.tier = oapkg::spec::Tier::Premium;
     desired.spec.duration_months = 12;
-    saved.write(&path).unwrap();
+    plan_file::write(&saved, &path).unwrap();
     assert!(
-        SavedPlan::read(&path).is_ok(),
+        plan_file::read(&path).is_ok(),
         "the edited file is well formed"
     );
 
@@ -89,9 +89,9 @@ fn a_plan_file_edited_by_hand_with_its_checksum_recomputed_buys_nothing() {
 
     // A change dropped from the file: refused the same way.
     env.run(&["plan", "--out", "p.plan"]).code(0);
-    let mut saved = SavedPlan::read(&path).unwrap();
+    let mut saved = plan_file::read(&path).unwrap();
     saved.changes.clear();
-    saved.write(&path).unwrap();
+    plan_file::write(&saved, &path).unwrap();
     apply_on(&env, &sim.control(), "p.plan", crate::support::TODAY)
         .code(1)
         .stderr_has("(saved not listed, now `purchase`)");

@@ -4,7 +4,7 @@ use jiff::civil::{Date, date};
 
 use crate::manifest::{Package, Source};
 use crate::plan::{Action, Change, Plan, Warning};
-use crate::spec::{Key, Oaid, Spec, Tier};
+use crate::spec::{Key, ManifestHash, Oaid, Spec, Tier};
 use crate::state::{Record, StateId, Status};
 
 pub fn spec(oaid: &str, tier: Tier, start: Date, months: u8) -> Spec {
@@ -44,6 +44,7 @@ pub fn record(spec: Spec, name: Option<&str>, status: Status) -> Record {
         result_message: message.map(str::to_owned),
         submitted_at: Some("2026-10-01T02:00:00Z".parse().unwrap()),
         confirmed: None,
+        by_policy: false,
     }
 }
 
@@ -71,15 +72,22 @@ pub fn state_id() -> StateId {
 pub const MANIFEST_HASH: &str =
     "sha256:9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b";
 
+/// [`MANIFEST_HASH`] as the plans hold it.
+pub fn manifest_hash() -> ManifestHash {
+    ManifestHash::from_tagged(MANIFEST_HASH.to_owned())
+}
+
 fn plan(changes: Vec<Change>, unchanged: usize, warnings: Vec<Warning>) -> Plan {
     Plan {
         today: date(2026, 11, 26),
         state: state_id(),
-        manifest_hash: MANIFEST_HASH.to_owned(),
+        manifest_hash: manifest_hash(),
         changes,
         unchanged,
         labels: Vec::new(),
         warnings,
+        prices: None,
+        from_policy: Default::default(),
     }
 }
 

@@ -1,29 +1,10 @@
-//! The `--format json` document of the SPEC, for scripts and CI.
+//! The `--format json` document, for scripts and CI.
 //!
-//! The shape is a contract: every field of the SPEC's example is present with
-//! that name and type, in that order; fields may be added (`manifest_hash`
-//! and `labels` are), never renamed or removed. [`FORMAT_VERSION`] changes
-//! only when a field changes meaning.
-//!
-//! Per change, the top-level fields describe the spec the change is about:
-//! the declared one, or the recorded one for a key that is not declared
-//! (orphans). `before` describes what the state holds for the key (for
-//! `replace`, `unconfirmed`, `orphan`, and an `expired` key that is
-//! recorded; `null` for `purchase`):
-//! `{oaid, name, tier, start, duration_months, end, spec_hash, status,
-//! service_preview_id}` — the recorded spec with its end date, plus what a
-//! reviewer needs to recognise the earlier purchase. eSMS result codes and
-//! timestamps stay in the state (`oapkg state show KEY`). `origin` says
-//! where the change comes from (`manifest`; `policy` for a coverage
-//! policy's renewal), `needs` the flags apply needs for it
-//! ([`Change::needs`]), `overlaps` the recorded keys a purchase overlaps.
-//! `cost` is `null` while no price list is declared.
-//!
-//! Top level: `warnings` are objects `{key, file, line, column, message}`
-//! (`null` where not applicable), `needs` the flags apply needs for the
-//! whole plan ([`Plan::needs`]), `labels` the name changes of recorded
-//! packages `{key, before, after}`, and `summary` the counts per action
-//! with the total `cost`.
+//! The shape is a contract, written down field by field in
+//! `docs/plan-json.md` in the repository: every field is present with its
+//! name and type, in order; fields may be added, never renamed or removed.
+//! [`FORMAT_VERSION`] changes only when a field changes meaning. The types
+//! below are that document; keep the two together.
 
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
@@ -44,7 +25,7 @@ pub struct JsonPlan {
     /// The state the plan was made against.
     pub state: JsonState,
     /// Content hash of the manifests the plan was made from.
-    pub manifest_hash: String,
+    pub manifest_hash: crate::spec::ManifestHash,
     /// Every key whose action is not `unchanged`, sorted by key.
     pub changes: Vec<JsonChange>,
     pub warnings: Vec<JsonWarning>,
@@ -77,12 +58,20 @@ impl From<&Warning> for JsonWarning {
     }
 }
 
-/// An amount of money. No price list exists yet, so every `cost` is
-/// `null`; the type is here so that the field's shape is fixed.
+/// An amount of money: `{"amount": 4788000, "currency": "VND"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cost {
     pub amount: u64,
     pub currency: String,
+}
+
+impl From<crate::prices::Money> for Cost {
+    fn from(money: crate::prices::Money) -> Self {
+        Cost {
+            amount: money.amount,
+            currency: money.currency,
+        }
+    }
 }
 
 /// Where a change comes from.
@@ -215,18 +204,21 @@ impl JsonPlan {
             changes: plan
                 .listed_changes()
                 .into_iter()
-                .map(JsonChange::from_change)
+                .map(|change| JsonChange::from_change(plan, change))
                 .collect(),
             warnings: plan.warnings.iter().map(JsonWarning::from).collect(),
             needs: plan.needs(),
-            summary: plan.summary().into(),
+            summary: JsonSummary {
+                cost: plan.total_cost().map(Cost::from),
+                ..plan.summary().into()
+            },
             labels: plan.labels.clone(),
         }
     }
 }
 
 impl JsonChange {
-    pub fn from_change(change: &Change) -> JsonChange {
+    pub fn from_change(plan: &Plan, change: &Change) -> JsonChange {
         let spec = change.spec();
         JsonChange {
             key: change.key.clone(),
@@ -238,9 +230,13 @@ impl JsonChange {
             duration_months: spec.map(|s| s.duration_months),
             end: spec.map(|s| s.end()),
             before: change.before.as_ref().map(JsonBefore::from_record),
-            origin: Origin::Manifest,
+            origin: if plan.is_from_policy(change) {
+                Origin::Policy
+            } else {
+                Origin::Manifest
+            },
             needs: change.needs(),
-            cost: None,
+            cost: plan.cost(change).map(Cost::from),
             last_failure: change.last_failure.as_ref().map(|f| JsonFailure {
                 code: f.code.clone(),
                 message: f.message.clone(),

@@ -24,7 +24,8 @@
 
 use std::fmt::Write as _;
 
-use super::text::{Paint, block};
+use super::Paint;
+use super::text::block;
 use super::{Field, Shown, cut, months, status_name};
 use crate::plan::{Action, Change, DEFAULT_MAX_PURCHASES, Need, Plan, Summary};
 
@@ -115,6 +116,8 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
     let warnings: Vec<usize> = (0..plan.warnings.len()).collect();
     let labels: Vec<usize> = (0..plan.labels.len()).collect();
 
+    let changes_row = |change: &Change| changes_row(plan, change);
+    let details_block = |change: &Change| details_block(plan, change);
     let risky_rows = fit(&risky, &mut budget, changes_row);
     let risky_details = fit(&risky, &mut budget, details_block);
     let purchase_rows = fit(&purchases, &mut budget, changes_row);
@@ -150,8 +153,13 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
 
     if !buying.is_empty() {
         out.push_str("### Changes\n\n");
-        out.push_str("| Action | OAID | Name | Tier | Start | End | Months |\n");
-        out.push_str("|---|---|---|---|---|---|---:|\n");
+        if plan.prices.is_some() {
+            out.push_str("| Action | OAID | Name | Tier | Start | End | Months | Cost |\n");
+            out.push_str("|---|---|---|---|---|---|---:|---:|\n");
+        } else {
+            out.push_str("| Action | OAID | Name | Tier | Start | End | Months |\n");
+            out.push_str("|---|---|---|---|---|---|---:|\n");
+        }
         out.push_str(&rows.text);
         section_note(&mut out, rows.omitted, buying.len(), "changes to buy");
         out.push('\n');
@@ -230,6 +238,9 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
 /// Summary line and banners: never cut.
 fn head(plan: &Plan, summary: &Summary) -> String {
     let mut out = head_only(summary);
+    if let Some(line) = super::text::total_cost_line(plan) {
+        let _ = writeln!(out, "**{line}**\n");
+    }
     let needs = plan.needs();
     if !needs.is_empty() {
         let flags: Vec<String> = needs.iter().map(|n| code(&n.flag())).collect();
@@ -287,7 +298,7 @@ fn foot(plan: &Plan) -> String {
     let _ = write!(
         out,
         "Manifests {} · state serial {}",
-        code(&cut(&plan.manifest_hash, Some(80))),
+        code(&cut(plan.manifest_hash.as_str(), Some(80))),
         plan.state.serial
     );
     if let Some(lineage) = &plan.state.lineage {
@@ -386,10 +397,18 @@ fn by_key(a: Fitted<&Change>, b: Fitted<&Change>) -> Section {
     }
 }
 
-fn changes_row(change: &Change) -> String {
+fn changes_row(plan: &Plan, change: &Change) -> String {
     let mut action = match change.action {
         Action::Purchase if change.needs().is_empty() => "purchase".to_owned(),
         other => format!("**{other}**"),
+    };
+    if plan.is_from_policy(change) {
+        action.push_str(" (policy renewal)");
+    }
+    let cost = match (&plan.prices, plan.cost(change)) {
+        (None, _) => String::new(),
+        (Some(_), Some(cost)) => format!(" {cost} |"),
+        (Some(_), None) => " — |".to_owned(),
     };
     let needs = change.needs();
     if !needs.is_empty() {
@@ -398,7 +417,7 @@ fn changes_row(change: &Change) -> String {
     }
     match Shown::of(change) {
         Some(shown) => format!(
-            "| {action} | {} | {} | {} | {} | {} | {} |\n",
+            "| {action} | {} | {} | {} | {} | {} | {} |{cost}\n",
             code(shown.oaid),
             name_cell(change),
             arrow(shown.tier, |t| t.to_string()),
@@ -407,7 +426,7 @@ fn changes_row(change: &Change) -> String {
             arrow(shown.duration_months, |m| m.to_string()),
         ),
         None => format!(
-            "| {action} | {} | {} | | | | |\n",
+            "| {action} | {} | {} | | | | |{cost}\n",
             code(change.key.oaid()),
             name_cell(change)
         ),
@@ -481,8 +500,9 @@ fn name_cell(change: &Change) -> String {
         .map_or("—".to_owned(), |n| text(&cut(n, Some(TABLE_NAME_CHARS))))
 }
 
-fn details_block(change: &Change) -> String {
-    let body = block(change, Paint(false), Some(DETAIL_TEXT_CHARS));
+fn details_block(plan: &Plan, change: &Change) -> String {
+    let notes = super::text::notes(plan, change);
+    let body = block(change, Paint(false), Some(DETAIL_TEXT_CHARS), &notes);
     let fence = fence_for(&body);
     format!(
         "<details><summary>{} <code>{}</code> ({})</summary>\n\n{fence}\n{body}{fence}\n\n</details>\n\n",

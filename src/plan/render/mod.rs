@@ -17,6 +17,7 @@
 
 pub mod json;
 pub mod markdown;
+pub mod paint;
 pub mod text;
 
 #[cfg(test)]
@@ -28,6 +29,7 @@ use jiff::civil::Date;
 
 pub use json::{JsonPlan, json};
 pub use markdown::{MarkdownOptions, markdown};
+pub use paint::Paint;
 pub use text::{TextOptions, change_block, text};
 
 use super::Change;

@@ -20,8 +20,9 @@
 
 use std::fmt::Write as _;
 
-use super::{Field, Shown, cut, escape_controls, months, quoted, status_line};
+use super::{Field, Paint, Shown, cut, escape_controls, months, quoted, status_line};
 use crate::plan::{Action, Change, DEFAULT_MAX_PURCHASES, Need, Plan, Warning};
+use crate::spec::key_list;
 
 /// How to render text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,7 +69,7 @@ pub fn text(plan: &Plan, options: &TextOptions) -> String {
             "oapkg will buy nothing. These packages need a look:\n\n"
         });
         for change in listed {
-            out.push_str(&block(change, paint, None));
+            out.push_str(&block(change, paint, None, &notes(plan, change)));
             out.push('\n');
         }
     }
@@ -104,7 +105,37 @@ pub fn text(plan: &Plan, options: &TextOptions) -> String {
 
     out.push_str(&paint.summary(&plan.summary_line()));
     out.push('\n');
+    if let Some(line) = total_cost_line(plan) {
+        out.push_str(&paint.summary(&line));
+        out.push('\n');
+    }
     out
+}
+
+/// `Total cost: 4,788,000 VND (2 packages).` when the plan has a price
+/// list and buys something; `None` otherwise.
+pub fn total_cost_line(plan: &Plan) -> Option<String> {
+    let total = plan.total_cost()?;
+    let requests = plan.summary().requests();
+    (requests > 0).then(|| format!("Total cost: {total} ({}).", packages(requests)))
+}
+
+/// The comment lines a plan adds to a change's block: where a policy
+/// renewal comes from, and what buying the change costs.
+pub(crate) fn notes(plan: &Plan, change: &Change) -> Vec<String> {
+    let mut notes = Vec::new();
+    if plan.is_from_policy(change) && change.action.buys() {
+        notes.push("# renewal by a coverage policy (origin: policy)".to_owned());
+    }
+    if let (Some(cost), Some(prices), Some(spec)) = (plan.cost(change), &plan.prices, change.spec())
+    {
+        let monthly = prices.money(prices.monthly.get(&spec.tier).copied().unwrap_or(0));
+        notes.push(format!(
+            "# costs {cost} ({monthly} a month × {})",
+            months(spec.duration_months)
+        ));
+    }
+    notes
 }
 
 /// One change as a block, ending with a newline: the comment line saying
@@ -113,16 +144,25 @@ pub fn text(plan: &Plan, options: &TextOptions) -> String {
 /// Fields the change alters are marked `~` and shown `old -> new`; recorded
 /// packages show their status; declared ones where they are declared.
 pub fn change_block(change: &Change, options: &TextOptions) -> String {
-    block(change, Paint(options.color), None)
+    block(change, Paint(options.color), None, &[])
 }
 
 /// [`change_block`] with user and eSMS text cut at `limit` characters, for
 /// renderings with a size budget (Markdown).
-pub(crate) fn block(change: &Change, paint: Paint, limit: Option<usize>) -> String {
+/// `notes` are comment lines added after the header (see [`notes`]).
+pub(crate) fn block(
+    change: &Change,
+    paint: Paint,
+    limit: Option<usize>,
+    notes: &[String],
+) -> String {
     let key = change.key.as_str();
     let mut out = String::new();
     for line in header(change) {
         let _ = writeln!(out, "  {}", paint.bold(&line));
+    }
+    for note in notes {
+        let _ = writeln!(out, "  {note}");
     }
     if let Some(failure) = &change.last_failure {
         let line = format!("# {}", super::failure_line(failure, limit));
@@ -251,21 +291,6 @@ fn packages(n: usize) -> String {
     }
 }
 
-/// `a, b, c and 4 more`.
-fn key_list(keys: &[&str]) -> String {
-    const SHOWN: usize = 10;
-    let mut out = keys
-        .iter()
-        .take(SHOWN)
-        .copied()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if keys.len() > SHOWN {
-        let _ = write!(out, " and {} more", keys.len() - SHOWN);
-    }
-    out
-}
-
 fn label_text(name: Option<&str>) -> String {
     name.map_or("(none)".to_owned(), |n| quoted(n, None))
 }
@@ -354,49 +379,14 @@ fn warning_line(warning: &Warning, paint: Paint) -> String {
     }
 }
 
-/// ANSI colouring, or none. Only the symbols, the block comments, the word
-/// `Warning:` and the start of the summary line are coloured, as Terraform
-/// does, so the plain text stays readable in logs.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Paint(pub bool);
-
-const RESET: &str = "\x1b[0m";
-const BOLD: &str = "\x1b[1m";
-
 impl Paint {
-    fn wrap(self, code: &str, text: &str) -> String {
-        if self.0 {
-            format!("{code}{text}{RESET}")
-        } else {
-            text.to_owned()
-        }
-    }
-
-    fn symbol(self, action: Action, symbol: char) -> String {
-        let code = match action {
-            Action::Purchase => "\x1b[32m",    // green
-            Action::Replace => "\x1b[33m",     // yellow
-            Action::Unconfirmed => "\x1b[36m", // cyan
-            Action::Orphan => "\x1b[31m",      // red
-            Action::Expired => "\x1b[90m",     // grey
-            Action::Unchanged => "",
-        };
-        self.wrap(code, &symbol.to_string())
-    }
-
-    fn bold(self, text: &str) -> String {
-        self.wrap(BOLD, text)
-    }
-
-    fn warning(self, text: &str) -> String {
-        self.wrap("\x1b[1;33m", text)
-    }
-
+    /// The summary line with its leading `Plan:` or `No changes.` styled.
     fn summary(self, line: &str) -> String {
-        for (prefix, code) in [("Plan:", BOLD), ("No changes.", "\x1b[1;32m")] {
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return format!("{}{rest}", self.wrap(code, prefix));
-            }
+        if let Some(rest) = line.strip_prefix("Plan:") {
+            return format!("{}{rest}", self.bold("Plan:"));
+        }
+        if let Some(rest) = line.strip_prefix("No changes.") {
+            return format!("{}{rest}", self.all_good("No changes."));
         }
         line.to_owned()
     }

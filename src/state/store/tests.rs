@@ -571,6 +571,7 @@ fn a_batch_is_recorded_whole_or_not_at_all() {
         spec: s.clone(),
         name: None,
         at: at("2026-11-26T10:00:00Z"),
+        by_policy: false,
     };
     let outcome = |s: &Spec| JournalOutcome::Submitted {
         service_preview_id: Some(s.oaid.to_string()),
@@ -601,6 +602,7 @@ fn a_batch_is_recorded_whole_or_not_at_all() {
             spec: a.clone(),
             name: None,
             at: at("2026-11-26T10:00:00Z"),
+            by_policy: false,
         },
     ] {
         let err = journal

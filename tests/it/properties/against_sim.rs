@@ -59,6 +59,7 @@ fn record(spec: Spec, status: Status) -> Record {
         result_message: None,
         submitted_at: Some(jiff::Timestamp::UNIX_EPOCH),
         confirmed: None,
+        by_policy: false,
     }
 }
 

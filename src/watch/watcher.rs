@@ -1,6 +1,6 @@
 //! File events: notify (inotify, FSEvents, … or polling) behind
 //! notify-debouncer-full, filtered down to changes that can change the
-//! manifests, delivered to the watch loop as [`Change`]s.
+//! manifests, delivered to the watch loop as [`FileChange`]s.
 //!
 //! The debouncer is used for what it is good at — stitching the two halves
 //! of a rename together, folding repeated events per path — with a short
@@ -28,11 +28,12 @@ use notify_debouncer_full::{
 };
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::paths::{Roots, Verdict, WatchDir};
+use super::events::{Observer, WatchEvent};
+use super::paths::{Relevance, Roots, WatchDir};
 
 /// Something that can change the manifests happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
+pub struct FileChange {
     /// When it happened (the latest event of the batch).
     pub at: Instant,
     /// The manifest paths concerned, for the log (relative to the working
@@ -42,7 +43,7 @@ pub struct Change {
 
 /// Why watching could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum SourceError {
+pub enum WatcherError {
     #[error("cannot start the file watcher")]
     Start(#[source] notify::Error),
     #[error("cannot watch {}{}", path.display(), limit_hint(source))]
@@ -99,14 +100,16 @@ struct Watched {
 }
 
 /// The running file watcher. Dropping it stops watching.
-pub struct Source {
+pub struct FileWatcher {
     backend: Backend,
     watched: Vec<Watched>,
+    observer: Arc<dyn Observer>,
 }
 
-impl Source {
+impl FileWatcher {
     /// Starts watching the directories of `roots`; relevant changes go to
-    /// `changes`, and each one bumps `counter`.
+    /// `changes`, and each one bumps `counter`; watcher errors, lost events
+    /// and replaced directories are reported to `observer`.
     ///
     /// `poll`: use notify's polling watcher with this period instead of the
     /// platform's events (for network filesystems, where inotify and
@@ -117,9 +120,10 @@ impl Source {
         roots: Roots,
         debounce: Duration,
         poll: Option<Duration>,
-        changes: UnboundedSender<Change>,
+        changes: UnboundedSender<FileChange>,
         counter: Arc<AtomicU64>,
-    ) -> Result<Source, SourceError> {
+        observer: Arc<dyn Observer>,
+    ) -> Result<FileWatcher, WatcherError> {
         let window = debouncer_window(debounce);
         let base = std::env::current_dir()
             .ok()
@@ -130,6 +134,7 @@ impl Source {
             base,
             changes,
             counter,
+            observer: observer.clone(),
             seen_errors: Vec::new(),
         };
         let handler = move |result: DebounceEventResult| filter.handle(result);
@@ -142,7 +147,7 @@ impl Source {
                     RecommendedCache::new(),
                     notify::Config::default(),
                 )
-                .map_err(SourceError::Start)?,
+                .map_err(WatcherError::Start)?,
             ),
             Some(period) => Backend::Poll(
                 new_debouncer_opt(
@@ -154,14 +159,14 @@ impl Source {
                         .with_poll_interval(period)
                         .with_compare_contents(true),
                 )
-                .map_err(SourceError::Start)?,
+                .map_err(WatcherError::Start)?,
             ),
         };
         let mut watched = Vec::new();
         for dir in dirs {
             backend
                 .watch(&dir.path, mode(&dir))
-                .map_err(|source| SourceError::Watch {
+                .map_err(|source| WatcherError::Watch {
                     path: dir.path.clone(),
                     source,
                 })?;
@@ -170,7 +175,11 @@ impl Source {
                 dir,
             });
         }
-        Ok(Source { backend, watched })
+        Ok(FileWatcher {
+            backend,
+            watched,
+            observer,
+        })
     }
 
     /// The directories watched.
@@ -190,18 +199,13 @@ impl Source {
             let path = &watched.dir.path;
             let _ = self.backend.unwatch(path);
             match now {
-                None => tracing::warn!(
-                    dir = %path.display(),
-                    "a watched directory is gone; it is watched again when it is back \
-                     and a cycle runs (a change elsewhere, or --interval)"
-                ),
+                None => self.observer.event(&WatchEvent::DirGone { dir: path }),
                 Some(_) => match self.backend.watch(path, mode(&watched.dir)) {
-                    Ok(()) => {
-                        tracing::info!(dir = %path.display(), "watching a replaced directory again")
-                    }
-                    Err(error) => {
-                        tracing::warn!(dir = %path.display(), %error, "cannot watch a replaced directory")
-                    }
+                    Ok(()) => self.observer.event(&WatchEvent::DirRewatched { dir: path }),
+                    Err(error) => self.observer.event(&WatchEvent::DirRewatchFailed {
+                        dir: path,
+                        error: &error.to_string(),
+                    }),
                 },
             }
             watched.identity = now;
@@ -228,12 +232,13 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|_| (0, 0))
 }
 
-/// Runs on the debouncer's thread: turns its batches into [`Change`]s.
+/// Runs on the debouncer's thread: turns its batches into [`FileChange`]s.
 struct Filter {
     roots: Roots,
     base: Option<PathBuf>,
-    changes: UnboundedSender<Change>,
+    changes: UnboundedSender<FileChange>,
     counter: Arc<AtomicU64>,
+    observer: Arc<dyn Observer>,
     /// Errors already reported: the polling watcher repeats an error (an
     /// unreadable directory) on every poll, which must not mean a warning
     /// and a cycle every few seconds for months.
@@ -255,7 +260,7 @@ impl Filter {
                     }
                 }
                 if let Some(at) = latest {
-                    self.send(Change { at, paths });
+                    self.send(FileChange { at, paths });
                 }
             }
             Err(errors) => {
@@ -266,7 +271,8 @@ impl Filter {
                         tracing::debug!(error = %text, "file watcher error (again)");
                         continue;
                     }
-                    tracing::warn!(error = %text, "file watcher error; planning again to be safe");
+                    self.observer
+                        .event(&WatchEvent::WatcherError { error: &text });
                     if self.seen_errors.len() == MAX_SEEN_ERRORS {
                         self.seen_errors.remove(0);
                     }
@@ -274,7 +280,7 @@ impl Filter {
                     new = true;
                 }
                 if new {
-                    self.send(Change {
+                    self.send(FileChange {
                         at: Instant::now(),
                         paths: Vec::new(),
                     });
@@ -287,7 +293,7 @@ impl Filter {
     fn relevant(&self, event: &DebouncedEvent, paths: &mut Vec<PathBuf>) -> bool {
         let kind = &event.kind;
         if event.need_rescan() {
-            tracing::warn!("the file watcher lost events (queue overflow); planning again");
+            self.observer.event(&WatchEvent::EventsLost);
             return true;
         }
         // Reads (ours included: every cycle opens the manifests) and
@@ -304,9 +310,9 @@ impl Filter {
                 EventKind::Modify(ModifyKind::Name(_)) | EventKind::Create(_) => path.is_dir(),
                 _ => false,
             };
-            let verdict = self.roots.classify(path, is_dir);
-            tracing::trace!(path = %path.display(), ?kind, verdict = verdict.as_str(), "file event");
-            if verdict == Verdict::Relevant {
+            let relevance = self.roots.classify(path, is_dir);
+            tracing::trace!(path = %path.display(), ?kind, relevance = relevance.as_str(), "file event");
+            if relevance == Relevance::Relevant {
                 relevant = true;
                 let shown = self.shown(path);
                 if !paths.contains(&shown) {
@@ -325,7 +331,7 @@ impl Filter {
             .map_or_else(|| path.to_owned(), Path::to_owned)
     }
 
-    fn send(&self, change: Change) {
+    fn send(&self, change: FileChange) {
         self.counter.fetch_add(1, Ordering::SeqCst);
         // The loop is gone only while shutting down.
         let _ = self.changes.send(change);
@@ -340,13 +346,14 @@ mod tests {
 
     use super::*;
 
-    fn filter() -> (Filter, UnboundedReceiver<Change>) {
+    fn filter() -> (Filter, UnboundedReceiver<FileChange>) {
         let (tx, rx) = unbounded_channel();
         let filter = Filter {
             roots: Roots::from_parts(vec![PathBuf::from("/w/packages")], Vec::new()),
             base: Some(PathBuf::from("/w")),
             changes: tx,
             counter: Arc::new(AtomicU64::new(0)),
+            observer: Arc::new(|_: &WatchEvent<'_>| {}),
             seen_errors: Vec::new(),
         };
         (filter, rx)

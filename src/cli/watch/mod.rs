@@ -1,5 +1,7 @@
-//! `oapkg watch`: the flags, the signal handling, and the printing of each
-//! cycle's plan; the watching and the cycle are [`crate::watch`]'s.
+//! `oapkg watch`: the flags, the signal handling, and the wiring; the
+//! watching and the cycle are [`crate::watch`]'s, which reports through
+//! [`WatchEvent`](crate::watch::WatchEvent)s that [`report`] turns into
+//! output.
 //!
 //! Output: each planned cycle prints its plan on stdout — in text mode a
 //! header line (`=== cycle N · time · trigger ===`) and the plan exactly as
@@ -12,24 +14,21 @@
 //! writes, on either stream, is a JSON object.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 
 use super::apply::ApplyFlags;
-use super::context::{print, today_now};
-use super::{Context, LogFormat, is_broken_pipe};
-use crate::apply::{self, ApplyError, ApplyEvent, ApplyOptions, StopReason};
-use crate::esms::Client;
+use super::context::today_now;
+use super::{Context, LogFormat};
 use crate::exit::ExitStatus;
-use crate::plan::{Plan, render};
-use crate::state::StateStore;
-use crate::watch::schedule::Start;
 use crate::watch::{
-    self, BoxFuture, CancelSignal, Canceller, Output, Reconciled, Reconciler, Runner, WatchOptions,
-    cancel_pair,
+    self, ApplyReconciler, Canceller, Observers, Reconciler, Runner, WatchOptions, cancel_pair,
 };
+
+mod report;
 
 #[derive(Debug, Args)]
 // `apply`'s flags mean nothing without `--apply`: say so instead of ignoring
@@ -117,17 +116,20 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         let (handle, stop) = cancel_pair();
         let handle = Arc::new(handle);
         listen_for_signals(handle.clone())?;
-        let output = Printer {
-            json: context.global.log_format == LogFormat::Json,
-            color: context.color_stdout(),
-            stop: handle,
-            broken: false,
-        };
+        // The plan on stdout first, then the log record that sums it up.
+        let observers = Observers::new()
+            .with(Arc::new(report::PlanPrinter {
+                json: context.global.log_format == LogFormat::Json,
+                color: context.color_stdout(),
+                stop: handle,
+                broken: AtomicBool::new(false),
+            }))
+            .with(Arc::new(report::LogLines));
         let mut runner = Runner::new(
             options.files.clone(),
             context.store.clone(),
             Box::new(|| today_now().map_err(|e| format!("{e:#}"))),
-            Box::new(output),
+            Arc::new(observers),
             reconciler,
         );
         watch::run(&options, &mut runner, stop).await?;
@@ -167,81 +169,11 @@ fn reconciler(context: &Context, args: &WatchArgs) -> anyhow::Result<Option<Box<
     if !args.apply {
         return Ok(None);
     }
-    Ok(Some(Box::new(ApplyReconciler {
-        store: context.store.clone(),
-        client: super::apply::client(&args.apply_flags)?,
-        options: super::apply::options(context, &args.apply_flags, "oapkg watch --apply")?,
-    })))
-}
-
-struct ApplyReconciler {
-    store: StateStore,
-    client: Client,
-    options: ApplyOptions,
-}
-
-impl Reconciler for ApplyReconciler {
-    fn reconcile<'a>(
-        &'a mut self,
-        _cycle: u64,
-        plan: &'a Plan,
-        cancel: CancelSignal,
-    ) -> BoxFuture<'a, Reconciled> {
-        Box::pin(async move {
-            // One log line per finished purchase, inside the cycle's span.
-            let on_event = |event: ApplyEvent| {
-                if let ApplyEvent::PurchaseDone {
-                    change,
-                    key,
-                    result,
-                } = event
-                {
-                    let line = super::apply::done_line(change.action, key.as_str(), result, false);
-                    tracing::info!(
-                        key = key.as_str(),
-                        submitted = result.is_submitted(),
-                        "{line}"
-                    );
-                    if let Some(warning) =
-                        super::apply::unexpected_duplicate_warning(key.as_str(), result)
-                    {
-                        tracing::warn!(key = key.as_str(), "{warning}");
-                    }
-                }
-            };
-            match apply::apply(
-                plan,
-                &self.store,
-                &self.client,
-                &self.options,
-                &on_event,
-                cancel,
-            )
-            .await
-            {
-                Ok(report) if report.succeeded() => Reconciled::Done {
-                    report: report.summary_line(),
-                },
-                Ok(report) if matches!(report.stopped, Some(StopReason::Cancelled)) => {
-                    Reconciled::Cancelled {
-                        report: report.summary_line(),
-                    }
-                }
-                Ok(report) => Reconciled::Failed {
-                    reason: match &report.stopped {
-                        Some(stop) => format!("{} (stopped: {stop})", report.summary_line()),
-                        None => report.summary_line(),
-                    },
-                },
-                Err(ApplyError::Refused(refusal)) => Reconciled::Refused {
-                    reason: refusal.to_string(),
-                },
-                Err(error) => Reconciled::Failed {
-                    reason: format!("{:#}", anyhow::Error::from(error)),
-                },
-            }
-        })
-    }
+    Ok(Some(Box::new(ApplyReconciler::new(
+        context.store.clone(),
+        super::apply::client(&args.apply_flags)?,
+        super::apply::options(context, &args.apply_flags, "oapkg watch --apply")?,
+    ))))
 }
 
 /// SIGINT and SIGTERM (Ctrl-C elsewhere) fire `stop`. A second signal is
@@ -283,50 +215,4 @@ fn listen_for_signals(stop: Arc<Canceller>) -> anyhow::Result<()> {
         });
     }
     Ok(())
-}
-
-/// Prints each planned cycle on stdout.
-struct Printer {
-    json: bool,
-    color: bool,
-    /// A closed stdout (`oapkg watch | head`) ends the watch, as it ends
-    /// `oapkg plan`.
-    stop: Arc<Canceller>,
-    broken: bool,
-}
-
-impl Output for Printer {
-    fn plan(&mut self, cycle: &Start, plan: &Plan) {
-        if self.broken {
-            return;
-        }
-        let time = jiff::Timestamp::now()
-            .round(jiff::Unit::Second)
-            .unwrap_or_else(|_| jiff::Timestamp::now());
-        let trigger = watch::cycle::describe_trigger(cycle);
-        let text = if self.json {
-            let record = serde_json::json!({
-                "time": time.to_string(),
-                "cycle": cycle.id,
-                "trigger": cycle.trigger.as_str(),
-                "paths": cycle.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-                "plan": render::JsonPlan::from_plan(plan),
-            });
-            format!("{record}\n")
-        } else {
-            let body = render::text(plan, &render::TextOptions { color: self.color });
-            format!("=== cycle {} · {time} · {trigger} ===\n{body}\n", cycle.id)
-        };
-        match print(&text) {
-            Ok(()) => {}
-            Err(error) if is_broken_pipe(&error) => {
-                tracing::info!("stdout is closed: stopping");
-                self.broken = true;
-                self.stop.cancel();
-            }
-            // Logged, not fatal: the plan is also summed up in the log, and
-            // an apply step does not depend on it.
-            Err(error) => tracing::error!(error = %format!("{error:#}"), "cannot print the plan"),
-        }
-    }
 }

@@ -1,0 +1,18 @@
+//! Operations: what the commands do, as library functions over the pure
+//! core and the stores (cargo's "each command is a thin wrapper around
+//! ops").
+//!
+//! An operation reads and writes files and gathers its inputs, and returns
+//! what it found or did; it never prints, asks or decides an exit status.
+//! The CLI ([`crate::cli`]) and `watch` call the same operations, so that
+//! `plan`, `apply` and a watch cycle cannot drift apart.
+//!
+//! | operation | what |
+//! |---|---|
+//! | [`plan::read_inputs`] | the manifests and the state, read concurrently, each with its own error |
+//! | [`plan::make_plan`] | those inputs diffed: the plan `plan` shows and `apply` performs |
+//! | [`plan_file::read`] / [`plan_file::write`] | a saved plan file, read strictly or written atomically |
+//! | [`plan_file::plan_to_apply`] | a saved plan, checked against the state and manifests of now |
+
+pub mod plan;
+pub mod plan_file;
