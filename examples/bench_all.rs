@@ -1,4 +1,4 @@
-//! The whole performance table of issue 6 in one run: plan and validate
+//! The whole performance table in one run: plan and validate
 //! (release binary, generated inputs), where a 100,000-package plan spends
 //! its time (each phase timed in-process), apply at parallelism 1/4/16/64
 //! against the latency-bound ideal, the same purchases as a sequential

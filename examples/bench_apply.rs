@@ -1,4 +1,4 @@
-//! Benchmark of `apply` against the local simulator (issue 3):
+//! Benchmark of `apply` against the local simulator:
 //!
 //! 1. **Throughput**: N purchases (default 1,000) at a simulated latency
 //!    (default 20 ms) for each parallelism (default 16, 64, 4, 1), through

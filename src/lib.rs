@@ -19,7 +19,7 @@
 //!
 //! | module | owns | touches the outside world |
 //! |---|---|---|
-//! | [`spec`] | the SPEC's words: `Oaid`, `Tier`, `Key`, `Spec`, spec hash, end dates | no |
+//! | [`spec`] | the domain's words: `Oaid`, `Tier`, `Key`, `Spec`, spec hash, end dates | no |
 //! | [`manifest`] | finding and reading manifest files, the YAML shape and JSON Schema, validation with locations | reads files |
 //! | [`state`] | the state file: model, checksum, atomic store with backup, writer lock, purchase journal | reads and writes state files |
 //! | [`plan`] | the pure diff, the `Plan`, its renderings, the saved plan encoding | no |

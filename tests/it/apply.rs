@@ -1,5 +1,5 @@
 //! `oapkg apply`: the real binary against the eSMS simulator over real HTTP
-//! on 127.0.0.1 (issue 3's "Must show" list, one test or more per bullet).
+//! on 127.0.0.1.
 //!
 //! `OAPKG_KILL_ITERATIONS` (default 25) sets how many times the crash test
 //! kills apply; `OAPKG_KILL_SEED` replays one of its runs (each run prints

@@ -1,6 +1,6 @@
 //! `kind: PriceList`: costs in every plan format, the confirmation and the
 //! spend after apply, `--max-spend` and the balance pre-flight, against the
-//! real binary and the simulator (issue 14, items 1 and 2).
+//! real binary and the simulator.
 
 use esms_sim::{Call, Package, SimConfig};
 

@@ -1,4 +1,4 @@
-//! Disk faults through the real binary (issue 7, part 4): a state directory
+//! Disk faults through the real binary: a state directory
 //! that cannot be written, a disk that fills up while the journal or the
 //! state file is being written, and paths that are not what they should be.
 //! Each must end in a clear error naming the path and what to do, leave the

@@ -1,5 +1,5 @@
-//! Control characters from files and from eSMS never reach the terminal raw
-//! (issue 12, item 4): a manifest name, a server message and a
+//! Control characters from files and from eSMS never reach the terminal raw:
+//! a manifest name, a server message and a
 //! ServicePreviewId holding `ESC [2J` (clear screen) and `\r\nfake line`
 //! are escaped in the output of every command that prints them.
 

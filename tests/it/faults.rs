@@ -1,5 +1,5 @@
-//! The fault matrix (issue 7, part 3; issue 11): every failure class of
-//! ESMS_API.md, injected at the first, the middle and the last of five
+//! The fault matrix: every failure class of the eSMS result codes and
+//! outcome classes, injected at the first, the middle and the last of five
 //! purchases, at parallelism 1 and 8, through the real binary (`oapkg apply
 //! --auto-approve`) against the simulator on 127.0.0.1.
 //!
@@ -180,7 +180,7 @@ macro_rules! classes {
     )*};
 }
 
-// Every failure class (ESMS_API.md's result codes and outcome classes,
+// Every failure class (the eSMS result codes and outcome classes,
 // README's table) and what the package it strikes ends as.
 #[rustfmt::skip]
 classes! {

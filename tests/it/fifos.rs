@@ -1,5 +1,5 @@
 //! A FIFO (or a directory) where oapkg expects a file is refused at once,
-//! never waited on (issue 12, items 3 and 7): the state file, its journal,
+//! never waited on: the state file, its journal,
 //! the credentials file, a manifest named with `-f`, a `*.yaml` in a
 //! manifest directory and a saved plan; for `plan`, `state list`, `apply`
 //! and `validate`, exit 1 within a second, naming the file. `watch` with a

@@ -1,4 +1,4 @@
-//! GitOps (issue 5): the example CI and hook files under `examples/gitops/`
+//! GitOps: the example CI and hook files under `examples/gitops/`
 //! run for real, and the state-in-repository flow followed with real `git`.
 //!
 //! The CI files are parsed, every shell step is extracted and run in order

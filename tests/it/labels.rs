@@ -1,11 +1,11 @@
-//! Label changes (issue 11, point 8): a `name` edited on a recorded
+//! Label changes: a `name` edited on a recorded
 //! package is written to the state by apply without any request.
 
 use crate::only::packages;
 use crate::support::{Env, STATE, account, apply, recorded, start, write_manifest};
 
 /// A `name` edited on a recorded package is a label change: apply writes it
-/// to the state without any request (issue 11, point 8).
+/// to the state without any request.
 #[test]
 fn a_name_change_is_recorded_without_any_request() {
     let env = Env::with_state();

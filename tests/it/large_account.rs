@@ -1,4 +1,4 @@
-//! An account of 100,000 OAs (issue 12, item 5): `GetListZOA` lists the
+//! An account of 100,000 OAs: `GetListZOA` lists the
 //! whole account without paging, and the pre-flight of a real apply reads
 //! it all and passes.
 

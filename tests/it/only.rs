@@ -1,4 +1,4 @@
-//! `apply --only KEY|OAID` (issue 11, point 9) with the real binary against
+//! `apply --only KEY|OAID` with the real binary against
 //! the simulator: only the named packages are bought, the guards and the
 //! question count them alone, the others stay in the next plan, and a value
 //! that names nothing is an error before anything is sent.

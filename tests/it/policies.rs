@@ -1,6 +1,6 @@
 //! `kind: CoveragePolicy`: renewals planned and bought exactly once as
 //! "today" (`OAPKG_TODAY`) moves across the renewal window, never orphans,
-//! lapsed OAs renewed from today (issue 14, item 3).
+//! lapsed OAs renewed from today.
 
 use esms_sim::SimConfig;
 

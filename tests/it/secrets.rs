@@ -1,5 +1,4 @@
-//! The keys never leak, even when the server echoes them (issue 12, item
-//! 2): a proxy error page that echoes the request body after N characters
+//! The keys never leak, even when the server echoes them: a proxy error page that echoes the request body after N characters
 //! of text, for every N from 0 to 200, through the real binary and the
 //! simulator. No piece of six characters of either key may appear in
 //! stdout, stderr, the state file, its journal, backup or lock, or a saved

@@ -1,5 +1,5 @@
-//! Hand edits of the state that cannot cost money by accident (issue 11,
-//! point 8): `state rm` refuses declared and unconfirmed keys without
+//! Hand edits of the state that cannot cost money by accident:
+//! `state rm` refuses declared and unconfirmed keys without
 //! `--force`, `state mv` re-keys a record within its OA, `state confirm`
 //! records who settled an unknown outcome and when.
 

@@ -1,4 +1,4 @@
-//! Unknown outcomes and failed attempts (issue 11): the real binary against
+//! Unknown outcomes and failed attempts: the real binary against
 //! the simulator over real HTTP, with the simulator's duplicate detection
 //! **off** wherever a resend would show as a second charge.
 //!

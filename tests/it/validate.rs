@@ -316,7 +316,7 @@ fn completions_for_common_shells() {
 
 #[test]
 fn usage_errors_exit_1_not_2() {
-    // 2 means "something to buy" (SPEC); a typo in a flag must not look like it.
+    // 2 means "something to buy"; a typo in a flag must not look like it.
     Env::new()
         .run(&["plan", "--detailed-exitcod"])
         .code(1)
@@ -329,7 +329,7 @@ fn usage_errors_exit_1_not_2() {
         .stdout_has(env!("CARGO_PKG_VERSION"));
 }
 
-/// Zalo OA ids never start with 0 (issue 12, item 6): `0123`, quoted or
+/// Zalo OA ids never start with 0: `0123`, quoted or
 /// not, is an error at its place; so is `state import --oaid 0123`.
 #[test]
 fn an_oaid_with_a_leading_zero_is_refused_where_it_is_declared() {

@@ -1,4 +1,4 @@
-//! `oapkg watch --apply` against the simulator: the apply half of issue 4's
+//! `oapkg watch --apply` against the simulator: the apply half of watch's
 //! "Must show" list.
 //!
 //! NOT YET WIRED: this file is not in `tests/it/main.rs`, because this build

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::api::{Call, Key, Package, REDACTED, is_api_date};
 
-/// The message of a real `100` answer (ESMS_API.md).
+/// The message of a real `100` answer (the eSMS documentation).
 const ACCEPTED_MESSAGE: &str = "ViHAT is censoring trademark ownership";
 
 /// The error-page text [`Fault::EchoRequest`] repeats before the echo.

@@ -21,7 +21,7 @@ use std::time::Duration;
 use clap::Parser;
 use esms_sim::{self as sim, Fault, FaultRule, SimConfig, Simulator};
 
-/// OAIDs registered when no --oaid is given: the two from ESMS_API.md and
+/// OAIDs registered when no --oaid is given: the two from the eSMS documentation and
 /// the other OAs of `examples/oapkg.yaml`, so the bundled example applies
 /// as it is.
 const SAMPLE_OAS: [(&str, &str); 5] = [
@@ -45,7 +45,7 @@ struct Args {
     #[arg(long, default_value = sim::DEFAULT_SECRET_KEY)]
     secret_key: String,
     /// An OA registered to the account, `OAID` or `OAID=NAME`; repeatable.
-    /// Without any, the OAIDs of ESMS_API.md and examples/oapkg.yaml are
+    /// Without any, the OAIDs of the eSMS documentation and examples/oapkg.yaml are
     /// registered.
     /// Purchases for other OAIDs get code 799.
     #[arg(long = "oaid", value_name = "OAID[=NAME]")]
