@@ -1,4 +1,4 @@
-//! The whole performance table of issue 6 in one run: plan and validate
+//! The whole performance table in one run: plan and validate
 //! (release binary, generated inputs), where a 100,000-package plan spends
 //! its time (each phase timed in-process), apply at parallelism 1/4/16/64
 //! against the latency-bound ideal, the same purchases as a sequential
@@ -17,14 +17,16 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use oapkg::esms::sim::Simulator;
+use esms_sim::Simulator;
 use oapkg::state::StateStore;
 
 #[path = "common/mod.rs"]
 #[allow(dead_code, reason = "each benchmark uses part of the shared helpers")]
 mod common;
 
-use common::apply::{RECORDED, account, binary_run, curl_loop, recording, run_apply, specs};
+use common::apply::{
+    RECORDED, account, binary_run, curl_loop, endpoint, recording, run_apply, specs,
+};
 use common::plan::{generate, measure_runs};
 use common::{build_binary, median, ms, us};
 
@@ -158,7 +160,7 @@ fn main() {
             .init("bench", std::time::Duration::ZERO)
             .expect("create the state");
         let sim = Simulator::spawn_blocking(account(&wanted).latency(LATENCY)).unwrap();
-        let (wall, _) = runtime.block_on(run_apply(&store, &sim.endpoint(), &wanted, p));
+        let (wall, _) = runtime.block_on(run_apply(&store, &endpoint(&sim), &wanted, p));
         assert_eq!(
             sim.ledger().len(),
             wanted.len(),

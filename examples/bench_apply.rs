@@ -1,4 +1,4 @@
-//! Benchmark of `apply` against the local simulator (issue 3):
+//! Benchmark of `apply` against the local simulator:
 //!
 //! 1. **Throughput**: N purchases (default 1,000) at a simulated latency
 //!    (default 20 ms) for each parallelism (default 16, 64, 4, 1), through
@@ -18,14 +18,14 @@
 
 use std::time::Duration;
 
-use oapkg::esms::sim::Simulator;
+use esms_sim::Simulator;
 use oapkg::state::StateStore;
 
 #[path = "common/mod.rs"]
 #[allow(dead_code, reason = "each benchmark uses part of the shared helpers")]
 mod common;
 
-use common::apply::{account, binary_run, recording, run_apply, specs};
+use common::apply::{account, binary_run, endpoint, recording, run_apply, specs};
 use common::{build_binary, ms, us};
 
 struct Args {
@@ -97,7 +97,7 @@ fn main() {
             .init("bench", std::time::Duration::ZERO)
             .expect("create the state");
         let sim = Simulator::spawn_blocking(account(&wanted).latency(args.latency)).unwrap();
-        let (wall, _) = runtime.block_on(run_apply(&store, &sim.endpoint(), &wanted, p));
+        let (wall, _) = runtime.block_on(run_apply(&store, &endpoint(&sim), &wanted, p));
         assert_eq!(
             sim.ledger().len(),
             wanted.len(),

@@ -1,4 +1,4 @@
-//! The one exit-status table (SPEC "Exit codes"), documented in the README.
+//! The one exit-status table, documented in the README ("Exit codes").
 
 /// How an oapkg process ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,7 +19,7 @@
 //! - **eSMS answer**: an HTTP error status is never taken for a purchase;
 //!   and the answer, and an error page made of it with the request (keys
 //!   and all) echoed at a position the input picks, leave no piece of
-//!   [`KEY_PIECE_CHARS`] characters of either key in what any call's
+//!   [`KEY_PIECE_CHARS`](crate::esms::credentials::KEY_PIECE_CHARS) characters of either key in what any call's
 //!   outcome says.
 //!
 //! Inputs guarded by checksums (state file, journal lines, saved plans)
@@ -27,16 +27,16 @@
 //! bytes, so those entries also take a second road: the input is parsed
 //! loosely, re-signed the way oapkg signs, and then read strictly.
 //!
-//! This module is compiled into every build (it is small and has no
-//! dependencies of its own) so that `cargo test` and clippy keep it working;
-//! it is hidden from the documentation. Findings are kept as regression
+//! This module is compiled only for unit tests (so that `cargo test` and
+//! clippy keep it working) and with the `fuzzing` feature, which
+//! `fuzz/Cargo.toml` turns on; it is never in the shipped binary. Findings are kept as regression
 //! tests at the bottom of this file.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::esms::classify::{self, Exchange, PurchaseOutcome};
-use crate::esms::credentials::KEY_PIECE_CHARS;
+use crate::esms::credentials::key_piece_in;
 use crate::esms::{Credentials, client, wire};
 use crate::manifest::validate::{self, Origin};
 use crate::plan::render;
@@ -462,18 +462,6 @@ fn assert_no_key_piece(status: u16, body: &[u8]) {
             panic!("a piece of a key ({piece:?}) is in {text:?}");
         }
     }
-}
-
-/// The first run of [`KEY_PIECE_CHARS`] characters of one of `keys` that
-/// occurs in `text`, if any.
-pub fn key_piece_in(text: &str, keys: &[&str]) -> Option<String> {
-    keys.iter().find_map(|key| {
-        let chars: Vec<char> = key.chars().collect();
-        chars
-            .windows(KEY_PIECE_CHARS)
-            .map(|w| w.iter().collect::<String>())
-            .find(|piece| text.contains(piece.as_str()))
-    })
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The domain vocabulary of the SPEC: [`Oaid`], [`Tier`], [`Spec`], [`Key`],
+//! The domain vocabulary (README "Concepts"): [`Oaid`], [`Tier`], [`Spec`], [`Key`],
 //! [`SpecHash`] and the date arithmetic that gives a package its end date.
 //!
 //! Everything here is pure: no clock, no files, no environment. A [`Spec`] is
@@ -12,9 +12,9 @@ use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Longest duration one package may have, in months (SPEC: 1..=36).
+/// Longest duration one package may have, in months (1..=36).
 pub const MAX_DURATION_MONTHS: u8 = 36;
-/// Longest OAID, in digits (SPEC: 1–19 digits).
+/// Longest OAID, in digits (1–19 digits).
 pub const MAX_OAID_DIGITS: usize = 19;
 
 /// A Zalo Official Account id: 1 to 19 ASCII digits, kept exactly as written.

@@ -6,9 +6,9 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use esms_sim::{SimConfig, SimControl, Simulator};
 use oapkg::apply::{self, ApplyEvent, ApplyOptions, CancelSignal};
 use oapkg::esms::endpoint::Call;
-use oapkg::esms::sim::{SimConfig, Simulator};
 use oapkg::esms::{Client, ClientOptions, Credentials};
 use oapkg::manifest::{DesiredSet, Package, Source};
 use oapkg::spec::{Oaid, Spec, Tier};
@@ -24,6 +24,11 @@ pub fn specs(n: usize, first: usize) -> Vec<Spec> {
             duration_months: 12,
         })
         .collect()
+}
+
+/// The simulator's base URL, checked as oapkg checks any endpoint.
+pub fn endpoint(sim: &SimControl) -> oapkg::esms::Endpoint {
+    oapkg::esms::Endpoint::parse(&sim.endpoint()).expect("a loopback URL")
 }
 
 pub fn account(specs: &[Spec]) -> SimConfig {
@@ -67,11 +72,7 @@ pub async fn run_apply(
     );
     let client = Client::new(
         endpoint.clone(),
-        Credentials::new(
-            oapkg::esms::sim::DEFAULT_API_KEY,
-            oapkg::esms::sim::DEFAULT_SECRET_KEY,
-        )
-        .unwrap(),
+        Credentials::new(esms_sim::DEFAULT_API_KEY, esms_sim::DEFAULT_SECRET_KEY).unwrap(),
         ClientOptions::default(),
     )
     .unwrap();
@@ -205,8 +206,8 @@ pub fn binary_run(
         .current_dir(dir.path())
         .env("OAPKG_TODAY", "2026-11-26")
         .env("ESMS_ENDPOINT", sim.endpoint().as_str())
-        .env("ESMS_API_KEY", oapkg::esms::sim::DEFAULT_API_KEY)
-        .env("ESMS_SECRET_KEY", oapkg::esms::sim::DEFAULT_SECRET_KEY)
+        .env("ESMS_API_KEY", esms_sim::DEFAULT_API_KEY)
+        .env("ESMS_SECRET_KEY", esms_sim::DEFAULT_SECRET_KEY)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .status()
@@ -225,14 +226,14 @@ pub fn binary_run(
 /// of `sh` running the loop; asserts every purchase was charged once.
 pub fn curl_loop(specs: &[Spec], latency: Duration) -> Duration {
     let sim = Simulator::spawn_blocking(account(specs).latency(latency)).unwrap();
-    let url = sim.endpoint().url_for(Call::Purchase);
+    let url = endpoint(&sim).url_for(Call::Purchase);
     let dir = tempfile::tempdir().unwrap();
     let mut script = String::from("set -e\n");
     for s in specs {
         script.push_str(&format!(
             "curl -s -o /dev/null -X POST -H 'Content-Type: application/json' -d '{{\"ApiKey\":\"{}\",\"SecretKey\":\"{}\",\"Dateactive\":\"{}\",\"Duaration\":\"{}\",\"OAID\":\"{}\",\"Package\":{}}}' '{url}'\n",
-            oapkg::esms::sim::DEFAULT_API_KEY,
-            oapkg::esms::sim::DEFAULT_SECRET_KEY,
+            esms_sim::DEFAULT_API_KEY,
+            esms_sim::DEFAULT_SECRET_KEY,
             s.start,
             s.duration_months,
             s.oaid,
@@ -299,7 +300,7 @@ pub fn recording(runtime: &tokio::runtime::Runtime, big: usize, runs: usize) -> 
             settle();
             let more = specs(n, 2_000_000 + (run * 2 + s) * n);
             let sim = Simulator::spawn_blocking(account(&more)).unwrap();
-            let (wall, phase) = runtime.block_on(run_apply(&store, &sim.endpoint(), &more, 1));
+            let (wall, phase) = runtime.block_on(run_apply(&store, &endpoint(&sim), &more, 1));
             let sample = &mut samples[s];
             sample[0].push(per_purchase);
             sample[1].push(phase / n as u32);

@@ -10,12 +10,12 @@ use jiff::civil::{Date, date};
 
 use super::decide::{self, Attempts, Verdict};
 use super::*;
-use crate::esms::sim::{Fault, FaultRule, SimConfig, SimHandle, Simulator, Stage};
 use crate::esms::{AccountOa, ClientOptions, Credentials, PurchaseOutcome};
 use crate::manifest::{DesiredSet, Package, Source};
 use crate::plan::diff;
 use crate::spec::{Oaid, Spec, Tier};
 use crate::state::{JournalOutcome, Status};
+use esms_sim::{Fault, FaultRule, SimConfig, SimHandle, Simulator, Stage};
 
 const TODAY: Date = date(2026, 11, 26);
 
@@ -77,7 +77,7 @@ fn config_for(specs: &[Spec]) -> SimConfig {
 
 fn client(sim: &SimHandle) -> Client {
     Client::new(
-        sim.endpoint(),
+        crate::esms::Endpoint::parse(&sim.endpoint()).unwrap(),
         Credentials::new("test-key", "test-secret").unwrap(),
         ClientOptions {
             connect_timeout: Duration::from_secs(2),
@@ -917,7 +917,7 @@ async fn a_fatal_code_stops_new_requests_and_in_flight_ones_are_recorded() {
     let purchases = sim
         .requests()
         .iter()
-        .filter(|r| r.call == crate::esms::Call::Purchase)
+        .filter(|r| r.call == esms_sim::Call::Purchase)
         .count();
     assert_eq!(purchases, report.purchased + report.failed);
     let recorded = statuses(&f.store);

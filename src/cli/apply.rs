@@ -14,7 +14,7 @@
 //! rest unbought without anyone asking for it each time.
 //!
 //! Credentials are required even when the plan turns out to buy nothing:
-//! the SPEC wants missing credentials reported "before anything else
+//! missing credentials are reported "before anything else
 //! happens", and a pipeline whose keys are missing should learn it on the
 //! first run, not on the day a purchase is finally needed.
 

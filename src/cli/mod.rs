@@ -14,7 +14,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod apply;
 mod context;
 mod coverage;
-pub mod docs;
 pub mod error;
 mod expiring;
 mod init;

@@ -1,5 +1,6 @@
 //! What an eSMS answer means for oapkg: the result-code table of
-//! ESMS_API.md turned into types.
+//! The eSMS documentation's result codes turned into types (README "What each
+//! result code makes oapkg do", `docs/exactly-once.md`).
 //!
 //! Everything here is pure. The client reduces one HTTP exchange to an
 //! [`Exchange`] (an HTTP status and the body bytes, or a transport failure
@@ -23,7 +24,7 @@ pub const FATAL_CODES: [&str; 4] = ["101", "103", "140", "143"];
 /// Codes that refuse one package (definitely not bought); others may go on.
 pub const PACKAGE_FAILED_CODES: [&str; 3] = ["102", "204", "799"];
 
-/// The meaning ESMS_API.md gives a result code, for messages.
+/// The meaning the eSMS documentation gives a result code, for messages.
 pub fn code_meaning(code: &str) -> Option<&'static str> {
     Some(match code {
         "100" => "accepted, under review by ViHAT",

@@ -34,10 +34,6 @@ const MAX_FILE_BYTES: u64 = 64 * 1024;
 pub struct Secret(String);
 
 impl Secret {
-    pub(crate) fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
     /// The value itself, for the request body and nothing else.
     pub(crate) fn expose(&self) -> &str {
         &self.0
@@ -304,6 +300,19 @@ impl Credentials {
 /// treats as a piece of the key. Shorter runs are left: they tell little
 /// about a key and would redact ordinary words.
 pub(crate) const KEY_PIECE_CHARS: usize = 6;
+
+/// The first run of [`KEY_PIECE_CHARS`] characters of one of `keys` that
+/// occurs in `text`, if any: what [`Credentials::scrub`] must leave none
+/// of. For tests and the fuzz targets, which check output against it.
+pub fn key_piece_in(text: &str, keys: &[&str]) -> Option<String> {
+    keys.iter().find_map(|key| {
+        let chars: Vec<char> = key.chars().collect();
+        chars
+            .windows(KEY_PIECE_CHARS)
+            .map(|w| w.iter().collect::<String>())
+            .find(|piece| text.contains(piece.as_str()))
+    })
+}
 
 /// Where `needle` first occurs in `haystack`.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use reqwest::Url;
 
-/// The production base URL (ESMS_API.md, "Transport").
+/// The production base URL (the eSMS documentation).
 pub const PRODUCTION_BASE: &str = "https://rest.esms.vn/MainService.svc/json/";
 
 /// The API calls oapkg makes, by the path eSMS gives them under the base URL.
@@ -24,7 +24,7 @@ pub enum Call {
 }
 
 impl Call {
-    /// The path relative to the base URL, exactly as ESMS_API.md spells it.
+    /// The path relative to the base URL, exactly as the eSMS documentation spells it.
     pub fn path(self) -> &'static str {
         match self {
             Call::Purchase => "RegisOAPackageJson/",

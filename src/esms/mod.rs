@@ -1,5 +1,5 @@
 //! Everything that talks to eSMS: the wire format, the HTTP client, the
-//! meaning of result codes, the account keys, and a local simulator.
+//! meaning of result codes and the account keys.
 //!
 //! This module owns the boundary with the outside world for purchases. It
 //! sends exactly the requests it is asked to send, once each, and turns
@@ -16,7 +16,6 @@
 //!   [`PurchaseOutcome`] or a [`CallError`].
 //! - [`client`]: the reqwest client, and the rule that decides whether a
 //!   failed request was certainly not sent.
-//! - [`sim`]: the simulator used by tests and `examples/esms-sim.rs`.
 //!
 //! Secrets: the request body holds the keys, so no code here formats a
 //! body, a request or a key; everything eSMS sends back that reaches an
@@ -27,7 +26,6 @@ pub mod classify;
 pub mod client;
 pub mod credentials;
 pub mod endpoint;
-pub mod sim;
 pub(crate) mod wire;
 
 pub use classify::{

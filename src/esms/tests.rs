@@ -7,9 +7,9 @@ use std::time::Duration;
 use jiff::civil::date;
 use serde_json::json;
 
-use super::sim::{Fault, FaultRule, SimConfig, SimHandle, Simulator, Stage};
 use super::*;
 use crate::spec::{Oaid, Spec, Tier};
+use esms_sim::{Fault, FaultRule, Package, SimConfig, SimControl, SimHandle, Simulator, Stage};
 
 const OA1: &str = "4097311281936189049";
 const OA2: &str = "745830328927467685";
@@ -44,8 +44,13 @@ fn credentials() -> Credentials {
     Credentials::new(API_KEY, SECRET_KEY).unwrap()
 }
 
+/// The simulator's base URL, checked as oapkg checks any endpoint.
+fn endpoint(sim: &SimControl) -> Endpoint {
+    Endpoint::parse(&sim.endpoint()).unwrap()
+}
+
 fn client_for(sim: &SimHandle, request_timeout: Duration) -> Client {
-    client_with(sim.endpoint(), credentials(), request_timeout)
+    client_with(endpoint(sim), credentials(), request_timeout)
 }
 
 fn client_with(endpoint: Endpoint, credentials: Credentials, request_timeout: Duration) -> Client {
@@ -80,7 +85,7 @@ async fn purchase_request_has_the_documented_wire_format() {
     let requests = sim.requests();
     assert_eq!(requests.len(), 1);
     let request = &requests[0];
-    assert_eq!(request.call, Call::Purchase);
+    assert_eq!(request.call, esms_sim::Call::Purchase);
     assert_eq!(request.path, "/MainService.svc/json/RegisOAPackageJson/");
     assert_eq!(request.content_type.as_deref(), Some("application/json"));
     assert!(request.keys_valid);
@@ -311,7 +316,7 @@ fn spec_for(oaid: &str) -> Spec {
 async fn wrong_keys_are_fatal_on_every_call_and_never_echoed() {
     let sim = Simulator::start(config()).await.unwrap();
     let wrong = Credentials::new("wrong-api-3c9d", "wrong-secret-71aa").unwrap();
-    let client = client_with(sim.endpoint(), wrong, Duration::from_secs(5));
+    let client = client_with(endpoint(&sim), wrong, Duration::from_secs(5));
     let outcome = client.purchase(&premium_dec()).await;
     assert_eq!(
         outcome,
@@ -355,7 +360,7 @@ async fn purchases_are_charged_at_price_times_months() {
     let (sim, client) = start(
         config()
             .balance(10_000)
-            .price_per_month(Tier::Advanced, 500),
+            .price_per_month(Package::Advanced, 500),
     )
     .await;
     assert!(client.purchase(&spec_for(OA1)).await.is_submitted());
@@ -721,7 +726,7 @@ async fn admin_routes_show_the_ledger_and_take_faults() {
 async fn simulator_rejects_a_body_of_the_wrong_shape() {
     let sim = Simulator::start(config()).await.unwrap();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let url = sim.endpoint().url_for(Call::Purchase);
+    let url = endpoint(&sim).url_for(Call::Purchase);
     let good = json!({
         "ApiKey": API_KEY, "SecretKey": SECRET_KEY, "Dateactive": "2026-12-01",
         "Duaration": "12", "OAID": OA1, "Package": 3,
@@ -768,7 +773,7 @@ async fn simulator_rejects_a_body_of_the_wrong_shape() {
 #[test]
 fn blocking_simulator_serves_a_blocking_test() {
     let sim = Simulator::spawn_blocking(config()).unwrap();
-    let endpoint = sim.endpoint();
+    let endpoint = endpoint(&sim);
     // A separate runtime stands in for "another process" here.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -903,7 +908,7 @@ fn trace_logs_child() {
             let _ = client.purchase(&spec_for(OA2)).await;
         }
         let wrong = client_with(
-            sim.endpoint(),
+            endpoint(&sim),
             Credentials::new(format!("{API_KEY}-x"), format!("{SECRET_KEY}-x")).unwrap(),
             Duration::from_secs(5),
         );

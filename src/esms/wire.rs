@@ -1,4 +1,4 @@
-//! The JSON bodies of the three eSMS calls, field for field as ESMS_API.md
+//! The JSON bodies of the three eSMS calls, field for field as the eSMS documentation
 //! spells them (including `Duaration`).
 //!
 //! Requests borrow the keys from [`Credentials`] and implement `Debug` by

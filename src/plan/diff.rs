@@ -1,4 +1,4 @@
-//! The diff: desired set × recorded set → [`Plan`], following the SPEC's
+//! The diff: desired set × recorded set → [`Plan`], following the
 //! action table. A pure function of its arguments: "today" comes in as one.
 //!
 //! Besides each key's action, the diff finds what the action table alone
@@ -98,7 +98,7 @@ pub fn starts_before_today_applies(action: Action) -> bool {
     matches!(action, Action::Purchase | Action::Replace)
 }
 
-/// The SPEC's action table for one key, on `today`.
+/// The action table for one key, on `today`.
 ///
 /// A declared package whose period ended before today is `expired`, both
 /// when nothing is recorded (it would be a `purchase`) and when its new

@@ -23,7 +23,7 @@ use crate::manifest::{Package, Source};
 use crate::spec::{Key, Spec};
 use crate::state::{FailedAttempt, Record, StateId};
 
-/// What apply will do for one key (the SPEC's action table).
+/// What apply will do for one key (the action table of the README's "Concepts").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -197,7 +197,7 @@ impl Action {
         Action::Expired,
     ];
 
-    /// The SPEC's name for the action, as in JSON and saved plans.
+    /// The action's name, as in JSON and saved plans.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Purchase => "purchase",

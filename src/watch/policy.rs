@@ -2,7 +2,7 @@
 //! apply; and when a refused or failed apply may be tried again. Pure:
 //! instants come in as arguments.
 //!
-//! The rules (SPEC "Watch", issue 4):
+//! The rules (README "Running watch on an admin host"):
 //!
 //! - A cycle whose inputs — the manifests' content hash
 //!   ([`DesiredSet::hash`](crate::manifest::DesiredSet::hash)) and the

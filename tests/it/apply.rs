@@ -1,150 +1,22 @@
 //! `oapkg apply`: the real binary against the eSMS simulator over real HTTP
-//! on 127.0.0.1 (issue 3's "Must show" list, one test or more per bullet).
+//! on 127.0.0.1.
 //!
 //! `OAPKG_KILL_ITERATIONS` (default 25) sets how many times the crash test
 //! kills apply; `OAPKG_KILL_SEED` replays one of its runs (each run prints
 //! its seed).
 
-use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use oapkg::esms::Call;
-use oapkg::esms::sim::{
-    BlockingSimHandle, Charge, Fault, FaultRule, SimConfig, SimControl, Simulator, Stage,
-};
+use esms_sim::Call;
+use esms_sim::{Fault, FaultRule, SimControl, Stage};
 use rand::{RngExt, SeedableRng};
-use serde_json::Value;
 
-use crate::support::{Env, Run, manifest};
-
-pub(crate) const API_KEY: &str = "test-key";
-pub(crate) const SECRET_KEY: &str = "test-secret";
-const STATE: &str = "state/oapkg.state.json";
-
-/// One package of a test manifest.
-#[derive(Clone, Debug)]
-pub(crate) struct Pkg {
-    pub(crate) oaid: String,
-    pub(crate) start: &'static str,
-    pub(crate) tier: &'static str,
-    pub(crate) package: u8,
-    pub(crate) months: u8,
-}
-
-impl Pkg {
-    pub(crate) fn new(
-        oaid: impl Into<String>,
-        start: &'static str,
-        tier: &'static str,
-        months: u8,
-    ) -> Pkg {
-        let package = match tier {
-            "trial" => 1,
-            "advanced" => 2,
-            _ => 3,
-        };
-        Pkg {
-            oaid: oaid.into(),
-            start,
-            tier,
-            package,
-            months,
-        }
-    }
-
-    pub(crate) fn key(&self) -> String {
-        format!("{}@{}", self.oaid, self.start)
-    }
-
-    pub(crate) fn yaml(&self) -> String {
-        format!(
-            "  - oaid: \"{}\"\n    name: OA {}\n    tier: {}\n    start: {}\n    duration: {}\n",
-            self.oaid, self.oaid, self.tier, self.start, self.months
-        )
-    }
-}
-
-/// `n` packages on OAIDs `first`, `first + 1`, …, tiers and durations mixed.
-pub(crate) fn pkgs(first: u64, n: usize) -> Vec<Pkg> {
-    (0..n)
-        .map(|i| {
-            let (tier, months) = [("advanced", 12), ("premium", 6), ("trial", 1)][i % 3];
-            Pkg::new((first + i as u64).to_string(), "2027-01-01", tier, months)
-        })
-        .collect()
-}
-
-pub(crate) fn write_manifest(env: &Env, pkgs: &[Pkg]) {
-    let body: String = pkgs.iter().map(Pkg::yaml).collect();
-    env.file("oapkg.yaml", manifest(&body));
-}
-
-/// A simulator account holding the OAs of `pkgs`.
-pub(crate) fn account(pkgs: &[Pkg]) -> SimConfig {
-    pkgs.iter()
-        .fold(SimConfig::new(), |c, p| c.oaid(p.oaid.as_str()))
-}
-
-pub(crate) fn start(config: SimConfig) -> BlockingSimHandle {
-    Simulator::spawn_blocking(config).expect("start the simulator")
-}
-
-/// `oapkg ARGS` pointed at the simulator with the right keys and short
-/// retry delays.
-pub(crate) fn oapkg(env: &Env, sim: &SimControl, args: &[&str]) -> Command {
-    let mut cmd = env.command(args);
-    cmd.env("ESMS_ENDPOINT", sim.endpoint().as_str())
-        .env("ESMS_API_KEY", API_KEY)
-        .env("ESMS_SECRET_KEY", SECRET_KEY)
-        .env("OAPKG_RETRY_MIN_DELAY_MS", "10");
-    cmd
-}
-
-pub(crate) fn run(env: &Env, sim: &SimControl, args: &[&str]) -> Run {
-    Run::from(oapkg(env, sim, args).output().expect("run oapkg"))
-}
-
-pub(crate) fn apply(env: &Env, sim: &SimControl, extra: &[&str]) -> Run {
-    let mut args = vec!["apply", "--auto-approve"];
-    args.extend_from_slice(extra);
-    run(env, sim, &args)
-}
-
-pub(crate) fn purchase_requests(sim: &SimControl) -> usize {
-    sim.requests()
-        .iter()
-        .filter(|r| r.call == Call::Purchase)
-        .count()
-}
-
-pub(crate) fn charges_by_key(ledger: &[Charge]) -> BTreeMap<String, Vec<Charge>> {
-    let mut by_key: BTreeMap<String, Vec<Charge>> = BTreeMap::new();
-    for charge in ledger {
-        by_key
-            .entry(format!("{}@{}", charge.oaid, charge.dateactive))
-            .or_default()
-            .push(charge.clone());
-    }
-    by_key
-}
-
-/// `state list --format json` (which replays the journal), by key.
-pub(crate) fn recorded(env: &Env) -> BTreeMap<String, Value> {
-    let listed = env.run(&["state", "list", "--format", "json"]);
-    listed.code(0);
-    listed
-        .json()
-        .as_array()
-        .expect("an array")
-        .iter()
-        .map(|r| (r["key"].as_str().unwrap().to_owned(), r.clone()))
-        .collect()
-}
-
-pub(crate) fn last_line(run: &Run) -> &str {
-    run.stdout.trim_end().lines().last().unwrap_or("")
-}
+use crate::support::{
+    API_KEY, Env, Pkg, Run, SECRET_KEY, STATE, account, apply, assert_bought_once_each,
+    charges_by_key, last_line, manifest, oapkg, pkgs, purchase_requests, recorded, run, start,
+    write_manifest,
+};
 
 fn wait_idle(sim: &SimControl) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -623,23 +495,6 @@ fn converge(env: &Env, sim: &SimControl, runs: usize) -> usize {
         }
     }
     panic!("no convergence after {runs} runs");
-}
-
-pub(crate) fn assert_bought_once_each(env: &Env, sim: &SimControl, all: &[Pkg]) {
-    let by_key = charges_by_key(&sim.ledger());
-    let state = recorded(env);
-    for p in all {
-        let charges = by_key.get(&p.key()).map_or(0, Vec::len);
-        assert_eq!(charges, 1, "{} charged {charges} times", p.key());
-        let charge = &by_key[&p.key()][0];
-        assert_eq!(state[&p.key()]["status"], "submitted");
-        assert_eq!(
-            state[&p.key()]["service_preview_id"],
-            charge.service_preview_id.as_str()
-        );
-    }
-    assert_eq!(by_key.len(), all.len());
-    env.run(&["plan"]).code(0).stdout_has("No changes.");
 }
 
 #[test]

@@ -1,13 +1,11 @@
 //! `kind: PriceList`: costs in every plan format, the confirmation and the
 //! spend after apply, `--max-spend` and the balance pre-flight, against the
-//! real binary and the simulator (issue 14, items 1 and 2).
+//! real binary and the simulator.
 
-use oapkg::esms::Call;
-use oapkg::esms::sim::SimConfig;
-use oapkg::spec::Tier;
+use esms_sim::{Call, Package, SimConfig};
 
-use crate::apply::{apply, last_line, purchase_requests, recorded, start};
 use crate::support::Env;
+use crate::support::{apply, last_line, purchase_requests, recorded, start};
 
 pub(crate) const PRICES: &str = "apiVersion: oapkg/v1
 kind: PriceList
@@ -48,9 +46,9 @@ fn account(balance: u64) -> SimConfig {
         .oaid("4097311281936189049")
         .oaid("745830328927467685")
         .balance(balance)
-        .price_per_month(Tier::Trial, 10_000)
-        .price_per_month(Tier::Advanced, 59_000)
-        .price_per_month(Tier::Premium, 399_000)
+        .price_per_month(Package::Trial, 10_000)
+        .price_per_month(Package::Advanced, 59_000)
+        .price_per_month(Package::Premium, 399_000)
 }
 
 #[test]

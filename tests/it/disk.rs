@@ -1,4 +1,4 @@
-//! Disk faults through the real binary (issue 7, part 4): a state directory
+//! Disk faults through the real binary: a state directory
 //! that cannot be written, a disk that fills up while the journal or the
 //! state file is being written, and paths that are not what they should be.
 //! Each must end in a clear error naming the path and what to do, leave the
@@ -23,15 +23,14 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use oapkg::esms::Call;
-use oapkg::esms::sim::{BlockingSimHandle, SimControl};
+use esms_sim::Call;
+use esms_sim::{BlockingSimHandle, SimControl};
 
-use crate::apply::{
-    Pkg, account, assert_bought_once_each, charges_by_key, last_line, oapkg, pkgs, recorded, start,
+use crate::support::{
+    Env, Pkg, Run, STATE, account, assert_bought_once_each, charges_by_key, last_line, manifest,
+    oapkg, pkgs, recorded, start,
 };
-use crate::support::{Env, Run, manifest};
 
-const STATE: &str = "state/oapkg.state.json";
 const JOURNAL: &str = "state/oapkg.state.json.journal";
 const BACKUP: &str = "state/oapkg.state.json.backup";
 const LOCK: &str = "state/oapkg.state.json.lock";
@@ -195,7 +194,7 @@ fn disk_full_at_the_first_intent_sends_nothing_and_changes_nothing() {
 
     // With room again, the plan is what it was and apply buys it, once.
     env.run(&["plan"]).code(0).stdout_has("Plan: 3 to purchase");
-    crate::apply::apply(&env, &sim, &[]).code(0);
+    crate::support::apply(&env, &sim, &[]).code(0);
     assert_bought_once_each(&env, &sim, &all);
 }
 
@@ -236,7 +235,7 @@ fn disk_full_at_a_later_intent_stops_there_and_sends_nothing_after() {
 
     // With room again: the rest is bought, 1102 confirmed (199) if it was
     // unconfirmed, and nothing is charged twice.
-    crate::apply::apply(&env, &sim, &["--retry-unconfirmed"]).code(0);
+    crate::support::apply(&env, &sim, &["--retry-unconfirmed"]).code(0);
     assert_bought_once_each(&env, &sim, &all);
 }
 
@@ -284,12 +283,12 @@ fn disk_full_recording_answers_stops_new_requests_and_keeps_the_sent_ones_unconf
     env.run(&["plan"])
         .code(0)
         .stdout_has("Plan: 3 to purchase, 0 to replace, 3 unconfirmed");
-    crate::apply::apply(&env, &sim, &[])
+    crate::support::apply(&env, &sim, &[])
         .code(1)
         .stdout_has("Apply complete: 3 purchased, 0 failed, 3 unconfirmed.");
     assert!(!env.path(JOURNAL).exists(), "folded");
     assert_eq!(sim.ledger().len(), 6);
-    crate::apply::apply(&env, &sim, &["--retry-unconfirmed"]).code(0);
+    crate::support::apply(&env, &sim, &["--retry-unconfirmed"]).code(0);
     assert_bought_once_each(&env, &sim, &all);
 }
 
@@ -318,7 +317,7 @@ fn disk_full_at_the_final_fold_keeps_the_journal_and_the_next_run_folds_it() {
     let before = env.read(STATE);
     let backup = read_opt(&env, BACKUP);
     let all = pkgs(1301, 3);
-    crate::apply::write_manifest(&env, &all[..2]);
+    crate::support::write_manifest(&env, &all[..2]);
     let sim = start(account(&all));
     let run = with_file_size_limit(oapkg(&env, &sim, &["apply", "--auto-approve"]), 8192);
     run.code(1)
@@ -342,8 +341,8 @@ fn disk_full_at_the_final_fold_keeps_the_journal_and_the_next_run_folds_it() {
     assert_eq!(state["1301@2027-01-01"]["status"], "submitted");
     assert_eq!(state["1302@2027-01-01"]["status"], "submitted");
     // ...and the next writer folds the journal, then buys only what is new.
-    crate::apply::write_manifest(&env, &all);
-    crate::apply::apply(&env, &sim, &[])
+    crate::support::write_manifest(&env, &all);
+    crate::support::apply(&env, &sim, &[])
         .code(0)
         .stdout_has("Plan: 1 to purchase");
     assert!(!env.path(JOURNAL).exists());
@@ -663,7 +662,7 @@ fn an_unwritable_state_directory_is_named_and_nothing_is_bought() {
             }
             let before = env.read(STATE);
             let all = pkgs(1501, 2);
-            crate::apply::write_manifest(&env, &all);
+            crate::support::write_manifest(&env, &all);
             let sim = start(account(&all));
             let Some(ro) = make(&env.path("state")) else {
                 break;
@@ -705,7 +704,7 @@ fn an_unwritable_state_directory_is_named_and_nothing_is_bought() {
             eprintln!("checked: {what}");
 
             // Writable again: everything works.
-            crate::apply::apply(&env, &sim, &[]).code(0);
+            crate::support::apply(&env, &sim, &[]).code(0);
             assert_bought_once_each(&env, &sim, &all);
         }
     }
@@ -740,7 +739,7 @@ fn every_command_refuses(env: &Env, sim: &SimControl, expect: &str, readers_too:
     for args in commands {
         env.run(args).code(1).stderr_has(expect);
     }
-    crate::apply::apply(env, sim, &[])
+    crate::support::apply(env, sim, &[])
         .code(1)
         .stderr_has(expect);
     assert!(sim.requests().iter().all(|r| r.call != Call::Purchase));
@@ -780,7 +779,7 @@ fn env_for_paths() -> (Env, BlockingSimHandle) {
     let env = Env::new();
     import(&env, 9001, 0);
     let all = pkgs(1601, 1);
-    crate::apply::write_manifest(&env, &all);
+    crate::support::write_manifest(&env, &all);
     let sim = start(account(&all));
     (env, sim)
 }
@@ -789,7 +788,7 @@ fn env_for_paths() -> (Env, BlockingSimHandle) {
 fn a_directory_at_the_state_path_is_refused() {
     let env = Env::new();
     let all = pkgs(1601, 1);
-    crate::apply::write_manifest(&env, &all);
+    crate::support::write_manifest(&env, &all);
     let sim = start(account(&all));
     std::fs::create_dir_all(env.path(STATE)).unwrap();
     env.file(&format!("{STATE}/keep"), "someone's file");
@@ -888,7 +887,7 @@ fn a_directory_at_the_backup_path_stops_the_fold_and_the_journal_keeps_the_purch
         .stderr_has(expect);
     // The backup is written at the fold, after the purchases: they are
     // made, and kept in the journal.
-    crate::apply::apply(&env, &sim, &[])
+    crate::support::apply(&env, &sim, &[])
         .code(1)
         .stdout_has("Apply complete: 1 purchased, 0 failed, 0 unconfirmed.")
         .stderr_has("the journal state/oapkg.state.json.journal keeps every purchase")

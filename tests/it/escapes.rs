@@ -1,12 +1,11 @@
-//! Control characters from files and from eSMS never reach the terminal raw
-//! (issue 12, item 4): a manifest name, a server message and a
+//! Control characters from files and from eSMS never reach the terminal raw:
+//! a manifest name, a server message and a
 //! ServicePreviewId holding `ESC [2J` (clear screen) and `\r\nfake line`
 //! are escaped in the output of every command that prints them.
 
-use oapkg::esms::sim::{Fault, FaultRule, SimConfig};
+use esms_sim::{Fault, FaultRule, SimConfig};
 
-use crate::apply::{run as run_against, start};
-use crate::support::{Env, Run, manifest};
+use crate::support::{Env, Run, manifest, run as run_against, start};
 
 const OAID: &str = "4097311281936189049";
 const KEY: &str = "4097311281936189049@2027-01-01";

@@ -1,9 +1,9 @@
-//! The fault matrix (issue 7, part 3; issue 11): every failure class of
-//! ESMS_API.md, injected at the first, the middle and the last of five
+//! The fault matrix: every failure class of the eSMS result codes and
+//! outcome classes, injected at the first, the middle and the last of five
 //! purchases, at parallelism 1 and 8, through the real binary (`oapkg apply
 //! --auto-approve`) against the simulator on 127.0.0.1.
 //!
-//! The classes are one table, [`CLASSES`], each row with what it does to
+//! The classes are one table (`classes!`, one test per row), each row with what it does to
 //! the package it strikes: the run-stopping codes (101, 140, 143, 103), the
 //! codes that fail one package (102, 204, 799), rate limits (code 160, HTTP
 //! 429), 199, a refused connection (not sent), and the unknown outcomes (a
@@ -16,9 +16,10 @@
 //! code, brief and persisting with `--retry-unknown`, the opt-in to resends
 //! that rely on eSMS's 199.
 //!
-//! **40 classes × 3 positions × 2 parallelisms = 240 cells**, run a few at a
-//! time on worker threads, each with its own simulator and directory. Every
-//! cell checks, in messages that name it:
+//! **40 classes × 3 positions × 2 parallelisms = 240 cells**: one test per
+//! class (`cargo test faults::http_500_after_the_charge` runs that class's
+//! six cells), its cells run at once, each with its own simulator and
+//! directory. Every cell checks, in messages that name it:
 //!
 //! - the faulted run: its exit code, its `Apply complete: …` line, each
 //!   package's line and how many requests each package got (at parallelism
@@ -37,27 +38,22 @@
 //! as eSMS does) only in the cells that need it (see [`Class::dedupe`]):
 //! everywhere else a second request for a package would be a second charge.
 //!
-//! `OAPKG_FAULT_CELLS=TEXT` runs only the cells whose name contains TEXT.
+//! `OAPKG_FAULT_CELLS=TEXT` runs only the cells whose description contains
+//! TEXT (e.g. `parallelism 8`).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{Read, Write};
 use std::process::Command;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use oapkg::esms::sim::{
-    BASE_PATH, BlockingSimHandle, Charge, Fault, FaultRule, SimConfig, Simulator, Stage,
+use esms_sim::{
+    BASE_PATH, BlockingSimHandle, Call, Charge, Fault, FaultRule, SimConfig, Simulator, Stage,
 };
-use oapkg::esms::{Call, code_meaning};
+use oapkg::esms::code_meaning;
 use serde_json::{Value, json};
 
-use crate::support::{Env, Run, Stream, manifest};
-
-const API_KEY: &str = "test-key";
-const SECRET_KEY: &str = "test-secret";
-const STATE: &str = "state/oapkg.state.json";
+use crate::support::{API_KEY, Env, Run, SECRET_KEY, STATE, Stream, last_line, manifest};
 
 /// Packages per run, all starting on [`START`].
 const PACKAGES: usize = 5;
@@ -68,8 +64,6 @@ const PARALLELISMS: [usize; 2] = [1, 8];
 /// The simulator's latency at parallelism 8, so that all five requests are
 /// in flight together before the first answer comes back.
 const LATENCY_AT_8: Duration = Duration::from_millis(200);
-/// Cells run at once: each mostly waits (for processes, latency, timeouts).
-const WORKERS: usize = 8;
 /// `--timeout` beyond the latency, in the cells where requests hang.
 const HANG_TIMEOUT: Duration = Duration::from_millis(500);
 /// `OAPKG_RETRY_MIN_DELAY_MS`: the first retry wait; later ones double.
@@ -171,53 +165,68 @@ use Lasts::*;
 use Stage::{AfterCommit as After, BeforeCommit as Before};
 use Transport::*;
 
-/// Every failure class (ESMS_API.md's result codes and outcome classes,
-/// README's table) and what the package it strikes ends as.
+/// One test per failure class (`cargo test faults::code_160_brief`), each
+/// running the class's six cells (three positions, two parallelisms) at
+/// once: the cells mostly wait (for processes, latency, timeouts), so they
+/// overlap well, and the test names the failing cells.
+macro_rules! classes {
+    ($($(#[$doc:meta])* $test:ident: $class:expr;)*) => {$(
+        $(#[$doc])*
+        #[test]
+        fn $test() {
+            static CLASS: Class = $class;
+            run_class(&CLASS);
+        }
+    )*};
+}
+
+// Every failure class (the eSMS result codes and outcome classes,
+// README's table) and what the package it strikes ends as.
 #[rustfmt::skip]
-const CLASSES: [Class; 40] = [
-    class("code 101",                               Stops("101"),                 Once,     Failed),
-    class("code 140",                               Stops("140"),                 Once,     Failed),
-    class("code 143",                               Stops("143"),                 Once,     Failed),
-    class("code 103",                               Stops("103"),                 Once,     Failed),
-    class("code 102",                               Refused("102"),               Once,     Failed),
-    class("code 204",                               Refused("204"),               Once,     Failed),
-    class("code 799",                               Refused("799"),               Once,     Failed),
-    class("code 160, brief",                        Code160,                      Briefly,  Bought),
-    class("code 160, persisting",                   Code160,                      Persists, Failed),
-    class("HTTP 429, brief",                        Http429,                      Briefly,  Bought),
-    class("HTTP 429, persisting",                   Http429,                      Persists, Failed),
-    class("code 199 (bought before)",               AlreadyExists,                Once,     Bought),
-    class("not sent, brief",                        NotSent,                      Briefly,  Bought),
-    class("not sent, persisting",                   NotSent,                      Persists, Failed),
+classes! {
+    code_101:                                            class("code 101",                                 Stops("101"),                  Once,     Failed);
+    code_140:                                            class("code 140",                                 Stops("140"),                  Once,     Failed);
+    code_143:                                            class("code 143",                                 Stops("143"),                  Once,     Failed);
+    code_103:                                            class("code 103",                                 Stops("103"),                  Once,     Failed);
+    code_102:                                            class("code 102",                                 Refused("102"),                Once,     Failed);
+    code_204:                                            class("code 204",                                 Refused("204"),                Once,     Failed);
+    code_799:                                            class("code 799",                                 Refused("799"),                Once,     Failed);
+    code_160_brief:                                      class("code 160, brief",                          Code160,                       Briefly,  Bought);
+    code_160_persisting:                                 class("code 160, persisting",                     Code160,                       Persists, Failed);
+    http_429_brief:                                      class("HTTP 429, brief",                          Http429,                       Briefly,  Bought);
+    http_429_persisting:                                 class("HTTP 429, persisting",                     Http429,                       Persists, Failed);
+    code_199_bought_before:                              class("code 199 (bought before)",                 AlreadyExists,                 Once,     Bought);
+    not_sent_brief:                                      class("not sent, brief",                          NotSent,                       Briefly,  Bought);
+    not_sent_persisting:                                 class("not sent, persisting",                     NotSent,                       Persists, Failed);
     // Unknown outcomes as they come: unconfirmed at once, never resent.
-    class("hang before the charge",                 Unknown(Hang(Before)),        Once,     Unconfirmed),
-    class("hang after the charge",                  Unknown(Hang(After)),         Once,     Unconfirmed),
-    class("reset before the charge",                Unknown(Reset(Before)),       Once,     Unconfirmed),
-    class("reset after the charge",                 Unknown(Reset(After)),        Once,     Unconfirmed),
-    class("HTTP 500 before the charge",             Unknown(Http500(Before)),     Once,     Unconfirmed),
-    class("HTTP 500 after the charge",              Unknown(Http500(After)),      Once,     Unconfirmed),
-    class("200 not JSON",                           Unknown(NotJson),             Once,     Unconfirmed),
-    class("200 without a code",                     Unknown(NoCode),              Once,     Unconfirmed),
-    class("code 777 (undocumented)",                Unknown(Undocumented(Before)), Once,    Unconfirmed),
-    class("code 777 (undocumented) after the charge", Unknown(Undocumented(After)), Once,   Unconfirmed),
+    hang_before_the_charge:                              class("hang before the charge",                   Unknown(Hang(Before)),         Once,     Unconfirmed);
+    hang_after_the_charge:                               class("hang after the charge",                    Unknown(Hang(After)),          Once,     Unconfirmed);
+    reset_before_the_charge:                             class("reset before the charge",                  Unknown(Reset(Before)),        Once,     Unconfirmed);
+    reset_after_the_charge:                              class("reset after the charge",                   Unknown(Reset(After)),         Once,     Unconfirmed);
+    http_500_before_the_charge:                          class("HTTP 500 before the charge",               Unknown(Http500(Before)),      Once,     Unconfirmed);
+    http_500_after_the_charge:                           class("HTTP 500 after the charge",                Unknown(Http500(After)),       Once,     Unconfirmed);
+    http_200_not_json:                                   class("200 not JSON",                             Unknown(NotJson),              Once,     Unconfirmed);
+    http_200_without_a_code:                             class("200 without a code",                       Unknown(NoCode),               Once,     Unconfirmed);
+    code_777_undocumented:                               class("code 777 (undocumented)",                  Unknown(Undocumented(Before)), Once,     Unconfirmed);
+    code_777_undocumented_after_the_charge:              class("code 777 (undocumented) after the charge", Unknown(Undocumented(After)),  Once,     Unconfirmed);
     // With --retry-unknown: resent, relying on eSMS's 199.
-    opt_in("hang before the charge, brief",          Unknown(Hang(Before)),        Briefly,  Bought),
-    opt_in("hang before the charge, persisting",     Unknown(Hang(Before)),        Persists, Unconfirmed),
-    opt_in("hang after the charge, brief",           Unknown(Hang(After)),         Briefly,  Bought),
-    opt_in("hang after the charge, persisting",      Unknown(Hang(After)),         Persists, Unconfirmed),
-    opt_in("reset before the charge, brief",         Unknown(Reset(Before)),       Briefly,  Bought),
-    opt_in("reset before the charge, persisting",    Unknown(Reset(Before)),       Persists, Unconfirmed),
-    opt_in("reset after the charge, brief",          Unknown(Reset(After)),        Briefly,  Bought),
-    opt_in("reset after the charge, persisting",     Unknown(Reset(After)),        Persists, Unconfirmed),
-    opt_in("HTTP 500 before the charge, brief",      Unknown(Http500(Before)),     Briefly,  Bought),
-    opt_in("HTTP 500 before the charge, persisting", Unknown(Http500(Before)),     Persists, Unconfirmed),
-    opt_in("HTTP 500 after the charge, brief",       Unknown(Http500(After)),      Briefly,  Bought),
-    opt_in("HTTP 500 after the charge, persisting",  Unknown(Http500(After)),      Persists, Unconfirmed),
-    opt_in("200 not JSON, brief",                    Unknown(NotJson),             Briefly,  Bought),
-    opt_in("200 not JSON, persisting",               Unknown(NotJson),             Persists, Unconfirmed),
-    opt_in("200 without a code, brief",              Unknown(NoCode),              Briefly,  Bought),
-    opt_in("200 without a code, persisting",         Unknown(NoCode),              Persists, Unconfirmed),
-];
+    retry_unknown_hang_before_the_charge_brief:          opt_in("hang before the charge, brief",            Unknown(Hang(Before)),         Briefly,  Bought);
+    retry_unknown_hang_before_the_charge_persisting:     opt_in("hang before the charge, persisting",       Unknown(Hang(Before)),         Persists, Unconfirmed);
+    retry_unknown_hang_after_the_charge_brief:           opt_in("hang after the charge, brief",             Unknown(Hang(After)),          Briefly,  Bought);
+    retry_unknown_hang_after_the_charge_persisting:      opt_in("hang after the charge, persisting",        Unknown(Hang(After)),          Persists, Unconfirmed);
+    retry_unknown_reset_before_the_charge_brief:         opt_in("reset before the charge, brief",           Unknown(Reset(Before)),        Briefly,  Bought);
+    retry_unknown_reset_before_the_charge_persisting:    opt_in("reset before the charge, persisting",      Unknown(Reset(Before)),        Persists, Unconfirmed);
+    retry_unknown_reset_after_the_charge_brief:          opt_in("reset after the charge, brief",            Unknown(Reset(After)),         Briefly,  Bought);
+    retry_unknown_reset_after_the_charge_persisting:     opt_in("reset after the charge, persisting",       Unknown(Reset(After)),         Persists, Unconfirmed);
+    retry_unknown_http_500_before_the_charge_brief:      opt_in("HTTP 500 before the charge, brief",        Unknown(Http500(Before)),      Briefly,  Bought);
+    retry_unknown_http_500_before_the_charge_persisting: opt_in("HTTP 500 before the charge, persisting",   Unknown(Http500(Before)),      Persists, Unconfirmed);
+    retry_unknown_http_500_after_the_charge_brief:       opt_in("HTTP 500 after the charge, brief",         Unknown(Http500(After)),       Briefly,  Bought);
+    retry_unknown_http_500_after_the_charge_persisting:  opt_in("HTTP 500 after the charge, persisting",    Unknown(Http500(After)),       Persists, Unconfirmed);
+    retry_unknown_http_200_not_json_brief:               opt_in("200 not JSON, brief",                      Unknown(NotJson),              Briefly,  Bought);
+    retry_unknown_http_200_not_json_persisting:          opt_in("200 not JSON, persisting",                 Unknown(NotJson),              Persists, Unconfirmed);
+    retry_unknown_http_200_without_a_code_brief:         opt_in("200 without a code, brief",                Unknown(NoCode),               Briefly,  Bought);
+    retry_unknown_http_200_without_a_code_persisting:    opt_in("200 without a code, persisting",           Unknown(NoCode),               Persists, Unconfirmed);
+}
 
 impl Class {
     /// Whether a request this fault strikes is charged before its answer
@@ -688,10 +697,6 @@ impl Check<'_> {
     }
 }
 
-fn last_line(run: &Run) -> &str {
-    run.stdout.trim_end().lines().last().unwrap_or("")
-}
-
 fn summary(purchased: usize, failed: usize, unconfirmed: usize) -> String {
     format!("Apply complete: {purchased} purchased, {failed} failed, {unconfirmed} unconfirmed.")
 }
@@ -1001,19 +1006,16 @@ fn converged(check: &Check<'_>) {
     );
 }
 
-/// Every cell (or those `OAPKG_FAULT_CELLS` names), slowest first so that
-/// they overlap the rest.
-fn cells() -> Vec<Cell> {
+/// The six cells of `class` (or those `OAPKG_FAULT_CELLS` names).
+fn cells(class: &'static Class) -> Vec<Cell> {
     let filter = std::env::var("OAPKG_FAULT_CELLS").ok();
-    let mut cells: Vec<Cell> = CLASSES
-        .iter()
-        .flat_map(|class| {
-            PARALLELISMS.into_iter().flat_map(move |parallelism| {
-                POSITIONS.into_iter().map(move |position| Cell {
-                    class,
-                    position,
-                    parallelism,
-                })
+    PARALLELISMS
+        .into_iter()
+        .flat_map(|parallelism| {
+            POSITIONS.into_iter().map(move |position| Cell {
+                class,
+                position,
+                parallelism,
             })
         })
         .filter(|cell| {
@@ -1021,60 +1023,44 @@ fn cells() -> Vec<Cell> {
                 .as_deref()
                 .is_none_or(|f| cell.to_string().contains(f))
         })
-        .collect();
-    let cost = |cell: &Cell| {
-        let attempts = match cell.class.lasts {
-            Once => 1,
-            Briefly => 3,
-            Persists => 4,
-        };
-        let hang = if matches!(cell.class.kind, Unknown(Hang(_))) {
-            4
-        } else {
-            1
-        };
-        attempts * hang * cell.parallelism.min(2)
-    };
-    cells.sort_by_key(|cell| std::cmp::Reverse(cost(cell)));
-    cells
+        .collect()
 }
 
-#[test]
-fn every_failure_class_at_every_position_and_parallelism_keeps_the_promises() {
-    let cells = cells();
-    assert!(!cells.is_empty(), "OAPKG_FAULT_CELLS matches no cell");
+/// Runs the cells of `class` at once, each with its own simulator and
+/// directory, and fails naming every cell that broke a promise.
+fn run_class(class: &'static Class) {
+    let cells = cells(class);
     let pkgs = packages();
-    let next = AtomicUsize::new(0);
-    let failures = Mutex::new(Vec::new());
     let started = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..WORKERS.min(cells.len()) {
-            scope.spawn(|| {
-                while let Some(&cell) = cells.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_cell(cell, &pkgs);
-                    }));
-                    if let Err(panic) = ran {
-                        let message = panic
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                            .unwrap_or_default();
-                        // Panics from the helpers do not name the cell.
-                        let message = if message.starts_with(&cell.to_string()) {
-                            message
-                        } else {
-                            format!("{cell} {message}")
-                        };
-                        failures.lock().unwrap().push(message);
-                    }
-                }
-            });
-        }
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let running: Vec<_> = cells
+            .iter()
+            .map(|&cell| {
+                let pkgs = &pkgs;
+                (cell, scope.spawn(move || run_cell(cell, pkgs)))
+            })
+            .collect();
+        running
+            .into_iter()
+            .filter_map(|(cell, handle)| {
+                let panic = handle.join().err()?;
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_default();
+                // Panics from the helpers do not name the cell.
+                Some(if message.starts_with(&cell.to_string()) {
+                    message
+                } else {
+                    format!("{cell} {message}")
+                })
+            })
+            .collect()
     });
-    let failures = failures.into_inner().unwrap();
     eprintln!(
-        "fault matrix: {} cells in {:.1} s, {} failed",
+        "fault matrix, {}: {} cells in {:.1} s, {} failed",
+        class.name,
         cells.len(),
         started.elapsed().as_secs_f64(),
         failures.len()

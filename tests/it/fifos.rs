@@ -1,5 +1,5 @@
 //! A FIFO (or a directory) where oapkg expects a file is refused at once,
-//! never waited on (issue 12, items 3 and 7): the state file, its journal,
+//! never waited on: the state file, its journal,
 //! the credentials file, a manifest named with `-f`, a `*.yaml` in a
 //! manifest directory and a saved plan; for `plan`, `state list`, `apply`
 //! and `validate`, exit 1 within a second, naming the file. `watch` with a
@@ -9,10 +9,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use oapkg::esms::sim::SimConfig;
+use esms_sim::SimConfig;
 
-use crate::apply::{run as run_against, start};
-use crate::support::{Env, Run, manifest};
+use crate::support::{Env, Run, manifest, run as run_against, start};
 use crate::watch::{Watch, message};
 
 const OAID: &str = "4097311281936189049";

@@ -1,4 +1,4 @@
-//! GitOps (issue 5): the example CI and hook files under `examples/gitops/`
+//! GitOps: the example CI and hook files under `examples/gitops/`
 //! run for real, and the state-in-repository flow followed with real `git`.
 //!
 //! The CI files are parsed, every shell step is extracted and run in order
@@ -11,14 +11,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use oapkg::esms::sim::{BlockingSimHandle, Charge, SimConfig, SimControl, Simulator};
+use esms_sim::{BlockingSimHandle, Charge, SimConfig, SimControl, Simulator};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::support::{Run, TODAY};
-
-const API_KEY: &str = "test-key";
-const SECRET_KEY: &str = "test-secret";
+use crate::support::{API_KEY, Run, SECRET_KEY, TODAY};
 
 /// The OAs the example manifests declare.
 const EXAMPLE_OAIDS: [&str; 2] = ["4097311281936189049", "745830328927467685"];

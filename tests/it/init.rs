@@ -3,10 +3,8 @@
 
 use std::time::Duration;
 
-use crate::apply::{Pkg, account, apply, oapkg, run, start, write_manifest};
-use crate::support::{Env, Stream};
+use crate::support::{Env, Pkg, STATE, Stream, account, apply, oapkg, run, start, write_manifest};
 
-const STATE: &str = "state/oapkg.state.json";
 const MISSING: &str = "no state file at";
 
 #[test]

@@ -1,14 +1,11 @@
-//! Label changes (issue 11, point 8): a `name` edited on a recorded
+//! Label changes: a `name` edited on a recorded
 //! package is written to the state by apply without any request.
 
-use crate::apply::{account, apply, recorded, start, write_manifest};
 use crate::only::packages;
-use crate::support::Env;
-
-const STATE: &str = "state/oapkg.state.json";
+use crate::support::{Env, STATE, account, apply, recorded, start, write_manifest};
 
 /// A `name` edited on a recorded package is a label change: apply writes it
-/// to the state without any request (issue 11, point 8).
+/// to the state without any request.
 #[test]
 fn a_name_change_is_recorded_without_any_request() {
     let env = Env::with_state();
@@ -18,7 +15,7 @@ fn a_name_change_is_recorded_without_any_request() {
     apply(&env, &sim, &[]).code(0);
     let requests = sim.requests().len();
     // Renamed in the manifest, the spec unchanged.
-    let renamed = crate::apply::Pkg::yaml(&all[2]).replace("name: OA 3002", "name: Shop 3002");
+    let renamed = crate::support::Pkg::yaml(&all[2]).replace("name: OA 3002", "name: Shop 3002");
     let body = format!("{renamed}{}", all[3].yaml());
     env.file("oapkg.yaml", crate::support::manifest(&body));
     env.run(&["plan"]).code(0).stdout_has("No changes.");

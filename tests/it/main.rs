@@ -1,5 +1,5 @@
 //! The integration tests: one binary driving the real `oapkg` executable in
-//! temporary directories (STYLE.md habit 9).
+//! temporary directories.
 
 mod apply;
 mod costs;

@@ -6,10 +6,10 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::apply::{
-    account, charges_by_key, oapkg, pkgs, purchase_requests, recorded, start, write_manifest,
+use crate::support::{
+    Env, Run, account, charges_by_key, oapkg, pkgs, purchase_requests, recorded, start,
+    write_manifest,
 };
-use crate::support::{Env, Run};
 
 #[test]
 fn a_state_directory_swapped_mid_apply_is_refused_at_the_fold_and_nothing_is_bought_twice() {
@@ -59,7 +59,7 @@ fn a_state_directory_swapped_mid_apply_is_refused_at_the_fold_and_nothing_is_bou
     }
     // The next apply folds the copy in and buys only what the run did not.
     let sent_before = purchase_requests(&control);
-    crate::apply::apply(&env, &control, &[]).code(0);
+    crate::support::apply(&env, &control, &[]).code(0);
     assert_eq!(purchase_requests(&control) - sent_before, 8 - bought);
     let ledger = control.ledger();
     assert_eq!(ledger.len(), 8);
@@ -101,7 +101,7 @@ fn when_no_copy_can_be_left_the_error_says_where_the_journal_is_and_putting_it_b
     // The recovery the message gives: put the directory back.
     std::fs::remove_dir_all(env.path("state")).unwrap();
     std::fs::rename(env.path("state.old"), env.path("state")).unwrap();
-    crate::apply::apply(&env, &control, &[]).code(0);
+    crate::support::apply(&env, &control, &[]).code(0);
     let ledger = control.ledger();
     assert_eq!(ledger.len(), 6, "bought {bought} before, the rest after");
     assert!(charges_by_key(&ledger).values().all(|c| c.len() == 1));

@@ -1,14 +1,11 @@
-//! `apply --only KEY|OAID` (issue 11, point 9) with the real binary against
+//! `apply --only KEY|OAID` with the real binary against
 //! the simulator: only the named packages are bought, the guards and the
 //! question count them alone, the others stay in the next plan, and a value
 //! that names nothing is an error before anything is sent.
 
-use oapkg::esms::Call;
+use esms_sim::Call;
 
-use crate::apply::{Pkg, account, apply, recorded, start, write_manifest};
-use crate::support::Env;
-
-const STATE: &str = "state/oapkg.state.json";
+use crate::support::{Env, Pkg, STATE, account, apply, recorded, start, write_manifest};
 
 /// Four packages: two of OA 3001 (a renewal), one each of 3002 and 3003.
 pub(crate) fn packages() -> Vec<Pkg> {
@@ -74,7 +71,7 @@ fn the_question_counts_the_narrowed_plan() {
     write_manifest(&env, &all);
     let sim = start(account(&all));
     // No terminal and no --auto-approve: refused, naming the narrowed count.
-    crate::apply::run(&env, &sim, &["apply", "--only", "3002"])
+    crate::support::run(&env, &sim, &["apply", "--only", "3002"])
         .code(1)
         .stdout_has("Plan: 1 to purchase")
         .stderr_has("refusing to purchase 1 package(s) without confirmation");

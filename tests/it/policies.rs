@@ -1,11 +1,11 @@
 //! `kind: CoveragePolicy`: renewals planned and bought exactly once as
 //! "today" (`OAPKG_TODAY`) moves across the renewal window, never orphans,
-//! lapsed OAs renewed from today (issue 14, item 3).
+//! lapsed OAs renewed from today.
 
-use oapkg::esms::sim::SimConfig;
+use esms_sim::SimConfig;
 
-use crate::apply::{last_line, purchase_requests, recorded, start};
 use crate::support::Env;
+use crate::support::{last_line, purchase_requests, recorded, start};
 
 const MANIFEST: &str = "apiVersion: oapkg/v1
 kind: PackageSet
@@ -28,18 +28,13 @@ policies:
 const OA: &str = "4097311281936189049";
 
 /// `oapkg ARGS` on `today` against the simulator.
-fn on(
-    env: &Env,
-    sim: &oapkg::esms::sim::SimControl,
-    today: &str,
-    args: &[&str],
-) -> crate::support::Run {
-    let mut cmd = crate::apply::oapkg(env, sim, args);
+fn on(env: &Env, sim: &esms_sim::SimControl, today: &str, args: &[&str]) -> crate::support::Run {
+    let mut cmd = crate::support::oapkg(env, sim, args);
     cmd.env("OAPKG_TODAY", today);
     crate::support::Run::from(cmd.output().expect("run oapkg"))
 }
 
-fn plan_json(env: &Env, sim: &oapkg::esms::sim::SimControl, today: &str) -> serde_json::Value {
+fn plan_json(env: &Env, sim: &esms_sim::SimControl, today: &str) -> serde_json::Value {
     on(env, sim, today, &["plan", "--format", "json"]).json()
 }
 

@@ -1,5 +1,5 @@
 //! Properties over generated manifests, desired sets and states: what must
-//! hold for every input, not only the cases someone thought of (issue 7).
+//! hold for every input, not only the cases someone thought of.
 //!
 //! Cases per property (proptest's `cases`), chosen so the whole module
 //! runs in 6 to 8 s in a debug build on the 2-core build machine

@@ -4,11 +4,10 @@
 
 use oapkg::ops::plan_file;
 
-use crate::apply::{Pkg, account, oapkg, start, write_manifest};
-use crate::support::{Env, Run};
+use crate::support::{Env, Pkg, Run, account, oapkg, start, write_manifest};
 
 /// `apply PLANFILE` on `today`.
-fn apply_on(env: &Env, sim: &oapkg::esms::sim::SimControl, plan: &str, today: &str) -> Run {
+fn apply_on(env: &Env, sim: &esms_sim::SimControl, plan: &str, today: &str) -> Run {
     Run::from(
         oapkg(env, sim, &["apply", plan])
             .env("OAPKG_TODAY", today)

@@ -6,9 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Env, manifest};
-
-const STATE: &str = "state/oapkg.state.json";
+use crate::support::{Env, STATE, manifest};
 
 fn env_with_state() -> Env {
     let env = Env::new();

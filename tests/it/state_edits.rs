@@ -1,5 +1,5 @@
-//! Hand edits of the state that cannot cost money by accident (issue 11,
-//! point 8): `state rm` refuses declared and unconfirmed keys without
+//! Hand edits of the state that cannot cost money by accident:
+//! `state rm` refuses declared and unconfirmed keys without
 //! `--force`, `state mv` re-keys a record within its OA, `state confirm`
 //! records who settled an unknown outcome and when.
 
@@ -8,9 +8,7 @@ use std::path::Path;
 use oapkg::spec::Key;
 use oapkg::state::{Status, file};
 
-use crate::support::{Env, Run, manifest};
-
-const STATE: &str = "state/oapkg.state.json";
+use crate::support::{Env, Run, STATE, manifest};
 
 /// A state recording `1@2026-12-01` (declared in oapkg.yaml at line 4),
 /// `2@2026-12-01` (not declared) and `3@2026-12-01` (not declared).

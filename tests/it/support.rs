@@ -1,15 +1,39 @@
 //! A small fluent helper so a test is a few lines: a temp dir, files in it,
-//! the real binary run there with "today" pinned, assertions on the result.
+//! the real binary run there with "today" pinned, assertions on the result;
+//! and the simulator set-up shared by the tests that buy.
+//!
+//! A new test that buys, in a few lines:
+//!
+//! ```ignore
+//! let all = pkgs(3001, 2);
+//! let sim = start(account(&all));
+//! let env = Env::with_state().with_sim(&sim);
+//! write_manifest(&env, &all);
+//! env.run(&["apply", "--auto-approve"]).code(0);
+//! assert_eq!(sim.ledger().len(), 2);
+//! ```
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Output;
+use std::process::{Command, Output};
+
+use esms_sim::{BlockingSimHandle, Call, Charge, SimConfig, SimControl, Simulator};
+use serde_json::Value;
 
 /// "Today" for every test unless a test says otherwise.
 pub const TODAY: &str = "2026-11-26";
+/// The keys the simulator accepts by default, given to oapkg by [`oapkg`]
+/// and [`Env::with_sim`].
+pub const API_KEY: &str = esms_sim::DEFAULT_API_KEY;
+pub const SECRET_KEY: &str = esms_sim::DEFAULT_SECRET_KEY;
+/// The default state path, relative to the test's directory.
+pub const STATE: &str = "state/oapkg.state.json";
 
 pub struct Env {
     dir: tempfile::TempDir,
     today: String,
+    /// The simulator every command is pointed at, if any.
+    sim: Option<SimControl>,
 }
 
 impl Env {
@@ -17,7 +41,15 @@ impl Env {
         Env {
             dir: tempfile::tempdir().expect("temp dir"),
             today: TODAY.to_owned(),
+            sim: None,
         }
+    }
+
+    /// Every later command run in this Env talks to `sim`, with its keys
+    /// and short retry delays (see [`oapkg`]).
+    pub fn with_sim(mut self, sim: &SimControl) -> Env {
+        self.sim = Some(sim.clone());
+        self
     }
 
     /// A temp dir holding an empty state made by `oapkg init` at the default
@@ -64,6 +96,9 @@ impl Env {
             .env_remove("ESMS_SECRET_KEY")
             .env_remove("ESMS_ENDPOINT")
             .env_remove("OAPKG_RETRY_MIN_DELAY_MS");
+        if let Some(sim) = &self.sim {
+            point_at(&mut cmd, sim);
+        }
         cmd
     }
 
@@ -149,6 +184,155 @@ impl Run {
 /// A manifest of one document with the given package entries (YAML lines).
 pub fn manifest(packages: &str) -> String {
     format!("apiVersion: oapkg/v1\nkind: PackageSet\npackages:\n{packages}")
+}
+
+/// One package of a test manifest.
+#[derive(Clone, Debug)]
+pub struct Pkg {
+    pub oaid: String,
+    pub start: &'static str,
+    pub tier: &'static str,
+    pub package: u8,
+    pub months: u8,
+}
+
+impl Pkg {
+    pub fn new(
+        oaid: impl Into<String>,
+        start: &'static str,
+        tier: &'static str,
+        months: u8,
+    ) -> Pkg {
+        let package = match tier {
+            "trial" => 1,
+            "advanced" => 2,
+            _ => 3,
+        };
+        Pkg {
+            oaid: oaid.into(),
+            start,
+            tier,
+            package,
+            months,
+        }
+    }
+
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.oaid, self.start)
+    }
+
+    pub fn yaml(&self) -> String {
+        format!(
+            "  - oaid: \"{}\"\n    name: OA {}\n    tier: {}\n    start: {}\n    duration: {}\n",
+            self.oaid, self.oaid, self.tier, self.start, self.months
+        )
+    }
+}
+
+/// `n` packages on OAIDs `first`, `first + 1`, …, tiers and durations mixed.
+pub fn pkgs(first: u64, n: usize) -> Vec<Pkg> {
+    (0..n)
+        .map(|i| {
+            let (tier, months) = [("advanced", 12), ("premium", 6), ("trial", 1)][i % 3];
+            Pkg::new((first + i as u64).to_string(), "2027-01-01", tier, months)
+        })
+        .collect()
+}
+
+pub fn write_manifest(env: &Env, pkgs: &[Pkg]) {
+    let body: String = pkgs.iter().map(Pkg::yaml).collect();
+    env.file("oapkg.yaml", manifest(&body));
+}
+
+/// A simulator account holding the OAs of `pkgs`.
+pub fn account(pkgs: &[Pkg]) -> SimConfig {
+    pkgs.iter()
+        .fold(SimConfig::new(), |c, p| c.oaid(p.oaid.as_str()))
+}
+
+pub fn start(config: SimConfig) -> BlockingSimHandle {
+    Simulator::spawn_blocking(config).expect("start the simulator")
+}
+
+/// `oapkg ARGS` pointed at the simulator with the right keys and short
+/// retry delays (as every command of an [`Env::with_sim`]).
+pub fn oapkg(env: &Env, sim: &SimControl, args: &[&str]) -> Command {
+    let mut cmd = env.command(args);
+    point_at(&mut cmd, sim);
+    cmd
+}
+
+/// Points `cmd` at `sim`: its endpoint, the keys it accepts, short retry
+/// delays.
+pub fn point_at(cmd: &mut Command, sim: &SimControl) {
+    cmd.env("ESMS_ENDPOINT", sim.endpoint())
+        .env("ESMS_API_KEY", API_KEY)
+        .env("ESMS_SECRET_KEY", SECRET_KEY)
+        .env("OAPKG_RETRY_MIN_DELAY_MS", "10");
+}
+
+pub fn run(env: &Env, sim: &SimControl, args: &[&str]) -> Run {
+    Run::from(oapkg(env, sim, args).output().expect("run oapkg"))
+}
+
+pub fn apply(env: &Env, sim: &SimControl, extra: &[&str]) -> Run {
+    let mut args = vec!["apply", "--auto-approve"];
+    args.extend_from_slice(extra);
+    run(env, sim, &args)
+}
+
+pub fn purchase_requests(sim: &SimControl) -> usize {
+    sim.requests()
+        .iter()
+        .filter(|r| r.call == Call::Purchase)
+        .count()
+}
+
+pub fn charges_by_key(ledger: &[Charge]) -> BTreeMap<String, Vec<Charge>> {
+    let mut by_key: BTreeMap<String, Vec<Charge>> = BTreeMap::new();
+    for charge in ledger {
+        by_key
+            .entry(format!("{}@{}", charge.oaid, charge.dateactive))
+            .or_default()
+            .push(charge.clone());
+    }
+    by_key
+}
+
+/// `state list --format json` (which replays the journal), by key.
+pub fn recorded(env: &Env) -> BTreeMap<String, Value> {
+    let listed = env.run(&["state", "list", "--format", "json"]);
+    listed.code(0);
+    listed
+        .json()
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|r| (r["key"].as_str().unwrap().to_owned(), r.clone()))
+        .collect()
+}
+
+pub fn last_line(run: &Run) -> &str {
+    run.stdout.trim_end().lines().last().unwrap_or("")
+}
+
+/// Each of `all` charged exactly once and recorded `submitted` with its
+/// ServicePreviewId; nothing else charged; `plan` has nothing to do.
+pub fn assert_bought_once_each(env: &Env, sim: &SimControl, all: &[Pkg]) {
+    let by_key = charges_by_key(&sim.ledger());
+    let state = recorded(env);
+    for p in all {
+        let charges = by_key.get(&p.key()).map_or(0, Vec::len);
+        assert_eq!(charges, 1, "{} charged {charges} times", p.key());
+        let charge = &by_key[&p.key()][0];
+        assert_eq!(state[&p.key()]["status"], "submitted");
+        assert_eq!(
+            state[&p.key()]["service_preview_id"],
+            charge.service_preview_id.as_str()
+        );
+    }
+    assert_eq!(by_key.len(), all.len());
+    env.run(&["plan"]).code(0).stdout_has("No changes.");
 }
 
 /// Which stream a line came from.

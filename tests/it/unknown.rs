@@ -1,4 +1,4 @@
-//! Unknown outcomes and failed attempts (issue 11): the real binary against
+//! Unknown outcomes and failed attempts: the real binary against
 //! the simulator over real HTTP, with the simulator's duplicate detection
 //! **off** wherever a resend would show as a second charge.
 //!
@@ -12,15 +12,14 @@
 //! - the last failed attempt is kept in the state and shown by the next plan;
 //! - `watch` refuses `--retry-unconfirmed` and `--retry-unknown`.
 
-use oapkg::esms::Call;
-use oapkg::esms::sim::{BlockingSimHandle, Fault, FaultRule, Stage};
+use esms_sim::Call;
+use esms_sim::{BlockingSimHandle, Fault, FaultRule, Stage};
 use serde_json::Value;
 
-use crate::apply::{Pkg, account, apply, last_line, recorded, run, start, write_manifest};
-use crate::support::Env;
+use crate::support::{
+    Env, Pkg, STATE, account, apply, last_line, point_at, recorded, run, start, write_manifest,
+};
 use crate::watch::Watch;
-
-const STATE: &str = "state/oapkg.state.json";
 
 /// Purchase requests received for `key` so far.
 fn requests_for(sim: &BlockingSimHandle, key: &str) -> usize {
@@ -94,13 +93,7 @@ fn charged_once_unconfirmed_and_never_resent(fault: Fault, why: &str) {
     assert_eq!(sim.ledger().len(), ledger);
 
     // Nor does `watch --apply`.
-    let endpoint = sim.endpoint().as_str().to_owned();
-    let mut watch = Watch::start_with(&env, &["--apply"], |cmd| {
-        cmd.env("ESMS_ENDPOINT", &endpoint)
-            .env("ESMS_API_KEY", crate::apply::API_KEY)
-            .env("ESMS_SECRET_KEY", crate::apply::SECRET_KEY)
-            .env("OAPKG_RETRY_MIN_DELAY_MS", "10");
-    });
+    let mut watch = Watch::start_with(&env, &["--apply"], |cmd| point_at(cmd, &sim));
     let outcome = watch.record("an apply outcome", |v| v["outcome"].is_string());
     assert_eq!(outcome["outcome"], "failed", "{outcome}");
     assert_eq!(watch.terminate(), 0);

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use oapkg::esms::sim::{SimConfig, Simulator};
+use esms_sim::{SimConfig, Simulator};
 use serde_json::Value;
 
 use crate::support::{Env, Running, Stream, manifest};

@@ -1,4 +1,4 @@
-//! `oapkg watch --apply` against the simulator: the apply half of issue 4's
+//! `oapkg watch --apply` against the simulator: the apply half of watch's
 //! "Must show" list.
 //!
 //! NOT YET WIRED: this file is not in `tests/it/main.rs`, because this build
@@ -14,8 +14,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use oapkg::esms::Call;
-use oapkg::esms::sim::{BlockingSimHandle, SimConfig, Simulator};
+use esms_sim::Call;
+use esms_sim::{BlockingSimHandle, SimConfig, Simulator};
 use serde_json::Value;
 
 use crate::support::Env;

@@ -11,7 +11,7 @@
 //!
 //! - [`text()`] / [`change_block`]: the terminal plan; apply prints its own
 //!   progress with the same blocks (one vocabulary for plan and apply).
-//! - [`json()`]: the `--format json` document of the SPEC.
+//! - [`json()`]: the `--format json` document (`docs/plan-json.md`).
 //! - [`markdown()`]: the `--format markdown` comment, always under
 //!   [`markdown::COMMENT_LIMIT`] bytes.
 

@@ -9,9 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use esms_sim::Call;
+use esms_sim::{Charge, Fault, SimConfig, SimHandle, Simulator, Stage};
 use oapkg::apply::{self, ApplyOptions, ApplyReport, CancelSignal, RetryPolicy};
-use oapkg::esms::sim::{Charge, Fault, SimConfig, SimHandle, Simulator, Stage};
-use oapkg::esms::{Call, Client, ClientOptions, Credentials};
+use oapkg::esms::{Client, ClientOptions, Credentials, Endpoint};
 use oapkg::manifest::{DesiredSet, Package, Source};
 use oapkg::plan::{Action, Plan, diff};
 use oapkg::spec::{Key, Oaid, Spec, Tier};
@@ -175,7 +176,7 @@ fn sim_config(desired: &DesiredSet, prior: &BTreeMap<Key, Record>) -> SimConfig 
 
 fn client(sim: &SimHandle) -> Client {
     Client::new(
-        sim.control().endpoint(),
+        Endpoint::parse(&sim.control().endpoint()).unwrap(),
         Credentials::new("test-key", "test-secret").unwrap(),
         ClientOptions {
             connect_timeout: Duration::from_secs(5),

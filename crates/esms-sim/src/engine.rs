@@ -1,6 +1,6 @@
 //! The simulated eSMS account: what it holds and how it answers one request.
 //!
-//! No IO and no waiting here. The server layer (`sim/mod.rs`) calls
+//! No IO and no waiting here. The server layer (`lib.rs`) calls
 //! [`Engine::admit`] when a request arrives (log it, pick a fault) and
 //! [`Engine::process`] when it is time to answer (the business logic that
 //! may charge). Both run under one lock, so every decision about money is
@@ -13,11 +13,9 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::super::credentials::{REDACTED, Secret};
-use super::super::endpoint::Call;
-use crate::spec::{Tier, parse_date};
+use crate::api::{Call, Key, Package, REDACTED, is_api_date};
 
-/// The message of a real `100` answer (ESMS_API.md).
+/// The message of a real `100` answer (the eSMS documentation).
 const ACCEPTED_MESSAGE: &str = "ViHAT is censoring trademark ownership";
 
 /// The error-page text [`Fault::EchoRequest`] repeats before the echo.
@@ -220,13 +218,13 @@ pub struct ReceivedRequest {
 /// Built with [`super::SimConfig`].
 #[derive(Clone, Debug)]
 pub(super) struct Account {
-    /// Kept as [`Secret`]s so that a `Debug` of the configuration cannot
+    /// Kept as [`Key`]s so that a `Debug` of the configuration cannot
     /// print them, in case someone points the simulator at real keys.
-    pub api_key: Secret,
-    pub secret_key: Secret,
+    pub api_key: Key,
+    pub secret_key: Key,
     pub oas: BTreeMap<String, String>,
     pub balance: u64,
-    pub price_per_month: BTreeMap<Tier, u64>,
+    pub price_per_month: BTreeMap<Package, u64>,
     pub dedupe: bool,
     pub ids_as_strings: bool,
     pub next_service_preview_id: u64,
@@ -546,12 +544,12 @@ impl Engine {
             answer["ServicePreviewId"] = self.id_value(&earlier.service_preview_id);
             return Answer::Json(answer);
         }
-        let tier = Tier::from_number(u64::from(p.package)).expect("validated");
+        let package = Package::from_number(u64::from(p.package)).expect("validated");
         let months = p.duaration.parse::<u64>().expect("validated");
         let price = self
             .account
             .price_per_month
-            .get(&tier)
+            .get(&package)
             .copied()
             .unwrap_or(0)
             .saturating_mul(months);
@@ -624,7 +622,7 @@ impl PurchaseFields {
             return Err("OAID must be 1 to 19 digits".to_owned());
         }
         let dateactive = text("Dateactive")?;
-        if parse_date(&dateactive).is_none() {
+        if !is_api_date(&dateactive) {
             return Err("Dateactive must be yyyy-MM-dd".to_owned());
         }
         let duaration = text("Duaration")?;
@@ -636,8 +634,8 @@ impl PurchaseFields {
         let package = match body.get("Package") {
             Some(Value::Number(n)) => n
                 .as_u64()
-                .and_then(Tier::from_number)
-                .map(|t| t.api_number())
+                .and_then(Package::from_number)
+                .map(Package::number)
                 .ok_or_else(|| format!("Package must be 1, 2 or 3, not {n}"))?,
             Some(other) => return Err(format!("Package must be a number, not {other}")),
             None => return Err("Package is missing".to_owned()),

@@ -2,7 +2,7 @@
 //! spending money and for tests that run the real binary.
 //!
 //! ```text
-//! cargo run --example esms-sim -- --port 8080 --oaid 4097311281936189049
+//! cargo run -p esms-sim -- --port 8080 --oaid 4097311281936189049
 //! ESMS_ENDPOINT=http://127.0.0.1:8080/MainService.svc/json/ \
 //! ESMS_API_KEY=test-key ESMS_SECRET_KEY=test-secret oapkg apply
 //! curl -s http://127.0.0.1:8080/__sim/ledger
@@ -19,9 +19,9 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::Parser;
-use oapkg::esms::sim::{self, Fault, FaultRule, SimConfig, Simulator};
+use esms_sim::{self as sim, Fault, FaultRule, SimConfig, Simulator};
 
-/// OAIDs registered when no --oaid is given: the two from ESMS_API.md and
+/// OAIDs registered when no --oaid is given: the two from the eSMS documentation and
 /// the other OAs of `examples/oapkg.yaml`, so the bundled example applies
 /// as it is.
 const SAMPLE_OAS: [(&str, &str); 5] = [
@@ -45,7 +45,7 @@ struct Args {
     #[arg(long, default_value = sim::DEFAULT_SECRET_KEY)]
     secret_key: String,
     /// An OA registered to the account, `OAID` or `OAID=NAME`; repeatable.
-    /// Without any, the OAIDs of ESMS_API.md and examples/oapkg.yaml are
+    /// Without any, the OAIDs of the eSMS documentation and examples/oapkg.yaml are
     /// registered.
     /// Purchases for other OAIDs get code 799.
     #[arg(long = "oaid", value_name = "OAID[=NAME]")]

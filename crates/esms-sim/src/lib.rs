@@ -7,7 +7,11 @@
 //! a duplicate, a hang) cannot be produced on demand against it. Tests start
 //! it in-process ([`Simulator::start`], or [`Simulator::spawn_blocking`] from
 //! a blocking test that runs the `oapkg` binary), users run it with
-//! `cargo run --example esms-sim`.
+//! `cargo run -p esms-sim -- --port 8080`.
+//!
+//! It does not depend on oapkg: the paths, field names and tier numbers in
+//! [`api`] are written from the eSMS API description, so a mistake in the
+//! client cannot be mirrored here.
 //!
 //! It binds loopback only, never logs keys or bodies, and keeps the request
 //! log with the key values redacted.
@@ -16,13 +20,16 @@
 //! makes connections killable so a "dropped connection" is a real TCP reset,
 //! and stops listening during an outage so that a connection attempt
 //! is really refused;
-//! this file holds the configuration, the axum routes and the handles.
+//! `api` holds what the API looks like (paths, tier numbers, the key
+//! wrapper); this file holds the configuration, the axum routes and the
+//! handles.
 //!
 //! Admin routes (for tests that drive the simulator over HTTP):
 //! `GET /__sim/ledger`, `GET /__sim/requests`, `GET /__sim/balance`,
 //! `POST /__sim/faults` (a [`FaultRule`] as JSON), `DELETE /__sim/faults`
 //! (which also ends an outage, see [`Fault::GoDown`]).
 
+pub mod api;
 mod conn;
 mod engine;
 
@@ -43,15 +50,11 @@ use axum::routing::{get, post};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use self::api::Key;
+pub use self::api::{BASE_PATH, Call, Package};
 use self::conn::{ConnTag, Gate, SimListener};
 use self::engine::{Account, Answer, Engine};
 pub use self::engine::{Charge, Fault, FaultRule, FaultScope, ReceivedRequest, Stage};
-use super::credentials::Secret;
-use super::endpoint::{Call, Endpoint};
-use crate::spec::Tier;
-
-/// Where the API lives on the simulator, as on the real host.
-pub const BASE_PATH: &str = "/MainService.svc/json/";
 /// The ApiKey the simulator accepts unless configured otherwise.
 pub const DEFAULT_API_KEY: &str = "test-key";
 /// The SecretKey the simulator accepts unless configured otherwise.
@@ -88,14 +91,14 @@ impl SimConfig {
     pub fn new() -> SimConfig {
         SimConfig {
             account: Account {
-                api_key: Secret::new(DEFAULT_API_KEY),
-                secret_key: Secret::new(DEFAULT_SECRET_KEY),
+                api_key: Key::new(DEFAULT_API_KEY),
+                secret_key: Key::new(DEFAULT_SECRET_KEY),
                 oas: BTreeMap::new(),
                 balance: DEFAULT_BALANCE,
                 price_per_month: BTreeMap::from([
-                    (Tier::Trial, 10_000),
-                    (Tier::Advanced, 100_000),
-                    (Tier::Premium, 200_000),
+                    (Package::Trial, 10_000),
+                    (Package::Advanced, 100_000),
+                    (Package::Premium, 200_000),
                 ]),
                 dedupe: true,
                 ids_as_strings: false,
@@ -113,8 +116,8 @@ impl SimConfig {
 
     /// The keys the account accepts; any other pair gets `101` on every call.
     pub fn keys(mut self, api_key: impl Into<String>, secret_key: impl Into<String>) -> Self {
-        self.account.api_key = Secret::new(api_key);
-        self.account.secret_key = Secret::new(secret_key);
+        self.account.api_key = Key::new(api_key);
+        self.account.secret_key = Key::new(secret_key);
         self
     }
 
@@ -152,10 +155,10 @@ impl SimConfig {
         self
     }
 
-    /// The price of one month of `tier`; a purchase costs it times
+    /// The price of one month of `package`; a purchase costs it times
     /// `Duaration`.
-    pub fn price_per_month(mut self, tier: Tier, price: u64) -> Self {
-        self.account.price_per_month.insert(tier, price);
+    pub fn price_per_month(mut self, package: Package, price: u64) -> Self {
+        self.account.price_per_month.insert(package, price);
         self
     }
 
@@ -353,9 +356,8 @@ impl SimControl {
     }
 
     /// The base URL for the client: `http://127.0.0.1:PORT/MainService.svc/json/`.
-    pub fn endpoint(&self) -> Endpoint {
-        Endpoint::parse(&format!("http://{}{BASE_PATH}", self.addr))
-            .expect("a loopback http URL is a valid endpoint")
+    pub fn endpoint(&self) -> String {
+        format!("http://{}{BASE_PATH}", self.addr)
     }
 
     /// Every charge so far, in order.
@@ -485,7 +487,7 @@ impl Drop for BlockingSimHandle {
 
 fn router(shared: Arc<Shared>) -> Router {
     let mut router = Router::new();
-    for call in [Call::Purchase, Call::ListOas, Call::Balance] {
+    for call in Call::ALL {
         let path = format!("{BASE_PATH}{}", call.path());
         // Accept the path with and without its trailing slash.
         let other = match path.strip_suffix('/') {
@@ -625,3 +627,6 @@ async fn not_found(uri: Uri) -> (StatusCode, String) {
         format!("not an eSMS path: {}", uri.path()),
     )
 }
+
+#[cfg(test)]
+mod tests;
