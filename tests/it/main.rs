@@ -3,6 +3,7 @@
 
 mod apply;
 mod costs;
+mod coverage;
 mod disk;
 mod escapes;
 mod expiring;
