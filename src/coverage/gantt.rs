@@ -7,7 +7,7 @@
 //! date is exclusive (a bar stops at the start of that day), so a task ends
 //! on the day after the period's last day. Names are user text: whatever
 //! mermaid reads as syntax (`:` ends a task name, `;` a statement, `#` an
-//! entity, `%%` a comment, a backtick the Markdown fence, `<` `>` HTML) is
+//! entity, `%%` a comment, a backtick the Markdown fence, `<` `>` HTML, `"`) is
 //! replaced by a space, and sections without tasks are left out.
 
 use std::fmt::Write as _;
@@ -88,7 +88,7 @@ pub fn clean(s: &str) -> String {
     let replaced: String = s
         .chars()
         .map(|c| match c {
-            ':' | ';' | '#' | '%' | '`' | '<' | '>' | '{' | '}' => ' ',
+            ':' | ';' | '#' | '%' | '`' | '"' | '<' | '>' | '{' | '}' => ' ',
             c if c.is_control() => ' ',
             c => c,
         })
