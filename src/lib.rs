@@ -28,6 +28,8 @@
 //! | [`esms`] | the eSMS wire format, HTTP client, result-code classes, credentials | network |
 //! | [`watch`] | following manifest directories and running plan/apply cycles, reported as typed [`watch::WatchEvent`]s | file events |
 //! | [`expiring`] | the pure `expiring` report | no |
+//! | [`prices`] | the `kind: PriceList`, what a package costs, amounts as people read them | no |
+//! | [`coverage`] | coverage policies and their renewals, the `coverage` report and its renderings, the mermaid `gantt` chart | no |
 //! | [`files`] | opening a named file for reading: regular files only, never a wait | opens files |
 //! | [`cli`] | clap types, one function per subcommand, errors with a kind and hints (`cli::error`), the only code that prints | stdout, stderr, terminal |
 //! | [`exit`] | the exit-status table | no |

@@ -43,8 +43,13 @@ pub fn run(context: &Context, args: &CoverageArgs) -> anyhow::Result<ExitStatus>
     };
     let today = context.today()?;
     let manifests = context.manifests(today)?;
-    context.print_warnings(&manifests.warnings);
     let state = context.load_state()?.state;
+    // As `validate` reports them: no "starts before today" for a recorded package.
+    context.print_warnings(&crate::plan::inputs::validate_warnings(
+        &manifests,
+        &state.packages,
+        today,
+    ));
     let mut report = coverage::report(
         &manifests.desired,
         &state.packages,
