@@ -19,7 +19,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::Parser;
-use esms_sim::{self as sim, Fault, FaultRule, SimConfig, Simulator};
+use esms_sim::{self as sim, Fault, FaultRule, Package, SimConfig, Simulator};
 
 /// OAIDs registered when no --oaid is given: the two from the eSMS documentation and
 /// the other OAs of `examples/oapkg.yaml`, so the bundled example applies
@@ -54,10 +54,14 @@ struct Args {
     /// number, ...), for trying a large account.
     #[arg(long, value_name = "N", default_value_t = 0)]
     generate_oas: u64,
-    /// Starting balance; a purchase costing more gets code 103. Prices per
-    /// month: trial 10000, advanced 100000, premium 200000.
+    /// Starting balance; a purchase costing more gets code 103.
     #[arg(long, default_value_t = sim::DEFAULT_BALANCE)]
     balance: u64,
+    /// The price of one month of a package, `trial=10000` (repeatable; the
+    /// name or the number 1, 2, 3). Defaults: trial 10000, advanced 100000,
+    /// premium 200000. A purchase costs it times the months.
+    #[arg(long = "price", value_name = "PACKAGE=AMOUNT", value_parser = parse_price)]
+    prices: Vec<(Package, u64)>,
     /// Delay before each API request is processed, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
@@ -81,6 +85,27 @@ struct Args {
     /// Longest a simulated hang lasts, in seconds.
     #[arg(long, default_value_t = 600)]
     hang_limit_secs: u64,
+}
+
+fn parse_price(text: &str) -> Result<(Package, u64), String> {
+    let (package, amount) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected PACKAGE=AMOUNT, e.g. premium=399000"))?;
+    let package = match package.trim().to_ascii_lowercase().as_str() {
+        "trial" | "1" => Package::Trial,
+        "advanced" | "2" => Package::Advanced,
+        "premium" | "3" => Package::Premium,
+        other => {
+            return Err(format!(
+                "`{other}` is not a package: trial, advanced or premium"
+            ));
+        }
+    };
+    let amount = amount
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{amount}` is not a whole amount"))?;
+    Ok((package, amount))
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -115,6 +140,9 @@ async fn main() -> std::io::Result<()> {
         .service_preview_ids_as_strings(args.string_ids)
         .hang_limit(Duration::from_secs(args.hang_limit_secs));
     config = config.generate_oas(args.generate_oas);
+    for &(package, price) in &args.prices {
+        config = config.price_per_month(package, price);
+    }
     if args.oaids.is_empty() {
         for (oaid, name) in SAMPLE_OAS {
             config = config.oa(oaid, name);
@@ -170,4 +198,25 @@ async fn wait_for_stop() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_name_a_package_by_name_or_number() {
+        assert_eq!(
+            parse_price("premium=399000"),
+            Ok((Package::Premium, 399_000))
+        );
+        assert_eq!(parse_price(" 2 = 59000"), Ok((Package::Advanced, 59_000)));
+        assert!(parse_price("gold=1").unwrap_err().contains("not a package"));
+        assert!(parse_price("trial").unwrap_err().contains("PACKAGE=AMOUNT"));
+        assert!(
+            parse_price("trial=1.5")
+                .unwrap_err()
+                .contains("whole amount")
+        );
+    }
 }
