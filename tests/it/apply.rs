@@ -398,6 +398,21 @@ fn on_a_terminal_it_asks_and_only_yes_buys() {
     yes.code(0)
         .stdout_has("Apply complete: 2 purchased, 0 failed, 0 unconfirmed.");
     assert_eq!(sim.ledger().len(), 2);
+
+    // With a price list the question says how much (a trial month here).
+    let more = pkgs(6101, 3);
+    let body: String = more.iter().map(Pkg::yaml).collect();
+    env.file(
+        "oapkg.yaml",
+        format!(
+            "{}---\napiVersion: oapkg/v1\nkind: PriceList\ncurrency: VND\nmonthly:\n  trial: 10000\n  advanced: 59000\n  premium: 399000\n",
+            manifest(&body)
+        ),
+    );
+    on_tty("no")
+        .code(1)
+        .stdout_has("Type 'yes' to purchase 1 package(s) for 10,000 VND:");
+    assert_eq!(sim.ledger().len(), 2, "nothing more was bought");
 }
 
 #[test]
