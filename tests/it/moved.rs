@@ -6,15 +6,23 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use esms_sim::BlockingSimHandle;
+
 use crate::support::{
     Env, Run, account, charges_by_key, oapkg, pkgs, purchase_requests, recorded, start,
     write_manifest,
 };
 
-#[test]
-fn a_state_directory_swapped_mid_apply_is_refused_at_the_fold_and_nothing_is_bought_twice() {
+/// Runs a slow sequential apply of `n` packages (OAIDs from `first`) and,
+/// once the first one is charged, lets `swap` move the state directory
+/// away; returns the run, the simulator and the env.
+fn apply_and_swap_after_the_first_charge(
+    first: u64,
+    n: usize,
+    swap: impl FnOnce(&Env),
+) -> (Run, BlockingSimHandle, Env) {
     let env = Env::with_state();
-    let all = pkgs(8101, 8);
+    let all = pkgs(first, n);
     write_manifest(&env, &all);
     let sim = start(account(&all).latency(Duration::from_millis(250)));
     let control = sim.control();
@@ -27,23 +35,29 @@ fn a_state_directory_swapped_mid_apply_is_refused_at_the_fold_and_nothing_is_bou
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-
-    // After the first charge: `mv state state.old && mkdir state && cp
-    // state.old/oapkg.state.json state/`.
     let deadline = Instant::now() + Duration::from_secs(20);
     while control.ledger().is_empty() {
         assert!(Instant::now() < deadline, "no purchase was made");
         std::thread::sleep(Duration::from_millis(5));
     }
-    std::fs::rename(env.path("state"), env.path("state.old")).unwrap();
-    std::fs::create_dir(env.path("state")).unwrap();
-    std::fs::copy(
-        env.path("state.old/oapkg.state.json"),
-        env.path("state/oapkg.state.json"),
-    )
-    .unwrap();
-
+    swap(&env);
     let run = Run::from(child.wait_with_output().unwrap());
+    (run, sim, env)
+}
+
+#[test]
+fn a_state_directory_swapped_mid_apply_is_refused_at_the_fold_and_nothing_is_bought_twice() {
+    // `mv state state.old && mkdir state && cp state.old/oapkg.state.json state/`
+    let (run, sim, env) = apply_and_swap_after_the_first_charge(8101, 8, |env| {
+        std::fs::rename(env.path("state"), env.path("state.old")).unwrap();
+        std::fs::create_dir(env.path("state")).unwrap();
+        std::fs::copy(
+            env.path("state.old/oapkg.state.json"),
+            env.path("state/oapkg.state.json"),
+        )
+        .unwrap();
+    });
+    let control = sim.control();
     run.code(1)
         .stderr_has("was moved or replaced during this run")
         .stderr_has("state.old/oapkg.state.json.journal")
@@ -69,30 +83,13 @@ fn a_state_directory_swapped_mid_apply_is_refused_at_the_fold_and_nothing_is_bou
 
 #[test]
 fn when_no_copy_can_be_left_the_error_says_where_the_journal_is_and_putting_it_back_recovers() {
-    let env = Env::with_state();
-    let all = pkgs(8201, 6);
-    write_manifest(&env, &all);
-    let sim = start(account(&all).latency(Duration::from_millis(250)));
-    let control = sim.control();
-    let child = oapkg(
-        &env,
-        &control,
-        &["apply", "--auto-approve", "--parallelism", "1"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while control.ledger().is_empty() {
-        assert!(Instant::now() < deadline, "no purchase was made");
-        std::thread::sleep(Duration::from_millis(5));
-    }
     // Replaced by a directory that cannot take the copy: something sits at
     // the journal path already.
-    std::fs::rename(env.path("state"), env.path("state.old")).unwrap();
-    std::fs::create_dir_all(env.path("state/oapkg.state.json.journal")).unwrap();
-    let run = Run::from(child.wait_with_output().unwrap());
+    let (run, sim, env) = apply_and_swap_after_the_first_charge(8201, 6, |env| {
+        std::fs::rename(env.path("state"), env.path("state.old")).unwrap();
+        std::fs::create_dir_all(env.path("state/oapkg.state.json.journal")).unwrap();
+    });
+    let control = sim.control();
     run.code(1)
         .stderr_has("state.old/oapkg.state.json.journal")
         .stderr_has("put the state directory back");
