@@ -471,6 +471,9 @@ fn confirm(
             by: by.clone(),
             at: jiff::Timestamp::now(),
         });
+        // Bought after all: an earlier failed attempt is no longer news
+        // (as when apply records a purchase).
+        state.failed_attempts.remove(&key);
         Ok(format!(
             "Confirmed {key} (by {by}): recorded as submitted in {path}."
         ))

@@ -38,16 +38,27 @@ fn mark_unconfirmed(env: &Env, key: &str) {
     let path = env.path(STATE);
     let disk = file::decode(&path, &env.read(STATE)).unwrap();
     let mut packages = disk.packages;
-    let record = packages.get_mut(&Key::parse(key).unwrap()).unwrap();
+    let key = Key::parse(key).unwrap();
+    let record = packages.get_mut(&key).unwrap();
     record.status = Status::Unconfirmed;
     record.result_code = Some("503".into());
     record.result_message = Some("no definite answer (HTTP 503)".into());
+    // An earlier attempt that failed outright, as apply keeps it.
+    let mut failed_attempts = disk.failed_attempts;
+    failed_attempts.insert(
+        key,
+        oapkg::state::FailedAttempt {
+            code: Some("102".into()),
+            message: "no price list for this service".into(),
+            at: jiff::Timestamp::UNIX_EPOCH,
+        },
+    );
     let (bytes, _) = file::encode(
         Path::new(STATE),
         &disk.lineage,
         disk.serial,
         &packages,
-        &disk.failed_attempts,
+        &failed_attempts,
     )
     .unwrap();
     env.file(STATE, bytes);
@@ -215,9 +226,20 @@ fn confirm_records_who_and_when_and_clears_the_stale_answer() {
         "4242",
     ]);
     confirm.env("USER", "tester");
+    assert!(
+        String::from_utf8(env.read(STATE))
+            .unwrap()
+            .contains("failed_attempts")
+    );
     Run::from(confirm.output().unwrap())
         .code(0)
         .stdout_has("Confirmed 3@2026-12-01 (by tester@");
+    assert!(
+        !String::from_utf8(env.read(STATE))
+            .unwrap()
+            .contains("failed_attempts"),
+        "a confirmed key's failed attempt is cleared, as a purchase clears it"
+    );
     let record = listed(&env)[2].clone();
     assert_eq!(record["status"], "submitted");
     assert_eq!(record["service_preview_id"], "4242");
