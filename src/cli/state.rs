@@ -139,6 +139,9 @@ struct Listed<'a> {
     /// Flat rather than nested, so `state show` prints them as lines.
     confirmed_by: Option<&'a str>,
     confirmed_at: Option<jiff::Timestamp>,
+    /// Bought by a coverage policy's renewal (counts as declared while the
+    /// policy exists).
+    by_policy: bool,
 }
 
 impl<'a> Listed<'a> {
@@ -159,6 +162,7 @@ impl<'a> Listed<'a> {
             spec_hash: &r.spec_hash,
             confirmed_by: r.confirmed.as_ref().map(|c| c.by.as_str()),
             confirmed_at: r.confirmed.as_ref().map(|c| c.at),
+            by_policy: r.by_policy,
         }
     }
 }

@@ -90,6 +90,31 @@ fn a_policy_renews_once_when_due_and_again_a_year_later() {
             .get("by_policy")
             .is_none()
     );
+    // `state list --format json` and `state show` say so too.
+    let listed = env.run(&["state", "list", "--format", "json"]);
+    let by_policy: Vec<(String, bool)> = listed
+        .code(0)
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().to_owned(),
+                r["by_policy"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_policy,
+        [
+            (format!("{OA}@2026-12-01"), false),
+            (format!("{OA}@2027-12-01"), true)
+        ]
+    );
+    env.run(&["state", "show", &format!("{OA}@2027-12-01")])
+        .code(0)
+        .stdout_has("by_policy");
 
     // Bought: nothing more that day, nor later in the window; never an orphan.
     for after in ["2027-10-31", "2027-11-15", "2027-12-01", "2028-10-30"] {
