@@ -11,7 +11,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
 use super::raw::{
-    DateSchema, Field, KeyProblem, OaidSchema, Scalar, ScalarVisitor, TierSchema,
+    DateSchema, Field, KeyProblem, OaidSchema, Scalar, ScalarVisitor, TierSchema, field_mapping,
     forward_scalars_to, read_fields,
 };
 
@@ -33,46 +33,11 @@ pub struct RawMonthly {
     pub not_a_mapping: Option<Scalar>,
 }
 
-impl RawMonthly {
-    pub const FIELDS: &'static [&'static str] = &["trial", "advanced", "premium"];
-}
-
-impl<'de> Deserialize<'de> for RawMonthly {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawMonthly;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a mapping of tier to monthly price")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawMonthly, A::Error> {
-                let mut out = RawMonthly::default();
-                let mut problems = Vec::new();
-                read_fields(
-                    &mut map,
-                    RawMonthly::FIELDS,
-                    &mut problems,
-                    |name, _, map| {
-                        let value = Some(map.next_value::<Field>()?);
-                        match name {
-                            "trial" => out.trial = value,
-                            "advanced" => out.advanced = value,
-                            _ => out.premium = value,
-                        }
-                        Ok(())
-                    },
-                )?;
-                out.problems = problems;
-                Ok(out)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<RawMonthly, A::Error> {
-                ScalarVisitor.visit_seq(seq).map(RawMonthly::not_a_mapping)
-            }
-            forward_scalars_to!(ScalarVisitor, RawMonthly::not_a_mapping);
-        }
-        deserializer.deserialize_any(V)
-    }
-}
+field_mapping!(RawMonthly, "a mapping of tier to monthly price", {
+    "trial" => trial,
+    "advanced" => advanced,
+    "premium" => premium,
+}, not_a_mapping);
 
 impl RawMonthly {
     fn not_a_mapping(found: Scalar) -> RawMonthly {
@@ -109,52 +74,14 @@ pub struct RawPolicy {
     pub problems: Vec<KeyProblem>,
 }
 
-impl RawPolicy {
-    pub const FIELDS: &'static [&'static str] = &[
-        "oaid",
-        "name",
-        "tier",
-        "months",
-        "renew_before_days",
-        "first_start",
-    ];
-}
-
-impl<'de> Deserialize<'de> for RawPolicy {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawPolicy;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a policy mapping")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawPolicy, A::Error> {
-                let mut out = RawPolicy::default();
-                let mut problems = Vec::new();
-                read_fields(
-                    &mut map,
-                    RawPolicy::FIELDS,
-                    &mut problems,
-                    |name, _, map| {
-                        let value = Some(map.next_value::<Field>()?);
-                        match name {
-                            "oaid" => out.oaid = value,
-                            "name" => out.name = value,
-                            "tier" => out.tier = value,
-                            "months" => out.months = value,
-                            "renew_before_days" => out.renew_before_days = value,
-                            _ => out.first_start = value,
-                        }
-                        Ok(())
-                    },
-                )?;
-                out.problems = problems;
-                Ok(out)
-            }
-        }
-        deserializer.deserialize_map(V)
-    }
-}
+field_mapping!(RawPolicy, "a policy mapping", {
+    "oaid" => oaid,
+    "name" => name,
+    "tier" => tier,
+    "months" => months,
+    "renew_before_days" => renew_before_days,
+    "first_start" => first_start,
+});
 
 /// A sequence of `T` mappings; anything else is kept as a [`Scalar`] so
 /// the error can say what was found.

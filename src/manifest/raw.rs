@@ -143,6 +143,74 @@ macro_rules! forward_scalars_to {
     };
 }
 
+/// `FIELDS` and a lenient `Deserialize` for a mapping whose fields are all
+/// `Option<Field>` (plus `problems`): each known key is read as a [`Field`],
+/// unknown and repeated keys are kept in `problems` by [`read_fields`].
+/// With `not_a_mapping`, anything but a mapping is kept in the type's
+/// `not_a_mapping` field (through its `not_a_mapping` constructor) instead
+/// of failing the document.
+macro_rules! field_mapping {
+    ($ty:ident, $expecting:literal, { $($key:literal => $field:ident),+ $(,)? }) => {
+        field_mapping!(@fields $ty, $($key),+);
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    field_mapping!(@visit_map $ty, { $($key => $field),+ });
+                }
+                deserializer.deserialize_map(V)
+            }
+        }
+    };
+    ($ty:ident, $expecting:literal, { $($key:literal => $field:ident),+ $(,)? }, not_a_mapping) => {
+        field_mapping!(@fields $ty, $($key),+);
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    field_mapping!(@visit_map $ty, { $($key => $field),+ });
+                    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<$ty, A::Error> {
+                        ScalarVisitor.visit_seq(seq).map($ty::not_a_mapping)
+                    }
+                    forward_scalars_to!(ScalarVisitor, $ty::not_a_mapping);
+                }
+                deserializer.deserialize_any(V)
+            }
+        }
+    };
+    (@fields $ty:ident, $($key:literal),+) => {
+        impl $ty {
+            pub const FIELDS: &'static [&'static str] = &[$($key),+];
+        }
+    };
+    (@visit_map $ty:ident, { $($key:literal => $field:ident),+ }) => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$ty, A::Error> {
+            let mut out = $ty::default();
+            let mut problems = Vec::new();
+            read_fields(&mut map, $ty::FIELDS, &mut problems, |name, _, map| {
+                let value = Some(map.next_value::<Field>()?);
+                match name {
+                    $($key => out.$field = value,)+
+                    // `read_fields` passes only names of `FIELDS`.
+                    _ => {}
+                }
+                Ok(())
+            })?;
+            out.problems = problems;
+            Ok(out)
+        }
+    };
+}
+pub(super) use field_mapping;
+
 pub(super) use forward_scalars_to;
 
 /// One field's value with where it was written.
@@ -281,44 +349,13 @@ pub struct RawDefaults {
     pub problems: Vec<KeyProblem>,
 }
 
-impl RawDefaults {
-    pub const FIELDS: &'static [&'static str] = &["tier", "duration"];
-}
-
-impl<'de> Deserialize<'de> for RawDefaults {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawDefaults;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a mapping with `tier` and/or `duration`")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawDefaults, A::Error> {
-                let mut out = RawDefaults::default();
-                let mut problems = Vec::new();
-                read_fields(
-                    &mut map,
-                    RawDefaults::FIELDS,
-                    &mut problems,
-                    |name, _, map| {
-                        let value = Some(map.next_value::<Field>()?);
-                        match name {
-                            "tier" => out.tier = value,
-                            _ => out.duration = value,
-                        }
-                        Ok(())
-                    },
-                )?;
-                out.problems = problems;
-                Ok(out)
-            }
-        }
-        deserializer.deserialize_map(V)
-    }
-}
+field_mapping!(RawDefaults, "a mapping with `tier` and/or `duration`", {
+    "tier" => tier,
+    "duration" => duration,
+});
 
 /// One entry of `packages`, as written.
-#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(description = "One package: an OA, a tier, a start date and a duration in months.")]
 pub struct RawPackage {
@@ -337,51 +374,13 @@ pub struct RawPackage {
     pub problems: Vec<KeyProblem>,
 }
 
-impl RawPackage {
-    pub const FIELDS: &'static [&'static str] = &["oaid", "name", "tier", "start", "duration"];
-}
-
-impl<'de> Deserialize<'de> for RawPackage {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawPackage;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a package mapping (oaid, name, tier, start, duration)")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawPackage, A::Error> {
-                let mut out = RawPackage {
-                    oaid: None,
-                    name: None,
-                    tier: None,
-                    start: None,
-                    duration: None,
-                    problems: Vec::new(),
-                };
-                let mut problems = Vec::new();
-                read_fields(
-                    &mut map,
-                    RawPackage::FIELDS,
-                    &mut problems,
-                    |name, _, map| {
-                        let value = Some(map.next_value::<Field>()?);
-                        match name {
-                            "oaid" => out.oaid = value,
-                            "name" => out.name = value,
-                            "tier" => out.tier = value,
-                            "start" => out.start = value,
-                            _ => out.duration = value,
-                        }
-                        Ok(())
-                    },
-                )?;
-                out.problems = problems;
-                Ok(out)
-            }
-        }
-        deserializer.deserialize_map(V)
-    }
-}
+field_mapping!(RawPackage, "a package mapping (oaid, name, tier, start, duration)", {
+    "oaid" => oaid,
+    "name" => name,
+    "tier" => tier,
+    "start" => start,
+    "duration" => duration,
+});
 
 /// One YAML document of a manifest file.
 #[derive(Clone, Debug, PartialEq, JsonSchema)]
