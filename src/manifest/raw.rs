@@ -150,63 +150,53 @@ macro_rules! forward_scalars_to {
 /// `not_a_mapping` field (through its `not_a_mapping` constructor) instead
 /// of failing the document.
 macro_rules! field_mapping {
-    ($ty:ident, $expecting:literal, { $($key:literal => $field:ident),+ $(,)? }) => {
-        field_mapping!(@fields $ty, $($key),+);
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = $ty;
-                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                        f.write_str($expecting)
-                    }
-                    field_mapping!(@visit_map $ty, { $($key => $field),+ });
-                }
-                deserializer.deserialize_map(V)
-            }
-        }
-    };
-    ($ty:ident, $expecting:literal, { $($key:literal => $field:ident),+ $(,)? }, not_a_mapping) => {
-        field_mapping!(@fields $ty, $($key),+);
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = $ty;
-                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                        f.write_str($expecting)
-                    }
-                    field_mapping!(@visit_map $ty, { $($key => $field),+ });
-                    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<$ty, A::Error> {
-                        ScalarVisitor.visit_seq(seq).map($ty::not_a_mapping)
-                    }
-                    forward_scalars_to!(ScalarVisitor, $ty::not_a_mapping);
-                }
-                deserializer.deserialize_any(V)
-            }
-        }
-    };
-    (@fields $ty:ident, $($key:literal),+) => {
+    ($ty:ident, $expecting:literal, { $($key:literal => $field:ident),+ $(,)? } $(, $not:ident)?) => {
         impl $ty {
             pub const FIELDS: &'static [&'static str] = &[$($key),+];
         }
-    };
-    (@visit_map $ty:ident, { $($key:literal => $field:ident),+ }) => {
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$ty, A::Error> {
-            let mut out = $ty::default();
-            let mut problems = Vec::new();
-            read_fields(&mut map, $ty::FIELDS, &mut problems, |name, _, map| {
-                let value = Some(map.next_value::<Field>()?);
-                match name {
-                    $($key => out.$field = value,)+
-                    // `read_fields` passes only names of `FIELDS`.
-                    _ => {}
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$ty, A::Error> {
+                        let mut out = $ty::default();
+                        let mut problems = Vec::new();
+                        read_fields(&mut map, $ty::FIELDS, &mut problems, |name, _, map| {
+                            let value = Some(map.next_value::<Field>()?);
+                            match name {
+                                $($key => out.$field = value,)+
+                                // `read_fields` passes only names of `FIELDS`.
+                                _ => {}
+                            }
+                            Ok(())
+                        })?;
+                        out.problems = problems;
+                        Ok(out)
+                    }
+                    field_mapping!(@other_values $ty $($not)?);
                 }
-                Ok(())
-            })?;
-            out.problems = problems;
-            Ok(out)
+                field_mapping!(@deserialize deserializer $($not)?)
+            }
         }
+    };
+    // Only a mapping is read; anything else is serde's type error.
+    (@other_values $ty:ident) => {};
+    (@deserialize $deserializer:ident) => {
+        $deserializer.deserialize_map(V)
+    };
+    // Anything but a mapping is kept, as written, in `not_a_mapping`.
+    (@other_values $ty:ident not_a_mapping) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<$ty, A::Error> {
+            ScalarVisitor.visit_seq(seq).map($ty::not_a_mapping)
+        }
+        forward_scalars_to!(ScalarVisitor, $ty::not_a_mapping);
+    };
+    (@deserialize $deserializer:ident not_a_mapping) => {
+        $deserializer.deserialize_any(V)
     };
 }
 pub(super) use field_mapping;
