@@ -134,14 +134,8 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
     let details = by_key(risky_details, other_details);
     let orphan_rows = by_key(orphan_rows, Fitted::default());
     let expired_rows = by_key(expired_rows, Fitted::default());
-    let label_lines = Section {
-        omitted: label_lines.omitted,
-        text: label_lines.chosen.into_iter().map(|(_, t)| t).collect(),
-    };
-    let warning_lines = Section {
-        omitted: warning_lines.omitted,
-        text: warning_lines.chosen.into_iter().map(|(_, t)| t).collect(),
-    };
+    let label_lines = label_lines.into_section();
+    let warning_lines = warning_lines.into_section();
 
     let mut out = head;
     let cut_note = cut_note(&[
@@ -176,45 +170,40 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
         }
     }
     if !orphans.is_empty() {
-        out.push_str("### Orphaned\n\n");
-        out.push_str(
+        section(
+            &mut out,
+            "Orphaned",
             "Recorded in the state but no longer declared: nothing is bought and the records \
-             stay (`oapkg state rm KEY` drops one).\n\n",
+             stay (`oapkg state rm KEY` drops one).\n\n\
+             | OAID | Name | Tier | Start | End | Months | Status |\n\
+             |---|---|---|---|---|---:|---|\n",
+            &orphan_rows,
+            orphans.len(),
+            "orphans",
         );
-        out.push_str("| OAID | Name | Tier | Start | End | Months | Status |\n");
-        out.push_str("|---|---|---|---|---|---:|---|\n");
-        out.push_str(&orphan_rows.text);
-        section_note(&mut out, orphan_rows.omitted, orphans.len(), "orphans");
-        out.push('\n');
     }
     if !expired.is_empty() {
-        out.push_str("### Expired\n\n");
-        out.push_str(
-            "Declared, but their periods ended before today: a period that is over is never \
-             bought. Remove them from the manifests, or give them a period that is not over.\n\n",
-        );
-        out.push_str("| OAID | Name | Tier | Start | End | Months | Recorded |\n");
-        out.push_str("|---|---|---|---|---|---:|---|\n");
-        out.push_str(&expired_rows.text);
-        section_note(
+        section(
             &mut out,
-            expired_rows.omitted,
+            "Expired",
+            "Declared, but their periods ended before today: a period that is over is never \
+             bought. Remove them from the manifests, or give them a period that is not over.\n\n\
+             | OAID | Name | Tier | Start | End | Months | Recorded |\n\
+             |---|---|---|---|---|---:|---|\n",
+            &expired_rows,
             expired.len(),
             "expired packages",
         );
-        out.push('\n');
     }
     if !plan.labels.is_empty() {
-        out.push_str("### Names changed\n\n");
-        out.push_str("Apply records the new names; nothing is bought.\n\n");
-        out.push_str(&label_lines.text);
-        section_note(
+        section(
             &mut out,
-            label_lines.omitted,
+            "Names changed",
+            "Apply records the new names; nothing is bought.\n\n",
+            &label_lines,
             plan.labels.len(),
             "name changes",
         );
-        out.push('\n');
     }
     if !listed.is_empty() {
         out.push_str("### Details\n\n");
@@ -225,15 +214,14 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
         }
     }
     if !plan.warnings.is_empty() {
-        out.push_str("### Warnings\n\n");
-        out.push_str(&warning_lines.text);
-        section_note(
+        section(
             &mut out,
-            warning_lines.omitted,
+            "Warnings",
+            "",
+            &warning_lines,
             plan.warnings.len(),
             "warnings",
         );
-        out.push('\n');
     }
     out.push_str(&foot);
 
@@ -385,6 +373,22 @@ fn cut_note(cuts: &[(usize, usize, &str)]) -> String {
 
 /// Says under a cut section how much of it is missing. A blank line comes
 /// first: a line right after a table would be read as one more row.
+/// A `### heading` section: its intro (and table head), the entries that
+/// fit, and a note on those that did not.
+fn section(
+    out: &mut String,
+    heading: &str,
+    intro: &str,
+    fitted: &Section,
+    total: usize,
+    what: &str,
+) {
+    let _ = write!(out, "### {heading}\n\n{intro}");
+    out.push_str(&fitted.text);
+    section_note(out, fitted.omitted, total, what);
+    out.push('\n');
+}
+
 fn section_note(out: &mut String, omitted: usize, total: usize, what: &str) {
     if omitted > 0 {
         if !out.ends_with("\n\n") {
@@ -410,6 +414,16 @@ fn rank(change: &Change) -> u8 {
 struct Fitted<T> {
     chosen: Vec<(T, String)>,
     omitted: usize,
+}
+
+impl<T> Fitted<T> {
+    /// The chosen entries' text in the order chosen.
+    fn into_section(self) -> Section {
+        Section {
+            text: self.chosen.into_iter().map(|(_, t)| t).collect(),
+            omitted: self.omitted,
+        }
+    }
 }
 
 impl<T> Default for Fitted<T> {
