@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{Key, ManifestHash, Spec, sha256_tagged};
 
+pub mod fast;
 pub mod kinds;
 pub mod raw;
 pub mod validate;
@@ -35,7 +36,7 @@ pub struct Source {
 }
 
 impl Source {
-    fn new(file: &str, at: serde_saphyr::Location) -> Source {
+    fn new(file: &str, at: raw::Location) -> Source {
         Source {
             file: file.to_owned(),
             line: u32::try_from(at.line()).unwrap_or(u32::MAX),
@@ -125,7 +126,7 @@ pub enum DiagnosticKind {
 }
 
 impl Diagnostic {
-    fn at(file: &str, at: serde_saphyr::Location, message: String) -> Diagnostic {
+    fn at(file: &str, at: raw::Location, message: String) -> Diagnostic {
         Diagnostic {
             source: Source::new(file, at),
             message,
