@@ -10,6 +10,12 @@ use oapkg::state::{Record, StateStore, Status};
 /// Writes `oapkg.yaml` with `n` packages and a state recording all of them
 /// except every 100th (which the plan will purchase). Returns the YAML size.
 pub fn generate(dir: &Path, n: usize) -> usize {
+    generate_with(dir, n, true)
+}
+
+/// Like [`generate`]; with `recorded` false the state is empty (written,
+/// with no package), so the plan purchases all `n`.
+pub fn generate_with(dir: &Path, n: usize, recorded: bool) -> usize {
     let tiers = [Tier::Trial, Tier::Advanced, Tier::Premium];
     let mut yaml = String::from(
         "apiVersion: oapkg/v1\nkind: PackageSet\ndefaults:\n  duration: 12\npackages:\n",
@@ -23,7 +29,7 @@ pub fn generate(dir: &Path, n: usize) -> usize {
         yaml.push_str(&format!(
             "  - oaid: \"{oaid}\"\n    name: OA number {i}\n    tier: {tier}\n    start: {start}\n"
         ));
-        if i % 100 != 0 {
+        if recorded && i % 100 != 0 {
             let spec = Spec {
                 oaid: Oaid::parse(&oaid).unwrap(),
                 tier,

@@ -46,13 +46,20 @@ pub fn parse(text: &str) -> Option<Vec<Spanned<RawDocument>>> {
 /// No byte-order mark, CR, tab or other control character, and no
 /// character YAML 1.1 reads as a line break or does not print.
 fn plain_characters(text: &str) -> bool {
-    let bytes_ok = text
-        .bytes()
-        .all(|b| (b >= 0x20 && b != 0x7f) || b == b'\n');
+    let bytes_ok = text.bytes().all(|b| (b >= 0x20 && b != 0x7f) || b == b'\n');
     bytes_ok
         && (text.is_ascii()
             || !text.chars().any(|c| {
-                matches!(c, '\u{80}'..='\u{a0}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}')
+                matches!(
+                    c,
+                    '\u{80}'
+                        ..='\u{a0}'
+                            | '\u{2028}'
+                            | '\u{2029}'
+                            | '\u{feff}'
+                            | '\u{fffe}'
+                            | '\u{ffff}'
+                )
             }))
 }
 

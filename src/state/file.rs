@@ -11,7 +11,7 @@
 //! `serial`, `checksum`, `packages`, then `failed_attempts` when not empty),
 //! records in [`Record`]'s field order with `null` for absent values except
 //! fields added later (`confirmed`), which are written only when present;
-//! the checksum is [`sha256_tagged`] of the compact content without it;
+//! the checksum is [`sha256_tagged`](crate::spec::sha256_tagged) of the compact content without it;
 //! unknown fields and repeated keys are refused.
 
 use std::collections::BTreeMap;
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
 
 use super::{FailedAttempt, FailedAttempts, Record, StateError};
-use crate::spec::{Key, MAX_DURATION_MONTHS, sha256_tagged};
+use crate::spec::{Key, MAX_DURATION_MONTHS, Sha256Writer};
 
 /// The only `format_version` this oapkg reads and writes.
 pub const FORMAT_VERSION: u64 = 1;
@@ -93,11 +93,18 @@ pub fn checksum(
         packages,
         failed_attempts,
     };
-    let bytes = serde_json::to_vec(&body).map_err(|source| StateError::Encode {
+    // Hashed as it is encoded: the compact encoding of a large state is
+    // tens of megabytes that nothing else needs.
+    let mut hasher = std::io::BufWriter::with_capacity(1 << 16, Sha256Writer::default());
+    serde_json::to_writer(&mut hasher, &body).map_err(|source| StateError::Encode {
         path: path.to_owned(),
         source,
     })?;
-    Ok(sha256_tagged(&bytes))
+    let hasher = hasher.into_inner().map_err(|error| StateError::Encode {
+        path: path.to_owned(),
+        source: serde_json::Error::io(error.into_error()),
+    })?;
+    Ok(hasher.finish())
 }
 
 /// The bytes of a state file and the checksum they carry.

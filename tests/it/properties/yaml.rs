@@ -641,7 +641,9 @@ proptest! {
 /// the positioned parser.
 #[test]
 fn the_fast_reader_takes_the_block_style() {
-    let mut text = String::from("# generated\napiVersion: oapkg/v1\nkind: PackageSet\ndefaults:\n  duration: 12\npackages:\n");
+    let mut text = String::from(
+        "# generated\napiVersion: oapkg/v1\nkind: PackageSet\ndefaults:\n  duration: 12\npackages:\n",
+    );
     for i in 0..50u64 {
         let _ = write!(
             text,
@@ -652,7 +654,10 @@ fn the_fast_reader_takes_the_block_style() {
         );
     }
     text.push_str("---\napiVersion: 'oapkg/v1'\nkind: PackageSet\npackages:\n- oaid: 123\n  tier: 2\n  start: \"2027-03-01\"\n  duration: 6\n  name: 'Cửa hàng số 1'\n");
-    assert!(assert_readers_agree(&text).unwrap(), "the fast reader declined:\n{text}");
+    assert!(
+        assert_readers_agree(&text).unwrap(),
+        "the fast reader declined:\n{text}"
+    );
     let outcome = validate::check_file("m.yaml", &text, Origin::Named, TODAY);
     assert!(outcome.errors.is_empty(), "{:#?}", outcome.errors);
     assert_eq!(outcome.packages.len(), 51);
@@ -662,8 +667,7 @@ fn the_fast_reader_takes_the_block_style() {
 /// reader declines it or reads what serde-saphyr reads.
 #[test]
 fn the_fast_reader_agrees_on_the_yaml_test_suite() {
-    let corpus =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/yaml-test-suite");
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/yaml-test-suite");
     if !corpus.is_dir() {
         eprintln!("skipped: {} is not present", corpus.display());
         return;
@@ -681,6 +685,8 @@ fn the_fast_reader_agrees_on_the_yaml_test_suite() {
             }
         }
     }
-    assert!(files > 300, "expected the whole corpus, found {files} files");
+    assert!(
+        files > 300,
+        "expected the whole corpus, found {files} files"
+    );
 }
-
