@@ -11,7 +11,8 @@
 //! after=target/release/oapkg`): their runs alternate, so a change of load
 //! hits both alike. Without it the release binary is built and measured.
 //! `--generate DIR N` only writes the inputs for N packages into DIR, for
-//! profiling.
+//! profiling; `--phases` also times each phase of a plan of the largest
+//! size in this process (the library as built with this example).
 //!
 //! Floors: `cat` is a `cat` process reading the row's files to /dev/null
 //! (the manifest for `validate`, the manifest and the state for `plan`);
@@ -25,31 +26,41 @@ use std::time::{Duration, Instant};
 #[allow(dead_code, reason = "each benchmark uses part of the shared helpers")]
 mod common;
 
-use common::plan::{generate_with, measure};
+use common::plan::{generate_with, measure, phases};
 use common::{build_binary, median, ms};
 
 fn main() {
     let mut sizes = Vec::new();
     let mut runs = 5;
+    let mut show_phases = false;
     let mut binaries: Vec<(String, PathBuf)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--phases" => show_phases = true,
             "--runs" => runs = args.next().and_then(|r| r.parse().ok()).expect("--runs N"),
             "--bin" => {
                 let spec = args.next().expect("--bin NAME=PATH");
                 let (name, path) = spec.split_once('=').expect("--bin NAME=PATH");
                 binaries.push((name.to_owned(), PathBuf::from(path)));
             }
-            "--generate" => {
-                // Inputs for profiling: `--generate DIR N` writes them and stops.
+            "--generate" | "--generate-empty" => {
+                // Inputs for profiling: `--generate DIR N` writes them,
+                // prints the manifest's size and stops.
                 let dir = PathBuf::from(args.next().expect("--generate DIR N"));
                 std::fs::create_dir_all(&dir).expect("create DIR");
                 let n = args
                     .next()
                     .and_then(|n| n.parse().ok())
                     .expect("--generate DIR N");
-                generate_with(&dir, n, true);
+                println!("{}", generate_with(&dir, n, arg == "--generate"));
+                return;
+            }
+            "--json-floor" => {
+                // `--json-floor FILE RUNS`: prints the floor in nanoseconds.
+                let file = PathBuf::from(args.next().expect("--json-floor FILE RUNS"));
+                let runs = args.next().and_then(|r| r.parse().ok()).expect("RUNS");
+                println!("{}", json_floor(&file, runs).as_nanos());
                 return;
             }
             n => sizes.push(n.parse::<usize>().expect("sizes are numbers")),
@@ -74,11 +85,23 @@ fn main() {
     for &n in &sizes {
         for recorded in [true, false] {
             let dir = tempfile::tempdir().unwrap();
-            let yaml_bytes = generate_with(dir.path(), n, recorded);
+            let yaml_bytes = in_child(&[
+                if recorded {
+                    "--generate"
+                } else {
+                    "--generate-empty"
+                },
+                &dir.path().display().to_string(),
+                &n.to_string(),
+            ]);
             let manifest = dir.path().join("oapkg.yaml");
             let state = dir.path().join("state/oapkg.state.json");
             let state_bytes = std::fs::metadata(&state).map_or(0, |m| m.len() as usize);
-            let json = json_floor(&state, runs);
+            let json = Duration::from_nanos(in_child(&[
+                "--json-floor",
+                &state.display().to_string(),
+                &runs.to_string(),
+            ]) as u64);
             let commands: &[(&str, &[&str])] = if recorded {
                 &[
                     ("plan", &["plan", "--format", "json"]),
@@ -134,6 +157,18 @@ fn main() {
             );
         }
     }
+    if show_phases && let Some(&n) = sizes.iter().max() {
+        let dir = tempfile::tempdir().unwrap();
+        in_child(&[
+            "--generate",
+            &dir.path().display().to_string(),
+            &n.to_string(),
+        ]);
+        println!("plan phases, {n} packages, in this process, one thread, median of {runs}:");
+        for (phase, time) in phases(dir.path(), runs) {
+            println!("  {phase:<48} {:>6.0} ms", ms(time));
+        }
+    }
     for ((name, _), per_package) in binaries.iter().zip(&per_package) {
         if let (Some(first), Some(last)) = (per_package.first(), per_package.last()) {
             println!(
@@ -144,6 +179,21 @@ fn main() {
             );
         }
     }
+}
+
+/// Runs this benchmark with `args` in a child process (so that this one
+/// stays small: a child started by `fork` starts its peak RSS from its
+/// parent's) and returns the number it prints.
+fn in_child(args: &[&str]) -> usize {
+    let out = std::process::Command::new(std::env::current_exe().expect("this benchmark"))
+        .args(args)
+        .output()
+        .expect("run the benchmark in a child");
+    assert!(out.status.success(), "{args:?} failed");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a number")
 }
 
 /// What [`measure_alternating`] found for one binary.

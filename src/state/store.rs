@@ -162,6 +162,16 @@ impl StateStore {
     ) -> Result<(StateLock, Loaded), StateError> {
         let lock = self.lock(command, timeout)?;
         let loaded = self.load()?;
+        // Under the lock nobody else replaces the file: the journal's
+        // generation is the file just loaded, so `journal` need not read
+        // and check the whole file again.
+        lock.inner
+            .slot()?
+            .generation
+            .get_or_insert_with(|| Generation {
+                lineage: loaded.state.lineage.clone(),
+                serial: loaded.state.serial,
+            });
         Ok((lock, loaded))
     }
 
