@@ -25,6 +25,10 @@ use serde_json::error::Category;
 use super::{FailedAttempt, FailedAttempts, Record, StateError};
 use crate::spec::{Key, MAX_DURATION_MONTHS, Sha256Writer};
 
+/// From this many records, [`decode`] computes the checksum on a second
+/// thread while it checks the records.
+const PARALLEL_CHECKS_FROM: usize = 4096;
+
 /// The only `format_version` this oapkg reads and writes.
 pub const FORMAT_VERSION: u64 = 1;
 
@@ -156,13 +160,35 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<DiskState, StateError> {
             found: file.format_version.to_string(),
         });
     }
-    let computed = checksum(
-        path,
-        Some(&file.lineage),
-        file.serial,
-        &file.packages,
-        &file.failed_attempts,
-    )?;
+    let computed = || {
+        checksum(
+            path,
+            Some(&file.lineage),
+            file.serial,
+            &file.packages,
+            &file.failed_attempts,
+        )
+    };
+    let records = || validate_records(path, &file.packages);
+    // Two independent passes over every record; a large state does them on
+    // two threads. The checksum's refusal comes first either way.
+    let (computed, records) = if file.packages.len() >= PARALLEL_CHECKS_FROM {
+        std::thread::scope(|scope| {
+            match std::thread::Builder::new().spawn_scoped(scope, computed) {
+                Ok(hashing) => {
+                    let records = records();
+                    let computed = hashing
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    (computed, records)
+                }
+                Err(_) => (computed(), records()),
+            }
+        })
+    } else {
+        (computed(), records())
+    };
+    let computed = computed?;
     if computed != file.checksum {
         return Err(StateError::ChecksumMismatch {
             path: path.to_owned(),
@@ -170,7 +196,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<DiskState, StateError> {
             computed,
         });
     }
-    validate_records(path, &file.packages)?;
+    records?;
     Ok(DiskState {
         lineage: file.lineage,
         serial: file.serial,

@@ -27,7 +27,7 @@ use std::borrow::Cow;
 
 use jiff::civil::Date;
 
-pub use json::{JsonPlan, json};
+pub use json::{JsonPlan, json, write_json};
 pub use markdown::{MarkdownOptions, markdown};
 pub use paint::Paint;
 pub use text::{TextOptions, change_block, text};
