@@ -10,7 +10,8 @@
 //! `--bin` compares binaries (e.g. `--bin before=/tmp/old/oapkg --bin
 //! after=target/release/oapkg`): their runs alternate, so a change of load
 //! hits both alike. Without it the release binary is built and measured.
-//! `--generate DIR N` only writes the inputs for N packages into DIR, for
+//! `--fold N` times the end-of-apply fold (100 journaled purchases into a
+//! state of N packages) in this process. `--generate DIR N` only writes the inputs for N packages into DIR, for
 //! profiling; `--phases` also times each phase of a plan of the largest
 //! size in this process (the library as built with this example).
 //!
@@ -54,6 +55,28 @@ fn main() {
                     .and_then(|n| n.parse().ok())
                     .expect("--generate DIR N");
                 println!("{}", generate_with(&dir, n, arg == "--generate"));
+                return;
+            }
+            "--fold" => {
+                // `--fold N`: the end-of-apply fold of 100 journaled
+                // purchases into a state of N packages, in this process.
+                let n = args.next().and_then(|n| n.parse().ok()).expect("--fold N");
+                let mut folds: Vec<Duration> = (0..runs)
+                    .map(|run| {
+                        let dir = tempfile::tempdir().unwrap();
+                        let store = oapkg::state::StateStore::new(
+                            dir.path().join("state/oapkg.state.json"),
+                        );
+                        common::apply::write_state(&store, n);
+                        common::apply::settle();
+                        let fresh = common::apply::specs(100, 1_000_000 + run * 100);
+                        common::apply::journal_cost(&store, &fresh).1
+                    })
+                    .collect();
+                println!(
+                    "fold of 100 journaled purchases into {n} packages: {:.0} ms (median of {runs})",
+                    ms(median(&mut folds))
+                );
                 return;
             }
             "--json-floor" => {

@@ -143,6 +143,19 @@ pub fn encode(
 /// document that is not a state file (unknown or missing field, duplicate
 /// key), a checksum mismatch, and a record that contradicts itself.
 pub fn decode(path: &Path, bytes: &[u8]) -> Result<DiskState, StateError> {
+    verify(path, parse(path, bytes)?)
+}
+
+/// [`decode`], freeing the bytes as soon as they are parsed: the checks
+/// that follow need only the parsed records, and a large file's bytes are
+/// as large again.
+pub fn decode_owned(path: &Path, bytes: Vec<u8>) -> Result<DiskState, StateError> {
+    let file = parse(path, &bytes)?;
+    drop(bytes);
+    verify(path, file)
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<FileIn, StateError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(StateError::Empty {
             path: path.to_owned(),
@@ -150,10 +163,10 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<DiskState, StateError> {
     }
     // One typed parse on the happy path; the cheaper questions ("which
     // version is this?") are only asked once it failed, to pick the message.
-    let file: FileIn = match serde_json::from_slice(bytes) {
-        Ok(file) => file,
-        Err(source) => return Err(classify_parse_error(path, bytes, source)),
-    };
+    serde_json::from_slice(bytes).map_err(|source| classify_parse_error(path, bytes, source))
+}
+
+fn verify(path: &Path, file: FileIn) -> Result<DiskState, StateError> {
     if file.format_version != FORMAT_VERSION {
         return Err(StateError::UnknownFormatVersion {
             path: path.to_owned(),

@@ -426,7 +426,7 @@ impl StateStore {
         let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
         file.read_to_end(&mut bytes)
             .map_err(|source| StateError::io("read the state file", &self.path, source))?;
-        let disk = file::decode(&self.path, &bytes)?;
+        let disk = file::decode_owned(&self.path, bytes)?;
         Ok((Some(disk), Some(file_identity(&meta))))
     }
 
