@@ -100,8 +100,8 @@ fn main() {
             target(
                 format!("plan, {n} packages"),
                 measured,
-                "< 1 s and < 300 MB",
-                plan.median < Duration::from_secs(1) && plan.rss_kib < 300 * 1024,
+                "<= 0.5 s and <= 150 MB",
+                plan.median <= Duration::from_millis(500) && plan.rss_kib <= 150 * 1024,
             )
         } else {
             row(format!("plan, {n} packages"), measured)
@@ -116,13 +116,15 @@ fn main() {
                 ms(validate.max),
                 mb(validate.rss_kib)
             );
-            table.push(row(
+            table.push(target(
                 format!("validate, {n} packages"),
                 format!(
                     "{:.0} ms, {:.0} MB peak",
                     ms(validate.median),
                     mb(validate.rss_kib)
                 ),
+                "<= 0.4 s and <= 150 MB",
+                validate.median <= Duration::from_millis(400) && validate.rss_kib <= 150 * 1024,
             ));
             println!("\n[plan phases] {n} packages, in-process, one thread, median of {runs}");
             for (phase, time) in phases(dir.path(), runs) {
