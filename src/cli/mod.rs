@@ -108,7 +108,7 @@ pub enum Command {
     /// Create an empty state file (apply refuses to run without one)
     Init,
     /// Check the manifests only (no state, no network)
-    Validate,
+    Validate(validate::ValidateArgs),
     /// Show which purchases the manifests need (no network, no credentials)
     Plan(plan::PlanArgs),
     /// Buy what the plan lists, exactly once (shows the plan and asks first)
@@ -148,7 +148,7 @@ pub fn run(cli: Cli) -> ExitStatus {
     let context = Context::new(cli.global);
     let result = match cli.command {
         Command::Init => init::run(&context),
-        Command::Validate => validate::run(&context),
+        Command::Validate(args) => validate::run(&context, &args),
         Command::Plan(args) => plan::run(&context, &args),
         Command::Apply(args) => apply::run(&context, &args),
         Command::Show(args) => plan::show(&context, &args),
