@@ -28,7 +28,7 @@ use std::borrow::Cow;
 use jiff::civil::Date;
 
 pub use json::{JsonPlan, json};
-pub use markdown::{MarkdownOptions, markdown};
+pub use markdown::{MarkdownOptions, Project, markdown};
 pub use paint::Paint;
 pub use text::{TextOptions, change_block, text};
 
