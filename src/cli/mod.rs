@@ -44,8 +44,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags accepted before or after the subcommand name.
+/// Flags accepted before or after the subcommand name, listed in `--help`
+/// under their own heading.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Manifest file or directory (repeatable; directories are read recursively
     /// for *.yaml / *.yml). Default: oapkg.yaml
@@ -66,7 +68,7 @@ pub struct GlobalArgs {
     pub no_color: bool,
 
     /// Log format on stderr
-    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    #[arg(long, value_enum, value_name = "FORMAT", global = true, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
     /// More log output (-v: debug, -vv: trace); RUST_LOG overrides
@@ -130,9 +132,41 @@ pub enum Command {
     Schema,
     /// Print shell completions
     Completions {
+        /// The shell to print completions for
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// Global options about the manifests and the state, which `schema` and
+/// `completions` accept but do not use: hidden from their `--help`.
+const PROJECT_OPTIONS: [&str; 3] = ["files", "state", "lock_timeout"];
+const WITHOUT_PROJECT: [&str; 2] = ["schema", "completions"];
+
+/// The clap command tree: [`Cli`]'s, with the options a subcommand ignores
+/// hidden from its help. Parse, complete and document with this one.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    // Global options are copied into each subcommand that has no argument
+    // of the same id when the tree is built: give these two a hidden copy
+    // first (same parser, default and environment variable).
+    let hidden: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|a| PROJECT_OPTIONS.contains(&a.get_id().as_str()))
+        .map(|a| a.clone().global(false).hide(true))
+        .collect();
+    WITHOUT_PROJECT.iter().fold(command, |command, name| {
+        command.mut_subcommand(name, |sub| sub.args(hidden.iter().cloned()))
+    })
+}
+
+/// Parses the process's arguments with [`command`].
+pub fn parse() -> Result<Cli, clap::Error> {
+    use clap::FromArgMatches;
+    let mut command = command();
+    let mut matches = command.try_get_matches_from_mut(std::env::args_os())?;
+    Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
 }
 
 /// Runs the parsed command line and turns its outcome into an exit status,
@@ -158,8 +192,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Watch(args) => watch::run(&context, &args),
         Command::Schema => print_schema(),
         Command::Completions { shell } => {
-            use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "oapkg", &mut std::io::stdout());
+            clap_complete::generate(shell, &mut command(), "oapkg", &mut std::io::stdout());
             Ok(ExitStatus::Success)
         }
     };
@@ -226,4 +259,33 @@ pub(crate) fn no_color_requested(global: &GlobalArgs) -> bool {
 /// --no-color/NO_COLOR.
 pub fn stderr_paint(global: &GlobalArgs) -> Paint {
     Paint(std::io::stderr().is_terminal() && !no_color_requested(global))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every argument and option of every subcommand (clap's own help and
+    /// version flags aside) says what it is for.
+    #[test]
+    fn every_argument_has_a_help_line() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") || arg.is_hide_set() {
+                    continue;
+                }
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                if help.trim().is_empty() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut command = super::command();
+        command.build();
+        let mut missing = Vec::new();
+        walk(&command, "oapkg", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
 }

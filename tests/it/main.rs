@@ -2,6 +2,7 @@
 //! temporary directories.
 
 mod apply;
+mod cli;
 mod costs;
 mod coverage;
 mod disk;

@@ -99,6 +99,17 @@ pub(crate) fn months(n: u8) -> String {
     }
 }
 
+/// A time as people read it in plans and listings: to the second
+/// (`2026-10-01T02:00:03Z`), the fraction cut off.
+pub fn to_seconds(at: jiff::Timestamp) -> jiff::Timestamp {
+    at.round(
+        jiff::TimestampRound::new()
+            .smallest(jiff::Unit::Second)
+            .mode(jiff::RoundMode::Trunc),
+    )
+    .unwrap_or(at)
+}
+
 /// What a record says about the purchase, in one line:
 /// `submitted, ServicePreviewId 98765, sent 2026-10-01T02:00:00Z, result 100: Success`.
 ///
@@ -117,7 +128,7 @@ pub(crate) fn status_line(record: &Record, limit: Option<usize>) -> String {
             Status::Imported => "recorded",
             Status::Submitted | Status::Unconfirmed => "sent",
         };
-        parts.push(format!("{verb} {at}"));
+        parts.push(format!("{verb} {}", to_seconds(at)));
     }
     let result = match (&record.result_code, &record.result_message) {
         (Some(code), Some(message)) => Some(format!("result {code}: {message}")),
@@ -144,9 +155,12 @@ pub fn failure_line(failure: &FailedAttempt, limit: Option<usize>) -> String {
     };
     let message = cut(&escape_controls(&failure.message), limit).into_owned();
     if message.is_empty() {
-        format!("last attempt failed: {what}, at {}", failure.at)
+        format!("last attempt failed: {what}, at {}", to_seconds(failure.at))
     } else {
-        format!("last attempt failed: {what}: {message}, at {}", failure.at)
+        format!(
+            "last attempt failed: {what}: {message}, at {}",
+            to_seconds(failure.at)
+        )
     }
 }
 
