@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod apply;
+mod apply_json;
 mod context;
 mod coverage;
 pub mod error;
@@ -71,7 +72,8 @@ pub struct GlobalArgs {
     #[arg(long, value_enum, value_name = "FORMAT", global = true, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// More log output (-v: debug, -vv: trace); RUST_LOG overrides
+    /// More log output (-v: oapkg's debug lines, -vv: its trace lines, -vvv:
+    /// everything, the HTTP and TLS libraries included); RUST_LOG overrides
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
@@ -227,21 +229,21 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 /// per line with the event's fields at the top level (`timestamp`, `level`,
 /// `message`, `target`, the fields, and `span` for the enclosing span, e.g.
 /// a watch cycle).
+///
+/// The filter ([`log_filter`]) raises oapkg's own level with `-v`; the
+/// libraries (hyper, rustls, notify) stay at warnings until `-vvv`. Human
+/// lines name their module (`oapkg::apply`) only from `-v` on.
 fn init_logging(global: &GlobalArgs, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let level = match (global.quiet, global.verbose) {
-        (true, _) => "error",
-        (false, 0) => default_level,
-        (false, 1) => "debug",
-        (false, _) => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(log_filter(global.quiet, global.verbose, default_level))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal() && !no_color_requested(global));
     let _ = match global.log_format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.with_target(global.verbose > 0).try_init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
@@ -249,6 +251,20 @@ fn init_logging(global: &GlobalArgs, default_level: &str) {
             .with_span_list(false)
             .try_init(),
     };
+}
+
+/// The log filter for `-q`/`-v` (when `RUST_LOG` is not set): `-q` errors
+/// only; none: `default_level` for oapkg, warnings from libraries; `-v`
+/// oapkg's debug lines; `-vv` oapkg's trace lines; `-vvv` everything at
+/// trace, the HTTP and TLS libraries included.
+fn log_filter(quiet: bool, verbose: u8, default_level: &str) -> String {
+    match (quiet, verbose) {
+        (true, _) => "error".to_owned(),
+        (false, 0) => format!("warn,oapkg={default_level}"),
+        (false, 1) => "warn,oapkg=debug".to_owned(),
+        (false, 2) => "warn,oapkg=trace".to_owned(),
+        (false, _) => "trace".to_owned(),
+    }
 }
 
 pub(crate) fn no_color_requested(global: &GlobalArgs) -> bool {
@@ -263,6 +279,15 @@ pub fn stderr_paint(global: &GlobalArgs) -> Paint {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn verbosity_raises_oapkgs_level_before_the_libraries() {
+        assert_eq!(super::log_filter(false, 0, "warn"), "warn,oapkg=warn");
+        assert_eq!(super::log_filter(false, 0, "info"), "warn,oapkg=info");
+        assert_eq!(super::log_filter(false, 1, "warn"), "warn,oapkg=debug");
+        assert_eq!(super::log_filter(false, 2, "info"), "warn,oapkg=trace");
+        assert_eq!(super::log_filter(false, 3, "warn"), "trace");
+        assert_eq!(super::log_filter(true, 0, "info"), "error");
+    }
     /// Every argument and option of every subcommand (clap's own help and
     /// version flags aside) says what it is for.
     #[test]
@@ -284,6 +309,7 @@ mod tests {
         }
         let mut command = super::command();
         command.build();
+        assert!(command.get_subcommands().count() > 5);
         let mut missing = Vec::new();
         walk(&command, "oapkg", &mut missing);
         assert!(missing.is_empty(), "arguments without help: {missing:#?}");
