@@ -239,7 +239,9 @@ fn list(context: &Context, oaid: Option<&str>, format: ListFormat) -> anyhow::Re
     Ok(ExitStatus::Success)
 }
 
-fn table(header: &[String; 7], rows: &[[String; 7]]) -> String {
+/// Rows under a header, each column as wide as its widest cell, two
+/// spaces apart. The cells are printed as given: escape foreign text first.
+pub(super) fn table<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
     let mut widths = header.clone().map(|h| h.chars().count());
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
