@@ -416,7 +416,7 @@ fn log_applied(cycle: u64, manifest_hash: &str, reconciled: &Reconciled) {
             cycle,
             manifest_hash,
             outcome = "refused",
-            "apply refused, nothing bought: {reason}; not tried again until the manifests or the state change"
+            "apply refused: {reason}; not tried again until the manifests or the state change"
         ),
         Reconciled::Failed { reason } => tracing::error!(
             target: CYCLE,
