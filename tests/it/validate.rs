@@ -282,7 +282,7 @@ fn the_schema_describes_what_the_parser_accepts() {
             .into_iter()
             .collect::<Vec<_>>()
     );
-    let package = &schema["$defs"]["RawPackage"];
+    let package = &schema["$defs"]["Package"];
     assert_eq!(package["additionalProperties"], false);
     let mut fields: Vec<&str> = package["properties"]
         .as_object()
@@ -301,6 +301,30 @@ fn the_schema_describes_what_the_parser_accepts() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(required, ["oaid", "start"]);
+}
+
+#[test]
+fn the_manifest_schema_speaks_the_manifests_words_not_rusts() {
+    let run = Env::new().run(&["schema"]);
+    run.code(0);
+    let schema = run.json();
+    for name in schema["$defs"].as_object().unwrap().keys() {
+        assert!(
+            !name.starts_with("Raw") && !name.ends_with("Schema"),
+            "a Rust type name: {name}"
+        );
+    }
+    for rust in ["`None`", "Option<", "Spanned", "Vec<"] {
+        assert!(
+            !run.stdout.contains(rust),
+            "{rust} in the schema:\n{}",
+            run.stdout
+        );
+    }
+    // A PriceList or CoveragePolicy document has no `packages`.
+    let required = schema["required"].as_array().unwrap();
+    assert!(!required.iter().any(|r| r == "packages"), "{required:?}");
+    insta::assert_snapshot!("manifest_schema", run.stdout);
 }
 
 #[test]
