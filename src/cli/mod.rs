@@ -130,14 +130,23 @@ pub enum Command {
     /// Follow the manifest files and plan again (with --apply: apply) when
     /// they change
     Watch(watch::WatchArgs),
-    /// Print the JSON Schema of the manifest format (for editors)
-    Schema,
+    /// Print the JSON Schema of the manifest format (for editors), or with
+    /// --plan of the `plan --format json` document
+    Schema(SchemaArgs),
     /// Print shell completions
     Completions {
         /// The shell to print completions for
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// The schema of the `plan --format json` document (format_version 2)
+    /// instead of the manifest's
+    #[arg(long)]
+    pub plan: bool,
 }
 
 /// Global options about the manifests and the state, which `schema` and
@@ -192,7 +201,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Expiring(args) => expiring::run(&context, &args),
         Command::Coverage(args) => coverage::run(&context, &args),
         Command::Watch(args) => watch::run(&context, &args),
-        Command::Schema => print_schema(),
+        Command::Schema(args) => print_schema(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut command(), "oapkg", &mut std::io::stdout());
             Ok(ExitStatus::Success)
@@ -210,8 +219,12 @@ pub fn run(cli: Cli) -> ExitStatus {
     }
 }
 
-fn print_schema() -> anyhow::Result<ExitStatus> {
-    let schema = schemars::schema_for!(crate::manifest::raw::RawDocument);
+fn print_schema(args: &SchemaArgs) -> anyhow::Result<ExitStatus> {
+    let schema = if args.plan {
+        crate::plan::render::plan_schema()
+    } else {
+        schemars::schema_for!(crate::manifest::raw::RawDocument)
+    };
     context::print(&format!("{}\n", serde_json::to_string_pretty(&schema)?))?;
     Ok(ExitStatus::Success)
 }

@@ -120,3 +120,23 @@ fn state_show_puts_the_key_first_and_times_to_the_second() {
         .join("\n");
     insta::assert_snapshot!("state_show_text", stable);
 }
+
+#[test]
+fn schema_plan_prints_the_json_plans_schema() {
+    let run = Env::new().run(&["schema", "--plan"]);
+    run.code(0);
+    let schema = run.json();
+    assert_eq!(schema["title"], "Plan");
+    let properties = schema["properties"].as_object().unwrap();
+    for field in [
+        "format_version",
+        "changes",
+        "warnings",
+        "needs",
+        "summary",
+        "labels",
+    ] {
+        assert!(properties.contains_key(field), "{field}");
+    }
+    insta::assert_snapshot!("plan_schema", run.stdout);
+}

@@ -18,6 +18,7 @@
 pub mod json;
 pub mod markdown;
 pub mod paint;
+pub mod schema;
 pub mod text;
 
 #[cfg(test)]
@@ -30,6 +31,7 @@ use jiff::civil::Date;
 pub use json::{JsonPlan, json};
 pub use markdown::{MarkdownOptions, Project, markdown};
 pub use paint::Paint;
+pub use schema::plan_schema;
 pub use text::{TextOptions, change_block, text};
 
 use super::Change;
