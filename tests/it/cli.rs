@@ -140,3 +140,37 @@ fn schema_plan_prints_the_json_plans_schema() {
     }
     insta::assert_snapshot!("plan_schema", run.stdout);
 }
+
+/// The mid-period tier-overlap warning names its second place in every
+/// output without a literal `\n`.
+#[test]
+fn the_tier_overlap_warning_reads_as_one_line_everywhere() {
+    let env = Env::new();
+    env.file(
+        "oapkg.yaml",
+        crate::support::manifest(
+            "  - {oaid: \"8\", tier: advanced, start: 2026-12-01, duration: 12}\n\
+             \x20 - {oaid: \"8\", tier: premium, start: 2027-06-01, duration: 6}\n",
+        ),
+    );
+    let warning = "OA 8: premium package from 2027-06-01 overlaps the advanced package \
+                   2026-12-01 to 2027-11-30 (an upgrade or downgrade mid-period; both are bought)";
+    for args in [
+        ["plan", "--format", "text"].as_slice(),
+        &["plan", "--format", "markdown"],
+        &["plan", "--format", "json"],
+        &["validate", "--format", "text"],
+        &["validate", "--format", "json"],
+        &["validate", "--format", "github"],
+        &["coverage"],
+    ] {
+        let run = env.run(args);
+        let both = format!("{}{}", run.stdout, run.stderr);
+        assert!(both.contains(warning), "{args:?}:\n{both}");
+        assert!(!both.contains("\\n"), "{args:?}: a literal \\n:\n{both}");
+        assert!(
+            both.contains("oapkg.yaml:4:5"),
+            "{args:?}: the other place:\n{both}"
+        );
+    }
+}
