@@ -386,19 +386,6 @@ struct Ran {
 }
 
 impl Ran {
-    /// What the step labelled `label` printed.
-    #[track_caller]
-    fn output(&self, label: &str) -> &Run {
-        let found = self.log.iter().find(|(l, _)| l == label);
-        &found
-            .unwrap_or_else(|| panic!("no step {label} ran; ran: {:?}", self.labels()))
-            .1
-    }
-
-    fn labels(&self) -> Vec<&str> {
-        self.log.iter().map(|(l, _)| l.as_str()).collect()
-    }
-
     /// Every step's output, for failure messages.
     fn transcript(&self) -> String {
         self.log
@@ -1082,4 +1069,433 @@ fn state_in_repository_flow_with_git_refuses_the_second_of_two_racing_plans() {
     assert_charged_once(&repo.sim, &bought);
     assert_eq!(repo.git(&["status", "--porcelain"]), "");
     sim_handle.shutdown();
+}
+
+// ---------------------------------------------------------------------------
+// The state-in-repository pipelines, step by step, where it gets hard:
+// guarded changes approved by a label, and a push that main refuses.
+
+const GITHUB_WORKFLOW: &str = "examples/gitops/state-in-repo/.github/workflows/oapkg.yml";
+const GITLAB_PIPELINE: &str = "examples/gitops/state-in-repo/.gitlab-ci.yml";
+
+/// The state-in-repository example as CI checks it out on `main`: an
+/// earlier merge bought the example packages and committed the state, then
+/// a merged pull request changed the manifest by `edit` (old text, new).
+struct Merged {
+    work: tempfile::TempDir,
+    checkout: Checkout,
+    sim_handle: BlockingSimHandle,
+}
+
+impl Merged {
+    fn new(edit: (&str, &str)) -> Merged {
+        let work = tempfile::tempdir().unwrap();
+        copy_dir(&examples().join("state-in-repo"), work.path());
+        let sim_handle = simulator(&[]);
+        let earlier = Command::new(env!("CARGO_BIN_EXE_oapkg"))
+            .args(["apply", "-f", "packages", "--auto-approve"])
+            .current_dir(work.path())
+            .env("OAPKG_TODAY", TODAY)
+            .env("ESMS_ENDPOINT", sim_handle.control().endpoint().as_str())
+            .env("ESMS_API_KEY", API_KEY)
+            .env("ESMS_SECRET_KEY", SECRET_KEY)
+            .env_remove("OAPKG_STATE")
+            .output()
+            .unwrap();
+        Run::from(earlier).code(0);
+        assert_charged_once(&sim_handle.control(), &EXAMPLE_KEYS);
+        let checkout = Checkout::new(work.path());
+        let manifest = work.path().join("packages/svoucher.yaml");
+        let yaml = std::fs::read_to_string(&manifest).unwrap();
+        assert!(yaml.contains(edit.0), "{yaml}");
+        std::fs::write(&manifest, yaml.replace(edit.0, edit.1)).unwrap();
+        git_in(
+            work.path(),
+            &["commit", "-q", "-am", "Merge the pull request"],
+        );
+        git_in(work.path(), &["push", "-q", "origin", "main"]);
+        Merged {
+            work,
+            checkout,
+            sim_handle,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.work.path()
+    }
+
+    fn sim(&self) -> SimControl {
+        self.sim_handle.control()
+    }
+
+    /// The merge request's or pull request's labels, as the pipelines'
+    /// API steps (skipped here) leave them.
+    fn label(&self, labels: &[&str]) {
+        let text: String = labels.iter().map(|l| format!("{l}\n")).collect();
+        for file in ["pr-labels.txt", "mr-labels.txt"] {
+            std::fs::write(self.dir().join(file), &text).unwrap();
+        }
+        std::fs::write(self.dir().join("mr-ref.txt"), "!7\n").unwrap();
+    }
+
+    /// The steps of the CI file `rel`.
+    fn steps(&self, rel: &str) -> Vec<Step> {
+        ci_steps(
+            rel,
+            &std::fs::read_to_string(repo_root().join(rel)).unwrap(),
+        )
+    }
+
+    fn run(&self, rel: &str, steps: Vec<Step>) -> Ran {
+        let env = self.checkout.runner_env(self.dir());
+        try_run_steps(rel, steps, self.dir(), &self.sim(), &env)
+    }
+
+    /// Charges per key since the earlier merge.
+    fn new_charges(&self) -> Vec<(String, String)> {
+        let earlier: Vec<String> = EXAMPLE_KEYS.iter().map(|k| (*k).to_owned()).collect();
+        let mut seen = BTreeMap::<String, usize>::new();
+        self.sim()
+            .ledger()
+            .into_iter()
+            .filter_map(|c| {
+                let key = format!("{}@{}", c.oaid, c.dateactive);
+                let n = seen.entry(key.clone()).or_default();
+                *n += 1;
+                // The earlier merge bought each example key once, first.
+                (!(earlier.contains(&key) && *n == 1)).then(|| (key, c.duaration))
+            })
+            .collect()
+    }
+}
+
+/// A guarded change: its manifest edit, the flag it needs, the label that
+/// approves it, and the purchase (key, months) it makes once approved.
+struct Guarded {
+    edit: (&'static str, &'static str),
+    flag: &'static str,
+    label: &'static str,
+    bought: (&'static str, &'static str),
+}
+
+const GUARDED: [Guarded; 2] = [
+    // A longer duration: the package is bought again.
+    Guarded {
+        edit: (
+            "start: 2027-01-01\n    duration: 6",
+            "start: 2027-01-01\n    duration: 9",
+        ),
+        flag: "--allow-replace",
+        label: "oapkg:allow-replace",
+        bought: ("745830328927467685@2027-01-01", "9"),
+    },
+    // A moved start date: a new key over months already bought.
+    Guarded {
+        edit: ("start: 2027-01-01", "start: 2027-01-15"),
+        flag: "--allow-overlap",
+        label: "oapkg:allow-overlap",
+        bought: ("745830328927467685@2027-01-15", "6"),
+    },
+];
+
+#[test]
+fn a_guarded_change_approved_by_a_label_is_applied_once_and_refused_without_it() {
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("skipped: `git` is not installed");
+        return;
+    }
+    for rel in [GITHUB_WORKFLOW, GITLAB_PIPELINE] {
+        for guarded in &GUARDED {
+            let what = format!("{rel}, {}", guarded.flag);
+            // Without the label: the plan says how to approve; apply refuses
+            // and buys nothing; the job fails.
+            let merged = Merged::new(guarded.edit);
+            merged.label(&["documentation"]);
+            let ran = merged.run(rel, merged.steps(rel));
+            let comment = std::fs::read_to_string(merged.dir().join("plan.md")).unwrap();
+            assert!(
+                comment.contains(&format!("without `{}`", guarded.flag))
+                    && comment.contains(&format!("the label `{}`", guarded.label)),
+                "{what}: the comment says how to approve:\n{comment}"
+            );
+            assert!(
+                ran.failed.is_some(),
+                "{what}: the job fails\n{}",
+                ran.transcript()
+            );
+            assert!(
+                ran.transcript().contains(guarded.flag)
+                    && ran.transcript().contains("Approved by label: nothing"),
+                "{what}: the refusal names the flag\n{}",
+                ran.transcript()
+            );
+            assert_eq!(merged.new_charges(), [], "{what}: nothing bought");
+            assert_eq!(
+                git_in(merged.dir(), &["status", "--porcelain", "state"]),
+                "",
+                "{what}: the state is unchanged"
+            );
+
+            // With the label: apply buys the reviewed change, once, and the
+            // state reaches main.
+            let merged = Merged::new(guarded.edit);
+            merged.label(&["documentation", guarded.label]);
+            let ran = merged.run(rel, merged.steps(rel));
+            assert_eq!(ran.failed, None, "{what}\n{}", ran.transcript());
+            assert!(
+                ran.transcript()
+                    .contains(&format!("Approved by label: {}", guarded.flag)),
+                "{what}\n{}",
+                ran.transcript()
+            );
+            let (key, months) = guarded.bought;
+            assert_eq!(
+                merged.new_charges(),
+                [(key.to_owned(), months.to_owned())],
+                "{what}: bought exactly once"
+            );
+            assert!(
+                merged
+                    .checkout
+                    .file_on_main("state/oapkg.state.json")
+                    .contains(&format!("\"{key}\"")),
+                "{what}: the state on main records {key}"
+            );
+        }
+    }
+}
+
+/// The steps of `rel` split before the one that pushes the state.
+fn split_at_push(steps: Vec<Step>) -> (Vec<Step>, Vec<Step>) {
+    let mut before = steps;
+    let at = before
+        .iter()
+        .position(|s| {
+            s.script
+                .as_deref()
+                .is_some_and(|s| s.contains("ci/push-state.sh"))
+        })
+        .expect("a step that pushes the state");
+    let after = before.split_off(at);
+    (before, after)
+}
+
+#[test]
+fn the_state_push_rebases_onto_a_moved_main_and_keeps_every_record() {
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("skipped: `git` is not installed");
+        return;
+    }
+    for rel in [GITHUB_WORKFLOW, GITLAB_PIPELINE] {
+        // A pull request adding a package is merged and applied...
+        let merged = Merged::new((
+            "duration: 6",
+            "duration: 6\n  - oaid: \"4097311281936189049\"\n    start: 2027-12-01",
+        ));
+        merged.label(&[]);
+        let (before, after) = split_at_push(merged.steps(rel));
+        let ran = merged.run(rel, before);
+        assert_eq!(ran.failed, None, "{rel}\n{}", ran.transcript());
+        assert_eq!(
+            merged.new_charges(),
+            [("4097311281936189049@2027-12-01".to_owned(), "12".to_owned())]
+        );
+        // ... while another merge moves main (not its state).
+        merged.checkout.push_meanwhile("Another merge", |clone| {
+            std::fs::write(clone.join("NOTES.md"), "# Notes\n").unwrap();
+        });
+        let ran = merged.run(rel, after);
+        assert_eq!(ran.failed, None, "{rel}\n{}", ran.transcript());
+        assert!(
+            ran.transcript().contains("Push refused (attempt 1 of 5)"),
+            "{rel}\n{}",
+            ran.transcript()
+        );
+        assert!(
+            ran.transcript()
+                .contains("State pushed to main (attempt 2)."),
+            "{rel}\n{}",
+            ran.transcript()
+        );
+        // Main holds both: the other merge and the run's state.
+        assert_eq!(merged.checkout.file_on_main("NOTES.md"), "# Notes\n");
+        let on_main = merged.checkout.file_on_main("state/oapkg.state.json");
+        let local = std::fs::read_to_string(merged.dir().join("state/oapkg.state.json")).unwrap();
+        assert_eq!(on_main, local, "{rel}");
+        assert!(
+            on_main.contains("\"4097311281936189049@2027-12-01\""),
+            "{rel}"
+        );
+        assert!(!merged.dir().join("oapkg-state-rescue").exists(), "{rel}");
+    }
+}
+
+#[test]
+fn a_state_push_that_cannot_merge_fails_loudly_and_keeps_the_state_as_an_artifact() {
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("skipped: `git` is not installed");
+        return;
+    }
+    for rel in [GITHUB_WORKFLOW, GITLAB_PIPELINE] {
+        let merged = Merged::new((
+            "duration: 6",
+            "duration: 6\n  - oaid: \"4097311281936189049\"\n    start: 2027-12-01",
+        ));
+        merged.label(&[]);
+        let (before, after) = split_at_push(merged.steps(rel));
+        let ran = merged.run(rel, before);
+        assert_eq!(ran.failed, None, "{rel}\n{}", ran.transcript());
+        // Meanwhile someone records a purchase on main: two states now.
+        merged
+            .checkout
+            .push_meanwhile("Import a package bought by hand", |clone| {
+                let import = Command::new(env!("CARGO_BIN_EXE_oapkg"))
+                    .args([
+                        "state",
+                        "import",
+                        "--oaid",
+                        "745830328927467685",
+                        "--tier",
+                        "premium",
+                        "--start",
+                        "2027-09-01",
+                        "--duration",
+                        "1",
+                    ])
+                    .current_dir(clone)
+                    .env("OAPKG_TODAY", TODAY)
+                    .env_remove("OAPKG_STATE")
+                    .output()
+                    .unwrap();
+                Run::from(import).code(0);
+            });
+        let theirs = merged.checkout.file_on_main("state/oapkg.state.json");
+        let ran = merged.run(rel, after);
+        let log = ran.transcript();
+        assert!(ran.failed.is_some(), "{rel}: the job fails\n{log}");
+        assert!(
+            log.contains("ERROR: the oapkg state was NOT pushed to main"),
+            "{rel}\n{log}"
+        );
+        assert!(
+            log.contains("changed since this job checked out"),
+            "{rel}\n{log}"
+        );
+        assert!(
+            log.contains("oapkg state import"),
+            "{rel}: says what to do\n{log}"
+        );
+        // The log lists the run's records too.
+        assert!(
+            log.contains("4097311281936189049@2027-12-01"),
+            "{rel}\n{log}"
+        );
+        // Main's state is untouched; the artifact holds the run's state.
+        assert_eq!(
+            merged.checkout.file_on_main("state/oapkg.state.json"),
+            theirs
+        );
+        let rescued = merged.dir().join("oapkg-state-rescue");
+        let mut keys = EXAMPLE_KEYS.map(String::from).to_vec();
+        keys.insert(1, "4097311281936189049@2027-12-01".to_owned());
+        assert_eq!(
+            recorded_keys(merged.dir(), "oapkg-state-rescue/oapkg.state.json"),
+            keys,
+            "{rel}"
+        );
+        assert!(rescued.join("oapkg.state.json.backup").is_file(), "{rel}");
+    }
+}
+
+#[test]
+fn the_gitlab_pipeline_applies_the_reviewed_plan_or_says_plainly_that_it_re_plans() {
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("skipped: `git` is not installed");
+        return;
+    }
+    let added = (
+        "duration: 6",
+        "duration: 6\n  - oaid: \"4097311281936189049\"\n    start: 2027-12-01",
+    );
+    let bought = [("4097311281936189049@2027-12-01".to_owned(), "12".to_owned())];
+    let at_apply = |steps: Vec<Step>| {
+        let mut plan = steps;
+        let at = plan
+            .iter()
+            .position(|s| s.label.starts_with("job reviewed-plan:"))
+            .expect("the reviewed-plan job");
+        let apply = plan.split_off(at);
+        (plan, apply)
+    };
+
+    // The reviewed plan is still current: applied as it is.
+    let merged = Merged::new(added);
+    merged.label(&[]);
+    let ran = merged.run(GITLAB_PIPELINE, merged.steps(GITLAB_PIPELINE));
+    assert_eq!(ran.failed, None, "{}", ran.transcript());
+    let log = ran.transcript();
+    assert!(log.contains("Applying the plan reviewed in !7."), "{log}");
+    assert!(!log.contains("RE-PLANNING"), "{log}");
+    assert_eq!(merged.new_charges(), bought);
+
+    // The state moved between the review and the merge: the reviewed plan
+    // is refused as stale (nothing bought from it), and the job says it
+    // plans again before applying the new plan.
+    let merged = Merged::new(added);
+    merged.label(&[]);
+    let (plan, apply) = at_apply(merged.steps(GITLAB_PIPELINE));
+    let ran = merged.run(GITLAB_PIPELINE, plan);
+    assert_eq!(ran.failed, None, "{}", ran.transcript());
+    let import = Command::new(env!("CARGO_BIN_EXE_oapkg"))
+        .args([
+            "state",
+            "import",
+            "--oaid",
+            "745830328927467685",
+            "--tier",
+            "premium",
+            "--start",
+            "2027-09-01",
+            "--duration",
+            "1",
+        ])
+        .current_dir(merged.dir())
+        .env("OAPKG_TODAY", TODAY)
+        .env_remove("OAPKG_STATE")
+        .output()
+        .unwrap();
+    Run::from(import).code(0);
+    git_in(
+        merged.dir(),
+        &["commit", "-q", "-am", "Import a package bought by hand"],
+    );
+    git_in(merged.dir(), &["push", "-q", "origin", "main"]);
+    let ran = merged.run(GITLAB_PIPELINE, apply);
+    assert_eq!(ran.failed, None, "{}", ran.transcript());
+    let log = ran.transcript();
+    assert!(log.contains("stale plan"), "{log}");
+    assert!(
+        log.contains("RE-PLANNING: the reviewed plan is stale"),
+        "{log}"
+    );
+    assert_eq!(
+        merged.new_charges(),
+        bought,
+        "bought once, from the new plan"
+    );
+
+    // No reviewed plan found: it says so and plans.
+    let merged = Merged::new(added);
+    merged.label(&[]);
+    let (_, apply) = at_apply(merged.steps(GITLAB_PIPELINE));
+    let ran = merged.run(GITLAB_PIPELINE, apply);
+    assert_eq!(ran.failed, None, "{}", ran.transcript());
+    assert!(
+        ran.transcript()
+            .contains("RE-PLANNING: no reviewed plan was found"),
+        "{}",
+        ran.transcript()
+    );
+    assert_eq!(merged.new_charges(), bought);
 }
