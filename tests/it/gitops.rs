@@ -1499,3 +1499,114 @@ fn the_gitlab_pipeline_applies_the_reviewed_plan_or_says_plainly_that_it_re_plan
     );
     assert_eq!(merged.new_charges(), bought);
 }
+
+// ---------------------------------------------------------------------------
+// The S3-state pipelines. Their structure is checked here; running them
+// step by step needs an S3 server: `ci_steps` and `try_run_steps` with a
+// `RunnerEnv` whose `ambient` holds `AWS_ENDPOINT_URL` (and the bucket
+// named by `OAPKG_STATE`) and whose `secrets` hold `OAPKG_READ_AWS_*` and
+// `OAPKG_AWS_*` (GitHub) do it, as for the local-state pipelines above.
+
+const S3_PIPELINES: [&str; 2] = [
+    "examples/gitops/s3-state/.github/workflows/oapkg.yml",
+    "examples/gitops/s3-state/.gitlab-ci.yml",
+];
+
+/// Whether `script` runs an `oapkg` command (not `oapkg` as part of a word).
+fn calls_oapkg(script: &str) -> bool {
+    script
+        .split(|c: char| c.is_whitespace() || "();|&".contains(c))
+        .any(|word| word == "oapkg")
+}
+
+#[test]
+fn s3_state_pipelines_use_the_bucket_hold_the_lease_only_to_apply_and_commit_nothing() {
+    for rel in S3_PIPELINES {
+        let yaml = std::fs::read_to_string(repo_root().join(rel)).unwrap();
+        let doc: Value = serde_saphyr::from_str(&yaml).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let steps = ci_steps(rel, &yaml);
+        let mut applies = 0;
+        let mut plans = 0;
+        for step in &steps {
+            let Some(script) = &step.script else { continue };
+            let what = format!("{rel}: {}", step.label);
+            for git in ["git push", "git commit", "git add", "push-state"] {
+                assert!(!script.contains(git), "{what}: no state commits ({git})");
+            }
+            if !calls_oapkg(script) {
+                continue;
+            }
+            let state = step
+                .env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "OAPKG_STATE")
+                .map(|(_, v)| v.as_str());
+            assert!(
+                script.contains("--state s3://") || state.is_some_and(|s| s.starts_with("s3://")),
+                "{what}: the state is on S3 (OAPKG_STATE={state:?})"
+            );
+            if script.contains("oapkg apply") {
+                applies += 1;
+                for line in script.lines().filter(|l| l.contains("oapkg apply")) {
+                    assert!(
+                        line.contains("--lock-timeout"),
+                        "{what}: waits for the lease: {line}"
+                    );
+                }
+                assert!(
+                    step.label.contains("job apply"),
+                    "{what}: only the apply job applies"
+                );
+            }
+            if script.contains("oapkg plan") && step.label.contains("job plan") {
+                plans += 1;
+            }
+            if step.label.contains("job plan") {
+                for writer in ["oapkg apply", "oapkg init", "oapkg state", "oapkg watch"] {
+                    assert!(
+                        !script.contains(writer),
+                        "{what}: a plan job only reads ({writer})"
+                    );
+                }
+            }
+        }
+        assert!(applies > 0 && plans > 0, "{rel}: plans and applies");
+
+        // Keys from the CI's secret store; a read-only one for plans.
+        if rel.contains("/.github/") {
+            for (job, key) in [("plan", "OAPKG_READ_AWS_"), ("apply", "OAPKG_AWS_")] {
+                let job_yaml = serde_json::to_string(&doc["jobs"][job]).unwrap();
+                for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+                    let wanted = format!("\"{var}\":\"${{{{ secrets.{key}{}", &var[4..]);
+                    assert!(
+                        job_yaml.contains(&wanted),
+                        "{rel}: job {job} takes {var} from secrets.{key}…: {job_yaml}"
+                    );
+                }
+            }
+        } else {
+            let vars = &doc["plan"]["variables"];
+            assert_eq!(
+                vars["AWS_ACCESS_KEY_ID"], "$OAPKG_READ_AWS_ACCESS_KEY_ID",
+                "{rel}"
+            );
+            assert_eq!(
+                vars["AWS_SECRET_ACCESS_KEY"], "$OAPKG_READ_AWS_SECRET_ACCESS_KEY",
+                "{rel}"
+            );
+            assert!(
+                doc["variables"].get("AWS_SECRET_ACCESS_KEY").is_none(),
+                "{rel}: no key in the file"
+            );
+            assert_eq!(doc["apply"]["resource_group"], "oapkg-apply", "{rel}");
+        }
+        // The approval path is there too.
+        for label in ["oapkg:allow-replace", "oapkg:allow-overlap"] {
+            assert!(
+                yaml.contains(&format!("grep -qx '{label}'")),
+                "{rel}: {label}"
+            );
+        }
+    }
+}
