@@ -2,10 +2,14 @@
 //! run for real, and the state-in-repository flow followed with real `git`.
 //!
 //! The CI files are parsed, every shell step is extracted and run in order
-//! with `bash` in a copy of its example directory, `oapkg` on `PATH` being
-//! the binary under test and eSMS being the simulator. Only steps that need
-//! the outside world (installing, GitHub's `gh`, `curl`, pushing commits,
+//! with `bash` in a copy of its example directory checked out from a bare
+//! Git repository standing in for GitHub or GitLab, `oapkg` on `PATH` being
+//! the binary under test and eSMS being the simulator. The state push
+//! (`ci/push-state.sh`) runs for real against that repository. Only steps
+//! that need the outside world (installing, GitHub's `gh`, `curl`, `apk`,
 //! `uses:` actions) are skipped, and the test names each one it skipped.
+//! The pipelines that keep the state on S3 have their structure checked
+//! here; [`ci_steps`] and [`try_run_steps`] run them against an S3 server.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -1164,7 +1168,7 @@ impl Merged {
                 let n = seen.entry(key.clone()).or_default();
                 *n += 1;
                 // The earlier merge bought each example key once, first.
-                (!(earlier.contains(&key) && *n == 1)).then(|| (key, c.duaration))
+                (!(earlier.contains(&key) && *n == 1)).then_some((key, c.duaration))
             })
             .collect()
     }
