@@ -7,6 +7,7 @@ mod cli;
 mod costs;
 mod coverage;
 mod disk;
+mod doc_links;
 mod escapes;
 mod expiring;
 mod faults;
