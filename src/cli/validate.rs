@@ -16,6 +16,7 @@ use super::Context;
 use super::context::print;
 use crate::exit::ExitStatus;
 use crate::manifest::{Diagnostic, DiagnosticKind, ManifestError, Manifests};
+use crate::plan::render::escape_controls;
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -184,7 +185,10 @@ pub fn github(report: &Report) -> String {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        let mut properties = vec![format!("file={}", escape_property(&d.file))];
+        let mut properties = vec![format!(
+            "file={}",
+            escape_property(&escape_controls(&d.file))
+        )];
         if let Some(line) = d.line {
             properties.push(format!("line={line}"));
         }
@@ -195,7 +199,8 @@ pub fn github(report: &Report) -> String {
         out.push_str(&format!(
             "::{command} {}::{}\n",
             properties.join(","),
-            escape_data(&d.message)
+            // No control character reaches the Actions log raw.
+            escape_data(&escape_controls(&d.message))
         ));
     }
     let errors = report
