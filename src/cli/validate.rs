@@ -8,6 +8,9 @@
 //! annotation on its line of the pull request's diff). In `json` and
 //! `github` every diagnostic, errors and warnings, goes to stdout, sorted
 //! by file, line and column; the exit status is 1 when there is an error.
+//! Paths that hold no manifest at all (an empty directory, one with only
+//! foreign YAML) are an error in every format: a wrong `-f` must not pass
+//! as a valid empty set.
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;

@@ -11,9 +11,13 @@
 //!
 //! - [`text()`] / [`change_block`]: the terminal plan; apply prints its own
 //!   progress with the same blocks (one vocabulary for plan and apply).
-//! - [`json()`]: the `--format json` document (`docs/plan-json.md`).
+//! - [`json()`]: the `--format json` document (`docs/plan-json.md`), and
+//!   [`plan_schema`] its JSON Schema (`oapkg schema --plan`).
 //! - [`markdown()`]: the `--format markdown` comment, always under
-//!   [`markdown::COMMENT_LIMIT`] bytes.
+//!   [`markdown::COMMENT_LIMIT`] bytes, naming its [`Project`] (state and
+//!   manifests) so that a bot finds its own comment.
+//!
+//! Times are shown to the second ([`to_seconds`]).
 
 pub mod json;
 pub mod markdown;
