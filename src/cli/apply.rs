@@ -239,9 +239,7 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
         Err(error) => return Err(error.into()),
     };
     if json {
-        if let Some(reason) = &report.stopped {
-            eprintln!("Stopped early: {reason}.");
-        }
+        report_stop(context, &report);
         print_json(&plan, &report)?;
     } else {
         if report.labels > 0 && !quiet {
@@ -686,9 +684,8 @@ fn print_json(plan: &Plan, report: &ApplyReport) -> anyhow::Result<()> {
     print(&format!("{}\n", serde_json::to_string_pretty(&document)?))
 }
 
-/// What is left to do, then the final `Apply complete: …` line.
-fn summarize(context: &Context, plan: &Plan, report: &ApplyReport) -> anyhow::Result<()> {
-    let mut out = String::new();
+/// On stderr: why the run stopped early and what was not sent, if it did.
+fn report_stop(context: &Context, report: &ApplyReport) {
     if let Some(reason) = &report.stopped {
         let not_sent = report
             .outcomes
@@ -707,6 +704,12 @@ fn summarize(context: &Context, plan: &Plan, report: &ApplyReport) -> anyhow::Re
             );
         }
     }
+}
+
+/// What is left to do, then the final `Apply complete: …` line.
+fn summarize(context: &Context, plan: &Plan, report: &ApplyReport) -> anyhow::Result<()> {
+    let mut out = String::new();
+    report_stop(context, report);
     let unconfirmed: Vec<_> = report
         .outcomes
         .iter()
