@@ -219,6 +219,7 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
             source,
         }) => {
             if json {
+                report_stop(context, &report);
                 print_json(&plan, &report)?;
             } else {
                 summarize(context, &plan, &report)?;
