@@ -2,7 +2,10 @@
 //! document into [`Package`]s, and reporting every problem with its location.
 //!
 //! [`load`] is the only function here that touches the disk (it finds and
-//! reads the files); parsing and validation in [`validate`] are pure.
+//! reads the files); parsing and validation in [`validate`] are pure. A
+//! file is parsed by [`fast`] when it is in the plain block style (large
+//! generated manifests), else by serde-saphyr; both give the same
+//! [`raw`] documents with the same locations.
 
 use std::collections::BTreeMap;
 use std::fmt;
