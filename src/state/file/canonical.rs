@@ -384,3 +384,271 @@ fn shape(text: &[u8], pattern: &[u8]) -> bool {
             _ => c == p,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use super::super::{
+        FailedAttempts, checksum as encoded_checksum, decode, encode, parse, verify,
+    };
+    use crate::spec::{Oaid, Spec, Tier, sha256_tagged};
+    use crate::state::{Confirmation, FailedAttempt, Record, Status};
+
+    fn path() -> &'static Path {
+        Path::new("state/oapkg.state.json")
+    }
+
+    /// What `decode` answered before this module: the content re-encoded.
+    fn decode_by_reencoding(bytes: &[u8]) -> Result<super::super::DiskState, String> {
+        let file = parse(path(), bytes).map_err(|e| e.to_string())?;
+        verify(path(), file, None).map_err(|e| e.to_string())
+    }
+
+    /// The bytes without whitespace outside strings.
+    fn compact(bytes: &[u8]) -> Vec<u8> {
+        let (mut out, mut in_string, mut escaped) = (Vec::new(), false, false);
+        for &b in bytes {
+            if in_string {
+                out.push(b);
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+            } else if !matches!(b, b' ' | b'\n' | b'\t' | b'\r') {
+                in_string = b == b'"';
+                out.push(b);
+            }
+        }
+        out
+    }
+
+    /// Seals the bytes as a tool would that summed the file's own compact
+    /// tokens (whatever their encoding) instead of re-encoding the content.
+    fn reseal_raw(bytes: &[u8]) -> Option<Vec<u8>> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let compact = String::from_utf8(compact(bytes)).ok()?;
+        let start = compact.find(",\"checksum\":\"")?;
+        let end = start + 13 + compact[start + 13..].find('"')? + 1;
+        let recorded = &compact[start + 13..end - 1];
+        let body = format!("{}{}", &compact[..start], &compact[end..]);
+        let sum = sha256_tagged(body.as_bytes());
+        Some(text.replacen(recorded, &sum, 1).into_bytes())
+    }
+
+    fn timestamp() -> impl Strategy<Value = jiff::Timestamp> {
+        (
+            -62_200_000_000_i64..253_402_207_000,
+            prop_oneof![
+                Just(0_i32),
+                0..1_000_000_000,
+                (0..1000).prop_map(|ms| ms * 1_000_000)
+            ],
+        )
+            .prop_map(|(s, ns)| jiff::Timestamp::new(s, ns).unwrap())
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9 ]{0,12}",
+            any::<String>(),
+            "[\"\\\\/\u{0}-\u{1f}\u{7f}é😀a]{0,8}",
+        ]
+    }
+
+    fn record() -> impl Strategy<Value = Record> {
+        (
+            (
+                "[1-9][0-9]{0,18}",
+                0_i16..=9999,
+                1_i8..=12,
+                1_i8..=28,
+                1_u8..=36,
+            ),
+            prop::option::of(text()),
+            prop::sample::select(vec![
+                Status::Submitted,
+                Status::Unconfirmed,
+                Status::Imported,
+            ]),
+            prop::collection::vec(prop::option::of(text()), 3),
+            prop::option::of(timestamp()),
+            prop::option::of((text(), timestamp())),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(
+                    (oaid, y, m, d, months),
+                    name,
+                    status,
+                    texts,
+                    submitted_at,
+                    confirmed,
+                    by_policy,
+                )| {
+                    let spec = Spec {
+                        oaid: Oaid::parse(&oaid).unwrap(),
+                        tier: Tier::Advanced,
+                        start: jiff::civil::date(y, m, d),
+                        duration_months: months,
+                    };
+                    Record {
+                        spec_hash: spec.hash(),
+                        spec,
+                        name,
+                        status,
+                        service_preview_id: texts[0].clone(),
+                        result_code: texts[1].clone(),
+                        result_message: texts[2].clone(),
+                        submitted_at,
+                        confirmed: confirmed.map(|(by, at)| Confirmation { by, at }),
+                        by_policy,
+                    }
+                },
+            )
+    }
+
+    fn state() -> impl Strategy<Value = Vec<u8>> {
+        (
+            text(),
+            any::<u64>(),
+            prop::collection::vec(record(), 0..6),
+            prop::collection::vec(
+                (record(), prop::option::of(text()), text(), timestamp()),
+                0..3,
+            ),
+        )
+            .prop_map(|(lineage, serial, records, failed)| {
+                let packages: BTreeMap<_, _> =
+                    records.into_iter().map(|r| (r.spec.key(), r)).collect();
+                let failed: FailedAttempts = failed
+                    .into_iter()
+                    .map(|(r, code, message, at)| {
+                        (r.spec.key(), FailedAttempt { code, message, at })
+                    })
+                    .collect();
+                encode(path(), &lineage, serial, &packages, &failed)
+                    .unwrap()
+                    .0
+            })
+    }
+
+    /// Edits of a written file: whitespace, escapes serde_json would not
+    /// write, keys out of order, values spelled otherwise, random bytes.
+    fn mutate(bytes: &[u8], which: usize, at: usize, byte: u8) -> Vec<u8> {
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let swap_lines = |text: &str, field: &str| {
+            let mut lines: Vec<&str> = text.lines().collect();
+            if let Some(i) = lines.iter().position(|l| l.trim_start().starts_with(field))
+                && i + 2 < lines.len()
+                && lines[i + 1].ends_with(',')
+            {
+                lines.swap(i, i + 1);
+            }
+            lines.join("\n")
+        };
+        let replaced = |from: &str, to: &str| text.replacen(from, to, 1).into_bytes();
+        match which % 16 {
+            0 => bytes.to_vec(),
+            1 => compact(bytes),
+            2 => text.replace('\n', "\r\n \t").into_bytes(),
+            3 => serde_json::to_vec(&serde_json::from_slice::<serde_json::Value>(bytes).unwrap())
+                .unwrap(),
+            4 => replaced("\"advanced\"", "\"adv\\u0061nced\""),
+            5 => replaced("Z\"", "+00:00\""),
+            6 => replaced(":00Z\"", ":60Z\""),
+            7 => replaced("\"name\": null,", ""),
+            8 => replaced("\"by_policy\": true", "\"by_policy\": false"),
+            9 => replaced("\n    }\n  }", ",\n      \"confirmed\": null\n    }\n  }"),
+            10 => swap_lines(&text, "\"spec_hash\"").into_bytes(),
+            11 => swap_lines(&text, "\"serial\"").into_bytes(),
+            12 => replaced("\\\\", "\\u005c"),
+            13 => replaced("/", "\\/"),
+            14 => replaced("\"serial\": 0", "\"serial\": -0"),
+            _ => {
+                let mut bytes = bytes.to_vec();
+                if !bytes.is_empty() {
+                    let at = at % bytes.len();
+                    bytes[at] = byte;
+                }
+                bytes
+            }
+        }
+    }
+
+    #[test]
+    fn a_written_file_is_summed_over_its_own_bytes() {
+        let (bytes, sum) = encode(
+            path(),
+            "lineage-1",
+            3,
+            &super::super::tests::packages(),
+            &FailedAttempts::new(),
+        )
+        .unwrap();
+        assert_eq!(super::checksum(&bytes), Some(sum.clone()));
+        assert_eq!(super::checksum(&compact(&bytes)), Some(sum));
+    }
+
+    #[test]
+    fn a_leap_second_or_an_offset_is_not_canonical_even_when_summed_raw() {
+        let (bytes, _) = encode(
+            path(),
+            "lineage-1",
+            3,
+            &super::super::tests::packages(),
+            &FailedAttempts::new(),
+        )
+        .unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        for edited in [
+            text.replacen(":00Z\"", ":60Z\"", 1),
+            text.replacen("Z\"", "+00:00\"", 1),
+            text.replacen("\"Success\"", "\"Succ\\u0065ss\"", 1),
+        ] {
+            let sealed = reseal_raw(edited.as_bytes()).unwrap();
+            assert_eq!(super::checksum(&sealed), None, "{edited}");
+            let err = decode(path(), &sealed).unwrap_err();
+            assert!(err.to_string().contains("checksum"), "{err}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever the bytes, `decode` answers what re-encoding answers:
+        /// the same state or the same refusal.
+        #[test]
+        fn the_fast_check_accepts_exactly_what_reencoding_accepts(
+            bytes in state(),
+            which in 0..32_usize,
+            at in any::<usize>(),
+            byte in any::<u8>(),
+        ) {
+            let canonical = super::checksum(&bytes);
+            let disk = decode_by_reencoding(&bytes).unwrap();
+            prop_assert_eq!(canonical, Some(disk.checksum.clone()));
+            let edited = mutate(&bytes, which, at, byte);
+            // Also sealed over its own compact tokens, as a tool that does
+            // not re-encode would seal it.
+            let sealed = if which >= 16 { reseal_raw(&edited) } else { None };
+            for bytes in [Some(edited), sealed].into_iter().flatten() {
+                let fast = decode(path(), &bytes).map_err(|e| e.to_string());
+                prop_assert_eq!(&fast, &decode_by_reencoding(&bytes));
+                if let (Ok(disk), Some(sum)) = (&fast, super::checksum(&bytes)) {
+                    prop_assert_eq!(&sum, &disk.checksum);
+                    prop_assert_eq!(
+                        sum,
+                        encoded_checksum(path(), Some(&disk.lineage), disk.serial, &disk.packages, &disk.failed_attempts).unwrap()
+                    );
+                }
+            }
+        }
+    }
+}
