@@ -13,6 +13,10 @@
 //! fields added later (`confirmed`), which are written only when present;
 //! the checksum is [`sha256_tagged`](crate::spec::sha256_tagged) of the compact content without it;
 //! unknown fields and repeated keys are refused.
+//!
+//! [`decode`] checks the checksum over the file's own bytes when they are in
+//! this canonical encoding ([`canonical`], beside the parse), and by
+//! re-encoding the parsed content otherwise; both accept the same files.
 
 use std::collections::BTreeMap;
 use std::fmt;
