@@ -274,6 +274,7 @@ pub(super) fn options(
         lock_timeout: context.global.lock_timeout(),
         command: command.to_owned(),
         retry,
+        hold: false,
     })
 }
 
@@ -469,6 +470,13 @@ impl Progress {
                 self.err_line(&format!(
                     "Stopping: {reason}. No further purchase requests will be sent; waiting for {in_flight} request(s) in flight to be answered and recorded."
                 ));
+            }
+            // `apply` refuses instead of holding; watch reports these.
+            ApplyEvent::Held { key, reason, .. } => {
+                self.err_line(&format!("  held {key}: {reason}"));
+            }
+            ApplyEvent::Balance { amount, cost } => {
+                tracing::debug!(balance = amount, cost = cost.amount, "balance read");
             }
         }
     }

@@ -12,9 +12,10 @@
 //! It reports every decision as a [`WatchEvent`] to its [`Observer`],
 //! inside the cycle's tracing span, and prints nothing itself.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::civil::Date;
@@ -26,11 +27,13 @@ use super::policy::{
 };
 use super::reconcile::{CancelSignal, Reconciled, Reconciler};
 use super::schedule::Start;
-use crate::apply::ApplyEvent;
+use crate::apply::{ApplyEvent, HoldReason};
+use crate::expiring;
 use crate::manifest::{self, ManifestError};
 use crate::ops::plan::read_inputs;
 use crate::plan::Plan;
 use crate::plan::inputs;
+use crate::spec::{Key, Oaid};
 
 /// Today's date for a cycle (`OAPKG_TODAY` or the clock in
 /// Asia/Ho_Chi_Minh), asked once per cycle: a watch runs for months.
@@ -94,7 +97,16 @@ pub struct Runner {
     retries: Retries,
     input_failures: u32,
     changes: Arc<AtomicU64>,
+    /// The changes held by the last apply step, with why: a change is
+    /// reported when it becomes held (or held for another reason), not
+    /// again while it stays so.
+    held: BTreeMap<Key, HoldReason>,
+    /// The day each expiring OA was last reported.
+    expiring_told: BTreeMap<Oaid, Date>,
 }
+
+/// How far ahead [`WatchEvent::Expiring`] looks, as `oapkg expiring`.
+const EXPIRING_WITHIN_DAYS: u32 = 30;
 
 impl Runner {
     /// A runner for the manifests under `files` and the state in `store`,
@@ -118,6 +130,8 @@ impl Runner {
             retries: Retries::default(),
             input_failures: 0,
             changes: Arc::new(AtomicU64::new(0)),
+            held: BTreeMap::new(),
+            expiring_told: BTreeMap::new(),
         }
     }
 
@@ -232,6 +246,7 @@ impl Runner {
             inputs: &fingerprint,
             plan: &plan,
         });
+        self.coverage(cycle, &manifests.desired, &loaded.state.packages, today);
         self.last = Some(LastPlanned {
             cycle,
             inputs: fingerprint.clone(),
@@ -299,13 +314,49 @@ impl Runner {
             inputs,
             plan,
         });
+        let told = std::mem::take(&mut self.held);
+        let held = Mutex::new(BTreeMap::new());
         let progress = |event: ApplyEvent<'_>| {
+            match event {
+                ApplyEvent::Held {
+                    change,
+                    key,
+                    reason,
+                } => {
+                    if told.get(key) != Some(reason) {
+                        observer.event(&WatchEvent::ChangeHeld {
+                            cycle,
+                            change,
+                            reason,
+                        });
+                    }
+                    lock(&held).insert(key.clone(), reason.clone());
+                }
+                ApplyEvent::Balance { amount, cost } if amount < cost.amount as f64 => {
+                    observer.event(&WatchEvent::LowBalance {
+                        cycle,
+                        balance: amount,
+                        cost,
+                    });
+                }
+                _ => {}
+            }
             observer.event(&WatchEvent::Apply {
                 cycle,
                 event: &event,
             });
         };
         let reconciled = reconciler.reconcile(plan, &progress, cancel).await;
+        // A step that ended before the holds were known (a refusal, a
+        // failure) forgets nothing: what was held stays reported.
+        let held = held
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.held = if matches!(reconciled, Reconciled::Done { .. }) || !held.is_empty() {
+            held
+        } else {
+            told
+        };
         self.emit(WatchEvent::Applied {
             cycle,
             inputs,
@@ -323,6 +374,26 @@ impl Runner {
             self.emit(WatchEvent::RetryScheduled { cycle, inputs, at });
         }
         Applied::Reconciled(reconciled)
+    }
+
+    /// Reports every OA's coverage end, and the OAs expiring within
+    /// [`EXPIRING_WITHIN_DAYS`] not yet reported today.
+    fn coverage(
+        &mut self,
+        cycle: u64,
+        desired: &crate::manifest::DesiredSet,
+        recorded: &BTreeMap<Key, crate::state::Record>,
+        today: Date,
+    ) {
+        let ends = expiring::find(desired, recorded, today, u32::MAX);
+        self.emit(WatchEvent::Coverage { cycle, ends: &ends });
+        let horizon = today.saturating_add(jiff::Span::new().days(i64::from(EXPIRING_WITHIN_DAYS)));
+        for oa in ends.iter().filter(|oa| oa.end <= horizon) {
+            if self.expiring_told.get(&oa.oaid) != Some(&today) {
+                self.expiring_told.insert(oa.oaid.clone(), today);
+                self.emit(WatchEvent::Expiring { cycle, oa });
+            }
+        }
     }
 
     /// Whether the manifests on disk still hash to `manifest_hash`.
@@ -358,6 +429,12 @@ impl Runner {
         self.last = None;
         Ran::Unreadable
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -734,6 +811,7 @@ mod tests {
             [
                 "cycle_started 1 startup",
                 "planned",
+                "coverage",
                 "apply_started",
                 "apply: 1 request(s)",
                 "applied failed",
@@ -760,7 +838,12 @@ mod tests {
         s.cycle(Trigger::Change).await;
         assert_eq!(
             s.events(),
-            ["cycle_started 4 change", "planned", "held: 1 failure(s)"]
+            [
+                "cycle_started 4 change",
+                "planned",
+                "coverage",
+                "held: 1 failure(s)"
+            ]
         );
         // New content applies at once; a refusal schedules no retry.
         s.write(TWO);
@@ -770,6 +853,7 @@ mod tests {
             [
                 "cycle_started 5 change",
                 "planned",
+                "coverage",
                 "apply_started",
                 "apply: 1 request(s)",
                 "applied refused",
@@ -795,6 +879,7 @@ mod tests {
             [
                 "cycle_started 1 startup",
                 "planned",
+                "coverage",
                 "cycle_started 2 interval",
                 "skipped unchanged since 1",
                 "cycle_started 3 interval",
@@ -817,7 +902,7 @@ mod tests {
         s.cycle(Trigger::Startup).await;
         assert_eq!(
             s.events(),
-            ["cycle_started 1 startup", "planned", "put_off"]
+            ["cycle_started 1 startup", "planned", "coverage", "put_off"]
         );
         let (handle, cancel) = crate::watch::cancel_pair();
         handle.cancel();
@@ -830,7 +915,12 @@ mod tests {
         s.runner.run(&start, cancel).await;
         assert_eq!(
             s.events(),
-            ["cycle_started 2 change", "planned", "not_applied_stopping"]
+            [
+                "cycle_started 2 change",
+                "planned",
+                "coverage",
+                "not_applied_stopping"
+            ]
         );
         assert!(s.calls.lock().unwrap().is_empty());
     }

@@ -19,9 +19,11 @@ use super::paths::WatchDir;
 use super::policy::{ApplyGate, Fingerprint, Skip};
 use super::reconcile::Reconciled;
 use super::schedule::Start;
-use crate::apply::ApplyEvent;
+use crate::apply::{ApplyEvent, HoldReason};
+use crate::expiring::Expiring;
 use crate::manifest::ManifestError;
-use crate::plan::Plan;
+use crate::plan::{Change, Plan};
+use crate::prices::Money;
 use crate::state::StateError;
 
 /// One thing watch did or decided.
@@ -107,6 +109,31 @@ pub enum WatchEvent<'a> {
         inputs: &'a Fingerprint,
         at: Instant,
     },
+    /// A change of the cycle's plan is held, not bought: it needs a flag
+    /// the watch was not given, or its OA failed the pre-flight. The rest
+    /// of the plan goes ahead. Reported once while it stays held.
+    ChangeHeld {
+        cycle: u64,
+        change: &'a Change,
+        reason: &'a HoldReason,
+    },
+    /// The pre-flight read a balance below what the cycle's purchases cost
+    /// (the apply step is refused and retried with backoff).
+    LowBalance {
+        cycle: u64,
+        balance: f64,
+        cost: &'a Money,
+    },
+    /// Every OA's last coverage (declared or recorded) that has not ended,
+    /// after each plan: for metrics.
+    Coverage { cycle: u64, ends: &'a [Expiring] },
+    /// An OA's coverage ends within 30 days with nothing declared or
+    /// recorded after it. Reported at most once per OA per local day.
+    Expiring { cycle: u64, oa: &'a Expiring },
+    /// The suspend file appeared: cycles plan but buy nothing.
+    Suspended { path: &'a Path },
+    /// The suspend file is gone: buying resumes (a cycle follows).
+    Resumed { path: &'a Path },
     /// A stop was requested while cycle `cycle` runs: it finishes first.
     StopRequested { cycle: u64 },
     /// A watched directory is gone; it is watched again once it is back
@@ -161,6 +188,12 @@ impl WatchEvent<'_> {
             WatchEvent::Apply { .. } => "apply",
             WatchEvent::Applied { .. } => "applied",
             WatchEvent::RetryScheduled { .. } => "retry_scheduled",
+            WatchEvent::ChangeHeld { .. } => "change_held",
+            WatchEvent::LowBalance { .. } => "low_balance",
+            WatchEvent::Coverage { .. } => "coverage",
+            WatchEvent::Expiring { .. } => "expiring",
+            WatchEvent::Suspended { .. } => "suspended",
+            WatchEvent::Resumed { .. } => "resumed",
             WatchEvent::StopRequested { .. } => "stop_requested",
             WatchEvent::DirGone { .. } => "dir_gone",
             WatchEvent::DirRewatched { .. } => "dir_rewatched",

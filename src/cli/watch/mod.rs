@@ -169,10 +169,16 @@ fn reconciler(context: &Context, args: &WatchArgs) -> anyhow::Result<Option<Box<
     if !args.apply {
         return Ok(None);
     }
+    let options = crate::apply::ApplyOptions {
+        // Hold, don't block: a change that needs a flag not given waits,
+        // the others are bought.
+        hold: true,
+        ..super::apply::options(context, &args.apply_flags, "oapkg watch --apply")?
+    };
     Ok(Some(Box::new(ApplyReconciler::new(
         context.store.clone(),
         super::apply::client(&args.apply_flags.connection)?,
-        super::apply::options(context, &args.apply_flags, "oapkg watch --apply")?,
+        options,
     ))))
 }
 

@@ -241,7 +241,56 @@ impl Observer for LogLines {
                     tracing::warn!(target: CLI, key = key.as_str(), "{warning}");
                 }
             }
-            WatchEvent::Apply { .. } => {}
+            WatchEvent::Apply { .. } | WatchEvent::Coverage { .. } => {}
+            WatchEvent::ChangeHeld {
+                cycle,
+                change,
+                reason,
+            } => tracing::warn!(
+                target: CYCLE,
+                cycle,
+                key = change.key.as_str(),
+                held = true,
+                "held {} {}: {reason}; the other packages of the cycle go ahead, this one waits for the manifests or the flags to change",
+                change.action,
+                change.key
+            ),
+            WatchEvent::LowBalance {
+                cycle,
+                balance,
+                cost,
+            } => tracing::warn!(
+                target: CYCLE,
+                cycle,
+                balance,
+                cost = cost.amount,
+                "the eSMS balance ({}) is below what this cycle's purchases cost ({cost})",
+                crate::prices::thousands(balance.max(0.0) as u64)
+            ),
+            WatchEvent::Expiring { cycle, oa } => tracing::warn!(
+                target: CYCLE,
+                cycle,
+                oaid = oa.oaid.as_str(),
+                end = %oa.end,
+                days_left = oa.days_left,
+                "OA {}{}: coverage ends {} ({} day(s) left) with nothing declared after it",
+                oa.oaid,
+                oa.name.as_deref().map(|n| format!(" ({})", render::escape_controls(n))).unwrap_or_default(),
+                oa.end,
+                oa.days_left
+            ),
+            WatchEvent::Suspended { path } => tracing::warn!(
+                target: LOOP,
+                path = %path.display(),
+                "suspended: {} exists; cycles plan but buy nothing until it is removed",
+                path.display()
+            ),
+            WatchEvent::Resumed { path } => tracing::info!(
+                target: LOOP,
+                path = %path.display(),
+                "resumed: {} is gone; buying again",
+                path.display()
+            ),
             WatchEvent::Applied {
                 cycle,
                 inputs,
