@@ -3,12 +3,135 @@
 //! `/metrics` and `/healthz` scraped over real HTTP, systemd's
 //! `NOTIFY_SOCKET`, and a calendar day as an input.
 
-use esms_sim::SimConfig;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use esms_sim::{Fault, FaultRule, SimConfig, Stage};
 use serde_json::Value;
 
-use crate::support::Env;
-use crate::watch::{doc, message, pkg};
-use crate::watch_apply::{charged, keys, outcome, simulator, start_apply};
+use crate::support::{API_KEY, Env, SECRET_KEY};
+use crate::watch::{Watch, doc, message, pkg};
+use crate::watch_apply::{charged, keys, outcome, simulator, start_apply, wait_until};
+
+/// A webhook receiver on 127.0.0.1:0: answers 500 to the first `failing`
+/// POSTs and 200 to the rest (or never answers, with `hang`), keeping
+/// every body it received.
+struct Receiver {
+    port: u16,
+    bodies: Arc<Mutex<Vec<String>>>,
+    requests: Arc<Mutex<usize>>,
+}
+
+impl Receiver {
+    fn start(failing: usize, hang: bool) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(0));
+        let (b, r) = (bodies.clone(), requests.clone());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { break };
+                if hang {
+                    // Read nothing, answer nothing, keep it open.
+                    held.push(stream);
+                    continue;
+                }
+                let (b, r) = (b.clone(), r.clone());
+                std::thread::spawn(move || serve(stream, failing, &b, &r));
+            }
+        });
+        Receiver {
+            port,
+            bodies,
+            requests,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook/secret-path", self.port)
+    }
+
+    /// The notifications received (each body as JSON).
+    fn received(&self) -> Vec<Value> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| serde_json::from_str(b).expect("a notification is JSON"))
+            .collect()
+    }
+
+    fn count(&self, event: &str) -> usize {
+        self.received()
+            .iter()
+            .filter(|n| n["event"] == event)
+            .count()
+    }
+}
+
+/// One connection: each request (keep-alive) answered in turn.
+fn serve(stream: TcpStream, failing: usize, bodies: &Mutex<Vec<String>>, requests: &Mutex<usize>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    loop {
+        let mut length = 0;
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            if header == "\r\n" {
+                break;
+            }
+            let lower = header.to_ascii_lowercase();
+            if let Some(value) = lower.strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let n = {
+            let mut count = requests.lock().unwrap();
+            *count += 1;
+            *count
+        };
+        let status = if n <= failing {
+            "500 Internal Server Error"
+        } else {
+            bodies
+                .lock()
+                .unwrap()
+                .push(String::from_utf8(body).unwrap());
+            "200 OK"
+        };
+        let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+        if out.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// `oapkg watch --apply ARGS...` against `sim` with the support keys and
+/// short notification retries.
+fn start_service(env: &Env, sim: &esms_sim::BlockingSimHandle, args: &[&str]) -> Watch {
+    let endpoint = sim.endpoint().as_str().to_owned();
+    let mut all = vec!["--apply"];
+    all.extend_from_slice(args);
+    Watch::start_with(env, &all, |cmd| {
+        cmd.env("ESMS_ENDPOINT", &endpoint)
+            .env("ESMS_API_KEY", API_KEY)
+            .env("ESMS_SECRET_KEY", SECRET_KEY)
+            .env("OAPKG_TEST_NOTIFY_DELAY_MS", "50");
+    })
+}
 
 /// The same package with another duration: a `replace` once bought.
 fn pkg_months(oaid: u64, months: u32) -> String {
@@ -70,5 +193,150 @@ fn a_replace_is_held_while_an_unrelated_purchase_of_the_cycle_is_bought() {
     assert_eq!(outcome(&mut watch)["outcome"], "done");
     assert_eq!(sim.ledger().len(), 3);
     assert_eq!(held_records(&watch).len(), 2, "{}", watch.0.transcript());
+    assert_eq!(watch.terminate(), 0);
+}
+
+#[test]
+fn bought_failed_and_unconfirmed_reach_a_receiver_failing_twice_once_each_without_a_secret() {
+    let env = Env::with_state();
+    env.file(
+        "oapkg.yaml",
+        doc(&[pkg(1001, 12), pkg(1002, 12), pkg(1003, 12)]),
+    );
+    let sim = simulator(
+        SimConfig::new()
+            .fault(FaultRule::for_oaid(
+                "1002",
+                Fault::Code {
+                    code: "204".into(),
+                    message: Some("OAID does not exist".into()),
+                },
+            ))
+            .fault(FaultRule::for_oaid(
+                "1003",
+                Fault::ServerError {
+                    stage: Stage::AfterCommit,
+                },
+            )),
+    );
+    let receiver = Receiver::start(2, false);
+    let run = env
+        .command(&["apply", "--auto-approve", "--notify", &receiver.url()])
+        .env("ESMS_ENDPOINT", sim.endpoint().as_str())
+        .env("ESMS_API_KEY", API_KEY)
+        .env("ESMS_SECRET_KEY", SECRET_KEY)
+        .env("OAPKG_TEST_NOTIFY_DELAY_MS", "50")
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // apply waits (briefly) for its notifications before exiting.
+    let received = receiver.received();
+    let events: Vec<(&str, &str)> = received
+        .iter()
+        .filter(|n| n["key"].is_string())
+        .map(|n| (n["event"].as_str().unwrap(), n["key"].as_str().unwrap()))
+        .collect();
+    let mut sorted = events.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            ("failed", "1002@2027-01-01"),
+            ("purchased", "1001@2027-01-01"),
+            ("unconfirmed", "1003@2027-01-01"),
+        ],
+        "{received:#?}"
+    );
+    assert!(
+        *receiver.requests.lock().unwrap() >= received.len() + 2,
+        "retried"
+    );
+    for n in &received {
+        let text = n.to_string();
+        assert!(
+            !text.contains(API_KEY) && !text.contains(SECRET_KEY),
+            "{text}"
+        );
+        for field in ["event", "at", "message", "text"] {
+            assert!(n[field].is_string(), "{field} in {n}");
+        }
+        assert!(n["text"].as_str().unwrap().starts_with("oapkg: "), "{n}");
+    }
+    let failed = received.iter().find(|n| n["event"] == "failed").unwrap();
+    assert_eq!(failed["oaid"], "1002");
+    assert!(
+        failed["message"].as_str().unwrap().contains("204"),
+        "{failed}"
+    );
+}
+
+#[test]
+fn a_receiver_that_never_answers_never_delays_a_purchase() {
+    let sim = simulator(SimConfig::new());
+    let env = Env::with_state();
+    env.file("a.yaml", doc(&[pkg(1001, 12)]));
+    let receiver = Receiver::start(0, true);
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://127.0.0.1:{}/", dead.local_addr().unwrap().port());
+    drop(dead);
+    let mut watch = start_service(
+        &env,
+        &sim,
+        &[
+            "-f",
+            "a.yaml",
+            "--notify",
+            &receiver.url(),
+            "--notify",
+            &dead_url,
+        ],
+    );
+    assert_eq!(outcome(&mut watch)["outcome"], "done");
+    // Each change is bought as soon as it is planned, while the first
+    // notifications still wait for an answer (10 s per attempt).
+    for (n, oaid) in [(2, 1002), (3, 1003)] {
+        let written = Instant::now();
+        let packages: Vec<String> = (1001..=oaid).map(|o| pkg(o, 12)).collect();
+        std::fs::write(env.path("a.yaml"), doc(&packages)).unwrap();
+        assert_eq!(outcome(&mut watch)["outcome"], "done");
+        assert_eq!(sim.ledger().len(), n);
+        let took = written.elapsed();
+        assert!(took < Duration::from_secs(3), "cycle {n} took {took:?}");
+    }
+    assert!(receiver.received().is_empty());
+    assert_eq!(watch.terminate(), 0);
+}
+
+#[test]
+fn watch_notifies_a_held_change_once() {
+    let sim = simulator(SimConfig::new());
+    let env = Env::with_state();
+    env.file("a.yaml", doc(&[pkg(1001, 12)]));
+    let receiver = Receiver::start(0, false);
+    let mut watch = start_service(&env, &sim, &["-f", "a.yaml", "--notify", &receiver.url()]);
+    assert_eq!(outcome(&mut watch)["outcome"], "done");
+    std::fs::write(env.path("a.yaml"), doc(&[pkg(1001, 6), pkg(1002, 12)])).unwrap();
+    assert_eq!(outcome(&mut watch)["outcome"], "done");
+    std::fs::write(
+        env.path("a.yaml"),
+        doc(&[pkg(1001, 6), pkg(1002, 12), pkg(1003, 12)]),
+    )
+    .unwrap();
+    assert_eq!(outcome(&mut watch)["outcome"], "done");
+    wait_until("three purchases notified", Duration::from_secs(10), || {
+        receiver.count("purchased") == 3
+    });
+    assert_eq!(receiver.count("held"), 1, "{:#?}", receiver.received());
+    let held = receiver
+        .received()
+        .into_iter()
+        .find(|n| n["event"] == "held")
+        .unwrap();
+    assert_eq!(held["key"], "1001@2027-01-01");
     assert_eq!(watch.terminate(), 0);
 }

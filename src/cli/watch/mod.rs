@@ -24,6 +24,7 @@ use super::apply::ApplyFlags;
 use super::context::today_now;
 use super::{Context, LogFormat};
 use crate::exit::ExitStatus;
+use crate::notify::{NotifyObserver, Scrub};
 use crate::watch::{
     self, ApplyReconciler, Canceller, Observers, Reconciler, Runner, WatchOptions, cancel_pair,
 };
@@ -88,7 +89,7 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
     // Fail before watching anything: a date that cannot be read would fail
     // every cycle.
     context.today()?;
-    let reconciler = reconciler(context, args)?;
+    let (reconciler, scrub) = reconciler(context, args)?;
     // A service that buys must never start against a missing state (a
     // wrong path would buy every package again); one that only plans says
     // so once.
@@ -116,8 +117,13 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         let (handle, stop) = cancel_pair();
         let handle = Arc::new(handle);
         listen_for_signals(handle.clone())?;
+        let notifier = Arc::new(crate::notify::Notifier::start(
+            &args.apply_flags.notify,
+            crate::notify::Delivery::default(),
+            scrub,
+        ));
         // The plan on stdout first, then the log record that sums it up.
-        let observers = Observers::new()
+        let mut observers = Observers::new()
             .with(Arc::new(report::PlanPrinter {
                 json: context.global.log_format == LogFormat::Json,
                 color: context.color_stdout(),
@@ -125,6 +131,9 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
                 broken: AtomicBool::new(false),
             }))
             .with(Arc::new(report::LogLines));
+        if !notifier.is_empty() {
+            observers = observers.with(Arc::new(NotifyObserver(notifier.clone())));
+        }
         let mut runner = Runner::new(
             options.files.clone(),
             context.store.clone(),
@@ -132,7 +141,10 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
             Arc::new(observers),
             reconciler,
         );
-        watch::run(&options, &mut runner, stop).await?;
+        let watched = watch::run(&options, &mut runner, stop).await;
+        drop(runner);
+        notifier.drain(NOTIFY_DRAIN).await;
+        watched?;
         anyhow::Ok(ExitStatus::Success)
     });
     // A read abandoned by a stop may still be blocked in its thread:
@@ -140,6 +152,9 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
     runtime.shutdown_timeout(SHUTDOWN_WAIT);
     result
 }
+
+/// How long stopping waits for the notifications still queued.
+const NOTIFY_DRAIN: Duration = Duration::from_secs(5);
 
 /// How long stopping waits for blocking work (file reads) still running.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
@@ -165,9 +180,13 @@ fn refuse_resends(flags: &ApplyFlags) -> anyhow::Result<()> {
 /// its guards, pre-flight, journal and lock, run on each plan that buys
 /// something. Built before watching starts, so missing credentials or a
 /// refused endpoint stop the service at once instead of at the first change.
-fn reconciler(context: &Context, args: &WatchArgs) -> anyhow::Result<Option<Box<dyn Reconciler>>> {
+/// With it, what scrubs the account keys from notifications.
+fn reconciler(
+    context: &Context,
+    args: &WatchArgs,
+) -> anyhow::Result<(Option<Box<dyn Reconciler>>, Option<Scrub>)> {
     if !args.apply {
-        return Ok(None);
+        return Ok((None, None));
     }
     let options = crate::apply::ApplyOptions {
         // Hold, don't block: a change that needs a flag not given waits,
@@ -175,11 +194,16 @@ fn reconciler(context: &Context, args: &WatchArgs) -> anyhow::Result<Option<Box<
         hold: true,
         ..super::apply::options(context, &args.apply_flags, "oapkg watch --apply")?
     };
-    Ok(Some(Box::new(ApplyReconciler::new(
-        context.store.clone(),
-        super::apply::client(&args.apply_flags.connection)?,
-        options,
-    ))))
+    let client = super::apply::client(&args.apply_flags.connection)?;
+    let scrub: Scrub = Arc::new(client.scrubber());
+    Ok((
+        Some(Box::new(ApplyReconciler::new(
+            context.store.clone(),
+            client,
+            options,
+        ))),
+        Some(scrub),
+    ))
 }
 
 /// SIGINT and SIGTERM (Ctrl-C elsewhere) fire `stop`. A second signal is
