@@ -134,6 +134,8 @@ pub enum WatchEvent<'a> {
     Suspended { path: &'a Path },
     /// The suspend file is gone: buying resumes (a cycle follows).
     Resumed { path: &'a Path },
+    /// Cycle `cycle` ended (whatever it did: the events before say).
+    CycleFinished { cycle: u64 },
     /// A stop was requested while cycle `cycle` runs: it finishes first.
     StopRequested { cycle: u64 },
     /// A watched directory is gone; it is watched again once it is back
@@ -194,6 +196,7 @@ impl WatchEvent<'_> {
             WatchEvent::Expiring { .. } => "expiring",
             WatchEvent::Suspended { .. } => "suspended",
             WatchEvent::Resumed { .. } => "resumed",
+            WatchEvent::CycleFinished { .. } => "cycle_finished",
             WatchEvent::StopRequested { .. } => "stop_requested",
             WatchEvent::DirGone { .. } => "dir_gone",
             WatchEvent::DirRewatched { .. } => "dir_rewatched",

@@ -132,6 +132,7 @@ pub async fn run(
                     }
                 }
             };
+            observer.event(&WatchEvent::CycleFinished { cycle: start.id });
             scheduler.finish(Instant::now(), outcome.retry_at);
             continue;
         }

@@ -340,3 +340,226 @@ fn watch_notifies_a_held_change_once() {
     assert_eq!(held["key"], "1001@2027-01-01");
     assert_eq!(watch.terminate(), 0);
 }
+
+/// A free port on 127.0.0.1 (bound, then released).
+fn free_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// `GET path` over real HTTP: the status code and the body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to --listen");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// One sample of the Prometheus text format.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+/// A strict parser of the Prometheus text exposition format (0.0.4):
+/// every sample belongs to a family announced by `# HELP` and `# TYPE`
+/// lines before it, names and label names are valid, label values are
+/// quoted with only `\\`, `\"` and `\n` escapes, values are numbers.
+fn parse_prometheus(text: &str) -> Vec<Sample> {
+    fn name_ok(name: &str) -> bool {
+        let mut chars = name.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+    let mut help = std::collections::BTreeSet::new();
+    let mut types = std::collections::BTreeMap::new();
+    let mut samples = Vec::new();
+    assert!(text.ends_with('\n'), "ends with a newline");
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, doc) = rest.split_once(' ').expect("HELP name text");
+            assert!(name_ok(name) && !doc.is_empty(), "{line}");
+            assert!(help.insert(name.to_owned()), "one HELP per family: {line}");
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            assert!(
+                types.insert(name.to_owned(), kind.to_owned()).is_none(),
+                "{line}"
+            );
+            continue;
+        }
+        assert!(
+            !line.starts_with('#') && !line.is_empty(),
+            "unexpected line {line:?}"
+        );
+        let (series, value) = line.rsplit_once(' ').expect("series value");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("value in {line:?}"));
+        let (name, labels) = match series.split_once('{') {
+            None => (series, Vec::new()),
+            Some((name, rest)) => {
+                let mut labels = Vec::new();
+                let mut rest = rest.strip_suffix('}').expect("closing brace");
+                while !rest.is_empty() {
+                    let (label, after) = rest.split_once("=\"").expect("label=\"");
+                    assert!(name_ok(label), "{line}");
+                    let mut value = String::new();
+                    let mut chars = after.char_indices();
+                    let end = loop {
+                        match chars.next().expect("closing quote") {
+                            (_, '\\') => match chars.next().expect("escape").1 {
+                                '\\' => value.push('\\'),
+                                '"' => value.push('"'),
+                                'n' => value.push('\n'),
+                                other => panic!("bad escape \\{other} in {line}"),
+                            },
+                            (i, '"') => break i,
+                            (_, c) => value.push(c),
+                        }
+                    };
+                    labels.push((label.to_owned(), value));
+                    rest = &after[end + 1..];
+                    rest = rest.strip_prefix(',').unwrap_or(rest);
+                }
+                (name, labels)
+            }
+        };
+        assert!(name_ok(name), "{line}");
+        assert!(
+            help.contains(name) && types.contains_key(name),
+            "HELP and TYPE before {line}"
+        );
+        samples.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        });
+    }
+    samples
+}
+
+fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.iter().any(|(l, w)| l == k && w == v))
+        })
+        .map(|s| s.value)
+}
+
+#[test]
+fn metrics_parse_and_match_the_ledger_and_healthz_follows_the_last_cycle() {
+    let sim = simulator(SimConfig::new().fault(FaultRule::for_oaid(
+        "1002",
+        Fault::Code {
+            code: "204".into(),
+            message: None,
+        },
+    )));
+    let env = Env::with_state();
+    env.file(
+        "a.yaml",
+        "apiVersion: oapkg/v1\nkind: PackageSet\npackages:\n  - oaid: \"1001\"\n    name: 'Shop \"A\" \\ B'\n    tier: advanced\n    start: 2026-11-01\n    duration: 1\n",
+    );
+    let addr = free_addr();
+    let mut watch = start_service(&env, &sim, &["-f", "a.yaml", "--listen", &addr]);
+    assert_eq!(outcome(&mut watch)["outcome"], "done");
+    wait_until("the first cycle counted", Duration::from_secs(10), || {
+        let samples = parse_prometheus(&get(&addr, "/metrics").1);
+        sample(&samples, "oapkg_cycles_total", &[("result", "ok")]) == Some(1.0)
+    });
+    let (status, body) = get(&addr, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let samples = parse_prometheus(&get(&addr, "/metrics").1);
+    assert_eq!(
+        sample(
+            &samples,
+            "oapkg_purchases_total",
+            &[("result", "purchased")]
+        ),
+        Some(sim.ledger().len() as f64)
+    );
+    assert_eq!(
+        sample(&samples, "oapkg_cycles_total", &[("result", "ok")]),
+        Some(1.0)
+    );
+    assert!(sample(&samples, "oapkg_last_success_timestamp_seconds", &[]).unwrap() > 1.7e9);
+    assert_eq!(
+        sample(&samples, "oapkg_unconfirmed_packages", &[]),
+        Some(0.0)
+    );
+    // Coverage ends 2026-11-30: the local midnight after it, with the
+    // name's quote and backslash escaped in the label.
+    assert_eq!(
+        sample(
+            &samples,
+            "oapkg_coverage_end_timestamp_seconds",
+            &[("oaid", "1001"), ("name", "Shop \"A\" \\ B")]
+        ),
+        Some(1_796_058_000.0)
+    );
+
+    // A failing cycle (204 for 1002): 503, saying why.
+    std::fs::write(env.path("a.yaml"), doc(&[pkg(1001, 12), pkg(1002, 12)])).unwrap();
+    assert_eq!(outcome(&mut watch)["outcome"], "failed");
+    wait_until("a failed cycle counted", Duration::from_secs(10), || {
+        let samples = parse_prometheus(&get(&addr, "/metrics").1);
+        sample(&samples, "oapkg_cycles_total", &[("result", "failed")]) == Some(1.0)
+    });
+    let (status, body) = get(&addr, "/healthz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("failed: "), "{body}");
+    let samples = parse_prometheus(&get(&addr, "/metrics").1);
+    assert_eq!(
+        sample(&samples, "oapkg_purchases_total", &[("result", "failed")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "oapkg_purchases_total",
+            &[("result", "purchased")]
+        ),
+        Some(sim.ledger().len() as f64)
+    );
+
+    // A good cycle: 200 again.
+    std::fs::write(env.path("a.yaml"), doc(&[pkg(1001, 12), pkg(1003, 12)])).unwrap();
+    assert_eq!(outcome(&mut watch)["outcome"], "done");
+    wait_until("healthy again", Duration::from_secs(10), || {
+        get(&addr, "/healthz").0 == 200
+    });
+    assert_eq!(watch.terminate(), 0);
+}
+
+#[test]
+fn listen_on_an_address_in_use_is_refused_naming_it() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let env = Env::new();
+    env.file("oapkg.yaml", doc(&[pkg(1001, 12)]));
+    let run = env.command(&["watch", "--listen", &addr]).output().unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains(&addr) && stderr.contains("in use"),
+        "{stderr}"
+    );
+}

@@ -69,6 +69,11 @@ pub struct WatchArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub poll: Option<Duration>,
 
+    /// Serve GET /metrics (Prometheus) and GET /healthz on ADDR, e.g.
+    /// 127.0.0.1:9184
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+
     #[command(flatten)]
     pub apply_flags: ApplyFlags,
 }
@@ -122,6 +127,17 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
             crate::notify::Delivery::default(),
             scrub,
         ));
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let server = match &args.listen {
+            Some(addr) => {
+                let listener = crate::metrics::server::bind(addr).await?;
+                Some(tokio::spawn(crate::metrics::server::serve(
+                    listener,
+                    metrics.clone(),
+                )))
+            }
+            None => None,
+        };
         // The plan on stdout first, then the log record that sums it up.
         let mut observers = Observers::new()
             .with(Arc::new(report::PlanPrinter {
@@ -131,6 +147,9 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
                 broken: AtomicBool::new(false),
             }))
             .with(Arc::new(report::LogLines));
+        if server.is_some() {
+            observers = observers.with(metrics.clone());
+        }
         if !notifier.is_empty() {
             observers = observers.with(Arc::new(NotifyObserver(notifier.clone())));
         }
@@ -144,6 +163,9 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         let watched = watch::run(&options, &mut runner, stop).await;
         drop(runner);
         notifier.drain(NOTIFY_DRAIN).await;
+        if let Some(server) = server {
+            server.abort();
+        }
         watched?;
         anyhow::Ok(ExitStatus::Success)
     });

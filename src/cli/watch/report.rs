@@ -241,7 +241,9 @@ impl Observer for LogLines {
                     tracing::warn!(target: CLI, key = key.as_str(), "{warning}");
                 }
             }
-            WatchEvent::Apply { .. } | WatchEvent::Coverage { .. } => {}
+            WatchEvent::Apply { .. }
+            | WatchEvent::Coverage { .. }
+            | WatchEvent::CycleFinished { .. } => {}
             WatchEvent::ChangeHeld {
                 cycle,
                 change,
