@@ -301,7 +301,7 @@ mod tests {
             text.contains("oapkg_cycles_total{result=\"ok\"} 1"),
             "{text}"
         );
-        assert_eq!(metrics.health().0, true);
+        assert!(metrics.health().0);
     }
 }
 

@@ -130,10 +130,6 @@ pub enum WatchEvent<'a> {
     /// An OA's coverage ends within 30 days with nothing declared or
     /// recorded after it. Reported at most once per OA per local day.
     Expiring { cycle: u64, oa: &'a Expiring },
-    /// The suspend file appeared: cycles plan but buy nothing.
-    Suspended { path: &'a Path },
-    /// The suspend file is gone: buying resumes (a cycle follows).
-    Resumed { path: &'a Path },
     /// Cycle `cycle` ended (whatever it did: the events before say).
     CycleFinished { cycle: u64 },
     /// A stop was requested while cycle `cycle` runs: it finishes first.
@@ -194,8 +190,6 @@ impl WatchEvent<'_> {
             WatchEvent::LowBalance { .. } => "low_balance",
             WatchEvent::Coverage { .. } => "coverage",
             WatchEvent::Expiring { .. } => "expiring",
-            WatchEvent::Suspended { .. } => "suspended",
-            WatchEvent::Resumed { .. } => "resumed",
             WatchEvent::CycleFinished { .. } => "cycle_finished",
             WatchEvent::StopRequested { .. } => "stop_requested",
             WatchEvent::DirGone { .. } => "dir_gone",

@@ -198,15 +198,15 @@ fn refuse_resends(flags: &ApplyFlags) -> anyhow::Result<()> {
     )
 }
 
+/// The reconciler of `--apply` and the scrubber of its keys.
+type ApplyStep = (Option<Box<dyn Reconciler>>, Option<Scrub>);
+
 /// The apply step for `--apply`: the apply engine of `oapkg apply`, with
 /// its guards, pre-flight, journal and lock, run on each plan that buys
 /// something. Built before watching starts, so missing credentials or a
 /// refused endpoint stop the service at once instead of at the first change.
 /// With it, what scrubs the account keys from notifications.
-fn reconciler(
-    context: &Context,
-    args: &WatchArgs,
-) -> anyhow::Result<(Option<Box<dyn Reconciler>>, Option<Scrub>)> {
+fn reconciler(context: &Context, args: &WatchArgs) -> anyhow::Result<ApplyStep> {
     if !args.apply {
         return Ok((None, None));
     }

@@ -281,18 +281,6 @@ impl Observer for LogLines {
                 oa.end,
                 oa.days_left
             ),
-            WatchEvent::Suspended { path } => tracing::warn!(
-                target: LOOP,
-                path = %path.display(),
-                "suspended: {} exists; cycles plan but buy nothing until it is removed",
-                path.display()
-            ),
-            WatchEvent::Resumed { path } => tracing::info!(
-                target: LOOP,
-                path = %path.display(),
-                "resumed: {} is gone; buying again",
-                path.display()
-            ),
             WatchEvent::Applied {
                 cycle,
                 inputs,
