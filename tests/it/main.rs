@@ -5,6 +5,7 @@ mod apply;
 mod costs;
 mod coverage;
 mod disk;
+mod doc_links;
 mod escapes;
 mod expiring;
 mod faults;
