@@ -218,6 +218,7 @@ impl Runner {
         let fingerprint = Fingerprint {
             manifest_hash: manifests.hash().to_string(),
             state: loaded.id.clone(),
+            today,
         };
         let gate = self.retries.gate(&fingerprint, Instant::now());
         let decision = policy::decide(

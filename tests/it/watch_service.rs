@@ -563,3 +563,57 @@ fn listen_on_an_address_in_use_is_refused_naming_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn crossing_local_midnight_starts_a_cycle_without_interval() {
+    let env = Env::new();
+    env.file("oapkg.yaml", doc(&[pkg(1001, 12)]));
+    // This process's clock starts 2 s before midnight in Asia/Ho_Chi_Minh.
+    let mut watch = Watch::start_with(&env, &[], |cmd| {
+        cmd.env_remove("OAPKG_TODAY")
+            .env("OAPKG_TEST_NOW", "2026-11-26T23:59:58+07:00");
+    });
+    let first = watch.printed();
+    assert_eq!(first["plan"]["today"], "2026-11-26");
+    let next = watch.printed();
+    assert_eq!(
+        (next["cycle"].as_u64(), next["trigger"].as_str()),
+        (Some(2), Some("day")),
+        "{next}"
+    );
+    assert_eq!(next["plan"]["today"], "2026-11-27");
+    assert_eq!(watch.terminate(), 0);
+}
+
+#[test]
+fn ready_and_watchdog_reach_notify_socket() {
+    use std::os::unix::net::UnixDatagram;
+    let env = Env::new();
+    env.file("oapkg.yaml", doc(&[pkg(1001, 12)]));
+    let socket_path = env.path("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut watch = Watch::start_with(&env, &[], |cmd| {
+        cmd.env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "400000");
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(seen.iter().any(|m: &String| m.contains("READY=1"))
+        && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+    {
+        assert!(Instant::now() < deadline, "{seen:?}");
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a datagram");
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let ready = seen.iter().position(|m| m.contains("READY=1")).unwrap();
+    assert!(
+        seen[..ready].iter().all(|m| !m.contains("WATCHDOG")),
+        "{seen:?}"
+    );
+    watch.planned();
+    assert_eq!(watch.terminate(), 0);
+}

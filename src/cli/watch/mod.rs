@@ -30,6 +30,7 @@ use crate::watch::{
 };
 
 mod report;
+mod systemd;
 
 #[derive(Debug, Args)]
 // `apply`'s flags mean nothing without `--apply`: say so instead of ignoring
@@ -94,6 +95,7 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
     // Fail before watching anything: a date that cannot be read would fail
     // every cycle.
     context.today()?;
+    let clock = crate::watch::Clock::from_env().map_err(anyhow::Error::msg)?;
     let (reconciler, scrub) = reconciler(context, args)?;
     // A service that buys must never start against a missing state (a
     // wrong path would buy every package again); one that only plans says
@@ -111,6 +113,7 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         debounce: Duration::from_millis(args.debounce),
         interval: args.interval,
         poll: args.poll,
+        clock,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -150,21 +153,30 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         if server.is_some() {
             observers = observers.with(metrics.clone());
         }
+        let watchdog = if systemd::enabled() {
+            observers = observers.with(Arc::new(systemd::Readiness));
+            systemd::watchdog()
+        } else {
+            None
+        };
         if !notifier.is_empty() {
             observers = observers.with(Arc::new(NotifyObserver(notifier.clone())));
         }
         let mut runner = Runner::new(
             options.files.clone(),
             context.store.clone(),
-            Box::new(|| today_now().map_err(|e| format!("{e:#}"))),
+            Box::new(move || match std::env::var_os("OAPKG_TODAY") {
+                Some(_) => today_now().map_err(|e| format!("{e:#}")),
+                None => clock.today(),
+            }),
             Arc::new(observers),
             reconciler,
         );
         let watched = watch::run(&options, &mut runner, stop).await;
         drop(runner);
         notifier.drain(NOTIFY_DRAIN).await;
-        if let Some(server) = server {
-            server.abort();
+        for task in [server, watchdog].into_iter().flatten() {
+            task.abort();
         }
         watched?;
         anyhow::Ok(ExitStatus::Success)
