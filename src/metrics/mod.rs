@@ -45,6 +45,8 @@ struct State {
     unconfirmed: Option<usize>,
     balance: Option<f64>,
     held: BTreeMap<String, ()>,
+    /// The suspend file, while it exists.
+    suspended: Option<String>,
 }
 
 impl Metrics {
@@ -61,10 +63,17 @@ impl Metrics {
     /// `/healthz`: healthy or not, and a one-line reason.
     pub fn health(&self) -> (bool, String) {
         let state = self.state();
-        match &state.health {
+        let (healthy, why) = match &state.health {
             None => (true, "ok: no cycle has finished yet".to_owned()),
             Some(("ok", _)) => (true, "ok: the last cycle succeeded".to_owned()),
             Some((result, why)) => (false, format!("{result}: {why}")),
+        };
+        match &state.suspended {
+            Some(path) => (
+                healthy,
+                format!("{why} (suspended: {path} exists, nothing is bought)"),
+            ),
+            None => (healthy, why),
         }
     }
 
@@ -76,7 +85,7 @@ impl Metrics {
             &mut out,
             "oapkg_cycles_total",
             "counter",
-            "Watch cycles finished, by result (ok, skipped, invalid, error, refused, failed, cancelled).",
+            "Watch cycles finished, by result (ok, skipped, suspended, invalid, error, refused, failed, cancelled).",
         );
         for (result, n) in &state.cycles {
             let _ = writeln!(out, "oapkg_cycles_total{{result=\"{result}\"}} {n}");
@@ -134,6 +143,17 @@ impl Metrics {
             "Changes held by the last apply step (they need a flag, or their OA failed the pre-flight).",
         );
         let _ = writeln!(out, "oapkg_held_changes {}", state.held.len());
+        family(
+            &mut out,
+            "oapkg_suspended",
+            "gauge",
+            "1 while the suspend file exists (cycles plan but buy nothing), else 0.",
+        );
+        let _ = writeln!(
+            out,
+            "oapkg_suspended {}",
+            u8::from(state.suspended.is_some())
+        );
         if let Some(balance) = state.balance {
             family(
                 &mut out,
@@ -212,6 +232,13 @@ impl Observer for Metrics {
             }
             WatchEvent::Held { .. } | WatchEvent::PutOff { .. } => set("skipped"),
             WatchEvent::NotAppliedStopping { .. } => set("cancelled"),
+            WatchEvent::NotAppliedSuspended { .. } => set("suspended"),
+            WatchEvent::Suspended { path } => {
+                state.suspended = Some(
+                    crate::plan::render::escape_controls(&path.display().to_string()).into_owned(),
+                );
+            }
+            WatchEvent::Resumed { .. } => state.suspended = None,
             WatchEvent::Coverage { ends, .. } => {
                 state.coverage = ends
                     .iter()
@@ -265,7 +292,7 @@ impl Observer for Metrics {
                         state.health = Some(("ok", String::new()));
                         state.last_success = Some(Timestamp::now());
                     }
-                    "skipped" => {}
+                    "skipped" | "suspended" => {}
                     _ if state.health.as_ref().is_some_and(|(r, _)| *r == result) => {}
                     other => state.health = Some((other, "see the log".to_owned())),
                 }

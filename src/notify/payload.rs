@@ -23,7 +23,7 @@ use crate::watch::{Reconciled, Unreadable, WatchEvent};
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Notification {
     /// `purchased`, `failed`, `unconfirmed`, `held`, `refused`,
-    /// `expiring`, `low_balance` or `error`.
+    /// `expiring`, `low_balance`, `error`, `suspended` or `resumed`.
     pub event: &'static str,
     pub at: Timestamp,
     pub message: String,
@@ -230,6 +230,22 @@ pub fn from_watch(event: &WatchEvent<'_>, at: Timestamp) -> Option<Notification>
             ),
         )
         .about(oa.key.as_str(), oa.oaid.as_str(), oa.name.as_deref()),
+        WatchEvent::Suspended { path } => Notification::new(
+            "suspended",
+            at,
+            format!(
+                "suspended: {} exists; cycles plan but buy nothing",
+                escape_controls(&path.display().to_string())
+            ),
+        ),
+        WatchEvent::Resumed { path } => Notification::new(
+            "resumed",
+            at,
+            format!(
+                "resumed: {} is gone; buying again",
+                escape_controls(&path.display().to_string())
+            ),
+        ),
         _ => return None,
     };
     Some(notification.finish())

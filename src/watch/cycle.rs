@@ -68,6 +68,8 @@ pub enum Applied {
     PutOff,
     /// A stop was requested before the apply step.
     Stopped,
+    /// The watch is suspended (its suspend file exists).
+    Suspended,
     Reconciled(Reconciled),
 }
 
@@ -103,6 +105,8 @@ pub struct Runner {
     held: BTreeMap<Key, HoldReason>,
     /// The day each expiring OA was last reported.
     expiring_told: BTreeMap<Oaid, Date>,
+    /// While this file exists, nothing is bought.
+    suspend_file: Option<PathBuf>,
 }
 
 /// How far ahead [`WatchEvent::Expiring`] looks, as `oapkg expiring`.
@@ -132,7 +136,14 @@ impl Runner {
             changes: Arc::new(AtomicU64::new(0)),
             held: BTreeMap::new(),
             expiring_told: BTreeMap::new(),
+            suspend_file: None,
         }
+    }
+
+    /// While `path` exists, cycles plan but buy nothing.
+    pub fn suspend_with(mut self, path: Option<PathBuf>) -> Runner {
+        self.suspend_file = path;
+        self
     }
 
     /// The counter the file watcher bumps for every relevant change: a
@@ -294,6 +305,18 @@ impl Runner {
         if cancel.is_cancelled() {
             self.emit(WatchEvent::NotAppliedStopping { cycle, inputs });
             return Applied::Stopped;
+        }
+        if let Some(path) = self.suspend_file.as_deref()
+            && path.exists()
+        {
+            self.emit(WatchEvent::NotAppliedSuspended {
+                cycle,
+                inputs,
+                path,
+            });
+            // Planned again (and applied) once resumed.
+            self.last = None;
+            return Applied::Suspended;
         }
         // A plan made from a file caught in the middle of a save must not
         // be bought: whatever changed since the cycle started (events

@@ -80,6 +80,17 @@ pub enum WatchEvent<'a> {
         inputs: &'a Fingerprint,
         gate: &'a ApplyGate,
     },
+    /// The watch is suspended (its suspend file exists): the plan is not
+    /// applied. The first cycle after it resumes plans again.
+    NotAppliedSuspended {
+        cycle: u64,
+        inputs: &'a Fingerprint,
+        path: &'a Path,
+    },
+    /// The suspend file appeared: cycles plan but buy nothing.
+    Suspended { path: &'a Path },
+    /// The suspend file is gone: buying resumes (a cycle follows).
+    Resumed { path: &'a Path },
     /// A stop was requested before the apply step: the plan is not applied.
     NotAppliedStopping { cycle: u64, inputs: &'a Fingerprint },
     /// The manifests changed while the cycle planned: the apply is put off
@@ -181,6 +192,9 @@ impl WatchEvent<'_> {
             WatchEvent::Planned { .. } => "planned",
             WatchEvent::Held { .. } => "held",
             WatchEvent::NotAppliedStopping { .. } => "not_applied_stopping",
+            WatchEvent::NotAppliedSuspended { .. } => "not_applied_suspended",
+            WatchEvent::Suspended { .. } => "suspended",
+            WatchEvent::Resumed { .. } => "resumed",
             WatchEvent::PutOff { .. } => "put_off",
             WatchEvent::ApplyStarted { .. } => "apply_started",
             WatchEvent::Apply { .. } => "apply",

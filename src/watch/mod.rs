@@ -72,7 +72,14 @@ pub struct WatchOptions {
     pub poll: Option<Duration>,
     /// The wall clock: a new calendar day starts a cycle.
     pub clock: Clock,
+    /// While this file exists nothing is bought; checked every
+    /// [`SUSPEND_CHECK`] to report the change (and, on resuming, to run a
+    /// cycle).
+    pub suspend_file: Option<PathBuf>,
 }
+
+/// How often the suspend file is looked for between cycles.
+pub const SUSPEND_CHECK: Duration = Duration::from_secs(1);
 
 /// Why watching could not start (or stopped by itself).
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +121,27 @@ pub async fn run(
 
     let mut scheduler = Scheduler::new(options.debounce, options.interval, Instant::now());
     scheduler.next_day(options.clock.next_day());
+    let mut suspended = false;
+    let mut suspend_check = tokio::time::interval(SUSPEND_CHECK);
+    suspend_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut check_suspend = |scheduler: &mut Scheduler| {
+        let Some(path) = options.suspend_file.as_deref() else {
+            return;
+        };
+        let now = path.exists();
+        if now == suspended {
+            return;
+        }
+        suspended = now;
+        if now {
+            observer.event(&WatchEvent::Suspended { path });
+        } else {
+            observer.event(&WatchEvent::Resumed { path });
+            let at = Instant::now();
+            scheduler.on_change(at, at, &[path.to_owned()]);
+        }
+    };
+    check_suspend(&mut scheduler);
     let stopping = stop.clone();
     let mut open = true;
     loop {
@@ -155,6 +183,7 @@ pub async fn run(
                 None => open = false,
             },
             () = tokio::time::sleep_until(wake) => {}
+            _ = suspend_check.tick(), if options.suspend_file.is_some() => check_suspend(&mut scheduler),
             () = stopping.cancelled() => break,
         }
     }

@@ -617,3 +617,54 @@ fn ready_and_watchdog_reach_notify_socket() {
     watch.planned();
     assert_eq!(watch.terminate(), 0);
 }
+
+#[test]
+fn a_suspend_file_pauses_buying_and_removing_it_resumes() {
+    let sim = simulator(SimConfig::new());
+    let env = Env::with_state();
+    env.file("a.yaml", doc(&[pkg(1001, 12)]));
+    env.file("state/oapkg.suspend", "");
+    let addr = free_addr();
+    let receiver = Receiver::start(0, false);
+    let suspend = env.path("state/oapkg.suspend");
+    let suspend_arg = suspend.to_str().unwrap().to_owned();
+    let mut watch = start_service(
+        &env,
+        &sim,
+        &[
+            "-f",
+            "a.yaml",
+            "--suspend-file",
+            &suspend_arg,
+            "--listen",
+            &addr,
+            "--notify",
+            &receiver.url(),
+        ],
+    );
+    watch.record("suspended at start", |v| {
+        v["suspended"] == true && message(v).starts_with("suspended:")
+    });
+    watch.record("the plan not applied", |v| {
+        v["suspended"] == true && message(v).contains("not applied")
+    });
+    let samples = parse_prometheus(&get(&addr, "/metrics").1);
+    assert_eq!(sample(&samples, "oapkg_suspended", &[]), Some(1.0));
+    let (status, body) = get(&addr, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("suspended"), "{body}");
+    assert!(sim.ledger().is_empty());
+
+    std::fs::remove_file(&suspend).unwrap();
+    watch.record("resumed", |v| v["suspended"] == false);
+    assert_eq!(outcome(&mut watch)["outcome"], "done");
+    assert_eq!(charged(&sim), keys(&["1001@2027-01-01"]));
+    let samples = parse_prometheus(&get(&addr, "/metrics").1);
+    assert_eq!(sample(&samples, "oapkg_suspended", &[]), Some(0.0));
+    wait_until(
+        "suspended and resumed notified",
+        Duration::from_secs(10),
+        || receiver.count("suspended") == 1 && receiver.count("resumed") == 1,
+    );
+    assert_eq!(watch.terminate(), 0);
+}

@@ -75,6 +75,11 @@ pub struct WatchArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
 
+    /// While PATH exists, plan but buy nothing (`touch PATH` to suspend,
+    /// `rm PATH` to resume; checked every second)
+    #[arg(long, value_name = "PATH")]
+    pub suspend_file: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     pub apply_flags: ApplyFlags,
 }
@@ -114,6 +119,7 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         interval: args.interval,
         poll: args.poll,
         clock,
+        suspend_file: args.suspend_file.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -171,7 +177,8 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
             }),
             Arc::new(observers),
             reconciler,
-        );
+        )
+        .suspend_with(options.suspend_file.clone());
         let watched = watch::run(&options, &mut runner, stop).await;
         drop(runner);
         notifier.drain(NOTIFY_DRAIN).await;

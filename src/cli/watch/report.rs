@@ -213,6 +213,32 @@ impl Observer for LogLines {
                 manifest_hash = inputs.manifest_hash.as_str(),
                 "stopping: this plan is not applied"
             ),
+            WatchEvent::NotAppliedSuspended {
+                cycle,
+                inputs,
+                path,
+            } => tracing::info!(
+                target: CYCLE,
+                cycle,
+                manifest_hash = inputs.manifest_hash.as_str(),
+                suspended = true,
+                "suspended ({} exists): this plan is not applied",
+                path.display()
+            ),
+            WatchEvent::Suspended { path } => tracing::warn!(
+                target: LOOP,
+                path = %path.display(),
+                suspended = true,
+                "suspended: {} exists; cycles plan but buy nothing until it is removed",
+                path.display()
+            ),
+            WatchEvent::Resumed { path } => tracing::info!(
+                target: LOOP,
+                path = %path.display(),
+                suspended = false,
+                "resumed: {} is gone; planning and buying again",
+                path.display()
+            ),
             WatchEvent::PutOff { cycle, inputs } => tracing::info!(
                 target: CYCLE,
                 cycle,
