@@ -188,7 +188,13 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     if !quiet || asks {
         print(&text)?;
     }
-    let counts = counts?;
+    let counts = match counts {
+        Ok(counts) => counts,
+        Err(refusal) => {
+            notify_refused(&args.flags.notify, &client, &refusal);
+            return Err(refusal.into());
+        }
+    };
     if counts.requests() > 0 && !reviewed && !args.auto_approve {
         confirm(counts.requests(), apply::planned_cost(&plan, &options))?;
     }
@@ -333,6 +339,29 @@ pub(super) fn notifier(
         crate::notify::Delivery::default(),
         Some(std::sync::Arc::new(client.scrubber())),
     )
+}
+
+/// Tells the `--notify` webhooks that the guards refused the run (on a
+/// runtime of its own: nothing else runs yet).
+fn notify_refused(
+    targets: &[crate::notify::Target],
+    client: &Client,
+    refusal: &apply::GuardRefusal,
+) {
+    if targets.is_empty() {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    runtime.block_on(async {
+        let notifier = notifier(targets, client);
+        notifier.event("refused", refusal.to_string());
+        notifier.drain(NOTIFY_DRAIN).await;
+    });
 }
 
 /// The run on a runtime of its own, with SIGINT/SIGTERM asking it to stop.

@@ -668,3 +668,40 @@ fn a_suspend_file_pauses_buying_and_removing_it_resumes() {
     );
     assert_eq!(watch.terminate(), 0);
 }
+
+#[test]
+fn apply_notifies_a_refused_run() {
+    let env = Env::with_state();
+    let sim = simulator(SimConfig::new());
+    let receiver = Receiver::start(0, false);
+    let apply = |notify: bool| {
+        let mut args = vec!["apply", "--auto-approve"];
+        let url = receiver.url();
+        if notify {
+            args.extend(["--notify", url.as_str()]);
+        }
+        env.command(&args)
+            .env("ESMS_ENDPOINT", sim.endpoint().as_str())
+            .env("ESMS_API_KEY", API_KEY)
+            .env("ESMS_SECRET_KEY", SECRET_KEY)
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    env.file("oapkg.yaml", doc(&[pkg(1001, 12)]));
+    assert_eq!(apply(false), Some(0));
+    // A replace without --allow-replace: `apply` refuses (it does not hold).
+    env.file("oapkg.yaml", doc(&[pkg(1001, 6)]));
+    assert_eq!(apply(true), Some(1));
+    let received = receiver.received();
+    assert_eq!(received.len(), 1, "{received:#?}");
+    assert_eq!(received[0]["event"], "refused");
+    assert!(
+        received[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-replace"),
+        "{received:#?}"
+    );
+}
