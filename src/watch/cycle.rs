@@ -7,7 +7,12 @@
 //! the [`Reconciler`]. What it adds is memory across cycles, with the rules
 //! of [`policy`]: the last inputs planned (to skip a cycle that would print
 //! the same plan), the last good plan (named when the manifests turn
-//! invalid), and the refused or failed applies (to back off).
+//! invalid), and the refused or failed applies (to back off); the changes
+//! the apply step held (each reported once as [`WatchEvent::ChangeHeld`]
+//! while it stays held) and the OAs reported expiring today (once per OA
+//! per day). After each plan it reports every OA's coverage end
+//! ([`WatchEvent::Coverage`]). With a suspend file that exists, the plan
+//! is not applied ([`WatchEvent::NotAppliedSuspended`]).
 //!
 //! It reports every decision as a [`WatchEvent`] to its [`Observer`],
 //! inside the cycle's tracing span, and prints nothing itself.
