@@ -29,6 +29,7 @@ pub struct Expiring {
 /// (inclusive), with nothing declared or recorded that ends later. An OA
 /// whose packages all ended before today is not listed: it lapsed already
 /// (its last alert window has passed), and `state list` shows it.
+/// Sorted by days left, then OAID.
 pub fn find(
     desired: &DesiredSet,
     recorded: &BTreeMap<Key, Record>,
@@ -75,7 +76,8 @@ pub fn find(
     let horizon = jiff::Span::new()
         .try_days(i64::from(within_days))
         .map_or(Date::MAX, |window| today.saturating_add(window));
-    last.into_values()
+    let mut found = last
+        .into_values()
         .filter(|l| l.spec.end() >= today && l.spec.end() <= horizon)
         .map(|l| Expiring {
             oaid: l.spec.oaid.clone(),
@@ -90,7 +92,10 @@ pub fn find(
                 _ => "recorded",
             },
         })
-        .collect()
+        .collect::<Vec<_>>();
+    // The most urgent first.
+    found.sort_by(|a, b| (a.days_left, &a.oaid).cmp(&(b.days_left, &b.oaid)));
+    found
 }
 
 #[cfg(test)]

@@ -8,17 +8,19 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_saphyr::Spanned;
 
 use super::raw::{
-    DateSchema, Field, KeyProblem, OaidSchema, Scalar, ScalarVisitor, TierSchema, field_mapping,
-    forward_scalars_to, read_fields,
+    DateSchema, Field, KeyProblem, OaidSchema, Scalar, ScalarVisitor, Spanned, TierSchema,
+    field_mapping, forward_scalars_to, read_fields,
 };
 
 /// `monthly:` of a price list: the price of one month of each tier.
 #[derive(Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(description = "The price of one month of each tier, a whole positive amount.")]
+#[schemars(
+    rename = "MonthlyPrices",
+    description = "The price of one month of each tier, a whole positive amount."
+)]
 pub struct RawMonthly {
     #[schemars(with = "Option<u64>")]
     pub trial: Option<Field>,
@@ -52,6 +54,7 @@ impl RawMonthly {
 #[derive(Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(
+    rename = "CoveragePolicy",
     description = "Keeps one OA covered: buys the next package of `tier` for `months` when its coverage ends within `renew_before_days`."
 )]
 pub struct RawPolicy {

@@ -13,7 +13,88 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_saphyr::{Location, Spanned};
+
+/// Where a value was written: its 1-based line and column, and the bytes of
+/// its token in the text (empty for a mapping or a sequence, which are
+/// placed at their first key or dash). What validation needs of
+/// serde-saphyr's location, in a form the fast reader
+/// ([`fast`](super::fast)) can build too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    line: u32,
+    column: u32,
+    /// Byte offset and length of the token; `u32::MAX` when unknown.
+    offset: u32,
+    len: u32,
+}
+
+impl Location {
+    /// No location (an error the parser could not place).
+    pub const UNKNOWN: Location = Location {
+        line: 0,
+        column: 0,
+        offset: u32::MAX,
+        len: u32::MAX,
+    };
+
+    pub(super) fn new(line: usize, column: usize, offset: usize, len: usize) -> Location {
+        let narrow = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Location {
+            line: narrow(line),
+            column: narrow(column),
+            offset: narrow(offset),
+            len: narrow(len),
+        }
+    }
+
+    pub fn line(&self) -> u64 {
+        u64::from(self.line)
+    }
+
+    pub fn column(&self) -> u64 {
+        u64::from(self.column)
+    }
+
+    /// The byte range of the token in the text, when known.
+    pub fn bytes(&self) -> Option<std::ops::Range<usize>> {
+        if self.offset == u32::MAX || self.len == u32::MAX {
+            return None;
+        }
+        let start = usize::try_from(self.offset).ok()?;
+        Some(start..start.checked_add(usize::try_from(self.len).ok()?)?)
+    }
+}
+
+impl From<serde_saphyr::Location> for Location {
+    fn from(at: serde_saphyr::Location) -> Location {
+        let span = at.span();
+        let narrow = |n: Option<u64>| n.and_then(|n| u32::try_from(n).ok()).unwrap_or(u32::MAX);
+        Location {
+            line: u32::try_from(at.line()).unwrap_or(u32::MAX),
+            column: u32::try_from(at.column()).unwrap_or(u32::MAX),
+            offset: narrow(span.byte_offset()),
+            len: narrow(span.byte_len()),
+        }
+    }
+}
+
+/// A value with where it was written (for an alias: where the alias is).
+/// Read through serde-saphyr's `Spanned`, keeping the [`Location`] only.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub referenced: Location,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let spanned = serde_saphyr::Spanned::<T>::deserialize(deserializer)?;
+        Ok(Spanned {
+            value: spanned.value,
+            referenced: spanned.referenced.into(),
+        })
+    }
+}
 
 /// A YAML value where a single value was expected, as YAML typed it.
 #[derive(Clone, Debug, PartialEq)]
@@ -329,7 +410,10 @@ impl<'de> Deserialize<'de> for FieldName {
 /// The fields every package may take from `defaults`.
 #[derive(Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(description = "Values used by every package of this document that does not set them.")]
+#[schemars(
+    rename = "Defaults",
+    description = "Values used by every package of this document that does not set them."
+)]
 pub struct RawDefaults {
     #[schemars(with = "Option<TierSchema>")]
     pub tier: Option<Field>,
@@ -347,7 +431,10 @@ field_mapping!(RawDefaults, "a mapping with `tier` and/or `duration`", {
 /// One entry of `packages`, as written.
 #[derive(Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(description = "One package: an OA, a tier, a start date and a duration in months.")]
+#[schemars(
+    rename = "Package",
+    description = "One package: an OA, a tier, a start date and a duration in months."
+)]
 pub struct RawPackage {
     #[schemars(with = "OaidSchema")]
     pub oaid: Option<Field>,
@@ -388,7 +475,11 @@ pub struct RawDocument {
     #[schemars(with = "Option<RawDefaults>")]
     pub defaults: Option<Spanned<RawDefaults>>,
     /// Where `packages` was written and its entries; `None` when absent.
-    #[schemars(with = "Vec<RawPackage>")]
+    #[schemars(
+        with = "Vec<RawPackage>",
+        default,
+        description = "`kind: PackageSet`: the packages to keep bought."
+    )]
     pub packages: Option<Spanned<PackageList>>,
     /// `kind: PriceList`: the currency of its prices.
     #[schemars(with = "Option<String>")]
@@ -525,6 +616,7 @@ impl<'de> Deserialize<'de> for RawDocument {
 
 /// `oapkg/v1`
 #[derive(Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "ApiVersion")]
 enum ApiVersionSchema {
     #[serde(rename = "oapkg/v1")]
     V1,
@@ -532,15 +624,16 @@ enum ApiVersionSchema {
 
 /// `PackageSet`, `PriceList` or `CoveragePolicy`
 #[derive(Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Kind")]
 enum KindSchema {
     PackageSet,
     PriceList,
     CoveragePolicy,
 }
 
-/// Zalo Official Account id: 1 to 19 digits, not starting with 0, quoted
-/// or not.
+/// Zalo Official Account id: 1 to 19 digits, not starting with 0, quoted or not.
 #[derive(Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Oaid")]
 #[serde(untagged)]
 #[allow(dead_code)]
 pub(super) enum OaidSchema {
@@ -550,6 +643,7 @@ pub(super) enum OaidSchema {
 
 /// trial | advanced | premium (any case), or 1 | 2 | 3.
 #[derive(Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Tier")]
 #[serde(untagged)]
 #[allow(dead_code)]
 pub(super) enum TierSchema {
@@ -557,12 +651,14 @@ pub(super) enum TierSchema {
     Number(#[schemars(range(min = 1, max = 3))] u8),
 }
 
-/// Start date, `YYYY-MM-DD`.
+/// A date, `YYYY-MM-DD`.
 #[derive(Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Date")]
 #[serde(transparent)]
 pub(super) struct DateSchema(#[schemars(regex(pattern = r"^\d{4}-\d{2}-\d{2}$"))] String);
 
 /// Whole months, 1 to 36.
 #[derive(Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Duration")]
 #[serde(transparent)]
 pub(super) struct DurationSchema(#[schemars(range(min = 1, max = 36))] u8);

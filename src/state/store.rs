@@ -162,6 +162,16 @@ impl StateStore {
     ) -> Result<(StateLock, Loaded), StateError> {
         let lock = self.lock(command, timeout)?;
         let loaded = self.load()?;
+        // Under the lock nobody else replaces the file: the journal's
+        // generation is the file just loaded, so `journal` need not read
+        // and check the whole file again.
+        lock.inner
+            .slot()?
+            .generation
+            .get_or_insert_with(|| Generation {
+                lineage: loaded.state.lineage.clone(),
+                serial: loaded.state.serial,
+            });
         Ok((lock, loaded))
     }
 
@@ -416,7 +426,7 @@ impl StateStore {
         let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
         file.read_to_end(&mut bytes)
             .map_err(|source| StateError::io("read the state file", &self.path, source))?;
-        let disk = file::decode(&self.path, &bytes)?;
+        let disk = file::decode_owned(&self.path, bytes)?;
         Ok((Some(disk), Some(file_identity(&meta))))
     }
 
@@ -632,15 +642,10 @@ fn replace_with_backup(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let prefix = format!(".{file_name}.");
-    let mut builder = tempfile::Builder::new();
+    // A new state file is its owner's only, as a plan file is; an existing
+    // file's mode is copied below.
+    let mut builder = crate::files::new_version_builder();
     builder.prefix(&prefix).suffix(".tmp");
-    #[cfg(unix)]
-    {
-        // Like a file created the ordinary way: 0666 less the umask (tempfile's
-        // default is 0600); an existing file's mode is copied below.
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(fs::Permissions::from_mode(0o666));
-    }
     // Errors name the state file; their cause, the temporary one beside it.
     let mut tmp = builder
         .tempfile_in(dir)

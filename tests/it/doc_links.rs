@@ -1,7 +1,14 @@
-//! Documentation links: every link to a `#section` in the repository's
-//! markdown (the README, `docs/*.md`, the examples' READMEs, …) and every
-//! `FILE.md#section` named in `.gitignore` resolves to a heading in a file
-//! that exists.
+//! Documentation links: every relative link in the repository's markdown
+//! (the README, `docs/*.md`, the examples' READMEs, `state/README.md`, …)
+//! points at a file or directory that exists in the repository, and every
+//! link to a `#section` (in the same file or in `FILE.md#section`), and
+//! every `FILE.md#section` named in `.gitignore`, resolves to a heading of
+//! a markdown file that exists.
+//!
+//! Links are resolved as GitHub resolves them: relative to the file that
+//! holds them, or to the repository's root when they start with `/`; a
+//! link that leaves the repository is broken even if the path exists on
+//! this machine. Links with a scheme (`https:`, `mailto:`) are not checked.
 //!
 //! Anchors follow GitHub's rules: the heading's text (markdown marks and
 //! link targets removed), lowercased, punctuation other than `-` and `_`
@@ -136,20 +143,100 @@ fn link_targets(text: &str) -> Vec<(usize, String)> {
     targets
 }
 
-/// Checks one link from `from` (a file) to `target`; the problem, if any.
-fn check(from: &Path, target: &str) -> Option<String> {
-    if target.contains("://") || target.starts_with("mailto:") {
+/// Whether `target` names something outside the repository: a URL with a
+/// scheme (`https://…`, `mailto:…`), not checked here.
+fn is_external(target: &str) -> bool {
+    let scheme = target.split(':').next().unwrap_or("");
+    target.contains(':')
+        && !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+}
+
+/// `%20` and the like, as a browser decodes a link's path.
+fn percent_decode(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `path` with `.` and `..` folded away, without touching the disk;
+/// `None` when `..` climbs above the root of the path.
+fn normalize(path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    Some(out)
+}
+
+/// `path` as the messages show it: from the repository's root.
+fn shown(root: &Path, path: &Path) -> String {
+    normalize(path)
+        .as_deref()
+        .and_then(|p| p.strip_prefix(root).ok())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// Checks one link from `from` (a file in the repository at `root`) to
+/// `target`; the problem, if any. A link with a scheme is not checked.
+fn check(root: &Path, from: &Path, target: &str) -> Option<String> {
+    let target = target.trim_start_matches('<').trim_end_matches('>');
+    if is_external(target) {
         return None;
     }
-    let (path, anchor) = target.split_once('#')?;
+    let (path, anchor) = match target.split_once('#') {
+        Some((path, anchor)) => (path, Some(anchor)),
+        None => (target, None),
+    };
+    let path = percent_decode(path.split('?').next().unwrap_or(""));
     let file = if path.is_empty() {
         from.to_path_buf()
+    } else if let Some(from_root) = path.strip_prefix('/') {
+        root.join(from_root)
     } else {
-        from.parent().unwrap().join(path)
+        from.parent().unwrap().join(&path)
     };
-    if !file.exists() {
-        return Some(format!("{target}: no such file {}", file.display()));
+    let inside = normalize(&file).is_some_and(|f| f.starts_with(root));
+    if !inside {
+        return Some(format!(
+            "{target}: {} is outside the repository",
+            shown(root, &file)
+        ));
     }
+    if !file.exists() {
+        return Some(format!("{target}: no such file {}", shown(root, &file)));
+    }
+    let anchor = anchor?;
     if file.is_dir() || file.extension().is_none_or(|e| e != "md") {
         return Some(format!("{target}: a section of something not markdown"));
     }
@@ -158,9 +245,22 @@ fn check(from: &Path, target: &str) -> Option<String> {
     (!known.contains(anchor)).then(|| {
         format!(
             "{target}: no heading with the anchor #{anchor} in {}",
-            file.display()
+            shown(root, &file)
         )
     })
+}
+
+/// The repository's markdown files, sorted, after checking that the scan
+/// finds the ones it is for.
+fn repository_markdown(root: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    markdown_files(root, &mut files);
+    files.sort();
+    assert!(files.contains(&root.join("README.md")));
+    assert!(files.contains(&root.join("state/README.md")));
+    assert!(files.iter().any(|f| f.starts_with(root.join("docs"))));
+    assert!(files.iter().any(|f| f.starts_with(root.join("examples"))));
+    files
 }
 
 #[test]
@@ -183,27 +283,64 @@ fn github_anchors_follow_its_slug_rules() {
 }
 
 #[test]
+fn the_link_checker_finds_broken_links_and_passes_good_ones() {
+    let root = repo_root();
+    let readme = root.join("README.md");
+    let docs = root.join("docs/state-format.md");
+    for good in [
+        "docs/state-format.md",
+        "docs/",
+        "docs",
+        "./docs/plan-json.md",
+        "crates/esms-sim/",
+        "/docs/state-format.md",
+        "docs/state-format.md#example",
+        "#state-and-recovery",
+        "<docs/state-format.md>",
+        "https://example.com/no/such/page.md",
+        "mailto:someone@example.com",
+    ] {
+        assert_eq!(check(&root, &readme, good), None, "{good}");
+    }
+    assert_eq!(check(&root, &docs, "../README.md#apply"), None);
+    assert_eq!(check(&root, &docs, "plan-json.md"), None);
+    for (bad, says) in [
+        ("docs/no-such-file.md", "no such file"),
+        ("docs/state-format.md#no-such-section", "no heading"),
+        ("#no-such-section", "no heading"),
+        ("docs/#example", "not markdown"),
+        ("Cargo.toml#package", "not markdown"),
+        ("../README.md", "outside the repository"),
+        ("/../README.md", "outside the repository"),
+        ("state-format.md", "no such file"),
+    ] {
+        let problem = check(&root, &readme, bad);
+        assert!(
+            problem.as_deref().is_some_and(|p| p.contains(says)),
+            "{bad}: {problem:?}"
+        );
+    }
+    assert_eq!(percent_decode("a%20b%2"), "a b%2");
+    assert!(is_external("HTTPS://x"));
+    assert!(!is_external("docs/a:b.md"));
+}
+
+#[test]
 fn every_section_link_in_the_docs_resolves_to_a_heading() {
     let root = repo_root();
-    let mut files = Vec::new();
-    markdown_files(&root, &mut files);
-    files.sort();
-    assert!(files.contains(&root.join("README.md")));
-    assert!(files.contains(&root.join("state/README.md")));
-    assert!(files.iter().any(|f| f.starts_with(root.join("docs"))));
-    assert!(files.iter().any(|f| f.starts_with(root.join("examples"))));
+    let files = repository_markdown(&root);
 
     let mut broken = Vec::new();
     let mut sections = 0;
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
         for (line, target) in link_targets(&text) {
-            if target.contains('#') && !target.contains("://") {
+            if target.contains('#') && !is_external(&target) {
                 sections += 1;
             } else {
                 continue;
             }
-            if let Some(problem) = check(file, &target) {
+            if let Some(problem) = check(&root, file, &target) {
                 let rel = file.strip_prefix(&root).unwrap().display();
                 broken.push(format!("{rel}:{line}: {problem}"));
             }
@@ -218,7 +355,7 @@ fn every_section_link_in_the_docs_resolves_to_a_heading() {
                 let word = word.trim_end_matches('.');
                 if word.contains(".md#") {
                     sections += 1;
-                    if let Some(problem) = check(&file, word) {
+                    if let Some(problem) = check(&root, &file, word) {
                         broken.push(format!("{name}:{}: {problem}", i + 1));
                     }
                 }
@@ -228,6 +365,34 @@ fn every_section_link_in_the_docs_resolves_to_a_heading() {
     assert!(
         sections > 20,
         "only {sections} section links found: is the scan right?"
+    );
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn every_relative_file_link_in_the_docs_points_at_a_file_that_exists() {
+    let root = repo_root();
+    let files = repository_markdown(&root);
+
+    let mut broken = Vec::new();
+    let mut links = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (line, target) in link_targets(&text) {
+            // Links within the file are the section test's.
+            if is_external(&target) || target.is_empty() || target.starts_with('#') {
+                continue;
+            }
+            links += 1;
+            if let Some(problem) = check(&root, file, &target) {
+                let rel = file.strip_prefix(&root).unwrap().display();
+                broken.push(format!("{rel}:{line}: {problem}"));
+            }
+        }
+    }
+    assert!(
+        links > 15,
+        "only {links} relative file links found: is the scan right?"
     );
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }

@@ -768,7 +768,8 @@ fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
                 comment.starts_with("**Plan: 2 to purchase,"),
                 "{rel}: the summary comes first:\n{comment}"
             );
-            assert!(comment.contains("<!-- oapkg-plan"), "{rel}: the marker");
+            // The marker names the state the comment is about.
+            assert!(comment.contains("<!-- oapkg-plan: "), "{rel}: the marker");
             assert!(
                 !comment.contains("oapkg:allow-"),
                 "{rel}: nothing to approve:\n{comment}"
@@ -981,7 +982,14 @@ fn state_in_repository_flow_with_git_refuses_the_second_of_two_racing_plans() {
         )),
         "{comment}"
     );
-    assert!(comment.ends_with("<!-- oapkg-plan -->\n"), "{comment}");
+    assert!(
+        comment.ends_with("<!-- oapkg-plan: state/oapkg.state.json -->\n"),
+        "{comment}"
+    );
+    assert!(
+        comment.contains("State `state/oapkg.state.json` · manifests `packages`\n"),
+        "{comment}"
+    );
     assert!(
         sim_handle.control().ledger().is_empty(),
         "planning buys nothing"

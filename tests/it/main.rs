@@ -2,6 +2,8 @@
 //! temporary directories.
 
 mod apply;
+mod apply_output;
+mod cli;
 mod costs;
 mod coverage;
 mod disk;
