@@ -139,7 +139,7 @@ use crate::esms::{CallError, Client, PurchaseOutcome, code_meaning};
 use crate::plan::saved::StalePlan;
 use crate::plan::{Action, Change, Plan};
 use crate::spec::{Key, key_list};
-use crate::state::{StateError, StateId, StateStore};
+use crate::state::{StateError, StateId, Store};
 
 /// How to carry out a plan. `Default` gives the CLI's defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -655,12 +655,13 @@ fn overlap_list(overlaps: &[(Key, Vec<Key>)]) -> String {
 /// anything, except [`ApplyError::Record`].
 pub async fn apply(
     plan: &Plan,
-    store: &StateStore,
+    store: impl Into<Store>,
     client: &Client,
     options: &ApplyOptions,
     on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
     cancel: CancelSignal,
 ) -> Result<ApplyReport, ApplyError> {
+    let store = &store.into();
     let selection = decide::select(plan, options).map_err(ApplyError::Refused)?;
     let mut report = ApplyReport::default();
     let labels = plan.label_changes();

@@ -145,7 +145,14 @@ pub fn run(cli: Cli) -> ExitStatus {
         _ => "warn",
     };
     init_logging(&cli.global, default_level);
-    let context = Context::new(cli.global);
+    let context = match Context::new(cli.global) {
+        Ok(context) => context,
+        Err((global, error)) => {
+            let error = CliError::new(error.into());
+            eprintln!("{}", error.render(stderr_paint(&global)));
+            return error.exit_status();
+        }
+    };
     let result = match cli.command {
         Command::Init => init::run(&context),
         Command::Validate => validate::run(&context),

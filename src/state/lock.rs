@@ -60,7 +60,7 @@ pub struct LockHolder {
 }
 
 impl LockHolder {
-    fn current(command: &str) -> LockHolder {
+    pub(crate) fn current(command: &str) -> LockHolder {
         let now = Timestamp::now();
         LockHolder {
             pid: std::process::id(),

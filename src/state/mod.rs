@@ -37,11 +37,14 @@ use crate::spec::{Key, Spec, SpecHash};
 mod error;
 pub mod file;
 pub mod journal;
+pub mod location;
 pub mod lock;
+pub mod s3;
 pub mod store;
 
 pub use error::StateError;
 pub use journal::{Journal, JournalEntry, JournalOutcome};
+pub use location::{JournalWriter, Store, WriterLock};
 pub use lock::{LockHolder, StateLock, UnlockOutcome};
 pub use store::{Loaded, StateStore};
 
