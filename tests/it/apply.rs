@@ -795,6 +795,12 @@ fn sigkill_at_random_moments_on(backend: &Backend<'_>) {
             .balance(u64::MAX / 2)
             .latency(Duration::from_millis(25)),
     );
+    // An S3 run takes longer to start (lease, reads) and to record: kills
+    // spread over a longer window land in the same phases.
+    let kill_window_micros = match backend {
+        Backend::Local => 120_000,
+        Backend::S3(_) => 600_000,
+    };
     let mut seen = KillStats::default();
     for round in 0..iterations {
         // New packages every round, so every run has something to buy.
@@ -818,7 +824,7 @@ fn sigkill_at_random_moments_on(backend: &Backend<'_>) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-        std::thread::sleep(Duration::from_micros(rng.random_range(0..120_000)));
+        std::thread::sleep(Duration::from_micros(rng.random_range(0..kill_window_micros)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         // A request the dead process sent may still be charged: wait.

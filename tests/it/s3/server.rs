@@ -35,7 +35,6 @@ pub struct S3Server {
     child: Child,
     pub endpoint: String,
     pub bucket: String,
-    pub kind: Kind,
 }
 
 impl Drop for S3Server {
@@ -104,7 +103,6 @@ impl S3Server {
                 child,
                 endpoint: format!("http://127.0.0.1:{port}"),
                 bucket: "oapkg-test".to_owned(),
-                kind,
             };
             if server.wait_ready(port) {
                 return Some(server);
