@@ -1050,3 +1050,63 @@ impl S3Journal {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_location_is_a_bucket_and_a_plain_prefix() {
+        let parsed = S3Location::parse("s3://team-state/oapkg/prod/").unwrap().unwrap();
+        assert_eq!(parsed.bucket, "team-state");
+        assert_eq!(parsed.prefix, "oapkg/prod");
+        assert_eq!(parsed.url(), "s3://team-state/oapkg/prod");
+        assert_eq!(parsed.object("head.json").as_ref(), "oapkg/prod/head.json");
+        let root = S3Location::parse("s3://team-state").unwrap().unwrap();
+        assert_eq!(root.object("head.json").as_ref(), "head.json");
+        assert!(S3Location::parse("state/oapkg.state.json").is_none());
+        for bad in ["s3://", "s3://Upper/x", "s3://ok-bucket/../x", "s3://ok-bucket/a//b", "s3://b/x"] {
+            assert!(
+                matches!(S3Location::parse(bad), Some(Err(StateError::RemoteLocation { .. }))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn plain_http_goes_only_to_this_machine() {
+        let location = S3Location::parse("s3://bucket/x").unwrap().unwrap();
+        let with = |url: &'static str| {
+            build_client(&location, &move |name: &str| {
+                (name == "AWS_ENDPOINT_URL").then(|| url.to_owned())
+            })
+        };
+        assert!(with("http://127.0.0.1:9000").is_ok());
+        assert!(with("http://localhost:9000").is_ok());
+        assert!(with("https://s3.example.com").is_ok());
+        let refused = with("http://s3.example.com").unwrap_err();
+        assert!(refused.contains("unencrypted to s3.example.com"), "{refused}");
+        assert!(with("http://user:pw@127.0.0.1:9000").is_err());
+        assert!(with("ftp://127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn the_store_prints_no_credential() {
+        let location = S3Location::parse("s3://bucket/x").unwrap().unwrap();
+        let store = S3Store::new(location);
+        let shown = format!("{store:?}");
+        assert_eq!(shown, "S3Store { location: \"s3://bucket/x\", .. }");
+    }
+
+    #[test]
+    fn a_lease_is_live_until_it_expires() {
+        let now = Timestamp::now();
+        let lease = Lease {
+            id: "a".into(),
+            holder: LockHolder::current("oapkg apply"),
+            expires: expiry(now, Duration::from_secs(60)),
+        };
+        assert!(lease.live(now));
+        assert!(!lease.live(lease.expires));
+    }
+}
