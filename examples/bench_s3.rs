@@ -195,7 +195,10 @@ fn main() {
 
         let batch = specs(purchases, 10_000 * (run + 1) + 5_000);
         let sim = Simulator::spawn_blocking(account(&batch).latency(latency)).unwrap();
-        let store = Store::open(std::path::Path::new(&format!("s3://bench/throughput-{run}"))).unwrap();
+        let store = Store::open(std::path::Path::new(&format!(
+            "s3://bench/throughput-{run}"
+        )))
+        .unwrap();
         store.init("bench", Duration::ZERO).unwrap();
         let (wall, _) = runtime.block_on(run_apply(&store, &endpoint(&sim), &batch, parallelism));
         remote.push(wall);
@@ -216,18 +219,27 @@ fn main() {
 
     // 2. Recording cost, empty vs big S3 state, interleaved.
     let n = 50;
-    println!("\n[recording] {n} purchases (intent + outcome) onto an empty vs a {big}-package S3 state, median of {runs}");
+    println!(
+        "\n[recording] {n} purchases (intent + outcome) onto an empty vs a {big}-package S3 state, median of {runs}"
+    );
     let empty_store = Store::open(std::path::Path::new("s3://bench/recording-empty")).unwrap();
     empty_store.init("bench", Duration::ZERO).unwrap();
     let big_store = Store::open(std::path::Path::new("s3://bench/recording-big")).unwrap();
     let started = Instant::now();
     big_store.create_copy(&big_state(big)).unwrap();
-    println!("  (writing the {big}-package snapshot once: {:.0} ms)", ms(started.elapsed()));
+    println!(
+        "  (writing the {big}-package snapshot once: {:.0} ms)",
+        ms(started.elapsed())
+    );
     let mut empty = Vec::new();
     let mut large = Vec::new();
     for run in 0..runs {
         empty.push(recording_cost(&empty_store, n, 20_000_000 + run * 2 * n));
-        large.push(recording_cost(&big_store, n, 20_000_000 + (run * 2 + 1) * n));
+        large.push(recording_cost(
+            &big_store,
+            n,
+            20_000_000 + (run * 2 + 1) * n,
+        ));
     }
     let (empty, large) = (median(&mut empty), median(&mut large));
     println!(

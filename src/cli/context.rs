@@ -21,12 +21,11 @@ pub struct Context {
 }
 
 impl Context {
-    /// Refuses a malformed `--state s3://…` location.
-    pub fn new(global: GlobalArgs) -> Result<Context, (GlobalArgs, StateError)> {
-        match Store::open(&global.state) {
-            Ok(store) => Ok(Context { global, store }),
-            Err(error) => Err((global, error)),
-        }
+    /// The context of `global`, with the store `--state` names; refuses a
+    /// malformed `--state s3://…` location.
+    pub fn new(global: GlobalArgs) -> Result<Context, StateError> {
+        let store = Store::open(&global.state)?;
+        Ok(Context { global, store })
     }
 
     /// Colour on stdout: only on a terminal, never with --no-color/NO_COLOR.

@@ -145,11 +145,12 @@ pub fn run(cli: Cli) -> ExitStatus {
         _ => "warn",
     };
     init_logging(&cli.global, default_level);
+    let paint = stderr_paint(&cli.global);
     let context = match Context::new(cli.global) {
         Ok(context) => context,
-        Err((global, error)) => {
+        Err(error) => {
             let error = CliError::new(error.into());
-            eprintln!("{}", error.render(stderr_paint(&global)));
+            eprintln!("{}", error.render(paint));
             return error.exit_status();
         }
     };

@@ -205,7 +205,9 @@ pub enum StateError {
 
     /// A request to the S3-compatible store failed (or its client could not
     /// be set up). The message never holds the credentials.
-    #[error("could not {action} the state at {location}: {message}; check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, the bucket and the network, then run oapkg again")]
+    #[error(
+        "could not {action} the state at {location}: {message}; check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, the bucket and the network, then run oapkg again"
+    )]
     Remote {
         action: &'static str,
         location: String,
@@ -214,7 +216,9 @@ pub enum StateError {
 
     /// The store accepted a write that a conditional header should have
     /// refused: it gives no mutual exclusion, so it is not used.
-    #[error("the store at {location} ignores the {header} header (a conflicting conditional write was accepted), so two writers could both record and buy one package; oapkg refuses to keep its state there: use a store that enforces conditional writes (AWS S3, Cloudflare R2, MinIO and others do); nothing was created")]
+    #[error(
+        "the store at {location} ignores the {header} header (a conflicting conditional write was accepted), so two writers could both record and buy one package; oapkg refuses to keep its state there: use a store that enforces conditional writes (AWS S3, Cloudflare R2, MinIO and others do); nothing was created"
+    )]
     ConditionalWritesIgnored {
         location: String,
         header: &'static str,

@@ -91,7 +91,9 @@ impl S3Location {
             || prefix.contains("//")
             || prefix.chars().any(char::is_control)
         {
-            return bad("the prefix must be plain path segments (no `.`, `..`, `//` or control characters)");
+            return bad(
+                "the prefix must be plain path segments (no `.`, `..`, `//` or control characters)",
+            );
         }
         Some(Ok(S3Location {
             bucket: bucket.to_owned(),
@@ -213,10 +215,14 @@ impl S3Store {
     /// operation, so that building a command's context cannot fail.
     pub fn new(location: S3Location) -> S3Store {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let secrets: Vec<String> = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
-            .into_iter()
-            .filter_map(env)
-            .collect();
+        let secrets: Vec<String> = [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ]
+        .into_iter()
+        .filter_map(env)
+        .collect();
         let client = build_client(&location, &env).map(Arc::new);
         let lease_duration = env("OAPKG_LEASE_SECONDS")
             .and_then(|s| s.parse::<f64>().ok())
@@ -466,7 +472,11 @@ fn build_client(
                     url.host_str().unwrap_or("?")
                 ));
             }
-            other => return Err(format!("AWS_ENDPOINT_URL must use https://, not {other}://")),
+            other => {
+                return Err(format!(
+                    "AWS_ENDPOINT_URL must use https://, not {other}://"
+                ));
+            }
         }
         builder = builder.with_endpoint(endpoint.trim().trim_end_matches('/'));
     }
@@ -484,11 +494,13 @@ enum Swap {
 
 impl Inner {
     fn client(&self) -> Result<&AmazonS3, StateError> {
-        self.client.as_deref().map_err(|message| StateError::Remote {
-            action: "use",
-            location: self.display.display().to_string(),
-            message: message.clone(),
-        })
+        self.client
+            .as_deref()
+            .map_err(|message| StateError::Remote {
+                action: "use",
+                location: self.display.display().to_string(),
+                message: message.clone(),
+            })
     }
 
     /// A store error as a [`StateError`], with the credentials scrubbed.
@@ -520,10 +532,7 @@ impl Inner {
             Err(e) => return Err(self.remote("read", &e)),
         };
         let e_tag = result.meta.e_tag.clone();
-        let bytes = result
-            .bytes()
-            .await
-            .map_err(|e| self.remote("read", &e))?;
+        let bytes = result.bytes().await.map_err(|e| self.remote("read", &e))?;
         let head: Head = serde_json::from_slice(&bytes)
             .map_err(|e| self.corrupt(format!("not an oapkg head object: {e}")))?;
         if head.format != HEAD_FORMAT {
@@ -554,7 +563,9 @@ impl Inner {
             .await
             .map_err(|e| self.remote("read the snapshot of", &e))?;
         let disk = file::decode(&name, &bytes)?;
-        if disk.lineage != head.lineage || disk.serial != head.serial || disk.checksum != head.checksum
+        if disk.lineage != head.lineage
+            || disk.serial != head.serial
+            || disk.checksum != head.checksum
         {
             return Err(self.corrupt(format!(
                 "it names snapshot {} (lineage {}, serial {}), which holds lineage {}, serial {}",
@@ -610,7 +621,11 @@ impl Inner {
             ..Default::default()
         };
         match client
-            .put_opts(&self.location.object(&name), PutPayload::from(bytes), options)
+            .put_opts(
+                &self.location.object(&name),
+                PutPayload::from(bytes),
+                options,
+            )
             .await
         {
             Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(name),
@@ -641,7 +656,10 @@ impl Inner {
             ..Default::default()
         };
         let path = self.location.object("head.json");
-        let error = match client.put_opts(&path, PutPayload::from(bytes), options).await {
+        let error = match client
+            .put_opts(&path, PutPayload::from(bytes), options)
+            .await
+        {
             Ok(result) => {
                 return Ok(Current {
                     head: next,
@@ -691,7 +709,8 @@ impl Inner {
                         });
                     }
                     let wait = deadline.map_or(POLL_INTERVAL, |d| {
-                        d.saturating_duration_since(Instant::now()).min(POLL_INTERVAL)
+                        d.saturating_duration_since(Instant::now())
+                            .min(POLL_INTERVAL)
                     });
                     tokio::time::sleep(wait).await;
                     continue;
@@ -771,7 +790,8 @@ impl Inner {
 }
 
 fn expiry(now: Timestamp, lease: Duration) -> Timestamp {
-    let lease = jiff::SignedDuration::try_from(lease).unwrap_or(jiff::SignedDuration::from_secs(60));
+    let lease =
+        jiff::SignedDuration::try_from(lease).unwrap_or(jiff::SignedDuration::from_secs(60));
     now.checked_add(lease).unwrap_or(now)
 }
 
@@ -879,7 +899,10 @@ impl LeaseShared {
 
     fn run<T: Send + 'static>(
         self: &Arc<Self>,
-        work: impl FnOnce(Arc<Self>) -> std::pin::Pin<Box<dyn Future<Output = Result<T, StateError>> + Send>>,
+        work: impl FnOnce(
+            Arc<Self>,
+        )
+            -> std::pin::Pin<Box<dyn Future<Output = Result<T, StateError>> + Send>>,
     ) -> Result<T, StateError> {
         let future = work(self.clone());
         self.store.run(future)
@@ -1040,7 +1063,7 @@ impl S3Journal {
                             line.pop();
                             lines.push(String::from_utf8(line).unwrap_or_default());
                         }
-                        head.journal.extend(lines.drain(..));
+                        head.journal.append(&mut lines);
                         Ok(())
                     })
                     .await?;
@@ -1057,7 +1080,9 @@ mod tests {
 
     #[test]
     fn a_location_is_a_bucket_and_a_plain_prefix() {
-        let parsed = S3Location::parse("s3://team-state/oapkg/prod/").unwrap().unwrap();
+        let parsed = S3Location::parse("s3://team-state/oapkg/prod/")
+            .unwrap()
+            .unwrap();
         assert_eq!(parsed.bucket, "team-state");
         assert_eq!(parsed.prefix, "oapkg/prod");
         assert_eq!(parsed.url(), "s3://team-state/oapkg/prod");
@@ -1065,9 +1090,18 @@ mod tests {
         let root = S3Location::parse("s3://team-state").unwrap().unwrap();
         assert_eq!(root.object("head.json").as_ref(), "head.json");
         assert!(S3Location::parse("state/oapkg.state.json").is_none());
-        for bad in ["s3://", "s3://Upper/x", "s3://ok-bucket/../x", "s3://ok-bucket/a//b", "s3://b/x"] {
+        for bad in [
+            "s3://",
+            "s3://Upper/x",
+            "s3://ok-bucket/../x",
+            "s3://ok-bucket/a//b",
+            "s3://b/x",
+        ] {
             assert!(
-                matches!(S3Location::parse(bad), Some(Err(StateError::RemoteLocation { .. }))),
+                matches!(
+                    S3Location::parse(bad),
+                    Some(Err(StateError::RemoteLocation { .. }))
+                ),
                 "{bad}"
             );
         }
@@ -1085,7 +1119,10 @@ mod tests {
         assert!(with("http://localhost:9000").is_ok());
         assert!(with("https://s3.example.com").is_ok());
         let refused = with("http://s3.example.com").unwrap_err();
-        assert!(refused.contains("unencrypted to s3.example.com"), "{refused}");
+        assert!(
+            refused.contains("unencrypted to s3.example.com"),
+            "{refused}"
+        );
         assert!(with("http://user:pw@127.0.0.1:9000").is_err());
         assert!(with("ftp://127.0.0.1").is_err());
     }

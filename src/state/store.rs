@@ -591,7 +591,8 @@ pub(crate) fn fold(
         .lineage
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let (bytes, checksum) = file::encode(state_path, &lineage, serial, &packages, &failed_attempts)?;
+    let (bytes, checksum) =
+        file::encode(state_path, &lineage, serial, &packages, &failed_attempts)?;
     Ok(Folded {
         lineage,
         serial,

@@ -108,8 +108,12 @@ fn state_bytes(env: &Env) -> Vec<u8> {
         let id = env.run(&["plan", "--format", "json"]);
         id.code(0);
         let plan = id.json();
-        format!("{} {}", plan["state"], env.run(&["state", "list", "--format", "json"]).stdout)
-            .into_bytes()
+        format!(
+            "{} {}",
+            plan["state"],
+            env.run(&["state", "list", "--format", "json"]).stdout
+        )
+        .into_bytes()
     } else {
         env.read(STATE)
     }
@@ -824,7 +828,9 @@ fn sigkill_at_random_moments_on(backend: &Backend<'_>) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-        std::thread::sleep(Duration::from_micros(rng.random_range(0..kill_window_micros)));
+        std::thread::sleep(Duration::from_micros(
+            rng.random_range(0..kill_window_micros),
+        ));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         // A request the dead process sent may still be charged: wait.

@@ -44,7 +44,9 @@ fn init_refuses_a_store_that_ignores_conditional_headers() {
         .stderr_has("no state file at");
 
     // The real store passes the probe, once.
-    env.run(&["init"]).code(0).stdout_has("Created an empty state at s3://");
+    env.run(&["init"])
+        .code(0)
+        .stdout_has("Created an empty state at s3://");
     env.run(&["init"]).code(1).stderr_has("already");
 }
 
@@ -131,7 +133,10 @@ fn a_killed_holder_leaves_a_lease_that_expires_and_its_intents_read_unconfirmed(
     let state = recorded(&env);
     assert_eq!(state[&in_flight]["status"], "unconfirmed");
     assert_eq!(
-        state.values().filter(|r| r["status"] == "submitted").count(),
+        state
+            .values()
+            .filter(|r| r["status"] == "submitted")
+            .count(),
         2
     );
 }
@@ -171,7 +176,11 @@ fn two_machines_racing_on_one_s3_state_never_both_buy_a_package() {
             .into_iter()
             .map(|c| Run::from(c.wait_with_output().unwrap()))
             .collect();
-        assert!(runs.iter().any(|r| r.code == 0), "{:?}", runs.iter().map(|r| &r.stderr).collect::<Vec<_>>());
+        assert!(
+            runs.iter().any(|r| r.code == 0),
+            "{:?}",
+            runs.iter().map(|r| &r.stderr).collect::<Vec<_>>()
+        );
         for r in runs.iter().filter(|r| r.code != 0) {
             assert!(r.stderr.contains("stale plan"), "{}", r.stderr);
         }
@@ -188,7 +197,13 @@ fn migrate_copies_a_state_both_ways_and_never_overwrites() {
     let local = Env::with_state_on(&Backend::Local);
     let p = Pkg::new("4097311281936189049", "2026-12-01", "premium", 12);
     local
-        .import(&p.oaid, "premium", &p.start, "12", &["--service-preview-id", "77"])
+        .import(
+            &p.oaid,
+            "premium",
+            p.start,
+            "12",
+            &["--service-preview-id", "77"],
+        )
         .code(0);
     let remote = Env::new().on(&Backend::S3(&server));
     let location = remote.s3().unwrap().location.clone();

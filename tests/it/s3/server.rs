@@ -173,7 +173,8 @@ fn free_port() -> u16 {
 /// lock (tests run in parallel); `None` where Python is missing.
 fn venv() -> Option<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let venv = target.join("s3-venv");
     if Command::new("python3")
         .arg("--version")
