@@ -9,9 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::CommandFactory;
 use clap_complete::Shell;
-use oapkg::cli::Cli;
 
 fn main() -> std::io::Result<()> {
     let dir = std::env::args()
@@ -27,7 +25,7 @@ fn main() -> std::io::Result<()> {
 /// named like git's) and `DIR/completions/` for every shell clap supports.
 /// Returns the files written.
 fn generate(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let command = Cli::command();
+    let command = oapkg::cli::command();
     let mut written = Vec::new();
     let man = dir.join("man");
     std::fs::create_dir_all(&man)?;

@@ -29,6 +29,7 @@ pub struct Expiring {
 /// (inclusive), with nothing declared or recorded that ends later. An OA
 /// whose packages all ended before today is not listed: it lapsed already
 /// (its last alert window has passed), and `state list` shows it.
+/// Sorted by days left, then OAID.
 pub fn find(
     desired: &DesiredSet,
     recorded: &BTreeMap<Key, Record>,
@@ -72,7 +73,8 @@ pub fn find(
         }
     }
     let horizon = today.saturating_add(jiff::Span::new().days(i64::from(within_days)));
-    last.into_values()
+    let mut found = last
+        .into_values()
         .filter(|l| l.spec.end() >= today && l.spec.end() <= horizon)
         .map(|l| Expiring {
             oaid: l.spec.oaid.clone(),
@@ -87,7 +89,10 @@ pub fn find(
                 _ => "recorded",
             },
         })
-        .collect()
+        .collect::<Vec<_>>();
+    // The most urgent first.
+    found.sort_by(|a, b| (a.days_left, &a.oaid).cmp(&(b.days_left, &b.oaid)));
+    found
 }
 
 #[cfg(test)]

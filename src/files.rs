@@ -141,6 +141,25 @@ pub fn open_regular(path: &Path) -> Result<(File, Metadata), OpenError> {
     Ok((file, meta))
 }
 
+/// The temporary file a new version of a file oapkg writes whole (the
+/// state, a saved plan) is written to before it is renamed into place:
+/// created readable and writable by its owner only (0600; the umask can
+/// narrow it further), since both list what was bought for which OA. The
+/// state store then copies the mode of the state file it replaces, so a
+/// mode someone gave the file on purpose (`chmod 640`) is kept.
+pub fn new_version_builder<'a, 'b>() -> tempfile::Builder<'a, 'b> {
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(NEW_FILE_MODE));
+    }
+    builder
+}
+
+/// The mode of a new state or plan file (see [`new_version_builder`]).
+pub const NEW_FILE_MODE: u32 = 0o600;
+
 /// Reads all of a regular file (see [`open_regular`]).
 pub fn read_regular(path: &Path) -> Result<Vec<u8>, OpenError> {
     let (mut file, meta) = open_regular(path)?;

@@ -1,9 +1,7 @@
-use clap::Parser;
-use oapkg::cli::Cli;
 use oapkg::exit::ExitStatus;
 
 fn main() -> std::process::ExitCode {
-    match Cli::try_parse() {
+    match oapkg::cli::parse() {
         Ok(cli) => {
             oapkg::cli::error::install_panic_hook(oapkg::cli::stderr_paint(&cli.global));
             oapkg::cli::run(cli).into()

@@ -92,8 +92,21 @@ impl From<Oaid> for String {
 }
 
 /// The package tier, with the number eSMS uses for it in `Package`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
+#[schemars(description = "The package tier.")]
 pub enum Tier {
     Trial,
     Advanced,

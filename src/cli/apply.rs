@@ -27,9 +27,10 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::Context;
+use super::apply_json::JsonApply;
 use super::context::print;
 use super::error::with_hint;
+use super::{Context, ListFormat};
 use crate::apply::{
     self, ApplyError, ApplyEvent, ApplyOptions, ApplyReport, PackageResult, RetryPolicy, StopReason,
 };
@@ -58,6 +59,11 @@ pub struct ApplyArgs {
     /// names no change of the plan is an error
     #[arg(long, value_name = "KEY|OAID")]
     pub only: Vec<Selector>,
+    /// Output format: text (the plan, a line per package, a summary), or
+    /// json (one document with each package's result, for pipelines; needs
+    /// --auto-approve or a PLANFILE)
+    #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+    pub format: ListFormat,
     #[command(flatten)]
     pub flags: ApplyFlags,
 }
@@ -135,6 +141,16 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     // Before anything else: where to buy and with which keys.
     let client = client(&args.flags.connection)?;
     let options = options(context, &args.flags, "oapkg apply")?;
+    let json = args.format == ListFormat::Json;
+    if json && args.planfile.is_none() && !args.auto_approve {
+        return Err(with_hint(
+            anyhow::anyhow!(
+                "apply --format json does not show the plan, so it cannot ask to confirm it"
+            ),
+            "Review the plan with `oapkg plan`, then run `oapkg apply --format json --auto-approve`, \
+             or save it with `oapkg plan --out PLANFILE` and run `oapkg apply PLANFILE --format json`",
+        ));
+    }
 
     let (plan, reviewed) = match &args.planfile {
         Some(path) => {
@@ -153,7 +169,8 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
         }
         .into());
     }
-    let quiet = context.global.quiet;
+    // In JSON the document is the only thing on stdout.
+    let quiet = context.global.quiet || json;
     let plan = if args.only.is_empty() {
         plan
     } else {
@@ -173,8 +190,12 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
         },
     );
     if !plan.buys_anything() && plan.label_changes().is_empty() {
-        // The plan's text ends with its `No changes.` line.
-        print(&text)?;
+        if json {
+            print_json(&plan, &ApplyReport::default())?;
+        } else {
+            // The plan's text ends with its `No changes.` line.
+            print(&text)?;
+        }
         return Ok(ExitStatus::Success);
     }
     let counts = apply::check_guards(&plan, &options);
@@ -187,7 +208,7 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
         confirm(counts.requests(), apply::planned_cost(&plan, &options))?;
     }
 
-    let progress = Progress::new(context, counts.requests());
+    let progress = Progress::new(context, counts.requests(), !json);
     let result = run_apply(context, &plan, &client, &options, &progress);
     progress.finish();
     let report = match result {
@@ -197,7 +218,12 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
             journal,
             source,
         }) => {
-            summarize(context, &plan, &report)?;
+            if json {
+                report_stop(context, &report);
+                print_json(&plan, &report)?;
+            } else {
+                summarize(context, &plan, &report)?;
+            }
             if matches!(source, crate::state::StateError::Moved { .. }) {
                 // Its message says where the purchases are and what to do.
                 return Err(source.into());
@@ -213,10 +239,15 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
         }
         Err(error) => return Err(error.into()),
     };
-    if report.labels > 0 && !quiet {
-        print(&labels_recorded(&plan))?;
+    if json {
+        report_stop(context, &report);
+        print_json(&plan, &report)?;
+    } else {
+        if report.labels > 0 && !quiet {
+            print(&labels_recorded(&plan))?;
+        }
+        summarize(context, &plan, &report)?;
     }
-    summarize(context, &plan, &report)?;
     Ok(if report.succeeded() {
         ExitStatus::Success
     } else {
@@ -392,7 +423,9 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(context: &Context, requests: usize) -> Progress {
+    /// `lines`: a line per finished package on stdout (not with `--format
+    /// json`, whose document is the only thing there).
+    fn new(context: &Context, requests: usize, lines: bool) -> Progress {
         let quiet = context.global.quiet;
         let bar = (!quiet && requests > 0 && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new(requests as u64);
@@ -407,7 +440,7 @@ impl Progress {
         });
         Progress {
             bar,
-            lines: !quiet,
+            lines: lines && !quiet,
             color: context.color_stdout(),
             done: AtomicUsize::new(0),
         }
@@ -433,7 +466,7 @@ impl Progress {
                 outcome,
                 ..
             } => {
-                tracing::trace!(%key, attempt, ?outcome, "purchase answered");
+                tracing::trace!(%key, attempt, outcome = %retry_reason(outcome), "purchase answered");
             }
             ApplyEvent::Retrying {
                 change,
@@ -442,7 +475,7 @@ impl Progress {
                 delay,
                 outcome,
             } => {
-                tracing::info!(%key, attempt, delay_ms = delay.as_millis() as u64, ?outcome, "retrying");
+                tracing::info!(%key, attempt, delay_ms = delay.as_millis() as u64, reason = %retry_reason(outcome), "retrying");
                 self.err_line(&format!(
                     "  {} {key}: {} (attempt {attempt}); retrying in {:.1}s",
                     change.action,
@@ -459,7 +492,7 @@ impl Progress {
                 if let Some(bar) = &self.bar {
                     bar.inc(1);
                 }
-                tracing::info!(%key, ?result, "purchase recorded");
+                tracing::info!(%key, result = result_word(result), "purchase recorded");
                 self.out_line(&done_line(change.action, key.as_str(), result, self.color));
                 if let Some(warning) = unexpected_duplicate_warning(key.as_str(), result) {
                     self.err_line(&warning);
@@ -530,6 +563,19 @@ pub(super) fn unexpected_duplicate_warning(key: &str, result: &PackageResult) ->
              Check that --state names the right state file, and the eSMS portal for who bought it"
         )
     })
+}
+
+/// One word for what became of a package, as `apply --format json` and
+/// the log lines name it: `purchased` (recorded submitted), `failed` (not
+/// bought), `unconfirmed` (may have been bought), `not_sent` (the run
+/// stopped before its turn).
+pub(super) fn result_word(result: &PackageResult) -> &'static str {
+    match result {
+        PackageResult::Submitted { .. } => "purchased",
+        PackageResult::Failed { .. } => "failed",
+        PackageResult::Unconfirmed { .. } | PackageResult::LeftUnconfirmed => "unconfirmed",
+        PackageResult::NotAttempted { .. } => "not_sent",
+    }
 }
 
 /// The mark in front of a result line: the plan's symbol when the package
@@ -633,9 +679,14 @@ fn labels_recorded(plan: &Plan) -> String {
     out
 }
 
-/// What is left to do, then the final `Apply complete: …` line.
-fn summarize(context: &Context, plan: &Plan, report: &ApplyReport) -> anyhow::Result<()> {
-    let mut out = String::new();
+/// `apply --format json`: the result document.
+fn print_json(plan: &Plan, report: &ApplyReport) -> anyhow::Result<()> {
+    let document = JsonApply::new(plan, report);
+    print(&format!("{}\n", serde_json::to_string_pretty(&document)?))
+}
+
+/// On stderr: why the run stopped early and what was not sent, if it did.
+fn report_stop(context: &Context, report: &ApplyReport) {
     if let Some(reason) = &report.stopped {
         let not_sent = report
             .outcomes
@@ -654,6 +705,12 @@ fn summarize(context: &Context, plan: &Plan, report: &ApplyReport) -> anyhow::Re
             );
         }
     }
+}
+
+/// What is left to do, then the final `Apply complete: …` line.
+fn summarize(context: &Context, plan: &Plan, report: &ApplyReport) -> anyhow::Result<()> {
+    let mut out = String::new();
+    report_stop(context, report);
     let unconfirmed: Vec<_> = report
         .outcomes
         .iter()

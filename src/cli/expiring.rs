@@ -34,27 +34,40 @@ pub fn run(context: &Context, args: &ExpiringArgs) -> anyhow::Result<ExitStatus>
         ))?,
         ListFormat::Text => {
             let mut out = format!(
-                "{} OA{} run{} out within {} days (today is {today}):\n",
+                "{} OA{} run{} out within {} days (today is {today}), the soonest first:\n\n",
                 found.len(),
                 if found.len() == 1 { "" } else { "s" },
                 if found.len() == 1 { "s" } else { "" },
                 args.within
             );
-            for e in &found {
-                out.push_str(&format!(
-                    "  {}  {}  {} ends {} ({} day{} left; last package {}, {})\n",
-                    e.oaid,
-                    escape_controls(e.name.as_deref().unwrap_or("-")),
-                    e.tier,
-                    e.end,
-                    e.days_left,
-                    if e.days_left == 1 { "" } else { "s" },
-                    e.key,
-                    escape_controls(e.known_from),
-                ));
-            }
+            let header = [
+                "DAYS LEFT",
+                "ENDS",
+                "OAID",
+                "NAME",
+                "TIER",
+                "LAST PACKAGE",
+                "KNOWN FROM",
+            ]
+            .map(String::from);
+            // Names come from files.
+            let rows: Vec<[String; 7]> = found
+                .iter()
+                .map(|e| {
+                    [
+                        e.days_left.to_string(),
+                        e.end.to_string(),
+                        e.oaid.to_string(),
+                        escape_controls(e.name.as_deref().unwrap_or("-")).into_owned(),
+                        e.tier.to_string(),
+                        e.key.to_string(),
+                        e.known_from.to_owned(),
+                    ]
+                })
+                .collect();
+            out.push_str(&super::state::table(&header, &rows));
             out.push_str(
-                "Declare a renewal starting the day after the end date to keep the OA running.\n",
+                "\nDeclare a renewal starting the day after the end date to keep the OA running.\n",
             );
             print(&out)?;
         }

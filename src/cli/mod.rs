@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod apply;
+mod apply_json;
 mod context;
 mod coverage;
 pub mod error;
@@ -44,8 +45,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags accepted before or after the subcommand name.
+/// Flags accepted before or after the subcommand name, listed in `--help`
+/// under their own heading.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Manifest file or directory (repeatable; directories are read recursively
     /// for *.yaml / *.yml). Default: oapkg.yaml
@@ -66,10 +69,11 @@ pub struct GlobalArgs {
     pub no_color: bool,
 
     /// Log format on stderr
-    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    #[arg(long, value_enum, value_name = "FORMAT", global = true, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// More log output (-v: debug, -vv: trace); RUST_LOG overrides
+    /// More log output (-v: oapkg's debug lines, -vv: its trace lines, -vvv:
+    /// everything, the HTTP and TLS libraries included); RUST_LOG overrides
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
@@ -108,7 +112,7 @@ pub enum Command {
     /// Create an empty state file (apply refuses to run without one)
     Init,
     /// Check the manifests only (no state, no network)
-    Validate,
+    Validate(validate::ValidateArgs),
     /// Show which purchases the manifests need (no network, no credentials)
     Plan(plan::PlanArgs),
     /// Buy what the plan lists, exactly once (shows the plan and asks first)
@@ -126,13 +130,54 @@ pub enum Command {
     /// Follow the manifest files and plan again (with --apply: apply) when
     /// they change
     Watch(watch::WatchArgs),
-    /// Print the JSON Schema of the manifest format (for editors)
-    Schema,
+    /// Print the JSON Schema of the manifest format (for editors), or with
+    /// --plan of the `plan --format json` document
+    Schema(SchemaArgs),
     /// Print shell completions
     Completions {
+        /// The shell to print completions for
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// The schema of the `plan --format json` document (format_version 2)
+    /// instead of the manifest's
+    #[arg(long)]
+    pub plan: bool,
+}
+
+/// Global options about the manifests and the state, which `schema` and
+/// `completions` accept but do not use: hidden from their `--help`.
+const PROJECT_OPTIONS: [&str; 3] = ["files", "state", "lock_timeout"];
+const WITHOUT_PROJECT: [&str; 2] = ["schema", "completions"];
+
+/// The clap command tree: [`Cli`]'s, with the options a subcommand ignores
+/// hidden from its help. Parse, complete and document with this one.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    // Global options are copied into each subcommand that has no argument
+    // of the same id when the tree is built: give these two a hidden copy
+    // first (same parser, default and environment variable).
+    let hidden: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|a| PROJECT_OPTIONS.contains(&a.get_id().as_str()))
+        .map(|a| a.clone().global(false).hide(true))
+        .collect();
+    WITHOUT_PROJECT.iter().fold(command, |command, name| {
+        command.mut_subcommand(name, |sub| sub.args(hidden.iter().cloned()))
+    })
+}
+
+/// Parses the process's arguments with [`command`].
+pub fn parse() -> Result<Cli, clap::Error> {
+    use clap::FromArgMatches;
+    let mut command = command();
+    let mut matches = command.try_get_matches_from_mut(std::env::args_os())?;
+    Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
 }
 
 /// Runs the parsed command line and turns its outcome into an exit status,
@@ -156,7 +201,7 @@ pub fn run(cli: Cli) -> ExitStatus {
     };
     let result = match cli.command {
         Command::Init => init::run(&context),
-        Command::Validate => validate::run(&context),
+        Command::Validate(args) => validate::run(&context, &args),
         Command::Plan(args) => plan::run(&context, &args),
         Command::Apply(args) => apply::run(&context, &args),
         Command::Show(args) => plan::show(&context, &args),
@@ -164,10 +209,9 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Expiring(args) => expiring::run(&context, &args),
         Command::Coverage(args) => coverage::run(&context, &args),
         Command::Watch(args) => watch::run(&context, &args),
-        Command::Schema => print_schema(),
+        Command::Schema(args) => print_schema(&args),
         Command::Completions { shell } => {
-            use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "oapkg", &mut std::io::stdout());
+            clap_complete::generate(shell, &mut command(), "oapkg", &mut std::io::stdout());
             Ok(ExitStatus::Success)
         }
     };
@@ -183,8 +227,12 @@ pub fn run(cli: Cli) -> ExitStatus {
     }
 }
 
-fn print_schema() -> anyhow::Result<ExitStatus> {
-    let schema = schemars::schema_for!(crate::manifest::raw::RawDocument);
+fn print_schema(args: &SchemaArgs) -> anyhow::Result<ExitStatus> {
+    let schema = if args.plan {
+        crate::plan::render::plan_schema()
+    } else {
+        schemars::schema_for!(crate::manifest::raw::RawDocument)
+    };
     context::print(&format!("{}\n", serde_json::to_string_pretty(&schema)?))?;
     Ok(ExitStatus::Success)
 }
@@ -202,21 +250,21 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 /// per line with the event's fields at the top level (`timestamp`, `level`,
 /// `message`, `target`, the fields, and `span` for the enclosing span, e.g.
 /// a watch cycle).
+///
+/// The filter ([`log_filter`]) raises oapkg's own level with `-v`; the
+/// libraries (hyper, rustls, notify) stay at warnings until `-vvv`. Human
+/// lines name their module (`oapkg::apply`) only from `-v` on.
 fn init_logging(global: &GlobalArgs, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let level = match (global.quiet, global.verbose) {
-        (true, _) => "error",
-        (false, 0) => default_level,
-        (false, 1) => "debug",
-        (false, _) => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(log_filter(global.quiet, global.verbose, default_level))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal() && !no_color_requested(global));
     let _ = match global.log_format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.with_target(global.verbose > 0).try_init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
@@ -224,6 +272,20 @@ fn init_logging(global: &GlobalArgs, default_level: &str) {
             .with_span_list(false)
             .try_init(),
     };
+}
+
+/// The log filter for `-q`/`-v` (when `RUST_LOG` is not set): `-q` errors
+/// only; none: `default_level` for oapkg, warnings from libraries; `-v`
+/// oapkg's debug lines; `-vv` oapkg's trace lines; `-vvv` everything at
+/// trace, the HTTP and TLS libraries included.
+fn log_filter(quiet: bool, verbose: u8, default_level: &str) -> String {
+    match (quiet, verbose) {
+        (true, _) => "error".to_owned(),
+        (false, 0) => format!("warn,oapkg={default_level}"),
+        (false, 1) => "warn,oapkg=debug".to_owned(),
+        (false, 2) => "warn,oapkg=trace".to_owned(),
+        (false, _) => "trace".to_owned(),
+    }
 }
 
 pub(crate) fn no_color_requested(global: &GlobalArgs) -> bool {
@@ -234,4 +296,43 @@ pub(crate) fn no_color_requested(global: &GlobalArgs) -> bool {
 /// --no-color/NO_COLOR.
 pub fn stderr_paint(global: &GlobalArgs) -> Paint {
     Paint(std::io::stderr().is_terminal() && !no_color_requested(global))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn verbosity_raises_oapkgs_level_before_the_libraries() {
+        assert_eq!(super::log_filter(false, 0, "warn"), "warn,oapkg=warn");
+        assert_eq!(super::log_filter(false, 0, "info"), "warn,oapkg=info");
+        assert_eq!(super::log_filter(false, 1, "warn"), "warn,oapkg=debug");
+        assert_eq!(super::log_filter(false, 2, "info"), "warn,oapkg=trace");
+        assert_eq!(super::log_filter(false, 3, "warn"), "trace");
+        assert_eq!(super::log_filter(true, 0, "info"), "error");
+    }
+    /// Every argument and option of every subcommand (clap's own help and
+    /// version flags aside) says what it is for.
+    #[test]
+    fn every_argument_has_a_help_line() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") || arg.is_hide_set() {
+                    continue;
+                }
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                if help.trim().is_empty() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut command = super::command();
+        command.build();
+        assert!(command.get_subcommands().count() > 5);
+        let mut missing = Vec::new();
+        walk(&command, "oapkg", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
 }

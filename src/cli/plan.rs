@@ -37,7 +37,12 @@ pub struct ShowArgs {
 pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
     let plan = make_plan(context)?;
     context.note_missing_state(&plan.state);
-    print(&rendered(context, &plan, args.format))?;
+    print(&rendered(
+        context,
+        &plan,
+        args.format,
+        &context.global.files,
+    ))?;
     if let Some(path) = &args.out {
         let mut saved = SavedPlan::from_plan(&plan);
         saved.manifest_files = context
@@ -64,12 +69,16 @@ pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
 /// `oapkg show PLANFILE`: a saved plan rendered as `plan` rendered it, so the
 /// apply job of a pipeline can print what was reviewed. Reads nothing else.
 pub fn show(context: &Context, args: &ShowArgs) -> anyhow::Result<ExitStatus> {
-    let plan = plan_file::read(&args.planfile)?.to_plan();
-    print(&rendered(context, &plan, args.format))?;
+    let saved = plan_file::read(&args.planfile)?;
+    let manifests: Vec<PathBuf> = saved.manifest_files.iter().map(PathBuf::from).collect();
+    let plan = saved.to_plan();
+    print(&rendered(context, &plan, args.format, &manifests))?;
     Ok(ExitStatus::Success)
 }
 
-fn rendered(context: &Context, plan: &Plan, format: PlanFormat) -> String {
+/// `manifests` are the `-f` paths the plan was made from (empty: the
+/// default), named in the markdown comment with the state.
+fn rendered(context: &Context, plan: &Plan, format: PlanFormat, manifests: &[PathBuf]) -> String {
     match format {
         PlanFormat::Text => render::text(
             plan,
@@ -78,7 +87,25 @@ fn rendered(context: &Context, plan: &Plan, format: PlanFormat) -> String {
             },
         ),
         PlanFormat::Json => render::json(plan),
-        PlanFormat::Markdown => render::markdown(plan, &render::MarkdownOptions::default()),
+        PlanFormat::Markdown => render::markdown(
+            plan,
+            &render::MarkdownOptions {
+                project: Some(project(context, manifests)),
+                ..render::MarkdownOptions::default()
+            },
+        ),
+    }
+}
+
+/// The state (`--state`, as given) and the manifests, for the markdown
+/// comment's header line and marker.
+fn project(context: &Context, manifests: &[PathBuf]) -> render::Project {
+    render::Project {
+        state: context.global.state.display().to_string(),
+        manifests: crate::manifest::paths_or_default(manifests)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
     }
 }
 

@@ -17,12 +17,19 @@ use crate::state::{Confirmation, Record, State, Status, UnlockOutcome};
 pub enum StateCommand {
     /// List recorded packages, sorted by key
     List {
+        /// Only the packages of this OA
+        #[arg(value_name = "OAID")]
+        oaid: Option<String>,
+        /// Output format: text (a table) or json (an array of objects)
         #[arg(long, value_enum, default_value_t = ListFormat::Text)]
         format: ListFormat,
     },
     /// Show one recorded package
     Show {
+        /// The package's key, OAID@START (see `oapkg state list`)
+        #[arg(value_name = "KEY")]
         key: String,
+        /// Output format: text (one field a line) or json (one object)
         #[arg(long, value_enum, default_value_t = ListFormat::Text)]
         format: ListFormat,
     },
@@ -32,7 +39,8 @@ pub enum StateCommand {
     /// buy it again) or recorded as unconfirmed (eSMS may have charged for
     /// it), unless --force.
     Rm {
-        #[arg(required = true)]
+        /// The keys to forget, OAID@START
+        #[arg(required = true, value_name = "KEY")]
         keys: Vec<String>,
         /// Remove them even if declared, unconfirmed, or the manifests
         /// cannot be read
@@ -42,8 +50,10 @@ pub enum StateCommand {
     /// Re-key a record whose start date eSMS registered differently (same
     /// OA; no API call)
     Mv {
+        /// The key recorded now, OAID@START
         #[arg(value_name = "OLDKEY")]
         old: String,
+        /// The key eSMS registered, same OAID with its start date
         #[arg(value_name = "NEWKEY")]
         new: String,
     },
@@ -51,6 +61,8 @@ pub enum StateCommand {
     Import(ImportArgs),
     /// Mark an unconfirmed package submitted after checking it on the eSMS portal
     Confirm {
+        /// The unconfirmed package's key, OAID@START
+        #[arg(value_name = "KEY")]
         key: String,
         /// eSMS's id for the registration, as shown on the portal
         #[arg(long, value_name = "ID")]
@@ -73,6 +85,7 @@ pub enum StateCommand {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
+    /// The OA's id (digits)
     #[arg(long)]
     pub oaid: String,
     /// trial, advanced or premium (or 1, 2, 3)
@@ -84,6 +97,7 @@ pub struct ImportArgs {
     /// Whole months, 1 to 36
     #[arg(long)]
     pub duration: u8,
+    /// eSMS's id for the registration, as shown on the portal, if known
     #[arg(long, value_name = "ID")]
     pub service_preview_id: Option<String>,
     /// Label shown in plans
@@ -93,7 +107,7 @@ pub struct ImportArgs {
 
 pub fn run(context: &Context, command: StateCommand) -> anyhow::Result<ExitStatus> {
     match command {
-        StateCommand::List { format } => list(context, format),
+        StateCommand::List { oaid, format } => list(context, oaid.as_deref(), format),
         StateCommand::Show { key, format } => show(context, &key, format),
         StateCommand::Rm { keys, force } => rm(context, &keys, force),
         StateCommand::Mv { old, new } => mv(context, &old, &new),
@@ -189,24 +203,30 @@ impl<'a> Listed<'a> {
     }
 }
 
-fn list(context: &Context, format: ListFormat) -> anyhow::Result<ExitStatus> {
+fn list(context: &Context, oaid: Option<&str>, format: ListFormat) -> anyhow::Result<ExitStatus> {
+    let oaid = oaid
+        .map(|text| Oaid::parse(text).with_context(|| format!("OAID {text:?}")))
+        .transpose()?;
     let state = context.load_state()?.state;
+    let records: Vec<(&Key, &Record)> = state
+        .packages
+        .iter()
+        .filter(|(_, r)| oaid.as_ref().is_none_or(|o| r.spec.oaid == *o))
+        .collect();
     match format {
         ListFormat::Json => {
-            let listed: Vec<_> = state
-                .packages
-                .iter()
-                .map(|(k, r)| Listed::new(k, r))
-                .collect();
+            let listed: Vec<_> = records.iter().map(|(k, r)| Listed::new(k, r)).collect();
             print(&format!("{}\n", serde_json::to_string_pretty(&listed)?))?;
         }
-        ListFormat::Text if state.packages.is_empty() => print(&format!(
-            "No packages recorded in {}.\n",
-            context.store.path().display()
-        ))?,
+        ListFormat::Text if records.is_empty() => {
+            let of = oaid.map(|o| format!(" for OA {o}")).unwrap_or_default();
+            print(&format!(
+                "No packages recorded{of} in {}.\n",
+                context.store.path().display()
+            ))?;
+        }
         ListFormat::Text => {
-            let rows: Vec<[String; 7]> = state
-                .packages
+            let rows: Vec<[String; 7]> = records
                 .iter()
                 .map(|(key, r)| {
                     [
@@ -241,7 +261,9 @@ fn list(context: &Context, format: ListFormat) -> anyhow::Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-fn table(header: &[String; 7], rows: &[[String; 7]]) -> String {
+/// Rows under a header, each column as wide as its widest cell, two
+/// spaces apart. The cells are printed as given: escape foreign text first.
+pub(super) fn table<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
     let mut widths = header.clone().map(|h| h.chars().count());
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -274,11 +296,16 @@ fn show(context: &Context, key: &str, format: ListFormat) -> anyhow::Result<Exit
     let text = match format {
         ListFormat::Json => format!("{}\n", serde_json::to_string_pretty(&listed)?),
         ListFormat::Text => {
-            let value = serde_json::to_value(&listed)?;
+            // The fields in the JSON's order (`key` first), one a line;
+            // times at second precision.
+            let fields: OrderedFields = serde_json::from_str(&serde_json::to_string(&listed)?)?;
             let mut out = String::new();
-            for (field, v) in value.as_object().into_iter().flatten() {
+            for (field, v) in fields.0 {
                 let v = match v {
-                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::String(s) => match s.parse::<jiff::Timestamp>() {
+                        Ok(at) => crate::plan::render::to_seconds(at).to_string(),
+                        Err(_) => s,
+                    },
                     serde_json::Value::Null => "-".into(),
                     other => other.to_string(),
                 };
@@ -322,6 +349,33 @@ fn migrate(context: &Context, to: &std::path::Path) -> anyhow::Result<ExitStatus
         target.path().display(),
     ))?;
     Ok(ExitStatus::Success)
+}
+
+/// A JSON object's fields in the order written (serde_json's own map
+/// sorts them).
+struct OrderedFields(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for OrderedFields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = OrderedFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<OrderedFields, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    fields.push(entry);
+                }
+                Ok(OrderedFields(fields))
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
 }
 
 /// Loads the state under the writer lock, lets `edit` change it, writes it.

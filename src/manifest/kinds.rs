@@ -18,7 +18,10 @@ use super::raw::{
 /// `monthly:` of a price list: the price of one month of each tier.
 #[derive(Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(description = "The price of one month of each tier, a whole positive amount.")]
+#[schemars(
+    rename = "MonthlyPrices",
+    description = "The price of one month of each tier, a whole positive amount."
+)]
 pub struct RawMonthly {
     #[schemars(with = "Option<u64>")]
     pub trial: Option<Field>,
@@ -52,6 +55,7 @@ impl RawMonthly {
 #[derive(Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(
+    rename = "CoveragePolicy",
     description = "Keeps one OA covered: buys the next package of `tier` for `months` when its coverage ends within `renew_before_days`."
 )]
 pub struct RawPolicy {

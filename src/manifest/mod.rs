@@ -122,6 +122,8 @@ pub enum DiagnosticKind {
     /// ([`crate::plan::starts_before_today_applies`]), never about one
     /// already recorded.
     StartsBeforeToday,
+    /// A file found in a directory that is not an oapkg manifest, skipped.
+    Skipped,
 }
 
 impl Diagnostic {

@@ -329,7 +329,10 @@ impl<'de> Deserialize<'de> for FieldName {
 /// The fields every package may take from `defaults`.
 #[derive(Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(description = "Values used by every package of this document that does not set them.")]
+#[schemars(
+    rename = "Defaults",
+    description = "Values used by every package of this document that does not set them."
+)]
 pub struct RawDefaults {
     #[schemars(with = "Option<TierSchema>")]
     pub tier: Option<Field>,
@@ -347,7 +350,10 @@ field_mapping!(RawDefaults, "a mapping with `tier` and/or `duration`", {
 /// One entry of `packages`, as written.
 #[derive(Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(description = "One package: an OA, a tier, a start date and a duration in months.")]
+#[schemars(
+    rename = "Package",
+    description = "One package: an OA, a tier, a start date and a duration in months."
+)]
 pub struct RawPackage {
     #[schemars(with = "OaidSchema")]
     pub oaid: Option<Field>,
@@ -388,7 +394,11 @@ pub struct RawDocument {
     #[schemars(with = "Option<RawDefaults>")]
     pub defaults: Option<Spanned<RawDefaults>>,
     /// Where `packages` was written and its entries; `None` when absent.
-    #[schemars(with = "Vec<RawPackage>")]
+    #[schemars(
+        with = "Vec<RawPackage>",
+        default,
+        description = "`kind: PackageSet`: the packages to keep bought."
+    )]
     pub packages: Option<Spanned<PackageList>>,
     /// `kind: PriceList`: the currency of its prices.
     #[schemars(with = "Option<String>")]
@@ -525,6 +535,7 @@ impl<'de> Deserialize<'de> for RawDocument {
 
 /// `oapkg/v1`
 #[derive(Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "ApiVersion")]
 enum ApiVersionSchema {
     #[serde(rename = "oapkg/v1")]
     V1,
@@ -532,15 +543,16 @@ enum ApiVersionSchema {
 
 /// `PackageSet`, `PriceList` or `CoveragePolicy`
 #[derive(Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Kind")]
 enum KindSchema {
     PackageSet,
     PriceList,
     CoveragePolicy,
 }
 
-/// Zalo Official Account id: 1 to 19 digits, not starting with 0, quoted
-/// or not.
+/// Zalo Official Account id: 1 to 19 digits, not starting with 0, quoted or not.
 #[derive(Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Oaid")]
 #[serde(untagged)]
 #[allow(dead_code)]
 pub(super) enum OaidSchema {
@@ -550,6 +562,7 @@ pub(super) enum OaidSchema {
 
 /// trial | advanced | premium (any case), or 1 | 2 | 3.
 #[derive(Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Tier")]
 #[serde(untagged)]
 #[allow(dead_code)]
 pub(super) enum TierSchema {
@@ -557,12 +570,14 @@ pub(super) enum TierSchema {
     Number(#[schemars(range(min = 1, max = 3))] u8),
 }
 
-/// Start date, `YYYY-MM-DD`.
+/// A date, `YYYY-MM-DD`.
 #[derive(Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Date")]
 #[serde(transparent)]
 pub(super) struct DateSchema(#[schemars(regex(pattern = r"^\d{4}-\d{2}-\d{2}$"))] String);
 
 /// Whole months, 1 to 36.
 #[derive(Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Duration")]
 #[serde(transparent)]
 pub(super) struct DurationSchema(#[schemars(range(min = 1, max = 36))] u8);

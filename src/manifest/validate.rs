@@ -61,7 +61,7 @@ pub fn check_file(file: &str, text: &str, origin: Origin, today: Date) -> FileOu
                 out.warnings.push(Diagnostic::file(
                     file,
                     format!("skipped: not an oapkg manifest (no `apiVersion: {API_VERSION}`), and not readable YAML"),
-                ));
+                ).of_kind(DiagnosticKind::Skipped));
             } else {
                 let at = error.location().unwrap_or(Location::UNKNOWN);
                 out.errors.push(Diagnostic::at(
@@ -77,17 +77,21 @@ pub fn check_file(file: &str, text: &str, origin: Origin, today: Date) -> FileOu
         let message = "holds no YAML document: expected a PackageSet (apiVersion: oapkg/v1, kind: PackageSet, packages: [...])";
         match origin {
             Origin::Named => out.errors.push(Diagnostic::file(file, message.to_owned())),
-            Origin::Discovered => out
-                .warnings
-                .push(Diagnostic::file(file, format!("skipped: {message}"))),
+            Origin::Discovered => out.warnings.push(
+                Diagnostic::file(file, format!("skipped: {message}"))
+                    .of_kind(DiagnosticKind::Skipped),
+            ),
         }
         return out;
     }
     if origin == Origin::Discovered && !documents.iter().any(|d| is_ours(&d.value)) {
-        out.warnings.push(Diagnostic::file(
-            file,
-            format!("skipped: not an oapkg manifest (no `apiVersion: {API_VERSION}`)"),
-        ));
+        out.warnings.push(
+            Diagnostic::file(
+                file,
+                format!("skipped: not an oapkg manifest (no `apiVersion: {API_VERSION}`)"),
+            )
+            .of_kind(DiagnosticKind::Skipped),
+        );
         return out;
     }
     let mut checker = Checker {

@@ -76,7 +76,9 @@ pub fn write(plan: &SavedPlan, path: &Path) -> Result<(), PlanFileError> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(error)?;
+    let mut temp = crate::files::new_version_builder()
+        .tempfile_in(dir)
+        .map_err(error)?;
     temp.write_all(plan.encode().as_bytes()).map_err(error)?;
     temp.as_file().sync_all().map_err(error)?;
     temp.persist(path).map_err(|e| error(e.error))?;

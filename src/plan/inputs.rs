@@ -48,7 +48,7 @@ pub fn make(manifests: &Manifests, loaded: &Loaded, today: Date) -> Plan {
     plan.prices.clone_from(&manifests.prices);
     plan.from_policy = from_policy;
     let kept = manifests.warnings.iter().filter(|d| match d.kind {
-        DiagnosticKind::General => true,
+        DiagnosticKind::General | DiagnosticKind::Skipped => true,
         DiagnosticKind::StartsBeforeToday => d
             .key
             .as_ref()

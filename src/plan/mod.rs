@@ -24,7 +24,19 @@ use crate::spec::{Key, Spec};
 use crate::state::{FailedAttempt, Record, StateId};
 
 /// What apply will do for one key (the action table of the README's "Concepts").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Declared, not in state: buy it.
@@ -176,9 +188,10 @@ pub fn max_purchases_need(requests: usize, max: usize) -> Option<Need> {
 /// A recorded package whose declared `name` differs, spec unchanged: a
 /// label change. It buys nothing; apply records the new name without any
 /// request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LabelChange {
+    #[schemars(with = "render::schema::KeySchema")]
     pub key: Key,
     /// The recorded name.
     pub before: Option<String>,

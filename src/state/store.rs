@@ -736,15 +736,10 @@ fn replace_with_backup(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let prefix = format!(".{file_name}.");
-    let mut builder = tempfile::Builder::new();
+    // A new state file is its owner's only, as a plan file is; an existing
+    // file's mode is copied below.
+    let mut builder = crate::files::new_version_builder();
     builder.prefix(&prefix).suffix(".tmp");
-    #[cfg(unix)]
-    {
-        // Like a file created the ordinary way: 0666 less the umask (tempfile's
-        // default is 0600); an existing file's mode is copied below.
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(fs::Permissions::from_mode(0o666));
-    }
     // Errors name the state file; their cause, the temporary one beside it.
     let mut tmp = builder
         .tempfile_in(dir)

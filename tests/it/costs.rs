@@ -209,3 +209,17 @@ fn skip_preflight_skips_the_balance_too() {
     apply(&env, &sim, &["--skip-preflight"]).code(0);
     assert!(sim.requests().iter().all(|r| r.call == Call::Purchase));
 }
+
+#[test]
+fn apply_format_json_says_what_was_spent() {
+    let env = priced();
+    let sim = start(account(TOTAL));
+    let run = apply(&env, &sim.control(), &["--format", "json"]);
+    run.code(0);
+    let document = run.json();
+    assert_eq!(
+        document["summary"]["cost"],
+        serde_json::json!({"amount": TOTAL, "currency": "VND"})
+    );
+    assert_eq!(document["summary"]["purchased"], 2);
+}

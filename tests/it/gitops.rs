@@ -2,10 +2,14 @@
 //! run for real, and the state-in-repository flow followed with real `git`.
 //!
 //! The CI files are parsed, every shell step is extracted and run in order
-//! with `bash` in a copy of its example directory, `oapkg` on `PATH` being
-//! the binary under test and eSMS being the simulator. Only steps that need
-//! the outside world (installing, GitHub's `gh`, `curl`, pushing commits,
+//! with `bash` in a copy of its example directory checked out from a bare
+//! Git repository standing in for GitHub or GitLab, `oapkg` on `PATH` being
+//! the binary under test and eSMS being the simulator. The state push
+//! (`ci/push-state.sh`) runs for real against that repository. Only steps
+//! that need the outside world (installing, GitHub's `gh`, `curl`, `apk`,
 //! `uses:` actions) are skipped, and the test names each one it skipped.
+//! The pipelines that keep the state on S3 have their structure checked
+//! here; [`ci_steps`] and [`try_run_steps`] run them against an S3 server.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -133,6 +137,8 @@ struct GithubJob {
 #[derive(Deserialize)]
 struct GithubStep {
     name: Option<String>,
+    #[serde(rename = "if")]
+    condition: Option<String>,
     uses: Option<String>,
     run: Option<String>,
     #[serde(default)]
@@ -163,6 +169,37 @@ struct Step {
     script: Option<String>,
     /// The step's environment, `${{ secrets.X }}` not yet resolved.
     env: Vec<(String, String)>,
+    /// When it runs: GitHub's `if: always()` or `failure()` (GitLab has no
+    /// such step: after a failed entry, later entries never run).
+    when: When,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum When {
+    /// Only while every earlier step succeeded (the default).
+    Success,
+    /// Whatever happened before.
+    Always,
+    /// Only after an earlier step failed.
+    Failure,
+}
+
+impl When {
+    fn of(condition: Option<&str>) -> When {
+        match condition {
+            Some(c) if c.contains("always()") => When::Always,
+            Some(c) if c.contains("failure()") => When::Failure,
+            _ => When::Success,
+        }
+    }
+
+    fn runs(self, failed: bool) -> bool {
+        match self {
+            When::Success => !failed,
+            When::Always => true,
+            When::Failure => failed,
+        }
+    }
 }
 
 impl Step {
@@ -171,6 +208,7 @@ impl Step {
             label,
             script: Some(script.to_owned()),
             env,
+            when: When::Success,
         }
     }
 }
@@ -183,6 +221,8 @@ fn needs_outside_world(script: &str) -> Option<&'static str> {
         .collect();
     if script.contains("cargo install") {
         Some("cargo install")
+    } else if script.contains("apk add") {
+        Some("apk add")
     } else if script.contains("git push") || script.contains("git commit") {
         Some("git commit/push")
     } else if words.contains(&"gh") {
@@ -213,6 +253,7 @@ fn github_steps(yaml: &str) -> Vec<Step> {
                 .chain(&step.env.0)
                 .cloned()
                 .collect();
+            let when = When::of(step.condition.as_deref());
             match (&step.uses, &step.run) {
                 (Some(uses), _) => steps.push(Step {
                     label: match &step.name {
@@ -221,8 +262,12 @@ fn github_steps(yaml: &str) -> Vec<Step> {
                     },
                     script: None,
                     env,
+                    when,
                 }),
-                (None, Some(run)) => steps.push(Step::run(label, run, env)),
+                (None, Some(run)) => steps.push(Step {
+                    when,
+                    ..Step::run(label, run, env)
+                }),
                 (None, None) => panic!("{label}: neither `uses` nor `run`"),
             }
         }
@@ -278,9 +323,32 @@ fn gitlab_steps(yaml: &str) -> Vec<Step> {
     };
     jobs.sort_by_key(|(_, job)| stage_of(job));
     let mut steps = Vec::new();
+    // `extends: .hidden` (one name or a list): the job's own keys win.
+    let extended = |job: &Value, part: &str| -> Option<Value> {
+        let parents = match &job["extends"] {
+            Value::String(one) => vec![one.clone()],
+            Value::Array(many) => many
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
+            _ => Vec::new(),
+        };
+        parents.iter().rev().find_map(|parent| {
+            let (_, template) = root
+                .0
+                .iter()
+                .find(|(k, _)| k == parent)
+                .expect("an extended job");
+            template.get(part).cloned()
+        })
+    };
     for (name, job) in jobs {
         for part in ["before_script", "script", "after_script"] {
-            let entries = job.get(part).or_else(|| default.get(part));
+            let entries = job
+                .get(part)
+                .cloned()
+                .or_else(|| extended(job, part))
+                .or_else(|| default.get(part).cloned());
             let Some(entries) = entries else { continue };
             for (i, entry) in entries.as_array().expect("a list").iter().enumerate() {
                 let label = format!("job {name}: {part}[{i}]");
@@ -314,28 +382,78 @@ struct Ran {
     oapkg_scripts: usize,
     /// `$GITHUB_OUTPUT`'s content afterwards.
     github_output: String,
+    /// Every step that ran, in order, with what it printed.
+    log: Vec<(String, Run)>,
+    /// The first step that failed; after it, only the steps marked to run
+    /// after a failure ran.
+    failed: Option<String>,
+}
+
+impl Ran {
+    /// Every step's output, for failure messages.
+    fn transcript(&self) -> String {
+        self.log
+            .iter()
+            .map(|(label, run)| {
+                format!(
+                    "--- {label} (exit {})\n{}{}",
+                    run.code, run.stdout, run.stderr
+                )
+            })
+            .collect()
+    }
+}
+
+/// The environment a CI runner gives a step (beyond the step's own): the
+/// secrets that resolve `${{ secrets.NAME }}` in GitHub `env:` entries, and
+/// the ambient variables (GitLab's CI/CD variables, `GITHUB_SHA`, AWS
+/// settings, and the like). The S3 pipelines run with the same runner and
+/// an S3 server's `AWS_*` here.
+#[derive(Default)]
+struct RunnerEnv<'a> {
+    secrets: Vec<(&'a str, String)>,
+    ambient: Vec<(String, String)>,
+}
+
+/// Runs `steps` in order in `dir`, as a CI runner would, and panics on the
+/// first step that fails.
+fn run_steps(file: &str, steps: Vec<Step>, dir: &Path, sim: &SimControl, env: &RunnerEnv) -> Ran {
+    let ran = try_run_steps(file, steps, dir, sim, env);
+    if let Some(label) = &ran.failed {
+        panic!(
+            "{file}: {label} failed\n{}\n--- script outputs end",
+            ran.transcript()
+        );
+    }
+    ran
 }
 
 /// Runs `steps` in order in `dir`, as a CI runner would: `bash -e` (with
 /// pipefail, as GitHub's default shell), `oapkg` on `PATH`, the simulator
-/// as eSMS; `secrets` resolve `${{ secrets.NAME }}` and `ambient` is the
-/// environment the runner provides (GitLab's CI/CD variables and the like).
-fn run_steps(
+/// as eSMS, `$GITHUB_OUTPUT` and `$GITHUB_ENV` as on GitHub. After a step
+/// fails, only the steps marked to run after a failure run.
+fn try_run_steps(
     file: &str,
     steps: Vec<Step>,
     dir: &Path,
     sim: &SimControl,
-    secrets: &[(&str, &str)],
-    ambient: &[(&str, &str)],
+    env: &RunnerEnv,
 ) -> Ran {
     let output = dir.join(".github-output");
+    let github_env = dir.join(".github-env");
     std::fs::write(&output, "").unwrap();
+    std::fs::write(&github_env, "").unwrap();
     let mut ran = Ran {
         skipped: Vec::new(),
         oapkg_scripts: 0,
         github_output: String::new(),
+        log: Vec::new(),
+        failed: None,
     };
     for step in steps {
+        if !step.when.runs(ran.failed.is_some()) {
+            continue;
+        }
         let Some(script) = step.script else {
             ran.skipped.push(step.label);
             continue;
@@ -363,15 +481,25 @@ fn run_steps(
         .env("PATH", path_with_oapkg())
         .env("CI", "true")
         .env("GITHUB_OUTPUT", &output)
+        .env("GITHUB_ENV", &github_env)
         .env("OAPKG_TODAY", TODAY)
         .env("ESMS_ENDPOINT", sim.endpoint().as_str())
         .env("OAPKG_RETRY_MIN_DELAY_MS", "10")
+        .env("OAPKG_PUSH_PAUSE", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env_remove("OAPKG_STATE")
         .env_remove("ESMS_API_KEY")
         .env_remove("ESMS_SECRET_KEY")
         .env_remove("RUST_LOG")
         .env_remove("NO_COLOR");
-        cmd.envs(ambient.iter().copied());
+        cmd.envs(env.ambient.iter().map(|(k, v)| (k, v)));
+        // What earlier steps exported through $GITHUB_ENV.
+        for line in std::fs::read_to_string(&github_env).unwrap().lines() {
+            if let Some((name, value)) = line.split_once('=') {
+                cmd.env(name, value);
+            }
+        }
         for (name, value) in &step.env {
             let value = match value
                 .trim()
@@ -380,9 +508,9 @@ fn run_steps(
             {
                 Some(secret) => {
                     let secret = secret.trim();
-                    let found = secrets.iter().find(|(n, _)| *n == secret);
+                    let found = env.secrets.iter().find(|(n, _)| *n == secret);
                     match found {
-                        Some((_, value)) => (*value).to_owned(),
+                        Some((_, value)) => value.clone(),
                         None => panic!("{file}: {}: unknown secret {secret}", step.label),
                     }
                 }
@@ -391,14 +519,13 @@ fn run_steps(
             cmd.env(name, value);
         }
         let run = Run::from(cmd.output().expect("run bash"));
-        assert_eq!(
-            run.code, 0,
-            "{file}: {} failed (exit {})\n--- script\n{script}\n--- stdout\n{}\n--- stderr\n{}",
-            step.label, run.code, run.stdout, run.stderr
-        );
+        if run.code != 0 && ran.failed.is_none() {
+            ran.failed = Some(step.label.clone());
+        }
         if script.contains("oapkg ") {
             ran.oapkg_scripts += 1;
         }
+        ran.log.push((step.label, run));
     }
     ran.github_output = std::fs::read_to_string(&output).unwrap();
     ran
@@ -421,8 +548,177 @@ fn ci_files(dir: &Path, found: &mut Vec<PathBuf>) {
     }
 }
 
+/// The steps of a CI file (`rel` is its path in the repository), in the
+/// order a runner would take them.
+fn ci_steps(rel: &str, yaml: &str) -> Vec<Step> {
+    let name = rel.rsplit('/').next().unwrap();
+    if rel.contains("/.github/workflows/") {
+        github_steps(yaml)
+    } else if name == ".gitlab-ci.yml" {
+        gitlab_steps(yaml)
+    } else if name == ".pre-commit-config.yaml" {
+        let config: PreCommitConfig = serde_saphyr::from_str(yaml).unwrap();
+        hook_steps(
+            config.repos.into_iter().flat_map(|r| r.hooks).collect(),
+            &[],
+        )
+    } else if name == ".pre-commit-hooks.yaml" {
+        // Its comment shows the `args` a using repository passes.
+        let args = r#"args: ["-f", "packages"]"#;
+        assert!(yaml.contains(args), "{rel} documents {args}");
+        let hooks: Vec<PreCommitHook> = serde_saphyr::from_str(yaml).unwrap();
+        hook_steps(hooks, &["-f".to_owned(), "packages".to_owned()])
+    } else {
+        panic!("{rel}: a YAML file of no known CI kind");
+    }
+}
+
+/// The example pipelines that keep the state on S3: run against an S3
+/// server, not in the local-state runs below.
+fn uses_s3_state(rel: &str) -> bool {
+    rel.starts_with("examples/gitops/s3-state/")
+}
+
+const GITLAB_HOST: &str = "gitlab.example.com";
+const GITLAB_PROJECT: &str = "team/packages";
+const PUSH_TOKEN: &str = "push-token";
+
+/// A CI checkout: `dir` (a copy of an example) as a Git repository on
+/// `main`, cloned from a bare repository standing in for GitHub or GitLab.
+struct Checkout {
+    remote: tempfile::TempDir,
+}
+
+impl Checkout {
+    #[track_caller]
+    fn new(dir: &Path) -> Checkout {
+        let remote = tempfile::tempdir().unwrap();
+        git_in(remote.path(), &["init", "-q", "--bare", "-b", "main"]);
+        git_in(dir, &["init", "-q", "-b", "main"]);
+        git_in(dir, &["add", "."]);
+        git_in(dir, &["commit", "-q", "-m", "Manifests and an empty state"]);
+        let url = remote.path().to_string_lossy().into_owned();
+        git_in(dir, &["remote", "add", "origin", &url]);
+        git_in(dir, &["push", "-q", "origin", "main"]);
+        Checkout { remote }
+    }
+
+    fn url(&self) -> String {
+        self.remote.path().to_string_lossy().into_owned()
+    }
+
+    /// What GitHub's or GitLab's runner provides: the GitLab push URL the
+    /// example builds (token and all) leads to the bare repository.
+    fn runner_env(&self, dir: &Path) -> RunnerEnv<'static> {
+        let head = git_in(dir, &["rev-parse", "HEAD"]).trim().to_owned();
+        let gitlab_url = format!("https://oauth2:{PUSH_TOKEN}@{GITLAB_HOST}/{GITLAB_PROJECT}.git");
+        let ambient = [
+            ("GITHUB_SHA", head.as_str()),
+            ("CI_COMMIT_SHA", &head),
+            ("CI_COMMIT_BRANCH", "main"),
+            ("CI_DEFAULT_BRANCH", "main"),
+            ("CI_SERVER_HOST", GITLAB_HOST),
+            ("CI_PROJECT_PATH", GITLAB_PROJECT),
+            ("STATE_PUSH_TOKEN", PUSH_TOKEN),
+            // GitLab hands CI/CD variables to every job as environment.
+            ("ESMS_API_KEY", API_KEY),
+            ("ESMS_SECRET_KEY", SECRET_KEY),
+            ("GIT_CONFIG_COUNT", "1"),
+            ("GIT_CONFIG_KEY_0", &format!("url.{}.insteadOf", self.url())),
+            ("GIT_CONFIG_VALUE_0", &gitlab_url),
+        ];
+        RunnerEnv {
+            secrets: vec![
+                ("ESMS_API_KEY", API_KEY.to_owned()),
+                ("ESMS_SECRET_KEY", SECRET_KEY.to_owned()),
+            ],
+            ambient: ambient
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    /// A file on the remote's `main`.
+    fn file_on_main(&self, path: &str) -> String {
+        git_in(self.remote.path(), &["show", &format!("main:{path}")])
+    }
+
+    /// Someone else's change pushed to the remote's `main` meanwhile: `change`
+    /// runs in a fresh clone, whose changes are then committed and pushed.
+    fn push_meanwhile(&self, message: &str, change: impl FnOnce(&Path)) {
+        let clone = tempfile::tempdir().unwrap();
+        git_in(clone.path(), &["clone", "-q", &self.url(), "."]);
+        change(clone.path());
+        git_in(clone.path(), &["add", "-A"]);
+        git_in(clone.path(), &["commit", "-q", "-m", message]);
+        git_in(clone.path(), &["push", "-q", "origin", "main"]);
+    }
+}
+
+/// `git ARGS` in `dir`, isolated from the user's configuration.
+#[track_caller]
+fn git_in(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Reviewer")
+        .env("GIT_AUTHOR_EMAIL", "reviewer@example.com")
+        .env("GIT_COMMITTER_NAME", "Reviewer")
+        .env("GIT_COMMITTER_EMAIL", "reviewer@example.com")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("run git");
+    let run = Run::from(out);
+    assert_eq!(
+        run.code,
+        0,
+        "git {args:?} in {} failed\n{}\n{}",
+        dir.display(),
+        run.stdout,
+        run.stderr
+    );
+    run.stdout
+}
+
+fn rel_path(path: &Path) -> String {
+    path.strip_prefix(repo_root())
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `oapkg state list --format json` keys of the state at `state`.
+fn recorded_keys(dir: &Path, state: &str) -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_oapkg"))
+        .args(["state", "list", "--format", "json", "--state", state])
+        .current_dir(dir)
+        .env("OAPKG_TODAY", TODAY)
+        .env_remove("OAPKG_STATE")
+        .output()
+        .unwrap();
+    let run = Run::from(out);
+    run.code(0);
+    run.json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["key"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+const EXAMPLE_KEYS: [&str; 2] = [
+    "4097311281936189049@2026-12-01",
+    "745830328927467685@2027-01-01",
+];
+
 #[test]
 fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("skipped: `git` is not installed");
+        return;
+    }
     let mut files = Vec::new();
     ci_files(&examples(), &mut files);
     files.push(repo_root().join(".pre-commit-hooks.yaml"));
@@ -431,14 +727,13 @@ fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
     let mut skipped = Vec::new();
     let mut exercised = Vec::new();
     for path in &files {
-        let rel = path
-            .strip_prefix(repo_root())
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+        let rel = rel_path(path);
         let yaml = std::fs::read_to_string(path).unwrap();
         // Valid YAML, whatever the tool reading it.
         serde_saphyr::from_str::<Value>(&yaml).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        if uses_s3_state(&rel) {
+            continue;
+        }
 
         let example = match rel.split('/').nth(2) {
             Some(name) if rel.starts_with("examples/gitops/") => examples().join(name),
@@ -447,49 +742,22 @@ fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
         };
         let work = tempfile::tempdir().unwrap();
         copy_dir(&example, work.path());
+        let checkout = Checkout::new(work.path());
         let sim_handle = simulator(&[]);
         let sim = sim_handle.control();
-        let name = path.file_name().unwrap().to_str().unwrap();
-        let (ran, applies) = if rel.contains("/.github/workflows/") {
-            let steps = github_steps(&yaml);
-            let applies = steps.iter().any(|s| {
-                s.script
-                    .as_deref()
-                    .is_some_and(|s| s.contains("oapkg apply"))
-            });
-            let secrets = [("ESMS_API_KEY", API_KEY), ("ESMS_SECRET_KEY", SECRET_KEY)];
-            (
-                run_steps(&rel, steps, work.path(), &sim, &secrets, &[]),
-                applies,
-            )
-        } else if name == ".gitlab-ci.yml" {
-            let steps = gitlab_steps(&yaml);
-            // GitLab hands CI/CD variables to every job as environment.
-            let ambient = [("ESMS_API_KEY", API_KEY), ("ESMS_SECRET_KEY", SECRET_KEY)];
-            (
-                run_steps(&rel, steps, work.path(), &sim, &[], &ambient),
-                true,
-            )
-        } else if name == ".pre-commit-config.yaml" {
-            let config: PreCommitConfig = serde_saphyr::from_str(&yaml).unwrap();
-            let hooks = config.repos.into_iter().flat_map(|r| r.hooks).collect();
-            (
-                run_steps(&rel, hook_steps(hooks, &[]), work.path(), &sim, &[], &[]),
-                false,
-            )
-        } else if name == ".pre-commit-hooks.yaml" {
-            // Its comment shows the `args` a using repository passes.
-            let args = r#"args: ["-f", "packages"]"#;
-            assert!(yaml.contains(args), "{rel} documents {args}");
-            let hooks: Vec<PreCommitHook> = serde_saphyr::from_str(&yaml).unwrap();
-            let args = ["-f".to_owned(), "packages".to_owned()];
-            (
-                run_steps(&rel, hook_steps(hooks, &args), work.path(), &sim, &[], &[]),
-                false,
-            )
-        } else {
-            panic!("{rel}: a YAML file of no known CI kind");
-        };
+        let steps = ci_steps(&rel, &yaml);
+        let applies = steps.iter().any(|s| {
+            s.script
+                .as_deref()
+                .is_some_and(|s| s.contains("oapkg apply"))
+        });
+        let ran = run_steps(
+            &rel,
+            steps,
+            work.path(),
+            &sim,
+            &checkout.runner_env(work.path()),
+        );
         assert!(ran.oapkg_scripts > 0, "{rel}: no oapkg command was run");
         exercised.push(format!("{rel}: {} oapkg step(s)", ran.oapkg_scripts));
         skipped.extend(ran.skipped.iter().map(|s| format!("{rel}: {s}")));
@@ -500,7 +768,12 @@ fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
                 comment.starts_with("**Plan: 2 to purchase,"),
                 "{rel}: the summary comes first:\n{comment}"
             );
-            assert!(comment.contains("<!-- oapkg-plan -->"), "{rel}: the marker");
+            // The marker names the state the comment is about.
+            assert!(comment.contains("<!-- oapkg-plan: "), "{rel}: the marker");
+            assert!(
+                !comment.contains("oapkg:allow-"),
+                "{rel}: nothing to approve:\n{comment}"
+            );
         }
         if rel.ends_with("state-in-repo/.github/workflows/oapkg.yml") {
             assert!(
@@ -511,11 +784,7 @@ fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
         }
         if applies {
             // The apply job bought what the plan showed, once each.
-            let keys = [
-                "4097311281936189049@2026-12-01",
-                "745830328927467685@2027-01-01",
-            ];
-            assert_charged_once(&sim, &keys);
+            assert_charged_once(&sim, &EXAMPLE_KEYS);
             let again = Run::from(
                 Command::new(env!("CARGO_BIN_EXE_oapkg"))
                     .args(["plan", "-f", "packages", "--detailed-exitcode"])
@@ -526,6 +795,15 @@ fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
                     .unwrap(),
             );
             again.code(0).stdout_has("No changes.");
+            // ... and pushed the state to main, where the next plan reads it.
+            let pushed = checkout.file_on_main("state/oapkg.state.json");
+            let local =
+                std::fs::read_to_string(work.path().join("state/oapkg.state.json")).unwrap();
+            assert_eq!(pushed, local, "{rel}: the state on main is the run's");
+            assert_eq!(
+                recorded_keys(work.path(), "state/oapkg.state.json"),
+                EXAMPLE_KEYS
+            );
         } else {
             assert!(sim.ledger().is_empty(), "{rel} bought something");
         }
@@ -534,21 +812,26 @@ fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
 
     let expected_skips = [
         "examples/gitops/admin-host/.github/workflows/oapkg-check.yml: job check: uses: actions/checkout@v4",
+        "examples/gitops/admin-host/.github/workflows/oapkg-check.yml: job check: Cached oapkg binary (uses: actions/cache@v4)",
         "examples/gitops/admin-host/.github/workflows/oapkg-check.yml: job check: Install oapkg (cargo install)",
         "examples/gitops/admin-host/.github/workflows/oapkg-check.yml: job check: Fetch a read-only copy of the admin host's state (curl)",
         "examples/gitops/admin-host/.github/workflows/oapkg-check.yml: job check: Post or update the plan comment (uses: actions/github-script@v7)",
         "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job plan: uses: actions/checkout@v4",
+        "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job plan: Cached oapkg binary (uses: actions/cache@v4)",
         "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job plan: Install oapkg (cargo install)",
         "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job plan: Keep the saved plan for the apply job (uses: actions/upload-artifact@v4)",
         "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job plan: Post or update the plan comment (uses: actions/github-script@v7)",
         "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job plan: Label \"no changes\" (uses: actions/github-script@v7)",
         "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job apply: uses: actions/checkout@v4",
+        "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job apply: Cached oapkg binary (uses: actions/cache@v4)",
         "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job apply: Install oapkg (cargo install)",
-        "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job apply: Fetch the plan reviewed in the merged pull request (gh)",
-        "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job apply: Commit the state (git commit/push)",
+        "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job apply: Fetch the plan reviewed in the merged pull request, and its labels (gh)",
         "examples/gitops/state-in-repo/.gitlab-ci.yml: job plan: before_script[0] (cargo install)",
+        "examples/gitops/state-in-repo/.gitlab-ci.yml: job plan-note: before_script[0] (apk add)",
+        "examples/gitops/state-in-repo/.gitlab-ci.yml: job plan-note: script[0] (curl)",
+        "examples/gitops/state-in-repo/.gitlab-ci.yml: job reviewed-plan: before_script[0] (apk add)",
+        "examples/gitops/state-in-repo/.gitlab-ci.yml: job reviewed-plan: script[0] (curl)",
         "examples/gitops/state-in-repo/.gitlab-ci.yml: job apply: before_script[0] (cargo install)",
-        "examples/gitops/state-in-repo/.gitlab-ci.yml: job apply: script[2] (git commit/push)",
     ];
     assert!(
         skipped == expected_skips,
@@ -580,24 +863,7 @@ impl Repo {
 
     #[track_caller]
     fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(self.dir())
-            .env("GIT_AUTHOR_NAME", "Reviewer")
-            .env("GIT_AUTHOR_EMAIL", "reviewer@example.com")
-            .env("GIT_COMMITTER_NAME", "Reviewer")
-            .env("GIT_COMMITTER_EMAIL", "reviewer@example.com")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .output()
-            .expect("run git");
-        let run = Run::from(out);
-        assert_eq!(
-            run.code, 0,
-            "git {args:?} failed\n{}\n{}",
-            run.stdout, run.stderr
-        );
-        run.stdout
+        git_in(&self.dir(), args)
     }
 
     /// `oapkg ARGS` in the repository, eSMS being the simulator.
@@ -716,7 +982,14 @@ fn state_in_repository_flow_with_git_refuses_the_second_of_two_racing_plans() {
         )),
         "{comment}"
     );
-    assert!(comment.ends_with("<!-- oapkg-plan -->\n"), "{comment}");
+    assert!(
+        comment.ends_with("<!-- oapkg-plan: state/oapkg.state.json -->\n"),
+        "{comment}"
+    );
+    assert!(
+        comment.contains("State `state/oapkg.state.json` · manifests `packages`\n"),
+        "{comment}"
+    );
     assert!(
         sim_handle.control().ledger().is_empty(),
         "planning buys nothing"
@@ -808,4 +1081,544 @@ fn state_in_repository_flow_with_git_refuses_the_second_of_two_racing_plans() {
     assert_charged_once(&repo.sim, &bought);
     assert_eq!(repo.git(&["status", "--porcelain"]), "");
     sim_handle.shutdown();
+}
+
+// ---------------------------------------------------------------------------
+// The state-in-repository pipelines, step by step, where it gets hard:
+// guarded changes approved by a label, and a push that main refuses.
+
+const GITHUB_WORKFLOW: &str = "examples/gitops/state-in-repo/.github/workflows/oapkg.yml";
+const GITLAB_PIPELINE: &str = "examples/gitops/state-in-repo/.gitlab-ci.yml";
+
+/// The state-in-repository example as CI checks it out on `main`: an
+/// earlier merge bought the example packages and committed the state, then
+/// a merged pull request changed the manifest by `edit` (old text, new).
+struct Merged {
+    work: tempfile::TempDir,
+    checkout: Checkout,
+    sim_handle: BlockingSimHandle,
+}
+
+impl Merged {
+    fn new(edit: (&str, &str)) -> Merged {
+        let work = tempfile::tempdir().unwrap();
+        copy_dir(&examples().join("state-in-repo"), work.path());
+        let sim_handle = simulator(&[]);
+        let earlier = Command::new(env!("CARGO_BIN_EXE_oapkg"))
+            .args(["apply", "-f", "packages", "--auto-approve"])
+            .current_dir(work.path())
+            .env("OAPKG_TODAY", TODAY)
+            .env("ESMS_ENDPOINT", sim_handle.control().endpoint().as_str())
+            .env("ESMS_API_KEY", API_KEY)
+            .env("ESMS_SECRET_KEY", SECRET_KEY)
+            .env_remove("OAPKG_STATE")
+            .output()
+            .unwrap();
+        Run::from(earlier).code(0);
+        assert_charged_once(&sim_handle.control(), &EXAMPLE_KEYS);
+        let checkout = Checkout::new(work.path());
+        let manifest = work.path().join("packages/svoucher.yaml");
+        let yaml = std::fs::read_to_string(&manifest).unwrap();
+        assert!(yaml.contains(edit.0), "{yaml}");
+        std::fs::write(&manifest, yaml.replace(edit.0, edit.1)).unwrap();
+        git_in(
+            work.path(),
+            &["commit", "-q", "-am", "Merge the pull request"],
+        );
+        git_in(work.path(), &["push", "-q", "origin", "main"]);
+        Merged {
+            work,
+            checkout,
+            sim_handle,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.work.path()
+    }
+
+    fn sim(&self) -> SimControl {
+        self.sim_handle.control()
+    }
+
+    /// The merge request's or pull request's labels, as the pipelines'
+    /// API steps (skipped here) leave them.
+    fn label(&self, labels: &[&str]) {
+        let text: String = labels.iter().map(|l| format!("{l}\n")).collect();
+        for file in ["pr-labels.txt", "mr-labels.txt"] {
+            std::fs::write(self.dir().join(file), &text).unwrap();
+        }
+        std::fs::write(self.dir().join("mr-ref.txt"), "!7\n").unwrap();
+    }
+
+    /// The steps of the CI file `rel`.
+    fn steps(&self, rel: &str) -> Vec<Step> {
+        ci_steps(
+            rel,
+            &std::fs::read_to_string(repo_root().join(rel)).unwrap(),
+        )
+    }
+
+    fn run(&self, rel: &str, steps: Vec<Step>) -> Ran {
+        let env = self.checkout.runner_env(self.dir());
+        try_run_steps(rel, steps, self.dir(), &self.sim(), &env)
+    }
+
+    /// Charges per key since the earlier merge.
+    fn new_charges(&self) -> Vec<(String, String)> {
+        let earlier: Vec<String> = EXAMPLE_KEYS.iter().map(|k| (*k).to_owned()).collect();
+        let mut seen = BTreeMap::<String, usize>::new();
+        self.sim()
+            .ledger()
+            .into_iter()
+            .filter_map(|c| {
+                let key = format!("{}@{}", c.oaid, c.dateactive);
+                let n = seen.entry(key.clone()).or_default();
+                *n += 1;
+                // The earlier merge bought each example key once, first.
+                (!(earlier.contains(&key) && *n == 1)).then_some((key, c.duaration))
+            })
+            .collect()
+    }
+}
+
+/// A guarded change: its manifest edit, the flag it needs, the label that
+/// approves it, and the purchase (key, months) it makes once approved.
+struct Guarded {
+    edit: (&'static str, &'static str),
+    flag: &'static str,
+    label: &'static str,
+    bought: (&'static str, &'static str),
+}
+
+const GUARDED: [Guarded; 2] = [
+    // A longer duration: the package is bought again.
+    Guarded {
+        edit: (
+            "start: 2027-01-01\n    duration: 6",
+            "start: 2027-01-01\n    duration: 9",
+        ),
+        flag: "--allow-replace",
+        label: "oapkg:allow-replace",
+        bought: ("745830328927467685@2027-01-01", "9"),
+    },
+    // A moved start date: a new key over months already bought.
+    Guarded {
+        edit: ("start: 2027-01-01", "start: 2027-01-15"),
+        flag: "--allow-overlap",
+        label: "oapkg:allow-overlap",
+        bought: ("745830328927467685@2027-01-15", "6"),
+    },
+];
+
+#[test]
+fn a_guarded_change_approved_by_a_label_is_applied_once_and_refused_without_it() {
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("skipped: `git` is not installed");
+        return;
+    }
+    for rel in [GITHUB_WORKFLOW, GITLAB_PIPELINE] {
+        for guarded in &GUARDED {
+            let what = format!("{rel}, {}", guarded.flag);
+            // Without the label: the plan says how to approve; apply refuses
+            // and buys nothing; the job fails.
+            let merged = Merged::new(guarded.edit);
+            merged.label(&["documentation"]);
+            let ran = merged.run(rel, merged.steps(rel));
+            let comment = std::fs::read_to_string(merged.dir().join("plan.md")).unwrap();
+            assert!(
+                comment.contains(&format!("without `{}`", guarded.flag))
+                    && comment.contains(&format!("the label `{}`", guarded.label)),
+                "{what}: the comment says how to approve:\n{comment}"
+            );
+            assert!(
+                ran.failed.is_some(),
+                "{what}: the job fails\n{}",
+                ran.transcript()
+            );
+            assert!(
+                ran.transcript().contains(guarded.flag)
+                    && ran.transcript().contains("Approved by label: nothing"),
+                "{what}: the refusal names the flag\n{}",
+                ran.transcript()
+            );
+            assert_eq!(merged.new_charges(), [], "{what}: nothing bought");
+            assert_eq!(
+                git_in(merged.dir(), &["status", "--porcelain", "state"]),
+                "",
+                "{what}: the state is unchanged"
+            );
+
+            // With the label: apply buys the reviewed change, once, and the
+            // state reaches main.
+            let merged = Merged::new(guarded.edit);
+            merged.label(&["documentation", guarded.label]);
+            let ran = merged.run(rel, merged.steps(rel));
+            assert_eq!(ran.failed, None, "{what}\n{}", ran.transcript());
+            assert!(
+                ran.transcript()
+                    .contains(&format!("Approved by label: {}", guarded.flag)),
+                "{what}\n{}",
+                ran.transcript()
+            );
+            let (key, months) = guarded.bought;
+            assert_eq!(
+                merged.new_charges(),
+                [(key.to_owned(), months.to_owned())],
+                "{what}: bought exactly once"
+            );
+            assert!(
+                merged
+                    .checkout
+                    .file_on_main("state/oapkg.state.json")
+                    .contains(&format!("\"{key}\"")),
+                "{what}: the state on main records {key}"
+            );
+        }
+    }
+}
+
+/// The steps of `rel` split before the one that pushes the state.
+fn split_at_push(steps: Vec<Step>) -> (Vec<Step>, Vec<Step>) {
+    let mut before = steps;
+    let at = before
+        .iter()
+        .position(|s| {
+            s.script
+                .as_deref()
+                .is_some_and(|s| s.contains("ci/push-state.sh"))
+        })
+        .expect("a step that pushes the state");
+    let after = before.split_off(at);
+    (before, after)
+}
+
+#[test]
+fn the_state_push_rebases_onto_a_moved_main_and_keeps_every_record() {
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("skipped: `git` is not installed");
+        return;
+    }
+    for rel in [GITHUB_WORKFLOW, GITLAB_PIPELINE] {
+        // A pull request adding a package is merged and applied...
+        let merged = Merged::new((
+            "duration: 6",
+            "duration: 6\n  - oaid: \"4097311281936189049\"\n    start: 2027-12-01",
+        ));
+        merged.label(&[]);
+        let (before, after) = split_at_push(merged.steps(rel));
+        let ran = merged.run(rel, before);
+        assert_eq!(ran.failed, None, "{rel}\n{}", ran.transcript());
+        assert_eq!(
+            merged.new_charges(),
+            [("4097311281936189049@2027-12-01".to_owned(), "12".to_owned())]
+        );
+        // ... while another merge moves main (not its state).
+        merged.checkout.push_meanwhile("Another merge", |clone| {
+            std::fs::write(clone.join("NOTES.md"), "# Notes\n").unwrap();
+        });
+        let ran = merged.run(rel, after);
+        assert_eq!(ran.failed, None, "{rel}\n{}", ran.transcript());
+        assert!(
+            ran.transcript().contains("Push refused (attempt 1 of 5)"),
+            "{rel}\n{}",
+            ran.transcript()
+        );
+        assert!(
+            ran.transcript()
+                .contains("State pushed to main (attempt 2)."),
+            "{rel}\n{}",
+            ran.transcript()
+        );
+        // Main holds both: the other merge and the run's state.
+        assert_eq!(merged.checkout.file_on_main("NOTES.md"), "# Notes\n");
+        let on_main = merged.checkout.file_on_main("state/oapkg.state.json");
+        let local = std::fs::read_to_string(merged.dir().join("state/oapkg.state.json")).unwrap();
+        assert_eq!(on_main, local, "{rel}");
+        assert!(
+            on_main.contains("\"4097311281936189049@2027-12-01\""),
+            "{rel}"
+        );
+        assert!(!merged.dir().join("oapkg-state-rescue").exists(), "{rel}");
+    }
+}
+
+#[test]
+fn a_state_push_that_cannot_merge_fails_loudly_and_keeps_the_state_as_an_artifact() {
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("skipped: `git` is not installed");
+        return;
+    }
+    for rel in [GITHUB_WORKFLOW, GITLAB_PIPELINE] {
+        let merged = Merged::new((
+            "duration: 6",
+            "duration: 6\n  - oaid: \"4097311281936189049\"\n    start: 2027-12-01",
+        ));
+        merged.label(&[]);
+        let (before, after) = split_at_push(merged.steps(rel));
+        let ran = merged.run(rel, before);
+        assert_eq!(ran.failed, None, "{rel}\n{}", ran.transcript());
+        // Meanwhile someone records a purchase on main: two states now.
+        merged
+            .checkout
+            .push_meanwhile("Import a package bought by hand", |clone| {
+                let import = Command::new(env!("CARGO_BIN_EXE_oapkg"))
+                    .args([
+                        "state",
+                        "import",
+                        "--oaid",
+                        "745830328927467685",
+                        "--tier",
+                        "premium",
+                        "--start",
+                        "2027-09-01",
+                        "--duration",
+                        "1",
+                    ])
+                    .current_dir(clone)
+                    .env("OAPKG_TODAY", TODAY)
+                    .env_remove("OAPKG_STATE")
+                    .output()
+                    .unwrap();
+                Run::from(import).code(0);
+            });
+        let theirs = merged.checkout.file_on_main("state/oapkg.state.json");
+        let ran = merged.run(rel, after);
+        let log = ran.transcript();
+        assert!(ran.failed.is_some(), "{rel}: the job fails\n{log}");
+        assert!(
+            log.contains("ERROR: the oapkg state was NOT pushed to main"),
+            "{rel}\n{log}"
+        );
+        assert!(
+            log.contains("changed since this job checked out"),
+            "{rel}\n{log}"
+        );
+        assert!(
+            log.contains("oapkg state import"),
+            "{rel}: says what to do\n{log}"
+        );
+        // The log lists the run's records too.
+        assert!(
+            log.contains("4097311281936189049@2027-12-01"),
+            "{rel}\n{log}"
+        );
+        // Main's state is untouched; the artifact holds the run's state.
+        assert_eq!(
+            merged.checkout.file_on_main("state/oapkg.state.json"),
+            theirs
+        );
+        let rescued = merged.dir().join("oapkg-state-rescue");
+        let mut keys = EXAMPLE_KEYS.map(String::from).to_vec();
+        keys.insert(1, "4097311281936189049@2027-12-01".to_owned());
+        assert_eq!(
+            recorded_keys(merged.dir(), "oapkg-state-rescue/oapkg.state.json"),
+            keys,
+            "{rel}"
+        );
+        assert!(rescued.join("oapkg.state.json.backup").is_file(), "{rel}");
+    }
+}
+
+#[test]
+fn the_gitlab_pipeline_applies_the_reviewed_plan_or_says_plainly_that_it_re_plans() {
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("skipped: `git` is not installed");
+        return;
+    }
+    let added = (
+        "duration: 6",
+        "duration: 6\n  - oaid: \"4097311281936189049\"\n    start: 2027-12-01",
+    );
+    let bought = [("4097311281936189049@2027-12-01".to_owned(), "12".to_owned())];
+    let at_apply = |steps: Vec<Step>| {
+        let mut plan = steps;
+        let at = plan
+            .iter()
+            .position(|s| s.label.starts_with("job reviewed-plan:"))
+            .expect("the reviewed-plan job");
+        let apply = plan.split_off(at);
+        (plan, apply)
+    };
+
+    // The reviewed plan is still current: applied as it is.
+    let merged = Merged::new(added);
+    merged.label(&[]);
+    let ran = merged.run(GITLAB_PIPELINE, merged.steps(GITLAB_PIPELINE));
+    assert_eq!(ran.failed, None, "{}", ran.transcript());
+    let log = ran.transcript();
+    assert!(log.contains("Applying the plan reviewed in !7."), "{log}");
+    assert!(!log.contains("RE-PLANNING"), "{log}");
+    assert_eq!(merged.new_charges(), bought);
+
+    // The state moved between the review and the merge: the reviewed plan
+    // is refused as stale (nothing bought from it), and the job says it
+    // plans again before applying the new plan.
+    let merged = Merged::new(added);
+    merged.label(&[]);
+    let (plan, apply) = at_apply(merged.steps(GITLAB_PIPELINE));
+    let ran = merged.run(GITLAB_PIPELINE, plan);
+    assert_eq!(ran.failed, None, "{}", ran.transcript());
+    let import = Command::new(env!("CARGO_BIN_EXE_oapkg"))
+        .args([
+            "state",
+            "import",
+            "--oaid",
+            "745830328927467685",
+            "--tier",
+            "premium",
+            "--start",
+            "2027-09-01",
+            "--duration",
+            "1",
+        ])
+        .current_dir(merged.dir())
+        .env("OAPKG_TODAY", TODAY)
+        .env_remove("OAPKG_STATE")
+        .output()
+        .unwrap();
+    Run::from(import).code(0);
+    git_in(
+        merged.dir(),
+        &["commit", "-q", "-am", "Import a package bought by hand"],
+    );
+    git_in(merged.dir(), &["push", "-q", "origin", "main"]);
+    let ran = merged.run(GITLAB_PIPELINE, apply);
+    assert_eq!(ran.failed, None, "{}", ran.transcript());
+    let log = ran.transcript();
+    assert!(log.contains("stale plan"), "{log}");
+    assert!(
+        log.contains("RE-PLANNING: the reviewed plan is stale"),
+        "{log}"
+    );
+    assert_eq!(
+        merged.new_charges(),
+        bought,
+        "bought once, from the new plan"
+    );
+
+    // No reviewed plan found: it says so and plans.
+    let merged = Merged::new(added);
+    merged.label(&[]);
+    let (_, apply) = at_apply(merged.steps(GITLAB_PIPELINE));
+    let ran = merged.run(GITLAB_PIPELINE, apply);
+    assert_eq!(ran.failed, None, "{}", ran.transcript());
+    assert!(
+        ran.transcript()
+            .contains("RE-PLANNING: no reviewed plan was found"),
+        "{}",
+        ran.transcript()
+    );
+    assert_eq!(merged.new_charges(), bought);
+}
+
+// ---------------------------------------------------------------------------
+// The S3-state pipelines. Their structure is checked here; running them
+// step by step needs an S3 server: `ci_steps` and `try_run_steps` with a
+// `RunnerEnv` whose `ambient` holds `AWS_ENDPOINT_URL` (and the bucket
+// named by `OAPKG_STATE`) and whose `secrets` hold `OAPKG_READ_AWS_*` and
+// `OAPKG_AWS_*` (GitHub) do it, as for the local-state pipelines above.
+
+const S3_PIPELINES: [&str; 2] = [
+    "examples/gitops/s3-state/.github/workflows/oapkg.yml",
+    "examples/gitops/s3-state/.gitlab-ci.yml",
+];
+
+/// Whether `script` runs an `oapkg` command (not `oapkg` as part of a word).
+fn calls_oapkg(script: &str) -> bool {
+    script
+        .split(|c: char| c.is_whitespace() || "();|&".contains(c))
+        .any(|word| word == "oapkg")
+}
+
+#[test]
+fn s3_state_pipelines_use_the_bucket_hold_the_lease_only_to_apply_and_commit_nothing() {
+    for rel in S3_PIPELINES {
+        let yaml = std::fs::read_to_string(repo_root().join(rel)).unwrap();
+        let doc: Value = serde_saphyr::from_str(&yaml).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let steps = ci_steps(rel, &yaml);
+        let mut applies = 0;
+        let mut plans = 0;
+        for step in &steps {
+            let Some(script) = &step.script else { continue };
+            let what = format!("{rel}: {}", step.label);
+            for git in ["git push", "git commit", "git add", "push-state"] {
+                assert!(!script.contains(git), "{what}: no state commits ({git})");
+            }
+            if !calls_oapkg(script) {
+                continue;
+            }
+            let state = step
+                .env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "OAPKG_STATE")
+                .map(|(_, v)| v.as_str());
+            assert!(
+                script.contains("--state s3://") || state.is_some_and(|s| s.starts_with("s3://")),
+                "{what}: the state is on S3 (OAPKG_STATE={state:?})"
+            );
+            if script.contains("oapkg apply") {
+                applies += 1;
+                for line in script.lines().filter(|l| l.contains("oapkg apply")) {
+                    assert!(
+                        line.contains("--lock-timeout"),
+                        "{what}: waits for the lease: {line}"
+                    );
+                }
+                assert!(
+                    step.label.contains("job apply"),
+                    "{what}: only the apply job applies"
+                );
+            }
+            if script.contains("oapkg plan") && step.label.contains("job plan") {
+                plans += 1;
+            }
+            if step.label.contains("job plan") {
+                for writer in ["oapkg apply", "oapkg init", "oapkg state", "oapkg watch"] {
+                    assert!(
+                        !script.contains(writer),
+                        "{what}: a plan job only reads ({writer})"
+                    );
+                }
+            }
+        }
+        assert!(applies > 0 && plans > 0, "{rel}: plans and applies");
+
+        // Keys from the CI's secret store; a read-only one for plans.
+        if rel.contains("/.github/") {
+            for (job, key) in [("plan", "OAPKG_READ_AWS_"), ("apply", "OAPKG_AWS_")] {
+                let job_yaml = serde_json::to_string(&doc["jobs"][job]).unwrap();
+                for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+                    let wanted = format!("\"{var}\":\"${{{{ secrets.{key}{}", &var[4..]);
+                    assert!(
+                        job_yaml.contains(&wanted),
+                        "{rel}: job {job} takes {var} from secrets.{key}…: {job_yaml}"
+                    );
+                }
+            }
+        } else {
+            let vars = &doc["plan"]["variables"];
+            assert_eq!(
+                vars["AWS_ACCESS_KEY_ID"], "$OAPKG_READ_AWS_ACCESS_KEY_ID",
+                "{rel}"
+            );
+            assert_eq!(
+                vars["AWS_SECRET_ACCESS_KEY"], "$OAPKG_READ_AWS_SECRET_ACCESS_KEY",
+                "{rel}"
+            );
+            assert!(
+                doc["variables"].get("AWS_SECRET_ACCESS_KEY").is_none(),
+                "{rel}: no key in the file"
+            );
+            assert_eq!(doc["apply"]["resource_group"], "oapkg-apply", "{rel}");
+        }
+        // The approval path is there too.
+        for label in ["oapkg:allow-replace", "oapkg:allow-overlap"] {
+            assert!(
+                yaml.contains(&format!("grep -qx '{label}'")),
+                "{rel}: {label}"
+            );
+        }
+    }
 }

@@ -153,3 +153,36 @@ fn commands_that_only_read_say_when_the_state_is_missing() {
     assert!(!planned.stderr.contains(MISSING), "{}", planned.stderr);
     assert!(!env.path("state/oapkg.state.json.lock").exists());
 }
+
+/// The state file is created like a saved plan: its owner's only (0600, or
+/// narrower with the umask); a mode given on purpose is kept by later
+/// writes.
+#[cfg(unix)]
+#[test]
+fn the_state_file_is_created_owner_only_like_a_plan_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |env: &Env, rel: &str| {
+        std::fs::metadata(env.path(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let env = Env::new();
+    env.run(&["init"]).code(0);
+    assert_eq!(mode(&env, STATE), 0o600);
+    env.file(
+        "oapkg.yaml",
+        crate::support::manifest(
+            "  - {oaid: \"7\", tier: trial, start: 2026-12-01, duration: 1}\n",
+        ),
+    );
+    env.run(&["plan", "--out", "p.plan"]).code(0);
+    assert_eq!(mode(&env, "p.plan"), mode(&env, STATE));
+    // Every write after the first keeps the file's mode.
+    env.import("7", "trial", "2027-01-01", "1", &[]).code(0);
+    assert_eq!(mode(&env, STATE), 0o600);
+    std::fs::set_permissions(env.path(STATE), std::fs::Permissions::from_mode(0o640)).unwrap();
+    env.import("7", "trial", "2027-02-01", "1", &[]).code(0);
+    assert_eq!(mode(&env, STATE), 0o640);
+}

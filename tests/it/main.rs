@@ -2,9 +2,12 @@
 //! temporary directories.
 
 mod apply;
+mod apply_output;
+mod cli;
 mod costs;
 mod coverage;
 mod disk;
+mod doc_links;
 mod escapes;
 mod expiring;
 mod faults;

@@ -564,3 +564,63 @@ fn a_name_change_of_a_recorded_package_is_a_label_change() {
         .stdout_has("### Names changed")
         .stdout_has("- `1@2026-12-01`: Old name → **New name**");
 }
+
+#[test]
+fn two_oapkg_roots_in_one_repository_have_their_own_comment_marker() {
+    let env = Env::new();
+    env.file(
+        "shop/oapkg.yaml",
+        manifest("  - {oaid: \"1\", tier: trial, start: 2026-12-01, duration: 1}\n"),
+    );
+    env.file(
+        "ads/packages/a.yaml",
+        manifest("  - {oaid: \"2\", tier: trial, start: 2026-12-01, duration: 1}\n"),
+    );
+    let shop = env.run(&[
+        "plan",
+        "-f",
+        "shop/oapkg.yaml",
+        "--state",
+        "shop/state/oapkg.state.json",
+        "--format",
+        "markdown",
+        "--out",
+        "shop.plan",
+    ]);
+    shop.code(0);
+    let ads = env.run(&[
+        "plan",
+        "-f",
+        "ads/packages",
+        "--state",
+        "ads/oapkg.state.json",
+        "--format",
+        "markdown",
+    ]);
+    ads.code(0);
+    assert!(
+        shop.stdout
+            .ends_with("\n<!-- oapkg-plan: shop/state/oapkg.state.json -->\n"),
+        "{}",
+        shop.stdout
+    );
+    assert!(
+        ads.stdout
+            .ends_with("\n<!-- oapkg-plan: ads/oapkg.state.json -->\n"),
+        "{}",
+        ads.stdout
+    );
+    let header = "State `ads/oapkg.state.json` · manifests `ads/packages`\n";
+    assert!(ads.stdout.contains(header), "{}", ads.stdout);
+    // `show` of a saved plan names the manifests it was made from.
+    let shown = env.run(&[
+        "show",
+        "shop.plan",
+        "--state",
+        "shop/state/oapkg.state.json",
+        "--format",
+        "markdown",
+    ]);
+    shown.code(0);
+    assert_eq!(shown.stdout, shop.stdout);
+}

@@ -70,7 +70,7 @@ fn echo_run(filler: usize, all_calls: bool) {
     // A state to start from, so the apply's write leaves a backup.
     env.import(OTHER_OAID, "trial", "2027-01-01", "1", &[])
         .code(0);
-    let applied = oapkg(&env, &sim, &["apply", "--auto-approve", "-vv"]);
+    let applied = oapkg(&env, &sim, &["apply", "--auto-approve", "-vvv"]);
     assert_ne!(applied.code, 0, "N={filler}: the purchase cannot succeed");
     assert!(
         applied.stdout.contains("502") || applied.stderr.contains("502"),

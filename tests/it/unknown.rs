@@ -264,9 +264,11 @@ fn the_last_failed_attempt_is_kept_and_shown_by_the_next_plan() {
     assert_eq!(attempt["message"], "No price list");
     let at = attempt["at"].as_str().expect("when").to_owned();
 
-    // The next plan shows it, in every format.
+    // The next plan shows it, in every format: people read the time to the
+    // second, the JSON keeps it as recorded.
+    let shown = oapkg::plan::render::to_seconds(at.parse().expect("an RFC 3339 time"));
     let line = format!(
-        "# last attempt failed: code 102 (no price list for this service): No price list, at {at}"
+        "# last attempt failed: code 102 (no price list for this service): No price list, at {shown}"
     );
     env.run(&["plan"])
         .code(0)

@@ -243,7 +243,7 @@ fn directories_are_walked_skipping_hidden_entries_and_foreign_yaml() {
     env.file("m/ci.yaml", "on: push\njobs: {}\n");
     env.run(&["validate", "-f", "m"])
         .code(0)
-        .stdout_has("2 packages in 3 files")
+        .stdout_has("2 packages in 2 files")
         .stderr_has("m/ci.yaml: skipped: not an oapkg manifest");
     // The same foreign file named explicitly must be a manifest.
     env.run(&["validate", "-f", "m/ci.yaml"])
@@ -282,7 +282,7 @@ fn the_schema_describes_what_the_parser_accepts() {
             .into_iter()
             .collect::<Vec<_>>()
     );
-    let package = &schema["$defs"]["RawPackage"];
+    let package = &schema["$defs"]["Package"];
     assert_eq!(package["additionalProperties"], false);
     let mut fields: Vec<&str> = package["properties"]
         .as_object()
@@ -301,6 +301,30 @@ fn the_schema_describes_what_the_parser_accepts() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(required, ["oaid", "start"]);
+}
+
+#[test]
+fn the_manifest_schema_speaks_the_manifests_words_not_rusts() {
+    let run = Env::new().run(&["schema"]);
+    run.code(0);
+    let schema = run.json();
+    for name in schema["$defs"].as_object().unwrap().keys() {
+        assert!(
+            !name.starts_with("Raw") && !name.ends_with("Schema"),
+            "a Rust type name: {name}"
+        );
+    }
+    for rust in ["`None`", "Option<", "Spanned", "Vec<"] {
+        assert!(
+            !run.stdout.contains(rust),
+            "{rust} in the schema:\n{}",
+            run.stdout
+        );
+    }
+    // A PriceList or CoveragePolicy document has no `packages`.
+    let required = schema["required"].as_array().unwrap();
+    assert!(!required.iter().any(|r| r == "packages"), "{required:?}");
+    insta::assert_snapshot!("manifest_schema", run.stdout);
 }
 
 #[test]
@@ -366,4 +390,153 @@ fn an_oaid_with_a_leading_zero_is_refused_where_it_is_declared() {
         .stderr_has("--oaid \"0123\"")
         .stderr_has("never start with 0");
     assert!(!env.path("state/oapkg.state.json").exists());
+}
+
+/// Manifests with errors in two files (one file named with a comma and a
+/// colon, which GitHub's property syntax must escape), a warning, and a
+/// message that carries a `%`.
+fn machine_readable_env() -> Env {
+    let env = Env::new();
+    env.file(
+        "m/b.yaml",
+        manifest(
+            "  - {oaid: \"9\", tier: advanced, start: 2026-12-01, duration: 12}\n\
+             \x20 - {oaid: \"9\", tier: premium, start: 2027-06-01, duration: 6}\n\
+             \x20 - {oaid: \"8\", tier: trial, start: 2026-12-01, duration: 40}\n",
+        ),
+    );
+    env.file(
+        "m/a,1:x.yaml",
+        manifest("  - oaid: 12%5\n    tier: gold\n    start: 2026-12-01\n    duration: 1\n"),
+    );
+    env
+}
+
+#[test]
+fn validate_json_lists_every_diagnostic_sorted_by_file_and_line() {
+    let env = machine_readable_env();
+    let run = env.run(&["validate", "-f", "m", "--format", "json"]);
+    run.code(1);
+    insta::assert_snapshot!("validate_json_invalid", run.stdout);
+    let report = run.json();
+    assert_eq!(report["valid"], false);
+
+    // Valid manifests with a warning: valid, the packages counted, exit 0.
+    std::fs::remove_file(env.path("m/a,1:x.yaml")).unwrap();
+    env.file(
+        "m/b.yaml",
+        manifest(
+            "  - {oaid: \"9\", tier: advanced, start: 2026-12-01, duration: 12}\n\
+             \x20 - {oaid: \"9\", tier: premium, start: 2027-06-01, duration: 6}\n",
+        ),
+    );
+    let run = env.run(&["validate", "-f", "m", "--format", "json"]);
+    run.code(0);
+    insta::assert_snapshot!("validate_json_valid", run.stdout);
+}
+
+/// One GitHub Actions workflow command, parsed the way the runner parses
+/// it: `::name prop=value,prop=value::message`, properties and message
+/// unescaped.
+#[derive(Debug, PartialEq)]
+struct WorkflowCommand {
+    name: String,
+    properties: std::collections::BTreeMap<String, String>,
+    message: String,
+}
+
+fn unescape(text: &str, property: bool) -> String {
+    let mut out = text.replace("%0D", "\r").replace("%0A", "\n");
+    if property {
+        out = out.replace("%3A", ":").replace("%2C", ",");
+    }
+    out.replace("%25", "%")
+}
+
+fn parse_workflow_command(line: &str) -> Option<WorkflowCommand> {
+    let rest = line.strip_prefix("::")?;
+    let (head, message) = rest.split_once("::")?;
+    let (name, properties) = head.split_once(' ').unwrap_or((head, ""));
+    let properties = properties
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').expect("property is key=value");
+            (k.to_owned(), unescape(v, true))
+        })
+        .collect();
+    Some(WorkflowCommand {
+        name: name.to_owned(),
+        properties,
+        message: unescape(message, false),
+    })
+}
+
+#[test]
+fn validate_github_prints_annotations_githubs_parser_reads_back() {
+    let env = machine_readable_env();
+    let run = env.run(&["validate", "-f", "m", "--format", "github"]);
+    run.code(1);
+    insta::assert_snapshot!("validate_github_invalid", run.stdout);
+    let commands: Vec<WorkflowCommand> = run
+        .stdout
+        .lines()
+        .filter_map(parse_workflow_command)
+        .collect();
+    let json = env.run(&["validate", "-f", "m", "--format", "json"]).json();
+    let diagnostics = json["diagnostics"].as_array().unwrap();
+    assert_eq!(commands.len(), diagnostics.len(), "{}", run.stdout);
+    assert!(commands.len() >= 4, "{}", run.stdout);
+    for (command, diagnostic) in commands.iter().zip(diagnostics) {
+        assert_eq!(command.name, diagnostic["severity"].as_str().unwrap());
+        assert_eq!(
+            command.properties["file"],
+            diagnostic["file"].as_str().unwrap()
+        );
+        assert_eq!(command.properties["line"], diagnostic["line"].to_string());
+        assert_eq!(command.properties["col"], diagnostic["column"].to_string());
+        assert_eq!(command.message, diagnostic["message"].as_str().unwrap());
+        // Each line is one command: no raw line break survived.
+        assert!(!command.message.contains("::"), "{command:?}");
+    }
+    // The file with a comma and a colon in its name is read back whole.
+    let first = &commands[0];
+    assert_eq!(first.name, "error");
+    assert_eq!(first.properties["file"], "m/a,1:x.yaml");
+    assert_eq!(first.properties["line"], "4");
+    assert_eq!(first.properties["col"], "11");
+    assert!(first.message.contains("12%5"), "{first:?}");
+    // Sorted by file, then line.
+    let places: Vec<(String, u32)> = commands
+        .iter()
+        .map(|c| {
+            (
+                c.properties["file"].clone(),
+                c.properties["line"].parse().unwrap(),
+            )
+        })
+        .collect();
+    let mut sorted = places.clone();
+    sorted.sort();
+    assert_eq!(places, sorted);
+    // The warning is an annotation too.
+    assert!(
+        commands
+            .iter()
+            .any(|c| c.name == "warning" && c.properties["file"] == "m/b.yaml")
+    );
+}
+
+#[test]
+fn validate_on_a_directory_without_a_manifest_says_so_and_fails() {
+    let env = Env::new();
+    env.file("m/other.yaml", "name: not ours\n");
+    std::fs::create_dir_all(env.path("empty")).unwrap();
+    env.run(&["validate", "-f", "empty"])
+        .code(1)
+        .stderr_has("no manifest found in empty");
+    env.run(&["validate", "-f", "m"])
+        .code(1)
+        .stderr_has("m/other.yaml: skipped: not an oapkg manifest")
+        .stderr_has("no manifest found in m");
 }

@@ -138,7 +138,7 @@ fn a_truncate_and_write_save_is_planned() {
         (second["cycle"].as_u64(), second["trigger"].as_str()),
         (Some(2), Some("change"))
     );
-    assert_eq!(second["paths"], "packages/a.yaml");
+    assert_eq!(second["changed"], "packages/a.yaml");
     assert_counts(&second, 2, 0);
     let printed = watch.printed();
     assert_eq!(printed["cycle"], 2);
@@ -193,7 +193,7 @@ fn rename_over_saves_are_planned() {
     let planned = watch.planned();
     assert_eq!(planned["cycle"], 4);
     assert_eq!(
-        planned["paths"], "packages/a.yaml",
+        planned["changed"], "packages/a.yaml",
         "only the manifest counts"
     );
     assert_counts(&planned, 3, 0);
@@ -343,7 +343,7 @@ fn editor_temp_files_and_other_files_start_no_cycle() {
     std::fs::write(env.path("top.yaml"), doc(&[pkg(1001, 6)])).unwrap();
     let planned = watch.planned();
     assert_eq!(planned["cycle"], 2);
-    assert_eq!(planned["paths"], "top.yaml");
+    assert_eq!(planned["changed"], "top.yaml");
     assert_eq!(watch.terminate(), 0);
 }
 

@@ -128,12 +128,14 @@ impl Observer for LogLines {
                 );
             }
             WatchEvent::CycleStarted { start } => {
-                let paths = describe_paths(start);
+                // A summary (`a.yaml, b.yaml (+3 more)`), not a list: log
+                // fields are text; `paths` is the list in stdout's records.
+                let changed = describe_paths(start);
                 tracing::debug!(
                     target: CYCLE,
                     cycle = start.id,
                     trigger = start.trigger.as_str(),
-                    paths,
+                    changed,
                     "cycle started"
                 );
             }
@@ -183,12 +185,14 @@ impl Observer for LogLines {
                 plan,
             } => {
                 let summary = plan.summary();
-                let paths = describe_paths(start);
+                // A summary (`a.yaml, b.yaml (+3 more)`), not a list: log
+                // fields are text; `paths` is the list in stdout's records.
+                let changed = describe_paths(start);
                 tracing::info!(
                     target: CYCLE,
                     cycle = start.id,
                     trigger = start.trigger.as_str(),
-                    paths,
+                    changed,
                     manifest_hash = inputs.manifest_hash.as_str(),
                     state_serial = inputs.state.serial,
                     purchase = summary.purchase,
@@ -416,7 +420,7 @@ fn log_applied(cycle: u64, manifest_hash: &str, reconciled: &Reconciled) {
             cycle,
             manifest_hash,
             outcome = "refused",
-            "apply refused, nothing bought: {reason}; not tried again until the manifests or the state change"
+            "apply refused: {reason}; not tried again until the manifests or the state change"
         ),
         Reconciled::Failed { reason } => tracing::error!(
             target: CYCLE,

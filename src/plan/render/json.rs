@@ -7,7 +7,10 @@
 //! below are that document; keep the two together.
 
 use jiff::civil::Date;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use super::schema::{DateSchema, HashSchema, KeySchema, NeedSchema, TimestampSchema};
 
 use crate::plan::{Action, Change, LabelChange, Need, Plan, Summary, Warning};
 use crate::spec::{Key, SpecHash, Tier};
@@ -17,19 +20,23 @@ use crate::state::{Record, StateId, Status};
 pub const FORMAT_VERSION: u32 = 2;
 
 /// The whole `--format json` document.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Plan")]
 pub struct JsonPlan {
     pub format_version: u32,
     pub oapkg_version: String,
+    #[schemars(with = "DateSchema")]
     pub today: Date,
     /// The state the plan was made against.
     pub state: JsonState,
     /// Content hash of the manifests the plan was made from.
+    #[schemars(with = "HashSchema")]
     pub manifest_hash: crate::spec::ManifestHash,
     /// Every key whose action is not `unchanged`, sorted by key.
     pub changes: Vec<JsonChange>,
     pub warnings: Vec<JsonWarning>,
     /// The flags apply needs for the whole plan.
+    #[schemars(with = "Vec<NeedSchema>")]
     pub needs: Vec<Need>,
     pub summary: JsonSummary,
     /// Names edited on unchanged recorded packages.
@@ -37,8 +44,10 @@ pub struct JsonPlan {
 }
 
 /// A warning with its place; `null` where there is none.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Warning")]
 pub struct JsonWarning {
+    #[schemars(with = "Option<KeySchema>")]
     pub key: Option<Key>,
     pub file: Option<String>,
     pub line: Option<u32>,
@@ -59,7 +68,7 @@ impl From<&Warning> for JsonWarning {
 }
 
 /// An amount of money: `{"amount": 4788000, "currency": "VND"}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Cost {
     pub amount: u64,
     pub currency: String,
@@ -75,7 +84,7 @@ impl From<crate::prices::Money> for Cost {
 }
 
 /// Where a change comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// A package declared in a manifest (or recorded, for orphans).
@@ -85,7 +94,8 @@ pub enum Origin {
 }
 
 /// The counts per action and the plan's total cost.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Summary")]
 pub struct JsonSummary {
     pub purchase: usize,
     pub replace: usize,
@@ -112,7 +122,8 @@ impl From<Summary> for JsonSummary {
 
 /// Which state the plan was made against. Its own type, so that the
 /// document's shape does not follow changes to the state module's types.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "State", description = "The state the plan was made against.")]
 pub struct JsonState {
     /// `null` for a state never written.
     pub lineage: Option<String>,
@@ -136,20 +147,28 @@ impl From<&StateId> for JsonState {
 /// The spec fields are `Option` only so that a malformed change (neither
 /// declared nor recorded, which the diff never produces) still renders; for
 /// every real change they are present.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(
+    rename = "Change",
+    description = "One change: a key whose action is not `unchanged`. The spec fields are `null` only for a malformed change, which the plan never holds."
+)]
 pub struct JsonChange {
+    #[schemars(with = "KeySchema")]
     pub key: Key,
     pub action: Action,
     pub oaid: String,
     pub name: Option<String>,
     pub tier: Option<Tier>,
+    #[schemars(with = "Option<DateSchema>")]
     pub start: Option<Date>,
     pub duration_months: Option<u8>,
+    #[schemars(with = "Option<DateSchema>")]
     pub end: Option<Date>,
     /// What the state holds for this key; `null` for `purchase`.
     pub before: Option<JsonBefore>,
     pub origin: Origin,
     /// The flags apply needs for this change.
+    #[schemars(with = "Vec<NeedSchema>")]
     pub needs: Vec<Need>,
     /// What buying it costs; `null` without a price list.
     pub cost: Option<Cost>,
@@ -157,6 +176,7 @@ pub struct JsonChange {
     pub source: Option<JsonSource>,
     /// For a purchase or replace: the recorded keys of the same OA and tier
     /// whose months it overlaps.
+    #[schemars(with = "Vec<KeySchema>")]
     pub overlaps: Vec<Key>,
     /// The key's last failed purchase attempt, on a `purchase` or
     /// `replace`; `null` when there is none.
@@ -165,29 +185,36 @@ pub struct JsonChange {
 
 /// A purchase attempt that bought nothing: eSMS's code (`null` when no
 /// request got through), its message verbatim, and when.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Failure")]
 pub struct JsonFailure {
     pub code: Option<String>,
     pub message: String,
+    #[schemars(with = "TimestampSchema")]
     pub at: jiff::Timestamp,
 }
 
 /// The recorded package a change replaces, retries or leaves alone.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Recorded")]
 pub struct JsonBefore {
     pub oaid: String,
     pub name: Option<String>,
     pub tier: Tier,
+    #[schemars(with = "DateSchema")]
     pub start: Date,
     pub duration_months: u8,
+    #[schemars(with = "DateSchema")]
     pub end: Date,
+    #[schemars(with = "HashSchema")]
     pub spec_hash: SpecHash,
     pub status: Status,
     pub service_preview_id: Option<String>,
 }
 
 /// A declaration's place: the manifest file and 1-based line.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Source")]
 pub struct JsonSource {
     pub file: String,
     pub line: u32,

@@ -7,7 +7,10 @@
 //! table of changes to buy, the orphans, the expired packages, the name
 //! changes, one `<details>` block per change (the text plan's block), the
 //! warnings, then the manifest hash and state serial and the hidden
-//! [`MARKER`] a bot uses to find and update its own comment.
+//! [`marker`] a bot uses to find and update its own comment. When the
+//! caller names the [`Project`] (the state and the manifests), a line under
+//! the summary names them and the marker carries the state, so two oapkg
+//! roots in one repository each update their own comment.
 //!
 //! The comment is always shorter than [`MarkdownOptions::limit`] bytes
 //! (GitHub refuses comments over 65,536 characters). When the plan does not
@@ -34,8 +37,35 @@ use crate::plan::{Action, Change, DEFAULT_MAX_PURCHASES, Need, Plan, Summary};
 /// whatever a bot wraps around the comment.
 pub const COMMENT_LIMIT: usize = 60_000;
 
-/// The hidden line that identifies an oapkg plan comment.
+/// The hidden line that identifies an oapkg plan comment of no named
+/// project; see [`marker`].
 pub const MARKER: &str = "<!-- oapkg-plan -->";
+
+/// The hidden line that identifies an oapkg plan comment:
+/// `<!-- oapkg-plan: STATE -->` with the state as given (`--state`), or
+/// [`MARKER`] when the project is not named.
+pub fn marker(project: Option<&Project>) -> String {
+    match project {
+        // An HTML comment ends at the first `--`: a path holding one is
+        // written with `-%2D`.
+        Some(project) => format!(
+            "<!-- oapkg-plan: {} -->",
+            project
+                .state
+                .replace(|c: char| c.is_control(), " ")
+                .replace("--", "-%2D")
+        ),
+        None => MARKER.to_owned(),
+    }
+}
+
+/// What the comment is about: the state and the manifests, as the user
+/// named them (`--state`, `-f`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Project {
+    pub state: String,
+    pub manifests: Vec<String>,
+}
 
 /// Limits below this leave no room for the parts that are never cut (summary,
 /// banners, notes, footer); the comment is then as short as it can be but may
@@ -54,16 +84,20 @@ const RESERVE: usize = 2_048;
 const SEE_ALL: &str = "run `oapkg plan --format json` (or `--format text`) to see all of it";
 
 /// How to render Markdown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MarkdownOptions {
     /// The comment is shorter than this many bytes (at least [`MIN_LIMIT`]).
     pub limit: usize,
+    /// The state and manifests the plan is about, named under the summary
+    /// and in the marker.
+    pub project: Option<Project>,
 }
 
 impl Default for MarkdownOptions {
     fn default() -> Self {
         MarkdownOptions {
             limit: COMMENT_LIMIT,
+            project: None,
         }
     }
 }
@@ -84,8 +118,8 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
         .filter(|c| c.action == Action::Expired)
         .collect();
 
-    let head = head(plan, &summary);
-    let foot = foot(plan);
+    let head = head(plan, &summary, options.project.as_ref());
+    let foot = foot(plan, options.project.as_ref());
     let mut budget = options
         .limit
         .saturating_sub(1 + head.len() + foot.len() + RESERVE);
@@ -283,8 +317,21 @@ fn timeline(plan: &Plan) -> Option<String> {
 }
 
 /// Summary line and banners: never cut.
-fn head(plan: &Plan, summary: &Summary) -> String {
+fn head(plan: &Plan, summary: &Summary, project: Option<&Project>) -> String {
     let mut out = head_only(summary);
+    if let Some(project) = project {
+        let manifests: Vec<String> = project
+            .manifests
+            .iter()
+            .map(|m| code(&cut(m, Some(200))))
+            .collect();
+        let _ = writeln!(
+            out,
+            "State {} · manifests {}\n",
+            code(&cut(&project.state, Some(200))),
+            manifests.join(", ")
+        );
+    }
     if let Some(line) = super::text::total_cost_line(plan) {
         let _ = writeln!(out, "**{line}**\n");
     }
@@ -340,7 +387,7 @@ fn head_only(summary: &Summary) -> String {
 }
 
 /// Manifest hash, state serial and the marker: never cut.
-fn foot(plan: &Plan) -> String {
+fn foot(plan: &Plan, project: Option<&Project>) -> String {
     let mut out = String::from("---\n<sub>");
     let _ = write!(
         out,
@@ -351,7 +398,12 @@ fn foot(plan: &Plan) -> String {
     if let Some(lineage) = &plan.state.lineage {
         let _ = write!(out, " (lineage {})", code(&cut(lineage, Some(80))));
     }
-    let _ = write!(out, " · planned on {}</sub>\n\n{MARKER}\n", plan.today);
+    let _ = write!(
+        out,
+        " · planned on {}</sub>\n\n{}\n",
+        plan.today,
+        marker(project)
+    );
     out
 }
 
@@ -671,6 +723,30 @@ mod tests {
     }
 
     #[test]
+    fn the_marker_names_the_state_and_cannot_end_the_html_comment_early() {
+        let project = |state: &str| Project {
+            state: state.to_owned(),
+            manifests: vec!["packages".to_owned()],
+        };
+        assert_eq!(
+            marker(Some(&project("state/oapkg.state.json"))),
+            "<!-- oapkg-plan: state/oapkg.state.json -->"
+        );
+        assert_eq!(
+            marker(Some(&project("a-->b\n--c"))),
+            "<!-- oapkg-plan: a-%2D>b -%2Dc -->"
+        );
+        assert_eq!(marker(None), MARKER);
+        let options = MarkdownOptions {
+            project: Some(project("s3://bucket/shop")),
+            ..MarkdownOptions::default()
+        };
+        let out = markdown(&fixtures::purchases_only(), &options);
+        assert!(out.contains("\n\nState `s3://bucket/shop` · manifests `packages`\n\n"));
+        assert!(out.ends_with("<!-- oapkg-plan: s3://bucket/shop -->\n"));
+    }
+
+    #[test]
     fn no_changes() {
         insta::assert_snapshot!(render(&fixtures::no_changes()));
     }
@@ -774,7 +850,13 @@ mod tests {
             .collect();
         plan.state.lineage = Some(huge);
         for limit in [MIN_LIMIT, 10_000, 30_000, COMMENT_LIMIT] {
-            let out = markdown(&plan, &MarkdownOptions { limit });
+            let out = markdown(
+                &plan,
+                &MarkdownOptions {
+                    limit,
+                    ..MarkdownOptions::default()
+                },
+            );
             assert!(out.len() < limit, "{} bytes for limit {limit}", out.len());
             assert!(out.starts_with("**Plan: 3000 to purchase,"));
             assert!(out.ends_with(&format!("{MARKER}\n")));

@@ -11,13 +11,18 @@
 //!
 //! - [`text()`] / [`change_block`]: the terminal plan; apply prints its own
 //!   progress with the same blocks (one vocabulary for plan and apply).
-//! - [`json()`]: the `--format json` document (`docs/plan-json.md`).
+//! - [`json()`]: the `--format json` document (`docs/plan-json.md`), and
+//!   [`plan_schema`] its JSON Schema (`oapkg schema --plan`).
 //! - [`markdown()`]: the `--format markdown` comment, always under
-//!   [`markdown::COMMENT_LIMIT`] bytes.
+//!   [`markdown::COMMENT_LIMIT`] bytes, naming its [`Project`] (state and
+//!   manifests) so that a bot finds its own comment.
+//!
+//! Times are shown to the second ([`to_seconds`]).
 
 pub mod json;
 pub mod markdown;
 pub mod paint;
+pub mod schema;
 pub mod text;
 
 #[cfg(test)]
@@ -28,8 +33,9 @@ use std::borrow::Cow;
 use jiff::civil::Date;
 
 pub use json::{JsonPlan, json};
-pub use markdown::{MarkdownOptions, markdown};
+pub use markdown::{MarkdownOptions, Project, markdown};
 pub use paint::Paint;
+pub use schema::plan_schema;
 pub use text::{TextOptions, change_block, text};
 
 use super::Change;
@@ -99,6 +105,17 @@ pub(crate) fn months(n: u8) -> String {
     }
 }
 
+/// A time as people read it in plans and listings: to the second
+/// (`2026-10-01T02:00:03Z`), the fraction cut off.
+pub fn to_seconds(at: jiff::Timestamp) -> jiff::Timestamp {
+    at.round(
+        jiff::TimestampRound::new()
+            .smallest(jiff::Unit::Second)
+            .mode(jiff::RoundMode::Trunc),
+    )
+    .unwrap_or(at)
+}
+
 /// What a record says about the purchase, in one line:
 /// `submitted, ServicePreviewId 98765, sent 2026-10-01T02:00:00Z, result 100: Success`.
 ///
@@ -117,7 +134,7 @@ pub(crate) fn status_line(record: &Record, limit: Option<usize>) -> String {
             Status::Imported => "recorded",
             Status::Submitted | Status::Unconfirmed => "sent",
         };
-        parts.push(format!("{verb} {at}"));
+        parts.push(format!("{verb} {}", to_seconds(at)));
     }
     let result = match (&record.result_code, &record.result_message) {
         (Some(code), Some(message)) => Some(format!("result {code}: {message}")),
@@ -144,9 +161,12 @@ pub fn failure_line(failure: &FailedAttempt, limit: Option<usize>) -> String {
     };
     let message = cut(&escape_controls(&failure.message), limit).into_owned();
     if message.is_empty() {
-        format!("last attempt failed: {what}, at {}", failure.at)
+        format!("last attempt failed: {what}, at {}", to_seconds(failure.at))
     } else {
-        format!("last attempt failed: {what}: {message}, at {}", failure.at)
+        format!(
+            "last attempt failed: {what}: {message}, at {}",
+            to_seconds(failure.at)
+        )
     }
 }
 
