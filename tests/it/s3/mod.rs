@@ -270,3 +270,54 @@ fn the_s3_keys_appear_in_no_output_even_at_trace_level() {
         assert!(!text.contains(SECRET_KEY) && !text.contains(ACCESS_KEY));
     }
 }
+
+/// `state unlock` breaks a running holder's lease: its next write is
+/// refused, it stops sending at once, and what it had recorded stays (the
+/// purchase whose outcome it could not record reads as unconfirmed).
+#[test]
+fn a_holder_whose_lease_was_broken_stops_before_sending_more() {
+    let Some(server) = S3Server::moto() else {
+        return;
+    };
+    let env = Env::with_state_on(&Backend::S3(&server));
+    let all = pkgs(7601, 4);
+    write_manifest(&env, &all);
+    let sim = start(account(&all).latency(Duration::from_secs(2)));
+    let child = oapkg(
+        &env,
+        &sim,
+        &["apply", "--auto-approve", "--parallelism", "1"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sim.requests().iter().any(|r| r.call == Call::Purchase) {
+        assert!(Instant::now() < deadline, "no purchase was sent");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    env.run(&["state", "unlock"])
+        .code(0)
+        .stdout_has("Cleared the lease of pid");
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.code(1)
+        .stderr_has("lost the lease on the state at s3://");
+    let purchases = sim
+        .requests()
+        .iter()
+        .filter(|r| r.call == Call::Purchase)
+        .count();
+    assert_eq!(purchases, 1, "nothing sent after the lease was lost");
+    let state = recorded(&env);
+    assert_eq!(state.len(), 1, "{state:?}");
+    assert!(state.values().all(|r| r["status"] == "unconfirmed"));
+
+    // The next run buys the rest and leaves the unknown one alone.
+    let next = crate::support::run(&env, &sim, &["apply", "--auto-approve"]);
+    next.code(1)
+        .stdout_has("Apply complete: 3 purchased, 0 failed, 1 unconfirmed.");
+    for (key, charges) in charges_by_key(&sim.ledger()) {
+        assert_eq!(charges.len(), 1, "{key} charged twice");
+    }
+}
