@@ -85,6 +85,8 @@ fn buys_exactly_the_plan_on(backend: &Backend<'_>) {
         assert!(record["submitted_at"].is_string());
     }
     assert!(!env.path("state/oapkg.state.json.journal").exists());
+    // On S3 nothing was written beside the manifests.
+    assert_eq!(env.path(STATE).exists(), env.s3().is_none());
 
     env.run(&["plan"]).code(0).stdout_has("No changes.");
     // A second apply says so, sends nothing and writes nothing.
