@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::{
     ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, UpdateVersion,
@@ -454,6 +454,15 @@ fn build_client(
     if let Some(token) = env("AWS_SESSION_TOKEN") {
         builder = builder.with_token(token);
     }
+    // Role-based credentials where no key pair is given: web identity
+    // (EKS, CI OpenID Connect) and container credentials (ECS).
+    for name in IDENTITY_VARIABLES {
+        if let Some(value) = env(name)
+            && let Ok(key) = name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>()
+        {
+            builder = builder.with_config(key, value);
+        }
+    }
     if let Some(endpoint) = env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL")) {
         let url = reqwest::Url::parse(endpoint.trim())
             .map_err(|e| format!("AWS_ENDPOINT_URL is not a valid URL: {e}"))?;
@@ -484,6 +493,16 @@ fn build_client(
         .build()
         .map_err(|e| format!("could not set up the S3 client: {e}"))
 }
+
+/// The variables of role-based credentials passed on to the client.
+const IDENTITY_VARIABLES: [&str; 6] = [
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+];
 
 /// Why a compare-and-swap of the head did not happen.
 enum Swap {
