@@ -329,8 +329,15 @@ fn lease_taker(holder: Option<&LockHolder>) -> String {
 fn locked_message(path: &Path, holder: Option<&LockHolder>) -> String {
     let who = match holder {
         Some(h) => format!(
-            "pid {} on host {} running \"{}\" since {}",
-            h.pid, h.host, h.command, h.since
+            "pid {} on host {} running \"{}\" since {}{}",
+            h.pid,
+            h.host,
+            h.command,
+            h.since,
+            h.ci_job
+                .as_deref()
+                .map(|job| format!(" (CI job {job})"))
+                .unwrap_or_default()
         ),
         None => "another process (which has not recorded who it is yet)".to_owned(),
     };

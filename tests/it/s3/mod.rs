@@ -86,6 +86,9 @@ fn a_killed_holder_leaves_a_lease_that_expires_and_its_intents_read_unconfirmed(
         &["apply", "--auto-approve", "--parallelism", "1"],
     )
     .env("OAPKG_LEASE_SECONDS", "4")
+    .env("GITHUB_SERVER_URL", "https://github.com")
+    .env("GITHUB_REPOSITORY", "acme/gitops")
+    .env("GITHUB_RUN_ID", "4242")
     .stdout(Stdio::null())
     .stderr(Stdio::null())
     .spawn()
@@ -104,7 +107,8 @@ fn a_killed_holder_leaves_a_lease_that_expires_and_its_intents_read_unconfirmed(
     refused
         .code(1)
         .stderr_has(&format!("pid {pid}"))
-        .stderr_has("running \"oapkg apply\"");
+        .stderr_has("running \"oapkg apply\"")
+        .stderr_has("(CI job https://github.com/acme/gitops/actions/runs/4242)");
     // Reading takes no lock: the dead run's intent reads as unconfirmed.
     let state = recorded(&env);
     let unconfirmed: Vec<&String> = state
