@@ -498,17 +498,39 @@ fn a_saved_plan_remembers_its_manifest_paths() {
 
 #[test]
 fn a_stale_saved_plan_is_refused_naming_what_moved() {
-    let env = Env::new();
+    a_stale_saved_plan_is_refused_on(&Backend::Local);
+}
+
+#[test]
+fn a_stale_saved_plan_is_refused_naming_what_moved_on_s3() {
+    if let Some(server) = S3Server::moto() {
+        a_stale_saved_plan_is_refused_on(&Backend::S3(&server));
+    }
+}
+
+fn a_stale_saved_plan_is_refused_on(backend: &Backend<'_>) {
+    // A local state is created by the import below; an S3 one only by init.
+    let env = match backend {
+        Backend::Local => Env::new(),
+        Backend::S3(_) => Env::with_state_on(backend),
+    };
     let all = pkgs(7101, 3);
     write_manifest(&env, &all);
     let sim = start(account(&all));
     env.run(&["plan", "--out", "old.plan"]).code(0);
     // The state moved: something was recorded since.
     env.import("99", "trial", "2027-01-01", "1", &[]).code(0);
-    let bytes = env.read(STATE);
+    let bytes = state_bytes(&env);
+    // Planned against no state (local), or against the empty one init made.
+    let moved = match backend {
+        Backend::Local => "stale plan: the state is not the one planned against",
+        Backend::S3(_) => {
+            "stale plan: the state was written since the plan was made (state serial 0 -> 1)"
+        }
+    };
     run(&env, &sim, &["apply", "old.plan"])
         .code(1)
-        .stderr_has("stale plan: the state is not the one planned against")
+        .stderr_has(moved)
         .stderr_has("Run `oapkg plan` again");
     // The manifests moved.
     env.run(&["plan", "--out", "new.plan"]).code(0);
@@ -517,7 +539,7 @@ fn a_stale_saved_plan_is_refused_naming_what_moved() {
         .code(1)
         .stderr_has("stale plan: the manifests changed since the plan was made");
     assert!(sim.requests().is_empty());
-    assert_eq!(env.read(STATE), bytes);
+    assert_eq!(state_bytes(&env), bytes);
 }
 
 /// Applies until the plan is clean (or `runs` runs), retrying unconfirmed
