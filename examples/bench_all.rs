@@ -14,7 +14,6 @@
 //! The sections reuse the helpers of `bench`, `bench_apply` and
 //! `bench_watch` (examples/common/), which remain for finer questions.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use esms_sim::Simulator;
@@ -27,8 +26,8 @@ mod common;
 use common::apply::{
     RECORDED, account, binary_run, curl_loop, endpoint, recording, run_apply, specs,
 };
-use common::plan::{generate, measure_runs};
-use common::{build_binary, median, ms, us};
+use common::plan::{generate, measure_runs, phases};
+use common::{build_binary, ms, us};
 
 const LATENCY: Duration = Duration::from_millis(20);
 const PURCHASES: usize = 1000;
@@ -101,8 +100,8 @@ fn main() {
             target(
                 format!("plan, {n} packages"),
                 measured,
-                "< 1 s and < 300 MB",
-                plan.median < Duration::from_secs(1) && plan.rss_kib < 300 * 1024,
+                "<= 0.5 s and <= 150 MB",
+                plan.median <= Duration::from_millis(500) && plan.rss_kib <= 150 * 1024,
             )
         } else {
             row(format!("plan, {n} packages"), measured)
@@ -117,13 +116,15 @@ fn main() {
                 ms(validate.max),
                 mb(validate.rss_kib)
             );
-            table.push(row(
+            table.push(target(
                 format!("validate, {n} packages"),
                 format!(
                     "{:.0} ms, {:.0} MB peak",
                     ms(validate.median),
                     mb(validate.rss_kib)
                 ),
+                "<= 0.4 s and <= 150 MB",
+                validate.median <= Duration::from_millis(400) && validate.rss_kib <= 150 * 1024,
             ));
             println!("\n[plan phases] {n} packages, in-process, one thread, median of {runs}");
             for (phase, time) in phases(dir.path(), runs) {
@@ -328,100 +329,6 @@ fn print_table(table: &[Row]) {
         };
         println!("| {} | {} | {} | {met} |", r.what, r.measured, r.target);
     }
-}
-
-/// The phases of a plan on the inputs in `dir`, each timed on its own in
-/// this process on one thread (the binary reads the manifests and the state
-/// on two threads at once, so its wall time is less than the sum).
-fn phases(dir: &Path, runs: usize) -> Vec<(&'static str, Duration)> {
-    use oapkg::manifest::validate::{Origin, check_file, check_together};
-    let today = jiff::civil::date(2026, 11, 26);
-    let yaml_path = dir.join("oapkg.yaml");
-    let state_path = dir.join("state/oapkg.state.json");
-    let mut samples: Vec<(&'static str, Vec<Duration>)> = [
-        "read the manifest (9.8 MB)",
-        "YAML parse with positions (serde-saphyr, raw)",
-        "parse + validate per file (check_file)",
-        "cross-file checks (duplicates, overlaps)",
-        "read the state file",
-        "state decode (JSON, checksum, records)",
-        "  of which: checksum (serialize + SHA-256)",
-        "diff",
-        "render JSON",
-    ]
-    .into_iter()
-    .map(|name| (name, Vec::new()))
-    .collect();
-    for _ in 0..runs {
-        let mut times = Vec::new();
-        let mut lap = Instant::now();
-        let mut mark = |times: &mut Vec<Duration>| {
-            times.push(lap.elapsed());
-            lap = Instant::now();
-        };
-        let text = std::fs::read_to_string(&yaml_path).unwrap();
-        mark(&mut times);
-        let raw = parse_only(&text);
-        mark(&mut times);
-        assert_eq!(raw, 1, "one YAML document");
-        let outcome = check_file("oapkg.yaml", &text, Origin::Named, today);
-        mark(&mut times);
-        assert!(outcome.errors.is_empty());
-        let (desired, errors, _) = check_together(outcome.packages);
-        mark(&mut times);
-        assert!(errors.is_empty());
-        let bytes = std::fs::read(&state_path).unwrap();
-        mark(&mut times);
-        let disk = oapkg::state::file::decode(&state_path, &bytes).unwrap();
-        mark(&mut times);
-        oapkg::state::file::checksum(
-            &state_path,
-            Some(&disk.lineage),
-            disk.serial,
-            &disk.packages,
-            &disk.failed_attempts,
-        )
-        .unwrap();
-        mark(&mut times);
-        let plan = oapkg::plan::diff(
-            &oapkg::manifest::DesiredSet { packages: desired },
-            &disk.packages,
-            &disk.failed_attempts,
-            Default::default(),
-            today,
-            vec![],
-        );
-        mark(&mut times);
-        let json = oapkg::plan::render::json(&plan);
-        mark(&mut times);
-        assert!(json.len() > 100);
-        for (sample, time) in samples.iter_mut().zip(times) {
-            sample.1.push(time);
-        }
-    }
-    samples
-        .into_iter()
-        .map(|(name, mut times)| (name, median(&mut times)))
-        .collect()
-}
-
-/// The manifest parsed into oapkg's raw types with positions, no checks:
-/// the YAML parser's share of `check_file` (freeing the result included).
-fn parse_only(text: &str) -> usize {
-    let mut options = serde_saphyr::Options::default();
-    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
-    options.leading_zero_numbers_as_strings = true;
-    options.strict_booleans = true;
-    options.with_snippet = false;
-    if let Some(budget) = options.budget.as_mut() {
-        let size = text.len() + 1024;
-        budget.max_events = budget.max_events.max(size);
-        budget.max_nodes = budget.max_nodes.max(size);
-        budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(size);
-    }
-    let documents: Vec<serde_saphyr::Spanned<oapkg::manifest::raw::RawDocument>> =
-        serde_saphyr::from_multiple_with_options(text, options).expect("the manifest parses");
-    documents.len()
 }
 
 fn mb(kib: u64) -> f64 {

@@ -375,7 +375,35 @@ pub fn key_list<T: fmt::Display>(keys: &[T]) -> String {
 /// `sha256:` followed by the lowercase hex SHA-256 of `bytes`: the one hash
 /// format used by spec hashes, manifest hashes and state checksums.
 pub fn sha256_tagged(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    Sha256Writer::default().tagged_of(bytes)
+}
+
+/// [`sha256_tagged`] of everything written into it, for content too large
+/// to encode into memory first (the state's checksum).
+#[derive(Default)]
+pub struct Sha256Writer(Sha256);
+
+impl Sha256Writer {
+    /// The `sha256:<hex>` of what was written.
+    pub fn finish(self) -> String {
+        format!("sha256:{}", hex::encode(self.0.finalize()))
+    }
+
+    fn tagged_of(mut self, bytes: &[u8]) -> String {
+        self.0.update(bytes);
+        self.finish()
+    }
+}
+
+impl std::io::Write for Sha256Writer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

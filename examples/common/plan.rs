@@ -4,12 +4,20 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::median;
+
 use oapkg::spec::{Oaid, Spec, Tier};
 use oapkg::state::{Record, StateStore, Status};
 
 /// Writes `oapkg.yaml` with `n` packages and a state recording all of them
 /// except every 100th (which the plan will purchase). Returns the YAML size.
 pub fn generate(dir: &Path, n: usize) -> usize {
+    generate_with(dir, n, true)
+}
+
+/// Like [`generate`]; with `recorded` false the state is empty (written,
+/// with no package), so the plan purchases all `n`.
+pub fn generate_with(dir: &Path, n: usize, recorded: bool) -> usize {
     let tiers = [Tier::Trial, Tier::Advanced, Tier::Premium];
     let mut yaml = String::from(
         "apiVersion: oapkg/v1\nkind: PackageSet\ndefaults:\n  duration: 12\npackages:\n",
@@ -23,7 +31,7 @@ pub fn generate(dir: &Path, n: usize) -> usize {
         yaml.push_str(&format!(
             "  - oaid: \"{oaid}\"\n    name: OA number {i}\n    tier: {tier}\n    start: {start}\n"
         ));
-        if i % 100 != 0 {
+        if recorded && i % 100 != 0 {
             let spec = Spec {
                 oaid: Oaid::parse(&oaid).unwrap(),
                 tier,
@@ -108,4 +116,84 @@ pub struct Runs {
     pub min: Duration,
     pub max: Duration,
     pub rss_kib: u64,
+}
+
+/// The phases of a plan on the inputs in `dir`, each timed on its own in
+/// this process on one thread (the binary reads the manifests and the state
+/// on two threads at once, so its wall time is less than the sum).
+pub fn phases(dir: &Path, runs: usize) -> Vec<(&'static str, Duration)> {
+    use oapkg::manifest::validate::{Origin, check_file, check_together};
+    let today = jiff::civil::date(2026, 11, 26);
+    let yaml_path = dir.join("oapkg.yaml");
+    let state_path = dir.join("state/oapkg.state.json");
+    let mut samples: Vec<(&'static str, Vec<Duration>)> = [
+        "read the manifest (9.8 MB)",
+        "YAML parse with positions (serde-saphyr, raw)",
+        "fast reader (the block style, raw)",
+        "parse + validate per file (check_file)",
+        "cross-file checks (duplicates, overlaps)",
+        "read the state file",
+        "state decode (JSON, checksum, records)",
+        "  of which: checksum (serialize + SHA-256)",
+        "diff",
+        "render JSON",
+    ]
+    .into_iter()
+    .map(|name| (name, Vec::new()))
+    .collect();
+    for _ in 0..runs {
+        let mut times = Vec::new();
+        let mut lap = Instant::now();
+        let mut mark = |times: &mut Vec<Duration>| {
+            times.push(lap.elapsed());
+            lap = Instant::now();
+        };
+        let text = std::fs::read_to_string(&yaml_path).unwrap();
+        mark(&mut times);
+        let raw = oapkg::manifest::validate::parse_positioned(&text).expect("the manifest parses");
+        assert_eq!(raw.len(), 1, "one YAML document");
+        drop(raw);
+        mark(&mut times);
+        let fast = oapkg::manifest::fast::parse(&text).expect("the fast reader reads it");
+        drop(fast);
+        mark(&mut times);
+        let outcome = check_file("oapkg.yaml", &text, Origin::Named, today);
+        mark(&mut times);
+        assert!(outcome.errors.is_empty());
+        let (desired, errors, _) = check_together(outcome.packages);
+        mark(&mut times);
+        assert!(errors.is_empty());
+        let bytes = std::fs::read(&state_path).unwrap();
+        mark(&mut times);
+        let disk = oapkg::state::file::decode(&state_path, &bytes).unwrap();
+        mark(&mut times);
+        oapkg::state::file::checksum(
+            &state_path,
+            Some(&disk.lineage),
+            disk.serial,
+            &disk.packages,
+            &disk.failed_attempts,
+        )
+        .unwrap();
+        mark(&mut times);
+        let plan = oapkg::plan::diff(
+            &oapkg::manifest::DesiredSet { packages: desired },
+            &disk.packages,
+            &disk.failed_attempts,
+            Default::default(),
+            today,
+            vec![],
+        );
+        mark(&mut times);
+        let json = oapkg::plan::render::json(&plan);
+        mark(&mut times);
+        assert!(json.len() > 100);
+        for (sample, time) in samples.iter_mut().zip(times) {
+            sample.1.push(time);
+        }
+    }
+    samples
+        .into_iter()
+        .map(|(name, mut times)| (name, median(&mut times)))
+        .collect()
 }

@@ -37,12 +37,11 @@ pub struct ShowArgs {
 pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
     let plan = make_plan(context)?;
     context.note_missing_state(&plan.state);
-    print(&rendered(
-        context,
-        &plan,
-        args.format,
-        &context.global.files,
-    ))?;
+    match args.format {
+        // Streamed: a plan of many purchases is a large document.
+        PlanFormat::Json => render::write_json(&plan, std::io::stdout().lock())?,
+        format => print(&rendered(context, &plan, format, &context.global.files))?,
+    }
     if let Some(path) = &args.out {
         let mut saved = SavedPlan::from_plan(&plan);
         saved.manifest_files = context

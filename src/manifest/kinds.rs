@@ -8,11 +8,10 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_saphyr::Spanned;
 
 use super::raw::{
-    DateSchema, Field, KeyProblem, OaidSchema, Scalar, ScalarVisitor, TierSchema, field_mapping,
-    forward_scalars_to, read_fields,
+    DateSchema, Field, KeyProblem, OaidSchema, Scalar, ScalarVisitor, Spanned, TierSchema,
+    field_mapping, forward_scalars_to, read_fields,
 };
 
 /// `monthly:` of a price list: the price of one month of each tier.

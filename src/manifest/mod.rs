@@ -2,7 +2,10 @@
 //! document into [`Package`]s, and reporting every problem with its location.
 //!
 //! [`load`] is the only function here that touches the disk (it finds and
-//! reads the files); parsing and validation in [`validate`] are pure.
+//! reads the files); parsing and validation in [`validate`] are pure. A
+//! file is parsed by [`fast`] when it is in the plain block style (large
+//! generated manifests), else by serde-saphyr; both give the same
+//! [`raw`] documents with the same locations.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{Key, ManifestHash, Spec, sha256_tagged};
 
+pub mod fast;
 pub mod kinds;
 pub mod raw;
 pub mod validate;
@@ -35,7 +39,7 @@ pub struct Source {
 }
 
 impl Source {
-    fn new(file: &str, at: serde_saphyr::Location) -> Source {
+    fn new(file: &str, at: raw::Location) -> Source {
         Source {
             file: file.to_owned(),
             line: u32::try_from(at.line()).unwrap_or(u32::MAX),
@@ -127,7 +131,7 @@ pub enum DiagnosticKind {
 }
 
 impl Diagnostic {
-    fn at(file: &str, at: serde_saphyr::Location, message: String) -> Diagnostic {
+    fn at(file: &str, at: raw::Location, message: String) -> Diagnostic {
         Diagnostic {
             source: Source::new(file, at),
             message,

@@ -13,7 +13,88 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_saphyr::{Location, Spanned};
+
+/// Where a value was written: its 1-based line and column, and the bytes of
+/// its token in the text (empty for a mapping or a sequence, which are
+/// placed at their first key or dash). What validation needs of
+/// serde-saphyr's location, in a form the fast reader
+/// ([`fast`](super::fast)) can build too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    line: u32,
+    column: u32,
+    /// Byte offset and length of the token; `u32::MAX` when unknown.
+    offset: u32,
+    len: u32,
+}
+
+impl Location {
+    /// No location (an error the parser could not place).
+    pub const UNKNOWN: Location = Location {
+        line: 0,
+        column: 0,
+        offset: u32::MAX,
+        len: u32::MAX,
+    };
+
+    pub(super) fn new(line: usize, column: usize, offset: usize, len: usize) -> Location {
+        let narrow = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Location {
+            line: narrow(line),
+            column: narrow(column),
+            offset: narrow(offset),
+            len: narrow(len),
+        }
+    }
+
+    pub fn line(&self) -> u64 {
+        u64::from(self.line)
+    }
+
+    pub fn column(&self) -> u64 {
+        u64::from(self.column)
+    }
+
+    /// The byte range of the token in the text, when known.
+    pub fn bytes(&self) -> Option<std::ops::Range<usize>> {
+        if self.offset == u32::MAX || self.len == u32::MAX {
+            return None;
+        }
+        let start = usize::try_from(self.offset).ok()?;
+        Some(start..start.checked_add(usize::try_from(self.len).ok()?)?)
+    }
+}
+
+impl From<serde_saphyr::Location> for Location {
+    fn from(at: serde_saphyr::Location) -> Location {
+        let span = at.span();
+        let narrow = |n: Option<u64>| n.and_then(|n| u32::try_from(n).ok()).unwrap_or(u32::MAX);
+        Location {
+            line: u32::try_from(at.line()).unwrap_or(u32::MAX),
+            column: u32::try_from(at.column()).unwrap_or(u32::MAX),
+            offset: narrow(span.byte_offset()),
+            len: narrow(span.byte_len()),
+        }
+    }
+}
+
+/// A value with where it was written (for an alias: where the alias is).
+/// Read through serde-saphyr's `Spanned`, keeping the [`Location`] only.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub referenced: Location,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let spanned = serde_saphyr::Spanned::<T>::deserialize(deserializer)?;
+        Ok(Spanned {
+            value: spanned.value,
+            referenced: spanned.referenced.into(),
+        })
+    }
+}
 
 /// A YAML value where a single value was expected, as YAML typed it.
 #[derive(Clone, Debug, PartialEq)]

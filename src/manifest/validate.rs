@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 
 use jiff::civil::Date;
-use serde_saphyr::{Location, Spanned};
 
 use super::raw::{
-    Field, KeyProblem, PackageEntry, PackageList, RawDefaults, RawDocument, RawPackage, Scalar,
+    Field, KeyProblem, Location, PackageEntry, PackageList, RawDefaults, RawDocument, RawPackage,
+    Scalar, Spanned,
 };
 use super::{Diagnostic, DiagnosticKind, Package, Source};
 use crate::spec::{self, Key, MAX_DURATION_MONTHS, Oaid, OaidError, Spec, Tier};
@@ -63,7 +63,7 @@ pub fn check_file(file: &str, text: &str, origin: Origin, today: Date) -> FileOu
                     format!("skipped: not an oapkg manifest (no `apiVersion: {API_VERSION}`), and not readable YAML"),
                 ).of_kind(DiagnosticKind::Skipped));
             } else {
-                let at = error.location().unwrap_or(Location::UNKNOWN);
+                let at = error.location().map_or(Location::UNKNOWN, Location::from);
                 out.errors.push(Diagnostic::at(
                     file,
                     at,
@@ -223,7 +223,23 @@ fn options(text: &str) -> serde_saphyr::Options {
     options
 }
 
+/// The file's documents: read by the fast reader when the file is in the
+/// plain block style it knows, else by serde-saphyr. Both give the same
+/// documents with the same locations (a property test holds them to it), so
+/// which one read a file shows only in the time taken; every YAML error is
+/// serde-saphyr's.
 fn parse_documents(text: &str) -> Result<Vec<Spanned<RawDocument>>, serde_saphyr::Error> {
+    match super::fast::parse(text) {
+        Some(documents) => Ok(documents),
+        None => parse_positioned(text),
+    }
+}
+
+/// The file's documents as serde-saphyr reads them: any YAML, every error
+/// with its place. Public for the property test that compares it with the
+/// fast reader.
+#[doc(hidden)]
+pub fn parse_positioned(text: &str) -> Result<Vec<Spanned<RawDocument>>, serde_saphyr::Error> {
     serde_saphyr::from_multiple_with_options(text, options(text))
 }
 
@@ -475,10 +491,7 @@ impl Checker<'_> {
     /// The token as written in the file, for plain (unquoted) numbers whose
     /// parsed value may hide the spelling (`0x1F`, `1e3`, 20 digits).
     fn written(&self, at: Location) -> Option<&str> {
-        let span = at.span();
-        let start = usize::try_from(span.byte_offset()?).ok()?;
-        let len = usize::try_from(span.byte_len()?).ok()?;
-        self.text.get(start..start.checked_add(len)?)
+        self.text.get(at.bytes()?)
     }
 
     fn oaid(&mut self, field: &Field) -> Option<Oaid> {

@@ -11,7 +11,7 @@
 //! `serial`, `checksum`, `packages`, then `failed_attempts` when not empty),
 //! records in [`Record`]'s field order with `null` for absent values except
 //! fields added later (`confirmed`), which are written only when present;
-//! the checksum is [`sha256_tagged`] of the compact content without it;
+//! the checksum is [`sha256_tagged`](crate::spec::sha256_tagged) of the compact content without it;
 //! unknown fields and repeated keys are refused.
 
 use std::collections::BTreeMap;
@@ -23,7 +23,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
 
 use super::{FailedAttempt, FailedAttempts, Record, StateError};
-use crate::spec::{Key, MAX_DURATION_MONTHS, sha256_tagged};
+use crate::spec::{Key, MAX_DURATION_MONTHS, Sha256Writer};
+
+/// From this many records, [`decode`] computes the checksum on a second
+/// thread while it checks the records.
+const PARALLEL_CHECKS_FROM: usize = 4096;
 
 /// The only `format_version` this oapkg reads and writes.
 pub const FORMAT_VERSION: u64 = 1;
@@ -93,11 +97,18 @@ pub fn checksum(
         packages,
         failed_attempts,
     };
-    let bytes = serde_json::to_vec(&body).map_err(|source| StateError::Encode {
+    // Hashed as it is encoded: the compact encoding of a large state is
+    // tens of megabytes that nothing else needs.
+    let mut hasher = std::io::BufWriter::with_capacity(1 << 16, Sha256Writer::default());
+    serde_json::to_writer(&mut hasher, &body).map_err(|source| StateError::Encode {
         path: path.to_owned(),
         source,
     })?;
-    Ok(sha256_tagged(&bytes))
+    let hasher = hasher.into_inner().map_err(|error| StateError::Encode {
+        path: path.to_owned(),
+        source: serde_json::Error::io(error.into_error()),
+    })?;
+    Ok(hasher.finish())
 }
 
 /// The bytes of a state file and the checksum they carry.
@@ -132,6 +143,19 @@ pub fn encode(
 /// document that is not a state file (unknown or missing field, duplicate
 /// key), a checksum mismatch, and a record that contradicts itself.
 pub fn decode(path: &Path, bytes: &[u8]) -> Result<DiskState, StateError> {
+    verify(path, parse(path, bytes)?)
+}
+
+/// [`decode`], freeing the bytes as soon as they are parsed: the checks
+/// that follow need only the parsed records, and a large file's bytes are
+/// as large again.
+pub fn decode_owned(path: &Path, bytes: Vec<u8>) -> Result<DiskState, StateError> {
+    let file = parse(path, &bytes)?;
+    drop(bytes);
+    verify(path, file)
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<FileIn, StateError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(StateError::Empty {
             path: path.to_owned(),
@@ -139,23 +163,45 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<DiskState, StateError> {
     }
     // One typed parse on the happy path; the cheaper questions ("which
     // version is this?") are only asked once it failed, to pick the message.
-    let file: FileIn = match serde_json::from_slice(bytes) {
-        Ok(file) => file,
-        Err(source) => return Err(classify_parse_error(path, bytes, source)),
-    };
+    serde_json::from_slice(bytes).map_err(|source| classify_parse_error(path, bytes, source))
+}
+
+fn verify(path: &Path, file: FileIn) -> Result<DiskState, StateError> {
     if file.format_version != FORMAT_VERSION {
         return Err(StateError::UnknownFormatVersion {
             path: path.to_owned(),
             found: file.format_version.to_string(),
         });
     }
-    let computed = checksum(
-        path,
-        Some(&file.lineage),
-        file.serial,
-        &file.packages,
-        &file.failed_attempts,
-    )?;
+    let computed = || {
+        checksum(
+            path,
+            Some(&file.lineage),
+            file.serial,
+            &file.packages,
+            &file.failed_attempts,
+        )
+    };
+    let records = || validate_records(path, &file.packages);
+    // Two independent passes over every record; a large state does them on
+    // two threads. The checksum's refusal comes first either way.
+    let (computed, records) = if file.packages.len() >= PARALLEL_CHECKS_FROM {
+        std::thread::scope(|scope| {
+            match std::thread::Builder::new().spawn_scoped(scope, computed) {
+                Ok(hashing) => {
+                    let records = records();
+                    let computed = hashing
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    (computed, records)
+                }
+                Err(_) => (computed(), records()),
+            }
+        })
+    } else {
+        (computed(), records())
+    };
+    let computed = computed?;
     if computed != file.checksum {
         return Err(StateError::ChecksumMismatch {
             path: path.to_owned(),
@@ -163,7 +209,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<DiskState, StateError> {
             computed,
         });
     }
-    validate_records(path, &file.packages)?;
+    records?;
     Ok(DiskState {
         lineage: file.lineage,
         serial: file.serial,

@@ -200,6 +200,16 @@ impl StateStore {
     ) -> Result<(StateLock, Loaded), StateError> {
         let lock = self.lock(command, timeout)?;
         let loaded = self.load()?;
+        // Under the lock nobody else replaces the file: the journal's
+        // generation is the file just loaded, so `journal` need not read
+        // and check the whole file again.
+        lock.inner
+            .slot()?
+            .generation
+            .get_or_insert_with(|| Generation {
+                lineage: loaded.state.lineage.clone(),
+                serial: loaded.state.serial,
+            });
         Ok((lock, loaded))
     }
 
@@ -440,7 +450,7 @@ impl StateStore {
         let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
         file.read_to_end(&mut bytes)
             .map_err(|source| StateError::io("read the state file", &self.path, source))?;
-        let disk = file::decode(&self.path, &bytes)?;
+        let disk = file::decode_owned(&self.path, bytes)?;
         Ok((Some(disk), Some(file_identity(&meta))))
     }
 

@@ -4,10 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use serde_saphyr::Location;
-
 use super::super::kinds::{Entry, List, RawMonthly, RawPolicy};
-use super::super::raw::{Field, RawDocument, Scalar};
+use super::super::raw::{Field, Location, RawDocument, Scalar};
 use super::super::{Diagnostic, Source};
 use super::{Checker, KIND_POLICIES, KIND_PRICES};
 use crate::coverage::{MAX_RENEW_BEFORE_DAYS, Policy};

@@ -296,10 +296,19 @@ impl JsonBefore {
 
 /// The plan as one pretty-printed JSON document, ending with a newline.
 pub fn json(plan: &Plan) -> String {
-    let mut out = serde_json::to_string_pretty(&JsonPlan::from_plan(plan))
-        .expect("a JSON plan has only string keys and always serializes");
-    out.push('\n');
-    out
+    let mut out = Vec::new();
+    write_json(plan, &mut out).expect("a JSON plan has only string keys and always serializes");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// [`json`], written to `out` as it is encoded (buffered): a plan of many
+/// purchases is tens of megabytes that need not be held in memory.
+pub fn write_json(plan: &Plan, out: impl std::io::Write) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    serde_json::to_writer_pretty(&mut out, &JsonPlan::from_plan(plan))?;
+    out.write_all(b"\n")?;
+    out.flush()
 }
 
 #[cfg(test)]

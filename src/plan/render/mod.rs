@@ -32,7 +32,7 @@ use std::borrow::Cow;
 
 use jiff::civil::Date;
 
-pub use json::{JsonPlan, json};
+pub use json::{JsonPlan, json, write_json};
 pub use markdown::{MarkdownOptions, Project, markdown};
 pub use paint::Paint;
 pub use schema::plan_schema;

@@ -770,6 +770,40 @@ fn write_folds_the_journal_and_replay_is_idempotent() {
     drop(lock);
 }
 
+/// `apply` reads the state once: the journal opened after `lock_and_load`
+/// takes its generation from the state just loaded instead of reading the
+/// file again (a large file takes a good part of a second to check). Shown
+/// by spoiling the file in between: the journal still opens and records
+/// under the loaded generation, and the write at the end, which does read
+/// the file again, refuses the spoilt one.
+#[test]
+fn the_journal_after_lock_and_load_does_not_read_the_state_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    write(&store, &mut state_with(packages())).unwrap();
+    let (lock, loaded) = store.lock_and_load("oapkg apply", NOW).unwrap();
+    let good = fs::read(store.path()).unwrap();
+    fs::write(store.path(), b"{ not a state").unwrap();
+    let mut journal = store.journal(&lock).unwrap();
+    let a = spec("1");
+    journal
+        .record_intent(&a.key(), &a, None, at("2026-11-26T10:00:00Z"))
+        .unwrap();
+    let mut state = loaded.state.clone();
+    assert!(
+        store.write(&lock, &mut state).is_err(),
+        "the fold reads the file"
+    );
+    fs::write(store.path(), &good).unwrap();
+    let id = store.write(&lock, &mut state).unwrap();
+    assert_eq!(id.serial, loaded.id.serial + 1);
+    assert!(
+        state.packages.contains_key(&a.key()),
+        "the intent is folded"
+    );
+    drop((journal, lock));
+}
+
 #[test]
 fn a_journal_left_by_a_dead_writer_is_folded_by_the_next_lock() {
     let dir = tempfile::tempdir().unwrap();

@@ -89,12 +89,15 @@ fn declared_set() -> impl Strategy<Value = Vec<Declared>> {
 struct FileStyle {
     crlf: bool,
     bom: bool,
+    /// Whether a package may be written as a flow mapping (`- {oaid: …}`).
+    flow: bool,
 }
 
 /// Writes YAML text and remembers, for each package, the line its entry
 /// starts on.
 struct Writer<'r> {
     rng: &'r mut StdRng,
+    flow: bool,
     text: String,
     lines: Vec<(usize, u32)>,
 }
@@ -200,7 +203,7 @@ impl Writer<'_> {
             if defaults.1 != Some(declared.spec.duration_months) || self.rng.random_bool(0.3) {
                 fields.push(("duration", self.duration(declared.spec.duration_months)));
             }
-            let flow = self.rng.random_bool(0.25);
+            let flow = self.rng.random_bool(0.25) && self.flow;
             if let Some(name) = self.name(declared.name.as_deref(), flow) {
                 fields.push(("name", name));
             }
@@ -341,6 +344,7 @@ fn file(
 ) -> (String, Vec<(usize, u32)>) {
     let mut writer = Writer {
         rng,
+        flow: style.flow,
         text: String::new(),
         lines: Vec::new(),
     };
@@ -385,6 +389,7 @@ fn file_style(rng: &mut StdRng) -> FileStyle {
     FileStyle {
         crlf: rng.random_bool(0.2),
         bom: rng.random_bool(0.1),
+        flow: true,
     }
 }
 
@@ -519,4 +524,169 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out.sort();
     out
+}
+
+/// Small edits that break a manifest slightly, or not at all: a character
+/// YAML gives meaning to inserted, a byte range removed, a line repeated,
+/// dropped, re-indented or moved.
+fn mutate(text: &str, rng: &mut StdRng) -> String {
+    let mut lines: Vec<String> = text.split('\n').map(str::to_owned).collect();
+    let line = rng.random_range(0..lines.len());
+    match rng.random_range(0..6) {
+        0 => {
+            const MEANINGFUL: &[&str] = &[
+                ":", "-", " ", "  ", "#", "\"", "'", "0", "x", "\t", "{", "[", "&a ", "*a", "!",
+                "|", ">", "---", "...", "~", "\r", "\u{feff}", "\u{85}", "é", "\\",
+            ];
+            let insert = MEANINGFUL[rng.random_range(0..MEANINGFUL.len())];
+            let target = &mut lines[line];
+            let mut at = rng.random_range(0..=target.len());
+            while !target.is_char_boundary(at) {
+                at -= 1;
+            }
+            target.insert_str(at, insert);
+        }
+        1 => {
+            let target = &mut lines[line];
+            let from = rng.random_range(0..=target.len());
+            let to = rng.random_range(from..=target.len().min(from + 3));
+            if target.is_char_boundary(from) && target.is_char_boundary(to) {
+                target.replace_range(from..to, "");
+            }
+        }
+        2 => {
+            let copy = lines[line].clone();
+            lines.insert(rng.random_range(0..=lines.len()), copy);
+        }
+        3 => {
+            lines.remove(line);
+        }
+        4 => {
+            let spaces = rng.random_range(0..5);
+            let trimmed = lines[line].trim_start().to_owned();
+            lines[line] = format!("{}{trimmed}", " ".repeat(spaces));
+        }
+        _ => {
+            let moved = lines.remove(line);
+            lines.insert(rng.random_range(0..=lines.len()), moved);
+        }
+    }
+    lines.join("\n")
+}
+
+/// The fast reader ([`manifest::fast`]) takes a file only if serde-saphyr
+/// reads it to the very same documents, locations included: then the
+/// checks, which are a function of the documents and the text, give the
+/// same desired set, errors and warnings whichever reader read it.
+fn assert_readers_agree(text: &str) -> Result<bool, TestCaseError> {
+    let Some(fast) = manifest::fast::parse(text) else {
+        return Ok(false);
+    };
+    match validate::parse_positioned(text) {
+        Ok(positioned) => prop_assert_eq!(&fast, &positioned, "{}", text),
+        Err(error) => {
+            return Err(TestCaseError::fail(format!(
+                "the fast reader took a file serde-saphyr refuses ({error}):\n{text}"
+            )));
+        }
+    }
+    Ok(true)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Manifests in block style (the fast reader's) and every other
+    /// spelling, and slightly broken copies of them: whenever the fast
+    /// reader takes one, serde-saphyr reads the same documents at the same
+    /// places, and the file checks to the same packages.
+    #[test]
+    fn the_fast_reader_agrees_with_the_positioned_parser(
+        declared in declared_set(),
+        seed in any::<u64>(),
+        block in any::<bool>(),
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let order: Vec<usize> = (0..declared.len()).collect();
+        // The block style with the names users write (other names are
+        // read by the positioned parser, one is enough to decline a file).
+        let declared: Vec<Declared> = declared
+            .into_iter()
+            .map(|mut d| {
+                if block && !d.name.as_deref().is_none_or(plain_safe) {
+                    d.name = None;
+                }
+                d
+            })
+            .collect();
+        let style = if block {
+            FileStyle { crlf: false, bom: false, flow: false }
+        } else {
+            file_style(&mut rng)
+        };
+        let (text, _) = file(&declared, &order, &mut rng, style);
+        assert_readers_agree(&text)?;
+        for _ in 0..8 {
+            let mut broken = mutate(&text, &mut rng);
+            if rng.random_bool(0.3) {
+                broken = mutate(&broken, &mut rng);
+            }
+            assert_readers_agree(&broken)?;
+        }
+    }
+}
+
+/// The block style generators write (one key per line, quoted OAIDs, plain
+/// names and dates) is the fast reader's: a large manifest never waits for
+/// the positioned parser.
+#[test]
+fn the_fast_reader_takes_the_block_style() {
+    let mut text = String::from(
+        "# generated\napiVersion: oapkg/v1\nkind: PackageSet\ndefaults:\n  duration: 12\npackages:\n",
+    );
+    for i in 0..50u64 {
+        let _ = write!(
+            text,
+            "  - oaid: \"{}\"\n    name: OA number {i}  # a comment\n    tier: {}\n    start: 2027-01-{:02}\n",
+            4_000_000_000_000_000_000u64 + i * 7919,
+            ["trial", "advanced", "premium"][(i % 3) as usize],
+            1 + i % 28,
+        );
+    }
+    text.push_str("---\napiVersion: 'oapkg/v1'\nkind: PackageSet\npackages:\n- oaid: 123\n  tier: 2\n  start: \"2027-03-01\"\n  duration: 6\n  name: 'Cửa hàng số 1'\n");
+    assert!(
+        assert_readers_agree(&text).unwrap(),
+        "the fast reader declined:\n{text}"
+    );
+    let outcome = validate::check_file("m.yaml", &text, Origin::Named, TODAY);
+    assert!(outcome.errors.is_empty(), "{:#?}", outcome.errors);
+    assert_eq!(outcome.packages.len(), 51);
+}
+
+/// Every file of the YAML test suite (valid and invalid YAML): the fast
+/// reader declines it or reads what serde-saphyr reads.
+#[test]
+fn the_fast_reader_agrees_on_the_yaml_test_suite() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/yaml-test-suite");
+    if !corpus.is_dir() {
+        eprintln!("skipped: {} is not present", corpus.display());
+        return;
+    }
+    let mut files = 0;
+    for sub in ["valid", "error"] {
+        for entry in std::fs::read_dir(corpus.join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            files += 1;
+            if let Err(error) = assert_readers_agree(&text) {
+                panic!("{}: {error}", path.display());
+            }
+        }
+    }
+    assert!(
+        files > 300,
+        "expected the whole corpus, found {files} files"
+    );
 }
