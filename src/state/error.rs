@@ -231,10 +231,11 @@ pub enum StateError {
     /// Someone else wrote the head of an S3 state while this run held the
     /// lease (it expired and was taken over, or `state unlock` broke it):
     /// nothing more is recorded or bought in this run.
-    #[error("lost the lease on the state at {}{}: nothing more is bought in this run; what it recorded is in the state, and purchases whose outcome it could not record show as unconfirmed (check them on the eSMS portal, then `oapkg state confirm`)", .path.display(), lease_taker(.holder.as_ref()))]
+    #[error("lost the lease on the state at {}{}: nothing more is bought in this run; what it recorded is in the state, and purchases whose outcome it could not record show as unconfirmed (check them on the eSMS portal, then `oapkg state confirm`)", .path.display(), lease_taker(.holder.as_deref()))]
     LeaseLost {
         path: PathBuf,
-        holder: Option<LockHolder>,
+        /// Boxed: the error stays as small as the other variants.
+        holder: Option<Box<LockHolder>>,
     },
 
     /// The state file (or lock file) kept being replaced while oapkg used it.

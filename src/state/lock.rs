@@ -59,9 +59,10 @@ pub struct LockHolder {
     pub since: Timestamp,
     /// The CI job that runs the holder, where there is one (GitHub Actions'
     /// run URL, GitLab's `CI_JOB_URL`): on a shared state the host alone
-    /// (a runner) says little. Written only when known.
+    /// (a runner) says little. Written only when known. (A boxed `str`
+    /// keeps [`StateError`], which carries a holder, small.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ci_job: Option<String>,
+    pub ci_job: Option<Box<str>>,
 }
 
 impl LockHolder {
@@ -79,16 +80,16 @@ impl LockHolder {
 
 /// The CI job this process runs in, from the variables GitHub Actions and
 /// GitLab CI set.
-fn ci_job() -> Option<String> {
+fn ci_job() -> Option<Box<str>> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     if let (Some(server), Some(repository), Some(run)) = (
         var("GITHUB_SERVER_URL"),
         var("GITHUB_REPOSITORY"),
         var("GITHUB_RUN_ID"),
     ) {
-        return Some(format!("{server}/{repository}/actions/runs/{run}"));
+        return Some(format!("{server}/{repository}/actions/runs/{run}").into());
     }
-    var("CI_JOB_URL")
+    var("CI_JOB_URL").map(String::into_boxed_str)
 }
 
 /// This machine's name, for the holder label and `state confirm`'s "by"

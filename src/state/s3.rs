@@ -903,13 +903,13 @@ impl LeaseShared {
                     tracing::warn!("the head changed under our lease");
                 }
                 state.lost = true;
-                Err(self.lost(now.head.lease.map(|l| l.holder)))
+                Err(self.lost(now.head.lease.map(|l| Box::new(l.holder))))
             }
             Err(Swap::Failed(e)) => Err(e),
         }
     }
 
-    fn lost(&self, holder: Option<LockHolder>) -> StateError {
+    fn lost(&self, holder: Option<Box<LockHolder>>) -> StateError {
         StateError::LeaseLost {
             path: self.store.inner.display.clone(),
             holder,
@@ -1021,7 +1021,7 @@ impl S3Lease {
                     Ok(now) => guard.current = now,
                     Err(Swap::Conflict(now)) => {
                         guard.lost = true;
-                        return Err(shared.lost(now.head.lease.map(|l| l.holder)));
+                        return Err(shared.lost(now.head.lease.map(|l| Box::new(l.holder))));
                     }
                     Err(Swap::Failed(e)) => return Err(e),
                 }

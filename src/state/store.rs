@@ -126,7 +126,7 @@ impl StateStore {
             &Default::default(),
             &Default::default(),
         )?;
-        replace_with_backup(&self.path, &bytes, false).map_err(|failure| failure.error)?;
+        replace_with_backup(&self.path, &bytes, false).map_err(|failure| *failure.error)?;
         slot.generation = Some(Generation {
             lineage: Some(lineage.clone()),
             serial,
@@ -164,7 +164,7 @@ impl StateStore {
             &state.packages,
             &state.failed_attempts,
         )?;
-        replace_with_backup(&self.path, &bytes, false).map_err(|failure| failure.error)?;
+        replace_with_backup(&self.path, &bytes, false).map_err(|failure| *failure.error)?;
         slot.generation = Some(Generation {
             lineage: Some(lineage.clone()),
             serial: state.serial,
@@ -405,7 +405,7 @@ impl StateStore {
                 // could be tagged with the wrong generation. Stop recording.
                 slot.broken = true;
             }
-            return Err(failure.error);
+            return Err(*failure.error);
         }
         slot.generation = Some(Generation {
             lineage: Some(lineage.clone()),
@@ -719,14 +719,15 @@ pub(crate) fn file_identity(meta: &Metadata) -> FileIdentity {
 
 /// A failed replacement, and whether the new file may already be in place.
 struct ReplaceFailure {
-    error: StateError,
+    /// Boxed: a `Result` carrying it stays small.
+    error: Box<StateError>,
     uncertain: bool,
 }
 
 impl From<StateError> for ReplaceFailure {
     fn from(error: StateError) -> Self {
         ReplaceFailure {
-            error,
+            error: Box::new(error),
             uncertain: false,
         }
     }
@@ -772,12 +773,12 @@ fn replace_with_backup(
     }
     // The temporary file is deleted if this fails (NamedTempFile's drop).
     tmp.persist(path).map_err(|e| ReplaceFailure {
-        error: StateError::io("replace the state file", path, e.error),
+        error: Box::new(StateError::io("replace the state file", path, e.error)),
         // rename(2) either happened or did not; on error it did not.
         uncertain: false,
     })?;
     sync_parent_dir(path).map_err(|error| ReplaceFailure {
-        error,
+        error: Box::new(error),
         uncertain: true,
     })
 }
