@@ -224,9 +224,22 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
             } else {
                 summarize(context, &plan, &report)?;
             }
-            if matches!(source, crate::state::StateError::Moved { .. }) {
+            if matches!(
+                source,
+                crate::state::StateError::Moved { .. } | crate::state::StateError::LeaseLost { .. }
+            ) {
                 // Its message says where the purchases are and what to do.
                 return Err(source.into());
+            }
+            if let crate::state::Store::S3(_) = &context.store {
+                return Err(anyhow::Error::new(source).context(format!(
+                    "the purchase requests above were sent, but the state at {} could not be updated. \
+                     Nothing is lost: its head object {} keeps every purchase (one whose answer could not be recorded shows as unconfirmed), \
+                     and `oapkg plan` already sees them. Check the store and the credentials, then run oapkg again: \
+                     the next command that writes the state (apply, state import, ...) folds them in",
+                    context.store.path().display(),
+                    journal.display()
+                )));
             }
             return Err(anyhow::Error::new(source).context(format!(
                 "the purchase requests above were sent, but the state file {} could not be updated. \
