@@ -307,6 +307,7 @@ fn a_holder_whose_lease_was_broken_stops_before_sending_more() {
     let run = Run::from(child.wait_with_output().unwrap());
     run.code(1)
         .stderr_has("lost the lease on the state at s3://");
+    assert!(!run.stderr.contains("disk space"), "{}", run.stderr);
     let purchases = sim
         .requests()
         .iter()
