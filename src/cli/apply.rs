@@ -710,10 +710,18 @@ fn report_stop(context: &Context, report: &ApplyReport) {
             "Stopped early: {reason}. {not_sent} planned package(s) were not sent; run `oapkg plan` to see what is left."
         );
         if matches!(reason, StopReason::Journal(_)) {
+            let what_to_do = match context.store {
+                crate::state::Store::S3(_) => {
+                    "Check the store and the credentials (or who took the lease over), then run oapkg again."
+                }
+                crate::state::Store::Local(_) => {
+                    "Free disk space or fix the permissions, then run oapkg again."
+                }
+            };
             eprintln!(
                 "No new purchase was started after the journal failed. The journal {} keeps every purchase recorded before that \
                  (one whose answer could not be recorded shows as unconfirmed, and is not resent without --retry-unconfirmed). \
-                 Free disk space or fix the permissions, then run oapkg again.",
+                 {what_to_do}",
                 context.store.journal_path().display()
             );
         }
