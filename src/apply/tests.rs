@@ -124,6 +124,9 @@ impl Log {
             ApplyEvent::Retrying { key, attempt, .. } => format!("retry {key} {attempt}"),
             ApplyEvent::PurchaseDone { key, .. } => format!("done {key}"),
             ApplyEvent::Stopping { in_flight, .. } => format!("stopping {in_flight}"),
+            ApplyEvent::Held { key, .. } => format!("held {key}"),
+            // Only watch acts on it.
+            ApplyEvent::Balance { .. } => return,
         };
         self.0.lock().unwrap().push(line);
     }

@@ -109,6 +109,12 @@ pub struct ApplyFlags {
     /// the price list's currency; needs a `kind: PriceList`)
     #[arg(long, value_name = "AMOUNT")]
     pub max_spend: Option<u64>,
+    /// POST a JSON notification to URL for each purchase bought, failed or
+    /// unconfirmed (and, with `watch`, each change held, cycle refused,
+    /// OA expiring, low balance, error). Repeatable; https://, or http://
+    /// to this machine only
+    #[arg(long = "notify", value_name = "URL")]
+    pub notify: Vec<crate::notify::Target>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -203,13 +209,26 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     if !quiet || asks {
         print(&text)?;
     }
-    let counts = counts?;
+    let counts = match counts {
+        Ok(counts) => counts,
+        Err(refusal) => {
+            notify_refused(&args.flags.notify, &client, &refusal);
+            return Err(refusal.into());
+        }
+    };
     if counts.requests() > 0 && !reviewed && !args.auto_approve {
         confirm(counts.requests(), apply::planned_cost(&plan, &options))?;
     }
 
     let progress = Progress::new(context, counts.requests(), !json);
-    let result = run_apply(context, &plan, &client, &options, &progress);
+    let result = run_apply(
+        context,
+        &plan,
+        &client,
+        &options,
+        &progress,
+        &args.flags.notify,
+    );
     progress.finish();
     let report = match result {
         Ok(report) => report,
@@ -318,6 +337,7 @@ pub(super) fn options(
         lock_timeout: context.global.lock_timeout(),
         command: command.to_owned(),
         retry,
+        hold: false,
     })
 }
 
@@ -349,6 +369,45 @@ fn confirm(requests: usize, cost: Option<crate::prices::Money>) -> anyhow::Resul
     Ok(())
 }
 
+/// How long `apply` waits at exit for its notifications to be delivered.
+const NOTIFY_DRAIN: Duration = Duration::from_secs(5);
+
+/// The `--notify` webhooks (none: a notifier that sends nothing), with the
+/// account keys scrubbed from every body. Inside a runtime.
+pub(super) fn notifier(
+    targets: &[crate::notify::Target],
+    client: &Client,
+) -> crate::notify::Notifier {
+    crate::notify::Notifier::start(
+        targets,
+        crate::notify::Delivery::default(),
+        Some(std::sync::Arc::new(client.scrubber())),
+    )
+}
+
+/// Tells the `--notify` webhooks that the guards refused the run (on a
+/// runtime of its own: nothing else runs yet).
+fn notify_refused(
+    targets: &[crate::notify::Target],
+    client: &Client,
+    refusal: &apply::GuardRefusal,
+) {
+    if targets.is_empty() {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    runtime.block_on(async {
+        let notifier = notifier(targets, client);
+        notifier.event("refused", refusal.to_string());
+        notifier.drain(NOTIFY_DRAIN).await;
+    });
+}
+
 /// The run on a runtime of its own, with SIGINT/SIGTERM asking it to stop.
 // One error per run: its size costs nothing worth boxing the variants for.
 #[allow(clippy::result_large_err)]
@@ -358,6 +417,7 @@ fn run_apply(
     client: &Client,
     options: &ApplyOptions,
     progress: &Progress,
+    notify: &[crate::notify::Target],
 ) -> Result<ApplyReport, ApplyError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -367,11 +427,21 @@ fn run_apply(
     runtime.block_on(async {
         let (canceller, signal) = apply::cancel_pair();
         let watcher = watch_signals(canceller);
-        let on_event = |event: ApplyEvent<'_>| progress.event(event);
+        let notifier = notifier(notify, client);
+        let on_event = |event: ApplyEvent<'_>| {
+            progress.event(event);
+            notifier.apply_event(&event);
+        };
         let result = apply::apply(plan, &context.store, client, options, &on_event, signal).await;
         if let Some(watcher) = watcher {
             watcher.abort();
         }
+        match &result {
+            Err(ApplyError::Refused(refusal)) => notifier.event("refused", refusal.to_string()),
+            Err(error) => notifier.event("error", format!("{:#}", anyhow::anyhow!("{error}"))),
+            Ok(_) => {}
+        }
+        notifier.drain(NOTIFY_DRAIN).await;
         result
     })
 }
@@ -515,6 +585,13 @@ impl Progress {
                 self.err_line(&format!(
                     "Stopping: {reason}. No further purchase requests will be sent; waiting for {in_flight} request(s) in flight to be answered and recorded."
                 ));
+            }
+            // `apply` refuses instead of holding; watch reports these.
+            ApplyEvent::Held { key, reason, .. } => {
+                self.err_line(&format!("  held {key}: {reason}"));
+            }
+            ApplyEvent::Balance { amount, cost } => {
+                tracing::debug!(balance = amount, cost = cost.amount, "balance read");
             }
         }
     }

@@ -32,3 +32,4 @@ mod unknown;
 mod validate;
 mod watch;
 mod watch_apply;
+mod watch_service;

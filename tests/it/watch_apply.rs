@@ -22,7 +22,7 @@ use crate::support::{Backend, Env};
 use crate::watch::{WAIT, Watch, assert_counts, doc, message, pkg};
 
 /// A simulator that knows the OAIDs the tests use.
-fn simulator(config: SimConfig) -> BlockingSimHandle {
+pub(crate) fn simulator(config: SimConfig) -> BlockingSimHandle {
     let config = ["1001", "1002", "1003", "2001", "3001"]
         .map(String::from)
         .into_iter()
@@ -32,7 +32,7 @@ fn simulator(config: SimConfig) -> BlockingSimHandle {
 }
 
 /// `oapkg watch --apply ARGS...` pointed at `sim`.
-fn start_apply(env: &Env, sim: &BlockingSimHandle, args: &[&str]) -> Watch {
+pub(crate) fn start_apply(env: &Env, sim: &BlockingSimHandle, args: &[&str]) -> Watch {
     let endpoint = sim.endpoint().as_str().to_owned();
     let mut all = vec!["--apply"];
     all.extend_from_slice(args);
@@ -45,12 +45,12 @@ fn start_apply(env: &Env, sim: &BlockingSimHandle, args: &[&str]) -> Watch {
 
 /// The next apply outcome record (`done`, `refused`, `failed`, `cancelled`).
 #[track_caller]
-fn outcome(watch: &mut Watch) -> Value {
+pub(crate) fn outcome(watch: &mut Watch) -> Value {
     watch.record("with an apply outcome", |v| v["outcome"].is_string())
 }
 
 /// `OAID@Dateactive` of every charge.
-fn charged(sim: &BlockingSimHandle) -> BTreeSet<String> {
+pub(crate) fn charged(sim: &BlockingSimHandle) -> BTreeSet<String> {
     sim.ledger()
         .iter()
         .map(|c| format!("{}@{}", c.oaid, c.dateactive))
@@ -80,7 +80,7 @@ fn submitted(env: &Env) -> BTreeSet<String> {
 
 /// Polls `condition` until it holds, at most `within`.
 #[track_caller]
-fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !condition() {
         assert!(Instant::now() < deadline, "not {what} within {within:?}");
@@ -88,7 +88,7 @@ fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool)
     }
 }
 
-fn keys(list: &[&str]) -> BTreeSet<String> {
+pub(crate) fn keys(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|k| (*k).to_owned()).collect()
 }
 
