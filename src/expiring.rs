@@ -72,7 +72,10 @@ pub fn find(
             entry.name = entry.name.or(name);
         }
     }
-    let horizon = today.saturating_add(jiff::Span::new().days(i64::from(within_days)));
+    // A window past what a span holds reaches the end of the calendar.
+    let horizon = jiff::Span::new()
+        .try_days(i64::from(within_days))
+        .map_or(Date::MAX, |window| today.saturating_add(window));
     let mut found = last
         .into_values()
         .filter(|l| l.spec.end() >= today && l.spec.end() <= horizon)

@@ -21,12 +21,14 @@
 //! |---|---|---|
 //! | [`spec`] | the domain's words: `Oaid`, `Tier`, `Key`, `Spec`, spec hash, end dates | no |
 //! | [`manifest`] | finding and reading manifest files, the YAML shape and JSON Schema, validation with locations | reads files |
-//! | [`state`] | the state file: model, checksum, atomic store with backup, writer lock, purchase journal | reads and writes state files |
+//! | [`state`] | the state: model, checksum, atomic store with backup, writer lock, purchase journal; or on S3-compatible storage (`state::s3`: head by compare-and-swap with lease and journal, immutable snapshots), both behind `state::Store` | reads and writes state files; S3 requests |
 //! | [`plan`] | the pure diff, the `Plan`, its renderings, the saved plan encoding | no |
 //! | [`ops`] | what the commands do, over the core and the stores: making a plan from disk, plan files, the saved-plan freshness check; returns values, never prints | reads manifests, state and plan files; writes plan files |
 //! | [`apply`] | carrying out a plan exactly once: guards, pre-flight, retries, durability, cancellation | through `esms` and `state` |
 //! | [`esms`] | the eSMS wire format, HTTP client, result-code classes, credentials | network |
 //! | [`watch`] | following manifest directories and running plan/apply cycles, reported as typed [`watch::WatchEvent`]s | file events |
+//! | [`metrics`] | `watch --listen`: counters and gauges from the watch events, the Prometheus text format, `/healthz`, and the minimal HTTP server for them | listens on a socket |
+//! | [`notify`] | `--notify` webhooks: the payload of each event (pure) and its delivery from bounded queues with retries | network |
 //! | [`expiring`] | the pure `expiring` report | no |
 //! | [`prices`] | the `kind: PriceList`, what a package costs, amounts as people read them | no |
 //! | [`coverage`] | coverage policies and their renewals, the `coverage` report and its renderings, the mermaid `gantt` chart | no |
@@ -56,6 +58,8 @@ pub mod files;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod manifest;
+pub mod metrics;
+pub mod notify;
 pub mod ops;
 pub mod plan;
 pub mod prices;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
-use super::{ApplyOptions, GuardRefusal, PackageResult, RetryPolicy};
+use super::{ApplyOptions, GuardRefusal, HoldReason, PackageResult, RetryPolicy};
 use crate::esms::{AccountOa, PurchaseOutcome};
 use crate::plan::saved::{StalePlan, state_moves};
 use crate::plan::{Action, Change, Need, Plan, max_purchases_need};
@@ -81,6 +81,9 @@ pub(crate) struct Selection<'p> {
     pub jobs: Vec<Job<'p>>,
     /// `unconfirmed` changes not resent.
     pub left_alone: Vec<&'p Change>,
+    /// Changes set aside ([`ApplyOptions::hold`]): they need a flag the
+    /// run was not given. In key order.
+    pub held: Vec<(&'p Change, HoldReason)>,
     pub counts: Counts,
     /// What the jobs cost with the plan's price list; `None` without one.
     pub cost: Option<crate::prices::Money>,
@@ -112,6 +115,7 @@ pub(crate) fn select<'p>(
     let mut counts = Counts::default();
     let mut replaces = Vec::new();
     let mut overlaps = Vec::new();
+    let mut held = Vec::new();
     for change in changes {
         let malformed = |problem: &str| GuardRefusal::MalformedPlan {
             key: change.key.clone(),
@@ -149,17 +153,25 @@ pub(crate) fn select<'p>(
                 spec.key()
             )));
         }
-        // The flags the plan showed this change needs: one computation.
-        for need in change.needs() {
-            match need {
-                Need::AllowReplace if !options.allow_replace => {
-                    replaces.push(change.key.clone());
-                }
-                Need::AllowOverlap if !options.allow_overlap => {
-                    overlaps.push((change.key.clone(), change.overlaps.clone()));
-                }
-                Need::AllowReplace | Need::AllowOverlap | Need::MaxPurchases(_) => {}
+        // The flags the plan showed this change needs (one computation),
+        // and not given: the change is held (watch) or refuses the run.
+        let missing = change.needs().into_iter().find_map(|need| match need {
+            Need::AllowReplace if !options.allow_replace => Some(HoldReason::NeedsAllowReplace),
+            Need::AllowOverlap if !options.allow_overlap => Some(HoldReason::NeedsAllowOverlap {
+                overlaps: change.overlaps.clone(),
+            }),
+            Need::AllowReplace | Need::AllowOverlap | Need::MaxPurchases(_) => None,
+        });
+        match missing {
+            Some(reason) if options.hold => {
+                held.push((change, reason));
+                continue;
             }
+            Some(HoldReason::NeedsAllowReplace) => replaces.push(change.key.clone()),
+            Some(HoldReason::NeedsAllowOverlap { overlaps: recorded }) => {
+                overlaps.push((change.key.clone(), recorded));
+            }
+            Some(HoldReason::OaNotOnAccount) | None => {}
         }
         match change.action {
             Action::Purchase => counts.purchase += 1,
@@ -213,6 +225,7 @@ pub(crate) fn select<'p>(
     Ok(Selection {
         jobs,
         left_alone,
+        held,
         counts,
         cost,
     })

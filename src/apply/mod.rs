@@ -138,8 +138,9 @@ pub use decide::{Counts, check_guards, planned_cost, state_unmoved};
 use crate::esms::{CallError, Client, PurchaseOutcome, code_meaning};
 use crate::plan::saved::StalePlan;
 use crate::plan::{Action, Change, Plan};
+use crate::prices::Money;
 use crate::spec::{Key, key_list};
-use crate::state::{StateError, StateId, StateStore};
+use crate::state::{StateError, StateId, Store};
 
 /// How to carry out a plan. `Default` gives the CLI's defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,6 +176,13 @@ pub struct ApplyOptions {
     pub command: String,
     /// When to retry a request that got no definite answer.
     pub retry: RetryPolicy,
+    /// Hold, don't refuse (`watch --apply`): a change that needs
+    /// `--allow-replace` or `--allow-overlap` not given, or whose OA the
+    /// pre-flight does not find on the account, is set aside
+    /// ([`ApplyEvent::Held`], [`ApplyReport::held`]) and the rest of the
+    /// run goes ahead. `--max-purchases` and `--max-spend` still refuse
+    /// the whole run (counted over what would be sent).
+    pub hold: bool,
 }
 
 impl Default for ApplyOptions {
@@ -191,6 +199,7 @@ impl Default for ApplyOptions {
             lock_timeout: Duration::ZERO,
             command: "oapkg apply".to_owned(),
             retry: RetryPolicy::default(),
+            hold: false,
         }
     }
 }
@@ -264,6 +273,46 @@ pub enum ApplyEvent<'a> {
         reason: &'a StopReason,
         in_flight: usize,
     },
+    /// The change is set aside and not bought in this run
+    /// ([`ApplyOptions::hold`]).
+    Held {
+        change: &'a Change,
+        key: &'a Key,
+        reason: &'a HoldReason,
+    },
+    /// The pre-flight read the account's balance (`amount`, as eSMS sent
+    /// it); `cost` is what the run costs with the plan's price list.
+    Balance { amount: f64, cost: &'a Money },
+}
+
+/// Why a change was held rather than bought ([`ApplyOptions::hold`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HoldReason {
+    /// A `replace`, and `--allow-replace` was not given.
+    NeedsAllowReplace,
+    /// A purchase over the months of these recorded packages, and
+    /// `--allow-overlap` was not given.
+    NeedsAllowOverlap { overlaps: Vec<Key> },
+    /// The pre-flight did not find its OA on the eSMS account.
+    OaNotOnAccount,
+}
+
+impl fmt::Display for HoldReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HoldReason::NeedsAllowReplace => f.write_str(
+                "it buys a package already bought again (not refunded): needs --allow-replace",
+            ),
+            HoldReason::NeedsAllowOverlap { overlaps } => write!(
+                f,
+                "it overlaps the months of {} (paid twice): needs --allow-overlap",
+                key_list(overlaps)
+            ),
+            HoldReason::OaNotOnAccount => {
+                f.write_str("the pre-flight did not find its OA on the eSMS account")
+            }
+        }
+    }
 }
 
 /// What became of one planned package in this run.
@@ -387,6 +436,8 @@ pub struct ApplyReport {
     /// Label changes (new names of recorded packages) written to the state
     /// by this run, without any request.
     pub labels: usize,
+    /// Changes set aside ([`ApplyOptions::hold`]), in key order.
+    pub held: Vec<(Key, HoldReason)>,
 }
 
 impl ApplyReport {
@@ -655,14 +706,16 @@ fn overlap_list(overlaps: &[(Key, Vec<Key>)]) -> String {
 /// anything, except [`ApplyError::Record`].
 pub async fn apply(
     plan: &Plan,
-    store: &StateStore,
+    store: impl Into<Store>,
     client: &Client,
     options: &ApplyOptions,
     on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
     cancel: CancelSignal,
 ) -> Result<ApplyReport, ApplyError> {
-    let selection = decide::select(plan, options).map_err(ApplyError::Refused)?;
+    let store = &store.into();
+    let mut selection = decide::select(plan, options).map_err(ApplyError::Refused)?;
     let mut report = ApplyReport::default();
+    hold(&mut report, &selection.held, on_event);
     let labels = plan.label_changes();
     if selection.jobs.is_empty() && labels.is_empty() {
         for change in &selection.left_alone {
@@ -698,9 +751,31 @@ pub async fn apply(
         )));
     }
     if !options.skip_preflight && !selection.jobs.is_empty() {
-        preflight(client, &selection.jobs, &options.retry, &cancel).await?;
-        if let Some(cost) = &selection.cost {
-            preflight_balance(client, cost, &options.retry, &cancel).await?;
+        let missing = preflight(client, &selection.jobs, &options.retry, &cancel).await?;
+        if !missing.is_empty() {
+            if !options.hold {
+                return Err(ApplyError::Preflight(PreflightError::MissingOas {
+                    oaids: missing,
+                }));
+            }
+            let (kept, set_aside) = std::mem::take(&mut selection.jobs)
+                .into_iter()
+                .partition(|job| !missing.iter().any(|oaid| *oaid == job.spec.oaid.as_str()));
+            selection.jobs = kept;
+            let set_aside: Vec<_> = set_aside
+                .into_iter()
+                .map(|job: decide::Job<'_>| (job.change, HoldReason::OaNotOnAccount))
+                .collect();
+            hold(&mut report, &set_aside, on_event);
+            selection.cost = plan
+                .prices
+                .as_ref()
+                .map(|prices| prices.total(selection.jobs.iter().map(|job| &job.spec)));
+        }
+        if let Some(cost) = &selection.cost
+            && !selection.jobs.is_empty()
+        {
+            preflight_balance(client, cost, &options.retry, &cancel, on_event).await?;
         }
     }
     let mut state = loaded.state;
@@ -782,26 +857,39 @@ pub async fn apply(
     Ok(report)
 }
 
+/// Reports each held change and keeps it in the report.
+fn hold(
+    report: &mut ApplyReport,
+    held: &[(&Change, HoldReason)],
+    on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
+) {
+    for (change, reason) in held {
+        on_event(ApplyEvent::Held {
+            change,
+            key: &change.key,
+            reason,
+        });
+        report.held.push((change.key.clone(), reason.clone()));
+    }
+    report.held.sort_by(|a, b| a.0.cmp(&b.0));
+}
+
 /// One `ZNS/GetListZOA/` call (retried when it got no answer: it buys
-/// nothing), then every OAID to be bought must be listed.
+/// nothing); answers the OAIDs to be bought that the account does not list.
 async fn preflight(
     client: &Client,
     jobs: &[decide::Job<'_>],
     policy: &RetryPolicy,
     cancel: &CancelSignal,
-) -> Result<(), ApplyError> {
+) -> Result<Vec<String>, ApplyError> {
     let oas = read_call("pre-flight", || client.list_oas(), policy, cancel)
         .await
         .map_err(|error| ApplyError::Preflight(PreflightError::Call(error)))?;
     let missing = decide::missing_oaids(jobs, &oas);
     if missing.is_empty() {
         tracing::debug!(oas = oas.len(), "pre-flight passed");
-        Ok(())
-    } else {
-        Err(ApplyError::Preflight(PreflightError::MissingOas {
-            oaids: missing,
-        }))
     }
+    Ok(missing)
 }
 
 /// A call that reads the account and buys nothing (the OA list, the
@@ -847,10 +935,15 @@ async fn preflight_balance(
     cost: &crate::prices::Money,
     policy: &RetryPolicy,
     cancel: &CancelSignal,
+    on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
 ) -> Result<(), ApplyError> {
     let balance = read_call("balance check", || client.balance(), policy, cancel)
         .await
         .map_err(|error| ApplyError::Preflight(PreflightError::Balance(error)))?;
+    on_event(ApplyEvent::Balance {
+        amount: balance.amount,
+        cost,
+    });
     // eSMS sends a number; a fractional or negative balance is compared as
     // it is (a cost is whole).
     if balance.amount < cost.amount as f64 {

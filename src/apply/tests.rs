@@ -14,7 +14,7 @@ use crate::esms::{AccountOa, ClientOptions, Credentials, PurchaseOutcome};
 use crate::manifest::{DesiredSet, Package, Source};
 use crate::plan::diff;
 use crate::spec::{Oaid, Spec, Tier};
-use crate::state::{JournalOutcome, Status};
+use crate::state::{JournalOutcome, StateStore, Status};
 use esms_sim::{Fault, FaultRule, SimConfig, SimHandle, Simulator, Stage};
 
 const TODAY: Date = date(2026, 11, 26);
@@ -124,6 +124,9 @@ impl Log {
             ApplyEvent::Retrying { key, attempt, .. } => format!("retry {key} {attempt}"),
             ApplyEvent::PurchaseDone { key, .. } => format!("done {key}"),
             ApplyEvent::Stopping { in_flight, .. } => format!("stopping {in_flight}"),
+            ApplyEvent::Held { key, .. } => format!("held {key}"),
+            // Only watch acts on it.
+            ApplyEvent::Balance { .. } => return,
         };
         self.0.lock().unwrap().push(line);
     }

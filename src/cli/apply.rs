@@ -109,6 +109,12 @@ pub struct ApplyFlags {
     /// the price list's currency; needs a `kind: PriceList`)
     #[arg(long, value_name = "AMOUNT")]
     pub max_spend: Option<u64>,
+    /// POST a JSON notification to URL for each purchase bought, failed or
+    /// unconfirmed (and, with `watch`, each change held, cycle refused,
+    /// OA expiring, low balance, error). Repeatable; https://, or http://
+    /// to this machine only
+    #[arg(long = "notify", value_name = "URL")]
+    pub notify: Vec<crate::notify::Target>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -203,13 +209,26 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     if !quiet || asks {
         print(&text)?;
     }
-    let counts = counts?;
+    let counts = match counts {
+        Ok(counts) => counts,
+        Err(refusal) => {
+            notify_refused(&args.flags.notify, &client, &refusal);
+            return Err(refusal.into());
+        }
+    };
     if counts.requests() > 0 && !reviewed && !args.auto_approve {
         confirm(counts.requests(), apply::planned_cost(&plan, &options))?;
     }
 
     let progress = Progress::new(context, counts.requests(), !json);
-    let result = run_apply(context, &plan, &client, &options, &progress);
+    let result = run_apply(
+        context,
+        &plan,
+        &client,
+        &options,
+        &progress,
+        &args.flags.notify,
+    );
     progress.finish();
     let report = match result {
         Ok(report) => report,
@@ -224,9 +243,22 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
             } else {
                 summarize(context, &plan, &report)?;
             }
-            if matches!(source, crate::state::StateError::Moved { .. }) {
+            if matches!(
+                source,
+                crate::state::StateError::Moved { .. } | crate::state::StateError::LeaseLost { .. }
+            ) {
                 // Its message says where the purchases are and what to do.
                 return Err(source.into());
+            }
+            if let crate::state::Store::S3(_) = &context.store {
+                return Err(anyhow::Error::new(source).context(format!(
+                    "the purchase requests above were sent, but the state at {} could not be updated. \
+                     Nothing is lost: its head object {} keeps every purchase (one whose answer could not be recorded shows as unconfirmed), \
+                     and `oapkg plan` already sees them. Check the store and the credentials, then run oapkg again: \
+                     the next command that writes the state (apply, state import, ...) folds them in",
+                    context.store.path().display(),
+                    journal.display()
+                )));
             }
             return Err(anyhow::Error::new(source).context(format!(
                 "the purchase requests above were sent, but the state file {} could not be updated. \
@@ -305,6 +337,7 @@ pub(super) fn options(
         lock_timeout: context.global.lock_timeout(),
         command: command.to_owned(),
         retry,
+        hold: false,
     })
 }
 
@@ -336,6 +369,45 @@ fn confirm(requests: usize, cost: Option<crate::prices::Money>) -> anyhow::Resul
     Ok(())
 }
 
+/// How long `apply` waits at exit for its notifications to be delivered.
+const NOTIFY_DRAIN: Duration = Duration::from_secs(5);
+
+/// The `--notify` webhooks (none: a notifier that sends nothing), with the
+/// account keys scrubbed from every body. Inside a runtime.
+pub(super) fn notifier(
+    targets: &[crate::notify::Target],
+    client: &Client,
+) -> crate::notify::Notifier {
+    crate::notify::Notifier::start(
+        targets,
+        crate::notify::Delivery::default(),
+        Some(std::sync::Arc::new(client.scrubber())),
+    )
+}
+
+/// Tells the `--notify` webhooks that the guards refused the run (on a
+/// runtime of its own: nothing else runs yet).
+fn notify_refused(
+    targets: &[crate::notify::Target],
+    client: &Client,
+    refusal: &apply::GuardRefusal,
+) {
+    if targets.is_empty() {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    runtime.block_on(async {
+        let notifier = notifier(targets, client);
+        notifier.event("refused", refusal.to_string());
+        notifier.drain(NOTIFY_DRAIN).await;
+    });
+}
+
 /// The run on a runtime of its own, with SIGINT/SIGTERM asking it to stop.
 // One error per run: its size costs nothing worth boxing the variants for.
 #[allow(clippy::result_large_err)]
@@ -345,6 +417,7 @@ fn run_apply(
     client: &Client,
     options: &ApplyOptions,
     progress: &Progress,
+    notify: &[crate::notify::Target],
 ) -> Result<ApplyReport, ApplyError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -354,11 +427,21 @@ fn run_apply(
     runtime.block_on(async {
         let (canceller, signal) = apply::cancel_pair();
         let watcher = watch_signals(canceller);
-        let on_event = |event: ApplyEvent<'_>| progress.event(event);
+        let notifier = notifier(notify, client);
+        let on_event = |event: ApplyEvent<'_>| {
+            progress.event(event);
+            notifier.apply_event(&event);
+        };
         let result = apply::apply(plan, &context.store, client, options, &on_event, signal).await;
         if let Some(watcher) = watcher {
             watcher.abort();
         }
+        match &result {
+            Err(ApplyError::Refused(refusal)) => notifier.event("refused", refusal.to_string()),
+            Err(error) => notifier.event("error", format!("{:#}", anyhow::anyhow!("{error}"))),
+            Ok(_) => {}
+        }
+        notifier.drain(NOTIFY_DRAIN).await;
         result
     })
 }
@@ -502,6 +585,13 @@ impl Progress {
                 self.err_line(&format!(
                     "Stopping: {reason}. No further purchase requests will be sent; waiting for {in_flight} request(s) in flight to be answered and recorded."
                 ));
+            }
+            // `apply` refuses instead of holding; watch reports these.
+            ApplyEvent::Held { key, reason, .. } => {
+                self.err_line(&format!("  held {key}: {reason}"));
+            }
+            ApplyEvent::Balance { amount, cost } => {
+                tracing::debug!(balance = amount, cost = cost.amount, "balance read");
             }
         }
     }
@@ -697,10 +787,18 @@ fn report_stop(context: &Context, report: &ApplyReport) {
             "Stopped early: {reason}. {not_sent} planned package(s) were not sent; run `oapkg plan` to see what is left."
         );
         if matches!(reason, StopReason::Journal(_)) {
+            let what_to_do = match context.store {
+                crate::state::Store::S3(_) => {
+                    "Check the store and the credentials (or who took the lease over), then run oapkg again."
+                }
+                crate::state::Store::Local(_) => {
+                    "Free disk space or fix the permissions, then run oapkg again."
+                }
+            };
             eprintln!(
                 "No new purchase was started after the journal failed. The journal {} keeps every purchase recorded before that \
                  (one whose answer could not be recorded shows as unconfirmed, and is not resent without --retry-unconfirmed). \
-                 Free disk space or fix the permissions, then run oapkg again.",
+                 {what_to_do}",
                 context.store.journal_path().display()
             );
         }

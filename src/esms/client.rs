@@ -117,6 +117,13 @@ impl Client {
         &self.endpoint
     }
 
+    /// A function redacting the account keys (and pieces of them) from a
+    /// text, for what leaves the process by another way (notifications).
+    pub fn scrubber(&self) -> impl Fn(&str) -> String + Send + Sync + 'static {
+        let credentials = self.credentials.clone();
+        move |text| credentials.scrub(text)
+    }
+
     /// Sends one `RegisOAPackageJson/` request for `spec`, once, and says
     /// what came of it. Never fails: every possible result is an outcome.
     pub async fn purchase(&self, spec: &Spec) -> PurchaseOutcome {

@@ -7,14 +7,20 @@
 //! the [`Reconciler`]. What it adds is memory across cycles, with the rules
 //! of [`policy`]: the last inputs planned (to skip a cycle that would print
 //! the same plan), the last good plan (named when the manifests turn
-//! invalid), and the refused or failed applies (to back off).
+//! invalid), and the refused or failed applies (to back off); the changes
+//! the apply step held (each reported once as [`WatchEvent::ChangeHeld`]
+//! while it stays held) and the OAs reported expiring today (once per OA
+//! per day). After each plan it reports every OA's coverage end
+//! ([`WatchEvent::Coverage`]). With a suspend file that exists, the plan
+//! is not applied ([`WatchEvent::NotAppliedSuspended`]).
 //!
 //! It reports every decision as a [`WatchEvent`] to its [`Observer`],
 //! inside the cycle's tracing span, and prints nothing itself.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::civil::Date;
@@ -26,11 +32,13 @@ use super::policy::{
 };
 use super::reconcile::{CancelSignal, Reconciled, Reconciler};
 use super::schedule::Start;
-use crate::apply::ApplyEvent;
+use crate::apply::{ApplyEvent, HoldReason};
+use crate::expiring;
 use crate::manifest::{self, ManifestError};
 use crate::ops::plan::read_inputs;
 use crate::plan::Plan;
 use crate::plan::inputs;
+use crate::spec::{Key, Oaid};
 
 /// Today's date for a cycle (`OAPKG_TODAY` or the clock in
 /// Asia/Ho_Chi_Minh), asked once per cycle: a watch runs for months.
@@ -65,6 +73,8 @@ pub enum Applied {
     PutOff,
     /// A stop was requested before the apply step.
     Stopped,
+    /// The watch is suspended (its suspend file exists).
+    Suspended,
     Reconciled(Reconciled),
 }
 
@@ -84,7 +94,7 @@ struct LastPlanned {
 /// Runs cycles and remembers what the next one needs to know.
 pub struct Runner {
     files: Vec<PathBuf>,
-    store: crate::state::StateStore,
+    store: crate::state::Store,
     today: Today,
     observer: Arc<dyn Observer>,
     reconciler: Option<Box<dyn Reconciler>>,
@@ -94,14 +104,25 @@ pub struct Runner {
     retries: Retries,
     input_failures: u32,
     changes: Arc<AtomicU64>,
+    /// The changes held by the last apply step, with why: a change is
+    /// reported when it becomes held (or held for another reason), not
+    /// again while it stays so.
+    held: BTreeMap<Key, HoldReason>,
+    /// The day each expiring OA was last reported.
+    expiring_told: BTreeMap<Oaid, Date>,
+    /// While this file exists, nothing is bought.
+    suspend_file: Option<PathBuf>,
 }
+
+/// How far ahead [`WatchEvent::Expiring`] looks, as `oapkg expiring`.
+const EXPIRING_WITHIN_DAYS: u32 = 30;
 
 impl Runner {
     /// A runner for the manifests under `files` and the state in `store`,
     /// reporting to `observer`. Without a reconciler it only plans.
     pub fn new(
         files: Vec<PathBuf>,
-        store: crate::state::StateStore,
+        store: crate::state::Store,
         today: Today,
         observer: Arc<dyn Observer>,
         reconciler: Option<Box<dyn Reconciler>>,
@@ -118,7 +139,16 @@ impl Runner {
             retries: Retries::default(),
             input_failures: 0,
             changes: Arc::new(AtomicU64::new(0)),
+            held: BTreeMap::new(),
+            expiring_told: BTreeMap::new(),
+            suspend_file: None,
         }
+    }
+
+    /// While `path` exists, cycles plan but buy nothing.
+    pub fn suspend_with(mut self, path: Option<PathBuf>) -> Runner {
+        self.suspend_file = path;
+        self
     }
 
     /// The counter the file watcher bumps for every relevant change: a
@@ -204,6 +234,7 @@ impl Runner {
         let fingerprint = Fingerprint {
             manifest_hash: manifests.hash().to_string(),
             state: loaded.id.clone(),
+            today,
         };
         let gate = self.retries.gate(&fingerprint, Instant::now());
         let decision = policy::decide(
@@ -232,6 +263,7 @@ impl Runner {
             inputs: &fingerprint,
             plan: &plan,
         });
+        self.coverage(cycle, &manifests.desired, &loaded.state.packages, today);
         self.last = Some(LastPlanned {
             cycle,
             inputs: fingerprint.clone(),
@@ -279,6 +311,18 @@ impl Runner {
             self.emit(WatchEvent::NotAppliedStopping { cycle, inputs });
             return Applied::Stopped;
         }
+        if let Some(path) = self.suspend_file.as_deref()
+            && path.exists()
+        {
+            self.emit(WatchEvent::NotAppliedSuspended {
+                cycle,
+                inputs,
+                path,
+            });
+            // Planned again (and applied) once resumed.
+            self.last = None;
+            return Applied::Suspended;
+        }
         // A plan made from a file caught in the middle of a save must not
         // be bought: whatever changed since the cycle started (events
         // delivered, or a content hash that moved before the watcher told
@@ -299,13 +343,49 @@ impl Runner {
             inputs,
             plan,
         });
+        let told = std::mem::take(&mut self.held);
+        let held = Mutex::new(BTreeMap::new());
         let progress = |event: ApplyEvent<'_>| {
+            match event {
+                ApplyEvent::Held {
+                    change,
+                    key,
+                    reason,
+                } => {
+                    if told.get(key) != Some(reason) {
+                        observer.event(&WatchEvent::ChangeHeld {
+                            cycle,
+                            change,
+                            reason,
+                        });
+                    }
+                    lock(&held).insert(key.clone(), reason.clone());
+                }
+                ApplyEvent::Balance { amount, cost } if amount < cost.amount as f64 => {
+                    observer.event(&WatchEvent::LowBalance {
+                        cycle,
+                        balance: amount,
+                        cost,
+                    });
+                }
+                _ => {}
+            }
             observer.event(&WatchEvent::Apply {
                 cycle,
                 event: &event,
             });
         };
         let reconciled = reconciler.reconcile(plan, &progress, cancel).await;
+        // A step that ended before the holds were known (a refusal, a
+        // failure) forgets nothing: what was held stays reported.
+        let held = held
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.held = if matches!(reconciled, Reconciled::Done { .. }) || !held.is_empty() {
+            held
+        } else {
+            told
+        };
         self.emit(WatchEvent::Applied {
             cycle,
             inputs,
@@ -323,6 +403,26 @@ impl Runner {
             self.emit(WatchEvent::RetryScheduled { cycle, inputs, at });
         }
         Applied::Reconciled(reconciled)
+    }
+
+    /// Reports every OA's coverage end, and the OAs expiring within
+    /// [`EXPIRING_WITHIN_DAYS`] not yet reported today.
+    fn coverage(
+        &mut self,
+        cycle: u64,
+        desired: &crate::manifest::DesiredSet,
+        recorded: &BTreeMap<Key, crate::state::Record>,
+        today: Date,
+    ) {
+        let ends = expiring::find(desired, recorded, today, u32::MAX);
+        self.emit(WatchEvent::Coverage { cycle, ends: &ends });
+        let horizon = today.saturating_add(jiff::Span::new().days(i64::from(EXPIRING_WITHIN_DAYS)));
+        for oa in ends.iter().filter(|oa| oa.end <= horizon) {
+            if self.expiring_told.get(&oa.oaid) != Some(&today) {
+                self.expiring_told.insert(oa.oaid.clone(), today);
+                self.emit(WatchEvent::Expiring { cycle, oa });
+            }
+        }
     }
 
     /// Whether the manifests on disk still hash to `manifest_hash`.
@@ -358,6 +458,12 @@ impl Runner {
         self.last = None;
         Ran::Unreadable
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -445,7 +551,7 @@ mod tests {
         });
         let runner = Runner::new(
             vec![dir.path().join("oapkg.yaml")],
-            StateStore::new(dir.path().join("state/oapkg.state.json")),
+            StateStore::new(dir.path().join("state/oapkg.state.json")).into(),
             Box::new(|| Ok(jiff::civil::date(2026, 11, 26))),
             Arc::new(printed.clone()),
             reconciler,
@@ -734,6 +840,7 @@ mod tests {
             [
                 "cycle_started 1 startup",
                 "planned",
+                "coverage",
                 "apply_started",
                 "apply: 1 request(s)",
                 "applied failed",
@@ -760,7 +867,12 @@ mod tests {
         s.cycle(Trigger::Change).await;
         assert_eq!(
             s.events(),
-            ["cycle_started 4 change", "planned", "held: 1 failure(s)"]
+            [
+                "cycle_started 4 change",
+                "planned",
+                "coverage",
+                "held: 1 failure(s)"
+            ]
         );
         // New content applies at once; a refusal schedules no retry.
         s.write(TWO);
@@ -770,6 +882,7 @@ mod tests {
             [
                 "cycle_started 5 change",
                 "planned",
+                "coverage",
                 "apply_started",
                 "apply: 1 request(s)",
                 "applied refused",
@@ -795,6 +908,7 @@ mod tests {
             [
                 "cycle_started 1 startup",
                 "planned",
+                "coverage",
                 "cycle_started 2 interval",
                 "skipped unchanged since 1",
                 "cycle_started 3 interval",
@@ -817,7 +931,7 @@ mod tests {
         s.cycle(Trigger::Startup).await;
         assert_eq!(
             s.events(),
-            ["cycle_started 1 startup", "planned", "put_off"]
+            ["cycle_started 1 startup", "planned", "coverage", "put_off"]
         );
         let (handle, cancel) = crate::watch::cancel_pair();
         handle.cancel();
@@ -830,7 +944,12 @@ mod tests {
         s.runner.run(&start, cancel).await;
         assert_eq!(
             s.events(),
-            ["cycle_started 2 change", "planned", "not_applied_stopping"]
+            [
+                "cycle_started 2 change",
+                "planned",
+                "coverage",
+                "not_applied_stopping"
+            ]
         );
         assert!(s.calls.lock().unwrap().is_empty());
     }

@@ -19,9 +19,11 @@ use super::paths::WatchDir;
 use super::policy::{ApplyGate, Fingerprint, Skip};
 use super::reconcile::Reconciled;
 use super::schedule::Start;
-use crate::apply::ApplyEvent;
+use crate::apply::{ApplyEvent, HoldReason};
+use crate::expiring::Expiring;
 use crate::manifest::ManifestError;
-use crate::plan::Plan;
+use crate::plan::{Change, Plan};
+use crate::prices::Money;
 use crate::state::StateError;
 
 /// One thing watch did or decided.
@@ -78,6 +80,17 @@ pub enum WatchEvent<'a> {
         inputs: &'a Fingerprint,
         gate: &'a ApplyGate,
     },
+    /// The watch is suspended (its suspend file exists): the plan is not
+    /// applied. The first cycle after it resumes plans again.
+    NotAppliedSuspended {
+        cycle: u64,
+        inputs: &'a Fingerprint,
+        path: &'a Path,
+    },
+    /// The suspend file appeared: cycles plan but buy nothing.
+    Suspended { path: &'a Path },
+    /// The suspend file is gone: buying resumes (a cycle follows).
+    Resumed { path: &'a Path },
     /// A stop was requested before the apply step: the plan is not applied.
     NotAppliedStopping { cycle: u64, inputs: &'a Fingerprint },
     /// The manifests changed while the cycle planned: the apply is put off
@@ -107,6 +120,29 @@ pub enum WatchEvent<'a> {
         inputs: &'a Fingerprint,
         at: Instant,
     },
+    /// A change of the cycle's plan is held, not bought: it needs a flag
+    /// the watch was not given, or its OA failed the pre-flight. The rest
+    /// of the plan goes ahead. Reported once while it stays held.
+    ChangeHeld {
+        cycle: u64,
+        change: &'a Change,
+        reason: &'a HoldReason,
+    },
+    /// The pre-flight read a balance below what the cycle's purchases cost
+    /// (the apply step is refused and retried with backoff).
+    LowBalance {
+        cycle: u64,
+        balance: f64,
+        cost: &'a Money,
+    },
+    /// Every OA's last coverage (declared or recorded) that has not ended,
+    /// after each plan: for metrics.
+    Coverage { cycle: u64, ends: &'a [Expiring] },
+    /// An OA's coverage ends within 30 days with nothing declared or
+    /// recorded after it. Reported at most once per OA per local day.
+    Expiring { cycle: u64, oa: &'a Expiring },
+    /// Cycle `cycle` ended (whatever it did: the events before say).
+    CycleFinished { cycle: u64 },
     /// A stop was requested while cycle `cycle` runs: it finishes first.
     StopRequested { cycle: u64 },
     /// A watched directory is gone; it is watched again once it is back
@@ -156,11 +192,19 @@ impl WatchEvent<'_> {
             WatchEvent::Planned { .. } => "planned",
             WatchEvent::Held { .. } => "held",
             WatchEvent::NotAppliedStopping { .. } => "not_applied_stopping",
+            WatchEvent::NotAppliedSuspended { .. } => "not_applied_suspended",
+            WatchEvent::Suspended { .. } => "suspended",
+            WatchEvent::Resumed { .. } => "resumed",
             WatchEvent::PutOff { .. } => "put_off",
             WatchEvent::ApplyStarted { .. } => "apply_started",
             WatchEvent::Apply { .. } => "apply",
             WatchEvent::Applied { .. } => "applied",
             WatchEvent::RetryScheduled { .. } => "retry_scheduled",
+            WatchEvent::ChangeHeld { .. } => "change_held",
+            WatchEvent::LowBalance { .. } => "low_balance",
+            WatchEvent::Coverage { .. } => "coverage",
+            WatchEvent::Expiring { .. } => "expiring",
+            WatchEvent::CycleFinished { .. } => "cycle_finished",
             WatchEvent::StopRequested { .. } => "stop_requested",
             WatchEvent::DirGone { .. } => "dir_gone",
             WatchEvent::DirRewatched { .. } => "dir_rewatched",

@@ -21,7 +21,8 @@
 //! |---|---|---|
 //! | [`paths`] | which directories to watch for the `-f` paths; which changed paths matter (manifests, not editor temp files) | the disk once, at start |
 //! | [`watcher`] | notify + notify-debouncer-full (native or `--poll`), turning events into [`watcher::FileChange`]s; re-watching replaced directories | the file watcher |
-//! | [`schedule`] | trailing-edge debounce, one cycle at a time with one more queued, `--interval`, retry wake-ups | nothing (instants passed in) |
+//! | [`schedule`] | trailing-edge debounce, one cycle at a time with one more queued, `--interval`, retry and new-day wake-ups | nothing (instants passed in) |
+//! | [`clock`] | the wall clock in Asia/Ho_Chi_Minh: today, when the next day begins (`OAPKG_TEST_NOW` for tests) | the system clock |
 //! | [`policy`] | skip when the manifests' content hash and the state id are unchanged; refused applies parked, failed ones backed off (backon) | nothing |
 //! | [`cycle`] | one cycle: load → validate → plan (→ reconcile), reporting each decision as an event | the manifests and the state (read only) |
 //! | [`reconcile`] | the apply seam: [`Reconciler`], [`Reconciled`], [`CancelSignal`]; [`ApplyReconciler`] and the rule turning an apply run into done / refused / failed / cancelled | through the apply engine |
@@ -32,6 +33,7 @@
 //! stop request lets the cycle in progress finish (its apply step sees the
 //! request through [`CancelSignal`]) and returns.
 
+pub mod clock;
 pub mod cycle;
 pub mod events;
 pub mod paths;
@@ -45,6 +47,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+pub use clock::Clock;
 pub use cycle::{Runner, Today};
 pub use events::{GoodPlan, Observer, Observers, Unreadable, WatchEvent};
 pub use reconcile::{
@@ -67,7 +70,16 @@ pub struct WatchOptions {
     pub interval: Option<Duration>,
     /// Poll with this period instead of native file events.
     pub poll: Option<Duration>,
+    /// The wall clock: a new calendar day starts a cycle.
+    pub clock: Clock,
+    /// While this file exists nothing is bought; checked every
+    /// [`SUSPEND_CHECK`] to report the change (and, on resuming, to run a
+    /// cycle).
+    pub suspend_file: Option<PathBuf>,
 }
+
+/// How often the suspend file is looked for between cycles.
+pub const SUSPEND_CHECK: Duration = Duration::from_secs(1);
 
 /// Why watching could not start (or stopped by itself).
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +120,28 @@ pub async fn run(
     });
 
     let mut scheduler = Scheduler::new(options.debounce, options.interval, Instant::now());
+    scheduler.next_day(options.clock.next_day());
+    let mut suspended = false;
+    let mut suspend_check = tokio::time::interval(SUSPEND_CHECK);
+    suspend_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut check_suspend = |scheduler: &mut Scheduler| {
+        let Some(path) = options.suspend_file.as_deref() else {
+            return;
+        };
+        let now = path.exists();
+        if now == suspended {
+            return;
+        }
+        suspended = now;
+        if now {
+            observer.event(&WatchEvent::Suspended { path });
+        } else {
+            observer.event(&WatchEvent::Resumed { path });
+            let at = Instant::now();
+            scheduler.on_change(at, at, &[path.to_owned()]);
+        }
+    };
+    check_suspend(&mut scheduler);
     let stopping = stop.clone();
     let mut open = true;
     loop {
@@ -132,7 +166,9 @@ pub async fn run(
                     }
                 }
             };
+            observer.event(&WatchEvent::CycleFinished { cycle: start.id });
             scheduler.finish(Instant::now(), outcome.retry_at);
+            scheduler.next_day(options.clock.next_day());
             continue;
         }
         if !open {
@@ -147,6 +183,7 @@ pub async fn run(
                 None => open = false,
             },
             () = tokio::time::sleep_until(wake) => {}
+            _ = suspend_check.tick(), if options.suspend_file.is_some() => check_suspend(&mut scheduler),
             () = stopping.cancelled() => break,
         }
     }

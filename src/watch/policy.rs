@@ -66,6 +66,9 @@ impl CycleBackoff {
 pub struct Fingerprint {
     pub manifest_hash: String,
     pub state: StateId,
+    /// Today's date: a new day is new input (policies renew, packages
+    /// expire).
+    pub today: jiff::civil::Date,
 }
 
 /// How an apply step ended, for the retry rules.
@@ -266,6 +269,7 @@ mod tests {
 
     fn inputs(hash: &str, serial: u64) -> Fingerprint {
         Fingerprint {
+            today: jiff::civil::date(2026, 11, 26),
             manifest_hash: hash.to_owned(),
             state: StateId {
                 lineage: Some("l".into()),

@@ -13,6 +13,9 @@
 //!   its debounce window, a due interval or retry waits too, and the change's
 //!   cycle serves for them: no cycle reads files in the middle of a save.
 //! - **`--interval`**: a cycle when no cycle has run for that long.
+//! - **A new day**: a cycle when the calendar day turns (the watch loop
+//!   tells the instant, [`Scheduler::next_day`]); any cycle starting after
+//!   it serves it.
 //! - **Retries**: the cycle runner says when a backed-off cycle may be tried
 //!   again ([`Scheduler::finish`]); the scheduler wakes up for it.
 
@@ -31,6 +34,8 @@ pub enum Trigger {
     Retry,
     /// `--interval` passed without a cycle.
     Interval,
+    /// A new calendar day began (Asia/Ho_Chi_Minh).
+    Day,
 }
 
 impl Trigger {
@@ -40,6 +45,7 @@ impl Trigger {
             Trigger::Change => "change",
             Trigger::Retry => "retry",
             Trigger::Interval => "interval",
+            Trigger::Day => "day",
         }
     }
 }
@@ -69,6 +75,8 @@ pub struct Scheduler {
     change_deadline: Option<Instant>,
     next_interval: Option<Instant>,
     retry_at: Option<Instant>,
+    /// When the next calendar day begins.
+    day_at: Option<Instant>,
     running: bool,
     last_id: u64,
     /// Every changed path since the last cycle started (distinct).
@@ -84,6 +92,7 @@ impl Scheduler {
             change_deadline: None,
             next_interval: None,
             retry_at: None,
+            day_at: None,
             running: false,
             last_id: 0,
             paths: BTreeSet::new(),
@@ -123,8 +132,13 @@ impl Scheduler {
             None if due(self.startup) => Trigger::Startup,
             None if due(self.retry_at) => Trigger::Retry,
             None if due(self.next_interval) => Trigger::Interval,
+            None if due(self.day_at) => Trigger::Day,
             None => return None,
         };
+        // Any cycle that starts after midnight serves the new day.
+        if due(self.day_at) {
+            self.day_at = None;
+        }
         self.startup = None;
         self.change_deadline = None;
         self.retry_at = None;
@@ -149,6 +163,12 @@ impl Scheduler {
         self.retry_at = retry_at;
     }
 
+    /// The next calendar day begins at `at`: a cycle then, unless another
+    /// one starts after it first.
+    pub fn next_day(&mut self, at: Option<Instant>) {
+        self.day_at = at;
+    }
+
     /// When [`start`](Self::start) should be called next: `None` while a
     /// cycle runs or when nothing is scheduled (only a change can start the
     /// next cycle).
@@ -159,7 +179,7 @@ impl Scheduler {
         if let Some(deadline) = self.change_deadline {
             return Some(deadline);
         }
-        [self.startup, self.retry_at, self.next_interval]
+        [self.startup, self.retry_at, self.next_interval, self.day_at]
             .into_iter()
             .flatten()
             .min()

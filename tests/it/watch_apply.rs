@@ -18,11 +18,11 @@ use esms_sim::Call;
 use esms_sim::{BlockingSimHandle, SimConfig, Simulator};
 use serde_json::Value;
 
-use crate::support::Env;
+use crate::support::{Backend, Env};
 use crate::watch::{WAIT, Watch, assert_counts, doc, message, pkg};
 
 /// A simulator that knows the OAIDs the tests use.
-fn simulator(config: SimConfig) -> BlockingSimHandle {
+pub(crate) fn simulator(config: SimConfig) -> BlockingSimHandle {
     let config = ["1001", "1002", "1003", "2001", "3001"]
         .map(String::from)
         .into_iter()
@@ -32,7 +32,7 @@ fn simulator(config: SimConfig) -> BlockingSimHandle {
 }
 
 /// `oapkg watch --apply ARGS...` pointed at `sim`.
-fn start_apply(env: &Env, sim: &BlockingSimHandle, args: &[&str]) -> Watch {
+pub(crate) fn start_apply(env: &Env, sim: &BlockingSimHandle, args: &[&str]) -> Watch {
     let endpoint = sim.endpoint().as_str().to_owned();
     let mut all = vec!["--apply"];
     all.extend_from_slice(args);
@@ -45,12 +45,12 @@ fn start_apply(env: &Env, sim: &BlockingSimHandle, args: &[&str]) -> Watch {
 
 /// The next apply outcome record (`done`, `refused`, `failed`, `cancelled`).
 #[track_caller]
-fn outcome(watch: &mut Watch) -> Value {
+pub(crate) fn outcome(watch: &mut Watch) -> Value {
     watch.record("with an apply outcome", |v| v["outcome"].is_string())
 }
 
 /// `OAID@Dateactive` of every charge.
-fn charged(sim: &BlockingSimHandle) -> BTreeSet<String> {
+pub(crate) fn charged(sim: &BlockingSimHandle) -> BTreeSet<String> {
     sim.ledger()
         .iter()
         .map(|c| format!("{}@{}", c.oaid, c.dateactive))
@@ -80,7 +80,7 @@ fn submitted(env: &Env) -> BTreeSet<String> {
 
 /// Polls `condition` until it holds, at most `within`.
 #[track_caller]
-fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !condition() {
         assert!(Instant::now() < deadline, "not {what} within {within:?}");
@@ -88,14 +88,26 @@ fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool)
     }
 }
 
-fn keys(list: &[&str]) -> BTreeSet<String> {
+pub(crate) fn keys(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|k| (*k).to_owned()).collect()
 }
 
 #[test]
 fn apply_watch_buys_what_each_kind_of_save_adds_and_nothing_for_a_deleted_file() {
+    apply_watch_buys_what_each_save_adds_on(&Backend::Local);
+}
+
+/// The same watch, keeping its state on S3 (moto).
+#[test]
+fn apply_watch_buys_what_each_kind_of_save_adds_and_nothing_for_a_deleted_file_on_s3() {
+    if let Some(server) = crate::s3::server::S3Server::moto() {
+        apply_watch_buys_what_each_save_adds_on(&Backend::S3(&server));
+    }
+}
+
+fn apply_watch_buys_what_each_save_adds_on(backend: &Backend<'_>) {
     let sim = simulator(SimConfig::new());
-    let env = Env::with_state();
+    let env = Env::with_state_on(backend);
     env.file("packages/a.yaml", doc(&[pkg(1001, 12)]));
     let mut watch = start_apply(&env, &sim, &["-f", "packages"]);
     assert_eq!(outcome(&mut watch)["outcome"], "done");
@@ -158,6 +170,9 @@ fn apply_watch_buys_what_each_kind_of_save_adds_and_nothing_for_a_deleted_file()
         "one request per package, no more"
     );
     assert_eq!(submitted(&env), charged(&sim), "every charge is recorded");
+    // On S3 nothing was written beside the manifests.
+    let local = env.path(crate::support::STATE).exists();
+    assert_eq!(local, env.s3().is_none());
 }
 
 #[test]

@@ -24,11 +24,13 @@ use super::apply::ApplyFlags;
 use super::context::today_now;
 use super::{Context, LogFormat};
 use crate::exit::ExitStatus;
+use crate::notify::{NotifyObserver, Scrub};
 use crate::watch::{
     self, ApplyReconciler, Canceller, Observers, Reconciler, Runner, WatchOptions, cancel_pair,
 };
 
 mod report;
+mod systemd;
 
 #[derive(Debug, Args)]
 // `apply`'s flags mean nothing without `--apply`: say so instead of ignoring
@@ -68,6 +70,16 @@ pub struct WatchArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub poll: Option<Duration>,
 
+    /// Serve GET /metrics (Prometheus) and GET /healthz on ADDR, e.g.
+    /// 127.0.0.1:9184
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// While PATH exists, plan but buy nothing (`touch PATH` to suspend,
+    /// `rm PATH` to resume; checked every second)
+    #[arg(long, value_name = "PATH")]
+    pub suspend_file: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     pub apply_flags: ApplyFlags,
 }
@@ -88,7 +100,8 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
     // Fail before watching anything: a date that cannot be read would fail
     // every cycle.
     context.today()?;
-    let reconciler = reconciler(context, args)?;
+    let clock = crate::watch::Clock::from_env().map_err(anyhow::Error::msg)?;
+    let (reconciler, scrub) = reconciler(context, args)?;
     // A service that buys must never start against a missing state (a
     // wrong path would buy every package again); one that only plans says
     // so once.
@@ -105,6 +118,8 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         debounce: Duration::from_millis(args.debounce),
         interval: args.interval,
         poll: args.poll,
+        clock,
+        suspend_file: args.suspend_file.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -116,8 +131,24 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         let (handle, stop) = cancel_pair();
         let handle = Arc::new(handle);
         listen_for_signals(handle.clone())?;
+        let notifier = Arc::new(crate::notify::Notifier::start(
+            &args.apply_flags.notify,
+            crate::notify::Delivery::default(),
+            scrub,
+        ));
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let server = match &args.listen {
+            Some(addr) => {
+                let listener = crate::metrics::server::bind(addr).await?;
+                Some(tokio::spawn(crate::metrics::server::serve(
+                    listener,
+                    metrics.clone(),
+                )))
+            }
+            None => None,
+        };
         // The plan on stdout first, then the log record that sums it up.
-        let observers = Observers::new()
+        let mut observers = Observers::new()
             .with(Arc::new(report::PlanPrinter {
                 json: context.global.log_format == LogFormat::Json,
                 color: context.color_stdout(),
@@ -125,14 +156,39 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
                 broken: AtomicBool::new(false),
             }))
             .with(Arc::new(report::LogLines));
+        if server.is_some() {
+            observers = observers.with(metrics.clone());
+        }
+        let watchdog = if systemd::enabled() {
+            let ready = Arc::new(tokio::sync::Notify::new());
+            observers = observers.with(Arc::new(systemd::Readiness {
+                ready: ready.clone(),
+            }));
+            systemd::watchdog(ready)
+        } else {
+            None
+        };
+        if !notifier.is_empty() {
+            observers = observers.with(Arc::new(NotifyObserver(notifier.clone())));
+        }
         let mut runner = Runner::new(
             options.files.clone(),
             context.store.clone(),
-            Box::new(|| today_now().map_err(|e| format!("{e:#}"))),
+            Box::new(move || match std::env::var_os("OAPKG_TODAY") {
+                Some(_) => today_now().map_err(|e| format!("{e:#}")),
+                None => clock.today(),
+            }),
             Arc::new(observers),
             reconciler,
-        );
-        watch::run(&options, &mut runner, stop).await?;
+        )
+        .suspend_with(options.suspend_file.clone());
+        let watched = watch::run(&options, &mut runner, stop).await;
+        drop(runner);
+        notifier.drain(NOTIFY_DRAIN).await;
+        for task in [server, watchdog].into_iter().flatten() {
+            task.abort();
+        }
+        watched?;
         anyhow::Ok(ExitStatus::Success)
     });
     // A read abandoned by a stop may still be blocked in its thread:
@@ -140,6 +196,9 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
     runtime.shutdown_timeout(SHUTDOWN_WAIT);
     result
 }
+
+/// How long stopping waits for the notifications still queued.
+const NOTIFY_DRAIN: Duration = Duration::from_secs(5);
 
 /// How long stopping waits for blocking work (file reads) still running.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
@@ -161,19 +220,34 @@ fn refuse_resends(flags: &ApplyFlags) -> anyhow::Result<()> {
     )
 }
 
+/// The reconciler of `--apply` and the scrubber of its keys.
+type ApplyStep = (Option<Box<dyn Reconciler>>, Option<Scrub>);
+
 /// The apply step for `--apply`: the apply engine of `oapkg apply`, with
 /// its guards, pre-flight, journal and lock, run on each plan that buys
 /// something. Built before watching starts, so missing credentials or a
 /// refused endpoint stop the service at once instead of at the first change.
-fn reconciler(context: &Context, args: &WatchArgs) -> anyhow::Result<Option<Box<dyn Reconciler>>> {
+/// With it, what scrubs the account keys from notifications.
+fn reconciler(context: &Context, args: &WatchArgs) -> anyhow::Result<ApplyStep> {
     if !args.apply {
-        return Ok(None);
+        return Ok((None, None));
     }
-    Ok(Some(Box::new(ApplyReconciler::new(
-        context.store.clone(),
-        super::apply::client(&args.apply_flags.connection)?,
-        super::apply::options(context, &args.apply_flags, "oapkg watch --apply")?,
-    ))))
+    let options = crate::apply::ApplyOptions {
+        // Hold, don't block: a change that needs a flag not given waits,
+        // the others are bought.
+        hold: true,
+        ..super::apply::options(context, &args.apply_flags, "oapkg watch --apply")?
+    };
+    let client = super::apply::client(&args.apply_flags.connection)?;
+    let scrub: Scrub = Arc::new(client.scrubber());
+    Ok((
+        Some(Box::new(ApplyReconciler::new(
+            context.store.clone(),
+            client,
+            options,
+        ))),
+        Some(scrub),
+    ))
 }
 
 /// SIGINT and SIGTERM (Ctrl-C elsewhere) fire `stop`. A second signal is

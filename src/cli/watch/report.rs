@@ -217,6 +217,32 @@ impl Observer for LogLines {
                 manifest_hash = inputs.manifest_hash.as_str(),
                 "stopping: this plan is not applied"
             ),
+            WatchEvent::NotAppliedSuspended {
+                cycle,
+                inputs,
+                path,
+            } => tracing::info!(
+                target: CYCLE,
+                cycle,
+                manifest_hash = inputs.manifest_hash.as_str(),
+                suspended = true,
+                "suspended ({} exists): this plan is not applied",
+                path.display()
+            ),
+            WatchEvent::Suspended { path } => tracing::warn!(
+                target: LOOP,
+                path = %path.display(),
+                suspended = true,
+                "suspended: {} exists; cycles plan but buy nothing until it is removed",
+                path.display()
+            ),
+            WatchEvent::Resumed { path } => tracing::info!(
+                target: LOOP,
+                path = %path.display(),
+                suspended = false,
+                "resumed: {} is gone; planning and buying again",
+                path.display()
+            ),
             WatchEvent::PutOff { cycle, inputs } => tracing::info!(
                 target: CYCLE,
                 cycle,
@@ -245,7 +271,46 @@ impl Observer for LogLines {
                     tracing::warn!(target: CLI, key = key.as_str(), "{warning}");
                 }
             }
-            WatchEvent::Apply { .. } => {}
+            WatchEvent::Apply { .. }
+            | WatchEvent::Coverage { .. }
+            | WatchEvent::CycleFinished { .. } => {}
+            WatchEvent::ChangeHeld {
+                cycle,
+                change,
+                reason,
+            } => tracing::warn!(
+                target: CYCLE,
+                cycle,
+                key = change.key.as_str(),
+                held = true,
+                "held {} {}: {reason}; the other packages of the cycle go ahead, this one waits for the manifests or the flags to change",
+                change.action,
+                change.key
+            ),
+            WatchEvent::LowBalance {
+                cycle,
+                balance,
+                cost,
+            } => tracing::warn!(
+                target: CYCLE,
+                cycle,
+                balance,
+                cost = cost.amount,
+                "the eSMS balance ({}) is below what this cycle's purchases cost ({cost})",
+                crate::prices::thousands(balance.max(0.0) as u64)
+            ),
+            WatchEvent::Expiring { cycle, oa } => tracing::warn!(
+                target: CYCLE,
+                cycle,
+                oaid = oa.oaid.as_str(),
+                end = %oa.end,
+                days_left = oa.days_left,
+                "OA {}{}: coverage ends {} ({} day(s) left) with nothing declared after it",
+                oa.oaid,
+                oa.name.as_deref().map(|n| format!(" ({})", render::escape_controls(n))).unwrap_or_default(),
+                oa.end,
+                oa.days_left
+            ),
             WatchEvent::Applied {
                 cycle,
                 inputs,
