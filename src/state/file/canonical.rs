@@ -517,7 +517,7 @@ mod tests {
     fn state() -> impl Strategy<Value = Vec<u8>> {
         (
             text(),
-            any::<u64>(),
+            prop_oneof![Just(0_u64), any::<u64>()],
             prop::collection::vec(record(), 0..6),
             prop::collection::vec(
                 (record(), prop::option::of(text()), text(), timestamp()),
