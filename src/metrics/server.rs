@@ -22,10 +22,10 @@ pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
         anyhow::anyhow!("--listen {addr:?}: expected an IP address and a port, e.g. 127.0.0.1:9184")
     })?;
     TcpListener::bind(parsed).await.map_err(|error| {
-        let why = if error.kind() == std::io::ErrorKind::AddrInUse {
-            "the address is already in use (another oapkg watch, or another service?); choose another port".to_owned()
-        } else {
-            error.to_string()
+        let why = match error.kind() {
+            std::io::ErrorKind::AddrInUse => "the address is already in use (another oapkg watch, or another service?); choose another port".to_owned(),
+            std::io::ErrorKind::AddrNotAvailable => format!("{error}: it is not an address of this machine; use 127.0.0.1 or one of this host's addresses"),
+            _ => error.to_string(),
         };
         anyhow::anyhow!("cannot listen on {parsed} (--listen): {why}")
     })

@@ -97,6 +97,7 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
 
 pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
     refuse_resends(&args.apply_flags)?;
+    let notify = args.apply_flags.notify_targets()?;
     // Fail before watching anything: a date that cannot be read would fail
     // every cycle.
     context.today()?;
@@ -132,7 +133,7 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         let handle = Arc::new(handle);
         listen_for_signals(handle.clone())?;
         let notifier = Arc::new(crate::notify::Notifier::start(
-            &args.apply_flags.notify,
+            &notify,
             crate::notify::Delivery::default(),
             scrub,
         ));
