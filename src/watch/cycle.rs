@@ -987,4 +987,91 @@ mod tests {
         );
         assert!(s.calls.lock().unwrap().is_empty());
     }
+
+    /// Reads the queued balances in turn against a cost of 1,000: below it
+    /// the step fails, as the pre-flight makes it.
+    struct Balances(Vec<u64>);
+
+    impl Reconciler for Balances {
+        fn reconcile<'a>(
+            &'a mut self,
+            _plan: &'a Plan,
+            progress: Progress<'a>,
+            _cancel: CancelSignal,
+        ) -> BoxFuture<'a, Reconciled> {
+            let amount = self.0.remove(0);
+            let cost = crate::prices::Money {
+                amount: 1_000,
+                currency: "VND".into(),
+            };
+            progress(ApplyEvent::Balance {
+                amount: amount as f64,
+                cost: &cost,
+            });
+            let answer = if amount < cost.amount {
+                Reconciled::Failed {
+                    reason: "low balance".into(),
+                }
+            } else {
+                Reconciled::Done {
+                    report: "Apply complete".into(),
+                }
+            };
+            Box::pin(async move { answer })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_low_balance_is_told_when_it_becomes_low_not_while_it_stays_low() {
+        let mut s = setup(None);
+        s.runner.reconciler = Some(Box::new(Balances(vec![10, 20, 5_000, 30])));
+        // Each cycle plans other manifests, so each one applies.
+        for text in [ONE, TWO, ONE, TWO] {
+            s.write(text);
+            s.cycle(Trigger::Change).await;
+        }
+        let told: Vec<String> = s
+            .events()
+            .into_iter()
+            .filter(|e| e.starts_with("low_balance") || e.starts_with("applied"))
+            .collect();
+        assert_eq!(
+            told,
+            [
+                "low_balance",
+                "applied failed",
+                "applied failed",
+                "applied done",
+                "low_balance",
+                "applied failed",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn while_suspended_unchanged_inputs_are_planned_once_and_resuming_applies() {
+        let mut s = setup(Some(vec![Reconciled::Done {
+            report: "Apply complete".into(),
+        }]));
+        let suspend = s.dir.path().join("oapkg.suspend");
+        std::fs::write(&suspend, "").unwrap();
+        s.runner.suspend_file = Some(suspend.clone());
+        assert_eq!(
+            s.cycle(Trigger::Startup).await.ran,
+            Ran::Planned(Applied::Suspended)
+        );
+        for _ in 0..2 {
+            assert_eq!(
+                s.cycle(Trigger::Interval).await.ran,
+                Ran::Skipped(Skip::Unchanged)
+            );
+        }
+        std::fs::remove_file(&suspend).unwrap();
+        assert!(matches!(
+            s.cycle(Trigger::Change).await.ran,
+            Ran::Planned(Applied::Reconciled(Reconciled::Done { .. }))
+        ));
+        assert_eq!(s.printed().len(), 2, "{:?}", s.printed());
+        assert_eq!(*s.calls.lock().unwrap(), [4]);
+    }
 }
