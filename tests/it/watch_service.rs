@@ -13,7 +13,9 @@ use serde_json::Value;
 
 use crate::support::{API_KEY, Env, SECRET_KEY};
 use crate::watch::{Watch, doc, message, pkg};
-use crate::watch_apply::{charged, keys, outcome, simulator, start_apply, wait_until};
+use crate::watch_apply::{
+    charged, keys, outcome, simulator, start_apply, start_apply_with, wait_until,
+};
 
 /// A webhook receiver on 127.0.0.1:0: answers 500 to the first `failing`
 /// POSTs and 200 to the rest (or never answers, with `hang`), keeping
@@ -122,14 +124,8 @@ fn serve(stream: TcpStream, failing: usize, bodies: &Mutex<Vec<String>>, request
 /// `oapkg watch --apply ARGS...` against `sim` with the support keys and
 /// short notification retries.
 fn start_service(env: &Env, sim: &esms_sim::BlockingSimHandle, args: &[&str]) -> Watch {
-    let endpoint = sim.endpoint().as_str().to_owned();
-    let mut all = vec!["--apply"];
-    all.extend_from_slice(args);
-    Watch::start_with(env, &all, |cmd| {
-        cmd.env("ESMS_ENDPOINT", &endpoint)
-            .env("ESMS_API_KEY", API_KEY)
-            .env("ESMS_SECRET_KEY", SECRET_KEY)
-            .env("OAPKG_TEST_NOTIFY_DELAY_MS", "50");
+    start_apply_with(env, sim, args, |cmd| {
+        cmd.env("OAPKG_TEST_NOTIFY_DELAY_MS", "50");
     })
 }
 
@@ -967,4 +963,43 @@ fn a_bad_notify_url_or_listen_address_is_a_clear_error() {
             "{args:?}: the password echoed: {stderr}"
         );
     }
+}
+
+#[test]
+fn secret_environment_values_never_reach_a_notification_even_from_a_plan_only_watch() {
+    const AWS_SECRET: &str = "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY";
+    let env = Env::new();
+    env.file("a.yaml", doc(&[pkg(1001, 12)]));
+    let receiver = Receiver::start(0, false);
+    let mut watch = Watch::start_with(
+        &env,
+        &["-f", "a.yaml", "--notify", &receiver.url()],
+        |cmd| {
+            cmd.env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+                .env("ESMS_SECRET_KEY", SECRET_KEY);
+        },
+    );
+    watch.planned();
+    // A manifest that quotes both secrets: the diagnostic names them.
+    std::fs::write(
+        env.path("a.yaml"),
+        format!(
+            "{}    {AWS_SECRET}: 1\n    x{SECRET_KEY}: 2\n",
+            doc(&[pkg(1001, 12)])
+        ),
+    )
+    .unwrap();
+    wait_until(
+        "the invalid manifest notified",
+        Duration::from_secs(10),
+        || receiver.count("error") == 1,
+    );
+    let error = receiver.received().pop().unwrap();
+    let body = error.to_string();
+    assert!(body.contains("unknown field `[redacted]`"), "{body}");
+    assert!(
+        !body.contains(AWS_SECRET) && !body.contains(SECRET_KEY),
+        "{body}"
+    );
+    assert_eq!(watch.terminate(), 0);
 }
