@@ -98,6 +98,11 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
 pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
     refuse_resends(&args.apply_flags)?;
     let notify = args.apply_flags.notify_targets()?;
+    let listen = args
+        .listen
+        .as_deref()
+        .map(crate::metrics::server::parse)
+        .transpose()?;
     // Fail before watching anything: a date that cannot be read would fail
     // every cycle.
     context.today()?;
@@ -138,7 +143,7 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
             scrub,
         ));
         let metrics = Arc::new(crate::metrics::Metrics::new());
-        let server = match &args.listen {
+        let server = match listen {
             Some(addr) => {
                 let listener = crate::metrics::server::bind(addr).await?;
                 Some(tokio::spawn(crate::metrics::server::serve(
