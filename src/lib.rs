@@ -21,7 +21,7 @@
 //! |---|---|---|
 //! | [`spec`] | the domain's words: `Oaid`, `Tier`, `Key`, `Spec`, spec hash, end dates | no |
 //! | [`manifest`] | finding and reading manifest files, the YAML shape and JSON Schema, validation with locations | reads files |
-//! | [`state`] | the state file: model, checksum, atomic store with backup, writer lock, purchase journal | reads and writes state files |
+//! | [`state`] | the state: model, checksum, atomic store with backup, writer lock, purchase journal; or on S3-compatible storage (`state::s3`: head by compare-and-swap with lease and journal, immutable snapshots), both behind `state::Store` | reads and writes state files; S3 requests |
 //! | [`plan`] | the pure diff, the `Plan`, its renderings, the saved plan encoding | no |
 //! | [`ops`] | what the commands do, over the core and the stores: making a plan from disk, plan files, the saved-plan freshness check; returns values, never prints | reads manifests, state and plan files; writes plan files |
 //! | [`apply`] | carrying out a plan exactly once: guards, pre-flight, retries, durability, cancellation | through `esms` and `state` |

@@ -12,7 +12,7 @@ use oapkg::esms::endpoint::Call;
 use oapkg::esms::{Client, ClientOptions, Credentials};
 use oapkg::manifest::{DesiredSet, Package, Source};
 use oapkg::spec::{Oaid, Spec, Tier};
-use oapkg::state::{JournalOutcome, Record, State, StateStore, Status};
+use oapkg::state::{JournalOutcome, Record, State, StateStore, Status, Store};
 
 /// `n` advanced 12-month packages on distinct OAIDs from `first`.
 pub fn specs(n: usize, first: usize) -> Vec<Spec> {
@@ -42,11 +42,12 @@ pub fn account(specs: &[Spec]) -> SimConfig {
 /// One library apply of `specs`; returns the wall time of the whole call
 /// and of its send phase (first `Started` to last `PurchaseDone`).
 pub async fn run_apply(
-    store: &StateStore,
+    store: impl Into<Store>,
     endpoint: &oapkg::esms::Endpoint,
     specs: &[Spec],
     parallelism: usize,
 ) -> (Duration, Duration) {
+    let store: Store = store.into();
     let loaded = store.load().unwrap();
     let desired: DesiredSet = specs
         .iter()
@@ -91,7 +92,7 @@ pub async fn run_apply(
     let started = Instant::now();
     let report = apply::apply(
         &plan,
-        store,
+        &store,
         &client,
         &options,
         &on_event,

@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::decide::{self, Attempts, Job, Verdict};
 use super::{ApplyEvent, ApplyOptions, CancelSignal, PackageResult, StopReason};
 use crate::esms::Client;
-use crate::state::{Journal, JournalEntry, JournalOutcome, StateError};
+use crate::state::{JournalEntry, JournalOutcome, JournalWriter as Journal, StateError};
 
 /// Most entries written with one fsync.
 const MAX_BATCH: usize = 256;

@@ -140,7 +140,7 @@ use crate::plan::saved::StalePlan;
 use crate::plan::{Action, Change, Plan};
 use crate::prices::Money;
 use crate::spec::{Key, key_list};
-use crate::state::{StateError, StateId, StateStore};
+use crate::state::{StateError, StateId, Store};
 
 /// How to carry out a plan. `Default` gives the CLI's defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -718,12 +718,13 @@ fn overlap_list(overlaps: &[(Key, Vec<Key>)]) -> String {
 /// anything, except [`ApplyError::Record`].
 pub async fn apply(
     plan: &Plan,
-    store: &StateStore,
+    store: impl Into<Store>,
     client: &Client,
     options: &ApplyOptions,
     on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
     cancel: CancelSignal,
 ) -> Result<ApplyReport, ApplyError> {
+    let store = &store.into();
     let mut selection = decide::select(plan, options).map_err(ApplyError::Refused)?;
     let mut report = ApplyReport::default();
     hold(&mut report, &selection.held, on_event);

@@ -14,7 +14,7 @@ use crate::esms::{AccountOa, ClientOptions, Credentials, PurchaseOutcome};
 use crate::manifest::{DesiredSet, Package, Source};
 use crate::plan::diff;
 use crate::spec::{Oaid, Spec, Tier};
-use crate::state::{JournalOutcome, Status};
+use crate::state::{JournalOutcome, StateStore, Status};
 use esms_sim::{Fault, FaultRule, SimConfig, SimHandle, Simulator, Stage};
 
 const TODAY: Date = date(2026, 11, 26);

@@ -10,20 +10,22 @@ use jiff::civil::Date;
 use super::{GlobalArgs, no_color_requested};
 use crate::manifest::{self, Diagnostic, Manifests};
 use crate::plan::render::Paint;
-use crate::state::{Loaded, StateId, StateStore};
+use crate::state::{Loaded, StateError, StateId, Store};
 
 /// The time zone whose calendar date is "today" (eSMS is in Vietnam).
 pub const SERVICE_TIME_ZONE: &str = "Asia/Ho_Chi_Minh";
 
 pub struct Context {
     pub global: GlobalArgs,
-    pub store: StateStore,
+    pub store: Store,
 }
 
 impl Context {
-    pub fn new(global: GlobalArgs) -> Context {
-        let store = StateStore::new(global.state.clone());
-        Context { global, store }
+    /// The context of `global`, with the store `--state` names; refuses a
+    /// malformed `--state s3://…` location.
+    pub fn new(global: GlobalArgs) -> Result<Context, StateError> {
+        let store = Store::open(&global.state)?;
+        Ok(Context { global, store })
     }
 
     /// Colour on stdout: only on a terminal, never with --no-color/NO_COLOR.

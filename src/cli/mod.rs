@@ -190,7 +190,15 @@ pub fn run(cli: Cli) -> ExitStatus {
         _ => "warn",
     };
     init_logging(&cli.global, default_level);
-    let context = Context::new(cli.global);
+    let paint = stderr_paint(&cli.global);
+    let context = match Context::new(cli.global) {
+        Ok(context) => context,
+        Err(error) => {
+            let error = CliError::new(error.into());
+            eprintln!("{}", error.render(paint));
+            return error.exit_status();
+        }
+    };
     let result = match cli.command {
         Command::Init => init::run(&context),
         Command::Validate(args) => validate::run(&context, &args),

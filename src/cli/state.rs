@@ -71,8 +71,16 @@ pub enum StateCommand {
         #[arg(long, value_name = "NAME")]
         by: Option<String>,
     },
-    /// Clear a lock left by a process that is gone
+    /// Clear a lock left by a process that is gone (on S3: clear the lease)
     Unlock,
+    /// Copy the state, lineage and serial and all, to another location
+    /// (a local file or s3://BUCKET/PREFIX), holding its lock; refuses if a
+    /// state exists there
+    Migrate {
+        /// Where to copy it: a file path or s3://BUCKET/PREFIX
+        #[arg(long, value_name = "STATE")]
+        to: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -109,8 +117,22 @@ pub fn run(context: &Context, command: StateCommand) -> anyhow::Result<ExitStatu
             service_preview_id,
             by,
         } => confirm(context, &key, service_preview_id, by),
+        StateCommand::Migrate { to } => migrate(context, &to),
         StateCommand::Unlock => {
+            let s3 = matches!(context.store, crate::state::Store::S3(_));
             let message = match context.store.unlock()? {
+                UnlockOutcome::NotLocked if s3 => "No lease was held; nothing to do.".to_owned(),
+                UnlockOutcome::Removed {
+                    previous_holder: Some(holder),
+                } if s3 => {
+                    format!(
+                        "Cleared the lease of pid {} on {} (\"{}\", since {}); if that run is still going, it records nothing more.",
+                        holder.pid,
+                        escape_controls(&holder.host),
+                        escape_controls(&holder.command),
+                        escape_controls(&holder.since.to_string())
+                    )
+                }
                 UnlockOutcome::NotLocked => "No lock was held; nothing to do.".to_owned(),
                 UnlockOutcome::Removed {
                     previous_holder: Some(holder),
@@ -293,6 +315,39 @@ fn show(context: &Context, key: &str, format: ListFormat) -> anyhow::Result<Exit
         }
     };
     print(&text)?;
+    Ok(ExitStatus::Success)
+}
+
+/// `oapkg state migrate --to STATE`: the state as loaded under its lock
+/// (journal included), written at `to` with the same lineage and serial.
+fn migrate(context: &Context, to: &std::path::Path) -> anyhow::Result<ExitStatus> {
+    let target = crate::state::Store::open(to)?;
+    if target.path() == context.store.path() {
+        bail!(
+            "--to names the state itself ({}); pass another location",
+            target.path().display()
+        );
+    }
+    let (_lock, loaded) = context
+        .store
+        .lock_and_load("oapkg state migrate", context.global.lock_timeout())?;
+    if !loaded.id.exists() {
+        return Err(crate::state::StateError::Missing {
+            path: context.store.path().to_owned(),
+        }
+        .into());
+    }
+    let id = target.create_copy(&loaded.state)?;
+    print(&format!(
+        "Copied the state ({} packages, lineage {}, serial {}) from {} to {}. \
+         Use --state {} (or OAPKG_STATE) from now on; the source is left as it was.\n",
+        loaded.state.packages.len(),
+        id.lineage.as_deref().unwrap_or("none"),
+        id.serial,
+        context.store.path().display(),
+        target.path().display(),
+        target.path().display(),
+    ))?;
     Ok(ExitStatus::Success)
 }
 

@@ -192,7 +192,7 @@ fn host_kind(url: &Url) -> HostKind {
 }
 
 /// Whether `url`'s host is this machine (127.0.0.0/8, ::1 or `localhost`):
-/// the one place plain `http://` is allowed (eSMS, webhooks).
+/// the one place plain `http://` is allowed (eSMS, an S3 endpoint, webhooks).
 pub fn is_loopback_host(url: &Url) -> bool {
     match host_kind(url) {
         HostKind::Localhost => true,

@@ -12,7 +12,7 @@ use jiff::civil::Date;
 
 use crate::manifest::{self, ManifestError, Manifests};
 use crate::plan::{self, Plan};
-use crate::state::{Loaded, StateError, StateStore};
+use crate::state::{Loaded, StateError, Store};
 
 /// The manifests and the state as read, each with its own error.
 #[derive(Debug)]
@@ -23,7 +23,7 @@ pub struct Inputs {
 
 /// Reads the manifests under `files` (see [`manifest::load`]) and the
 /// state in `store` (no lock), concurrently.
-pub fn read_inputs(files: &[PathBuf], store: &StateStore, today: Date) -> Inputs {
+pub fn read_inputs(files: &[PathBuf], store: &Store, today: Date) -> Inputs {
     std::thread::scope(|scope| {
         let state = scope.spawn(|| store.load());
         let manifests = manifest::load(files, today);
@@ -46,7 +46,7 @@ pub enum InputsError {
 
 /// Loads manifests and state and diffs them: the plan `plan` shows and
 /// `apply` performs.
-pub fn make_plan(files: &[PathBuf], store: &StateStore, today: Date) -> Result<Plan, InputsError> {
+pub fn make_plan(files: &[PathBuf], store: &Store, today: Date) -> Result<Plan, InputsError> {
     let inputs = read_inputs(files, store, today);
     let (manifests, loaded) = (inputs.manifests?, inputs.state?);
     let plan = plan::inputs::make(&manifests, &loaded, today);

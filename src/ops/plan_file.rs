@@ -13,7 +13,7 @@ use jiff::civil::Date;
 use super::plan::{InputsError, read_inputs};
 use crate::plan::saved::{DecodeError, Moved, SavedPlan, StalePlan, rederive};
 use crate::plan::{self, Plan};
-use crate::state::StateStore;
+use crate::state::Store;
 
 /// Why a plan file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +118,7 @@ pub enum SavedPlanError {
 pub fn plan_to_apply(
     path: &Path,
     files: &[PathBuf],
-    store: &StateStore,
+    store: &Store,
     today: Date,
 ) -> Result<Plan, SavedPlanError> {
     let saved = read(path)?;

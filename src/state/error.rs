@@ -199,6 +199,45 @@ pub enum StateError {
     #[error("an earlier write to journal {} failed, so no more purchases can be recorded in this run; stop, then run oapkg again (it recovers what the journal holds)", .path.display())]
     JournalBroken { path: PathBuf },
 
+    /// `--state s3://…` that is not a usable location.
+    #[error("--state {location} is not a usable S3 location: {problem}")]
+    RemoteLocation { location: String, problem: String },
+
+    /// A request to the S3-compatible store failed (or its client could not
+    /// be set up). The message never holds the credentials.
+    #[error(
+        "could not {action} the state at {location}: {message}; check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, the bucket and the network, then run oapkg again"
+    )]
+    Remote {
+        action: &'static str,
+        location: String,
+        message: String,
+    },
+
+    /// The store accepted a write that a conditional header should have
+    /// refused: it gives no mutual exclusion, so it is not used.
+    #[error(
+        "the store at {location} ignores the {header} header (a conflicting conditional write was accepted), so two writers could both record and buy one package; oapkg refuses to keep its state there: use a store that enforces conditional writes (AWS S3, Cloudflare R2, MinIO and others do); nothing was created"
+    )]
+    ConditionalWritesIgnored {
+        location: String,
+        header: &'static str,
+    },
+
+    /// The head object of an S3 state is damaged or not oapkg's.
+    #[error("state object {} is refused: {problem}; it is left as it is: restore an earlier version of it (bucket versioning) or the state from a backup", .path.display())]
+    RemoteCorrupt { path: PathBuf, problem: String },
+
+    /// Someone else wrote the head of an S3 state while this run held the
+    /// lease (it expired and was taken over, or `state unlock` broke it):
+    /// nothing more is recorded or bought in this run.
+    #[error("lost the lease on the state at {}{}: nothing more is bought in this run; what it recorded is in the state, and purchases whose outcome it could not record show as unconfirmed (check them on the eSMS portal, then `oapkg state confirm`)", .path.display(), lease_taker(.holder.as_deref()))]
+    LeaseLost {
+        path: PathBuf,
+        /// Boxed: the error stays as small as the other variants.
+        holder: Option<Box<LockHolder>>,
+    },
+
     /// The state file (or lock file) kept being replaced while oapkg used it.
     #[error("{} kept changing while oapkg was using it (another process keeps replacing it); try again", .path.display())]
     Unstable { path: PathBuf },
@@ -278,11 +317,28 @@ fn dangling_note(exists: bool) -> &'static str {
     }
 }
 
+fn lease_taker(holder: Option<&LockHolder>) -> String {
+    match holder {
+        Some(h) => format!(
+            " (now held by pid {} on host {} running \"{}\" since {})",
+            h.pid, h.host, h.command, h.since
+        ),
+        None => String::new(),
+    }
+}
+
 fn locked_message(path: &Path, holder: Option<&LockHolder>) -> String {
     let who = match holder {
         Some(h) => format!(
-            "pid {} on host {} running \"{}\" since {}",
-            h.pid, h.host, h.command, h.since
+            "pid {} on host {} running \"{}\" since {}{}",
+            h.pid,
+            h.host,
+            h.command,
+            h.since,
+            h.ci_job
+                .as_deref()
+                .map(|job| format!(" (CI job {job})"))
+                .unwrap_or_default()
         ),
         None => "another process (which has not recorded who it is yet)".to_owned(),
     };

@@ -174,49 +174,62 @@ impl Journal {
         let path = self.path();
         let mut slot = self.lock.slot()?;
         let mut pending = slot.pending.clone();
-        let mut events = Vec::with_capacity(entries.len());
-        for entry in entries {
-            match entry {
-                JournalEntry::Intent {
-                    key,
-                    spec,
-                    name,
-                    at,
-                    by_policy,
-                } => {
-                    if spec.key() != *key {
-                        return Err(StateError::InvalidRecord {
-                            path: self.lock.state_path.clone(),
-                            key: key.clone(),
-                            problem: format!("the intent's spec is for {}", spec.key()),
-                        });
-                    }
-                    pending.insert(key.clone());
-                    events.push((
-                        key,
-                        Event::Intent {
-                            spec: spec.clone(),
-                            name: name.clone(),
-                            at: *at,
-                            by_policy: *by_policy,
-                        },
-                    ));
-                }
-                JournalEntry::Outcome { key, outcome } => {
-                    if !pending.remove(key) {
-                        return Err(StateError::OutcomeWithoutIntent {
-                            path,
-                            key: key.clone(),
-                        });
-                    }
-                    events.push((key, Event::Outcome(outcome.clone())));
-                }
-            }
-        }
+        let events = events_of(&self.lock.state_path, &path, &mut pending, entries)?;
         slot.append(&path, &events)?;
         slot.pending = pending;
         Ok(())
     }
+}
+
+/// The lines' events of `entries`, each checked as
+/// [`Journal::record_batch`] checks it; `pending` (the keys with an intent
+/// and no outcome yet) is updated as they go.
+pub(crate) fn events_of<'e>(
+    state_path: &Path,
+    journal_path: &Path,
+    pending: &mut BTreeSet<Key>,
+    entries: &'e [JournalEntry],
+) -> Result<Vec<(&'e Key, Event)>, StateError> {
+    let mut events = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match entry {
+            JournalEntry::Intent {
+                key,
+                spec,
+                name,
+                at,
+                by_policy,
+            } => {
+                if spec.key() != *key {
+                    return Err(StateError::InvalidRecord {
+                        path: state_path.to_owned(),
+                        key: key.clone(),
+                        problem: format!("the intent's spec is for {}", spec.key()),
+                    });
+                }
+                pending.insert(key.clone());
+                events.push((
+                    key,
+                    Event::Intent {
+                        spec: spec.clone(),
+                        name: name.clone(),
+                        at: *at,
+                        by_policy: *by_policy,
+                    },
+                ));
+            }
+            JournalEntry::Outcome { key, outcome } => {
+                if !pending.remove(key) {
+                    return Err(StateError::OutcomeWithoutIntent {
+                        path: journal_path.to_owned(),
+                        key: key.clone(),
+                    });
+                }
+                events.push((key, Event::Outcome(outcome.clone())));
+            }
+        }
+    }
+    Ok(events)
 }
 
 /// One event for [`Journal::record_batch`].

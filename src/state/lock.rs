@@ -57,18 +57,39 @@ pub struct LockHolder {
     pub command: String,
     /// When the lock was taken (whole seconds).
     pub since: Timestamp,
+    /// The CI job that runs the holder, where there is one (GitHub Actions'
+    /// run URL, GitLab's `CI_JOB_URL`): on a shared state the host alone
+    /// (a runner) says little. Written only when known. (A boxed `str`
+    /// keeps [`StateError`], which carries a holder, small.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci_job: Option<Box<str>>,
 }
 
 impl LockHolder {
-    fn current(command: &str) -> LockHolder {
+    pub(crate) fn current(command: &str) -> LockHolder {
         let now = Timestamp::now();
         LockHolder {
             pid: std::process::id(),
             host: hostname(),
             command: command.to_owned(),
             since: Timestamp::from_second(now.as_second()).unwrap_or(now),
+            ci_job: ci_job(),
         }
     }
+}
+
+/// The CI job this process runs in, from the variables GitHub Actions and
+/// GitLab CI set.
+fn ci_job() -> Option<Box<str>> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let (Some(server), Some(repository), Some(run)) = (
+        var("GITHUB_SERVER_URL"),
+        var("GITHUB_REPOSITORY"),
+        var("GITHUB_RUN_ID"),
+    ) {
+        return Some(format!("{server}/{repository}/actions/runs/{run}").into());
+    }
+    var("CI_JOB_URL").map(String::into_boxed_str)
 }
 
 /// This machine's name, for the holder label and `state confirm`'s "by"
@@ -392,6 +413,7 @@ mod tests {
             host: "gone".into(),
             command: "oapkg apply".into(),
             since: "2026-11-26T10:00:00Z".parse().unwrap(),
+            ci_job: None,
         };
         fs::write(sibling(&path, ".lock"), serde_json::to_vec(&stale).unwrap()).unwrap();
         assert_eq!(

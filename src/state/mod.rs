@@ -9,6 +9,13 @@
 //! | `<path>.lock` | [`lock`] | the writer lock and who holds it |
 //! | `<path>.journal` | [`journal`] | purchases recorded by `apply` since the last write |
 //!
+//! The state may instead live on S3-compatible storage (`--state
+//! s3://BUCKET/PREFIX`, [`s3`]): a head object changed only by
+//! compare-and-swap, holding the lease and the journal lines, and immutable
+//! snapshots in the state file's format. [`Store`] ([`location`]) is the one
+//! type commands, `apply` and `watch` use for either; both share the format,
+//! checksum, journal lines, replay and fold.
+//!
 //! It never decides what to buy (that is `plan`), never talks to eSMS and never
 //! prints: callers get typed values and a [`StateError`] to render.
 //!
@@ -37,11 +44,14 @@ use crate::spec::{Key, Spec, SpecHash};
 mod error;
 pub mod file;
 pub mod journal;
+pub mod location;
 pub mod lock;
+pub mod s3;
 pub mod store;
 
 pub use error::StateError;
 pub use journal::{Journal, JournalEntry, JournalOutcome};
+pub use location::{JournalWriter, Store, WriterLock};
 pub use lock::{LockHolder, StateLock, UnlockOutcome};
 pub use store::{Loaded, StateStore};
 

@@ -126,7 +126,7 @@ impl StateStore {
             &Default::default(),
             &Default::default(),
         )?;
-        replace_with_backup(&self.path, &bytes, false).map_err(|failure| failure.error)?;
+        replace_with_backup(&self.path, &bytes, false).map_err(|failure| *failure.error)?;
         slot.generation = Some(Generation {
             lineage: Some(lineage.clone()),
             serial,
@@ -134,6 +134,44 @@ impl StateStore {
         Ok(StateId {
             lineage: Some(lineage),
             serial,
+            checksum: Some(checksum),
+        })
+    }
+
+    /// `oapkg state migrate` to here: writes `state` as it is (lineage and
+    /// serial kept) under the lock, where no state exists; refuses
+    /// ([`StateError::AlreadyExists`]) otherwise, as [`init`](Self::init) does.
+    pub fn create_copy(&self, state: &State) -> Result<StateId, StateError> {
+        create_parent_dir(&self.path)?;
+        let lock = self.lock("oapkg state migrate", Duration::ZERO)?;
+        let mut slot = lock.inner.slot()?;
+        if let (Some(disk), _) = self.read_file()? {
+            return Err(StateError::AlreadyExists {
+                path: self.path.clone(),
+                lineage: disk.lineage,
+                serial: disk.serial,
+                packages: disk.packages.len(),
+            });
+        }
+        let lineage = state
+            .lineage
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let (bytes, checksum) = file::encode(
+            &self.path,
+            &lineage,
+            state.serial,
+            &state.packages,
+            &state.failed_attempts,
+        )?;
+        replace_with_backup(&self.path, &bytes, false).map_err(|failure| *failure.error)?;
+        slot.generation = Some(Generation {
+            lineage: Some(lineage.clone()),
+            serial: state.serial,
+        });
+        Ok(StateId {
+            lineage: Some(lineage),
+            serial: state.serial,
             checksum: Some(checksum),
         })
     }
@@ -335,45 +373,31 @@ impl StateStore {
         // Re-read under the lock: never replace a file `load` would refuse,
         // and never one newer than the state we were given.
         let (disk, _) = self.read_file()?;
-        if let Some(d) = &disk
-            && (state.lineage.as_deref() != Some(d.lineage.as_str()) || state.serial != d.serial)
-        {
-            return Err(StateError::Conflict {
-                path: self.path.clone(),
-                loaded_lineage: state.lineage.clone(),
-                loaded_serial: state.serial,
-                disk_lineage: Some(d.lineage.clone()),
-                disk_serial: d.serial,
-            });
+        if let Some(d) = &disk {
+            check_version(&self.path, state, &d.lineage, d.serial)?;
         }
-        let mut packages = state.packages.clone();
-        let mut failed_attempts = state.failed_attempts.clone();
         let contents = journal::read(&journal_path)?;
-        if let Some(contents) = contents.as_ref() {
-            let empty = Default::default();
-            let current = journal::current_lines(
-                &journal_path,
-                &self.path,
-                &generation_of(disk.as_ref()),
-                disk.as_ref().map_or(&empty, |d| &d.packages),
-                contents.lines.clone(),
-            )?;
-            journal::replay(&journal_path, &mut packages, &mut failed_attempts, &current)?;
-        }
-        file::validate_records(&self.path, &packages)?;
-        let serial = state
-            .serial
-            .checked_add(1)
-            .ok_or_else(|| StateError::SerialExhausted {
-                path: self.path.clone(),
-                serial: state.serial,
-            })?;
-        let lineage = state
-            .lineage
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let (bytes, checksum) =
-            file::encode(&self.path, &lineage, serial, &packages, &failed_attempts)?;
+        let current = match contents.as_ref() {
+            Some(contents) => {
+                let empty = Default::default();
+                journal::current_lines(
+                    &journal_path,
+                    &self.path,
+                    &generation_of(disk.as_ref()),
+                    disk.as_ref().map_or(&empty, |d| &d.packages),
+                    contents.lines.clone(),
+                )?
+            }
+            None => Vec::new(),
+        };
+        let Folded {
+            lineage,
+            serial,
+            packages,
+            failed_attempts,
+            bytes,
+            checksum,
+        } = fold(&self.path, &journal_path, state, &current)?;
 
         if let Err(failure) = replace_with_backup(&self.path, &bytes, disk.is_some()) {
             if failure.uncertain {
@@ -381,7 +405,7 @@ impl StateStore {
                 // could be tagged with the wrong generation. Stop recording.
                 slot.broken = true;
             }
-            return Err(failure.error);
+            return Err(*failure.error);
         }
         slot.generation = Some(Generation {
             lineage: Some(lineage.clone()),
@@ -467,46 +491,126 @@ impl StateStore {
         disk: Option<DiskState>,
         contents: Option<journal::Contents>,
     ) -> Result<Loaded, StateError> {
-        let generation = generation_of(disk.as_ref());
-        let (mut packages, mut failed_attempts, file_checksum) = match disk {
-            Some(d) => (d.packages, d.failed_attempts, Some(d.checksum)),
-            None => (Default::default(), Default::default(), None),
-        };
-        let journal_path = self.journal_path();
-        let current = match contents {
-            Some(c) => {
-                journal::current_lines(&journal_path, &self.path, &generation, &packages, c.lines)?
-            }
-            None => Vec::new(),
-        };
-        let checksum = if current.is_empty() {
-            file_checksum
-        } else {
-            journal::replay(&journal_path, &mut packages, &mut failed_attempts, &current)?;
-            // The plan's staleness check compares ids: content changed by the
-            // journal must change the id even though the file did not.
-            Some(file::checksum(
-                &self.path,
-                generation.lineage.as_deref(),
-                generation.serial,
-                &packages,
-                &failed_attempts,
-            )?)
-        };
-        Ok(Loaded {
-            id: StateId {
-                lineage: generation.lineage.clone(),
-                serial: generation.serial,
-                checksum,
-            },
-            state: State {
-                lineage: generation.lineage,
-                serial: generation.serial,
-                packages,
-                failed_attempts,
-            },
-        })
+        assemble(&self.path, &self.journal_path(), disk, contents)
     }
+}
+
+/// The state as loaded from a consistent pair of state and journal: the
+/// journal's current lines replayed over the state. `state_path` and
+/// `journal_path` name them in errors (an `s3://` state names its objects).
+pub(crate) fn assemble(
+    state_path: &Path,
+    journal_path: &Path,
+    disk: Option<DiskState>,
+    contents: Option<journal::Contents>,
+) -> Result<Loaded, StateError> {
+    let generation = generation_of(disk.as_ref());
+    let (mut packages, mut failed_attempts, file_checksum) = match disk {
+        Some(d) => (d.packages, d.failed_attempts, Some(d.checksum)),
+        None => (Default::default(), Default::default(), None),
+    };
+    let current = match contents {
+        Some(c) => {
+            journal::current_lines(journal_path, state_path, &generation, &packages, c.lines)?
+        }
+        None => Vec::new(),
+    };
+    let checksum = if current.is_empty() {
+        file_checksum
+    } else {
+        journal::replay(journal_path, &mut packages, &mut failed_attempts, &current)?;
+        // The plan's staleness check compares ids: content changed by the
+        // journal must change the id even though the file did not.
+        Some(file::checksum(
+            state_path,
+            generation.lineage.as_deref(),
+            generation.serial,
+            &packages,
+            &failed_attempts,
+        )?)
+    };
+    Ok(Loaded {
+        id: StateId {
+            lineage: generation.lineage.clone(),
+            serial: generation.serial,
+            checksum,
+        },
+        state: State {
+            lineage: generation.lineage,
+            serial: generation.serial,
+            packages,
+            failed_attempts,
+        },
+    })
+}
+
+/// Refuses to write `state` over a stored version it was not loaded from
+/// (another lineage, or another serial).
+pub(crate) fn check_version(
+    path: &Path,
+    state: &State,
+    lineage: &str,
+    serial: u64,
+) -> Result<(), StateError> {
+    if state.lineage.as_deref() != Some(lineage) || state.serial != serial {
+        return Err(StateError::Conflict {
+            path: path.to_owned(),
+            loaded_lineage: state.lineage.clone(),
+            loaded_serial: state.serial,
+            disk_lineage: Some(lineage.to_owned()),
+            disk_serial: serial,
+        });
+    }
+    Ok(())
+}
+
+/// The next version of a state, ready to be written.
+pub(crate) struct Folded {
+    pub lineage: String,
+    pub serial: u64,
+    pub packages: std::collections::BTreeMap<crate::spec::Key, super::Record>,
+    pub failed_attempts: super::FailedAttempts,
+    /// The state file's bytes, and their checksum.
+    pub bytes: Vec<u8>,
+    pub checksum: String,
+}
+
+/// `state` with the journal's `current` lines replayed over it, checked,
+/// given a lineage (uuid v4) if it has none and the next serial: what a
+/// write puts in place of the version `state` was loaded from.
+pub(crate) fn fold(
+    state_path: &Path,
+    journal_path: &Path,
+    state: &State,
+    current: &[journal::Line],
+) -> Result<Folded, StateError> {
+    let mut packages = state.packages.clone();
+    let mut failed_attempts = state.failed_attempts.clone();
+    if !current.is_empty() {
+        journal::replay(journal_path, &mut packages, &mut failed_attempts, current)?;
+    }
+    file::validate_records(state_path, &packages)?;
+    let serial = state
+        .serial
+        .checked_add(1)
+        .ok_or_else(|| StateError::SerialExhausted {
+            path: state_path.to_owned(),
+            serial: state.serial,
+        })?;
+    let lineage = state
+        .lineage
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let (bytes, checksum) =
+        file::encode(state_path, &lineage, serial, &packages, &failed_attempts)?;
+    Ok(Folded {
+        lineage,
+        serial,
+        packages,
+        failed_attempts,
+        bytes,
+        checksum,
+    })
 }
 
 pub(crate) fn generation_of(disk: Option<&DiskState>) -> Generation {
@@ -615,14 +719,15 @@ pub(crate) fn file_identity(meta: &Metadata) -> FileIdentity {
 
 /// A failed replacement, and whether the new file may already be in place.
 struct ReplaceFailure {
-    error: StateError,
+    /// Boxed: a `Result` carrying it stays small.
+    error: Box<StateError>,
     uncertain: bool,
 }
 
 impl From<StateError> for ReplaceFailure {
     fn from(error: StateError) -> Self {
         ReplaceFailure {
-            error,
+            error: Box::new(error),
             uncertain: false,
         }
     }
@@ -668,12 +773,12 @@ fn replace_with_backup(
     }
     // The temporary file is deleted if this fails (NamedTempFile's drop).
     tmp.persist(path).map_err(|e| ReplaceFailure {
-        error: StateError::io("replace the state file", path, e.error),
+        error: Box::new(StateError::io("replace the state file", path, e.error)),
         // rename(2) either happened or did not; on error it did not.
         uncertain: false,
     })?;
     sync_parent_dir(path).map_err(|error| ReplaceFailure {
-        error,
+        error: Box::new(error),
         uncertain: true,
     })
 }

@@ -97,7 +97,7 @@ struct LastPlanned {
 /// Runs cycles and remembers what the next one needs to know.
 pub struct Runner {
     files: Vec<PathBuf>,
-    store: crate::state::StateStore,
+    store: crate::state::Store,
     today: Today,
     observer: Arc<dyn Observer>,
     reconciler: Option<Box<dyn Reconciler>>,
@@ -133,7 +133,7 @@ impl Runner {
     /// reporting to `observer`. Without a reconciler it only plans.
     pub fn new(
         files: Vec<PathBuf>,
-        store: crate::state::StateStore,
+        store: crate::state::Store,
         today: Today,
         observer: Arc<dyn Observer>,
         reconciler: Option<Box<dyn Reconciler>>,
@@ -585,7 +585,7 @@ mod tests {
         });
         let runner = Runner::new(
             vec![dir.path().join("oapkg.yaml")],
-            StateStore::new(dir.path().join("state/oapkg.state.json")),
+            StateStore::new(dir.path().join("state/oapkg.state.json")).into(),
             Box::new(|| Ok(jiff::civil::date(2026, 11, 26))),
             Arc::new(printed.clone()),
             reconciler,

@@ -21,7 +21,7 @@ use crate::apply::{self, ApplyError, ApplyEvent, ApplyOptions, ApplyReport, Stop
 pub use crate::apply::{CancelSignal, Canceller, cancel_pair};
 use crate::esms::Client;
 use crate::plan::Plan;
-use crate::state::StateStore;
+use crate::state::Store;
 
 /// Where a reconciler reports the apply engine's progress (the cycle wraps
 /// each event in [`WatchEvent::Apply`](super::WatchEvent::Apply)).
@@ -103,13 +103,13 @@ pub fn reconciled(result: Result<ApplyReport, ApplyError>) -> Reconciled {
 /// with its guards, pre-flight, journal and lock, run on each plan that
 /// buys something.
 pub struct ApplyReconciler {
-    store: StateStore,
+    store: Store,
     client: Client,
     options: ApplyOptions,
 }
 
 impl ApplyReconciler {
-    pub fn new(store: StateStore, client: Client, options: ApplyOptions) -> ApplyReconciler {
+    pub fn new(store: Store, client: Client, options: ApplyOptions) -> ApplyReconciler {
         ApplyReconciler {
             store,
             client,

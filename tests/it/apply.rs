@@ -4,6 +4,10 @@
 //! `OAPKG_KILL_ITERATIONS` (default 25) sets how many times the crash test
 //! kills apply; `OAPKG_KILL_SEED` replays one of its runs (each run prints
 //! its seed).
+//!
+//! The buying, concurrency and kill tests run twice: on a local state file
+//! and on an S3 state (a moto or ministack server started by the test; see
+//! `s3/server.rs`), from one body taking a [`Backend`].
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,8 +16,9 @@ use esms_sim::Call;
 use esms_sim::{Fault, FaultRule, SimControl, Stage};
 use rand::{RngExt, SeedableRng};
 
+use crate::s3::server::S3Server;
 use crate::support::{
-    API_KEY, Env, Pkg, Run, SECRET_KEY, STATE, account, apply, assert_bought_once_each,
+    API_KEY, Backend, Env, Pkg, Run, SECRET_KEY, STATE, account, apply, assert_bought_once_each,
     charges_by_key, last_line, manifest, oapkg, pkgs, purchase_requests, recorded, run, start,
     write_manifest,
 };
@@ -28,7 +33,18 @@ fn wait_idle(sim: &SimControl) {
 
 #[test]
 fn buys_exactly_the_plan_then_has_nothing_left_to_do() {
-    let env = Env::with_state();
+    buys_exactly_the_plan_on(&Backend::Local);
+}
+
+#[test]
+fn buys_exactly_the_plan_then_has_nothing_left_to_do_on_s3() {
+    if let Some(server) = S3Server::moto() {
+        buys_exactly_the_plan_on(&Backend::S3(&server));
+    }
+}
+
+fn buys_exactly_the_plan_on(backend: &Backend<'_>) {
+    let env = Env::with_state_on(backend);
     let all = vec![
         Pkg::new("4097311281936189049", "2026-12-01", "premium", 12),
         Pkg::new("745830328927467685", "2027-01-01", "advanced", 6),
@@ -69,10 +85,12 @@ fn buys_exactly_the_plan_then_has_nothing_left_to_do() {
         assert!(record["submitted_at"].is_string());
     }
     assert!(!env.path("state/oapkg.state.json.journal").exists());
+    // On S3 nothing was written beside the manifests.
+    assert_eq!(env.path(STATE).exists(), env.s3().is_none());
 
     env.run(&["plan"]).code(0).stdout_has("No changes.");
     // A second apply says so, sends nothing and writes nothing.
-    let bytes = env.read(STATE);
+    let bytes = state_bytes(&env);
     let requests = sim.requests().len();
     let second = apply(&env, &sim, &[]);
     second.code(0);
@@ -82,7 +100,25 @@ fn buys_exactly_the_plan_then_has_nothing_left_to_do() {
         second.stdout
     );
     assert_eq!(sim.requests().len(), requests, "no request at all");
-    assert_eq!(env.read(STATE), bytes);
+    assert_eq!(state_bytes(&env), bytes);
+}
+
+/// What stands for the state's version: the file's bytes, or on S3 the
+/// listing with its lineage and serial (`state list` would not show a write).
+fn state_bytes(env: &Env) -> Vec<u8> {
+    if env.s3().is_some() {
+        let id = env.run(&["plan", "--format", "json"]);
+        id.code(0);
+        let plan = id.json();
+        format!(
+            "{} {}",
+            plan["state"],
+            env.run(&["state", "list", "--format", "json"]).stdout
+        )
+        .into_bytes()
+    } else {
+        env.read(STATE)
+    }
 }
 
 #[test]
@@ -462,17 +498,39 @@ fn a_saved_plan_remembers_its_manifest_paths() {
 
 #[test]
 fn a_stale_saved_plan_is_refused_naming_what_moved() {
-    let env = Env::new();
+    a_stale_saved_plan_is_refused_on(&Backend::Local);
+}
+
+#[test]
+fn a_stale_saved_plan_is_refused_naming_what_moved_on_s3() {
+    if let Some(server) = S3Server::moto() {
+        a_stale_saved_plan_is_refused_on(&Backend::S3(&server));
+    }
+}
+
+fn a_stale_saved_plan_is_refused_on(backend: &Backend<'_>) {
+    // A local state is created by the import below; an S3 one only by init.
+    let env = match backend {
+        Backend::Local => Env::new(),
+        Backend::S3(_) => Env::with_state_on(backend),
+    };
     let all = pkgs(7101, 3);
     write_manifest(&env, &all);
     let sim = start(account(&all));
     env.run(&["plan", "--out", "old.plan"]).code(0);
     // The state moved: something was recorded since.
     env.import("99", "trial", "2027-01-01", "1", &[]).code(0);
-    let bytes = env.read(STATE);
+    let bytes = state_bytes(&env);
+    // Planned against no state (local), or against the empty one init made.
+    let moved = match backend {
+        Backend::Local => "stale plan: the state is not the one planned against",
+        Backend::S3(_) => {
+            "stale plan: the state was written since the plan was made (state serial 0 -> 1)"
+        }
+    };
     run(&env, &sim, &["apply", "old.plan"])
         .code(1)
-        .stderr_has("stale plan: the state is not the one planned against")
+        .stderr_has(moved)
         .stderr_has("Run `oapkg plan` again");
     // The manifests moved.
     env.run(&["plan", "--out", "new.plan"]).code(0);
@@ -481,7 +539,7 @@ fn a_stale_saved_plan_is_refused_naming_what_moved() {
         .code(1)
         .stderr_has("stale plan: the manifests changed since the plan was made");
     assert!(sim.requests().is_empty());
-    assert_eq!(env.read(STATE), bytes);
+    assert_eq!(state_bytes(&env), bytes);
 }
 
 /// Applies until the plan is clean (or `runs` runs), retrying unconfirmed
@@ -681,7 +739,18 @@ fn sigint_stops_sending_and_records_what_was_in_flight() {
 
 #[test]
 fn concurrent_applies_never_buy_a_package_twice() {
-    let env = Env::with_state();
+    concurrent_applies_on(&Backend::Local);
+}
+
+#[test]
+fn concurrent_applies_never_buy_a_package_twice_on_s3() {
+    if let Some(server) = S3Server::ministack() {
+        concurrent_applies_on(&Backend::S3(&server));
+    }
+}
+
+fn concurrent_applies_on(backend: &Backend<'_>) {
+    let env = Env::with_state_on(backend);
     let all = pkgs(9101, 8);
     write_manifest(&env, &all);
     let sim = start(
@@ -714,6 +783,20 @@ fn concurrent_applies_never_buy_a_package_twice() {
 
 #[test]
 fn sigkill_at_random_moments_never_double_charges_or_loses_a_purchase() {
+    sigkill_at_random_moments_on(&Backend::Local);
+}
+
+#[test]
+fn sigkill_at_random_moments_never_double_charges_or_loses_a_purchase_on_s3() {
+    if let Some(server) = S3Server::ministack() {
+        sigkill_at_random_moments_on(&Backend::S3(&server));
+    }
+}
+
+/// On S3 a killed holder's lease lives on until it expires (a second here),
+/// so each run waits for it (`--lock-timeout`), and sees what the killed
+/// run recorded.
+fn sigkill_at_random_moments_on(backend: &Backend<'_>) {
     let iterations: usize = std::env::var("OAPKG_KILL_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -731,7 +814,7 @@ fn sigkill_at_random_moments_never_double_charges_or_loses_a_purchase() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let per_round = 5;
     let all = pkgs(100_001, iterations * per_round);
-    let env = Env::with_state();
+    let env = Env::with_state_on(backend);
     // Charges every request it processes (a resend would show), and takes
     // its time, so kills land while requests are in flight.
     let sim = start(
@@ -740,6 +823,12 @@ fn sigkill_at_random_moments_never_double_charges_or_loses_a_purchase() {
             .balance(u64::MAX / 2)
             .latency(Duration::from_millis(25)),
     );
+    // An S3 run takes longer to start (lease, reads) and to record: kills
+    // spread over a longer window land in the same phases.
+    let kill_window_micros = match backend {
+        Backend::Local => 120_000,
+        Backend::S3(_) => 600_000,
+    };
     let mut seen = KillStats::default();
     for round in 0..iterations {
         // New packages every round, so every run has something to buy.
@@ -754,13 +843,18 @@ fn sigkill_at_random_moments_never_double_charges_or_loses_a_purchase() {
                 "1000",
                 "--parallelism",
                 "3",
+                "--lock-timeout",
+                "30",
             ],
         )
+        .env("OAPKG_LEASE_SECONDS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-        std::thread::sleep(Duration::from_micros(rng.random_range(0..120_000)));
+        std::thread::sleep(Duration::from_micros(
+            rng.random_range(0..kill_window_micros),
+        ));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         // A request the dead process sent may still be charged: wait.
@@ -791,6 +885,8 @@ fn sigkill_at_random_moments_never_double_charges_or_loses_a_purchase() {
             "1000",
             "--parallelism",
             "8",
+            "--lock-timeout",
+            "30",
         ],
     )
     .code(0);

@@ -22,6 +22,7 @@ mod only;
 mod plan;
 mod policies;
 mod properties;
+mod s3;
 mod saved;
 mod secrets;
 mod state;

@@ -34,6 +34,24 @@ pub struct Env {
     today: String,
     /// The simulator every command is pointed at, if any.
     sim: Option<SimControl>,
+    /// The S3 state every command uses (`OAPKG_STATE` and the `AWS_*`
+    /// variables), if any; otherwise the state is the local default file.
+    s3: Option<S3State>,
+}
+
+/// Where the tests that run on both kinds of state keep it.
+pub enum Backend<'a> {
+    /// The local file [`STATE`].
+    Local,
+    /// A fresh prefix on this server.
+    S3(&'a crate::s3::server::S3Server),
+}
+
+/// An `s3://` state and the server behind it.
+#[derive(Clone, Debug)]
+pub struct S3State {
+    pub endpoint: String,
+    pub location: String,
 }
 
 impl Env {
@@ -42,7 +60,47 @@ impl Env {
             dir: tempfile::tempdir().expect("temp dir"),
             today: TODAY.to_owned(),
             sim: None,
+            s3: None,
         }
+    }
+
+    /// Every later command keeps its state on `backend` (a fresh prefix
+    /// of an S3 server, named after the temp dir).
+    pub fn on(mut self, backend: &Backend<'_>) -> Env {
+        if let Backend::S3(server) = backend {
+            let prefix = self
+                .dir
+                .path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_lowercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+            self.s3 = Some(S3State {
+                endpoint: server.endpoint.clone(),
+                location: server.location(&format!("states/{prefix}")),
+            });
+        }
+        self
+    }
+
+    /// Every later command uses the same state as `other` (another
+    /// "machine": its own directory, one S3 state).
+    pub fn sharing_state_of(mut self, other: &Env) -> Env {
+        self.s3 = other.s3.clone();
+        self
+    }
+
+    /// [`Env::with_state`] on `backend`.
+    pub fn with_state_on(backend: &Backend<'_>) -> Env {
+        let env = Env::new().on(backend);
+        env.run(&["init"]).code(0);
+        env
+    }
+
+    /// The S3 state, when the state is on S3.
+    pub fn s3(&self) -> Option<&S3State> {
+        self.s3.as_ref()
     }
 
     /// Every later command run in this Env talks to `sim`, with its keys
@@ -95,9 +153,16 @@ impl Env {
             .env_remove("ESMS_API_KEY")
             .env_remove("ESMS_SECRET_KEY")
             .env_remove("ESMS_ENDPOINT")
-            .env_remove("OAPKG_RETRY_MIN_DELAY_MS");
+            .env_remove("OAPKG_RETRY_MIN_DELAY_MS")
+            // Messages naming a lock holder would name the CI job.
+            .env_remove("GITHUB_RUN_ID")
+            .env_remove("CI_JOB_URL");
         if let Some(sim) = &self.sim {
             point_at(&mut cmd, sim);
+        }
+        if let Some(s3) = &self.s3 {
+            cmd.env("OAPKG_STATE", &s3.location);
+            crate::s3::server::configure(&mut cmd, &s3.endpoint);
         }
         cmd
     }

@@ -18,7 +18,7 @@ use esms_sim::Call;
 use esms_sim::{BlockingSimHandle, SimConfig, Simulator};
 use serde_json::Value;
 
-use crate::support::{API_KEY, Env, SECRET_KEY};
+use crate::support::{API_KEY, Backend, Env, SECRET_KEY};
 use crate::watch::{WAIT, Watch, assert_counts, doc, message, pkg};
 
 /// A simulator that knows the OAIDs the tests use.
@@ -105,8 +105,20 @@ pub(crate) fn keys(list: &[&str]) -> BTreeSet<String> {
 
 #[test]
 fn apply_watch_buys_what_each_kind_of_save_adds_and_nothing_for_a_deleted_file() {
+    apply_watch_buys_what_each_save_adds_on(&Backend::Local);
+}
+
+/// The same watch, keeping its state on S3 (moto).
+#[test]
+fn apply_watch_buys_what_each_kind_of_save_adds_and_nothing_for_a_deleted_file_on_s3() {
+    if let Some(server) = crate::s3::server::S3Server::moto() {
+        apply_watch_buys_what_each_save_adds_on(&Backend::S3(&server));
+    }
+}
+
+fn apply_watch_buys_what_each_save_adds_on(backend: &Backend<'_>) {
     let sim = simulator(SimConfig::new());
-    let env = Env::with_state();
+    let env = Env::with_state_on(backend);
     env.file("packages/a.yaml", doc(&[pkg(1001, 12)]));
     let mut watch = start_apply(&env, &sim, &["-f", "packages"]);
     assert_eq!(outcome(&mut watch)["outcome"], "done");
@@ -169,6 +181,9 @@ fn apply_watch_buys_what_each_kind_of_save_adds_and_nothing_for_a_deleted_file()
         "one request per package, no more"
     );
     assert_eq!(submitted(&env), charged(&sim), "every charge is recorded");
+    // On S3 nothing was written beside the manifests.
+    let local = env.path(crate::support::STATE).exists();
+    assert_eq!(local, env.s3().is_none());
 }
 
 #[test]

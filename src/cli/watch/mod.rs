@@ -166,8 +166,11 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
             observers = observers.with(metrics.clone());
         }
         let watchdog = if systemd::enabled() {
-            observers = observers.with(Arc::new(systemd::Readiness));
-            systemd::watchdog()
+            let ready = Arc::new(tokio::sync::Notify::new());
+            observers = observers.with(Arc::new(systemd::Readiness {
+                ready: ready.clone(),
+            }));
+            systemd::watchdog(ready)
         } else {
             None
         };

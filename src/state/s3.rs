@@ -1,0 +1,1168 @@
+//! The state on S3-compatible object storage (`--state s3://BUCKET/PREFIX`).
+//!
+//! This module owns the objects under `PREFIX/` and the protocol over them;
+//! the state's byte format, checksum, journal lines, replay and fold are the
+//! same code as for a local file ([`file`](super::file),
+//! [`journal`](super::journal), [`store::fold`](super::store)). The layout
+//! and protocol are described for users in `docs/shared-state.md`.
+//!
+//! - `PREFIX/head.json`: the only object that changes, always by
+//!   compare-and-swap (`If-Match` on the ETag read, the first write
+//!   `If-None-Match: *`). It names the current snapshot (serial, checksum),
+//!   holds the lease (who writes, until when), the journal lines recorded
+//!   since that snapshot, and a fresh random `write_id` per write.
+//! - `PREFIX/snapshots/SERIAL-CHECKSUM.json`: the state in the state file
+//!   format, immutable, written once with `If-None-Match: *`.
+//!
+//! Why two writers never both buy one package: an intent is one conditional
+//! write of the head, against a head whose lease is ours; the store applies
+//! conditional writes to one key one at a time, so a writer whose lease was
+//! taken over has its next write refused and sends nothing more. A request
+//! is sent only after its intent's write succeeded.
+//!
+//! The client retries a 5xx answer even on a conditional PUT, so a write
+//! that had succeeded can come back refused: after any refused or failed
+//! write the head is read again, and if its `write_id` is ours, the write
+//! happened.
+//!
+//! The operations are async (the client's); callers are synchronous and
+//! may run inside another runtime, so each store runs its requests on a
+//! small runtime of its own and waits for them.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, UpdateVersion,
+};
+use serde::{Deserialize, Serialize};
+
+use super::file::{self, DiskState};
+use super::journal::{self, Generation, JournalEntry};
+use super::lock::{LockHolder, UnlockOutcome};
+use super::store::{self, Loaded};
+use super::{State, StateError, StateId};
+
+/// The head object's format; another number is refused.
+const HEAD_FORMAT: u32 = 1;
+
+/// How long a lease lasts without renewal, unless `OAPKG_LEASE_SECONDS`
+/// says otherwise. A holder renews it every third of that while it runs.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
+/// How often a writer waiting for a live lease (`--lock-timeout`) looks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// `s3://BUCKET/PREFIX`, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    /// Without a leading or trailing `/`; may be empty (the bucket's root).
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// Parses `s3://BUCKET/PREFIX`; `None` when `text` does not start with `s3://`.
+    pub fn parse(text: &str) -> Option<Result<S3Location, StateError>> {
+        let rest = text.strip_prefix("s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_matches('/');
+        let bad = |problem: &str| {
+            Some(Err(StateError::RemoteLocation {
+                location: text.to_owned(),
+                problem: problem.to_owned(),
+            }))
+        };
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !bucket_ok {
+            return bad(
+                "the bucket name must be 3 to 63 lower-case letters, digits, `-` or `.` (s3://BUCKET/PREFIX)",
+            );
+        }
+        if prefix.split('/').any(|part| part == "." || part == "..")
+            || prefix.contains("//")
+            || prefix.chars().any(char::is_control)
+        {
+            return bad(
+                "the prefix must be plain path segments (no `.`, `..`, `//` or control characters)",
+            );
+        }
+        Some(Ok(S3Location {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+        }))
+    }
+
+    /// `s3://BUCKET/PREFIX`, as users wrote it (normalised).
+    pub fn url(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+
+    fn object(&self, name: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(name)
+        } else {
+            ObjectPath::from(format!("{}/{name}", self.prefix))
+        }
+    }
+}
+
+/// The head object, as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Head {
+    format: u32,
+    lineage: String,
+    serial: u64,
+    /// The snapshot's object name under the prefix.
+    snapshot: String,
+    /// The snapshot's checksum (its `checksum` field).
+    checksum: String,
+    lease: Option<Lease>,
+    /// Journal lines (the journal file's format, without the newline)
+    /// recorded on top of the snapshot.
+    journal: Vec<String>,
+    /// Random, fresh on every write: tells a retried write of ours that had
+    /// succeeded from someone else's.
+    write_id: String,
+}
+
+/// Who writes the state, until when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Lease {
+    id: String,
+    holder: LockHolder,
+    expires: Timestamp,
+}
+
+impl Lease {
+    fn live(&self, now: Timestamp) -> bool {
+        self.expires > now
+    }
+}
+
+/// A head as read, with the ETag to write the next version against.
+#[derive(Clone, Debug)]
+struct Current {
+    head: Head,
+    e_tag: Option<String>,
+}
+
+/// The state under one `s3://` location.
+#[derive(Clone)]
+pub struct S3Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    location: S3Location,
+    /// `s3://…/head.json`, as errors name it.
+    head_name: PathBuf,
+    /// `s3://BUCKET/PREFIX`, as messages name the state.
+    display: PathBuf,
+    client: Result<Arc<AmazonS3>, String>,
+    /// The S3 credentials, removed from any message that could carry them.
+    secrets: Vec<String>,
+    runtime: Runtime,
+    lease_duration: Duration,
+}
+
+// The client holds the credentials: never print it.
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Store")
+            .field("location", &self.inner.location.url())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for S3Store {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.location == other.inner.location
+    }
+}
+
+impl Eq for S3Store {}
+
+/// A runtime of the store's own, shut down without waiting when dropped
+/// (which may happen inside another runtime).
+struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl S3Store {
+    /// The store at `location`, with credentials, region and endpoint from
+    /// the `AWS_*` variables. A bad endpoint is reported by the first
+    /// operation, so that building a command's context cannot fail.
+    pub fn new(location: S3Location) -> S3Store {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let secrets: Vec<String> = [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ]
+        .into_iter()
+        .filter_map(env)
+        .collect();
+        let client = build_client(&location, &env).map(Arc::new);
+        let lease_duration = env("OAPKG_LEASE_SECONDS")
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map_or(DEFAULT_LEASE, Duration::from_secs_f64);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("oapkg-s3")
+            .enable_all()
+            .build()
+            .ok();
+        let url = location.url();
+        S3Store {
+            inner: Arc::new(Inner {
+                head_name: PathBuf::from(format!("{url}/head.json")),
+                display: PathBuf::from(url),
+                location,
+                client,
+                secrets,
+                runtime: Runtime(runtime),
+                lease_duration,
+            }),
+        }
+    }
+
+    /// `s3://BUCKET/PREFIX`, for messages.
+    pub fn path(&self) -> &Path {
+        &self.inner.display
+    }
+
+    /// `s3://BUCKET/PREFIX/head.json`: where the journal lines are.
+    pub fn journal_path(&self) -> PathBuf {
+        self.inner.head_name.clone()
+    }
+
+    /// Runs `work` on the store's runtime and waits for it.
+    fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, StateError>> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let failed = |problem: &str| StateError::Remote {
+            action: "reach",
+            location: self.inner.display.display().to_string(),
+            message: problem.to_owned(),
+        };
+        let Some(runtime) = self.inner.runtime.0.as_ref() else {
+            return Err(failed("could not start the runtime for S3 requests"));
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        runtime.spawn(async move {
+            let _ = tx.send(work.await);
+        });
+        rx.recv()
+            .unwrap_or_else(|_| Err(failed("the S3 request was interrupted")))
+    }
+
+    /// Reads the state: the snapshot the head names, with the head's
+    /// journal lines replayed. Takes no lease.
+    pub fn load(&self) -> Result<Loaded, StateError> {
+        let inner = self.inner.clone();
+        self.run(async move {
+            let Some(current) = inner.read_head().await? else {
+                return Ok(Loaded {
+                    state: State::default(),
+                    id: StateId::default(),
+                });
+            };
+            inner.loaded(&current.head).await
+        })
+    }
+
+    /// `oapkg init`: checks that the store refuses conflicting conditional
+    /// writes, then creates an empty state (snapshot 0 and the head);
+    /// refuses if a head exists.
+    pub fn init(&self) -> Result<StateId, StateError> {
+        let inner = self.inner.clone();
+        self.run(async move {
+            inner.probe().await?;
+            if let Some(current) = inner.read_head().await? {
+                return Err(inner.already_exists(&current.head).await);
+            }
+            let lineage = uuid::Uuid::new_v4().to_string();
+            let (bytes, checksum) = file::encode(
+                &inner.display,
+                &lineage,
+                0,
+                &Default::default(),
+                &Default::default(),
+            )?;
+            let snapshot = inner.put_snapshot(0, &checksum, bytes).await?;
+            let head = Head {
+                format: HEAD_FORMAT,
+                lineage: lineage.clone(),
+                serial: 0,
+                snapshot,
+                checksum: checksum.clone(),
+                lease: None,
+                journal: Vec::new(),
+                write_id: String::new(),
+            };
+            match inner.swap(None, head).await {
+                Ok(_) => Ok(StateId {
+                    lineage: Some(lineage),
+                    serial: 0,
+                    checksum: Some(checksum),
+                }),
+                Err(Swap::Conflict(current)) => Err(inner.already_exists(&current.head).await),
+                Err(Swap::Failed(e)) => Err(e),
+            }
+        })
+    }
+
+    /// Takes the lease, waiting up to `timeout` for a live one to end or
+    /// expire, and renews it in the background while the [`S3Lease`] lives.
+    /// A missing state is refused (`oapkg init` creates one).
+    pub fn lock(&self, command: &str, timeout: Duration) -> Result<S3Lease, StateError> {
+        let inner = self.inner.clone();
+        let holder = LockHolder::current(command);
+        let id = uuid::Uuid::new_v4().to_string();
+        let deadline = Instant::now().checked_add(timeout);
+        let current = self.run(async move { inner.take_lease(id, holder, deadline).await })?;
+        let shared = Arc::new(LeaseShared {
+            store: self.clone(),
+            current: tokio::sync::Mutex::new(LeaseState {
+                current,
+                lost: false,
+                pending: Default::default(),
+            }),
+            renewal: StdMutex::new(None),
+        });
+        shared.start_renewal();
+        Ok(S3Lease { shared })
+    }
+
+    /// Clears the lease, whoever holds it (`oapkg state unlock`): a holder
+    /// still running finds its next write refused and stops recording.
+    pub fn unlock(&self) -> Result<UnlockOutcome, StateError> {
+        let inner = self.inner.clone();
+        self.run(async move {
+            loop {
+                let Some(current) = inner.read_head().await? else {
+                    return Ok(UnlockOutcome::NotLocked);
+                };
+                let Some(lease) = current.head.lease.clone() else {
+                    return Ok(UnlockOutcome::NotLocked);
+                };
+                let mut next = current.head.clone();
+                next.lease = None;
+                match inner.swap(Some(&current), next).await {
+                    Ok(_) => {
+                        return Ok(UnlockOutcome::Removed {
+                            previous_holder: Some(lease.holder),
+                        });
+                    }
+                    Err(Swap::Conflict(_)) => continue,
+                    Err(Swap::Failed(e)) => return Err(e),
+                }
+            }
+        })
+    }
+
+    /// `oapkg state migrate` to here: writes `state` as it is (lineage and
+    /// serial kept) where no state exists yet.
+    pub fn create_copy(&self, state: &State) -> Result<StateId, StateError> {
+        let inner = self.inner.clone();
+        let state = state.clone();
+        self.run(async move {
+            if let Some(current) = inner.read_head().await? {
+                return Err(inner.already_exists(&current.head).await);
+            }
+            let lineage = state
+                .lineage
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let (bytes, checksum) = file::encode(
+                &inner.display,
+                &lineage,
+                state.serial,
+                &state.packages,
+                &state.failed_attempts,
+            )?;
+            let snapshot = inner.put_snapshot(state.serial, &checksum, bytes).await?;
+            let head = Head {
+                format: HEAD_FORMAT,
+                lineage: lineage.clone(),
+                serial: state.serial,
+                snapshot,
+                checksum: checksum.clone(),
+                lease: None,
+                journal: Vec::new(),
+                write_id: String::new(),
+            };
+            match inner.swap(None, head).await {
+                Ok(_) => Ok(StateId {
+                    lineage: Some(lineage),
+                    serial: state.serial,
+                    checksum: Some(checksum),
+                }),
+                Err(Swap::Conflict(current)) => Err(inner.already_exists(&current.head).await),
+                Err(Swap::Failed(e)) => Err(e),
+            }
+        })
+    }
+}
+
+/// Checks the endpoint (plain http only to loopback) and builds the client.
+fn build_client(
+    location: &S3Location,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AmazonS3, String> {
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(&location.bucket)
+        .with_region(
+            env("AWS_REGION")
+                .or_else(|| env("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| "us-east-1".to_owned()),
+        )
+        .with_retry(RetryConfig {
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(30),
+            ..RetryConfig::default()
+        });
+    if let Some(key) = env("AWS_ACCESS_KEY_ID") {
+        builder = builder.with_access_key_id(key);
+    }
+    if let Some(secret) = env("AWS_SECRET_ACCESS_KEY") {
+        builder = builder.with_secret_access_key(secret);
+    }
+    if let Some(token) = env("AWS_SESSION_TOKEN") {
+        builder = builder.with_token(token);
+    }
+    // Role-based credentials where no key pair is given: web identity
+    // (EKS, CI OpenID Connect) and container credentials (ECS).
+    for name in IDENTITY_VARIABLES {
+        if let Some(value) = env(name)
+            && let Ok(key) = name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>()
+        {
+            builder = builder.with_config(key, value);
+        }
+    }
+    if let Some(endpoint) = env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL")) {
+        let url = reqwest::Url::parse(endpoint.trim())
+            .map_err(|e| format!("AWS_ENDPOINT_URL is not a valid URL: {e}"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("AWS_ENDPOINT_URL must not contain a user name or password".to_owned());
+        }
+        match url.scheme() {
+            "https" => {}
+            "http" if crate::esms::endpoint::is_loopback_host(&url) => {
+                builder = builder.with_allow_http(true);
+            }
+            "http" => {
+                return Err(format!(
+                    "plain http:// would send the S3 requests unencrypted to {}; use https://, \
+                     or http:// only to a loopback host (127.0.0.0/8, ::1, localhost)",
+                    url.host_str().unwrap_or("?")
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "AWS_ENDPOINT_URL must use https://, not {other}://"
+                ));
+            }
+        }
+        builder = builder.with_endpoint(endpoint.trim().trim_end_matches('/'));
+    }
+    builder
+        .build()
+        .map_err(|e| format!("could not set up the S3 client: {e}"))
+}
+
+/// The variables of role-based credentials passed on to the client.
+const IDENTITY_VARIABLES: [&str; 6] = [
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+];
+
+/// Why a compare-and-swap of the head did not happen.
+enum Swap {
+    /// Someone else wrote the head: here it is now.
+    Conflict(Current),
+    Failed(StateError),
+}
+
+impl Inner {
+    fn client(&self) -> Result<&AmazonS3, StateError> {
+        self.client
+            .as_deref()
+            .map_err(|message| StateError::Remote {
+                action: "use",
+                location: self.display.display().to_string(),
+                message: message.clone(),
+            })
+    }
+
+    /// A store error as a [`StateError`], with the credentials scrubbed.
+    fn remote(&self, action: &'static str, error: &object_store::Error) -> StateError {
+        let mut message = error.to_string();
+        for secret in &self.secrets {
+            message = message.replace(secret.as_str(), "[redacted]");
+        }
+        StateError::Remote {
+            action,
+            location: self.display.display().to_string(),
+            message,
+        }
+    }
+
+    fn corrupt(&self, problem: String) -> StateError {
+        StateError::RemoteCorrupt {
+            path: self.head_name.clone(),
+            problem,
+        }
+    }
+
+    async fn read_head(&self) -> Result<Option<Current>, StateError> {
+        let client = self.client()?;
+        let path = self.location.object("head.json");
+        let result = match client.get(&path).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.remote("read", &e)),
+        };
+        let e_tag = result.meta.e_tag.clone();
+        let bytes = result.bytes().await.map_err(|e| self.remote("read", &e))?;
+        let head: Head = serde_json::from_slice(&bytes)
+            .map_err(|e| self.corrupt(format!("not an oapkg head object: {e}")))?;
+        if head.format != HEAD_FORMAT {
+            return Err(self.corrupt(format!(
+                "format {}, but this oapkg reads only format {HEAD_FORMAT}",
+                head.format
+            )));
+        }
+        Ok(Some(Current { head, e_tag }))
+    }
+
+    /// The state `head` describes: its snapshot, checked against it, with
+    /// its journal lines replayed.
+    async fn loaded(&self, head: &Head) -> Result<Loaded, StateError> {
+        let disk = self.read_snapshot(head).await?;
+        let contents = self.journal_contents(head)?;
+        store::assemble(&self.display, &self.head_name, Some(disk), contents)
+    }
+
+    async fn read_snapshot(&self, head: &Head) -> Result<DiskState, StateError> {
+        let client = self.client()?;
+        let name = PathBuf::from(format!("{}/{}", self.display.display(), head.snapshot));
+        let bytes = client
+            .get(&self.location.object(&head.snapshot))
+            .await
+            .map_err(|e| self.remote("read the snapshot of", &e))?
+            .bytes()
+            .await
+            .map_err(|e| self.remote("read the snapshot of", &e))?;
+        let disk = file::decode(&name, &bytes)?;
+        if disk.lineage != head.lineage
+            || disk.serial != head.serial
+            || disk.checksum != head.checksum
+        {
+            return Err(self.corrupt(format!(
+                "it names snapshot {} (lineage {}, serial {}), which holds lineage {}, serial {}",
+                head.snapshot, head.lineage, head.serial, disk.lineage, disk.serial
+            )));
+        }
+        Ok(disk)
+    }
+
+    fn journal_contents(&self, head: &Head) -> Result<Option<journal::Contents>, StateError> {
+        if head.journal.is_empty() {
+            return Ok(None);
+        }
+        let mut bytes = Vec::new();
+        for line in &head.journal {
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.push(b'\n');
+        }
+        let contents = journal::parse(&self.head_name, &bytes)?;
+        if contents.torn {
+            // A head is written whole: no line of it can be torn.
+            return Err(self.corrupt("a journal line in it is damaged".to_owned()));
+        }
+        Ok(Some(contents))
+    }
+
+    async fn already_exists(&self, head: &Head) -> StateError {
+        let packages = match self.read_snapshot(head).await {
+            Ok(disk) => disk.packages.len(),
+            Err(_) => 0,
+        };
+        StateError::AlreadyExists {
+            path: self.display.clone(),
+            lineage: head.lineage.clone(),
+            serial: head.serial,
+            packages,
+        }
+    }
+
+    /// Writes an immutable snapshot; its name holds its serial and checksum,
+    /// so one already there with that name holds the same bytes.
+    async fn put_snapshot(
+        &self,
+        serial: u64,
+        checksum: &str,
+        bytes: Vec<u8>,
+    ) -> Result<String, StateError> {
+        let client = self.client()?;
+        let digest = checksum.strip_prefix("sha256:").unwrap_or(checksum);
+        let name = format!("snapshots/{serial:020}-{digest}.json");
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match client
+            .put_opts(
+                &self.location.object(&name),
+                PutPayload::from(bytes),
+                options,
+            )
+            .await
+        {
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(name),
+            Err(e) => Err(self.remote("write a snapshot to", &e)),
+        }
+    }
+
+    /// Writes `next` as the head if the head is still `current` (`None`:
+    /// if there is none). On success returns what is now stored.
+    async fn swap(&self, current: Option<&Current>, mut next: Head) -> Result<Current, Swap> {
+        let client = self.client().map_err(Swap::Failed)?;
+        next.write_id = uuid::Uuid::new_v4().to_string();
+        let bytes = serde_json::to_vec_pretty(&next).map_err(|source| {
+            Swap::Failed(StateError::Encode {
+                path: self.head_name.clone(),
+                source,
+            })
+        })?;
+        let mode = match current {
+            None => PutMode::Create,
+            Some(current) => PutMode::Update(UpdateVersion {
+                e_tag: current.e_tag.clone(),
+                version: None,
+            }),
+        };
+        let options = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        let path = self.location.object("head.json");
+        let error = match client
+            .put_opts(&path, PutPayload::from(bytes), options)
+            .await
+        {
+            Ok(result) => {
+                return Ok(Current {
+                    head: next,
+                    e_tag: result.e_tag,
+                });
+            }
+            Err(error) => error,
+        };
+        // Refused, or no answer: it may have been our own retried write that
+        // had succeeded. The head tells.
+        let now = self.read_head().await.map_err(Swap::Failed)?;
+        match now {
+            Some(now) if now.head.write_id == next.write_id => Ok(now),
+            Some(now)
+                if matches!(
+                    error,
+                    object_store::Error::Precondition { .. }
+                        | object_store::Error::AlreadyExists { .. }
+                ) =>
+            {
+                Err(Swap::Conflict(now))
+            }
+            _ => Err(Swap::Failed(self.remote("write the head of", &error))),
+        }
+    }
+
+    /// Waits for no live lease (or `deadline`), then takes it.
+    async fn take_lease(
+        &self,
+        id: String,
+        holder: LockHolder,
+        deadline: Option<Instant>,
+    ) -> Result<Current, StateError> {
+        loop {
+            let Some(current) = self.read_head().await? else {
+                return Err(StateError::Missing {
+                    path: self.display.clone(),
+                });
+            };
+            let now = Timestamp::now();
+            match &current.head.lease {
+                Some(lease) if lease.live(now) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(StateError::Locked {
+                            path: self.display.clone(),
+                            holder: Some(lease.holder.clone()),
+                        });
+                    }
+                    let wait = deadline.map_or(POLL_INTERVAL, |d| {
+                        d.saturating_duration_since(Instant::now())
+                            .min(POLL_INTERVAL)
+                    });
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Some(lease) => {
+                    tracing::warn!(
+                        state = %self.display.display(),
+                        holder = ?lease.holder,
+                        expired = %lease.expires,
+                        "taking over an expired lease: its holder stopped renewing it; what it recorded and did not finish reads as unconfirmed"
+                    );
+                }
+                None => {}
+            }
+            let mut next = current.head.clone();
+            next.lease = Some(Lease {
+                id: id.clone(),
+                holder: holder.clone(),
+                expires: expiry(now, self.lease_duration),
+            });
+            match self.swap(Some(&current), next).await {
+                Ok(taken) => return Ok(taken),
+                Err(Swap::Conflict(_)) => continue,
+                Err(Swap::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// `oapkg init`'s check: the store must refuse a second create of one
+    /// object and a write against a wrong ETag. A store that ignores the
+    /// headers gives no mutual exclusion at all.
+    async fn probe(&self) -> Result<(), StateError> {
+        let client = self.client()?;
+        let path = self
+            .location
+            .object(&format!("probes/{}", uuid::Uuid::new_v4()));
+        let put = |mode: PutMode| {
+            let options = PutOptions {
+                mode,
+                ..Default::default()
+            };
+            client.put_opts(&path, PutPayload::from_static(b"oapkg probe\n"), options)
+        };
+        let result = async {
+            put(PutMode::Create)
+                .await
+                .map_err(|e| self.remote("write a probe object to", &e))?;
+            match put(PutMode::Create).await {
+                Err(object_store::Error::AlreadyExists { .. }) => {}
+                Ok(_) => {
+                    return Err(StateError::ConditionalWritesIgnored {
+                        location: self.display.display().to_string(),
+                        header: "If-None-Match: *",
+                    });
+                }
+                Err(e) => return Err(self.remote("write a probe object to", &e)),
+            }
+            let wrong = UpdateVersion {
+                e_tag: Some("\"00000000000000000000000000000000\"".to_owned()),
+                version: None,
+            };
+            match put(PutMode::Update(wrong)).await {
+                Err(object_store::Error::Precondition { .. }) => Ok(()),
+                Ok(_) => Err(StateError::ConditionalWritesIgnored {
+                    location: self.display.display().to_string(),
+                    header: "If-Match",
+                }),
+                Err(e) => Err(self.remote("write a probe object to", &e)),
+            }
+        }
+        .await;
+        if let Err(e) = client.delete(&path).await {
+            tracing::debug!(error = %self.remote("remove the probe object from", &e), "probe object left behind");
+        }
+        result
+    }
+}
+
+fn expiry(now: Timestamp, lease: Duration) -> Timestamp {
+    let lease =
+        jiff::SignedDuration::try_from(lease).unwrap_or(jiff::SignedDuration::from_secs(60));
+    now.checked_add(lease).unwrap_or(now)
+}
+
+/// The lease on an S3 state: held (and renewed) while this or any
+/// [`S3Journal`] of it lives; released when the last one goes.
+#[derive(Debug)]
+pub struct S3Lease {
+    shared: Arc<LeaseShared>,
+}
+
+struct LeaseShared {
+    store: S3Store,
+    current: tokio::sync::Mutex<LeaseState>,
+    renewal: StdMutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for LeaseShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseShared")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+struct LeaseState {
+    current: Current,
+    /// Someone else wrote the head (took the lease over, or unlocked it):
+    /// nothing more is recorded under this lease.
+    lost: bool,
+    /// Keys with an intent and no outcome yet, under this lease.
+    pending: std::collections::BTreeSet<crate::spec::Key>,
+}
+
+impl LeaseState {
+    fn lease_id(&self) -> Option<&str> {
+        self.current.head.lease.as_ref().map(|l| l.id.as_str())
+    }
+}
+
+impl LeaseShared {
+    fn start_renewal(self: &Arc<Self>) {
+        let Some(runtime) = self.store.inner.runtime.0.as_ref() else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        let every = self.store.inner.lease_duration / 3;
+        let handle = runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(shared) = weak.upgrade() else { return };
+                if let Err(error) = shared.update(|_| Ok(())).await {
+                    tracing::warn!(%error, "could not renew the lease on the state");
+                    if shared.current.lock().await.lost {
+                        return;
+                    }
+                }
+            }
+        });
+        if let Ok(mut slot) = self.renewal.lock() {
+            *slot = Some(handle);
+        }
+    }
+
+    /// Writes the head changed by `change`, with the lease renewed, if the
+    /// lease is still ours.
+    async fn update(
+        &self,
+        change: impl FnOnce(&mut Head) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        let inner = &self.store.inner;
+        let mut state = self.current.lock().await;
+        if state.lost {
+            return Err(self.lost(None));
+        }
+        let mut next = state.current.head.clone();
+        change(&mut next)?;
+        if let Some(lease) = next.lease.as_mut() {
+            lease.expires = expiry(Timestamp::now(), inner.lease_duration);
+        }
+        match inner.swap(Some(&state.current), next).await {
+            Ok(now) => {
+                state.current = now;
+                Ok(())
+            }
+            Err(Swap::Conflict(now)) => {
+                let ours = now.head.lease.as_ref().map(|l| l.id.as_str()) == state.lease_id();
+                if ours {
+                    // Only we write under our lease: this cannot be, but the
+                    // safe answer is the same.
+                    tracing::warn!("the head changed under our lease");
+                }
+                state.lost = true;
+                Err(self.lost(now.head.lease.map(|l| Box::new(l.holder))))
+            }
+            Err(Swap::Failed(e)) => Err(e),
+        }
+    }
+
+    fn lost(&self, holder: Option<Box<LockHolder>>) -> StateError {
+        StateError::LeaseLost {
+            path: self.store.inner.display.clone(),
+            holder,
+        }
+    }
+
+    fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(
+            Arc<Self>,
+        )
+            -> std::pin::Pin<Box<dyn Future<Output = Result<T, StateError>> + Send>>,
+    ) -> Result<T, StateError> {
+        let future = work(self.clone());
+        self.store.run(future)
+    }
+}
+
+impl Drop for LeaseShared {
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.renewal.lock()
+            && let Some(handle) = slot.take()
+        {
+            handle.abort();
+        }
+        // Release the lease (keeping the journal): best effort; if it fails
+        // the lease expires.
+        let state = self.current.get_mut();
+        if state.lost {
+            return;
+        }
+        let current = state.current.clone();
+        let inner = self.store.inner.clone();
+        let released = self.store.run(async move {
+            let mut next = current.head.clone();
+            next.lease = None;
+            match inner.swap(Some(&current), next).await {
+                Ok(_) => Ok(()),
+                Err(Swap::Conflict(_)) => Ok(()),
+                Err(Swap::Failed(e)) => Err(e),
+            }
+        });
+        if let Err(error) = released {
+            tracing::warn!(%error, "could not release the lease on the state; it expires by itself");
+        }
+    }
+}
+
+impl S3Lease {
+    /// Who holds it (this process).
+    pub fn holder(&self) -> LockHolder {
+        self.shared
+            .current
+            .try_lock()
+            .ok()
+            .and_then(|s| s.current.head.lease.as_ref().map(|l| l.holder.clone()))
+            .unwrap_or_else(|| LockHolder::current("oapkg"))
+    }
+
+    /// The state as of the lease (the head just taken).
+    pub fn load(&self) -> Result<Loaded, StateError> {
+        self.shared.run(|shared| {
+            Box::pin(async move {
+                let head = shared.current.lock().await.current.head.clone();
+                shared.store.inner.loaded(&head).await
+            })
+        })
+    }
+
+    /// The journal `apply` records purchases in, under this lease.
+    pub fn journal(&self) -> S3Journal {
+        S3Journal {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Writes `state` as the next snapshot (the head's journal folded in)
+    /// and points the head at it, keeping the lease. See
+    /// [`StateStore::write`](super::StateStore::write) for the contract.
+    pub fn write(&self, state: &mut State) -> Result<StateId, StateError> {
+        let given = state.clone();
+        let (folded, id) = self.shared.run(move |shared| {
+            Box::pin(async move {
+                let inner = shared.store.inner.clone();
+                let mut guard = shared.current.lock().await;
+                if guard.lost {
+                    return Err(shared.lost(None));
+                }
+                let head = guard.current.head.clone();
+                store::check_version(&inner.display, &given, &head.lineage, head.serial)?;
+                let current = inner
+                    .journal_contents(&head)?
+                    .map(|c| c.lines)
+                    .unwrap_or_default();
+                let folded = store::fold(&inner.display, &inner.head_name, &given, &current)?;
+                let snapshot = inner
+                    .put_snapshot(folded.serial, &folded.checksum, folded.bytes.clone())
+                    .await?;
+                let mut next = head.clone();
+                next.serial = folded.serial;
+                next.lineage = folded.lineage.clone();
+                next.snapshot = snapshot;
+                next.checksum = folded.checksum.clone();
+                next.journal.clear();
+                if let Some(lease) = next.lease.as_mut() {
+                    lease.expires = expiry(Timestamp::now(), inner.lease_duration);
+                }
+                match inner.swap(Some(&guard.current), next).await {
+                    Ok(now) => guard.current = now,
+                    Err(Swap::Conflict(now)) => {
+                        guard.lost = true;
+                        return Err(shared.lost(now.head.lease.map(|l| Box::new(l.holder))));
+                    }
+                    Err(Swap::Failed(e)) => return Err(e),
+                }
+                guard.pending.clear();
+                let id = StateId {
+                    lineage: Some(folded.lineage.clone()),
+                    serial: folded.serial,
+                    checksum: Some(folded.checksum.clone()),
+                };
+                Ok((folded, id))
+            })
+        })?;
+        state.lineage = Some(folded.lineage);
+        state.serial = folded.serial;
+        state.packages = folded.packages;
+        state.failed_attempts = folded.failed_attempts;
+        Ok(id)
+    }
+}
+
+/// Records purchase events in the head, under an [`S3Lease`]: each batch
+/// is one conditional write (group commit), durable when it returns `Ok`.
+#[derive(Debug)]
+pub struct S3Journal {
+    shared: Arc<LeaseShared>,
+}
+
+impl S3Journal {
+    /// `s3://…/head.json`.
+    pub fn path(&self) -> PathBuf {
+        self.shared.store.journal_path()
+    }
+
+    /// See [`Journal::record_batch`](super::Journal::record_batch): the
+    /// same checks and the same promise; a batch holding an intent is
+    /// refused once the lease is lost.
+    pub fn record_batch(&mut self, entries: &[JournalEntry]) -> Result<(), StateError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let entries = entries.to_vec();
+        self.shared.run(move |shared| {
+            Box::pin(async move {
+                let inner = shared.store.inner.clone();
+                let mut pending = shared.current.lock().await.pending.clone();
+                let events =
+                    journal::events_of(&inner.display, &inner.head_name, &mut pending, &entries)?;
+                let mut lines = Vec::with_capacity(events.len());
+                let mut generation = None;
+                shared
+                    .update(|head| {
+                        let g = generation.get_or_insert_with(|| Generation {
+                            lineage: Some(head.lineage.clone()),
+                            serial: head.serial,
+                        });
+                        for (key, event) in &events {
+                            let mut line = journal::encode_line(&inner.head_name, g, key, event)?;
+                            line.pop();
+                            lines.push(String::from_utf8(line).unwrap_or_default());
+                        }
+                        head.journal.append(&mut lines);
+                        Ok(())
+                    })
+                    .await?;
+                shared.current.lock().await.pending = pending;
+                Ok(())
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_location_is_a_bucket_and_a_plain_prefix() {
+        let parsed = S3Location::parse("s3://team-state/oapkg/prod/")
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.bucket, "team-state");
+        assert_eq!(parsed.prefix, "oapkg/prod");
+        assert_eq!(parsed.url(), "s3://team-state/oapkg/prod");
+        assert_eq!(parsed.object("head.json").as_ref(), "oapkg/prod/head.json");
+        let root = S3Location::parse("s3://team-state").unwrap().unwrap();
+        assert_eq!(root.object("head.json").as_ref(), "head.json");
+        assert!(S3Location::parse("state/oapkg.state.json").is_none());
+        for bad in [
+            "s3://",
+            "s3://Upper/x",
+            "s3://ok-bucket/../x",
+            "s3://ok-bucket/a//b",
+            "s3://b/x",
+        ] {
+            assert!(
+                matches!(
+                    S3Location::parse(bad),
+                    Some(Err(StateError::RemoteLocation { .. }))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn plain_http_goes_only_to_this_machine() {
+        let location = S3Location::parse("s3://bucket/x").unwrap().unwrap();
+        let with = |url: &'static str| {
+            build_client(&location, &move |name: &str| {
+                (name == "AWS_ENDPOINT_URL").then(|| url.to_owned())
+            })
+        };
+        assert!(with("http://127.0.0.1:9000").is_ok());
+        assert!(with("http://localhost:9000").is_ok());
+        assert!(with("https://s3.example.com").is_ok());
+        let refused = with("http://s3.example.com").unwrap_err();
+        assert!(
+            refused.contains("unencrypted to s3.example.com"),
+            "{refused}"
+        );
+        assert!(with("http://user:pw@127.0.0.1:9000").is_err());
+        assert!(with("ftp://127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn the_store_prints_no_credential() {
+        let location = S3Location::parse("s3://bucket/x").unwrap().unwrap();
+        let store = S3Store::new(location);
+        let shown = format!("{store:?}");
+        assert_eq!(shown, "S3Store { location: \"s3://bucket/x\", .. }");
+    }
+
+    #[test]
+    fn a_lease_is_live_until_it_expires() {
+        let now = Timestamp::now();
+        let lease = Lease {
+            id: "a".into(),
+            holder: LockHolder::current("oapkg apply"),
+            expires: expiry(now, Duration::from_secs(60)),
+        };
+        assert!(lease.live(now));
+        assert!(!lease.live(lease.expires));
+    }
+}

@@ -1,0 +1,299 @@
+//! Real S3-compatible servers for the S3 state tests, started by the
+//! project's own set-up: `tests/s3/setup.sh` creates a Python virtual
+//! environment under `target/` (once, under a file lock shared by parallel
+//! tests) with moto and ministack from PyPI; each test starts its own server
+//! on a free loopback port, creates a bucket, and stops it when dropped.
+//!
+//! - [`S3Server::moto`]: behaviour (moto honours `If-None-Match: *` and
+//!   `If-Match`, but its check and write are not atomic under concurrency);
+//! - [`S3Server::ministack`]: one asyncio loop, check and write in one step:
+//!   for races;
+//! - [`HeaderStripper`]: a proxy in front of a server that drops the
+//!   conditional headers, as a store that ignores them would.
+//!
+//! Without `python3` the tests skip with a message; with `CI=true` a server
+//! that cannot start fails the test (CI must run them).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The key pair every test server accepts (and oapkg must never print).
+pub const ACCESS_KEY: &str = "AKIAOAPKGTESTKEY7Q2Z";
+pub const SECRET_KEY: &str = "oapkgTestSecretKey9f8e7d6c5b4a3s2d1Zq";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Moto,
+    Ministack,
+}
+
+/// A running server with one bucket.
+pub struct S3Server {
+    child: Child,
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl S3Server {
+    /// moto on a free port, or `None` (with a message) where Python is
+    /// missing; panics on CI.
+    pub fn moto() -> Option<S3Server> {
+        S3Server::start(Kind::Moto)
+    }
+
+    /// ministack on a free port (see [`S3Server::moto`]).
+    pub fn ministack() -> Option<S3Server> {
+        S3Server::start(Kind::Ministack)
+    }
+
+    /// A fresh `s3://BUCKET/PREFIX` on this server.
+    pub fn location(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket)
+    }
+
+    /// Points `cmd` at this server: endpoint, keys, region.
+    pub fn configure(&self, cmd: &mut Command) {
+        configure(cmd, &self.endpoint);
+    }
+
+    fn start(kind: Kind) -> Option<S3Server> {
+        let venv = venv()?;
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut cmd = match kind {
+                Kind::Moto => {
+                    let mut cmd = Command::new(venv.join("bin/moto_server"));
+                    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+                    cmd
+                }
+                Kind::Ministack => {
+                    let mut cmd = Command::new(venv.join("bin/ministack"));
+                    cmd.env("GATEWAY_PORT", port.to_string())
+                        .env("BIND_HOST", "127.0.0.1")
+                        .env("SERVICES", "s3")
+                        .env("IOT_MTLS_ENABLED", "0");
+                    cmd
+                }
+            };
+            let log = tempfile::NamedTempFile::new().expect("server log");
+            let child = cmd
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log.reopen().expect("server log"))
+                .spawn();
+            let child = match child {
+                Ok(child) => child,
+                Err(e) => {
+                    last_error = format!("cannot start {kind:?}: {e}");
+                    continue;
+                }
+            };
+            let mut server = S3Server {
+                child,
+                endpoint: format!("http://127.0.0.1:{port}"),
+                bucket: "oapkg-test".to_owned(),
+            };
+            if server.wait_ready(port) {
+                return Some(server);
+            }
+            let mut text = String::new();
+            let _ = log.reopen().and_then(|mut f| f.read_to_string(&mut text));
+            last_error = format!("{kind:?} on port {port} did not come up: {text}");
+            let _ = server.child.kill();
+        }
+        unavailable(&last_error)
+    }
+
+    /// Waits until the server answers, then creates the bucket.
+    fn wait_ready(&mut self, port: u16) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Some(status) = http(port, "PUT", &format!("/{}", self.bucket), &[])
+                && (200..300).contains(&status)
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+/// Sets the S3 variables oapkg reads.
+pub fn configure(cmd: &mut Command, endpoint: &str) {
+    cmd.env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_ENDPOINT_URL_S3")
+        .env_remove("AWS_PROFILE");
+}
+
+/// One plain HTTP request; its status, or `None` when nothing answered.
+fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The virtual environment, created by `tests/s3/setup.sh` under a file
+/// lock (tests run in parallel); `None` where Python is missing.
+fn venv() -> Option<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let venv = target.join("s3-venv");
+    if Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        return unavailable("python3 is not installed");
+    }
+    std::fs::create_dir_all(&target).expect("target dir");
+    let lock = std::fs::File::create(target.join("s3-venv.lock")).expect("venv lock file");
+    lock.lock().expect("lock the venv");
+    let output = Command::new("sh")
+        .arg(root.join("tests/s3/setup.sh"))
+        .arg(&venv)
+        .output()
+        .expect("run tests/s3/setup.sh");
+    drop(lock);
+    if !output.status.success() {
+        return unavailable(&format!(
+            "tests/s3/setup.sh failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Some(venv)
+}
+
+/// Skips (prints why), or fails on CI where the S3 tests must run.
+fn unavailable<T>(why: &str) -> Option<T> {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("the S3 state tests must run on CI, but: {why}");
+    }
+    eprintln!("SKIPPED: S3 state test: {why}");
+    None
+}
+
+/// A loopback proxy in front of an S3 server that drops `If-None-Match`
+/// and `If-Match` from every request: a store that ignores conditional
+/// writes. One request per connection (it answers `Connection: close`).
+pub struct HeaderStripper {
+    pub endpoint: String,
+    listener_port: u16,
+}
+
+impl HeaderStripper {
+    pub fn start(upstream: &str) -> HeaderStripper {
+        let upstream_port: u16 = upstream
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("an upstream port");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                std::thread::spawn(move || {
+                    let _ = forward(client, upstream_port);
+                });
+            }
+        });
+        HeaderStripper {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            listener_port: port,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener_port
+    }
+}
+
+fn forward(mut client: TcpStream, upstream_port: u16) -> std::io::Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // The request head, then as much body as it announces.
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let n = client.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+    let mut body = buffer[head_end + 4..].to_vec();
+    let mut length = 0usize;
+    let mut kept = Vec::new();
+    for line in head.split("\r\n") {
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with("if-none-match:")
+            || lower.starts_with("if-match:")
+            || lower.starts_with("connection:")
+        {
+            continue;
+        }
+        if let Some(value) = lower.strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap_or(0);
+        }
+        kept.push(line.to_owned());
+    }
+    while body.len() < length {
+        let n = client.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    kept.push("Connection: close".to_owned());
+    let mut upstream = TcpStream::connect(("127.0.0.1", upstream_port))?;
+    upstream.write_all(format!("{}\r\n\r\n", kept.join("\r\n")).as_bytes())?;
+    upstream.write_all(&body)?;
+    let mut answer = Vec::new();
+    upstream.read_to_end(&mut answer)?;
+    client.write_all(&answer)?;
+    client.flush()
+}
