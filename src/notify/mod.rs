@@ -11,9 +11,9 @@
 //!   with exponential backoff on a connection failure, a timeout, HTTP 429
 //!   or 5xx, up to [`Delivery::attempts`]; other answers are final.
 //!   Every body is scrubbed of the account keys, and of the values of the
-//!   secret environment variables ([`SECRET_VARS`]: the eSMS keys, an S3
-//!   state's AWS credentials) whether or not this run uses them, before it
-//!   is queued; a URL is only logged as its scheme, host and port (a
+//!   secret environment variables ([`crate::secrets`]: the eSMS keys, an
+//!   S3 state's AWS credentials) whether or not this run uses them, before
+//!   it is queued; a URL is only logged as its scheme, host and port (a
 //!   webhook's path is often its secret).
 //!
 //! URLs: `https://`, or plain `http://` only to a loopback host, as for
@@ -145,38 +145,21 @@ impl Default for Delivery {
 /// Removes the account keys from a text.
 pub type Scrub = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
-/// Environment variables whose values never leave in a notification.
-pub const SECRET_VARS: &[&str] = &[
-    "ESMS_API_KEY",
-    "ESMS_SECRET_KEY",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-];
-
-/// The shortest value of a [`SECRET_VARS`] variable that is scrubbed: a
-/// shorter one is no secret worth the name, and replacing it would mangle
-/// the body.
+/// The shortest value of a secret variable ([`crate::secrets`]) that is
+/// scrubbed from a body: a shorter one is no secret worth the name, and
+/// replacing it would mangle the JSON.
 const SECRET_MIN_CHARS: usize = 8;
 
-/// `text` with every value of `secrets` replaced by `[redacted]`.
-fn scrub_values(text: &str, secrets: &[String]) -> String {
-    secrets.iter().fold(text.to_owned(), |out, secret| {
-        if out.contains(secret.as_str()) {
-            out.replace(secret.as_str(), crate::esms::credentials::REDACTED)
-        } else {
-            out
-        }
-    })
-}
-
-/// The values of the [`SECRET_VARS`] set in this process's environment.
+/// The values of the secret variables set in this process's environment.
 fn env_secrets() -> Vec<String> {
-    SECRET_VARS
-        .iter()
-        .filter_map(|var| std::env::var(var).ok())
-        .map(|value| value.trim().to_owned())
-        .filter(|value| value.chars().count() >= SECRET_MIN_CHARS)
-        .collect()
+    crate::secrets::from_env(
+        crate::secrets::ESMS_VARS
+            .into_iter()
+            .chain(crate::secrets::AWS_VARS),
+    )
+    .into_iter()
+    .filter(|value| value.chars().count() >= SECRET_MIN_CHARS)
+    .collect()
 }
 
 /// Queues notifications and delivers them in the background. Must be
@@ -185,7 +168,8 @@ pub struct Notifier {
     /// Emptied by [`Notifier::drain`].
     queues: std::sync::Mutex<Vec<Queue>>,
     scrub: Option<Scrub>,
-    /// The values of [`SECRET_VARS`], read at start.
+    /// The values of the secret variables ([`crate::secrets`]), read at
+    /// start.
     secrets: Vec<String>,
 }
 
@@ -265,7 +249,7 @@ impl Notifier {
             Some(scrub) => scrub(&body),
             None => body,
         };
-        let body: Arc<str> = scrub_values(&body, &self.secrets).into();
+        let body: Arc<str> = crate::secrets::scrub(&body, &self.secrets).into();
         for queue in queues.iter() {
             if queue.tx.try_send(body.clone()).is_err() {
                 tracing::warn!(
@@ -401,19 +385,6 @@ impl Observer for NotifyObserver {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secret_values_are_redacted_wherever_they_stand() {
-        let secrets = vec!["wJalrXUtnFEMI/K7MDENG".to_owned()];
-        assert_eq!(
-            scrub_values(
-                "{\"m\":\"key wJalrXUtnFEMI/K7MDENG, again wJalrXUtnFEMI/K7MDENG\"}",
-                &secrets
-            ),
-            "{\"m\":\"key [redacted], again [redacted]\"}"
-        );
-        assert_eq!(scrub_values("nothing", &secrets), "nothing");
-    }
 
     #[test]
     fn urls_are_https_or_loopback_http_and_shown_without_their_path() {
