@@ -66,6 +66,46 @@ impl S3Server {
         configure(cmd, &self.endpoint);
     }
 
+    /// Creates another bucket, `name` (an example's own bucket name).
+    pub fn create_bucket(&self, name: &str) {
+        let status = http(self.port(), "PUT", &format!("/{name}"), &[]);
+        assert!(
+            status.is_some_and(|s| (200..300).contains(&s)),
+            "create bucket {name}: {status:?}"
+        );
+    }
+
+    /// The body of `GET PATH` naming the test key, unsigned (the test
+    /// servers check no signature, but refuse an anonymous object read): an
+    /// object (`/BUCKET/KEY`) or a listing (`/BUCKET?list-type=2`, every key
+    /// with its ETag: two equal listings mean nothing was written).
+    pub fn get(&self, path: &str) -> String {
+        let authorization = format!(
+            "AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0"
+        );
+        let answer = request(
+            self.port(),
+            "GET",
+            path,
+            &[("Authorization", &authorization)],
+        )
+        .unwrap_or_else(|| panic!("GET {path}: no answer from {}", self.endpoint));
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        assert!(
+            head.split_whitespace().nth(1) == Some("200"),
+            "GET {path}: {head}"
+        );
+        body.to_owned()
+    }
+
+    fn port(&self) -> u16 {
+        self.endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port in the endpoint")
+    }
+
     fn start(kind: Kind) -> Option<S3Server> {
         let venv = venv()?;
         let mut last_error = String::new();
@@ -146,6 +186,12 @@ pub fn configure(cmd: &mut Command, endpoint: &str) {
 
 /// One plain HTTP request; its status, or `None` when nothing answered.
 fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<u16> {
+    let answer = request(port, method, path, headers)?;
+    answer.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// One plain HTTP request; the whole answer, or `None` when nothing answered.
+fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let mut request = format!(
@@ -158,8 +204,7 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Option
     stream.write_all(request.as_bytes()).ok()?;
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
-    let text = String::from_utf8_lossy(&answer);
-    text.split_whitespace().nth(1)?.parse().ok()
+    Some(String::from_utf8_lossy(&answer).into_owned()).filter(|a| !a.is_empty())
 }
 
 fn free_port() -> u16 {
