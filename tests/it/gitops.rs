@@ -424,6 +424,9 @@ impl Ran {
 #[derive(Default)]
 struct RunnerEnv<'a> {
     secrets: Vec<(&'a str, String)>,
+    /// GitHub's configuration variables, for `${{ vars.NAME }}` (empty
+    /// when not set, as on GitHub).
+    vars: Vec<(&'a str, String)>,
     ambient: Vec<(String, String)>,
 }
 
@@ -505,6 +508,17 @@ fn try_run_steps(
         .env_remove("ESMS_SECRET_KEY")
         .env_remove("RUST_LOG")
         .env_remove("NO_COLOR");
+        // Nothing of this machine's S3 settings: a step sees only its own.
+        for name in [
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+        ] {
+            cmd.env_remove(name);
+        }
         cmd.envs(env.ambient.iter().map(|(k, v)| (k, v)));
         // What earlier steps exported through $GITHUB_ENV.
         for line in std::fs::read_to_string(&github_env).unwrap().lines() {
@@ -513,21 +527,29 @@ fn try_run_steps(
             }
         }
         for (name, value) in &step.env {
-            let value = match value
-                .trim()
-                .strip_prefix("${{ secrets.")
-                .and_then(|v| v.strip_suffix("}}"))
-            {
-                Some(secret) => {
-                    let secret = secret.trim();
+            let expression = value.trim();
+            let context = |prefix: &str| {
+                expression
+                    .strip_prefix(prefix)
+                    .and_then(|v| v.strip_suffix("}}"))
+                    .map(str::trim)
+            };
+            let value = match (context("${{ secrets."), context("${{ vars.")) {
+                (Some(secret), _) => {
                     let found = env.secrets.iter().find(|(n, _)| *n == secret);
                     match found {
                         Some((_, value)) => value.clone(),
                         None => panic!("{file}: {}: unknown secret {secret}", step.label),
                     }
                 }
+                (None, Some(var)) => env
+                    .vars
+                    .iter()
+                    .find(|(n, _)| *n == var)
+                    .map(|(_, value)| value.clone())
+                    .unwrap_or_default(),
                 // GitLab expands a variable naming another (`$NAME`).
-                None => match value.strip_prefix('$') {
+                (None, None) => match value.strip_prefix('$') {
                     Some(var) if var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
                         let found = env.ambient.iter().find(|(n, _)| n == var);
                         match found {
@@ -654,6 +676,7 @@ impl Checkout {
                 ("ESMS_API_KEY", API_KEY.to_owned()),
                 ("ESMS_SECRET_KEY", SECRET_KEY.to_owned()),
             ],
+            vars: Vec::new(),
             ambient: ambient
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -1678,8 +1701,8 @@ fn s3_state_pipelines_use_the_bucket_hold_the_lease_only_to_apply_and_commit_not
 /// The bucket and state the S3 examples name.
 const EXAMPLE_BUCKET: &str = "example-oapkg-state";
 const EXAMPLE_S3_STATE: &str = "s3://example-oapkg-state/prod";
-/// The read-only key pair the examples give plan jobs (the test servers do
-/// not check keys: what is checked is that a plan writes nothing).
+/// The read-only key pair the examples give plan jobs. moto does not enforce
+/// key policies: its recording shows which key each request used.
 const READ_ACCESS_KEY: &str = "AKIAOAPKGREADONLY7Q2Z";
 const READ_SECRET_KEY: &str = "oapkgReadOnlySecretKey1a2b3c4d5e6f7g8h";
 
@@ -1705,7 +1728,7 @@ impl Example {
             _ => examples().join("state-in-repo"),
         };
         let server = if uses_s3_state(rel) {
-            let server = S3Server::moto()?;
+            let server = S3Server::moto_recording()?;
             server.create_bucket(EXAMPLE_BUCKET);
             Some(server)
         } else {
@@ -1749,35 +1772,44 @@ impl Example {
     }
 
     /// The runner's environment: the checkout's and, for the S3 example,
-    /// the store's endpoint and keys: GitHub secrets, or GitLab CI/CD
-    /// variables (the write pair as `AWS_*`, which the plan job's own
-    /// `variables:` replace by the read pair).
+    /// the store and its keys. GitHub: the keys as secrets, the endpoint as
+    /// the repository variable the workflow passes on (the runner's own
+    /// `AWS_ENDPOINT_URL` is a dead loopback port: a workflow that failed
+    /// to pass it on would fail here, never reach AWS). GitLab: CI/CD
+    /// variables, the write pair as `AWS_*` (protected variables, which
+    /// GitLab gives no merge-request pipeline; here the plan job's own
+    /// `variables:` replace them by the read pair).
     fn runner_env(&self) -> RunnerEnv<'static> {
         let mut env = self.checkout.runner_env(self.dir());
         let Some(server) = &self.server else {
             return env;
         };
-        let keys = [
-            ("OAPKG_READ_AWS_ACCESS_KEY_ID", READ_ACCESS_KEY),
-            ("OAPKG_READ_AWS_SECRET_ACCESS_KEY", READ_SECRET_KEY),
-            ("OAPKG_AWS_ACCESS_KEY_ID", server::ACCESS_KEY),
-            ("OAPKG_AWS_SECRET_ACCESS_KEY", server::SECRET_KEY),
-        ];
-        env.secrets
-            .extend(keys.iter().map(|(k, v)| (*k, (*v).to_owned())));
-        let ambient = [
-            ("AWS_ENDPOINT_URL", server.endpoint.as_str()),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ACCESS_KEY_ID", server::ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", server::SECRET_KEY),
+        let read_pair = [
             ("OAPKG_READ_AWS_ACCESS_KEY_ID", READ_ACCESS_KEY),
             ("OAPKG_READ_AWS_SECRET_ACCESS_KEY", READ_SECRET_KEY),
         ];
-        let ambient = if self.rel.contains("/.github/") {
-            &ambient[..2]
+        let mut ambient = vec![("AWS_REGION", "us-east-1")];
+        if self.rel.contains("/.github/") {
+            let write_pair = [
+                ("OAPKG_AWS_ACCESS_KEY_ID", server::ACCESS_KEY),
+                ("OAPKG_AWS_SECRET_ACCESS_KEY", server::SECRET_KEY),
+            ];
+            env.secrets.extend(
+                read_pair
+                    .iter()
+                    .chain(&write_pair)
+                    .map(|(k, v)| (*k, (*v).to_owned())),
+            );
+            env.vars.push(("AWS_ENDPOINT_URL", server.endpoint.clone()));
+            ambient.push(("AWS_ENDPOINT_URL", "http://127.0.0.1:9"));
         } else {
-            &ambient[..]
-        };
+            ambient.extend([
+                ("AWS_ENDPOINT_URL", server.endpoint.as_str()),
+                ("AWS_ACCESS_KEY_ID", server::ACCESS_KEY),
+                ("AWS_SECRET_ACCESS_KEY", server::SECRET_KEY),
+            ]);
+            ambient.extend(read_pair);
+        }
         env.ambient.extend(
             ambient
                 .iter()
@@ -1864,14 +1896,35 @@ impl Example {
         );
     }
 
-    /// A pull request's plan job: it must succeed, buy nothing, and write
-    /// nothing to the bucket. Returns the comment.
+    /// The requests the S3 server answered while `run` ran, and its result.
+    fn requests_during(&self, run: impl FnOnce() -> Ran) -> (Ran, Vec<server::Request>) {
+        let seen = self.server().requests().len();
+        let ran = run();
+        (ran, self.server().requests().split_off(seen))
+    }
+
+    /// A pull request's plan job: it must succeed, buy nothing, and only
+    /// read the bucket, with the read-only key. Returns the comment.
     #[track_caller]
     fn plan_pull_request(&self) -> (Ran, String) {
         let before = self.bucket_listing();
         let charged = self.sim().ledger().len();
-        let ran = self.run("plan");
+        let (ran, requests) = self.requests_during(|| self.run("plan"));
         assert_eq!(ran.failed, None, "{}\n{}", self.rel, ran.transcript());
+        assert!(
+            !requests.is_empty(),
+            "{}: the plan read the state",
+            self.rel
+        );
+        for request in &requests {
+            assert!(
+                matches!(request.method.as_str(), "GET" | "HEAD")
+                    && request.access_key == READ_ACCESS_KEY
+                    && request.url.contains(&format!("/{EXAMPLE_BUCKET}/prod/")),
+                "{}: a plan job only reads, with the read-only key: {request:?}",
+                self.rel
+            );
+        }
         assert_eq!(
             self.bucket_listing(),
             before,
@@ -1915,8 +1968,13 @@ fn s3_pipeline_runs_for_real(rel: &str) {
 
     // Merge: apply buys exactly the reviewed plan, once, into the bucket.
     write_labels(example.dir(), &[]);
-    let ran = example.run("apply");
+    let (ran, requests) = example.requests_during(|| example.run("apply"));
     assert_eq!(ran.failed, None, "{rel}\n{}", ran.transcript());
+    assert!(
+        requests.iter().any(|r| r.method == "PUT")
+            && requests.iter().all(|r| r.access_key == server::ACCESS_KEY),
+        "{rel}: apply writes the state with the write key: {requests:?}"
+    );
     assert_charged_once(&example.sim(), &EXAMPLE_KEYS);
     assert_eq!(example.recorded(), EXAMPLE_KEYS, "{rel}");
     let head = example.head();

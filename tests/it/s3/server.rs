@@ -30,9 +30,21 @@ pub enum Kind {
     Ministack,
 }
 
+/// A request a recording server answered.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    pub url: String,
+    /// The key the request was made with (empty when anonymous).
+    pub access_key: String,
+}
+
 /// A running server with one bucket.
 pub struct S3Server {
     child: Child,
+    /// Where moto records every request, when asked to (see
+    /// [`S3Server::moto_recording`]).
+    recording: Option<tempfile::TempPath>,
     pub endpoint: String,
     pub bucket: String,
 }
@@ -48,12 +60,49 @@ impl S3Server {
     /// moto on a free port, or `None` (with a message) where Python is
     /// missing; panics on CI.
     pub fn moto() -> Option<S3Server> {
-        S3Server::start(Kind::Moto)
+        S3Server::start(Kind::Moto, false)
+    }
+
+    /// [`S3Server::moto`] recording every request it answers (moto's
+    /// recorder): see [`S3Server::requests`].
+    pub fn moto_recording() -> Option<S3Server> {
+        S3Server::start(Kind::Moto, true)
+    }
+
+    /// Every request answered so far, in order, when recording: method,
+    /// path and the access key its `Authorization` header names.
+    pub fn requests(&self) -> Vec<Request> {
+        let path = self.recording.as_ref().expect("a recording server");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.lines()
+            .map(|line| {
+                let entry: serde_json::Value =
+                    serde_json::from_str(line).expect("a recorded request");
+                let authorization = entry["headers"]
+                    .as_object()
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                    })
+                    .and_then(|(_, v)| v.as_str())
+                    .unwrap_or("");
+                Request {
+                    method: entry["method"].as_str().unwrap_or("").to_owned(),
+                    url: entry["url"].as_str().unwrap_or("").to_owned(),
+                    access_key: authorization
+                        .split("Credential=")
+                        .nth(1)
+                        .and_then(|c| c.split('/').next())
+                        .unwrap_or("")
+                        .to_owned(),
+                }
+            })
+            .collect()
     }
 
     /// ministack on a free port (see [`S3Server::moto`]).
     pub fn ministack() -> Option<S3Server> {
-        S3Server::start(Kind::Ministack)
+        S3Server::start(Kind::Ministack, false)
     }
 
     /// A fresh `s3://BUCKET/PREFIX` on this server.
@@ -106,7 +155,7 @@ impl S3Server {
             .expect("a port in the endpoint")
     }
 
-    fn start(kind: Kind) -> Option<S3Server> {
+    fn start(kind: Kind, record: bool) -> Option<S3Server> {
         let venv = venv()?;
         let mut last_error = String::new();
         for _ in 0..5 {
@@ -126,6 +175,12 @@ impl S3Server {
                     cmd
                 }
             };
+            let recording = record.then(|| {
+                let file = tempfile::NamedTempFile::new().expect("a recording file");
+                cmd.env("MOTO_ENABLE_RECORDING", "1")
+                    .env("MOTO_RECORDER_FILEPATH", file.path());
+                file.into_temp_path()
+            });
             let log = tempfile::NamedTempFile::new().expect("server log");
             let child = cmd
                 .stdin(Stdio::null())
@@ -141,6 +196,7 @@ impl S3Server {
             };
             let mut server = S3Server {
                 child,
+                recording,
                 endpoint: format!("http://127.0.0.1:{port}"),
                 bucket: "oapkg-test".to_owned(),
             };
