@@ -1695,8 +1695,8 @@ fn s3_state_pipelines_use_the_bucket_hold_the_lease_only_to_apply_and_commit_not
 }
 
 // ---------------------------------------------------------------------------
-// The S3-state pipelines, step by step, against moto holding the example's
-// own bucket.
+// An example as CI checks it out, and the S3-state pipelines step by step
+// against moto holding the example's own bucket.
 
 /// The bucket and state the S3 examples name.
 const EXAMPLE_BUCKET: &str = "example-oapkg-state";
