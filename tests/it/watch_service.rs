@@ -792,7 +792,7 @@ fn expiring_is_notified_once_per_oa_per_day_across_cycles_and_again_the_next_day
     // 1001's coverage ends 2026-11-30, nothing declared after it; 1002's
     // runs for a year.
     let ending = "  - oaid: \"1001\"\n    name: Shop A\n    tier: advanced\n    start: 2026-11-01\n    duration: 1\n".to_owned();
-    env.file("a.yaml", doc(&[ending.clone()]));
+    env.file("a.yaml", doc(std::slice::from_ref(&ending)));
     let receiver = Receiver::start(0, false);
     // This process's clock starts 8 s before midnight in Asia/Ho_Chi_Minh.
     let mut watch = Watch::start_with(
