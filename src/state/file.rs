@@ -129,8 +129,25 @@ pub fn encode(
     packages: &BTreeMap<Key, Record>,
     failed_attempts: &FailedAttempts,
 ) -> Result<(Vec<u8>, String), StateError> {
+    let mut bytes = Vec::new();
+    let checksum = encode_to(path, &mut bytes, lineage, serial, packages, failed_attempts)?;
+    Ok((bytes, checksum))
+}
+
+/// [`encode`], written into `out` as it is encoded (a large state's file
+/// is tens of megabytes that need not be in memory at once); returns the
+/// checksum. A failure to write into `out` is a [`StateError::Encode`]
+/// whose source [`is_io`](serde_json::Error::is_io).
+pub fn encode_to(
+    path: &Path,
+    out: &mut impl std::io::Write,
+    lineage: &str,
+    serial: u64,
+    packages: &BTreeMap<Key, Record>,
+    failed_attempts: &FailedAttempts,
+) -> Result<String, StateError> {
     let checksum = checksum(path, Some(lineage), serial, packages, failed_attempts)?;
-    let out = FileOut {
+    let file = FileOut {
         format_version: FORMAT_VERSION,
         lineage,
         serial,
@@ -138,12 +155,14 @@ pub fn encode(
         packages,
         failed_attempts,
     };
-    let mut bytes = serde_json::to_vec_pretty(&out).map_err(|source| StateError::Encode {
+    let encode_error = |source| StateError::Encode {
         path: path.to_owned(),
         source,
-    })?;
-    bytes.push(b'\n');
-    Ok((bytes, checksum))
+    };
+    serde_json::to_writer_pretty(&mut *out, &file).map_err(encode_error)?;
+    out.write_all(b"\n")
+        .map_err(|error| encode_error(serde_json::Error::io(error)))?;
+    Ok(checksum)
 }
 
 /// Parses and verifies a state file's bytes; `path` is only for messages.

@@ -262,6 +262,9 @@ pub(crate) struct JournalSlot {
     /// The generation new lines are tagged with; `None` until first needed
     /// (read from the state file), then kept current by every write.
     pub generation: Option<Generation>,
+    /// The state file as loaded under this lock (see
+    /// [`LoadedFile`](super::store::LoadedFile)); taken by the next write.
+    pub loaded_file: Option<super::store::LoadedFile>,
     /// Open append handle, `None` when the journal file has not been opened
     /// (or was just removed by a fold).
     file: Option<File>,

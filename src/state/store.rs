@@ -22,6 +22,7 @@
 //! recognises them as already folded (and checks that they are) and ignores
 //! them, and the next writer removes them. Replay is idempotent besides.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, Metadata, OpenOptions};
 
 use crate::files::{self, OpenError};
@@ -32,7 +33,8 @@ use std::time::Duration;
 use super::file::{self, DiskState};
 use super::journal::{self, Generation, Journal, JournalSlot};
 use super::lock::{self, StateLock, UnlockOutcome};
-use super::{State, StateError, StateId};
+use super::{FailedAttempt, Record, State, StateError, StateId};
+use crate::spec::{Key, Sha256Writer, sha256_tagged};
 
 /// How many times `load` rereads when the file is replaced while it reads.
 const LOAD_ATTEMPTS: usize = 20;
@@ -83,17 +85,33 @@ impl StateStore {
     /// that fails any check is refused with the matching [`StateError`] and
     /// left untouched.
     pub fn load(&self) -> Result<Loaded, StateError> {
+        self.load_summed(false).map(|(loaded, _)| loaded)
+    }
+
+    /// [`load`](Self::load), and, if `sum`, which file was loaded with the
+    /// SHA-256 of its bytes (see [`LoadedFile`]).
+    fn load_summed(&self, sum: bool) -> Result<(Loaded, Option<LoadedFile>), StateError> {
         // The file and the journal are two files: a writer may fold the
         // journal between our two reads. The file is only ever replaced by
         // rename, so if it is the same file after reading the journal as
         // before, no write happened in between and the pair is consistent.
         for _ in 0..LOAD_ATTEMPTS {
-            let (disk, identity) = self.read_file()?;
+            let (disk, identity, summed) = self.read_file_summed(sum)?;
             let contents = journal::read(&self.journal_path())?;
             if self.identity_now()? != identity {
                 continue;
             }
-            return self.assemble(disk, contents);
+            let loaded_file = match (&disk, identity, summed) {
+                (Some(d), Some(identity), Some((len, sha256))) => Some(LoadedFile {
+                    identity,
+                    len,
+                    sha256,
+                    lineage: d.lineage.clone(),
+                    serial: d.serial,
+                }),
+                _ => None,
+            };
+            return Ok((self.assemble(disk, contents)?, loaded_file));
         }
         Err(StateError::Unstable {
             path: self.path.clone(),
@@ -126,7 +144,8 @@ impl StateStore {
             &Default::default(),
             &Default::default(),
         )?;
-        replace_with_backup(&self.path, &bytes, false).map_err(|failure| *failure.error)?;
+        replace_with_backup(&self.path, false, |out| write_bytes(&self.path, out, &bytes))
+            .map_err(|failure| *failure.error)?;
         slot.generation = Some(Generation {
             lineage: Some(lineage.clone()),
             serial,
@@ -164,7 +183,8 @@ impl StateStore {
             &state.packages,
             &state.failed_attempts,
         )?;
-        replace_with_backup(&self.path, &bytes, false).map_err(|failure| *failure.error)?;
+        replace_with_backup(&self.path, false, |out| write_bytes(&self.path, out, &bytes))
+            .map_err(|failure| *failure.error)?;
         slot.generation = Some(Generation {
             lineage: Some(lineage.clone()),
             serial: state.serial,
@@ -199,17 +219,18 @@ impl StateStore {
         timeout: Duration,
     ) -> Result<(StateLock, Loaded), StateError> {
         let lock = self.lock(command, timeout)?;
-        let loaded = self.load()?;
+        let (loaded, loaded_file) = self.load_summed(true)?;
         // Under the lock nobody else replaces the file: the journal's
         // generation is the file just loaded, so `journal` need not read
-        // and check the whole file again.
-        lock.inner
-            .slot()?
-            .generation
-            .get_or_insert_with(|| Generation {
-                lineage: loaded.state.lineage.clone(),
-                serial: loaded.state.serial,
-            });
+        // and check the whole file again, nor `write` decode it again
+        // while it still has the same bytes.
+        let mut slot = lock.inner.slot()?;
+        slot.generation.get_or_insert_with(|| Generation {
+            lineage: loaded.state.lineage.clone(),
+            serial: loaded.state.serial,
+        });
+        slot.loaded_file = loaded_file;
+        drop(slot);
         Ok((lock, loaded))
     }
 
@@ -370,14 +391,106 @@ impl StateStore {
     /// `write`, with the journal's mutex already held.
     fn write_in(&self, slot: &mut JournalSlot, state: &mut State) -> Result<StateId, StateError> {
         let journal_path = self.journal_path();
-        // Re-read under the lock: never replace a file `load` would refuse,
-        // and never one newer than the state we were given.
+        let ToFold {
+            had_file,
+            had_journal,
+            current,
+        } = self.to_fold(slot, state)?;
+        // The state is advanced in place (no copy of its records) and put
+        // back as it was given if anything fails.
+        let undo = Undo::of(state, &current);
+        let written = advance(&self.path, &journal_path, state, &current).and_then(|lineage| {
+            let next = &*state;
+            let mut checksum = String::new();
+            let replaced = replace_with_backup(&self.path, had_file, |out| {
+                checksum = file::encode_to(
+                    &self.path,
+                    out,
+                    &lineage,
+                    next.serial,
+                    &next.packages,
+                    &next.failed_attempts,
+                )?;
+                Ok(())
+            });
+            if let Err(failure) = replaced {
+                if failure.uncertain {
+                    // The new file may or may not be in place: lines appended
+                    // now could be tagged with the wrong generation. Stop
+                    // recording.
+                    slot.broken = true;
+                }
+                return Err(*failure.error);
+            }
+            Ok((lineage, checksum))
+        });
+        let (lineage, checksum) = match written {
+            Ok(written) => written,
+            Err(error) => {
+                undo.restore(state);
+                return Err(error);
+            }
+        };
+        slot.generation = Some(Generation {
+            lineage: Some(lineage.clone()),
+            serial: state.serial,
+        });
+        // Only now, with the folded entries durable in the state file, may
+        // the journal go. If removing it fails, its lines name the previous
+        // serial and are recognised as folded.
+        if had_journal {
+            remove_journal(&journal_path, slot);
+        }
+        Ok(StateId {
+            lineage: Some(lineage),
+            serial: state.serial,
+            checksum: Some(checksum),
+        })
+    }
+
+    /// What `write` folds: the journal's lines for the file at the path,
+    /// once that file is known to be one `load` accepts and the version
+    /// `state` was loaded from (any state may be written where no file
+    /// exists).
+    ///
+    /// Never replace a file `load` would refuse, nor one newer than the
+    /// state we were given: the file is re-read under the lock, and decoded
+    /// again unless it still has exactly the bytes loaded under this lock
+    /// ([`LoadedFile`]): decoding is a function of the bytes alone, so the
+    /// same bytes would decode to the same accepted version again.
+    fn to_fold(&self, slot: &mut JournalSlot, state: &State) -> Result<ToFold, StateError> {
+        let journal_path = self.journal_path();
+        if let Some(known) = slot.loaded_file.take()
+            && self.still_holds(&known)
+        {
+            check_version(&self.path, state, &known.lineage, known.serial)?;
+            let contents = journal::read(&journal_path)?;
+            let generation = Generation {
+                lineage: Some(known.lineage),
+                serial: known.serial,
+            };
+            let lines = contents.map(|c| c.lines);
+            // Lines of an earlier version are checked against the file's
+            // records (were they folded?): that needs the decoded file.
+            if lines
+                .iter()
+                .flatten()
+                .all(|line| line.generation == generation)
+            {
+                return Ok(ToFold {
+                    had_file: true,
+                    had_journal: lines.is_some(),
+                    current: lines.unwrap_or_default(),
+                });
+            }
+        }
         let (disk, _) = self.read_file()?;
         if let Some(d) = &disk {
             check_version(&self.path, state, &d.lineage, d.serial)?;
         }
         let contents = journal::read(&journal_path)?;
-        let current = match contents.as_ref() {
+        let had_journal = contents.is_some();
+        let current = match contents {
             Some(contents) => {
                 let empty = Default::default();
                 journal::current_lines(
@@ -385,58 +498,56 @@ impl StateStore {
                     &self.path,
                     &generation_of(disk.as_ref()),
                     disk.as_ref().map_or(&empty, |d| &d.packages),
-                    contents.lines.clone(),
+                    contents.lines,
                 )?
             }
             None => Vec::new(),
         };
-        let Folded {
-            lineage,
-            serial,
-            packages,
-            failed_attempts,
-            bytes,
-            checksum,
-        } = fold(&self.path, &journal_path, state, &current)?;
-
-        if let Err(failure) = replace_with_backup(&self.path, &bytes, disk.is_some()) {
-            if failure.uncertain {
-                // The new file may or may not be in place: lines appended now
-                // could be tagged with the wrong generation. Stop recording.
-                slot.broken = true;
-            }
-            return Err(*failure.error);
-        }
-        slot.generation = Some(Generation {
-            lineage: Some(lineage.clone()),
-            serial,
-        });
-        // Only now, with the folded entries durable in the state file, may
-        // the journal go. If removing it fails, its lines name the previous
-        // serial and are recognised as folded.
-        if contents.is_some() {
-            remove_journal(&journal_path, slot);
-        }
-        state.lineage = Some(lineage.clone());
-        state.serial = serial;
-        state.packages = packages;
-        state.failed_attempts = failed_attempts;
-        Ok(StateId {
-            lineage: Some(lineage),
-            serial,
-            checksum: Some(checksum),
+        Ok(ToFold {
+            had_file: disk.is_some(),
+            had_journal,
+            current,
         })
+    }
+
+    /// Whether the file at the path is still `known`, byte for byte: the
+    /// same file (device and inode), the same length, the same SHA-256 of
+    /// its bytes. Anything unexpected (a link, no file, a read error) is
+    /// `false`: the full read that follows reports it.
+    fn still_holds(&self, known: &LoadedFile) -> bool {
+        if self.refuse_symlink().is_err() {
+            return false;
+        }
+        let Ok((file, meta)) = files::open_regular(&self.path) else {
+            return false;
+        };
+        if file_identity(&meta) != known.identity || meta.len() != known.len {
+            return false;
+        }
+        let mut hasher = Sha256Writer::default();
+        let mut reader = io::BufReader::with_capacity(1 << 16, file);
+        match io::copy(&mut reader, &mut hasher) {
+            Ok(len) => len == known.len && hasher.finish() == known.sha256,
+            Err(_) => false,
+        }
     }
 
     /// Reads and checks the state file; `None` when it does not exist. Also
     /// returns which file it was, to notice a replacement.
     fn read_file(&self) -> Result<(Option<DiskState>, Option<FileIdentity>), StateError> {
+        let (disk, identity, _) = self.read_file_summed(false)?;
+        Ok((disk, identity))
+    }
+
+    /// [`read_file`](Self::read_file), and, if `sum`, the length and SHA-256
+    /// of the bytes read.
+    fn read_file_summed(&self, sum: bool) -> Result<FileRead, StateError> {
         // Before opening, which would follow a link: a dangling one would
         // read as "no state yet" and the first write would replace it.
         self.refuse_symlink()?;
         let (mut file, meta) = match files::open_regular(&self.path) {
             Ok(opened) => opened,
-            Err(e) if e.is_not_found() => return Ok((None, None)),
+            Err(e) if e.is_not_found() => return Ok((None, None, None)),
             Err(OpenError::NotRegular(kind)) => {
                 return Err(StateError::NotAFile {
                     path: self.path.clone(),
@@ -450,8 +561,9 @@ impl StateStore {
         let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
         file.read_to_end(&mut bytes)
             .map_err(|source| StateError::io("read the state file", &self.path, source))?;
+        let summed = sum.then(|| (bytes.len() as u64, sha256_tagged(&bytes)));
         let disk = file::decode_owned(&self.path, bytes)?;
-        Ok((Some(disk), Some(file_identity(&meta))))
+        Ok((Some(disk), Some(file_identity(&meta)), summed))
     }
 
     /// Refuses a state path that is a symbolic link (see [`StateError::Symlink`]).
@@ -584,12 +696,43 @@ pub(crate) fn fold(
     state: &State,
     current: &[journal::Line],
 ) -> Result<Folded, StateError> {
-    let mut packages = state.packages.clone();
-    let mut failed_attempts = state.failed_attempts.clone();
+    let mut next = state.clone();
+    let lineage = advance(state_path, journal_path, &mut next, current)?;
+    let (bytes, checksum) = file::encode(
+        state_path,
+        &lineage,
+        next.serial,
+        &next.packages,
+        &next.failed_attempts,
+    )?;
+    Ok(Folded {
+        lineage,
+        serial: next.serial,
+        packages: next.packages,
+        failed_attempts: next.failed_attempts,
+        bytes,
+        checksum,
+    })
+}
+
+/// [`fold`]'s change of `state` in place, without encoding it: on success
+/// `state` is the next version (its lineage is returned); on error it may
+/// be half-changed (see [`Undo`]).
+fn advance(
+    state_path: &Path,
+    journal_path: &Path,
+    state: &mut State,
+    current: &[journal::Line],
+) -> Result<String, StateError> {
     if !current.is_empty() {
-        journal::replay(journal_path, &mut packages, &mut failed_attempts, current)?;
+        journal::replay(
+            journal_path,
+            &mut state.packages,
+            &mut state.failed_attempts,
+            current,
+        )?;
     }
-    file::validate_records(state_path, &packages)?;
+    file::validate_records(state_path, &state.packages)?;
     let serial = state
         .serial
         .checked_add(1)
@@ -599,19 +742,92 @@ pub(crate) fn fold(
         })?;
     let lineage = state
         .lineage
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let (bytes, checksum) =
-        file::encode(state_path, &lineage, serial, &packages, &failed_attempts)?;
-    Ok(Folded {
-        lineage,
-        serial,
-        packages,
-        failed_attempts,
-        bytes,
-        checksum,
-    })
+        .get_or_insert_with(|| uuid::Uuid::new_v4().to_string())
+        .clone();
+    state.serial = serial;
+    Ok(lineage)
 }
+
+/// What [`advance`] may change in a state, kept to put it back: its
+/// lineage and serial, and the records and failed attempts of the keys the
+/// replayed lines name (replay touches no other key).
+struct Undo {
+    lineage: Option<String>,
+    serial: u64,
+    records: Vec<(Key, Option<Record>, Option<FailedAttempt>)>,
+}
+
+impl Undo {
+    fn of(state: &State, lines: &[journal::Line]) -> Undo {
+        let keys: BTreeSet<&Key> = lines.iter().map(|line| &line.key).collect();
+        Undo {
+            lineage: state.lineage.clone(),
+            serial: state.serial,
+            records: keys
+                .into_iter()
+                .map(|key| {
+                    (
+                        key.clone(),
+                        state.packages.get(key).cloned(),
+                        state.failed_attempts.get(key).cloned(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn restore(self, state: &mut State) {
+        state.lineage = self.lineage;
+        state.serial = self.serial;
+        for (key, record, failed) in self.records {
+            match failed {
+                Some(failed) => state.failed_attempts.insert(key.clone(), failed),
+                None => state.failed_attempts.remove(&key),
+            };
+            match record {
+                Some(record) => state.packages.insert(key, record),
+                None => state.packages.remove(&key),
+            };
+        }
+    }
+}
+
+/// What a write folds (see `StateStore::to_fold`).
+struct ToFold {
+    /// A state file was at the path (it becomes the backup).
+    had_file: bool,
+    /// A journal was at the path (it is removed once the write is durable).
+    had_journal: bool,
+    /// The journal's lines to replay over the state.
+    current: Vec<journal::Line>,
+}
+
+/// The state file as loaded under a lock, for the write that follows:
+/// which file it was (device and inode), its length and the SHA-256 of its
+/// bytes, and the version it holds.
+///
+/// Why the hash and not only the file's metadata: a file edited in place
+/// keeps its inode, and its length may not change; its modification time
+/// can be set back, and both it and the change time have the file system's
+/// clock granularity (milliseconds on some), so two versions could look
+/// alike. Equal SHA-256 means equal bytes, and decoding depends on the
+/// bytes alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LoadedFile {
+    identity: FileIdentity,
+    len: u64,
+    sha256: String,
+    lineage: String,
+    serial: u64,
+}
+
+/// A read state file: what it decodes to, which file it was, and (when
+/// asked) its length and SHA-256.
+type FileRead = (
+    Option<DiskState>,
+    Option<FileIdentity>,
+    Option<(u64, String)>,
+);
 
 pub(crate) fn generation_of(disk: Option<&DiskState>) -> Generation {
     disk.map_or_else(Generation::default, |d| Generation {
@@ -717,6 +933,12 @@ pub(crate) fn file_identity(meta: &Metadata) -> FileIdentity {
     (meta.len(), modified)
 }
 
+/// Writes `bytes` as the new version of the state file at `path`.
+fn write_bytes(path: &Path, out: &mut impl Write, bytes: &[u8]) -> Result<(), StateError> {
+    out.write_all(bytes)
+        .map_err(|source| StateError::io("write the new version of", path, source))
+}
+
 /// A failed replacement, and whether the new file may already be in place.
 struct ReplaceFailure {
     /// Boxed: a `Result` carrying it stays small.
@@ -737,8 +959,8 @@ impl From<StateError> for ReplaceFailure {
 /// `had_previous`) as `<path>.backup`. See the module docs for the order.
 fn replace_with_backup(
     path: &Path,
-    bytes: &[u8],
     had_previous: bool,
+    contents: impl FnOnce(&mut io::BufWriter<&File>) -> Result<(), StateError>,
 ) -> Result<(), ReplaceFailure> {
     let dir = parent_dir(path);
     create_parent_dir(path)?;
@@ -752,11 +974,20 @@ fn replace_with_backup(
     let mut builder = crate::files::new_version_builder();
     builder.prefix(&prefix).suffix(".tmp");
     // Errors name the state file; their cause, the temporary one beside it.
-    let mut tmp = builder
+    let tmp = builder
         .tempfile_in(dir)
         .map_err(|source| StateError::io("create the new version of", path, source))?;
-    tmp.write_all(bytes)
+    // Written as it is encoded, through a buffer.
+    let mut out = io::BufWriter::with_capacity(1 << 16, tmp.as_file());
+    contents(&mut out).map_err(|error| match error {
+        StateError::Encode { source, .. } if source.is_io() => {
+            StateError::io("write the new version of", path, io::Error::from(source))
+        }
+        other => other,
+    })?;
+    out.flush()
         .map_err(|source| StateError::io("write the new version of", path, source))?;
+    drop(out);
     if had_previous && let Ok(meta) = fs::metadata(path) {
         tmp.as_file()
             .set_permissions(meta.permissions())

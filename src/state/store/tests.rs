@@ -1171,3 +1171,79 @@ fn after_a_failed_append_no_intent_is_recorded_but_outcomes_are() {
     assert_eq!(loaded.len(), 1, "{loaded:?}");
     assert_eq!(loaded[&spec("1").key()].status, Status::Submitted);
 }
+
+/// The write at the end of `apply` skips decoding the file only when it is
+/// byte for byte the one loaded under the lock. A file edited in place
+/// behind the lock — same file, same length, its modification time put
+/// back — is still noticed and refused, the caller's state is left as it
+/// was given, and the journal stays.
+#[test]
+fn a_file_edited_in_place_behind_the_lock_is_refused_even_with_its_length_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    write(&store, &mut state_with(packages())).unwrap();
+    let (lock, loaded) = store.lock_and_load("oapkg apply", NOW).unwrap();
+    let mut journal = store.journal(&lock).unwrap();
+    let a = spec("1");
+    journal
+        .record_intent(&a.key(), &a, None, at("2026-11-26T10:00:00Z"))
+        .unwrap();
+    journal.record_outcome(&a.key(), &submitted("5")).unwrap();
+
+    let before = fs::metadata(store.path()).unwrap();
+    let text = fs::read_to_string(store.path()).unwrap();
+    let edited = text.replacen("\"Success\"", "\"success\"", 1);
+    assert_ne!(edited, text);
+    let mut file = OpenOptions::new().write(true).open(store.path()).unwrap();
+    file.write_all(edited.as_bytes()).unwrap();
+    file.set_modified(before.modified().unwrap()).unwrap();
+    drop(file);
+    let after = fs::metadata(store.path()).unwrap();
+    assert_eq!(file_identity(&after), file_identity(&before));
+    assert_eq!(after.len(), before.len());
+    assert_eq!(after.modified().unwrap(), before.modified().unwrap());
+
+    let mut state = loaded.state.clone();
+    let err = store.write(&lock, &mut state).unwrap_err();
+    assert!(
+        matches!(err, StateError::ChecksumMismatch { .. }),
+        "{err:?}"
+    );
+    assert_eq!(state, loaded.state, "the state is left as given");
+    assert_eq!(fs::read_to_string(store.path()).unwrap(), edited);
+    assert!(store.journal_path().exists(), "the journal stays");
+
+    // Put back, the file is folded into as usual.
+    fs::write(store.path(), &text).unwrap();
+    let id = store.write(&lock, &mut state).unwrap();
+    assert_eq!(id.serial, loaded.id.serial + 1);
+    assert!(state.packages.contains_key(&a.key()));
+    assert!(!store.journal_path().exists());
+    drop((journal, lock));
+}
+
+/// A write that fails after the journal was replayed into the caller's
+/// state (here: the caller changed a record into one that contradicts
+/// itself) puts the state back as it was given.
+#[test]
+fn a_failed_fold_leaves_the_callers_state_as_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    write(&store, &mut state_with(packages())).unwrap();
+    let (lock, loaded) = store.lock_and_load("oapkg apply", NOW).unwrap();
+    let mut journal = store.journal(&lock).unwrap();
+    let a = spec("1");
+    journal
+        .record_intent(&a.key(), &a, None, at("2026-11-26T10:00:00Z"))
+        .unwrap();
+    journal.record_outcome(&a.key(), &submitted("5")).unwrap();
+    let mut state = loaded.state.clone();
+    let spoilt = state.packages.values_mut().last().unwrap();
+    spoilt.spec.duration_months = 0;
+    let given = state.clone();
+    let err = store.write(&lock, &mut state).unwrap_err();
+    assert!(matches!(err, StateError::InvalidRecord { .. }), "{err:?}");
+    assert_eq!(state, given, "the state is left as given");
+    assert!(store.journal_path().exists(), "the journal stays");
+    drop((journal, lock));
+}
