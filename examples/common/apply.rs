@@ -106,11 +106,27 @@ pub async fn run_apply(
     (wall, last.unwrap() - first.unwrap())
 }
 
+/// The CPU time this process has used so far (user + system, all threads).
+pub fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
 /// The durable recording cost alone: intent + submitted outcome for each
-/// spec, under the lock, as apply appends them; then the fold.
+/// spec, under the lock, as apply appends them; then the fold (its wall
+/// time, and its CPU time in [`LAST_FOLD_CPU`]).
 pub fn journal_cost(store: &StateStore, specs: &[Spec]) -> (Duration, Duration) {
-    let lock = store.lock("bench", Duration::ZERO).unwrap();
-    let mut state = store.load().unwrap().state;
+    // As `apply` does: the state loaded under the lock, once.
+    let (lock, loaded) = store.lock_and_load("bench", Duration::ZERO).unwrap();
+    let mut state = loaded.state;
     let mut journal = store.journal(&lock).unwrap();
     let started = Instant::now();
     for (i, spec) in specs.iter().enumerate() {
@@ -132,9 +148,15 @@ pub fn journal_cost(store: &StateStore, specs: &[Spec]) -> (Duration, Duration) 
     let per_purchase = started.elapsed() / specs.len() as u32;
     drop(journal);
     let started = Instant::now();
+    let cpu = cpu_time();
     store.write(&lock, &mut state).unwrap();
-    (per_purchase, started.elapsed())
+    let wall = started.elapsed();
+    *LAST_FOLD_CPU.lock().unwrap() = cpu_time() - cpu;
+    (per_purchase, wall)
 }
+
+/// The CPU time of the last fold [`journal_cost`] timed.
+pub static LAST_FOLD_CPU: std::sync::Mutex<Duration> = std::sync::Mutex::new(Duration::ZERO);
 
 /// Lets the writeback of the state file just written finish, so that the
 /// measurement that follows does not pay for the benchmark's own setup (a
