@@ -66,6 +66,59 @@ impl S3Server {
         configure(cmd, &self.endpoint);
     }
 
+    /// The bytes of object `key` in the bucket, or `None` when there is
+    /// none (read with the same client library oapkg uses).
+    pub fn object(&self, key: &str) -> Option<Vec<u8>> {
+        use object_store::{ObjectStoreExt, aws::AmazonS3Builder};
+        let store = AmazonS3Builder::new()
+            .with_bucket_name(&self.bucket)
+            .with_region("us-east-1")
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .build()
+            .ok()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        let path = object_store::path::Path::from(key);
+        runtime.block_on(async {
+            let got = store.get(&path).await.ok()?;
+            got.bytes().await.ok().map(|b| b.to_vec())
+        })
+    }
+
+    /// The keys of the objects under `prefix` in the bucket (up to 1,000;
+    /// the test servers list without a signature).
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let port: u16 = self
+            .endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let listing = (|| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            let request = format!(
+                "GET /{}/?list-type=2&prefix={prefix} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n",
+                self.bucket
+            );
+            stream.write_all(request.as_bytes()).ok()?;
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+            Some(answer)
+        })()
+        .unwrap_or_default();
+        String::from_utf8_lossy(&listing)
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next().map(str::to_owned))
+            .collect()
+    }
+
     fn start(kind: Kind) -> Option<S3Server> {
         let venv = venv()?;
         let mut last_error = String::new();
