@@ -8,9 +8,13 @@
 //! 2. **Recording**: the durable cost of one purchase (intent + outcome,
 //!    each one conditional write of the head) onto an empty S3 state and
 //!    onto a 100,000-package one; the ratio should stay near 1.
+//! 3. **A long run**: the same cost at the first vs around the `--long`th
+//!    (default 2,000th) purchase of one run, and the size of the head then:
+//!    the head's journal tail is sealed into segments, so neither grows
+//!    with the run.
 //!
 //! Run: `cargo run --release --example bench_s3 -- [--purchases N]
-//! [--latency-ms L] [--parallelism P] [--big N] [--runs R]`.
+//! [--latency-ms L] [--parallelism P] [--big N] [--runs R] [--long N]`.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -116,6 +120,71 @@ fn uuid_like() -> String {
     format!("bench-{}", jiff::Timestamp::now().as_nanosecond())
 }
 
+/// Records `n` purchases in one run (one lease), timing each: the median
+/// cost of the first `window` purchases and of the last `window`, and the
+/// largest head seen in the last window (in bytes, read from the bucket).
+fn long_run(store: &Store, head: &str, n: usize, window: usize) -> (Duration, Duration, usize) {
+    let (lock, _) = store.lock_and_load("bench", Duration::ZERO).unwrap();
+    let mut journal = store.journal(&lock).unwrap();
+    let mut costs = Vec::with_capacity(n);
+    let mut largest = 0;
+    for (i, spec) in specs(n, 40_000_000).into_iter().enumerate() {
+        let key = spec.key();
+        let started = Instant::now();
+        journal
+            .record_batch(&[JournalEntry::Intent {
+                key: key.clone(),
+                spec,
+                name: None,
+                at: jiff::Timestamp::now(),
+                by_policy: false,
+            }])
+            .unwrap();
+        journal
+            .record_batch(&[JournalEntry::Outcome {
+                key,
+                outcome: JournalOutcome::Submitted {
+                    service_preview_id: Some(i.to_string()),
+                    result_code: "100".into(),
+                    result_message: "ok".into(),
+                },
+            }])
+            .unwrap();
+        costs.push(started.elapsed());
+        if i + window >= n {
+            largest = largest.max(head_size(head));
+        }
+    }
+    let mut first = costs[..window].to_vec();
+    let mut last = costs[n - window..].to_vec();
+    (median(&mut first), median(&mut last), largest)
+}
+
+/// The size of object `key` in bucket `bench`, from a listing.
+fn head_size(key: &str) -> usize {
+    let port: u16 = std::env::var("AWS_ENDPOINT_URL")
+        .ok()
+        .and_then(|u| u.rsplit(':').next().and_then(|p| p.parse().ok()))
+        .unwrap_or(0);
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let _ = s.write_all(
+        format!(
+            "GET /bench/?list-type=2&prefix={key} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+        .split("<Size>")
+        .nth(1)
+        .and_then(|r| r.split("</Size>").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Intent + outcome of each of `n` new packages, one batch each (as a
 /// sequential apply records them): time per purchase.
 fn recording_cost(store: &Store, n: usize, first: usize) -> Duration {
@@ -153,6 +222,7 @@ fn main() {
     let parallelism = arg("--parallelism", 16);
     let big = arg("--big", 100_000);
     let runs = arg("--runs", 3);
+    let long = arg("--long", 2000);
     let moto = moto();
     // SAFETY: set before any other thread of this process reads the
     // environment (the runtime and the stores are created below).
@@ -247,5 +317,20 @@ fn main() {
         us(large),
         us(empty),
         large.as_secs_f64() / empty.as_secs_f64()
+    );
+
+    // 3. One long run: the first purchases vs the last ones.
+    let window = 20.min(long / 2).max(1);
+    println!(
+        "\n[long run] {long} purchases (intent + outcome) in one run: the first {window} vs the last {window}"
+    );
+    let long_store = Store::open(std::path::Path::new("s3://bench/long-run")).unwrap();
+    long_store.init("bench", Duration::ZERO).unwrap();
+    let (first, last, largest) = long_run(&long_store, "long-run/head.json", long, window);
+    println!(
+        "  per purchase: {:.0} µs at the {long}th vs {:.0} µs at the first = {:.2}x; head at most {largest} bytes then",
+        us(last),
+        us(first),
+        last.as_secs_f64() / first.as_secs_f64()
     );
 }
