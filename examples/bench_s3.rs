@@ -14,7 +14,10 @@
 //!    with the run.
 //!
 //! Run: `cargo run --release --example bench_s3 -- [--purchases N]
-//! [--latency-ms L] [--parallelism P] [--big N] [--runs R] [--long N]`.
+//! [--latency-ms L] [--parallelism P] [--big N] [--runs R] [--long N]
+//! [--long-only 1]`. For the long run without segments (the head keeping
+//! every line, as before), add `OAPKG_S3_SEGMENT_LINES=100000000
+//! OAPKG_S3_SEGMENT_BYTES=100000000000` to the environment.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -120,7 +123,7 @@ fn uuid_like() -> String {
     format!("bench-{}", jiff::Timestamp::now().as_nanosecond())
 }
 
-/// Records `n` purchases in one run (one lease), timing each: the median
+/// Records `n` purchases in one run (one lease), timing each: the mean
 /// cost of the first `window` purchases and of the last `window`, and the
 /// largest head seen in the last window (in bytes, read from the bucket).
 fn long_run(store: &Store, head: &str, n: usize, window: usize) -> (Duration, Duration, usize) {
@@ -155,9 +158,8 @@ fn long_run(store: &Store, head: &str, n: usize, window: usize) -> (Duration, Du
             largest = largest.max(head_size(head));
         }
     }
-    let mut first = costs[..window].to_vec();
-    let mut last = costs[n - window..].to_vec();
-    (median(&mut first), median(&mut last), largest)
+    let mean = |c: &[Duration]| c.iter().sum::<Duration>() / c.len() as u32;
+    (mean(&costs[..window]), mean(&costs[n - window..]), largest)
 }
 
 /// The size of object `key` in bucket `bench`, from a listing.
@@ -244,6 +246,22 @@ fn main() {
         moto.1
     );
 
+    let long_only = arg("--long-only", 0) != 0;
+
+    if !long_only {
+        throughput_and_recording(&runtime, purchases, latency, parallelism, big, runs);
+    }
+    long_run_part(long);
+}
+
+fn throughput_and_recording(
+    runtime: &tokio::runtime::Runtime,
+    purchases: usize,
+    latency: Duration,
+    parallelism: usize,
+    big: usize,
+    runs: usize,
+) {
     // 1. Throughput, local vs S3, interleaved.
     println!(
         "\n[throughput] {purchases} purchases @{} ms, parallelism {parallelism}, median of {runs}",
@@ -318,17 +336,20 @@ fn main() {
         us(empty),
         large.as_secs_f64() / empty.as_secs_f64()
     );
+}
 
-    // 3. One long run: the first purchases vs the last ones.
-    let window = 20.min(long / 2).max(1);
+fn long_run_part(long: usize) {
+    // 3. One long run: the first purchases vs the last ones, each window
+    // about one segment's worth (the tail grows from empty to sealed in it).
+    let window = 100.min(long / 2).max(1);
     println!(
-        "\n[long run] {long} purchases (intent + outcome) in one run: the first {window} vs the last {window}"
+        "\n[long run] {long} purchases (intent + outcome) in one run: mean of the first {window} vs the last {window}"
     );
     let long_store = Store::open(std::path::Path::new("s3://bench/long-run")).unwrap();
     long_store.init("bench", Duration::ZERO).unwrap();
     let (first, last, largest) = long_run(&long_store, "long-run/head.json", long, window);
     println!(
-        "  per purchase: {:.0} µs at the {long}th vs {:.0} µs at the first = {:.2}x; head at most {largest} bytes then",
+        "  per purchase: {:.0} µs up to the {long}th vs {:.0} µs from the first = {:.2}x; head at most {largest} bytes then",
         us(last),
         us(first),
         last.as_secs_f64() / first.as_secs_f64()

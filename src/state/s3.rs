@@ -70,7 +70,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// lines (`OAPKG_S3_SEGMENT_LINES`, for tests, says otherwise)…
 const SEAL_LINES: usize = 256;
 
-/// …or this many bytes, whichever comes first.
+/// …or this many bytes (`OAPKG_S3_SEGMENT_BYTES`), whichever comes first.
 const SEAL_BYTES: usize = 64 * 1024;
 
 /// How many segments a reader fetches at once.
@@ -215,8 +215,7 @@ struct SealAt {
 impl SealAt {
     /// Whether `tail` is due to be sealed.
     fn due(self, tail: &[String]) -> bool {
-        tail.len() >= self.lines
-            || tail.iter().map(|l| l.len() + 1).sum::<usize>() >= self.bytes
+        tail.len() >= self.lines || tail.iter().map(|l| l.len() + 1).sum::<usize>() >= self.bytes
     }
 }
 
@@ -268,12 +267,16 @@ impl S3Store {
             .and_then(|s| s.parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s > 0.0)
             .map_or(DEFAULT_LEASE, Duration::from_secs_f64);
-        let seal = SealAt {
-            lines: env("OAPKG_S3_SEGMENT_LINES")
+        // Hidden, for tests and benchmarks: a small segment, or none.
+        let size = |name: &str, default: usize| {
+            env(name)
                 .and_then(|s| s.parse::<usize>().ok())
                 .filter(|n| *n > 0)
-                .unwrap_or(SEAL_LINES),
-            bytes: SEAL_BYTES,
+                .unwrap_or(default)
+        };
+        let seal = SealAt {
+            lines: size("OAPKG_S3_SEGMENT_LINES", SEAL_LINES),
+            bytes: size("OAPKG_S3_SEGMENT_BYTES", SEAL_BYTES),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -704,7 +707,11 @@ impl Inner {
         };
         match self
             .client()?
-            .put_opts(&self.location.object(&name), PutPayload::from(bytes), options)
+            .put_opts(
+                &self.location.object(&name),
+                PutPayload::from(bytes),
+                options,
+            )
             .await
         {
             // Content addressed: one already there holds the same lines.
@@ -1356,7 +1363,10 @@ mod tests {
             "{name}"
         );
         assert!(name.ends_with(".jsonl"), "{name}");
-        assert_eq!(name.len(), "journal/".len() + 20 + 1 + 6 + 1 + 64 + ".jsonl".len());
+        assert_eq!(
+            name.len(),
+            "journal/".len() + 20 + 1 + 6 + 1 + 64 + ".jsonl".len()
+        );
         assert_eq!(check_segment(&name, &bytes), Ok(()));
         // Same lines, same name (a retried write finds the same object).
         assert_eq!(segment_name(7, 3, &segment_bytes(&lines)), name);

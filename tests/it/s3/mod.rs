@@ -406,7 +406,9 @@ fn a_long_run_seals_its_journal_into_segments_and_the_head_stays_small() {
                 "the run ended early: {} {} {:?}",
                 run.stdout,
                 run.stderr,
-                server.object(&head_key).map(|b| String::from_utf8_lossy(&b).into_owned())
+                server
+                    .object(&head_key)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
             );
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -468,12 +470,17 @@ fn a_long_run_seals_its_journal_into_segments_and_the_head_stays_small() {
 
     // The unconfirmed ones, resent to a deduplicating eSMS, end bought once.
     sim.set_dedupe(true);
-    crate::support::run(&env, &sim, &[
+    crate::support::run(
+        &env,
+        &sim,
+        &[
             "apply",
             "--auto-approve",
             "--retry-unconfirmed",
             "--max-purchases",
             "100",
-        ]).code(0);
+        ],
+    )
+    .code(0);
     assert_bought_once_each(&env, &sim, &all);
 }
