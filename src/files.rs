@@ -160,6 +160,18 @@ pub fn new_version_builder<'a, 'b>() -> tempfile::Builder<'a, 'b> {
 /// The mode of a new state or plan file (see [`new_version_builder`]).
 pub const NEW_FILE_MODE: u32 = 0o600;
 
+/// Makes `options` create a new file with [`NEW_FILE_MODE`]: for the files
+/// that hold what the state holds but are not written whole (the journal,
+/// the backup copy).
+pub fn owner_only(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptions {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(NEW_FILE_MODE);
+    }
+    options
+}
+
 /// Reads all of a regular file (see [`open_regular`]).
 pub fn read_regular(path: &Path) -> Result<Vec<u8>, OpenError> {
     let (mut file, meta) = open_regular(path)?;

@@ -28,6 +28,7 @@
 //! | [`esms`] | the eSMS wire format, HTTP client, result-code classes, credentials | network |
 //! | [`watch`] | following manifest directories and running plan/apply cycles, reported as typed [`watch::WatchEvent`]s | file events |
 //! | [`metrics`] | `watch --listen`: counters and gauges from the watch events, the Prometheus text format, `/healthz`, and the minimal HTTP server for them | listens on a socket |
+//! | [`secrets`] | the environment variables that hold secrets and the scrub of their values from what leaves the process | reads the environment |
 //! | [`notify`] | `--notify` webhooks: the payload of each event (pure) and its delivery from bounded queues with retries | network |
 //! | [`expiring`] | the pure `expiring` report | no |
 //! | [`prices`] | the `kind: PriceList`, what a package costs, amounts as people read them | no |
@@ -63,6 +64,7 @@ pub mod notify;
 pub mod ops;
 pub mod plan;
 pub mod prices;
+pub mod secrets;
 pub mod spec;
 pub mod state;
 pub mod watch;

@@ -371,6 +371,18 @@ impl PackageResult {
     pub fn is_submitted(&self) -> bool {
         matches!(self, PackageResult::Submitted { .. })
     }
+
+    /// The result in one word, as notifications (`event`) and metrics
+    /// (`result`) name it: `purchased`, `failed`, `unconfirmed` or
+    /// `not_attempted` (a package left unconfirmed counts as not attempted).
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            PackageResult::Submitted { .. } => "purchased",
+            PackageResult::Failed { .. } => "failed",
+            PackageResult::Unconfirmed { .. } => "unconfirmed",
+            PackageResult::NotAttempted { .. } | PackageResult::LeftUnconfirmed => "not_attempted",
+        }
+    }
 }
 
 /// Why a run stopped sending before it had sent everything.

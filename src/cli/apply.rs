@@ -113,10 +113,23 @@ pub struct ApplyFlags {
     /// unconfirmed (and, with `watch`, each change held, cycle refused,
     /// OA expiring, low balance, error). Repeatable; https://, or http://
     /// to this machine only
+    // Checked by [`ApplyFlags::notify_targets`], not by clap: clap's error
+    // would echo the whole URL, whose path or user info is often a secret.
     #[arg(long = "notify", value_name = "URL")]
-    pub notify: Vec<crate::notify::Target>,
+    pub notify: Vec<String>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
+}
+
+impl ApplyFlags {
+    /// The `--notify` URLs, checked; the error never echoes a URL.
+    pub fn notify_targets(&self) -> anyhow::Result<Vec<crate::notify::Target>> {
+        Ok(self
+            .notify
+            .iter()
+            .map(|url| crate::notify::Target::parse(url))
+            .collect::<Result<_, _>>()?)
+    }
 }
 
 /// Where eSMS is and how to reach it: the flags of every command that
@@ -144,7 +157,8 @@ pub struct ConnectionArgs {
 }
 
 pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
-    // Before anything else: where to buy and with which keys.
+    // Before anything else: whom to tell, where to buy and with which keys.
+    let notify = args.flags.notify_targets()?;
     let client = client(&args.flags.connection)?;
     let options = options(context, &args.flags, "oapkg apply")?;
     let json = args.format == ListFormat::Json;
@@ -212,7 +226,7 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     let counts = match counts {
         Ok(counts) => counts,
         Err(refusal) => {
-            notify_refused(&args.flags.notify, &client, &refusal);
+            notify_refused(&notify, &client, &refusal);
             return Err(refusal.into());
         }
     };
@@ -221,14 +235,7 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     }
 
     let progress = Progress::new(context, counts.requests(), !json);
-    let result = run_apply(
-        context,
-        &plan,
-        &client,
-        &options,
-        &progress,
-        &args.flags.notify,
-    );
+    let result = run_apply(context, &plan, &client, &options, &progress, &notify);
     progress.finish();
     let report = match result {
         Ok(report) => report,

@@ -24,7 +24,7 @@ use std::sync::Mutex;
 
 use jiff::Timestamp;
 
-use crate::apply::{ApplyEvent, PackageResult};
+use crate::apply::ApplyEvent;
 use crate::watch::{Observer, Reconciled, WatchEvent};
 
 /// The counters and gauges of one watch.
@@ -253,15 +253,7 @@ impl Observer for Metrics {
             WatchEvent::ApplyStarted { .. } => state.held.clear(),
             WatchEvent::Apply { event, .. } => match *event {
                 ApplyEvent::PurchaseDone { result, .. } => {
-                    let result = match result {
-                        PackageResult::Submitted { .. } => "purchased",
-                        PackageResult::Failed { .. } => "failed",
-                        PackageResult::Unconfirmed { .. } => "unconfirmed",
-                        PackageResult::NotAttempted { .. } | PackageResult::LeftUnconfirmed => {
-                            "not_attempted"
-                        }
-                    };
-                    *state.purchases.entry(result).or_default() += 1;
+                    *state.purchases.entry(result.outcome()).or_default() += 1;
                 }
                 ApplyEvent::Balance { amount, .. } => state.balance = Some(amount),
                 ApplyEvent::Held { key, .. } => {

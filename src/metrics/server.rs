@@ -16,16 +16,20 @@ use super::Metrics;
 const HEAD_LIMIT: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Binds `addr`; the error names the address and what to do.
-pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
-    let parsed: SocketAddr = addr.parse().map_err(|_| {
+/// The `--listen` address, checked before anything else starts.
+pub fn parse(addr: &str) -> anyhow::Result<SocketAddr> {
+    addr.parse().map_err(|_| {
         anyhow::anyhow!("--listen {addr:?}: expected an IP address and a port, e.g. 127.0.0.1:9184")
-    })?;
+    })
+}
+
+/// Binds `parsed`; the error names the address and what to do.
+pub async fn bind(parsed: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(parsed).await.map_err(|error| {
-        let why = if error.kind() == std::io::ErrorKind::AddrInUse {
-            "the address is already in use (another oapkg watch, or another service?); choose another port".to_owned()
-        } else {
-            error.to_string()
+        let why = match error.kind() {
+            std::io::ErrorKind::AddrInUse => "the address is already in use (another oapkg watch, or another service?); choose another port".to_owned(),
+            std::io::ErrorKind::AddrNotAvailable => format!("{error}: it is not an address of this machine; use 127.0.0.1 or one of this host's addresses"),
+            _ => error.to_string(),
         };
         anyhow::anyhow!("cannot listen on {parsed} (--listen): {why}")
     })

@@ -10,9 +10,11 @@
 //!   drops, with a warning, when a queue is full). Each POST is retried
 //!   with exponential backoff on a connection failure, a timeout, HTTP 429
 //!   or 5xx, up to [`Delivery::attempts`]; other answers are final.
-//!   Every body is scrubbed of the account keys before it is queued, and a
-//!   URL is only logged as its scheme, host and port (a webhook's path is
-//!   often its secret).
+//!   Every body is scrubbed of the account keys, and of the values of the
+//!   secret environment variables ([`crate::secrets`]: the eSMS keys, an
+//!   S3 state's AWS credentials) whether or not this run uses them, before
+//!   it is queued; a URL is only logged as its scheme, host and port (a
+//!   webhook's path is often its secret).
 //!
 //! URLs: `https://`, or plain `http://` only to a loopback host, as for
 //! the eSMS endpoint.
@@ -143,12 +145,32 @@ impl Default for Delivery {
 /// Removes the account keys from a text.
 pub type Scrub = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
+/// The shortest value of a secret variable ([`crate::secrets`]) that is
+/// scrubbed from a body: a shorter one is no secret worth the name, and
+/// replacing it would mangle the JSON.
+const SECRET_MIN_CHARS: usize = 8;
+
+/// The values of the secret variables set in this process's environment.
+fn env_secrets() -> Vec<String> {
+    crate::secrets::from_env(
+        crate::secrets::ESMS_VARS
+            .into_iter()
+            .chain(crate::secrets::AWS_VARS),
+    )
+    .into_iter()
+    .filter(|value| value.chars().count() >= SECRET_MIN_CHARS)
+    .collect()
+}
+
 /// Queues notifications and delivers them in the background. Must be
 /// created inside a tokio runtime.
 pub struct Notifier {
     /// Emptied by [`Notifier::drain`].
     queues: std::sync::Mutex<Vec<Queue>>,
     scrub: Option<Scrub>,
+    /// The values of the secret variables ([`crate::secrets`]), read at
+    /// start.
+    secrets: Vec<String>,
 }
 
 struct Queue {
@@ -195,6 +217,7 @@ impl Notifier {
         Notifier {
             queues: std::sync::Mutex::new(queues),
             scrub,
+            secrets: env_secrets(),
         }
     }
 
@@ -222,10 +245,11 @@ impl Notifier {
                 return;
             }
         };
-        let body: Arc<str> = match &self.scrub {
-            Some(scrub) => scrub(&body).into(),
-            None => body.into(),
+        let body = match &self.scrub {
+            Some(scrub) => scrub(&body),
+            None => body,
         };
+        let body: Arc<str> = crate::secrets::scrub(&body, &self.secrets).into();
         for queue in queues.iter() {
             if queue.tx.try_send(body.clone()).is_err() {
                 tracing::warn!(

@@ -85,45 +85,40 @@ pub fn from_apply(event: &ApplyEvent<'_>, at: Timestamp) -> Option<Notification>
             key,
             result,
         } => {
-            let (kind, message) = match result {
+            let message = match result {
                 PackageResult::Submitted {
                     service_preview_id,
                     code,
                     ..
-                } => (
-                    "purchased",
-                    match service_preview_id {
-                        Some(id) => format!(
-                            "bought (code {}, ServicePreviewId {})",
-                            escape_controls(code),
-                            escape_controls(id)
-                        ),
-                        None => format!("bought (code {})", escape_controls(code)),
-                    },
-                ),
-                PackageResult::Failed { code, message, .. } => (
-                    "failed",
-                    match code {
-                        Some(code) => format!(
-                            "not bought: eSMS answered code {}: {}",
-                            escape_controls(code),
-                            escape_controls(message)
-                        ),
-                        None => format!("not bought: {}", escape_controls(message)),
-                    },
-                ),
-                PackageResult::Unconfirmed { reason, .. } => (
-                    "unconfirmed",
-                    format!(
-                        "unknown whether eSMS received the purchase ({}); never resent by oapkg: check the eSMS portal, then `oapkg state confirm KEY` or `oapkg apply --retry-unconfirmed`",
-                        escape_controls(reason)
+                } => match service_preview_id {
+                    Some(id) => format!(
+                        "bought (code {}, ServicePreviewId {})",
+                        escape_controls(code),
+                        escape_controls(id)
                     ),
+                    None => format!("bought (code {})", escape_controls(code)),
+                },
+                PackageResult::Failed { code, message, .. } => match code {
+                    Some(code) => format!(
+                        "not bought: eSMS answered code {}: {}",
+                        escape_controls(code),
+                        escape_controls(message)
+                    ),
+                    None => format!("not bought: {}", escape_controls(message)),
+                },
+                PackageResult::Unconfirmed { reason, .. } => format!(
+                    "unknown whether eSMS received the purchase ({}); never resent by oapkg: check the eSMS portal, then `oapkg state confirm KEY` or `oapkg apply --retry-unconfirmed`",
+                    escape_controls(reason)
                 ),
                 PackageResult::NotAttempted { .. } | PackageResult::LeftUnconfirmed => {
                     return None;
                 }
             };
-            (change, key, Notification::new(kind, at, message))
+            (
+                change,
+                key,
+                Notification::new(result.outcome(), at, message),
+            )
         }
         ApplyEvent::Held { change, reason, .. } => return Some(held(change, reason, at)),
         _ => return None,

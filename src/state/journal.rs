@@ -361,7 +361,10 @@ impl JournalSlot {
 fn open_for_append(path: &Path) -> Result<(File, u64), StateError> {
     let mut options = OpenOptions::new();
     options.read(true).append(true);
-    match options.clone().create_new(true).open(path) {
+    match crate::files::owner_only(&mut options.clone())
+        .create_new(true)
+        .open(path)
+    {
         Ok(file) => {
             super::store::sync_parent_dir(path)?;
             Ok((file, 0))
@@ -862,6 +865,18 @@ mod tests {
         )
         .unwrap();
         packages
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_journal_is_owner_only_like_the_state() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oapkg.state.json.journal");
+        let (_file, len) = open_for_append(&path).unwrap();
+        assert_eq!(len, 0);
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, crate::files::NEW_FILE_MODE);
     }
 
     #[test]

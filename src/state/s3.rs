@@ -254,14 +254,7 @@ impl S3Store {
     /// operation, so that building a command's context cannot fail.
     pub fn new(location: S3Location) -> S3Store {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let secrets: Vec<String> = [
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN",
-        ]
-        .into_iter()
-        .filter_map(env)
-        .collect();
+        let secrets = crate::secrets::from_env(crate::secrets::AWS_VARS);
         let client = build_client(&location, &env).map(Arc::new);
         let lease_duration = env("OAPKG_LEASE_SECONDS")
             .and_then(|s| s.parse::<f64>().ok())
@@ -577,10 +570,7 @@ impl Inner {
 
     /// A store error as a [`StateError`], with the credentials scrubbed.
     fn remote(&self, action: &'static str, error: &object_store::Error) -> StateError {
-        let mut message = error.to_string();
-        for secret in &self.secrets {
-            message = message.replace(secret.as_str(), "[redacted]");
-        }
+        let message = crate::secrets::scrub(&error.to_string(), &self.secrets);
         StateError::Remote {
             action,
             location: self.display.display().to_string(),

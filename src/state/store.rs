@@ -811,7 +811,10 @@ fn keep_backup(path: &Path) -> Result<(), StateError> {
 fn copy_durably(from: &Path, to: &Path) -> Result<(), StateError> {
     let result = (|| {
         let mut source = File::open(from)?;
-        let mut target = OpenOptions::new().write(true).create_new(true).open(to)?;
+        let mut target = crate::files::owner_only(&mut OpenOptions::new())
+            .write(true)
+            .create_new(true)
+            .open(to)?;
         io::copy(&mut source, &mut target)?;
         target.sync_all()
     })();

@@ -9,10 +9,13 @@
 //! the same plan), the last good plan (named when the manifests turn
 //! invalid), and the refused or failed applies (to back off); the changes
 //! the apply step held (each reported once as [`WatchEvent::ChangeHeld`]
-//! while it stays held) and the OAs reported expiring today (once per OA
-//! per day). After each plan it reports every OA's coverage end
+//! while it stays held), the OAs reported expiring today (once per OA
+//! per day), and whether a low balance was reported (once until a
+//! pre-flight finds enough). After each plan it reports every OA's coverage end
 //! ([`WatchEvent::Coverage`]). With a suspend file that exists, the plan
-//! is not applied ([`WatchEvent::NotAppliedSuspended`]).
+//! is not applied ([`WatchEvent::NotAppliedSuspended`]) and, while the
+//! inputs stay the same, not printed again; the first cycle after the file
+//! is gone plans and applies.
 //!
 //! It reports every decision as a [`WatchEvent`] to its [`Observer`],
 //! inside the cycle's tracing span, and prints nothing itself.
@@ -112,6 +115,14 @@ pub struct Runner {
     expiring_told: BTreeMap<Oaid, Date>,
     /// While this file exists, nothing is bought.
     suspend_file: Option<PathBuf>,
+    /// A plan was not applied because the watch was suspended: the first
+    /// cycle that finds the suspend file gone plans (and applies) again,
+    /// while the cycles before it skip unchanged inputs like any other.
+    suspended_plan: bool,
+    /// A low balance was reported and no pre-flight since found enough:
+    /// [`WatchEvent::LowBalance`] is reported when the balance becomes too
+    /// low, not again on each retry while it stays so.
+    low_balance_told: bool,
 }
 
 /// How far ahead [`WatchEvent::Expiring`] looks, as `oapkg expiring`.
@@ -142,6 +153,8 @@ impl Runner {
             held: BTreeMap::new(),
             expiring_told: BTreeMap::new(),
             suspend_file: None,
+            suspended_plan: false,
+            low_balance_told: false,
         }
     }
 
@@ -230,6 +243,11 @@ impl Runner {
             Err(error) => return self.unreadable(cycle, Unreadable::State(&error)),
         };
         self.input_failures = 0;
+        if self.suspended_plan && !self.suspended() {
+            // Resumed: the plan last shown was not applied.
+            self.suspended_plan = false;
+            self.last = None;
+        }
 
         let fingerprint = Fingerprint {
             manifest_hash: manifests.hash().to_string(),
@@ -311,16 +329,17 @@ impl Runner {
             self.emit(WatchEvent::NotAppliedStopping { cycle, inputs });
             return Applied::Stopped;
         }
-        if let Some(path) = self.suspend_file.as_deref()
-            && path.exists()
+        if self.suspended()
+            && let Some(path) = self.suspend_file.as_deref()
         {
             self.emit(WatchEvent::NotAppliedSuspended {
                 cycle,
                 inputs,
                 path,
             });
-            // Planned again (and applied) once resumed.
-            self.last = None;
+            // Planned again (and applied) once resumed; until then an
+            // unchanged plan is not printed again.
+            self.suspended_plan = true;
             return Applied::Suspended;
         }
         // A plan made from a file caught in the middle of a save must not
@@ -345,6 +364,7 @@ impl Runner {
         });
         let told = std::mem::take(&mut self.held);
         let held = Mutex::new(BTreeMap::new());
+        let low_balance = Mutex::new(self.low_balance_told);
         let progress = |event: ApplyEvent<'_>| {
             match event {
                 ApplyEvent::Held {
@@ -361,12 +381,16 @@ impl Runner {
                     }
                     lock(&held).insert(key.clone(), reason.clone());
                 }
-                ApplyEvent::Balance { amount, cost } if amount < cost.amount as f64 => {
-                    observer.event(&WatchEvent::LowBalance {
-                        cycle,
-                        balance: amount,
-                        cost,
-                    });
+                ApplyEvent::Balance { amount, cost } => {
+                    let low = amount < cost.amount as f64;
+                    let was = std::mem::replace(&mut *lock(&low_balance), low);
+                    if low && !was {
+                        observer.event(&WatchEvent::LowBalance {
+                            cycle,
+                            balance: amount,
+                            cost,
+                        });
+                    }
                 }
                 _ => {}
             }
@@ -376,6 +400,9 @@ impl Runner {
             });
         };
         let reconciled = reconciler.reconcile(plan, &progress, cancel).await;
+        self.low_balance_told = low_balance
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // A step that ended before the holds were known (a refusal, a
         // failure) forgets nothing: what was held stays reported.
         let held = held
@@ -423,6 +450,13 @@ impl Runner {
                 self.emit(WatchEvent::Expiring { cycle, oa });
             }
         }
+    }
+
+    /// Whether the suspend file exists.
+    fn suspended(&self) -> bool {
+        self.suspend_file
+            .as_deref()
+            .is_some_and(std::path::Path::exists)
     }
 
     /// Whether the manifests on disk still hash to `manifest_hash`.
@@ -952,5 +986,92 @@ mod tests {
             ]
         );
         assert!(s.calls.lock().unwrap().is_empty());
+    }
+
+    /// Reads the queued balances in turn against a cost of 1,000: below it
+    /// the step fails, as the pre-flight makes it.
+    struct Balances(Vec<u64>);
+
+    impl Reconciler for Balances {
+        fn reconcile<'a>(
+            &'a mut self,
+            _plan: &'a Plan,
+            progress: Progress<'a>,
+            _cancel: CancelSignal,
+        ) -> BoxFuture<'a, Reconciled> {
+            let amount = self.0.remove(0);
+            let cost = crate::prices::Money {
+                amount: 1_000,
+                currency: "VND".into(),
+            };
+            progress(ApplyEvent::Balance {
+                amount: amount as f64,
+                cost: &cost,
+            });
+            let answer = if amount < cost.amount {
+                Reconciled::Failed {
+                    reason: "low balance".into(),
+                }
+            } else {
+                Reconciled::Done {
+                    report: "Apply complete".into(),
+                }
+            };
+            Box::pin(async move { answer })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_low_balance_is_told_when_it_becomes_low_not_while_it_stays_low() {
+        let mut s = setup(None);
+        s.runner.reconciler = Some(Box::new(Balances(vec![10, 20, 5_000, 30])));
+        // Each cycle plans other manifests, so each one applies.
+        for text in [ONE, TWO, ONE, TWO] {
+            s.write(text);
+            s.cycle(Trigger::Change).await;
+        }
+        let told: Vec<String> = s
+            .events()
+            .into_iter()
+            .filter(|e| e.starts_with("low_balance") || e.starts_with("applied"))
+            .collect();
+        assert_eq!(
+            told,
+            [
+                "low_balance",
+                "applied failed",
+                "applied failed",
+                "applied done",
+                "low_balance",
+                "applied failed",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn while_suspended_unchanged_inputs_are_planned_once_and_resuming_applies() {
+        let mut s = setup(Some(vec![Reconciled::Done {
+            report: "Apply complete".into(),
+        }]));
+        let suspend = s.dir.path().join("oapkg.suspend");
+        std::fs::write(&suspend, "").unwrap();
+        s.runner.suspend_file = Some(suspend.clone());
+        assert_eq!(
+            s.cycle(Trigger::Startup).await.ran,
+            Ran::Planned(Applied::Suspended)
+        );
+        for _ in 0..2 {
+            assert_eq!(
+                s.cycle(Trigger::Interval).await.ran,
+                Ran::Skipped(Skip::Unchanged)
+            );
+        }
+        std::fs::remove_file(&suspend).unwrap();
+        assert!(matches!(
+            s.cycle(Trigger::Change).await.ran,
+            Ran::Planned(Applied::Reconciled(Reconciled::Done { .. }))
+        ));
+        assert_eq!(s.printed().len(), 2, "{:?}", s.printed());
+        assert_eq!(*s.calls.lock().unwrap(), [4]);
     }
 }

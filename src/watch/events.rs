@@ -129,7 +129,10 @@ pub enum WatchEvent<'a> {
         reason: &'a HoldReason,
     },
     /// The pre-flight read a balance below what the cycle's purchases cost
-    /// (the apply step is refused and retried with backoff).
+    /// (the apply step fails and is retried with backoff). Reported when
+    /// the balance becomes too low, not again while each later pre-flight
+    /// still finds it too low; once one finds enough, a new shortfall is
+    /// reported again.
     LowBalance {
         cycle: u64,
         balance: f64,

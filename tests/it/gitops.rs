@@ -8,8 +8,8 @@
 //! (`ci/push-state.sh`) runs for real against that repository. Only steps
 //! that need the outside world (installing, GitHub's `gh`, `curl`, `apk`,
 //! `uses:` actions) are skipped, and the test names each one it skipped.
-//! The pipelines that keep the state on S3 have their structure checked
-//! here; [`ci_steps`] and [`try_run_steps`] run them against an S3 server.
+//! The pipelines that keep the state on S3 run the same way against a moto
+//! server holding the example's own bucket (`example-oapkg-state`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,7 @@ use esms_sim::{BlockingSimHandle, Charge, SimConfig, SimControl, Simulator};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::s3::server::{self, S3Server};
 use crate::support::{API_KEY, Run, SECRET_KEY, TODAY};
 
 /// The OAs the example manifests declare.
@@ -299,14 +300,17 @@ fn gitlab_steps(yaml: &str) -> Vec<Step> {
         .iter()
         .map(|s| s.as_str().unwrap())
         .collect();
-    let variables: Vec<(String, String)> = get("variables")
-        .and_then(Value::as_object)
-        .map(|vars| {
-            vars.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let pairs = |vars: Option<Value>| -> Vec<(String, String)> {
+        vars.as_ref()
+            .and_then(Value::as_object)
+            .map(|vars| {
+                vars.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let variables = pairs(get("variables").cloned());
     let default = get("default").cloned().unwrap_or(Value::Null);
     let mut jobs: Vec<(&String, &Value)> = root
         .0
@@ -343,6 +347,14 @@ fn gitlab_steps(yaml: &str) -> Vec<Step> {
         })
     };
     for (name, job) in jobs {
+        // Global variables, then the template's, then the job's own: later
+        // ones win. A `$NAME` value is expanded when the step runs.
+        let env: Vec<(String, String)> = variables
+            .iter()
+            .cloned()
+            .chain(pairs(extended(job, "variables")))
+            .chain(pairs(job.get("variables").cloned()))
+            .collect();
         for part in ["before_script", "script", "after_script"] {
             let entries = job
                 .get(part)
@@ -353,7 +365,7 @@ fn gitlab_steps(yaml: &str) -> Vec<Step> {
             for (i, entry) in entries.as_array().expect("a list").iter().enumerate() {
                 let label = format!("job {name}: {part}[{i}]");
                 let script = entry.as_str().expect("a string");
-                steps.push(Step::run(label, script, variables.clone()));
+                steps.push(Step::run(label, script, env.clone()));
             }
         }
     }
@@ -412,6 +424,9 @@ impl Ran {
 #[derive(Default)]
 struct RunnerEnv<'a> {
     secrets: Vec<(&'a str, String)>,
+    /// GitHub's configuration variables, for `${{ vars.NAME }}` (empty
+    /// when not set, as on GitHub).
+    vars: Vec<(&'a str, String)>,
     ambient: Vec<(String, String)>,
 }
 
@@ -493,6 +508,17 @@ fn try_run_steps(
         .env_remove("ESMS_SECRET_KEY")
         .env_remove("RUST_LOG")
         .env_remove("NO_COLOR");
+        // Nothing of this machine's S3 settings: a step sees only its own.
+        for name in [
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+        ] {
+            cmd.env_remove(name);
+        }
         cmd.envs(env.ambient.iter().map(|(k, v)| (k, v)));
         // What earlier steps exported through $GITHUB_ENV.
         for line in std::fs::read_to_string(&github_env).unwrap().lines() {
@@ -501,20 +527,38 @@ fn try_run_steps(
             }
         }
         for (name, value) in &step.env {
-            let value = match value
-                .trim()
-                .strip_prefix("${{ secrets.")
-                .and_then(|v| v.strip_suffix("}}"))
-            {
-                Some(secret) => {
-                    let secret = secret.trim();
+            let expression = value.trim();
+            let context = |prefix: &str| {
+                expression
+                    .strip_prefix(prefix)
+                    .and_then(|v| v.strip_suffix("}}"))
+                    .map(str::trim)
+            };
+            let value = match (context("${{ secrets."), context("${{ vars.")) {
+                (Some(secret), _) => {
                     let found = env.secrets.iter().find(|(n, _)| *n == secret);
                     match found {
                         Some((_, value)) => value.clone(),
                         None => panic!("{file}: {}: unknown secret {secret}", step.label),
                     }
                 }
-                None => value.clone(),
+                (None, Some(var)) => env
+                    .vars
+                    .iter()
+                    .find(|(n, _)| *n == var)
+                    .map(|(_, value)| value.clone())
+                    .unwrap_or_default(),
+                // GitLab expands a variable naming another (`$NAME`).
+                (None, None) => match value.strip_prefix('$') {
+                    Some(var) if var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                        let found = env.ambient.iter().find(|(n, _)| n == var);
+                        match found {
+                            Some((_, value)) => value.clone(),
+                            None => panic!("{file}: {}: unknown variable {var}", step.label),
+                        }
+                    }
+                    _ => value.clone(),
+                },
             };
             cmd.env(name, value);
         }
@@ -573,8 +617,8 @@ fn ci_steps(rel: &str, yaml: &str) -> Vec<Step> {
     }
 }
 
-/// The example pipelines that keep the state on S3: run against an S3
-/// server, not in the local-state runs below.
+/// The example pipelines that keep the state on S3: they run against an S3
+/// server (see [`Example`]).
 fn uses_s3_state(rel: &str) -> bool {
     rel.starts_with("examples/gitops/s3-state/")
 }
@@ -632,6 +676,7 @@ impl Checkout {
                 ("ESMS_API_KEY", API_KEY.to_owned()),
                 ("ESMS_SECRET_KEY", SECRET_KEY.to_owned()),
             ],
+            vars: Vec::new(),
             ambient: ambient
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -689,16 +734,34 @@ fn rel_path(path: &Path) -> String {
         .into_owned()
 }
 
-/// `oapkg state list --format json` keys of the state at `state`.
+/// The merged merge request's or pull request's labels (and its
+/// reference), as the pipelines' API steps (skipped here) leave them in
+/// `dir`.
+fn write_labels(dir: &Path, labels: &[&str]) {
+    let text: String = labels.iter().map(|l| format!("{l}\n")).collect();
+    for file in ["pr-labels.txt", "mr-labels.txt"] {
+        std::fs::write(dir.join(file), &text).unwrap();
+    }
+    std::fs::write(dir.join("mr-ref.txt"), "!7\n").unwrap();
+}
+
+/// `oapkg state list --format json` keys of the state at `state` (a file
+/// under `dir`).
 fn recorded_keys(dir: &Path, state: &str) -> Vec<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_oapkg"))
-        .args(["state", "list", "--format", "json", "--state", state])
+    recorded_keys_on(dir, state, None)
+}
+
+/// [`recorded_keys`] of a state on `server`, when given.
+fn recorded_keys_on(dir: &Path, state: &str, server: Option<&S3Server>) -> Vec<String> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_oapkg"));
+    cmd.args(["state", "list", "--format", "json", "--state", state])
         .current_dir(dir)
         .env("OAPKG_TODAY", TODAY)
-        .env_remove("OAPKG_STATE")
-        .output()
-        .unwrap();
-    let run = Run::from(out);
+        .env_remove("OAPKG_STATE");
+    if let Some(server) = server {
+        server.configure(&mut cmd);
+    }
+    let run = Run::from(cmd.output().unwrap());
     run.code(0);
     run.json()
         .as_array()
@@ -726,38 +789,25 @@ fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
 
     let mut skipped = Vec::new();
     let mut exercised = Vec::new();
+    let mut ran_files = Vec::new();
     for path in &files {
         let rel = rel_path(path);
         let yaml = std::fs::read_to_string(path).unwrap();
         // Valid YAML, whatever the tool reading it.
         serde_saphyr::from_str::<Value>(&yaml).unwrap_or_else(|e| panic!("{rel}: {e}"));
-        if uses_s3_state(&rel) {
+        let Some(example) = Example::new(&rel) else {
             continue;
-        }
-
-        let example = match rel.split('/').nth(2) {
-            Some(name) if rel.starts_with("examples/gitops/") => examples().join(name),
-            // The root hook is for other repositories: try it on one.
-            _ => examples().join("state-in-repo"),
         };
-        let work = tempfile::tempdir().unwrap();
-        copy_dir(&example, work.path());
-        let checkout = Checkout::new(work.path());
-        let sim_handle = simulator(&[]);
-        let sim = sim_handle.control();
-        let steps = ci_steps(&rel, &yaml);
+        ran_files.push(rel.clone());
+        let work = &example.work;
+        let sim = example.sim();
+        let steps = example.all_steps();
         let applies = steps.iter().any(|s| {
             s.script
                 .as_deref()
                 .is_some_and(|s| s.contains("oapkg apply"))
         });
-        let ran = run_steps(
-            &rel,
-            steps,
-            work.path(),
-            &sim,
-            &checkout.runner_env(work.path()),
-        );
+        let ran = run_steps(&rel, steps, work.path(), &sim, &example.runner_env());
         assert!(ran.oapkg_scripts > 0, "{rel}: no oapkg command was run");
         exercised.push(format!("{rel}: {} oapkg step(s)", ran.oapkg_scripts));
         skipped.extend(ran.skipped.iter().map(|s| format!("{rel}: {s}")));
@@ -785,29 +835,38 @@ fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
         if applies {
             // The apply job bought what the plan showed, once each.
             assert_charged_once(&sim, &EXAMPLE_KEYS);
-            let again = Run::from(
-                Command::new(env!("CARGO_BIN_EXE_oapkg"))
-                    .args(["plan", "-f", "packages", "--detailed-exitcode"])
-                    .current_dir(work.path())
-                    .env("OAPKG_TODAY", TODAY)
-                    .env_remove("OAPKG_STATE")
-                    .output()
-                    .unwrap(),
-            );
-            again.code(0).stdout_has("No changes.");
-            // ... and pushed the state to main, where the next plan reads it.
-            let pushed = checkout.file_on_main("state/oapkg.state.json");
-            let local =
-                std::fs::read_to_string(work.path().join("state/oapkg.state.json")).unwrap();
-            assert_eq!(pushed, local, "{rel}: the state on main is the run's");
-            assert_eq!(
-                recorded_keys(work.path(), "state/oapkg.state.json"),
-                EXAMPLE_KEYS
-            );
+            let mut again = Command::new(env!("CARGO_BIN_EXE_oapkg"));
+            again
+                .args(["plan", "-f", "packages", "--detailed-exitcode"])
+                .current_dir(work.path())
+                .env("OAPKG_TODAY", TODAY)
+                .env_remove("OAPKG_STATE");
+            if let Some(server) = &example.server {
+                server.configure(&mut again);
+                again.env("OAPKG_STATE", EXAMPLE_S3_STATE);
+            }
+            Run::from(again.output().unwrap())
+                .code(0)
+                .stdout_has("No changes.");
+            if example.server.is_some() {
+                // ... recorded in the bucket, nothing committed.
+                assert_eq!(example.recorded(), EXAMPLE_KEYS, "{rel}");
+                example.assert_nothing_committed();
+            } else {
+                // ... and pushed the state to main, where the next plan reads it.
+                let pushed = example.checkout.file_on_main("state/oapkg.state.json");
+                let local =
+                    std::fs::read_to_string(work.path().join("state/oapkg.state.json")).unwrap();
+                assert_eq!(pushed, local, "{rel}: the state on main is the run's");
+                assert_eq!(
+                    recorded_keys(work.path(), "state/oapkg.state.json"),
+                    EXAMPLE_KEYS
+                );
+            }
         } else {
             assert!(sim.ledger().is_empty(), "{rel} bought something");
         }
-        sim_handle.shutdown();
+        example.sim_handle.shutdown();
     }
 
     let expected_skips = [
@@ -816,6 +875,21 @@ fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
         "examples/gitops/admin-host/.github/workflows/oapkg-check.yml: job check: Install oapkg (cargo install)",
         "examples/gitops/admin-host/.github/workflows/oapkg-check.yml: job check: Fetch a read-only copy of the admin host's state (curl)",
         "examples/gitops/admin-host/.github/workflows/oapkg-check.yml: job check: Post or update the plan comment (uses: actions/github-script@v7)",
+        "examples/gitops/s3-state/.github/workflows/oapkg.yml: job plan: uses: actions/checkout@v4",
+        "examples/gitops/s3-state/.github/workflows/oapkg.yml: job plan: Cached oapkg binary (uses: actions/cache@v4)",
+        "examples/gitops/s3-state/.github/workflows/oapkg.yml: job plan: Install oapkg (cargo install)",
+        "examples/gitops/s3-state/.github/workflows/oapkg.yml: job plan: Keep the saved plan for the apply job (uses: actions/upload-artifact@v4)",
+        "examples/gitops/s3-state/.github/workflows/oapkg.yml: job plan: Post or update the plan comment (uses: actions/github-script@v7)",
+        "examples/gitops/s3-state/.github/workflows/oapkg.yml: job apply: uses: actions/checkout@v4",
+        "examples/gitops/s3-state/.github/workflows/oapkg.yml: job apply: Cached oapkg binary (uses: actions/cache@v4)",
+        "examples/gitops/s3-state/.github/workflows/oapkg.yml: job apply: Install oapkg (cargo install)",
+        "examples/gitops/s3-state/.github/workflows/oapkg.yml: job apply: Fetch the plan reviewed in the merged pull request, and its labels (gh)",
+        "examples/gitops/s3-state/.gitlab-ci.yml: job plan: before_script[0] (cargo install)",
+        "examples/gitops/s3-state/.gitlab-ci.yml: job plan-note: before_script[0] (apk add)",
+        "examples/gitops/s3-state/.gitlab-ci.yml: job plan-note: script[0] (curl)",
+        "examples/gitops/s3-state/.gitlab-ci.yml: job reviewed-plan: before_script[0] (apk add)",
+        "examples/gitops/s3-state/.gitlab-ci.yml: job reviewed-plan: script[0] (curl)",
+        "examples/gitops/s3-state/.gitlab-ci.yml: job apply: before_script[0] (cargo install)",
         "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job plan: uses: actions/checkout@v4",
         "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job plan: Cached oapkg binary (uses: actions/cache@v4)",
         "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job plan: Install oapkg (cargo install)",
@@ -833,6 +907,11 @@ fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
         "examples/gitops/state-in-repo/.gitlab-ci.yml: job reviewed-plan: script[0] (curl)",
         "examples/gitops/state-in-repo/.gitlab-ci.yml: job apply: before_script[0] (cargo install)",
     ];
+    // The S3 example's files, where an S3 server could run.
+    let expected_skips: Vec<&str> = expected_skips
+        .into_iter()
+        .filter(|s| ran_files.iter().any(|f| s.starts_with(&format!("{f}: "))))
+        .collect();
     assert!(
         skipped == expected_skips,
         "only steps needing the outside world are skipped; skipped:\n{}\nexercised:\n{}",
@@ -1141,14 +1220,9 @@ impl Merged {
         self.sim_handle.control()
     }
 
-    /// The merge request's or pull request's labels, as the pipelines'
-    /// API steps (skipped here) leave them.
+    /// The merge request's or pull request's labels (see [`write_labels`]).
     fn label(&self, labels: &[&str]) {
-        let text: String = labels.iter().map(|l| format!("{l}\n")).collect();
-        for file in ["pr-labels.txt", "mr-labels.txt"] {
-            std::fs::write(self.dir().join(file), &text).unwrap();
-        }
-        std::fs::write(self.dir().join("mr-ref.txt"), "!7\n").unwrap();
+        write_labels(self.dir(), labels);
     }
 
     /// The steps of the CI file `rel`.
@@ -1513,11 +1587,8 @@ fn the_gitlab_pipeline_applies_the_reviewed_plan_or_says_plainly_that_it_re_plan
 }
 
 // ---------------------------------------------------------------------------
-// The S3-state pipelines. Their structure is checked here; running them
-// step by step needs an S3 server: `ci_steps` and `try_run_steps` with a
-// `RunnerEnv` whose `ambient` holds `AWS_ENDPOINT_URL` (and the bucket
-// named by `OAPKG_STATE`) and whose `secrets` hold `OAPKG_READ_AWS_*` and
-// `OAPKG_AWS_*` (GitHub) do it, as for the local-state pipelines above.
+// The S3-state pipelines: their structure (below), and step by step against
+// moto (at the end of this file).
 
 const S3_PIPELINES: [&str; 2] = [
     "examples/gitops/s3-state/.github/workflows/oapkg.yml",
@@ -1621,4 +1692,377 @@ fn s3_state_pipelines_use_the_bucket_hold_the_lease_only_to_apply_and_commit_not
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// An example as CI checks it out, and the S3-state pipelines step by step
+// against moto holding the example's own bucket.
+
+/// The bucket and state the S3 examples name.
+const EXAMPLE_BUCKET: &str = "example-oapkg-state";
+const EXAMPLE_S3_STATE: &str = "s3://example-oapkg-state/prod";
+/// The read-only key pair the examples give plan jobs. moto does not enforce
+/// key policies: its recording shows which key each request used.
+const READ_ACCESS_KEY: &str = "AKIAOAPKGREADONLY7Q2Z";
+const READ_SECRET_KEY: &str = "oapkgReadOnlySecretKey1a2b3c4d5e6f7g8h";
+
+/// An example as CI checks it out: a copy of its directory under
+/// `examples/gitops/` in a Git repository (see [`Checkout`]), the simulator
+/// as eSMS, and for the S3-state example its bucket on a moto server, set
+/// up as its README says (`oapkg init` with the write key).
+struct Example {
+    rel: String,
+    work: tempfile::TempDir,
+    checkout: Checkout,
+    server: Option<S3Server>,
+    sim_handle: BlockingSimHandle,
+}
+
+impl Example {
+    /// The example `rel` belongs to; `None` (with a message) when it keeps
+    /// its state on S3 and the S3 servers cannot run here.
+    fn new(rel: &str) -> Option<Example> {
+        let dir = match rel.split('/').nth(2) {
+            Some(name) if rel.starts_with("examples/gitops/") => examples().join(name),
+            // The root hook is for other repositories: try it on one.
+            _ => examples().join("state-in-repo"),
+        };
+        let server = if uses_s3_state(rel) {
+            let server = S3Server::moto_recording()?;
+            server.create_bucket(EXAMPLE_BUCKET);
+            Some(server)
+        } else {
+            None
+        };
+        let work = tempfile::tempdir().unwrap();
+        copy_dir(&dir, work.path());
+        let checkout = Checkout::new(work.path());
+        if let Some(server) = &server {
+            let mut init = Command::new(env!("CARGO_BIN_EXE_oapkg"));
+            init.args(["init", "--state", EXAMPLE_S3_STATE])
+                .current_dir(work.path())
+                .env("OAPKG_TODAY", TODAY)
+                .env_remove("OAPKG_STATE");
+            server.configure(&mut init);
+            Run::from(init.output().unwrap())
+                .code(0)
+                .stdout_has("Created an empty state at s3://example-oapkg-state/prod");
+        }
+        Some(Example {
+            rel: rel.to_owned(),
+            work,
+            checkout,
+            server,
+            sim_handle: simulator(&[]),
+        })
+    }
+
+    fn server(&self) -> &S3Server {
+        self.server
+            .as_ref()
+            .expect("an example with its state on S3")
+    }
+
+    fn dir(&self) -> &Path {
+        self.work.path()
+    }
+
+    fn sim(&self) -> SimControl {
+        self.sim_handle.control()
+    }
+
+    /// The runner's environment: the checkout's and, for the S3 example,
+    /// the store and its keys. GitHub: the keys as secrets, the endpoint as
+    /// the repository variable the workflow passes on (the runner's own
+    /// `AWS_ENDPOINT_URL` is a dead loopback port: a workflow that failed
+    /// to pass it on would fail here, never reach AWS). GitLab: CI/CD
+    /// variables, the write pair as `AWS_*` (protected variables, which
+    /// GitLab gives no merge-request pipeline; here the plan job's own
+    /// `variables:` replace them by the read pair).
+    fn runner_env(&self) -> RunnerEnv<'static> {
+        let mut env = self.checkout.runner_env(self.dir());
+        let Some(server) = &self.server else {
+            return env;
+        };
+        let read_pair = [
+            ("OAPKG_READ_AWS_ACCESS_KEY_ID", READ_ACCESS_KEY),
+            ("OAPKG_READ_AWS_SECRET_ACCESS_KEY", READ_SECRET_KEY),
+        ];
+        let mut ambient = vec![("AWS_REGION", "us-east-1")];
+        if self.rel.contains("/.github/") {
+            let write_pair = [
+                ("OAPKG_AWS_ACCESS_KEY_ID", server::ACCESS_KEY),
+                ("OAPKG_AWS_SECRET_ACCESS_KEY", server::SECRET_KEY),
+            ];
+            env.secrets.extend(
+                read_pair
+                    .iter()
+                    .chain(&write_pair)
+                    .map(|(k, v)| (*k, (*v).to_owned())),
+            );
+            env.vars.push(("AWS_ENDPOINT_URL", server.endpoint.clone()));
+            ambient.push(("AWS_ENDPOINT_URL", "http://127.0.0.1:9"));
+        } else {
+            ambient.extend([
+                ("AWS_ENDPOINT_URL", server.endpoint.as_str()),
+                ("AWS_ACCESS_KEY_ID", server::ACCESS_KEY),
+                ("AWS_SECRET_ACCESS_KEY", server::SECRET_KEY),
+            ]);
+            ambient.extend(read_pair);
+        }
+        env.ambient.extend(
+            ambient
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        env
+    }
+
+    /// Every step of the CI file, in order.
+    fn all_steps(&self) -> Vec<Step> {
+        let yaml = std::fs::read_to_string(repo_root().join(&self.rel)).unwrap();
+        ci_steps(&self.rel, &yaml)
+    }
+
+    /// The steps of the jobs that run on a pull request (`plan`) or on a
+    /// merge to main (`apply`).
+    fn steps(&self, on: &str) -> Vec<Step> {
+        let jobs: &[&str] = match on {
+            "plan" => &["plan", "plan-note"],
+            _ => &["reviewed-plan", "apply"],
+        };
+        self.all_steps()
+            .into_iter()
+            .filter(|s| {
+                jobs.iter()
+                    .any(|j| s.label.starts_with(&format!("job {j}:")))
+            })
+            .collect()
+    }
+
+    fn run(&self, on: &str) -> Ran {
+        try_run_steps(
+            &self.rel,
+            self.steps(on),
+            self.dir(),
+            &self.sim(),
+            &self.runner_env(),
+        )
+    }
+
+    /// Every object in the bucket with its ETag: equal before and after
+    /// means nothing was written (no lease taken either: it lives in the
+    /// head).
+    fn bucket_listing(&self) -> String {
+        self.server().get(&format!("/{EXAMPLE_BUCKET}?list-type=2"))
+    }
+
+    /// The state's head object.
+    fn head(&self) -> Value {
+        let text = self
+            .server()
+            .get(&format!("/{EXAMPLE_BUCKET}/prod/head.json"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("head.json: {e}: {text}"))
+    }
+
+    /// `oapkg state list` of the bucket's state, with the write key.
+    fn recorded(&self) -> Vec<String> {
+        recorded_keys_on(self.dir(), EXAMPLE_S3_STATE, self.server.as_ref())
+    }
+
+    /// Charges (key, months) made after the first `since` ones.
+    fn charges_since(&self, since: usize) -> Vec<(String, String)> {
+        self.sim()
+            .ledger()
+            .into_iter()
+            .skip(since)
+            .map(|c| (format!("{}@{}", c.oaid, c.dateactive), c.duaration))
+            .collect()
+    }
+
+    /// Nothing went back to the repository: `main` holds only the checkout's
+    /// commit, and no state file exists in the working copy.
+    #[track_caller]
+    fn assert_nothing_committed(&self) {
+        let commits = git_in(
+            self.checkout.remote.path(),
+            &["rev-list", "--count", "main"],
+        );
+        assert_eq!(commits.trim(), "1", "{}: nothing pushed to main", self.rel);
+        assert!(
+            !self.dir().join("state").exists(),
+            "{}: no state file in the checkout",
+            self.rel
+        );
+    }
+
+    /// The requests the S3 server answered while `run` ran, and its result.
+    fn requests_during(&self, run: impl FnOnce() -> Ran) -> (Ran, Vec<server::Request>) {
+        let seen = self.server().requests().len();
+        let ran = run();
+        (ran, self.server().requests().split_off(seen))
+    }
+
+    /// A pull request's plan job: it must succeed, buy nothing, and only
+    /// read the bucket, with the read-only key. Returns the comment.
+    #[track_caller]
+    fn plan_pull_request(&self) -> (Ran, String) {
+        let before = self.bucket_listing();
+        let charged = self.sim().ledger().len();
+        let (ran, requests) = self.requests_during(|| self.run("plan"));
+        assert_eq!(ran.failed, None, "{}\n{}", self.rel, ran.transcript());
+        assert!(
+            !requests.is_empty(),
+            "{}: the plan read the state",
+            self.rel
+        );
+        for request in &requests {
+            assert!(
+                matches!(request.method.as_str(), "GET" | "HEAD")
+                    && request.access_key == READ_ACCESS_KEY
+                    && request.url.contains(&format!("/{EXAMPLE_BUCKET}/prod/")),
+                "{}: a plan job only reads, with the read-only key: {request:?}",
+                self.rel
+            );
+        }
+        assert_eq!(
+            self.bucket_listing(),
+            before,
+            "{}: planning took no lease and wrote nothing",
+            self.rel
+        );
+        assert_eq!(self.sim().ledger().len(), charged, "planning buys nothing");
+        let comment = std::fs::read_to_string(self.dir().join("plan.md")).unwrap();
+        assert!(
+            comment.contains(&format!("<!-- oapkg-plan: {EXAMPLE_S3_STATE} -->")),
+            "{}: the marker names the bucket's state:\n{comment}",
+            self.rel
+        );
+        (ran, comment)
+    }
+}
+
+/// A PR is planned read-only, the merge applies it (bought once, recorded
+/// in the bucket, lease given back, nothing committed), a second run buys
+/// nothing, and guarded changes are bought only with their approving label.
+fn s3_pipeline_runs_for_real(rel: &str) {
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("skipped: `git` is not installed");
+        return;
+    }
+    let Some(example) = Example::new(rel) else {
+        return;
+    };
+    let github = rel.contains("/.github/");
+
+    // Pull request: the plan, read-only.
+    let (ran, comment) = example.plan_pull_request();
+    assert!(
+        comment.starts_with("**Plan: 2 to purchase,"),
+        "{rel}:\n{comment}"
+    );
+    if github {
+        assert!(ran.github_output.contains("exitcode=2\n"), "{rel}");
+    }
+    assert!(example.recorded().is_empty(), "{rel}: nothing recorded yet");
+
+    // Merge: apply buys exactly the reviewed plan, once, into the bucket.
+    write_labels(example.dir(), &[]);
+    let (ran, requests) = example.requests_during(|| example.run("apply"));
+    assert_eq!(ran.failed, None, "{rel}\n{}", ran.transcript());
+    assert!(
+        requests.iter().any(|r| r.method == "PUT")
+            && requests.iter().all(|r| r.access_key == server::ACCESS_KEY),
+        "{rel}: apply writes the state with the write key: {requests:?}"
+    );
+    assert_charged_once(&example.sim(), &EXAMPLE_KEYS);
+    assert_eq!(example.recorded(), EXAMPLE_KEYS, "{rel}");
+    let head = example.head();
+    assert_eq!(head["lease"], Value::Null, "{rel}: the lease is given back");
+    assert!(
+        !ran.skipped.iter().any(|s| s.contains("git commit/push")),
+        "{rel}: {:?}",
+        ran.skipped
+    );
+    example.assert_nothing_committed();
+
+    // A second run (the next pull request, no manifest change): no changes,
+    // nothing bought.
+    let (ran, comment) = example.plan_pull_request();
+    assert!(comment.contains("No changes."), "{rel}:\n{comment}");
+    if github {
+        assert!(ran.github_output.contains("exitcode=0\n"), "{rel}");
+    }
+    let charged = example.sim().ledger().len();
+    let ran = example.run("apply");
+    assert_eq!(ran.failed, None, "{rel}\n{}", ran.transcript());
+    assert_eq!(example.charges_since(charged), [], "{rel}: bought nothing");
+
+    // Guarded changes: refused without the label, bought once with it.
+    let manifest = example.dir().join("packages/svoucher.yaml");
+    let original = std::fs::read_to_string(&manifest).unwrap();
+    for guarded in &GUARDED {
+        let what = format!("{rel}, {}", guarded.flag);
+        std::fs::write(&manifest, original.replace(guarded.edit.0, guarded.edit.1)).unwrap();
+        let (_, comment) = example.plan_pull_request();
+        assert!(
+            comment.contains(&format!("without `{}`", guarded.flag))
+                && comment.contains(&format!("the label `{}`", guarded.label)),
+            "{what}: the comment says how to approve:\n{comment}"
+        );
+        let recorded = example.recorded();
+        let charged = example.sim().ledger().len();
+
+        write_labels(example.dir(), &["documentation"]);
+        let ran = example.run("apply");
+        let log = ran.transcript();
+        assert!(ran.failed.is_some(), "{what}: the job fails\n{log}");
+        assert!(
+            log.contains(guarded.flag) && log.contains("Approved by label: nothing"),
+            "{what}: the refusal names the flag\n{log}"
+        );
+        assert_eq!(example.charges_since(charged), [], "{what}: nothing bought");
+        assert_eq!(
+            example.recorded(),
+            recorded,
+            "{what}: the state is unchanged"
+        );
+        assert_eq!(
+            example.head()["lease"],
+            Value::Null,
+            "{what}: no lease left"
+        );
+
+        write_labels(example.dir(), &["documentation", guarded.label]);
+        let ran = example.run("apply");
+        assert_eq!(ran.failed, None, "{what}\n{}", ran.transcript());
+        assert!(
+            ran.transcript()
+                .contains(&format!("Approved by label: {}", guarded.flag)),
+            "{what}\n{}",
+            ran.transcript()
+        );
+        let (key, months) = guarded.bought;
+        assert_eq!(
+            example.charges_since(charged),
+            [(key.to_owned(), months.to_owned())],
+            "{what}: bought exactly once"
+        );
+        assert!(
+            example.recorded().iter().any(|k| k == key),
+            "{what}: the bucket's state records {key}"
+        );
+    }
+    example.assert_nothing_committed();
+    example.sim_handle.shutdown();
+}
+
+#[test]
+fn the_s3_state_github_workflow_plans_read_only_applies_once_into_the_bucket_and_commits_nothing() {
+    s3_pipeline_runs_for_real(S3_PIPELINES[0]);
+}
+
+#[test]
+fn the_s3_state_gitlab_pipeline_plans_read_only_applies_once_into_the_bucket_and_commits_nothing() {
+    s3_pipeline_runs_for_real(S3_PIPELINES[1]);
 }

@@ -18,7 +18,7 @@ use esms_sim::Call;
 use esms_sim::{BlockingSimHandle, SimConfig, Simulator};
 use serde_json::Value;
 
-use crate::support::{Backend, Env};
+use crate::support::{API_KEY, Backend, Env, SECRET_KEY};
 use crate::watch::{WAIT, Watch, assert_counts, doc, message, pkg};
 
 /// A simulator that knows the OAIDs the tests use.
@@ -33,13 +33,24 @@ pub(crate) fn simulator(config: SimConfig) -> BlockingSimHandle {
 
 /// `oapkg watch --apply ARGS...` pointed at `sim`.
 pub(crate) fn start_apply(env: &Env, sim: &BlockingSimHandle, args: &[&str]) -> Watch {
+    start_apply_with(env, sim, args, |_| {})
+}
+
+/// [`start_apply`] with extra set-up of the command (environment, ...).
+pub(crate) fn start_apply_with(
+    env: &Env,
+    sim: &BlockingSimHandle,
+    args: &[&str],
+    setup: impl FnOnce(&mut std::process::Command),
+) -> Watch {
     let endpoint = sim.endpoint().as_str().to_owned();
     let mut all = vec!["--apply"];
     all.extend_from_slice(args);
     Watch::start_with(env, &all, |cmd| {
         cmd.env("ESMS_ENDPOINT", &endpoint)
-            .env("ESMS_API_KEY", "test-key")
-            .env("ESMS_SECRET_KEY", "test-secret");
+            .env("ESMS_API_KEY", API_KEY)
+            .env("ESMS_SECRET_KEY", SECRET_KEY);
+        setup(cmd);
     })
 }
 

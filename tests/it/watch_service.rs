@@ -13,7 +13,9 @@ use serde_json::Value;
 
 use crate::support::{API_KEY, Env, SECRET_KEY};
 use crate::watch::{Watch, doc, message, pkg};
-use crate::watch_apply::{charged, keys, outcome, simulator, start_apply, wait_until};
+use crate::watch_apply::{
+    charged, keys, outcome, simulator, start_apply, start_apply_with, wait_until,
+};
 
 /// A webhook receiver on 127.0.0.1:0: answers 500 to the first `failing`
 /// POSTs and 200 to the rest (or never answers, with `hang`), keeping
@@ -122,14 +124,8 @@ fn serve(stream: TcpStream, failing: usize, bodies: &Mutex<Vec<String>>, request
 /// `oapkg watch --apply ARGS...` against `sim` with the support keys and
 /// short notification retries.
 fn start_service(env: &Env, sim: &esms_sim::BlockingSimHandle, args: &[&str]) -> Watch {
-    let endpoint = sim.endpoint().as_str().to_owned();
-    let mut all = vec!["--apply"];
-    all.extend_from_slice(args);
-    Watch::start_with(env, &all, |cmd| {
-        cmd.env("ESMS_ENDPOINT", &endpoint)
-            .env("ESMS_API_KEY", API_KEY)
-            .env("ESMS_SECRET_KEY", SECRET_KEY)
-            .env("OAPKG_TEST_NOTIFY_DELAY_MS", "50");
+    start_apply_with(env, sim, args, |cmd| {
+        cmd.env("OAPKG_TEST_NOTIFY_DELAY_MS", "50");
     })
 }
 
@@ -704,4 +700,306 @@ fn apply_notifies_a_refused_run() {
             .contains("--allow-replace"),
         "{received:#?}"
     );
+}
+
+/// `packages` with the price list of `costs`: each 12-month advanced
+/// package costs 708,000 VND.
+fn priced(packages: &[String]) -> String {
+    format!("{}---\n{}", crate::costs::PRICES, doc(packages))
+}
+
+#[test]
+fn a_low_balance_is_notified_once_while_it_stays_low_and_shown_in_metrics() {
+    let sim = simulator(SimConfig::new().balance(1_000));
+    let env = Env::with_state();
+    env.file("a.yaml", priced(&[pkg(1001, 12)]));
+    let addr = free_addr();
+    let receiver = Receiver::start(0, false);
+    let mut watch = start_service(
+        &env,
+        &sim,
+        &[
+            "-f",
+            "a.yaml",
+            "--notify",
+            &receiver.url(),
+            "--listen",
+            &addr,
+        ],
+    );
+    watch.record("a low balance logged", |v| {
+        message(v).contains("balance (1,000) is below")
+    });
+    assert_eq!(outcome(&mut watch)["outcome"], "failed");
+    // A second cycle (another package) still finds the balance too low:
+    // the apply step fails again, the low balance is not told again.
+    std::fs::write(env.path("a.yaml"), priced(&[pkg(1001, 12), pkg(1002, 12)])).unwrap();
+    let failed = outcome(&mut watch);
+    assert_eq!(failed["outcome"], "failed");
+    assert_eq!(failed["cycle"], 2, "{failed}");
+    assert!(message(&failed).contains("balance is 1,000"), "{failed}");
+    wait_until(
+        "both failed cycles notified",
+        Duration::from_secs(10),
+        || receiver.count("error") == 2,
+    );
+    assert_eq!(
+        receiver.count("low_balance"),
+        1,
+        "{:#?}",
+        receiver.received()
+    );
+    let low = receiver
+        .received()
+        .into_iter()
+        .find(|n| n["event"] == "low_balance")
+        .unwrap();
+    let text = low["message"].as_str().unwrap();
+    assert!(
+        text.contains("(1,000)") && text.contains("708,000 VND"),
+        "the balance and what the cycle needs: {low}"
+    );
+    for n in receiver.received() {
+        let body = n.to_string();
+        assert!(
+            !body.contains(API_KEY) && !body.contains(SECRET_KEY),
+            "{body}"
+        );
+    }
+    assert!(sim.ledger().is_empty());
+    let samples = parse_prometheus(&get(&addr, "/metrics").1);
+    assert_eq!(sample(&samples, "oapkg_balance", &[]), Some(1_000.0));
+    assert_eq!(watch.terminate(), 0);
+}
+
+/// The `expiring` notifications received for OA 1001 with `days` left.
+fn expiring_with(receiver: &Receiver, days: u32) -> usize {
+    let left = format!("({days} day(s) left)");
+    receiver
+        .received()
+        .iter()
+        .filter(|n| {
+            n["event"] == "expiring"
+                && n["oaid"] == "1001"
+                && n["message"].as_str().is_some_and(|m| m.contains(&left))
+        })
+        .count()
+}
+
+#[test]
+fn expiring_is_notified_once_per_oa_per_day_across_cycles_and_again_the_next_day() {
+    let env = Env::new();
+    // 1001's coverage ends 2026-11-30, nothing declared after it; 1002's
+    // runs for a year.
+    let ending = "  - oaid: \"1001\"\n    name: Shop A\n    tier: advanced\n    start: 2026-11-01\n    duration: 1\n".to_owned();
+    env.file("a.yaml", doc(std::slice::from_ref(&ending)));
+    let receiver = Receiver::start(0, false);
+    // This process's clock starts 8 s before midnight in Asia/Ho_Chi_Minh.
+    let mut watch = Watch::start_with(
+        &env,
+        &["-f", "a.yaml", "--notify", &receiver.url()],
+        |cmd| {
+            cmd.env_remove("OAPKG_TODAY")
+                .env("OAPKG_TEST_NOW", "2026-11-26T23:59:52+07:00")
+                .env("OAPKG_TEST_NOTIFY_DELAY_MS", "50");
+        },
+    );
+    assert_eq!(watch.printed()["plan"]["today"], "2026-11-26");
+    // Two more cycles with other plans the same day.
+    for months in [12, 6] {
+        std::fs::write(
+            env.path("a.yaml"),
+            doc(&[ending.clone(), pkg(1002, months)]),
+        )
+        .unwrap();
+        let plan = watch.printed();
+        assert_eq!(
+            plan["plan"]["today"],
+            "2026-11-26",
+            "{}",
+            watch.0.transcript()
+        );
+    }
+    wait_until("the first day's expiring", Duration::from_secs(10), || {
+        expiring_with(&receiver, 4) == 1
+    });
+    // The day turns: a cycle of its own, and a new notification.
+    let next = watch.printed();
+    assert_eq!(
+        (next["trigger"].as_str(), next["plan"]["today"].as_str()),
+        (Some("day"), Some("2026-11-27")),
+        "{next}"
+    );
+    wait_until("the next day's expiring", Duration::from_secs(10), || {
+        expiring_with(&receiver, 3) == 1
+    });
+    // Another cycle that day: not again.
+    std::fs::write(env.path("a.yaml"), doc(&[ending.clone(), pkg(1002, 3)])).unwrap();
+    let fifth = watch.printed();
+    assert_eq!(
+        (fifth["cycle"].as_u64(), fifth["plan"]["today"].as_str()),
+        (Some(5), Some("2026-11-27")),
+        "{fifth}"
+    );
+    watch.record("the fifth cycle's coverage", |v| {
+        v["cycle"] == 5 && message(v).starts_with("planned")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        (expiring_with(&receiver, 4), expiring_with(&receiver, 3)),
+        (1, 1),
+        "{:#?}",
+        receiver.received()
+    );
+    assert_eq!(receiver.count("expiring"), 2);
+    let n = receiver
+        .received()
+        .into_iter()
+        .find(|n| n["event"] == "expiring")
+        .unwrap();
+    assert_eq!(
+        (n["key"].as_str(), n["name"].as_str()),
+        (Some("1001@2026-11-01"), Some("Shop A"))
+    );
+    assert_eq!(watch.terminate(), 0);
+}
+
+#[test]
+fn while_suspended_an_unchanged_plan_is_printed_once_and_resuming_applies_it() {
+    let sim = simulator(SimConfig::new());
+    let env = Env::with_state();
+    env.file("a.yaml", doc(&[pkg(1001, 12)]));
+    env.file("state/oapkg.suspend", "");
+    let suspend = env.path("state/oapkg.suspend");
+    let suspend_arg = suspend.to_str().unwrap().to_owned();
+    let mut watch = start_service(
+        &env,
+        &sim,
+        &[
+            "-f",
+            "a.yaml",
+            "--suspend-file",
+            &suspend_arg,
+            "--interval",
+            "1",
+        ],
+    );
+    watch.record("the plan not applied", |v| {
+        v["suspended"] == true && message(v).contains("not applied")
+    });
+    // Three interval cycles with the same inputs.
+    watch.record("the fourth cycle skipped", |v| {
+        v["cycle"] == 4 && v["skipped"] == "unchanged"
+    });
+    let plans = |watch: &Watch| {
+        watch
+            .0
+            .lines()
+            .filter(|(stream, line)| {
+                matches!(stream, crate::support::Stream::Stdout)
+                    && crate::watch::json(line).is_some_and(|v| v["plan"].is_object())
+            })
+            .count()
+    };
+    assert_eq!(plans(&watch), 1, "{}", watch.0.transcript());
+    let not_applied = watch
+        .0
+        .lines()
+        .filter_map(|(_, line)| crate::watch::json(line))
+        .filter(|v| message(v).contains("not applied"))
+        .count();
+    assert_eq!(not_applied, 1, "{}", watch.0.transcript());
+    assert!(sim.ledger().is_empty());
+
+    std::fs::remove_file(&suspend).unwrap();
+    watch.record("resumed", |v| v["suspended"] == false);
+    assert_eq!(outcome(&mut watch)["outcome"], "done");
+    assert_eq!(charged(&sim), keys(&["1001@2027-01-01"]));
+    assert_eq!(plans(&watch), 2, "planned again on resuming");
+    assert_eq!(watch.terminate(), 0);
+}
+
+#[test]
+fn a_bad_notify_url_or_listen_address_is_a_clear_error() {
+    let env = Env::new();
+    env.file("oapkg.yaml", doc(&[pkg(1001, 12)]));
+    for (args, says) in [
+        (
+            &["watch", "--notify", "not a url"][..],
+            "not a valid absolute URL",
+        ),
+        (
+            &["watch", "--notify", "http://example.com/hook"][..],
+            "use https://",
+        ),
+        (
+            &["apply", "--notify", "ftp://127.0.0.1/"][..],
+            "must use https://",
+        ),
+        (
+            &["watch", "--notify", "https://user:pw@example.com/"][..],
+            "user name or password",
+        ),
+        (
+            &["watch", "--listen", "nonsense"][..],
+            "expected an IP address and a port",
+        ),
+        (
+            &["watch", "--listen", "127.0.0.1:99999"][..],
+            "expected an IP address and a port",
+        ),
+        (
+            &["watch", "--listen", "192.0.2.1:9184"][..],
+            "cannot listen on 192.0.2.1:9184",
+        ),
+    ] {
+        let run = env.command(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("pw@"),
+            "{args:?}: the password echoed: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn secret_environment_values_never_reach_a_notification_even_from_a_plan_only_watch() {
+    const AWS_SECRET: &str = "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY";
+    let env = Env::new();
+    env.file("a.yaml", doc(&[pkg(1001, 12)]));
+    let receiver = Receiver::start(0, false);
+    let mut watch = Watch::start_with(
+        &env,
+        &["-f", "a.yaml", "--notify", &receiver.url()],
+        |cmd| {
+            cmd.env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+                .env("ESMS_SECRET_KEY", SECRET_KEY);
+        },
+    );
+    watch.planned();
+    // A manifest that quotes both secrets: the diagnostic names them.
+    std::fs::write(
+        env.path("a.yaml"),
+        format!(
+            "{}    {AWS_SECRET}: 1\n    x{SECRET_KEY}: 2\n",
+            doc(&[pkg(1001, 12)])
+        ),
+    )
+    .unwrap();
+    wait_until(
+        "the invalid manifest notified",
+        Duration::from_secs(10),
+        || receiver.count("error") == 1,
+    );
+    let error = receiver.received().pop().unwrap();
+    let body = error.to_string();
+    assert!(body.contains("unknown field `[redacted]`"), "{body}");
+    assert!(
+        !body.contains(AWS_SECRET) && !body.contains(SECRET_KEY),
+        "{body}"
+    );
+    assert_eq!(watch.terminate(), 0);
 }

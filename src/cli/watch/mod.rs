@@ -97,6 +97,12 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
 
 pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
     refuse_resends(&args.apply_flags)?;
+    let notify = args.apply_flags.notify_targets()?;
+    let listen = args
+        .listen
+        .as_deref()
+        .map(crate::metrics::server::parse)
+        .transpose()?;
     // Fail before watching anything: a date that cannot be read would fail
     // every cycle.
     context.today()?;
@@ -132,12 +138,12 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         let handle = Arc::new(handle);
         listen_for_signals(handle.clone())?;
         let notifier = Arc::new(crate::notify::Notifier::start(
-            &args.apply_flags.notify,
+            &notify,
             crate::notify::Delivery::default(),
             scrub,
         ));
         let metrics = Arc::new(crate::metrics::Metrics::new());
-        let server = match &args.listen {
+        let server = match listen {
             Some(addr) => {
                 let listener = crate::metrics::server::bind(addr).await?;
                 Some(tokio::spawn(crate::metrics::server::serve(

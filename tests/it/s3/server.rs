@@ -30,9 +30,21 @@ pub enum Kind {
     Ministack,
 }
 
+/// A request a recording server answered.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    pub url: String,
+    /// The key the request was made with (empty when anonymous).
+    pub access_key: String,
+}
+
 /// A running server with one bucket.
 pub struct S3Server {
     child: Child,
+    /// Where moto records every request, when asked to (see
+    /// [`S3Server::moto_recording`]).
+    recording: Option<tempfile::TempPath>,
     pub endpoint: String,
     pub bucket: String,
 }
@@ -48,12 +60,49 @@ impl S3Server {
     /// moto on a free port, or `None` (with a message) where Python is
     /// missing; panics on CI.
     pub fn moto() -> Option<S3Server> {
-        S3Server::start(Kind::Moto)
+        S3Server::start(Kind::Moto, false)
+    }
+
+    /// [`S3Server::moto`] recording every request it answers (moto's
+    /// recorder): see [`S3Server::requests`].
+    pub fn moto_recording() -> Option<S3Server> {
+        S3Server::start(Kind::Moto, true)
+    }
+
+    /// Every request answered so far, in order, when recording: method,
+    /// path and the access key its `Authorization` header names.
+    pub fn requests(&self) -> Vec<Request> {
+        let path = self.recording.as_ref().expect("a recording server");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.lines()
+            .map(|line| {
+                let entry: serde_json::Value =
+                    serde_json::from_str(line).expect("a recorded request");
+                let authorization = entry["headers"]
+                    .as_object()
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                    })
+                    .and_then(|(_, v)| v.as_str())
+                    .unwrap_or("");
+                Request {
+                    method: entry["method"].as_str().unwrap_or("").to_owned(),
+                    url: entry["url"].as_str().unwrap_or("").to_owned(),
+                    access_key: authorization
+                        .split("Credential=")
+                        .nth(1)
+                        .and_then(|c| c.split('/').next())
+                        .unwrap_or("")
+                        .to_owned(),
+                }
+            })
+            .collect()
     }
 
     /// ministack on a free port (see [`S3Server::moto`]).
     pub fn ministack() -> Option<S3Server> {
-        S3Server::start(Kind::Ministack)
+        S3Server::start(Kind::Ministack, false)
     }
 
     /// A fresh `s3://BUCKET/PREFIX` on this server.
@@ -66,60 +115,47 @@ impl S3Server {
         configure(cmd, &self.endpoint);
     }
 
-    /// The bytes of object `key` in the bucket, or `None` when there is
-    /// none (read with the same client library oapkg uses).
-    pub fn object(&self, key: &str) -> Option<Vec<u8>> {
-        use object_store::{ObjectStoreExt, aws::AmazonS3Builder};
-        let store = AmazonS3Builder::new()
-            .with_bucket_name(&self.bucket)
-            .with_region("us-east-1")
-            .with_endpoint(&self.endpoint)
-            .with_allow_http(true)
-            .with_access_key_id(ACCESS_KEY)
-            .with_secret_access_key(SECRET_KEY)
-            .build()
-            .ok()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        let path = object_store::path::Path::from(key);
-        runtime.block_on(async {
-            let got = store.get(&path).await.ok()?;
-            got.bytes().await.ok().map(|b| b.to_vec())
-        })
+    /// Creates another bucket, `name` (an example's own bucket name).
+    pub fn create_bucket(&self, name: &str) {
+        let status = http(self.port(), "PUT", &format!("/{name}"), &[]);
+        assert!(
+            status.is_some_and(|s| (200..300).contains(&s)),
+            "create bucket {name}: {status:?}"
+        );
     }
 
-    /// The keys of the objects under `prefix` in the bucket (up to 1,000;
-    /// the test servers list without a signature).
-    pub fn keys(&self, prefix: &str) -> Vec<String> {
-        let port: u16 = self
-            .endpoint
+    /// The body of `GET PATH` naming the test key, unsigned (the test
+    /// servers check no signature, but refuse an anonymous object read): an
+    /// object (`/BUCKET/KEY`) or a listing (`/BUCKET?list-type=2`, every key
+    /// with its ETag: two equal listings mean nothing was written).
+    pub fn get(&self, path: &str) -> String {
+        let authorization = format!(
+            "AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0"
+        );
+        let answer = request(
+            self.port(),
+            "GET",
+            path,
+            &[("Authorization", &authorization)],
+        )
+        .unwrap_or_else(|| panic!("GET {path}: no answer from {}", self.endpoint));
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        assert!(
+            head.split_whitespace().nth(1) == Some("200"),
+            "GET {path}: {head}"
+        );
+        body.to_owned()
+    }
+
+    fn port(&self) -> u16 {
+        self.endpoint
             .rsplit(':')
             .next()
             .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        let listing = (|| {
-            let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-            let request = format!(
-                "GET /{}/?list-type=2&prefix={prefix} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n",
-                self.bucket
-            );
-            stream.write_all(request.as_bytes()).ok()?;
-            let mut answer = Vec::new();
-            let _ = stream.read_to_end(&mut answer);
-            Some(answer)
-        })()
-        .unwrap_or_default();
-        String::from_utf8_lossy(&listing)
-            .split("<Key>")
-            .skip(1)
-            .filter_map(|s| s.split("</Key>").next().map(str::to_owned))
-            .collect()
+            .expect("a port in the endpoint")
     }
 
-    fn start(kind: Kind) -> Option<S3Server> {
+    fn start(kind: Kind, record: bool) -> Option<S3Server> {
         let venv = venv()?;
         let mut last_error = String::new();
         for _ in 0..5 {
@@ -139,6 +175,12 @@ impl S3Server {
                     cmd
                 }
             };
+            let recording = record.then(|| {
+                let file = tempfile::NamedTempFile::new().expect("a recording file");
+                cmd.env("MOTO_ENABLE_RECORDING", "1")
+                    .env("MOTO_RECORDER_FILEPATH", file.path());
+                file.into_temp_path()
+            });
             let log = tempfile::NamedTempFile::new().expect("server log");
             let child = cmd
                 .stdin(Stdio::null())
@@ -154,6 +196,7 @@ impl S3Server {
             };
             let mut server = S3Server {
                 child,
+                recording,
                 endpoint: format!("http://127.0.0.1:{port}"),
                 bucket: "oapkg-test".to_owned(),
             };
@@ -199,6 +242,12 @@ pub fn configure(cmd: &mut Command, endpoint: &str) {
 
 /// One plain HTTP request; its status, or `None` when nothing answered.
 fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<u16> {
+    let answer = request(port, method, path, headers)?;
+    answer.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// One plain HTTP request; the whole answer, or `None` when nothing answered.
+fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let mut request = format!(
@@ -211,8 +260,7 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Option
     stream.write_all(request.as_bytes()).ok()?;
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
-    let text = String::from_utf8_lossy(&answer);
-    text.split_whitespace().nth(1)?.parse().ok()
+    Some(String::from_utf8_lossy(&answer).into_owned()).filter(|a| !a.is_empty())
 }
 
 fn free_port() -> u16 {
