@@ -74,6 +74,10 @@ pub fn run(context: &Context, args: &ValidateArgs) -> anyhow::Result<ExitStatus>
     let state = context.load_state()?.state;
     let warnings = crate::plan::inputs::validate_warnings(&manifests, &state.packages, today);
     let packages = manifests.desired.packages.len();
+    // The process ends after this report: freeing every record and
+    // declared package one by one would only delay it (~7 % of a large
+    // validate). `validate` runs once per process.
+    std::mem::forget((state, manifests));
     if args.format == ValidateFormat::Text {
         context.print_warnings(&warnings);
         if !context.global.quiet {

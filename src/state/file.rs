@@ -13,6 +13,10 @@
 //! fields added later (`confirmed`), which are written only when present;
 //! the checksum is [`sha256_tagged`](crate::spec::sha256_tagged) of the compact content without it;
 //! unknown fields and repeated keys are refused.
+//!
+//! [`decode`] checks the checksum over the file's own bytes when they are in
+//! this canonical encoding ([`canonical`], beside the parse), and by
+//! re-encoding the parsed content otherwise; both accept the same files.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,9 +29,15 @@ use serde_json::error::Category;
 use super::{FailedAttempt, FailedAttempts, Record, StateError};
 use crate::spec::{Key, MAX_DURATION_MONTHS, Sha256Writer};
 
+mod canonical;
+
 /// From this many records, [`decode`] computes the checksum on a second
 /// thread while it checks the records.
 const PARALLEL_CHECKS_FROM: usize = 4096;
+
+/// From this many bytes, [`decode`] sums a file in the canonical encoding
+/// on a second thread while it parses it.
+const PARALLEL_SUM_FROM: usize = 1 << 20;
 
 /// The only `format_version` this oapkg reads and writes.
 pub const FORMAT_VERSION: u64 = 1;
@@ -143,16 +153,39 @@ pub fn encode(
 /// document that is not a state file (unknown or missing field, duplicate
 /// key), a checksum mismatch, and a record that contradicts itself.
 pub fn decode(path: &Path, bytes: &[u8]) -> Result<DiskState, StateError> {
-    verify(path, parse(path, bytes)?)
+    let (file, sum) = parse_and_sum(path, bytes)?;
+    verify(path, file, sum)
 }
 
 /// [`decode`], freeing the bytes as soon as they are parsed: the checks
 /// that follow need only the parsed records, and a large file's bytes are
 /// as large again.
 pub fn decode_owned(path: &Path, bytes: Vec<u8>) -> Result<DiskState, StateError> {
-    let file = parse(path, &bytes)?;
+    let (file, sum) = parse_and_sum(path, &bytes)?;
     drop(bytes);
-    verify(path, file)
+    verify(path, file, sum)
+}
+
+/// The typed parse, and the checksum of the file's own bytes when they are
+/// in the canonical encoding ([`canonical`]; `None` otherwise): two
+/// independent passes over the bytes, on two threads for a large file.
+fn parse_and_sum(path: &Path, bytes: &[u8]) -> Result<(FileIn, Option<String>), StateError> {
+    if bytes.len() < PARALLEL_SUM_FROM {
+        let file = parse(path, bytes)?;
+        return Ok((file, canonical::checksum(bytes)));
+    }
+    std::thread::scope(|scope| {
+        match std::thread::Builder::new().spawn_scoped(scope, || canonical::checksum(bytes)) {
+            Ok(summing) => {
+                let file = parse(path, bytes);
+                let sum = summing
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                Ok((file?, sum))
+            }
+            Err(_) => Ok((parse(path, bytes)?, canonical::checksum(bytes))),
+        }
+    })
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<FileIn, StateError> {
@@ -166,12 +199,19 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<FileIn, StateError> {
     serde_json::from_slice(bytes).map_err(|source| classify_parse_error(path, bytes, source))
 }
 
-fn verify(path: &Path, file: FileIn) -> Result<DiskState, StateError> {
+/// The checks after the parse; `sum` is the checksum of the file's own
+/// bytes when they are in the canonical encoding (the content is then
+/// not encoded again).
+fn verify(path: &Path, file: FileIn, sum: Option<String>) -> Result<DiskState, StateError> {
     if file.format_version != FORMAT_VERSION {
         return Err(StateError::UnknownFormatVersion {
             path: path.to_owned(),
             found: file.format_version.to_string(),
         });
+    }
+    if let Some(computed) = sum {
+        let records = validate_records(path, &file.packages);
+        return finish(path, file, Ok(computed), records);
     }
     let computed = || {
         checksum(
@@ -201,6 +241,16 @@ fn verify(path: &Path, file: FileIn) -> Result<DiskState, StateError> {
     } else {
         (computed(), records())
     };
+    finish(path, file, computed, records)
+}
+
+/// The checksum's refusal first, then the records'.
+fn finish(
+    path: &Path,
+    file: FileIn,
+    computed: Result<String, StateError>,
+    records: Result<(), StateError>,
+) -> Result<DiskState, StateError> {
     let computed = computed?;
     if computed != file.checksum {
         return Err(StateError::ChecksumMismatch {
@@ -337,7 +387,10 @@ impl<'de, V: Deserialize<'de>> Visitor<'de> for UniqueKeys<V> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut values = BTreeMap::new();
         while let Some(key) = map.next_key::<Key>()? {
-            if values.contains_key(&key) {
+            // A written file lists its keys in order: a key after the last
+            // one is new without a lookup.
+            let after_last = values.last_key_value().is_none_or(|(last, _)| *last < key);
+            if !after_last && values.contains_key(&key) {
                 return Err(de::Error::custom(format_args!(
                     "{} {key} is listed twice",
                     self.what
