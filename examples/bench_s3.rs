@@ -8,9 +8,16 @@
 //! 2. **Recording**: the durable cost of one purchase (intent + outcome,
 //!    each one conditional write of the head) onto an empty S3 state and
 //!    onto a 100,000-package one; the ratio should stay near 1.
+//! 3. **A long run**: the same cost at the first vs around the `--long`th
+//!    (default 2,000th) purchase of one run, and the size of the head then:
+//!    the head's journal tail is sealed into segments, so neither grows
+//!    with the run.
 //!
 //! Run: `cargo run --release --example bench_s3 -- [--purchases N]
-//! [--latency-ms L] [--parallelism P] [--big N] [--runs R]`.
+//! [--latency-ms L] [--parallelism P] [--big N] [--runs R] [--long N]
+//! [--long-only 1]`. For the long run without segments (the head keeping
+//! every line, as before), add `OAPKG_S3_SEGMENT_LINES=100000000
+//! OAPKG_S3_SEGMENT_BYTES=100000000000` to the environment.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -116,6 +123,77 @@ fn uuid_like() -> String {
     format!("bench-{}", jiff::Timestamp::now().as_nanosecond())
 }
 
+/// Records `n` purchases in one run (one lease), timing each: the mean
+/// cost of the first `window` purchases and of the last `window`, and the
+/// largest head seen in the last window (in bytes, read from the bucket).
+fn long_run(store: &Store, head: &str, n: usize, window: usize) -> (Duration, Duration, usize) {
+    let (lock, _) = store.lock_and_load("bench", Duration::ZERO).unwrap();
+    let mut journal = store.journal(&lock).unwrap();
+    let mut costs = Vec::with_capacity(n);
+    let mut largest = 0;
+    for (i, spec) in specs(n, 40_000_000).into_iter().enumerate() {
+        let key = spec.key();
+        let started = Instant::now();
+        journal
+            .record_batch(&[JournalEntry::Intent {
+                key: key.clone(),
+                spec,
+                name: None,
+                at: jiff::Timestamp::now(),
+                by_policy: false,
+            }])
+            .unwrap();
+        journal
+            .record_batch(&[JournalEntry::Outcome {
+                key,
+                outcome: JournalOutcome::Submitted {
+                    service_preview_id: Some(i.to_string()),
+                    result_code: "100".into(),
+                    result_message: "ok".into(),
+                },
+            }])
+            .unwrap();
+        costs.push(started.elapsed());
+        // Read in both windows (outside the timing), so that both see the
+        // same load on the server.
+        let size = if i < window || i + window >= n {
+            head_size(head)
+        } else {
+            0
+        };
+        if i + window >= n {
+            largest = largest.max(size);
+        }
+    }
+    let mean = |c: &[Duration]| c.iter().sum::<Duration>() / c.len() as u32;
+    (mean(&costs[..window]), mean(&costs[n - window..]), largest)
+}
+
+/// The size of object `key` in bucket `bench`, from a listing.
+fn head_size(key: &str) -> usize {
+    let port: u16 = std::env::var("AWS_ENDPOINT_URL")
+        .ok()
+        .and_then(|u| u.rsplit(':').next().and_then(|p| p.parse().ok()))
+        .unwrap_or(0);
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let _ = s.write_all(
+        format!(
+            "GET /bench/?list-type=2&prefix={key} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+        .split("<Size>")
+        .nth(1)
+        .and_then(|r| r.split("</Size>").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Intent + outcome of each of `n` new packages, one batch each (as a
 /// sequential apply records them): time per purchase.
 fn recording_cost(store: &Store, n: usize, first: usize) -> Duration {
@@ -153,6 +231,7 @@ fn main() {
     let parallelism = arg("--parallelism", 16);
     let big = arg("--big", 100_000);
     let runs = arg("--runs", 3);
+    let long = arg("--long", 2000);
     let moto = moto();
     // SAFETY: set before any other thread of this process reads the
     // environment (the runtime and the stores are created below).
@@ -174,6 +253,22 @@ fn main() {
         moto.1
     );
 
+    let long_only = arg("--long-only", 0) != 0;
+
+    if !long_only {
+        throughput_and_recording(&runtime, purchases, latency, parallelism, big, runs);
+    }
+    long_run_part(long);
+}
+
+fn throughput_and_recording(
+    runtime: &tokio::runtime::Runtime,
+    purchases: usize,
+    latency: Duration,
+    parallelism: usize,
+    big: usize,
+    runs: usize,
+) {
     // 1. Throughput, local vs S3, interleaved.
     println!(
         "\n[throughput] {purchases} purchases @{} ms, parallelism {parallelism}, median of {runs}",
@@ -247,5 +342,23 @@ fn main() {
         us(large),
         us(empty),
         large.as_secs_f64() / empty.as_secs_f64()
+    );
+}
+
+fn long_run_part(long: usize) {
+    // 3. One long run: the first purchases vs the last ones, each window
+    // about one segment's worth (the tail grows from empty to sealed in it).
+    let window = 100.min(long / 2).max(1);
+    println!(
+        "\n[long run] {long} purchases (intent + outcome) in one run: mean of the first {window} vs the last {window}"
+    );
+    let long_store = Store::open(std::path::Path::new("s3://bench/long-run")).unwrap();
+    long_store.init("bench", Duration::ZERO).unwrap();
+    let (first, last, largest) = long_run(&long_store, "long-run/head.json", long, window);
+    println!(
+        "  per purchase: {:.0} µs up to the {long}th vs {:.0} µs from the first = {:.2}x; head at most {largest} bytes then",
+        us(last),
+        us(first),
+        last.as_secs_f64() / first.as_secs_f64()
     );
 }

@@ -9,10 +9,18 @@
 //! - `PREFIX/head.json`: the only object that changes, always by
 //!   compare-and-swap (`If-Match` on the ETag read, the first write
 //!   `If-None-Match: *`). It names the current snapshot (serial, checksum),
-//!   holds the lease (who writes, until when), the journal lines recorded
-//!   since that snapshot, and a fresh random `write_id` per write.
+//!   holds the lease (who writes, until when), the journal recorded since
+//!   that snapshot — the names of its sealed segments and the live tail of
+//!   lines — and a fresh random `write_id` per write.
 //! - `PREFIX/snapshots/SERIAL-CHECKSUM.json`: the state in the state file
 //!   format, immutable, written once with `If-None-Match: *`.
+//! - `PREFIX/journal/SERIAL-SEQ-SHA256.jsonl`: a sealed segment, immutable
+//!   and content addressed: journal lines that were durable in the head's
+//!   tail, moved out so that the head (re-uploaded on every write) stays
+//!   small however long a run is. A segment is written (`If-None-Match: *`)
+//!   before the head that names it, by the same compare-and-swap that
+//!   appends the next lines, so a crash in between leaves only an orphan
+//!   object that nothing reads.
 //!
 //! Why two writers never both buy one package: an intent is one conditional
 //! write of the head, against a head whose lease is ours; the store applies
@@ -57,6 +65,16 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 
 /// How often a writer waiting for a live lease (`--lock-timeout`) looks again.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The head's live tail is sealed into a segment once it holds this many
+/// lines (`OAPKG_S3_SEGMENT_LINES`, for tests, says otherwise)…
+const SEAL_LINES: usize = 256;
+
+/// …or this many bytes (`OAPKG_S3_SEGMENT_BYTES`), whichever comes first.
+const SEAL_BYTES: usize = 64 * 1024;
+
+/// How many segments a reader fetches at once.
+const SEGMENT_READS: usize = 8;
 
 /// `s3://BUCKET/PREFIX`, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,8 +149,13 @@ struct Head {
     /// The snapshot's checksum (its `checksum` field).
     checksum: String,
     lease: Option<Lease>,
-    /// Journal lines (the journal file's format, without the newline)
-    /// recorded on top of the snapshot.
+    /// Sealed journal segments (object names under the prefix), oldest
+    /// first: their lines come before `journal`'s.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    segments: Vec<String>,
+    /// The live tail of the journal: lines (the journal file's format,
+    /// without the newline) recorded on top of the snapshot and the
+    /// segments.
     journal: Vec<String>,
     /// Random, fresh on every write: tells a retried write of ours that had
     /// succeeded from someone else's.
@@ -178,6 +201,22 @@ struct Inner {
     secrets: Vec<String>,
     runtime: Runtime,
     lease_duration: Duration,
+    /// When the head's tail is sealed into a segment.
+    seal: SealAt,
+}
+
+/// The size at which the head's live tail is sealed into a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SealAt {
+    lines: usize,
+    bytes: usize,
+}
+
+impl SealAt {
+    /// Whether `tail` is due to be sealed.
+    fn due(self, tail: &[String]) -> bool {
+        tail.len() >= self.lines || tail.iter().map(|l| l.len() + 1).sum::<usize>() >= self.bytes
+    }
 }
 
 // The client holds the credentials: never print it.
@@ -221,6 +260,17 @@ impl S3Store {
             .and_then(|s| s.parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s > 0.0)
             .map_or(DEFAULT_LEASE, Duration::from_secs_f64);
+        // Hidden, for tests and benchmarks: a small segment, or none.
+        let size = |name: &str, default: usize| {
+            env(name)
+                .and_then(|s| s.parse::<usize>().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(default)
+        };
+        let seal = SealAt {
+            lines: size("OAPKG_S3_SEGMENT_LINES", SEAL_LINES),
+            bytes: size("OAPKG_S3_SEGMENT_BYTES", SEAL_BYTES),
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("oapkg-s3")
@@ -237,6 +287,7 @@ impl S3Store {
                 secrets,
                 runtime: Runtime(runtime),
                 lease_duration,
+                seal,
             }),
         }
     }
@@ -313,6 +364,7 @@ impl S3Store {
                 snapshot,
                 checksum: checksum.clone(),
                 lease: None,
+                segments: Vec::new(),
                 journal: Vec::new(),
                 write_id: String::new(),
             };
@@ -405,6 +457,7 @@ impl S3Store {
                 snapshot,
                 checksum: checksum.clone(),
                 lease: None,
+                segments: Vec::new(),
                 journal: Vec::new(),
                 write_id: String::new(),
             };
@@ -557,7 +610,7 @@ impl Inner {
     /// its journal lines replayed.
     async fn loaded(&self, head: &Head) -> Result<Loaded, StateError> {
         let disk = self.read_snapshot(head).await?;
-        let contents = self.journal_contents(head)?;
+        let contents = self.journal_contents(head).await?;
         store::assemble(&self.display, &self.head_name, Some(disk), contents)
     }
 
@@ -584,21 +637,81 @@ impl Inner {
         Ok(disk)
     }
 
-    fn journal_contents(&self, head: &Head) -> Result<Option<journal::Contents>, StateError> {
-        if head.journal.is_empty() {
+    /// The journal `head` describes: its sealed segments in order (each
+    /// checked against the digest in its name), then its live tail.
+    async fn journal_contents(&self, head: &Head) -> Result<Option<journal::Contents>, StateError> {
+        if head.segments.is_empty() && head.journal.is_empty() {
             return Ok(None);
         }
-        let mut bytes = Vec::new();
-        for line in &head.journal {
-            bytes.extend_from_slice(line.as_bytes());
-            bytes.push(b'\n');
+        let mut contents = journal::Contents::default();
+        for names in head.segments.chunks(SEGMENT_READS) {
+            let reads: Vec<_> = names.iter().map(|name| self.read_segment(name)).collect();
+            for segment in futures_util::future::try_join_all(reads).await? {
+                contents.lines.extend(segment.lines);
+            }
         }
-        let contents = journal::parse(&self.head_name, &bytes)?;
-        if contents.torn {
-            // A head is written whole: no line of it can be torn.
-            return Err(self.corrupt("a journal line in it is damaged".to_owned()));
-        }
+        let tail = self.parse_lines(&self.head_name, &segment_bytes(&head.journal))?;
+        contents.lines.extend(tail.lines);
         Ok(Some(contents))
+    }
+
+    /// A sealed segment's lines, checked against the digest in its name.
+    async fn read_segment(&self, name: &str) -> Result<journal::Contents, StateError> {
+        let path = PathBuf::from(format!("{}/{name}", self.display.display()));
+        let bytes = self
+            .client()?
+            .get(&self.location.object(name))
+            .await
+            .map_err(|e| self.remote("read a journal segment of", &e))?
+            .bytes()
+            .await
+            .map_err(|e| self.remote("read a journal segment of", &e))?;
+        check_segment(name, &bytes).map_err(|problem| StateError::RemoteCorrupt {
+            path: path.clone(),
+            problem,
+        })?;
+        self.parse_lines(&path, &bytes)
+    }
+
+    /// Journal lines written whole (a head or a segment): none can be torn.
+    fn parse_lines(&self, path: &Path, bytes: &[u8]) -> Result<journal::Contents, StateError> {
+        let contents = journal::parse(path, bytes)?;
+        if contents.torn {
+            return Err(StateError::RemoteCorrupt {
+                path: path.to_owned(),
+                problem: "a journal line in it is damaged".to_owned(),
+            });
+        }
+        Ok(contents)
+    }
+
+    /// Seals `head`'s live tail (durable lines) into a segment object and
+    /// returns the head naming it instead. Nothing refers to the segment
+    /// until that head is written.
+    async fn seal(&self, head: &Head) -> Result<Head, StateError> {
+        let bytes = segment_bytes(&head.journal);
+        let name = segment_name(head.serial, head.segments.len(), &bytes);
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .client()?
+            .put_opts(
+                &self.location.object(&name),
+                PutPayload::from(bytes),
+                options,
+            )
+            .await
+        {
+            // Content addressed: one already there holds the same lines.
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(self.remote("write a journal segment to", &e)),
+        }
+        let mut next = head.clone();
+        next.segments.push(name);
+        next.journal.clear();
+        Ok(next)
     }
 
     async fn already_exists(&self, head: &Head) -> StateError {
@@ -798,6 +911,45 @@ impl Inner {
     }
 }
 
+/// Journal lines as stored in a segment (and parsed): one per line.
+fn segment_bytes(lines: &[String]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for line in lines {
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+    }
+    bytes
+}
+
+/// `journal/SERIAL-SEQ-SHA256.jsonl`: the `SEQ`th segment (from 0) on top
+/// of snapshot `SERIAL`, named by the digest of its bytes.
+fn segment_name(serial: u64, seq: usize, bytes: &[u8]) -> String {
+    let checksum = crate::spec::sha256_tagged(bytes);
+    let digest = checksum.strip_prefix("sha256:").unwrap_or(&checksum);
+    format!("journal/{serial:020}-{seq:06}-{digest}.jsonl")
+}
+
+/// Checks a segment's bytes against the digest in its name.
+fn check_segment(name: &str, bytes: &[u8]) -> Result<(), String> {
+    let Some(expected) = name
+        .strip_prefix("journal/")
+        .and_then(|n| n.strip_suffix(".jsonl"))
+        .and_then(|n| n.rsplit('-').next())
+    else {
+        return Err(format!("{name} is not a journal segment's name"));
+    };
+    let checksum = crate::spec::sha256_tagged(bytes);
+    let actual = checksum.strip_prefix("sha256:").unwrap_or(&checksum);
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "its content does not match the digest in its name (sha256 {actual}): \
+             it was changed after oapkg wrote it"
+        ))
+    }
+}
+
 fn expiry(now: Timestamp, lease: Duration) -> Timestamp {
     let lease =
         jiff::SignedDuration::try_from(lease).unwrap_or(jiff::SignedDuration::from_secs(60));
@@ -876,6 +1028,15 @@ impl LeaseShared {
             return Err(self.lost(None));
         }
         let mut next = state.current.head.clone();
+        if inner.seal.due(&next.journal) {
+            // The tail's lines are durable already; moving them into a
+            // segment is only an optimisation: if it fails, the head just
+            // keeps them a while longer.
+            match inner.seal(&next).await {
+                Ok(sealed) => next = sealed,
+                Err(error) => tracing::warn!(%error, "could not seal the journal into a segment"),
+            }
+        }
         change(&mut next)?;
         if let Some(lease) = next.lease.as_mut() {
             lease.expires = expiry(Timestamp::now(), inner.lease_duration);
@@ -991,7 +1152,8 @@ impl S3Lease {
                 let head = guard.current.head.clone();
                 store::check_version(&inner.display, &given, &head.lineage, head.serial)?;
                 let current = inner
-                    .journal_contents(&head)?
+                    .journal_contents(&head)
+                    .await?
                     .map(|c| c.lines)
                     .unwrap_or_default();
                 let folded = store::fold(&inner.display, &inner.head_name, &given, &current)?;
@@ -1003,6 +1165,7 @@ impl S3Lease {
                 next.lineage = folded.lineage.clone();
                 next.snapshot = snapshot;
                 next.checksum = folded.checksum.clone();
+                next.segments.clear();
                 next.journal.clear();
                 if let Some(lease) = next.lease.as_mut() {
                     lease.expires = expiry(Timestamp::now(), inner.lease_duration);
@@ -1142,6 +1305,117 @@ mod tests {
         let store = S3Store::new(location);
         let shown = format!("{store:?}");
         assert_eq!(shown, "S3Store { location: \"s3://bucket/x\", .. }");
+    }
+
+    /// Journal lines of `n` purchases (intent, then outcome) on an empty
+    /// state, as the head's tail holds them.
+    fn purchase_lines(n: u64) -> Vec<String> {
+        use crate::spec::{Oaid, Spec, Tier};
+        let generation = Generation::default();
+        let mut lines = Vec::new();
+        for i in 0..n {
+            let spec = Spec {
+                oaid: Oaid::parse(&(4_000_000 + i).to_string()).unwrap(),
+                tier: Tier::Advanced,
+                start: jiff::civil::date(2026, 12, 1),
+                duration_months: 6,
+            };
+            let key = spec.key();
+            let intent = journal::Event::Intent {
+                spec,
+                name: None,
+                at: Timestamp::UNIX_EPOCH,
+                by_policy: false,
+            };
+            let outcome = journal::Event::Outcome(journal::JournalOutcome::Submitted {
+                service_preview_id: Some(i.to_string()),
+                result_code: "100".into(),
+                result_message: "ok".into(),
+            });
+            for event in [intent, outcome] {
+                let mut line =
+                    journal::encode_line(Path::new("head"), &generation, &key, &event).unwrap();
+                line.pop();
+                lines.push(String::from_utf8(line).unwrap());
+            }
+        }
+        lines
+    }
+
+    #[test]
+    fn a_segment_is_named_by_serial_sequence_and_digest_and_checked_by_it() {
+        let lines = purchase_lines(2);
+        let bytes = segment_bytes(&lines);
+        assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 4);
+        let name = segment_name(7, 3, &bytes);
+        assert!(
+            name.starts_with("journal/00000000000000000007-000003-"),
+            "{name}"
+        );
+        assert!(name.ends_with(".jsonl"), "{name}");
+        assert_eq!(
+            name.len(),
+            "journal/".len() + 20 + 1 + 6 + 1 + 64 + ".jsonl".len()
+        );
+        assert_eq!(check_segment(&name, &bytes), Ok(()));
+        // Same lines, same name (a retried write finds the same object).
+        assert_eq!(segment_name(7, 3, &segment_bytes(&lines)), name);
+        assert_ne!(segment_name(7, 3, &segment_bytes(&lines[..3])), name);
+        let mut changed = bytes.clone();
+        changed[10] ^= 1;
+        let refused = check_segment(&name, &changed).unwrap_err();
+        assert!(refused.contains("does not match the digest"), "{refused}");
+        assert!(check_segment("snapshots/x.json", &bytes).is_err());
+    }
+
+    #[test]
+    fn the_tail_is_due_for_sealing_by_lines_or_by_bytes() {
+        let lines = purchase_lines(3);
+        let at = SealAt {
+            lines: 4,
+            bytes: 1 << 20,
+        };
+        assert!(!at.due(&[]));
+        assert!(!at.due(&lines[..3]));
+        assert!(at.due(&lines[..4]));
+        let small = SealAt {
+            lines: 1000,
+            bytes: lines[0].len() + lines[1].len() + 2,
+        };
+        assert!(!small.due(&lines[..1]));
+        assert!(small.due(&lines[..2]));
+    }
+
+    /// Segments then the tail replay exactly like one journal, with an
+    /// intent sealed away from its outcome.
+    #[test]
+    fn segments_then_the_tail_replay_like_one_journal() {
+        let lines = purchase_lines(5);
+        let whole = journal::parse(Path::new("head"), &segment_bytes(&lines)).unwrap();
+        let (first, rest) = lines.split_at(3);
+        let (second, tail) = rest.split_at(4);
+        let mut pieced = journal::Contents::default();
+        for piece in [first, second, tail] {
+            let bytes = segment_bytes(piece);
+            let name = segment_name(0, 0, &bytes);
+            check_segment(&name, &bytes).unwrap();
+            pieced
+                .lines
+                .extend(journal::parse(Path::new(&name), &bytes).unwrap().lines);
+        }
+        let state = Path::new("s3://b/x");
+        let head = Path::new("s3://b/x/head.json");
+        let one = store::assemble(state, head, None, Some(whole)).unwrap();
+        let split = store::assemble(state, head, None, Some(pieced)).unwrap();
+        assert_eq!(one.state.packages.len(), 5);
+        assert_eq!(split.state.packages, one.state.packages);
+        assert!(
+            split
+                .state
+                .packages
+                .values()
+                .all(|r| r.status == crate::state::Status::Submitted)
+        );
     }
 
     #[test]

@@ -795,7 +795,7 @@ fn sigkill_at_random_moments_never_double_charges_or_loses_a_purchase_on_s3() {
 
 /// On S3 a killed holder's lease lives on until it expires (a second here),
 /// so each run waits for it (`--lock-timeout`), and sees what the killed
-/// run recorded.
+/// run recorded, in journal segments as well as in the head.
 fn sigkill_at_random_moments_on(backend: &Backend<'_>) {
     let iterations: usize = std::env::var("OAPKG_KILL_ITERATIONS")
         .ok()
@@ -848,6 +848,9 @@ fn sigkill_at_random_moments_on(backend: &Backend<'_>) {
             ],
         )
         .env("OAPKG_LEASE_SECONDS", "1")
+        // On S3, seal the journal into a segment every 4 lines, so that
+        // kills also land around sealing (a local state ignores it).
+        .env("OAPKG_S3_SEGMENT_LINES", "4")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

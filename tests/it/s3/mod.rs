@@ -326,3 +326,162 @@ fn a_holder_whose_lease_was_broken_stops_before_sending_more() {
         assert_eq!(charges.len(), 1, "{key} charged twice");
     }
 }
+
+/// A long run seals its journal into segment objects, so the head (written
+/// on every intent and outcome) stays small: an apply of 40 purchases with
+/// a segment every 8 lines, killed mid-run, then finished by the next run
+/// after the lease expired. Every package is bought once or unconfirmed,
+/// the fold lists them all, and the head never held more than a segment's
+/// worth of lines.
+#[test]
+fn a_long_run_seals_its_journal_into_segments_and_the_head_stays_small() {
+    let Some(server) = S3Server::moto() else {
+        return;
+    };
+    let env = Env::with_state_on(&Backend::S3(&server));
+    let location = env.s3().unwrap().location.clone();
+    let prefix = location
+        .strip_prefix(&format!("s3://{}/", server.bucket))
+        .unwrap()
+        .to_owned();
+    let head_path = format!("/{}/{prefix}/head.json", server.bucket);
+    let head = || -> Option<(usize, serde_json::Value)> {
+        let text = server.get(&head_path);
+        Some((text.len(), serde_json::from_str(&text).ok()?))
+    };
+    let all = pkgs(7701, 40);
+    write_manifest(&env, &all);
+    let sim = start(
+        account(&all)
+            .dedupe(false)
+            .latency(Duration::from_millis(100)),
+    );
+    let lines_per_segment = 8;
+    let parallelism = 2;
+    let spawn = |lease: &str| {
+        oapkg(
+            &env,
+            &sim,
+            &[
+                "apply",
+                "--auto-approve",
+                "--parallelism",
+                &parallelism.to_string(),
+                "--lock-timeout",
+                "30",
+                "--max-purchases",
+                "100",
+            ],
+        )
+        .env("OAPKG_S3_SEGMENT_LINES", lines_per_segment.to_string())
+        .env("OAPKG_LEASE_SECONDS", lease)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    // The tail may pass the threshold by one group commit before the next
+    // write seals it.
+    let most_lines = lines_per_segment + 2 * parallelism;
+    let mut largest = 0;
+    let watch = |largest: &mut usize| -> usize {
+        let Some((size, head)) = head() else { return 0 };
+        *largest = (*largest).max(size);
+        let tail = head["journal"].as_array().map_or(0, Vec::len);
+        assert!(tail <= most_lines, "{tail} lines in the head: {head}");
+        head["segments"].as_array().map_or(0, Vec::len)
+    };
+
+    let mut first = spawn("2");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while watch(&mut largest) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no 3 segments sealed: {:?}",
+            head()
+        );
+        if first.try_wait().unwrap().is_some() {
+            let run = Run::from(first.wait_with_output().unwrap());
+            panic!(
+                "the run ended early: {} {} {}",
+                run.stdout,
+                run.stderr,
+                server.get(&head_path)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let sealed = watch(&mut largest);
+    // What the dead run recorded is readable (segments and tail).
+    let state = recorded(&env);
+    assert!(state.len() >= sealed * lines_per_segment / 2, "{state:?}");
+    for (key, charges) in charges_by_key(&sim.ledger()) {
+        assert_eq!(charges.len(), 1, "{key} charged twice");
+        assert!(state.contains_key(&key), "{key} charged but not recorded");
+    }
+
+    // The next run takes the expired lease over and seals more segments
+    // on top of the dead run's.
+    let mut second = spawn("60");
+    let mut more = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while second.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the second run did not end");
+        more = more.max(watch(&mut largest));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = Run::from(second.wait_with_output().unwrap());
+    assert!(run.code == 0 || run.code == 1, "{}", run.stderr);
+    assert!(more > sealed, "the second run sealed no segment ({more})");
+
+    // Folded: the head names the new snapshot and no segment; the sealed
+    // segments stay behind as objects, like old snapshots.
+    let (_, folded) = head().unwrap();
+    assert!(folded.get("segments").is_none(), "{folded}");
+    assert_eq!(folded["journal"], serde_json::json!([]), "{folded}");
+    let listing = server.get(&format!(
+        "/{}?list-type=2&prefix={prefix}/journal/",
+        server.bucket
+    ));
+    let segments = listing.matches("<Key>").count();
+    assert!(segments >= more, "{listing}");
+    let state = recorded(&env);
+    let by_key = charges_by_key(&sim.ledger());
+    for p in &all {
+        let record = &state[&p.key()];
+        let charges = by_key.get(&p.key()).map_or(0, Vec::len);
+        match record["status"].as_str() {
+            Some("submitted") => assert_eq!(charges, 1, "{}", p.key()),
+            Some("unconfirmed") => assert!(charges <= 1, "{}", p.key()),
+            other => panic!("{} is {other:?}", p.key()),
+        }
+    }
+    let listed = env.run(&["state", "list"]);
+    listed.code(0);
+    for p in &all {
+        listed.stdout_has(&p.key());
+    }
+    eprintln!(
+        "segments: {sealed} when killed, {more} at most, {segments} objects; head at most {largest} bytes"
+    );
+    // A head of 40 purchases' lines would be about 32 kB.
+    assert!(largest < 8 * 1024, "the head reached {largest} bytes");
+
+    // The unconfirmed ones, resent to a deduplicating eSMS, end bought once.
+    sim.set_dedupe(true);
+    crate::support::run(
+        &env,
+        &sim,
+        &[
+            "apply",
+            "--auto-approve",
+            "--retry-unconfirmed",
+            "--max-purchases",
+            "100",
+        ],
+    )
+    .code(0);
+    assert_bought_once_each(&env, &sim, &all);
+}
