@@ -144,8 +144,10 @@ impl StateStore {
             &Default::default(),
             &Default::default(),
         )?;
-        replace_with_backup(&self.path, false, |out| write_bytes(&self.path, out, &bytes))
-            .map_err(|failure| *failure.error)?;
+        replace_with_backup(&self.path, false, |out| {
+            write_bytes(&self.path, out, &bytes)
+        })
+        .map_err(|failure| *failure.error)?;
         slot.generation = Some(Generation {
             lineage: Some(lineage.clone()),
             serial,
@@ -183,8 +185,10 @@ impl StateStore {
             &state.packages,
             &state.failed_attempts,
         )?;
-        replace_with_backup(&self.path, false, |out| write_bytes(&self.path, out, &bytes))
-            .map_err(|failure| *failure.error)?;
+        replace_with_backup(&self.path, false, |out| {
+            write_bytes(&self.path, out, &bytes)
+        })
+        .map_err(|failure| *failure.error)?;
         slot.generation = Some(Generation {
             lineage: Some(lineage.clone()),
             serial: state.serial,
