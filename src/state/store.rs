@@ -242,7 +242,9 @@ impl StateStore {
     ///
     /// Under the lock: checks that the file on disk is one `load` accepts and
     /// is the version `state` was loaded from (same lineage and serial; any
-    /// state may be written where no file exists), replays the journal over
+    /// state may be written where no file exists) — without decoding it
+    /// again when it still has the bytes `lock_and_load` loaded (see
+    /// [`LoadedFile`]) — replays the journal over
     /// `state`, assigns a lineage (uuid v4) if it has none, increments the
     /// serial, writes atomically keeping `<path>.backup`, and then removes
     /// the journal. On success `state` is updated to what was written; on
