@@ -129,40 +129,212 @@ pub fn encode(
     packages: &BTreeMap<Key, Record>,
     failed_attempts: &FailedAttempts,
 ) -> Result<(Vec<u8>, String), StateError> {
-    let mut bytes = Vec::new();
+    let mut bytes = std::io::Cursor::new(Vec::new());
     let checksum = encode_to(path, &mut bytes, lineage, serial, packages, failed_attempts)?;
-    Ok((bytes, checksum))
+    Ok((bytes.into_inner(), checksum))
 }
 
 /// [`encode`], written into `out` as it is encoded (a large state's file
 /// is tens of megabytes that need not be in memory at once); returns the
-/// checksum. A failure to write into `out` is a [`StateError::Encode`]
-/// whose source [`is_io`](serde_json::Error::is_io).
-pub fn encode_to(
+/// checksum. Encoded once: the compact encoding the checksum is defined
+/// over is hashed as the file is written ([`Tee`]), and the checksum,
+/// which comes before the records, is written over a placeholder of its
+/// length at the end. A failure to write into `out` is a
+/// [`StateError::Encode`] whose source [`is_io`](serde_json::Error::is_io).
+pub fn encode_to<W: std::io::Write + std::io::Seek>(
     path: &Path,
-    out: &mut impl std::io::Write,
+    out: &mut W,
     lineage: &str,
     serial: u64,
     packages: &BTreeMap<Key, Record>,
     failed_attempts: &FailedAttempts,
 ) -> Result<String, StateError> {
-    let checksum = checksum(path, Some(lineage), serial, packages, failed_attempts)?;
-    let file = FileOut {
-        format_version: FORMAT_VERSION,
-        lineage,
-        serial,
-        checksum: &checksum,
-        packages,
-        failed_attempts,
-    };
     let encode_error = |source| StateError::Encode {
         path: path.to_owned(),
         source,
     };
-    serde_json::to_writer_pretty(&mut *out, &file).map_err(encode_error)?;
-    out.write_all(b"\n")
-        .map_err(|error| encode_error(serde_json::Error::io(error)))?;
+    let io_error = |error| encode_error(serde_json::Error::io(error));
+    let file = |packages, failed_attempts| FileOut {
+        format_version: FORMAT_VERSION,
+        lineage,
+        serial,
+        checksum: PLACEHOLDER,
+        packages,
+        failed_attempts,
+    };
+    // Where the checksum goes: the head of the file is the same whatever
+    // the records, and its last placeholder is the checksum's (the lineage
+    // comes before it).
+    let (no_packages, no_failures) = (BTreeMap::new(), FailedAttempts::new());
+    let head =
+        serde_json::to_vec_pretty(&file(&no_packages, &no_failures)).map_err(encode_error)?;
+    let at = head
+        .windows(PLACEHOLDER.len())
+        .rposition(|w| w == PLACEHOLDER.as_bytes())
+        .ok_or_else(|| io_error(std::io::Error::other("no checksum in the file's head")))?;
+    let start = out.stream_position().map_err(io_error)?;
+
+    let mut hasher = std::io::BufWriter::with_capacity(1 << 16, Sha256Writer::default());
+    let tee = Tee {
+        pretty: serde_json::ser::PrettyFormatter::new(),
+        hash: &mut hasher,
+        depth: 0,
+        member: 0,
+        skipping: false,
+    };
+    let mut serializer = serde_json::Serializer::with_formatter(&mut *out, tee);
+    file(packages, failed_attempts)
+        .serialize(&mut serializer)
+        .map_err(encode_error)?;
+    out.write_all(b"\n").map_err(io_error)?;
+    let checksum = hasher
+        .into_inner()
+        .map_err(|error| io_error(error.into_error()))?
+        .finish();
+    if checksum.len() != PLACEHOLDER.len() {
+        return Err(io_error(std::io::Error::other(
+            "a checksum of another length",
+        )));
+    }
+    out.seek(std::io::SeekFrom::Start(start + at as u64))
+        .and_then(|_| out.write_all(checksum.as_bytes()))
+        .and_then(|_| out.seek(std::io::SeekFrom::End(0)))
+        .map_err(io_error)?;
     Ok(checksum)
+}
+
+/// A checksum's length: `sha256:` and 64 hex digits.
+const PLACEHOLDER: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Writes the pretty encoding into the output and, beside it, the compact
+/// encoding into a hasher, leaving out the top-level `checksum` member (the
+/// fourth of [`FileOut`]): that is [`Body`]'s compact encoding, which the
+/// checksum is defined over, so the file is encoded once.
+struct Tee<'h, H> {
+    pretty: serde_json::ser::PrettyFormatter<'static>,
+    hash: &'h mut H,
+    depth: usize,
+    member: usize,
+    skipping: bool,
+}
+
+impl<H: std::io::Write> Tee<'_, H> {
+    fn hashed(
+        &mut self,
+        f: impl FnOnce(&mut serde_json::ser::CompactFormatter, &mut H) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        if self.skipping {
+            return Ok(());
+        }
+        f(&mut serde_json::ser::CompactFormatter, self.hash)
+    }
+}
+
+/// Forwards formatter methods to both encodings.
+macro_rules! tee {
+    ($($name:ident($($arg:ident: $ty:ty),*);)*) => {
+        $(
+            fn $name<W: ?Sized + std::io::Write>(
+                &mut self,
+                writer: &mut W,
+                $($arg: $ty),*
+            ) -> std::io::Result<()> {
+                self.pretty.$name(writer, $($arg),*)?;
+                self.hashed(|compact, hash| compact.$name(hash, $($arg),*))
+            }
+        )*
+    };
+}
+
+impl<H: std::io::Write> serde_json::ser::Formatter for Tee<'_, H> {
+    tee! {
+        write_null();
+        write_bool(value: bool);
+        write_i8(value: i8);
+        write_i16(value: i16);
+        write_i32(value: i32);
+        write_i64(value: i64);
+        write_i128(value: i128);
+        write_u8(value: u8);
+        write_u16(value: u16);
+        write_u32(value: u32);
+        write_u64(value: u64);
+        write_u128(value: u128);
+        write_f32(value: f32);
+        write_f64(value: f64);
+        write_number_str(value: &str);
+        begin_string();
+        end_string();
+        write_string_fragment(fragment: &str);
+        write_byte_array(value: &[u8]);
+        begin_array();
+        end_array();
+        begin_array_value(first: bool);
+        end_array_value();
+        end_object_key();
+        begin_object_value();
+        write_raw_fragment(fragment: &str);
+    }
+
+    fn write_char_escape<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        char_escape: serde_json::ser::CharEscape,
+    ) -> std::io::Result<()> {
+        use serde_json::ser::CharEscape::*;
+        // Not `Clone`: the same escape again, for the compact side.
+        let again = match &char_escape {
+            Quote => Quote,
+            ReverseSolidus => ReverseSolidus,
+            Solidus => Solidus,
+            Backspace => Backspace,
+            FormFeed => FormFeed,
+            LineFeed => LineFeed,
+            CarriageReturn => CarriageReturn,
+            Tab => Tab,
+            AsciiControl(byte) => AsciiControl(*byte),
+        };
+        self.pretty.write_char_escape(writer, char_escape)?;
+        self.hashed(|compact, hash| compact.write_char_escape(hash, again))
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.depth += 1;
+        self.pretty.begin_object(writer)?;
+        self.hashed(|compact, hash| compact.begin_object(hash))
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        self.depth -= 1;
+        self.pretty.end_object(writer)?;
+        self.hashed(|compact, hash| compact.end_object(hash))
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if self.depth == 1 {
+            self.member += 1;
+            // `checksum`, with the comma before it.
+            self.skipping = self.member == 4;
+        }
+        self.pretty.begin_object_key(writer, first)?;
+        self.hashed(|compact, hash| compact.begin_object_key(hash, first))
+    }
+
+    fn end_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        self.pretty.end_object_value(writer)?;
+        self.hashed(|compact, hash| compact.end_object_value(hash))?;
+        if self.depth == 1 {
+            self.skipping = false;
+        }
+        Ok(())
+    }
 }
 
 /// Parses and verifies a state file's bytes; `path` is only for messages.
@@ -511,6 +683,54 @@ pub(crate) mod tests {
                 .unwrap()
                 .contains("\"packages\": {}\n")
         );
+    }
+
+    /// The file is encoded once, the checksum hashed beside it and written
+    /// over a placeholder: the same bytes and checksum as encoding the
+    /// checksummed body and the file separately, also with escapes,
+    /// failed attempts, and a lineage that looks like the placeholder.
+    #[test]
+    fn encoding_once_gives_the_checksum_of_the_body_and_the_pretty_file() {
+        let mut packages = packages();
+        for record in packages.values_mut() {
+            record.name = Some("quote \" back \\ tab \t nul \u{0} é \u{2028} 🎉".to_owned());
+        }
+        let failed: FailedAttempts = [(
+            packages.keys().next().unwrap().clone(),
+            FailedAttempt {
+                code: Some("102".to_owned()),
+                message: "refused \"x\"\n".to_owned(),
+                at: "2026-11-26T10:00:00.5Z".parse().unwrap(),
+            },
+        )]
+        .into_iter()
+        .collect();
+        for (lineage, failed) in [
+            ("lineage-1", &FailedAttempts::new()),
+            ("line\"age\n", &failed),
+            (PLACEHOLDER, &failed),
+        ] {
+            let (bytes, sum) = encode(path(), lineage, 7, &packages, failed).unwrap();
+            let expected = checksum(path(), Some(lineage), 7, &packages, failed).unwrap();
+            assert_eq!(sum, expected);
+            let out = FileOut {
+                format_version: FORMAT_VERSION,
+                lineage,
+                serial: 7,
+                checksum: &expected,
+                packages: &packages,
+                failed_attempts: failed,
+            };
+            let mut pretty = serde_json::to_vec_pretty(&out).unwrap();
+            pretty.push(b'\n');
+            assert_eq!(
+                String::from_utf8(bytes.clone()).unwrap(),
+                String::from_utf8(pretty).unwrap()
+            );
+            let disk = decode(path(), &bytes).unwrap();
+            assert_eq!(disk.checksum, expected);
+            assert_eq!(&disk.failed_attempts, failed);
+        }
     }
 
     #[test]
