@@ -1003,3 +1003,69 @@ fn secret_environment_values_never_reach_a_notification_even_from_a_plan_only_wa
     );
     assert_eq!(watch.terminate(), 0);
 }
+
+/// The bundled systemd unit passes `systemd-analyze verify` with its
+/// `ExecStart` pointed at the binary under test (a unit naming a flag the
+/// binary lacks still verifies, so the flags are checked apart: `watch`
+/// refuses unknown flags before it reads anything).
+#[test]
+fn the_example_systemd_unit_verifies_and_its_flags_are_watchs() {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/oapkg-watch.service"),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_oapkg");
+    let exec = unit
+        .split("ExecStart=")
+        .nth(1)
+        .expect("an ExecStart= line")
+        .split("\n")
+        .scan(true, |more, line| {
+            let take = *more;
+            *more = line.trim_end().ends_with('\\');
+            take.then(|| line.trim_end().trim_end_matches('\\').to_owned())
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let words: Vec<&str> = exec.split_whitespace().collect();
+    assert_eq!(words[..2], ["/usr/local/bin/oapkg", "watch"], "{exec}");
+    // Every flag of the unit is one `watch` knows: clap names an unknown
+    // one in its usage error; `--help` after them stops before any IO.
+    let mut args: Vec<&str> = words[1..].to_vec();
+    args.push("--help");
+    let out = std::process::Command::new(bin)
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let Ok(analyze) = which_systemd_analyze() else {
+        eprintln!("SKIPPED: systemd-analyze is not installed; the unit's syntax is not verified");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("oapkg-watch.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/oapkg", bin)).unwrap();
+    let out = std::process::Command::new(analyze)
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn which_systemd_analyze() -> Result<std::path::PathBuf, ()> {
+    ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or(())
+}
