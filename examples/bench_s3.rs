@@ -26,7 +26,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use esms_sim::Simulator;
-use oapkg::state::{JournalEntry, JournalOutcome, Record, State, StateStore, Status, Store};
+use oapkg::spec::Spec;
+use oapkg::state::{JournalEntry, JournalOutcome, JournalWriter, State, StateStore, Store};
 
 #[path = "common/mod.rs"]
 #[allow(dead_code, reason = "each benchmark uses part of the shared helpers")]
@@ -94,29 +95,11 @@ fn arg(name: &str, default: usize) -> usize {
 
 /// A state of `n` submitted packages (none of them the benchmark's).
 fn big_state(n: usize) -> State {
-    let mut state = State {
+    State {
         lineage: Some(uuid_like()),
         serial: 1,
-        ..State::default()
-    };
-    for spec in specs(n, 3_000_000) {
-        state.packages.insert(
-            spec.key(),
-            Record {
-                spec_hash: spec.hash(),
-                name: Some("recorded earlier".into()),
-                spec,
-                status: Status::Submitted,
-                service_preview_id: Some("50000".into()),
-                result_code: Some("100".into()),
-                result_message: Some("ViHAT is censoring trademark ownership".into()),
-                submitted_at: Some(jiff::Timestamp::UNIX_EPOCH),
-                confirmed: None,
-                by_policy: false,
-            },
-        );
+        ..common::apply::big_state(n)
     }
-    state
 }
 
 fn uuid_like() -> String {
@@ -132,27 +115,8 @@ fn long_run(store: &Store, head: &str, n: usize, window: usize) -> (Duration, Du
     let mut costs = Vec::with_capacity(n);
     let mut largest = 0;
     for (i, spec) in specs(n, 40_000_000).into_iter().enumerate() {
-        let key = spec.key();
         let started = Instant::now();
-        journal
-            .record_batch(&[JournalEntry::Intent {
-                key: key.clone(),
-                spec,
-                name: None,
-                at: jiff::Timestamp::now(),
-                by_policy: false,
-            }])
-            .unwrap();
-        journal
-            .record_batch(&[JournalEntry::Outcome {
-                key,
-                outcome: JournalOutcome::Submitted {
-                    service_preview_id: Some(i.to_string()),
-                    result_code: "100".into(),
-                    result_message: "ok".into(),
-                },
-            }])
-            .unwrap();
+        record_purchase(&mut journal, spec, i);
         costs.push(started.elapsed());
         // Read in both windows (outside the timing), so that both see the
         // same load on the server.
@@ -194,6 +158,31 @@ fn head_size(key: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// One purchase as a sequential apply records it: the intent, then the
+/// outcome, one batch (one durable write) each.
+fn record_purchase(journal: &mut JournalWriter, spec: Spec, i: usize) {
+    let key = spec.key();
+    journal
+        .record_batch(&[JournalEntry::Intent {
+            key: key.clone(),
+            spec,
+            name: None,
+            at: jiff::Timestamp::now(),
+            by_policy: false,
+        }])
+        .unwrap();
+    journal
+        .record_batch(&[JournalEntry::Outcome {
+            key,
+            outcome: JournalOutcome::Submitted {
+                service_preview_id: Some(i.to_string()),
+                result_code: "100".into(),
+                result_message: "ok".into(),
+            },
+        }])
+        .unwrap();
+}
+
 /// Intent + outcome of each of `n` new packages, one batch each (as a
 /// sequential apply records them): time per purchase.
 fn recording_cost(store: &Store, n: usize, first: usize) -> Duration {
@@ -201,26 +190,7 @@ fn recording_cost(store: &Store, n: usize, first: usize) -> Duration {
     let mut journal = store.journal(&lock).unwrap();
     let started = Instant::now();
     for (i, spec) in specs(n, first).into_iter().enumerate() {
-        let key = spec.key();
-        journal
-            .record_batch(&[JournalEntry::Intent {
-                key: key.clone(),
-                spec,
-                name: None,
-                at: jiff::Timestamp::now(),
-                by_policy: false,
-            }])
-            .unwrap();
-        journal
-            .record_batch(&[JournalEntry::Outcome {
-                key,
-                outcome: JournalOutcome::Submitted {
-                    service_preview_id: Some(i.to_string()),
-                    result_code: "100".into(),
-                    result_message: "ok".into(),
-                },
-            }])
-            .unwrap();
+        record_purchase(&mut journal, spec, i);
     }
     started.elapsed() / n as u32
 }

@@ -170,6 +170,13 @@ pub fn settle() {
 
 /// A state file with `n` submitted packages (none of them the benchmark's).
 pub fn write_state(store: &StateStore, n: usize) {
+    let mut state = big_state(n);
+    let lock = store.lock("bench", Duration::ZERO).unwrap();
+    store.write(&lock, &mut state).unwrap();
+}
+
+/// A state of `n` submitted packages (none of them the benchmark's).
+pub fn big_state(n: usize) -> State {
     let mut state = State::default();
     for spec in specs(n, 3_000_000) {
         state.packages.insert(
@@ -188,8 +195,7 @@ pub fn write_state(store: &StateStore, n: usize) {
             },
         );
     }
-    let lock = store.lock("bench", Duration::ZERO).unwrap();
-    store.write(&lock, &mut state).unwrap();
+    state
 }
 
 /// The release binary buying `specs` end to end; (wall, ideal).

@@ -276,16 +276,7 @@ impl<'a> Reader<'a> {
     fn document(&mut self) -> Result<Spanned<RawDocument>, Unknown> {
         let first = self.peek().ok_or(Unknown)?;
         let at = first.location(0, 0);
-        let mut doc = RawDocument {
-            api_version: None,
-            kind: None,
-            defaults: None,
-            packages: None,
-            currency: None,
-            monthly: None,
-            policies: None,
-            problems: Vec::new(),
-        };
+        let mut doc = RawDocument::default();
         while let Some(line) = self.peek() {
             if line.is_document_marker() {
                 break;

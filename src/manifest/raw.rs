@@ -460,7 +460,7 @@ field_mapping!(RawPackage, "a package mapping (oaid, name, tier, start, duration
 });
 
 /// One YAML document of a manifest file.
-#[derive(Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(
     title = "oapkg manifest",
@@ -575,16 +575,7 @@ impl<'de> Deserialize<'de> for RawDocument {
                 f.write_str("a PackageSet mapping (apiVersion, kind, defaults, packages)")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawDocument, A::Error> {
-                let mut out = RawDocument {
-                    api_version: None,
-                    kind: None,
-                    defaults: None,
-                    packages: None,
-                    currency: None,
-                    monthly: None,
-                    policies: None,
-                    problems: Vec::new(),
-                };
+                let mut out = RawDocument::default();
                 let mut problems = Vec::new();
                 read_fields(
                     &mut map,

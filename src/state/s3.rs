@@ -349,34 +349,7 @@ impl S3Store {
                 return Err(inner.already_exists(&current.head).await);
             }
             let lineage = uuid::Uuid::new_v4().to_string();
-            let (bytes, checksum) = file::encode(
-                &inner.display,
-                &lineage,
-                0,
-                &Default::default(),
-                &Default::default(),
-            )?;
-            let snapshot = inner.put_snapshot(0, &checksum, bytes).await?;
-            let head = Head {
-                format: HEAD_FORMAT,
-                lineage: lineage.clone(),
-                serial: 0,
-                snapshot,
-                checksum: checksum.clone(),
-                lease: None,
-                segments: Vec::new(),
-                journal: Vec::new(),
-                write_id: String::new(),
-            };
-            match inner.swap(None, head).await {
-                Ok(_) => Ok(StateId {
-                    lineage: Some(lineage),
-                    serial: 0,
-                    checksum: Some(checksum),
-                }),
-                Err(Swap::Conflict(current)) => Err(inner.already_exists(&current.head).await),
-                Err(Swap::Failed(e)) => Err(e),
-            }
+            inner.create(lineage, &State::default()).await
         })
     }
 
@@ -442,34 +415,7 @@ impl S3Store {
                 .lineage
                 .clone()
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            let (bytes, checksum) = file::encode(
-                &inner.display,
-                &lineage,
-                state.serial,
-                &state.packages,
-                &state.failed_attempts,
-            )?;
-            let snapshot = inner.put_snapshot(state.serial, &checksum, bytes).await?;
-            let head = Head {
-                format: HEAD_FORMAT,
-                lineage: lineage.clone(),
-                serial: state.serial,
-                snapshot,
-                checksum: checksum.clone(),
-                lease: None,
-                segments: Vec::new(),
-                journal: Vec::new(),
-                write_id: String::new(),
-            };
-            match inner.swap(None, head).await {
-                Ok(_) => Ok(StateId {
-                    lineage: Some(lineage),
-                    serial: state.serial,
-                    checksum: Some(checksum),
-                }),
-                Err(Swap::Conflict(current)) => Err(inner.already_exists(&current.head).await),
-                Err(Swap::Failed(e)) => Err(e),
-            }
+            inner.create(lineage, &state).await
         })
     }
 }
@@ -712,6 +658,40 @@ impl Inner {
         next.segments.push(name);
         next.journal.clear();
         Ok(next)
+    }
+
+    /// Writes `state` under `lineage` where no state exists: its snapshot,
+    /// then the first head (`If-None-Match: *`); a head that appeared
+    /// meanwhile is refused as an existing state (`init`, `state migrate`).
+    async fn create(&self, lineage: String, state: &State) -> Result<StateId, StateError> {
+        let (bytes, checksum) = file::encode(
+            &self.display,
+            &lineage,
+            state.serial,
+            &state.packages,
+            &state.failed_attempts,
+        )?;
+        let snapshot = self.put_snapshot(state.serial, &checksum, bytes).await?;
+        let head = Head {
+            format: HEAD_FORMAT,
+            lineage: lineage.clone(),
+            serial: state.serial,
+            snapshot,
+            checksum: checksum.clone(),
+            lease: None,
+            segments: Vec::new(),
+            journal: Vec::new(),
+            write_id: String::new(),
+        };
+        match self.swap(None, head).await {
+            Ok(_) => Ok(StateId {
+                lineage: Some(lineage),
+                serial: state.serial,
+                checksum: Some(checksum),
+            }),
+            Err(Swap::Conflict(current)) => Err(self.already_exists(&current.head).await),
+            Err(Swap::Failed(e)) => Err(e),
+        }
     }
 
     async fn already_exists(&self, head: &Head) -> StateError {

@@ -124,6 +124,30 @@ impl StateStore {
     /// journal left by an interrupted run folds into: a state is created
     /// only on purpose and never replaced.
     pub fn init(&self, command: &str, timeout: Duration) -> Result<StateId, StateError> {
+        let lineage = uuid::Uuid::new_v4().to_string();
+        self.create(command, timeout, lineage, &State::default())
+    }
+
+    /// `oapkg state migrate` to here: writes `state` as it is (lineage and
+    /// serial kept) under the lock, where no state exists; refuses
+    /// ([`StateError::AlreadyExists`]) otherwise, as [`init`](Self::init) does.
+    pub fn create_copy(&self, state: &State) -> Result<StateId, StateError> {
+        let lineage = state
+            .lineage
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        self.create("oapkg state migrate", Duration::ZERO, lineage, state)
+    }
+
+    /// Writes `state` under `lineage` at the path, under the lock, creating
+    /// its directory, where no state (nor a journal that folds into one) is.
+    fn create(
+        &self,
+        command: &str,
+        timeout: Duration,
+        lineage: String,
+        state: &State,
+    ) -> Result<StateId, StateError> {
         create_parent_dir(&self.path)?;
         let lock = self.lock(command, timeout)?;
         let mut slot = lock.inner.slot()?;
@@ -135,49 +159,6 @@ impl StateStore {
                 packages: disk.packages.len(),
             });
         }
-        let lineage = uuid::Uuid::new_v4().to_string();
-        let serial = 0;
-        let (bytes, checksum) = file::encode(
-            &self.path,
-            &lineage,
-            serial,
-            &Default::default(),
-            &Default::default(),
-        )?;
-        replace_with_backup(&self.path, false, |out| {
-            write_bytes(&self.path, out, &bytes)
-        })
-        .map_err(|failure| *failure.error)?;
-        slot.generation = Some(Generation {
-            lineage: Some(lineage.clone()),
-            serial,
-        });
-        Ok(StateId {
-            lineage: Some(lineage),
-            serial,
-            checksum: Some(checksum),
-        })
-    }
-
-    /// `oapkg state migrate` to here: writes `state` as it is (lineage and
-    /// serial kept) under the lock, where no state exists; refuses
-    /// ([`StateError::AlreadyExists`]) otherwise, as [`init`](Self::init) does.
-    pub fn create_copy(&self, state: &State) -> Result<StateId, StateError> {
-        create_parent_dir(&self.path)?;
-        let lock = self.lock("oapkg state migrate", Duration::ZERO)?;
-        let mut slot = lock.inner.slot()?;
-        if let (Some(disk), _) = self.read_file()? {
-            return Err(StateError::AlreadyExists {
-                path: self.path.clone(),
-                lineage: disk.lineage,
-                serial: disk.serial,
-                packages: disk.packages.len(),
-            });
-        }
-        let lineage = state
-            .lineage
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let (bytes, checksum) = file::encode(
             &self.path,
             &lineage,
