@@ -14,9 +14,13 @@
 //! the checksum is [`sha256_tagged`](crate::spec::sha256_tagged) of the compact content without it;
 //! unknown fields and repeated keys are refused.
 //!
-//! [`decode`] checks the checksum over the file's own bytes when they are in
-//! this canonical encoding ([`canonical`], beside the parse), and by
-//! re-encoding the parsed content otherwise; both accept the same files.
+//! A file in this canonical encoding is decoded as it is read ([`stream`]):
+//! the checksum is computed over the file's own bytes ([`canonical`]) and
+//! each record is parsed from its own, so a large file's bytes are never
+//! all in memory. Any other file (hand-edited, or refused) is read whole
+//! and parsed at once ([`decode_whole`]), its checksum computed by
+//! re-encoding the content; both ways accept the same files with the same
+//! content, and every refusal comes from the whole parse.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,10 +38,6 @@ mod canonical;
 /// From this many records, [`decode`] computes the checksum on a second
 /// thread while it checks the records.
 const PARALLEL_CHECKS_FROM: usize = 4096;
-
-/// From this many bytes, [`decode`] sums a file in the canonical encoding
-/// on a second thread while it parses it.
-const PARALLEL_SUM_FROM: usize = 1 << 20;
 
 /// The only `format_version` this oapkg reads and writes.
 pub const FORMAT_VERSION: u64 = 1;
@@ -344,39 +344,144 @@ impl<H: std::io::Write> serde_json::ser::Formatter for Tee<'_, H> {
 /// document that is not a state file (unknown or missing field, duplicate
 /// key), a checksum mismatch, and a record that contradicts itself.
 pub fn decode(path: &Path, bytes: &[u8]) -> Result<DiskState, StateError> {
-    let (file, sum) = parse_and_sum(path, bytes)?;
-    verify(path, file, sum)
-}
-
-/// [`decode`], freeing the bytes as soon as they are parsed: the checks
-/// that follow need only the parsed records, and a large file's bytes are
-/// as large again.
-pub fn decode_owned(path: &Path, bytes: Vec<u8>) -> Result<DiskState, StateError> {
-    let (file, sum) = parse_and_sum(path, &bytes)?;
-    drop(bytes);
-    verify(path, file, sum)
-}
-
-/// The typed parse, and the checksum of the file's own bytes when they are
-/// in the canonical encoding ([`canonical`]; `None` otherwise): two
-/// independent passes over the bytes, on two threads for a large file.
-fn parse_and_sum(path: &Path, bytes: &[u8]) -> Result<(FileIn, Option<String>), StateError> {
-    if bytes.len() < PARALLEL_SUM_FROM {
-        let file = parse(path, bytes)?;
-        return Ok((file, canonical::checksum(bytes)));
+    match stream(path, bytes, false) {
+        Some(decoded) => decoded.map(|(disk, _)| disk),
+        None => decode_whole(path, bytes),
     }
+}
+
+/// The length and `sha256:` of a file's bytes.
+pub type RawSum = (u64, String);
+
+/// [`decode`] of a file in the canonical encoding read from `input` as it
+/// is read, so that only a block of its bytes is ever in memory, with the
+/// length and SHA-256 of the bytes when `sum`. `None` when the bytes are
+/// not in the canonical encoding or a read failed: the caller reads the
+/// file whole and hands it to [`decode_whole`], which answers the same for
+/// every file (and reports every refusal with its place).
+///
+/// One thread scans the bytes ([`canonical::scan`]: the layout, the
+/// checksum of the content) and hands each record's bytes in batches to a
+/// second one, which parses and checks them.
+pub fn stream<R: std::io::Read>(
+    path: &Path,
+    input: R,
+    sum: bool,
+) -> Option<Result<(DiskState, Option<RawSum>), StateError>> {
+    stream_in_blocks(path, input, sum, canonical::BLOCK)
+}
+
+/// Records' bytes handed from the scan to the parse at a time.
+const BATCH_BYTES: usize = 1 << 16;
+
+fn stream_in_blocks<R: std::io::Read>(
+    path: &Path,
+    input: R,
+    sum: bool,
+    block: usize,
+) -> Option<Result<(DiskState, Option<RawSum>), StateError>> {
     std::thread::scope(|scope| {
-        match std::thread::Builder::new().spawn_scoped(scope, || canonical::checksum(bytes)) {
-            Ok(summing) => {
-                let file = parse(path, bytes);
-                let sum = summing
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                Ok((file?, sum))
-            }
-            Err(_) => Ok((parse(path, bytes)?, canonical::checksum(bytes))),
-        }
+        let (batches, received) = std::sync::mpsc::sync_channel::<Batch>(4);
+        let parsing = std::thread::Builder::new()
+            .spawn_scoped(scope, move || Members::parse(path, received))
+            .ok()?;
+        let mut batch = Batch::default();
+        let scanned = canonical::scan(input, block, sum, |member, key, value| {
+            batch.push(member, key, value);
+            batch.bytes.len() < BATCH_BYTES || batches.send(std::mem::take(&mut batch)).is_ok()
+        });
+        let sent = scanned.is_some() && batches.send(batch).is_ok();
+        drop(batches);
+        let members = parsing
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let (scanned, members) = (scanned.filter(|_| sent)?, members?);
+        let top = &scanned.top;
+        let file = FileIn {
+            format_version: serde_json::from_slice(&top.format_version).ok()?,
+            lineage: serde_json::from_slice(&top.lineage).ok()?,
+            serial: serde_json::from_slice(&top.serial).ok()?,
+            checksum: serde_json::from_slice(&top.checksum).ok()?,
+            packages: members.packages,
+            failed_attempts: members.failed_attempts,
+        };
+        let records = members.invalid.map_or(Ok(()), Err);
+        let disk = check_version(path, &file)
+            .and_then(|()| finish(path, file, Ok(scanned.checksum), records));
+        Some(disk.map(|disk| (disk, scanned.raw)))
     })
+}
+
+/// Members of a canonical file as [`canonical::scan`] hands them out: their
+/// bytes, and where each key (a JSON string) and value is in them.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    members: Vec<(
+        canonical::Member,
+        std::ops::Range<usize>,
+        std::ops::Range<usize>,
+    )>,
+}
+
+impl Batch {
+    fn push(&mut self, member: canonical::Member, key: &[u8], value: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(key);
+        let middle = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.members
+            .push((member, start..middle, middle..self.bytes.len()));
+    }
+}
+
+/// The two maps of a streamed file, and the first record (in key order)
+/// that contradicts itself.
+struct Members {
+    packages: BTreeMap<Key, Record>,
+    failed_attempts: FailedAttempts,
+    invalid: Option<StateError>,
+}
+
+impl Members {
+    /// Parses every batch as the whole file's typed parse would parse its
+    /// members; `None` at the first that does not parse (the whole file's
+    /// parse then says where and why).
+    fn parse(path: &Path, batches: std::sync::mpsc::Receiver<Batch>) -> Option<Members> {
+        let mut members = Members {
+            packages: BTreeMap::new(),
+            failed_attempts: FailedAttempts::new(),
+            invalid: None,
+        };
+        for batch in batches {
+            for (member, key, value) in batch.members {
+                let key: Key = serde_json::from_slice(&batch.bytes[key]).ok()?;
+                let value = &batch.bytes[value];
+                match member {
+                    canonical::Member::Package => {
+                        let record: Record = serde_json::from_slice(value).ok()?;
+                        if members.invalid.is_none() {
+                            members.invalid = check_record(path, &key, &record).err();
+                        }
+                        members.packages.insert(key, record);
+                    }
+                    canonical::Member::FailedAttempt => {
+                        let attempt = serde_json::from_slice(value).ok()?;
+                        members.failed_attempts.insert(key, attempt);
+                    }
+                }
+            }
+        }
+        Some(members)
+    }
+}
+
+/// [`decode`] of bytes held whole: the typed parse of the file, then the
+/// checksum by re-encoding the parsed content. Answers as [`stream`] does
+/// for a canonical file, and also reads every other spelling of the same
+/// content (a hand-edited file), reporting every refusal with its place.
+pub fn decode_whole(path: &Path, bytes: &[u8]) -> Result<DiskState, StateError> {
+    verify(path, parse(path, bytes)?)
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<FileIn, StateError> {
@@ -390,20 +495,10 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<FileIn, StateError> {
     serde_json::from_slice(bytes).map_err(|source| classify_parse_error(path, bytes, source))
 }
 
-/// The checks after the parse; `sum` is the checksum of the file's own
-/// bytes when they are in the canonical encoding (the content is then
-/// not encoded again).
-fn verify(path: &Path, file: FileIn, sum: Option<String>) -> Result<DiskState, StateError> {
-    if file.format_version != FORMAT_VERSION {
-        return Err(StateError::UnknownFormatVersion {
-            path: path.to_owned(),
-            found: file.format_version.to_string(),
-        });
-    }
-    if let Some(computed) = sum {
-        let records = validate_records(path, &file.packages);
-        return finish(path, file, Ok(computed), records);
-    }
+/// The checks after the whole file's parse, the checksum computed by
+/// re-encoding the content.
+fn verify(path: &Path, file: FileIn) -> Result<DiskState, StateError> {
+    check_version(path, &file)?;
     let computed = || {
         checksum(
             path,
@@ -433,6 +528,17 @@ fn verify(path: &Path, file: FileIn, sum: Option<String>) -> Result<DiskState, S
         (computed(), records())
     };
     finish(path, file, computed, records)
+}
+
+/// Refuses a `format_version` this oapkg does not read.
+fn check_version(path: &Path, file: &FileIn) -> Result<(), StateError> {
+    if file.format_version != FORMAT_VERSION {
+        return Err(StateError::UnknownFormatVersion {
+            path: path.to_owned(),
+            found: file.format_version.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// The checksum's refusal first, then the records'.
@@ -466,37 +572,39 @@ fn finish(
 /// The checksum cannot catch these when someone recomputed it after an edit,
 /// and `write` runs this too, so oapkg never writes a file it would refuse.
 pub fn validate_records(path: &Path, packages: &BTreeMap<Key, Record>) -> Result<(), StateError> {
-    for (key, record) in packages {
-        let problem = if record.spec.key() != *key {
-            Some(format!(
-                "its spec is for {} (oaid {}, start {}), not for its key",
-                record.spec.key(),
-                record.spec.oaid,
-                record.spec.start
-            ))
-        } else if record.spec.hash() != record.spec_hash {
-            Some(format!(
-                "spec_hash {} does not match its spec (which hashes to {})",
-                record.spec_hash,
-                record.spec.hash()
-            ))
-        } else if !(1..=MAX_DURATION_MONTHS).contains(&record.spec.duration_months) {
-            Some(format!(
-                "duration_months {} is outside 1..={MAX_DURATION_MONTHS}",
-                record.spec.duration_months
-            ))
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
-            return Err(StateError::InvalidRecord {
-                path: path.to_owned(),
-                key: key.clone(),
-                problem,
-            });
-        }
-    }
-    Ok(())
+    packages
+        .iter()
+        .try_for_each(|(key, record)| check_record(path, key, record))
+}
+
+/// [`validate_records`] for one record.
+fn check_record(path: &Path, key: &Key, record: &Record) -> Result<(), StateError> {
+    let problem = if record.spec.key() != *key {
+        format!(
+            "its spec is for {} (oaid {}, start {}), not for its key",
+            record.spec.key(),
+            record.spec.oaid,
+            record.spec.start
+        )
+    } else if record.spec.hash() != record.spec_hash {
+        format!(
+            "spec_hash {} does not match its spec (which hashes to {})",
+            record.spec_hash,
+            record.spec.hash()
+        )
+    } else if !(1..=MAX_DURATION_MONTHS).contains(&record.spec.duration_months) {
+        format!(
+            "duration_months {} is outside 1..={MAX_DURATION_MONTHS}",
+            record.spec.duration_months
+        )
+    } else {
+        return Ok(());
+    };
+    Err(StateError::InvalidRecord {
+        path: path.to_owned(),
+        key: key.clone(),
+        problem,
+    })
 }
 
 /// Turns a failed typed parse into the most precise refusal.

@@ -26,7 +26,7 @@ use std::collections::BTreeSet;
 use std::fs::{self, File, Metadata, OpenOptions};
 
 use crate::files::{self, OpenError};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -545,12 +545,19 @@ impl StateStore {
                 return Err(StateError::io("read the state file", &self.path, source));
             }
         };
+        let identity = Some(file_identity(&meta));
+        if let Some(streamed) = file::stream(&self.path, &mut file, sum) {
+            let (disk, summed) = streamed?;
+            return Ok((Some(disk), identity, summed));
+        }
+        // Not in the canonical encoding (or a read failed): read it whole.
+        let io = |source| StateError::io("read the state file", &self.path, source);
+        file.seek(io::SeekFrom::Start(0)).map_err(io)?;
         let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        file.read_to_end(&mut bytes)
-            .map_err(|source| StateError::io("read the state file", &self.path, source))?;
+        file.read_to_end(&mut bytes).map_err(io)?;
         let summed = sum.then(|| (bytes.len() as u64, sha256_tagged(&bytes)));
-        let disk = file::decode_owned(&self.path, bytes)?;
-        Ok((Some(disk), Some(file_identity(&meta)), summed))
+        let disk = file::decode_whole(&self.path, &bytes)?;
+        Ok((Some(disk), identity, summed))
     }
 
     /// Refuses a state path that is a symbolic link (see [`StateError::Symlink`]).
@@ -813,7 +820,7 @@ pub(crate) struct LoadedFile {
 type FileRead = (
     Option<DiskState>,
     Option<FileIdentity>,
-    Option<(u64, String)>,
+    Option<file::RawSum>,
 );
 
 pub(crate) fn generation_of(disk: Option<&DiskState>) -> Generation {

@@ -15,26 +15,88 @@
 //! whether a file is valid: it is only used once the typed parse accepted
 //! the same bytes.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::ops::Range;
 
 use crate::spec::Sha256Writer;
 
 /// The checksum [`checksum`](super::checksum) would compute for these
 /// bytes' content, or `None` when the bytes are not in the canonical
 /// encoding (then only the re-encoding can tell).
+#[cfg(test)]
 pub(super) fn checksum(bytes: &[u8]) -> Option<String> {
+    scan(bytes, BLOCK, false, |_, _, _| true).map(|scanned| scanned.checksum)
+}
+
+/// Reads `input` to its end once, block by block, keeping in memory only
+/// the record being scanned: when the bytes are in the canonical encoding,
+/// hands each package and failed attempt to `member` as it passes (its key
+/// as a JSON string, its value as written) and answers the top-level
+/// values, the checksum of the content and, if `raw`, the length and
+/// SHA-256 of every byte read. `None` when the bytes are not canonical, a
+/// read failed, or `member` answered `false` (stop).
+pub(super) fn scan<R: Read>(
+    input: R,
+    block: usize,
+    raw: bool,
+    member: impl FnMut(Member, &[u8], &[u8]) -> bool,
+) -> Option<Scanned> {
     let mut scan = Scan {
-        bytes,
+        input,
+        block: block.max(1),
+        buf: Vec::with_capacity(block.max(1) * 2),
         at: 0,
+        eof: false,
+        read: 0,
+        raw: raw.then(Sha256Writer::default),
         out: Vec::with_capacity(BUFFER),
         hasher: Sha256Writer::default(),
+        member,
+        top: Top::default(),
     };
     scan.file()?;
     scan.flush()?;
-    Some(scan.hasher.finish())
+    let raw = match scan.raw {
+        Some(hasher) => Some((scan.read, hasher.finish())),
+        None => None,
+    };
+    Some(Scanned {
+        top: scan.top,
+        checksum: scan.hasher.finish(),
+        raw,
+    })
 }
 
+/// How much [`scan`] reads at a time from a file.
+pub(super) const BLOCK: usize = 1 << 18;
+
 const BUFFER: usize = 1 << 16;
+
+/// Which map a member handed out by [`scan`] belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Member {
+    Package,
+    FailedAttempt,
+}
+
+/// What [`scan`] found in a canonical file.
+pub(super) struct Scanned {
+    pub top: Top,
+    /// The checksum of the content, computed from the bytes.
+    pub checksum: String,
+    /// The length and `sha256:` of every byte read, when asked.
+    pub raw: Option<(u64, String)>,
+}
+
+/// The top-level values other than the two maps, each as written: JSON
+/// text for the typed parse.
+#[derive(Default)]
+pub(super) struct Top {
+    pub format_version: Vec<u8>,
+    pub lineage: Vec<u8>,
+    pub serial: Vec<u8>,
+    pub checksum: Vec<u8>,
+}
 
 /// The record's fields in [`Record`](crate::state::Record)'s order, with
 /// what each value may be; `confirmed` and `by_policy` follow, each only
@@ -57,65 +119,89 @@ enum Value {
     OptionalTimestamp,
 }
 
-struct Scan<'a> {
-    bytes: &'a [u8],
+/// The scan's place in the input: `buf` holds the bytes from some point
+/// before `at` on; bytes before the member being scanned are dropped
+/// ([`release`](Scan::release)), so positions are only kept within one.
+struct Scan<R, M> {
+    input: R,
+    block: usize,
+    buf: Vec<u8>,
     at: usize,
+    eof: bool,
+    /// How many bytes were read from `input`.
+    read: u64,
+    /// Every byte read, when asked.
+    raw: Option<Sha256Writer>,
     /// Compact tokens not yet hashed.
     out: Vec<u8>,
     hasher: Sha256Writer,
+    member: M,
+    top: Top,
 }
 
-impl<'a> Scan<'a> {
+impl<R: Read, M: FnMut(Member, &[u8], &[u8]) -> bool> Scan<R, M> {
     fn file(&mut self) -> Option<()> {
         self.punct(b'{')?;
         self.field(b"format_version")?;
-        self.integer()?;
+        self.top.format_version = self.integer()?;
         self.punct(b',')?;
         self.field(b"lineage")?;
-        self.string()?;
+        self.top.lineage = self.quoted()?;
         self.punct(b',')?;
         self.field(b"serial")?;
-        self.integer()?;
+        self.top.serial = self.integer()?;
         self.punct(b',')?;
         // The checksum member is not part of what it sums.
         let start = self.out.len();
         self.field(b"checksum")?;
-        self.string()?;
+        self.top.checksum = self.quoted()?;
         self.punct(b',')?;
         self.out.truncate(start);
         self.field(b"packages")?;
-        self.keyed(|scan| scan.record())?;
+        self.keyed(Member::Package, |scan| scan.record())?;
         if self.peek()? == b',' {
             self.punct(b',')?;
             self.field(b"failed_attempts")?;
             // Written only when not empty.
-            if self.keyed(|scan| scan.failed_attempt())? == 0 {
+            if self.keyed(Member::FailedAttempt, |scan| scan.failed_attempt())? == 0 {
                 return None;
             }
         }
         self.punct(b'}')?;
         self.skip_ws();
-        (self.at == self.bytes.len()).then_some(())
+        (self.byte(self.at).is_none() && self.eof).then_some(())
     }
 
     /// An object of values by package key, keys in ascending order (a
-    /// `BTreeMap`'s); returns how many.
-    fn keyed(&mut self, mut value: impl FnMut(&mut Self) -> Option<()>) -> Option<usize> {
+    /// `BTreeMap`'s), each handed to `self.member`; returns how many.
+    fn keyed(
+        &mut self,
+        kind: Member,
+        mut value: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<usize> {
         self.punct(b'{')?;
         let mut count = 0;
-        let mut previous: Option<&'a [u8]> = None;
+        let mut previous: Option<Vec<u8>> = None;
         if self.peek()? == b'}' {
             self.punct(b'}')?;
             return Some(0);
         }
         loop {
+            self.release();
             let key = self.string()?;
-            if !is_key(key) || previous.is_some_and(|previous| previous >= key) {
+            let text = &self.buf[key.clone()];
+            if !is_key(text) || previous.as_deref().is_some_and(|previous| previous >= text) {
                 return None;
             }
-            previous = Some(key);
+            previous = Some(text.to_vec());
             self.punct(b':')?;
+            self.skip_ws();
+            let start = self.at;
             value(self)?;
+            let quoted = &self.buf[key.start - 1..key.end + 1];
+            if !(self.member)(kind, quoted, &self.buf[start..self.at]) {
+                return None;
+            }
             self.maybe_flush()?;
             count += 1;
             match self.peek()? {
@@ -140,7 +226,7 @@ impl<'a> Scan<'a> {
         self.punct(b',')?;
         self.field(b"start")?;
         let start = self.string()?;
-        if !is_date(start) {
+        if !is_date(&self.buf[start]) {
             return None;
         }
         self.punct(b',')?;
@@ -194,7 +280,11 @@ impl<'a> Scan<'a> {
         }
         let text = self.string()?;
         match value {
-            Value::Timestamp | Value::OptionalTimestamp if !is_timestamp(text) => None,
+            Value::Timestamp | Value::OptionalTimestamp
+                if !is_timestamp(&self.buf[text.clone()]) =>
+            {
+                None
+            }
             _ => Some(()),
         }
     }
@@ -202,7 +292,7 @@ impl<'a> Scan<'a> {
     /// `"name":`.
     fn field(&mut self, name: &[u8]) -> Option<()> {
         let key = self.string()?;
-        if key != name {
+        if self.buf[key] != *name {
             return None;
         }
         self.punct(b':')
@@ -211,35 +301,43 @@ impl<'a> Scan<'a> {
     /// Whether the next tokens are `, "name"`, without consuming them.
     fn next_field_is(&mut self, name: &[u8]) -> bool {
         let (at, len) = (self.at, self.out.len());
-        let found = self.punct(b',').is_some() && self.string().is_some_and(|key| key == name);
+        let found =
+            self.punct(b',').is_some() && self.string().is_some_and(|key| self.buf[key] == *name);
         self.at = at;
         self.out.truncate(len);
         found
     }
 
+    /// [`string`](Self::string), quotes included, as an owned copy.
+    fn quoted(&mut self) -> Option<Vec<u8>> {
+        let content = self.string()?;
+        Some(self.buf[content.start - 1..content.end + 1].to_vec())
+    }
+
     /// A string in exactly the escaping serde_json writes; emits it and
-    /// returns its content between the quotes as written.
-    fn string(&mut self) -> Option<&'a [u8]> {
+    /// returns where its content between the quotes is in `buf`.
+    fn string(&mut self) -> Option<Range<usize>> {
         self.skip_ws();
-        if self.bytes.get(self.at) != Some(&b'"') {
+        if self.byte(self.at)? != b'"' {
             return None;
         }
         self.at += 1;
         let start = self.at;
         loop {
-            let byte = *self.bytes.get(self.at)?;
+            let byte = self.byte(self.at)?;
             self.at += 1;
             match byte {
                 b'"' => break,
                 b'\\' => {
-                    let escape = *self.bytes.get(self.at)?;
+                    let escape = self.byte(self.at)?;
                     self.at += 1;
                     match escape {
                         b'"' | b'\\' | b'b' | b't' | b'n' | b'f' | b'r' => {}
                         b'u' => {
                             // serde_json writes `\u00xx`, lowercase, only for
                             // the control characters without a short escape.
-                            let hex = self.bytes.get(self.at..self.at + 4)?;
+                            self.byte(self.at + 3)?;
+                            let hex = &self.buf[self.at..self.at + 4];
                             self.at += 4;
                             let digit = |d: u8| match d {
                                 b'0'..=b'9' => Some(d - b'0'),
@@ -261,68 +359,109 @@ impl<'a> Scan<'a> {
                 _ => {}
             }
         }
-        let content = &self.bytes[start..self.at - 1];
-        self.emit(&self.bytes[start - 1..self.at]);
-        Some(content)
+        self.emit(start - 1..self.at);
+        Some(start..self.at - 1)
     }
 
     /// An unsigned integer as serde_json writes one: digits, no sign,
-    /// fraction or exponent (the typed parse refused leading zeros).
-    fn integer(&mut self) -> Option<()> {
+    /// fraction or exponent (the typed parse refuses leading zeros); its
+    /// digits.
+    fn integer(&mut self) -> Option<Vec<u8>> {
         self.skip_ws();
         let start = self.at;
-        while self.bytes.get(self.at).is_some_and(u8::is_ascii_digit) {
+        while self.byte(self.at).is_some_and(|b| b.is_ascii_digit()) {
             self.at += 1;
         }
-        if self.at == start || matches!(self.bytes.get(self.at), Some(b'.' | b'e' | b'E')) {
+        if self.at == start || matches!(self.byte(self.at), Some(b'.' | b'e' | b'E')) {
             return None;
         }
-        self.emit(&self.bytes[start..self.at]);
-        Some(())
+        self.emit(start..self.at);
+        Some(self.buf[start..self.at].to_vec())
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
         self.skip_ws();
-        if !self.bytes[self.at..].starts_with(word) {
+        self.byte(self.at + word.len() - 1)?;
+        if !self.buf[self.at..].starts_with(word) {
             return None;
         }
         self.at += word.len();
-        self.emit(word);
+        self.out.extend_from_slice(word);
         Some(())
     }
 
     fn punct(&mut self, byte: u8) -> Option<()> {
         self.skip_ws();
-        self.expect(byte)
-    }
-
-    /// `byte` right here, emitted.
-    fn expect(&mut self, byte: u8) -> Option<()> {
-        if self.bytes.get(self.at) != Some(&byte) {
+        if self.byte(self.at)? != byte {
             return None;
         }
         self.at += 1;
-        self.emit(&[byte]);
+        self.out.push(byte);
         Some(())
     }
 
     fn peek(&mut self) -> Option<u8> {
         self.skip_ws();
-        self.bytes.get(self.at).copied()
+        self.byte(self.at)
     }
 
     fn skip_ws(&mut self) {
         while self
-            .bytes
-            .get(self.at)
+            .byte(self.at)
             .is_some_and(|b| matches!(b, b' ' | b'\n' | b'\t' | b'\r'))
         {
             self.at += 1;
         }
     }
 
-    fn emit(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
+    /// The byte at `i` in `buf`, reading on as far as needed; `None` at
+    /// the end of the input or when a read fails (the caller then reads
+    /// the file whole, and meets the failure again).
+    #[inline]
+    fn byte(&mut self, i: usize) -> Option<u8> {
+        while i >= self.buf.len() {
+            if self.eof || !self.fill() {
+                return None;
+            }
+        }
+        Some(self.buf[i])
+    }
+
+    /// Reads one more block onto `buf`; `false` on a failed read.
+    fn fill(&mut self) -> bool {
+        let old = self.buf.len();
+        self.buf.resize(old + self.block, 0);
+        let n = loop {
+            match self.input.read(&mut self.buf[old..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.buf.truncate(old);
+                    return false;
+                }
+            }
+        };
+        self.buf.truncate(old + n);
+        self.eof = n == 0;
+        self.read += n as u64;
+        if let Some(raw) = &mut self.raw {
+            raw.write_all(&self.buf[old..])
+                .expect("hashing does not fail");
+        }
+        true
+    }
+
+    /// Forgets the bytes before `at`, once they are a block's worth: only
+    /// called between members, when no position before `at` is kept.
+    fn release(&mut self) {
+        if self.at >= self.block {
+            self.buf.drain(..self.at);
+            self.at = 0;
+        }
+    }
+
+    fn emit(&mut self, range: Range<usize>) {
+        self.out.extend_from_slice(&self.buf[range]);
     }
 
     /// Hashes the buffered tokens once there are enough; only called
@@ -393,7 +532,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::super::{
-        FailedAttempts, checksum as encoded_checksum, decode, encode, parse, verify,
+        FailedAttempts, checksum as encoded_checksum, decode, encode, parse, stream_in_blocks,
+        verify,
     };
     use crate::spec::{Oaid, Spec, Tier, sha256_tagged};
     use crate::state::{Confirmation, FailedAttempt, Record, Status};
@@ -405,7 +545,7 @@ mod tests {
     /// What `decode` answered before this module: the content re-encoded.
     fn decode_by_reencoding(bytes: &[u8]) -> Result<super::super::DiskState, String> {
         let file = parse(path(), bytes).map_err(|e| e.to_string())?;
-        verify(path(), file, None).map_err(|e| e.to_string())
+        verify(path(), file).map_err(|e| e.to_string())
     }
 
     /// The bytes without whitespace outside strings.
@@ -649,6 +789,13 @@ mod tests {
             let canonical = super::checksum(&bytes);
             let disk = decode_by_reencoding(&bytes).unwrap();
             prop_assert_eq!(canonical, Some(disk.checksum.clone()));
+            // A written file streams, in blocks of any size, to the same
+            // state, with the length and SHA-256 of its bytes.
+            for block in [1, 7, super::BLOCK] {
+                let (streamed, raw) = stream_in_blocks(path(), &bytes[..], true, block).unwrap().unwrap();
+                prop_assert_eq!(&streamed, &disk);
+                prop_assert_eq!(raw, Some((bytes.len() as u64, sha256_tagged(&bytes))));
+            }
             let edited = mutate(&bytes, which, at, byte);
             // Also sealed over its own compact tokens, as a tool that does
             // not re-encode would seal it.
@@ -656,6 +803,14 @@ mod tests {
             for bytes in [Some(edited), sealed].into_iter().flatten() {
                 let fast = decode(path(), &bytes).map_err(|e| e.to_string());
                 prop_assert_eq!(&fast, &decode_by_reencoding(&bytes));
+                // Streamed in small blocks: the same answer, or none (then
+                // the file is read whole).
+                for block in [1, 7] {
+                    if let Some(streamed) = stream_in_blocks(path(), &bytes[..], false, block) {
+                        let streamed = streamed.map(|(disk, _)| disk).map_err(|e| e.to_string());
+                        prop_assert_eq!(&streamed, &fast);
+                    }
+                }
                 if let (Ok(disk), Some(sum)) = (&fast, super::checksum(&bytes)) {
                     prop_assert_eq!(&sum, &disk.checksum);
                     prop_assert_eq!(
