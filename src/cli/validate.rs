@@ -1,5 +1,5 @@
 //! `oapkg validate`: manifest checks only. The state is read (a missing one
-//! is empty) only so that a "starts before today" warning is not repeated
+//! is empty; beside the manifests, as for a plan) only so that a "starts before today" warning is not repeated
 //! for packages already recorded.
 //!
 //! Three formats: `text` (a summary line on stdout, problems on stderr, as
@@ -18,7 +18,8 @@ use serde::Serialize;
 use super::Context;
 use super::context::print;
 use crate::exit::ExitStatus;
-use crate::manifest::{Diagnostic, DiagnosticKind, ManifestError, Manifests};
+use crate::manifest::{Diagnostic, DiagnosticKind, Manifests};
+use crate::ops::plan::read_inputs;
 use crate::plan::render::escape_controls;
 
 #[derive(Debug, Args)]
@@ -49,12 +50,13 @@ pub struct NoManifest {
 
 pub fn run(context: &Context, args: &ValidateArgs) -> anyhow::Result<ExitStatus> {
     let today = context.today()?;
-    let manifests = match context.manifests(today) {
+    // Both read at once, as for a plan; the manifests' verdict comes first.
+    let inputs = read_inputs(&context.global.files, &context.store, today);
+    let manifests = match inputs.manifests {
         Ok(manifests) => manifests,
         // Text reports invalid manifests as every command does: an error.
-        Err(error) if args.format == ValidateFormat::Text => return Err(error),
-        Err(error) => {
-            let invalid = error.downcast::<ManifestError>()?;
+        Err(error) if args.format == ValidateFormat::Text => return Err(error.into()),
+        Err(invalid) => {
             let report = Report::new(0, &invalid.errors, &invalid.warnings);
             print_report(args.format, &report)?;
             return Ok(ExitStatus::Failure);
@@ -71,7 +73,9 @@ pub fn run(context: &Context, args: &ValidateArgs) -> anyhow::Result<ExitStatus>
         context.print_warnings(&manifests.warnings);
         return Err(NoManifest { paths }.into());
     }
-    let state = context.load_state()?.state;
+    let loaded = inputs.state?;
+    context.note_missing_state(&loaded.id);
+    let state = loaded.state;
     let warnings = crate::plan::inputs::validate_warnings(&manifests, &state.packages, today);
     let packages = manifests.desired.packages.len();
     // The process ends after this report: freeing every record and
