@@ -198,6 +198,29 @@ impl Key {
     pub fn oaid(&self) -> &str {
         self.0.split_once('@').map_or(&self.0, |(oaid, _)| oaid)
     }
+
+    /// Whether this is `spec`'s key: `spec.key() == *self`, without
+    /// building the text when the date is written `YYYY-MM-DD` (checking a
+    /// large state's records does this once per record).
+    pub fn is_for(&self, spec: &Spec) -> bool {
+        let Some((oaid, start)) = self.0.split_once('@') else {
+            return false;
+        };
+        let digits = |text: &[u8]| {
+            text.iter().try_fold(0_i16, |n, &d| {
+                d.is_ascii_digit().then(|| n * 10 + i16::from(d - b'0'))
+            })
+        };
+        match start.as_bytes() {
+            [year @ .., b'-', m0, m1, b'-', d0, d1] if year.len() == 4 => {
+                oaid == spec.oaid.as_str()
+                    && digits(year) == Some(spec.start.year())
+                    && digits(&[*m0, *m1]) == Some(i16::from(spec.start.month()))
+                    && digits(&[*d0, *d1]) == Some(i16::from(spec.start.day()))
+            }
+            _ => *self == spec.key(),
+        }
+    }
 }
 
 impl fmt::Display for Key {
@@ -292,6 +315,15 @@ pub struct SpecHash(String);
 impl SpecHash {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether this is `spec`'s hash: `spec.hash() == *self`, without
+    /// building its text.
+    pub fn is_of(&self, spec: &Spec) -> bool {
+        let digest = Sha256::digest(spec.canonical_encoding().as_bytes());
+        let mut hex = [0_u8; 64];
+        hex::encode_to_slice(digest, &mut hex).expect("32 bytes are 64 hex digits");
+        self.0.strip_prefix("sha256:").map(str::as_bytes) == Some(&hex[..])
     }
 }
 
@@ -410,6 +442,37 @@ impl std::io::Write for Sha256Writer {
 mod tests {
     use super::*;
     use jiff::civil::date;
+    use proptest::prelude::*;
+
+    fn any_spec() -> impl Strategy<Value = Spec> {
+        (
+            "0?[1-9][0-9]{0,3}",
+            prop::sample::select(vec![Tier::Trial, Tier::Advanced, Tier::Premium]),
+            prop_oneof![-9999_i16..=-1, 0_i16..=9999, Just(9999_i16)],
+            1_i8..=12,
+            1_i8..=28,
+            1_u8..=36,
+        )
+            .prop_map(|(oaid, tier, year, month, day, duration_months)| Spec {
+                oaid: Oaid::parse(&oaid).unwrap(),
+                tier,
+                start: date(year, month, day),
+                duration_months,
+            })
+    }
+
+    proptest! {
+        /// The checks of a large state's records answer as comparing the
+        /// texts would, for matching and for neighbouring specs.
+        #[test]
+        fn key_and_hash_checks_agree_with_the_texts(a in any_spec(), b in any_spec(), same in any::<bool>()) {
+            let b = if same { a.clone() } else { b };
+            let (key, hash) = (a.key(), a.hash());
+            prop_assert_eq!(key.is_for(&b), key == b.key());
+            prop_assert_eq!(hash.is_of(&b), hash == b.hash());
+            prop_assert!(key.is_for(&a) && hash.is_of(&a));
+        }
+    }
 
     #[test]
     fn a_declared_oaid_has_no_leading_zero_a_recorded_one_still_reads() {

@@ -201,6 +201,9 @@ pub struct Manifests {
     pub warnings: Vec<Diagnostic>,
     /// Every file read, in the order read (directories walked in name order).
     pub files: Vec<PathBuf>,
+    /// [`hash`](Self::hash), once computed: the manifests are not changed
+    /// after [`load`], and a large set takes tens of milliseconds to hash.
+    hash: std::sync::OnceLock<ManifestHash>,
 }
 
 impl Manifests {
@@ -209,6 +212,10 @@ impl Manifests {
     /// coverage policies when there are any (without them it is the desired
     /// set's hash, as before they existed).
     pub fn hash(&self) -> ManifestHash {
+        self.hash.get_or_init(|| self.compute_hash()).clone()
+    }
+
+    fn compute_hash(&self) -> ManifestHash {
         if self.prices.is_none() && self.policies.is_empty() {
             return self.desired.hash();
         }
@@ -302,6 +309,7 @@ pub fn load(paths: &[PathBuf], today: Date) -> Result<Manifests, ManifestError> 
             policies,
             warnings,
             files,
+            hash: std::sync::OnceLock::new(),
         })
     } else {
         Err(ManifestError { errors, warnings })

@@ -27,6 +27,11 @@ pub fn read_inputs(files: &[PathBuf], store: &Store, today: Date) -> Inputs {
     std::thread::scope(|scope| {
         let state = scope.spawn(|| store.load());
         let manifests = manifest::load(files, today);
+        if let Ok(manifests) = &manifests {
+            // The plan needs the hash: computed here, while the state is
+            // still being read, rather than after.
+            manifests.hash();
+        }
         let state = state
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));

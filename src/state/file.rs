@@ -579,14 +579,14 @@ pub fn validate_records(path: &Path, packages: &BTreeMap<Key, Record>) -> Result
 
 /// [`validate_records`] for one record.
 fn check_record(path: &Path, key: &Key, record: &Record) -> Result<(), StateError> {
-    let problem = if record.spec.key() != *key {
+    let problem = if !key.is_for(&record.spec) {
         format!(
             "its spec is for {} (oaid {}, start {}), not for its key",
             record.spec.key(),
             record.spec.oaid,
             record.spec.start
         )
-    } else if record.spec.hash() != record.spec_hash {
+    } else if !record.spec_hash.is_of(&record.spec) {
         format!(
             "spec_hash {} does not match its spec (which hashes to {})",
             record.spec_hash,

@@ -324,6 +324,12 @@ impl<R: Read, M: FnMut(Member, &[u8], &[u8]) -> bool> Scan<R, M> {
         self.at += 1;
         let start = self.at;
         loop {
+            // Plain bytes in bulk; the loop below reads the one that ends them.
+            let rest = &self.buf[self.at..];
+            self.at += rest
+                .iter()
+                .position(|&b| matches!(b, b'"' | b'\\' | 0..0x20))
+                .unwrap_or(rest.len());
             let byte = self.byte(self.at)?;
             self.at += 1;
             match byte {
@@ -406,19 +412,37 @@ impl<R: Read, M: FnMut(Member, &[u8], &[u8]) -> bool> Scan<R, M> {
     }
 
     fn skip_ws(&mut self) {
-        while self
-            .byte(self.at)
-            .is_some_and(|b| matches!(b, b' ' | b'\n' | b'\t' | b'\r'))
-        {
-            self.at += 1;
+        loop {
+            let rest = &self.buf[self.at..];
+            let blank = rest
+                .iter()
+                .position(|b| !matches!(b, b' ' | b'\n' | b'\t' | b'\r'))
+                .unwrap_or(rest.len());
+            self.at += blank;
+            // Stop at a byte that is not blank, or at the end of the input.
+            if self
+                .byte(self.at)
+                .is_none_or(|b| !matches!(b, b' ' | b'\n' | b'\t' | b'\r'))
+            {
+                return;
+            }
         }
     }
 
     /// The byte at `i` in `buf`, reading on as far as needed; `None` at
     /// the end of the input or when a read fails (the caller then reads
     /// the file whole, and meets the failure again).
-    #[inline]
+    #[inline(always)]
     fn byte(&mut self, i: usize) -> Option<u8> {
+        match self.buf.get(i) {
+            Some(&byte) => Some(byte),
+            None => self.byte_after_reading(i),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn byte_after_reading(&mut self, i: usize) -> Option<u8> {
         while i >= self.buf.len() {
             if self.eof || !self.fill() {
                 return None;
