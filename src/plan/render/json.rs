@@ -20,9 +20,12 @@ use crate::state::{Record, StateId, Status};
 pub const FORMAT_VERSION: u32 = 2;
 
 /// The whole `--format json` document.
+// (Not in the schema's description: `C` is how the changes are held, a
+// list to read a document back, or `ListedChanges`, which encodes each
+// change only as it is written.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[schemars(rename = "Plan")]
-pub struct JsonPlan {
+pub struct JsonPlan<C = Vec<JsonChange>> {
     pub format_version: u32,
     pub oapkg_version: String,
     #[schemars(with = "DateSchema")]
@@ -33,7 +36,8 @@ pub struct JsonPlan {
     #[schemars(with = "HashSchema")]
     pub manifest_hash: crate::spec::ManifestHash,
     /// Every key whose action is not `unchanged`, sorted by key.
-    pub changes: Vec<JsonChange>,
+    #[schemars(with = "Vec<JsonChange>")]
+    pub changes: C,
     pub warnings: Vec<JsonWarning>,
     /// The flags apply needs for the whole plan.
     #[schemars(with = "Vec<NeedSchema>")]
@@ -222,17 +226,20 @@ pub struct JsonSource {
 
 impl JsonPlan {
     pub fn from_plan(plan: &Plan) -> JsonPlan {
+        let changes = ListedChanges { plan }.iter().collect();
+        JsonPlan::with_changes(plan, changes)
+    }
+}
+
+impl<C> JsonPlan<C> {
+    fn with_changes(plan: &Plan, changes: C) -> JsonPlan<C> {
         JsonPlan {
             format_version: FORMAT_VERSION,
             oapkg_version: env!("CARGO_PKG_VERSION").to_owned(),
             today: plan.today,
             state: JsonState::from(&plan.state),
             manifest_hash: plan.manifest_hash.clone(),
-            changes: plan
-                .listed_changes()
-                .into_iter()
-                .map(|change| JsonChange::from_change(plan, change))
-                .collect(),
+            changes,
             warnings: plan.warnings.iter().map(JsonWarning::from).collect(),
             needs: plan.needs(),
             summary: JsonSummary {
@@ -241,6 +248,27 @@ impl JsonPlan {
             },
             labels: plan.labels.clone(),
         }
+    }
+}
+
+/// A plan's listed changes, each made a [`JsonChange`] only as it is
+/// serialized: a plan of many purchases need not hold them all twice.
+pub struct ListedChanges<'a> {
+    plan: &'a Plan,
+}
+
+impl<'a> ListedChanges<'a> {
+    fn iter(&self) -> impl ExactSizeIterator<Item = JsonChange> + 'a {
+        let plan = self.plan;
+        plan.listed_changes()
+            .into_iter()
+            .map(move |change| JsonChange::from_change(plan, change))
+    }
+}
+
+impl Serialize for ListedChanges<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
     }
 }
 
@@ -306,7 +334,8 @@ pub fn json(plan: &Plan) -> String {
 pub fn write_json(plan: &Plan, out: impl std::io::Write) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
-    serde_json::to_writer_pretty(&mut out, &JsonPlan::from_plan(plan))?;
+    let document = JsonPlan::with_changes(plan, ListedChanges { plan });
+    serde_json::to_writer_pretty(&mut out, &document)?;
     out.write_all(b"\n")?;
     out.flush()
 }
