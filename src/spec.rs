@@ -203,23 +203,29 @@ impl Key {
     /// building the text when the date is written `YYYY-MM-DD` (checking a
     /// large state's records does this once per record).
     pub fn is_for(&self, spec: &Spec) -> bool {
-        let Some((oaid, start)) = self.0.split_once('@') else {
-            return false;
-        };
-        let digits = |text: &[u8]| {
-            text.iter().try_fold(0_i16, |n, &d| {
-                d.is_ascii_digit().then(|| n * 10 + i16::from(d - b'0'))
-            })
-        };
-        match start.as_bytes() {
-            [year @ .., b'-', m0, m1, b'-', d0, d1] if year.len() == 4 => {
-                oaid == spec.oaid.as_str()
-                    && digits(year) == Some(spec.start.year())
-                    && digits(&[*m0, *m1]) == Some(i16::from(spec.start.month()))
-                    && digits(&[*d0, *d1]) == Some(i16::from(spec.start.day()))
-            }
-            _ => *self == spec.key(),
+        spells(&self.0, &spec.oaid, spec.start)
+    }
+}
+
+/// Whether `text` is `OAID@START` exactly as [`Key::new`] writes it, without
+/// writing it when the date is `YYYY-MM-DD`.
+fn spells(text: &str, oaid: &Oaid, start: Date) -> bool {
+    let Some((text_oaid, text_start)) = text.split_once('@') else {
+        return false;
+    };
+    let digits = |text: &[u8]| {
+        text.iter().try_fold(0_i16, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + i16::from(d - b'0'))
+        })
+    };
+    match text_start.as_bytes() {
+        [year @ .., b'-', m0, m1, b'-', d0, d1] if year.len() == 4 => {
+            text_oaid == oaid.as_str()
+                && digits(year) == Some(start.year())
+                && digits(&[*m0, *m1]) == Some(i16::from(start.month()))
+                && digits(&[*d0, *d1]) == Some(i16::from(start.day()))
         }
+        _ => text == Key::new(oaid, start).0,
     }
 }
 
@@ -232,7 +238,14 @@ impl fmt::Display for Key {
 impl TryFrom<String> for Key {
     type Error = KeyError;
     fn try_from(text: String) -> Result<Self, Self::Error> {
-        Key::parse(&text)
+        let (oaid, start) = Key::parse_parts(&text)?;
+        // Kept as read when already written the way `Key::new` writes it
+        // (a state file's keys are): one text fewer per key read.
+        Ok(if spells(&text, &oaid, start) {
+            Key(text)
+        } else {
+            Key::new(&oaid, start)
+        })
     }
 }
 
@@ -471,6 +484,14 @@ mod tests {
             prop_assert_eq!(key.is_for(&b), key == b.key());
             prop_assert_eq!(hash.is_of(&b), hash == b.hash());
             prop_assert!(key.is_for(&a) && hash.is_of(&a));
+            let text = key.as_str().to_owned();
+            prop_assert_eq!(Key::try_from(text.clone()), Key::parse(&text));
+        }
+
+        /// A key read from text is the key `Key::parse` makes of it.
+        #[test]
+        fn a_key_read_as_written_is_the_parsed_key(text in "[0-9+ -]{0,4}@?[0-9+-]{1,5}-[0-9]{1,2}-[0-9]{1,3}") {
+            prop_assert_eq!(Key::try_from(text.clone()), Key::parse(&text));
         }
     }
 
