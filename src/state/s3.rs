@@ -561,16 +561,51 @@ impl Inner {
     }
 
     async fn read_snapshot(&self, head: &Head) -> Result<DiskState, StateError> {
+        use futures_util::StreamExt as _;
         let client = self.client()?;
         let name = PathBuf::from(format!("{}/{}", self.display.display(), head.snapshot));
-        let bytes = client
-            .get(&self.location.object(&head.snapshot))
-            .await
-            .map_err(|e| self.remote("read the snapshot of", &e))?
-            .bytes()
-            .await
-            .map_err(|e| self.remote("read the snapshot of", &e))?;
-        let disk = file::decode(&name, &bytes)?;
+        let object = self.location.object(&head.snapshot);
+        let failed = |e: object_store::Error| self.remote("read the snapshot of", &e);
+        // Decoded as its body arrives, as a local file is as it is read
+        // (`file::stream`), on a thread of its own that this task feeds.
+        let mut body = client.get(&object).await.map_err(failed)?.into_stream();
+        let (chunks, received) = tokio::sync::mpsc::channel(8);
+        let decoding = tokio::task::spawn_blocking({
+            let name = name.clone();
+            move || file::stream(&name, BodyReader::new(received), false)
+        });
+        while let Some(chunk) = body.next().await {
+            let end = chunk.is_err();
+            if chunks
+                .send(chunk.map_err(std::io::Error::other))
+                .await
+                .is_err()
+                || end
+            {
+                break;
+            }
+        }
+        drop(chunks);
+        let streamed = match decoding.await {
+            Ok(streamed) => streamed,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => None,
+        };
+        let disk = match streamed {
+            Some(decoded) => decoded?.0,
+            // Not in the canonical encoding, or the body broke off: read it
+            // whole (a failure to is reported as such).
+            None => {
+                let bytes = client
+                    .get(&object)
+                    .await
+                    .map_err(failed)?
+                    .bytes()
+                    .await
+                    .map_err(failed)?;
+                file::decode_whole(&name, &bytes)?
+            }
+        };
         if disk.lineage != head.lineage
             || disk.serial != head.serial
             || disk.checksum != head.checksum
@@ -1226,9 +1261,88 @@ impl S3Journal {
     }
 }
 
+/// The chunks of an S3 object's body, as they arrive, read as one stream
+/// by a blocking reader; an error in the body is a read error.
+struct BodyReader<B> {
+    chunks: tokio::sync::mpsc::Receiver<std::io::Result<B>>,
+    chunk: Option<B>,
+    at: usize,
+}
+
+impl<B> BodyReader<B> {
+    fn new(chunks: tokio::sync::mpsc::Receiver<std::io::Result<B>>) -> Self {
+        BodyReader {
+            chunks,
+            chunk: None,
+            at: 0,
+        }
+    }
+}
+
+impl<B: AsRef<[u8]>> std::io::Read for BodyReader<B> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if let Some(chunk) = &self.chunk {
+                let rest = &chunk.as_ref()[self.at..];
+                if !rest.is_empty() {
+                    let n = rest.len().min(out.len());
+                    out[..n].copy_from_slice(&rest[..n]);
+                    self.at += n;
+                    return Ok(n);
+                }
+            }
+            match self.chunks.blocking_recv() {
+                Some(chunk) => {
+                    self.chunk = Some(chunk?);
+                    self.at = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_reads_as_its_chunks_in_order_and_a_broken_one_as_an_error() {
+        use std::io::Read as _;
+        let body = |chunks: Vec<std::io::Result<Vec<u8>>>| {
+            let (sender, received) = tokio::sync::mpsc::channel(chunks.len().max(1));
+            for chunk in chunks {
+                sender.try_send(chunk).unwrap();
+            }
+            BodyReader::new(received)
+        };
+        let mut whole = Vec::new();
+        body(vec![
+            Ok(b"ab".to_vec()),
+            Ok(Vec::new()),
+            Ok(b"cde".to_vec()),
+        ])
+        .read_to_end(&mut whole)
+        .unwrap();
+        assert_eq!(whole, b"abcde");
+        // Read a byte at a time, as a small block would.
+        let mut reader = body(vec![Ok(b"xy".to_vec()), Ok(b"z".to_vec())]);
+        let mut one = [0_u8; 1];
+        let bytes: Vec<u8> =
+            std::iter::from_fn(|| (reader.read(&mut one).unwrap() == 1).then_some(one[0]))
+                .collect();
+        assert_eq!(bytes, b"xyz");
+        let mut partial = Vec::new();
+        let broken = body(vec![
+            Ok(b"ab".to_vec()),
+            Err(std::io::Error::other("connection reset")),
+        ])
+        .read_to_end(&mut partial);
+        assert_eq!(broken.unwrap_err().to_string(), "connection reset");
+    }
 
     #[test]
     fn a_location_is_a_bucket_and_a_plain_prefix() {

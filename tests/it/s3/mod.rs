@@ -275,6 +275,66 @@ fn the_s3_keys_appear_in_no_output_even_at_trace_level() {
     }
 }
 
+/// A snapshot is decoded as its body arrives. One written otherwise (the
+/// same content re-spelled as compact JSON with sorted keys) still loads,
+/// read whole; a damaged one is refused, naming it, and nothing is bought.
+#[test]
+fn a_respelled_snapshot_loads_and_a_damaged_one_is_refused() {
+    let Some(server) = S3Server::moto() else {
+        return;
+    };
+    let env = Env::with_state_on(&Backend::S3(&server));
+    let all = pkgs(7601, 3);
+    write_manifest(&env, &all);
+    let sim = start(account(&all));
+    Run::from(
+        oapkg(&env, &sim, &["apply", "--auto-approve"])
+            .output()
+            .unwrap(),
+    )
+    .code(0);
+    let before = recorded(&env);
+    assert_eq!(before.len(), 3);
+
+    let prefix = env
+        .s3()
+        .unwrap()
+        .location
+        .trim_start_matches("s3://")
+        .to_owned();
+    let head: serde_json::Value =
+        serde_json::from_str(&server.get(&format!("/{prefix}/head.json"))).unwrap();
+    let snapshot = head["snapshot"]
+        .as_str()
+        .expect("the head names its snapshot");
+    let object = format!("/{prefix}/{snapshot}");
+    let written = server.get(&object);
+    let respelled: serde_json::Value = serde_json::from_str(&written).unwrap();
+    server.put(
+        &object,
+        serde_json::to_string(&respelled).unwrap().as_bytes(),
+    );
+    assert_eq!(recorded(&env), before);
+
+    server.put(&object, written.replacen("\"OA ", "\"0A ", 1).as_bytes());
+    env.run(&["state", "list"])
+        .code(1)
+        .stderr_has(snapshot)
+        .stderr_has("checksum");
+    let charged = sim.ledger().len();
+    let apply = Run::from(
+        oapkg(&env, &sim, &["apply", "--auto-approve"])
+            .output()
+            .unwrap(),
+    );
+    apply.code(1);
+    assert_eq!(
+        sim.ledger().len(),
+        charged,
+        "nothing bought over a damaged snapshot"
+    );
+}
+
 /// `state unlock` breaks a running holder's lease: its next write is
 /// refused, it stops sending at once, and what it had recorded stays (the
 /// purchase whose outcome it could not record reads as unconfirmed).

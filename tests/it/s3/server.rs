@@ -147,6 +147,29 @@ impl S3Server {
         body.to_owned()
     }
 
+    /// Replaces the object at `PATH` (`/BUCKET/KEY`) with `body`, unsigned
+    /// like [`get`](Self::get): a damaged or rewritten object.
+    pub fn put(&self, path: &str, body: &[u8]) {
+        let authorization = format!(
+            "AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0"
+        );
+        let answer = request_with_body(
+            self.port(),
+            "PUT",
+            path,
+            &[("Authorization", &authorization)],
+            body,
+        );
+        let status = answer
+            .as_deref()
+            .and_then(|a| a.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u16>().ok());
+        assert!(
+            status.is_some_and(|s| (200..300).contains(&s)),
+            "PUT {path}: {answer:?}"
+        );
+    }
+
     fn port(&self) -> u16 {
         self.endpoint
             .rsplit(':')
@@ -248,16 +271,29 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Option
 
 /// One plain HTTP request; the whole answer, or `None` when nothing answered.
 fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<String> {
+    request_with_body(port, method, path, headers, b"")
+}
+
+/// [`request`] with a body.
+fn request_with_body(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
     );
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     Some(String::from_utf8_lossy(&answer).into_owned()).filter(|a| !a.is_empty())
