@@ -1,6 +1,6 @@
-//! `oapkg validate`: manifest checks only. The state is read (a missing one
-//! is empty; beside the manifests, as for a plan) only so that a "starts before today" warning is not repeated
-//! for packages already recorded.
+//! `oapkg validate`: manifest checks only. The state is read (beside the
+//! manifests, as for a plan; a missing one is empty) only so that a "starts
+//! before today" warning is not repeated for packages already recorded.
 //!
 //! Three formats: `text` (a summary line on stdout, problems on stderr, as
 //! every command reports them), `json` (one document for CI systems) and

@@ -253,7 +253,7 @@ impl<C> JsonPlan<C> {
 
 /// A plan's listed changes, each made a [`JsonChange`] only as it is
 /// serialized: a plan of many purchases need not hold them all twice.
-pub struct ListedChanges<'a> {
+struct ListedChanges<'a> {
     plan: &'a Plan,
 }
 

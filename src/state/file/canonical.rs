@@ -1,5 +1,6 @@
-//! The checksum of a state file computed over the file's own bytes, for a
-//! file in the canonical encoding [`encode`](super::encode) writes.
+//! The scan of a state file in the canonical encoding [`encode`](super::encode)
+//! writes: its checksum computed over the file's own bytes, and each member
+//! handed out as it passes, read block by block.
 //!
 //! The checksum is defined over the compact re-encoding of the parsed
 //! content without the `checksum` field ([`checksum`](super::checksum)).
@@ -9,11 +10,12 @@
 //! prints them), that re-encoding is the file's own tokens without their
 //! whitespace and without the `checksum` member: this module hashes those
 //! directly, in one pass over the bytes, without building or encoding any
-//! value. Anything else (a field out of order, an escape serde_json would
-//! not write, a timestamp with an offset, ...) makes it answer `None`, and
-//! [`decode`](super::decode) re-encodes as before. The scan never decides
-//! whether a file is valid: it is only used once the typed parse accepted
-//! the same bytes.
+//! value, keeping in memory only the member being scanned. Anything else (a
+//! field out of order, an escape serde_json would not write, a timestamp
+//! with an offset, ...) makes it answer `None`, and the file is read whole
+//! and re-encoded ([`decode_whole`](super::decode_whole)). The scan never
+//! decides whether a file is valid: [`stream`](super::stream) uses it only
+//! beside the typed parse of every member it hands out.
 
 use std::io::{Read, Write};
 use std::ops::Range;
