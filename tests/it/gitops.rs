@@ -778,8 +778,7 @@ const EXAMPLE_KEYS: [&str; 2] = [
 
 #[test]
 fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
-    if Command::new("git").arg("--version").output().is_err() {
-        eprintln!("skipped: `git` is not installed");
+    if git_missing() {
         return;
     }
     let mut files = Vec::new();
@@ -1020,8 +1019,7 @@ impl Repo {
 
 #[test]
 fn state_in_repository_flow_with_git_refuses_the_second_of_two_racing_plans() {
-    if Command::new("git").arg("--version").output().is_err() {
-        eprintln!("skipped: `git` is not installed");
+    if git_missing() {
         return;
     }
     const PR1: &str = "1000000000000000001";
@@ -1287,8 +1285,7 @@ const GUARDED: [Guarded; 2] = [
 
 #[test]
 fn a_guarded_change_approved_by_a_label_is_applied_once_and_refused_without_it() {
-    if Command::new("git").arg("--version").output().is_err() {
-        eprintln!("skipped: `git` is not installed");
+    if git_missing() {
         return;
     }
     for rel in [GITHUB_WORKFLOW, GITLAB_PIPELINE] {
@@ -1352,6 +1349,29 @@ fn a_guarded_change_approved_by_a_label_is_applied_once_and_refused_without_it()
     }
 }
 
+/// Whether `git` is missing here (then the test says it skipped).
+fn git_missing() -> bool {
+    let missing = Command::new("git").arg("--version").output().is_err();
+    if missing {
+        eprintln!("skipped: `git` is not installed");
+    }
+    missing
+}
+
+/// A pull request adding a package, merged, and `rel` run up to the step
+/// that pushes the state: the merge and the steps still to run.
+fn merged_and_applied_up_to_the_push(rel: &str) -> (Merged, Vec<Step>) {
+    let merged = Merged::new((
+        "duration: 6",
+        "duration: 6\n  - oaid: \"4097311281936189049\"\n    start: 2027-12-01",
+    ));
+    merged.label(&[]);
+    let (before, after) = split_at_push(merged.steps(rel));
+    let ran = merged.run(rel, before);
+    assert_eq!(ran.failed, None, "{rel}\n{}", ran.transcript());
+    (merged, after)
+}
+
 /// The steps of `rel` split before the one that pushes the state.
 fn split_at_push(steps: Vec<Step>) -> (Vec<Step>, Vec<Step>) {
     let mut before = steps;
@@ -1369,20 +1389,12 @@ fn split_at_push(steps: Vec<Step>) -> (Vec<Step>, Vec<Step>) {
 
 #[test]
 fn the_state_push_rebases_onto_a_moved_main_and_keeps_every_record() {
-    if Command::new("git").arg("--version").output().is_err() {
-        eprintln!("skipped: `git` is not installed");
+    if git_missing() {
         return;
     }
     for rel in [GITHUB_WORKFLOW, GITLAB_PIPELINE] {
         // A pull request adding a package is merged and applied...
-        let merged = Merged::new((
-            "duration: 6",
-            "duration: 6\n  - oaid: \"4097311281936189049\"\n    start: 2027-12-01",
-        ));
-        merged.label(&[]);
-        let (before, after) = split_at_push(merged.steps(rel));
-        let ran = merged.run(rel, before);
-        assert_eq!(ran.failed, None, "{rel}\n{}", ran.transcript());
+        let (merged, after) = merged_and_applied_up_to_the_push(rel);
         assert_eq!(
             merged.new_charges(),
             [("4097311281936189049@2027-12-01".to_owned(), "12".to_owned())]
@@ -1419,19 +1431,11 @@ fn the_state_push_rebases_onto_a_moved_main_and_keeps_every_record() {
 
 #[test]
 fn a_state_push_that_cannot_merge_fails_loudly_and_keeps_the_state_as_an_artifact() {
-    if Command::new("git").arg("--version").output().is_err() {
-        eprintln!("skipped: `git` is not installed");
+    if git_missing() {
         return;
     }
     for rel in [GITHUB_WORKFLOW, GITLAB_PIPELINE] {
-        let merged = Merged::new((
-            "duration: 6",
-            "duration: 6\n  - oaid: \"4097311281936189049\"\n    start: 2027-12-01",
-        ));
-        merged.label(&[]);
-        let (before, after) = split_at_push(merged.steps(rel));
-        let ran = merged.run(rel, before);
-        assert_eq!(ran.failed, None, "{rel}\n{}", ran.transcript());
+        let (merged, after) = merged_and_applied_up_to_the_push(rel);
         // Meanwhile someone records a purchase on main: two states now.
         merged
             .checkout
@@ -1496,8 +1500,7 @@ fn a_state_push_that_cannot_merge_fails_loudly_and_keeps_the_state_as_an_artifac
 
 #[test]
 fn the_gitlab_pipeline_applies_the_reviewed_plan_or_says_plainly_that_it_re_plans() {
-    if Command::new("git").arg("--version").output().is_err() {
-        eprintln!("skipped: `git` is not installed");
+    if git_missing() {
         return;
     }
     let added = (
@@ -1946,8 +1949,7 @@ impl Example {
 /// in the bucket, lease given back, nothing committed), a second run buys
 /// nothing, and guarded changes are bought only with their approving label.
 fn s3_pipeline_runs_for_real(rel: &str) {
-    if Command::new("git").arg("--version").output().is_err() {
-        eprintln!("skipped: `git` is not installed");
+    if git_missing() {
         return;
     }
     let Some(example) = Example::new(rel) else {

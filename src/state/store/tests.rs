@@ -38,6 +38,20 @@ fn at(text: &str) -> jiff::Timestamp {
     text.parse().unwrap()
 }
 
+/// A state of [`packages`] written, locked and loaded, with a purchase of
+/// `spec("1")` journaled since: what `apply` holds before its final write.
+fn loaded_with_a_purchase(store: &StateStore) -> (StateLock, Loaded, Journal, Spec) {
+    write(store, &mut state_with(packages())).unwrap();
+    let (lock, loaded) = store.lock_and_load("oapkg apply", NOW).unwrap();
+    let mut journal = store.journal(&lock).unwrap();
+    let a = spec("1");
+    journal
+        .record_intent(&a.key(), &a, None, at("2026-11-26T10:00:00Z"))
+        .unwrap();
+    journal.record_outcome(&a.key(), &submitted("5")).unwrap();
+    (lock, loaded, journal, a)
+}
+
 fn submitted(id: &str) -> JournalOutcome {
     JournalOutcome::Submitted {
         service_preview_id: Some(id.to_owned()),
@@ -1181,14 +1195,7 @@ fn after_a_failed_append_no_intent_is_recorded_but_outcomes_are() {
 fn a_file_edited_in_place_behind_the_lock_is_refused_even_with_its_length_and_time() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir);
-    write(&store, &mut state_with(packages())).unwrap();
-    let (lock, loaded) = store.lock_and_load("oapkg apply", NOW).unwrap();
-    let mut journal = store.journal(&lock).unwrap();
-    let a = spec("1");
-    journal
-        .record_intent(&a.key(), &a, None, at("2026-11-26T10:00:00Z"))
-        .unwrap();
-    journal.record_outcome(&a.key(), &submitted("5")).unwrap();
+    let (lock, loaded, journal, a) = loaded_with_a_purchase(&store);
 
     let before = fs::metadata(store.path()).unwrap();
     let text = fs::read_to_string(store.path()).unwrap();
@@ -1229,14 +1236,7 @@ fn a_file_edited_in_place_behind_the_lock_is_refused_even_with_its_length_and_ti
 fn a_failed_fold_leaves_the_callers_state_as_given() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir);
-    write(&store, &mut state_with(packages())).unwrap();
-    let (lock, loaded) = store.lock_and_load("oapkg apply", NOW).unwrap();
-    let mut journal = store.journal(&lock).unwrap();
-    let a = spec("1");
-    journal
-        .record_intent(&a.key(), &a, None, at("2026-11-26T10:00:00Z"))
-        .unwrap();
-    journal.record_outcome(&a.key(), &submitted("5")).unwrap();
+    let (lock, loaded, journal, _) = loaded_with_a_purchase(&store);
     let mut state = loaded.state.clone();
     let spoilt = state.packages.values_mut().last().unwrap();
     spoilt.spec.duration_months = 0;
