@@ -141,11 +141,7 @@ fn main() {
     ));
 
     // 2. apply throughput, the library against the in-process simulator.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     println!(
         "\n[apply] {PURCHASES} purchases at {} ms latency (library: lock, load, pre-flight, journal, fold)",
         LATENCY.as_millis()

@@ -68,11 +68,7 @@ fn parse_args() -> Args {
 
 fn main() {
     let args = parse_args();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     println!(
         "oapkg {} — apply benchmark ({} cores)",
         env!("CARGO_PKG_VERSION"),

@@ -211,11 +211,7 @@ fn main() {
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench-secret");
         std::env::set_var("AWS_REGION", "us-east-1");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     println!(
         "oapkg {} — S3 state benchmark ({} cores), moto on 127.0.0.1:{}",
         env!("CARGO_PKG_VERSION"),

@@ -32,6 +32,16 @@ pub fn build_binary() -> PathBuf {
 }
 
 /// The median of `values` (the upper one for an even count); sorts them.
+/// The runtime the benchmarks drive the library with: two workers, like
+/// the machine's two cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 pub fn median(values: &mut [Duration]) -> Duration {
     values.sort();
     values[values.len() / 2]
