@@ -357,6 +357,19 @@ pub enum PackageResult {
 }
 
 impl PackageResult {
+    /// One word for what became of the package, as `apply --format json`
+    /// and the log lines name it: `purchased` (recorded submitted), `failed`
+    /// (not bought), `unconfirmed` (may have been bought), `not_sent` (the
+    /// run stopped before its turn).
+    pub fn word(&self) -> &'static str {
+        match self {
+            PackageResult::Submitted { .. } => "purchased",
+            PackageResult::Failed { .. } => "failed",
+            PackageResult::Unconfirmed { .. } | PackageResult::LeftUnconfirmed => "unconfirmed",
+            PackageResult::NotAttempted { .. } => "not_sent",
+        }
+    }
+
     /// The plan's action for the package.
     pub fn action(&self) -> Action {
         match self {

@@ -582,7 +582,7 @@ impl Progress {
                 if let Some(bar) = &self.bar {
                     bar.inc(1);
                 }
-                tracing::info!(%key, result = result_word(result), "purchase recorded");
+                tracing::info!(%key, result = result.word(), "purchase recorded");
                 self.out_line(&done_line(change.action, key.as_str(), result, self.color));
                 if let Some(warning) = unexpected_duplicate_warning(key.as_str(), result) {
                     self.err_line(&warning);
@@ -660,19 +660,6 @@ pub(super) fn unexpected_duplicate_warning(key: &str, result: &PackageResult) ->
              Check that --state names the right state file, and the eSMS portal for who bought it"
         )
     })
-}
-
-/// One word for what became of a package, as `apply --format json` and
-/// the log lines name it: `purchased` (recorded submitted), `failed` (not
-/// bought), `unconfirmed` (may have been bought), `not_sent` (the run
-/// stopped before its turn).
-pub(super) fn result_word(result: &PackageResult) -> &'static str {
-    match result {
-        PackageResult::Submitted { .. } => "purchased",
-        PackageResult::Failed { .. } => "failed",
-        PackageResult::Unconfirmed { .. } | PackageResult::LeftUnconfirmed => "unconfirmed",
-        PackageResult::NotAttempted { .. } => "not_sent",
-    }
 }
 
 /// The mark in front of a result line: the plan's symbol when the package

@@ -1,10 +1,9 @@
 //! `oapkg apply --format json`: the run's result as one JSON document on
 //! stdout, for pipelines (`format_version` 1; additions are new keys, never
-//! changed meanings). Documented in `docs/apply-json.md`.
+//! changed meanings). Documented in `docs/json-outputs.md`, "`oapkg apply --format json`".
 
 use serde::Serialize;
 
-use super::apply::result_word;
 use crate::apply::{ApplyReport, PackageResult};
 use crate::plan::Plan;
 use crate::plan::render::json::{Cost, JsonState};
@@ -75,7 +74,7 @@ impl JsonApply {
                     oaid: key.oaid().to_owned(),
                     name: change.and_then(|c| c.name()).map(str::to_owned),
                     action: result.action(),
-                    result: result_word(result),
+                    result: result.word(),
                     code,
                     message,
                     service_preview_id,

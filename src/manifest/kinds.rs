@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::raw::{
+use super::yaml::{
     DateSchema, Field, KeyProblem, OaidSchema, Scalar, ScalarVisitor, Spanned, TierSchema,
     field_mapping, forward_scalars_to, read_fields,
 };

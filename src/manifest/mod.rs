@@ -20,6 +20,7 @@ pub mod fast;
 pub mod kinds;
 pub mod raw;
 pub mod validate;
+pub mod yaml;
 
 use validate::Origin;
 

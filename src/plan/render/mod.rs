@@ -32,10 +32,9 @@ use std::borrow::Cow;
 
 use jiff::civil::Date;
 
-pub use json::{JsonPlan, json, write_json};
+pub use json::{JsonPlan, json, plan_schema, write_json};
 pub use markdown::{MarkdownOptions, Project, markdown};
 pub use paint::Paint;
-pub use schema::plan_schema;
 pub use text::{TextOptions, change_block, text};
 
 use super::Change;

@@ -1,16 +1,10 @@
-//! The JSON Schema of the `--format json` plan (`oapkg schema --plan`),
-//! derived from the types of [`super::json`], which are the document.
-//!
-//! The types below describe, for the schema only, the values those types
-//! hold as text (keys, dates, hashes, flags); the schema's definitions are
-//! named in the document's words, never after Rust types.
+//! The pieces of the `--format json` plan's JSON Schema (`oapkg schema
+//! --plan`) that no document type carries: the values the document holds
+//! as text (keys, dates, hashes, flags), named in the document's words,
+//! never after Rust types. The schema itself is derived from the document's
+//! types ([`super::json`], `plan_schema`), which use these.
 
 use schemars::JsonSchema;
-
-/// The JSON Schema of [`super::JsonPlan`].
-pub fn plan_schema() -> schemars::Schema {
-    schemars::schema_for!(super::JsonPlan)
-}
 
 /// `OAID@YYYY-MM-DD`: a package's identity.
 #[derive(JsonSchema)]
@@ -50,8 +44,7 @@ pub(crate) struct NeedSchema(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::plan::render::fixtures;
+    use crate::plan::render::{fixtures, plan_schema};
 
     /// Checks `value` against the subset of JSON Schema the plan's schema
     /// uses (`$ref`, `type`, `properties`, `required`, `items`, `enum`,
