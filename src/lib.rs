@@ -67,4 +67,5 @@ pub mod prices;
 pub mod secrets;
 pub mod spec;
 pub mod state;
+pub mod text;
 pub mod watch;

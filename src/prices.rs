@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::Source;
+use crate::spec::Source;
 use crate::spec::{Spec, Tier};
 
 /// The declared prices: one currency, the price of one month of each tier.

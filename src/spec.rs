@@ -451,6 +451,26 @@ impl std::io::Write for Sha256Writer {
     }
 }
 
+/// Where something was written: a file (as given on the command line, or
+/// found under a directory given there), a 1-based line and column.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Source {
+    pub file: String,
+    pub line: u32,
+    #[serde(default)]
+    pub column: u32,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (0, _) => write!(f, "{}", self.file),
+            (line, 0) => write!(f, "{}:{line}", self.file),
+            (line, column) => write!(f, "{}:{line}:{column}", self.file),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -420,7 +420,7 @@ impl fmt::Display for StopReason {
                     write!(f, " ({meaning})")?;
                 }
                 if !message.is_empty() {
-                    write!(f, ": {}", crate::plan::render::escape_controls(message))?;
+                    write!(f, ": {}", crate::text::escape_controls(message))?;
                 }
                 Ok(())
             }

@@ -38,8 +38,9 @@ use crate::esms::{Client, ClientOptions, Credentials, Endpoint, PurchaseOutcome}
 use crate::exit::ExitStatus;
 use crate::ops::plan_file;
 use crate::plan::narrow::{Selector, narrow};
-use crate::plan::render::{self, Paint, escape_controls};
+use crate::plan::render::{self, Paint};
 use crate::plan::{Action, Plan};
+use crate::text::escape_controls;
 
 /// Shortens the first retry delay (milliseconds; later ones double from
 /// it), for tests and the simulator. Not a user setting.

@@ -32,9 +32,10 @@ use crate::exit::ExitStatus;
 use crate::manifest::ManifestError;
 use crate::ops::plan::InputsError;
 use crate::ops::plan_file::{PlanFileError, SavedPlanError};
-use crate::plan::render::{Paint, escape_controls};
+use crate::plan::render::Paint;
 use crate::plan::saved::StalePlan;
 use crate::state::StateError;
+use crate::text::escape_controls;
 
 /// What kind of failure an error is, which decides the exit status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

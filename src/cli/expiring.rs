@@ -6,7 +6,7 @@ use super::context::print;
 use super::{Context, ListFormat};
 use crate::exit::ExitStatus;
 use crate::expiring;
-use crate::plan::render::escape_controls;
+use crate::text::escape_controls;
 
 #[derive(Debug, Args)]
 pub struct ExpiringArgs {

@@ -9,9 +9,9 @@ use super::context::print;
 use super::{Context, ListFormat};
 use crate::exit::ExitStatus;
 use crate::manifest::Package;
-use crate::plan::render::escape_controls;
 use crate::spec::{Key, Oaid, Spec, Tier, parse_date};
 use crate::state::{Confirmation, Record, State, Status, UnlockOutcome};
+use crate::text::escape_controls;
 
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {

@@ -20,7 +20,7 @@ use super::context::print;
 use crate::exit::ExitStatus;
 use crate::manifest::{Diagnostic, DiagnosticKind, Manifests};
 use crate::ops::plan::read_inputs;
-use crate::plan::render::escape_controls;
+use crate::text::escape_controls;
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {

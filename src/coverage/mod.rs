@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 
 use jiff::civil::Date;
 
-use crate::manifest::{DesiredSet, Package, Source};
-use crate::spec::{Key, Oaid, Spec, Tier};
+use crate::manifest::{DesiredSet, Package};
+pub use crate::manifest::{MAX_RENEW_BEFORE_DAYS, Policy};
+use crate::spec::{Key, Spec};
 use crate::state::Record;
 
 pub mod gantt;
@@ -23,24 +24,6 @@ pub mod render;
 pub mod report;
 
 pub use report::{OaCoverage, report};
-
-/// One entry of a `CoveragePolicy`: keep `oaid` covered with packages of
-/// `tier` for `months`, bought `renew_before_days` before coverage ends.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Policy {
-    pub oaid: Oaid,
-    pub name: Option<String>,
-    pub tier: Tier,
-    pub months: u8,
-    pub renew_before_days: u16,
-    /// Where the first package starts when the OA has none at all.
-    pub first_start: Option<Date>,
-    /// Where the policy is declared (its entry's line).
-    pub source: Source,
-}
-
-/// Most days a policy may renew ahead.
-pub const MAX_RENEW_BEFORE_DAYS: u16 = 366;
 
 /// The last day covered by `specs` (any tier), `None` when there are none.
 pub fn coverage_end<'a>(specs: impl IntoIterator<Item = &'a Spec>) -> Option<Date> {

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use jiff::civil::Date;
 
 use super::report::{Covered, Gap, OaCoverage, PolicyView, chart_sections};
-use crate::plan::render::escape_controls;
-use crate::plan::render::markdown::{code, text as md_text};
+use crate::text::escape_controls;
+use crate::text::{markdown as md_text, markdown_code as code};
 
 /// `Coverage on 2026-11-26: 2 OAs.`
 fn headline(report: &[OaCoverage], today: Date) -> String {

@@ -4,7 +4,9 @@ use jiff::civil::{Date, date};
 use proptest::prelude::*;
 
 use super::*;
+use crate::manifest::Source;
 use crate::plan::{Action, diff};
+use crate::spec::{Oaid, Tier};
 use crate::state::{FailedAttempts, Status};
 
 fn oaid() -> Oaid {

@@ -12,9 +12,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use jiff::civil::Date;
-use serde::{Deserialize, Serialize};
 
-use crate::spec::{Key, ManifestHash, Spec, sha256_tagged};
+pub use crate::spec::Source;
+use crate::spec::{Key, ManifestHash, Oaid, Spec, Tier, sha256_tagged};
 
 pub mod fast;
 pub mod kinds;
@@ -29,35 +29,32 @@ pub const DEFAULT_MANIFEST: &str = "oapkg.yaml";
 /// Larger files are refused before they are read: no real manifest comes near.
 const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Where something was written: a file (as given on the command line, or
-/// found under a directory given there), a 1-based line and column.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Source {
-    pub file: String,
-    pub line: u32,
-    #[serde(default)]
-    pub column: u32,
-}
-
-impl Source {
-    fn new(file: &str, at: raw::Location) -> Source {
-        Source {
-            file: file.to_owned(),
-            line: u32::try_from(at.line()).unwrap_or(u32::MAX),
-            column: u32::try_from(at.column()).unwrap_or(u32::MAX),
-        }
+/// Where `at` is in `file`, as a [`Source`].
+pub(crate) fn source_at(file: &str, at: raw::Location) -> Source {
+    Source {
+        file: file.to_owned(),
+        line: u32::try_from(at.line()).unwrap_or(u32::MAX),
+        column: u32::try_from(at.column()).unwrap_or(u32::MAX),
     }
 }
 
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.line, self.column) {
-            (0, _) => write!(f, "{}", self.file),
-            (line, 0) => write!(f, "{}:{line}", self.file),
-            (line, column) => write!(f, "{}:{line}:{column}", self.file),
-        }
-    }
+/// One entry of a `CoveragePolicy`: keep `oaid` covered with packages of
+/// `tier` for `months`, bought `renew_before_days` before coverage ends.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Policy {
+    pub oaid: Oaid,
+    pub name: Option<String>,
+    pub tier: Tier,
+    pub months: u8,
+    pub renew_before_days: u16,
+    /// Where the first package starts when the OA has none at all.
+    pub first_start: Option<Date>,
+    /// Where the policy is declared (its entry's line).
+    pub source: Source,
 }
+
+/// Most days a policy may renew ahead.
+pub const MAX_RENEW_BEFORE_DAYS: u16 = 366;
 
 /// One declared package.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,7 +131,7 @@ pub enum DiagnosticKind {
 impl Diagnostic {
     fn at(file: &str, at: raw::Location, message: String) -> Diagnostic {
         Diagnostic {
-            source: Source::new(file, at),
+            source: source_at(file, at),
             message,
             key: None,
             related: None,
@@ -182,7 +179,7 @@ impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The message may quote the file's text: no control character of
         // it reaches a terminal.
-        let escape = crate::plan::render::escape_controls;
+        let escape = crate::text::escape_controls;
         write!(f, "{}: {}", self.source, escape(&self.message))?;
         if let Some((other, note)) = &self.related {
             write!(f, "\n  {other}: {}", escape(note))?;
@@ -198,7 +195,7 @@ pub struct Manifests {
     /// The `kind: PriceList`, when one is declared.
     pub prices: Option<crate::prices::PriceList>,
     /// The coverage policies, one per OA, sorted by OAID.
-    pub policies: Vec<crate::coverage::Policy>,
+    pub policies: Vec<Policy>,
     pub warnings: Vec<Diagnostic>,
     /// Every file read, in the order read (directories walked in name order).
     pub files: Vec<PathBuf>,

@@ -14,11 +14,11 @@ use schemars::JsonSchema;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-pub use super::yaml::{Field, KeyProblem, Location, Scalar, Spanned};
 use super::yaml::{
     DateSchema, DurationSchema, OaidSchema, ScalarVisitor, TierSchema, field_mapping,
     forward_scalars_to, read_fields,
 };
+pub use super::yaml::{Field, KeyProblem, Location, Scalar, Spanned};
 
 /// The fields every package may take from `defaults`.
 #[derive(Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -14,7 +14,7 @@ use super::raw::{
     Field, KeyProblem, Location, PackageEntry, PackageList, RawDefaults, RawDocument, RawPackage,
     Scalar, Spanned,
 };
-use super::{Diagnostic, DiagnosticKind, Package, Source};
+use super::{Diagnostic, DiagnosticKind, Package};
 use crate::spec::{self, Key, MAX_DURATION_MONTHS, Oaid, OaidError, Spec, Tier};
 
 mod kinds;
@@ -44,7 +44,7 @@ pub struct FileOutcome {
     /// Every `PriceList` document (more than one across all files is an
     /// error, reported by [`super::kinds`]).
     pub prices: Vec<crate::prices::PriceList>,
-    pub policies: Vec<crate::coverage::Policy>,
+    pub policies: Vec<super::Policy>,
     pub errors: Vec<Diagnostic>,
     pub warnings: Vec<Diagnostic>,
 }
@@ -470,7 +470,7 @@ impl Checker<'_> {
             start: start?,
             duration_months: duration?,
         };
-        let source = Source::new(self.file, at);
+        let source = super::source_at(self.file, at);
         if spec.start < self.today {
             let at = raw.start.as_ref().map_or(at, |f| f.referenced);
             let message = format!(

@@ -342,7 +342,10 @@ pub(super) fn read_fields<'de, A: MapAccess<'de>>(
 /// anything else as text (a long key, or a key that is not a string,
 /// described for the error).
 pub(super) enum FieldName {
-    Inline { bytes: [u8; FieldName::INLINE], len: u8 },
+    Inline {
+        bytes: [u8; FieldName::INLINE],
+        len: u8,
+    },
     Other(String),
 }
 

@@ -217,10 +217,7 @@ impl Observer for Metrics {
                         )
                     })
                     .unwrap_or_else(|| "the manifests are invalid".to_owned());
-                state.health = Some((
-                    "invalid",
-                    crate::plan::render::escape_controls(&why).into_owned(),
-                ));
+                state.health = Some(("invalid", crate::text::escape_controls(&why).into_owned()));
             }
             WatchEvent::Unreadable { .. } | WatchEvent::ReadAbandoned { .. } => {
                 set("error");
@@ -234,9 +231,8 @@ impl Observer for Metrics {
             WatchEvent::NotAppliedStopping { .. } => set("cancelled"),
             WatchEvent::NotAppliedSuspended { .. } => set("suspended"),
             WatchEvent::Suspended { path } => {
-                state.suspended = Some(
-                    crate::plan::render::escape_controls(&path.display().to_string()).into_owned(),
-                );
+                state.suspended =
+                    Some(crate::text::escape_controls(&path.display().to_string()).into_owned());
             }
             WatchEvent::Resumed { .. } => state.suspended = None,
             WatchEvent::Coverage { ends, .. } => {
@@ -270,10 +266,7 @@ impl Observer for Metrics {
                 };
                 state.current = Some(result);
                 if result != "ok" {
-                    state.health = Some((
-                        result,
-                        crate::plan::render::escape_controls(&why).into_owned(),
-                    ));
+                    state.health = Some((result, crate::text::escape_controls(&why).into_owned()));
                 }
             }
             WatchEvent::CycleFinished { .. } => {

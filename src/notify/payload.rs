@@ -14,9 +14,9 @@ use serde::Serialize;
 
 use crate::apply::{ApplyEvent, HoldReason, PackageResult};
 use crate::plan::Change;
-use crate::plan::render::escape_controls;
 use crate::prices::thousands;
 use crate::spec::Key;
+use crate::text::escape_controls;
 use crate::watch::{Reconciled, Unreadable, WatchEvent};
 
 /// The body of one webhook POST.

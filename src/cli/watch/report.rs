@@ -307,7 +307,7 @@ impl Observer for LogLines {
                 days_left = oa.days_left,
                 "OA {}{}: coverage ends {} ({} day(s) left) with nothing declared after it",
                 oa.oaid,
-                oa.name.as_deref().map(|n| format!(" ({})", render::escape_controls(n))).unwrap_or_default(),
+                oa.name.as_deref().map(|n| format!(" ({})", crate::text::escape_controls(n))).unwrap_or_default(),
                 oa.end,
                 oa.days_left
             ),

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use super::super::Diagnostic;
 use super::super::kinds::{Entry, List, RawMonthly, RawPolicy};
 use super::super::raw::{Field, Location, RawDocument, Scalar};
-use super::super::{Diagnostic, Source};
+use super::super::{MAX_RENEW_BEFORE_DAYS, Policy};
 use super::{Checker, KIND_POLICIES, KIND_PRICES};
-use crate::coverage::{MAX_RENEW_BEFORE_DAYS, Policy};
 use crate::prices::PriceList;
 use crate::spec::{MAX_DURATION_MONTHS, Oaid, Tier};
 
@@ -42,7 +42,7 @@ impl Checker<'_> {
             self.out.prices.push(PriceList {
                 currency,
                 monthly,
-                source: Source::new(self.file, at),
+                source: super::super::source_at(self.file, at),
             });
         }
     }
@@ -193,7 +193,7 @@ impl Checker<'_> {
             months: months?,
             renew_before_days: renew_before_days?,
             first_start,
-            source: Source::new(self.file, at),
+            source: super::super::source_at(self.file, at),
         })
     }
 

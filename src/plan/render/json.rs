@@ -340,7 +340,6 @@ pub fn write_json(plan: &Plan, out: impl std::io::Write) -> std::io::Result<()> 
     out.flush()
 }
 
-
 /// The JSON Schema of [`JsonPlan`]: the document's types are its schema.
 pub fn plan_schema() -> schemars::Schema {
     schemars::schema_for!(JsonPlan)

@@ -30,8 +30,9 @@ use std::fmt::Write as _;
 
 use super::Paint;
 use super::text::block;
-use super::{Field, Shown, cut, months, status_name};
+use super::{Field, Shown, status_name};
 use crate::plan::{Action, Change, DEFAULT_MAX_PURCHASES, Need, Plan, Summary};
+use crate::text::{cut, longest_backtick_run, markdown as text, markdown_code as code, months};
 
 /// GitHub's comment limit is 65,536 characters; this leaves room for
 /// whatever a bot wraps around the comment.
@@ -669,48 +670,9 @@ fn packages(n: usize) -> String {
     }
 }
 
-/// User text for a table cell or a list item: Markdown and HTML are shown
-/// as written, never interpreted; line breaks become spaces.
-pub(crate) fn text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '~' | '#' | '!' | '$' => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A code span that holds `s` whatever backticks it contains (CommonMark:
-/// a fence longer than any run inside, padded when `s` touches a backtick).
-pub(crate) fn code(s: &str) -> String {
-    let s: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let fence = "`".repeat(longest_backtick_run(&s) + 1);
-    if s.starts_with('`') || s.ends_with('`') {
-        format!("{fence} {s} {fence}")
-    } else {
-        format!("{fence}{s}{fence}")
-    }
-}
-
 /// A code fence that the block cannot close: longer than any backtick run.
 fn fence_for(body: &str) -> String {
     "`".repeat((longest_backtick_run(body) + 1).max(3))
-}
-
-fn longest_backtick_run(s: &str) -> usize {
-    s.split(|c| c != '`').map(str::len).max().unwrap_or(0)
 }
 
 #[cfg(test)]

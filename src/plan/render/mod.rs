@@ -28,7 +28,7 @@ pub mod text;
 #[cfg(test)]
 pub(crate) mod fixtures;
 
-use std::borrow::Cow;
+use crate::text::{cut, escape_controls};
 
 use jiff::civil::Date;
 
@@ -92,15 +92,6 @@ impl<'a> Shown<'a> {
             duration_months: Field::of(now, was, |s| s.duration_months),
             end: Field::of(now, was, Spec::end),
         })
-    }
-}
-
-/// `1 month`, `12 months`.
-pub(crate) fn months(n: u8) -> String {
-    if n == 1 {
-        "1 month".to_owned()
-    } else {
-        format!("{n} months")
     }
 }
 
@@ -177,54 +168,10 @@ pub(crate) fn status_name(status: Status) -> &'static str {
     }
 }
 
-/// `s` with control characters (newlines, ESC, ...) written as escapes, so
-/// that user or foreign text cannot start a new line or move the cursor.
-pub(crate) fn escape_controls(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// A name as the text plan quotes it: `"SVoucher main"`, with quotes,
-/// backslashes and control characters escaped.
-pub(crate) fn quoted(s: &str, limit: Option<usize>) -> String {
-    format!("{:?}", cut(s, limit).as_ref())
-}
-
-/// `s` cut to at most `limit` characters, ending in `…` when cut.
-pub(crate) fn cut(s: &str, limit: Option<usize>) -> Cow<'_, str> {
-    match limit {
-        Some(limit) if s.chars().count() > limit => {
-            let mut out: String = s.chars().take(limit.saturating_sub(1)).collect();
-            out.push('…');
-            Cow::Owned(out)
-        }
-        _ => Cow::Borrowed(s),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::plan::{Action, Summary};
-
-    #[test]
-    fn control_characters_are_escaped_and_text_is_cut_on_char_boundaries() {
-        assert_eq!(escape_controls("a\nb\x1b[31m"), "a\\nb\\u{1b}[31m");
-        assert_eq!(escape_controls("Cửa hàng"), "Cửa hàng");
-        assert_eq!(cut("Cửa hàng", Some(4)), "Cửa…");
-        assert_eq!(cut("abc", Some(3)), "abc");
-        assert_eq!(quoted("say \"hi\"\n", None), r#""say \"hi\"\n""#);
-    }
 
     #[test]
     fn summary_line_counts_every_action() {

@@ -20,9 +20,10 @@
 
 use std::fmt::Write as _;
 
-use super::{Field, Paint, Shown, cut, escape_controls, months, quoted, status_line};
+use super::{Field, Paint, Shown, status_line};
 use crate::plan::{Action, Change, DEFAULT_MAX_PURCHASES, Need, Plan, Warning};
 use crate::spec::key_list;
+use crate::text::{cut, escape_controls, months, quoted};
 
 /// How to render text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
