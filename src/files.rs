@@ -129,7 +129,9 @@ pub fn open_regular(path: &Path) -> Result<(File, Metadata), OpenError> {
         // O_NONBLOCK: opening a FIFO without a writer returns at once
         // instead of waiting for one. O_NOCTTY: a terminal device never
         // becomes the controlling terminal.
-        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+        let flags = rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY;
+        // The flag bits fit an i32 (open(2) takes an int).
+        options.custom_flags(flags.bits() as i32);
     }
     let file = options.open(path).map_err(OpenError::Io)?;
     let meta = file.metadata().map_err(OpenError::Io)?;
@@ -184,16 +186,9 @@ pub fn read_regular(path: &Path) -> Result<Vec<u8>, OpenError> {
 /// Linux, but the file is handed on as an ordinary blocking one.
 #[cfg(unix)]
 fn clear_nonblocking(file: &File) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl(2) on a descriptor we own and keep open for the call;
-    // F_GETFL/F_SETFL touch no memory.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
+    use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+    let flags = fcntl_getfl(file)?;
+    fcntl_setfl(file, flags - OFlags::NONBLOCK)?;
     Ok(())
 }
 

@@ -5,6 +5,9 @@
 //! [`Context`], call the library, and print. They hold no planning logic of
 //! their own.
 
+// The one module that prints (see the crate's lint settings).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
