@@ -83,6 +83,9 @@ pub enum StateCommand {
     },
     /// Clear a lock left by a process that is gone (on S3: clear the lease)
     Unlock,
+    /// Bring back the backup beside a missing or damaged state, after
+    /// checking its checksum (the damaged file is kept aside)
+    Restore,
     /// Copy the state, lineage and serial and all, to another location
     /// (a local file or s3://BUCKET/PREFIX), holding its lock; refuses if a
     /// state exists there
@@ -128,6 +131,7 @@ pub fn run(context: &Context, command: StateCommand) -> anyhow::Result<ExitStatu
             by,
         } => confirm(context, &key, service_preview_id, by),
         StateCommand::Migrate { to } => migrate(context, &to),
+        StateCommand::Restore => restore(context),
         StateCommand::Unlock => {
             let s3 = matches!(context.store, crate::state::Store::S3(_));
             let message = match context.store.unlock()? {
@@ -358,6 +362,42 @@ fn migrate(context: &Context, to: &std::path::Path) -> anyhow::Result<ExitStatus
         target.path().display(),
         target.path().display(),
     ))?;
+    Ok(ExitStatus::Success)
+}
+
+/// `oapkg state restore`: the backup back in place of a missing or damaged
+/// state (see [`crate::state::StateStore::restore`]).
+fn restore(context: &Context) -> anyhow::Result<ExitStatus> {
+    let restored = context
+        .store
+        .restore("oapkg state restore", context.global.lock_timeout())?;
+    let path = context.store.path().display();
+    let mut out = format!(
+        "Restored {path} from {} (lineage {}, serial {}, {} package(s)).\n",
+        restored.backup.display(),
+        restored.lineage,
+        restored.serial,
+        restored.packages,
+    );
+    if let Some(aside) = &restored.damaged_aside {
+        out.push_str(&format!(
+            "The refused state file was kept aside as {}.\n",
+            aside.display()
+        ));
+    }
+    if let Some(journal) = &restored.journal {
+        out.push_str(&format!(
+            "The journal {} holds purchases recorded since; the next command that writes the \
+             state folds them in.\n",
+            journal.display()
+        ));
+    }
+    out.push_str(&format!(
+        "The backup is the version before the last write: anything that write recorded is \
+         not in it. Check `oapkg state list` against the eSMS portal and record what is \
+         missing with `oapkg state import` before the next apply.\n"
+    ));
+    print(&out)?;
     Ok(ExitStatus::Success)
 }
 
