@@ -392,11 +392,11 @@ fn restore(context: &Context) -> anyhow::Result<ExitStatus> {
             journal.display()
         ));
     }
-    out.push_str(&format!(
+    out.push_str(
         "The backup is the version before the last write: anything that write recorded is \
          not in it. Check `oapkg state list` against the eSMS portal and record what is \
-         missing with `oapkg state import` before the next apply.\n"
-    ));
+         missing with `oapkg state import` before the next apply.\n",
+    );
     print(&out)?;
     Ok(ExitStatus::Success)
 }
@@ -494,7 +494,10 @@ fn rm(context: &Context, keys: &[String], force: bool) -> anyhow::Result<ExitSta
                     .as_ref()
                     .and_then(|d| d.packages.get(key))
                     .map(|p| &p.source);
-                (key, state_edit::rm_guards(&state.packages[key], source, today))
+                (
+                    key,
+                    state_edit::rm_guards(&state.packages[key], source, today),
+                )
             })
             .filter(|(_, guards)| !guards.is_empty())
             .collect();
@@ -613,8 +616,9 @@ fn mv(context: &Context, old: &str, new: &str, force: bool) -> anyhow::Result<Ex
         record.spec.start = start;
         record.spec_hash = record.spec.hash();
         state.packages.insert(new.clone(), record);
-        let mut message =
-            format!("Moved {old} to {new} in {path} (start {from} -> {start}; status and ids kept).");
+        let mut message = format!(
+            "Moved {old} to {new} in {path} (start {from} -> {start}; status and ids kept)."
+        );
         let forced: Vec<String> = problems.iter().map(|p| p.forced(&old, &new)).collect();
         if !forced.is_empty() || declared.is_none() {
             message.push_str("\nWith --force:");

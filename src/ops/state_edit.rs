@@ -73,9 +73,11 @@ impl RmGuard {
             RmGuard::Declared(source) => format!(
                 "still declared at {source}: the next plan shows it as a purchase and apply buys it again"
             ),
-            RmGuard::Unconfirmed => "unconfirmed: if eSMS charged for it, that charge is no longer \
+            RmGuard::Unconfirmed => {
+                "unconfirmed: if eSMS charged for it, that charge is no longer \
                  recorded anywhere in oapkg"
-                .to_owned(),
+                    .to_owned()
+            }
             RmGuard::PeriodNotEnded(end) => format!(
                 "its period runs to {end}: a package of this OA and tier over those months is no \
                  longer refused without --allow-overlap"
@@ -130,9 +132,9 @@ impl MvProblem {
             MvProblem::NotRecorded => {
                 format!("{old} is not in the state file; see `oapkg state list`")
             }
-            MvProblem::TargetRecorded => format!(
-                "{new} is already recorded; see both with `oapkg state show`"
-            ),
+            MvProblem::TargetRecorded => {
+                format!("{new} is already recorded; see both with `oapkg state show`")
+            }
             MvProblem::Unconfirmed => format!(
                 "{old} is unconfirmed: eSMS may have charged for it under {old}; check the eSMS \
                  portal and `oapkg state confirm {old}` first (--force does not override this)"
@@ -151,9 +153,9 @@ impl MvProblem {
     /// What `--force` gives up, for the problems it overrides.
     pub fn forced(&self, old: &Key, new: &Key) -> String {
         match self {
-            MvProblem::OldDeclared(source) => format!(
-                "{old} is still declared at {source}: the next plan shows it as a purchase"
-            ),
+            MvProblem::OldDeclared(source) => {
+                format!("{old} is still declared at {source}: the next plan shows it as a purchase")
+            }
             MvProblem::NewNotDeclared => {
                 format!("{new} is not declared: the moved record shows as an orphan")
             }
@@ -293,7 +295,11 @@ mod tests {
             ]
         );
         let key = Key::parse("1@2026-11-01").unwrap();
-        assert!(RmGuard::Unconfirmed.refusal(&key).contains("state confirm 1@2026-11-01"));
+        assert!(
+            RmGuard::Unconfirmed
+                .refusal(&key)
+                .contains("state confirm 1@2026-11-01")
+        );
         assert!(
             RmGuard::PeriodNotEnded(day("2027-10-31"))
                 .forced()

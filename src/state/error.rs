@@ -296,7 +296,9 @@ pub enum StateError {
     },
 
     /// `oapkg state restore` on an `s3://` state.
-    #[error("`oapkg state restore` is not supported on s3:// yet: {location} keeps no backup object (every version stays as an immutable snapshot under {location}/snapshots/, and bucket versioning keeps earlier versions of head.json); nothing was changed")]
+    #[error(
+        "`oapkg state restore` is not supported on s3:// yet: {location} keeps no backup object (every version stays as an immutable snapshot under {location}/snapshots/, and bucket versioning keeps earlier versions of head.json); nothing was changed"
+    )]
     RestoreUnsupported { location: String },
 
     /// Encoding the state as JSON failed (cannot happen with the types used;

@@ -34,8 +34,8 @@ use super::file::{self, DiskState};
 use super::journal::{self, Generation, Journal, JournalSlot};
 use super::lock::{self, StateLock, UnlockOutcome};
 use super::{FailedAttempt, Record, State, StateError, StateId};
-use recover::{Found, Replacing};
 use crate::spec::{Key, Sha256Writer, sha256_tagged};
+use recover::{Found, Replacing};
 
 /// How many times `load` rereads when the file is replaced while it reads.
 const LOAD_ATTEMPTS: usize = 20;
@@ -164,8 +164,7 @@ impl StateStore {
     /// it.
     pub fn init_force(&self, command: &str, timeout: Duration) -> Result<Initialized, StateError> {
         let lineage = uuid::Uuid::new_v4().to_string();
-        let (id, backup_aside) =
-            self.create(command, timeout, lineage, &State::default(), true)?;
+        let (id, backup_aside) = self.create(command, timeout, lineage, &State::default(), true)?;
         Ok(Initialized { id, backup_aside })
     }
 
@@ -205,20 +204,25 @@ impl StateStore {
             .prefix(&format!(".{}.", file_name(&self.path)))
             .suffix(".tmp")
             .tempfile_in(parent_dir(&self.path))
-            .map_err(|source| StateError::io("create the restored version of", &self.path, source))?;
+            .map_err(|source| {
+                StateError::io("create the restored version of", &self.path, source)
+            })?;
         tmp.write_all(&bytes)
             .and_then(|()| tmp.as_file().sync_all())
-            .map_err(|source| StateError::io("write the restored version of", &self.path, source))?;
+            .map_err(|source| {
+                StateError::io("write the restored version of", &self.path, source)
+            })?;
         let damaged_aside = match replacing {
             Replacing::Nothing => None,
-            Replacing::Damaged => Some(keep_aside(&self.path, &format!("refused.{}", now_label()))?),
+            Replacing::Damaged => {
+                Some(keep_aside(&self.path, &format!("refused.{}", now_label()))?)
+            }
         };
         let persisted = match replacing {
             Replacing::Nothing => tmp.persist_noclobber(&self.path),
             Replacing::Damaged => tmp.persist(&self.path),
         };
-        persisted
-            .map_err(|e| StateError::io("put the backup in place of", &self.path, e.error))?;
+        persisted.map_err(|e| StateError::io("put the backup in place of", &self.path, e.error))?;
         sync_parent_dir(&self.path)?;
         Ok(Restored {
             lineage: disk.lineage,
@@ -266,7 +270,11 @@ impl StateStore {
             });
         }
         let backup_path = self.backup_path();
-        let backup = found(StateStore::new(&backup_path).read_file().map(|(disk, _)| disk));
+        let backup = found(
+            StateStore::new(&backup_path)
+                .read_file()
+                .map(|(disk, _)| disk),
+        );
         recover::may_init(&self.path, &backup_path, &backup, force)?;
         let backup_aside = match &backup {
             Found::Missing => None,
@@ -1032,7 +1040,9 @@ fn link_or_copy(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Now, as a file-name part: `20261126T101500Z`.
 fn now_label() -> String {
-    jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string()
 }
 
 /// The last part of `path`, for a temporary file's prefix beside it.

@@ -219,9 +219,10 @@ fn init_over_the_backup_of_a_lost_state_is_refused_naming_it() {
     assert!(!env.path(STATE).exists(), "no state was created");
     assert_eq!(env.read(BACKUP), backup, "the backup is untouched");
     // A damaged backup is still a lost state.
-    let damaged = String::from_utf8(backup.clone())
-        .unwrap()
-        .replacen("\"premium\"", "\"trial\"", 1);
+    let damaged =
+        String::from_utf8(backup.clone())
+            .unwrap()
+            .replacen("\"premium\"", "\"trial\"", 1);
     env.file(BACKUP, &damaged);
     env.run(&["init"])
         .code(1)
@@ -268,7 +269,11 @@ fn state_restore_brings_back_the_backup_and_says_its_serial() {
         .stdout_has("Restored state/oapkg.state.json from state/oapkg.state.json.backup")
         .stdout_has("serial 1, 1 package(s)")
         .stdout_has("oapkg state import");
-    assert_eq!(env.read(STATE), backup, "the backup's bytes, checksum and all");
+    assert_eq!(
+        env.read(STATE),
+        backup,
+        "the backup's bytes, checksum and all"
+    );
     assert_eq!(env.read(BACKUP), backup, "the backup stays");
     assert!(!env.path("state/oapkg.state.json.lock").exists());
     env.run(&["state", "list"])
@@ -369,7 +374,9 @@ fn state_restore_keeps_a_journal_that_fits_and_refuses_one_that_does_not() {
     let journal = env.read(JOURNAL);
     env.run(&["state", "restore"])
         .code(1)
-        .stderr_has("the journal state/oapkg.state.json.journal beside the state does not fit the backup")
+        .stderr_has(
+            "the journal state/oapkg.state.json.journal beside the state does not fit the backup",
+        )
         .stderr_has("nothing was changed");
     assert!(!env.path(STATE).exists());
     assert_eq!(env.read(JOURNAL), journal);
@@ -385,7 +392,10 @@ fn state_restore_keeps_a_journal_that_fits_and_refuses_one_that_does_not() {
         .code(0)
         .stdout_has("serial 1, 1 package(s)")
         .stdout_has("The journal state/oapkg.state.json.journal holds purchases recorded since");
-    let list = env.run(&["state", "list", "--format", "json"]).code(0).json();
+    let list = env
+        .run(&["state", "list", "--format", "json"])
+        .code(0)
+        .json();
     let nine = list
         .as_array()
         .unwrap()

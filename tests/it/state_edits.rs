@@ -95,7 +95,11 @@ fn rm_refuses_a_declared_key_naming_where_and_removes_nothing() {
         .stderr_has("nothing was removed:\n  1@2026-12-01: declared at oapkg.yaml:4")
         .stderr_has("the next apply would buy it again")
         .stderr_has("\nPass --force");
-    assert!(!refused.stderr.contains("\\n"), "real line breaks:\n{}", refused.stderr);
+    assert!(
+        !refused.stderr.contains("\\n"),
+        "real line breaks:\n{}",
+        refused.stderr
+    );
     assert!(
         !refused.stderr.contains("2@2026-12-01:"),
         "an ended orphan is no reason to refuse:\n{}",
@@ -108,7 +112,9 @@ fn rm_refuses_a_declared_key_naming_where_and_removes_nothing() {
     env.run(&["state", "rm", "--force", "1@2026-12-01"])
         .code(0)
         .stdout_has("Removed 1 package(s)")
-        .stdout_has("1@2026-12-01: still declared at oapkg.yaml:4:5: the next plan shows it as a purchase");
+        .stdout_has(
+            "1@2026-12-01: still declared at oapkg.yaml:4:5: the next plan shows it as a purchase",
+        );
     assert_eq!(keys(&env), ["3@2026-12-01"]);
     // ... and the next plan would buy it again, as the refusal said.
     env.run(&["plan"]).code(0).stdout_has("Plan: 1 to purchase");
@@ -122,14 +128,18 @@ fn rm_refuses_an_unconfirmed_key_and_says_how_to_settle_it() {
     let refused = env.run(&["state", "rm", "3@2026-12-01"]);
     refused
         .code(1)
-        .stderr_has("nothing was removed:\n  3@2026-12-01: unconfirmed: eSMS may have charged for it")
+        .stderr_has(
+            "nothing was removed:\n  3@2026-12-01: unconfirmed: eSMS may have charged for it",
+        )
         .stderr_has("oapkg state confirm 3@2026-12-01")
         .stderr_has("apply --retry-unconfirmed");
     assert!(!refused.stderr.contains("\\n"), "{}", refused.stderr);
     assert_eq!(env.read(STATE), before);
     env.run(&["state", "rm", "3@2026-12-01", "--force"])
         .code(0)
-        .stdout_has("3@2026-12-01: unconfirmed: if eSMS charged for it, that charge is no longer recorded");
+        .stdout_has(
+            "3@2026-12-01: unconfirmed: if eSMS charged for it, that charge is no longer recorded",
+        );
     assert_eq!(keys(&env), ["1@2026-12-01", "2@2026-12-01"]);
 }
 
@@ -449,14 +459,21 @@ fn the_orphan_hint_never_says_rm_while_the_period_runs() {
     let env = env();
     // Nothing declared: every record is an orphan. On 2027-01-15, 1@… and
     // 3@… run on; 2@… has ended.
-    env.file("oapkg.yaml", "apiVersion: oapkg/v1\nkind: PackageSet\npackages: []\n");
+    env.file(
+        "oapkg.yaml",
+        "apiVersion: oapkg/v1\nkind: PackageSet\npackages: []\n",
+    );
     let text = env.run(&["plan"]).code(0).stdout.clone();
     let markdown = env
         .run(&["plan", "--format", "markdown"])
         .code(0)
         .stdout
         .clone();
-    let json = env.run(&["plan", "--format", "json"]).code(0).stdout.clone();
+    let json = env
+        .run(&["plan", "--format", "json"])
+        .code(0)
+        .stdout
+        .clone();
     for running in ["1@2026-12-01", "3@2026-12-01"] {
         let rm = format!("state rm {running}");
         for (format, out) in [("text", &text), ("markdown", &markdown), ("json", &json)] {
@@ -467,15 +484,28 @@ fn the_orphan_hint_never_says_rm_while_the_period_runs() {
             "{text}"
         );
     }
-    assert!(text.contains("keep the record, it guards this OA"), "{text}");
-    assert!(text.contains("`oapkg state rm 2@2026-12-01` drops the record"), "{text}");
+    assert!(
+        text.contains("keep the record, it guards this OA"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`oapkg state rm 2@2026-12-01` drops the record"),
+        "{text}"
+    );
     assert!(markdown.contains("`oapkg state rm 2@2026-12-01` drops the record"));
 
     // Only running orphans: no format mentions `state rm` at all.
     env.run(&["state", "rm", "2@2026-12-01"]).code(0);
     for format in ["text", "markdown", "json"] {
-        let out = env.run(&["plan", "--format", format]).code(0).stdout.clone();
+        let out = env
+            .run(&["plan", "--format", format])
+            .code(0)
+            .stdout
+            .clone();
         assert!(!out.contains("state rm"), "{format}:\n{out}");
-        assert!(out.contains("1@2026-12-01"), "{format} lists the orphan:\n{out}");
+        assert!(
+            out.contains("1@2026-12-01"),
+            "{format} lists the orphan:\n{out}"
+        );
     }
 }

@@ -148,7 +148,11 @@ pub(crate) fn notes(plan: &Plan, change: &Change) -> Vec<String> {
 /// (and proves those days are paid), so the plan never suggests `state rm`
 /// for it; an ended one may go.
 fn orphan_note(plan: &Plan, change: &Change) -> Option<String> {
-    let spec = &change.before.as_ref().filter(|_| change.action == Action::Orphan)?.spec;
+    let spec = &change
+        .before
+        .as_ref()
+        .filter(|_| change.action == Action::Orphan)?
+        .spec;
     let end = spec.end();
     Some(if period_ended(spec, plan.today) {
         format!(

@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
+use super::super::StateError;
 use super::super::error::BackupSummary;
 use super::super::file::DiskState;
-use super::super::StateError;
 
 /// A state file or its backup, as read.
 #[derive(Debug)]
@@ -167,13 +167,20 @@ mod tests {
         let (restored, replacing) =
             may_restore(&path, &backup, Found::Missing, Found::Loads(disk(6))).unwrap();
         assert_eq!((restored.serial, replacing), (6, Replacing::Nothing));
-        let (_, replacing) =
-            may_restore(&path, &backup, Found::Refused(mismatch()), Found::Loads(disk(6)))
-                .unwrap();
+        let (_, replacing) = may_restore(
+            &path,
+            &backup,
+            Found::Refused(mismatch()),
+            Found::Loads(disk(6)),
+        )
+        .unwrap();
         assert_eq!(replacing, Replacing::Damaged);
 
         let fine = may_restore(&path, &backup, Found::Loads(disk(7)), Found::Loads(disk(6)));
-        assert!(matches!(fine, Err(StateError::NothingToRestore { serial: 7, .. })));
+        assert!(matches!(
+            fine,
+            Err(StateError::NothingToRestore { serial: 7, .. })
+        ));
         let none = may_restore(&path, &backup, Found::Missing, Found::Missing);
         assert!(matches!(none, Err(StateError::NoBackup { .. })));
         let bad = may_restore(&path, &backup, Found::Missing, Found::Refused(mismatch()));
