@@ -243,6 +243,12 @@ fn init_force_starts_a_new_lineage_and_keeps_the_old_backup_aside() {
         .stdout_has(&format!("kept aside as {aside}"));
     assert_eq!(env.read(&aside), backup, "kept as it was");
     assert!(!env.path(BACKUP).exists());
+    // --force never replaces a state that is there.
+    let created = env.read(STATE);
+    env.run(&["init", "--force"])
+        .code(1)
+        .stderr_has("already exists");
+    assert_eq!(env.read(STATE), created);
     let new_lineage = lineage_of(&env.read(STATE));
     assert_ne!(new_lineage, old_lineage);
     // The new lineage's writes make their own backup; the old one stays.
