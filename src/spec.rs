@@ -293,6 +293,14 @@ impl Spec {
         end_date(self.start, self.duration_months)
     }
 
+    /// Whether the period is over on `today`: its last day is before it.
+    /// Until then a record of it guards its OA against overlapping
+    /// purchases and is the evidence that those days are paid; a declared
+    /// package that has ended is never bought.
+    pub fn has_ended(&self, today: Date) -> bool {
+        self.end() < today
+    }
+
     /// The canonical encoding hashed into the [`SpecHash`].
     ///
     /// One `name=value` line per field in a fixed order, behind a version tag.

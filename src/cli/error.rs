@@ -32,6 +32,7 @@ use crate::exit::ExitStatus;
 use crate::manifest::ManifestError;
 use crate::ops::plan::InputsError;
 use crate::ops::plan_file::{PlanFileError, SavedPlanError};
+use crate::ops::state_edit::EditRefused;
 use crate::plan::render::Paint;
 use crate::plan::saved::StalePlan;
 use crate::state::StateError;
@@ -109,10 +110,11 @@ impl CliError {
         // control characters, line breaks included, are escaped so that none
         // can move the cursor or fake a line. Only a manifest error keeps its
         // line breaks (one line per problem): its diagnostics escape what
-        // they quote.
+        // they quote; so does a refused state edit (one line per reason).
         let escaped = |cause: &(dyn StdError + 'static)| {
             let text = cause.to_string();
-            if Known::of(cause).manifests.is_some() {
+            let known = Known::of(cause);
+            if known.manifests.is_some() || known.lines_escaped {
                 text
             } else {
                 escape_controls(&text).into_owned()
@@ -179,6 +181,9 @@ struct Known<'a> {
     hint: Option<String>,
     bug: bool,
     manifests: Option<&'a ManifestError>,
+    /// Its message escapes what it quotes itself, line by line: its line
+    /// breaks are kept.
+    lines_escaped: bool,
 }
 
 impl<'a> Known<'a> {
@@ -194,6 +199,7 @@ impl<'a> Known<'a> {
                 hint: Some(e.hint.clone()),
                 bug: inner.bug,
                 manifests: inner.manifests,
+                lines_escaped: inner.lines_escaped,
             };
         }
         if let Some(e) = cause.downcast_ref::<ManifestError>() {
@@ -202,11 +208,17 @@ impl<'a> Known<'a> {
                 ..Known::default()
             };
         }
+        if cause.is::<EditRefused>() {
+            return Known {
+                lines_escaped: true,
+                ..Known::default()
+            };
+        }
         if let Some(e) = cause.downcast_ref::<StateError>() {
             return Known {
                 hint: e.hint(),
                 bug: e.is_bug(),
-                manifests: None,
+                ..Known::default()
             };
         }
         if let Some(e) = cause.downcast_ref::<InputsError>() {
@@ -226,7 +238,7 @@ impl<'a> Known<'a> {
             return Known {
                 hint: e.hint(),
                 bug: e.is_bug(),
-                manifests: None,
+                ..Known::default()
             };
         }
         if let Some(e) = cause.downcast_ref::<PlanFileError>() {

@@ -113,7 +113,7 @@ pub enum ListFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create an empty state file (apply refuses to run without one)
-    Init,
+    Init(init::InitArgs),
     /// Check the manifests only (no state, no network)
     Validate(validate::ValidateArgs),
     /// Show which purchases the manifests need (no network, no credentials)
@@ -203,7 +203,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         }
     };
     let result = match cli.command {
-        Command::Init => init::run(&context),
+        Command::Init(args) => init::run(&context, &args),
         Command::Validate(args) => validate::run(&context, &args),
         Command::Plan(args) => plan::run(&context, &args),
         Command::Apply(args) => apply::run(&context, &args),

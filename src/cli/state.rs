@@ -1,6 +1,8 @@
 //! `oapkg state ...`: read and hand-edit the recorded set, always under the
 //! writer lock when writing.
 
+use std::collections::BTreeSet;
+
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -8,7 +10,7 @@ use serde::Serialize;
 use super::context::print;
 use super::{Context, ListFormat};
 use crate::exit::ExitStatus;
-use crate::manifest::Package;
+use crate::ops::state_edit::{self, EditRefused, RmGuard};
 use crate::spec::{Key, Oaid, Spec, Tier, parse_date};
 use crate::state::{Confirmation, Record, State, Status, UnlockOutcome};
 use crate::text::escape_controls;
@@ -36,19 +38,23 @@ pub enum StateCommand {
     /// Forget recorded packages (no API call; nothing is refunded)
     ///
     /// Refuses a key still declared in the manifests (the next apply would
-    /// buy it again) or recorded as unconfirmed (eSMS may have charged for
-    /// it), unless --force.
+    /// buy it again), recorded as unconfirmed (eSMS may have charged for
+    /// it), or whose period has not ended (the record guards its OA against
+    /// buying those months again), unless --force.
     Rm {
         /// The keys to forget, OAID@START
         #[arg(required = true, value_name = "KEY")]
         keys: Vec<String>,
-        /// Remove them even if declared, unconfirmed, or the manifests
-        /// cannot be read
+        /// Remove them even if declared, unconfirmed, not ended, or the
+        /// manifests cannot be read (says which guard goes with each)
         #[arg(long)]
         force: bool,
     },
     /// Re-key a record whose start date eSMS registered differently (same
     /// OA; no API call)
+    ///
+    /// NEWKEY must be declared in the manifests and not recorded; OLDKEY
+    /// must not be declared nor unconfirmed (confirm it first).
     Mv {
         /// The key recorded now, OAID@START
         #[arg(value_name = "OLDKEY")]
@@ -56,6 +62,10 @@ pub enum StateCommand {
         /// The key eSMS registered, same OAID with its start date
         #[arg(value_name = "NEWKEY")]
         new: String,
+        /// Move it even if OLDKEY is still declared or NEWKEY is not (never
+        /// an unconfirmed record)
+        #[arg(long)]
+        force: bool,
     },
     /// Record a package bought outside oapkg (no API call)
     Import(ImportArgs),
@@ -73,6 +83,9 @@ pub enum StateCommand {
     },
     /// Clear a lock left by a process that is gone (on S3: clear the lease)
     Unlock,
+    /// Bring back the backup beside a missing or damaged state, after
+    /// checking its checksum (the damaged file is kept aside)
+    Restore,
     /// Copy the state, lineage and serial and all, to another location
     /// (a local file or s3://BUCKET/PREFIX), holding its lock; refuses if a
     /// state exists there
@@ -110,7 +123,7 @@ pub fn run(context: &Context, command: StateCommand) -> anyhow::Result<ExitStatu
         StateCommand::List { oaid, format } => list(context, oaid.as_deref(), format),
         StateCommand::Show { key, format } => show(context, &key, format),
         StateCommand::Rm { keys, force } => rm(context, &keys, force),
-        StateCommand::Mv { old, new } => mv(context, &old, &new),
+        StateCommand::Mv { old, new, force } => mv(context, &old, &new, force),
         StateCommand::Import(args) => import(context, &args),
         StateCommand::Confirm {
             key,
@@ -118,6 +131,7 @@ pub fn run(context: &Context, command: StateCommand) -> anyhow::Result<ExitStatu
             by,
         } => confirm(context, &key, service_preview_id, by),
         StateCommand::Migrate { to } => migrate(context, &to),
+        StateCommand::Restore => restore(context),
         StateCommand::Unlock => {
             let s3 = matches!(context.store, crate::state::Store::S3(_));
             let message = match context.store.unlock()? {
@@ -351,6 +365,42 @@ fn migrate(context: &Context, to: &std::path::Path) -> anyhow::Result<ExitStatus
     Ok(ExitStatus::Success)
 }
 
+/// `oapkg state restore`: the backup back in place of a missing or damaged
+/// state (see [`crate::state::StateStore::restore`]).
+fn restore(context: &Context) -> anyhow::Result<ExitStatus> {
+    let restored = context
+        .store
+        .restore("oapkg state restore", context.global.lock_timeout())?;
+    let path = context.store.path().display();
+    let mut out = format!(
+        "Restored {path} from {} (lineage {}, serial {}, {} package(s)).\n",
+        restored.backup.display(),
+        restored.lineage,
+        restored.serial,
+        restored.packages,
+    );
+    if let Some(aside) = &restored.damaged_aside {
+        out.push_str(&format!(
+            "The refused state file was kept aside as {}.\n",
+            aside.display()
+        ));
+    }
+    if let Some(journal) = &restored.journal {
+        out.push_str(&format!(
+            "The journal {} holds purchases recorded since; the next command that writes the \
+             state folds them in.\n",
+            journal.display()
+        ));
+    }
+    out.push_str(
+        "The backup is the version before the last write: anything that write recorded is \
+         not in it. Check `oapkg state list` against the eSMS portal and record what is \
+         missing with `oapkg state import` before the next apply.\n",
+    );
+    print(&out)?;
+    Ok(ExitStatus::Success)
+}
+
 /// A JSON object's fields in the order written (serde_json's own map
 /// sorts them).
 struct OrderedFields(Vec<(String, serde_json::Value)>);
@@ -378,7 +428,9 @@ impl<'de> serde::Deserialize<'de> for OrderedFields {
     }
 }
 
-/// Loads the state under the writer lock, lets `edit` change it, writes it.
+/// Loads the state under the writer lock, lets `edit` change it, writes it,
+/// and prints `edit`'s message with the new serial at the end of its first
+/// line (the lines after it, if any, follow).
 fn edit_state(
     context: &Context,
     command: &str,
@@ -390,18 +442,27 @@ fn edit_state(
     let mut state = loaded.state;
     let message = edit(&mut state)?;
     let id = context.store.write(&lock, &mut state)?;
-    print(&format!("{message} (state serial {})\n", id.serial))?;
+    let (first, rest) = message.split_once('\n').unwrap_or((&message, ""));
+    let rest = if rest.is_empty() {
+        String::new()
+    } else {
+        format!("{rest}\n")
+    };
+    print(&format!("{first} (state serial {})\n{rest}", id.serial))?;
     Ok(ExitStatus::Success)
 }
 
+/// `state rm KEY...`: see [`state_edit::rm_guards`] for what it refuses
+/// without `--force`, and what `--force` says goes with each record.
 fn rm(context: &Context, keys: &[String], force: bool) -> anyhow::Result<ExitStatus> {
     let keys = keys
         .iter()
         .map(|k| Key::parse(k))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    let today = context.today()?;
     // Read before the lock, reported after the state: a refused state is
     // the first thing to know.
-    let declared = (!force).then(|| declared_keys(context));
+    let declared = declared_keys(context);
     let path = context.store.path().display().to_string();
     edit_state(context, "oapkg state rm", |state| {
         let missing: Vec<_> = keys
@@ -415,62 +476,81 @@ fn rm(context: &Context, keys: &[String], force: bool) -> anyhow::Result<ExitSta
                 missing.join(", ")
             );
         }
-        if let Some(declared) = declared {
-            let declared = declared.context(
-                "cannot read the manifests to check that none of these keys is still declared; \
-                 nothing was removed. Fix them (or name them with -f), or pass --force to remove anyway",
-            )?;
-            let refused: Vec<String> = keys
-                .iter()
-                .filter_map(|key| rm_refusal(key, &state.packages[key], declared.packages.get(key)))
-                .collect();
-            if !refused.is_empty() {
-                bail!(
-                    "refusing to remove from {path}; nothing was removed:\n{}\n\
-                     Pass --force to remove anyway (nothing is refunded)",
-                    refused.join("\n")
-                );
+        let declared = match declared {
+            Ok(declared) => Some(declared),
+            // Forced: the declared check is given up with the others.
+            Err(_) if force => None,
+            Err(error) => {
+                return Err(error.context(
+                    "cannot read the manifests to check that none of these keys is still declared; \
+                     nothing was removed. Fix them (or name them with -f), or pass --force to remove anyway",
+                ));
             }
+        };
+        let guarded: Vec<(&Key, Vec<RmGuard>)> = keys
+            .iter()
+            .map(|key| {
+                let source = declared
+                    .as_ref()
+                    .and_then(|d| d.packages.get(key))
+                    .map(|p| &p.source);
+                (
+                    key,
+                    state_edit::rm_guards(&state.packages[key], source, today),
+                )
+            })
+            .filter(|(_, guards)| !guards.is_empty())
+            .collect();
+        if !force && !guarded.is_empty() {
+            return Err(EditRefused {
+                summary: format!("refusing to remove from {path}; nothing was removed:"),
+                reasons: guarded
+                    .iter()
+                    .map(|(key, guards)| {
+                        let why: Vec<String> = guards.iter().map(|g| g.refusal(key)).collect();
+                        format!("{key}: {}", why.join("; "))
+                    })
+                    .collect(),
+                advice: "Pass --force to remove anyway (nothing is refunded; it says which guard \
+                         goes with each record)"
+                    .to_owned(),
+            }
+            .into());
+        }
+        let mut message = format!("Removed {} package(s) from {path}.", keys.len());
+        if !guarded.is_empty() || declared.is_none() {
+            message.push_str("\nWith --force, these guards go with them:");
+        }
+        for (key, guards) in &guarded {
+            for guard in guards {
+                message.push_str(&format!("\n  {key}: {}", guard.forced()));
+            }
+        }
+        if declared.is_none() {
+            message.push_str(
+                "\n  (the manifests could not be read: whether a key is still declared, and so \
+                 bought again by the next apply, was not checked)",
+            );
         }
         for key in &keys {
             state.packages.remove(key);
         }
-        Ok(format!(
-            "Removed {} package(s) from {path}. If one is still declared in a manifest, the next plan will purchase it again.",
-            keys.len()
-        ))
+        Ok(message)
     })
 }
 
-/// The declared packages `state rm` checks against (the usual `-f`, or
-/// `oapkg.yaml`); warnings are not its business.
+/// The declared packages `state rm` and `state mv` check against (the
+/// usual `-f`, or `oapkg.yaml`); warnings are not their business.
 fn declared_keys(context: &Context) -> anyhow::Result<crate::manifest::DesiredSet> {
     let today = context.today()?;
     Ok(crate::manifest::load(&context.global.files, today)?.desired)
 }
 
-/// Why removing `key` could cost money, if it could.
-fn rm_refusal(key: &Key, record: &Record, declared: Option<&Package>) -> Option<String> {
-    let mut why = Vec::new();
-    if let Some(package) = declared {
-        why.push(format!(
-            "declared at {}: the next apply would buy it again",
-            package.source
-        ));
-    }
-    if record.status == Status::Unconfirmed {
-        why.push(format!(
-            "unconfirmed: eSMS may have charged for it; settle it with `oapkg state confirm {key}` \
-             (found on the eSMS portal) or `oapkg apply --retry-unconfirmed` (not found)"
-        ));
-    }
-    (!why.is_empty()).then(|| format!("  {key}: {}", why.join("; ")))
-}
-
 /// `state mv OLDKEY NEWKEY`: the same purchase under the start date eSMS
 /// registered. The record keeps its status, ids and times; its spec takes
-/// the new start (and so a new spec hash).
-fn mv(context: &Context, old: &str, new: &str) -> anyhow::Result<ExitStatus> {
+/// the new start (and so a new spec hash). See
+/// [`state_edit::mv_problems`] for what it refuses.
+fn mv(context: &Context, old: &str, new: &str, force: bool) -> anyhow::Result<ExitStatus> {
     let old = Key::parse(old)?;
     let (oaid, start) = Key::parse_parts(new)?;
     let new = Key::new(&oaid, start);
@@ -483,24 +563,75 @@ fn mv(context: &Context, old: &str, new: &str) -> anyhow::Result<ExitStatus> {
     if old == new {
         bail!("{old} and {new} are the same key; nothing to move");
     }
+    let declared = declared_keys(context);
     let path = context.store.path().display().to_string();
     edit_state(context, "oapkg state mv", |state| {
-        if state.packages.contains_key(&new) {
-            bail!(
-                "{new} is already recorded in {path}; nothing was moved. \
-                 See both with `oapkg state show`"
-            );
+        let declared = match declared {
+            Ok(declared) => Some(declared),
+            Err(_) if force => None,
+            Err(error) => {
+                return Err(error.context(format!(
+                    "cannot read the manifests to check that {old} is no longer declared and {new} \
+                     is; nothing was moved. Fix them (or name them with -f), or pass --force to \
+                     move anyway"
+                )));
+            }
+        };
+        let source = |key: &Key| {
+            declared
+                .as_ref()
+                .and_then(|d| d.packages.get(key))
+                .map(|p| &p.source)
+        };
+        let mut problems = state_edit::mv_problems(
+            state.packages.get(&old),
+            state.packages.contains_key(&new),
+            source(&old),
+            source(&new),
+        );
+        if declared.is_none() {
+            // Not read, so not known: not reported as if it were.
+            problems.retain(|p| !p.forceable());
         }
-        let mut record = state.packages.remove(&old).with_context(|| {
-            format!("{old} is not in the state file {path}; see `oapkg state list`")
-        })?;
+        let blocking = state_edit::mv_blocking(&problems, force);
+        if !blocking.is_empty() {
+            let forceable = blocking.iter().any(|p| p.forceable());
+            return Err(EditRefused {
+                summary: format!("refusing to move {old} to {new} in {path}; nothing was moved:"),
+                reasons: blocking.iter().map(|p| p.refusal(&old, &new)).collect(),
+                advice: if forceable {
+                    "Pass --force to move it anyway despite the manifests (an unconfirmed record \
+                     is never moved)"
+                        .to_owned()
+                } else {
+                    String::new()
+                },
+            }
+            .into());
+        }
+        let Some(mut record) = state.packages.remove(&old) else {
+            bail!("{old} is not in the state file {path}; see `oapkg state list`");
+        };
         let from = record.spec.start;
         record.spec.start = start;
         record.spec_hash = record.spec.hash();
         state.packages.insert(new.clone(), record);
-        Ok(format!(
+        let mut message = format!(
             "Moved {old} to {new} in {path} (start {from} -> {start}; status and ids kept)."
-        ))
+        );
+        let forced: Vec<String> = problems.iter().map(|p| p.forced(&old, &new)).collect();
+        if !forced.is_empty() || declared.is_none() {
+            message.push_str("\nWith --force:");
+        }
+        for line in forced {
+            message.push_str(&format!("\n  {line}"));
+        }
+        if declared.is_none() {
+            message.push_str(
+                "\n  (the manifests could not be read: whether either key is declared was not checked)",
+            );
+        }
+        Ok(message)
     })
 }
 

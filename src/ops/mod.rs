@@ -13,6 +13,8 @@
 //! | [`plan::make_plan`] | those inputs diffed: the plan `plan` shows and `apply` performs |
 //! | [`plan_file::read`] / [`plan_file::write`] | a saved plan file, read strictly or written atomically |
 //! | [`plan_file::plan_to_apply`] | a saved plan, checked against the state and manifests of now |
+//! | [`state_edit`] | the rules of `state rm` and `state mv`: which hand edits could buy twice |
 
 pub mod plan;
 pub mod plan_file;
+pub mod state_edit;

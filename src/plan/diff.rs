@@ -106,7 +106,7 @@ pub fn starts_before_today_applies(action: Action) -> bool {
 /// bought. The end date is the last day covered, so a package ending today
 /// is still bought.
 pub fn action_for(desired: Option<&Package>, recorded: Option<&Record>, today: Date) -> Action {
-    let ended = |package: &Package| package.spec.end() < today;
+    let ended = |package: &Package| package.spec.has_ended(today);
     match (desired, recorded) {
         // An unknown outcome is resolved first, whatever the manifests say now:
         // the package may exist, so neither a purchase nor a replace is safe.

@@ -242,6 +242,65 @@ pub enum StateError {
     #[error("{} kept changing while oapkg was using it (another process keeps replacing it); try again", .path.display())]
     Unstable { path: PathBuf },
 
+    /// `oapkg init` found no state file but its backup: a lost state, not a
+    /// new one. Starting over it would buy every package again (and the
+    /// next write would overwrite the backup, the one file that knows what
+    /// was paid).
+    #[error("no state file at {} but its backup {} is there ({}): that is a lost state, not a new one, and `oapkg init` does not start over it; nothing was changed", .path.display(), .backup.display(), backup_summary(.found))]
+    BackupInTheWay {
+        path: PathBuf,
+        backup: PathBuf,
+        /// What the backup holds, or why it is refused.
+        found: BackupSummary,
+    },
+
+    /// `oapkg state restore`: the state at the path loads; there is nothing
+    /// to restore.
+    #[error("state file {} loads (lineage {lineage}, serial {serial}, {packages} package(s)): nothing to restore; `oapkg state restore` only brings back the backup beside a missing or refused state; nothing was changed", .path.display())]
+    NothingToRestore {
+        path: PathBuf,
+        lineage: String,
+        serial: u64,
+        packages: usize,
+    },
+
+    /// `oapkg state restore`: no backup beside the state.
+    #[error("no backup at {}: nothing to restore {} from; nothing was changed: restore the state from Git or another copy", .backup.display(), .path.display())]
+    NoBackup { path: PathBuf, backup: PathBuf },
+
+    /// `oapkg state restore`: the backup fails a check of its own.
+    #[error("the backup {} is refused, so it is not restored; nothing was changed: restore the state from Git or another copy", .backup.display())]
+    BadBackup {
+        backup: PathBuf,
+        #[source]
+        source: Box<StateError>,
+    },
+
+    /// `oapkg state restore`: the state is refused for a reason its backup
+    /// does not fix (a format this oapkg does not read).
+    #[error("state file {} is not damaged but unreadable by this oapkg, so `oapkg state restore` leaves it; nothing was changed", .path.display())]
+    NotRestorable {
+        path: PathBuf,
+        #[source]
+        source: Box<StateError>,
+    },
+
+    /// `oapkg state restore`: the journal beside the state was recorded
+    /// against another version than the backup's; restoring would hide it.
+    #[error("the journal {} beside the state does not fit the backup {} (see below): restoring it would leave purchases unrecorded, so nothing was changed; keep the journal, compare it with the eSMS portal and record its packages with `oapkg state import` after restoring by hand", .journal.display(), .backup.display())]
+    JournalDoesNotFitBackup {
+        journal: PathBuf,
+        backup: PathBuf,
+        #[source]
+        source: Box<StateError>,
+    },
+
+    /// `oapkg state restore` on an `s3://` state.
+    #[error(
+        "`oapkg state restore` is not supported on s3:// yet: {location} keeps no backup object (every version stays as an immutable snapshot under {location}/snapshots/, and bucket versioning keeps earlier versions of head.json); nothing was changed"
+    )]
+    RestoreUnsupported { location: String },
+
     /// Encoding the state as JSON failed (cannot happen with the types used;
     /// kept as an error rather than a panic).
     #[error("could not encode the state for {}; this is a bug in oapkg", .path.display())]
@@ -261,6 +320,12 @@ impl StateError {
                 "Pass the right --state (or OAPKG_STATE), restore the file from {} or from Git, \
                  or, for a new setup, create an empty state with `oapkg init --state {}`",
                 backup_of(path).display(),
+                path.display()
+            )),
+            StateError::BackupInTheWay { path, .. } => Some(format!(
+                "Bring it back with `oapkg state restore --state {}` (it checks the backup's \
+                 checksum first); to start a new state anyway, `oapkg init --force` keeps that \
+                 backup aside under a new name",
                 path.display()
             )),
             StateError::Locked { .. } => Some(
@@ -294,6 +359,30 @@ impl StateError {
 /// `<path>.backup`, the previous version kept by every write.
 pub(crate) fn backup_of(path: &Path) -> PathBuf {
     super::store::sibling(path, ".backup")
+}
+
+/// What `oapkg init` found in the backup beside a missing state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackupSummary {
+    /// A backup that passes every check.
+    Valid {
+        lineage: String,
+        serial: u64,
+        packages: usize,
+    },
+    /// A backup refused by a check (why, as a sentence).
+    Refused(String),
+}
+
+fn backup_summary(found: &BackupSummary) -> String {
+    match found {
+        BackupSummary::Valid {
+            lineage,
+            serial,
+            packages,
+        } => format!("lineage {lineage}, serial {serial}, {packages} package(s)"),
+        BackupSummary::Refused(problem) => format!("itself refused: {problem}"),
+    }
 }
 
 fn moved_recovery(path: &Path, copied: Option<&Path>) -> String {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::journal::{Journal, JournalEntry};
 use super::lock::{LockHolder, StateLock, UnlockOutcome};
 use super::s3::{S3Journal, S3Lease, S3Location, S3Store};
-use super::store::{Loaded, StateStore};
+use super::store::{Initialized, Loaded, Restored, StateStore};
 use super::{State, StateError, StateId};
 
 /// The state named by `--state` (or `OAPKG_STATE`).
@@ -62,6 +62,29 @@ impl Store {
         match self {
             Store::Local(store) => store.init(command, timeout),
             Store::S3(store) => store.init(),
+        }
+    }
+
+    /// See [`StateStore::init_force`]. An S3 state keeps no backup object,
+    /// so there is nothing to keep aside: the same as [`init`](Self::init).
+    pub fn init_force(&self, command: &str, timeout: Duration) -> Result<Initialized, StateError> {
+        match self {
+            Store::Local(store) => store.init_force(command, timeout),
+            Store::S3(store) => store.init().map(|id| Initialized {
+                id,
+                backup_aside: None,
+            }),
+        }
+    }
+
+    /// See [`StateStore::restore`]; not on S3 yet
+    /// ([`StateError::RestoreUnsupported`]).
+    pub fn restore(&self, command: &str, timeout: Duration) -> Result<Restored, StateError> {
+        match self {
+            Store::Local(store) => store.restore(command, timeout),
+            Store::S3(store) => Err(StateError::RestoreUnsupported {
+                location: store.path().display().to_string(),
+            }),
         }
     }
 

@@ -5,7 +5,7 @@
 //! | file | module | what it holds |
 //! |---|---|---|
 //! | `<path>` (default [`DEFAULT_STATE_PATH`]) | [`file`](mod@file) (format, checksum), [`store`] (atomic write) | the state: lineage, serial, checksum, packages |
-//! | `<path>.backup` | [`store`] | the previous version, kept by every write |
+//! | `<path>.backup` | [`store`] | the previous version, kept by every write; `state restore` brings it back |
 //! | `<path>.lock` | [`lock`] | the writer lock and who holds it |
 //! | `<path>.journal` | [`journal`] | purchases recorded by `apply` since the last write |
 //!
@@ -49,11 +49,11 @@ pub mod lock;
 pub mod s3;
 pub mod store;
 
-pub use error::StateError;
+pub use error::{BackupSummary, StateError};
 pub use journal::{Journal, JournalEntry, JournalOutcome};
 pub use location::{JournalWriter, Store, WriterLock};
 pub use lock::{LockHolder, StateLock, UnlockOutcome};
-pub use store::{Loaded, StateStore};
+pub use store::{Initialized, Loaded, Restored, StateStore};
 
 /// Where the state file lives when neither `--state` nor `OAPKG_STATE` says
 /// otherwise, relative to the current directory.

@@ -35,6 +35,7 @@ use super::journal::{self, Generation, Journal, JournalSlot};
 use super::lock::{self, StateLock, UnlockOutcome};
 use super::{FailedAttempt, Record, State, StateError, StateId};
 use crate::spec::{Key, Sha256Writer, sha256_tagged};
+use recover::{Found, Replacing};
 
 /// How many times `load` rereads when the file is replaced while it reads.
 const LOAD_ATTEMPTS: usize = 20;
@@ -43,6 +44,29 @@ const LOAD_ATTEMPTS: usize = 20;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateStore {
     path: PathBuf,
+}
+
+/// What `oapkg init --force` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Initialized {
+    pub id: StateId,
+    /// Where the backup of the lost state was kept aside, if there was one.
+    pub backup_aside: Option<PathBuf>,
+}
+
+/// What `oapkg state restore` brought back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restored {
+    pub lineage: String,
+    pub serial: u64,
+    pub packages: usize,
+    /// The backup restored from (left in place).
+    pub backup: PathBuf,
+    /// Where the damaged state was kept aside, if one was at the path.
+    pub damaged_aside: Option<PathBuf>,
+    /// The journal beside the state, if there is one: its entries recorded
+    /// since the backup's version are folded in by the next write.
+    pub journal: Option<PathBuf>,
 }
 
 /// A state as loaded, and which version of the file it came from.
@@ -123,9 +147,91 @@ impl StateStore {
     /// ([`StateError::AlreadyExists`]) if a state is there, also one that a
     /// journal left by an interrupted run folds into: a state is created
     /// only on purpose and never replaced.
+    ///
+    /// Refuses ([`StateError::BackupInTheWay`]) as well where no state is
+    /// but its backup is: a lost state, not a new one (see
+    /// [`init_force`](Self::init_force)).
     pub fn init(&self, command: &str, timeout: Duration) -> Result<StateId, StateError> {
         let lineage = uuid::Uuid::new_v4().to_string();
-        self.create(command, timeout, lineage, &State::default())
+        self.create(command, timeout, lineage, &State::default(), false)
+            .map(|(id, _)| id)
+    }
+
+    /// `oapkg init --force`: [`init`](Self::init) over a backup too. The
+    /// backup is kept aside under a name of its own, never overwritten
+    /// (`<path>.backup.<its lineage>`, or `.backup.refused-<time>` for one
+    /// that fails a check), so a new lineage's first writes cannot replace
+    /// it.
+    pub fn init_force(&self, command: &str, timeout: Duration) -> Result<Initialized, StateError> {
+        let lineage = uuid::Uuid::new_v4().to_string();
+        let (id, backup_aside) = self.create(command, timeout, lineage, &State::default(), true)?;
+        Ok(Initialized { id, backup_aside })
+    }
+
+    /// `oapkg state restore`: puts `<path>.backup` back in place of a
+    /// missing or damaged state, under the lock, after checking it as a
+    /// state file is checked (checksum included). The damaged file is kept
+    /// aside (`<path>.refused.<time>`), never deleted; the backup stays.
+    ///
+    /// Refuses when the state loads (nothing to restore), when the backup
+    /// is missing or fails a check, and when a journal beside the state was
+    /// recorded against another version than the backup's (restoring would
+    /// hide its purchases). The rules are [`recover::may_restore`].
+    pub fn restore(&self, command: &str, timeout: Duration) -> Result<Restored, StateError> {
+        // The lock without folding a journal: the state may be damaged, and
+        // a journal beside it is checked against the backup below.
+        let _lock = lock::acquire(&self.path, command, timeout)?;
+        let current = found(self.read_file().map(|(disk, _)| disk));
+        let backup_path = self.backup_path();
+        let (backup, bytes) = match read_whole(&backup_path) {
+            Ok(Some(bytes)) => (found(file::decode(&backup_path, &bytes).map(Some)), bytes),
+            Ok(None) => (Found::Missing, Vec::new()),
+            Err(error) => (Found::Refused(error), Vec::new()),
+        };
+        let (disk, replacing) = recover::may_restore(&self.path, &backup_path, current, backup)?;
+        let journal_path = self.journal_path();
+        let contents = journal::read(&journal_path)?;
+        let journal = contents.is_some().then(|| journal_path.clone());
+        assemble(&self.path, &journal_path, Some(disk.clone()), contents).map_err(|error| {
+            StateError::JournalDoesNotFitBackup {
+                journal: journal_path.clone(),
+                backup: backup_path.clone(),
+                source: Box::new(error),
+            }
+        })?;
+
+        let mut tmp = files::new_version_builder()
+            .prefix(&format!(".{}.", file_name(&self.path)))
+            .suffix(".tmp")
+            .tempfile_in(parent_dir(&self.path))
+            .map_err(|source| {
+                StateError::io("create the restored version of", &self.path, source)
+            })?;
+        tmp.write_all(&bytes)
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(|source| {
+                StateError::io("write the restored version of", &self.path, source)
+            })?;
+        let damaged_aside = match replacing {
+            Replacing::Nothing => None,
+            Replacing::Damaged => {
+                Some(keep_aside(&self.path, &format!("refused.{}", now_label()))?)
+            }
+        };
+        let persisted = match replacing {
+            Replacing::Nothing => tmp.persist_noclobber(&self.path),
+            Replacing::Damaged => tmp.persist(&self.path),
+        };
+        persisted.map_err(|e| StateError::io("put the backup in place of", &self.path, e.error))?;
+        sync_parent_dir(&self.path)?;
+        Ok(Restored {
+            lineage: disk.lineage,
+            serial: disk.serial,
+            packages: disk.packages.len(),
+            backup: backup_path,
+            damaged_aside,
+            journal,
+        })
     }
 
     /// `oapkg state migrate` to here: writes `state` as it is (lineage and
@@ -136,18 +242,22 @@ impl StateStore {
             .lineage
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        self.create("oapkg state migrate", Duration::ZERO, lineage, state)
+        self.create("oapkg state migrate", Duration::ZERO, lineage, state, false)
+            .map(|(id, _)| id)
     }
 
     /// Writes `state` under `lineage` at the path, under the lock, creating
-    /// its directory, where no state (nor a journal that folds into one) is.
+    /// its directory, where no state (nor a journal that folds into one) is,
+    /// nor a backup unless `force` (which keeps it aside; its new name is
+    /// returned).
     fn create(
         &self,
         command: &str,
         timeout: Duration,
         lineage: String,
         state: &State,
-    ) -> Result<StateId, StateError> {
+        force: bool,
+    ) -> Result<(StateId, Option<PathBuf>), StateError> {
         create_parent_dir(&self.path)?;
         let lock = self.lock(command, timeout)?;
         let mut slot = lock.inner.slot()?;
@@ -159,6 +269,26 @@ impl StateStore {
                 packages: disk.packages.len(),
             });
         }
+        let backup_path = self.backup_path();
+        let backup = found(
+            StateStore::new(&backup_path)
+                .read_file()
+                .map(|(disk, _)| disk),
+        );
+        recover::may_init(&self.path, &backup_path, &backup, force)?;
+        let backup_aside = match &backup {
+            Found::Missing => None,
+            Found::Loads(disk) => Some(disk.lineage.clone()),
+            Found::Refused(_) => Some(format!("refused-{}", now_label())),
+        }
+        .map(|label| {
+            let aside = keep_aside(&backup_path, &label)?;
+            fs::remove_file(&backup_path)
+                .map_err(|source| StateError::io("move aside the backup", &backup_path, source))?;
+            sync_parent_dir(&self.path)?;
+            Ok::<_, StateError>(aside)
+        })
+        .transpose()?;
         let (bytes, checksum) = file::encode(
             &self.path,
             &lineage,
@@ -174,11 +304,12 @@ impl StateStore {
             lineage: Some(lineage.clone()),
             serial: state.serial,
         });
-        Ok(StateId {
+        let id = StateId {
             lineage: Some(lineage),
             serial: state.serial,
             checksum: Some(checksum),
-        })
+        };
+        Ok((id, backup_aside))
     }
 
     /// Takes the exclusive writer lock, waiting up to `timeout` (zero: fail at
@@ -830,6 +961,97 @@ pub(crate) fn generation_of(disk: Option<&DiskState>) -> Generation {
     })
 }
 
+/// A read of a state file (or its backup) as [`recover`]'s rules take it.
+fn found(read: Result<Option<DiskState>, StateError>) -> Found {
+    match read {
+        Ok(Some(disk)) => Found::Loads(disk),
+        Ok(None) => Found::Missing,
+        Err(error) => Found::Refused(error),
+    }
+}
+
+/// The bytes of the regular file at `path`; `None` when nothing is there.
+/// A link or anything but a regular file is refused, as for the state.
+fn read_whole(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
+    let as_state = StateStore::new(path);
+    as_state.refuse_symlink()?;
+    let (mut file, meta) = match files::open_regular(path) {
+        Ok(opened) => opened,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(OpenError::NotRegular(kind)) => {
+            return Err(StateError::NotAFile {
+                path: path.to_owned(),
+                kind,
+            });
+        }
+        Err(OpenError::Io(source)) => return Err(StateError::io("read", path, source)),
+    };
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut bytes)
+        .map_err(|source| StateError::io("read", path, source))?;
+    Ok(Some(bytes))
+}
+
+/// Links the file at `path` to `<path>.<label>` (or `<path>.<label>.N`, the
+/// first name free: nothing is ever overwritten) and returns that name.
+/// The caller removes or replaces `path` afterwards; the kept file stays.
+fn keep_aside(path: &Path, label: &str) -> Result<PathBuf, StateError> {
+    for n in 0..1000 {
+        let suffix = match n {
+            0 => format!(".{label}"),
+            n => format!(".{label}.{n}"),
+        };
+        let aside = sibling(path, &suffix);
+        match link_or_copy(path, &aside) {
+            Ok(()) => {
+                sync_parent_dir(path)?;
+                return Ok(aside);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(source) => return Err(StateError::io("keep aside", path, source)),
+        }
+    }
+    Err(StateError::io(
+        "keep aside",
+        path,
+        io::Error::other("a thousand names beside it are taken"),
+    ))
+}
+
+/// A new name for the file at `from` (a hard link, or a durable copy where
+/// links are not supported); fails with `AlreadyExists` if `to` exists.
+fn link_or_copy(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::hard_link(from, to) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            let mut source = File::open(from)?;
+            let mut target = crate::files::owner_only(&mut OpenOptions::new())
+                .write(true)
+                .create_new(true)
+                .open(to)?;
+            let copied = io::copy(&mut source, &mut target).and_then(|_| target.sync_all());
+            if copied.is_err() {
+                let _ = fs::remove_file(to);
+            }
+            copied
+        }
+        other => other,
+    }
+}
+
+/// Now, as a file-name part: `20261126T101500Z`.
+fn now_label() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string()
+}
+
+/// The last part of `path`, for a temporary file's prefix beside it.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Removes the journal after its lines were folded (or found already folded).
 fn remove_journal(path: &Path, slot: &mut JournalSlot) {
     slot.close();
@@ -1048,6 +1270,8 @@ fn copy_durably(from: &Path, to: &Path) -> Result<(), StateError> {
         StateError::io("copy the state file to", to, source)
     })
 }
+
+mod recover;
 
 #[cfg(test)]
 mod tests;

@@ -299,7 +299,8 @@ fn disk_full_recording_answers_stops_new_requests_and_keeps_the_sent_ones_unconf
 fn env_with_big_state() -> Env {
     let env = Env::new();
     // Declares nothing: `state rm` reads the manifests (it refuses a
-    // declared key) and must get to the disk.
+    // declared key) and must get to the disk; `--force` because the
+    // packages' periods have not ended (these tests are about the disk).
     env.file(
         "oapkg.yaml",
         "apiVersion: oapkg/v1\nkind: PackageSet\npackages: []\n",
@@ -372,7 +373,7 @@ fn disk_full_at_state_import_and_rm_changes_nothing() {
         "--duration",
         "1",
     ];
-    for args in [&import[..], &["state", "rm", "9001@2026-12-01"]] {
+    for args in [&import[..], &["state", "rm", "--force", "9001@2026-12-01"]] {
         with_file_size_limit(env.command(args), 8192)
             .code(1)
             .stderr_has("error: could not write the new version of state/oapkg.state.json")
@@ -386,7 +387,8 @@ fn disk_full_at_state_import_and_rm_changes_nothing() {
     }
     // With room again both work.
     env.run(&import).code(0);
-    env.run(&["state", "rm", "9001@2026-12-01"]).code(0);
+    env.run(&["state", "rm", "--force", "9001@2026-12-01"])
+        .code(0);
     let state = recorded(&env);
     assert!(state.contains_key("42@2026-12-01"));
     assert!(!state.contains_key("9001@2026-12-01"));
@@ -732,7 +734,8 @@ const IMPORT_ONE: [&str; 10] = [
 #[track_caller]
 fn every_command_refuses(env: &Env, sim: &SimControl, expect: &str, readers_too: bool) {
     let before = dir_snapshot(&env.path("state"));
-    let mut commands: Vec<&[&str]> = vec![&IMPORT_ONE, &["state", "rm", "9001@2026-12-01"]];
+    let mut commands: Vec<&[&str]> =
+        vec![&IMPORT_ONE, &["state", "rm", "--force", "9001@2026-12-01"]];
     if readers_too {
         commands.extend([&["plan"][..], &["state", "list"]]);
     }
@@ -882,7 +885,7 @@ fn a_directory_at_the_backup_path_stops_the_fold_and_the_journal_keeps_the_purch
     let before = env.read(STATE);
     std::fs::create_dir(env.path(BACKUP)).unwrap();
     let expect = "could not update the backup state/oapkg.state.json.backup";
-    env.run(&["state", "rm", "9001@2026-12-01"])
+    env.run(&["state", "rm", "--force", "9001@2026-12-01"])
         .code(1)
         .stderr_has(expect);
     // The backup is written at the fold, after the purchases: they are
@@ -896,7 +899,8 @@ fn a_directory_at_the_backup_path_stops_the_fold_and_the_journal_keeps_the_purch
     assert!(leftovers(&env).is_empty(), "{:?}", leftovers(&env));
     env.run(&["plan"]).code(0).stdout_has("No changes.");
     std::fs::remove_dir(env.path(BACKUP)).unwrap();
-    env.run(&["state", "rm", "9001@2026-12-01"]).code(0);
+    env.run(&["state", "rm", "--force", "9001@2026-12-01"])
+        .code(0);
     assert!(!env.path(JOURNAL).exists(), "folded by the next writer");
     assert_eq!(recorded(&env)["1601@2027-01-01"]["status"], "submitted");
     assert_eq!(sim.ledger().len(), 1);

@@ -186,3 +186,227 @@ fn the_state_file_is_created_owner_only_like_a_plan_file() {
     env.import("7", "trial", "2027-02-01", "1", &[]).code(0);
     assert_eq!(mode(&env, STATE), 0o640);
 }
+
+const BACKUP: &str = "state/oapkg.state.json.backup";
+
+/// A state of serial 2 holding two packages, whose backup (serial 1) holds
+/// one; then the state file is lost.
+fn lost_state() -> Env {
+    let env = Env::new();
+    env.run(&["init"]).code(0);
+    env.import("7", "premium", "2026-12-01", "12", &[]).code(0);
+    env.import("8", "trial", "2026-12-01", "1", &[]).code(0);
+    std::fs::remove_file(env.path(STATE)).unwrap();
+    env
+}
+
+fn lineage_of(bytes: &[u8]) -> String {
+    let state: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+    state["lineage"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn init_over_the_backup_of_a_lost_state_is_refused_naming_it() {
+    let env = lost_state();
+    let backup = env.read(BACKUP);
+    env.run(&["init"])
+        .code(1)
+        .stderr_has("no state file at state/oapkg.state.json but its backup state/oapkg.state.json.backup is there")
+        .stderr_has("serial 1, 1 package(s)")
+        .stderr_has("a lost state, not a new one")
+        .stderr_has("oapkg state restore")
+        .stderr_has("init --force");
+    assert!(!env.path(STATE).exists(), "no state was created");
+    assert_eq!(env.read(BACKUP), backup, "the backup is untouched");
+    // A damaged backup is still a lost state.
+    let damaged =
+        String::from_utf8(backup.clone())
+            .unwrap()
+            .replacen("\"premium\"", "\"trial\"", 1);
+    env.file(BACKUP, &damaged);
+    env.run(&["init"])
+        .code(1)
+        .stderr_has("its backup state/oapkg.state.json.backup is there (itself refused")
+        .stderr_has("checksum");
+    assert!(!env.path(STATE).exists());
+}
+
+#[test]
+fn init_force_starts_a_new_lineage_and_keeps_the_old_backup_aside() {
+    let env = lost_state();
+    let backup = env.read(BACKUP);
+    let old_lineage = lineage_of(&backup);
+    let aside = format!("{BACKUP}.{old_lineage}");
+    env.run(&["init", "--force"])
+        .code(0)
+        .stdout_has("Created an empty state at state/oapkg.state.json")
+        .stdout_has(&format!("kept aside as {aside}"));
+    assert_eq!(env.read(&aside), backup, "kept as it was");
+    assert!(!env.path(BACKUP).exists());
+    // --force never replaces a state that is there.
+    let created = env.read(STATE);
+    env.run(&["init", "--force"])
+        .code(1)
+        .stderr_has("already exists");
+    assert_eq!(env.read(STATE), created);
+    let new_lineage = lineage_of(&env.read(STATE));
+    assert_ne!(new_lineage, old_lineage);
+    // The new lineage's writes make their own backup; the old one stays.
+    env.import("9", "trial", "2026-12-01", "1", &[]).code(0);
+    env.import("9", "trial", "2027-01-01", "1", &[]).code(0);
+    assert_eq!(lineage_of(&env.read(BACKUP)), new_lineage);
+    assert_eq!(env.read(&aside), backup);
+    // Lost again and forced again: another name, nothing overwritten.
+    std::fs::remove_file(env.path(STATE)).unwrap();
+    let second = env.read(BACKUP);
+    env.run(&["init", "--force"])
+        .code(0)
+        .stdout_has(&format!("kept aside as {BACKUP}.{new_lineage}"));
+    assert_eq!(env.read(&format!("{BACKUP}.{new_lineage}")), second);
+    assert_eq!(env.read(&aside), backup);
+}
+
+#[test]
+fn state_restore_brings_back_the_backup_and_says_its_serial() {
+    let env = lost_state();
+    let backup = env.read(BACKUP);
+    env.run(&["state", "restore"])
+        .code(0)
+        .stdout_has("Restored state/oapkg.state.json from state/oapkg.state.json.backup")
+        .stdout_has("serial 1, 1 package(s)")
+        .stdout_has("oapkg state import");
+    assert_eq!(
+        env.read(STATE),
+        backup,
+        "the backup's bytes, checksum and all"
+    );
+    assert_eq!(env.read(BACKUP), backup, "the backup stays");
+    assert!(!env.path("state/oapkg.state.json.lock").exists());
+    env.run(&["state", "list"])
+        .code(0)
+        .stdout_has("7@2026-12-01");
+
+    // A damaged state: restored too, the damaged file kept aside.
+    env.import("8", "trial", "2026-12-01", "1", &[]).code(0);
+    env.import("9", "trial", "2026-12-01", "1", &[]).code(0);
+    let good = String::from_utf8(env.read(STATE)).unwrap();
+    let damaged = good.replacen("\"premium\"", "\"trial\"", 1);
+    env.file(STATE, &damaged);
+    let backup = env.read(BACKUP);
+    env.run(&["state", "restore"])
+        .code(0)
+        .stdout_has("serial 2, 2 package(s)")
+        .stdout_has("The refused state file was kept aside as state/oapkg.state.json.refused.");
+    assert_eq!(env.read(STATE), backup);
+    let kept: Vec<_> = std::fs::read_dir(env.path("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("oapkg.state.json.refused."))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(env.read(&format!("state/{}", kept[0])), damaged.as_bytes());
+}
+
+#[test]
+fn state_restore_of_a_bad_backup_is_refused_and_changes_nothing() {
+    let env = lost_state();
+    let good = String::from_utf8(env.read(BACKUP)).unwrap();
+    let bad = good.replacen("\"premium\"", "\"trial\"", 1);
+    env.file(BACKUP, &bad);
+    env.run(&["state", "restore"])
+        .code(1)
+        .stderr_has("the backup state/oapkg.state.json.backup is refused, so it is not restored")
+        .stderr_has("does not match its checksum");
+    assert!(!env.path(STATE).exists());
+    assert_eq!(env.read(BACKUP), bad.as_bytes());
+    // No backup at all: nothing to restore from.
+    std::fs::remove_file(env.path(BACKUP)).unwrap();
+    env.run(&["state", "restore"])
+        .code(1)
+        .stderr_has("no backup at state/oapkg.state.json.backup");
+    assert!(!env.path(STATE).exists());
+}
+
+#[test]
+fn state_restore_with_nothing_to_restore_is_refused_and_changes_nothing() {
+    let env = Env::new();
+    env.run(&["init"]).code(0);
+    env.import("7", "premium", "2026-12-01", "12", &[]).code(0);
+    let (state, backup) = (env.read(STATE), env.read(BACKUP));
+    env.run(&["state", "restore"])
+        .code(1)
+        .stderr_has("state file state/oapkg.state.json loads")
+        .stderr_has("serial 1, 1 package(s)")
+        .stderr_has("nothing to restore");
+    assert_eq!(env.read(STATE), state);
+    assert_eq!(env.read(BACKUP), backup);
+}
+
+/// Leaves a journal beside the state, as a run that died after sending
+/// leaves it: the intent of one purchase of `9@2026-12-01`, recorded
+/// against the state at the path now.
+fn leave_a_journal(env: &Env) {
+    use oapkg::spec::{Oaid, Spec, Tier};
+    let store = oapkg::state::StateStore::new(env.path(STATE));
+    let (lock, _) = store.lock_and_load("oapkg apply", Duration::ZERO).unwrap();
+    let mut journal = store.journal(&lock).unwrap();
+    let spec = Spec {
+        oaid: Oaid::parse("9").unwrap(),
+        tier: Tier::Trial,
+        start: "2026-12-01".parse().unwrap(),
+        duration_months: 1,
+    };
+    journal
+        .record_intent(&spec.key(), &spec, None, jiff::Timestamp::now())
+        .unwrap();
+    assert!(env.path(JOURNAL).is_file());
+}
+
+const JOURNAL: &str = "state/oapkg.state.json.journal";
+
+/// A journal beside a lost state is kept with the state it belongs to:
+/// restore brings the backup back only when the journal was recorded
+/// against the backup's version (its purchases then show), and refuses
+/// when it was recorded against the lost version (the backup would hide
+/// them).
+#[test]
+fn state_restore_keeps_a_journal_that_fits_and_refuses_one_that_does_not() {
+    // Recorded against the lost state (serial 2): refused.
+    let env = lost_state();
+    env.run(&["state", "restore"]).code(0);
+    env.import("8", "trial", "2026-12-01", "1", &[]).code(0);
+    leave_a_journal(&env);
+    std::fs::remove_file(env.path(STATE)).unwrap();
+    let journal = env.read(JOURNAL);
+    env.run(&["state", "restore"])
+        .code(1)
+        .stderr_has(
+            "the journal state/oapkg.state.json.journal beside the state does not fit the backup",
+        )
+        .stderr_has("nothing was changed");
+    assert!(!env.path(STATE).exists());
+    assert_eq!(env.read(JOURNAL), journal);
+
+    // Recorded against the backup's version (a run died before its write
+    // after the backup was made... or a crash right after): restored, and
+    // the journaled purchase shows (unconfirmed: sent, outcome unknown).
+    let env = lost_state();
+    env.run(&["state", "restore"]).code(0);
+    leave_a_journal(&env);
+    std::fs::remove_file(env.path(STATE)).unwrap();
+    env.run(&["state", "restore"])
+        .code(0)
+        .stdout_has("serial 1, 1 package(s)")
+        .stdout_has("The journal state/oapkg.state.json.journal holds purchases recorded since");
+    let list = env
+        .run(&["state", "list", "--format", "json"])
+        .code(0)
+        .json();
+    let nine = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["key"] == "9@2026-12-01")
+        .expect("the journaled purchase shows");
+    assert_eq!(nine["status"], "unconfirmed");
+}

@@ -3,6 +3,7 @@
 
 mod apply;
 mod apply_output;
+mod architecture;
 mod cli;
 mod costs;
 mod coverage;

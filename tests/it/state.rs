@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use crate::support::{Env, STATE, manifest};
 
+/// Today is 2027-01-15: `2@2026-12-01` (December only) has ended, so
+/// `state rm` drops it without `--force`; `1@2026-12-01` runs on.
 fn env_with_state() -> Env {
-    let env = Env::new();
+    let env = Env::new().today("2027-01-15");
     env.file(
         "oapkg.yaml",
         manifest("  - {oaid: \"1\", tier: premium, start: 2026-12-01, duration: 12}\n"),

@@ -1,19 +1,25 @@
 //! Hand edits of the state that cannot cost money by accident:
-//! `state rm` refuses declared and unconfirmed keys without
-//! `--force`, `state mv` re-keys a record within its OA, `state confirm`
-//! records who settled an unknown outcome and when.
+//! `state rm` refuses declared and unconfirmed keys and records whose
+//! period has not ended without `--force` (which says what guard goes),
+//! `state mv` re-keys a record within its OA only from an undeclared,
+//! settled key to a declared, unrecorded one, `state confirm` records who
+//! settled an unknown outcome and when; and the plan never offers
+//! `state rm` for an orphan that still guards its OA.
 
 use std::path::Path;
 
 use oapkg::spec::Key;
 use oapkg::state::{Status, file};
 
-use crate::support::{Env, Run, STATE, manifest};
+use crate::support::{Env, Pkg, Run, STATE, account, apply, manifest, start, write_manifest};
 
 /// A state recording `1@2026-12-01` (declared in oapkg.yaml at line 4),
-/// `2@2026-12-01` (not declared) and `3@2026-12-01` (not declared).
+/// `2@2026-12-01` (not declared) and `3@2026-12-01` (not declared), on
+/// 2027-01-15: the period of `2@2026-12-01` (December) has ended, those of
+/// `1@…` (to 2027-11-30) and `3@…` (to 2027-02-28) have not.
 fn env() -> Env {
-    let env = Env::with_state();
+    let env = Env::new().today("2027-01-15");
+    env.run(&["init"]).code(0);
     env.file(
         "oapkg.yaml",
         manifest("  - {oaid: \"1\", tier: premium, start: 2026-12-01, duration: 12}\n"),
@@ -83,18 +89,32 @@ fn keys(env: &Env) -> Vec<String> {
 fn rm_refuses_a_declared_key_naming_where_and_removes_nothing() {
     let env = env();
     let before = env.read(STATE);
-    env.run(&["state", "rm", "2@2026-12-01", "1@2026-12-01"])
+    let refused = env.run(&["state", "rm", "2@2026-12-01", "1@2026-12-01"]);
+    refused
         .code(1)
-        .stderr_has("nothing was removed")
-        .stderr_has("1@2026-12-01: declared at oapkg.yaml:4")
+        .stderr_has("nothing was removed:\n  1@2026-12-01: declared at oapkg.yaml:4")
         .stderr_has("the next apply would buy it again")
-        .stderr_has("--force");
+        .stderr_has("\nPass --force");
+    assert!(
+        !refused.stderr.contains("\\n"),
+        "real line breaks:\n{}",
+        refused.stderr
+    );
+    assert!(
+        !refused.stderr.contains("2@2026-12-01:"),
+        "an ended orphan is no reason to refuse:\n{}",
+        refused.stderr
+    );
     assert_eq!(env.read(STATE), before, "all or nothing");
-    // An orphan goes at once; a declared key with --force.
+    // An ended orphan goes at once; a declared key with --force, which
+    // says what goes with it.
     env.run(&["state", "rm", "2@2026-12-01"]).code(0);
     env.run(&["state", "rm", "--force", "1@2026-12-01"])
         .code(0)
-        .stdout_has("Removed 1 package(s)");
+        .stdout_has("Removed 1 package(s)")
+        .stdout_has(
+            "1@2026-12-01: still declared at oapkg.yaml:4:5: the next plan shows it as a purchase",
+        );
     assert_eq!(keys(&env), ["3@2026-12-01"]);
     // ... and the next plan would buy it again, as the refusal said.
     env.run(&["plan"]).code(0).stdout_has("Plan: 1 to purchase");
@@ -105,14 +125,21 @@ fn rm_refuses_an_unconfirmed_key_and_says_how_to_settle_it() {
     let env = env();
     mark_unconfirmed(&env, "3@2026-12-01");
     let before = env.read(STATE);
-    env.run(&["state", "rm", "3@2026-12-01"])
+    let refused = env.run(&["state", "rm", "3@2026-12-01"]);
+    refused
         .code(1)
-        .stderr_has("3@2026-12-01: unconfirmed: eSMS may have charged for it")
+        .stderr_has(
+            "nothing was removed:\n  3@2026-12-01: unconfirmed: eSMS may have charged for it",
+        )
         .stderr_has("oapkg state confirm 3@2026-12-01")
-        .stderr_has("apply --retry-unconfirmed")
-        .stderr_has("nothing was removed");
+        .stderr_has("apply --retry-unconfirmed");
+    assert!(!refused.stderr.contains("\\n"), "{}", refused.stderr);
     assert_eq!(env.read(STATE), before);
-    env.run(&["state", "rm", "3@2026-12-01", "--force"]).code(0);
+    env.run(&["state", "rm", "3@2026-12-01", "--force"])
+        .code(0)
+        .stdout_has(
+            "3@2026-12-01: unconfirmed: if eSMS charged for it, that charge is no longer recorded",
+        );
     assert_eq!(keys(&env), ["1@2026-12-01", "2@2026-12-01"]);
 }
 
@@ -148,6 +175,14 @@ fn rm_refuses_when_the_manifests_cannot_be_read_unless_forced() {
 #[test]
 fn mv_re_keys_a_record_keeping_its_status_and_ids() {
     let env = env();
+    // The start eSMS registered, declared (the rule: NEWKEY is declared).
+    env.file(
+        "oapkg.yaml",
+        manifest(
+            "  - {oaid: \"1\", tier: premium, start: 2026-12-01, duration: 12}\n\
+             \x20 - {oaid: \"2\", tier: trial, start: 2026-12-03, duration: 1}\n",
+        ),
+    );
     let old = listed(&env)[1].clone();
     env.run(&["state", "mv", "2@2026-12-01", "2@2026-12-03"])
         .code(0)
@@ -288,4 +323,189 @@ fn confirm_records_who_and_when_and_clears_the_stale_answer() {
             .contains("\"confirmed\"")
     );
     env.run(&["plan"]).code(0).stdout_has("No changes.");
+}
+
+#[test]
+fn rm_refuses_a_record_whose_period_has_not_ended_and_force_names_the_guard() {
+    let env = env();
+    let before = env.read(STATE);
+    // 3@2026-12-01 runs to 2027-02-28; it is neither declared nor
+    // unconfirmed: only its period stops the removal.
+    let refused = env.run(&["state", "rm", "3@2026-12-01"]);
+    refused
+        .code(1)
+        .stderr_has(
+            "nothing was removed:\n  3@2026-12-01: its period has not ended (it runs to 2027-02-28)",
+        )
+        .stderr_has("guards its OA against buying them again")
+        .stderr_has("\nPass --force");
+    assert!(!refused.stderr.contains("\\n"), "{}", refused.stderr);
+    assert_eq!(env.read(STATE), before);
+    // Its last day still counts.
+    let mut on_last_day = env.command(&["state", "rm", "3@2026-12-01"]);
+    on_last_day.env("OAPKG_TODAY", "2027-02-28");
+    Run::from(on_last_day.output().unwrap())
+        .code(1)
+        .stderr_has("its period has not ended");
+    env.run(&["state", "rm", "--force", "3@2026-12-01"])
+        .code(0)
+        .stdout_has("With --force, these guards go with them:\n  3@2026-12-01: its period runs to 2027-02-28: a package of this OA and tier over those months is no longer refused without --allow-overlap");
+    assert_eq!(keys(&env), ["1@2026-12-01", "2@2026-12-01"]);
+}
+
+/// Writes `oapkg.yaml` declaring `packages` (flow-style lines).
+fn declare(env: &Env, packages: &[&str]) {
+    let lines: String = packages.iter().map(|p| format!("  - {p}\n")).collect();
+    env.file("oapkg.yaml", manifest(&lines));
+}
+
+#[test]
+fn mv_refuses_an_unconfirmed_oldkey_even_with_force() {
+    let env = env();
+    declare(
+        &env,
+        &["{oaid: \"3\", tier: advanced, start: 2026-12-02, duration: 3}"],
+    );
+    mark_unconfirmed(&env, "3@2026-12-01");
+    let before = env.read(STATE);
+    for force in [&[][..], &["--force"]] {
+        let mut args = vec!["state", "mv", "3@2026-12-01", "3@2026-12-02"];
+        args.extend_from_slice(force);
+        let refused = env.run(&args);
+        refused
+            .code(1)
+            .stderr_has("nothing was moved:\n  3@2026-12-01 is unconfirmed")
+            .stderr_has("oapkg state confirm 3@2026-12-01")
+            .stderr_has("--force does not override this");
+        assert!(!refused.stderr.contains("\\n"), "{}", refused.stderr);
+        assert_eq!(env.read(STATE), before, "{force:?}");
+    }
+    // Confirmed first, it moves.
+    env.run(&["state", "confirm", "3@2026-12-01"]).code(0);
+    env.run(&["state", "mv", "3@2026-12-01", "3@2026-12-02"])
+        .code(0)
+        .stdout_has("Moved 3@2026-12-01 to 3@2026-12-02");
+}
+
+#[test]
+fn mv_refuses_an_undeclared_newkey_or_a_declared_oldkey_without_force() {
+    let env = env();
+    let before = env.read(STATE);
+    // 2@2026-12-05 is declared nowhere.
+    env.run(&["state", "mv", "2@2026-12-01", "2@2026-12-05"])
+        .code(1)
+        .stderr_has("nothing was moved:\n  2@2026-12-05 is not declared in the manifests")
+        .stderr_has("\nPass --force");
+    // 1@2026-12-01 is still declared: moving its record away would buy it
+    // again (and 1@2026-12-05 is not declared either: both reasons at once).
+    env.run(&["state", "mv", "1@2026-12-01", "1@2026-12-05"])
+        .code(1)
+        .stderr_has("\n  1@2026-12-01 is still declared at oapkg.yaml:4")
+        .stderr_has("\n  1@2026-12-05 is not declared");
+    assert_eq!(env.read(STATE), before);
+    // --force overrides the declared checks, and says what it gave up.
+    env.run(&["state", "mv", "--force", "1@2026-12-01", "1@2026-12-05"])
+        .code(0)
+        .stdout_has("With --force:\n  1@2026-12-01 is still declared at oapkg.yaml:4:5: the next plan shows it as a purchase")
+        .stdout_has("\n  1@2026-12-05 is not declared: the moved record shows as an orphan");
+    env.run(&["plan"])
+        .code(0)
+        .stdout_has("1@2026-12-01 will be purchased");
+}
+
+/// eSMS registered a purchase under another start date than the one
+/// declared: the manifest is corrected to it, the record moved to it, and
+/// nothing is bought again — not in the plan, not by apply.
+#[test]
+fn a_moved_record_is_no_longer_re_bought() {
+    let bought = Pkg::new("4097311281936189049", "2026-12-01", "premium", 12);
+    let registered = Pkg::new("4097311281936189049", "2026-12-03", "premium", 12);
+    let sim = start(account(std::slice::from_ref(&bought)));
+    let env = Env::with_state().with_sim(&sim.control());
+    write_manifest(&env, std::slice::from_ref(&bought));
+    apply(&env, &sim.control(), &[]).code(0);
+    assert_eq!(sim.control().ledger().len(), 1);
+
+    // The manifest now says what eSMS registered: without the move, the
+    // plan would buy it again (over the months already paid).
+    write_manifest(&env, std::slice::from_ref(&registered));
+    env.run(&["plan"])
+        .code(0)
+        .stdout_has(&format!("{} will be purchased", registered.key()))
+        .stdout_has("--allow-overlap");
+    env.run(&["state", "mv", &bought.key(), &registered.key()])
+        .code(0)
+        .stdout_has(&format!("Moved {} to {}", bought.key(), registered.key()));
+
+    env.run(&["plan"]).code(0).stdout_has("No changes.");
+    let json = env.run(&["plan", "--format", "json"]).code(0).json();
+    assert_eq!(json["summary"]["purchase"], 0);
+    assert_eq!(json["changes"], serde_json::json!([]));
+    let sent = sim.control().requests().len();
+    apply(&env, &sim.control(), &[]).code(0);
+    assert!(
+        sim.control().requests()[sent..]
+            .iter()
+            .all(|r| r.call != esms_sim::Call::Purchase),
+        "apply sent a purchase request"
+    );
+    assert_eq!(sim.control().ledger().len(), 1, "nothing bought again");
+}
+
+/// The plan's hint for an orphan, in every format: `state rm` only for one
+/// whose period has ended.
+#[test]
+fn the_orphan_hint_never_says_rm_while_the_period_runs() {
+    let env = env();
+    // Nothing declared: every record is an orphan. On 2027-01-15, 1@… and
+    // 3@… run on; 2@… has ended.
+    env.file(
+        "oapkg.yaml",
+        "apiVersion: oapkg/v1\nkind: PackageSet\npackages: []\n",
+    );
+    let text = env.run(&["plan"]).code(0).stdout.clone();
+    let markdown = env
+        .run(&["plan", "--format", "markdown"])
+        .code(0)
+        .stdout
+        .clone();
+    let json = env
+        .run(&["plan", "--format", "json"])
+        .code(0)
+        .stdout
+        .clone();
+    for running in ["1@2026-12-01", "3@2026-12-01"] {
+        let rm = format!("state rm {running}");
+        for (format, out) in [("text", &text), ("markdown", &markdown), ("json", &json)] {
+            assert!(!out.contains(&rm), "{format} suggests `{rm}`:\n{out}");
+        }
+        assert!(
+            text.contains(&format!("{running} is no longer declared")),
+            "{text}"
+        );
+    }
+    assert!(
+        text.contains("keep the record, it guards this OA"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`oapkg state rm 2@2026-12-01` drops the record"),
+        "{text}"
+    );
+    assert!(markdown.contains("`oapkg state rm 2@2026-12-01` drops the record"));
+
+    // Only running orphans: no format mentions `state rm` at all.
+    env.run(&["state", "rm", "2@2026-12-01"]).code(0);
+    for format in ["text", "markdown", "json"] {
+        let out = env
+            .run(&["plan", "--format", format])
+            .code(0)
+            .stdout
+            .clone();
+        assert!(!out.contains("state rm"), "{format}:\n{out}");
+        assert!(
+            out.contains("1@2026-12-01"),
+            "{format} lists the orphan:\n{out}"
+        );
+    }
 }

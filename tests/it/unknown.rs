@@ -213,9 +213,11 @@ fn a_199_to_a_first_request_is_recorded_and_warned_about() {
     write_manifest(&env, &all[..1]);
     let sim = start(account(&all));
     apply(&env, &sim, &[]).code(0);
-    // The state is lost and made again: eSMS still has the purchase.
+    // The state is lost and made again (on purpose, over its backup: plain
+    // `init` refuses that): eSMS still has the purchase.
     std::fs::remove_file(env.path(STATE)).unwrap();
-    env.run(&["init"]).code(0);
+    env.run(&["init"]).code(1).stderr_has("oapkg state restore");
+    env.run(&["init", "--force"]).code(0);
     write_manifest(&env, &all);
     let run = apply(&env, &sim, &[]);
     let key = all[0].key();

@@ -205,13 +205,28 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
         }
     }
     if !orphans.is_empty() {
+        // `state rm` only where it gives up no guard (see text::orphan_note).
+        let ended = orphans.iter().any(|c| {
+            c.before
+                .as_ref()
+                .is_some_and(|r| r.spec.has_ended(plan.today))
+        });
+        let intro = format!(
+            "Recorded in the state but no longer declared: nothing is bought and the records \
+             stay. A record whose period has not ended still guards its OA against buying \
+             those months again: keep it.{}\n\n\
+             | OAID | Name | Tier | Start | End | Months | Status |\n\
+             |---|---|---|---|---|---:|---|\n",
+            if ended {
+                " One whose period has ended may go: `oapkg state rm KEY`."
+            } else {
+                ""
+            }
+        );
         section(
             &mut out,
             "Orphaned",
-            "Recorded in the state but no longer declared: nothing is bought and the records \
-             stay (`oapkg state rm KEY` drops one).\n\n\
-             | OAID | Name | Tier | Start | End | Months | Status |\n\
-             |---|---|---|---|---|---:|---|\n",
+            &intro,
             &orphan_rows,
             orphans.len(),
             "orphans",

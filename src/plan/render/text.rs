@@ -121,10 +121,14 @@ pub fn total_cost_line(plan: &Plan) -> Option<String> {
     (requests > 0).then(|| format!("Total cost: {total} ({}).", packages(requests)))
 }
 
-/// The comment lines a plan adds to a change's block: where a policy
-/// renewal comes from, and what buying the change costs.
+/// The comment lines a plan adds to a change's block: what to do with an
+/// orphan, where a policy renewal comes from, and what buying the change
+/// costs.
 pub(crate) fn notes(plan: &Plan, change: &Change) -> Vec<String> {
     let mut notes = Vec::new();
+    if let Some(note) = orphan_note(plan, change) {
+        notes.push(note);
+    }
     if plan.is_from_policy(change) && change.action.buys() {
         notes.push("# renewal by a coverage policy (origin: policy)".to_owned());
     }
@@ -137,6 +141,30 @@ pub(crate) fn notes(plan: &Plan, change: &Change) -> Vec<String> {
         ));
     }
     notes
+}
+
+/// What to do with an orphan, as of the plan's today. A record whose
+/// period has not ended still guards its OA against overlapping purchases
+/// (and proves those days are paid), so the plan never suggests `state rm`
+/// for it; an ended one may go.
+fn orphan_note(plan: &Plan, change: &Change) -> Option<String> {
+    let spec = &change
+        .before
+        .as_ref()
+        .filter(|_| change.action == Action::Orphan)?
+        .spec;
+    let end = spec.end();
+    Some(if spec.has_ended(plan.today) {
+        format!(
+            "# (its period ended on {end}: `oapkg state rm {}` drops the record)",
+            change.key
+        )
+    } else {
+        format!(
+            "# (its period runs to {end}: keep the record, it guards this OA against \
+             buying those months again)"
+        )
+    })
 }
 
 /// One change as a block, ending with a newline: the comment line saying
@@ -329,10 +357,9 @@ fn action_header(change: &Change) -> Vec<String> {
             format!("#  `oapkg state confirm {key}` records it as bought)"),
         ],
         Action::Unchanged => vec![format!("# {key} is unchanged")],
-        Action::Orphan => vec![
-            format!("# {key} is no longer declared: nothing is bought, the record stays"),
-            format!("# (`oapkg state rm {key}` drops it)"),
-        ],
+        Action::Orphan => vec![format!(
+            "# {key} is no longer declared: nothing is bought, the record stays"
+        )],
         Action::Expired => {
             let end = change
                 .spec()
@@ -528,12 +555,20 @@ mod tests {
         ));
     }
 
+    /// Apart from the notes only a plan knows (an orphan's, as of its
+    /// today; a cost), the block alone is what the plan shows.
     #[test]
     fn a_block_alone_is_what_the_plan_shows() {
         let plan = fixtures::mixed();
         let whole = text(&plan, &PLAIN);
+        let without_notes: String = whole
+            .lines()
+            .filter(|line| !line.starts_with("  # (its period"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert!(plan.changes.iter().any(|c| c.action == Action::Orphan));
         for change in &plan.changes {
-            assert!(whole.contains(&change_block(change, &PLAIN)));
+            assert!(without_notes.contains(&change_block(change, &PLAIN)));
         }
     }
 

@@ -1247,3 +1247,23 @@ fn a_failed_fold_leaves_the_callers_state_as_given() {
     assert!(store.journal_path().exists(), "the journal stays");
     drop((journal, lock));
 }
+
+/// `state restore` changes files only under the lock: with the lock held
+/// elsewhere it fails naming the holder, and the missing state stays
+/// missing.
+#[test]
+fn restore_waits_for_the_lock_and_changes_nothing_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    write(&store, &mut state_with(packages())).unwrap();
+    write(&store, &mut store.load().unwrap().state).unwrap();
+    fs::remove_file(store.path()).unwrap();
+    let held = store.lock("oapkg apply", NOW).unwrap();
+    let error = store.restore("oapkg state restore", NOW).unwrap_err();
+    assert!(matches!(error, StateError::Locked { .. }), "{error}");
+    assert!(!store.path().exists());
+    drop(held);
+    let restored = store.restore("oapkg state restore", NOW).unwrap();
+    assert_eq!(restored.serial, 1);
+    assert_eq!(store.load().unwrap().state.packages, packages());
+}
