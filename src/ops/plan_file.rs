@@ -149,6 +149,9 @@ pub fn plan_to_apply(
         return Err(stale(StalePlan { moved: differences }));
     }
     plan.warnings = current.warnings;
+    // The file's own date is never trusted: what apply shows and checks is
+    // dated by apply's clock.
+    plan.today = today;
     Ok(plan)
 }
 
