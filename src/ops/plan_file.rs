@@ -144,6 +144,7 @@ pub fn plan_to_apply(
     }
     let mut plan = saved.to_plan();
     let current = plan::inputs::make(&manifests, &loaded, today);
+    current.check_cost().map_err(InputsError::Cost)?;
     let differences = rederive(&plan, &current);
     if !differences.is_empty() {
         return Err(stale(StalePlan { moved: differences }));

@@ -170,5 +170,8 @@ fn a_saved_plan_with_a_forged_today_buys_nothing_that_has_started_or_ended() {
         .stderr_has("745830328927467685@2026-12-10 as saved (saved `purchase`, now `expired`)");
     assert!(sim.control().requests().is_empty(), "nothing was sent");
     assert!(sim.control().ledger().is_empty());
-    assert!(crate::support::recorded(&env).is_empty(), "nothing recorded");
+    assert!(
+        crate::support::recorded(&env).is_empty(),
+        "nothing recorded"
+    );
 }

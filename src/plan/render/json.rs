@@ -243,7 +243,9 @@ impl<C> JsonPlan<C> {
             warnings: plan.warnings.iter().map(JsonWarning::from).collect(),
             needs: plan.needs(),
             summary: JsonSummary {
-                cost: plan.total_cost().map(Cost::from),
+                // A total that does not fit is `null`, never a wrapped
+                // amount (`plan` refuses such a plan before rendering it).
+                cost: plan.total_cost().and_then(Result::ok).map(Cost::from),
                 ..plan.summary().into()
             },
             labels: plan.labels.clone(),

@@ -113,11 +113,16 @@ pub fn text(plan: &Plan, options: &TextOptions) -> String {
 }
 
 /// `Total cost: 4,788,000 VND (2 packages).` when the plan has a price
-/// list and buys something; `None` otherwise.
+/// list and buys something; `None` otherwise. A total that does not fit
+/// in a `u64` is said so, never shown wrapped or saturated (`plan` and
+/// `apply` refuse such a plan before rendering it).
 pub fn total_cost_line(plan: &Plan) -> Option<String> {
     let total = plan.total_cost()?;
     let requests = plan.summary().requests();
-    (requests > 0).then(|| format!("Total cost: {total} ({}).", packages(requests)))
+    (requests > 0).then(|| match total {
+        Ok(total) => format!("Total cost: {total} ({}).", packages(requests)),
+        Err(error) => format!("Total cost: unknown ({}): {error}.", packages(requests)),
+    })
 }
 
 /// The comment lines a plan adds to a change's block: where a policy
