@@ -106,7 +106,7 @@ pub fn starts_before_today_applies(action: Action) -> bool {
 /// bought. The end date is the last day covered, so a package ending today
 /// is still bought.
 pub fn action_for(desired: Option<&Package>, recorded: Option<&Record>, today: Date) -> Action {
-    let ended = |package: &Package| package.spec.end() < today;
+    let ended = |package: &Package| package.spec.ended_before(today);
     match (desired, recorded) {
         // An unknown outcome is resolved first, whatever the manifests say now:
         // the package may exist, so neither a purchase nor a replace is safe.
@@ -130,11 +130,10 @@ fn recorded_overlapping<'a>(
 ) -> impl Iterator<Item = (&'a Key, &'a Record)> {
     let first = Key::new(&spec.oaid, Date::new(1, 1, 1).unwrap_or(Date::MIN));
     let last = Key::new(&spec.oaid, Date::MAX);
-    let end = spec.end();
     recorded
         .range(first..=last)
         .filter(move |(_, r)| r.spec.oaid == spec.oaid)
-        .filter(move |(_, r)| r.spec.start <= end && spec.start <= r.spec.end())
+        .filter(move |(_, r)| r.spec.overlaps(spec))
 }
 
 fn upgrade_warning(key: &Key, package: &Package, other: &Key, other_spec: &Spec) -> Warning {
@@ -151,7 +150,7 @@ fn upgrade_warning(key: &Key, package: &Package, other: &Key, other_spec: &Spec)
             other_spec.tier,
             other,
             other_spec.start,
-            other_spec.end(),
+            crate::spec::show_end(other_spec.end()),
         ),
     }
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::schema::{DateSchema, HashSchema, KeySchema, NeedSchema, TimestampSchema};
 
 use crate::plan::{Action, Change, LabelChange, Need, Plan, Summary, Warning};
-use crate::spec::{Key, SpecHash, Tier};
+use crate::spec::{Key, Spec, SpecHash, Tier};
 use crate::state::{Record, StateId, Status};
 
 /// The version of the JSON plan document.
@@ -208,8 +208,9 @@ pub struct JsonBefore {
     #[schemars(with = "DateSchema")]
     pub start: Date,
     pub duration_months: u8,
-    #[schemars(with = "DateSchema")]
-    pub end: Date,
+    /// `null` only for a period past 9999-12-31, which no valid state holds.
+    #[schemars(with = "Option<DateSchema>")]
+    pub end: Option<Date>,
     #[schemars(with = "HashSchema")]
     pub spec_hash: SpecHash,
     pub status: Status,
@@ -285,7 +286,7 @@ impl JsonChange {
             tier: spec.map(|s| s.tier),
             start: spec.map(|s| s.start),
             duration_months: spec.map(|s| s.duration_months),
-            end: spec.map(|s| s.end()),
+            end: spec.and_then(Spec::end),
             before: change.before.as_ref().map(JsonBefore::from_record),
             origin: if plan.is_from_policy(change) {
                 Origin::Policy

@@ -299,11 +299,13 @@ fn timeline(plan: &Plan) -> Option<String> {
                         Action::Unchanged | Action::Expired => return None,
                     };
                     let spec = c.spec()?;
+                    // A period past the calendar (which no valid input
+                    // holds) has no bar to draw.
                     Some(Task {
                         name: format!("{} ({})", spec.tier, c.action),
                         tag,
                         from: spec.start,
-                        to: spec.end(),
+                        to: spec.end()?,
                     })
                 })
                 .collect();
@@ -547,7 +549,7 @@ fn changes_row(plan: &Plan, change: &Change) -> String {
             name_cell(change),
             arrow(shown.tier, |t| t.to_string()),
             arrow(shown.start, |d| d.to_string()),
-            arrow(shown.end, |d| d.to_string()),
+            arrow(shown.end, crate::spec::show_end),
             arrow(shown.duration_months, |m| m.to_string()),
         ),
         None => format!(
@@ -568,7 +570,7 @@ fn orphan_row(change: &Change) -> String {
                 name_cell(change),
                 spec.tier,
                 spec.start,
-                spec.end(),
+                crate::spec::show_end(spec.end()),
                 spec.duration_months,
                 status_name(record.status)
             )
@@ -589,7 +591,7 @@ fn expired_row(change: &Change) -> String {
             name_cell(change),
             spec.tier,
             spec.start,
-            spec.end(),
+            crate::spec::show_end(spec.end()),
             spec.duration_months,
             change
                 .before

@@ -231,7 +231,7 @@ pub(crate) fn block(
             );
             field(
                 "end",
-                arrow(shown.end, |d| d.to_string()),
+                arrow(shown.end, crate::spec::show_end),
                 shown.end.changed(),
             );
         }
@@ -338,9 +338,9 @@ fn action_header(change: &Change) -> Vec<String> {
             format!("# (`oapkg state rm {key}` drops it)"),
         ],
         Action::Expired => {
-            let end = change
-                .spec()
-                .map_or_else(String::new, |s| format!(" on {}", s.end()));
+            let end = change.spec().map_or_else(String::new, |s| {
+                format!(" on {}", crate::spec::show_end(s.end()))
+            });
             if change.before.is_some() {
                 vec![
                     format!("# {key}'s new spec ended{end}, before today: it is never bought"),
