@@ -360,7 +360,7 @@ mod tests {
     fn a_package_ending_before_today_is_expired_and_one_ending_today_is_bought() {
         // 2026-11-30 + 1 month = 2026-12-30, so it ends 2026-12-29.
         let p = package("1", date(2026, 11, 30), Tier::Trial, 1);
-        assert_eq!(p.spec.end(), date(2026, 12, 29));
+        assert_eq!(p.spec.end(), Some(date(2026, 12, 29)));
         let on = |today| {
             diff(
                 &set(std::slice::from_ref(&p)),

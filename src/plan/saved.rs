@@ -706,7 +706,20 @@ mod tests {
         );
         assert_eq!(again.labels, plan.labels);
         assert_eq!(again.needs(), plan.needs());
-        assert!(rederive(&again, &plan).is_empty());
+        // The same changes; only the purchase that starts before today is
+        // refused, whatever the file's own date says (it is not trusted).
+        let moved = rederive(&again, &plan);
+        assert!(
+            !moved.is_empty() && moved.iter().all(|m| matches!(m, Moved::Started { .. })),
+            "{moved:?}"
+        );
+        let mut later = again.clone();
+        later.today = plan.today.tomorrow().unwrap();
+        assert_eq!(
+            rederive(&later, &plan),
+            moved,
+            "the file's today changes nothing"
+        );
         // A file whose overlaps were dropped (checksum recomputed) would
         // slip past the --allow-overlap guard: planning again refuses it.
         let mut edited = again.clone();
@@ -720,7 +733,11 @@ mod tests {
                 .all(|n| *n != crate::plan::Need::AllowOverlap)
         );
         let moved = rederive(&edited, &plan);
-        assert_eq!(moved.len(), 1, "{moved:?}");
+        let changed: Vec<_> = moved
+            .iter()
+            .filter(|m| !matches!(m, Moved::Started { .. }))
+            .collect();
+        assert_eq!(changed.len(), 1, "{moved:?}");
         // A plan without overlaps or labels writes neither key, so files of
         // plans without them keep their bytes.
         let plain = SavedPlan::from_plan(&fixtures::mixed()).encode();
