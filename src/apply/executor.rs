@@ -213,6 +213,10 @@ async fn drive(
 }
 
 /// One package's intent and attempts, up to its settled outcome.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one package's sending reads the run's shared parts; a struct for them would only rename them"
+)]
 async fn send(
     index: usize,
     job: &Job<'_>,
