@@ -59,7 +59,14 @@ pub fn find(
             declared,
             recorded: !declared,
         });
-        if spec.end() > entry.spec.end() {
+        // A period with no end on the calendar (refused by every input)
+        // ends after every other.
+        let later = match (spec.end(), entry.spec.end()) {
+            (None, Some(_)) => true,
+            (Some(end), Some(other)) => end > other,
+            (_, None) => false,
+        };
+        if later {
             *entry = Last {
                 spec,
                 name: name.or(entry.name),
@@ -72,20 +79,26 @@ pub fn find(
             entry.name = entry.name.or(name);
         }
     }
-    // A window past what a span holds reaches the end of the calendar.
+    // The last day of the window; `None`: a window past what a span or the
+    // calendar holds, which reaches the calendar's end (checked, never
+    // saturated).
     let horizon = jiff::Span::new()
         .try_days(i64::from(within_days))
-        .map_or(Date::MAX, |window| today.saturating_add(window));
+        .ok()
+        .and_then(|window| today.checked_add(window).ok());
     let mut found = last
         .into_values()
-        .filter(|l| l.spec.end() >= today && l.spec.end() <= horizon)
-        .map(|l| Expiring {
+        .filter_map(|l| {
+            let end = l.spec.end()?;
+            (end >= today && horizon.is_none_or(|horizon| end <= horizon)).then_some((l, end))
+        })
+        .map(|(l, end)| Expiring {
             oaid: l.spec.oaid.clone(),
             name: l.name.map(str::to_owned),
             key: l.spec.key(),
             tier: l.spec.tier,
-            end: l.spec.end(),
-            days_left: (l.spec.end() - today).get_days().into(),
+            end,
+            days_left: (end - today).get_days().into(),
             known_from: match (l.declared, l.recorded) {
                 (true, true) => "declared+recorded",
                 (true, false) => "declared",

@@ -288,17 +288,26 @@ impl Spec {
 
     /// The last day the package covers: the day before `start + duration`
     /// months, where adding months clamps to the end of a shorter month
-    /// (2027-01-31 + 1 month = 2027-02-28, so it ends 2027-02-27).
-    pub fn end(&self) -> Date {
+    /// (2027-01-31 + 1 month = 2027-02-28, so it ends 2027-02-27). `None`
+    /// when that day would be after 9999-12-31, the calendar's end (or the
+    /// duration is 0): a validation error for a manifest, a refused record
+    /// in a state, never a saturated date ([`end_date`]).
+    pub fn end(&self) -> Option<Date> {
         end_date(self.start, self.duration_months)
     }
 
-    /// Whether the period is over on `today`: its last day is before it.
-    /// Until then a record of it guards its OA against overlapping
-    /// purchases and is the evidence that those days are paid; a declared
-    /// package that has ended is never bought.
-    pub fn has_ended(&self, today: Date) -> bool {
-        self.end() < today
+    /// Whether the package's period is over before `day`. A period with no
+    /// end on the calendar never is.
+    pub fn ended_before(&self, day: Date) -> bool {
+        self.end().is_some_and(|end| end < day)
+    }
+
+    /// Whether the two periods share a day. A period with no end on the
+    /// calendar runs to its end.
+    pub fn overlaps(&self, other: &Spec) -> bool {
+        let covers =
+            |spec: &Spec, day: Date| spec.start <= day && spec.end().is_none_or(|end| day <= end);
+        covers(self, other.start) || covers(other, self.start)
     }
 
     /// The canonical encoding hashed into the [`SpecHash`].
@@ -318,14 +327,42 @@ impl Spec {
     }
 }
 
-/// The last day covered by a package starting on `start` for `months` months.
-pub fn end_date(start: Date, months: u8) -> Date {
+/// The last day covered by a package starting on `start` for `months`
+/// months; `None` when `months` is 0 or that day would be after 9999-12-31
+/// (the last date oapkg can write). Exact: never saturated, never before
+/// `start`.
+pub fn end_date(start: Date, months: u8) -> Option<Date> {
+    if months == 0 {
+        return None;
+    }
     // Always add the whole duration to the original start date: adding one
     // month twice is not adding two months (Jan 31 -> Feb 28 -> Mar 28).
-    let after = start
-        .checked_add(jiff::Span::new().months(i64::from(months)))
-        .unwrap_or(Date::MAX);
-    after.yesterday().unwrap_or(after)
+    match start.checked_add(jiff::Span::new().months(i64::from(months))) {
+        Ok(after) => after.yesterday().ok(),
+        // `start + months` is past 9999-12-31. The end is the day before
+        // it, which is still on the calendar only when that date is
+        // 10000-01-01 exactly: a start on the 1st of a month whose months
+        // end with December 9999.
+        Err(_) => {
+            let month_index = i32::from(start.year()) * 12 + i32::from(start.month()) - 1;
+            let last = 9999 * 12 + 11;
+            (start.day() == 1 && month_index + i32::from(months) == last + 1)
+                .then_some(CALENDAR_END)
+        }
+    }
+}
+
+/// The calendar's last day, 9999-12-31: the last date oapkg can write.
+pub const CALENDAR_END: Date = jiff::civil::date(9999, 12, 31);
+
+/// An end date as people read it: the date, or `after 9999-12-31` for a
+/// period that runs past the calendar ([`Spec::end`] is `None`; every
+/// input refuses such a package, so this is only ever a safe rendering).
+pub fn show_end(end: Option<Date>) -> String {
+    match end {
+        Some(end) => end.to_string(),
+        None => "after 9999-12-31".to_owned(),
+    }
 }
 
 /// `sha256:<hex>` of a spec's canonical encoding.
@@ -543,17 +580,101 @@ mod tests {
         }
     }
 
+    /// Reference: the end date by counting months by hand (no library date
+    /// arithmetic past the month), `None` past 9999-12-31.
+    fn end_by_hand(start: Date, months: u8) -> Option<Date> {
+        if months == 0 {
+            return None;
+        }
+        let index = i32::from(start.year()) * 12 + i32::from(start.month()) - 1 + i32::from(months);
+        let (year, month) = (index.div_euclid(12), index.rem_euclid(12) + 1);
+        if year > 9999 {
+            // 10000-01-01 less a day is the calendar's last day.
+            return (year == 10000 && month == 1 && start.day() == 1).then(|| date(9999, 12, 31));
+        }
+        let (year, month) = (i16::try_from(year).ok()?, i8::try_from(month).ok()?);
+        let last_day = Date::new(year, month, 1).ok()?.days_in_month();
+        Date::new(year, month, start.day().min(last_day))
+            .ok()?
+            .yesterday()
+            .ok()
+    }
+
+    proptest! {
+        /// Near the calendar's end: never a panic, never an end before the
+        /// start, an end exactly where it is on the calendar and none past
+        /// it (never a saturated 9999-12-31 or 9999-12-30).
+        #[test]
+        fn end_dates_near_the_calendar_end_are_exact_or_none(
+            year in 9990i16..=9999,
+            month in 1i8..=12,
+            day in 1i8..=31,
+            months in 0u8..=255,
+        ) {
+            prop_assume!(Date::new(year, month, day).is_ok());
+            let start = date(year, month, day);
+            let end = end_date(start, months);
+            prop_assert_eq!(end, end_by_hand(start, months), "{} + {} months", start, months);
+            if let Some(end) = end {
+                prop_assert!(end >= start, "{end} before {start}");
+                prop_assert!(months > 0);
+            }
+            let spec = spec(start, months);
+            // A spec with no end never counts as ended and overlaps every
+            // later start of its OA: the overlap guard still holds.
+            prop_assert!(!spec.ended_before(date(9999, 12, 31)) || end.is_some());
+            prop_assert!(spec.overlaps(&spec) || months == 0);
+            prop_assert!(spec.overlaps(&self::spec(date(9999, 12, 31), 1)) || end.is_some_and(|e| e < date(9999, 12, 31)));
+        }
+
+        /// Anywhere on the calendar, for the durations a manifest allows.
+        #[test]
+        fn end_dates_anywhere_match_counting_by_hand(
+            year in 0i16..=9999,
+            month in 1i8..=12,
+            day in 1i8..=31,
+            months in 1u8..=MAX_DURATION_MONTHS,
+        ) {
+            prop_assume!(Date::new(year, month, day).is_ok());
+            let start = date(year, month, day);
+            let end = end_date(start, months);
+            prop_assert_eq!(end, end_by_hand(start, months));
+            prop_assert!(end.is_none_or(|end| end >= start));
+        }
+    }
+
+    #[test]
+    fn the_calendar_end_is_exact_never_saturated() {
+        // Ends on the last day exactly.
+        assert_eq!(end_date(date(9999, 1, 1), 12), Some(date(9999, 12, 31)));
+        assert_eq!(end_date(date(9999, 12, 1), 1), Some(date(9999, 12, 31)));
+        assert_eq!(end_date(date(9997, 1, 1), 36), Some(date(9999, 12, 31)));
+        // One day more is past it: no end, not 9999-12-30 or -31.
+        assert_eq!(end_date(date(9999, 1, 2), 12), None);
+        assert_eq!(end_date(date(9999, 12, 31), 1), None);
+        assert_eq!(end_date(date(9999, 6, 1), 12), None);
+        assert_eq!(end_date(date(2026, 1, 1), 0), None);
+        assert_eq!(show_end(None), "after 9999-12-31");
+        let late = spec(date(9999, 12, 31), 1);
+        assert!(!late.ended_before(date(9999, 12, 31)));
+        assert!(late.overlaps(&spec(date(9999, 11, 1), 3)));
+        assert!(!spec(date(9999, 1, 1), 1).overlaps(&late));
+    }
+
     #[test]
     fn end_dates_follow_the_esms_rule() {
-        assert_eq!(spec(date(2026, 12, 1), 12).end(), date(2027, 11, 30));
-        assert_eq!(spec(date(2027, 1, 31), 1).end(), date(2027, 2, 27));
+        assert_eq!(spec(date(2026, 12, 1), 12).end(), Some(date(2027, 11, 30)));
+        assert_eq!(spec(date(2027, 1, 31), 1).end(), Some(date(2027, 2, 27)));
         // Leap year: Jan 31 + 1 month clamps to Feb 29.
-        assert_eq!(spec(date(2028, 1, 31), 1).end(), date(2028, 2, 28));
-        assert_eq!(spec(date(2028, 2, 29), 12).end(), date(2029, 2, 27));
-        assert_eq!(spec(date(2028, 2, 29), 48 / 2).end(), date(2030, 2, 27));
+        assert_eq!(spec(date(2028, 1, 31), 1).end(), Some(date(2028, 2, 28)));
+        assert_eq!(spec(date(2028, 2, 29), 12).end(), Some(date(2029, 2, 27)));
+        assert_eq!(
+            spec(date(2028, 2, 29), 48 / 2).end(),
+            Some(date(2030, 2, 27))
+        );
         // Whole duration from the original start, not month by month.
-        assert_eq!(spec(date(2027, 1, 31), 2).end(), date(2027, 3, 30));
-        assert_eq!(spec(date(2026, 12, 31), 36).end(), date(2029, 12, 30));
+        assert_eq!(spec(date(2027, 1, 31), 2).end(), Some(date(2027, 3, 30)));
+        assert_eq!(spec(date(2026, 12, 31), 36).end(), Some(date(2029, 12, 30)));
     }
 
     #[test]

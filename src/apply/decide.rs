@@ -72,6 +72,9 @@ pub(crate) struct Job<'p> {
     pub first_sent: Option<jiff::Timestamp>,
     /// A coverage policy's renewal: recorded as bought by the policy.
     pub by_policy: bool,
+    /// What one request for `spec` costs with the plan's price list;
+    /// `None` without one.
+    pub price: Option<u64>,
 }
 
 /// The plan split into what is sent and what is left alone.
@@ -85,7 +88,8 @@ pub(crate) struct Selection<'p> {
     /// run was not given. In key order.
     pub held: Vec<(&'p Change, HoldReason)>,
     pub counts: Counts,
-    /// What the jobs cost with the plan's price list; `None` without one.
+    /// What the jobs cost with the plan's price list (one request each);
+    /// `None` without one.
     pub cost: Option<crate::prices::Money>,
 }
 
@@ -100,6 +104,18 @@ pub fn planned_cost(plan: &Plan, options: &ApplyOptions) -> Option<crate::prices
 /// why it would refuse. Pure; touches nothing.
 pub fn check_guards(plan: &Plan, options: &ApplyOptions) -> Result<Counts, GuardRefusal> {
     select(plan, options).map(|s| s.counts)
+}
+
+/// The spec a request for `change` sends: the declared one for purchases
+/// and replaces; for an unconfirmed package the recorded one, the request
+/// that may have been received (only an identical request is answered
+/// 199). `None` for a change that sends nothing, or a malformed one.
+pub(crate) fn spec_sent(change: &Change) -> Option<&Spec> {
+    match change.action {
+        Action::Purchase | Action::Replace => change.desired.as_ref().map(|p| &p.spec),
+        Action::Unconfirmed => change.before.as_ref().map(|r| &r.spec),
+        Action::Unchanged | Action::Orphan | Action::Expired => None,
+    }
 }
 
 /// Turns the plan's changes into jobs, applying the guards.
@@ -124,9 +140,7 @@ pub(crate) fn select<'p>(
         if !seen.insert(&change.key) {
             return Err(malformed("is listed twice"));
         }
-        // What is sent: the declared spec for purchases and replaces; for an
-        // unconfirmed package the recorded one, the request that may have
-        // been received (only an identical request is answered 199).
+        // What is sent (`spec_sent`), with why it cannot be.
         let (spec, first_sent) = match change.action {
             Action::Purchase | Action::Replace => {
                 let desired = change
@@ -184,12 +198,18 @@ pub(crate) fn select<'p>(
             }
             Action::Unchanged | Action::Orphan | Action::Expired => continue,
         }
+        let price = plan
+            .prices
+            .as_ref()
+            .and_then(|prices| prices.cost(&spec))
+            .map(|cost| cost.amount);
         jobs.push(Job {
             change,
             spec,
             name: change.name().map(str::to_owned),
             first_sent,
             by_policy: plan.is_from_policy(change),
+            price,
         });
     }
     if !replaces.is_empty() {
@@ -204,10 +224,14 @@ pub(crate) fn select<'p>(
             max: options.max_purchases,
         });
     }
+    // A cost that does not fit in a u64 refuses the run: no amount is
+    // ever saturated or wrapped, with or without --max-spend.
     let cost = plan
         .prices
         .as_ref()
-        .map(|prices| prices.total(jobs.iter().map(|job| &job.spec)));
+        .map(|prices| prices.total(jobs.iter().map(|job| &job.spec)))
+        .transpose()
+        .map_err(GuardRefusal::CostOverflow)?;
     if let Some(max) = options.max_spend
         && counts.requests() > 0
     {
@@ -301,6 +325,142 @@ pub(crate) struct Attempts {
     /// Why an earlier attempt may have been received (the first unknown
     /// outcome), if one may have been.
     pub maybe_received: Option<String>,
+    /// Requests of this run whose answer says they may have charged: a
+    /// `100`, or an unknown outcome ([`may_have_charged`]).
+    pub charged: u32,
+    /// Requests of this run the budget holds a price for: the first one
+    /// (in the plan's cost, which the guards checked), plus one for each
+    /// resend reserved with [`Budget::reserve`]. A send needs one of its
+    /// own only after a send that may have charged: a resend after a rate
+    /// limit or "not sent" pays at most once between them.
+    pub reserved: u32,
+}
+
+/// Whether the request that got `outcome` may have charged: eSMS accepted
+/// it (`100`), or nobody knows (an unknown outcome). A `199` (eSMS already
+/// had it), a refusal, a rate limit and "not sent" did not.
+pub(crate) fn may_have_charged(outcome: &PurchaseOutcome) -> bool {
+    matches!(outcome, PurchaseOutcome::Accepted { .. }) || outcome.is_unknown()
+}
+
+/// Whether `outcome` (already judged) makes the package "possibly charged
+/// twice": a `100`, so this request charged, while an earlier request for
+/// it may have charged too (an unknown outcome earlier in the run, or a
+/// resent `unconfirmed` record). Checked before [`judge`] sees `outcome`.
+pub(crate) fn possibly_charged_twice(outcome: &PurchaseOutcome, attempts: &Attempts) -> bool {
+    matches!(outcome, PurchaseOutcome::Accepted { .. }) && attempts.maybe_received.is_some()
+}
+
+/// What the run may still spend with `--max-spend`: every request the run
+/// may send that may charge, priced. It starts at the plan's cost (one
+/// request per package, which the guards held to `--max-spend`); each
+/// resend after a send that may have charged adds its price before it is
+/// sent, and a package that settles gives back what it reserved and did
+/// not use. So "spent so far, plus what is reserved for the packages not
+/// yet answered" never passes `--max-spend`. Pure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Budget {
+    max: Option<u64>,
+    committed: u64,
+}
+
+/// A resend not sent: with it the run could spend more than `--max-spend`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OverBudget {
+    pub committed: u64,
+    pub price: Option<u64>,
+    pub max: u64,
+}
+
+impl fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::prices::thousands;
+        match self.price {
+            Some(price) => write!(
+                f,
+                "not resent: this resend may charge again, and {} spent or reserved so far plus its {} would pass --max-spend {}",
+                thousands(self.committed),
+                thousands(price),
+                thousands(self.max)
+            ),
+            None => write!(
+                f,
+                "not resent: its price is unknown, so it cannot be held to --max-spend {}",
+                thousands(self.max)
+            ),
+        }
+    }
+}
+
+impl Budget {
+    /// A run whose first requests cost `planned` (the jobs' total).
+    pub(crate) fn new(max: Option<u64>, planned: u64) -> Budget {
+        Budget {
+            max,
+            committed: planned,
+        }
+    }
+
+    /// Before a send of a package with `attempts` (already counted, the
+    /// send not yet): reserves its `price` when it needs a reservation of
+    /// its own, or says why it must not be sent. Without `--max-spend` it
+    /// always may.
+    pub(crate) fn reserve(
+        &mut self,
+        attempts: &mut Attempts,
+        price: Option<u64>,
+    ) -> Result<(), OverBudget> {
+        if attempts.charged < attempts.reserved {
+            return Ok(());
+        }
+        if let Some(max) = self.max {
+            let over = || OverBudget {
+                committed: self.committed,
+                price,
+                max,
+            };
+            let after = price
+                .and_then(|price| self.committed.checked_add(price))
+                .ok_or_else(over)?;
+            if after > max {
+                return Err(over());
+            }
+            self.committed = after;
+        }
+        attempts.reserved += 1;
+        Ok(())
+    }
+
+    /// A package settled with `attempts`: what it reserved and did not
+    /// spend goes back.
+    pub(crate) fn settle(&mut self, attempts: &Attempts, price: Option<u64>) {
+        // A send is reserved before it goes out, so `charged <= reserved`
+        // and what goes back was added before; checked all the same, and
+        // on any doubt nothing goes back (a larger reservation only makes
+        // the budget stricter).
+        let left = attempts
+            .reserved
+            .checked_sub(attempts.charged)
+            .zip(price)
+            .and_then(|(unused, price)| price.checked_mul(u64::from(unused)))
+            .and_then(|back| self.committed.checked_sub(back));
+        if let (Some(_), Some(left)) = (self.max, left) {
+            self.committed = left;
+        }
+    }
+}
+
+/// The settled outcome of a package whose resend [`Budget::reserve`]
+/// refused: `unconfirmed` (an earlier request may have charged), saying why
+/// it was not resent.
+pub(crate) fn not_resent(attempts: &Attempts, over: &OverBudget) -> JournalOutcome {
+    let earlier = attempts
+        .maybe_received
+        .as_deref()
+        .unwrap_or("an earlier request may have charged");
+    JournalOutcome::Unconfirmed {
+        reason: format!("no definite answer ({earlier}); {over}"),
+    }
 }
 
 /// After an attempt: send another, or settle with what to record.
@@ -326,6 +486,9 @@ pub(crate) fn judge(
     retry_unknown: bool,
     stopping: bool,
 ) -> Verdict {
+    if may_have_charged(outcome) {
+        attempts.charged += 1;
+    }
     if outcome.is_unknown() && attempts.maybe_received.is_none() {
         attempts.maybe_received = Some(outcome.message().to_owned());
     }
@@ -397,6 +560,7 @@ pub(crate) fn result_of(
     action: Action,
     outcome: &JournalOutcome,
     attempts: u32,
+    charges: Charges,
     unexpected_duplicate: bool,
 ) -> PackageResult {
     match outcome {
@@ -410,12 +574,15 @@ pub(crate) fn result_of(
             code: result_code.clone(),
             message: result_message.clone(),
             attempts,
+            charged: charges.charged,
+            possibly_charged_twice: charges.twice,
             unexpected_duplicate,
         },
         JournalOutcome::Unconfirmed { reason } => PackageResult::Unconfirmed {
             action,
             reason: reason.clone(),
             attempts,
+            charged: charges.charged,
         },
         JournalOutcome::Failed {
             result_code,
@@ -428,6 +595,15 @@ pub(crate) fn result_of(
             attempts,
         },
     }
+}
+
+/// What a package's requests of this run may have charged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Charges {
+    /// Requests that may have charged ([`Attempts::charged`]).
+    pub charged: u32,
+    /// [`possibly_charged_twice`].
+    pub twice: bool,
 }
 
 /// Whether this answer stops the whole run (101, 103, 140, 143).
@@ -445,6 +621,9 @@ impl Attempts {
     pub(crate) fn for_job(job: &Job<'_>) -> Attempts {
         Attempts {
             count: 0,
+            charged: 0,
+            // The first request is in the plan's cost.
+            reserved: 1,
             maybe_received: (job.change.action == Action::Unconfirmed).then(|| {
                 "it was recorded unconfirmed: a request sent by an earlier run may have been received"
                     .to_owned()

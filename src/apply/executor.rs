@@ -31,7 +31,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::decide::{self, Attempts, Job, Verdict};
+use super::decide::{self, Attempts, Budget, Charges, Job, Verdict};
 use super::{ApplyEvent, ApplyOptions, CancelSignal, PackageResult, StopReason};
 use crate::esms::Client;
 use crate::state::{JournalEntry, JournalOutcome, JournalWriter as Journal, StateError};
@@ -93,6 +93,7 @@ enum Sent {
         fatal: Option<StopReason>,
         /// A `199` with no request known to have reached eSMS before.
         unexpected_duplicate: bool,
+        charges: Charges,
     },
 }
 
@@ -103,18 +104,22 @@ struct Done {
     error: Option<Arc<StateError>>,
 }
 
-/// Sends every job (until stopped) and records each answer.
+/// Sends every job (until stopped) and records each answer. `budget`
+/// holds resends to `--max-spend` ([`Budget`]).
 pub(crate) async fn run(
     jobs: &[Job<'_>],
     client: &Client,
     journal: &Arc<Mutex<Journal>>,
     options: &ApplyOptions,
+    budget: Budget,
     on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
     cancel: &CancelSignal,
 ) -> Execution {
     let (recorder, requests) = Recorder::new(journal);
+    let budget = Mutex::new(budget);
+    let budget = &budget;
     let work = async move {
-        let execution = drive(jobs, client, &recorder, options, on_event, cancel).await;
+        let execution = drive(jobs, client, &recorder, options, budget, on_event, cancel).await;
         // The last sender: the recorder ends once this is gone.
         drop(recorder);
         execution
@@ -128,6 +133,7 @@ async fn drive(
     client: &Client,
     recorder: &Recorder,
     options: &ApplyOptions,
+    budget: &Mutex<Budget>,
     on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
     cancel: &CancelSignal,
 ) -> Execution {
@@ -148,6 +154,7 @@ async fn drive(
                 client,
                 recorder,
                 options,
+                budget,
                 on_event,
                 stop_rx.clone(),
             ));
@@ -165,9 +172,9 @@ async fn drive(
                     });
                     Some(StopReason::Journal(error))
                 }
-                Sent::Settled { index, outcome, attempts, sent, fatal, unexpected_duplicate } => {
+                Sent::Settled { index, outcome, attempts, sent, fatal, unexpected_duplicate, charges } => {
                     journaled = true;
-                    let settled = Settled { outcome, attempts, sent, unexpected_duplicate };
+                    let settled = Settled { outcome, attempts, sent, unexpected_duplicate, charges };
                     recording.push(finish(&jobs[index], index, recorder, settled, on_event));
                     fatal
                 }
@@ -206,12 +213,17 @@ async fn drive(
 }
 
 /// One package's intent and attempts, up to its settled outcome.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one package's sending reads the run's shared parts; a struct for them would only rename them"
+)]
 async fn send(
     index: usize,
     job: &Job<'_>,
     client: &Client,
     recorder: &Recorder,
     options: &ApplyOptions,
+    budget: &Mutex<Budget>,
     on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
     mut stop: watch::Receiver<bool>,
 ) -> Sent {
@@ -235,6 +247,7 @@ async fn send(
     let mut delays = policy.delays();
     let mut fatal = None;
     let mut unexpected_duplicate;
+    let mut twice = false;
     let mut outcome = loop {
         if attempts.count == 0 && *stop.borrow() {
             // Stopped between the intent and the first request: nothing was
@@ -251,6 +264,7 @@ async fn send(
                 sent: false,
                 fatal: None,
                 unexpected_duplicate: false,
+                charges: Charges::default(),
             };
         }
         attempts.count += 1;
@@ -271,6 +285,7 @@ async fn send(
         }
         let stopping = fatal.is_some() || *stop.borrow();
         unexpected_duplicate = decide::unexpected_duplicate(&outcome, &attempts);
+        twice |= decide::possibly_charged_twice(&outcome, &attempts);
         match decide::judge(&outcome, &mut attempts, policy, retry_unknown, stopping) {
             Verdict::Settle(settled) => break settled,
             Verdict::Retry => {
@@ -289,9 +304,16 @@ async fn send(
                 if *stop.borrow() {
                     break decide::settle(&outcome, attempts.maybe_received.as_deref());
                 }
+                // A resend after a send that may have charged may charge
+                // again: held to --max-spend before it goes out.
+                let reserved = lock(budget).reserve(&mut attempts, job.price);
+                if let Err(over) = reserved {
+                    break decide::not_resent(&attempts, &over);
+                }
             }
         }
     };
+    lock(budget).settle(&attempts, job.price);
     // A failed attempt is kept in the state (until the key is submitted),
     // for the next plan to show when.
     if let JournalOutcome::Failed { at, .. } = &mut outcome {
@@ -304,7 +326,15 @@ async fn send(
         sent: true,
         fatal,
         unexpected_duplicate,
+        charges: Charges {
+            charged: attempts.charged,
+            twice,
+        },
     }
+}
+
+fn lock(budget: &Mutex<Budget>) -> std::sync::MutexGuard<'_, Budget> {
+    budget.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What [`finish`] records and reports for one package.
@@ -313,6 +343,7 @@ struct Settled {
     attempts: u32,
     sent: bool,
     unexpected_duplicate: bool,
+    charges: Charges,
 }
 
 /// Records the settled outcome; the package is done once that is durable.
@@ -328,6 +359,7 @@ async fn finish(
         attempts,
         sent,
         unexpected_duplicate,
+        charges,
     } = settled;
     let change = job.change;
     let entry = JournalEntry::Outcome {
@@ -343,7 +375,13 @@ async fn finish(
             None,
         ),
         Ok(()) => (
-            decide::result_of(change.action, &outcome, attempts, unexpected_duplicate),
+            decide::result_of(
+                change.action,
+                &outcome,
+                attempts,
+                charges,
+                unexpected_duplicate,
+            ),
             None,
         ),
         // The intent is on disk without an outcome: every load reads the
@@ -356,6 +394,7 @@ async fn finish(
                     describe(&outcome)
                 ),
                 attempts,
+                charged: charges.charged,
             },
             Some(error),
         ),

@@ -331,6 +331,14 @@ pub enum PackageResult {
         /// state may have been lost or something else bought it. Recorded
         /// `submitted` all the same; callers warn about it.
         unexpected_duplicate: bool,
+        /// Requests of this run that may have charged: `100` answers and
+        /// unknown outcomes (see [`ApplyReport::spent`]).
+        charged: u32,
+        /// eSMS answered `100` (this request charged) while an earlier
+        /// request for the package may have charged too: an unknown
+        /// outcome earlier in the run, or a resent `unconfirmed` record.
+        /// "Possibly charged twice — check the eSMS portal".
+        possibly_charged_twice: bool,
     },
     /// eSMS definitely did not buy it (a refusal, or no request got
     /// through): not recorded as bought (an earlier record is kept).
@@ -347,6 +355,9 @@ pub enum PackageResult {
         action: Action,
         reason: String,
         attempts: u32,
+        /// Requests of this run that may have charged (unknown outcomes,
+        /// or a `100` whose answer could not be recorded).
+        charged: u32,
     },
     /// Never sent: the run stopped (fatal code, cancellation, a journal
     /// failure) before its turn.
@@ -383,6 +394,28 @@ impl PackageResult {
 
     pub fn is_submitted(&self) -> bool {
         matches!(self, PackageResult::Submitted { .. })
+    }
+
+    /// Requests of this run for the package that may have charged: each
+    /// `100` answer and each unknown outcome.
+    pub fn charged(&self) -> u32 {
+        match self {
+            PackageResult::Submitted { charged, .. }
+            | PackageResult::Unconfirmed { charged, .. } => *charged,
+            _ => 0,
+        }
+    }
+
+    /// eSMS answered `100` to a request for the package while an earlier
+    /// one may have charged already.
+    pub fn possibly_charged_twice(&self) -> bool {
+        matches!(
+            self,
+            PackageResult::Submitted {
+                possibly_charged_twice: true,
+                ..
+            }
+        )
     }
 
     /// The result in one word, as notifications (`event`) and metrics
@@ -452,6 +485,10 @@ pub struct ApplyReport {
     pub unconfirmed: usize,
     /// Packages never sent because the run stopped first.
     pub not_attempted: usize,
+    /// Packages recorded `submitted` by a `100` while an earlier request
+    /// may have charged too ([`PackageResult::possibly_charged_twice`]);
+    /// also counted in `purchased`.
+    pub possibly_charged_twice: usize,
     /// Every package the plan would buy or retry, in key order.
     pub outcomes: Vec<(Key, PackageResult)>,
     /// Why the run stopped early, if it did.
@@ -474,29 +511,51 @@ impl ApplyReport {
             && self.stopped.is_none()
     }
 
-    /// What the packages this run submitted cost with `plan`'s price list
-    /// (each priced by the spec it was bought with); `None` without one.
-    pub fn spent(&self, plan: &Plan) -> Option<crate::prices::Money> {
+    /// What this run spent with `plan`'s price list: every request that
+    /// may have charged (each `100` answer and each unknown outcome,
+    /// resends included) × the price of the spec it sent. `None` without
+    /// a price list; the error when the amount does not fit in a `u64`.
+    pub fn spent(
+        &self,
+        plan: &Plan,
+    ) -> Option<Result<crate::prices::Money, crate::prices::CostOverflow>> {
         let prices = plan.prices.as_ref()?;
-        let specs = self.outcomes.iter().filter_map(|(key, result)| {
-            if !matches!(result, PackageResult::Submitted { .. }) {
-                return None;
-            }
-            let at = plan.changes.binary_search_by(|c| c.key.cmp(key)).ok()?;
-            plan.changes[at].spec()
-        });
-        Some(prices.total(specs))
+        let amount = self
+            .outcomes
+            .iter()
+            .filter(|(_, result)| result.charged() > 0)
+            .try_fold(0u64, |sum, (key, result)| {
+                let price = plan
+                    .changes
+                    .binary_search_by(|c| c.key.cmp(key))
+                    .ok()
+                    .and_then(|at| decide::spec_sent(&plan.changes[at]))
+                    .and_then(|spec| prices.cost(spec))
+                    .ok_or_else(|| prices.overflow())?;
+                let cost = prices.times(price.amount, u64::from(result.charged()))?;
+                sum.checked_add(cost).ok_or_else(|| prices.overflow())
+            });
+        Some(amount.map(|amount| prices.money(amount)))
     }
 
-    /// `Apply complete: N purchased, N failed, N unconfirmed.`
+    /// `Apply complete: N purchased, N failed, N unconfirmed.`, with
+    /// `, N possibly charged twice` before the period when there are any.
     pub fn summary_line(&self) -> String {
+        let twice = if self.possibly_charged_twice > 0 {
+            format!(", {} possibly charged twice", self.possibly_charged_twice)
+        } else {
+            String::new()
+        };
         format!(
-            "Apply complete: {} purchased, {} failed, {} unconfirmed.",
+            "Apply complete: {} purchased, {} failed, {} unconfirmed{twice}.",
             self.purchased, self.failed, self.unconfirmed
         )
     }
 
     fn push(&mut self, key: Key, result: PackageResult) {
+        if result.possibly_charged_twice() {
+            self.possibly_charged_twice += 1;
+        }
         match &result {
             PackageResult::Submitted { .. } => self.purchased += 1,
             PackageResult::Failed { .. } => self.failed += 1,
@@ -554,6 +613,9 @@ pub enum GuardRefusal {
         crate::prices::thousands(*.max)
     )]
     CostUnknown { max: u64 },
+    /// What the run would cost does not fit in a `u64`.
+    #[error("{0}; nothing was bought")]
+    CostOverflow(crate::prices::CostOverflow),
     /// A change the plan cannot hold (a plan built by hand, or a bug).
     #[error("the plan cannot be applied: {key} {problem}; nothing was bought")]
     MalformedPlan { key: Key, problem: String },
@@ -631,7 +693,9 @@ impl GuardRefusal {
             GuardRefusal::CostUnknown { .. } => {
                 Some("Declare a price list, or run without --max-spend")
             }
-            GuardRefusal::ReplaceNotAllowed { .. } | GuardRefusal::MalformedPlan { .. } => None,
+            GuardRefusal::ReplaceNotAllowed { .. }
+            | GuardRefusal::MalformedPlan { .. }
+            | GuardRefusal::CostOverflow(_) => None,
         }
     }
 }
@@ -792,10 +856,13 @@ pub async fn apply(
                 .map(|job: decide::Job<'_>| (job.change, HoldReason::OaNotOnAccount))
                 .collect();
             hold(&mut report, &set_aside, on_event);
-            selection.cost = plan
-                .prices
-                .as_ref()
-                .map(|prices| prices.total(selection.jobs.iter().map(|job| &job.spec)));
+            // Fewer jobs than the guards priced: a part of a sum that
+            // fitted fits.
+            selection.cost = plan.prices.as_ref().and_then(|prices| {
+                prices
+                    .total(selection.jobs.iter().map(|job| &job.spec))
+                    .ok()
+            });
         }
         if let Some(cost) = &selection.cost
             && !selection.jobs.is_empty()
@@ -821,11 +888,15 @@ pub async fn apply(
             requests: selection.jobs.len(),
             parallelism: options.parallelism.max(1),
         });
+        // The guards held the first request of every job to --max-spend;
+        // the budget holds each resend that may charge again.
+        let planned = selection.cost.as_ref().map_or(0, |cost| cost.amount);
         executor::run(
             &selection.jobs,
             client,
             &journal,
             options,
+            decide::Budget::new(options.max_spend, planned),
             on_event,
             &cancel,
         )

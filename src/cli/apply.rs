@@ -665,10 +665,16 @@ pub(super) fn unexpected_duplicate_warning(key: &str, result: &PackageResult) ->
 
 /// The mark in front of a result line: the plan's symbol when the package
 /// is now submitted (`+` purchase, `~` replace, `?` a resent unconfirmed
-/// one), `x` failed (not bought), `?` unconfirmed (may have been bought),
-/// `-` not sent (the run stopped first; a resend not sent stays `?`).
+/// one), `!` submitted but possibly charged twice (a `100` after an
+/// earlier request may have charged), `x` failed (not bought), `?`
+/// unconfirmed (may have been bought), `-` not sent (the run stopped
+/// first; a resend not sent stays `?`).
 pub(super) fn result_mark(action: Action, result: &PackageResult) -> char {
     match result {
+        PackageResult::Submitted {
+            possibly_charged_twice: true,
+            ..
+        } => POSSIBLY_CHARGED_TWICE_MARK,
         PackageResult::Submitted { .. } => action.symbol(),
         PackageResult::Failed { .. } => 'x',
         PackageResult::Unconfirmed { .. } | PackageResult::LeftUnconfirmed => '?',
@@ -676,6 +682,12 @@ pub(super) fn result_mark(action: Action, result: &PackageResult) -> char {
         PackageResult::NotAttempted { .. } => '-',
     }
 }
+
+/// The result mark of a package possibly charged twice.
+pub(super) const POSSIBLY_CHARGED_TWICE_MARK: char = '!';
+
+/// What a `100` after an earlier request that may have charged means.
+pub(super) const POSSIBLY_CHARGED_TWICE: &str = "possibly charged twice — check the eSMS portal";
 
 /// `+ purchase KEY: submitted, ServicePreviewId 52330 (code 100: …)`: the
 /// result's mark ([`result_mark`]) and the plan's action, then what became
@@ -695,13 +707,19 @@ pub(super) fn done_line(action: Action, key: &str, result: &PackageResult, color
             code,
             message,
             attempts: n,
+            possibly_charged_twice,
             ..
         } => format!(
-            "{}, ServicePreviewId {} (code {code}: {}){}",
+            "{}, ServicePreviewId {} (code {code}: {}){}{}",
             paint.good("submitted"),
             escape_controls(service_preview_id.as_deref().unwrap_or("none")),
             escape_controls(message),
-            attempts(*n)
+            attempts(*n),
+            if *possibly_charged_twice {
+                format!("; {}", paint.bad(POSSIBLY_CHARGED_TWICE))
+            } else {
+                String::new()
+            }
         ),
         PackageResult::Failed {
             code,
@@ -831,6 +849,22 @@ fn summarize(context: &Context, plan: &Plan, report: &ApplyReport) -> anyhow::Re
              or run `oapkg apply --retry-unconfirmed` to resend them (eSMS answers 199 to a request it already has).\n",
         );
     }
+    let twice: Vec<_> = report
+        .outcomes
+        .iter()
+        .filter(|(_, r)| r.possibly_charged_twice())
+        .collect();
+    if !twice.is_empty() {
+        out.push_str(
+            "\nPossibly charged twice: eSMS accepted (code 100) a resend of these while an earlier request for each may have charged already:\n",
+        );
+        for (key, _) in &twice {
+            out.push_str(&format!("  {POSSIBLY_CHARGED_TWICE_MARK} {key}\n"));
+        }
+        out.push_str(
+            "They are recorded as submitted. Check them on the eSMS portal for a second purchase; the spent line counts every request that may have charged.\n",
+        );
+    }
     let surprises: Vec<_> = report
         .outcomes
         .iter()
@@ -852,8 +886,10 @@ fn summarize(context: &Context, plan: &Plan, report: &ApplyReport) -> anyhow::Re
     }
     out.push_str(&report.summary_line());
     out.push('\n');
-    if let Some(spent) = report.spent(plan) {
-        out.push_str(&format!("Spent: {spent}.\n"));
+    match report.spent(plan) {
+        Some(Ok(spent)) => out.push_str(&format!("Spent: {spent}.\n")),
+        Some(Err(error)) => out.push_str(&format!("Spent: unknown: {error}.\n")),
+        None => {}
     }
     print(&out)
 }

@@ -37,6 +37,12 @@ pub struct JsonResult {
     pub action: crate::plan::Action,
     /// `purchased`, `failed`, `unconfirmed` or `not_sent`.
     pub result: &'static str,
+    /// eSMS answered `100` to a request for it while an earlier request
+    /// may have charged too: check the eSMS portal.
+    pub possibly_charged_twice: bool,
+    /// Requests of this run for it that may have charged (`100` answers
+    /// and unknown outcomes).
+    pub charged_requests: u32,
     /// eSMS's result code, when it answered with one.
     pub code: Option<String>,
     /// eSMS's message, or why there is no answer or no request.
@@ -53,12 +59,22 @@ pub struct JsonSummary {
     pub failed: usize,
     pub unconfirmed: usize,
     pub not_sent: usize,
-    /// What this run's purchases cost; `null` without a price list.
+    /// Packages bought by a `100` while an earlier request may have
+    /// charged too (also counted in `purchased`).
+    pub possibly_charged_twice: usize,
+    /// What this run spent: every request that may have charged (`100`
+    /// answers and unknown outcomes, resends included) × its price; `null`
+    /// without a price list (or when the amount does not fit in 64 bits,
+    /// which `cost_error` then says).
     pub cost: Option<Cost>,
+    /// Why `cost` is `null` although prices are declared; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_error: Option<String>,
 }
 
 impl JsonApply {
     pub fn new(plan: &Plan, report: &ApplyReport) -> JsonApply {
+        let spent = report.spent(plan);
         let results = report
             .outcomes
             .iter()
@@ -75,6 +91,8 @@ impl JsonApply {
                     name: change.and_then(|c| c.name()).map(str::to_owned),
                     action: result.action(),
                     result: result.word(),
+                    possibly_charged_twice: result.possibly_charged_twice(),
+                    charged_requests: result.charged(),
                     code,
                     message,
                     service_preview_id,
@@ -94,7 +112,9 @@ impl JsonApply {
                 failed: report.failed,
                 unconfirmed: report.unconfirmed,
                 not_sent: report.not_attempted,
-                cost: report.spent(plan).map(Cost::from),
+                possibly_charged_twice: report.possibly_charged_twice,
+                cost: spent.clone().and_then(Result::ok).map(Cost::from),
+                cost_error: spent.and_then(Result::err).map(|e| e.to_string()),
             },
         }
     }

@@ -225,6 +225,7 @@ impl<'a> Known<'a> {
             return match e {
                 InputsError::Manifests(e) => Known::of(e),
                 InputsError::State(e) => Known::of(e),
+                InputsError::Cost(_) => Known::default(),
             };
         }
         if let Some(e) = cause.downcast_ref::<SavedPlanError>() {

@@ -178,7 +178,8 @@ struct Listed<'a> {
     tier: Tier,
     start: jiff::civil::Date,
     duration_months: u8,
-    end: jiff::civil::Date,
+    /// `null` only for a period past 9999-12-31, which no valid state holds.
+    end: Option<jiff::civil::Date>,
     status: Status,
     service_preview_id: &'a Option<String>,
     submitted_at: &'a Option<jiff::Timestamp>,
@@ -247,7 +248,7 @@ fn list(context: &Context, oaid: Option<&str>, format: ListFormat) -> anyhow::Re
                         key.to_string(),
                         r.name.clone().unwrap_or_else(|| "-".into()),
                         r.spec.tier.to_string(),
-                        r.spec.end().to_string(),
+                        crate::spec::show_end(r.spec.end()),
                         r.spec.duration_months.to_string(),
                         status_name(r.status).to_owned(),
                         r.service_preview_id.clone().unwrap_or_else(|| "-".into()),

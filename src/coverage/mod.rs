@@ -26,8 +26,14 @@ pub mod report;
 pub use report::{OaCoverage, report};
 
 /// The last day covered by `specs` (any tier), `None` when there are none.
+/// A package whose period runs past the calendar (which every input
+/// refuses) covers every day the calendar has: its last, 9999-12-31, after
+/// which nothing can be renewed.
 pub fn coverage_end<'a>(specs: impl IntoIterator<Item = &'a Spec>) -> Option<Date> {
-    specs.into_iter().map(Spec::end).max()
+    specs
+        .into_iter()
+        .map(|spec| spec.end().unwrap_or(crate::spec::CALENDAR_END))
+        .max()
 }
 
 /// The package `policy` buys on `today`, if one is due.
@@ -46,19 +52,25 @@ pub fn renewal<'a>(
         Some(end) => end,
         None => policy.first_start.unwrap_or(today).yesterday().ok()?,
     };
+    // Due from `renew_before_days` before the end; an end so early that
+    // the subtraction leaves the calendar has been due all along.
     let due_from = end
         .checked_sub(jiff::Span::new().days(i64::from(policy.renew_before_days)))
-        .unwrap_or(Date::MIN);
-    if today < due_from {
+        .ok();
+    if due_from.is_some_and(|due_from| today < due_from) {
         return None;
     }
+    // No renewal after the calendar's last day, nor one that would end
+    // past it (validation refuses such a policy's first package; a renewal
+    // computed near 9999 is not bought rather than given a saturated end).
     let start = end.tomorrow().ok()?.max(today);
-    Some(Spec {
+    let renewal = Spec {
         oaid: policy.oaid.clone(),
         tier: policy.tier,
         start,
         duration_months: policy.months,
-    })
+    };
+    renewal.end().is_some().then_some(renewal)
 }
 
 /// The date the next renewal of `policy` is due (bought), given `specs`.
@@ -75,10 +87,10 @@ pub fn next_renewal_due<'a>(
     });
     match end {
         None => today,
+        // An end so early that the subtraction leaves the calendar: due now.
         Some(end) => end
             .checked_sub(jiff::Span::new().days(i64::from(policy.renew_before_days)))
-            .unwrap_or(Date::MIN)
-            .max(today),
+            .map_or(today, |due| due.max(today)),
     }
 }
 

@@ -164,7 +164,7 @@ pub fn report(
         let oa = oas.entry(&spec.oaid).or_default();
         oa.declared_name = package.name.as_deref().or(oa.declared_name);
         let same_as_recorded = recorded.get(key).is_some_and(|r| r.spec == *spec);
-        if same_as_recorded || (spec.end() < today && !recorded.contains_key(key)) {
+        if same_as_recorded || (spec.ended_before(today) && !recorded.contains_key(key)) {
             continue;
         }
         oa.periods.push(period(key, spec, PeriodStatus::Declared));
@@ -217,7 +217,9 @@ fn period(key: &Key, spec: &Spec, status: PeriodStatus) -> Period {
     Period {
         key: key.clone(),
         from: spec.start,
-        to: spec.end(),
+        // A period past the calendar (which every input refuses) covers
+        // every day the calendar has.
+        to: spec.end().unwrap_or(crate::spec::CALENDAR_END),
         tier: spec.tier,
         status,
     }

@@ -182,14 +182,14 @@ proptest! {
         let all: Vec<&Spec> = recorded.values().map(|r| &r.spec).chain(declared.iter()).collect();
         let mut day = first;
         while day <= last_day {
-            prop_assert!(all.iter().any(|s| s.start <= day && day <= s.end()), "gap on {day}");
+            prop_assert!(all.iter().any(|s| s.start <= day && s.end().is_some_and(|end| day <= end)), "gap on {day}");
             day = day.tomorrow().unwrap();
         }
         // No overlap among the renewals the policy bought.
         let mut sorted = renewals.clone();
         sorted.sort_by_key(|s| s.start);
         for pair in sorted.windows(2) {
-            prop_assert!(pair[0].end() < pair[1].start, "{:?} overlaps {:?}", pair[0], pair[1]);
+            prop_assert!(pair[0].end().is_some_and(|end| end < pair[1].start), "{:?} overlaps {:?}", pair[0], pair[1]);
         }
         // Nothing bought twice.
         let mut keys = bought.clone();

@@ -15,7 +15,7 @@ use super::raw::{
     Scalar, Spanned,
 };
 use super::{Diagnostic, DiagnosticKind, Package};
-use crate::spec::{self, Key, MAX_DURATION_MONTHS, Oaid, OaidError, Spec, Tier};
+use crate::spec::{self, Key, MAX_DURATION_MONTHS, Oaid, OaidError, Spec, Tier, show_end};
 
 mod kinds;
 pub use kinds::check_together as check_prices_and_policies;
@@ -137,10 +137,10 @@ pub fn check_together(
     // packages of one OA are adjacent and sorted by start date.
     for packages in unique.chunk_by(|a, b| a.1.spec.oaid == b.1.spec.oaid) {
         for (i, (_, earlier)) in packages.iter().enumerate() {
-            let end = earlier.spec.end();
+            // Sorted by start: the later ones that overlap come first.
             for (later_key, later) in packages[i + 1..]
                 .iter()
-                .take_while(|(_, p)| p.spec.start <= end)
+                .take_while(|(_, p)| earlier.spec.overlaps(&p.spec))
             {
                 let (a, b) = (&earlier.spec, &later.spec);
                 let diagnostic = if a.tier == b.tier {
@@ -150,10 +150,10 @@ pub fn check_together(
                         a.oaid,
                         a.tier,
                         a.start,
-                        a.end(),
+                        show_end(a.end()),
                         b.start,
-                        b.end(),
-                        next_day(a.end()),
+                        show_end(b.end()),
+                        show_end(a.end().and_then(|end| end.tomorrow().ok())),
                     );
                     Diagnostic::with_related(
                         &later.source,
@@ -170,7 +170,7 @@ pub fn check_together(
                         b.start,
                         a.tier,
                         a.start,
-                        a.end(),
+                        show_end(a.end()),
                     );
                     Diagnostic::with_related(
                         &later.source,
@@ -193,8 +193,13 @@ pub fn check_together(
     (by_key, errors, warnings)
 }
 
-fn next_day(date: Date) -> Date {
-    date.tomorrow().unwrap_or(date)
+/// The error for a package or policy whose period would end after
+/// 9999-12-31, the last date oapkg can write.
+pub(super) fn past_the_calendar(what: &str, start: jiff::civil::Date, months: u8) -> String {
+    format!(
+        "{what} starting {start} for {months} month(s) would end after 9999-12-31, the last date oapkg can record; \
+         expected a period that ends by 9999-12-31 (start earlier or shorten it)"
+    )
 }
 
 /// The YAML parser's settings for manifests.
@@ -470,6 +475,16 @@ impl Checker<'_> {
             start: start?,
             duration_months: duration?,
         };
+        if spec.end().is_none() {
+            // Never a saturated end date (an end before the start, no
+            // overlap guard): the period must fit the calendar.
+            let at = raw.start.as_ref().map_or(at, |f| f.referenced);
+            self.error(
+                at,
+                past_the_calendar("package", spec.start, spec.duration_months),
+            );
+            return None;
+        }
         let source = super::source_at(self.file, at);
         if spec.start < self.today {
             let at = raw.start.as_ref().map_or(at, |f| f.referenced);

@@ -47,6 +47,9 @@ pub enum InputsError {
     Manifests(#[from] ManifestError),
     #[error(transparent)]
     State(#[from] StateError),
+    /// The plan's total cost does not fit in a `u64`.
+    #[error("the plan cannot be priced")]
+    Cost(#[source] crate::prices::CostOverflow),
 }
 
 /// Loads manifests and state and diffs them: the plan `plan` shows and
@@ -55,6 +58,7 @@ pub fn make_plan(files: &[PathBuf], store: &Store, today: Date) -> Result<Plan, 
     let inputs = read_inputs(files, store, today);
     let (manifests, loaded) = (inputs.manifests?, inputs.state?);
     let plan = plan::inputs::make(&manifests, &loaded, today);
+    plan.check_cost().map_err(InputsError::Cost)?;
     // A large desired set and state take tens of milliseconds to free; the
     // plan no longer needs them, so free them beside the rendering.
     std::thread::spawn(move || drop((manifests, loaded)));

@@ -144,11 +144,15 @@ pub fn plan_to_apply(
     }
     let mut plan = saved.to_plan();
     let current = plan::inputs::make(&manifests, &loaded, today);
+    current.check_cost().map_err(InputsError::Cost)?;
     let differences = rederive(&plan, &current);
     if !differences.is_empty() {
         return Err(stale(StalePlan { moved: differences }));
     }
     plan.warnings = current.warnings;
+    // The file's own date is never trusted: what apply shows and checks is
+    // dated by apply's clock.
+    plan.today = today;
     Ok(plan)
 }
 

@@ -24,7 +24,7 @@ use std::fmt;
 use jiff::civil::Date;
 
 use crate::manifest::Source;
-use crate::spec::Key;
+use crate::spec::{Key, show_end};
 use crate::state::{Record, Status};
 use crate::text::escape_controls;
 
@@ -38,7 +38,7 @@ pub enum RmGuard {
     Unconfirmed,
     /// Its period runs until this day (inclusive): it guards its OA
     /// against overlapping purchases and proves those days are paid.
-    PeriodNotEnded(Date),
+    PeriodNotEnded(Option<Date>),
 }
 
 impl RmGuard {
@@ -53,8 +53,9 @@ impl RmGuard {
                  (found on the eSMS portal) or `oapkg apply --retry-unconfirmed` (not found)"
             ),
             RmGuard::PeriodNotEnded(end) => format!(
-                "its period has not ended (it runs to {end}): the record is the evidence those days \
-                 are paid and guards its OA against buying them again"
+                "its period has not ended (it runs to {}): the record is the evidence those days \
+                 are paid and guards its OA against buying them again",
+                show_end(*end)
             ),
         }
     }
@@ -71,8 +72,9 @@ impl RmGuard {
                     .to_owned()
             }
             RmGuard::PeriodNotEnded(end) => format!(
-                "its period runs to {end}: a package of this OA and tier over those months is no \
-                 longer refused without --allow-overlap"
+                "its period runs to {}: a package of this OA and tier over those months is no \
+                 longer refused without --allow-overlap",
+                show_end(*end)
             ),
         }
     }
@@ -88,7 +90,7 @@ pub fn rm_guards(record: &Record, declared: Option<&Source>, today: Date) -> Vec
     if record.status == Status::Unconfirmed {
         guards.push(RmGuard::Unconfirmed);
     }
-    if !record.spec.has_ended(today) {
+    if !record.spec.ended_before(today) {
         guards.push(RmGuard::PeriodNotEnded(record.spec.end()));
     }
     guards
@@ -260,9 +262,9 @@ mod tests {
     fn a_period_ends_after_its_last_day_not_on_it() {
         // 2026-01-01 for one month: its last day is 2026-01-31.
         let spec = record("2026-01-01", 1, Status::Submitted).spec;
-        assert!(!spec.has_ended(day("2025-12-01")), "not started");
-        assert!(!spec.has_ended(day("2026-01-31")), "its last day");
-        assert!(spec.has_ended(day("2026-02-01")));
+        assert!(!spec.ended_before(day("2025-12-01")), "not started");
+        assert!(!spec.ended_before(day("2026-01-31")), "its last day");
+        assert!(spec.ended_before(day("2026-02-01")));
     }
 
     #[test]
@@ -275,7 +277,7 @@ mod tests {
             [
                 RmGuard::Declared(source()),
                 RmGuard::Unconfirmed,
-                RmGuard::PeriodNotEnded(day("2027-10-31")),
+                RmGuard::PeriodNotEnded(Some(day("2027-10-31"))),
             ]
         );
         // The last day still guards.
@@ -283,7 +285,7 @@ mod tests {
             rm_guards(&running, None, day("2027-10-31")),
             [
                 RmGuard::Unconfirmed,
-                RmGuard::PeriodNotEnded(day("2027-10-31"))
+                RmGuard::PeriodNotEnded(Some(day("2027-10-31")))
             ]
         );
         let key = Key::parse("1@2026-11-01").unwrap();
@@ -293,7 +295,7 @@ mod tests {
                 .contains("state confirm 1@2026-11-01")
         );
         assert!(
-            RmGuard::PeriodNotEnded(day("2027-10-31"))
+            RmGuard::PeriodNotEnded(Some(day("2027-10-31")))
                 .forced()
                 .contains("--allow-overlap")
         );

@@ -106,7 +106,7 @@ pub fn starts_before_today_applies(action: Action) -> bool {
 /// bought. The end date is the last day covered, so a package ending today
 /// is still bought.
 pub fn action_for(desired: Option<&Package>, recorded: Option<&Record>, today: Date) -> Action {
-    let ended = |package: &Package| package.spec.has_ended(today);
+    let ended = |package: &Package| package.spec.ended_before(today);
     match (desired, recorded) {
         // An unknown outcome is resolved first, whatever the manifests say now:
         // the package may exist, so neither a purchase nor a replace is safe.
@@ -130,11 +130,10 @@ fn recorded_overlapping<'a>(
 ) -> impl Iterator<Item = (&'a Key, &'a Record)> {
     let first = Key::new(&spec.oaid, Date::new(1, 1, 1).unwrap_or(Date::MIN));
     let last = Key::new(&spec.oaid, Date::MAX);
-    let end = spec.end();
     recorded
         .range(first..=last)
         .filter(move |(_, r)| r.spec.oaid == spec.oaid)
-        .filter(move |(_, r)| r.spec.start <= end && spec.start <= r.spec.end())
+        .filter(move |(_, r)| r.spec.overlaps(spec))
 }
 
 fn upgrade_warning(key: &Key, package: &Package, other: &Key, other_spec: &Spec) -> Warning {
@@ -151,7 +150,7 @@ fn upgrade_warning(key: &Key, package: &Package, other: &Key, other_spec: &Spec)
             other_spec.tier,
             other,
             other_spec.start,
-            other_spec.end(),
+            crate::spec::show_end(other_spec.end()),
         ),
     }
 }
@@ -361,7 +360,7 @@ mod tests {
     fn a_package_ending_before_today_is_expired_and_one_ending_today_is_bought() {
         // 2026-11-30 + 1 month = 2026-12-30, so it ends 2026-12-29.
         let p = package("1", date(2026, 11, 30), Tier::Trial, 1);
-        assert_eq!(p.spec.end(), date(2026, 12, 29));
+        assert_eq!(p.spec.end(), Some(date(2026, 12, 29)));
         let on = |today| {
             diff(
                 &set(std::slice::from_ref(&p)),

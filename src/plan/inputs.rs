@@ -89,7 +89,7 @@ pub fn validate_warnings(
                 expired.message = format!(
                     "package {key} ended on {}, before today ({today}): it is never bought \
                      (`expired`); remove it, or give it a period that is not over",
-                    spec.end()
+                    crate::spec::show_end(spec.end())
                 );
                 expired
             })

@@ -419,18 +419,21 @@ impl Plan {
     }
 
     /// What buying `change` costs with the plan's price list: `None`
-    /// without one, or for a change that buys nothing as planned (only a
-    /// `purchase` or `replace` is a purchase request the plan lists).
+    /// without one, for a change that buys nothing as planned (only a
+    /// `purchase` or `replace` is a purchase request the plan lists), or
+    /// when the cost does not fit in a `u64` ([`Plan::total_cost`] is then
+    /// the error).
     pub fn cost(&self, change: &Change) -> Option<crate::prices::Money> {
         let prices = self.prices.as_ref()?;
         let buys = matches!(change.action, Action::Purchase | Action::Replace);
-        buys.then(|| change.desired.as_ref().map(|p| prices.cost(&p.spec)))
+        buys.then(|| change.desired.as_ref().and_then(|p| prices.cost(&p.spec)))
             .flatten()
     }
 
     /// The plan's total cost: every `purchase` and `replace`. `None`
-    /// without a price list.
-    pub fn total_cost(&self) -> Option<crate::prices::Money> {
+    /// without a price list; the error when it does not fit in a `u64`
+    /// (never a saturated amount).
+    pub fn total_cost(&self) -> Option<Result<crate::prices::Money, crate::prices::CostOverflow>> {
         let prices = self.prices.as_ref()?;
         let specs = self
             .listed_changes()
@@ -438,6 +441,13 @@ impl Plan {
             .filter(|c| matches!(c.action, Action::Purchase | Action::Replace))
             .filter_map(|c| c.desired.as_ref().map(|p| &p.spec));
         Some(prices.total(specs))
+    }
+
+    /// `Err` when the plan's total cost does not fit in a `u64`: `plan`
+    /// and `apply` refuse such a plan (exit 1) instead of showing or
+    /// checking a wrapped or saturated amount.
+    pub fn check_cost(&self) -> Result<(), crate::prices::CostOverflow> {
+        self.total_cost().transpose().map(drop)
     }
 
     /// Whether `change` comes from a coverage policy (`origin: policy`).

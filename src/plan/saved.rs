@@ -467,8 +467,9 @@ pub enum Moved {
         planned: Option<Action>,
         current: Option<Action>,
     },
-    /// A package the plan buys has started since the plan was made: its
-    /// start was today or later then, and is before today now.
+    /// A package the plan buys starts before today (apply's clock). The
+    /// plan file's own `today` is not trusted to say it had started
+    /// already when the plan was reviewed.
     Started { key: Key, start: Date, today: Date },
     /// The count of unchanged packages differs from planning again.
     Unchanged { planned: usize, current: usize },
@@ -507,9 +508,12 @@ fn same_change(a: Option<&Change>, b: Option<&Change>) -> bool {
 /// time has moved past buys nothing. Empty when they agree.
 ///
 /// Changes are compared whole (action, declared package, record seen). A
-/// package the plan buys that starts before today now, but did not when the
-/// plan was made, is a difference too: its reviewer never saw that warning.
-/// Pure: `current.today` is the date of the apply.
+/// package the plan buys that starts before today now is a difference too:
+/// the saved plan's own `today` is never trusted (a forged one, checksum
+/// recomputed, would otherwise say it had started already when the plan
+/// was made), so a saved plan never buys a package that has started.
+/// Pure: `current.today` is the date of the apply (apply's clock), the
+/// only date this reads.
 pub fn rederive(saved: &Plan, current: &Plan) -> Vec<Moved> {
     let mut moved = Vec::new();
     let by_key = |plan: &'_ Plan| -> std::collections::BTreeMap<Key, Change> {
@@ -534,7 +538,7 @@ pub fn rederive(saved: &Plan, current: &Plan) -> Vec<Moved> {
         let buys = matches!(change.action, Action::Purchase | Action::Replace);
         if let (true, Some(package)) = (buys, &change.desired) {
             let start = package.spec.start;
-            if start < current.today && start >= saved.today {
+            if start < current.today {
                 moved.push(Moved::Started {
                     key: change.key.clone(),
                     start,
@@ -623,7 +627,8 @@ impl fmt::Display for Moved {
             }
             Moved::Started { key, start, today } => write!(
                 f,
-                "{key} starts on {start}, before today ({today}); it had not started when the plan was made"
+                "{key} starts on {start}, before today ({today}): a saved plan never buys a package that has started \
+                 (the plan file's own date is not trusted); run `oapkg apply` without a plan file to buy it anyway"
             ),
             Moved::Unchanged { planned, current } => write!(
                 f,
@@ -701,7 +706,20 @@ mod tests {
         );
         assert_eq!(again.labels, plan.labels);
         assert_eq!(again.needs(), plan.needs());
-        assert!(rederive(&again, &plan).is_empty());
+        // The same changes; only the purchase that starts before today is
+        // refused, whatever the file's own date says (it is not trusted).
+        let moved = rederive(&again, &plan);
+        assert!(
+            !moved.is_empty() && moved.iter().all(|m| matches!(m, Moved::Started { .. })),
+            "{moved:?}"
+        );
+        let mut later = again.clone();
+        later.today = plan.today.tomorrow().unwrap();
+        assert_eq!(
+            rederive(&later, &plan),
+            moved,
+            "the file's today changes nothing"
+        );
         // A file whose overlaps were dropped (checksum recomputed) would
         // slip past the --allow-overlap guard: planning again refuses it.
         let mut edited = again.clone();
@@ -715,7 +733,11 @@ mod tests {
                 .all(|n| *n != crate::plan::Need::AllowOverlap)
         );
         let moved = rederive(&edited, &plan);
-        assert_eq!(moved.len(), 1, "{moved:?}");
+        let changed: Vec<_> = moved
+            .iter()
+            .filter(|m| !matches!(m, Moved::Started { .. }))
+            .collect();
+        assert_eq!(changed.len(), 1, "{moved:?}");
         // A plan without overlaps or labels writes neither key, so files of
         // plans without them keep their bytes.
         let plain = SavedPlan::from_plan(&fixtures::mixed()).encode();

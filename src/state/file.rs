@@ -597,6 +597,13 @@ fn check_record(path: &Path, key: &Key, record: &Record) -> Result<(), StateErro
             "duration_months {} is outside 1..={MAX_DURATION_MONTHS}",
             record.spec.duration_months
         )
+    } else if record.spec.end().is_none() {
+        // No end date is ever saturated: a period past the calendar has no
+        // end oapkg can compare (for overlaps, expiry) or show.
+        format!(
+            "its period ({} for {} months) would end after 9999-12-31, the last date oapkg can record",
+            record.spec.start, record.spec.duration_months
+        )
     } else {
         return Ok(());
     };

@@ -223,3 +223,60 @@ fn apply_format_json_says_what_was_spent() {
     );
     assert_eq!(document["summary"]["purchased"], 2);
 }
+
+#[test]
+fn a_total_cost_that_does_not_fit_is_an_error_never_saturated() {
+    // Each package fits (u64::MAX / 12 a month × 12 months); two do not.
+    let huge = u64::MAX / 12;
+    let env = Env::with_state();
+    env.file(
+        "oapkg.yaml",
+        format!(
+            "apiVersion: oapkg/v1
+kind: PriceList
+currency: VND
+monthly:
+  trial: 1
+  advanced: 1
+  premium: {huge}
+---
+{PACKAGES}  - oaid: \"5520017735810466321\"
+    tier: premium
+    start: 2027-01-01
+    duration: 12
+"
+        ),
+    );
+    let refused = |run: &crate::support::Run| {
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        // Only the error names u64::MAX; no total, cost or spend shows it.
+        let shown = format!("{}{}", run.stdout, run.stderr)
+            .matches("18,446,744,073,709,551,615")
+            .count();
+        assert!(
+            shown <= 1 && !run.stdout.contains("Total cost: 18"),
+            "a saturated amount was shown:\n{}\n{}",
+            run.stdout,
+            run.stderr
+        );
+    };
+    let plan = env.run(&["plan"]);
+    plan.code(1)
+        .stderr_has("the plan cannot be priced")
+        .stderr_has(
+            "the cost does not fit in a 64-bit amount (more than 18,446,744,073,709,551,615 VND): \
+         check the monthly prices of the price list at oapkg.yaml:1:1",
+        );
+    refused(&plan);
+    let sim = start(account(u64::MAX));
+    for extra in [&[][..], &["--max-spend", "1000"][..]] {
+        let run = apply(&env, &sim, extra);
+        run.code(1).stderr_has("does not fit in a 64-bit amount");
+        refused(&run);
+    }
+    assert!(
+        sim.requests().is_empty(),
+        "nothing sent, not even the pre-flight"
+    );
+    assert!(recorded(&env).is_empty());
+}

@@ -154,8 +154,10 @@ fn rich_recorded() -> impl Strategy<Value = BTreeMap<oapkg::spec::Key, Record>> 
     )
         .prop_filter_map("in range", |(s, ns)| jiff::Timestamp::new(s, ns).ok());
     let text = || proptest::option::of(any::<String>());
+    // A state holds only periods that end on the calendar (the rest are
+    // refused: `calendar_end` below).
     let record = (
-        spec_with_durations(1u8..=36),
+        spec_with_durations(1u8..=36).prop_filter("ends by 9999-12-31", |s| s.end().is_some()),
         0u8..3,
         text(),
         text(),
@@ -233,7 +235,7 @@ proptest! {
                 Action::Unconfirmed => prop_assert_eq!(recorded[&change.key].status, Status::Unconfirmed),
                 Action::Expired => {
                     let wanted = &desired.packages[&change.key];
-                    prop_assert!(wanted.spec.end() < today());
+                    prop_assert!(wanted.spec.ended_before(today()));
                     if let Some(record) = recorded.get(&change.key) {
                         prop_assert_ne!(&record.spec_hash, &wanted.spec.hash());
                         prop_assert_ne!(record.status, Status::Unconfirmed);
@@ -448,5 +450,128 @@ proptest! {
             .filter(|name| name.ends_with(".tmp") || name.ends_with(".journal"))
             .collect();
         prop_assert!(left.is_empty(), "left behind: {:?}", left);
+    }
+}
+
+/// Manifests of packages that start in the calendar's last years, with any
+/// duration a manifest allows, through the validator and the plan: no
+/// panic; a package whose period would end after 9999-12-31 is a
+/// validation error at its `start`; every other is planned with an end on
+/// or after its start, and one of them starting inside another's months
+/// (same OA, same tier) is an overlap error.
+mod calendar_end {
+    use jiff::civil::{Date, date};
+    use oapkg::manifest::validate::{self, Origin};
+    use oapkg::spec::end_date;
+    use proptest::prelude::*;
+
+    const TODAY: Date = date(2026, 11, 26);
+
+    fn start() -> impl Strategy<Value = Date> {
+        (9995i16..=9999, 1i8..=12, 1i8..=31)
+            .prop_filter_map("a real date", |(y, m, d)| Date::new(y, m, d).ok())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn periods_past_the_calendar_are_validation_errors(
+            packages in proptest::collection::vec((start(), 1u8..=36), 1..6),
+        ) {
+            let mut text = String::from("apiVersion: oapkg/v1\nkind: PackageSet\npackages:\n");
+            let mut lines = Vec::new();
+            for (i, (start, months)) in packages.iter().enumerate() {
+                // One OA per package: only the calendar is under test here.
+                lines.push(4 + 4 * i + 2);
+                text.push_str(&format!(
+                    "  - oaid: \"{}\"\n    tier: premium\n    start: {start}\n    duration: {months}\n",
+                    9000 + i
+                ));
+            }
+            let outcome = validate::check_file("m.yaml", &text, Origin::Named, TODAY);
+            let mut expected_errors = Vec::new();
+            for ((start, months), line) in packages.iter().zip(&lines) {
+                match end_date(*start, *months) {
+                    None => expected_errors.push(*line),
+                    Some(end) => prop_assert!(end >= *start, "{start} + {months}: {end}"),
+                }
+            }
+            let got: Vec<usize> = outcome
+                .errors
+                .iter()
+                .map(|e| {
+                    prop_assert!(
+                        e.message.contains("would end after 9999-12-31")
+                            && e.message.contains("expected a period that ends by 9999-12-31"),
+                        "{}", e.message
+                    );
+                    prop_assert_eq!(e.source.column, 12, "at the start value");
+                    Ok(e.source.line as usize)
+                })
+                .collect::<Result<_, TestCaseError>>()?;
+            // Every one of them, together.
+            prop_assert_eq!(got, expected_errors, "{}", text);
+            for package in &outcome.packages {
+                let end = package.spec.end();
+                prop_assert!(end.is_some_and(|end| end >= package.spec.start));
+            }
+        }
+    }
+
+    /// Through the binary: every period past the calendar (packages and a
+    /// policy's first package) is an error naming file, line and column,
+    /// all reported together with exit 1; and two packages of one OA and
+    /// tier whose months end exactly on 9999-12-31 are an overlap error
+    /// (with a saturated end date the later one had none).
+    #[test]
+    fn validate_names_every_period_past_the_calendar_and_keeps_the_overlap_guard() {
+        let env = crate::support::Env::new();
+        env.file(
+            "oapkg.yaml",
+            "apiVersion: oapkg/v1
+kind: PackageSet
+packages:
+  - oaid: \"9001\"
+    tier: premium
+    start: 9999-01-01
+    duration: 12
+  - oaid: \"9001\"
+    tier: premium
+    start: 9999-12-31
+    duration: 1
+  - oaid: \"9001\"
+    tier: premium
+    start: 9999-12-01
+    duration: 1
+  - oaid: \"9002\"
+    tier: trial
+    start: 9999-06-01
+    duration: 12
+---
+apiVersion: oapkg/v1
+kind: CoveragePolicy
+policies:
+  - oaid: \"9003\"
+    tier: premium
+    months: 3
+    renew_before_days: 30
+    first_start: 9999-11-01
+",
+        );
+        let run = env.run(&["validate"]);
+        run.code(1)
+            .stderr_has(
+                "oapkg.yaml:10:12: package starting 9999-12-31 for 1 month(s) would end after 9999-12-31",
+            )
+            .stderr_has(
+                "oapkg.yaml:18:12: package starting 9999-06-01 for 12 month(s) would end after 9999-12-31",
+            )
+            .stderr_has(
+                "oapkg.yaml:28:18: policy's first package starting 9999-11-01 for 3 month(s) would end after 9999-12-31",
+            )
+            .stderr_has("overlap: 9999-01-01 to 9999-12-31 and 9999-12-01 to 9999-12-31");
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        env.run(&["plan"]).code(1);
     }
 }

@@ -127,3 +127,51 @@ fn show_prints_a_saved_plan_as_plan_printed_it() {
         .code(1)
         .stderr_has("cannot read plan file missing.plan");
 }
+
+#[test]
+fn a_saved_plan_with_a_forged_today_buys_nothing_that_has_started_or_ended() {
+    let env = Env::with_state().today("2026-11-26");
+    let starts = Pkg::new("4097311281936189049", "2026-12-01", "premium", 12);
+    // One month from 2026-12-10: ends 2027-01-09.
+    let short = Pkg::new("745830328927467685", "2026-12-10", "advanced", 1);
+    let both = [starts.clone(), short.clone()];
+    write_manifest(&env, &both);
+    let sim = start(account(&both));
+    env.run(&["plan", "--out", "p.plan"]).code(0);
+
+    // The file claims it was made on 2026-12-04, after the first package
+    // started (so "it had started already when reviewed"), its checksum
+    // recomputed the way `plan --out` writes it.
+    let forge = |today: &str| {
+        let path = env.path("p.plan");
+        let mut saved = plan_file::read(&path).unwrap();
+        saved.today = today.parse().unwrap();
+        plan_file::write(&saved, &path).unwrap();
+        let read = plan_file::read(&path).expect("the forged file is well formed");
+        assert_eq!(read.today.to_string(), today);
+    };
+    forge("2026-12-04");
+    apply_on(&env, &sim.control(), "p.plan", "2026-12-05")
+        .code(1)
+        .stderr_has("plan file p.plan cannot be applied")
+        .stderr_has(
+            "4097311281936189049@2026-12-01 starts on 2026-12-01, before today (2026-12-05): \
+             a saved plan never buys a package that has started",
+        );
+    assert!(sim.control().requests().is_empty(), "nothing was sent");
+
+    // Dated after the short package ended, applied later still: apply's
+    // own clock finds it expired.
+    env.run(&["plan", "--out", "p.plan"]).code(0);
+    forge("2027-03-01");
+    apply_on(&env, &sim.control(), "p.plan", "2027-03-02")
+        .code(1)
+        .stderr_has("stale plan")
+        .stderr_has("745830328927467685@2026-12-10 as saved (saved `purchase`, now `expired`)");
+    assert!(sim.control().requests().is_empty(), "nothing was sent");
+    assert!(sim.control().ledger().is_empty());
+    assert!(
+        crate::support::recorded(&env).is_empty(),
+        "nothing recorded"
+    );
+}

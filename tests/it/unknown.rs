@@ -316,3 +316,206 @@ fn watch_refuses_the_resend_flags() {
     help.code(0);
     assert!(!help.stdout.contains("--retry-un"), "{}", help.stdout);
 }
+
+/// A priced manifest of `pkgs` (the price list of `crate::costs`) and an
+/// account charging those prices, its duplicate detection off: every
+/// request eSMS processes is a charge in the ledger.
+fn priced_charging_every_request(env: &Env, pkgs: &[Pkg]) -> esms_sim::SimConfig {
+    let body: String = pkgs.iter().map(Pkg::yaml).collect();
+    env.file(
+        "oapkg.yaml",
+        format!(
+            "{}---\n{}",
+            crate::costs::PRICES,
+            crate::support::manifest(&body)
+        ),
+    );
+    account(pkgs)
+        .dedupe(false)
+        .balance(1_000_000_000)
+        .price_per_month(esms_sim::Package::Trial, 10_000)
+        .price_per_month(esms_sim::Package::Advanced, 59_000)
+        .price_per_month(esms_sim::Package::Premium, 399_000)
+}
+
+fn ledger_total(sim: &BlockingSimHandle) -> u64 {
+    sim.ledger().iter().map(|c| c.price).sum()
+}
+
+fn spent_line(run: &crate::support::Run) -> String {
+    run.stdout
+        .lines()
+        .find(|l| l.starts_with("Spent: "))
+        .unwrap_or_else(|| panic!("no spent line:\n{}", run.stdout))
+        .to_owned()
+}
+
+#[test]
+fn retry_unknown_resends_are_spent_and_a_100_after_them_is_possibly_charged_twice() {
+    // 12 months of advanced: 708,000 VND a request. 6 of premium: 2,394,000.
+    let struck = Pkg::new("7401", "2027-01-01", "advanced", 12);
+    let other = Pkg::new("7402", "2027-01-01", "premium", 6);
+    let both = [struck.clone(), other.clone()];
+    for format in ["text", "json"] {
+        let env = Env::with_state();
+        // Three HTTP 500s after the charge, then eSMS's own answer (100,
+        // charged again: duplicate detection off): four charges.
+        let sim = start(
+            priced_charging_every_request(&env, &both).fault(
+                FaultRule::for_oaid(
+                    &struck.oaid,
+                    Fault::ServerError {
+                        stage: Stage::AfterCommit,
+                    },
+                )
+                .times(3),
+            ),
+        );
+        let run = apply(
+            &env,
+            &sim,
+            &["--retry-unknown", "--parallelism", "1", "--format", format],
+        );
+        run.code(0);
+        assert_eq!(requests_for(&sim, &struck.key()), 4);
+        assert_eq!(
+            charges_for(&sim, &struck.key()),
+            4,
+            "the ledger: four charges"
+        );
+        assert_eq!(charges_for(&sim, &other.key()), 1);
+        let spent = 4 * 708_000 + 2_394_000;
+        assert_eq!(ledger_total(&sim), spent, "the account paid");
+        assert_eq!(status(&env, &struck.key()).as_deref(), Some("submitted"));
+        if format == "json" {
+            let document = run.json();
+            assert_eq!(
+                document["summary"]["cost"],
+                serde_json::json!({"amount": spent, "currency": "VND"}),
+                "{document}"
+            );
+            assert_eq!(document["summary"]["possibly_charged_twice"], 1);
+            assert_eq!(document["summary"]["purchased"], 2);
+            let results = document["results"].as_array().unwrap();
+            assert_eq!(results[0]["key"], struck.key().as_str());
+            assert_eq!(results[0]["possibly_charged_twice"], true);
+            assert_eq!(results[0]["charged_requests"], 4);
+            assert_eq!(results[0]["attempts"], 4);
+            assert_eq!(results[1]["possibly_charged_twice"], false);
+            assert_eq!(results[1]["charged_requests"], 1);
+            continue;
+        }
+        run.stdout_has(&format!(
+            "! purchase {}: submitted, ServicePreviewId ",
+        struck.key()
+        ))
+        .stdout_has("after 4 attempts; possibly charged twice — check the eSMS portal\n")
+        .stdout_has(&format!(
+            "\nPossibly charged twice: eSMS accepted (code 100) a resend of these while an earlier request for each may have charged already:\n  ! {}\n",
+            struck.key()
+        ))
+        .stdout_has(&format!("+ purchase {}: submitted", other.key()))
+        .stdout_has(
+            "Apply complete: 2 purchased, 0 failed, 0 unconfirmed, 1 possibly charged twice.\n",
+        );
+        // Every request that may have charged, priced: what the ledger says.
+        assert_eq!(spent_line(&run), "Spent: 5,226,000 VND.");
+        assert_eq!(spent, 5_226_000);
+    }
+}
+
+#[test]
+fn max_spend_stops_a_resend_that_may_charge_again() {
+    let pkg = Pkg::new("7501", "2027-01-01", "advanced", 12); // 708,000 a request
+    let env = Env::with_state();
+    // Every request charged, then an HTTP 500.
+    let sim = start(
+        priced_charging_every_request(&env, std::slice::from_ref(&pkg)).fault(FaultRule::for_oaid(
+            &pkg.oaid,
+            Fault::ServerError {
+                stage: Stage::AfterCommit,
+            },
+        )),
+    );
+    // Room for the planned request and one resend, not two.
+    let run = apply(&env, &sim, &["--retry-unknown", "--max-spend", "1416000"]);
+    run.code(1)
+        .stdout_has(&format!(
+            "? purchase {}: unconfirmed (no definite answer (HTTP 500 from the server",
+            pkg.key()
+        ))
+        .stdout_has(
+            "); not resent: this resend may charge again, and 1,416,000 spent or reserved so far \
+             plus its 708,000 would pass --max-spend 1,416,000) after 2 attempts\n",
+        )
+        .stdout_has("Apply complete: 0 purchased, 0 failed, 1 unconfirmed.\n");
+    assert_eq!(
+        requests_for(&sim, &pkg.key()),
+        2,
+        "the third request was not sent"
+    );
+    assert_eq!(charges_for(&sim, &pkg.key()), 2);
+    assert_eq!(ledger_total(&sim), 1_416_000, "no charge past --max-spend");
+    assert_eq!(spent_line(&run), "Spent: 1,416,000 VND.");
+    assert_eq!(status(&env, &pkg.key()).as_deref(), Some("unconfirmed"));
+
+    // With room for the planned request only, no resend goes out at all.
+    let env = Env::with_state();
+    let sim = start(
+        priced_charging_every_request(&env, std::slice::from_ref(&pkg)).fault(FaultRule::for_oaid(
+            &pkg.oaid,
+            Fault::ServerError {
+                stage: Stage::AfterCommit,
+            },
+        )),
+    );
+    let run = apply(&env, &sim, &["--retry-unknown", "--max-spend", "708000"]);
+    run.code(1).stdout_has("would pass --max-spend 708,000)\n");
+    assert_eq!(requests_for(&sim, &pkg.key()), 1);
+    assert_eq!(ledger_total(&sim), 708_000);
+    assert_eq!(spent_line(&run), "Spent: 708,000 VND.");
+}
+
+#[test]
+fn a_100_to_a_resent_unconfirmed_package_is_possibly_charged_twice() {
+    let pkg = Pkg::new("7601", "2027-01-01", "trial", 1); // 10,000 a request
+    let env = Env::with_state();
+    let sim = start(
+        priced_charging_every_request(&env, std::slice::from_ref(&pkg)).fault(
+            FaultRule::for_oaid(
+                &pkg.oaid,
+                Fault::DropConnection {
+                    stage: Stage::AfterCommit,
+                },
+            )
+            .times(1),
+        ),
+    );
+    let first = apply(&env, &sim, &[]);
+    first.code(1);
+    // The unknown outcome may have charged: it is spent.
+    assert_eq!(spent_line(&first), "Spent: 10,000 VND.");
+    assert_eq!(status(&env, &pkg.key()).as_deref(), Some("unconfirmed"));
+
+    // A person resends it without checking the portal; eSMS (no duplicate
+    // detection here) charges again and answers 100.
+    let resent = apply(&env, &sim, &["--retry-unconfirmed"]);
+    resent
+        .code(0)
+        .stdout_has(&format!(
+            "! unconfirmed {}: submitted, ServicePreviewId ",
+            pkg.key()
+        ))
+        .stdout_has("(code 100: ")
+        .stdout_has("; possibly charged twice — check the eSMS portal\n")
+        .stdout_has(
+            "Apply complete: 1 purchased, 0 failed, 0 unconfirmed, 1 possibly charged twice.\n",
+        );
+    assert_eq!(spent_line(&resent), "Spent: 10,000 VND.");
+    assert_eq!(
+        charges_for(&sim, &pkg.key()),
+        2,
+        "the ledger: charged twice"
+    );
+    assert_eq!(status(&env, &pkg.key()).as_deref(), Some("submitted"));
+}

@@ -182,6 +182,17 @@ impl Checker<'_> {
             }
         };
         let first_start = raw.first_start.as_ref().and_then(|f| self.start(f));
+        // The first renewal starts on `first_start`: it must end on the
+        // calendar (later renewals near 9999 are not bought, never given a
+        // saturated end).
+        if let (Some(start), Some(months), Some(field)) = (first_start, months, &raw.first_start)
+            && crate::spec::end_date(start, months).is_none()
+        {
+            self.error(
+                field.referenced,
+                super::past_the_calendar("policy's first package", start, months),
+            );
+        }
         let name = raw.name.as_ref().and_then(|f| self.name(f));
         if self.out.errors.len() != errors_before {
             return None;

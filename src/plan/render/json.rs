@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::schema::{DateSchema, HashSchema, KeySchema, NeedSchema, TimestampSchema};
 
 use crate::plan::{Action, Change, LabelChange, Need, Plan, Summary, Warning};
-use crate::spec::{Key, SpecHash, Tier};
+use crate::spec::{Key, Spec, SpecHash, Tier};
 use crate::state::{Record, StateId, Status};
 
 /// The version of the JSON plan document.
@@ -208,8 +208,11 @@ pub struct JsonBefore {
     #[schemars(with = "DateSchema")]
     pub start: Date,
     pub duration_months: u8,
+    // Always a date: a period past 9999-12-31 is refused by validation and
+    // by every state load, so no plan holds one (the schema, part of the
+    // format's contract, stays as it was).
     #[schemars(with = "DateSchema")]
-    pub end: Date,
+    pub end: Option<Date>,
     #[schemars(with = "HashSchema")]
     pub spec_hash: SpecHash,
     pub status: Status,
@@ -243,7 +246,9 @@ impl<C> JsonPlan<C> {
             warnings: plan.warnings.iter().map(JsonWarning::from).collect(),
             needs: plan.needs(),
             summary: JsonSummary {
-                cost: plan.total_cost().map(Cost::from),
+                // A total that does not fit is `null`, never a wrapped
+                // amount (`plan` refuses such a plan before rendering it).
+                cost: plan.total_cost().and_then(Result::ok).map(Cost::from),
                 ..plan.summary().into()
             },
             labels: plan.labels.clone(),
@@ -283,7 +288,7 @@ impl JsonChange {
             tier: spec.map(|s| s.tier),
             start: spec.map(|s| s.start),
             duration_months: spec.map(|s| s.duration_months),
-            end: spec.map(|s| s.end()),
+            end: spec.and_then(Spec::end),
             before: change.before.as_ref().map(JsonBefore::from_record),
             origin: if plan.is_from_policy(change) {
                 Origin::Policy

@@ -209,7 +209,7 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
         let ended = orphans.iter().any(|c| {
             c.before
                 .as_ref()
-                .is_some_and(|r| r.spec.has_ended(plan.today))
+                .is_some_and(|r| r.spec.ended_before(plan.today))
         });
         let intro = format!(
             "Recorded in the state but no longer declared: nothing is bought and the records \
@@ -315,11 +315,13 @@ fn timeline(plan: &Plan) -> Option<String> {
                         Action::Unchanged | Action::Expired => return None,
                     };
                     let spec = c.spec()?;
+                    // A period past the calendar (which no valid input
+                    // holds) has no bar to draw.
                     Some(Task {
                         name: format!("{} ({})", spec.tier, c.action),
                         tag,
                         from: spec.start,
-                        to: spec.end(),
+                        to: spec.end()?,
                     })
                 })
                 .collect();
@@ -563,7 +565,7 @@ fn changes_row(plan: &Plan, change: &Change) -> String {
             name_cell(change),
             arrow(shown.tier, |t| t.to_string()),
             arrow(shown.start, |d| d.to_string()),
-            arrow(shown.end, |d| d.to_string()),
+            arrow(shown.end, crate::spec::show_end),
             arrow(shown.duration_months, |m| m.to_string()),
         ),
         None => format!(
@@ -584,7 +586,7 @@ fn orphan_row(change: &Change) -> String {
                 name_cell(change),
                 spec.tier,
                 spec.start,
-                spec.end(),
+                crate::spec::show_end(spec.end()),
                 spec.duration_months,
                 status_name(record.status)
             )
@@ -605,7 +607,7 @@ fn expired_row(change: &Change) -> String {
             name_cell(change),
             spec.tier,
             spec.start,
-            spec.end(),
+            crate::spec::show_end(spec.end()),
             spec.duration_months,
             change
                 .before

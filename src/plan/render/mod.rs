@@ -75,7 +75,8 @@ pub(crate) struct Shown<'a> {
     pub tier: Field<Tier>,
     pub start: Field<Date>,
     pub duration_months: Field<u8>,
-    pub end: Field<Date>,
+    /// `None`: past the calendar's end (never for a valid package).
+    pub end: Field<Option<Date>>,
 }
 
 impl<'a> Shown<'a> {

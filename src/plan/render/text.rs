@@ -114,11 +114,16 @@ pub fn text(plan: &Plan, options: &TextOptions) -> String {
 }
 
 /// `Total cost: 4,788,000 VND (2 packages).` when the plan has a price
-/// list and buys something; `None` otherwise.
+/// list and buys something; `None` otherwise. A total that does not fit
+/// in a `u64` is said so, never shown wrapped or saturated (`plan` and
+/// `apply` refuse such a plan before rendering it).
 pub fn total_cost_line(plan: &Plan) -> Option<String> {
     let total = plan.total_cost()?;
     let requests = plan.summary().requests();
-    (requests > 0).then(|| format!("Total cost: {total} ({}).", packages(requests)))
+    (requests > 0).then(|| match total {
+        Ok(total) => format!("Total cost: {total} ({}).", packages(requests)),
+        Err(error) => format!("Total cost: unknown ({}): {error}.", packages(requests)),
+    })
 }
 
 /// The comment lines a plan adds to a change's block: what to do with an
@@ -153,8 +158,8 @@ fn orphan_note(plan: &Plan, change: &Change) -> Option<String> {
         .as_ref()
         .filter(|_| change.action == Action::Orphan)?
         .spec;
-    let end = spec.end();
-    Some(if spec.has_ended(plan.today) {
+    let end = crate::spec::show_end(spec.end());
+    Some(if spec.ended_before(plan.today) {
         format!(
             "# (its period ended on {end}: `oapkg state rm {}` drops the record)",
             change.key
@@ -255,7 +260,7 @@ pub(crate) fn block(
             );
             field(
                 "end",
-                arrow(shown.end, |d| d.to_string()),
+                arrow(shown.end, crate::spec::show_end),
                 shown.end.changed(),
             );
         }
@@ -361,9 +366,9 @@ fn action_header(change: &Change) -> Vec<String> {
             "# {key} is no longer declared: nothing is bought, the record stays"
         )],
         Action::Expired => {
-            let end = change
-                .spec()
-                .map_or_else(String::new, |s| format!(" on {}", s.end()));
+            let end = change.spec().map_or_else(String::new, |s| {
+                format!(" on {}", crate::spec::show_end(s.end()))
+            });
             if change.before.is_some() {
                 vec![
                     format!("# {key}'s new spec ended{end}, before today: it is never bought"),

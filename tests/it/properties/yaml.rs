@@ -75,6 +75,7 @@ fn declared_set() -> impl Strategy<Value = Vec<Declared>> {
                 };
                 start = spec
                     .end()
+                    .expect("generated periods end in this century")
                     .checked_add(jiff::Span::new().days(1 + i64::from(gap)))
                     .unwrap();
                 out.push(Declared { spec, name });
