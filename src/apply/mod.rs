@@ -396,6 +396,10 @@ pub enum StopReason {
     /// The journal could not be written, so no further purchase could be
     /// recorded safely.
     Journal(Arc<StateError>),
+    /// This process no longer holds the state (its S3 lease was lost or
+    /// had too little time left; a local lock file left its path): it
+    /// sends nothing more ([`crate::state::Fence`]).
+    Fenced(Arc<StateError>),
 }
 
 impl fmt::Display for StopReason {
@@ -412,6 +416,7 @@ impl fmt::Display for StopReason {
                 Ok(())
             }
             StopReason::Cancelled => f.write_str("interrupted"),
+            StopReason::Fenced(error) => write!(f, "{error}"),
             StopReason::Journal(error) => {
                 write!(f, "the journal could not be written: {error}")?;
                 // The operating system's reason ("No space left on device"):
@@ -743,8 +748,15 @@ pub async fn apply(
         let store = store.clone();
         let command = options.command.clone();
         let timeout = options.lock_timeout;
+        let buys = !selection.jobs.is_empty();
         blocking(move || {
-            let (lock, loaded) = store.lock_and_load(&command, timeout)?;
+            // A run that will send checks the store first (on S3, that it
+            // enforces conditional writes: the fence stands on them).
+            let (lock, loaded) = if buys {
+                store.lock_to_buy(&command, timeout)?
+            } else {
+                store.lock_and_load(&command, timeout)?
+            };
             if !loaded.id.exists() {
                 return Err(StateError::Missing {
                     path: store.path().to_owned(),

@@ -52,7 +52,7 @@ pub mod store;
 pub use error::StateError;
 pub use journal::{Journal, JournalEntry, JournalOutcome};
 pub use location::{JournalWriter, Store, WriterLock};
-pub use lock::{LockHolder, StateLock, UnlockOutcome};
+pub use lock::{Fence, LockHolder, Proof, SendPermit, StateLock, UnlockOutcome};
 pub use store::{Loaded, StateStore};
 
 /// Where the state file lives when neither `--state` nor `OAPKG_STATE` says
