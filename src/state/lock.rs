@@ -557,4 +557,61 @@ mod tests {
             t.join().unwrap();
         }
     }
+
+    #[test]
+    fn a_lease_window_allows_sends_until_a_third_of_the_lease_is_left() {
+        let issued = Instant::now();
+        let wall = Timestamp::now();
+        let window = LeaseWindow {
+            issued,
+            wall,
+            lease: Duration::from_secs(60),
+        };
+        let at = |secs: u64| {
+            (
+                issued + Duration::from_secs(secs),
+                wall + jiff::SignedDuration::from_secs(secs as i64),
+            )
+        };
+        for (secs, allowed) in [(0, true), (39, true), (40, true), (41, false), (600, false)] {
+            let (now, wall_now) = at(secs);
+            assert_eq!(window.allows(now, wall_now), allowed, "{secs}s after");
+        }
+        assert_eq!(window.deadline(), Some(issued + Duration::from_secs(40)));
+        // Either clock running out refuses: the wall clock keeps counting
+        // while the machine sleeps, when the monotonic one may not.
+        let (now, _) = at(10);
+        let (_, slept) = at(45);
+        assert!(!window.allows(now, slept));
+        // A wall clock set back does not extend the window.
+        let (late, _) = at(41);
+        assert!(!window.allows(late, wall - jiff::SignedDuration::from_secs(30)));
+        // A clock before the write (cannot happen) allows, by both.
+        assert!(window.allows(issued, wall - jiff::SignedDuration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_local_lock_permits_sends_while_its_file_is_at_its_path() {
+        use super::super::{Fence, Proof, StateStore};
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        let store = StateStore::new(&path);
+        store.init("test", Duration::ZERO).unwrap();
+        let (lock, _) = store.lock_and_load("oapkg apply", Duration::ZERO).unwrap();
+        let journal = store.journal(&lock).unwrap();
+        for proof in [Proof::Recorded, Proof::Renewed] {
+            let permit = journal.permit(proof).unwrap();
+            assert_eq!(permit.deadline(), None, "an OS lock cannot run out");
+        }
+        // The state directory moved away: the lock file at the path is not
+        // the one held, so nothing more may be sent.
+        let moved = dir.path().join("state.old");
+        fs::rename(dir.path().join("state"), &moved).unwrap();
+        let refused = journal.permit(Proof::Recorded).unwrap_err();
+        assert!(refused.ends_the_lease(), "{refused}");
+        assert!(
+            refused.to_string().contains("nothing more is bought"),
+            "{refused}"
+        );
+    }
 }

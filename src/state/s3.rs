@@ -1744,6 +1744,24 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_names_the_serial_it_applies_on_top_of() {
+        let bytes = segment_bytes(&purchase_lines(1));
+        assert_eq!(segment_serial(&segment_name(7, 3, &bytes)), Some(7));
+        assert_eq!(
+            segment_serial(&segment_name(u64::MAX, 0, &bytes)),
+            Some(u64::MAX)
+        );
+        for other in [
+            "journal/7-000000-ab.jsonl",
+            "snapshots/00000000000000000007-ab.json",
+            "journal/0000000000000000000x-000000-ab.jsonl",
+            "journal/00000000000000000007-000000-ab.json",
+        ] {
+            assert_eq!(segment_serial(other), None, "{other}");
+        }
+    }
+
+    #[test]
     fn the_tail_is_due_for_sealing_by_lines_or_by_bytes() {
         let lines = purchase_lines(3);
         let at = SealAt {
