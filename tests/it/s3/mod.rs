@@ -5,6 +5,8 @@
 //! left by a killed holder, two machines racing, reading while a lease is
 //! held, migrating a state between a local file and S3.
 
+mod checked;
+mod fencing;
 pub mod server;
 
 use std::process::Stdio;
