@@ -244,7 +244,7 @@ pub enum StateError {
     /// left since the last write that renewed it (the process was paused,
     /// or the store was slow): another writer may soon take it over, so
     /// nothing more is sent in this run.
-    #[error("the lease on the state at {} ran out: {}s since this run last renewed it, and a request may go out only while a third of its {}s is left (was the process paused, or the store slow?); nothing more is bought in this run: what it recorded is in the state, and a package sent without a recorded answer shows as unconfirmed (check it on the eSMS portal, then `oapkg state confirm`)", .path.display(), .elapsed.as_secs(), .lease.as_secs_f64())]
+    #[error("the lease on the state at {} ran out: {:.1}s since this run last renewed it, and a request may go out only while a third of its {}s is left (was the process paused, or the store slow?); nothing more is bought in this run: what it recorded is in the state, and a package sent without a recorded answer shows as unconfirmed (check it on the eSMS portal, then `oapkg state confirm`)", .path.display(), .elapsed.as_secs_f64(), .lease.as_secs_f64())]
     LeaseRanOut {
         path: PathBuf,
         elapsed: std::time::Duration,

@@ -1208,10 +1208,12 @@ impl LeaseShared {
                 tokio::time::sleep(every).await;
                 let Some(shared) = weak.upgrade() else { return };
                 if let Err(error) = shared.update(|_| Ok(())).await {
-                    tracing::warn!(%error, "could not renew the lease on the state");
                     if shared.is_lost() {
+                        // The run says so where it stops sending.
+                        tracing::debug!(%error, "the lease was lost; no more renewals");
                         return;
                     }
+                    tracing::warn!(%error, "could not renew the lease on the state");
                 }
             }
         });
