@@ -333,8 +333,7 @@ async fn send(
                 // The lease may have been lost while this waited: a retry
                 // goes out only after a fresh write under it.
                 let renewing = fence.clone();
-                if let Err(error) = super::blocking(move || renewing.permit(Proof::Renewed)).await
-                {
+                if let Err(error) = super::blocking(move || renewing.permit(Proof::Renewed)).await {
                     fatal = Some(StopReason::Fenced(Arc::new(error)));
                     break decide::settle(&outcome, attempts.maybe_received.as_deref());
                 }

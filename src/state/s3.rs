@@ -26,7 +26,17 @@
 //! write of the head, against a head whose lease is ours; the store applies
 //! conditional writes to one key one at a time, so a writer whose lease was
 //! taken over has its next write refused and sends nothing more. A request
-//! is sent only after its intent's write succeeded.
+//! is sent only after its intent's write succeeded, and only while a third
+//! of the lease is left after the last write that succeeded (a retry writes
+//! the head afresh first): the [`Fence`] of [`S3Journal`], the argument in
+//! `docs/exactly-once.md` ("Fencing").
+//!
+//! The store is trusted to apply conditional writes only after it showed
+//! it does (`Inner::probe`): in `init`, in every process before its first
+//! purchase ([`S3Store::lock_to_buy`]) and before `state migrate` writes
+//! here. A `404` for the head is told apart from a missing bucket by
+//! listing the prefix. Segments are deleted once a fold no longer names
+//! them.
 //!
 //! The client retries a 5xx answer even on a conditional PUT, so a write
 //! that had succeeded can come back refused: after any refused or failed

@@ -62,7 +62,8 @@ fn every_buyer_refuses_a_store_that_drops_conditional_headers() {
     assert_eq!(failed["outcome"], "failed", "{failed}");
     let message = failed["message"].as_str().unwrap_or("");
     assert!(
-        message.contains("ignores the If-None-Match: * header") && message.contains("nothing was bought"),
+        message.contains("ignores the If-None-Match: * header")
+            && message.contains("nothing was bought"),
         "{failed}"
     );
     watch.terminate();

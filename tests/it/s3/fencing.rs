@@ -311,7 +311,9 @@ fn a_holder_that_lost_its_lease_never_sends_again_randomized() {
             holder.signal(libc::SIGCONT);
         }
         let a = holder.wait();
-        if std::env::var_os("SHOW_A").is_some() { eprintln!("--- {context}: A exit {}\n{}", a.code, a.stderr); }
+        if std::env::var_os("SHOW_A").is_some() {
+            eprintln!("--- {context}: A exit {}\n{}", a.code, a.stderr);
+        }
         let lost_lease = matches!(
             loss,
             Loss::StopThenTakeover | Loss::StopThenUnlock | Loss::UnlockRunning
@@ -353,7 +355,10 @@ fn a_holder_that_lost_its_lease_never_sends_again_randomized() {
             }
             let status = state.get(&p.key()).map(|r| r["status"].clone());
             if charges > 0
-                && !matches!(status.as_ref().and_then(|s| s.as_str()), Some("submitted" | "unconfirmed"))
+                && !matches!(
+                    status.as_ref().and_then(|s| s.as_str()),
+                    Some("submitted" | "unconfirmed")
+                )
             {
                 figures.unrecorded += 1;
             }
