@@ -2,7 +2,8 @@
 //! conditional writes, then used through one that drops the headers (a
 //! proxy, a gateway, another product), is refused by every command that
 //! would buy or copy it — with nothing bought, taken or written — and a
-//! bucket that does not exist is an error, never an empty state.
+//! bucket that does not exist is an error, never an empty state. And what a
+//! fold cleans up: journal segments of older serials.
 
 use std::time::Duration;
 
@@ -126,4 +127,37 @@ fn a_missing_bucket_is_an_error_and_a_missing_state_in_a_bucket_is_not() {
         .code(1)
         .stderr_has("oapkg init");
     assert_eq!(purchase_requests(&sim), 0);
+}
+
+/// A fold deletes the journal segments of older serials under the prefix,
+/// named by the head or not (one sealed by a holder whose head write never
+/// landed), and nothing else.
+#[test]
+fn a_fold_deletes_leftover_segments_of_older_serials_only() {
+    let Some(server) = S3Server::moto() else {
+        return;
+    };
+    let env = Env::with_state_on(&Backend::S3(&server));
+    let location = env.s3().unwrap().location.clone();
+    let prefix = location
+        .strip_prefix(&format!("s3://{}/", server.bucket))
+        .unwrap()
+        .to_owned();
+    let object = |name: &str| format!("/{}/{prefix}/journal/{name}", server.bucket);
+    let digest = "ab".repeat(32);
+    let orphan = format!("{:020}-000000-{digest}.jsonl", 0);
+    let newer = format!("{:020}-000000-{digest}.jsonl", 1);
+    for name in [&orphan, &newer, &"notes.txt".to_owned()] {
+        server.put(&object(name), b"not read\n");
+    }
+    // `state import` folds: serial 0 -> 1.
+    env.import("4097311281936189049", "premium", "2026-12-01", "12", &[])
+        .code(0);
+    let left = listing(&server, &format!("{prefix}/journal/"));
+    assert!(!left.contains(&orphan), "{left}");
+    assert!(
+        left.contains(&newer),
+        "a segment of the new serial is kept: {left}"
+    );
+    assert!(left.contains("notes.txt"), "{left}");
 }
