@@ -22,7 +22,9 @@
 //!   locked (same device and inode); if not, it lets go and starts over.
 //!
 //! This module owns the lock and the journal's in-process state that lives
-//! under it; it does not read or write the state file.
+//! under it, and the one rule, for both kinds of state, of whether a
+//! writer may still send a purchase request ([`Fence`], [`SendPermit`]);
+//! it does not read or write the state file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
