@@ -311,9 +311,6 @@ fn a_holder_that_lost_its_lease_never_sends_again_randomized() {
             holder.signal(libc::SIGCONT);
         }
         let a = holder.wait();
-        if std::env::var_os("SHOW_A").is_some() {
-            eprintln!("--- {context}: A exit {}\n{}", a.code, a.stderr);
-        }
         let lost_lease = matches!(
             loss,
             Loss::StopThenTakeover | Loss::StopThenUnlock | Loss::UnlockRunning
