@@ -6,9 +6,18 @@
 //! exactly-once guarantee:
 //!
 //! 1. its intent is appended to the journal and fsync'd; only then
-//! 2. is a request sent (and perhaps, after a backoff, another);
+//! 2. is a request sent (and perhaps, after a backoff, another), each one
+//!    only with the fence's leave ([`Fence::permit`]) asked immediately
+//!    before it: a retry first proves the lock again (on S3, a fresh
+//!    conditional write of the head under the lease);
 //! 3. the settled answer is appended and fsync'd; only then is the package
 //!    done (its `PurchaseDone` event, its place in the report).
+//!
+//! A holder that lost its lock (an S3 lease expired, broken or taken
+//! over, or too little of it left) sends nothing more: the refusal stops
+//! the run like a fatal code ([`StopReason::Fenced`]), said once, and
+//! every package it had sent keeps its intent, so that the next holder
+//! reads it as `unconfirmed` unless its answer could still be recorded.
 //!
 //! A process killed anywhere in there leaves the intent on disk without an
 //! outcome, which every later load reads as `unconfirmed`.
@@ -33,8 +42,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::decide::{self, Attempts, Budget, Charges, Job, Verdict};
 use super::{ApplyEvent, ApplyOptions, CancelSignal, PackageResult, StopReason};
-use crate::esms::Client;
-use crate::state::{JournalEntry, JournalOutcome, JournalWriter as Journal, StateError};
+use crate::esms::{Client, PurchaseOutcome};
+use crate::state::{
+    Fence, JournalEntry, JournalOutcome, JournalWriter as Journal, Proof, StateError,
+};
 
 /// Most entries written with one fsync.
 const MAX_BATCH: usize = 256;
@@ -118,8 +129,20 @@ pub(crate) async fn run(
     let (recorder, requests) = Recorder::new(journal);
     let budget = Mutex::new(budget);
     let budget = &budget;
+    let fence = journal
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .fence();
     let work = async move {
-        let execution = drive(jobs, client, &recorder, options, budget, on_event, cancel).await;
+        let sender = Sender {
+            client,
+            recorder: &recorder,
+            fence,
+            options,
+            budget,
+            on_event,
+        };
+        let execution = drive(jobs, &sender, cancel).await;
         // The last sender: the recorder ends once this is gone.
         drop(recorder);
         execution
@@ -128,15 +151,25 @@ pub(crate) async fn run(
     execution
 }
 
-async fn drive(
-    jobs: &[Job<'_>],
-    client: &Client,
-    recorder: &Recorder,
-    options: &ApplyOptions,
-    budget: &Mutex<Budget>,
-    on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
-    cancel: &CancelSignal,
-) -> Execution {
+/// What every package's [`send`] shares.
+struct Sender<'a> {
+    client: &'a Client,
+    recorder: &'a Recorder,
+    /// Asked before every request: may this holder still send?
+    fence: Arc<dyn Fence>,
+    options: &'a ApplyOptions,
+    /// Holds resends that may charge again to `--max-spend`.
+    budget: &'a Mutex<Budget>,
+    on_event: &'a (dyn Fn(ApplyEvent<'_>) + Sync),
+}
+
+async fn drive(jobs: &[Job<'_>], sender: &Sender<'_>, cancel: &CancelSignal) -> Execution {
+    let Sender {
+        recorder,
+        options,
+        on_event,
+        ..
+    } = *sender;
     let parallelism = options.parallelism.max(1);
     // Tells jobs to send nothing more (no first request, no retry).
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -148,16 +181,7 @@ async fn drive(
     let mut recording = FuturesUnordered::new();
     loop {
         while stopped.is_none() && sending.len() < parallelism && next < jobs.len() {
-            sending.push(send(
-                next,
-                &jobs[next],
-                client,
-                recorder,
-                options,
-                budget,
-                on_event,
-                stop_rx.clone(),
-            ));
+            sending.push(send(next, &jobs[next], sender, stop_rx.clone()));
             next += 1;
         }
         if sending.is_empty() && recording.is_empty() {
@@ -170,7 +194,7 @@ async fn drive(
                         action: jobs[index].change.action,
                         reason: "not sent: its intent could not be recorded".to_owned(),
                     });
-                    Some(StopReason::Journal(error))
+                    Some(journal_stop(error))
                 }
                 Sent::Settled { index, outcome, attempts, sent, fatal, unexpected_duplicate, charges } => {
                     journaled = true;
@@ -181,7 +205,7 @@ async fn drive(
             },
             Some(done) = recording.next() => {
                 results[done.index] = Some(done.result);
-                done.error.map(StopReason::Journal)
+                done.error.map(journal_stop)
             }
             () = cancel.cancelled(), if stopped.is_none() => Some(StopReason::Cancelled),
         };
@@ -212,21 +236,32 @@ async fn drive(
     }
 }
 
+/// Why the run stops after a journal write failed: the lock or lease was
+/// lost ([`StopReason::Fenced`]), or the journal itself failed.
+fn journal_stop(error: Arc<StateError>) -> StopReason {
+    if error.ends_the_lease() {
+        StopReason::Fenced(error)
+    } else {
+        StopReason::Journal(error)
+    }
+}
+
 /// One package's intent and attempts, up to its settled outcome.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one package's sending reads the run's shared parts; a struct for them would only rename them"
-)]
 async fn send(
     index: usize,
     job: &Job<'_>,
-    client: &Client,
-    recorder: &Recorder,
-    options: &ApplyOptions,
-    budget: &Mutex<Budget>,
-    on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
+    sender: &Sender<'_>,
     mut stop: watch::Receiver<bool>,
 ) -> Sent {
+    let Sender {
+        client,
+        recorder,
+        options,
+        budget,
+        on_event,
+        ..
+    } = *sender;
+    let fence = &sender.fence;
     let policy = &options.retry;
     let retry_unknown = options.retry_unknown;
     let change = job.change;
@@ -246,33 +281,35 @@ async fn send(
     let mut attempts = Attempts::for_job(job);
     let mut delays = policy.delays();
     let mut fatal = None;
-    let mut unexpected_duplicate;
+    let mut unexpected_duplicate = false;
     let mut twice = false;
+    // The answer before a retry, to settle on if the fence refuses it.
+    let mut previous: Option<PurchaseOutcome> = None;
     let mut outcome = loop {
         if attempts.count == 0 && *stop.borrow() {
-            // Stopped between the intent and the first request: nothing was
-            // sent, so the intent is voided (an earlier record is kept).
-            return Sent::Settled {
-                index,
-                outcome: JournalOutcome::Failed {
-                    result_code: None,
-                    result_message: "not sent: the run stopped first".to_owned(),
-                    // Not an attempt: nothing to remember for the next plan.
-                    at: None,
-                },
-                attempts: 0,
-                sent: false,
-                fatal: None,
-                unexpected_duplicate: false,
-                charges: Charges::default(),
-            };
+            return stopped_before_sending(index, None);
+        }
+        // Fencing: asked right before the request goes out, and again
+        // after the event (a caller's event may block, on a full pipe).
+        let permit = fence.permit(Proof::Recorded).and_then(|_| {
+            on_event(ApplyEvent::PurchaseSent {
+                change,
+                key,
+                attempt: attempts.count + 1,
+            });
+            fence.permit(Proof::Recorded)
+        });
+        if let Err(error) = permit {
+            let reason = Some(StopReason::Fenced(Arc::new(error)));
+            match &previous {
+                None => return stopped_before_sending(index, reason),
+                Some(answer) => {
+                    fatal = reason;
+                    break decide::settle(answer, attempts.maybe_received.as_deref());
+                }
+            }
         }
         attempts.count += 1;
-        on_event(ApplyEvent::PurchaseSent {
-            change,
-            key,
-            attempt: attempts.count,
-        });
         let outcome = client.purchase(&job.spec).await;
         on_event(ApplyEvent::Answered {
             change,
@@ -310,6 +347,14 @@ async fn send(
                 if let Err(over) = reserved {
                     break decide::not_resent(&attempts, &over);
                 }
+                // The lease may have been lost while this waited: a retry
+                // goes out only after a fresh write under it.
+                let renewing = fence.clone();
+                if let Err(error) = super::blocking(move || renewing.permit(Proof::Renewed)).await {
+                    fatal = Some(StopReason::Fenced(Arc::new(error)));
+                    break decide::settle(&outcome, attempts.maybe_received.as_deref());
+                }
+                previous = Some(outcome);
             }
         }
     };
@@ -335,6 +380,27 @@ async fn send(
 
 fn lock(budget: &Mutex<Budget>) -> std::sync::MutexGuard<'_, Budget> {
     budget.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Stopped between the intent and the first request (the run stopping,
+/// or the fence refusing): nothing was sent, so the intent is voided (an
+/// earlier record is kept). If even that cannot be recorded (a lost
+/// lease), the intent stays and reads as `unconfirmed`: safe, never lost.
+fn stopped_before_sending(index: usize, fatal: Option<StopReason>) -> Sent {
+    Sent::Settled {
+        index,
+        outcome: JournalOutcome::Failed {
+            result_code: None,
+            result_message: "not sent: the run stopped first".to_owned(),
+            // Not an attempt: nothing to remember for the next plan.
+            at: None,
+        },
+        attempts: 0,
+        sent: false,
+        fatal,
+        unexpected_duplicate: false,
+        charges: Charges::default(),
+    }
 }
 
 /// What [`finish`] records and reports for one package.

@@ -51,7 +51,9 @@
 //!    lock, file or network. Label changes alone take the lock and write
 //!    the state (steps 3 and 6) with no request and no pre-flight.
 //! 3. **Lock and load**: takes the state's writer lock for the run (waiting
-//!    up to [`ApplyOptions::lock_timeout`]) and loads the state under it. A
+//!    up to [`ApplyOptions::lock_timeout`]) and loads the state under it; a
+//!    run that will send checks the store first (on S3, that it enforces
+//!    conditional writes: [`Store::lock_to_buy`]). A
 //!    missing state file is refused ([`StateError::Missing`]): only
 //!    `oapkg init` creates one, so a wrong path never buys everything
 //!    again. If the state is not the one the plan was made against
@@ -66,7 +68,11 @@
 //! 5. **Requests**: at most [`ApplyOptions::parallelism`] in flight, in key
 //!    order, never two for one key (each key's attempts run one after the
 //!    other in one future). For each package: the intent is appended to the
-//!    journal and fsync'd *before* the first request is sent; the final
+//!    journal and fsync'd *before* the first request is sent, and every
+//!    request (retries too) goes out only with the lock's leave to send
+//!    ([`crate::state::Fence`]: on S3, a third of the lease left since the
+//!    last write under it; a lost lease stops the run,
+//!    [`StopReason::Fenced`]); the final
 //!    answer is appended and fsync'd *before* the package counts as done
 //!    (before its [`ApplyEvent::PurchaseDone`]). A package holds its place
 //!    among the `parallelism` from its intent to its last answer; recording
@@ -442,6 +448,10 @@ pub enum StopReason {
     /// The journal could not be written, so no further purchase could be
     /// recorded safely.
     Journal(Arc<StateError>),
+    /// This process no longer holds the state (its S3 lease was lost or
+    /// had too little time left; a local lock file left its path): it
+    /// sends nothing more ([`crate::state::Fence`]).
+    Fenced(Arc<StateError>),
 }
 
 impl fmt::Display for StopReason {
@@ -458,6 +468,7 @@ impl fmt::Display for StopReason {
                 Ok(())
             }
             StopReason::Cancelled => f.write_str("interrupted"),
+            StopReason::Fenced(error) => write!(f, "{error}"),
             StopReason::Journal(error) => {
                 write!(f, "the journal could not be written: {error}")?;
                 // The operating system's reason ("No space left on device"):
@@ -820,8 +831,15 @@ pub async fn apply(
         let store = store.clone();
         let command = options.command.clone();
         let timeout = options.lock_timeout;
+        let buys = !selection.jobs.is_empty();
         blocking(move || {
-            let (lock, loaded) = store.lock_and_load(&command, timeout)?;
+            // A run that will send checks the store first (on S3, that it
+            // enforces conditional writes: the fence stands on them).
+            let (lock, loaded) = if buys {
+                store.lock_to_buy(&command, timeout)?
+            } else {
+                store.lock_and_load(&command, timeout)?
+            };
             if !loaded.id.exists() {
                 return Err(StateError::Missing {
                     path: store.path().to_owned(),

@@ -217,11 +217,13 @@ pub enum StateError {
     /// The store accepted a write that a conditional header should have
     /// refused: it gives no mutual exclusion, so it is not used.
     #[error(
-        "the store at {location} ignores the {header} header (a conflicting conditional write was accepted), so two writers could both record and buy one package; oapkg refuses to keep its state there: use a store that enforces conditional writes (AWS S3, Cloudflare R2, MinIO and others do); nothing was created"
+        "the store at {location} ignores the {header} header (a conflicting conditional write was accepted), so two writers could both record and buy one package; oapkg refuses to use it: use a store that enforces conditional writes (AWS S3, Cloudflare R2, MinIO and others do), and reach it directly, not through a proxy or gateway that drops those headers; {outcome}"
     )]
     ConditionalWritesIgnored {
         location: String,
         header: &'static str,
+        /// What was not done: `nothing was created`, `nothing was bought`…
+        outcome: &'static str,
     },
 
     /// The head object of an S3 state is damaged or not oapkg's.
@@ -237,6 +239,23 @@ pub enum StateError {
         /// Boxed: the error stays as small as the other variants.
         holder: Option<Box<LockHolder>>,
     },
+
+    /// A writer's lease on an S3 state has less than a third of its time
+    /// left since the last write that renewed it (the process was paused,
+    /// or the store was slow): another writer may soon take it over, so
+    /// nothing more is sent in this run.
+    #[error("the lease on the state at {} ran out: {:.1}s since this run last renewed it, and a request may go out only while a third of its {}s is left (was the process paused, or the store slow?); nothing more is bought in this run: what it recorded is in the state, and a package sent without a recorded answer shows as unconfirmed (check it on the eSMS portal, then `oapkg state confirm`)", .path.display(), .elapsed.as_secs_f64(), .lease.as_secs_f64())]
+    LeaseRanOut {
+        path: PathBuf,
+        elapsed: std::time::Duration,
+        lease: std::time::Duration,
+    },
+
+    /// The lock file of a local state is no longer the one this run holds
+    /// (the state directory was renamed or replaced): another process may
+    /// lock the new one, so nothing more is sent in this run.
+    #[error("the lock file {} is no longer the one this run locked (the state directory was moved or replaced during the run): nothing more is bought in this run", .lock.display())]
+    LockMoved { path: PathBuf, lock: PathBuf },
 
     /// The state file (or lock file) kept being replaced while oapkg used it.
     #[error("{} kept changing while oapkg was using it (another process keeps replacing it); try again", .path.display())]
@@ -344,6 +363,18 @@ impl StateError {
             StateError::WrongLock { .. }
                 | StateError::OutcomeWithoutIntent { .. }
                 | StateError::Encode { .. }
+        )
+    }
+
+    /// Whether this says the writer no longer holds the state (its lease
+    /// was lost or ran out, or its lock file left the path): it must send
+    /// nothing more.
+    pub fn ends_the_lease(&self) -> bool {
+        matches!(
+            self,
+            StateError::LeaseLost { .. }
+                | StateError::LeaseRanOut { .. }
+                | StateError::LockMoved { .. }
         )
     }
 

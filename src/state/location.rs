@@ -5,10 +5,11 @@
 //! journal's lines, replay and fold); this module only dispatches.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::journal::{Journal, JournalEntry};
-use super::lock::{LockHolder, StateLock, UnlockOutcome};
+use super::lock::{Fence, LockHolder, StateLock, UnlockOutcome};
 use super::s3::{S3Journal, S3Lease, S3Location, S3Store};
 use super::store::{Initialized, Loaded, Restored, StateStore};
 use super::{State, StateError, StateId};
@@ -102,6 +103,26 @@ impl Store {
             }
             Store::S3(store) => {
                 let lease = store.lock(command, timeout)?;
+                let loaded = lease.load()?;
+                Ok((WriterLock::S3(lease), loaded))
+            }
+        }
+    }
+
+    /// [`lock_and_load`](Self::lock_and_load) for a run that will send
+    /// purchase requests (`apply`, `watch --apply`): an S3 store is first
+    /// checked to refuse conflicting conditional writes — once per
+    /// process, before the lease is taken — and refused if it does not
+    /// (nothing is written or bought). A local file needs no check.
+    pub fn lock_to_buy(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<(WriterLock, Loaded), StateError> {
+        match self {
+            Store::Local(_) => self.lock_and_load(command, timeout),
+            Store::S3(store) => {
+                let lease = store.lock_to_buy(command, timeout)?;
                 let loaded = lease.load()?;
                 Ok((WriterLock::S3(lease), loaded))
             }
@@ -217,6 +238,18 @@ impl JournalWriter {
         match self {
             JournalWriter::Local(journal) => journal.record_batch(entries),
             JournalWriter::S3(journal) => journal.record_batch(entries),
+        }
+    }
+
+    /// Who may still send under this journal's lock or lease ([`Fence`]):
+    /// a handle of its own, asked before every purchase request while the
+    /// journal may be busy writing.
+    pub fn fence(&self) -> Arc<dyn Fence> {
+        match self {
+            JournalWriter::Local(journal) => Arc::new(Journal {
+                lock: journal.lock.clone(),
+            }),
+            JournalWriter::S3(journal) => journal.fence(),
         }
     }
 }

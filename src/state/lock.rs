@@ -22,7 +22,9 @@
 //!   locked (same device and inode); if not, it lets go and starts over.
 //!
 //! This module owns the lock and the journal's in-process state that lives
-//! under it; it does not read or write the state file.
+//! under it, and the one rule, for both kinds of state, of whether a
+//! writer may still send a purchase request ([`Fence`], [`SendPermit`]);
+//! it does not read or write the state file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -308,6 +310,113 @@ pub(crate) fn still_at_path(file: &File, path: &Path) -> bool {
     }
 }
 
+/// Whether a writer may still send a purchase request now: the one
+/// question `apply` asks, for either kind of state, immediately before
+/// every request it sends — the first one and every retry
+/// (`executor::send`; see docs/exactly-once.md, "Fencing").
+///
+/// A local state's lock is the operating system's: it cannot be lost while
+/// the process lives, so the permit only checks that the lock file is still
+/// the one at its path. An S3 state's lease can be lost (it expired, was
+/// broken by `state unlock`, or taken over): there the permit stands on the
+/// last conditional write of the head under the holder's lease, and is
+/// refused once less than a third of the lease is left after it.
+///
+/// Implemented by the journal handles of both stores
+/// ([`JournalWriter::fence`](super::JournalWriter::fence)).
+pub trait Fence: Send + Sync + std::fmt::Debug {
+    /// Leave to send one request now, or why not (then nothing more is
+    /// sent in this run: the holder no longer holds the state). Once
+    /// refused, always refused. [`Proof::Renewed`] first writes the head
+    /// again under the lease (a blocking network call on S3; nothing
+    /// locally); [`Proof::Recorded`] only checks.
+    fn permit(&self, proof: Proof) -> Result<SendPermit, StateError>;
+}
+
+/// What a [`Fence::permit`] stands on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proof {
+    /// A conditional write under the lease just succeeded: the package's
+    /// intent (before its first request).
+    Recorded,
+    /// Write the head afresh under the lease first (before a retry: the
+    /// lease may have been lost while the holder waited).
+    Renewed,
+}
+
+/// Leave to send: until when a request may still go out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendPermit {
+    window: Option<LeaseWindow>,
+}
+
+/// The time a lease written at `issued` leaves its holder to send in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LeaseWindow {
+    /// Taken just *before* the write that set the lease's expiry was
+    /// issued, on the monotonic clock and on the wall clock (the expiry
+    /// written is `wall + lease`, and other writers judge it by theirs).
+    pub(crate) issued: Instant,
+    pub(crate) wall: Timestamp,
+    pub(crate) lease: Duration,
+}
+
+impl LeaseWindow {
+    /// The rule: a request may go out while at least a third of the lease
+    /// is left, by both clocks (`now + lease/3 <= issued + lease`). The
+    /// monotonic clock does not jump; the wall clock keeps counting while
+    /// the machine sleeps. Either one running out refuses.
+    pub(crate) fn allows(&self, now: Instant, wall: Timestamp) -> bool {
+        let usable = self.lease.saturating_sub(self.lease / 3);
+        let elapsed = now.saturating_duration_since(self.issued);
+        let wall_elapsed = wall.duration_since(self.wall);
+        elapsed <= usable
+            && jiff::SignedDuration::try_from(usable).is_ok_and(|usable| wall_elapsed <= usable)
+    }
+
+    /// When the monotonic clock stops allowing sends.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.issued
+            .checked_add(self.lease.saturating_sub(self.lease / 3))
+    }
+}
+
+impl SendPermit {
+    /// No deadline: a lock held by the operating system.
+    pub(crate) fn unbounded() -> SendPermit {
+        SendPermit { window: None }
+    }
+
+    pub(crate) fn within(window: LeaseWindow) -> SendPermit {
+        SendPermit {
+            window: Some(window),
+        }
+    }
+
+    /// The last instant a request may go out under this permit; `None`
+    /// when the lock cannot run out.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.window.and_then(|w| w.deadline())
+    }
+}
+
+/// A local state: the lock is the operating system's, so the only way to
+/// lose it is for the lock file to leave its path (the state directory
+/// renamed or replaced): then another process can lock a new file there,
+/// and this one sends nothing more.
+impl Fence for super::Journal {
+    fn permit(&self, _proof: Proof) -> Result<SendPermit, StateError> {
+        if self.lock.still_at_path() {
+            Ok(SendPermit::unbounded())
+        } else {
+            Err(StateError::LockMoved {
+                path: self.lock.state_path.clone(),
+                lock: self.lock.lock_path().to_owned(),
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,5 +558,62 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
+    }
+
+    #[test]
+    fn a_lease_window_allows_sends_until_a_third_of_the_lease_is_left() {
+        let issued = Instant::now();
+        let wall = Timestamp::now();
+        let window = LeaseWindow {
+            issued,
+            wall,
+            lease: Duration::from_secs(60),
+        };
+        let at = |secs: u64| {
+            (
+                issued + Duration::from_secs(secs),
+                wall + jiff::SignedDuration::from_secs(secs as i64),
+            )
+        };
+        for (secs, allowed) in [(0, true), (39, true), (40, true), (41, false), (600, false)] {
+            let (now, wall_now) = at(secs);
+            assert_eq!(window.allows(now, wall_now), allowed, "{secs}s after");
+        }
+        assert_eq!(window.deadline(), Some(issued + Duration::from_secs(40)));
+        // Either clock running out refuses: the wall clock keeps counting
+        // while the machine sleeps, when the monotonic one may not.
+        let (now, _) = at(10);
+        let (_, slept) = at(45);
+        assert!(!window.allows(now, slept));
+        // A wall clock set back does not extend the window.
+        let (late, _) = at(41);
+        assert!(!window.allows(late, wall - jiff::SignedDuration::from_secs(30)));
+        // A clock before the write (cannot happen) allows, by both.
+        assert!(window.allows(issued, wall - jiff::SignedDuration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_local_lock_permits_sends_while_its_file_is_at_its_path() {
+        use super::super::{Fence, Proof, StateStore};
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        let store = StateStore::new(&path);
+        store.init("test", Duration::ZERO).unwrap();
+        let (lock, _) = store.lock_and_load("oapkg apply", Duration::ZERO).unwrap();
+        let journal = store.journal(&lock).unwrap();
+        for proof in [Proof::Recorded, Proof::Renewed] {
+            let permit = journal.permit(proof).unwrap();
+            assert_eq!(permit.deadline(), None, "an OS lock cannot run out");
+        }
+        // The state directory moved away: the lock file at the path is not
+        // the one held, so nothing more may be sent.
+        let moved = dir.path().join("state.old");
+        fs::rename(dir.path().join("state"), &moved).unwrap();
+        let refused = journal.permit(Proof::Recorded).unwrap_err();
+        assert!(refused.ends_the_lease(), "{refused}");
+        assert!(
+            refused.to_string().contains("nothing more is bought"),
+            "{refused}"
+        );
     }
 }

@@ -27,7 +27,8 @@
 //! 2. [`StateStore::load`] reads the file and replays the journal over it.
 //! 3. `apply` records each purchase in the [`Journal`] (intent before sending,
 //!    outcome after the answer): one fsync'd line each, whatever the state's
-//!    size.
+//!    size; it sends each request only with the journal's [`Fence`] permit
+//!    (the lock still held; on S3, the lease not lost nor running out).
 //! 4. [`StateStore::write`] replays the journal over the caller's state,
 //!    writes the file atomically (keeping the backup), and only then removes
 //!    the journal.
@@ -52,7 +53,7 @@ pub mod store;
 pub use error::{BackupSummary, StateError};
 pub use journal::{Journal, JournalEntry, JournalOutcome};
 pub use location::{JournalWriter, Store, WriterLock};
-pub use lock::{LockHolder, StateLock, UnlockOutcome};
+pub use lock::{Fence, LockHolder, Proof, SendPermit, StateLock, UnlockOutcome};
 pub use store::{Initialized, Loaded, Restored, StateStore};
 
 /// Where the state file lives when neither `--state` nor `OAPKG_STATE` says

@@ -26,7 +26,17 @@
 //! write of the head, against a head whose lease is ours; the store applies
 //! conditional writes to one key one at a time, so a writer whose lease was
 //! taken over has its next write refused and sends nothing more. A request
-//! is sent only after its intent's write succeeded.
+//! is sent only after its intent's write succeeded, and only while a third
+//! of the lease is left after the last write that succeeded (a retry writes
+//! the head afresh first): the [`Fence`] of [`S3Journal`], the argument in
+//! `docs/exactly-once.md` ("Fencing").
+//!
+//! The store is trusted to apply conditional writes only after it showed
+//! it does (`Inner::probe`): in `init`, in every process before its first
+//! purchase ([`S3Store::lock_to_buy`]) and before `state migrate` writes
+//! here. A `404` for the head is told apart from a missing bucket by
+//! listing the prefix. Segments are deleted once a fold no longer names
+//! them.
 //!
 //! The client retries a 5xx answer even on a conditional PUT, so a write
 //! that had succeeded can come back refused: after any refused or failed
@@ -39,6 +49,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
@@ -52,7 +63,7 @@ use serde::{Deserialize, Serialize};
 
 use super::file::{self, DiskState};
 use super::journal::{self, Generation, JournalEntry};
-use super::lock::{LockHolder, UnlockOutcome};
+use super::lock::{Fence, LeaseWindow, LockHolder, Proof, SendPermit, UnlockOutcome};
 use super::store::{self, Loaded};
 use super::{State, StateError, StateId};
 
@@ -73,8 +84,11 @@ const SEAL_LINES: usize = 256;
 /// …or this many bytes (`OAPKG_S3_SEGMENT_BYTES`), whichever comes first.
 const SEAL_BYTES: usize = 64 * 1024;
 
-/// How many segments a reader fetches at once.
+/// How many segments a reader fetches (or a fold deletes) at once.
 const SEGMENT_READS: usize = 8;
+
+/// How many times a reader starts over when the head changed under it.
+const READ_RETRIES: u32 = 5;
 
 /// `s3://BUCKET/PREFIX`, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,6 +217,14 @@ struct Inner {
     lease_duration: Duration,
     /// When the head's tail is sealed into a segment.
     seal: SealAt,
+    /// The store passed the conditional-write check in this process
+    /// ([`S3Store::check_conditional_writes`]).
+    probed: AtomicBool,
+    /// Hidden, for tests (`OAPKG_S3_PAUSE_AFTER_INTENT_MS`): how long a
+    /// writer stalls after an intent's write returned, before the request
+    /// is sent — the "between intent and send" pause the fencing must
+    /// survive.
+    pause_after_intent: Option<Duration>,
 }
 
 /// The size at which the head's live tail is sealed into a segment.
@@ -288,6 +310,10 @@ impl S3Store {
                 runtime: Runtime(runtime),
                 lease_duration,
                 seal,
+                probed: AtomicBool::new(false),
+                pause_after_intent: env("OAPKG_S3_PAUSE_AFTER_INTENT_MS")
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .map(Duration::from_millis),
             }),
         }
     }
@@ -325,16 +351,35 @@ impl S3Store {
 
     /// Reads the state: the snapshot the head names, with the head's
     /// journal lines replayed. Takes no lease.
+    ///
+    /// A writer may fold the journal (and delete the segments it folded)
+    /// between the head read here and the segments read after it: when
+    /// reading fails and the head has changed meanwhile, the read starts
+    /// over from the new head.
     pub fn load(&self) -> Result<Loaded, StateError> {
         let inner = self.inner.clone();
         self.run(async move {
-            let Some(current) = inner.read_head().await? else {
-                return Ok(Loaded {
-                    state: State::default(),
-                    id: StateId::default(),
-                });
-            };
-            inner.loaded(&current.head).await
+            let mut tries = 0;
+            loop {
+                let Some(current) = inner.read_head().await? else {
+                    return Ok(Loaded {
+                        state: State::default(),
+                        id: StateId::default(),
+                    });
+                };
+                let error = match inner.loaded(&current.head).await {
+                    Ok(loaded) => return Ok(loaded),
+                    Err(error) => error,
+                };
+                tries += 1;
+                let moved = match inner.read_head().await {
+                    Ok(Some(now)) => now.head.write_id != current.head.write_id,
+                    _ => false,
+                };
+                if !moved || tries >= READ_RETRIES {
+                    return Err(error);
+                }
+            }
         })
     }
 
@@ -344,7 +389,7 @@ impl S3Store {
     pub fn init(&self) -> Result<StateId, StateError> {
         let inner = self.inner.clone();
         self.run(async move {
-            inner.probe().await?;
+            inner.probe("nothing was created").await?;
             if let Some(current) = inner.read_head().await? {
                 return Err(inner.already_exists(&current.head).await);
             }
@@ -361,18 +406,49 @@ impl S3Store {
         let holder = LockHolder::current(command);
         let id = uuid::Uuid::new_v4().to_string();
         let deadline = Instant::now().checked_add(timeout);
-        let current = self.run(async move { inner.take_lease(id, holder, deadline).await })?;
+        let (current, window) =
+            self.run(async move { inner.take_lease(id, holder, deadline).await })?;
         let shared = Arc::new(LeaseShared {
             store: self.clone(),
             current: tokio::sync::Mutex::new(LeaseState {
                 current,
-                lost: false,
                 pending: Default::default(),
+            }),
+            fence: StdMutex::new(FenceState {
+                window,
+                lost: None,
+                ran_out: None,
             }),
             renewal: StdMutex::new(None),
         });
         shared.start_renewal();
         Ok(S3Lease { shared })
+    }
+
+    /// [`lock`](Self::lock) for a run that sends purchase requests: the
+    /// store is first checked to refuse conflicting conditional writes
+    /// (once per process, [`check_conditional_writes`](Self::check_conditional_writes)),
+    /// before the lease is taken, so that a store (or a proxy in front of
+    /// it) that ignores them is refused before it is written to.
+    pub fn lock_to_buy(&self, command: &str, timeout: Duration) -> Result<S3Lease, StateError> {
+        self.check_conditional_writes("nothing was bought")?;
+        self.lock(command, timeout)
+    }
+
+    /// `init`'s check, for every process that buys (and `state migrate`
+    /// to here): the store must refuse a second create of one object and a
+    /// write against a wrong ETag. A state made elsewhere, or a store
+    /// swapped or proxied since `init`, is checked again. Passing is kept
+    /// for the life of the process (the probe costs four requests).
+    /// `outcome` ends the refusal: what was not done.
+    pub fn check_conditional_writes(&self, outcome: &'static str) -> Result<(), StateError> {
+        if self.inner.probed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        self.run(async move { inner.probe(outcome).await })?;
+        self.inner.probed.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Clears the lease, whoever holds it (`oapkg state unlock`): a holder
@@ -403,8 +479,10 @@ impl S3Store {
     }
 
     /// `oapkg state migrate` to here: writes `state` as it is (lineage and
-    /// serial kept) where no state exists yet.
+    /// serial kept) where no state exists yet, after checking that the
+    /// store enforces conditional writes.
     pub fn create_copy(&self, state: &State) -> Result<StateId, StateError> {
+        self.check_conditional_writes("nothing was copied")?;
         let inner = self.inner.clone();
         let state = state.clone();
         self.run(async move {
@@ -536,7 +614,10 @@ impl Inner {
         let path = self.location.object("head.json");
         let result = match client.get(&path).await {
             Ok(result) => result,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(object_store::Error::NotFound { .. }) => {
+                self.check_bucket().await?;
+                return Ok(None);
+            }
             Err(e) => return Err(self.remote("read", &e)),
         };
         let e_tag = result.meta.e_tag.clone();
@@ -550,6 +631,38 @@ impl Inner {
             )));
         }
         Ok(Some(Current { head, e_tag }))
+    }
+
+    /// After a `404` for `head.json`: no state there yet, or no bucket at
+    /// all (S3 answers `404` for both)? Listing the prefix tells: it
+    /// fails when the bucket is not there. A missing bucket (or one these
+    /// credentials cannot list) is an error, never an empty state.
+    async fn check_bucket(&self) -> Result<(), StateError> {
+        let client = self.client()?;
+        let prefix = (!self.location.prefix.is_empty())
+            .then(|| ObjectPath::from(self.location.prefix.as_str()));
+        match client.list_with_delimiter(prefix.as_ref()).await {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                let text = error.to_string();
+                let message = if text.contains("NoSuchBucket") {
+                    format!(
+                        "the bucket {} does not exist (create it, or fix the bucket name in --state / OAPKG_STATE)",
+                        self.location.bucket
+                    )
+                } else {
+                    format!(
+                        "no head.json there, and listing the prefix to tell a new state from a missing bucket failed: {}",
+                        crate::secrets::scrub(&text, &self.secrets)
+                    )
+                };
+                Err(StateError::Remote {
+                    action: "find",
+                    location: self.display.display().to_string(),
+                    message,
+                })
+            }
+        }
     }
 
     /// The state `head` describes: its snapshot, checked against it, with
@@ -695,6 +808,50 @@ impl Inner {
         Ok(next)
     }
 
+    /// After a fold to `serial` succeeded (the head no longer names them):
+    /// deletes the segments `named` by the folded head, and any other
+    /// segment under the prefix recorded on top of an older snapshot (a
+    /// dead holder's leftovers, or one sealed by a head write that never
+    /// landed). Best effort: a segment not deleted is never read again.
+    async fn delete_folded(&self, named: &[String], serial: u64) {
+        use futures_util::StreamExt as _;
+        let Ok(client) = self.client() else { return };
+        let mut names: std::collections::BTreeSet<String> = named.iter().cloned().collect();
+        let under = self.location.object("journal");
+        let mut listing = client.list(Some(&under));
+        while let Some(meta) = listing.next().await {
+            let meta = match meta {
+                Ok(meta) => meta,
+                Err(error) => {
+                    tracing::debug!(error = %self.remote("list the journal segments of", &error), "old segments not listed");
+                    break;
+                }
+            };
+            let full = meta.location.as_ref();
+            let name = match self.location.prefix.as_str() {
+                "" => full,
+                prefix => full
+                    .strip_prefix(prefix)
+                    .and_then(|n| n.strip_prefix('/'))
+                    .unwrap_or(full),
+            };
+            if segment_serial(name).is_some_and(|s| s < serial) {
+                names.insert(name.to_owned());
+            }
+        }
+        drop(listing);
+        let names: Vec<String> = names.into_iter().collect();
+        for chunk in names.chunks(SEGMENT_READS) {
+            let deletes = chunk.iter().map(|name| async move {
+                if let Err(error) = client.delete(&self.location.object(name)).await {
+                    tracing::debug!(segment = %name, error = %self.remote("delete a folded journal segment of", &error), "segment left behind");
+                }
+            });
+            futures_util::future::join_all(deletes).await;
+        }
+        tracing::debug!(deleted = names.len(), "folded journal segments deleted");
+    }
+
     /// Writes `state` under `lineage` where no state exists: its snapshot,
     /// then the first head (`If-None-Match: *`); a head that appeared
     /// meanwhile is refused as an existing state (`init`, `state migrate`).
@@ -829,7 +986,7 @@ impl Inner {
         id: String,
         holder: LockHolder,
         deadline: Option<Instant>,
-    ) -> Result<Current, StateError> {
+    ) -> Result<(Current, LeaseWindow), StateError> {
         loop {
             let Some(current) = self.read_head().await? else {
                 return Err(StateError::Missing {
@@ -866,20 +1023,38 @@ impl Inner {
             next.lease = Some(Lease {
                 id: id.clone(),
                 holder: holder.clone(),
-                expires: expiry(now, self.lease_duration),
+                expires: now,
             });
+            let window = self.stamp_lease(&mut next);
             match self.swap(Some(&current), next).await {
-                Ok(taken) => return Ok(taken),
+                Ok(taken) => return Ok((taken, window)),
                 Err(Swap::Conflict(_)) => continue,
                 Err(Swap::Failed(e)) => return Err(e),
             }
         }
     }
 
+    /// Sets the expiry of `head`'s lease (if it has one) to a full lease
+    /// from now, and returns the window that write gives its holder to
+    /// send in: measured from *before* the write is issued (the expiry is
+    /// computed from the same instant), so never longer than what other
+    /// writers will grant it.
+    fn stamp_lease(&self, head: &mut Head) -> LeaseWindow {
+        let window = LeaseWindow {
+            issued: Instant::now(),
+            wall: Timestamp::now(),
+            lease: self.lease_duration,
+        };
+        if let Some(lease) = head.lease.as_mut() {
+            lease.expires = expiry(window.wall, self.lease_duration);
+        }
+        window
+    }
+
     /// `oapkg init`'s check: the store must refuse a second create of one
     /// object and a write against a wrong ETag. A store that ignores the
     /// headers gives no mutual exclusion at all.
-    async fn probe(&self) -> Result<(), StateError> {
+    async fn probe(&self, outcome: &'static str) -> Result<(), StateError> {
         let client = self.client()?;
         let path = self
             .location
@@ -901,6 +1076,7 @@ impl Inner {
                     return Err(StateError::ConditionalWritesIgnored {
                         location: self.display.display().to_string(),
                         header: "If-None-Match: *",
+                        outcome,
                     });
                 }
                 Err(e) => return Err(self.remote("write a probe object to", &e)),
@@ -914,6 +1090,7 @@ impl Inner {
                 Ok(_) => Err(StateError::ConditionalWritesIgnored {
                     location: self.display.display().to_string(),
                     header: "If-Match",
+                    outcome,
                 }),
                 Err(e) => Err(self.remote("write a probe object to", &e)),
             }
@@ -942,6 +1119,14 @@ fn segment_name(serial: u64, seq: usize, bytes: &[u8]) -> String {
     let checksum = crate::spec::sha256_tagged(bytes);
     let digest = checksum.strip_prefix("sha256:").unwrap_or(&checksum);
     format!("journal/{serial:020}-{seq:06}-{digest}.jsonl")
+}
+
+/// The snapshot serial a segment's name (`journal/SERIAL-SEQ-SHA256.jsonl`)
+/// says its lines apply on top of.
+fn segment_serial(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix("journal/")?.strip_suffix(".jsonl")?;
+    let serial = rest.split('-').next()?;
+    (serial.len() == 20).then(|| serial.parse().ok()).flatten()
 }
 
 /// Checks a segment's bytes against the digest in its name.
@@ -981,6 +1166,9 @@ pub struct S3Lease {
 struct LeaseShared {
     store: S3Store,
     current: tokio::sync::Mutex<LeaseState>,
+    /// What the fence stands on; a plain mutex, so that a permit is
+    /// checked at once even while a write of the head is under way.
+    fence: StdMutex<FenceState>,
     renewal: StdMutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -994,9 +1182,6 @@ impl std::fmt::Debug for LeaseShared {
 
 struct LeaseState {
     current: Current,
-    /// Someone else wrote the head (took the lease over, or unlocked it):
-    /// nothing more is recorded under this lease.
-    lost: bool,
     /// Keys with an intent and no outcome yet, under this lease.
     pending: std::collections::BTreeSet<crate::spec::Key>,
 }
@@ -1005,6 +1190,20 @@ impl LeaseState {
     fn lease_id(&self) -> Option<&str> {
         self.current.head.lease.as_ref().map(|l| l.id.as_str())
     }
+}
+
+/// Whether this process may still send under its lease.
+struct FenceState {
+    /// The window the last successful write of the head gave.
+    window: LeaseWindow,
+    /// Someone else wrote the head (took the lease over, or unlocked it):
+    /// nothing more is recorded or sent under this lease. Who holds it
+    /// now, if anyone.
+    lost: Option<Option<Box<LockHolder>>>,
+    /// A permit was refused because the window had run out (how long
+    /// after the write it was asked for): nothing more is sent, though
+    /// outcomes may still be recorded while the head is ours.
+    ran_out: Option<Duration>,
 }
 
 impl LeaseShared {
@@ -1019,15 +1218,70 @@ impl LeaseShared {
                 tokio::time::sleep(every).await;
                 let Some(shared) = weak.upgrade() else { return };
                 if let Err(error) = shared.update(|_| Ok(())).await {
-                    tracing::warn!(%error, "could not renew the lease on the state");
-                    if shared.current.lock().await.lost {
+                    if shared.is_lost() {
+                        // The run says so where it stops sending.
+                        tracing::debug!(%error, "the lease was lost; no more renewals");
                         return;
                     }
+                    tracing::warn!(%error, "could not renew the lease on the state");
                 }
             }
         });
         if let Ok(mut slot) = self.renewal.lock() {
             *slot = Some(handle);
+        }
+    }
+
+    fn fence(&self) -> std::sync::MutexGuard<'_, FenceState> {
+        self.fence
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn is_lost(&self) -> bool {
+        self.fence().lost.is_some()
+    }
+
+    /// The error for a lease someone else wrote over, if it was.
+    fn lost_error(&self) -> Option<StateError> {
+        let holder = self.fence().lost.clone()?;
+        Some(self.lost(holder))
+    }
+
+    /// A write of ours succeeded: the window it gives replaces the last.
+    fn confirmed(&self, window: LeaseWindow) {
+        let mut fence = self.fence();
+        if window.issued >= fence.window.issued {
+            fence.window = window;
+        }
+    }
+
+    /// Someone else wrote the head.
+    fn mark_lost(&self, holder: Option<Box<LockHolder>>) -> StateError {
+        let mut fence = self.fence();
+        let holder = fence.lost.get_or_insert(holder).clone();
+        drop(fence);
+        self.lost(holder)
+    }
+
+    /// The one rule of [`Fence::permit`], once the proof is written.
+    fn check_permit(&self) -> Result<SendPermit, StateError> {
+        let mut fence = self.fence();
+        if let Some(holder) = fence.lost.clone() {
+            drop(fence);
+            return Err(self.lost(holder));
+        }
+        let now = Instant::now();
+        if fence.ran_out.is_none() && !fence.window.allows(now, Timestamp::now()) {
+            fence.ran_out = Some(now.saturating_duration_since(fence.window.issued));
+        }
+        match fence.ran_out {
+            Some(elapsed) => Err(StateError::LeaseRanOut {
+                path: self.store.inner.display.clone(),
+                elapsed,
+                lease: self.store.inner.lease_duration,
+            }),
+            None => Ok(SendPermit::within(fence.window)),
         }
     }
 
@@ -1039,8 +1293,8 @@ impl LeaseShared {
     ) -> Result<(), StateError> {
         let inner = &self.store.inner;
         let mut state = self.current.lock().await;
-        if state.lost {
-            return Err(self.lost(None));
+        if let Some(error) = self.lost_error() {
+            return Err(error);
         }
         let mut next = state.current.head.clone();
         if inner.seal.due(&next.journal) {
@@ -1053,12 +1307,11 @@ impl LeaseShared {
             }
         }
         change(&mut next)?;
-        if let Some(lease) = next.lease.as_mut() {
-            lease.expires = expiry(Timestamp::now(), inner.lease_duration);
-        }
+        let window = inner.stamp_lease(&mut next);
         match inner.swap(Some(&state.current), next).await {
             Ok(now) => {
                 state.current = now;
+                self.confirmed(window);
                 Ok(())
             }
             Err(Swap::Conflict(now)) => {
@@ -1068,8 +1321,7 @@ impl LeaseShared {
                     // safe answer is the same.
                     tracing::warn!("the head changed under our lease");
                 }
-                state.lost = true;
-                Err(self.lost(now.head.lease.map(|l| Box::new(l.holder))))
+                Err(self.mark_lost(now.head.lease.map(|l| Box::new(l.holder))))
             }
             Err(Swap::Failed(e)) => Err(e),
         }
@@ -1103,11 +1355,10 @@ impl Drop for LeaseShared {
         }
         // Release the lease (keeping the journal): best effort; if it fails
         // the lease expires.
-        let state = self.current.get_mut();
-        if state.lost {
+        if self.is_lost() {
             return;
         }
-        let current = state.current.clone();
+        let current = self.current.get_mut().current.clone();
         let inner = self.store.inner.clone();
         let released = self.store.run(async move {
             let mut next = current.head.clone();
@@ -1155,14 +1406,19 @@ impl S3Lease {
     /// Writes `state` as the next snapshot (the head's journal folded in)
     /// and points the head at it, keeping the lease. See
     /// [`StateStore::write`](super::StateStore::write) for the contract.
+    ///
+    /// Once the head that no longer names them is written, the journal
+    /// segments it folded are deleted (best effort), with any others left
+    /// under the prefix for an older serial: a dead holder's, or one
+    /// sealed by a write that never landed.
     pub fn write(&self, state: &mut State) -> Result<StateId, StateError> {
         let given = state.clone();
         let (folded, id) = self.shared.run(move |shared| {
             Box::pin(async move {
                 let inner = shared.store.inner.clone();
                 let mut guard = shared.current.lock().await;
-                if guard.lost {
-                    return Err(shared.lost(None));
+                if let Some(error) = shared.lost_error() {
+                    return Err(error);
                 }
                 let head = guard.current.head.clone();
                 store::check_version(&inner.display, &given, &head.lineage, head.serial)?;
@@ -1182,18 +1438,20 @@ impl S3Lease {
                 next.checksum = folded.checksum.clone();
                 next.segments.clear();
                 next.journal.clear();
-                if let Some(lease) = next.lease.as_mut() {
-                    lease.expires = expiry(Timestamp::now(), inner.lease_duration);
-                }
+                let window = inner.stamp_lease(&mut next);
                 match inner.swap(Some(&guard.current), next).await {
-                    Ok(now) => guard.current = now,
+                    Ok(now) => {
+                        guard.current = now;
+                        shared.confirmed(window);
+                    }
                     Err(Swap::Conflict(now)) => {
-                        guard.lost = true;
-                        return Err(shared.lost(now.head.lease.map(|l| Box::new(l.holder))));
+                        return Err(shared.mark_lost(now.head.lease.map(|l| Box::new(l.holder))));
                     }
                     Err(Swap::Failed(e)) => return Err(e),
                 }
                 guard.pending.clear();
+                drop(guard);
+                inner.delete_folded(&head.segments, folded.serial).await;
                 let id = StateId {
                     lineage: Some(folded.lineage.clone()),
                     serial: folded.serial,
@@ -1223,12 +1481,27 @@ impl S3Journal {
         self.shared.store.journal_path()
     }
 
+    /// The fence of this lease, for the sender (a handle of its own: the
+    /// journal itself is busy writing while a permit is asked for).
+    pub fn fence(&self) -> Arc<dyn Fence> {
+        Arc::new(S3Journal {
+            shared: self.shared.clone(),
+        })
+    }
+
     /// See [`Journal::record_batch`](super::Journal::record_batch): the
     /// same checks and the same promise; a batch holding an intent is
-    /// refused once the lease is lost.
+    /// refused once the lease is lost or has run out (nothing more is
+    /// sent, so no intent is needed).
     pub fn record_batch(&mut self, entries: &[JournalEntry]) -> Result<(), StateError> {
         if entries.is_empty() {
             return Ok(());
+        }
+        let intents = entries
+            .iter()
+            .any(|e| matches!(e, JournalEntry::Intent { .. }));
+        if intents {
+            self.shared.check_permit()?;
         }
         let entries = entries.to_vec();
         self.shared.run(move |shared| {
@@ -1257,7 +1530,27 @@ impl S3Journal {
                 shared.current.lock().await.pending = pending;
                 Ok(())
             })
-        })
+        })?;
+        if intents && let Some(pause) = self.shared.store.inner.pause_after_intent {
+            std::thread::sleep(pause);
+        }
+        Ok(())
+    }
+}
+
+/// An S3 lease can be lost: a permit stands on the last successful
+/// conditional write of the head under it (the intent's, or for
+/// [`Proof::Renewed`] one made now) and holds while a third of the lease
+/// is left after the instant that write was issued.
+impl Fence for S3Journal {
+    fn permit(&self, proof: Proof) -> Result<SendPermit, StateError> {
+        if proof == Proof::Renewed {
+            // Refused at once if already lost or run out: no write then.
+            self.shared.check_permit()?;
+            self.shared
+                .run(|shared| Box::pin(async move { shared.update(|_| Ok(())).await }))?;
+        }
+        self.shared.check_permit()
     }
 }
 
@@ -1460,6 +1753,24 @@ mod tests {
         let refused = check_segment(&name, &changed).unwrap_err();
         assert!(refused.contains("does not match the digest"), "{refused}");
         assert!(check_segment("snapshots/x.json", &bytes).is_err());
+    }
+
+    #[test]
+    fn a_segment_names_the_serial_it_applies_on_top_of() {
+        let bytes = segment_bytes(&purchase_lines(1));
+        assert_eq!(segment_serial(&segment_name(7, 3, &bytes)), Some(7));
+        assert_eq!(
+            segment_serial(&segment_name(u64::MAX, 0, &bytes)),
+            Some(u64::MAX)
+        );
+        for other in [
+            "journal/7-000000-ab.jsonl",
+            "snapshots/00000000000000000007-ab.json",
+            "journal/0000000000000000000x-000000-ab.jsonl",
+            "journal/00000000000000000007-000000-ab.json",
+        ] {
+            assert_eq!(segment_serial(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! left by a killed holder, two machines racing, reading while a lease is
 //! held, migrating a state between a local file and S3.
 
+mod checked;
+mod fencing;
 pub mod server;
 
 use std::process::Stdio;
@@ -391,8 +393,8 @@ fn a_holder_whose_lease_was_broken_stops_before_sending_more() {
 /// on every intent and outcome) stays small: an apply of 40 purchases with
 /// a segment every 8 lines, killed mid-run, then finished by the next run
 /// after the lease expired. Every package is bought once or unconfirmed,
-/// the fold lists them all, and the head never held more than a segment's
-/// worth of lines.
+/// the fold lists them all and then deletes every segment (the dead run's
+/// too), and the head never held more than a segment's worth of lines.
 #[test]
 fn a_long_run_seals_its_journal_into_segments_and_the_head_stays_small() {
     let Some(server) = S3Server::moto() else {
@@ -496,8 +498,8 @@ fn a_long_run_seals_its_journal_into_segments_and_the_head_stays_small() {
     assert!(run.code == 0 || run.code == 1, "{}", run.stderr);
     assert!(more > sealed, "the second run sealed no segment ({more})");
 
-    // Folded: the head names the new snapshot and no segment; the sealed
-    // segments stay behind as objects, like old snapshots.
+    // Folded: the head names the new snapshot and no segment, and the
+    // segments it folded — the dead run's and its own — are deleted.
     let (_, folded) = head().unwrap();
     assert!(folded.get("segments").is_none(), "{folded}");
     assert_eq!(folded["journal"], serde_json::json!([]), "{folded}");
@@ -506,7 +508,7 @@ fn a_long_run_seals_its_journal_into_segments_and_the_head_stays_small() {
         server.bucket
     ));
     let segments = listing.matches("<Key>").count();
-    assert!(segments >= more, "{listing}");
+    assert_eq!(segments, 0, "folded segments left behind: {listing}");
     let state = recorded(&env);
     let by_key = charges_by_key(&sim.ledger());
     for p in &all {
@@ -524,7 +526,7 @@ fn a_long_run_seals_its_journal_into_segments_and_the_head_stays_small() {
         listed.stdout_has(&p.key());
     }
     eprintln!(
-        "segments: {sealed} when killed, {more} at most, {segments} objects; head at most {largest} bytes"
+        "segments: {sealed} when killed, {more} at most, {segments} left after the fold; head at most {largest} bytes"
     );
     // A head of 40 purchases' lines would be about 32 kB.
     assert!(largest < 8 * 1024, "the head reached {largest} bytes");
