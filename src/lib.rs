@@ -55,6 +55,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod clock;
 pub mod coverage;
 pub mod esms;
 pub mod exit;

@@ -4,20 +4,20 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use jiff::civil::Date;
 
 use super::{GlobalArgs, no_color_requested};
+use crate::clock::{Clock, ClockError};
 use crate::manifest::{self, Diagnostic, Manifests};
 use crate::plan::render::Paint;
 use crate::state::{Loaded, StateError, StateId, Store};
 
-/// The time zone whose calendar date is "today" (eSMS is in Vietnam).
-pub const SERVICE_TIME_ZONE: &str = "Asia/Ho_Chi_Minh";
-
 pub struct Context {
     pub global: GlobalArgs,
     pub store: Store,
+    /// The process's one clock; a bad `OAPKG_TODAY` is reported by the
+    /// commands that need a date, not by every command.
+    clock: Result<Clock, ClockError>,
 }
 
 impl Context {
@@ -25,7 +25,11 @@ impl Context {
     /// malformed `--state s3://…` location.
     pub fn new(global: GlobalArgs) -> Result<Context, StateError> {
         let store = Store::open(&global.state)?;
-        Ok(Context { global, store })
+        Ok(Context {
+            global,
+            store,
+            clock: Clock::from_env(),
+        })
     }
 
     /// Colour on stdout: only on a terminal, never with --no-color/NO_COLOR.
@@ -37,9 +41,17 @@ impl Context {
         super::stderr_paint(&self.global).0
     }
 
+    /// The process's clock ([`crate::clock`]).
+    pub fn clock(&self) -> anyhow::Result<Clock> {
+        match &self.clock {
+            Ok(clock) => Ok(*clock),
+            Err(error) => Err(anyhow::anyhow!("{error}")),
+        }
+    }
+
     /// The calendar date in Asia/Ho_Chi_Minh, or `OAPKG_TODAY`.
     pub fn today(&self) -> anyhow::Result<Date> {
-        today_now()
+        Ok(self.clock()?.today()?)
     }
 
     /// Loads and validates the manifests named by `-f`.
@@ -87,23 +99,6 @@ impl Context {
             eprintln!("{label}: {}", warning.to_string().replace('\n', "\n  "));
         }
     }
-}
-
-/// The calendar date in Asia/Ho_Chi_Minh, or `OAPKG_TODAY`, now (a watch
-/// asks again every cycle).
-pub fn today_now() -> anyhow::Result<Date> {
-    today_from(std::env::var("OAPKG_TODAY").ok().as_deref())
-}
-
-fn today_from(forced: Option<&str>) -> anyhow::Result<Date> {
-    if let Some(text) = forced {
-        return crate::spec::parse_date(text)
-            .with_context(|| format!("OAPKG_TODAY={text:?} is not a date; expected YYYY-MM-DD"));
-    }
-    let now = jiff::Timestamp::now()
-        .in_tz(SERVICE_TIME_ZONE)
-        .context("cannot find the Asia/Ho_Chi_Minh time zone")?;
-    Ok(now.date())
 }
 
 /// Writes to stdout; a closed pipe surfaces as an io error the caller maps

@@ -187,17 +187,6 @@ pub fn escape_label(value: &str) -> String {
     out
 }
 
-/// The instant coverage ending on `end` (inclusive) runs out: the next
-/// local midnight in Asia/Ho_Chi_Minh.
-fn coverage_end(end: jiff::civil::Date) -> Option<Timestamp> {
-    let next = end.tomorrow().ok()?;
-    let tz = jiff::tz::TimeZone::get("Asia/Ho_Chi_Minh").ok()?;
-    tz.to_ambiguous_zoned_datetime(next.to_datetime(jiff::civil::Time::midnight()))
-        .compatible()
-        .ok()
-        .map(|z| z.timestamp())
-}
-
 impl Observer for Metrics {
     fn event(&self, event: &WatchEvent<'_>) {
         let mut state = self.state();
@@ -241,7 +230,10 @@ impl Observer for Metrics {
                     .filter_map(|oa| {
                         Some((
                             oa.oaid.to_string(),
-                            (oa.name.clone().unwrap_or_default(), coverage_end(oa.end)?),
+                            (
+                                oa.name.clone().unwrap_or_default(),
+                                crate::clock::day_ends(oa.end)?,
+                            ),
                         ))
                     })
                     .collect();
@@ -314,14 +306,5 @@ mod tests {
             "{text}"
         );
         assert!(metrics.health().0);
-    }
-}
-
-#[cfg(test)]
-mod end_tests {
-    #[test]
-    fn coverage_runs_out_at_the_local_midnight_after_its_last_day() {
-        let end = super::coverage_end(jiff::civil::date(2026, 11, 30)).unwrap();
-        assert_eq!(end.as_second(), 1_796_058_000);
     }
 }

@@ -36,16 +36,13 @@ use super::policy::{
 use super::reconcile::{CancelSignal, Reconciled, Reconciler};
 use super::schedule::Start;
 use crate::apply::{ApplyEvent, HoldReason};
+use crate::clock::Clock;
 use crate::expiring;
 use crate::manifest::{self, ManifestError};
 use crate::ops::plan::read_inputs;
 use crate::plan::Plan;
 use crate::plan::inputs;
 use crate::spec::{Key, Oaid};
-
-/// Today's date for a cycle (`OAPKG_TODAY` or the clock in
-/// Asia/Ho_Chi_Minh), asked once per cycle: a watch runs for months.
-pub type Today = Box<dyn Fn() -> Result<Date, String> + Send + Sync>;
 
 /// How long a stop waits for the reading of the inputs to finish.
 const STOP_READ_GRACE: Duration = Duration::from_millis(500);
@@ -98,7 +95,8 @@ struct LastPlanned {
 pub struct Runner {
     files: Vec<PathBuf>,
     store: crate::state::Store,
-    today: Today,
+    /// Asked for today's date once per cycle: a watch runs for months.
+    clock: Clock,
     observer: Arc<dyn Observer>,
     reconciler: Option<Box<dyn Reconciler>>,
     backoff: CycleBackoff,
@@ -134,14 +132,14 @@ impl Runner {
     pub fn new(
         files: Vec<PathBuf>,
         store: crate::state::Store,
-        today: Today,
+        clock: Clock,
         observer: Arc<dyn Observer>,
         reconciler: Option<Box<dyn Reconciler>>,
     ) -> Runner {
         Runner {
             files,
             store,
-            today,
+            clock,
             observer,
             reconciler,
             backoff: CycleBackoff::default(),
@@ -211,7 +209,7 @@ impl Runner {
         self.emit(WatchEvent::CycleStarted { start });
         let changes_at_start = self.changes.load(Ordering::SeqCst);
 
-        let today = match (self.today)() {
+        let today = match self.clock.today().map_err(|e| e.to_string()) {
             Ok(today) => today,
             Err(error) => return self.unreadable(cycle, Unreadable::Today(&error)),
         };
@@ -586,7 +584,7 @@ mod tests {
         let runner = Runner::new(
             vec![dir.path().join("oapkg.yaml")],
             StateStore::new(dir.path().join("state/oapkg.state.json")).into(),
-            Box::new(|| Ok(jiff::civil::date(2026, 11, 26))),
+            crate::clock::Clock::pinned(jiff::civil::date(2026, 11, 26)),
             Arc::new(printed.clone()),
             reconciler,
         );

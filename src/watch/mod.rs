@@ -22,7 +22,6 @@
 //! | [`paths`] | which directories to watch for the `-f` paths; which changed paths matter (manifests, not editor temp files) | the disk once, at start |
 //! | [`watcher`] | notify + notify-debouncer-full (native or `--poll`), turning events into [`watcher::FileChange`]s; re-watching replaced directories | the file watcher |
 //! | [`schedule`] | trailing-edge debounce, one cycle at a time with one more queued, `--interval`, retry and new-day wake-ups | nothing (instants passed in) |
-//! | [`clock`] | the wall clock in Asia/Ho_Chi_Minh: today, when the next day begins (`OAPKG_TEST_NOW` for tests) | the system clock |
 //! | [`policy`] | skip when the manifests' content hash and the state id are unchanged; refused applies parked, failed ones backed off (backon) | nothing |
 //! | [`cycle`] | one cycle: load → validate → plan (→ reconcile), reporting each decision as an event | the manifests and the state (read only) |
 //! | [`reconcile`] | the apply seam: [`Reconciler`], [`Reconciled`], [`CancelSignal`]; [`ApplyReconciler`] and the rule turning an apply run into done / refused / failed / cancelled | through the apply engine |
@@ -33,7 +32,6 @@
 //! stop request lets the cycle in progress finish (its apply step sees the
 //! request through [`CancelSignal`]) and returns.
 
-pub mod clock;
 pub mod cycle;
 pub mod events;
 pub mod paths;
@@ -47,8 +45,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-pub use clock::Clock;
-pub use cycle::{Runner, Today};
+pub use crate::clock::Clock;
+pub use cycle::Runner;
 pub use events::{GoodPlan, Observer, Observers, Unreadable, WatchEvent};
 pub use reconcile::{
     ApplyReconciler, BoxFuture, CancelSignal, Canceller, Progress, Reconciled, Reconciler,

@@ -21,7 +21,6 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::apply::ApplyFlags;
-use super::context::today_now;
 use super::{Context, LogFormat};
 use crate::exit::ExitStatus;
 use crate::notify::{NotifyObserver, Scrub};
@@ -106,7 +105,7 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
     // Fail before watching anything: a date that cannot be read would fail
     // every cycle.
     context.today()?;
-    let clock = crate::watch::Clock::from_env().map_err(anyhow::Error::msg)?;
+    let clock = context.clock()?;
     let (reconciler, scrub) = reconciler(context, args)?;
     // A service that buys must never start against a missing state (a
     // wrong path would buy every package again); one that only plans says
@@ -180,10 +179,7 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         let mut runner = Runner::new(
             options.files.clone(),
             context.store.clone(),
-            Box::new(move || match std::env::var_os("OAPKG_TODAY") {
-                Some(_) => today_now().map_err(|e| format!("{e:#}")),
-                None => clock.today(),
-            }),
+            clock,
             Arc::new(observers),
             reconciler,
         )
