@@ -145,7 +145,8 @@ pub(crate) fn select<'p>(
                 }
                 (record.spec.clone(), record.submitted_at)
             }
-            Action::Unchanged | Action::Orphan | Action::Expired => continue,
+            // Another process is sending it now: never a request from here.
+            Action::Unchanged | Action::Orphan | Action::Expired | Action::InFlight => continue,
         };
         if spec.key() != change.key {
             return Err(malformed(&format!(
@@ -182,7 +183,7 @@ pub(crate) fn select<'p>(
                 left_alone.push(change);
                 continue;
             }
-            Action::Unchanged | Action::Orphan | Action::Expired => continue,
+            Action::Unchanged | Action::Orphan | Action::Expired | Action::InFlight => continue,
         }
         jobs.push(Job {
             change,

@@ -295,7 +295,7 @@ fn write_holder(file: &File, lock_path: &Path, holder: &LockHolder) -> Result<()
 
 /// The label in a lock file, if it has a readable one (it may be empty for a
 /// moment while its holder writes it).
-fn read_holder(lock_path: &Path) -> Option<LockHolder> {
+pub(crate) fn read_holder(lock_path: &Path) -> Option<LockHolder> {
     let bytes = crate::files::read_regular(lock_path).ok()?;
     serde_json::from_str(std::str::from_utf8(&bytes).ok()?.trim()).ok()
 }

@@ -14,7 +14,7 @@ use super::schema::{DateSchema, HashSchema, KeySchema, NeedSchema, TimestampSche
 
 use crate::plan::{Action, Change, LabelChange, Need, Plan, Summary, Warning};
 use crate::spec::{Key, SpecHash, Tier};
-use crate::state::{Record, StateId, Status};
+use crate::state::{LockHolder, Record, StateId, Status};
 
 /// The version of the JSON plan document.
 pub const FORMAT_VERSION: u32 = 2;
@@ -108,6 +108,10 @@ pub struct JsonSummary {
     pub orphan: usize,
     pub expired: usize,
     pub cost: Option<Cost>,
+    /// Unconfirmed keys another live process is buying now (not counted
+    /// in `unconfirmed`).
+    #[serde(default)]
+    pub in_flight: usize,
 }
 
 impl From<Summary> for JsonSummary {
@@ -120,6 +124,7 @@ impl From<Summary> for JsonSummary {
             orphan: summary.orphan,
             expired: summary.expired,
             cost: None,
+            in_flight: summary.in_flight,
         }
     }
 }
@@ -185,6 +190,37 @@ pub struct JsonChange {
     /// The key's last failed purchase attempt, on a `purchase` or
     /// `replace`; `null` when there is none.
     pub last_failure: Option<JsonFailure>,
+    /// For `in_flight`: who holds the state's lock with the request in
+    /// flight; `null` otherwise (and when the holder left no label).
+    #[serde(default)]
+    pub holder: Option<JsonHolder>,
+}
+
+/// Who holds the state's lock (or S3 lease): the label it wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Holder")]
+pub struct JsonHolder {
+    pub pid: u32,
+    pub host: String,
+    /// The command line that took the lock, e.g. `oapkg apply`.
+    pub command: String,
+    /// When it took the lock.
+    #[schemars(with = "TimestampSchema")]
+    pub since: jiff::Timestamp,
+    /// The CI job running it, when known; `null` otherwise.
+    pub ci_job: Option<String>,
+}
+
+impl From<&LockHolder> for JsonHolder {
+    fn from(holder: &LockHolder) -> Self {
+        JsonHolder {
+            pid: holder.pid,
+            host: holder.host.clone(),
+            command: holder.command.clone(),
+            since: holder.since,
+            ci_job: holder.ci_job.as_deref().map(str::to_owned),
+        }
+    }
 }
 
 /// A purchase attempt that bought nothing: eSMS's code (`null` when no
@@ -302,6 +338,9 @@ impl JsonChange {
                 line: s.line,
             }),
             overlaps: change.overlaps.clone(),
+            holder: (change.action == Action::InFlight)
+                .then(|| plan.in_flight_holder.as_ref().map(JsonHolder::from))
+                .flatten(),
         }
     }
 }

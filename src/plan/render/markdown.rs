@@ -294,7 +294,7 @@ fn timeline(plan: &Plan) -> Option<String> {
                 .filter_map(|c| {
                     let tag = match c.action {
                         Action::Purchase => Tag::Active,
-                        Action::Replace | Action::Unconfirmed => Tag::Crit,
+                        Action::Replace | Action::Unconfirmed | Action::InFlight => Tag::Crit,
                         Action::Orphan => Tag::Done,
                         Action::Unchanged | Action::Expired => return None,
                     };
@@ -457,7 +457,7 @@ fn section_note(out: &mut String, omitted: usize, total: usize, what: &str) {
 fn rank(change: &Change) -> u8 {
     match change.action {
         Action::Replace => 0,
-        Action::Unconfirmed => 1,
+        Action::Unconfirmed | Action::InFlight => 1,
         Action::Purchase | Action::Orphan | Action::Unchanged | Action::Expired => 2,
     }
 }

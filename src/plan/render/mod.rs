@@ -170,6 +170,27 @@ pub fn failure_line(failure: &FailedAttempt, limit: Option<usize>) -> String {
     }
 }
 
+/// Who holds a state's lock, in one line: `pid 4242 on host build-7 running
+/// "oapkg apply" since 2026-11-26T10:00:00Z` (and the CI job, when known);
+/// `another process` when it left no readable label. Foreign text
+/// (host, command) is escaped.
+pub fn holder_line(holder: Option<&crate::state::LockHolder>) -> String {
+    let Some(holder) = holder else {
+        return "another process (it left no label)".to_owned();
+    };
+    let mut line = format!(
+        "pid {} on host {} running \"{}\" since {}",
+        holder.pid,
+        escape_controls(&holder.host),
+        escape_controls(&holder.command),
+        to_seconds(holder.since)
+    );
+    if let Some(job) = &holder.ci_job {
+        line.push_str(&format!(" (CI job {})", escape_controls(job)));
+    }
+    line
+}
+
 pub(crate) fn status_name(status: Status) -> &'static str {
     match status {
         Status::Submitted => "submitted",
