@@ -108,11 +108,38 @@ pub(crate) fn local(store: &StateStore) -> Result<Option<InFlight>, StateError> 
 }
 
 /// An S3 state's requests in flight: the head's unanswered intents under
-/// a live lease.
+/// a live lease, unless its holder ran on this machine and is gone (a
+/// killed holder's lease stays live until it expires; a holder elsewhere
+/// cannot be asked, so its lease is taken at its word).
 pub(crate) fn s3(store: &super::s3::S3Store) -> Result<Option<InFlight>, StateError> {
     Ok(store
         .live_lease()?
+        .filter(|(holder, _)| !gone_from_here(holder))
         .and_then(|(holder, lines)| of_holder(Some(holder), &lines)))
+}
+
+/// Whether `holder` ran on this machine and its process no longer exists.
+fn gone_from_here(holder: &LockHolder) -> bool {
+    holder.host == lock::hostname() && !process_exists(holder.pid)
+}
+
+#[cfg(unix)]
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill(2) with signal 0 sends nothing; it only checks that the
+    // process exists (EPERM: it does, owned by someone else).
+    let sent = unsafe { libc::kill(pid, 0) };
+    sent == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(not(unix))]
+fn process_exists(_pid: u32) -> bool {
+    true
 }
 
 #[cfg(test)]
@@ -190,6 +217,18 @@ mod tests {
         std::fs::write(store.lock_path(), lock_bytes).unwrap();
         std::fs::write(store.journal_path(), journal).unwrap();
         assert_eq!(local(&store).unwrap(), None);
+    }
+
+    #[test]
+    fn a_holder_on_this_machine_is_gone_when_its_process_is() {
+        let mut holder = LockHolder::current("oapkg apply");
+        assert!(!gone_from_here(&holder), "this process exists");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        holder.pid = child.id();
+        child.wait().unwrap();
+        assert!(gone_from_here(&holder), "a reaped child is gone");
+        holder.host = "elsewhere".into();
+        assert!(!gone_from_here(&holder), "another machine is not asked");
     }
 
     #[test]

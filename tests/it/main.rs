@@ -14,6 +14,7 @@ mod faults;
 mod fifos;
 mod gitops;
 mod hostile;
+mod in_flight;
 mod init;
 mod labels;
 mod large_account;

@@ -409,6 +409,21 @@ mod tests {
     }
 
     #[test]
+    fn in_flight_is_an_action_with_its_holder() {
+        let out = pinned(&fixtures::in_flight());
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let change = &doc["changes"][0];
+        assert_eq!(change["action"], "in_flight");
+        assert_eq!(change["holder"]["pid"], 4242);
+        assert_eq!(change["holder"]["command"], "oapkg apply --auto-approve");
+        assert_eq!(doc["summary"]["in_flight"], 1);
+        assert_eq!(doc["summary"]["unconfirmed"], 0);
+        // Every other change has `holder: null`.
+        assert!(doc["changes"].as_array().unwrap()[1..].iter().all(|c| c["holder"].is_null()));
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
     fn has_every_spec_field_with_its_type() {
         let value: serde_json::Value = serde_json::from_str(&json(&fixtures::mixed())).unwrap();
         assert_eq!(value["format_version"], 2);
@@ -461,7 +476,7 @@ mod tests {
         assert_eq!(
             value["summary"],
             serde_json::json!({"purchase": 1, "replace": 1, "unconfirmed": 1, "unchanged": 3,
-                               "orphan": 1, "expired": 0, "cost": null})
+                               "orphan": 1, "expired": 0, "cost": null, "in_flight": 0})
         );
         assert_eq!(value["needs"], serde_json::json!(["--allow-replace"]));
         assert_eq!(

@@ -379,6 +379,16 @@ fn head(plan: &Plan, summary: &Summary, project: Option<&Project>) -> String {
             packages(summary.unconfirmed)
         );
     }
+    if summary.in_flight > 0 {
+        let holder = super::holder_line(plan.in_flight_holder.as_ref());
+        let _ = write!(
+            out,
+            "> [!NOTE]\n> **{} in flight**: {} sent the purchase request and is waiting \
+             for eSMS's answer; that run records the outcome. Plan again when it is done.\n\n",
+            packages(summary.in_flight),
+            text(&cut(&holder, Some(WARNING_CHARS)))
+        );
+    }
     out
 }
 
@@ -768,6 +778,17 @@ mod tests {
         assert!(out.contains("> [!CAUTION]"));
         assert!(out.contains("> [!WARNING]"));
         assert!(out.ends_with(&format!("{MARKER}\n")));
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
+    fn in_flight_has_a_note_naming_the_holder() {
+        let out = render(&fixtures::in_flight());
+        assert!(out.starts_with(
+            "**Plan: 1 to purchase, 1 to replace, 0 unconfirmed, 3 unchanged, 1 orphaned, 1 in flight.**\n"
+        ));
+        assert!(out.contains("> **1 package in flight**: pid 4242 on host build-7"));
+        assert!(!out.contains("unconfirmed**:"), "{out}");
         insta::assert_snapshot!(out);
     }
 
