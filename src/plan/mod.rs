@@ -48,9 +48,9 @@ pub enum Action {
     Unconfirmed,
     /// Recorded as unconfirmed because another live process holds the
     /// state's lock with this key's purchase request in flight (an intent
-    /// with no outcome yet in its journal): nothing, ever, from this run;
-    /// its outcome is recorded when that run ends. Only a plan marked by
-    /// [`Plan::mark_in_flight`] holds it; apply never resends it.
+    /// with no outcome yet in its journal): nothing is sent for it from
+    /// here; that process records its outcome. (`oapkg plan` shows it;
+    /// apply never resends it.)
     #[serde(rename = "in_flight")]
     InFlight,
     /// Declared and recorded with the same spec hash: nothing.
