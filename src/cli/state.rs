@@ -212,8 +212,7 @@ impl<'a> Listed<'a> {
         r: &'a Record,
         in_flight: Option<&'a crate::state::InFlight>,
     ) -> Listed<'a> {
-        let flying = in_flight
-            .filter(|f| r.status == Status::Unconfirmed && f.keys.contains(key));
+        let flying = in_flight.filter(|f| r.status == Status::Unconfirmed && f.keys.contains(key));
         Listed {
             key,
             oaid: &r.spec.oaid,
@@ -365,9 +364,7 @@ fn show(context: &Context, key: &str, format: ListFormat) -> anyhow::Result<Exit
             let mut out = String::new();
             for (field, v) in fields.0 {
                 let v = match v {
-                    _ if field == "holder" => {
-                        crate::plan::render::holder_line(listed.holder)
-                    }
+                    _ if field == "holder" => crate::plan::render::holder_line(listed.holder),
                     serde_json::Value::String(s) if field == "status" => s.replace('_', " "),
                     serde_json::Value::String(s) => match s.parse::<jiff::Timestamp>() {
                         Ok(at) => crate::plan::render::to_seconds(at).to_string(),

@@ -512,4 +512,3 @@ pub struct Plan {
 
 mod diff;
 pub use diff::{action_for, diff, starts_before_today_applies};
-

@@ -189,7 +189,9 @@ mod tests {
                 },
             )
             .unwrap();
-        let in_flight = local(&store).unwrap().expect("a live holder with an open intent");
+        let in_flight = local(&store)
+            .unwrap()
+            .expect("a live holder with an open intent");
         assert_eq!(in_flight.keys, BTreeSet::from([a.key()]));
         assert_eq!(in_flight.holder.as_ref(), Some(lock.holder()));
         // Trying the lock did not take it from anyone: a writer still fails
@@ -258,7 +260,9 @@ mod tests {
             )
             .unwrap()
         };
-        let before = since.checked_sub(jiff::SignedDuration::from_secs(5)).unwrap();
+        let before = since
+            .checked_sub(jiff::SignedDuration::from_secs(5))
+            .unwrap();
         let bytes = [line(&a, before), line(&b, since)].concat();
         let lines = journal::parse(std::path::Path::new("j"), &bytes)
             .unwrap()

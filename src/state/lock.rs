@@ -195,8 +195,9 @@ pub(crate) fn acquire(
     let mut replaced = 0;
     loop {
         // Never truncate on open: the file may be someone else's, and its
-        // content is how we name them.
-        let file = OpenOptions::new()
+        // content is how we name them. Created owner-only, as every file
+        // oapkg writes (its label names the host and command).
+        let file = crate::files::owner_only(&mut OpenOptions::new())
             .read(true)
             .write(true)
             .create(true)
@@ -360,6 +361,20 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(250));
         assert_eq!(second.holder().command, "oapkg state rm");
         releaser.join().unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_lock_file_is_created_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        let _lock = acquire(&path, "oapkg apply", Duration::ZERO).unwrap();
+        let meta = fs::metadata(sibling(&path, ".lock")).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            crate::files::NEW_FILE_MODE
+        );
     }
 
     #[test]

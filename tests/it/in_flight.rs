@@ -63,9 +63,11 @@ fn in_flight_then_unconfirmed(backend: &Backend<'_>) {
     write_manifest(&env, &all);
     let mut apply = env.spawn(&["apply", "--auto-approve", "--timeout", "600"]);
     let pid = apply.pid();
-    wait_until("the hanging purchase is charged", Duration::from_secs(60), || {
-        charges_by_key(&sim.ledger()).contains_key(&hanging.key())
-    });
+    wait_until(
+        "the hanging purchase is charged",
+        Duration::from_secs(60),
+        || charges_by_key(&sim.ledger()).contains_key(&hanging.key()),
+    );
     wait_until(
         "the answered purchase is recorded",
         Duration::from_secs(60),

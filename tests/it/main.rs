@@ -18,6 +18,7 @@ mod in_flight;
 mod init;
 mod labels;
 mod large_account;
+mod modes;
 mod moved;
 mod only;
 mod plan;

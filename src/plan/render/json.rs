@@ -419,7 +419,11 @@ mod tests {
         assert_eq!(doc["summary"]["in_flight"], 1);
         assert_eq!(doc["summary"]["unconfirmed"], 0);
         // Every other change has `holder: null`.
-        assert!(doc["changes"].as_array().unwrap()[1..].iter().all(|c| c["holder"].is_null()));
+        assert!(
+            doc["changes"].as_array().unwrap()[1..]
+                .iter()
+                .all(|c| c["holder"].is_null())
+        );
         insta::assert_snapshot!(out);
     }
 

@@ -449,7 +449,10 @@ mod tests {
         assert!(out.contains(
             "# held by pid 4242 on host build-7 running \"oapkg apply --auto-approve\" since 2026-11-26T09:59:58Z"
         ));
-        assert!(!out.contains("state confirm"), "not a case for the portal: {out}");
+        assert!(
+            !out.contains("state confirm"),
+            "not a case for the portal: {out}"
+        );
         assert!(out.contains(
             "Plan: 1 to purchase, 1 to replace, 0 unconfirmed, 3 unchanged, 1 orphaned, 1 in flight."
         ));
