@@ -16,6 +16,7 @@ mod gitops;
 mod hostile;
 mod in_flight;
 mod init;
+mod key_in_manifest;
 mod labels;
 mod large_account;
 mod modes;

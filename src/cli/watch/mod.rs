@@ -107,7 +107,7 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
     // every cycle.
     context.today()?;
     let clock = crate::watch::Clock::from_env().map_err(anyhow::Error::msg)?;
-    let (reconciler, scrub) = reconciler(context, args)?;
+    let (reconciler, scrub, keys) = reconciler(context, args)?;
     // A service that buys must never start against a missing state (a
     // wrong path would buy every package again); one that only plans says
     // so once.
@@ -187,7 +187,8 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
             Arc::new(observers),
             reconciler,
         )
-        .suspend_with(options.suspend_file.clone());
+        .suspend_with(options.suspend_file.clone())
+        .refuse_secrets(keys);
         let watched = watch::run(&options, &mut runner, stop).await;
         drop(runner);
         notifier.drain(NOTIFY_DRAIN).await;
@@ -226,17 +227,28 @@ fn refuse_resends(flags: &ApplyFlags) -> anyhow::Result<()> {
     )
 }
 
-/// The reconciler of `--apply` and the scrubber of its keys.
-type ApplyStep = (Option<Box<dyn Reconciler>>, Option<Scrub>);
+/// The reconciler of `--apply`, the scrubber of its keys, and the keys no
+/// manifest may hold.
+type ApplyStep = (
+    Option<Box<dyn Reconciler>>,
+    Option<Scrub>,
+    Vec<crate::secrets::Forbidden>,
+);
 
 /// The apply step for `--apply`: the apply engine of `oapkg apply`, with
 /// its guards, pre-flight, journal and lock, run on each plan that buys
 /// something. Built before watching starts, so missing credentials or a
 /// refused endpoint stop the service at once instead of at the first change.
-/// With it, what scrubs the account keys from notifications.
+/// With it, what scrubs the account keys from notifications. Without
+/// `--apply` no credentials are needed, but keys found in the environment
+/// are kept out of the manifests all the same (they would reach the
+/// printed plans and `/metrics` labels).
 fn reconciler(context: &Context, args: &WatchArgs) -> anyhow::Result<ApplyStep> {
     if !args.apply {
-        return Ok((None, None));
+        let keys = crate::esms::Credentials::from_env()
+            .map(|credentials| crate::secrets::esms_keys(&credentials))
+            .unwrap_or_default();
+        return Ok((None, None, keys));
     }
     let options = crate::apply::ApplyOptions {
         // Hold, don't block: a change that needs a flag not given waits,
@@ -244,7 +256,9 @@ fn reconciler(context: &Context, args: &WatchArgs) -> anyhow::Result<ApplyStep> 
         hold: true,
         ..super::apply::options(context, &args.apply_flags, "oapkg watch --apply")?
     };
-    let client = super::apply::client(&args.apply_flags.connection)?;
+    let credentials = super::apply::credentials(&args.apply_flags.connection)?;
+    let keys = crate::secrets::esms_keys(&credentials);
+    let client = super::apply::client_for(&args.apply_flags.connection, credentials)?;
     let scrub: Scrub = Arc::new(client.scrubber());
     Ok((
         Some(Box::new(ApplyReconciler::new(
@@ -253,6 +267,7 @@ fn reconciler(context: &Context, args: &WatchArgs) -> anyhow::Result<ApplyStep> 
             options,
         ))),
         Some(scrub),
+        keys,
     ))
 }
 
