@@ -19,6 +19,7 @@ mod init;
 mod key_in_manifest;
 mod labels;
 mod large_account;
+mod listen;
 mod modes;
 mod moved;
 mod only;

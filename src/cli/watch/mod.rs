@@ -103,6 +103,9 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         .as_deref()
         .map(crate::metrics::server::parse)
         .transpose()?;
+    if let Some(addr) = listen {
+        warn_if_not_loopback(addr);
+    }
     // Fail before watching anything: a date that cannot be read would fail
     // every cycle.
     context.today()?;
@@ -202,6 +205,20 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
     // waiting for it would undo the prompt stop.
     runtime.shutdown_timeout(SHUTDOWN_WAIT);
     result
+}
+
+/// `--listen` on an address other networks reach: `/metrics` labels name
+/// every OA (its id and name), so say who can read them.
+fn warn_if_not_loopback(addr: std::net::SocketAddr) {
+    if addr.ip().to_canonical().is_loopback() {
+        return;
+    }
+    tracing::warn!(
+        listen = %addr,
+        "--listen {addr} is not a loopback address: /metrics shows the OA ids and names \
+         (and coverage dates) to anything on the networks it reaches; listen on 127.0.0.1 \
+         (behind a proxy with access control) unless that is intended"
+    );
 }
 
 /// How long stopping waits for the notifications still queued.
