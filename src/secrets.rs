@@ -153,7 +153,7 @@ mod tests {
     #[test]
     fn a_key_is_found_with_its_line_and_column_in_any_case() {
         let text = format!("a: 1\n  name: \"Shop {}\"\n", KEY.to_lowercase());
-        assert_eq!(locate(&text, KEY), Some((2, 14)));
+        assert_eq!(locate(&text, KEY), Some((2, 15)));
         assert_eq!(
             locate("Cửa hàng 9B4F2C7D1E8A3F6B0C5D9E2A7F1B4C8D", KEY),
             Some((1, 10))
