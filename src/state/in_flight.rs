@@ -14,10 +14,14 @@
 //! - S3 state: the head holds a live lease, and its journal intents with
 //!   no outcome.
 //!
-//! Only intents written since the holder took the lock (or lease) count:
-//! a dead holder's unanswered intents that a new holder has not folded yet
-//! stay unconfirmed. It owns no file and writes nothing; it never decides
-//! what is bought (apply never resends a key on the strength of this).
+//! Locally, every unanswered intent in the journal under a live lock is the
+//! holder's: taking the lock folds a dead holder's journal first. On S3 a
+//! new lease does not fold the journal it finds, so there only intents
+//! recorded since the lease was taken count, and a dead holder's stay
+//! unconfirmed (so does a resend by `--retry-unconfirmed`, whose intent
+//! keeps the first request's time: the safe side). This module owns no
+//! file and writes nothing; it never decides what is bought (apply never
+//! resends a key on the strength of this).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::TryLockError;
@@ -57,11 +61,14 @@ fn unanswered(lines: &[Line]) -> BTreeMap<&Key, Timestamp> {
     open
 }
 
-/// `holder`'s requests in flight among `lines`: the unanswered intents
-/// recorded since it took the lock (all of them when its label is
-/// unreadable). `None` when there are none.
-fn of_holder(holder: Option<LockHolder>, lines: &[Line]) -> Option<InFlight> {
-    let since = holder.as_ref().map(|h| h.since);
+/// `holder`'s requests in flight among `lines`: the unanswered intents,
+/// only those recorded at or after `since` when given. `None` when there
+/// are none.
+fn of_holder(
+    holder: Option<LockHolder>,
+    lines: &[Line],
+    since: Option<Timestamp>,
+) -> Option<InFlight> {
     let keys: BTreeSet<Key> = unanswered(lines)
         .into_iter()
         .filter(|(_, at)| since.is_none_or(|since| *at >= since))
@@ -104,7 +111,11 @@ pub(crate) fn local(store: &StateStore) -> Result<Option<InFlight>, StateError> 
         }
     }
     drop(file);
-    Ok(of_holder(lock::read_holder(&lock_path), &contents.lines))
+    Ok(of_holder(
+        lock::read_holder(&lock_path),
+        &contents.lines,
+        None,
+    ))
 }
 
 /// An S3 state's requests in flight: the head's unanswered intents under
@@ -115,7 +126,10 @@ pub(crate) fn s3(store: &super::s3::S3Store) -> Result<Option<InFlight>, StateEr
     Ok(store
         .live_lease()?
         .filter(|(holder, _)| !gone_from_here(holder))
-        .and_then(|(holder, lines)| of_holder(Some(holder), &lines)))
+        .and_then(|(holder, lines)| {
+            let since = holder.since;
+            of_holder(Some(holder), &lines, Some(since))
+        }))
 }
 
 /// Whether `holder` ran on this machine and its process no longer exists.
@@ -174,9 +188,11 @@ mod tests {
         let (a, b) = (spec("1"), spec("2"));
         let (lock, _) = store.lock_and_load("oapkg apply", Duration::ZERO).unwrap();
         assert_eq!(local(&store).unwrap(), None, "no journal yet");
-        let now = Timestamp::now();
-        intent(&store, &lock, &a, now);
-        intent(&store, &lock, &b, now);
+        // A resend's intent keeps its first request's time, long before
+        // this lock was taken: locally it is in flight all the same.
+        let first_sent: Timestamp = "2026-10-01T02:00:00Z".parse().unwrap();
+        intent(&store, &lock, &a, first_sent);
+        intent(&store, &lock, &b, Timestamp::now());
         store
             .journal(&lock)
             .unwrap()
@@ -234,7 +250,7 @@ mod tests {
     }
 
     #[test]
-    fn only_intents_since_the_holder_took_the_lock_count() {
+    fn given_a_time_only_intents_since_it_count() {
         let a = spec("1");
         let b = spec("2");
         let since: Timestamp = "2026-11-26T10:00:00Z".parse().unwrap();
@@ -267,9 +283,9 @@ mod tests {
         let lines = journal::parse(std::path::Path::new("j"), &bytes)
             .unwrap()
             .lines;
-        let in_flight = of_holder(Some(holder), &lines).unwrap();
+        let in_flight = of_holder(Some(holder), &lines, Some(since)).unwrap();
         assert_eq!(in_flight.keys, BTreeSet::from([b.key()]));
-        // Without a label, every unanswered intent is the holder's.
-        assert_eq!(of_holder(None, &lines).unwrap().keys.len(), 2);
+        // Without a time to start from, every unanswered intent counts.
+        assert_eq!(of_holder(None, &lines, None).unwrap().keys.len(), 2);
     }
 }
