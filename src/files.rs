@@ -163,8 +163,7 @@ pub fn new_version_builder<'a, 'b>() -> tempfile::Builder<'a, 'b> {
 pub const NEW_FILE_MODE: u32 = 0o600;
 
 /// Makes `options` create a new file with [`NEW_FILE_MODE`]: for the files
-/// that hold what the state holds but are not written whole (the journal,
-/// the backup copy).
+/// that are not written whole (the journal, the backup copy, the lock).
 pub fn owner_only(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptions {
     #[cfg(unix)]
     {
@@ -172,6 +171,39 @@ pub fn owner_only(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptio
         options.mode(NEW_FILE_MODE);
     }
     options
+}
+
+/// The mode a directory oapkg creates for its files is given (the umask
+/// may narrow it): never writable by group or others, which could replace
+/// or plant files in it.
+pub const NEW_DIR_MODE: u32 = 0o755;
+
+/// Creates `dir` and its missing parents with [`NEW_DIR_MODE`].
+pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(NEW_DIR_MODE);
+    }
+    builder.create(dir)
+}
+
+/// The permission bits of `meta` when group or others may write there;
+/// `None` otherwise (and where permissions are not Unix modes).
+pub fn writable_by_others(meta: &Metadata) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o7777;
+        (mode & 0o022 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
 }
 
 /// Reads all of a regular file (see [`open_regular`]).
@@ -220,6 +252,35 @@ mod tests {
             err.to_string(),
             "it is a FIFO (named pipe), and it must be a regular file"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn new_directories_are_never_writable_by_others_and_such_modes_are_found() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a/b");
+        create_dir_all(&nested).unwrap();
+        for d in [dir.path().join("a"), nested] {
+            let meta = std::fs::metadata(&d).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o022, 0, "{}", d.display());
+            assert_eq!(writable_by_others(&meta), None);
+        }
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        for (mode, found) in [
+            (0o600, None),
+            (0o644, None),
+            (0o664, Some(0o664)),
+            (0o602, Some(0o602)),
+        ] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(
+                writable_by_others(&std::fs::metadata(&file).unwrap()),
+                found,
+                "{mode:o}"
+            );
+        }
     }
 
     #[test]

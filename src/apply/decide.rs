@@ -114,7 +114,7 @@ pub(crate) fn spec_sent(change: &Change) -> Option<&Spec> {
     match change.action {
         Action::Purchase | Action::Replace => change.desired.as_ref().map(|p| &p.spec),
         Action::Unconfirmed => change.before.as_ref().map(|r| &r.spec),
-        Action::Unchanged | Action::Orphan | Action::Expired => None,
+        Action::Unchanged | Action::Orphan | Action::Expired | Action::InFlight => None,
     }
 }
 
@@ -159,7 +159,8 @@ pub(crate) fn select<'p>(
                 }
                 (record.spec.clone(), record.submitted_at)
             }
-            Action::Unchanged | Action::Orphan | Action::Expired => continue,
+            // Another process is sending it now: never a request from here.
+            Action::Unchanged | Action::Orphan | Action::Expired | Action::InFlight => continue,
         };
         if spec.key() != change.key {
             return Err(malformed(&format!(
@@ -196,7 +197,7 @@ pub(crate) fn select<'p>(
                 left_alone.push(change);
                 continue;
             }
-            Action::Unchanged | Action::Orphan | Action::Expired => continue,
+            Action::Unchanged | Action::Orphan | Action::Expired | Action::InFlight => continue,
         }
         let price = plan
             .prices

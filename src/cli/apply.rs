@@ -160,7 +160,9 @@ pub struct ConnectionArgs {
 pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     // Before anything else: whom to tell, where to buy and with which keys.
     let notify = args.flags.notify_targets()?;
-    let client = client(&args.flags.connection)?;
+    let credentials = credentials(&args.flags.connection)?;
+    let keys = crate::secrets::esms_keys(&credentials);
+    let client = client_for(&args.flags.connection, credentials)?;
     let options = options(context, &args.flags, "oapkg apply")?;
     let json = args.format == ListFormat::Json;
     if json && args.planfile.is_none() && !args.auto_approve {
@@ -173,6 +175,7 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
         ));
     }
 
+    refuse_keys_in_manifests(context, &keys)?;
     let (plan, reviewed) = match &args.planfile {
         Some(path) => {
             let today = context.today()?;
@@ -295,12 +298,45 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     })
 }
 
+/// Refuses manifests that hold the eSMS ApiKey or SecretKey (a key pasted
+/// into a `name` would reach plans, the state and `/metrics` labels): an
+/// error naming each file, line and column, never the value. Nothing has
+/// been planned or bought yet.
+fn refuse_keys_in_manifests(
+    context: &Context,
+    keys: &[crate::secrets::Forbidden],
+) -> anyhow::Result<()> {
+    let files = crate::manifest::files(&context.global.files);
+    let errors = crate::secrets::in_manifests(&files, keys);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(crate::manifest::ManifestError {
+        errors,
+        warnings: Vec::new(),
+    }
+    .into())
+}
+
 /// The eSMS client the flags describe: credentials, endpoint, timeouts.
 pub(super) fn client(args: &ConnectionArgs) -> anyhow::Result<Client> {
-    let credentials = match &args.credentials {
+    client_for(args, credentials(args)?)
+}
+
+/// The eSMS credentials the flags name: `--credentials FILE`, or the
+/// environment.
+pub(super) fn credentials(args: &ConnectionArgs) -> anyhow::Result<Credentials> {
+    Ok(match &args.credentials {
         Some(path) => Credentials::from_file(path)?,
         None => Credentials::from_env()?,
-    };
+    })
+}
+
+/// [`client`] with `credentials` already read.
+pub(super) fn client_for(
+    args: &ConnectionArgs,
+    credentials: Credentials,
+) -> anyhow::Result<Client> {
     let endpoint = match &args.endpoint {
         Some(url) => Endpoint::parse(url).context("--endpoint / ESMS_ENDPOINT")?,
         None => Endpoint::production(),

@@ -35,8 +35,11 @@ pub struct ShowArgs {
 }
 
 pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
-    let plan = make_plan(context)?;
+    let mut plan = make_plan(context)?;
     context.note_missing_state(&plan.state);
+    if let Some(in_flight) = super::state::in_flight(context) {
+        plan.mark_in_flight(&in_flight.keys, in_flight.holder);
+    }
     match args.format {
         // Streamed: a plan of many purchases is a large document.
         PlanFormat::Json => render::write_json(&plan, std::io::stdout().lock())?,

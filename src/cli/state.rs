@@ -169,6 +169,25 @@ pub fn run(context: &Context, command: StateCommand) -> anyhow::Result<ExitStatu
     }
 }
 
+/// The requests another live process has in flight on the state, for the
+/// commands that show it (`plan`, `state list`, `state show`). Showing
+/// them is only news: if they cannot be read, say so and show the records
+/// as they are (unconfirmed).
+pub(super) fn in_flight(context: &Context) -> Option<crate::state::InFlight> {
+    match context.store.in_flight() {
+        Ok(in_flight) => in_flight,
+        Err(error) => {
+            if !context.global.quiet {
+                let label = crate::plan::render::Paint(context.color_stderr()).warning("warning");
+                eprintln!(
+                    "{label}: could not tell whether another oapkg is buying now ({error}); unconfirmed packages are shown as such"
+                );
+            }
+            None
+        }
+    }
+}
+
 /// One recorded package as `state list --format json` prints it.
 #[derive(Serialize)]
 struct Listed<'a> {
@@ -178,9 +197,12 @@ struct Listed<'a> {
     tier: Tier,
     start: jiff::civil::Date,
     duration_months: u8,
-    /// `null` only for a period past 9999-12-31, which no valid state holds.
+    /// Always a date for a valid state (a period past 9999-12-31 is
+    /// refused when the state is read).
     end: Option<jiff::civil::Date>,
-    status: Status,
+    /// The record's status, or `in_flight` for an unconfirmed record whose
+    /// request another live oapkg is sending now.
+    status: &'static str,
     service_preview_id: &'a Option<String>,
     submitted_at: &'a Option<jiff::Timestamp>,
     result_code: &'a Option<String>,
@@ -193,10 +215,20 @@ struct Listed<'a> {
     /// Bought by a coverage policy's renewal (counts as declared while the
     /// policy exists).
     by_policy: bool,
+    /// For `in_flight`: who holds the lock (or lease) with the request in
+    /// flight. Only present then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holder: Option<&'a crate::state::LockHolder>,
 }
 
 impl<'a> Listed<'a> {
-    fn new(key: &'a Key, r: &'a Record) -> Listed<'a> {
+    /// `r` as listed; `in_flight` is what [`in_flight`] found, if anything.
+    fn new(
+        key: &'a Key,
+        r: &'a Record,
+        in_flight: Option<&'a crate::state::InFlight>,
+    ) -> Listed<'a> {
+        let flying = in_flight.filter(|f| r.status == Status::Unconfirmed && f.keys.contains(key));
         Listed {
             key,
             oaid: &r.spec.oaid,
@@ -205,7 +237,11 @@ impl<'a> Listed<'a> {
             start: r.spec.start,
             duration_months: r.spec.duration_months,
             end: r.spec.end(),
-            status: r.status,
+            status: if flying.is_some() {
+                "in_flight"
+            } else {
+                status_name(r.status)
+            },
             service_preview_id: &r.service_preview_id,
             submitted_at: &r.submitted_at,
             result_code: &r.result_code,
@@ -214,6 +250,7 @@ impl<'a> Listed<'a> {
             confirmed_by: r.confirmed.as_ref().map(|c| c.by.as_str()),
             confirmed_at: r.confirmed.as_ref().map(|c| c.at),
             by_policy: r.by_policy,
+            holder: flying.and_then(|f| f.holder.as_ref()),
         }
     }
 }
@@ -223,6 +260,8 @@ fn list(context: &Context, oaid: Option<&str>, format: ListFormat) -> anyhow::Re
         .map(|text| Oaid::parse(text).with_context(|| format!("OAID {text:?}")))
         .transpose()?;
     let state = context.load_state()?.state;
+    let in_flight = in_flight(context);
+    let in_flight = in_flight.as_ref();
     let records: Vec<(&Key, &Record)> = state
         .packages
         .iter()
@@ -230,7 +269,10 @@ fn list(context: &Context, oaid: Option<&str>, format: ListFormat) -> anyhow::Re
         .collect();
     match format {
         ListFormat::Json => {
-            let listed: Vec<_> = records.iter().map(|(k, r)| Listed::new(k, r)).collect();
+            let listed: Vec<_> = records
+                .iter()
+                .map(|(k, r)| Listed::new(k, r, in_flight))
+                .collect();
             print(&format!("{}\n", serde_json::to_string_pretty(&listed)?))?;
         }
         ListFormat::Text if records.is_empty() => {
@@ -250,7 +292,7 @@ fn list(context: &Context, oaid: Option<&str>, format: ListFormat) -> anyhow::Re
                         r.spec.tier.to_string(),
                         crate::spec::show_end(r.spec.end()),
                         r.spec.duration_months.to_string(),
-                        status_name(r.status).to_owned(),
+                        Listed::new(key, r, in_flight).status.replace('_', " "),
                         r.service_preview_id.clone().unwrap_or_else(|| "-".into()),
                     ]
                 })
@@ -270,10 +312,30 @@ fn list(context: &Context, oaid: Option<&str>, format: ListFormat) -> anyhow::Re
                 .into_iter()
                 .map(|row| row.map(|cell| escape_controls(&cell).into_owned()))
                 .collect();
-            print(&table(&header, &rows))?;
+            let mut out = table(&header, &rows);
+            let flying: Vec<&str> = records
+                .iter()
+                .filter(|(key, r)| Listed::new(key, r, in_flight).status == "in_flight")
+                .map(|(key, _)| key.as_str())
+                .collect();
+            if let (false, Some(in_flight)) = (flying.is_empty(), in_flight) {
+                out.push_str(&in_flight_note(&flying, in_flight));
+            }
+            print(&out)?;
         }
     }
     Ok(ExitStatus::Success)
+}
+
+/// The note under a listing with packages in flight: who is buying them,
+/// and that their outcome is that run's to record.
+fn in_flight_note(keys: &[&str], in_flight: &crate::state::InFlight) -> String {
+    format!(
+        "\nIn flight: {} sent a purchase request for {} and is waiting for eSMS's answer; \
+         that run records the outcome (not unconfirmed: no need to check the portal unless it dies).\n",
+        crate::plan::render::holder_line(in_flight.holder.as_ref()),
+        crate::spec::key_list(keys),
+    )
 }
 
 /// Rows under a header, each column as wide as its widest cell, two
@@ -307,7 +369,8 @@ fn show(context: &Context, key: &str, format: ListFormat) -> anyhow::Result<Exit
             context.store.path().display()
         )
     })?;
-    let listed = Listed::new(&key, record);
+    let in_flight = in_flight(context);
+    let listed = Listed::new(&key, record, in_flight.as_ref());
     let text = match format {
         ListFormat::Json => format!("{}\n", serde_json::to_string_pretty(&listed)?),
         ListFormat::Text => {
@@ -317,6 +380,8 @@ fn show(context: &Context, key: &str, format: ListFormat) -> anyhow::Result<Exit
             let mut out = String::new();
             for (field, v) in fields.0 {
                 let v = match v {
+                    _ if field == "holder" => crate::plan::render::holder_line(listed.holder),
+                    serde_json::Value::String(s) if field == "status" => s.replace('_', " "),
                     serde_json::Value::String(s) => match s.parse::<jiff::Timestamp>() {
                         Ok(at) => crate::plan::render::to_seconds(at).to_string(),
                         Err(_) => s,

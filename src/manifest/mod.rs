@@ -260,18 +260,7 @@ fn render_errors(errors: &[Diagnostic]) -> String {
 /// recursively for `*.yaml`/`*.yml`, hidden entries skipped) and validates
 /// them together. An empty `paths` means [`DEFAULT_MANIFEST`].
 pub fn load(paths: &[PathBuf], today: Date) -> Result<Manifests, ManifestError> {
-    let paths = paths_or_default(paths);
-
-    let mut files = Vec::new();
-    let mut errors = Vec::new();
-    for path in paths.iter() {
-        match std::fs::metadata(path) {
-            Ok(meta) if meta.is_dir() => walk(path, &mut files, &mut errors),
-            Ok(_) => files.push((path.clone(), Origin::Named)),
-            Err(error) => errors.push(io_diagnostic(path, "cannot read", &error)),
-        }
-    }
-    files.dedup_by(|a, b| a.0 == b.0);
+    let (files, mut errors) = discover(paths);
 
     let mut warnings = Vec::new();
     let mut packages = Vec::new();
@@ -312,6 +301,33 @@ pub fn load(paths: &[PathBuf], today: Date) -> Result<Manifests, ManifestError> 
     } else {
         Err(ManifestError { errors, warnings })
     }
+}
+
+/// The files [`load`] reads under `paths`, in the order it reads them; a
+/// path that cannot be read is left out (`load` reports it).
+pub fn files(paths: &[PathBuf]) -> Vec<PathBuf> {
+    discover(paths)
+        .0
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect()
+}
+
+/// The files under `paths` (an empty `paths` means [`DEFAULT_MANIFEST`])
+/// and how each was found, and the paths that cannot be read.
+fn discover(paths: &[PathBuf]) -> (Vec<(PathBuf, Origin)>, Vec<Diagnostic>) {
+    let paths = paths_or_default(paths);
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths.iter() {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => walk(path, &mut files, &mut errors),
+            Ok(_) => files.push((path.clone(), Origin::Named)),
+            Err(error) => errors.push(io_diagnostic(path, "cannot read", &error)),
+        }
+    }
+    files.dedup_by(|a, b| a.0 == b.0);
+    (files, errors)
 }
 
 fn read_text(path: &Path) -> Result<String, String> {

@@ -87,6 +87,31 @@ pub fn diff(
         warnings,
         prices: None,
         from_policy: Default::default(),
+        in_flight_holder: None,
+    }
+}
+
+impl Plan {
+    /// Marks as `in_flight` the `unconfirmed` changes whose keys another
+    /// live process has a purchase request in flight for (`keys`, read by
+    /// [`crate::state::Store::in_flight`]), naming `holder`. Other actions
+    /// are left as they are: a key is in flight only while its record says
+    /// a request may have been sent. Pure.
+    pub fn mark_in_flight(
+        &mut self,
+        keys: &std::collections::BTreeSet<Key>,
+        holder: Option<crate::state::LockHolder>,
+    ) {
+        let mut marked = false;
+        for change in &mut self.changes {
+            if change.action == Action::Unconfirmed && keys.contains(&change.key) {
+                change.action = Action::InFlight;
+                marked = true;
+            }
+        }
+        if marked {
+            self.in_flight_holder = holder;
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::manifest::{Package, Source};
 use crate::spec::{Key, Spec};
-use crate::state::{FailedAttempt, Record, StateId};
+use crate::state::{FailedAttempt, LockHolder, Record, StateId};
 
 /// What apply will do for one key (the action table of the README's "Concepts").
 #[derive(
@@ -46,6 +46,13 @@ pub enum Action {
     Replace,
     /// Recorded as unconfirmed: nothing, unless `--retry-unconfirmed`.
     Unconfirmed,
+    /// Recorded as unconfirmed because another live process holds the
+    /// state's lock with this key's purchase request in flight (an intent
+    /// with no outcome yet in its journal): nothing is sent for it from
+    /// here; that process records its outcome. (`oapkg plan` shows it;
+    /// apply never resends it.)
+    #[serde(rename = "in_flight")]
+    InFlight,
     /// Declared and recorded with the same spec hash: nothing.
     Unchanged,
     /// Recorded, no longer declared: nothing; the record stays.
@@ -201,10 +208,11 @@ pub struct LabelChange {
 
 impl Action {
     /// Every action, in the order the summary line counts them.
-    pub const ALL: [Action; 6] = [
+    pub const ALL: [Action; 7] = [
         Action::Purchase,
         Action::Replace,
         Action::Unconfirmed,
+        Action::InFlight,
         Action::Unchanged,
         Action::Orphan,
         Action::Expired,
@@ -216,6 +224,7 @@ impl Action {
             Action::Purchase => "purchase",
             Action::Replace => "replace",
             Action::Unconfirmed => "unconfirmed",
+            Action::InFlight => "in_flight",
             Action::Unchanged => "unchanged",
             Action::Orphan => "orphan",
             Action::Expired => "expired",
@@ -228,18 +237,22 @@ impl Action {
             Action::Purchase => '+',
             Action::Replace => '~',
             Action::Unconfirmed => '?',
+            Action::InFlight => '*',
             Action::Unchanged => ' ',
             Action::Orphan => '!',
             Action::Expired => 'x',
         }
     }
 
-    /// Whether apply may send a purchase request for this action
-    /// (what `--detailed-exitcode` reports as "something to buy").
+    /// Whether the key is not settled: apply may send a purchase request
+    /// for it, or (`in_flight`) another process is sending one now. What
+    /// `--detailed-exitcode` reports as "something to buy": an in-flight
+    /// key is counted as an unconfirmed one is, since the state is not
+    /// settled until its outcome is recorded (apply itself never resends it).
     pub fn buys(self) -> bool {
         matches!(
             self,
-            Action::Purchase | Action::Replace | Action::Unconfirmed
+            Action::Purchase | Action::Replace | Action::Unconfirmed | Action::InFlight
         )
     }
 }
@@ -298,6 +311,10 @@ pub struct Summary {
     pub purchase: usize,
     pub replace: usize,
     pub unconfirmed: usize,
+    /// Unconfirmed keys another live process is buying now (not counted in
+    /// `unconfirmed`).
+    #[serde(default)]
+    pub in_flight: usize,
     pub unchanged: usize,
     pub orphan: usize,
     pub expired: usize,
@@ -310,6 +327,7 @@ impl Summary {
             Action::Purchase => self.purchase,
             Action::Replace => self.replace,
             Action::Unconfirmed => self.unconfirmed,
+            Action::InFlight => self.in_flight,
             Action::Unchanged => self.unchanged,
             Action::Orphan => self.orphan,
             Action::Expired => self.expired,
@@ -317,9 +335,11 @@ impl Summary {
     }
 
     /// True when apply may send a purchase request (`purchase`, `replace`
-    /// or `unconfirmed`); orphans and unchanged packages buy nothing.
+    /// or `unconfirmed`), or another process is sending one (`in_flight`:
+    /// not settled, see [`Action::buys`]); orphans and unchanged packages
+    /// buy nothing.
     pub fn buys_anything(&self) -> bool {
-        self.purchase + self.replace + self.unconfirmed > 0
+        self.purchase + self.replace + self.unconfirmed + self.in_flight > 0
     }
 
     /// Purchase requests the plan lists: every `purchase` and `replace`
@@ -330,13 +350,16 @@ impl Summary {
 
     /// `Plan: N to purchase, N to replace, N unconfirmed, N unchanged, N orphaned.`
     /// or, when nothing is to be bought, `No changes. N unchanged, N orphaned.`;
-    /// `, N expired` before the period when there are any.
+    /// `, N expired` and `, N in flight` before the period when there are any.
     pub fn line(&self) -> String {
-        let expired = if self.expired > 0 {
+        let mut expired = if self.expired > 0 {
             format!(", {} expired", self.expired)
         } else {
             String::new()
         };
+        if self.in_flight > 0 {
+            expired.push_str(&format!(", {} in flight", self.in_flight));
+        }
         if self.buys_anything() {
             format!(
                 "Plan: {} to purchase, {} to replace, {} unconfirmed, {} unchanged, {} orphaned{expired}.",
@@ -365,6 +388,7 @@ impl Plan {
                 Action::Purchase => summary.purchase += 1,
                 Action::Replace => summary.replace += 1,
                 Action::Unconfirmed => summary.unconfirmed += 1,
+                Action::InFlight => summary.in_flight += 1,
                 Action::Orphan => summary.orphan += 1,
                 Action::Expired => summary.expired += 1,
                 Action::Unchanged => {}
@@ -490,6 +514,10 @@ pub struct Plan {
     /// The keys whose declared package comes from a coverage policy (a
     /// renewal, or a renewal the policy bought earlier): `origin: policy`.
     pub from_policy: std::collections::BTreeSet<Key>,
+    /// Who holds the state's lock with the `in_flight` changes' requests
+    /// in flight (see [`Plan::mark_in_flight`]); `None` when no change is
+    /// in flight, or the holder left no readable label.
+    pub in_flight_holder: Option<LockHolder>,
 }
 
 mod diff;

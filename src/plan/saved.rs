@@ -169,7 +169,7 @@ impl SavedChange {
         let shape_ok = match self.action {
             Action::Purchase => declared && !recorded,
             Action::Replace => declared && recorded,
-            Action::Unconfirmed => recorded,
+            Action::Unconfirmed | Action::InFlight => recorded,
             Action::Orphan => !declared && recorded,
             Action::Expired => declared,
             Action::Unchanged => return Some("is `unchanged`; a plan lists no such key".into()),
@@ -255,6 +255,8 @@ impl SavedPlan {
             warnings: self.warnings.clone(),
             prices: self.prices.clone(),
             from_policy: self.from_policy.clone(),
+            // Not saved: who was buying is news at `plan` time only.
+            in_flight_holder: None,
         }
     }
 

@@ -57,6 +57,16 @@ impl Store {
         }
     }
 
+    /// The purchase requests a live holder of the lock (a live lease, on
+    /// S3) has in flight now; `None` when there are none. Read-only, takes
+    /// no lock (see [`super::in_flight`]).
+    pub fn in_flight(&self) -> Result<Option<super::InFlight>, StateError> {
+        match self {
+            Store::Local(store) => super::in_flight::local(store),
+            Store::S3(store) => super::in_flight::s3(store),
+        }
+    }
+
     /// See [`StateStore::init`]; an S3 store is first checked to refuse
     /// conflicting conditional writes.
     pub fn init(&self, command: &str, timeout: Duration) -> Result<StateId, StateError> {

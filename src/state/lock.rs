@@ -197,8 +197,9 @@ pub(crate) fn acquire(
     let mut replaced = 0;
     loop {
         // Never truncate on open: the file may be someone else's, and its
-        // content is how we name them.
-        let file = OpenOptions::new()
+        // content is how we name them. Created owner-only, as every file
+        // oapkg writes (its label names the host and command).
+        let file = crate::files::owner_only(&mut OpenOptions::new())
             .read(true)
             .write(true)
             .create(true)
@@ -297,7 +298,7 @@ fn write_holder(file: &File, lock_path: &Path, holder: &LockHolder) -> Result<()
 
 /// The label in a lock file, if it has a readable one (it may be empty for a
 /// moment while its holder writes it).
-fn read_holder(lock_path: &Path) -> Option<LockHolder> {
+pub(crate) fn read_holder(lock_path: &Path) -> Option<LockHolder> {
     let bytes = crate::files::read_regular(lock_path).ok()?;
     serde_json::from_str(std::str::from_utf8(&bytes).ok()?.trim()).ok()
 }
@@ -469,6 +470,20 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(250));
         assert_eq!(second.holder().command, "oapkg state rm");
         releaser.join().unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_lock_file_is_created_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(&dir);
+        let _lock = acquire(&path, "oapkg apply", Duration::ZERO).unwrap();
+        let meta = fs::metadata(sibling(&path, ".lock")).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            crate::files::NEW_FILE_MODE
+        );
     }
 
     #[test]

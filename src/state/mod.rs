@@ -9,6 +9,9 @@
 //! | `<path>.lock` | [`lock`] | the writer lock and who holds it |
 //! | `<path>.journal` | [`journal`] | purchases recorded by `apply` since the last write |
 //!
+//! [`in_flight`] reads the lock and journal (or the S3 head) to tell the
+//! requests a live holder is sending now from unconfirmed ones.
+//!
 //! The state may instead live on S3-compatible storage (`--state
 //! s3://BUCKET/PREFIX`, [`s3`]): a head object changed only by
 //! compare-and-swap, holding the lease and the journal lines, and immutable
@@ -44,6 +47,7 @@ use crate::spec::{Key, Spec, SpecHash};
 
 mod error;
 pub mod file;
+pub mod in_flight;
 pub mod journal;
 pub mod location;
 pub mod lock;
@@ -51,6 +55,7 @@ pub mod s3;
 pub mod store;
 
 pub use error::{BackupSummary, StateError};
+pub use in_flight::InFlight;
 pub use journal::{Journal, JournalEntry, JournalOutcome};
 pub use location::{JournalWriter, Store, WriterLock};
 pub use lock::{Fence, LockHolder, Proof, SendPermit, StateLock, UnlockOutcome};

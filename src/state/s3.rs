@@ -383,6 +383,32 @@ impl S3Store {
         })
     }
 
+    /// For `in flight` (read-only, takes no lease): the holder of a live
+    /// lease and the journal lines of the head it holds (segments, then
+    /// the tail); `None` when no lease is live or there is no state.
+    pub(crate) fn live_lease(
+        &self,
+    ) -> Result<Option<(LockHolder, Vec<journal::Line>)>, StateError> {
+        let inner = self.inner.clone();
+        self.run(async move {
+            let Some(current) = inner.read_head().await? else {
+                return Ok(None);
+            };
+            let Some(lease) = current.head.lease.clone() else {
+                return Ok(None);
+            };
+            if !lease.live(Timestamp::now()) {
+                return Ok(None);
+            }
+            let lines = inner
+                .journal_contents(&current.head)
+                .await?
+                .map(|contents| contents.lines)
+                .unwrap_or_default();
+            Ok(Some((lease.holder, lines)))
+        })
+    }
+
     /// `oapkg init`: checks that the store refuses conflicting conditional
     /// writes, then creates an empty state (snapshot 0 and the head);
     /// refuses if a head exists.

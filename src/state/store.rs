@@ -419,7 +419,7 @@ impl StateStore {
         let len = usize::try_from(open.metadata().ok()?.len()).ok()?;
         let mut bytes = vec![0; len];
         read_exact_at(open, &mut bytes)?;
-        let mut tmp = tempfile::Builder::new()
+        let mut tmp = crate::files::new_version_builder()
             .prefix(".oapkg-journal.")
             .tempfile_in(dir)
             .ok()?;
@@ -1082,8 +1082,30 @@ fn parent_dir(path: &Path) -> &Path {
 
 pub(crate) fn create_parent_dir(path: &Path) -> Result<(), StateError> {
     let dir = parent_dir(path);
-    fs::create_dir_all(dir)
+    crate::files::create_dir_all(dir)
         .map_err(|source| StateError::io("create the state directory", dir, source))
+}
+
+/// Warns (on every write) when the state file at `path` or its directory
+/// is writable by group or others: whoever can write there can change
+/// what oapkg believes was bought, or replace the file, and the next apply
+/// would act on it.
+fn warn_if_writable_by_others(path: &Path) {
+    let dir = parent_dir(path);
+    for (what, place) in [("state file", path), ("state directory", dir)] {
+        let Some(mode) = fs::metadata(place)
+            .ok()
+            .and_then(|meta| crate::files::writable_by_others(&meta))
+        else {
+            continue;
+        };
+        tracing::warn!(
+            "the {what} {} is writable by group or others (mode {mode:04o}): anyone who can \
+             write it can change what oapkg records as bought; fix it with `chmod go-w {}`",
+            place.display(),
+            place.display()
+        );
+    }
 }
 
 /// Makes renames and creations in `path`'s directory durable.
@@ -1227,7 +1249,9 @@ fn replace_with_backup(
     sync_parent_dir(path).map_err(|error| ReplaceFailure {
         error: Box::new(error),
         uncertain: true,
-    })
+    })?;
+    warn_if_writable_by_others(path);
+    Ok(())
 }
 
 /// Makes `<path>.backup` the current file, with no moment where neither the

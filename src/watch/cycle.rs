@@ -121,6 +121,9 @@ pub struct Runner {
     /// [`WatchEvent::LowBalance`] is reported when the balance becomes too
     /// low, not again on each retry while it stays so.
     low_balance_told: bool,
+    /// Values no manifest may hold (the eSMS keys): a cycle whose manifests
+    /// hold one is invalid (see [`crate::secrets::in_manifests`]).
+    forbidden: Vec<crate::secrets::Forbidden>,
 }
 
 /// How far ahead [`WatchEvent::Expiring`] looks, as `oapkg expiring`.
@@ -153,7 +156,16 @@ impl Runner {
             suspend_file: None,
             suspended_plan: false,
             low_balance_told: false,
+            forbidden: Vec::new(),
         }
+    }
+
+    /// Cycles whose manifests hold one of `secrets` (the eSMS keys) are
+    /// invalid: logged with file and line, never the value, and nothing is
+    /// planned or bought from them.
+    pub fn refuse_secrets(mut self, secrets: Vec<crate::secrets::Forbidden>) -> Runner {
+        self.forbidden = secrets;
+        self
     }
 
     /// While `path` exists, cycles plan but buy nothing.
@@ -236,6 +248,14 @@ impl Runner {
             Ok(manifests) => manifests,
             Err(error) => return self.invalid(cycle, &error),
         };
+        let secrets = crate::secrets::in_manifests(&manifests.files, &self.forbidden);
+        if !secrets.is_empty() {
+            let error = ManifestError {
+                errors: secrets,
+                warnings: Vec::new(),
+            };
+            return self.invalid(cycle, &error);
+        }
         let loaded = match inputs.state {
             Ok(loaded) => loaded,
             Err(error) => return self.unreadable(cycle, Unreadable::State(&error)),

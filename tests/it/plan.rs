@@ -57,7 +57,7 @@ fn fresh_state_json_shape_field_by_field() {
     assert_eq!(
         plan["summary"],
         serde_json::json!({"purchase": 2, "replace": 0, "unconfirmed": 0, "unchanged": 0,
-                           "orphan": 0, "expired": 0, "cost": null})
+                           "orphan": 0, "expired": 0, "cost": null, "in_flight": 0})
     );
     // Plan needs no state file and writes none.
     assert!(!env.path("state").exists());

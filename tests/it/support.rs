@@ -541,6 +541,11 @@ impl Running {
         self.transcript.iter()
     }
 
+    /// The process id (what a lock holder's label names).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()

@@ -102,11 +102,14 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         .as_deref()
         .map(crate::metrics::server::parse)
         .transpose()?;
+    if let Some(addr) = listen {
+        warn_if_not_loopback(addr);
+    }
     // Fail before watching anything: a date that cannot be read would fail
     // every cycle.
     context.today()?;
     let clock = context.clock()?;
-    let (reconciler, scrub) = reconciler(context, args)?;
+    let (reconciler, scrub, keys) = reconciler(context, args)?;
     // A service that buys must never start against a missing state (a
     // wrong path would buy every package again); one that only plans says
     // so once.
@@ -183,7 +186,8 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
             Arc::new(observers),
             reconciler,
         )
-        .suspend_with(options.suspend_file.clone());
+        .suspend_with(options.suspend_file.clone())
+        .refuse_secrets(keys);
         let watched = watch::run(&options, &mut runner, stop).await;
         drop(runner);
         notifier.drain(NOTIFY_DRAIN).await;
@@ -197,6 +201,20 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
     // waiting for it would undo the prompt stop.
     runtime.shutdown_timeout(SHUTDOWN_WAIT);
     result
+}
+
+/// `--listen` on an address other networks reach: `/metrics` labels name
+/// every OA (its id and name), so say who can read them.
+fn warn_if_not_loopback(addr: std::net::SocketAddr) {
+    if addr.ip().to_canonical().is_loopback() {
+        return;
+    }
+    tracing::warn!(
+        listen = %addr,
+        "--listen {addr} is not a loopback address: /metrics shows the OA ids and names \
+         (and coverage dates) to anything on the networks it reaches; listen on 127.0.0.1 \
+         (behind a proxy with access control) unless that is intended"
+    );
 }
 
 /// How long stopping waits for the notifications still queued.
@@ -222,17 +240,28 @@ fn refuse_resends(flags: &ApplyFlags) -> anyhow::Result<()> {
     )
 }
 
-/// The reconciler of `--apply` and the scrubber of its keys.
-type ApplyStep = (Option<Box<dyn Reconciler>>, Option<Scrub>);
+/// The reconciler of `--apply`, the scrubber of its keys, and the keys no
+/// manifest may hold.
+type ApplyStep = (
+    Option<Box<dyn Reconciler>>,
+    Option<Scrub>,
+    Vec<crate::secrets::Forbidden>,
+);
 
 /// The apply step for `--apply`: the apply engine of `oapkg apply`, with
 /// its guards, pre-flight, journal and lock, run on each plan that buys
 /// something. Built before watching starts, so missing credentials or a
 /// refused endpoint stop the service at once instead of at the first change.
-/// With it, what scrubs the account keys from notifications.
+/// With it, what scrubs the account keys from notifications. Without
+/// `--apply` no credentials are needed, but keys found in the environment
+/// are kept out of the manifests all the same (they would reach the
+/// printed plans and `/metrics` labels).
 fn reconciler(context: &Context, args: &WatchArgs) -> anyhow::Result<ApplyStep> {
     if !args.apply {
-        return Ok((None, None));
+        let keys = crate::esms::Credentials::from_env()
+            .map(|credentials| crate::secrets::esms_keys(&credentials))
+            .unwrap_or_default();
+        return Ok((None, None, keys));
     }
     let options = crate::apply::ApplyOptions {
         // Hold, don't block: a change that needs a flag not given waits,
@@ -240,7 +269,9 @@ fn reconciler(context: &Context, args: &WatchArgs) -> anyhow::Result<ApplyStep> 
         hold: true,
         ..super::apply::options(context, &args.apply_flags, "oapkg watch --apply")?
     };
-    let client = super::apply::client(&args.apply_flags.connection)?;
+    let credentials = super::apply::credentials(&args.apply_flags.connection)?;
+    let keys = crate::secrets::esms_keys(&credentials);
+    let client = super::apply::client_for(&args.apply_flags.connection, credentials)?;
     let scrub: Scrub = Arc::new(client.scrubber());
     Ok((
         Some(Box::new(ApplyReconciler::new(
@@ -249,6 +280,7 @@ fn reconciler(context: &Context, args: &WatchArgs) -> anyhow::Result<ApplyStep> 
             options,
         ))),
         Some(scrub),
+        keys,
     ))
 }
 

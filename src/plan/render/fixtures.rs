@@ -88,6 +88,7 @@ fn plan(changes: Vec<Change>, unchanged: usize, warnings: Vec<Warning>) -> Plan 
         warnings,
         prices: None,
         from_policy: Default::default(),
+        in_flight_holder: None,
     }
 }
 
@@ -213,6 +214,29 @@ pub fn mixed() -> Plan {
         },
     ];
     plan(changes, 3, warnings)
+}
+
+/// [`mixed`] while another live oapkg is buying its unconfirmed package:
+/// that change is `in_flight`, its holder named.
+pub fn in_flight() -> Plan {
+    let mut plan = mixed();
+    let keys = plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Unconfirmed)
+        .map(|c| c.key.clone())
+        .collect();
+    plan.mark_in_flight(
+        &keys,
+        Some(crate::state::LockHolder {
+            pid: 4242,
+            host: "build-7".to_owned(),
+            command: "oapkg apply --auto-approve".to_owned(),
+            since: "2026-11-26T09:59:58Z".parse().unwrap(),
+            ci_job: None,
+        }),
+    );
+    plan
 }
 
 /// `n` packages to buy, one OA each, all declared in one big file.

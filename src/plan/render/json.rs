@@ -14,7 +14,7 @@ use super::schema::{DateSchema, HashSchema, KeySchema, NeedSchema, TimestampSche
 
 use crate::plan::{Action, Change, LabelChange, Need, Plan, Summary, Warning};
 use crate::spec::{Key, Spec, SpecHash, Tier};
-use crate::state::{Record, StateId, Status};
+use crate::state::{LockHolder, Record, StateId, Status};
 
 /// The version of the JSON plan document.
 pub const FORMAT_VERSION: u32 = 2;
@@ -108,6 +108,10 @@ pub struct JsonSummary {
     pub orphan: usize,
     pub expired: usize,
     pub cost: Option<Cost>,
+    /// Unconfirmed keys another live process is buying now (not counted
+    /// in `unconfirmed`).
+    #[serde(default)]
+    pub in_flight: usize,
 }
 
 impl From<Summary> for JsonSummary {
@@ -120,6 +124,7 @@ impl From<Summary> for JsonSummary {
             orphan: summary.orphan,
             expired: summary.expired,
             cost: None,
+            in_flight: summary.in_flight,
         }
     }
 }
@@ -185,6 +190,37 @@ pub struct JsonChange {
     /// The key's last failed purchase attempt, on a `purchase` or
     /// `replace`; `null` when there is none.
     pub last_failure: Option<JsonFailure>,
+    /// For `in_flight`: who holds the state's lock with the request in
+    /// flight; `null` otherwise (and when the holder left no label).
+    #[serde(default)]
+    pub holder: Option<JsonHolder>,
+}
+
+/// Who holds the state's lock (or S3 lease): the label it wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Holder")]
+pub struct JsonHolder {
+    pub pid: u32,
+    pub host: String,
+    /// The command line that took the lock, e.g. `oapkg apply`.
+    pub command: String,
+    /// When it took the lock.
+    #[schemars(with = "TimestampSchema")]
+    pub since: jiff::Timestamp,
+    /// The CI job running it, when known; `null` otherwise.
+    pub ci_job: Option<String>,
+}
+
+impl From<&LockHolder> for JsonHolder {
+    fn from(holder: &LockHolder) -> Self {
+        JsonHolder {
+            pid: holder.pid,
+            host: holder.host.clone(),
+            command: holder.command.clone(),
+            since: holder.since,
+            ci_job: holder.ci_job.as_deref().map(str::to_owned),
+        }
+    }
 }
 
 /// A purchase attempt that bought nothing: eSMS's code (`null` when no
@@ -307,6 +343,9 @@ impl JsonChange {
                 line: s.line,
             }),
             overlaps: change.overlaps.clone(),
+            holder: (change.action == Action::InFlight)
+                .then(|| plan.in_flight_holder.as_ref().map(JsonHolder::from))
+                .flatten(),
         }
     }
 }
@@ -380,6 +419,25 @@ mod tests {
     }
 
     #[test]
+    fn in_flight_is_an_action_with_its_holder() {
+        let out = pinned(&fixtures::in_flight());
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let change = &doc["changes"][0];
+        assert_eq!(change["action"], "in_flight");
+        assert_eq!(change["holder"]["pid"], 4242);
+        assert_eq!(change["holder"]["command"], "oapkg apply --auto-approve");
+        assert_eq!(doc["summary"]["in_flight"], 1);
+        assert_eq!(doc["summary"]["unconfirmed"], 0);
+        // Every other change has `holder: null`.
+        assert!(
+            doc["changes"].as_array().unwrap()[1..]
+                .iter()
+                .all(|c| c["holder"].is_null())
+        );
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
     fn has_every_spec_field_with_its_type() {
         let value: serde_json::Value = serde_json::from_str(&json(&fixtures::mixed())).unwrap();
         assert_eq!(value["format_version"], 2);
@@ -432,7 +490,7 @@ mod tests {
         assert_eq!(
             value["summary"],
             serde_json::json!({"purchase": 1, "replace": 1, "unconfirmed": 1, "unchanged": 3,
-                               "orphan": 1, "expired": 0, "cost": null})
+                               "orphan": 1, "expired": 0, "cost": null, "in_flight": 0})
         );
         assert_eq!(value["needs"], serde_json::json!(["--allow-replace"]));
         assert_eq!(

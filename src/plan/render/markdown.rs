@@ -310,7 +310,7 @@ fn timeline(plan: &Plan) -> Option<String> {
                 .filter_map(|c| {
                     let tag = match c.action {
                         Action::Purchase => Tag::Active,
-                        Action::Replace | Action::Unconfirmed => Tag::Crit,
+                        Action::Replace | Action::Unconfirmed | Action::InFlight => Tag::Crit,
                         Action::Orphan => Tag::Done,
                         Action::Unchanged | Action::Expired => return None,
                     };
@@ -397,6 +397,16 @@ fn head(plan: &Plan, summary: &Summary, project: Option<&Project>) -> String {
             packages(summary.unconfirmed)
         );
     }
+    if summary.in_flight > 0 {
+        let holder = super::holder_line(plan.in_flight_holder.as_ref());
+        let _ = write!(
+            out,
+            "> [!NOTE]\n> **{} in flight**: {} sent the purchase request and is waiting \
+             for eSMS's answer; that run records the outcome. Plan again when it is done.\n\n",
+            packages(summary.in_flight),
+            text(&cut(&holder, Some(WARNING_CHARS)))
+        );
+    }
     out
 }
 
@@ -475,7 +485,7 @@ fn section_note(out: &mut String, omitted: usize, total: usize, what: &str) {
 fn rank(change: &Change) -> u8 {
     match change.action {
         Action::Replace => 0,
-        Action::Unconfirmed => 1,
+        Action::Unconfirmed | Action::InFlight => 1,
         Action::Purchase | Action::Orphan | Action::Unchanged | Action::Expired => 2,
     }
 }
@@ -747,6 +757,17 @@ mod tests {
         assert!(out.contains("> [!CAUTION]"));
         assert!(out.contains("> [!WARNING]"));
         assert!(out.ends_with(&format!("{MARKER}\n")));
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
+    fn in_flight_has_a_note_naming_the_holder() {
+        let out = render(&fixtures::in_flight());
+        assert!(out.starts_with(
+            "**Plan: 1 to purchase, 1 to replace, 0 unconfirmed, 3 unchanged, 1 orphaned, 1 in flight.**\n"
+        ));
+        assert!(out.contains("> **1 package in flight**: pid 4242 on host build-7"));
+        assert!(!out.contains("unconfirmed**:"), "{out}");
         insta::assert_snapshot!(out);
     }
 

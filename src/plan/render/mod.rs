@@ -161,6 +161,27 @@ pub fn failure_line(failure: &FailedAttempt, limit: Option<usize>) -> String {
     }
 }
 
+/// Who holds a state's lock, in one line: `pid 4242 on host build-7 running
+/// "oapkg apply" since 2026-11-26T10:00:00Z` (and the CI job, when known);
+/// `another process` when it left no readable label. Foreign text
+/// (host, command) is escaped.
+pub fn holder_line(holder: Option<&crate::state::LockHolder>) -> String {
+    let Some(holder) = holder else {
+        return "another process (it left no label)".to_owned();
+    };
+    let mut line = format!(
+        "pid {} on host {} running \"{}\" since {}",
+        holder.pid,
+        escape_controls(&holder.host),
+        escape_controls(&holder.command),
+        to_seconds(holder.since)
+    );
+    if let Some(job) = &holder.ci_job {
+        line.push_str(&format!(" (CI job {})", escape_controls(job)));
+    }
+    line
+}
+
 pub(crate) fn status_name(status: Status) -> &'static str {
     match status {
         Status::Submitted => "submitted",
@@ -183,6 +204,7 @@ mod tests {
                 purchase: 1,
                 replace: 1,
                 unconfirmed: 1,
+                in_flight: 0,
                 unchanged: 3,
                 orphan: 1,
                 expired: 0,
@@ -214,6 +236,8 @@ mod tests {
             (Action::Purchase, true),
             (Action::Replace, true),
             (Action::Unconfirmed, true),
+            // Not settled: another process is buying it (exit 2, as unconfirmed).
+            (Action::InFlight, true),
             (Action::Unchanged, false),
             (Action::Orphan, false),
             (Action::Expired, false),
@@ -224,6 +248,7 @@ mod tests {
                 Action::Purchase => summary.purchase = 1,
                 Action::Replace => summary.replace = 1,
                 Action::Unconfirmed => summary.unconfirmed = 1,
+                Action::InFlight => summary.in_flight = 1,
                 Action::Unchanged => summary.unchanged = 1,
                 Action::Orphan => summary.orphan = 1,
                 Action::Expired => summary.expired = 1,

@@ -39,6 +39,7 @@ impl Paint {
             Action::Purchase => fg(AnsiColor::Green),
             Action::Replace => fg(AnsiColor::Yellow),
             Action::Unconfirmed => fg(AnsiColor::Cyan),
+            Action::InFlight => fg(AnsiColor::Magenta),
             Action::Orphan => fg(AnsiColor::Red),
             Action::Expired => fg(AnsiColor::BrightBlack),
             Action::Unchanged => Style::new(),

@@ -49,6 +49,7 @@ pub fn text(plan: &Plan, options: &TextOptions) -> String {
             Action::Purchase,
             Action::Replace,
             Action::Unconfirmed,
+            Action::InFlight,
             Action::Orphan,
             Action::Expired,
         ] {
@@ -133,6 +134,12 @@ pub(crate) fn notes(plan: &Plan, change: &Change) -> Vec<String> {
     let mut notes = Vec::new();
     if let Some(note) = orphan_note(plan, change) {
         notes.push(note);
+    }
+    if change.action == Action::InFlight {
+        notes.push(format!(
+            "# held by {}",
+            super::holder_line(plan.in_flight_holder.as_ref())
+        ));
     }
     if plan.is_from_policy(change) && change.action.buys() {
         notes.push("# renewal by a coverage policy (origin: policy)".to_owned());
@@ -267,7 +274,17 @@ pub(crate) fn block(
         None => field("oaid", change.key.oaid().to_owned(), false),
     }
     if let Some(record) = &change.before {
-        field("status", status_line(record, limit), false);
+        let status = status_line(record, limit);
+        let status = match change.action {
+            // The record says "unconfirmed, no answer was recorded": true
+            // of the journal, not of the request, which is still waiting.
+            Action::InFlight => match record.submitted_at {
+                Some(at) => format!("in flight, sent {}", super::to_seconds(at)),
+                None => "in flight".to_owned(),
+            },
+            _ => status,
+        };
+        field("status", status, false);
     }
     if let Some(source) = change.source() {
         let _ = writeln!(
@@ -361,6 +378,10 @@ fn action_header(change: &Change) -> Vec<String> {
             "# (resent only with --retry-unconfirmed; once the eSMS portal shows it,".to_owned(),
             format!("#  `oapkg state confirm {key}` records it as bought)"),
         ],
+        Action::InFlight => vec![
+            format!("# {key} is in flight: another oapkg is buying it now"),
+            "# (nothing is sent from here; its outcome is recorded when that run ends)".to_owned(),
+        ],
         Action::Unchanged => vec![format!("# {key} is unchanged")],
         Action::Orphan => vec![format!(
             "# {key} is no longer declared: nothing is bought, the record stays"
@@ -390,6 +411,7 @@ fn legend(action: Action) -> &'static str {
         Action::Purchase => "purchase",
         Action::Replace => "replace (buy again with the new spec)",
         Action::Unconfirmed => "unconfirmed (outcome of an earlier request unknown)",
+        Action::InFlight => "in flight (another live oapkg is waiting for eSMS's answer)",
         Action::Unchanged => "unchanged",
         Action::Orphan => "orphan (no longer declared; nothing is bought)",
         Action::Expired => "expired (ended before today; never bought)",
@@ -452,6 +474,22 @@ mod tests {
     #[test]
     fn mixed() {
         insta::assert_snapshot!(text(&fixtures::mixed(), &PLAIN));
+    }
+
+    #[test]
+    fn in_flight_names_the_holder_and_is_counted_apart() {
+        let out = text(&fixtures::in_flight(), &PLAIN);
+        assert!(out.contains(
+            "# held by pid 4242 on host build-7 running \"oapkg apply --auto-approve\" since 2026-11-26T09:59:58Z"
+        ));
+        assert!(
+            !out.contains("state confirm"),
+            "not a case for the portal: {out}"
+        );
+        assert!(out.contains(
+            "Plan: 1 to purchase, 1 to replace, 0 unconfirmed, 3 unchanged, 1 orphaned, 1 in flight."
+        ));
+        insta::assert_snapshot!(out);
     }
 
     #[test]
