@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::files::FileKind;
 use crate::spec::{Key, key_list};
 
-use super::lock::LockHolder;
+use super::holder::LockHolder;
 
 /// Why the state could not be read, written, locked or journaled.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +66,7 @@ pub enum StateError {
     },
 
     /// The state file's `format_version` is missing or one this oapkg does not read.
-    #[error("state file {} has format_version {found}, but this oapkg ({}) reads only format_version {}; use the oapkg release that wrote it", .path.display(), env!("CARGO_PKG_VERSION"), super::file::FORMAT_VERSION)]
+    #[error("state file {} has format_version {found}, but this oapkg ({}) reads only format_version {}; use the oapkg release that wrote it", .path.display(), env!("CARGO_PKG_VERSION"), super::FORMAT_VERSION)]
     UnknownFormatVersion {
         path: PathBuf,
         /// The value found, as JSON text (`"missing"` when absent).
@@ -389,7 +389,7 @@ impl StateError {
 
 /// `<path>.backup`, the previous version kept by every write.
 pub(crate) fn backup_of(path: &Path) -> PathBuf {
-    super::store::sibling(path, ".backup")
+    super::names::sibling(path, ".backup")
 }
 
 /// What `oapkg init` found in the backup beside a missing state.
@@ -424,7 +424,7 @@ fn moved_recovery(path: &Path, copied: Option<&Path>) -> String {
         ),
         None => format!(
             "put the state directory back, or move that journal beside the state file as {}, then run any oapkg command that writes the state (e.g. `oapkg state list` shows them, `oapkg apply` folds them in) before buying anything else",
-            super::store::sibling(path, ".journal").display()
+            super::names::sibling(path, ".journal").display()
         ),
     }
 }

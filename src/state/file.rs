@@ -39,8 +39,7 @@ mod canonical;
 /// thread while it checks the records.
 const PARALLEL_CHECKS_FROM: usize = 4096;
 
-/// The only `format_version` this oapkg reads and writes.
-pub const FORMAT_VERSION: u64 = 1;
+pub use super::FORMAT_VERSION;
 
 /// A state file that passed every check of [`decode`].
 #[derive(Clone, Debug, PartialEq, Eq)]

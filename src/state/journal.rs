@@ -65,12 +65,14 @@ use std::fs::{self, File, OpenOptions};
 use crate::files::{self, FileKind, OpenError};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::lock::LockInner;
+use super::disk::{LoadedFile, sync_parent_dir};
+use super::lock::{Fence, LockHolder, LockInner, Proof, SendPermit};
+use super::names::sibling;
 use super::{FailedAttempt, FailedAttempts, Record, StateError, Status};
 use crate::spec::{Key, Spec, SpecHash, sha256_tagged};
 
@@ -103,6 +105,69 @@ pub enum JournalOutcome {
     },
 }
 
+/// The exclusive writer lock on one state file, with the journal appended
+/// under it. Dropping it (and every [`Journal`] made from it) releases the
+/// lock and removes the lock file.
+#[derive(Debug)]
+pub struct StateLock {
+    pub(crate) inner: Arc<Held>,
+}
+
+impl StateLock {
+    pub(crate) fn new(lock: LockInner) -> StateLock {
+        StateLock {
+            inner: Arc::new(Held {
+                lock,
+                journal: Mutex::new(JournalSlot::default()),
+            }),
+        }
+    }
+
+    /// Who holds it: this process.
+    pub fn holder(&self) -> &LockHolder {
+        self.inner.lock.holder()
+    }
+
+    /// The state file this lock is for.
+    pub fn state_path(&self) -> &Path {
+        &self.inner.lock.state_path
+    }
+}
+
+/// What a writer holds: the OS lock and the journal's in-process side,
+/// shared by the [`StateLock`] and its journals.
+#[derive(Debug)]
+pub(crate) struct Held {
+    pub(crate) lock: LockInner,
+    journal: Mutex<JournalSlot>,
+}
+
+impl Held {
+    pub(crate) fn state_path(&self) -> &Path {
+        &self.lock.state_path
+    }
+
+    pub(crate) fn still_at_path(&self) -> bool {
+        self.lock.still_at_path()
+    }
+
+    pub(crate) fn lock_path(&self) -> &Path {
+        self.lock.lock_path()
+    }
+
+    pub(crate) fn journal_path(&self) -> PathBuf {
+        sibling(self.state_path(), ".journal")
+    }
+
+    /// The journal's in-process state. A panic while it was held leaves the
+    /// journal's on-disk state unknown, so that refuses further use.
+    pub(crate) fn slot(&self) -> Result<MutexGuard<'_, JournalSlot>, StateError> {
+        self.journal.lock().map_err(|_| StateError::JournalBroken {
+            path: self.journal_path(),
+        })
+    }
+}
+
 /// Appends purchase events to the journal. Obtained from
 /// [`StateStore::journal`](super::StateStore::journal).
 ///
@@ -111,7 +176,7 @@ pub enum JournalOutcome {
 /// first. It is `Send`; share it between tasks behind a mutex.
 #[derive(Debug)]
 pub struct Journal {
-    pub(crate) lock: Arc<LockInner>,
+    pub(crate) lock: Arc<Held>,
 }
 
 impl Journal {
@@ -174,10 +239,27 @@ impl Journal {
         let path = self.path();
         let mut slot = self.lock.slot()?;
         let mut pending = slot.pending.clone();
-        let events = events_of(&self.lock.state_path, &path, &mut pending, entries)?;
+        let events = events_of(self.lock.state_path(), &path, &mut pending, entries)?;
         slot.append(&path, &events)?;
         slot.pending = pending;
         Ok(())
+    }
+}
+
+/// A local state: the lock is the operating system's, so the only way to
+/// lose it is for the lock file to leave its path (the state directory
+/// renamed or replaced): then another process can lock a new file there,
+/// and this one sends nothing more.
+impl Fence for Journal {
+    fn permit(&self, _proof: Proof) -> Result<SendPermit, StateError> {
+        if self.lock.still_at_path() {
+            Ok(SendPermit::unbounded())
+        } else {
+            Err(StateError::LockMoved {
+                path: self.lock.state_path().to_owned(),
+                lock: self.lock.lock_path().to_owned(),
+            })
+        }
     }
 }
 
@@ -263,8 +345,8 @@ pub(crate) struct JournalSlot {
     /// (read from the state file), then kept current by every write.
     pub generation: Option<Generation>,
     /// The state file as loaded under this lock (see
-    /// [`LoadedFile`](super::store::LoadedFile)); taken by the next write.
-    pub loaded_file: Option<super::store::LoadedFile>,
+    /// [`LoadedFile`]); taken by the next write.
+    pub loaded_file: Option<LoadedFile>,
     /// Open append handle, `None` when the journal file has not been opened
     /// (or was just removed by a fold).
     file: Option<File>,
@@ -369,7 +451,7 @@ fn open_for_append(path: &Path) -> Result<(File, u64), StateError> {
         .open(path)
     {
         Ok(file) => {
-            super::store::sync_parent_dir(path)?;
+            sync_parent_dir(path)?;
             Ok((file, 0))
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {

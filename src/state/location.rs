@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::journal::StateLock;
 use super::journal::{Journal, JournalEntry};
-use super::lock::{Fence, LockHolder, StateLock, UnlockOutcome};
+use super::lock::{Fence, LockHolder, UnlockOutcome};
 use super::s3::{S3Journal, S3Lease, S3Location, S3Store};
 use super::store::{Initialized, Loaded, Restored, StateStore};
 use super::{State, StateError, StateId};

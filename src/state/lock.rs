@@ -29,15 +29,16 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 
 use super::StateError;
-use super::journal::JournalSlot;
-use super::store::{file_identity, sibling};
+use super::disk::{create_parent_dir, file_identity};
+pub use super::holder::LockHolder;
+pub(crate) use super::holder::hostname;
+use super::names::sibling;
 
 /// How often a blocked writer tries again while it waits.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -45,65 +46,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How many times in a row the lock file may be replaced under us before we
 /// give up (each needs another process to take and release the lock).
 const MAX_REPLACED: u32 = 1000;
-
-/// Who holds the lock, as written into the lock file.
-///
-/// Read leniently (no `deny_unknown_fields`, unreadable means `None`): it is
-/// only a label for messages, and a label from another oapkg version must
-/// not stop anyone from reporting who holds the lock.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockHolder {
-    pub pid: u32,
-    pub host: String,
-    /// The command line that took the lock, e.g. `oapkg apply`.
-    pub command: String,
-    /// When the lock was taken (whole seconds).
-    pub since: Timestamp,
-    /// The CI job that runs the holder, where there is one (GitHub Actions'
-    /// run URL, GitLab's `CI_JOB_URL`): on a shared state the host alone
-    /// (a runner) says little. Written only when known. (A boxed `str`
-    /// keeps [`StateError`], which carries a holder, small.)
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ci_job: Option<Box<str>>,
-}
-
-impl LockHolder {
-    pub(crate) fn current(command: &str) -> LockHolder {
-        let now = Timestamp::now();
-        LockHolder {
-            pid: std::process::id(),
-            host: hostname(),
-            command: command.to_owned(),
-            since: Timestamp::from_second(now.as_second()).unwrap_or(now),
-            ci_job: ci_job(),
-        }
-    }
-}
-
-/// The CI job this process runs in, from the variables GitHub Actions and
-/// GitLab CI set.
-fn ci_job() -> Option<Box<str>> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    if let (Some(server), Some(repository), Some(run)) = (
-        var("GITHUB_SERVER_URL"),
-        var("GITHUB_REPOSITORY"),
-        var("GITHUB_RUN_ID"),
-    ) {
-        return Some(format!("{server}/{repository}/actions/runs/{run}").into());
-    }
-    var("CI_JOB_URL").map(String::into_boxed_str)
-}
-
-/// This machine's name, for the holder label and `state confirm`'s "by"
-/// (no libc call needed on Linux).
-pub(crate) fn hostname() -> String {
-    ["/proc/sys/kernel/hostname", "/etc/hostname"]
-        .iter()
-        .filter_map(|p| fs::read_to_string(p).ok())
-        .map(|s| s.trim().to_owned())
-        .find(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned())
-}
 
 /// What `state unlock` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,27 +59,9 @@ pub enum UnlockOutcome {
     },
 }
 
-/// The exclusive writer lock on one state file. Dropping it (and every
-/// [`Journal`](super::Journal) made from it) releases the lock and removes
-/// the lock file.
-#[derive(Debug)]
-pub struct StateLock {
-    pub(crate) inner: Arc<LockInner>,
-}
-
-impl StateLock {
-    /// Who holds it: this process.
-    pub fn holder(&self) -> &LockHolder {
-        &self.inner.holder
-    }
-
-    /// The state file this lock is for.
-    pub fn state_path(&self) -> &Path {
-        &self.inner.state_path
-    }
-}
-
-/// The held lock, shared by the [`StateLock`] and its journals.
+/// The held OS lock on one state's lock file: released (and the lock file
+/// removed) when dropped. The state's [`StateLock`](super::StateLock) and
+/// its journals share it.
 #[derive(Debug)]
 pub(crate) struct LockInner {
     /// Holds the OS lock for as long as it is open.
@@ -145,7 +69,6 @@ pub(crate) struct LockInner {
     lock_path: PathBuf,
     pub(crate) state_path: PathBuf,
     holder: LockHolder,
-    journal: Mutex<JournalSlot>,
 }
 
 impl LockInner {
@@ -159,16 +82,9 @@ impl LockInner {
         &self.lock_path
     }
 
-    pub(crate) fn journal_path(&self) -> PathBuf {
-        sibling(&self.state_path, ".journal")
-    }
-
-    /// The journal's in-process state. A panic while it was held leaves the
-    /// journal's on-disk state unknown, so that refuses further use.
-    pub(crate) fn slot(&self) -> Result<MutexGuard<'_, JournalSlot>, StateError> {
-        self.journal.lock().map_err(|_| StateError::JournalBroken {
-            path: self.journal_path(),
-        })
+    /// Who holds it: this process.
+    pub(crate) fn holder(&self) -> &LockHolder {
+        &self.holder
     }
 }
 
@@ -190,9 +106,9 @@ pub(crate) fn acquire(
     state_path: &Path,
     command: &str,
     timeout: Duration,
-) -> Result<StateLock, StateError> {
+) -> Result<LockInner, StateError> {
     let lock_path = sibling(state_path, ".lock");
-    super::store::create_parent_dir(state_path)?;
+    create_parent_dir(state_path)?;
     let deadline = Instant::now().checked_add(timeout);
     let mut replaced = 0;
     loop {
@@ -217,14 +133,11 @@ pub(crate) fn acquire(
                 }
                 let holder = LockHolder::current(command);
                 write_holder(&file, &lock_path, &holder)?;
-                return Ok(StateLock {
-                    inner: Arc::new(LockInner {
-                        file,
-                        lock_path,
-                        state_path: state_path.to_owned(),
-                        holder,
-                        journal: Mutex::new(JournalSlot::default()),
-                    }),
+                return Ok(LockInner {
+                    file,
+                    lock_path,
+                    state_path: state_path.to_owned(),
+                    holder,
                 });
             }
             Err(fs::TryLockError::WouldBlock) => {
@@ -401,25 +314,10 @@ impl SendPermit {
     }
 }
 
-/// A local state: the lock is the operating system's, so the only way to
-/// lose it is for the lock file to leave its path (the state directory
-/// renamed or replaced): then another process can lock a new file there,
-/// and this one sends nothing more.
-impl Fence for super::Journal {
-    fn permit(&self, _proof: Proof) -> Result<SendPermit, StateError> {
-        if self.lock.still_at_path() {
-            Ok(SendPermit::unbounded())
-        } else {
-            Err(StateError::LockMoved {
-                path: self.lock.state_path.clone(),
-                lock: self.lock.lock_path().to_owned(),
-            })
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn state_path(dir: &tempfile::TempDir) -> PathBuf {

@@ -6,8 +6,11 @@
 //! |---|---|---|
 //! | `<path>` (default [`DEFAULT_STATE_PATH`]) | [`file`](mod@file) (format, checksum), [`store`] (atomic write) | the state: lineage, serial, checksum, packages |
 //! | `<path>.backup` | [`store`] | the previous version, kept by every write; `state restore` brings it back |
-//! | `<path>.lock` | [`lock`] | the writer lock and who holds it |
-//! | `<path>.journal` | [`journal`] | purchases recorded by `apply` since the last write |
+//! | `<path>.lock` | [`lock`] (`holder` for the label) | the writer lock and who holds it |
+//! | `<path>.journal` | [`journal`] (with the lock it is appended under, [`StateLock`]) | purchases recorded by `apply` since the last write |
+//!
+//! The files' names and directory (`names`, `disk`) sit below all of them,
+//! so no file of this module depends on itself through another.
 //!
 //! [`in_flight`] reads the lock and journal (or the S3 head) to tell the
 //! requests a live holder is sending now from unconfirmed ones.
@@ -45,21 +48,28 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{Key, Spec, SpecHash};
 
+mod disk;
 mod error;
 pub mod file;
+mod holder;
 pub mod in_flight;
 pub mod journal;
 pub mod location;
 pub mod lock;
+mod names;
 pub mod s3;
 pub mod store;
 
 pub use error::{BackupSummary, StateError};
 pub use in_flight::InFlight;
+pub use journal::StateLock;
 pub use journal::{Journal, JournalEntry, JournalOutcome};
 pub use location::{JournalWriter, Store, WriterLock};
-pub use lock::{Fence, LockHolder, Proof, SendPermit, StateLock, UnlockOutcome};
+pub use lock::{Fence, LockHolder, Proof, SendPermit, UnlockOutcome};
 pub use store::{Initialized, Loaded, Restored, StateStore};
+
+/// The only `format_version` this oapkg reads and writes.
+pub const FORMAT_VERSION: u64 = 1;
 
 /// Where the state file lives when neither `--state` nor `OAPKG_STATE` says
 /// otherwise, relative to the current directory.

@@ -23,16 +23,18 @@
 //! them, and the next writer removes them. Replay is idempotent besides.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, Metadata, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 
 use crate::files::{self, OpenError};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::disk::{FileIdentity, LoadedFile, create_parent_dir, file_identity, sync_parent_dir};
 use super::file::{self, DiskState};
-use super::journal::{self, Generation, Journal, JournalSlot};
-use super::lock::{self, StateLock, UnlockOutcome};
+use super::journal::{self, Generation, Journal, JournalSlot, StateLock};
+use super::lock::{self, UnlockOutcome};
+use super::names::{parent_dir, sibling};
 use super::{FailedAttempt, Record, State, StateError, StateId};
 use crate::spec::{Key, Sha256Writer, sha256_tagged};
 use recover::{Found, Replacing};
@@ -323,7 +325,7 @@ impl StateStore {
     /// refused by [`write`](Self::write) as out of date: load after locking
     /// (or use [`lock_and_load`](Self::lock_and_load)).
     pub fn lock(&self, command: &str, timeout: Duration) -> Result<StateLock, StateError> {
-        let lock = lock::acquire(&self.path, command, timeout)?;
+        let lock = StateLock::new(lock::acquire(&self.path, command, timeout)?);
         self.fold_leftovers(&lock)?;
         Ok(lock)
     }
@@ -927,25 +929,6 @@ struct ToFold {
     current: Vec<journal::Line>,
 }
 
-/// The state file as loaded under a lock, for the write that follows:
-/// which file it was (device and inode), its length and the SHA-256 of its
-/// bytes, and the version it holds.
-///
-/// Why the hash and not only the file's metadata: a file edited in place
-/// keeps its inode, and its length may not change; its modification time
-/// can be set back, and both it and the change time have the file system's
-/// clock granularity (milliseconds on some), so two versions could look
-/// alike. Equal SHA-256 means equal bytes, and decoding depends on the
-/// bytes alone.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct LoadedFile {
-    identity: FileIdentity,
-    len: u64,
-    sha256: String,
-    lineage: String,
-    serial: u64,
-}
-
 /// A read state file: what it decodes to, which file it was, and (when
 /// asked) its length and SHA-256.
 type FileRead = (
@@ -1065,27 +1048,6 @@ fn remove_journal(path: &Path, slot: &mut JournalSlot) {
     }
 }
 
-/// `path` with `suffix` appended to its file name (`x.json` → `x.json.lock`).
-pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-/// The directory holding `path` (`.` for a bare file name).
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-pub(crate) fn create_parent_dir(path: &Path) -> Result<(), StateError> {
-    let dir = parent_dir(path);
-    crate::files::create_dir_all(dir)
-        .map_err(|source| StateError::io("create the state directory", dir, source))
-}
-
 /// Warns (on every write) when the state file at `path` or its directory
 /// is writable by group or others: whoever can write there can change
 /// what oapkg believes was bought, or replace the file, and the next apply
@@ -1106,34 +1068,6 @@ fn warn_if_writable_by_others(path: &Path) {
             place.display()
         );
     }
-}
-
-/// Makes renames and creations in `path`'s directory durable.
-#[cfg(unix)]
-pub(crate) fn sync_parent_dir(path: &Path) -> Result<(), StateError> {
-    let dir = parent_dir(path);
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| StateError::io("sync the state directory", dir, source))
-}
-
-/// Directories cannot be opened for fsync elsewhere; renames there are
-/// made durable by the file system's own journal.
-#[cfg(not(unix))]
-pub(crate) fn sync_parent_dir(_path: &Path) -> Result<(), StateError> {
-    Ok(())
-}
-
-/// Which file is at a path: `file_identity` of its metadata. Differs
-/// between a file and the one that replaced it.
-pub(crate) type FileIdentity = (u64, u64);
-
-/// Which file a metadata describes: device and inode on Unix, where files
-/// are only ever replaced by rename (a new inode).
-#[cfg(unix)]
-pub(crate) fn file_identity(meta: &Metadata) -> FileIdentity {
-    use std::os::unix::fs::MetadataExt;
-    (meta.dev(), meta.ino())
 }
 
 /// Reads an open file from its start, whatever its offset.
@@ -1158,17 +1092,6 @@ fn current_path(file: &File) -> Option<PathBuf> {
 #[cfg(not(target_os = "linux"))]
 fn current_path(_file: &File) -> Option<PathBuf> {
     None
-}
-
-/// Which file a metadata describes: length and modification time elsewhere.
-#[cfg(not(unix))]
-pub(crate) fn file_identity(meta: &Metadata) -> FileIdentity {
-    let modified = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as u64);
-    (meta.len(), modified)
 }
 
 /// Writes `bytes` as the new version of the state file at `path`.
