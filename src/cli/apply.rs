@@ -261,23 +261,17 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
                 // Its message says where the purchases are and what to do.
                 return Err(source.into());
             }
-            if let crate::state::Store::S3(_) = &context.store {
-                return Err(anyhow::Error::new(source).context(format!(
-                    "the purchase requests above were sent, but the state at {} could not be updated. \
-                     Nothing is lost: its head object {} keeps every purchase (one whose answer could not be recorded shows as unconfirmed), \
-                     and `oapkg plan` already sees them. Check the store and the credentials, then run oapkg again: \
-                     the next command that writes the state (apply, state import, ...) folds them in",
-                    context.store.path().display(),
-                    journal.display()
-                )));
-            }
+            let words = context.store.words();
             return Err(anyhow::Error::new(source).context(format!(
-                "the purchase requests above were sent, but the state file {} could not be updated. \
-                 Nothing is lost: the journal {} keeps every purchase (one whose answer could not be recorded shows as unconfirmed), \
-                 and `oapkg plan` already sees them. Free disk space or fix the permissions, then run oapkg again: \
-                 the next command that writes the state (apply, state import, ...) folds the journal in",
+                "the purchase requests above were sent, but the {} {} could not be updated. \
+                 Nothing is lost: the {} {} keeps every purchase (one whose answer could not be recorded shows as unconfirmed), \
+                 and `oapkg plan` already sees them. {}, then run oapkg again: \
+                 the next command that writes the state (apply, state import, ...) folds them in",
+                words.state,
                 context.store.path().display(),
-                journal.display()
+                words.journal,
+                journal.display(),
+                words.fix,
             )));
         }
         Err(error) => return Err(error.into()),
@@ -836,14 +830,7 @@ fn report_stop(context: &Context, report: &ApplyReport) {
             "Stopped early: {reason}. {not_sent} planned package(s) were not sent; run `oapkg plan` to see what is left."
         );
         if matches!(reason, StopReason::Journal(_)) {
-            let what_to_do = match context.store {
-                crate::state::Store::S3(_) => {
-                    "Check the store and the credentials (or who took the lease over), then run oapkg again."
-                }
-                crate::state::Store::Local(_) => {
-                    "Free disk space or fix the permissions, then run oapkg again."
-                }
-            };
+            let what_to_do = format!("{}, then run oapkg again.", context.store.words().fix);
             eprintln!(
                 "No new purchase was started after the journal failed. The journal {} keeps every purchase recorded before that \
                  (one whose answer could not be recorded shows as unconfirmed, and is not resent without --retry-unconfirmed). \

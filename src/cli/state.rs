@@ -133,12 +133,10 @@ pub fn run(context: &Context, command: StateCommand) -> anyhow::Result<ExitStatu
         StateCommand::Migrate { to } => migrate(context, &to),
         StateCommand::Restore => restore(context),
         StateCommand::Unlock => {
-            let s3 = matches!(context.store, crate::state::Store::S3(_));
             let message = match context.store.unlock()? {
-                UnlockOutcome::NotLocked if s3 => "No lease was held; nothing to do.".to_owned(),
-                UnlockOutcome::Removed {
-                    previous_holder: Some(holder),
-                } if s3 => {
+                UnlockOutcome::Cleared {
+                    previous_holder: holder,
+                } => {
                     format!(
                         "Cleared the lease of pid {} on {} (\"{}\", since {}); if that run is still going, it records nothing more.",
                         holder.pid,
@@ -147,7 +145,9 @@ pub fn run(context: &Context, command: StateCommand) -> anyhow::Result<ExitStatu
                         escape_controls(&holder.since.to_string())
                     )
                 }
-                UnlockOutcome::NotLocked => "No lock was held; nothing to do.".to_owned(),
+                UnlockOutcome::NotLocked => {
+                    format!("No {} was held; nothing to do.", context.store.words().lock)
+                }
                 UnlockOutcome::Removed {
                     previous_holder: Some(holder),
                 } => {

@@ -1,103 +1,138 @@
-//! Where the state lives: a local file or an `s3://` location, behind one
-//! [`Store`] that commands, `apply` and `watch` use without knowing which.
+//! Where the state lives — a local file or an `s3://` location — behind one
+//! handle: [`Store`] for what needs no lock, [`WriterLock`] for a held lock
+//! or lease (it journals, writes, and answers "may I still send?"), and
+//! [`JournalWriter`] for the journal `apply` records purchases in.
 //!
-//! Both kinds share the pure parts (the state file format and checksum, the
-//! journal's lines, replay and fold); this module only dispatches.
+//! Each kind implements the two traits below once; commands, `apply` and
+//! `watch` never ask which kind they hold (the few messages that differ
+//! take their words from [`Words`]). Both kinds share the pure parts (the
+//! state file format and checksum, the journal's lines, replay and fold).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::journal::StateLock;
-use super::journal::{Journal, JournalEntry};
+use super::journal::{Journal, JournalEntry, StateLock};
 use super::lock::{Fence, LockHolder, UnlockOutcome};
 use super::s3::{S3Journal, S3Lease, S3Location, S3Store};
 use super::store::{Initialized, Loaded, Restored, StateStore};
-use super::{State, StateError, StateId};
+use super::{InFlight, State, StateError, StateId};
+
+/// What one kind of store does, for [`Store`].
+trait Backend: Send + Sync + std::fmt::Debug {
+    fn path(&self) -> &Path;
+    fn journal_path(&self) -> PathBuf;
+    fn words(&self) -> Words;
+    fn load(&self) -> Result<Loaded, StateError>;
+    fn in_flight(&self) -> Result<Option<InFlight>, StateError>;
+    fn init(&self, command: &str, timeout: Duration) -> Result<StateId, StateError>;
+    fn init_force(&self, command: &str, timeout: Duration) -> Result<Initialized, StateError>;
+    fn restore(&self, command: &str, timeout: Duration) -> Result<Restored, StateError>;
+    /// The lock (or lease) and the state as of it; `buying`: the run will
+    /// send purchase requests, so the store is checked first where it can
+    /// fail to exclude (S3's conditional writes).
+    fn lock(
+        &self,
+        command: &str,
+        timeout: Duration,
+        buying: bool,
+    ) -> Result<(WriterLock, Loaded), StateError>;
+    fn unlock(&self) -> Result<UnlockOutcome, StateError>;
+    fn create_copy(&self, state: &State) -> Result<StateId, StateError>;
+}
+
+/// A held lock or lease, for [`WriterLock`].
+trait Held: Send + Sync + std::fmt::Debug {
+    fn holder(&self) -> LockHolder;
+    fn journal(&self) -> Result<JournalWriter, StateError>;
+    fn write(&self, state: &mut State) -> Result<StateId, StateError>;
+}
+
+/// An open journal, for [`JournalWriter`].
+trait Sink: Send + std::fmt::Debug {
+    fn path(&self) -> PathBuf;
+    fn record_batch(&mut self, entries: &[JournalEntry]) -> Result<(), StateError>;
+    fn fence(&self) -> Arc<dyn Fence>;
+}
+
+/// How messages name a store's parts, where the kinds differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Words {
+    /// `lock` or `lease`.
+    pub lock: &'static str,
+    /// `state file` or `state`.
+    pub state: &'static str,
+    /// Where a run's purchases wait for the fold: `journal` or `head object`.
+    pub journal: &'static str,
+    /// What to check when recording failed.
+    pub fix: &'static str,
+}
 
 /// The state named by `--state` (or `OAPKG_STATE`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Store {
-    /// A local file, with its backup, lock and journal beside it.
-    Local(StateStore),
-    /// Objects under `s3://BUCKET/PREFIX` (see [`super::s3`]).
-    S3(S3Store),
+#[derive(Clone, Debug)]
+pub struct Store(Arc<dyn Backend>);
+
+impl PartialEq for Store {
+    fn eq(&self, other: &Store) -> bool {
+        self.path() == other.path()
+    }
 }
+
+impl Eq for Store {}
 
 impl Store {
     /// The store `--state` names: `s3://BUCKET/PREFIX` or a file path. A
     /// malformed `s3://` location is refused.
     pub fn open(state: &Path) -> Result<Store, StateError> {
         match state.to_str().and_then(S3Location::parse) {
-            Some(location) => Ok(Store::S3(S3Store::new(location?))),
-            None => Ok(Store::Local(StateStore::new(state))),
+            Some(location) => Ok(Store(Arc::new(S3Store::new(location?)))),
+            None => Ok(Store::from(StateStore::new(state))),
         }
     }
 
     /// The file path, or `s3://BUCKET/PREFIX`: how messages name the state.
     pub fn path(&self) -> &Path {
-        match self {
-            Store::Local(store) => store.path(),
-            Store::S3(store) => store.path(),
-        }
+        self.0.path()
     }
 
     /// Where the journal of a run is: the journal file, or the head object.
     pub fn journal_path(&self) -> PathBuf {
-        match self {
-            Store::Local(store) => store.journal_path(),
-            Store::S3(store) => store.journal_path(),
-        }
+        self.0.journal_path()
+    }
+
+    /// How messages name this store's parts.
+    pub fn words(&self) -> Words {
+        self.0.words()
     }
 
     /// See [`StateStore::load`]: needs no lock.
     pub fn load(&self) -> Result<Loaded, StateError> {
-        match self {
-            Store::Local(store) => store.load(),
-            Store::S3(store) => store.load(),
-        }
+        self.0.load()
     }
 
     /// The purchase requests a live holder of the lock (a live lease, on
     /// S3) has in flight now; `None` when there are none. Read-only, takes
     /// no lock (see [`super::in_flight`]).
-    pub fn in_flight(&self) -> Result<Option<super::InFlight>, StateError> {
-        match self {
-            Store::Local(store) => super::in_flight::local(store),
-            Store::S3(store) => super::in_flight::s3(store),
-        }
+    pub fn in_flight(&self) -> Result<Option<InFlight>, StateError> {
+        self.0.in_flight()
     }
 
     /// See [`StateStore::init`]; an S3 store is first checked to refuse
     /// conflicting conditional writes.
     pub fn init(&self, command: &str, timeout: Duration) -> Result<StateId, StateError> {
-        match self {
-            Store::Local(store) => store.init(command, timeout),
-            Store::S3(store) => store.init(),
-        }
+        self.0.init(command, timeout)
     }
 
     /// See [`StateStore::init_force`]. An S3 state keeps no backup object,
     /// so there is nothing to keep aside: the same as [`init`](Self::init).
     pub fn init_force(&self, command: &str, timeout: Duration) -> Result<Initialized, StateError> {
-        match self {
-            Store::Local(store) => store.init_force(command, timeout),
-            Store::S3(store) => store.init().map(|id| Initialized {
-                id,
-                backup_aside: None,
-            }),
-        }
+        self.0.init_force(command, timeout)
     }
 
     /// See [`StateStore::restore`]; not on S3 yet
     /// ([`StateError::RestoreUnsupported`]).
     pub fn restore(&self, command: &str, timeout: Duration) -> Result<Restored, StateError> {
-        match self {
-            Store::Local(store) => store.restore(command, timeout),
-            Store::S3(store) => Err(StateError::RestoreUnsupported {
-                location: store.path().display().to_string(),
-            }),
-        }
+        self.0.restore(command, timeout)
     }
 
     /// See [`StateStore::lock_and_load`]: the lock (a lease, on S3) and the
@@ -107,17 +142,7 @@ impl Store {
         command: &str,
         timeout: Duration,
     ) -> Result<(WriterLock, Loaded), StateError> {
-        match self {
-            Store::Local(store) => {
-                let (lock, loaded) = store.lock_and_load(command, timeout)?;
-                Ok((WriterLock::Local(lock), loaded))
-            }
-            Store::S3(store) => {
-                let lease = store.lock(command, timeout)?;
-                let loaded = lease.load()?;
-                Ok((WriterLock::S3(lease), loaded))
-            }
-        }
+        self.0.lock(command, timeout, false)
     }
 
     /// [`lock_and_load`](Self::lock_and_load) for a run that will send
@@ -130,71 +155,42 @@ impl Store {
         command: &str,
         timeout: Duration,
     ) -> Result<(WriterLock, Loaded), StateError> {
-        match self {
-            Store::Local(_) => self.lock_and_load(command, timeout),
-            Store::S3(store) => {
-                let lease = store.lock_to_buy(command, timeout)?;
-                let loaded = lease.load()?;
-                Ok((WriterLock::S3(lease), loaded))
-            }
-        }
+        self.0.lock(command, timeout, true)
     }
 
-    /// See [`StateStore::journal`].
+    /// The journal `apply` records purchases in, under `lock`.
     pub fn journal(&self, lock: &WriterLock) -> Result<JournalWriter, StateError> {
-        match (self, lock) {
-            (Store::Local(store), WriterLock::Local(lock)) => {
-                store.journal(lock).map(JournalWriter::Local)
-            }
-            (Store::S3(_), WriterLock::S3(lease)) => Ok(JournalWriter::S3(lease.journal())),
-            _ => Err(self.wrong_lock(lock)),
-        }
+        lock.0.journal()
     }
 
-    /// See [`StateStore::write`].
+    /// Folds the journal into `state` and writes it, under `lock` (see
+    /// [`StateStore::write`]).
     pub fn write(&self, lock: &WriterLock, state: &mut State) -> Result<StateId, StateError> {
-        match (self, lock) {
-            (Store::Local(store), WriterLock::Local(lock)) => store.write(lock, state),
-            (Store::S3(_), WriterLock::S3(lease)) => lease.write(state),
-            _ => Err(self.wrong_lock(lock)),
-        }
+        lock.0.write(state)
     }
 
     /// See [`StateStore::unlock`]; on S3 the lease is cleared whoever
     /// holds it (a live holder's next write is then refused).
     pub fn unlock(&self) -> Result<UnlockOutcome, StateError> {
-        match self {
-            Store::Local(store) => store.unlock(),
-            Store::S3(store) => store.unlock(),
-        }
+        self.0.unlock()
     }
 
     /// `oapkg state migrate`: writes `state` here as it is (lineage and
     /// serial kept), refusing if a state exists.
     pub fn create_copy(&self, state: &State) -> Result<StateId, StateError> {
-        match self {
-            Store::Local(store) => store.create_copy(state),
-            Store::S3(store) => store.create_copy(state),
-        }
-    }
-
-    fn wrong_lock(&self, lock: &WriterLock) -> StateError {
-        StateError::WrongLock {
-            path: self.path().to_owned(),
-            locked: lock.state_path(),
-        }
+        self.0.create_copy(state)
     }
 }
 
 impl From<StateStore> for Store {
     fn from(store: StateStore) -> Store {
-        Store::Local(store)
+        Store(Arc::new(store))
     }
 }
 
 impl From<&StateStore> for Store {
     fn from(store: &StateStore) -> Store {
-        Store::Local(store.clone())
+        Store::from(store.clone())
     }
 }
 
@@ -204,63 +200,234 @@ impl From<&Store> for Store {
     }
 }
 
-/// The writer lock of a [`Store`]: held until dropped.
+/// The writer lock of a [`Store`] (a lease, on S3): held until dropped.
 #[derive(Debug)]
-pub enum WriterLock {
-    Local(StateLock),
-    S3(S3Lease),
-}
+pub struct WriterLock(Box<dyn Held>);
 
 impl WriterLock {
     /// Who holds it (this process).
     pub fn holder(&self) -> LockHolder {
-        match self {
-            WriterLock::Local(lock) => lock.holder().clone(),
-            WriterLock::S3(lease) => lease.holder(),
-        }
-    }
-
-    fn state_path(&self) -> PathBuf {
-        match self {
-            WriterLock::Local(lock) => lock.state_path().to_owned(),
-            WriterLock::S3(_) => PathBuf::from("s3://"),
-        }
+        self.0.holder()
     }
 }
 
 /// Where `apply` records purchases: the journal file or the head object.
 #[derive(Debug)]
-pub enum JournalWriter {
-    Local(Journal),
-    S3(S3Journal),
-}
+pub struct JournalWriter(Box<dyn Sink>);
 
 impl JournalWriter {
     /// See [`Journal::path`].
     pub fn path(&self) -> PathBuf {
-        match self {
-            JournalWriter::Local(journal) => journal.path(),
-            JournalWriter::S3(journal) => journal.path(),
-        }
+        self.0.path()
     }
 
     /// See [`Journal::record_batch`].
     pub fn record_batch(&mut self, entries: &[JournalEntry]) -> Result<(), StateError> {
-        match self {
-            JournalWriter::Local(journal) => journal.record_batch(entries),
-            JournalWriter::S3(journal) => journal.record_batch(entries),
-        }
+        self.0.record_batch(entries)
     }
 
     /// Who may still send under this journal's lock or lease ([`Fence`]):
     /// a handle of its own, asked before every purchase request while the
     /// journal may be busy writing.
     pub fn fence(&self) -> Arc<dyn Fence> {
-        match self {
-            JournalWriter::Local(journal) => Arc::new(Journal {
-                lock: journal.lock.clone(),
-            }),
-            JournalWriter::S3(journal) => journal.fence(),
+        self.0.fence()
+    }
+}
+
+// A local file: the OS lock, the journal file beside the state.
+
+impl Backend for StateStore {
+    fn path(&self) -> &Path {
+        StateStore::path(self)
+    }
+
+    fn journal_path(&self) -> PathBuf {
+        StateStore::journal_path(self)
+    }
+
+    fn words(&self) -> Words {
+        Words {
+            lock: "lock",
+            state: "state file",
+            journal: "journal",
+            fix: "Free disk space or fix the permissions",
         }
+    }
+
+    fn load(&self) -> Result<Loaded, StateError> {
+        StateStore::load(self)
+    }
+
+    fn in_flight(&self) -> Result<Option<InFlight>, StateError> {
+        super::in_flight::local(self)
+    }
+
+    fn init(&self, command: &str, timeout: Duration) -> Result<StateId, StateError> {
+        StateStore::init(self, command, timeout)
+    }
+
+    fn init_force(&self, command: &str, timeout: Duration) -> Result<Initialized, StateError> {
+        StateStore::init_force(self, command, timeout)
+    }
+
+    fn restore(&self, command: &str, timeout: Duration) -> Result<Restored, StateError> {
+        StateStore::restore(self, command, timeout)
+    }
+
+    fn lock(
+        &self,
+        command: &str,
+        timeout: Duration,
+        _buying: bool,
+    ) -> Result<(WriterLock, Loaded), StateError> {
+        let (lock, loaded) = self.lock_and_load(command, timeout)?;
+        let held = LocalHeld {
+            store: self.clone(),
+            lock,
+        };
+        Ok((WriterLock(Box::new(held)), loaded))
+    }
+
+    fn unlock(&self) -> Result<UnlockOutcome, StateError> {
+        StateStore::unlock(self)
+    }
+
+    fn create_copy(&self, state: &State) -> Result<StateId, StateError> {
+        StateStore::create_copy(self, state)
+    }
+}
+
+/// A local store's lock, with the store it locks.
+#[derive(Debug)]
+struct LocalHeld {
+    store: StateStore,
+    lock: StateLock,
+}
+
+impl Held for LocalHeld {
+    fn holder(&self) -> LockHolder {
+        self.lock.holder().clone()
+    }
+
+    fn journal(&self) -> Result<JournalWriter, StateError> {
+        let journal = self.store.journal(&self.lock)?;
+        Ok(JournalWriter(Box::new(journal)))
+    }
+
+    fn write(&self, state: &mut State) -> Result<StateId, StateError> {
+        self.store.write(&self.lock, state)
+    }
+}
+
+impl Sink for Journal {
+    fn path(&self) -> PathBuf {
+        Journal::path(self)
+    }
+
+    fn record_batch(&mut self, entries: &[JournalEntry]) -> Result<(), StateError> {
+        Journal::record_batch(self, entries)
+    }
+
+    fn fence(&self) -> Arc<dyn Fence> {
+        Arc::new(Journal {
+            lock: self.lock.clone(),
+        })
+    }
+}
+
+// An `s3://` location: a lease in the head object, the journal in it too.
+
+impl Backend for S3Store {
+    fn path(&self) -> &Path {
+        S3Store::path(self)
+    }
+
+    fn journal_path(&self) -> PathBuf {
+        S3Store::journal_path(self)
+    }
+
+    fn words(&self) -> Words {
+        Words {
+            lock: "lease",
+            state: "state",
+            journal: "head object",
+            fix: "Check the store and the credentials (or who took the lease over)",
+        }
+    }
+
+    fn load(&self) -> Result<Loaded, StateError> {
+        S3Store::load(self)
+    }
+
+    fn in_flight(&self) -> Result<Option<InFlight>, StateError> {
+        super::in_flight::s3(self)
+    }
+
+    fn init(&self, _command: &str, _timeout: Duration) -> Result<StateId, StateError> {
+        S3Store::init(self)
+    }
+
+    fn init_force(&self, _command: &str, _timeout: Duration) -> Result<Initialized, StateError> {
+        S3Store::init(self).map(|id| Initialized {
+            id,
+            backup_aside: None,
+        })
+    }
+
+    fn restore(&self, _command: &str, _timeout: Duration) -> Result<Restored, StateError> {
+        Err(StateError::RestoreUnsupported {
+            location: self.path().display().to_string(),
+        })
+    }
+
+    fn lock(
+        &self,
+        command: &str,
+        timeout: Duration,
+        buying: bool,
+    ) -> Result<(WriterLock, Loaded), StateError> {
+        let lease = if buying {
+            self.lock_to_buy(command, timeout)?
+        } else {
+            S3Store::lock(self, command, timeout)?
+        };
+        let loaded = lease.load()?;
+        Ok((WriterLock(Box::new(lease)), loaded))
+    }
+
+    fn unlock(&self) -> Result<UnlockOutcome, StateError> {
+        S3Store::unlock(self)
+    }
+
+    fn create_copy(&self, state: &State) -> Result<StateId, StateError> {
+        S3Store::create_copy(self, state)
+    }
+}
+
+impl Held for S3Lease {
+    fn holder(&self) -> LockHolder {
+        S3Lease::holder(self)
+    }
+
+    fn journal(&self) -> Result<JournalWriter, StateError> {
+        Ok(JournalWriter(Box::new(S3Lease::journal(self))))
+    }
+
+    fn write(&self, state: &mut State) -> Result<StateId, StateError> {
+        S3Lease::write(self, state)
+    }
+}
+
+impl Sink for S3Journal {
+    fn path(&self) -> PathBuf {
+        S3Journal::path(self)
+    }
+
+    fn record_batch(&mut self, entries: &[JournalEntry]) -> Result<(), StateError> {
+        S3Journal::record_batch(self, entries)
+    }
+
+    fn fence(&self) -> Arc<dyn Fence> {
+        S3Journal::fence(self)
     }
 }

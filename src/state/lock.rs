@@ -57,6 +57,9 @@ pub enum UnlockOutcome {
         /// What it said about that process, if it said anything.
         previous_holder: Option<LockHolder>,
     },
+    /// A shared state's lease was cleared, whoever held it: a holder still
+    /// running finds its next write refused and records nothing more.
+    Cleared { previous_holder: LockHolder },
 }
 
 /// The held OS lock on one state's lock file: released (and the lock file

@@ -493,8 +493,8 @@ impl S3Store {
                 next.lease = None;
                 match inner.swap(Some(&current), next).await {
                     Ok(_) => {
-                        return Ok(UnlockOutcome::Removed {
-                            previous_holder: Some(lease.holder),
+                        return Ok(UnlockOutcome::Cleared {
+                            previous_holder: lease.holder,
                         });
                     }
                     Err(Swap::Conflict(_)) => continue,
