@@ -19,7 +19,7 @@
 //! - **eSMS answer**: an HTTP error status is never taken for a purchase;
 //!   and the answer, and an error page made of it with the request (keys
 //!   and all) echoed at a position the input picks, leave no piece of
-//!   [`KEY_PIECE_CHARS`](crate::esms::credentials::KEY_PIECE_CHARS) characters of either key in what any call's
+//!   [`KEY_PIECE_CHARS`](crate::secrets::KEY_PIECE_CHARS) characters of either key in what any call's
 //!   outcome says.
 //!
 //! Inputs guarded by checksums (state file, journal lines, saved plans)
@@ -36,11 +36,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::esms::classify::{self, Exchange, PurchaseOutcome};
-use crate::esms::credentials::key_piece_in;
 use crate::esms::{Credentials, client, wire};
 use crate::manifest::validate::{self, Origin};
 use crate::plan::render;
 use crate::plan::saved::SavedPlan;
+use crate::secrets::key_piece_in;
 use crate::spec::{Key, Oaid, Spec, Tier};
 use crate::state::file::{self, DiskState};
 use crate::state::journal::{self, Event, Generation, JournalOutcome};

@@ -5,7 +5,9 @@
 //! eSMS keys out of manifests ([`in_manifests`]): a key pasted into a
 //! `name` would reach plans, the state and `/metrics` labels.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::manifest::{Diagnostic, DiagnosticKind, Source};
 
@@ -19,8 +21,8 @@ pub const AWS_VARS: [&str; 3] = [
     "AWS_SESSION_TOKEN",
 ];
 
-/// What a scrubbed secret reads as.
-pub use crate::esms::credentials::REDACTED;
+/// What `Debug`, `Display` and a scrubbed text print in place of a secret.
+pub const REDACTED: &str = "[redacted]";
 
 /// The values of the variables `names` that are set and not blank.
 pub fn from_env<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
@@ -32,16 +34,152 @@ pub fn from_env<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
         .collect()
 }
 
-/// `text` with every occurrence of each of `secrets` replaced by
-/// [`REDACTED`].
-pub fn scrub(text: &str, secrets: &[String]) -> String {
-    secrets.iter().fold(text.to_owned(), |out, secret| {
-        if !secret.is_empty() && out.contains(secret.as_str()) {
-            out.replace(secret.as_str(), REDACTED)
-        } else {
-            out
+/// The one way secrets leave text that leaves the process (errors, log
+/// lines, notifications, S3 messages, answers from eSMS): every whole
+/// value, and every piece of one at least [`KEY_PIECE_CHARS`] characters
+/// long, becomes [`REDACTED`]. Pieces count too: a server may echo a
+/// request cut short, and a text cut for an excerpt may end in the middle
+/// of a key. Fed by every secret the process knows (the eSMS keys, the S3
+/// credentials); cheap to clone.
+#[derive(Clone, Default)]
+pub struct Scrubber {
+    secrets: Arc<[String]>,
+}
+
+impl std::fmt::Debug for Scrubber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Scrubber({} secrets)", self.secrets.len())
+    }
+}
+
+impl Scrubber {
+    /// A scrubber for `secrets` (trimmed; blank ones dropped).
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Scrubber {
+        let secrets: Vec<String> = secrets
+            .into_iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        Scrubber {
+            secrets: secrets.into(),
         }
+    }
+
+    /// This one and `other`'s secrets too.
+    pub fn and(&self, other: &Scrubber) -> Scrubber {
+        Scrubber::new(self.secrets.iter().chain(other.secrets.iter()).cloned())
+    }
+
+    /// `text` with every secret, whole or in pieces, replaced.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in self.secrets.iter() {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), REDACTED);
+            }
+        }
+        let keys: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        redact_pieces(&out, &keys)
+    }
+
+    /// `body` with every whole secret replaced, before anything is cut
+    /// from it for a message (a secret cut in two by an excerpt would no
+    /// longer be found whole). Borrows when none is there, which is the
+    /// usual case, so a large answer is not copied.
+    pub fn scrub_bytes<'a>(&self, body: &'a [u8]) -> Cow<'a, [u8]> {
+        let mut out = Cow::Borrowed(body);
+        for secret in self.secrets.iter() {
+            let needle = secret.as_bytes();
+            if find(&out, needle).is_none() {
+                continue;
+            }
+            let mut replaced = Vec::with_capacity(out.len());
+            let mut rest: &[u8] = &out;
+            while let Some(at) = find(rest, needle) {
+                replaced.extend_from_slice(&rest[..at]);
+                replaced.extend_from_slice(REDACTED.as_bytes());
+                rest = &rest[at + needle.len()..];
+            }
+            replaced.extend_from_slice(rest);
+            out = Cow::Owned(replaced);
+        }
+        out
+    }
+}
+
+/// The shortest run of a key's characters that [`Scrubber::scrub`]
+/// treats as a piece of the key. Shorter runs are left: they tell little
+/// about a key and would redact ordinary words.
+pub(crate) const KEY_PIECE_CHARS: usize = 6;
+
+/// The first run of [`KEY_PIECE_CHARS`] characters of one of `keys` that
+/// occurs in `text`, if any: what [`Scrubber::scrub`] must leave none
+/// of. For tests and the fuzz targets, which check output against it.
+pub fn key_piece_in(text: &str, keys: &[&str]) -> Option<String> {
+    keys.iter().find_map(|key| {
+        let chars: Vec<char> = key.chars().collect();
+        chars
+            .windows(KEY_PIECE_CHARS)
+            .map(|w| w.iter().collect::<String>())
+            .find(|piece| text.contains(piece.as_str()))
     })
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, _) = needle.split_first()?;
+    let mut from = 0;
+    while let Some(offset) = haystack.get(from..)?.iter().position(|&b| b == first) {
+        let at = from + offset;
+        if haystack.get(at..at + needle.len())? == needle {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// `text` with every run of at least [`KEY_PIECE_CHARS`] characters that
+/// also occurs in one of `keys` replaced by `[redacted]` (longest run
+/// first, left to right).
+fn redact_pieces(text: &str, keys: &[&str]) -> String {
+    let keys: Vec<Vec<char>> = keys.iter().map(|k| k.chars().collect()).collect();
+    // Every window of KEY_PIECE_CHARS characters of a key: a run can only
+    // start where one of them does, which keeps the scan linear.
+    let windows: std::collections::HashSet<&[char]> = keys
+        .iter()
+        .flat_map(|k| k.windows(KEY_PIECE_CHARS))
+        .collect();
+    if windows.is_empty() {
+        return text.to_owned();
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let hit = chars
+            .get(i..i + KEY_PIECE_CHARS)
+            .is_some_and(|w| windows.contains(w));
+        if !hit {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        let longest = keys
+            .iter()
+            .flat_map(|key| (0..key.len()).map(move |j| &key[j..]))
+            .map(|tail| {
+                tail.iter()
+                    .zip(&chars[i..])
+                    .take_while(|(a, b)| a == b)
+                    .count()
+            })
+            .max()
+            .unwrap_or(KEY_PIECE_CHARS);
+        out.push_str(REDACTED);
+        i += longest.max(KEY_PIECE_CHARS);
+    }
+    out
 }
 
 /// The shortest secret value [`in_manifests`] looks for. eSMS keys are 32
@@ -74,18 +212,6 @@ impl Forbidden {
             value: value.to_owned(),
         })
     }
-}
-
-/// The eSMS ApiKey and SecretKey of `credentials`, as far as they are long
-/// enough to look for (see [`MIN_MANIFEST_SECRET_CHARS`]).
-pub fn esms_keys(credentials: &crate::esms::Credentials) -> Vec<Forbidden> {
-    [
-        Forbidden::new("the eSMS ApiKey", credentials.api_key().expose()),
-        Forbidden::new("the eSMS SecretKey", credentials.secret_key().expose()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect()
 }
 
 /// Where `value` first occurs in `text`, ASCII letters in any case: the
@@ -187,14 +313,18 @@ mod tests {
 
     #[test]
     fn every_occurrence_is_redacted() {
-        let secrets = vec!["wJalrXUtnFEMI/K7MDENG".to_owned(), String::new()];
+        let scrubber = Scrubber::new(["wJalrXUtnFEMI/K7MDENG".to_owned(), String::new()]);
         assert_eq!(
-            super::scrub(
-                "key wJalrXUtnFEMI/K7MDENG, again wJalrXUtnFEMI/K7MDENG",
-                &secrets
-            ),
+            scrubber.scrub("key wJalrXUtnFEMI/K7MDENG, again wJalrXUtnFEMI/K7MDENG"),
             "key [redacted], again [redacted]"
         );
-        assert_eq!(super::scrub("nothing", &secrets), "nothing");
+        assert_eq!(scrubber.scrub("nothing"), "nothing");
+        // Pieces too, for every secret: an S3 key cut short by an excerpt.
+        assert_eq!(scrubber.scrub("sent wJalrXUt…"), "sent [redacted]…");
+        let both = scrubber.and(&Scrubber::new(["SECRET-51ab".to_owned()]));
+        assert_eq!(
+            both.scrub("a SECRET-51ab b K7MDENG"),
+            "a [redacted] b [redacted]"
+        );
     }
 }

@@ -84,6 +84,20 @@ pub fn markdown_code(s: &str) -> String {
     }
 }
 
+/// `1 package`, `2 packages`.
+pub fn packages(n: usize) -> String {
+    if n == 1 {
+        "1 package".to_owned()
+    } else {
+        format!("{n} packages")
+    }
+}
+
+/// The plural ending of a count: `""` for one, `"s"` otherwise.
+pub fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 /// The longest run of backticks in `s`.
 pub fn longest_backtick_run(s: &str) -> usize {
     s.split(|c| c != '`').map(str::len).max().unwrap_or(0)

@@ -161,7 +161,7 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     // Before anything else: whom to tell, where to buy and with which keys.
     let notify = args.flags.notify_targets()?;
     let credentials = credentials(&args.flags.connection)?;
-    let keys = crate::secrets::esms_keys(&credentials);
+    let keys = credentials.forbidden();
     let client = client_for(&args.flags.connection, credentials)?;
     let options = options(context, &args.flags, "oapkg apply")?;
     let json = args.format == ListFormat::Json;
@@ -419,7 +419,7 @@ pub(super) fn notifier(
     crate::notify::Notifier::start(
         targets,
         crate::notify::Delivery::default(),
-        Some(std::sync::Arc::new(client.scrubber())),
+        &client.scrubber(),
     )
 }
 

@@ -20,7 +20,7 @@ use super::context::print;
 use crate::exit::ExitStatus;
 use crate::manifest::{Diagnostic, DiagnosticKind, Manifests};
 use crate::ops::plan::read_inputs;
-use crate::text::escape_controls;
+use crate::text::{escape_controls, plural};
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -246,10 +246,6 @@ fn escape_data(text: &str) -> String {
 /// (GitHub's `escapeProperty`).
 fn escape_property(text: &str) -> String {
     escape_data(text).replace(':', "%3A").replace(',', "%2C")
-}
-
-pub fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 #[cfg(test)]

@@ -8,16 +8,13 @@ use std::fmt::Write as _;
 use jiff::civil::Date;
 
 use super::report::{Covered, Gap, OaCoverage, PolicyView, chart_sections};
-use crate::text::escape_controls;
+use crate::text::{escape_controls, plural};
 use crate::text::{markdown as md_text, markdown_code as code};
 
 /// `Coverage on 2026-11-26: 2 OAs.`
 fn headline(report: &[OaCoverage], today: Date) -> String {
     let n = report.len();
-    format!(
-        "Coverage on {today}: {n} OA{}.",
-        if n == 1 { "" } else { "s" }
-    )
+    format!("Coverage on {today}: {n} OA{}.", plural(n))
 }
 
 const NOTHING: &str = "No OA is declared, recorded or kept covered by a policy.";

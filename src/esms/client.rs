@@ -117,11 +117,10 @@ impl Client {
         &self.endpoint
     }
 
-    /// A function redacting the account keys (and pieces of them) from a
-    /// text, for what leaves the process by another way (notifications).
-    pub fn scrubber(&self) -> impl Fn(&str) -> String + Send + Sync + 'static {
-        let credentials = self.credentials.clone();
-        move |text| credentials.scrub(text)
+    /// The scrubber of the account keys, for what leaves the process by
+    /// another way (notifications).
+    pub fn scrubber(&self) -> crate::secrets::Scrubber {
+        self.credentials.scrubber()
     }
 
     /// Sends one `RegisOAPackageJson/` request for `spec`, once, and says

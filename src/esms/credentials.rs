@@ -21,8 +21,8 @@ pub const API_KEY_VAR: &str = "ESMS_API_KEY";
 /// Environment variable holding the account's SecretKey.
 pub const SECRET_KEY_VAR: &str = "ESMS_SECRET_KEY";
 
-/// What `Debug` and `Display` print in place of a secret.
-pub const REDACTED: &str = "[redacted]";
+pub use crate::secrets::REDACTED;
+use crate::secrets::Scrubber;
 
 /// Largest credentials file read: two short lines need far less, and a cap
 /// keeps a wrong path (a log, a device) from being slurped into memory.
@@ -241,49 +241,34 @@ impl Credentials {
         &self.secret_key
     }
 
-    /// `text` with every occurrence of either key, and every piece of one
-    /// at least [`KEY_PIECE_CHARS`] characters long, replaced by
-    /// `[redacted]`.
-    ///
-    /// Applied to everything the server sends back that ends up in an
-    /// outcome or error (messages, body excerpts): eSMS never echoes the
-    /// keys as far as we know, but a proxy error page or a misbehaving
-    /// server could, and what we print must not depend on that. Pieces
-    /// count too: a server may echo a request cut short, and a text cut
-    /// for an excerpt may end in the middle of a key.
-    pub(crate) fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for secret in self.values() {
-            if out.contains(secret) {
-                out = out.replace(secret, REDACTED);
-            }
-        }
-        redact_pieces(&out, &self.values())
+    /// The one scrubber ([`Scrubber`]) fed with both keys: applied to
+    /// everything the server sends back that ends up in an outcome or
+    /// error (messages, body excerpts). eSMS never echoes the keys as far
+    /// as we know, but a proxy error page or a misbehaving server could,
+    /// and what we print must not depend on that.
+    pub fn scrubber(&self) -> Scrubber {
+        Scrubber::new(self.values().into_iter().map(str::to_owned))
     }
 
-    /// `body` with every occurrence of either key replaced by
-    /// `[redacted]`, before anything is cut from it for a message (a key
-    /// cut in two by an excerpt would no longer be found whole). Borrows
-    /// when neither key is there, which is the usual case, so a large
-    /// answer is not copied.
+    /// The ApiKey and SecretKey as secrets no manifest may hold, as far as
+    /// they are long enough to look for
+    /// ([`MIN_MANIFEST_SECRET_CHARS`](crate::secrets::MIN_MANIFEST_SECRET_CHARS)).
+    pub fn forbidden(&self) -> Vec<crate::secrets::Forbidden> {
+        [
+            crate::secrets::Forbidden::new("the eSMS ApiKey", self.api_key.expose()),
+            crate::secrets::Forbidden::new("the eSMS SecretKey", self.secret_key.expose()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        self.scrubber().scrub(text)
+    }
+
     pub(crate) fn scrub_bytes<'a>(&self, body: &'a [u8]) -> Cow<'a, [u8]> {
-        let mut out = Cow::Borrowed(body);
-        for secret in self.values() {
-            let needle = secret.as_bytes();
-            if find(&out, needle).is_none() {
-                continue;
-            }
-            let mut replaced = Vec::with_capacity(out.len());
-            let mut rest: &[u8] = &out;
-            while let Some(at) = find(rest, needle) {
-                replaced.extend_from_slice(&rest[..at]);
-                replaced.extend_from_slice(REDACTED.as_bytes());
-                rest = &rest[at + needle.len()..];
-            }
-            replaced.extend_from_slice(rest);
-            out = Cow::Owned(replaced);
-        }
-        out
+        self.scrubber().scrub_bytes(body)
     }
 
     /// The key values that are not empty.
@@ -294,81 +279,6 @@ impl Credentials {
             .filter(|v| !v.is_empty())
             .collect()
     }
-}
-
-/// The shortest run of a key's characters that [`Credentials::scrub`]
-/// treats as a piece of the key. Shorter runs are left: they tell little
-/// about a key and would redact ordinary words.
-pub(crate) const KEY_PIECE_CHARS: usize = 6;
-
-/// The first run of [`KEY_PIECE_CHARS`] characters of one of `keys` that
-/// occurs in `text`, if any: what [`Credentials::scrub`] must leave none
-/// of. For tests and the fuzz targets, which check output against it.
-pub fn key_piece_in(text: &str, keys: &[&str]) -> Option<String> {
-    keys.iter().find_map(|key| {
-        let chars: Vec<char> = key.chars().collect();
-        chars
-            .windows(KEY_PIECE_CHARS)
-            .map(|w| w.iter().collect::<String>())
-            .find(|piece| text.contains(piece.as_str()))
-    })
-}
-
-/// Where `needle` first occurs in `haystack`.
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    let (&first, _) = needle.split_first()?;
-    let mut from = 0;
-    while let Some(offset) = haystack.get(from..)?.iter().position(|&b| b == first) {
-        let at = from + offset;
-        if haystack.get(at..at + needle.len())? == needle {
-            return Some(at);
-        }
-        from = at + 1;
-    }
-    None
-}
-
-/// `text` with every run of at least [`KEY_PIECE_CHARS`] characters that
-/// also occurs in one of `keys` replaced by `[redacted]` (longest run
-/// first, left to right).
-fn redact_pieces(text: &str, keys: &[&str]) -> String {
-    let keys: Vec<Vec<char>> = keys.iter().map(|k| k.chars().collect()).collect();
-    // Every window of KEY_PIECE_CHARS characters of a key: a run can only
-    // start where one of them does, which keeps the scan linear.
-    let windows: std::collections::HashSet<&[char]> = keys
-        .iter()
-        .flat_map(|k| k.windows(KEY_PIECE_CHARS))
-        .collect();
-    if windows.is_empty() {
-        return text.to_owned();
-    }
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < chars.len() {
-        let hit = chars
-            .get(i..i + KEY_PIECE_CHARS)
-            .is_some_and(|w| windows.contains(w));
-        if !hit {
-            out.push(chars[i]);
-            i += 1;
-            continue;
-        }
-        let longest = keys
-            .iter()
-            .flat_map(|key| (0..key.len()).map(move |j| &key[j..]))
-            .map(|tail| {
-                tail.iter()
-                    .zip(&chars[i..])
-                    .take_while(|(a, b)| a == b)
-                    .count()
-            })
-            .max()
-            .unwrap_or(KEY_PIECE_CHARS);
-        out.push_str(REDACTED);
-        i += longest.max(KEY_PIECE_CHARS);
-    }
-    out
 }
 
 #[cfg(unix)]

@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 pub use payload::Notification;
 
 use crate::apply::ApplyEvent;
+use crate::secrets::Scrubber;
 use crate::watch::{Observer, WatchEvent};
 
 /// A checked webhook URL.
@@ -142,24 +143,21 @@ impl Default for Delivery {
     }
 }
 
-/// Removes the account keys from a text.
-pub type Scrub = Arc<dyn Fn(&str) -> String + Send + Sync>;
-
 /// The shortest value of a secret variable ([`crate::secrets`]) that is
 /// scrubbed from a body: a shorter one is no secret worth the name, and
 /// replacing it would mangle the JSON.
 const SECRET_MIN_CHARS: usize = 8;
 
-/// The values of the secret variables set in this process's environment.
-fn env_secrets() -> Vec<String> {
-    crate::secrets::from_env(
+/// The secret variables set in this process's environment.
+fn env_secrets() -> Scrubber {
+    let values = crate::secrets::from_env(
         crate::secrets::ESMS_VARS
             .into_iter()
             .chain(crate::secrets::AWS_VARS),
     )
     .into_iter()
-    .filter(|value| value.chars().count() >= SECRET_MIN_CHARS)
-    .collect()
+    .filter(|value| value.chars().count() >= SECRET_MIN_CHARS);
+    Scrubber::new(values)
 }
 
 /// Queues notifications and delivers them in the background. Must be
@@ -167,10 +165,9 @@ fn env_secrets() -> Vec<String> {
 pub struct Notifier {
     /// Emptied by [`Notifier::drain`].
     queues: std::sync::Mutex<Vec<Queue>>,
-    scrub: Option<Scrub>,
-    /// The values of the secret variables ([`crate::secrets`]), read at
-    /// start.
-    secrets: Vec<String>,
+    /// Every secret this process knows: the account keys it was given and
+    /// the secret variables ([`crate::secrets`]), read at start.
+    scrubber: Scrubber,
 }
 
 struct Queue {
@@ -180,10 +177,10 @@ struct Queue {
 }
 
 impl Notifier {
-    /// Starts one delivery task per target. `scrub` removes the account
-    /// keys from every body.
+    /// Starts one delivery task per target. `scrubber` (with the secret
+    /// variables added) removes every secret from every body.
     /// A target whose HTTP client cannot be set up is logged and left out.
-    pub fn start(targets: &[Target], delivery: Delivery, scrub: Option<Scrub>) -> Notifier {
+    pub fn start(targets: &[Target], delivery: Delivery, scrubber: &Scrubber) -> Notifier {
         let delivery = Delivery {
             first_delay: test_delay().unwrap_or(delivery.first_delay),
             ..delivery
@@ -216,8 +213,7 @@ impl Notifier {
         }
         Notifier {
             queues: std::sync::Mutex::new(queues),
-            scrub,
-            secrets: env_secrets(),
+            scrubber: scrubber.and(&env_secrets()),
         }
     }
 
@@ -245,11 +241,7 @@ impl Notifier {
                 return;
             }
         };
-        let body = match &self.scrub {
-            Some(scrub) => scrub(&body),
-            None => body,
-        };
-        let body: Arc<str> = crate::secrets::scrub(&body, &self.secrets).into();
+        let body: Arc<str> = self.scrubber.scrub(&body).into();
         for queue in queues.iter() {
             if queue.tx.try_send(body.clone()).is_err() {
                 tracing::warn!(

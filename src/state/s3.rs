@@ -212,7 +212,7 @@ struct Inner {
     display: PathBuf,
     client: Result<Arc<AmazonS3>, String>,
     /// The S3 credentials, removed from any message that could carry them.
-    secrets: Vec<String>,
+    scrubber: crate::secrets::Scrubber,
     runtime: Runtime,
     lease_duration: Duration,
     /// When the head's tail is sealed into a segment.
@@ -276,7 +276,8 @@ impl S3Store {
     /// operation, so that building a command's context cannot fail.
     pub fn new(location: S3Location) -> S3Store {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let secrets = crate::secrets::from_env(crate::secrets::AWS_VARS);
+        let scrubber =
+            crate::secrets::Scrubber::new(crate::secrets::from_env(crate::secrets::AWS_VARS));
         let client = build_client(&location, &env).map(Arc::new);
         let lease_duration = env("OAPKG_LEASE_SECONDS")
             .and_then(|s| s.parse::<f64>().ok())
@@ -306,7 +307,7 @@ impl S3Store {
                 display: PathBuf::from(url),
                 location,
                 client,
-                secrets,
+                scrubber,
                 runtime: Runtime(runtime),
                 lease_duration,
                 seal,
@@ -620,7 +621,7 @@ impl Inner {
 
     /// A store error as a [`StateError`], with the credentials scrubbed.
     fn remote(&self, action: &'static str, error: &object_store::Error) -> StateError {
-        let message = crate::secrets::scrub(&error.to_string(), &self.secrets);
+        let message = self.scrubber.scrub(&error.to_string());
         StateError::Remote {
             action,
             location: self.display.display().to_string(),
@@ -679,7 +680,7 @@ impl Inner {
                 } else {
                     format!(
                         "no head.json there, and listing the prefix to tell a new state from a missing bucket failed: {}",
-                        crate::secrets::scrub(&text, &self.secrets)
+                        self.scrubber.scrub(&text)
                     )
                 };
                 Err(StateError::Remote {

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use esms_sim::{Fault, FaultRule, SimConfig, SimControl};
-use oapkg::esms::credentials::key_piece_in;
+use oapkg::secrets::key_piece_in;
 
 use crate::support::{Env, Run, manifest, start};
 

@@ -23,7 +23,8 @@ use clap::Args;
 use super::apply::ApplyFlags;
 use super::{Context, LogFormat};
 use crate::exit::ExitStatus;
-use crate::notify::{NotifyObserver, Scrub};
+use crate::notify::NotifyObserver;
+use crate::secrets::Scrubber;
 use crate::watch::{
     self, ApplyReconciler, Canceller, Observers, Reconciler, Runner, WatchOptions, cancel_pair,
 };
@@ -109,7 +110,7 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
     // every cycle.
     context.today()?;
     let clock = context.clock()?;
-    let (reconciler, scrub, keys) = reconciler(context, args)?;
+    let (reconciler, scrubber, keys) = reconciler(context, args)?;
     // A service that buys must never start against a missing state (a
     // wrong path would buy every package again); one that only plans says
     // so once.
@@ -142,7 +143,7 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         let notifier = Arc::new(crate::notify::Notifier::start(
             &notify,
             crate::notify::Delivery::default(),
-            scrub,
+            &scrubber,
         ));
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let server = match listen {
@@ -244,7 +245,7 @@ fn refuse_resends(flags: &ApplyFlags) -> anyhow::Result<()> {
 /// manifest may hold.
 type ApplyStep = (
     Option<Box<dyn Reconciler>>,
-    Option<Scrub>,
+    Scrubber,
     Vec<crate::secrets::Forbidden>,
 );
 
@@ -259,9 +260,9 @@ type ApplyStep = (
 fn reconciler(context: &Context, args: &WatchArgs) -> anyhow::Result<ApplyStep> {
     if !args.apply {
         let keys = crate::esms::Credentials::from_env()
-            .map(|credentials| crate::secrets::esms_keys(&credentials))
+            .map(|credentials| credentials.forbidden())
             .unwrap_or_default();
-        return Ok((None, None, keys));
+        return Ok((None, Scrubber::default(), keys));
     }
     let options = crate::apply::ApplyOptions {
         // Hold, don't block: a change that needs a flag not given waits,
@@ -270,16 +271,16 @@ fn reconciler(context: &Context, args: &WatchArgs) -> anyhow::Result<ApplyStep> 
         ..super::apply::options(context, &args.apply_flags, "oapkg watch --apply")?
     };
     let credentials = super::apply::credentials(&args.apply_flags.connection)?;
-    let keys = crate::secrets::esms_keys(&credentials);
+    let keys = credentials.forbidden();
     let client = super::apply::client_for(&args.apply_flags.connection, credentials)?;
-    let scrub: Scrub = Arc::new(client.scrubber());
+    let scrubber = client.scrubber();
     Ok((
         Some(Box::new(ApplyReconciler::new(
             context.store.clone(),
             client,
             options,
         ))),
-        Some(scrub),
+        scrubber,
         keys,
     ))
 }

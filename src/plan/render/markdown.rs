@@ -32,7 +32,9 @@ use super::Paint;
 use super::text::block;
 use super::{Field, Shown, status_name};
 use crate::plan::{Action, Change, DEFAULT_MAX_PURCHASES, Need, Plan, Summary};
-use crate::text::{cut, longest_backtick_run, markdown as text, markdown_code as code, months};
+use crate::text::{
+    cut, longest_backtick_run, markdown as text, markdown_code as code, months, packages,
+};
 
 /// GitHub's comment limit is 65,536 characters; this leaves room for
 /// whatever a bot wraps around the comment.
@@ -686,14 +688,6 @@ fn arrow<T: Copy>(field: Field<T>, show: impl Fn(T) -> String) -> String {
     match field.was {
         Some(was) => format!("{} → **{}**", show(was), show(field.now)),
         None => show(field.now),
-    }
-}
-
-fn packages(n: usize) -> String {
-    if n == 1 {
-        "1 package".to_owned()
-    } else {
-        format!("{n} packages")
     }
 }
 

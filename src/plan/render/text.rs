@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use super::{Field, Paint, Shown, status_line};
 use crate::plan::{Action, Change, DEFAULT_MAX_PURCHASES, Need, Plan, Warning};
 use crate::spec::key_list;
-use crate::text::{cut, escape_controls, months, quoted};
+use crate::text::{cut, escape_controls, months, packages, quoted};
 
 /// How to render text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -332,14 +332,6 @@ fn refusal_note(plan: &Plan, needs: &[Need], paint: Paint) -> String {
         let _ = writeln!(out, "  {}: {why}", need.flag());
     }
     out
-}
-
-fn packages(n: usize) -> String {
-    if n == 1 {
-        "1 package".to_owned()
-    } else {
-        format!("{n} packages")
-    }
 }
 
 fn label_text(name: Option<&str>) -> String {

@@ -128,22 +128,32 @@ impl S3Server {
     /// servers check no signature, but refuse an anonymous object read): an
     /// object (`/BUCKET/KEY`) or a listing (`/BUCKET?list-type=2`, every key
     /// with its ETag: two equal listings mean nothing was written).
+    ///
+    /// moto's reads and writes of one object are not atomic: a read while
+    /// oapkg writes that object can be answered 500. Such an answer is
+    /// asked again (a few times, briefly); any other is final.
     pub fn get(&self, path: &str) -> String {
         let authorization = unsigned_authorization();
-        let answer = request(
-            self.port(),
-            "GET",
-            path,
-            &[("Authorization", &authorization)],
-            b"",
-        )
-        .unwrap_or_else(|| panic!("GET {path}: no answer from {}", self.endpoint));
-        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-        assert!(
-            head.split_whitespace().nth(1) == Some("200"),
-            "GET {path}: {head}"
-        );
-        body.to_owned()
+        let mut tries = 0;
+        loop {
+            let answer = request(
+                self.port(),
+                "GET",
+                path,
+                &[("Authorization", &authorization)],
+                b"",
+            )
+            .unwrap_or_else(|| panic!("GET {path}: no answer from {}", self.endpoint));
+            let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+            let status = head.split_whitespace().nth(1);
+            tries += 1;
+            if status == Some("500") && tries < 5 {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            assert!(status == Some("200"), "GET {path}: {head}");
+            return body.to_owned();
+        }
     }
 
     /// Replaces the object at `PATH` (`/BUCKET/KEY`) with `body`, unsigned
