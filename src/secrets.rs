@@ -1,9 +1,9 @@
-//! The secrets that come from the environment (the eSMS account keys, an
-//! S3 state's AWS credentials): which variables hold them, the one way
-//! their values are scrubbed from text that leaves the process (an S3
-//! error message, a webhook notification), and the check that keeps the
-//! eSMS keys out of manifests ([`in_manifests`]): a key pasted into a
-//! `name` would reach plans, the state and `/metrics` labels.
+//! The secrets oapkg holds (the eSMS account keys, an S3 state's AWS
+//! credentials): which variables hold them, the one [`Scrubber`] that every
+//! text leaving the process goes through (an answer from eSMS, an S3 error
+//! message, a webhook notification), and the check that keeps the eSMS
+//! keys out of manifests ([`in_manifests`]): a key pasted into a `name`
+//! would reach plans, the state and `/metrics` labels.
 
 use std::borrow::Cow;
 use std::path::PathBuf;
