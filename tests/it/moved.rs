@@ -47,15 +47,21 @@ fn apply_and_swap_after_the_first_charge(
 
 #[test]
 fn a_state_directory_swapped_mid_apply_is_refused_at_the_fold_and_nothing_is_bought_twice() {
-    // `mv state state.old && mkdir state && cp state.old/oapkg.state.json state/`
+    // `cp -r state state.new && mv state state.old && mv state.new state`:
+    // the replacement is made first, so the run (which stops sending as
+    // soon as its lock file has left the path, and folds at once) finds a
+    // state directory at the path whenever it looks, as it would with
+    // `mv state state.old && mkdir state && cp …` done by a person between
+    // two of its requests.
     let (run, sim, env) = apply_and_swap_after_the_first_charge(8101, 8, |env| {
-        std::fs::rename(env.path("state"), env.path("state.old")).unwrap();
-        std::fs::create_dir(env.path("state")).unwrap();
+        std::fs::create_dir(env.path("state.new")).unwrap();
         std::fs::copy(
-            env.path("state.old/oapkg.state.json"),
             env.path("state/oapkg.state.json"),
+            env.path("state.new/oapkg.state.json"),
         )
         .unwrap();
+        std::fs::rename(env.path("state"), env.path("state.old")).unwrap();
+        std::fs::rename(env.path("state.new"), env.path("state")).unwrap();
     });
     let control = sim.control();
     run.code(1)

@@ -120,6 +120,35 @@ fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
 /// The next holder, as a person would run it after a run died or was
 /// unlocked: apply (waiting for the lease), then settle every unconfirmed
 /// package of `round` — confirmed when eSMS charged it, resent when not.
+/// Another writer takes the stopped holder's lease once it has expired and
+/// writes under it, whatever is left to buy: `state import` of a package
+/// of its own (an orphan for the later rounds, never bought). An `apply`
+/// with nothing to buy would take no lease, and the holder's lease would
+/// only have expired, with nobody acting on it (then a holder that wakes
+/// up may renew it and send: safe, and not the case this loss is about).
+fn take_over(env: &Env, sim: &BlockingSimHandle, number: usize) {
+    let mut cmd = oapkg(
+        env,
+        sim,
+        &[
+            "state",
+            "import",
+            "--oaid",
+            &format!("{}", 990_000 + number),
+            "--tier",
+            "trial",
+            "--start",
+            "2027-01-01",
+            "--duration",
+            "1",
+            "--lock-timeout",
+            "20",
+        ],
+    );
+    cmd.env("OAPKG_LEASE_SECONDS", format!("{}", LEASE.as_secs_f64()));
+    Run::from(cmd.output().unwrap()).code(0);
+}
+
 fn next_holder_settles(env: &Env, sim: &BlockingSimHandle, round: &[Pkg]) {
     let lease = format!("{}", LEASE.as_secs_f64());
     let run = |args: &[&str]| {
@@ -286,7 +315,10 @@ fn a_holder_that_lost_its_lease_never_sends_again_randomized() {
             holder.signal(libc::SIGSTOP);
         }
         match loss {
-            Loss::StopThenTakeover => next_holder_settles(&env, &sim, round),
+            Loss::StopThenTakeover => {
+                take_over(&env, &sim, number);
+                next_holder_settles(&env, &sim, round);
+            }
             Loss::StopThenUnlock | Loss::UnlockRunning => {
                 let unlocked = env.run(&["state", "unlock"]);
                 unlocked.code(0);
