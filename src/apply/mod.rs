@@ -146,7 +146,7 @@ use crate::plan::saved::StalePlan;
 use crate::plan::{Action, Change, Plan};
 use crate::prices::Money;
 use crate::spec::{Key, key_list};
-use crate::state::{StateError, StateId, Store};
+use crate::state::{JournalWriter, Loaded, State, StateError, StateId, Store, WriterLock};
 
 /// How to carry out a plan. `Default` gives the CLI's defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -823,34 +823,7 @@ pub async fn apply(
         }
         return Ok(report);
     }
-
-    // All of this reads (and may fold) the state file: off the async
-    // threads, and together, so the allocations of a large state stay on
-    // one blocking thread.
-    let (lock, loaded, journal) = {
-        let store = store.clone();
-        let command = options.command.clone();
-        let timeout = options.lock_timeout;
-        let buys = !selection.jobs.is_empty();
-        blocking(move || {
-            // A run that will send checks the store first (on S3, that it
-            // enforces conditional writes: the fence stands on them).
-            let (lock, loaded) = if buys {
-                store.lock_to_buy(&command, timeout)?
-            } else {
-                store.lock_and_load(&command, timeout)?
-            };
-            if !loaded.id.exists() {
-                return Err(StateError::Missing {
-                    path: store.path().to_owned(),
-                });
-            }
-            let journal = store.journal(&lock)?;
-            Ok((lock, loaded, journal))
-        })
-        .await
-        .map_err(ApplyError::State)?
-    };
+    let (lock, loaded, journal) = lock_and_load(store, options, !selection.jobs.is_empty()).await?;
     if !state_unmoved(&plan.state, &loaded, store.path()) {
         return Err(ApplyError::Stale(decide::stale_state(
             &plan.state,
@@ -858,98 +831,24 @@ pub async fn apply(
         )));
     }
     if !options.skip_preflight && !selection.jobs.is_empty() {
-        let missing = preflight(client, &selection.jobs, &options.retry, &cancel).await?;
-        if !missing.is_empty() {
-            if !options.hold {
-                return Err(ApplyError::Preflight(PreflightError::MissingOas {
-                    oaids: missing,
-                }));
-            }
-            let (kept, set_aside) = std::mem::take(&mut selection.jobs)
-                .into_iter()
-                .partition(|job| !missing.iter().any(|oaid| *oaid == job.spec.oaid.as_str()));
-            selection.jobs = kept;
-            let set_aside: Vec<_> = set_aside
-                .into_iter()
-                .map(|job: decide::Job<'_>| (job.change, HoldReason::OaNotOnAccount))
-                .collect();
-            hold(&mut report, &set_aside, on_event);
-            // Fewer jobs than the guards priced: a part of a sum that
-            // fitted fits.
-            selection.cost = plan.prices.as_ref().and_then(|prices| {
-                prices
-                    .total(selection.jobs.iter().map(|job| &job.spec))
-                    .ok()
-            });
-        }
-        if let Some(cost) = &selection.cost
-            && !selection.jobs.is_empty()
-        {
-            preflight_balance(client, cost, &options.retry, &cancel, on_event).await?;
-        }
+        check_account(
+            plan,
+            &mut selection,
+            &mut report,
+            client,
+            options,
+            on_event,
+            &cancel,
+        )
+        .await?;
     }
     let mut state = loaded.state;
     report.labels = record_labels(&mut state, labels);
     let journal = Arc::new(Mutex::new(journal));
-
-    let execution = if selection.jobs.is_empty() {
-        executor::Execution::nothing_sent()
-    } else if cancel.is_cancelled() {
-        let reason = StopReason::Cancelled;
-        on_event(ApplyEvent::Stopping {
-            reason: &reason,
-            in_flight: 0,
-        });
-        executor::Execution::stopped_before_start(&selection.jobs, reason)
-    } else {
-        on_event(ApplyEvent::Started {
-            requests: selection.jobs.len(),
-            parallelism: options.parallelism.max(1),
-        });
-        // The guards held the first request of every job to --max-spend;
-        // the budget holds each resend that may charge again.
-        let planned = selection.cost.as_ref().map_or(0, |cost| cost.amount);
-        executor::run(
-            &selection.jobs,
-            client,
-            &journal,
-            options,
-            decide::Budget::new(options.max_spend, planned),
-            on_event,
-            &cancel,
-        )
-        .await
-    };
-
-    // Report in key order: jobs and packages left alone interleaved.
-    let mut results: Vec<(Key, PackageResult)> = selection
-        .jobs
-        .iter()
-        .zip(execution.results)
-        .map(|(job, result)| (job.change.key.clone(), result))
-        .chain(
-            selection
-                .left_alone
-                .iter()
-                .map(|c| (c.key.clone(), PackageResult::LeftUnconfirmed)),
-        )
-        .collect();
-    results.sort_by(|a, b| a.0.cmp(&b.0));
-    for (key, result) in results {
-        report.push(key, result);
-    }
-    report.stopped = execution.stopped;
-
-    if execution.journaled || report.labels > 0 {
-        let written = {
-            let store = store.clone();
-            blocking(move || {
-                let result = store.write(&lock, &mut state);
-                drop(lock);
-                result
-            })
-            .await
-        };
+    let execution = send_all(&selection, client, &journal, options, on_event, &cancel).await;
+    let journaled = report_results(&mut report, &selection, execution);
+    if journaled || report.labels > 0 {
+        let written = fold(store, lock, state).await;
         drop(journal);
         match written {
             Ok(id) => report.state = Some(id),
@@ -969,6 +868,161 @@ pub async fn apply(
         }
     }
     Ok(report)
+}
+
+/// Phase 1: the lock (a run that will send checks the store first: on S3,
+/// that it enforces conditional writes, which the fence stands on), the
+/// state as of it (a missing one is refused), and the journal. All of it
+/// reads (and may fold) the state file: off the async threads, and
+/// together, so the allocations of a large state stay on one blocking
+/// thread.
+async fn lock_and_load(
+    store: &Store,
+    options: &ApplyOptions,
+    buys: bool,
+) -> Result<(WriterLock, Loaded, JournalWriter), ApplyError> {
+    let store = store.clone();
+    let command = options.command.clone();
+    let timeout = options.lock_timeout;
+    blocking(move || {
+        let (lock, loaded) = if buys {
+            store.lock_to_buy(&command, timeout)?
+        } else {
+            store.lock_and_load(&command, timeout)?
+        };
+        if !loaded.id.exists() {
+            return Err(StateError::Missing {
+                path: store.path().to_owned(),
+            });
+        }
+        let journal = store.journal(&lock)?;
+        Ok((lock, loaded, journal))
+    })
+    .await
+    .map_err(ApplyError::State)
+}
+
+/// Phase 2, the pre-flight: OAs the account lacks refuse the run (or, when
+/// holding, set their jobs aside), then a balance below the run's cost
+/// refuses it.
+async fn check_account(
+    plan: &Plan,
+    selection: &mut decide::Selection<'_>,
+    report: &mut ApplyReport,
+    client: &Client,
+    options: &ApplyOptions,
+    on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
+    cancel: &CancelSignal,
+) -> Result<(), ApplyError> {
+    let missing = preflight(client, &selection.jobs, &options.retry, cancel).await?;
+    if !missing.is_empty() {
+        if !options.hold {
+            return Err(ApplyError::Preflight(PreflightError::MissingOas {
+                oaids: missing,
+            }));
+        }
+        let (kept, set_aside) = std::mem::take(&mut selection.jobs)
+            .into_iter()
+            .partition(|job| !missing.iter().any(|oaid| *oaid == job.spec.oaid.as_str()));
+        selection.jobs = kept;
+        let set_aside: Vec<_> = set_aside
+            .into_iter()
+            .map(|job: decide::Job<'_>| (job.change, HoldReason::OaNotOnAccount))
+            .collect();
+        hold(report, &set_aside, on_event);
+        // Fewer jobs than the guards priced: a part of a sum that fitted
+        // fits.
+        selection.cost = plan.prices.as_ref().and_then(|prices| {
+            prices
+                .total(selection.jobs.iter().map(|job| &job.spec))
+                .ok()
+        });
+    }
+    if let Some(cost) = &selection.cost
+        && !selection.jobs.is_empty()
+    {
+        preflight_balance(client, cost, &options.retry, cancel, on_event).await?;
+    }
+    Ok(())
+}
+
+/// Phase 3: every request, each with its durable intent and outcome (see
+/// [`executor`]), unless there is none or the run was stopped first.
+async fn send_all(
+    selection: &decide::Selection<'_>,
+    client: &Client,
+    journal: &Arc<Mutex<JournalWriter>>,
+    options: &ApplyOptions,
+    on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
+    cancel: &CancelSignal,
+) -> executor::Execution {
+    if selection.jobs.is_empty() {
+        return executor::Execution::nothing_sent();
+    }
+    if cancel.is_cancelled() {
+        let reason = StopReason::Cancelled;
+        on_event(ApplyEvent::Stopping {
+            reason: &reason,
+            in_flight: 0,
+        });
+        return executor::Execution::stopped_before_start(&selection.jobs, reason);
+    }
+    on_event(ApplyEvent::Started {
+        requests: selection.jobs.len(),
+        parallelism: options.parallelism.max(1),
+    });
+    // The guards held the first request of every job to --max-spend; the
+    // budget holds each resend that may charge again.
+    let planned = selection.cost.as_ref().map_or(0, |cost| cost.amount);
+    executor::run(
+        &selection.jobs,
+        client,
+        journal,
+        options,
+        decide::Budget::new(options.max_spend, planned),
+        on_event,
+        cancel,
+    )
+    .await
+}
+
+/// The report of phase 3, in key order: jobs and packages left alone
+/// interleaved. Returns whether anything was journaled (to be folded).
+fn report_results(
+    report: &mut ApplyReport,
+    selection: &decide::Selection<'_>,
+    execution: executor::Execution,
+) -> bool {
+    let mut results: Vec<(Key, PackageResult)> = selection
+        .jobs
+        .iter()
+        .zip(execution.results)
+        .map(|(job, result)| (job.change.key.clone(), result))
+        .chain(
+            selection
+                .left_alone
+                .iter()
+                .map(|c| (c.key.clone(), PackageResult::LeftUnconfirmed)),
+        )
+        .collect();
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    for (key, result) in results {
+        report.push(key, result);
+    }
+    report.stopped = execution.stopped;
+    execution.journaled
+}
+
+/// Phase 4: the journal folded into the state, under the lock, which is
+/// then released.
+async fn fold(store: &Store, lock: WriterLock, mut state: State) -> Result<StateId, StateError> {
+    let store = store.clone();
+    blocking(move || {
+        let result = store.write(&lock, &mut state);
+        drop(lock);
+        result
+    })
+    .await
 }
 
 /// Reports each held change and keeps it in the report.
