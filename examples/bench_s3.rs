@@ -224,7 +224,7 @@ fn main() {
     if !long_only {
         throughput_and_recording(&runtime, purchases, latency, parallelism, big, runs);
     }
-    long_run_part(long);
+    long_run_part(&runtime, long);
 }
 
 fn throughput_and_recording(
@@ -256,9 +256,10 @@ fn throughput_and_recording(
 
         let batch = specs(purchases, 10_000 * (run + 1) + 5_000);
         let sim = Simulator::spawn_blocking(account(&batch).latency(latency)).unwrap();
-        let store = Store::open(std::path::Path::new(&format!(
-            "s3://bench/throughput-{run}"
-        )))
+        let store = Store::open(
+            std::path::Path::new(&format!("s3://bench/throughput-{run}")),
+            runtime.handle(),
+        )
         .unwrap();
         store.init("bench", Duration::ZERO).unwrap();
         let (wall, _) = runtime.block_on(run_apply(&store, &endpoint(&sim), &batch, parallelism));
@@ -283,9 +284,17 @@ fn throughput_and_recording(
     println!(
         "\n[recording] {n} purchases (intent + outcome) onto an empty vs a {big}-package S3 state, median of {runs}"
     );
-    let empty_store = Store::open(std::path::Path::new("s3://bench/recording-empty")).unwrap();
+    let empty_store = Store::open(
+        std::path::Path::new("s3://bench/recording-empty"),
+        runtime.handle(),
+    )
+    .unwrap();
     empty_store.init("bench", Duration::ZERO).unwrap();
-    let big_store = Store::open(std::path::Path::new("s3://bench/recording-big")).unwrap();
+    let big_store = Store::open(
+        std::path::Path::new("s3://bench/recording-big"),
+        runtime.handle(),
+    )
+    .unwrap();
     let started = Instant::now();
     big_store.create_copy(&big_state(big)).unwrap();
     println!(
@@ -311,14 +320,18 @@ fn throughput_and_recording(
     );
 }
 
-fn long_run_part(long: usize) {
+fn long_run_part(runtime: &tokio::runtime::Runtime, long: usize) {
     // 3. One long run: the first purchases vs the last ones, each window
     // about one segment's worth (the tail grows from empty to sealed in it).
     let window = 100.min(long / 2).max(1);
     println!(
         "\n[long run] {long} purchases (intent + outcome) in one run: mean of the first {window} vs the last {window}"
     );
-    let long_store = Store::open(std::path::Path::new("s3://bench/long-run")).unwrap();
+    let long_store = Store::open(
+        std::path::Path::new("s3://bench/long-run"),
+        runtime.handle(),
+    )
+    .unwrap();
     long_store.init("bench", Duration::ZERO).unwrap();
     let (first, last, largest) = long_run(&long_store, "long-run/head.json", long, window);
     println!(

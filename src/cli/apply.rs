@@ -230,7 +230,7 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     let counts = match counts {
         Ok(counts) => counts,
         Err(refusal) => {
-            notify_refused(&notify, &client, &refusal);
+            notify_refused(context, &notify, &client, &refusal);
             return Err(refusal.into());
         }
     };
@@ -423,9 +423,9 @@ pub(super) fn notifier(
     )
 }
 
-/// Tells the `--notify` webhooks that the guards refused the run (on a
-/// runtime of its own: nothing else runs yet).
+/// Tells the `--notify` webhooks that the guards refused the run.
 fn notify_refused(
+    context: &Context,
     targets: &[crate::notify::Target],
     client: &Client,
     refusal: &apply::GuardRefusal,
@@ -433,20 +433,14 @@ fn notify_refused(
     if targets.is_empty() {
         return;
     }
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return;
-    };
-    runtime.block_on(async {
+    context.runtime.block_on(async {
         let notifier = notifier(targets, client);
         notifier.event("refused", refusal.to_string());
         notifier.drain(NOTIFY_DRAIN).await;
     });
 }
 
-/// The run on a runtime of its own, with SIGINT/SIGTERM asking it to stop.
+/// The run on the process's runtime, with SIGINT/SIGTERM asking it to stop.
 // One error per run: its size costs nothing worth boxing the variants for.
 #[allow(clippy::result_large_err)]
 fn run_apply(
@@ -457,12 +451,7 @@ fn run_apply(
     progress: &Progress,
     notify: &[crate::notify::Target],
 ) -> Result<ApplyReport, ApplyError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime can be built");
-    runtime.block_on(async {
+    context.runtime.block_on(async {
         let (canceller, signal) = apply::cancel_pair();
         let watcher = watch_signals(canceller);
         let notifier = notifier(notify, client);

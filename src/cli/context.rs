@@ -15,6 +15,10 @@ use crate::state::{Loaded, StateError, StateId, Store};
 pub struct Context {
     pub global: GlobalArgs,
     pub store: Store,
+    /// The process's one async runtime (built by [`super::run`]): every
+    /// command that waits on the network blocks on it, and the S3 store
+    /// runs its requests there.
+    pub runtime: tokio::runtime::Handle,
     /// The process's one clock; a bad `OAPKG_TODAY` is reported by the
     /// commands that need a date, not by every command.
     clock: Result<Clock, ClockError>,
@@ -23,11 +27,12 @@ pub struct Context {
 impl Context {
     /// The context of `global`, with the store `--state` names; refuses a
     /// malformed `--state s3://…` location.
-    pub fn new(global: GlobalArgs) -> Result<Context, StateError> {
-        let store = Store::open(&global.state)?;
+    pub fn new(global: GlobalArgs, runtime: tokio::runtime::Handle) -> Result<Context, StateError> {
+        let store = Store::open(&global.state, &runtime)?;
         Ok(Context {
             global,
             store,
+            runtime,
             clock: Clock::from_env(),
         })
     }

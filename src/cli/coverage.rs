@@ -57,7 +57,7 @@ pub fn run(context: &Context, args: &CoverageArgs) -> anyhow::Result<ExitStatus>
         today,
     );
     if let Some(client) = client {
-        add_account_oas(&mut report, &client)?;
+        add_account_oas(&mut report, &client, &context.runtime)?;
     }
     let out = match args.format {
         PlanFormat::Text => render::text(&report, today),
@@ -74,11 +74,8 @@ pub fn run(context: &Context, args: &CoverageArgs) -> anyhow::Result<ExitStatus>
 fn add_account_oas(
     report: &mut Vec<OaCoverage>,
     client: &crate::esms::Client,
+    runtime: &tokio::runtime::Handle,
 ) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime for the eSMS call")?;
     let oas = runtime
         .block_on(client.list_oas())
         .context("coverage --online: could not list the account's OAs (ZNS/GetListZOA)")?;

@@ -194,7 +194,23 @@ pub fn run(cli: Cli) -> ExitStatus {
     };
     init_logging(&cli.global, default_level);
     let paint = stderr_paint(&cli.global);
-    let context = match Context::new(cli.global) {
+    // The one async runtime of the process (commands, the S3 store, watch,
+    // notifications), its handle passed down through the context.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("oapkg")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let error =
+                CliError::new(anyhow::Error::new(error).context("cannot start the async runtime"));
+            eprintln!("{}", error.render(paint));
+            return error.exit_status();
+        }
+    };
+    let context = match Context::new(cli.global, runtime.handle().clone()) {
         Ok(context) => context,
         Err(error) => {
             let error = CliError::new(error.into());
@@ -218,7 +234,7 @@ pub fn run(cli: Cli) -> ExitStatus {
             Ok(ExitStatus::Success)
         }
     };
-    match result {
+    let status = match result {
         Ok(status) => status,
         Err(error) if is_broken_pipe(&error) => ExitStatus::Success,
         Err(error) => {
@@ -227,8 +243,16 @@ pub fn run(cli: Cli) -> ExitStatus {
             eprintln!("{}", error.render(Paint(context.color_stderr())));
             error.exit_status()
         }
-    }
+    };
+    drop(context);
+    // A read abandoned by a stop may still be blocked in its thread:
+    // waiting for it would undo a prompt stop.
+    runtime.shutdown_timeout(SHUTDOWN_WAIT);
+    status
 }
+
+/// How long the end of a command waits for work left on the runtime.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn print_schema(args: &SchemaArgs) -> anyhow::Result<ExitStatus> {
     let schema = if args.plan {

@@ -401,7 +401,7 @@ fn show(context: &Context, key: &str, format: ListFormat) -> anyhow::Result<Exit
 /// `oapkg state migrate --to STATE`: the state as loaded under its lock
 /// (journal included), written at `to` with the same lineage and serial.
 fn migrate(context: &Context, to: &std::path::Path) -> anyhow::Result<ExitStatus> {
-    let target = crate::state::Store::open(to)?;
+    let target = crate::state::Store::open(to, &context.runtime)?;
     if target.path() == context.store.path() {
         bail!(
             "--to names the state itself ({}); pass another location",

@@ -82,10 +82,11 @@ impl Eq for Store {}
 
 impl Store {
     /// The store `--state` names: `s3://BUCKET/PREFIX` or a file path. A
-    /// malformed `s3://` location is refused.
-    pub fn open(state: &Path) -> Result<Store, StateError> {
+    /// malformed `s3://` location is refused. An S3 store runs its
+    /// requests on `runtime`, the process's one runtime.
+    pub fn open(state: &Path, runtime: &tokio::runtime::Handle) -> Result<Store, StateError> {
         match state.to_str().and_then(S3Location::parse) {
-            Some(location) => Ok(Store(Arc::new(S3Store::new(location?)))),
+            Some(location) => Ok(Store(Arc::new(S3Store::new(location?, runtime.clone())))),
             None => Ok(Store::from(StateStore::new(state))),
         }
     }

@@ -44,8 +44,10 @@
 //! happened.
 //!
 //! The operations are async (the client's); callers are synchronous and
-//! may run inside another runtime, so each store runs its requests on a
-//! small runtime of its own and waits for them.
+//! may run inside the process's runtime (a blocking thread of it, or one
+//! of its workers) or outside it, so [`S3Store::run`] drives each request
+//! on the process's one runtime, whose handle the store is given, and
+//! waits for it in the way each place allows.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -213,7 +215,8 @@ struct Inner {
     client: Result<Arc<AmazonS3>, String>,
     /// The S3 credentials, removed from any message that could carry them.
     scrubber: crate::secrets::Scrubber,
-    runtime: Runtime,
+    /// The process's runtime.
+    runtime: tokio::runtime::Handle,
     lease_duration: Duration,
     /// When the head's tail is sealed into a segment.
     seal: SealAt,
@@ -258,23 +261,11 @@ impl PartialEq for S3Store {
 
 impl Eq for S3Store {}
 
-/// A runtime of the store's own, shut down without waiting when dropped
-/// (which may happen inside another runtime).
-struct Runtime(Option<tokio::runtime::Runtime>);
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 impl S3Store {
     /// The store at `location`, with credentials, region and endpoint from
     /// the `AWS_*` variables. A bad endpoint is reported by the first
     /// operation, so that building a command's context cannot fail.
-    pub fn new(location: S3Location) -> S3Store {
+    pub fn new(location: S3Location, runtime: tokio::runtime::Handle) -> S3Store {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let scrubber =
             crate::secrets::Scrubber::new(crate::secrets::from_env(crate::secrets::AWS_VARS));
@@ -294,12 +285,6 @@ impl S3Store {
             lines: size("OAPKG_S3_SEGMENT_LINES", SEAL_LINES),
             bytes: size("OAPKG_S3_SEGMENT_BYTES", SEAL_BYTES),
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("oapkg-s3")
-            .enable_all()
-            .build()
-            .ok();
         let url = location.url();
         S3Store {
             inner: Arc::new(Inner {
@@ -308,7 +293,7 @@ impl S3Store {
                 location,
                 client,
                 scrubber,
-                runtime: Runtime(runtime),
+                runtime,
                 lease_duration,
                 seal,
                 probed: AtomicBool::new(false),
@@ -329,25 +314,34 @@ impl S3Store {
         self.inner.head_name.clone()
     }
 
-    /// Runs `work` on the store's runtime and waits for it.
+    /// Runs `work` on the process's runtime and waits for it: from a
+    /// worker of that runtime by letting the worker block
+    /// (`block_in_place`), from any other thread by driving it there.
     fn run<T: Send + 'static>(
         &self,
         work: impl Future<Output = Result<T, StateError>> + Send + 'static,
     ) -> Result<T, StateError> {
-        let failed = |problem: &str| StateError::Remote {
-            action: "reach",
-            location: self.inner.display.display().to_string(),
-            message: problem.to_owned(),
-        };
-        let Some(runtime) = self.inner.runtime.0.as_ref() else {
-            return Err(failed("could not start the runtime for S3 requests"));
-        };
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        runtime.spawn(async move {
-            let _ = tx.send(work.await);
-        });
-        rx.recv()
-            .unwrap_or_else(|_| Err(failed("the S3 request was interrupted")))
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let runtime = &self.inner.runtime;
+        match Handle::try_current().map(|current| current.runtime_flavor()) {
+            Ok(RuntimeFlavor::CurrentThread) => {
+                // Another runtime's only thread: it must not block on
+                // `work`, so the process's runtime runs it.
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                runtime.spawn(async move {
+                    let _ = tx.send(work.await);
+                });
+                rx.recv().unwrap_or_else(|_| {
+                    Err(StateError::Remote {
+                        action: "reach",
+                        location: self.inner.display.display().to_string(),
+                        message: "the S3 request was interrupted".to_owned(),
+                    })
+                })
+            }
+            Ok(_) => tokio::task::block_in_place(|| runtime.block_on(work)),
+            Err(_) => runtime.block_on(work),
+        }
     }
 
     /// Reads the state: the snapshot the head names, with the head's
@@ -1235,9 +1229,7 @@ struct FenceState {
 
 impl LeaseShared {
     fn start_renewal(self: &Arc<Self>) {
-        let Some(runtime) = self.store.inner.runtime.0.as_ref() else {
-            return;
-        };
+        let runtime = &self.store.inner.runtime;
         let weak = Arc::downgrade(self);
         let every = self.store.inner.lease_duration / 3;
         let handle = runtime.spawn(async move {
@@ -1716,7 +1708,10 @@ mod tests {
     #[test]
     fn the_store_prints_no_credential() {
         let location = S3Location::parse("s3://bucket/x").unwrap().unwrap();
-        let store = S3Store::new(location);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let store = S3Store::new(location, runtime.handle().clone());
         let shown = format!("{store:?}");
         assert_eq!(shown, "S3Store { location: \"s3://bucket/x\", .. }");
     }

@@ -130,13 +130,7 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         clock,
         suspend_file: args.suspend_file.clone(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("oapkg-watch")
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let result = runtime.block_on(async {
+    context.runtime.block_on(async {
         let (handle, stop) = cancel_pair();
         let handle = Arc::new(handle);
         listen_for_signals(handle.clone())?;
@@ -197,11 +191,7 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         }
         watched?;
         anyhow::Ok(ExitStatus::Success)
-    });
-    // A read abandoned by a stop may still be blocked in its thread:
-    // waiting for it would undo the prompt stop.
-    runtime.shutdown_timeout(SHUTDOWN_WAIT);
-    result
+    })
 }
 
 /// `--listen` on an address other networks reach: `/metrics` labels name
@@ -220,9 +210,6 @@ fn warn_if_not_loopback(addr: std::net::SocketAddr) {
 
 /// How long stopping waits for the notifications still queued.
 const NOTIFY_DRAIN: Duration = Duration::from_secs(5);
-
-/// How long stopping waits for blocking work (file reads) still running.
-const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
 /// `--retry-unconfirmed` and `--retry-unknown` are usage errors here: a
 /// resend relies on eSMS's `199`, for which eSMS documents no time window,
