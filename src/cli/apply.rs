@@ -36,6 +36,7 @@ use crate::apply::{
 };
 use crate::esms::{Client, ClientOptions, Credentials, Endpoint, PurchaseOutcome};
 use crate::exit::ExitStatus;
+use crate::ops::approval::Approval;
 use crate::ops::plan_file;
 use crate::plan::narrow::{Selector, narrow};
 use crate::plan::render::{self, Paint};
@@ -223,8 +224,13 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
         return Ok(ExitStatus::Success);
     }
     let counts = apply::check_guards(&plan, &options);
-    let asks = !reviewed && !args.auto_approve && counts.as_ref().is_ok_and(|c| c.requests() > 0);
-    if !quiet || asks {
+    let approval = Approval::of(
+        reviewed,
+        args.auto_approve,
+        counts.as_ref().map_or(0, |c| c.requests()),
+        std::io::stdin().is_terminal(),
+    );
+    if !quiet || approval.shows_the_plan() {
         print(&text)?;
     }
     let counts = match counts {
@@ -234,8 +240,10 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
             return Err(refusal.into());
         }
     };
-    if counts.requests() > 0 && !reviewed && !args.auto_approve {
-        confirm(counts.requests(), apply::planned_cost(&plan, &options))?;
+    match approval {
+        Approval::Given => {}
+        Approval::Ask => confirm(counts.requests(), apply::planned_cost(&plan, &options))?,
+        Approval::Refuse => return Err(unapproved(counts.requests())),
     }
 
     let progress = Progress::new(context, counts.requests(), !json);
@@ -379,19 +387,22 @@ pub(super) fn options(
     })
 }
 
-/// `Type 'yes' to purchase N package(s):` on a terminal; refuses elsewhere.
-/// With a price list, the question says what the purchases cost.
+/// Why a purchase nobody can approve is refused ([`Approval::Refuse`]).
+fn unapproved(requests: usize) -> anyhow::Error {
+    with_hint(
+        anyhow::anyhow!(
+            "refusing to purchase {requests} package(s) without confirmation: standard input is not a terminal"
+        ),
+        "Review the plan above, then run again with --auto-approve, or save it with \
+         `oapkg plan --out PLANFILE` and run `oapkg apply PLANFILE`",
+    )
+}
+
+/// `Type 'yes' to purchase N package(s):` on the terminal
+/// ([`Approval::Ask`]). With a price list, the question says what the
+/// purchases cost.
 fn confirm(requests: usize, cost: Option<crate::prices::Money>) -> anyhow::Result<()> {
     let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(with_hint(
-            anyhow::anyhow!(
-                "refusing to purchase {requests} package(s) without confirmation: standard input is not a terminal"
-            ),
-            "Review the plan above, then run again with --auto-approve, or save it with \
-             `oapkg plan --out PLANFILE` and run `oapkg apply PLANFILE`",
-        ));
-    }
     match cost {
         Some(cost) => eprint!("\nType 'yes' to purchase {requests} package(s) for {cost}: "),
         None => eprint!("\nType 'yes' to purchase {requests} package(s): "),

@@ -14,7 +14,9 @@
 //! | [`plan_file::read`] / [`plan_file::write`] | a saved plan file, read strictly or written atomically |
 //! | [`plan_file::plan_to_apply`] | a saved plan, checked against the state and manifests of now |
 //! | [`state_edit`] | the rules of `state rm` and `state mv`: which hand edits could buy twice |
+//! | [`approval`] | whether `apply` goes ahead, asks or refuses before buying |
 
+pub mod approval;
 pub mod plan;
 pub mod plan_file;
 pub mod state_edit;
