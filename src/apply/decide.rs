@@ -140,27 +140,29 @@ pub(crate) fn select<'p>(
         if !seen.insert(&change.key) {
             return Err(malformed("is listed twice"));
         }
-        // What is sent (`spec_sent`), with why it cannot be.
-        let (spec, first_sent) = match change.action {
-            Action::Purchase | Action::Replace => {
-                let desired = change
-                    .desired
-                    .as_ref()
-                    .ok_or_else(|| malformed("has no declared package to buy"))?;
-                (desired.spec.clone(), None)
-            }
-            Action::Unconfirmed => {
-                let record = change
-                    .before
-                    .as_ref()
-                    .ok_or_else(|| malformed("is unconfirmed but has no record"))?;
+        if change.action == Action::InFlight {
+            // Another process is sending it now: never a request from here.
+            continue;
+        }
+        // What is sent: `spec_sent`, the one rule; a change that buys with
+        // nothing to send is malformed.
+        let Some(spec) = spec_sent(change) else {
+            return Err(malformed(if change.action == Action::Unconfirmed {
+                "is unconfirmed but has no record"
+            } else {
+                "has no declared package to buy"
+            }));
+        };
+        let spec = spec.clone();
+        // A resent unconfirmed package keeps the time of its first request.
+        let first_sent = match &change.before {
+            Some(record) if change.action == Action::Unconfirmed => {
                 if record.status != Status::Unconfirmed {
                     return Err(malformed("is listed as unconfirmed but its record is not"));
                 }
-                (record.spec.clone(), record.submitted_at)
+                record.submitted_at
             }
-            // Another process is sending it now: never a request from here.
-            Action::Unchanged | Action::Orphan | Action::Expired | Action::InFlight => continue,
+            _ => None,
         };
         if spec.key() != change.key {
             return Err(malformed(&format!(

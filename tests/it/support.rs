@@ -54,6 +54,17 @@ pub struct S3State {
     pub location: String,
 }
 
+impl S3State {
+    /// The prefix inside `bucket` (`s3://BUCKET/PREFIX` without
+    /// `s3://BUCKET/`): where the state's objects are.
+    pub fn prefix(&self, bucket: &str) -> String {
+        self.location
+            .strip_prefix(&format!("s3://{bucket}/"))
+            .expect("the state is in that bucket")
+            .to_owned()
+    }
+}
+
 impl Env {
     pub fn new() -> Env {
         Env {

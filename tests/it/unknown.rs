@@ -427,16 +427,21 @@ fn retry_unknown_resends_are_spent_and_a_100_after_them_is_possibly_charged_twic
 #[test]
 fn max_spend_stops_a_resend_that_may_charge_again() {
     let pkg = Pkg::new("7501", "2027-01-01", "advanced", 12); // 708,000 a request
-    let env = Env::with_state();
     // Every request charged, then an HTTP 500.
-    let sim = start(
-        priced_charging_every_request(&env, std::slice::from_ref(&pkg)).fault(FaultRule::for_oaid(
-            &pkg.oaid,
-            Fault::ServerError {
-                stage: Stage::AfterCommit,
-            },
-        )),
-    );
+    let charged_then_500 = |env: &Env| {
+        start(
+            priced_charging_every_request(env, std::slice::from_ref(&pkg)).fault(
+                FaultRule::for_oaid(
+                    &pkg.oaid,
+                    Fault::ServerError {
+                        stage: Stage::AfterCommit,
+                    },
+                ),
+            ),
+        )
+    };
+    let env = Env::with_state();
+    let sim = charged_then_500(&env);
     // Room for the planned request and one resend, not two.
     let run = apply(&env, &sim, &["--retry-unknown", "--max-spend", "1416000"]);
     run.code(1)
@@ -461,14 +466,7 @@ fn max_spend_stops_a_resend_that_may_charge_again() {
 
     // With room for the planned request only, no resend goes out at all.
     let env = Env::with_state();
-    let sim = start(
-        priced_charging_every_request(&env, std::slice::from_ref(&pkg)).fault(FaultRule::for_oaid(
-            &pkg.oaid,
-            Fault::ServerError {
-                stage: Stage::AfterCommit,
-            },
-        )),
-    );
+    let sim = charged_then_500(&env);
     let run = apply(&env, &sim, &["--retry-unknown", "--max-spend", "708000"]);
     run.code(1).stdout_has("would pass --max-spend 708,000)\n");
     assert_eq!(requests_for(&sim, &pkg.key()), 1);

@@ -28,10 +28,7 @@ fn every_buyer_refuses_a_store_that_drops_conditional_headers() {
     // Made on the real store: `init` checked that one.
     let env = Env::with_state_on(&Backend::S3(&server));
     let location = env.s3().unwrap().location.clone();
-    let prefix = location
-        .strip_prefix(&format!("s3://{}/", server.bucket))
-        .unwrap()
-        .to_owned();
+    let prefix = env.s3().unwrap().prefix(&server.bucket);
     let all = pkgs(7801, 2);
     write_manifest(&env, &all);
     let sim = start(account(&all));
@@ -138,11 +135,7 @@ fn a_fold_deletes_leftover_segments_of_older_serials_only() {
         return;
     };
     let env = Env::with_state_on(&Backend::S3(&server));
-    let location = env.s3().unwrap().location.clone();
-    let prefix = location
-        .strip_prefix(&format!("s3://{}/", server.bucket))
-        .unwrap()
-        .to_owned();
+    let prefix = env.s3().unwrap().prefix(&server.bucket);
     let object = |name: &str| format!("/{}/{prefix}/journal/{name}", server.bucket);
     let digest = "ab".repeat(32);
     let orphan = format!("{:020}-000000-{digest}.jsonl", 0);

@@ -401,11 +401,7 @@ fn a_long_run_seals_its_journal_into_segments_and_the_head_stays_small() {
         return;
     };
     let env = Env::with_state_on(&Backend::S3(&server));
-    let location = env.s3().unwrap().location.clone();
-    let prefix = location
-        .strip_prefix(&format!("s3://{}/", server.bucket))
-        .unwrap()
-        .to_owned();
+    let prefix = env.s3().unwrap().prefix(&server.bucket);
     let head_path = format!("/{}/{prefix}/head.json", server.bucket);
     let head = || -> Option<(usize, serde_json::Value)> {
         let text = server.get(&head_path);
