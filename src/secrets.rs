@@ -41,7 +41,7 @@ pub fn from_env<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
 /// request cut short, and a text cut for an excerpt may end in the middle
 /// of a key. Fed by every secret the process knows (the eSMS keys, the S3
 /// credentials); cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Scrubber {
     secrets: Arc<[String]>,
 }

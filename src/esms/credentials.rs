@@ -57,6 +57,8 @@ impl fmt::Display for Secret {
 pub struct Credentials {
     api_key: Secret,
     secret_key: Secret,
+    /// Both keys, made once: every answer from eSMS goes through it.
+    scrubber: Scrubber,
 }
 
 /// Why credentials could not be had. No variant holds a key's value, nor the
@@ -148,9 +150,11 @@ impl Credentials {
                 name: SECRET_KEY_VAR,
             });
         }
+        let (api_key, secret_key) = (api_key.trim().to_owned(), secret_key.trim().to_owned());
         Ok(Credentials {
-            api_key: Secret(api_key.trim().to_owned()),
-            secret_key: Secret(secret_key.trim().to_owned()),
+            scrubber: Scrubber::new([api_key.clone(), secret_key.clone()]),
+            api_key: Secret(api_key),
+            secret_key: Secret(secret_key),
         })
     }
 
@@ -247,7 +251,7 @@ impl Credentials {
     /// as we know, but a proxy error page or a misbehaving server could,
     /// and what we print must not depend on that.
     pub fn scrubber(&self) -> Scrubber {
-        Scrubber::new(self.values().into_iter().map(str::to_owned))
+        self.scrubber.clone()
     }
 
     /// The ApiKey and SecretKey as secrets no manifest may hold, as far as
@@ -264,20 +268,11 @@ impl Credentials {
     }
 
     pub(crate) fn scrub(&self, text: &str) -> String {
-        self.scrubber().scrub(text)
+        self.scrubber.scrub(text)
     }
 
     pub(crate) fn scrub_bytes<'a>(&self, body: &'a [u8]) -> Cow<'a, [u8]> {
-        self.scrubber().scrub_bytes(body)
-    }
-
-    /// The key values that are not empty.
-    fn values(&self) -> Vec<&str> {
-        [&self.api_key, &self.secret_key]
-            .into_iter()
-            .map(|s| s.0.as_str())
-            .filter(|v| !v.is_empty())
-            .collect()
+        self.scrubber.scrub_bytes(body)
     }
 }
 
