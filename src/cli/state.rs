@@ -240,7 +240,7 @@ impl<'a> Listed<'a> {
             status: if flying.is_some() {
                 "in_flight"
             } else {
-                status_name(r.status)
+                r.status.name()
             },
             service_preview_id: &r.service_preview_id,
             submitted_at: &r.submitted_at,
@@ -767,7 +767,7 @@ fn confirm(
         if record.status != Status::Unconfirmed {
             bail!(
                 "{key} is {}, not unconfirmed; nothing to confirm",
-                status_name(record.status)
+                record.status.name()
             );
         }
         record.status = Status::Submitted;
@@ -801,12 +801,4 @@ fn who_confirms() -> String {
         .find(|name| !name.trim().is_empty())
         .unwrap_or_else(|| "unknown".to_owned());
     format!("{user}@{}", crate::state::lock::hostname())
-}
-
-fn status_name(status: Status) -> &'static str {
-    match status {
-        Status::Submitted => "submitted",
-        Status::Unconfirmed => "unconfirmed",
-        Status::Imported => "imported",
-    }
 }

@@ -164,6 +164,17 @@ pub enum Status {
     Imported,
 }
 
+impl Status {
+    /// The status as the state file, listings and plans name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Submitted => "submitted",
+            Status::Unconfirmed => "unconfirmed",
+            Status::Imported => "imported",
+        }
+    }
+}
+
 /// Which state a plan was made against: enough to tell later whether it moved.
 ///
 /// `lineage` and `serial` are the state file's. `checksum` is the file's

@@ -30,7 +30,7 @@ use std::fmt::Write as _;
 
 use super::Paint;
 use super::text::block;
-use super::{Field, Shown, status_name};
+use super::{Field, Shown};
 use crate::plan::{Action, Change, DEFAULT_MAX_PURCHASES, Need, Plan, Summary};
 use crate::text::{
     cut, longest_backtick_run, markdown as text, markdown_code as code, months, packages,
@@ -600,7 +600,7 @@ fn orphan_row(change: &Change) -> String {
                 spec.start,
                 crate::spec::show_end(spec.end()),
                 spec.duration_months,
-                status_name(record.status)
+                record.status.name()
             )
         }
         None => format!(
@@ -624,7 +624,7 @@ fn expired_row(change: &Change) -> String {
             change
                 .before
                 .as_ref()
-                .map_or("no", |record| status_name(record.status)),
+                .map_or("no", |record| record.status.name()),
         ),
         None => format!(
             "| {} | {} | | | | | |\n",

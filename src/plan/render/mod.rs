@@ -113,7 +113,7 @@ pub fn to_seconds(at: jiff::Timestamp) -> jiff::Timestamp {
 /// The eSMS message is foreign text: control characters are escaped and it
 /// is cut at `limit` characters when one is given.
 pub(crate) fn status_line(record: &Record, limit: Option<usize>) -> String {
-    let mut parts = vec![status_name(record.status).to_owned()];
+    let mut parts = vec![record.status.name().to_owned()];
     if let Some(id) = &record.service_preview_id {
         parts.push(format!(
             "ServicePreviewId {}",
@@ -180,14 +180,6 @@ pub fn holder_line(holder: Option<&crate::state::LockHolder>) -> String {
         line.push_str(&format!(" (CI job {})", escape_controls(job)));
     }
     line
-}
-
-pub(crate) fn status_name(status: Status) -> &'static str {
-    match status {
-        Status::Submitted => "submitted",
-        Status::Unconfirmed => "unconfirmed",
-        Status::Imported => "imported",
-    }
 }
 
 #[cfg(test)]
