@@ -54,6 +54,7 @@
 )]
 
 pub mod apply;
+pub mod build_info;
 pub mod cli;
 pub mod clock;
 pub mod coverage;
