@@ -22,6 +22,7 @@ pub mod error;
 mod expiring;
 mod init;
 mod plan;
+pub mod refresh;
 mod state;
 mod validate;
 mod watch;
@@ -130,6 +131,9 @@ pub enum Command {
     /// Per OA: the periods covered, the gaps from today on, the policy and
     /// its next renewal (no network unless --online)
     Coverage(coverage::CoverageArgs),
+    /// Read every OA that has a Zalo token: record what Zalo shows, settle
+    /// unconfirmed packages it proves, report drift (never buys)
+    Refresh(refresh::RefreshArgs),
     /// Follow the manifest files and plan again (with --apply: apply) when
     /// they change
     Watch(watch::WatchArgs),
@@ -228,6 +232,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Expiring(args) => expiring::run(&context, &args),
         Command::Coverage(args) => coverage::run(&context, &args),
         Command::Watch(args) => watch::run(&context, &args),
+        Command::Refresh(args) => refresh::run(&context, &args),
         Command::Schema(args) => print_schema(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut command(), "oapkg", &mut std::io::stdout());

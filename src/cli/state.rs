@@ -780,6 +780,7 @@ fn confirm(
         record.confirmed = Some(Confirmation {
             by: by.clone(),
             at: jiff::Timestamp::now(),
+            observation: None,
         });
         // Bought after all: an earlier failed attempt is no longer news
         // (as when apply records a purchase).

@@ -15,8 +15,10 @@
 //! | [`plan_file::plan_to_apply`] | a saved plan, checked against the state and manifests of now |
 //! | [`state_edit`] | the rules of `state rm` and `state mv`: which hand edits could buy twice |
 //! | [`approval`] | whether `apply` goes ahead, asks or refuses before buying |
+//! | [`refresh`] | read-back: reading OAs through Zalo, recording observations and settles |
 
 pub mod approval;
 pub mod plan;
 pub mod plan_file;
+pub mod refresh;
 pub mod state_edit;
