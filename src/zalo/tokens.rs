@@ -319,13 +319,19 @@ impl TokenFile {
         }
     }
 
-    /// Checks that a new version of the file can be written beside it.
+    /// Checks that a new version of the file can be written beside it:
+    /// a temporary file in its directory takes the file's content and an
+    /// fsync, then is removed.
     pub fn check_writable(&self) -> Result<(), TokenError> {
         let dir = parent(&self.path);
         crate::files::new_version_builder()
             .prefix(".oapkg-tokens-check")
             .tempfile_in(dir)
-            .and_then(|temp| temp.close())
+            .and_then(|mut temp| {
+                temp.write_all(render(&self.entries).as_bytes())?;
+                temp.as_file().sync_all()?;
+                temp.close()
+            })
             .map_err(|e| TokenError::NotWritable {
                 path: self.path.clone(),
                 reason: e.to_string(),

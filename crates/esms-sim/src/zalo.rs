@@ -31,7 +31,7 @@ use crate::engine::Charge;
 /// The app id the simulator's Zalo app has unless configured otherwise.
 pub const DEFAULT_APP_ID: &str = "4318902657531122461";
 /// Its app secret unless configured otherwise.
-pub const DEFAULT_APP_SECRET: &str = "sim-zalo-app-secret-Xq7Lw2";
+pub const DEFAULT_APP_SECRET: &str = "zs-Xq7Lw2Kp9Rt4Vb8Nm3Jh6";
 /// How long an access token lives (Zalo: about 25 hours, `"90000"`).
 pub const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(90_000);
 
