@@ -82,6 +82,112 @@ pub fn show(date: Option<Date>) -> String {
     }
 }
 
+/// What Zalo showed for an OA, beside its recorded coverage (`coverage
+/// --refresh`, `plan --refresh`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ZaloView {
+    /// `None`: no package, or not read (see `not_read`).
+    pub valid_through: Option<Date>,
+    pub package_name: Option<String>,
+    pub observed_at: Option<jiff::Timestamp>,
+    /// Why the OA could not be read; `None` when it was.
+    pub not_read: Option<String>,
+    pub drift: Option<Drift>,
+}
+
+impl ZaloView {
+    pub fn read(observation: &Observation, drift: Option<Drift>) -> ZaloView {
+        ZaloView {
+            valid_through: observation.valid_through,
+            package_name: observation.package_name.clone(),
+            observed_at: Some(observation.observed_at),
+            not_read: None,
+            drift,
+        }
+    }
+
+    pub fn not_read(why: &str) -> ZaloView {
+        ZaloView {
+            valid_through: None,
+            package_name: None,
+            observed_at: None,
+            not_read: Some(why.to_owned()),
+            drift: None,
+        }
+    }
+
+    /// A short cell: `2027-12-31`, `no package`, `not read`, with the
+    /// drift's kind after it.
+    pub fn cell(&self) -> String {
+        if self.not_read.is_some() {
+            return "not read".to_owned();
+        }
+        let date = show(self.valid_through);
+        match &self.drift {
+            Some(Drift::NotOnZalo { .. }) => format!("{date} (drift: not on Zalo)"),
+            Some(Drift::OutsideOapkg { .. }) => format!("{date} (drift: not recorded)"),
+            None => date,
+        }
+    }
+}
+
+/// One OA beside Zalo, for `plan --refresh`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ZaloRow {
+    pub oaid: Oaid,
+    /// The end of the recorded coverage, if any.
+    pub recorded_through: Option<Date>,
+    pub zalo: ZaloView,
+}
+
+/// The rows as text lines, drift spelled out.
+pub fn rows_text(rows: &[ZaloRow]) -> String {
+    let mut out = format!(
+        "\nZalo read-back ({} {}):\n",
+        rows.len(),
+        if rows.len() == 1 { "OA" } else { "OAs" }
+    );
+    for row in rows {
+        out.push_str(&format!(
+            "  {}  recorded through {}  Zalo: {}\n",
+            row.oaid,
+            show(row.recorded_through).replace("no package", "-"),
+            crate::text::escape_controls(&row.zalo.cell())
+        ));
+        if let Some(drift) = &row.zalo.drift {
+            out.push_str(&format!("    drift: {}\n", drift.describe()));
+        }
+        if let Some(why) = &row.zalo.not_read {
+            out.push_str(&format!(
+                "    not read: {}\n",
+                crate::text::escape_controls(why)
+            ));
+        }
+    }
+    out
+}
+
+/// The rows as a Markdown table, drift marked `⚠`.
+pub fn rows_markdown(rows: &[ZaloRow]) -> String {
+    let mut out = String::from(
+        "\n### Zalo read-back\n\n| OAID | Recorded through | Zalo valid through | Drift |\n|---|---|---|---|\n",
+    );
+    for row in rows {
+        let drift = match (&row.zalo.drift, &row.zalo.not_read) {
+            (Some(d), _) => format!("⚠ {}", crate::text::markdown(&d.describe())),
+            (None, Some(why)) => format!("not read: {}", crate::text::markdown(why)),
+            (None, None) => "—".to_owned(),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {drift} |\n",
+            crate::text::markdown_code(row.oaid.as_str()),
+            show(row.recorded_through).replace("no package", "—"),
+            show(row.zalo.valid_through),
+        ));
+    }
+    out
+}
+
 /// Why an unconfirmed record was left as it is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]

@@ -17,6 +17,7 @@ use super::{Context, ListFormat};
 use crate::esms::ClientOptions;
 use crate::exit::ExitStatus;
 use crate::ops::refresh::{self, DEFAULT_CONCURRENCY, Readings, RefreshReport};
+use crate::readback::{ZaloRow, ZaloView};
 use crate::secrets::Scrubber;
 use crate::spec::{Key, Oaid};
 use crate::state::State;
@@ -156,6 +157,57 @@ pub fn read_zalo(
         bar.finish_and_clear();
     }
     Ok(readings?)
+}
+
+/// Zalo beside the recorded coverage, for `plan --refresh`: reads every
+/// OA with a token (records nothing in the state).
+pub fn zalo_rows(context: &Context, zalo: &ZaloArgs) -> anyhow::Result<Vec<ZaloRow>> {
+    let today = context.today()?;
+    let state = context.load_state()?.state;
+    zalo_rows_of(context, zalo, &state, today)
+}
+
+/// [`zalo_rows`] against `state`.
+pub fn zalo_rows_of(
+    context: &Context,
+    zalo: &ZaloArgs,
+    state: &State,
+    today: jiff::civil::Date,
+) -> anyhow::Result<Vec<ZaloRow>> {
+    let readings = read_zalo(context, zalo, state, &[], DEFAULT_CONCURRENCY)?;
+    let mut rows: Vec<ZaloRow> = refresh::assess_all(state, &readings.observed, today)
+        .into_iter()
+        .filter_map(|a| {
+            let observation = readings.observed.get(&a.oaid)?;
+            Some(ZaloRow {
+                zalo: ZaloView::read(observation, a.drift),
+                oaid: a.oaid,
+                recorded_through: a.recorded_through,
+            })
+        })
+        .collect();
+    let index = crate::readback::by_oa(&state.packages);
+    for (oaid, why) in &readings.not_read {
+        let recorded_through = index
+            .get(oaid)
+            .into_iter()
+            .flatten()
+            .filter(|(_, r)| {
+                matches!(
+                    r.status,
+                    crate::state::Status::Submitted | crate::state::Status::Imported
+                )
+            })
+            .filter_map(|(_, r)| r.spec.end())
+            .max();
+        rows.push(ZaloRow {
+            oaid: oaid.clone(),
+            recorded_through,
+            zalo: ZaloView::not_read(why),
+        });
+    }
+    rows.sort_by(|a, b| a.oaid.cmp(&b.oaid));
+    Ok(rows)
 }
 
 pub fn run(context: &Context, args: &RefreshArgs) -> anyhow::Result<ExitStatus> {

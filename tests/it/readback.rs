@@ -404,3 +404,71 @@ fn a_token_command_gives_the_access_tokens_and_oas_without_one_are_not_read() {
         "2027-10-31"
     );
 }
+
+#[test]
+fn plan_and_coverage_refresh_show_zalo_beside_the_record_in_every_format() {
+    let sim = start(SimConfig::new().oaid(CHARGED).oaid(UNCHARGED));
+    let env = Env::with_state().with_sim(&sim).today("2027-02-15");
+    env.import(CHARGED, "premium", "2027-01-01", "12", &[])
+        .code(0);
+    env.import(UNCHARGED, "advanced", "2027-01-01", "6", &[])
+        .code(0);
+    sim.set_zalo_package(UNCHARGED, "2028-03-31".parse().unwrap(), "Gói Nâng cao");
+    env.file(
+        "oapkg.yaml",
+        crate::support::manifest(&format!(
+            "  - oaid: \"{CHARGED}\"\n    tier: premium\n    start: 2027-01-01\n    duration: 12\n"
+        )),
+    );
+    let a = sim.zalo_authorize(CHARGED);
+    let b = sim.zalo_authorize(UNCHARGED);
+    access_tokens(&env, &[&a, &b]);
+    let serial = state_file(&env)["serial"].clone();
+    let zalo = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--refresh", "--zalo-tokens", TOKENS]);
+        Run::from(env.command(&all).output().unwrap())
+    };
+
+    zalo(&["plan"])
+        .code(0)
+        .stdout_has("Zalo read-back (2 OAs):")
+        .stdout_has(&format!(
+            "{CHARGED}  recorded through 2027-12-31  Zalo: no package (drift: not on Zalo)"
+        ))
+        .stdout_has(&format!(
+            "{UNCHARGED}  recorded through 2027-06-30  Zalo: 2028-03-31 (drift: not recorded)"
+        ));
+    zalo(&["plan", "--format", "markdown"])
+        .code(0)
+        .stdout_has("| OAID | Recorded through | Zalo valid through | Drift |")
+        .stdout_has(&format!(
+            "| `{UNCHARGED}` | 2027-06-30 | 2028-03-31 | ⚠ on Zalo but not recorded"
+        ));
+    let json = zalo(&["plan", "--format", "json"]).json();
+    assert_eq!(json["zalo"][1]["oaid"], UNCHARGED);
+    assert_eq!(json["zalo"][1]["zalo"]["drift"]["kind"], "outside_oapkg");
+    assert_eq!(
+        json["zalo"][0]["zalo"]["drift"]["recorded_through"],
+        "2027-12-31"
+    );
+
+    zalo(&["coverage"])
+        .code(0)
+        .stdout_has("ZALO VALID THROUGH")
+        .stdout_has("2028-03-31 (drift: not recorded)")
+        .stdout_has(&format!("drift {CHARGED}: recorded but not on Zalo"));
+    zalo(&["coverage", "--format", "markdown"])
+        .code(0)
+        .stdout_has("| Next renewal | Zalo valid through |")
+        .stdout_has("⚠ 2028-03-31 (drift: not recorded)")
+        .stdout_has("Zalo valid through (drift) :crit, milestone, ")
+        .stdout_has(", 2028-03-31, 0d");
+    let coverage = zalo(&["coverage", "--format", "json"]).json();
+    assert_eq!(coverage[1]["zalo"]["valid_through"], "2028-03-31");
+    assert_eq!(coverage[0]["zalo"]["drift"]["kind"], "not_on_zalo");
+    // Without --refresh nothing changes, and the refreshes recorded nothing.
+    let plain = env.run(&["coverage", "--format", "json"]).json();
+    assert!(plain[0].get("zalo").is_none());
+    assert_eq!(state_file(&env)["serial"], serial);
+}
