@@ -131,8 +131,8 @@ pub enum Command {
     /// Per OA: the periods covered, the gaps from today on, the policy and
     /// its next renewal (no network unless --online)
     Coverage(coverage::CoverageArgs),
-    /// Read every OA that has a Zalo token: record what Zalo shows, settle
-    /// unconfirmed packages it proves, report drift (never buys)
+    /// Read the OAs that have a Zalo token: record what Zalo shows, settle,
+    /// report drift
     Refresh(refresh::RefreshArgs),
     /// Follow the manifest files and plan again (with --apply: apply) when
     /// they change
