@@ -599,7 +599,7 @@ impl Progress {
                 tracing::info!(%key, attempt, delay_ms = delay.as_millis() as u64, reason = %retry_reason(outcome), "retrying");
                 self.err_line(&format!(
                     "  {} {key}: {} (attempt {attempt}); retrying in {:.1}s",
-                    change.action,
+                    change.action(),
                     escape_controls(&retry_reason(outcome)),
                     delay.as_secs_f64()
                 ));
@@ -614,7 +614,12 @@ impl Progress {
                     bar.inc(1);
                 }
                 tracing::info!(%key, result = result.word(), "purchase recorded");
-                self.out_line(&done_line(change.action, key.as_str(), result, self.color));
+                self.out_line(&done_line(
+                    change.action(),
+                    key.as_str(),
+                    result,
+                    self.color,
+                ));
                 if let Some(warning) = unexpected_duplicate_warning(key.as_str(), result) {
                     self.err_line(&warning);
                 }

@@ -73,7 +73,7 @@ pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
 pub fn show(context: &Context, args: &ShowArgs) -> anyhow::Result<ExitStatus> {
     let saved = plan_file::read(&args.planfile)?;
     let manifests: Vec<PathBuf> = saved.manifest_files.iter().map(PathBuf::from).collect();
-    let plan = saved.to_plan();
+    let plan = plan_file::parse(&saved, &args.planfile)?;
     print(&rendered(context, &plan, args.format, &manifests))?;
     Ok(ExitStatus::Success)
 }
