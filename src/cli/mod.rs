@@ -116,7 +116,7 @@ pub enum Command {
     Init(init::InitArgs),
     /// Check the manifests only (no state, no network)
     Validate(validate::ValidateArgs),
-    /// Show which purchases the manifests need (no network, no credentials)
+    /// Show which purchases the manifests need (no network, no credentials, unless --check-account)
     Plan(plan::PlanArgs),
     /// Buy what the plan lists, exactly once (shows the plan and asks first)
     Apply(apply::ApplyArgs),

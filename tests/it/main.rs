@@ -4,6 +4,7 @@
 mod apply;
 mod apply_output;
 mod architecture;
+mod check_account;
 mod cli;
 mod costs;
 mod coverage;
