@@ -184,7 +184,7 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
                 plan_file::plan_to_apply(path, &context.global.files, &context.store, today)?;
             (plan, true)
         }
-        None => (super::plan::make_plan(context)?, false),
+        None => (context.make_plan()?, false),
     };
     // Before the plan is shown or a question asked: against a missing state
     // the plan would buy every package again.

@@ -8,7 +8,7 @@ use clap::Args;
 use super::context::print;
 use super::{Context, PlanFormat};
 use crate::exit::ExitStatus;
-use crate::ops::{self, plan_file};
+use crate::ops::plan_file;
 use crate::plan::{Plan, render, saved::SavedPlan};
 
 #[derive(Debug, Args)]
@@ -53,7 +53,7 @@ pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
         }
         false => None,
     };
-    let mut plan = make_plan(context)?;
+    let mut plan = context.make_plan()?;
     context.note_missing_state(&plan.state);
     if let Some(in_flight) = super::state::in_flight(context) {
         plan.mark_in_flight(&in_flight.keys, in_flight.holder);
@@ -152,14 +152,4 @@ fn project(context: &Context, manifests: &[PathBuf]) -> render::Project {
             .map(|p| p.display().to_string())
             .collect(),
     }
-}
-
-/// The plan of the manifests named by `-f` against the state, today.
-pub fn make_plan(context: &Context) -> anyhow::Result<Plan> {
-    let today = context.today()?;
-    Ok(ops::plan::make_plan(
-        &context.global.files,
-        &context.store,
-        today,
-    )?)
 }

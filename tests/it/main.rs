@@ -10,6 +10,7 @@ mod costs;
 mod coverage;
 mod disk;
 mod doc_links;
+mod doctor;
 mod escapes;
 mod expiring;
 mod faults;
