@@ -65,7 +65,7 @@ pub use in_flight::InFlight;
 pub use journal::StateLock;
 pub use journal::{Journal, JournalEntry, JournalOutcome};
 pub use location::{JournalWriter, Store, WriterLock};
-pub use lock::{Fence, LockHolder, Proof, SendPermit, UnlockOutcome};
+pub use lock::{Fence, LockHolder, LockStatus, Proof, SendPermit, UnlockOutcome};
 pub use store::{Initialized, Loaded, Restored, StateStore};
 
 /// The only `format_version` this oapkg reads and writes.

@@ -93,6 +93,16 @@ impl StateStore {
         sibling(&self.path, ".backup")
     }
 
+    /// The backup beside the state, read and checked (checksum included),
+    /// for `oapkg doctor`: `Ok(None)` when there is none. Takes no lock.
+    pub fn read_backup(&self) -> Result<Option<file::DiskState>, StateError> {
+        let backup_path = self.backup_path();
+        match read_whole(&backup_path)? {
+            Some(bytes) => file::decode(&backup_path, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// `<path>.lock`: exists while a writer holds the lock.
     pub fn lock_path(&self) -> PathBuf {
         sibling(&self.path, ".lock")

@@ -4,11 +4,13 @@
 mod apply;
 mod apply_output;
 mod architecture;
+mod check_account;
 mod cli;
 mod costs;
 mod coverage;
 mod disk;
 mod doc_links;
+mod doctor;
 mod escapes;
 mod expiring;
 mod faults;
