@@ -17,6 +17,8 @@ pub struct DoctorArgs {
     pub format: ListFormat,
     #[command(flatten)]
     pub connection: super::apply::ConnectionArgs,
+    #[command(flatten)]
+    pub zalo: super::refresh::ZaloArgs,
 }
 
 /// The `--format json` document (`docs/json-outputs.md`).
@@ -39,12 +41,19 @@ pub fn run(context: &Context, args: &DoctorArgs) -> anyhow::Result<ExitStatus> {
     // Why no client could be made is the eSMS check's failure, not the
     // command's: every other check still runs.
     let client = super::apply::client(&args.connection).map_err(|error| format!("{error:#}"));
+    let zalo = args
+        .zalo
+        .given()
+        .then(|| super::refresh::token_source_and_client(&args.zalo).map_err(|e| format!("{e:#}")));
     let checks = doctor::run(&doctor::Inputs {
         files: &context.global.files,
         store: &context.store,
         today,
         esms: client.as_ref().map_err(Clone::clone),
         runtime: &context.runtime,
+        zalo: zalo
+            .as_ref()
+            .map(|z| z.as_ref().map(|(s, c)| (s, c)).map_err(Clone::clone)),
     });
     let ok = doctor::all_pass(&checks);
     match args.format {

@@ -101,19 +101,10 @@ fn only_oas(only: &[String]) -> anyhow::Result<BTreeSet<Oaid>> {
         .collect()
 }
 
-/// Reads the OAs `only` narrows to (all with a token when empty) through
-/// Zalo, with a progress bar on a terminal.
-pub fn read_zalo(
-    context: &Context,
-    zalo: &ZaloArgs,
-    state: &State,
-    only: &[String],
-    concurrency: usize,
-) -> anyhow::Result<Readings> {
-    let only = only_oas(only)?;
-    let mut source = zalo.open()?;
-    let oaids = refresh::oas_to_read(&source, state, &only);
-    let secret = app_secret();
+/// The token source and a Zalo client whose scrubber knows every secret
+/// in reach (the eSMS and S3 keys, the app secret, the file's tokens).
+pub fn token_source_and_client(zalo: &ZaloArgs) -> anyhow::Result<(TokenSource, ZaloClient)> {
+    let source = zalo.open()?;
     let scrubber = Scrubber::new(
         crate::secrets::from_env(
             crate::secrets::ESMS_VARS
@@ -124,8 +115,27 @@ pub fn read_zalo(
         .into_iter()
         .chain(source.secrets()),
     );
-    let endpoints = ZaloEndpoints::from_env()?;
-    let client = ZaloClient::new(endpoints, scrubber, ClientOptions::default())?;
+    let client = ZaloClient::new(
+        ZaloEndpoints::from_env()?,
+        scrubber,
+        ClientOptions::default(),
+    )?;
+    Ok((source, client))
+}
+
+/// Reads the OAs `only` narrows to (all with a token when empty) through
+/// Zalo, with a progress bar on a terminal.
+pub fn read_zalo(
+    context: &Context,
+    zalo: &ZaloArgs,
+    state: &State,
+    only: &[String],
+    concurrency: usize,
+) -> anyhow::Result<Readings> {
+    let only = only_oas(only)?;
+    let (mut source, client) = token_source_and_client(zalo)?;
+    let oaids = refresh::oas_to_read(&source, state, &only);
+    let secret = app_secret();
     let now = context.clock()?.now();
     let bar =
         (!context.global.quiet && oaids.len() > 1 && std::io::stderr().is_terminal()).then(|| {

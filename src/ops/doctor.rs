@@ -20,6 +20,7 @@ use jiff::civil::Date;
 use crate::esms::{CallError, Client};
 use crate::manifest;
 use crate::state::{BackupSummary, LockHolder, LockStatus, Store};
+use crate::zalo::{TokenSource, ZaloClient};
 
 /// How one check came out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,13 +94,25 @@ pub struct Inputs<'a> {
     pub esms: Result<&'a Client, String>,
     /// Where the eSMS call runs (the process's one runtime).
     pub runtime: &'a tokio::runtime::Handle,
+    /// The Zalo token source and client (`--zalo-tokens` /
+    /// `--zalo-token-command`), or why they could not be made; `None`
+    /// when read-back is not set up.
+    pub zalo: Option<Result<(&'a TokenSource, &'a ZaloClient), String>>,
 }
 
 /// One check: its lines of the report.
 pub type CheckFn = fn(&Inputs<'_>) -> Vec<Check>;
 
 /// Every check, in the order run and shown.
-pub const CHECKS: &[CheckFn] = &[manifests, state, lock, backup, conditional_writes, esms];
+pub const CHECKS: &[CheckFn] = &[
+    manifests,
+    state,
+    lock,
+    backup,
+    conditional_writes,
+    esms,
+    zalo_tokens,
+];
 
 /// Runs every check in [`CHECKS`].
 pub fn run(inputs: &Inputs<'_>) -> Vec<Check> {
@@ -323,4 +336,67 @@ fn esms(inputs: &Inputs<'_>) -> Vec<Check> {
             ]
         }
     }
+}
+
+/// The Zalo tokens (read-back): present and accepted, read with the
+/// access tokens only (doctor never exchanges a single-use refresh token
+/// and writes nothing).
+fn zalo_tokens(inputs: &Inputs<'_>) -> Vec<Check> {
+    const NAME: &str = "zalo_tokens";
+    let (source, client) = match &inputs.zalo {
+        None => return Vec::new(),
+        Some(Err(why)) => {
+            return vec![Check::fail(
+                NAME,
+                why.clone(),
+                "Fix the token file (chmod 600, one entry per OAID) or --zalo-token-command; see README, \"Knowing what is true\"",
+            )];
+        }
+        Some(Ok(pair)) => *pair,
+    };
+    let state = inputs.store.load().map(|l| l.state).unwrap_or_default();
+    let oaids = super::refresh::oas_to_read(source, &state, &Default::default());
+    let check = inputs.runtime.block_on(super::refresh::check_tokens(
+        source,
+        client,
+        &oaids,
+        super::refresh::DEFAULT_CONCURRENCY,
+        jiff::Timestamp::now(),
+    ));
+    let unexchanged = if check.unexchanged > 0 {
+        format!(
+            "; {} with only a refresh token, not exchanged (single-use: `oapkg refresh` exchanges it)",
+            check.unexchanged
+        )
+    } else {
+        String::new()
+    };
+    if check.refused.is_empty() {
+        return vec![Check::pass(
+            NAME,
+            format!(
+                "{} OA{} accepted by Zalo{unexchanged}",
+                check.accepted,
+                crate::text::plural(check.accepted)
+            ),
+        )];
+    }
+    let shown: Vec<String> = check
+        .refused
+        .iter()
+        .take(3)
+        .map(|(oaid, why)| format!("{oaid}: {why}"))
+        .collect();
+    vec![Check::fail(
+        NAME,
+        format!(
+            "{} of {} OA token{} refused or unreadable ({}{}){unexchanged}",
+            check.refused.len(),
+            check.refused.len() + check.accepted,
+            crate::text::plural(check.refused.len() + check.accepted),
+            shown.join("; "),
+            if check.refused.len() > 3 { "; …" } else { "" }
+        ),
+        "Renew those access tokens, or have the OA admin authorise the app again and put the new refresh token in the file",
+    )]
 }

@@ -221,6 +221,64 @@ async fn read_with(
     .await
 }
 
+/// What `doctor` found about the tokens (read-only: no exchange).
+#[derive(Clone, Debug, Default)]
+pub struct TokenCheck {
+    /// OAs Zalo answered with their access token.
+    pub accepted: usize,
+    /// OAs whose token Zalo refused, or that could not be read, and why.
+    pub refused: BTreeMap<Oaid, String>,
+    /// OAs with only a refresh token (or an expired access token): not
+    /// checked, since a refresh token is single-use.
+    pub unexchanged: usize,
+    /// OAs asked for without a token (a token command).
+    pub no_token: usize,
+}
+
+/// Reads every OA of `oaids` that has a usable access token, exchanging
+/// nothing and writing nothing (`oapkg doctor`).
+pub async fn check_tokens(
+    source: &TokenSource,
+    client: &ZaloClient,
+    oaids: &[Oaid],
+    concurrency: usize,
+    now: jiff::Timestamp,
+) -> TokenCheck {
+    let mut check = TokenCheck::default();
+    let usable: Vec<Oaid> = match source {
+        TokenSource::File(file) => oaids
+            .iter()
+            .filter(|o| {
+                let spent = file.needs_exchange(o, now);
+                check.unexchanged += usize::from(spent);
+                !spent
+            })
+            .cloned()
+            .collect(),
+        TokenSource::Command(_) => oaids.to_vec(),
+    };
+    let tokens = tokens_for(source, &usable, &BTreeMap::new(), concurrency.max(1), now).await;
+    for (oaid, outcome) in read_with(client, tokens, concurrency.max(1)).await {
+        match outcome {
+            Outcome::Read(profile) if profile.oaid == oaid.as_str() => check.accepted += 1,
+            Outcome::Read(_) => {
+                check
+                    .refused
+                    .insert(oaid, "the token opened another OA".to_owned());
+            }
+            Outcome::NoToken => check.no_token += 1,
+            Outcome::NotReadable(why) => {
+                check.refused.insert(oaid, why);
+            }
+            Outcome::Failed(Some(e)) => {
+                check.refused.insert(oaid, e.to_string());
+            }
+            Outcome::Failed(None) => {}
+        }
+    }
+    check
+}
+
 /// What `refresh` found and did.
 #[derive(Clone, Debug, Default)]
 pub struct RefreshReport {

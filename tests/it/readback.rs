@@ -472,3 +472,44 @@ fn plan_and_coverage_refresh_show_zalo_beside_the_record_in_every_format() {
     assert!(plain[0].get("zalo").is_none());
     assert_eq!(state_file(&env)["serial"], serial);
 }
+
+#[test]
+fn doctor_checks_the_tokens_without_spending_a_refresh_token() {
+    let all = [Pkg::new(CHARGED, "2027-01-01", "premium", 12)];
+    let sim = start(account(&all).oaid(UNCHARGED));
+    let env = Env::with_state().with_sim(&sim);
+    write_manifest(&env, &all);
+    let a = sim.zalo_authorize(CHARGED);
+    let b = sim.zalo_authorize(UNCHARGED);
+    access_tokens(&env, &[&a]);
+    let doctor = |env: &Env| {
+        Run::from(
+            env.command(&["doctor", "--zalo-tokens", TOKENS])
+                .output()
+                .unwrap(),
+        )
+    };
+    doctor(&env)
+        .code(0)
+        .stdout_has("ok    zalo_tokens  1 OA accepted by Zalo");
+    // A refresh-token entry is not exchanged by doctor; a wrong access
+    // token fails the check, naming the OA.
+    private(
+        &env,
+        TOKENS,
+        &format!(
+            "\"{CHARGED}\":\n  access_token: \"wrong-token-1234567\"\n\"{UNCHARGED}\":\n  \
+             refresh_token: \"{}\"\n  app_id: \"{}\"\n",
+            b.refresh_token,
+            esms_sim::zalo::DEFAULT_APP_ID
+        ),
+    );
+    let run = doctor(&env);
+    run.code(1)
+        .stdout_has(&format!(
+            "1 of 1 OA token refused or unreadable ({CHARGED}: Zalo answered error -216"
+        ))
+        .stdout_has("1 with only a refresh token, not exchanged");
+    assert_eq!(sim.zalo_stats().exchanges, 0);
+    assert!(!run.stdout.contains("wrong-token-1234567"));
+}
