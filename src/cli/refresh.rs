@@ -132,29 +132,50 @@ pub fn read_zalo(
     only: &[String],
     concurrency: usize,
 ) -> anyhow::Result<Readings> {
+    let now = context.clock()?.now();
+    read_with(
+        &context.runtime,
+        now,
+        !context.global.quiet,
+        zalo,
+        state,
+        only,
+        concurrency,
+    )
+}
+
+/// [`read_zalo`] without a [`Context`]: `bar` allows the progress bar (on
+/// a terminal).
+fn read_with(
+    runtime: &tokio::runtime::Handle,
+    now: jiff::Timestamp,
+    bar: bool,
+    zalo: &ZaloArgs,
+    state: &State,
+    only: &[String],
+    concurrency: usize,
+) -> anyhow::Result<Readings> {
     let only = only_oas(only)?;
     let (mut source, client) = token_source_and_client(zalo)?;
     let oaids = refresh::oas_to_read(&source, state, &only);
     let secret = app_secret();
-    let now = context.clock()?.now();
-    let bar =
-        (!context.global.quiet && oaids.len() > 1 && std::io::stderr().is_terminal()).then(|| {
-            let bar = ProgressBar::new(oaids.len() as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} OAs read",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
+    let bar = (bar && oaids.len() > 1 && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(oaids.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} OAs read",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
     let progress = |n: usize| {
         if let Some(bar) = &bar {
             bar.inc(n as u64);
         }
     };
-    let readings = context.runtime.block_on(refresh::read(
+    let readings = runtime.block_on(refresh::read(
         &mut source,
         &client,
         &oaids,
@@ -220,28 +241,49 @@ pub fn zalo_rows_of(
     Ok(rows)
 }
 
-pub fn run(context: &Context, args: &RefreshArgs) -> anyhow::Result<ExitStatus> {
-    let today = context.today()?;
-    let now = context.clock()?.now();
-    let (lock, loaded) = context
-        .store
-        .lock_and_load("oapkg refresh", context.global.lock_timeout())?;
+/// One refresh under the state lock: read, record, settle, write (when
+/// anything was read). `refresh` and `watch --refresh-interval` both run
+/// it; returns the report, the state as written and its serial.
+#[allow(clippy::too_many_arguments)]
+pub fn refresh_pass(
+    store: &crate::state::Store,
+    runtime: &tokio::runtime::Handle,
+    clock: crate::clock::Clock,
+    command: &str,
+    lock_timeout: Duration,
+    bar: bool,
+    zalo: &ZaloArgs,
+    only: &[String],
+    concurrency: usize,
+) -> anyhow::Result<(RefreshReport, State, Option<u64>)> {
+    let today = clock.today()?;
+    let now = clock.now();
+    let (lock, loaded) = store.lock_and_load(command, lock_timeout)?;
     let mut state = loaded.state;
-    let readings = read_zalo(
-        context,
-        &args.zalo,
-        &state,
-        &args.only,
-        usize::from(args.concurrency),
-    )?;
-    let failed = !readings.not_read.is_empty();
+    let readings = read_with(runtime, now, bar, zalo, &state, only, concurrency)?;
     let report = refresh::record(&mut state, readings, today, now);
     let serial = if report.readings.observed.is_empty() {
         None
     } else {
-        Some(context.store.write(&lock, &mut state)?.serial)
+        Some(store.write(&lock, &mut state)?.serial)
     };
     drop(lock);
+    Ok((report, state, serial))
+}
+
+pub fn run(context: &Context, args: &RefreshArgs) -> anyhow::Result<ExitStatus> {
+    let (report, state, serial) = refresh_pass(
+        &context.store,
+        &context.runtime,
+        context.clock()?,
+        "oapkg refresh",
+        context.global.lock_timeout(),
+        !context.global.quiet,
+        &args.zalo,
+        &args.only,
+        usize::from(args.concurrency),
+    )?;
+    let failed = !report.readings.not_read.is_empty();
     match args.format {
         ListFormat::Json => print(&format!(
             "{}\n",

@@ -47,6 +47,11 @@ struct State {
     held: BTreeMap<String, ()>,
     /// The suspend file, while it exists.
     suspended: Option<String>,
+    /// Read-back (`--refresh-interval`): OAID → the local midnight after
+    /// the last day Zalo shows it valid through.
+    zalo_valid_through: BTreeMap<String, Timestamp>,
+    /// OAs that drifted at the last read-back.
+    drift_oas: usize,
 }
 
 impl Metrics {
@@ -58,6 +63,24 @@ impl Metrics {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What the last Zalo read-back found (`watch --refresh-interval`):
+    /// each OA read with the day Zalo shows it valid through (none: no
+    /// package), and how many drifted.
+    pub fn zalo_read(&self, read: &[(String, Option<jiff::civil::Date>)], drift_oas: usize) {
+        let mut state = self.state();
+        for (oaid, day) in read {
+            match day.and_then(crate::clock::day_ends) {
+                Some(end) => {
+                    state.zalo_valid_through.insert(oaid.clone(), end);
+                }
+                None => {
+                    state.zalo_valid_through.remove(oaid);
+                }
+            }
+        }
+        state.drift_oas = drift_oas;
     }
 
     /// `/healthz`: healthy or not, and a one-line reason.
@@ -154,6 +177,27 @@ impl Metrics {
             "oapkg_suspended {}",
             u8::from(state.suspended.is_some())
         );
+        family(
+            &mut out,
+            "oapkg_zalo_valid_through_timestamp_seconds",
+            "gauge",
+            "When each OA's package ends as Zalo shows it, at the last read-back (Unix time of the local midnight after its last day).",
+        );
+        for (oaid, end) in &state.zalo_valid_through {
+            let _ = writeln!(
+                out,
+                "oapkg_zalo_valid_through_timestamp_seconds{{oaid=\"{}\"}} {}",
+                escape_label(oaid),
+                end.as_second()
+            );
+        }
+        family(
+            &mut out,
+            "oapkg_drift_oas",
+            "gauge",
+            "OAs whose recorded coverage and Zalo's date disagreed at the last read-back.",
+        );
+        let _ = writeln!(out, "oapkg_drift_oas {}", state.drift_oas);
         if let Some(balance) = state.balance {
             family(
                 &mut out,

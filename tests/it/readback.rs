@@ -513,3 +513,77 @@ fn doctor_checks_the_tokens_without_spending_a_refresh_token() {
     assert_eq!(sim.zalo_stats().exchanges, 0);
     assert!(!run.stdout.contains("wrong-token-1234567"));
 }
+
+#[test]
+fn watch_refresh_interval_settles_notifies_and_exports_the_zalo_dates() {
+    use crate::watch::{Watch, message};
+    use crate::watch_service::{Receiver, free_addr, get, parse_prometheus};
+
+    let (env, sim) = two_unconfirmed();
+    let charged = sim.zalo_authorize(CHARGED);
+    let uncharged = sim.zalo_authorize(UNCHARGED);
+    access_tokens(&env, &[&charged, &uncharged]);
+    // Recorded but never charged, started: drift.
+    env.import("1862271839408756113", "trial", "2026-11-01", "3", &[])
+        .code(0);
+    let other = sim.zalo_authorize("1862271839408756113");
+    access_tokens(&env, &[&charged, &uncharged, &other]);
+    let hook = Receiver::start(0, false);
+    let addr = free_addr();
+    let url = hook.url();
+    let mut watch = Watch::start(
+        &env,
+        &[
+            "--refresh-interval",
+            "0.5",
+            "--zalo-tokens",
+            TOKENS,
+            "--notify",
+            url.as_str(),
+            "--listen",
+            addr.as_str(),
+        ],
+    );
+    watch.record("the read-back", |v| {
+        message(v).starts_with("Zalo read-back: 3 read, 1 settled, 1 drifted, 0 not read")
+    });
+    // The next pass settles nothing more and says the drift once only.
+    watch.record("the second read-back", |v| {
+        message(v).starts_with("Zalo read-back: 3 read, 0 settled, 1 drifted")
+    });
+    let metrics = parse_prometheus(&get(&addr, "/metrics").1);
+    let value = |name: &str, oaid: Option<&str>| {
+        metrics
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && oaid.is_none_or(|o| s.labels.iter().any(|(k, v)| k == "oaid" && v == o))
+            })
+            .map(|s| s.value)
+    };
+    assert_eq!(value("oapkg_drift_oas", None), Some(1.0));
+    // 2027-12-31 ends at local midnight: 2028-01-01T00:00+07:00.
+    assert_eq!(
+        value("oapkg_zalo_valid_through_timestamp_seconds", Some(CHARGED)),
+        Some(1_830_272_400.0)
+    );
+    assert_eq!(watch.terminate(), 0);
+    assert_eq!(hook.count("settled"), 1, "{:?}", hook.received());
+    assert_eq!(hook.count("drift"), 1, "{:?}", hook.received());
+    let drift = hook
+        .received()
+        .into_iter()
+        .find(|n| n["event"] == "drift")
+        .unwrap();
+    assert!(
+        drift["message"]
+            .as_str()
+            .unwrap()
+            .contains("recorded but not on Zalo: the state covers it through 2027-01-31"),
+        "{drift}"
+    );
+    assert_eq!(
+        state_file(&env)["packages"][format!("{CHARGED}@2027-01-01")]["status"],
+        "submitted"
+    );
+}

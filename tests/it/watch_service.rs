@@ -20,14 +20,14 @@ use crate::watch_apply::{
 /// A webhook receiver on 127.0.0.1:0: answers 500 to the first `failing`
 /// POSTs and 200 to the rest (or never answers, with `hang`), keeping
 /// every body it received.
-struct Receiver {
+pub(crate) struct Receiver {
     port: u16,
     bodies: Arc<Mutex<Vec<String>>>,
     requests: Arc<Mutex<usize>>,
 }
 
 impl Receiver {
-    fn start(failing: usize, hang: bool) -> Receiver {
+    pub(crate) fn start(failing: usize, hang: bool) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let bodies = Arc::new(Mutex::new(Vec::new()));
@@ -53,12 +53,12 @@ impl Receiver {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hook/secret-path", self.port)
     }
 
     /// The notifications received (each body as JSON).
-    fn received(&self) -> Vec<Value> {
+    pub(crate) fn received(&self) -> Vec<Value> {
         self.bodies
             .lock()
             .unwrap()
@@ -67,7 +67,7 @@ impl Receiver {
             .collect()
     }
 
-    fn count(&self, event: &str) -> usize {
+    pub(crate) fn count(&self, event: &str) -> usize {
         self.received()
             .iter()
             .filter(|n| n["event"] == event)
@@ -338,13 +338,13 @@ fn watch_notifies_a_held_change_once() {
 }
 
 /// A free port on 127.0.0.1 (bound, then released).
-fn free_addr() -> String {
+pub(crate) fn free_addr() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
 }
 
 /// `GET path` over real HTTP: the status code and the body.
-fn get(addr: &str, path: &str) -> (u16, String) {
+pub(crate) fn get(addr: &str, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to --listen");
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut answer = String::new();
@@ -356,17 +356,17 @@ fn get(addr: &str, path: &str) -> (u16, String) {
 
 /// One sample of the Prometheus text format.
 #[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: Vec<(String, String)>,
-    value: f64,
+pub(crate) struct Sample {
+    pub(crate) name: String,
+    pub(crate) labels: Vec<(String, String)>,
+    pub(crate) value: f64,
 }
 
 /// A strict parser of the Prometheus text exposition format (0.0.4):
 /// every sample belongs to a family announced by `# HELP` and `# TYPE`
 /// lines before it, names and label names are valid, label values are
 /// quoted with only `\\`, `\"` and `\n` escapes, values are numbers.
-fn parse_prometheus(text: &str) -> Vec<Sample> {
+pub(crate) fn parse_prometheus(text: &str) -> Vec<Sample> {
     fn name_ok(name: &str) -> bool {
         let mut chars = name.chars();
         chars

@@ -29,6 +29,7 @@ use crate::watch::{
     self, ApplyReconciler, Canceller, Observers, Reconciler, Runner, WatchOptions, cancel_pair,
 };
 
+mod readback;
 mod report;
 mod systemd;
 
@@ -80,6 +81,15 @@ pub struct WatchArgs {
     #[arg(long, value_name = "PATH")]
     pub suspend_file: Option<std::path::PathBuf>,
 
+    /// Read the OAs that have a Zalo token every SECS seconds: record,
+    /// settle, and notify `drift` and `settled` (needs --zalo-tokens or
+    /// --zalo-token-command)
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub refresh_interval: Option<Duration>,
+
+    #[command(flatten)]
+    pub zalo: super::refresh::ZaloArgs,
+
     #[command(flatten)]
     pub apply_flags: ApplyFlags,
 }
@@ -97,6 +107,12 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
 
 pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
     refuse_resends(&args.apply_flags)?;
+    if args.refresh_interval.is_some() && !args.zalo.given() {
+        anyhow::bail!(
+            "--refresh-interval needs the OAs' Zalo tokens: --zalo-tokens FILE (or OAPKG_ZALO_TOKENS) or \
+             --zalo-token-command CMD"
+        );
+    }
     let notify = args.apply_flags.notify_targets()?;
     let listen = args
         .listen
@@ -183,8 +199,20 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         )
         .suspend_with(options.suspend_file.clone())
         .refuse_secrets(keys);
+        let read_back = args.refresh_interval.map(|every| {
+            readback::start(
+                context,
+                every,
+                args.zalo.clone(),
+                notifier.clone(),
+                metrics.clone(),
+            )
+        });
         let watched = watch::run(&options, &mut runner, stop).await;
         drop(runner);
+        if let Some(read_back) = read_back {
+            read_back.stop().await;
+        }
         notifier.drain(NOTIFY_DRAIN).await;
         for task in [server, watchdog].into_iter().flatten() {
             task.abort();
