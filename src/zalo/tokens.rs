@@ -259,10 +259,6 @@ impl TokenFile {
         self.entries.contains_key(oaid)
     }
 
-    pub fn oaids(&self) -> Vec<Oaid> {
-        self.entries.keys().cloned().collect()
-    }
-
     /// Every token in the file, for the scrubber.
     pub fn secrets(&self) -> Vec<String> {
         self.entries
@@ -272,9 +268,8 @@ impl TokenFile {
             .collect()
     }
 
-    /// Whether any entry holds a refresh token.
-    pub fn has_refresh_tokens(&self) -> bool {
-        self.entries.values().any(|e| e.refresh_token.is_some())
+    pub fn oaids(&self) -> Vec<Oaid> {
+        self.entries.keys().cloned().collect()
     }
 
     /// Whether `oaid` needs an exchange before it can be read: it has a
@@ -475,9 +470,12 @@ fn parse(path: &Path, text: &str) -> Result<BTreeMap<Oaid, Entry>, TokenError> {
         return Ok(BTreeMap::new());
     }
     let raw: BTreeMap<DigitsOrText, Entry> = serde_saphyr::from_str(text).map_err(|e| {
+        // The parser's message may quote the file's lines: no token in it.
+        let scrubber = crate::secrets::Scrubber::new(token_values(text));
         invalid(format!(
-            "{e}; expected a mapping from OAID to {{access_token, expires_at}} or \
-             {{refresh_token, app_id}}"
+            "{}; expected a mapping from OAID to {{access_token, expires_at}} or \
+             {{refresh_token, app_id}}",
+            scrubber.scrub(&e.to_string())
         ))
     })?;
     let mut entries = BTreeMap::new();
@@ -511,6 +509,17 @@ fn parse(path: &Path, text: &str) -> Result<BTreeMap<Oaid, Entry>, TokenError> {
         entries.insert(oaid, entry);
     }
     Ok(entries)
+}
+
+/// The values of the `…token:` lines of a token file's text, however
+/// malformed the file (for scrubbing the parser's messages).
+fn token_values(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.split_once("token"))
+        .filter_map(|(_, rest)| rest.split_once(':'))
+        .map(|(_, value)| value.trim().trim_matches(['"', '\'']).to_owned())
+        .filter(|value| value.len() >= 6)
+        .collect()
 }
 
 /// The file as oapkg writes it back: every value a JSON string (a valid
@@ -703,7 +712,7 @@ impl TokenSource {
         }
     }
 
-    /// Every secret the source holds now.
+    /// Every secret the source holds now (a token file's tokens).
     pub fn secrets(&self) -> Vec<String> {
         match self {
             TokenSource::File(file) => file.secrets(),
@@ -741,5 +750,15 @@ mod tests {
         assert!(parse(path, "1:\n  refresh_token: r\n").is_err());
         assert!(parse(path, "1:\n  access_token: a\n  acess: b\n").is_err());
         assert!(parse(path, "1.5:\n  access_token: a\n").is_err());
+        // A parse error never quotes a token.
+        let err = match parse(
+            path,
+            "1:\n  access_token: secret-token-value-xyz\n  - oops\n",
+        ) {
+            Err(e) => e.to_string(),
+            Ok(_) => String::from("read"),
+        };
+        assert_ne!(err, "read", "a malformed file was read");
+        assert!(!err.contains("secret-token-value-xyz"), "{err}");
     }
 }
