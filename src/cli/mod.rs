@@ -23,6 +23,7 @@ pub mod error;
 mod expiring;
 mod init;
 mod plan;
+pub mod refresh;
 mod state;
 mod validate;
 mod watch;
@@ -131,6 +132,9 @@ pub enum Command {
     /// Per OA: the periods covered, the gaps from today on, the policy and
     /// its next renewal (no network unless --online)
     Coverage(coverage::CoverageArgs),
+    /// Read the OAs that have a Zalo token: record what Zalo shows, settle,
+    /// report drift
+    Refresh(refresh::RefreshArgs),
     /// Follow the manifest files and plan again (with --apply: apply) when
     /// they change
     Watch(watch::WatchArgs),
@@ -233,6 +237,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Coverage(args) => coverage::run(&context, &args),
         Command::Watch(args) => watch::run(&context, &args),
         Command::Doctor(args) => doctor::run(&context, &args),
+        Command::Refresh(args) => refresh::run(&context, &args),
         Command::Schema(args) => print_schema(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut command(), "oapkg", &mut std::io::stdout());

@@ -29,6 +29,7 @@ mod only;
 mod plan;
 mod policies;
 mod properties;
+mod readback;
 mod s3;
 mod saved;
 mod secrets;
