@@ -21,15 +21,19 @@ use crate::apply::ApplyEvent;
 use crate::manifest::ManifestError;
 use crate::plan::render;
 use crate::state::StateError;
+use crate::watch::cycle::short_commit;
 use crate::watch::policy::{ApplyGate, Skip};
 use crate::watch::schedule::{Start, Trigger};
-use crate::watch::{Canceller, GoodPlan, Observer, Reconciled, Unreadable, WatchEvent};
+use crate::watch::{
+    AccountCheck, Canceller, GitEvent, GoodPlan, Observer, Reconciled, Unreadable, WatchEvent,
+};
 
 /// Targets of the log records (see the module docs).
 const LOOP: &str = "oapkg::watch";
 const CYCLE: &str = "oapkg::watch::cycle";
 const SOURCE: &str = "oapkg::watch::source";
 const CLI: &str = "oapkg::cli::watch";
+const GIT: &str = "oapkg::watch::git";
 
 /// Prints each planned cycle on stdout: in text mode a header line
 /// (`=== cycle N · time · trigger ===`) and the plan exactly as `oapkg
@@ -358,8 +362,100 @@ impl Observer for LogLines {
                 target: SOURCE,
                 "the file watcher lost events (queue overflow); planning again"
             ),
+            WatchEvent::AccountChecked {
+                cycle,
+                check,
+                changed,
+            } => log_account_check(cycle, check, changed),
+            WatchEvent::Git { event } => log_git(event),
             WatchEvent::Stopped => tracing::info!(target: LOOP, "stopped watching"),
         }
+    }
+}
+
+fn log_account_check(cycle: u64, check: &AccountCheck, changed: bool) {
+    match check {
+        AccountCheck::Accepted { balance } if changed => tracing::info!(
+            target: CYCLE,
+            cycle,
+            credentials = "accepted",
+            balance,
+            "eSMS accepted the credentials (balance {})",
+            crate::prices::thousands(balance.max(0.0) as u64)
+        ),
+        AccountCheck::Accepted { balance } => tracing::debug!(
+            target: CYCLE,
+            cycle,
+            credentials = "accepted",
+            balance,
+            "eSMS still accepts the credentials"
+        ),
+        AccountCheck::Rejected { reason } => tracing::error!(
+            target: CYCLE,
+            cycle,
+            credentials = "rejected",
+            "eSMS rejected the credentials: {reason}; nothing can be bought until the keys (or the \
+             account, or this host's IP whitelist) are fixed; /healthz answers 503 until then"
+        ),
+        AccountCheck::Unreachable { reason } => tracing::warn!(
+            target: CYCLE,
+            cycle,
+            credentials = "unknown",
+            "cannot check the credentials: {reason}; checked again on the next --interval"
+        ),
+    }
+}
+
+fn log_git(event: &GitEvent<'_>) {
+    match *event {
+        GitEvent::Checkout {
+            commit,
+            remote,
+            branch,
+        } => tracing::info!(
+            target: GIT,
+            commit,
+            "following {remote}/{branch} from commit {}",
+            short_commit(commit)
+        ),
+        GitEvent::Applied {
+            commit,
+            from,
+            subject,
+            remote,
+            branch,
+        } => tracing::info!(
+            target: GIT,
+            commit,
+            from,
+            git = "applied",
+            "{remote}/{branch} moved to commit {} ({}) by fast-forward from {}: planning it",
+            short_commit(commit),
+            crate::text::escape_controls(subject),
+            short_commit(from)
+        ),
+        GitEvent::Refused {
+            commit,
+            current,
+            reason,
+            remote,
+            branch,
+        } => tracing::error!(
+            target: GIT,
+            commit,
+            current,
+            git = "refused",
+            refusal = reason.kind(),
+            "{remote}/{branch} commit {} refused, nothing planned from it: {reason}; still at {}. \
+             See docs/operations.md (\"A refused commit\") to accept it by hand",
+            short_commit(commit),
+            short_commit(current)
+        ),
+        GitEvent::FetchFailed { error } => tracing::warn!(
+            target: GIT,
+            "cannot fetch the followed branch: {error}; the checkout is unchanged, fetching again \
+             next --git-interval"
+        ),
     }
 }
 
