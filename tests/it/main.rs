@@ -37,4 +37,5 @@ mod unknown;
 mod validate;
 mod watch;
 mod watch_apply;
+mod watch_metrics;
 mod watch_service;
