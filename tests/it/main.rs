@@ -39,3 +39,4 @@ mod watch;
 mod watch_apply;
 mod watch_metrics;
 mod watch_service;
+mod webhooks;
