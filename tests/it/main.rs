@@ -37,6 +37,7 @@ mod unknown;
 mod validate;
 mod watch;
 mod watch_apply;
+mod watch_git;
 mod watch_metrics;
 mod watch_service;
 mod webhooks;
