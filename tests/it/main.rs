@@ -22,6 +22,7 @@ mod labels;
 mod large_account;
 mod listen;
 mod modes;
+mod monitoring;
 mod moved;
 mod only;
 mod plan;
