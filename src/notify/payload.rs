@@ -184,9 +184,7 @@ pub fn from_apply(
             key,
             result,
         } => {
-            let Some(message) = result_message(result) else {
-                return None;
-            };
+            let message = result_message(result)?;
             let message = match (result, cost) {
                 (PackageResult::Submitted { .. }, Some(cost)) => {
                     format!("{message}; {}", estimated(cost))

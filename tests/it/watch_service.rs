@@ -24,7 +24,7 @@ use crate::watch_apply::{
 pub(crate) struct Receiver {
     port: u16,
     bodies: Arc<Mutex<Vec<String>>>,
-    pub(crate) heads: Arc<Mutex<Vec<Vec<(String, String)>>>>,
+    pub(crate) heads: Arc<Mutex<Vec<Head>>>,
     requests: Arc<Mutex<usize>>,
 }
 
@@ -84,12 +84,15 @@ impl Receiver {
     }
 }
 
+/// A request's headers, names in lower case.
+pub(crate) type Head = Vec<(String, String)>;
+
 /// One connection: each request (keep-alive) answered in turn.
 fn serve(
     stream: TcpStream,
     failing: usize,
     bodies: &Mutex<Vec<String>>,
-    heads: &Mutex<Vec<Vec<(String, String)>>>,
+    heads: &Mutex<Vec<Head>>,
     requests: &Mutex<usize>,
 ) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
