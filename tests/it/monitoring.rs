@@ -51,7 +51,8 @@ fn tools() -> bool {
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
     std::fs::create_dir_all(&target).unwrap();
-    let lock = std::fs::File::create(target.join("monitoring-setup.lock")).unwrap();
+    // One lock for every test that installs with apt-get.
+    let lock = std::fs::File::create(target.join("apt-setup.lock")).unwrap();
     lock.lock().unwrap();
     let setup = Command::new("sh")
         .arg(root().join("tests/monitoring/setup.sh"))
