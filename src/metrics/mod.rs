@@ -524,6 +524,71 @@ impl Observer for Metrics {
 mod tests {
     use super::*;
 
+    fn start(metrics: &Metrics, id: u64) {
+        metrics.event(&WatchEvent::CycleStarted {
+            start: &crate::watch::schedule::Start {
+                id,
+                trigger: crate::watch::schedule::Trigger::Startup,
+                paths: Vec::new(),
+                path_count: 0,
+            },
+        });
+    }
+
+    #[test]
+    fn every_counter_starts_at_zero_with_each_label_and_build_info_is_one() {
+        let text = Metrics::for_build("1.2.3", "0123456789ab").render();
+        for (family, labels) in [
+            ("oapkg_cycles_total", &CYCLE_RESULTS[..]),
+            ("oapkg_purchases_total", &PURCHASE_RESULTS[..]),
+            ("oapkg_account_checks_total", &CHECK_RESULTS[..]),
+            ("oapkg_git_commits_total", &GIT_RESULTS[..]),
+        ] {
+            for label in labels {
+                let line = format!("{family}{{result=\"{label}\"}} 0\n");
+                assert!(text.contains(&line), "{line} in\n{text}");
+            }
+        }
+        assert!(
+            text.contains("oapkg_build_info{version=\"1.2.3\",commit=\"0123456789ab\"} 1\n"),
+            "{text}"
+        );
+        // Not known yet: not made up.
+        assert!(!text.contains("oapkg_balance "), "{text}");
+        assert!(!text.contains("oapkg_cycle_duration_seconds "), "{text}");
+    }
+
+    #[test]
+    fn rejected_credentials_make_health_fail_whatever_the_cycles_did_until_accepted() {
+        let metrics = Metrics::new();
+        start(&metrics, 1);
+        let rejected = AccountCheck::Rejected {
+            reason: "eSMS refused the call with code 101".into(),
+        };
+        metrics.event(&WatchEvent::AccountChecked {
+            cycle: 1,
+            check: &rejected,
+            changed: true,
+        });
+        metrics.event(&WatchEvent::CycleFinished { cycle: 1 });
+        let (healthy, why) = metrics.health();
+        assert!(!healthy);
+        assert!(why.starts_with("credentials rejected: "), "{why}");
+        assert!(metrics.render().contains("oapkg_credentials_valid 0\n"));
+        start(&metrics, 2);
+        metrics.event(&WatchEvent::AccountChecked {
+            cycle: 2,
+            check: &AccountCheck::Accepted { balance: 10.0 },
+            changed: true,
+        });
+        metrics.event(&WatchEvent::CycleFinished { cycle: 2 });
+        assert!(metrics.health().0);
+        let text = metrics.render();
+        assert!(text.contains("oapkg_balance 10\n"), "{text}");
+        assert!(text.contains("oapkg_account_checks_total{result=\"rejected\"} 1\n"));
+        assert!(text.contains("oapkg_cycle_duration_seconds "), "{text}");
+    }
+
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");

@@ -526,4 +526,54 @@ mod tests {
         let json = serde_json::to_value(&bare).unwrap();
         assert!(json.get("key").is_none(), "{json}");
     }
+
+    fn item(result: &'static str, cost: Option<u64>) -> SummaryItem {
+        SummaryItem {
+            key: format!("1001@2027-01-0{}", if result == "held" { 2 } else { 1 }),
+            oaid: "1001".into(),
+            name: None,
+            result,
+            cost: cost.map(|amount| Estimate {
+                amount,
+                currency: "VND".into(),
+                estimated: true,
+            }),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn the_cycle_summary_counts_and_totals_what_was_bought_as_an_estimate() {
+        let at: Timestamp = "2026-11-26T01:02:03Z".parse().unwrap();
+        let n = summary(
+            7,
+            Some("0123456789abcdef0123"),
+            vec![
+                item("purchased", Some(59_000)),
+                item("purchased", Some(708_000)),
+                // Not bought: not in the total.
+                item("failed", Some(59_000)),
+                item("held", None),
+            ],
+            at,
+        );
+        assert_eq!(n.event, "cycle");
+        assert_eq!(
+            n.counts,
+            Some(Counts {
+                purchased: 2,
+                failed: 1,
+                unconfirmed: 0,
+                held: 1
+            })
+        );
+        assert_eq!(n.spent.as_ref().map(|s| s.amount), Some(767_000));
+        assert_eq!(
+            n.text,
+            "oapkg: cycle 7: 2 purchased, 1 failed, 0 unconfirmed, 1 held; spent about 767,000 VND (estimated from the price list) (commit 0123456789ab)"
+        );
+        let json = serde_json::to_value(&n).unwrap();
+        assert_eq!(json["spent"]["estimated"], true);
+        assert_eq!(json["packages"].as_array().unwrap().len(), 4);
+    }
 }

@@ -1133,4 +1133,81 @@ mod tests {
         assert_eq!(s.printed().len(), 2, "{:?}", s.printed());
         assert_eq!(*s.calls.lock().unwrap(), [4]);
     }
+
+    /// Answers the credentials checks with the queued results, in turn.
+    struct Checks(Vec<AccountCheck>);
+
+    impl Reconciler for Checks {
+        fn reconcile<'a>(
+            &'a mut self,
+            _plan: &'a Plan,
+            _progress: Progress<'a>,
+            _cancel: CancelSignal,
+        ) -> BoxFuture<'a, Reconciled> {
+            Box::pin(async {
+                Reconciled::Done {
+                    report: "Apply complete".into(),
+                }
+            })
+        }
+
+        fn check_account(&mut self) -> BoxFuture<'_, Option<AccountCheck>> {
+            let check = self.0.remove(0);
+            Box::pin(async move { Some(check) })
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_are_checked_at_start_up_and_on_interval_cycles_and_a_change_of_result_is_marked()
+     {
+        let mut s = setup(None);
+        let rejected = AccountCheck::Rejected {
+            reason: "code 101".into(),
+        };
+        s.runner.reconciler = Some(Box::new(Checks(vec![
+            AccountCheck::Accepted { balance: 5.0 },
+            rejected.clone(),
+            rejected,
+            AccountCheck::Accepted { balance: 6.0 },
+        ])));
+        let checks = Arc::new(Mutex::new(Vec::new()));
+        let seen = checks.clone();
+        s.runner.observer = Arc::new(move |event: &WatchEvent<'_>| {
+            if let WatchEvent::AccountChecked {
+                cycle,
+                check,
+                changed,
+            } = event
+            {
+                let kind = match check {
+                    AccountCheck::Accepted { .. } => "accepted",
+                    AccountCheck::Rejected { .. } => "rejected",
+                    AccountCheck::Unreachable { .. } => "unreachable",
+                };
+                seen.lock()
+                    .unwrap()
+                    .push(format!("{cycle} {kind} {changed}"));
+            }
+        });
+        for trigger in [
+            Trigger::Startup,
+            Trigger::Change,
+            Trigger::Interval,
+            Trigger::Day,
+            Trigger::Interval,
+            Trigger::Retry,
+            Trigger::Interval,
+        ] {
+            s.cycle(trigger).await;
+        }
+        assert_eq!(
+            *checks.lock().unwrap(),
+            [
+                "1 accepted true",
+                "3 rejected true",
+                "5 rejected false",
+                "7 accepted true"
+            ]
+        );
+    }
 }
