@@ -481,6 +481,10 @@ impl Observer for Metrics {
                     state.git_commit = Some(commit.to_owned());
                     state.git_refused.get_or_insert(false);
                 }
+                GitEvent::Cleared { commit, .. } => {
+                    state.git_commit = Some(commit.to_owned());
+                    state.git_refused = Some(false);
+                }
                 GitEvent::Refused { .. } => {
                     state.git_refused = Some(true);
                     *state.git.entry("refused").or_default() += 1;

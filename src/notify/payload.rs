@@ -404,7 +404,9 @@ fn git(event: &GitEvent<'_>, at: Timestamp) -> Option<Notification> {
                 short_commit(current)
             ),
         ),
-        GitEvent::Checkout { .. } | GitEvent::FetchFailed { .. } => return None,
+        GitEvent::Checkout { .. } | GitEvent::Cleared { .. } | GitEvent::FetchFailed { .. } => {
+            return None;
+        }
     };
     let mut notification = Notification::new("git", at, message);
     notification.commit = Some(commit.to_owned());

@@ -75,6 +75,14 @@ pub enum GitEvent<'a> {
         remote: &'a str,
         branch: &'a str,
     },
+    /// The branch and the checkout agree again after a refusal (the
+    /// history was restored, or a person moved the checkout to the
+    /// refused commit): nothing is refused any more.
+    Cleared {
+        commit: &'a str,
+        remote: &'a str,
+        branch: &'a str,
+    },
     /// `git fetch` (or reading the result) failed; the checkout is as it
     /// was and the next interval tries again.
     FetchFailed { error: &'a str },
@@ -159,6 +167,10 @@ pub enum Synced {
         commit: String,
         current: String,
         reason: Refusal,
+    },
+    /// The branch is where the checkout is, after a refusal.
+    Cleared {
+        commit: String,
     },
     FetchFailed(String),
 }
@@ -264,7 +276,13 @@ impl GitSource {
             (Ok(new), Ok(current)) => (new, current),
             (Err(why), _) | (_, Err(why)) => return Synced::FetchFailed(why),
         };
-        if new == current || self.refused.as_deref() == Some(new.as_str()) {
+        if new == current {
+            return match self.refused.take() {
+                Some(_) => Synced::Cleared { commit: current },
+                None => Synced::Unchanged,
+            };
+        }
+        if self.refused.as_deref() == Some(new.as_str()) {
             return Synced::Unchanged;
         }
         match self.check(&new, &current) {

@@ -272,6 +272,16 @@ async fn sync_git(git: &mut Option<GitSource>, runner: &mut Runner, scheduler: &
                 branch,
             },
         }),
+        git::Synced::Cleared { commit } => {
+            observer.event(&WatchEvent::Git {
+                event: &GitEvent::Cleared {
+                    commit,
+                    remote,
+                    branch,
+                },
+            });
+            runner.at_commit(commit.clone());
+        }
         git::Synced::FetchFailed(error) => observer.event(&WatchEvent::Git {
             event: &GitEvent::FetchFailed { error },
         }),

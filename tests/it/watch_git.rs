@@ -292,6 +292,24 @@ fn a_force_push_is_refused_reported_once_and_never_applied() {
         n["message"].as_str().unwrap().contains("refused") && n["commit"] == rewritten.as_str(),
         "{n}"
     );
+
+    // A person reviews and accepts it (docs/operations.md, "A refused
+    // commit"): the refusal clears and the files it wrote are applied.
+    git(
+        &repos.repo(),
+        &["reset", "--quiet", "--hard", "origin/main"],
+    );
+    watch.record("the refusal cleared", |v| {
+        v["git"] == "cleared" && v["commit"] == rewritten.as_str()
+    });
+    assert_eq!(outcome(&mut watch)["outcome"], "done");
+    assert_eq!(charged(&sim), keys(&["1001@2027-01-01", "1003@2027-01-01"]));
+    let samples = parse_prometheus(&get(&addr, "/metrics").1);
+    assert_eq!(sample(&samples, "oapkg_git_refused", &[]), Some(0.0));
+    assert_eq!(
+        sample(&samples, "oapkg_git_commit_info", &[("commit", &rewritten)]),
+        Some(1.0)
+    );
     assert_eq!(watch.terminate(), 0);
 }
 

@@ -451,6 +451,17 @@ fn log_git(event: &GitEvent<'_>) {
             short_commit(commit),
             short_commit(current)
         ),
+        GitEvent::Cleared {
+            commit,
+            remote,
+            branch,
+        } => tracing::info!(
+            target: GIT,
+            commit,
+            git = "cleared",
+            "{remote}/{branch} is at commit {} again, as the checkout: nothing refused any more",
+            short_commit(commit)
+        ),
         GitEvent::FetchFailed { error } => tracing::warn!(
             target: GIT,
             "cannot fetch the followed branch: {error}; the checkout is unchanged, fetching again \
