@@ -167,7 +167,7 @@ impl Default for Delivery {
 const SECRET_MIN_CHARS: usize = 8;
 
 /// The variable holding the webhook signing secret.
-pub const SECRET_VAR: &str = "OAPKG_NOTIFY_SECRET";
+pub const SECRET_VAR: &str = crate::secrets::NOTIFY_VARS[0];
 
 /// `--notify URL...` with `--notify-events`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -230,7 +230,7 @@ fn env_secrets() -> Scrubber {
         crate::secrets::ESMS_VARS
             .into_iter()
             .chain(crate::secrets::AWS_VARS)
-            .chain([SECRET_VAR]),
+            .chain(crate::secrets::NOTIFY_VARS),
     )
     .into_iter()
     .filter(|value| value.chars().count() >= SECRET_MIN_CHARS);

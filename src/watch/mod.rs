@@ -107,9 +107,21 @@ pub async fn run(
 ) -> Result<(), WatchError> {
     let observer = runner.observer();
     let roots = Roots::resolve(&options.files)?;
-    let mut git = match options.git.clone() {
-        Some(git) => Some(GitSource::open(git)?),
+    // `git` runs as a child process: off the runtime's threads.
+    let opened = match options.git.clone() {
+        Some(git) => tokio::task::spawn_blocking(move || {
+            let source = GitSource::open(git)?;
+            let head = source.head()?;
+            Ok::<_, git::GitError>((source, head))
+        })
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+        .map(Some)?,
         None => None,
+    };
+    let (mut git, head) = match opened {
+        Some((source, head)) => (Some(source), Some(head)),
+        None => (None, None),
     };
     let (tx, mut changes) = mpsc::unbounded_channel();
     let mut source = FileWatcher::start(
@@ -137,8 +149,7 @@ pub async fn run(
         .map_or(git::DEFAULT_INTERVAL, |g| g.interval);
     let mut git_tick = tokio::time::interval_at(tokio::time::Instant::now() + git_every, git_every);
     git_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    if let Some(source) = &git {
-        let head = source.head()?;
+    if let (Some(source), Some(head)) = (&git, head) {
         let git_options = source.options();
         observer.event(&WatchEvent::Git {
             event: &GitEvent::Checkout {
