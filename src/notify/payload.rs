@@ -373,42 +373,13 @@ pub fn from_watch(event: &WatchEvent<'_>, at: Timestamp) -> Option<Notification>
 
 /// The `git` notification: a commit applied (moved to) or refused.
 fn git(event: &GitEvent<'_>, at: Timestamp) -> Option<Notification> {
-    let (commit, message) = match *event {
-        GitEvent::Applied {
-            commit,
-            from,
-            subject,
-            remote,
-            branch,
-        } => (
-            commit,
-            format!(
-                "{remote}/{branch} moved to commit {} ({}) from {}; planning it",
-                short_commit(commit),
-                escape_controls(subject),
-                short_commit(from)
-            ),
-        ),
-        GitEvent::Refused {
-            commit,
-            current,
-            reason,
-            remote,
-            branch,
-        } => (
-            commit,
-            format!(
-                "{remote}/{branch} commit {} refused, nothing planned from it: {}; still at {}",
-                short_commit(commit),
-                escape_controls(&reason.to_string()),
-                short_commit(current)
-            ),
-        ),
+    let commit = match *event {
+        GitEvent::Applied { commit, .. } | GitEvent::Refused { commit, .. } => commit,
         GitEvent::Checkout { .. } | GitEvent::Cleared { .. } | GitEvent::FetchFailed { .. } => {
             return None;
         }
     };
-    let mut notification = Notification::new("git", at, message);
+    let mut notification = Notification::new("git", at, event.describe()?);
     notification.commit = Some(commit.to_owned());
     Some(notification.finish())
 }

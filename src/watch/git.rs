@@ -88,6 +88,54 @@ pub enum GitEvent<'a> {
     FetchFailed { error: &'a str },
 }
 
+impl GitEvent<'_> {
+    /// What happened, in one line for logs and notifications (foreign text
+    /// escaped); `None` for a failed fetch (its error is the message).
+    pub fn describe(&self) -> Option<String> {
+        let short = crate::watch::cycle::short_commit;
+        Some(match *self {
+            GitEvent::Checkout {
+                commit,
+                remote,
+                branch,
+            } => format!("following {remote}/{branch} from commit {}", short(commit)),
+            GitEvent::Applied {
+                commit,
+                from,
+                subject,
+                remote,
+                branch,
+            } => format!(
+                "{remote}/{branch} moved to commit {} ({}) by fast-forward from {}: planning it",
+                short(commit),
+                crate::text::escape_controls(subject),
+                short(from)
+            ),
+            GitEvent::Refused {
+                commit,
+                current,
+                reason,
+                remote,
+                branch,
+            } => format!(
+                "{remote}/{branch} commit {} refused, nothing planned from it: {}; still at {}",
+                short(commit),
+                crate::text::escape_controls(&reason.to_string()),
+                short(current)
+            ),
+            GitEvent::Cleared {
+                commit,
+                remote,
+                branch,
+            } => format!(
+                "{remote}/{branch} is at commit {} again, as the checkout: nothing refused any more",
+                short(commit)
+            ),
+            GitEvent::FetchFailed { .. } => return None,
+        })
+    }
+}
+
 /// Why a new commit is not applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {

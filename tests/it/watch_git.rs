@@ -139,6 +139,21 @@ fn start(repos: &Repos, sim: &esms_sim::BlockingSimHandle, args: &[&str]) -> Wat
     })
 }
 
+/// [`start`] with `--listen` and `--notify`, once its first cycle (1001
+/// bought) is done: the watch, the metrics address and the receiver.
+fn start_observed(repos: &Repos, sim: &esms_sim::BlockingSimHandle) -> (Watch, String, Receiver) {
+    let addr = free_addr();
+    let receiver = Receiver::start(0, false);
+    let mut watch = start(
+        repos,
+        sim,
+        &["--listen", &addr, "--notify", &receiver.url()],
+    );
+    assert_eq!(outcome(&mut watch)["outcome"], "done");
+    assert_eq!(charged(sim), keys(&["1001@2027-01-01"]));
+    (watch, addr, receiver)
+}
+
 /// The `git` log records so far with `git` = `what` (applied, refused).
 fn git_records(watch: &Watch, what: &str) -> Vec<Value> {
     watch
@@ -156,14 +171,7 @@ fn commits_pushed_by_another_clone_are_applied_once_each_and_named() {
     }
     let sim = simulator(SimConfig::new());
     let repos = Repos::new(&doc(&[pkg(1001, 12)]));
-    let addr = free_addr();
-    let receiver = Receiver::start(0, false);
-    let mut watch = start(
-        &repos,
-        &sim,
-        &["--listen", &addr, "--notify", &receiver.url()],
-    );
-    assert_eq!(outcome(&mut watch)["outcome"], "done");
+    let (mut watch, addr, receiver) = start_observed(&repos, &sim);
     assert_eq!(charged(&sim), keys(&["1001@2027-01-01"]));
 
     // The team pushes a new package.
@@ -238,14 +246,7 @@ fn a_force_push_is_refused_reported_once_and_never_applied() {
     }
     let sim = simulator(SimConfig::new());
     let repos = Repos::new(&doc(&[pkg(1001, 12)]));
-    let addr = free_addr();
-    let receiver = Receiver::start(0, false);
-    let mut watch = start(
-        &repos,
-        &sim,
-        &["--listen", &addr, "--notify", &receiver.url()],
-    );
-    assert_eq!(outcome(&mut watch)["outcome"], "done");
+    let (mut watch, addr, receiver) = start_observed(&repos, &sim);
     let first = repos.head();
 
     // The team rewrites history: the first commit amended to add 1003,

@@ -21,7 +21,6 @@ use crate::apply::ApplyEvent;
 use crate::manifest::ManifestError;
 use crate::plan::render;
 use crate::state::StateError;
-use crate::watch::cycle::short_commit;
 use crate::watch::policy::{ApplyGate, Skip};
 use crate::watch::schedule::{Start, Trigger};
 use crate::watch::{
@@ -407,61 +406,28 @@ fn log_account_check(cycle: u64, check: &AccountCheck, changed: bool) {
 }
 
 fn log_git(event: &GitEvent<'_>) {
+    let line = event.describe().unwrap_or_default();
     match *event {
-        GitEvent::Checkout {
-            commit,
-            remote,
-            branch,
-        } => tracing::info!(
-            target: GIT,
-            commit,
-            "following {remote}/{branch} from commit {}",
-            short_commit(commit)
-        ),
-        GitEvent::Applied {
-            commit,
-            from,
-            subject,
-            remote,
-            branch,
-        } => tracing::info!(
-            target: GIT,
-            commit,
-            from,
-            git = "applied",
-            "{remote}/{branch} moved to commit {} ({}) by fast-forward from {}: planning it",
-            short_commit(commit),
-            crate::text::escape_controls(subject),
-            short_commit(from)
-        ),
+        GitEvent::Checkout { commit, .. } => tracing::info!(target: GIT, commit, "{line}"),
+        GitEvent::Applied { commit, from, .. } => {
+            tracing::info!(target: GIT, commit, from, git = "applied", "{line}")
+        }
         GitEvent::Refused {
             commit,
             current,
             reason,
-            remote,
-            branch,
+            ..
         } => tracing::error!(
             target: GIT,
             commit,
             current,
             git = "refused",
             refusal = reason.kind(),
-            "{remote}/{branch} commit {} refused, nothing planned from it: {reason}; still at {}. \
-             See docs/operations.md (\"A refused commit\") to accept it by hand",
-            short_commit(commit),
-            short_commit(current)
+            "{line}. See docs/operations.md (\"A refused commit\") to accept it by hand"
         ),
-        GitEvent::Cleared {
-            commit,
-            remote,
-            branch,
-        } => tracing::info!(
-            target: GIT,
-            commit,
-            git = "cleared",
-            "{remote}/{branch} is at commit {} again, as the checkout: nothing refused any more",
-            short_commit(commit)
-        ),
+        GitEvent::Cleared { commit, .. } => {
+            tracing::info!(target: GIT, commit, git = "cleared", "{line}")
+        }
         GitEvent::FetchFailed { error } => tracing::warn!(
             target: GIT,
             "cannot fetch the followed branch: {error}; the checkout is unchanged, fetching again \
