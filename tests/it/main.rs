@@ -16,6 +16,7 @@ mod expiring;
 mod faults;
 mod fifos;
 mod gitops;
+mod gitops_gitlab;
 mod gitops_tools;
 mod hostile;
 mod in_flight;
