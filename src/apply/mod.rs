@@ -627,9 +627,6 @@ pub enum GuardRefusal {
     /// What the run would cost does not fit in a `u64`.
     #[error("{0}; nothing was bought")]
     CostOverflow(crate::prices::CostOverflow),
-    /// A change the plan cannot hold (a plan built by hand, or a bug).
-    #[error("the plan cannot be applied: {key} {problem}; nothing was bought")]
-    MalformedPlan { key: Key, problem: String },
 }
 
 /// Why the pre-flight check refused the run (nothing was bought).
@@ -704,9 +701,7 @@ impl GuardRefusal {
             GuardRefusal::CostUnknown { .. } => {
                 Some("Declare a price list, or run without --max-spend")
             }
-            GuardRefusal::ReplaceNotAllowed { .. }
-            | GuardRefusal::MalformedPlan { .. }
-            | GuardRefusal::CostOverflow(_) => None,
+            GuardRefusal::ReplaceNotAllowed { .. } | GuardRefusal::CostOverflow(_) => None,
         }
     }
 }

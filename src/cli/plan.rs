@@ -48,7 +48,10 @@ pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
     let client = match args.check_account {
         true => {
             let credentials = super::apply::credentials(&args.connection)?;
-            super::apply::refuse_keys_in_manifests(context, &credentials.forbidden())?;
+            crate::ops::apply::refuse_keys_in_manifests(
+                &context.global.files,
+                &credentials.forbidden(),
+            )?;
             Some(super::apply::client_for(&args.connection, credentials)?)
         }
         false => None,
@@ -116,7 +119,7 @@ pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
 pub fn show(context: &Context, args: &ShowArgs) -> anyhow::Result<ExitStatus> {
     let saved = plan_file::read(&args.planfile)?;
     let manifests: Vec<PathBuf> = saved.manifest_files.iter().map(PathBuf::from).collect();
-    let plan = saved.to_plan();
+    let plan = plan_file::parse(&saved, &args.planfile)?;
     print(&rendered(context, &plan, args.format, &manifests))?;
     Ok(ExitStatus::Success)
 }

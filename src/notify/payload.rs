@@ -128,10 +128,10 @@ pub fn from_apply(event: &ApplyEvent<'_>, at: Timestamp) -> Option<Notification>
 
 fn about_change(notification: Notification, change: &Change, key: &Key) -> Notification {
     let oaid = change
-        .desired
+        .desired()
         .as_ref()
         .map(|d| &d.spec.oaid)
-        .or(change.before.as_ref().map(|r| &r.spec.oaid));
+        .or(change.before().map(|r| &r.spec.oaid));
     notification.about(key.as_str(), oaid.map_or("", |o| o.as_str()), change.name())
 }
 
