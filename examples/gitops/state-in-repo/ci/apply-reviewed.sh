@@ -1,57 +1,46 @@
 #!/usr/bin/env bash
-# Default branch pipeline: apply the plan reviewed in the merged merge
-# request — the plan its last pipeline saved for its head commit — or buy
-# nothing and say why on the merge request.
+# Default branch job, after `oapkg doctor`: apply the plan reviewed in the
+# merged pull/merge request — the plan its last run saved for its head
+# commit — or buy nothing and write why to refusal.md for the CI to post.
 #
-#   - no merge request, or no saved plan for its head commit: nothing bought;
+#   OAPKG_REVIEWED_HEAD=SHA OAPKG_REVIEW_REF='!7' ci/apply-reviewed.sh
+#
+# Inputs fetched by the CI's own step: oapkg.plan (absent: none was found),
+# the request's head commit and reference (empty: no request merged this
+# commit), and approvals.json, the request's comments as
+# [{"author": "login", "body": "…"}].
+#
+#   - no request, or no saved plan for its head commit: nothing bought;
 #   - the reviewed plan differs from a plan of the default branch now (the
 #     state, the manifests or an action changed since the review): nothing
-#     bought, and the note names what changed;
+#     bought, and refusal.md names what changed;
 #   - a plan that needs a flag (replace, overlap, many purchases) is applied
-#     with those flags only when an approver's note approves this plan's
-#     checksum at the merge request's head commit;
+#     with those flags only when an approver (OAPKG_APPROVERS, logins
+#     separated by spaces) commented `oapkg-approve CHECKSUM@HEAD` for this
+#     plan's checksum at the request's head commit;
 #   - then `oapkg apply PLANFILE`, which checks again and buys exactly it.
 # Decisions come from exit codes and JSON only. Exit 0 when the plan was
 # applied in full, 1 otherwise.
 set -uo pipefail
-. "$(dirname "$0")/gitlab-api.sh"
 manifests=${OAPKG_MANIFESTS:-packages}
+head=${OAPKG_REVIEWED_HEAD:-}
+ref=${OAPKG_REVIEW_REF:-}
+rm -f refusal.md
 
-# refuse IID MESSAGE: nothing was bought; says why on the merge request (or
-# on the commit when there is none) and in the log.
 refuse() {
-  printf '**oapkg did not apply anything for %s.** %s\n' "$CI_COMMIT_SHORT_SHA" "$2" > refusal.md
+  printf '**oapkg did not apply anything.** %s\n' "$1" > refusal.md
   cat refusal.md >&2
-  if [ -n "$1" ]; then
-    api_send POST "merge_requests/$1/notes" refusal.md
-  else
-    jq -Rs '{note: .}' refusal.md |
-      curl --fail --silent --show-error --request POST --header "PRIVATE-TOKEN: $GITLAB_API_TOKEN" \
-        --header "Content-Type: application/json" --data @- \
-        "$api/repository/commits/$CI_COMMIT_SHA/comments" > /dev/null
-  fi
   exit 1
 }
 
-mr=$(api_get "repository/commits/$CI_COMMIT_SHA/merge_requests" | jq -c '.[0] // empty')
-[ -n "$mr" ] || refuse "" "No merge request merged this commit, so no plan was reviewed for it."
-iid=$(jq -r .iid <<< "$mr")
-head=$(jq -r .sha <<< "$mr")
-pipeline=$(api_get "merge_requests/$iid/pipelines" |
-  jq -r --arg sha "$head" 'map(select(.sha == $sha and .status == "success")) | .[0].id // empty')
-job=""
-if [ -n "$pipeline" ]; then
-  job=$(api_get "pipelines/$pipeline/jobs?scope=success" | jq -r 'map(select(.name == "plan")) | .[0].id // empty')
-fi
-if [ -z "$job" ] || ! api_get "jobs/$job/artifacts/oapkg.plan" > oapkg.plan; then
-  refuse "$iid" "No plan was saved by a successful pipeline of this merge request's head commit \`$head\`."
-fi
-sum=$(plan_checksum oapkg.plan)
-echo "Reviewed plan: sha256:$sum, from !$iid at $head."
+[ -n "$head" ] || refuse "No pull or merge request merged this commit, so no plan was reviewed for it."
+[ -s oapkg.plan ] || refuse "No plan was saved by a successful run for $ref's head commit \`$head\`."
+sum=$(sha256sum < oapkg.plan | cut -c1-64)
+echo "Reviewed plan: sha256:$sum, from $ref at $head."
 
 # The reviewed plan against a plan of the default branch now.
-oapkg show oapkg.plan --format json > reviewed.json || refuse "$iid" "The saved plan cannot be read."
-oapkg plan -f "$manifests" --format json > current.json || refuse "$iid" "The default branch cannot be planned (see the job log)."
+oapkg show oapkg.plan --format json > reviewed.json || refuse "The saved plan of $ref cannot be read."
+oapkg plan -f "$manifests" --format json > current.json || refuse "The default branch cannot be planned (see the job log)."
 summary='{state: .state, manifest_hash: .manifest_hash, changes: [.changes[] | {key, action}]}'
 if [ "$(jq -cS "$summary" reviewed.json)" != "$(jq -cS "$summary" current.json)" ]; then
   what=$(jq -rn --slurpfile r reviewed.json --slurpfile c current.json '
@@ -62,18 +51,17 @@ if [ "$(jq -cS "$summary" reviewed.json)" != "$(jq -cS "$summary" current.json)"
           | ([$c.changes[] | "\(.key) \(.action)"] - [$r.changes[] | "\(.key) \(.action)"]) as $new
           | if ($gone + $new) != [] then "the actions differ (reviewed: \($gone | join(", ") | if . == "" then "-" else . end); now: \($new | join(", ") | if . == "" then "-" else . end))" else empty end) ]
     | join("; ")')
-  refuse "$iid" "The plan reviewed here (sha256:$sum) is not what the default branch would do now: $what. Plan again (update this branch or open a follow-up merge request), review, merge."
+  refuse "The plan reviewed in $ref (sha256:$sum) is not what the default branch would do now: $what. Plan again (update the branch or open a follow-up request), review, merge."
 fi
 
 flags=()
 needs=$(jq -r '.needs | join(" ")' reviewed.json)
 if [ -n "$needs" ]; then
-  notes=$(api_get "merge_requests/$iid/notes?per_page=100") || refuse "$iid" "The merge request's notes could not be read."
   approved=$(jq -r --arg line "oapkg-approve $sum@$head" --arg who " ${OAPKG_APPROVERS:-} " \
-    '[.[] | select((.body | split("\n")[0] | rtrimstr(" ")) == $line)
-          | select(.author.username as $name | $who | contains(" " + $name + " "))] | length' <<< "$notes") ||
-    refuse "$iid" "The merge request's notes could not be read."
-  [ "$approved" -gt 0 ] || refuse "$iid" "The reviewed plan needs \`$needs\`, and no approver approved this plan: an approver comments \`oapkg-approve $sum@$head\` (an approval of an earlier push does not count)."
+    '[.[] | select((.body | split("\n")[0] | rtrimstr(" ") | rtrimstr("\r")) == $line)
+          | select(.author as $name | $who | contains(" " + $name + " "))] | length' approvals.json) ||
+    refuse "The comments of $ref could not be read."
+  [ "$approved" -gt 0 ] || refuse "The plan reviewed in $ref needs \`$needs\`, and no approver approved it: an approver comments \`oapkg-approve $sum@$head\` (an approval of an earlier push does not count)."
   read -ra flags <<< "$needs"
   echo "Approved: $needs"
 fi

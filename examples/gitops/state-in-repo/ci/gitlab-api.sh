@@ -24,5 +24,3 @@ upsert_note() {
     api_send POST "merge_requests/$1/notes" "$2"
   fi
 }
-# The checksum of a saved plan file.
-plan_checksum() { sha256sum < "$1" | cut -c1-64; }
