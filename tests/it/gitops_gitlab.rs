@@ -536,7 +536,9 @@ fn the_gitlab_pipeline_applies_exactly_the_approved_reviewed_plan_run_by_gitlab_
         .gitlab()
         .notes
         .iter()
-        .filter(|n| n.author == "oapkg-bot" && n.body.starts_with("**oapkg did not apply anything."))
+        .filter(|n| {
+            n.author == "oapkg-bot" && n.body.starts_with("**oapkg did not apply anything.")
+        })
         .map(|n| n.body.clone())
         .collect();
     assert_eq!(refusals.len(), 1, "{refusals:?}");
