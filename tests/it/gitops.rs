@@ -1303,11 +1303,13 @@ impl Merged {
     }
 }
 
-/// A guarded change: its manifest edit, the flag it needs, and the
-/// purchase (key, months) it makes once its plan is approved.
+/// A guarded change: its manifest edit, the flag it needs, the label that
+/// approves it in the S3 example's pipelines, and the purchase (key,
+/// months) it makes once approved.
 struct Guarded {
     edit: (&'static str, &'static str),
     flag: &'static str,
+    label: &'static str,
     bought: (&'static str, &'static str),
 }
 
@@ -1319,12 +1321,14 @@ const GUARDED: [Guarded; 2] = [
             "start: 2027-01-01\n    duration: 9",
         ),
         flag: "--allow-replace",
+        label: "oapkg:allow-replace",
         bought: ("745830328927467685@2027-01-01", "9"),
     },
     // A moved start date: a new key over months already bought.
     Guarded {
         edit: ("start: 2027-01-01", "start: 2027-01-15"),
         flag: "--allow-overlap",
+        label: "oapkg:allow-overlap",
         bought: ("745830328927467685@2027-01-15", "6"),
     },
 ];
