@@ -17,6 +17,7 @@ mod faults;
 mod fifos;
 mod gitops;
 mod gitops_gitlab;
+mod gitops_readme;
 mod gitops_tools;
 mod hostile;
 mod in_flight;
