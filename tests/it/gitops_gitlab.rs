@@ -351,103 +351,130 @@ fn transcript(run: &Run) -> String {
     format!("exit {}\n{}{}", run.code, run.stdout, run.stderr)
 }
 
-#[test]
-fn the_gitlab_pipeline_applies_exactly_the_approved_reviewed_plan_run_by_gitlab_ci_local() {
-    if Command::new("git").arg("--version").output().is_err() {
-        gitops_tools::unavailable::<()>("git is not installed");
-        return;
-    }
-    if Command::new("curl").arg("--version").output().is_err()
-        || Command::new("jq").arg("--version").output().is_err()
-    {
-        gitops_tools::unavailable::<()>("the pipeline's scripts need curl and jq");
-        return;
-    }
-    let Some(tools) = gitops_tools::tools() else {
-        return;
-    };
-    let glc = tools.join("npm/node_modules/.bin/gitlab-ci-local");
-    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/gitops/state-in-repo");
+/// A GitLab project as the tests use it: a bare `origin`, a checkout of
+/// it on `main` (the example, declaring the first OA's package as
+/// advanced, and a state recording it, imported: bought before oapkg), the
+/// simulator holding both OAs, the stub API, and gitlab-ci-local. `None`
+/// (after saying why) where a tool is missing outside CI.
+struct World {
+    sim: esms_sim::BlockingSimHandle,
+    stub: Stub,
+    origin: tempfile::TempDir,
+    work: tempfile::TempDir,
+    glc: PathBuf,
+    /// The example's manifest (both packages, the first premium).
+    manifest: String,
+}
 
-    let sim = Simulator::spawn_blocking(
-        SimConfig::new()
-            .keys(API_KEY, SECRET_KEY)
-            .oaid("4097311281936189049")
-            .oaid("745830328927467685"),
-    )
-    .unwrap();
-    let sim = sim.control();
-    let stub = Stub::start();
-    let origin = tempfile::tempdir().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let work = work.path();
-    git(origin.path(), &["init", "-q", "--bare", "-b", "main"]);
-
-    // main: the example, declaring the first OA's package as advanced, and
-    // a state recording it (imported: bought before oapkg).
-    copy_dir(&example, work);
-    let manifest = std::fs::read_to_string(work.join("packages/svoucher.yaml")).unwrap();
-    let (first, _) = manifest
-        .split_once("  - oaid: \"745830328927467685\"")
+impl World {
+    fn new() -> Option<World> {
+        if Command::new("git").arg("--version").output().is_err() {
+            return gitops_tools::unavailable("git is not installed");
+        }
+        if Command::new("curl").arg("--version").output().is_err()
+            || Command::new("jq").arg("--version").output().is_err()
+        {
+            return gitops_tools::unavailable("the pipeline's scripts need curl and jq");
+        }
+        let tools = gitops_tools::tools()?;
+        let glc = tools.join("npm/node_modules/.bin/gitlab-ci-local");
+        let example =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/gitops/state-in-repo");
+        let sim = Simulator::spawn_blocking(
+            SimConfig::new()
+                .keys(API_KEY, SECRET_KEY)
+                .oaid("4097311281936189049")
+                .oaid("745830328927467685"),
+        )
         .unwrap();
-    std::fs::write(
-        work.join("packages/svoucher.yaml"),
-        first.replace("tier: premium", "tier: advanced"),
-    )
-    .unwrap();
-    let oapkg = |args: &[&str]| {
+        let origin = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().to_path_buf();
+        let dir = dir.as_path();
+        git(origin.path(), &["init", "-q", "--bare", "-b", "main"]);
+        copy_dir(&example, dir);
+        let manifest = std::fs::read_to_string(dir.join("packages/svoucher.yaml")).unwrap();
+        let (first, _) = manifest
+            .split_once("  - oaid: \"745830328927467685\"")
+            .unwrap();
+        std::fs::write(
+            dir.join("packages/svoucher.yaml"),
+            first.replace("tier: premium", "tier: advanced"),
+        )
+        .unwrap();
+        let world = World {
+            sim,
+            stub: Stub::start(),
+            origin,
+            work,
+            glc,
+            manifest,
+        };
+        world
+            .oapkg(&[
+                "state",
+                "import",
+                "--oaid",
+                "4097311281936189049",
+                "--tier",
+                "advanced",
+                "--start",
+                "2026-12-01",
+                "--duration",
+                "12",
+            ])
+            .code(0);
+        std::fs::write(dir.join(".gitignore"), ".gitlab-ci-local/\n").unwrap();
+        git(dir, &["init", "-q", "-b", "main"]);
+        git(dir, &["add", "-A"]);
+        git(dir, &["commit", "-q", "-m", "Manifests and the state"]);
+        let url = world.origin.path().display().to_string();
+        git(dir, &["remote", "add", "origin", &url]);
+        git(dir, &["push", "-q", "origin", "main"]);
+        git(dir, &["remote", "set-head", "origin", "main"]);
+        Some(world)
+    }
+
+    /// `oapkg ARGS` in the checkout, on its state.
+    fn oapkg(&self, args: &[&str]) -> Run {
         Run::from(
             Command::new(env!("CARGO_BIN_EXE_oapkg"))
                 .args(args)
-                .current_dir(work)
+                .current_dir(self.work.path())
                 .env("OAPKG_TODAY", TODAY)
                 .env_remove("OAPKG_STATE")
                 .output()
                 .unwrap(),
         )
+    }
+
+    fn pipeline(&self) -> Pipeline<'_> {
+        Pipeline {
+            glc: self.glc.clone(),
+            work: self.work.path(),
+            origin: self.origin.path(),
+            stub: &self.stub,
+            esms: self.sim.control().endpoint(),
+        }
+    }
+}
+
+#[test]
+fn the_gitlab_pipeline_applies_exactly_the_approved_reviewed_plan_run_by_gitlab_ci_local() {
+    let Some(world) = World::new() else {
+        return;
     };
-    oapkg(&[
-        "state",
-        "import",
-        "--state",
-        "state/oapkg.state.json",
-        "--oaid",
-        "4097311281936189049",
-        "--tier",
-        "advanced",
-        "--start",
-        "2026-12-01",
-        "--duration",
-        "12",
-    ])
-    .code(0);
-    std::fs::write(work.join(".gitignore"), ".gitlab-ci-local/\n").unwrap();
-    git(work, &["init", "-q", "-b", "main"]);
-    git(work, &["add", "-A"]);
-    git(work, &["commit", "-q", "-m", "Manifests and the state"]);
-    git(
-        work,
-        &[
-            "remote",
-            "add",
-            "origin",
-            &origin.path().display().to_string(),
-        ],
-    );
-    git(work, &["push", "-q", "origin", "main"]);
-    git(work, &["remote", "set-head", "origin", "main"]);
-    let pipeline = Pipeline {
-        glc,
-        work,
-        origin: origin.path(),
-        stub: &stub,
-        esms: sim.endpoint(),
-    };
+    let pipeline = world.pipeline();
+    let stub = &world.stub;
+    let sim = world.sim.control();
+    let work = world.work.path();
+    let origin = &world.origin;
+    let manifest = &world.manifest;
 
     // 1. A merge request: the first package becomes premium (a replace,
     //    which needs --allow-replace) and a second one is added.
     git(work, &["checkout", "-q", "-b", "more-packages"]);
-    std::fs::write(work.join("packages/svoucher.yaml"), &manifest).unwrap();
+    std::fs::write(work.join("packages/svoucher.yaml"), manifest).unwrap();
     git(work, &["commit", "-q", "-am", "Premium for main, add care"]);
     let run = pipeline.merge_request();
     assert_eq!(run.code, 0, "{}", transcript(&run));
@@ -497,7 +524,7 @@ fn the_gitlab_pipeline_applies_exactly_the_approved_reviewed_plan_run_by_gitlab_
 
     // 3. Fixed; an approver approves the plan at this commit; someone who
     //    is not an approver "approves" too (ignored).
-    std::fs::write(work.join("packages/svoucher.yaml"), &manifest).unwrap();
+    std::fs::write(work.join("packages/svoucher.yaml"), manifest).unwrap();
     git(work, &["commit", "-q", "-am", "Fix the typo"]);
     let run = pipeline.merge_request();
     assert_eq!(run.code, 0, "{}", transcript(&run));
@@ -575,4 +602,84 @@ fn the_gitlab_pipeline_applies_exactly_the_approved_reviewed_plan_run_by_gitlab_
     );
     assert!(h4 != merge);
     assert!(stub.gitlab().commit_comments.is_empty());
+}
+
+#[test]
+fn the_gitlab_pipeline_buys_nothing_when_main_moved_since_the_review_and_says_why() {
+    let Some(world) = World::new() else {
+        return;
+    };
+    let pipeline = world.pipeline();
+    let work = world.work.path();
+    let sim = world.sim.control();
+    // A merge request adding the second package only (no flag needed).
+    git(work, &["checkout", "-q", "-b", "add-care"]);
+    let yaml = std::fs::read_to_string(work.join("packages/svoucher.yaml")).unwrap();
+    let (_, care) = world
+        .manifest
+        .split_once("  - oaid: \"745830328927467685\"")
+        .unwrap();
+    std::fs::write(
+        work.join("packages/svoucher.yaml"),
+        format!("{yaml}  - oaid: \"745830328927467685\"{care}"),
+    )
+    .unwrap();
+    git(work, &["commit", "-q", "-am", "Add care"]);
+    let run = pipeline.merge_request();
+    assert_eq!(run.code, 0, "{}", transcript(&run));
+    assert!(
+        world.stub.plan_notes()[0]
+            .body
+            .starts_with("**Plan: 1 to purchase, 0 to replace")
+    );
+    assert!(!world.stub.plan_notes()[0].body.contains("oapkg-approve"));
+
+    // Meanwhile main's state moved: a purchase recorded by hand.
+    git(work, &["checkout", "-q", "main"]);
+    world
+        .oapkg(&[
+            "state",
+            "import",
+            "--oaid",
+            "4097311281936189049",
+            "--tier",
+            "advanced",
+            "--start",
+            "2027-12-01",
+            "--duration",
+            "1",
+        ])
+        .code(0);
+    git(
+        work,
+        &[
+            "commit",
+            "-q",
+            "-am",
+            "Record a purchase made on the portal",
+        ],
+    );
+    git(
+        work,
+        &["merge", "-q", "--no-ff", "add-care", "-m", "Merge !7"],
+    );
+    let merge = git(work, &["rev-parse", "HEAD"]);
+    world.stub.gitlab().merged_by = Some(merge);
+
+    let run = pipeline.run(false);
+    assert_ne!(run.code, 0, "{}", transcript(&run));
+    assert!(sim.ledger().is_empty(), "nothing bought");
+    let g = world.stub.gitlab();
+    let refusal = g
+        .notes
+        .iter()
+        .find(|n| n.body.starts_with("**oapkg did not apply anything."))
+        .unwrap_or_else(|| panic!("no refusal note: {:?}", g.notes));
+    assert!(
+        refusal
+            .body
+            .contains("the state moved (serial 1 when reviewed, 2 now)"),
+        "{}",
+        refusal.body
+    );
 }
