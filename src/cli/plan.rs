@@ -30,6 +30,12 @@ pub struct PlanArgs {
     pub check_account: bool,
     #[command(flatten)]
     pub connection: super::apply::ConnectionArgs,
+    /// Read the OAs that have a Zalo token first and show Zalo's date beside
+    /// the recorded coverage, and the drift (records nothing)
+    #[arg(long)]
+    pub refresh: bool,
+    #[command(flatten)]
+    pub zalo: super::refresh::ZaloArgs,
 }
 
 #[derive(Debug, Args)]
@@ -70,10 +76,33 @@ pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
             &crate::apply::CancelSignal::never(),
         ));
     }
-    match args.format {
+    let zalo = if args.refresh {
+        Some(super::refresh::zalo_rows(context, &args.zalo)?)
+    } else {
+        None
+    };
+    match (args.format, &zalo) {
         // Streamed: a plan of many purchases is a large document.
-        PlanFormat::Json => render::write_json(&plan, std::io::stdout().lock())?,
-        format => print(&rendered(context, &plan, format, &context.global.files))?,
+        (PlanFormat::Json, None) => render::write_json(&plan, std::io::stdout().lock())?,
+        // With Zalo's rows: one more top-level member, `zalo`.
+        (PlanFormat::Json, Some(rows)) => {
+            let mut document: serde_json::Value = serde_json::from_str(&render::json(&plan))?;
+            if let Some(map) = document.as_object_mut() {
+                map.insert("zalo".to_owned(), serde_json::to_value(rows)?);
+            }
+            print(&format!("{}\n", serde_json::to_string_pretty(&document)?))?;
+        }
+        (format, rows) => {
+            let mut out = rendered(context, &plan, format, &context.global.files);
+            match (format, rows) {
+                (PlanFormat::Markdown, Some(rows)) => {
+                    out.push_str(&crate::readback::rows_markdown(rows))
+                }
+                (_, Some(rows)) => out.push_str(&crate::readback::rows_text(rows)),
+                _ => {}
+            }
+            print(&out)?
+        }
     }
     if !plan.errors.is_empty() {
         // Shown in the plan itself; a plan apply would refuse is not saved.
