@@ -865,7 +865,9 @@ fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
         skipped.extend(ran.skipped.iter().map(|s| format!("{rel}: {s}")));
 
         // A workflow that plans to markdown left the comment to post.
-        if let Ok(comment) = std::fs::read_to_string(work.path().join("plan.md")) {
+        let comment = std::fs::read_to_string(work.path().join("plan.md"))
+            .or_else(|_| std::fs::read_to_string(work.path().join("comment.md")));
+        if let Ok(comment) = comment {
             assert!(
                 comment.starts_with("**Plan: 2 to purchase,"),
                 "{rel}: the summary comes first:\n{comment}"
