@@ -36,8 +36,8 @@ use crate::apply::{
 };
 use crate::esms::{Client, ClientOptions, Credentials, Endpoint, PurchaseOutcome};
 use crate::exit::ExitStatus;
+use crate::ops::apply::{self as ops_apply, ToApply};
 use crate::ops::approval::Approval;
-use crate::ops::plan_file;
 use crate::plan::narrow::{Selector, narrow};
 use crate::plan::render::{self, Paint};
 use crate::plan::{Action, Plan};
@@ -178,34 +178,15 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     let client = client_for(&args.flags.connection, credentials)?;
     let options = options(context, &args.flags, "oapkg apply")?;
     let json = args.format == ListFormat::Json;
-    if json && args.planfile.is_none() && !args.auto_approve {
-        return Err(with_hint(
-            anyhow::anyhow!(
-                "apply --format json does not show the plan, so it cannot ask to confirm it"
-            ),
-            "Review the plan with `oapkg plan`, then run `oapkg apply --format json --auto-approve`, \
-             or save it with `oapkg plan --out PLANFILE` and run `oapkg apply PLANFILE --format json`",
-        ));
-    }
-
-    refuse_keys_in_manifests(context, &keys)?;
-    let (plan, reviewed) = match &args.planfile {
-        Some(path) => {
-            let today = context.today()?;
-            let plan =
-                plan_file::plan_to_apply(path, &context.global.files, &context.store, today)?;
-            (plan, true)
-        }
-        None => (super::plan::make_plan(context)?, false),
-    };
-    // Before the plan is shown or a question asked: against a missing state
-    // the plan would buy every package again.
-    if !plan.state.exists() {
-        return Err(crate::state::StateError::Missing {
-            path: context.store.path().to_owned(),
-        }
-        .into());
-    }
+    let source = ops_apply::Source::of(args.planfile.as_deref());
+    ops_apply::check_json_approval(json, source, args.auto_approve)?;
+    let ToApply { plan, reviewed } = ops_apply::plan_to_carry_out(
+        source,
+        &context.global.files,
+        &context.store,
+        context.today()?,
+        &keys,
+    )?;
     // In JSON the document is the only thing on stdout.
     let quiet = context.global.quiet || json;
     let plan = if args.only.is_empty() {
@@ -312,26 +293,6 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     })
 }
 
-/// Refuses manifests that hold the eSMS ApiKey or SecretKey (a key pasted
-/// into a `name` would reach plans, the state and `/metrics` labels): an
-/// error naming each file, line and column, never the value. Nothing has
-/// been planned or bought yet.
-fn refuse_keys_in_manifests(
-    context: &Context,
-    keys: &[crate::secrets::Forbidden],
-) -> anyhow::Result<()> {
-    let files = crate::manifest::files(&context.global.files);
-    let errors = crate::secrets::in_manifests(&files, keys);
-    if errors.is_empty() {
-        return Ok(());
-    }
-    Err(crate::manifest::ManifestError {
-        errors,
-        warnings: Vec::new(),
-    }
-    .into())
-}
-
 /// The eSMS client the flags describe: credentials, endpoint, timeouts.
 pub(super) fn client(args: &ConnectionArgs) -> anyhow::Result<Client> {
     client_for(args, credentials(args)?)
@@ -374,15 +335,7 @@ pub(super) fn options(
     args: &ApplyFlags,
     command: &str,
 ) -> anyhow::Result<ApplyOptions> {
-    let mut retry = RetryPolicy::default();
-    if let Some(ms) = std::env::var_os(RETRY_DELAY_VAR) {
-        let ms: u64 = ms
-            .to_str()
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("{RETRY_DELAY_VAR} must be a whole number of milliseconds"))?;
-        retry.min_delay = Duration::from_millis(ms);
-        retry.max_delay = Duration::from_millis(ms.saturating_mul(16));
-    }
+    let retry = retry_policy()?;
     Ok(ApplyOptions {
         parallelism: usize::from(args.parallelism),
         max_purchases: args.max_purchases,
@@ -397,6 +350,21 @@ pub(super) fn options(
         retry,
         hold: false,
     })
+}
+
+/// The waits between attempts of a call: the default, or shortened by
+/// [`RETRY_DELAY_VAR`] (tests).
+pub(super) fn retry_policy() -> anyhow::Result<RetryPolicy> {
+    let mut retry = RetryPolicy::default();
+    if let Some(ms) = std::env::var_os(RETRY_DELAY_VAR) {
+        let ms: u64 = ms
+            .to_str()
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("{RETRY_DELAY_VAR} must be a whole number of milliseconds"))?;
+        retry.min_delay = Duration::from_millis(ms);
+        retry.max_delay = Duration::from_millis(ms.saturating_mul(16));
+    }
+    Ok(retry)
 }
 
 /// Why a purchase nobody can approve is refused ([`Approval::Refuse`]).
@@ -613,7 +581,7 @@ impl Progress {
                 tracing::info!(%key, attempt, delay_ms = delay.as_millis() as u64, reason = %retry_reason(outcome), "retrying");
                 self.err_line(&format!(
                     "  {} {key}: {} (attempt {attempt}); retrying in {:.1}s",
-                    change.action,
+                    change.action(),
                     escape_controls(&retry_reason(outcome)),
                     delay.as_secs_f64()
                 ));
@@ -628,7 +596,12 @@ impl Progress {
                     bar.inc(1);
                 }
                 tracing::info!(%key, result = result.word(), "purchase recorded");
-                self.out_line(&done_line(change.action, key.as_str(), result, self.color));
+                self.out_line(&done_line(
+                    change.action(),
+                    key.as_str(),
+                    result,
+                    self.color,
+                ));
                 if let Some(warning) = unexpected_duplicate_warning(key.as_str(), result) {
                     self.err_line(&warning);
                 }

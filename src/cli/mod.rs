@@ -18,12 +18,15 @@ mod apply;
 mod apply_json;
 mod context;
 mod coverage;
+mod doctor;
 pub mod error;
 mod expiring;
 mod init;
 mod plan;
+pub mod refresh;
 mod state;
 mod validate;
+mod version;
 mod watch;
 
 pub use context::Context;
@@ -37,7 +40,7 @@ use crate::plan::render::Paint;
 #[derive(Debug, Parser)]
 #[command(
     name = "oapkg",
-    version,
+    version = crate::build_info::long_version(),
     propagate_version = true,
     max_term_width = 100
 )]
@@ -116,7 +119,7 @@ pub enum Command {
     Init(init::InitArgs),
     /// Check the manifests only (no state, no network)
     Validate(validate::ValidateArgs),
-    /// Show which purchases the manifests need (no network, no credentials)
+    /// Show which purchases the manifests need (no network, no credentials, unless --check-account)
     Plan(plan::PlanArgs),
     /// Buy what the plan lists, exactly once (shows the plan and asks first)
     Apply(apply::ApplyArgs),
@@ -130,9 +133,15 @@ pub enum Command {
     /// Per OA: the periods covered, the gaps from today on, the policy and
     /// its next renewal (no network unless --online)
     Coverage(coverage::CoverageArgs),
+    /// Read the OAs that have a Zalo token: record what Zalo shows, settle,
+    /// report drift
+    Refresh(refresh::RefreshArgs),
     /// Follow the manifest files and plan again (with --apply: apply) when
     /// they change
     Watch(watch::WatchArgs),
+    /// Check everything a run depends on (manifests, state, lock, backup,
+    /// S3, eSMS), one line each with the fix; read-only
+    Doctor(doctor::DoctorArgs),
     /// Print the JSON Schema of the manifest format (for editors), or with
     /// --plan of the `plan --format json` document
     Schema(SchemaArgs),
@@ -142,6 +151,9 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the version, the Git commit and the build profile of this
+    /// binary (also: --version)
+    Version(version::VersionArgs),
 }
 
 #[derive(Debug, Args)]
@@ -155,7 +167,7 @@ pub struct SchemaArgs {
 /// Global options about the manifests and the state, which `schema` and
 /// `completions` accept but do not use: hidden from their `--help`.
 const PROJECT_OPTIONS: [&str; 3] = ["files", "state", "lock_timeout"];
-const WITHOUT_PROJECT: [&str; 2] = ["schema", "completions"];
+const WITHOUT_PROJECT: [&str; 3] = ["schema", "completions", "version"];
 
 /// The clap command tree: [`Cli`]'s, with the options a subcommand ignores
 /// hidden from its help. Parse, complete and document with this one.
@@ -228,11 +240,14 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Expiring(args) => expiring::run(&context, &args),
         Command::Coverage(args) => coverage::run(&context, &args),
         Command::Watch(args) => watch::run(&context, &args),
+        Command::Doctor(args) => doctor::run(&context, &args),
+        Command::Refresh(args) => refresh::run(&context, &args),
         Command::Schema(args) => print_schema(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut command(), "oapkg", &mut std::io::stdout());
             Ok(ExitStatus::Success)
         }
+        Command::Version(args) => version::run(&args),
     };
     let status = match result {
         Ok(status) => status,

@@ -235,10 +235,10 @@ fn result_message(result: &PackageResult) -> Option<String> {
 
 fn about_change(notification: Notification, change: &Change, key: &Key) -> Notification {
     let oaid = change
-        .desired
+        .desired()
         .as_ref()
         .map(|d| &d.spec.oaid)
-        .or(change.before.as_ref().map(|r| &r.spec.oaid));
+        .or(change.before().map(|r| &r.spec.oaid));
     notification.about(key.as_str(), oaid.map_or("", |o| o.as_str()), change.name())
 }
 
@@ -463,10 +463,9 @@ pub fn summary_item(event: &WatchEvent<'_>) -> Option<SummaryItem> {
         _ => return None,
     };
     let oaid = change
-        .desired
-        .as_ref()
+        .desired()
         .map(|d| &d.spec.oaid)
-        .or(change.before.as_ref().map(|r| &r.spec.oaid));
+        .or(change.before().map(|r| &r.spec.oaid));
     Some(SummaryItem {
         key: escape_controls(key.as_str()).into_owned(),
         oaid: oaid.map_or(String::new(), |o| escape_controls(o.as_str()).into_owned()),

@@ -263,7 +263,7 @@ impl Observer for LogLines {
                     },
                 ..
             } => {
-                let line = done_line(change.action, key.as_str(), result, false);
+                let line = done_line(change.action(), key.as_str(), result, false);
                 tracing::info!(
                     target: CLI,
                     key = key.as_str(),
@@ -287,7 +287,7 @@ impl Observer for LogLines {
                 key = change.key.as_str(),
                 held = true,
                 "held {} {}: {reason}; the other packages of the cycle go ahead, this one waits for the manifests or the flags to change",
-                change.action,
+                change.action(),
                 change.key
             ),
             WatchEvent::LowBalance {
