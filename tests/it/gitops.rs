@@ -821,9 +821,13 @@ const EXAMPLE_KEYS: [&str; 2] = [
     "745830328927467685@2027-01-01",
 ];
 
-/// The pipeline `gitops_gitlab.rs` runs with gitlab-ci-local, against a
-/// stub of the GitLab API: not step by step here.
-const GITLAB_RUN_FOR_REAL: &str = "examples/gitops/state-in-repo/.gitlab-ci.yml";
+/// The pipelines whose jobs call the GitLab API from their scripts
+/// (`ci/gitlab-*.sh`): `gitops_gitlab.rs` runs the state-in-repo one with
+/// gitlab-ci-local against a stub of the GitLab API; not step by step here.
+const GITLAB_RUN_FOR_REAL: [&str; 2] = [
+    "examples/gitops/state-in-repo/.gitlab-ci.yml",
+    "examples/gitops/s3-state/.gitlab-ci.yml",
+];
 
 #[test]
 fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
@@ -843,7 +847,7 @@ fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
         let yaml = std::fs::read_to_string(path).unwrap();
         // Valid YAML, whatever the tool reading it.
         serde_saphyr::from_str::<Value>(&yaml).unwrap_or_else(|e| panic!("{rel}: {e}"));
-        if rel == GITLAB_RUN_FOR_REAL {
+        if GITLAB_RUN_FOR_REAL.contains(&rel.as_str()) {
             // Run for real, with its API calls, by gitlab-ci-local.
             continue;
         }
@@ -879,12 +883,17 @@ fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
                 "{rel}: nothing to approve:\n{comment}"
             );
         }
-        if rel.ends_with("state-in-repo/.github/workflows/oapkg.yml") {
+        if rel.ends_with("/.github/workflows/oapkg.yml") {
             // The comment the job keeps up to date: the plan, its checksum.
             let comment = std::fs::read_to_string(work.path().join("comment.md")).unwrap();
             assert!(comment.starts_with("**Plan: 2 to purchase,"), "{comment}");
             assert!(comment.contains("Plan checksum `sha256:"), "{comment}");
-            assert!(comment.contains("<!-- oapkg-plan: state/oapkg.state.json -->"));
+            let state = if example.server.is_some() {
+                EXAMPLE_S3_STATE
+            } else {
+                "state/oapkg.state.json"
+            };
+            assert!(comment.contains(&format!("<!-- oapkg-plan: {state} -->")));
             assert!(
                 !comment.contains("oapkg-approve"),
                 "nothing to approve: {comment}"
@@ -941,13 +950,7 @@ fn every_example_ci_and_hook_file_runs_the_oapkg_commands_it_calls() {
         "examples/gitops/s3-state/.github/workflows/oapkg.yml: job apply: uses: actions/checkout@v5",
         "examples/gitops/s3-state/.github/workflows/oapkg.yml: job apply: Cached oapkg binary (uses: actions/cache@v5)",
         "examples/gitops/s3-state/.github/workflows/oapkg.yml: job apply: Install oapkg (cargo install)",
-        "examples/gitops/s3-state/.github/workflows/oapkg.yml: job apply: Fetch the plan reviewed in the merged pull request, and its labels (gh)",
-        "examples/gitops/s3-state/.gitlab-ci.yml: job plan: before_script[0] (cargo install)",
-        "examples/gitops/s3-state/.gitlab-ci.yml: job plan-note: before_script[0] (apk add)",
-        "examples/gitops/s3-state/.gitlab-ci.yml: job plan-note: script[0] (curl)",
-        "examples/gitops/s3-state/.gitlab-ci.yml: job reviewed-plan: before_script[0] (apk add)",
-        "examples/gitops/s3-state/.gitlab-ci.yml: job reviewed-plan: script[0] (curl)",
-        "examples/gitops/s3-state/.gitlab-ci.yml: job apply: before_script[0] (cargo install)",
+        "examples/gitops/s3-state/.github/workflows/oapkg.yml: job apply: Fetch the plan reviewed in the merged pull request, and its comments (gh)",
         "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job plan: uses: actions/checkout@v5",
         "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job plan: Cached oapkg binary (uses: actions/cache@v5)",
         "examples/gitops/state-in-repo/.github/workflows/oapkg.yml: job plan: Install oapkg (cargo install)",
@@ -1305,13 +1308,11 @@ impl Merged {
     }
 }
 
-/// A guarded change: its manifest edit, the flag it needs, the label that
-/// approves it in the S3 example's pipelines, and the purchase (key,
-/// months) it makes once approved.
+/// A guarded change: its manifest edit, the flag it needs, and the
+/// purchase (key, months) it makes once approved.
 struct Guarded {
     edit: (&'static str, &'static str),
     flag: &'static str,
-    label: &'static str,
     bought: (&'static str, &'static str),
 }
 
@@ -1323,14 +1324,12 @@ const GUARDED: [Guarded; 2] = [
             "start: 2027-01-01\n    duration: 9",
         ),
         flag: "--allow-replace",
-        label: "oapkg:allow-replace",
         bought: ("745830328927467685@2027-01-01", "9"),
     },
     // A moved start date: a new key over months already bought.
     Guarded {
         edit: ("start: 2027-01-01", "start: 2027-01-15"),
         flag: "--allow-overlap",
-        label: "oapkg:allow-overlap",
         bought: ("745830328927467685@2027-01-15", "6"),
     },
 ];
@@ -1602,14 +1601,27 @@ fn s3_state_pipelines_use_the_bucket_hold_the_lease_only_to_apply_and_commit_not
         let steps = ci_steps(rel, &yaml);
         let mut applies = 0;
         let mut plans = 0;
+        let mut first_apply_step = None;
         for step in &steps {
             let Some(script) = &step.script else { continue };
             let what = format!("{rel}: {}", step.label);
             for git in ["git push", "git commit", "git add", "push-state"] {
                 assert!(!script.contains(git), "{what}: no state commits ({git})");
             }
-            if !calls_oapkg(script) {
+            let applies_here = script.contains("oapkg apply")
+                || script.contains("ci/apply-reviewed.sh")
+                || script.contains("ci/gitlab-apply.sh");
+            let plans_here = script.contains("oapkg plan")
+                || script.contains("ci/plan-comment.sh")
+                || script.contains("ci/gitlab-plan.sh");
+            if !calls_oapkg(script) && !applies_here && !plans_here {
                 continue;
+            }
+            if step.label.contains("job apply")
+                && first_apply_step.is_none()
+                && !script.contains("cargo install")
+            {
+                first_apply_step = Some(script.clone());
             }
             let state = step
                 .env
@@ -1621,20 +1633,26 @@ fn s3_state_pipelines_use_the_bucket_hold_the_lease_only_to_apply_and_commit_not
                 script.contains("--state s3://") || state.is_some_and(|s| s.starts_with("s3://")),
                 "{what}: the state is on S3 (OAPKG_STATE={state:?})"
             );
-            if script.contains("oapkg apply") {
+            if applies_here {
                 applies += 1;
-                for line in script.lines().filter(|l| l.contains("oapkg apply")) {
-                    assert!(
-                        line.contains("--lock-timeout"),
-                        "{what}: waits for the lease: {line}"
-                    );
-                }
+                // The scripts apply with OAPKG_APPLY_ARGS.
+                let args = step
+                    .env
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == "OAPKG_APPLY_ARGS")
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or_default();
+                assert!(
+                    args.contains("--lock-timeout"),
+                    "{what}: waits for the lease (OAPKG_APPLY_ARGS={args:?})"
+                );
                 assert!(
                     step.label.contains("job apply"),
                     "{what}: only the apply job applies"
                 );
             }
-            if script.contains("oapkg plan") && step.label.contains("job plan") {
+            if plans_here && step.label.contains("job plan") {
                 plans += 1;
             }
             if step.label.contains("job plan") {
@@ -1676,13 +1694,14 @@ fn s3_state_pipelines_use_the_bucket_hold_the_lease_only_to_apply_and_commit_not
             );
             assert_eq!(doc["apply"]["resource_group"], "oapkg-apply", "{rel}");
         }
-        // The approval path is there too.
-        for label in ["oapkg:allow-replace", "oapkg:allow-overlap"] {
-            assert!(
-                yaml.contains(&format!("grep -qx '{label}'")),
-                "{rel}: {label}"
-            );
-        }
+        // `oapkg doctor` first in the apply job; no label approves anything
+        // (the approval is bound to the plan's checksum, in ci/).
+        let first = first_apply_step.unwrap_or_default();
+        assert!(
+            first.trim_start().starts_with("oapkg doctor"),
+            "{rel}: the apply job checks everything first: {first}"
+        );
+        assert!(!yaml.contains("oapkg:allow-"), "{rel}: no approval label");
     }
 }
 
@@ -1794,6 +1813,8 @@ impl Example {
             );
             env.vars.push(("AWS_ENDPOINT_URL", server.endpoint.clone()));
             ambient.push(("AWS_ENDPOINT_URL", "http://127.0.0.1:9"));
+            // As on GitHub's runners (validate then annotates the lines).
+            ambient.push(("GITHUB_ACTIONS", "true"));
         } else {
             ambient.extend([
                 ("AWS_ENDPOINT_URL", server.endpoint.as_str()),
@@ -1924,7 +1945,7 @@ impl Example {
             self.rel
         );
         assert_eq!(self.sim().ledger().len(), charged, "planning buys nothing");
-        let comment = std::fs::read_to_string(self.dir().join("plan.md")).unwrap();
+        let comment = std::fs::read_to_string(self.dir().join("comment.md")).unwrap();
         assert!(
             comment.contains(&format!("<!-- oapkg-plan: {EXAMPLE_S3_STATE} -->")),
             "{}: the marker names the bucket's state:\n{comment}",
@@ -1934,33 +1955,64 @@ impl Example {
     }
 }
 
-/// A PR is planned read-only, the merge applies it (bought once, recorded
-/// in the bucket, lease given back, nothing committed), a second run buys
-/// nothing, and guarded changes are bought only with their approving label.
-fn s3_pipeline_runs_for_real(rel: &str) {
+/// The approval line a plan comment asks an approver to post.
+#[track_caller]
+fn approval_line(comment: &str) -> String {
+    comment
+        .lines()
+        .find_map(|l| l.strip_prefix("> `").and_then(|l| l.strip_suffix('`')))
+        .filter(|l| l.starts_with("oapkg-approve "))
+        .unwrap_or_else(|| panic!("no approval line:\n{comment}"))
+        .to_owned()
+}
+
+/// The S3-state GitHub workflow step by step: a PR is planned read-only
+/// (one comment: the plan and its checksum, or the error when validation
+/// fails), the merge applies exactly the reviewed plan (bought once,
+/// recorded in the bucket, lease given back, nothing committed), a second
+/// run buys nothing, guarded changes are bought only when an approver
+/// approved that plan's checksum, and a plan reviewed before the bucket's
+/// state moved buys nothing and says why. The GitLab pipeline runs the
+/// same scripts (ci/, identical copies of state-in-repo's, which
+/// `gitops_gitlab.rs` runs with gitlab-ci-local).
+#[test]
+fn the_s3_state_github_workflow_plans_read_only_applies_the_reviewed_plan_into_the_bucket() {
+    let rel = S3_PIPELINES[0];
     if git_missing() {
         return;
     }
     let Some(example) = Example::new(rel) else {
         return;
     };
-    let github = rel.contains("/.github/");
 
-    // Pull request: the plan, read-only.
-    let (ran, comment) = example.plan_pull_request();
+    // Pull request: the plan, read-only, with its checksum.
+    let (_, comment) = example.plan_pull_request();
     assert!(
-        comment.starts_with("**Plan: 2 to purchase,"),
+        comment.starts_with("**Plan: 2 to purchase,") && comment.contains("Plan checksum `sha256:"),
         "{rel}:\n{comment}"
     );
-    if github {
-        assert!(ran.github_output.contains("exitcode=2\n"), "{rel}");
-    }
+    assert!(
+        !comment.contains("oapkg-approve"),
+        "{rel}: nothing to approve"
+    );
     assert!(example.recorded().is_empty(), "{rel}: nothing recorded yet");
 
-    // Merge: apply buys exactly the reviewed plan, once, into the bucket.
-    write_labels(example.dir(), &[]);
+    // Merge: `oapkg doctor` first, then apply buys exactly the reviewed
+    // plan, once, into the bucket.
+    write_comments(example.dir(), &[]);
     let (ran, requests) = example.requests_during(|| example.run("apply"));
     assert_eq!(ran.failed, None, "{rel}\n{}", ran.transcript());
+    let first = ran
+        .log
+        .iter()
+        .find(|(_, run)| !run.stdout.is_empty() || !run.stderr.is_empty())
+        .map(|(label, _)| label.as_str());
+    assert_eq!(
+        first,
+        Some("job apply: Check everything a run depends on"),
+        "{rel}: doctor first\n{}",
+        ran.transcript()
+    );
     assert!(
         requests.iter().any(|r| r.method == "PUT")
             && requests.iter().all(|r| r.access_key == server::ACCESS_KEY),
@@ -1968,68 +2020,90 @@ fn s3_pipeline_runs_for_real(rel: &str) {
     );
     assert_charged_once(&example.sim(), &EXAMPLE_KEYS);
     assert_eq!(example.recorded(), EXAMPLE_KEYS, "{rel}");
-    let head = example.head();
-    assert_eq!(head["lease"], Value::Null, "{rel}: the lease is given back");
-    assert!(
-        !ran.skipped.iter().any(|s| s.contains("git commit/push")),
-        "{rel}: {:?}",
-        ran.skipped
+    assert_eq!(
+        example.head()["lease"],
+        Value::Null,
+        "{rel}: lease given back"
     );
     example.assert_nothing_committed();
 
-    // A second run (the next pull request, no manifest change): no changes,
-    // nothing bought.
-    let (ran, comment) = example.plan_pull_request();
+    // A second run (no manifest change): no changes, nothing bought.
+    let (_, comment) = example.plan_pull_request();
     assert!(comment.contains("No changes."), "{rel}:\n{comment}");
-    if github {
-        assert!(ran.github_output.contains("exitcode=0\n"), "{rel}");
-    }
     let charged = example.sim().ledger().len();
     let ran = example.run("apply");
     assert_eq!(ran.failed, None, "{rel}\n{}", ran.transcript());
     assert_eq!(example.charges_since(charged), [], "{rel}: bought nothing");
 
-    // Guarded changes: refused without the label, bought once with it.
+    // A push that fails validation: the job fails, the lines are annotated,
+    // and the comment shows the error, never the earlier plan.
     let manifest = example.dir().join("packages/svoucher.yaml");
     let original = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, original.replace("duration: 6", "duration: six")).unwrap();
+    let ran = example.run("plan");
+    assert!(ran.failed.is_some(), "{rel}: the plan job fails");
+    assert!(
+        ran.transcript()
+            .contains("::error file=packages/svoucher.yaml"),
+        "{rel}: annotations\n{}",
+        ran.transcript()
+    );
+    let comment = std::fs::read_to_string(example.dir().join("comment.md")).unwrap();
+    assert!(
+        comment.contains("the manifests are invalid, so there is no plan")
+            && !comment.contains("Plan checksum")
+            && comment.contains(&format!("<!-- oapkg-plan: {EXAMPLE_S3_STATE} -->")),
+        "{rel}: the error, in the same comment:\n{comment}"
+    );
+    assert!(!example.dir().join("oapkg.plan").exists(), "{rel}: no plan");
+
+    // Guarded changes: refused without an approval of this plan's checksum
+    // at this commit, bought once with it.
     for guarded in &GUARDED {
         let what = format!("{rel}, {}", guarded.flag);
         std::fs::write(&manifest, original.replace(guarded.edit.0, guarded.edit.1)).unwrap();
         let (_, comment) = example.plan_pull_request();
         assert!(
-            comment.contains(&format!("without `{}`", guarded.flag))
-                && comment.contains(&format!("the label `{}`", guarded.label)),
-            "{what}: the comment says how to approve:\n{comment}"
+            comment.contains(&format!("with `{}`", guarded.flag)),
+            "{what}: the comment says what is approved:\n{comment}"
         );
+        let approval = approval_line(&comment);
         let recorded = example.recorded();
         let charged = example.sim().ledger().len();
 
-        write_labels(example.dir(), &["documentation"]);
+        // A non-approver's approval, and an approver's of another commit.
+        write_comments(
+            example.dir(),
+            &[
+                ("mallory", &approval),
+                ("alice", &approval.replace('@', "@0")),
+            ],
+        );
         let ran = example.run("apply");
-        let log = ran.transcript();
-        assert!(ran.failed.is_some(), "{what}: the job fails\n{log}");
         assert!(
-            log.contains(guarded.flag) && log.contains("Approved by label: nothing"),
-            "{what}: the refusal names the flag\n{log}"
+            ran.failed.is_some(),
+            "{what}: the job fails\n{}",
+            ran.transcript()
+        );
+        let refusal = std::fs::read_to_string(example.dir().join("refusal.md")).unwrap();
+        assert!(
+            refusal.contains(guarded.flag) && refusal.contains(&approval),
+            "{what}: the refusal names the flag and the approval needed:\n{refusal}"
         );
         assert_eq!(example.charges_since(charged), [], "{what}: nothing bought");
-        assert_eq!(
-            example.recorded(),
-            recorded,
-            "{what}: the state is unchanged"
-        );
+        assert_eq!(example.recorded(), recorded, "{what}: state unchanged");
         assert_eq!(
             example.head()["lease"],
             Value::Null,
             "{what}: no lease left"
         );
 
-        write_labels(example.dir(), &["documentation", guarded.label]);
+        write_comments(example.dir(), &[("alice", &approval)]);
         let ran = example.run("apply");
         assert_eq!(ran.failed, None, "{what}\n{}", ran.transcript());
         assert!(
             ran.transcript()
-                .contains(&format!("Approved by label: {}", guarded.flag)),
+                .contains(&format!("Approved: {}", guarded.flag)),
             "{what}\n{}",
             ran.transcript()
         );
@@ -2044,16 +2118,85 @@ fn s3_pipeline_runs_for_real(rel: &str) {
             "{what}: the bucket's state records {key}"
         );
     }
+
+    // A plan reviewed before someone else recorded a purchase in the
+    // bucket: nothing bought, the refusal says the state moved.
+    std::fs::write(
+        &manifest,
+        original.replace(
+            "duration: 6",
+            "duration: 6\n  - oaid: \"4097311281936189049\"\n    start: 2027-12-01",
+        ),
+    )
+    .unwrap();
+    let (_, comment) = example.plan_pull_request();
+    assert!(comment.contains("Plan checksum"), "{rel}:\n{comment}");
+    let mut import = Command::new(env!("CARGO_BIN_EXE_oapkg"));
+    import
+        .args([
+            "state",
+            "import",
+            "--state",
+            EXAMPLE_S3_STATE,
+            "--oaid",
+            "745830328927467685",
+            "--tier",
+            "advanced",
+            "--start",
+            "2028-06-01",
+            "--duration",
+            "1",
+        ])
+        .current_dir(example.dir())
+        .env("OAPKG_TODAY", TODAY)
+        .env_remove("OAPKG_STATE");
+    example.server().configure(&mut import);
+    Run::from(import.output().unwrap()).code(0);
+    let charged = example.sim().ledger().len();
+    write_comments(example.dir(), &[]);
+    let ran = example.run("apply");
+    assert!(
+        ran.failed.is_some(),
+        "{rel}: the job fails\n{}",
+        ran.transcript()
+    );
+    let refusal = std::fs::read_to_string(example.dir().join("refusal.md")).unwrap();
+    assert!(
+        refusal.contains("did not apply anything") && refusal.contains("the state moved (serial"),
+        "{rel}: the refusal says why:\n{refusal}"
+    );
+    assert_eq!(example.charges_since(charged), [], "{rel}: nothing bought");
     example.assert_nothing_committed();
     example.sim_handle.shutdown();
 }
 
+/// The ci/ scripts the S3 example shares with the state-in-repo example:
+/// each example directory stays whole for users who copy one, so the
+/// scripts are copies, kept identical.
 #[test]
-fn the_s3_state_github_workflow_plans_read_only_applies_once_into_the_bucket_and_commits_nothing() {
-    s3_pipeline_runs_for_real(S3_PIPELINES[0]);
-}
-
-#[test]
-fn the_s3_state_gitlab_pipeline_plans_read_only_applies_once_into_the_bucket_and_commits_nothing() {
-    s3_pipeline_runs_for_real(S3_PIPELINES[1]);
+fn the_s3_state_examples_ci_scripts_are_the_state_in_repo_ones() {
+    let ours = examples().join("s3-state/ci");
+    let mut names: Vec<String> = std::fs::read_dir(&ours)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "apply-reviewed.sh",
+            "gitlab-api.sh",
+            "gitlab-apply.sh",
+            "gitlab-plan.sh",
+            "plan-comment.sh"
+        ]
+    );
+    for name in names {
+        let theirs = std::fs::read(examples().join("state-in-repo/ci").join(&name)).unwrap();
+        assert!(
+            std::fs::read(ours.join(&name)).unwrap() == theirs,
+            "examples/gitops/s3-state/ci/{name} differs from state-in-repo's: copy it \
+             (cp examples/gitops/state-in-repo/ci/{name} examples/gitops/s3-state/ci/)"
+        );
+    }
 }

@@ -18,7 +18,9 @@
 #     with those flags only when an approver (OAPKG_APPROVERS, logins
 #     separated by spaces) commented `oapkg-approve CHECKSUM@HEAD` for this
 #     plan's checksum at the request's head commit;
-#   - then `oapkg apply PLANFILE`, which checks again and buys exactly it.
+#   - then `oapkg apply PLANFILE` (with OAPKG_APPLY_ARGS, e.g.
+#     `--lock-timeout 600` for a shared state), which checks again and buys
+#     exactly it.
 # Decisions come from exit codes and JSON only. Exit 0 when the plan was
 # applied in full, 1 otherwise.
 set -uo pipefail
@@ -65,4 +67,5 @@ if [ -n "$needs" ]; then
   read -ra flags <<< "$needs"
   echo "Approved: $needs"
 fi
-oapkg apply -f "$manifests" oapkg.plan "${flags[@]}"
+read -ra extra <<< "${OAPKG_APPLY_ARGS:-}"
+oapkg apply -f "$manifests" oapkg.plan "${flags[@]}" "${extra[@]}"
