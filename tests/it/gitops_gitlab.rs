@@ -11,6 +11,11 @@
 //! after the merge the main pipeline runs `oapkg doctor`, refuses (nothing
 //! bought, a note says why), and once the last push is approved applies
 //! exactly the reviewed plan and pushes the state.
+//!
+//! The S3-state example's pipeline (`examples/gitops/s3-state/
+//! .gitlab-ci.yml`, the same `ci/` scripts) runs the same way against a
+//! moto server holding its bucket: read-only plans, a refusal without the
+//! approval, the approved plan applied into the bucket, nothing committed.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -23,6 +28,7 @@ use esms_sim::{Call, SimConfig, Simulator};
 use serde_json::{Value, json};
 
 use crate::gitops_tools;
+use crate::s3::server::{self as s3_server, S3Server};
 use crate::support::{API_KEY, Run, SECRET_KEY, TODAY};
 
 const PROJECT: &str = "team/packages";
@@ -95,14 +101,29 @@ impl Stub {
 
     /// The notes holding oapkg's marker for the example's state.
     fn plan_notes(&self) -> Vec<Note> {
+        self.plan_notes_for("state/oapkg.state.json")
+    }
+
+    /// The notes holding oapkg's marker for `state`.
+    fn plan_notes_for(&self, state: &str) -> Vec<Note> {
+        let marker = format!("<!-- oapkg-plan: {state} -->");
+        self.gitlab()
+            .notes
+            .iter()
+            .filter(|n| n.body.contains(&marker))
+            .cloned()
+            .collect()
+    }
+
+    /// The bot's notes saying that nothing was applied.
+    fn refusals(&self) -> Vec<String> {
         self.gitlab()
             .notes
             .iter()
             .filter(|n| {
-                n.body
-                    .contains("<!-- oapkg-plan: state/oapkg.state.json -->")
+                n.author == "oapkg-bot" && n.body.starts_with("**oapkg did not apply anything.")
             })
-            .cloned()
+            .map(|n| n.body.clone())
             .collect()
     }
 }
@@ -271,6 +292,10 @@ struct Pipeline<'a> {
     origin: &'a Path,
     stub: &'a Stub,
     esms: String,
+    /// More CI/CD variables for every pipeline, and for default-branch
+    /// pipelines only (protected variables).
+    extra: Vec<String>,
+    protected: Vec<String>,
 }
 
 impl Pipeline<'_> {
@@ -299,7 +324,9 @@ impl Pipeline<'_> {
             variables.push(format!("CI_MERGE_REQUEST_IID={MR}"));
         } else {
             variables.push("CI_PIPELINE_SOURCE=push".to_owned());
+            variables.extend(self.protected.iter().cloned());
         }
+        variables.extend(self.extra.iter().cloned());
         let mut cmd = Command::new(&self.glc);
         cmd.arg("--force-shell-executor")
             .arg("--no-color")
@@ -325,6 +352,17 @@ impl Pipeline<'_> {
             .env_remove("ESMS_API_KEY")
             .env_remove("ESMS_SECRET_KEY")
             .env_remove("RUST_LOG");
+        // Nothing of this machine's S3 settings: only the variables given.
+        for name in [
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+        ] {
+            cmd.env_remove(name);
+        }
         Run::from(cmd.output().expect("run gitlab-ci-local"))
     }
 
@@ -455,6 +493,8 @@ impl World {
             origin: self.origin.path(),
             stub: &self.stub,
             esms: self.sim.control().endpoint(),
+            extra: Vec::new(),
+            protected: Vec::new(),
         }
     }
 }
@@ -682,4 +722,200 @@ fn the_gitlab_pipeline_buys_nothing_when_main_moved_since_the_review_and_says_wh
         "{}",
         refusal.body
     );
+}
+
+/// The S3-state example's GitLab pipeline, run for real by gitlab-ci-local
+/// against moto holding the example's bucket: a merge request plans with
+/// the read-only key only (one note: a replace needing `--allow-replace`
+/// and the approval line); after the merge, without an approval of that
+/// plan, the main pipeline runs `oapkg doctor`, buys nothing and a note
+/// says why; once approved it applies exactly the reviewed plan into the
+/// bucket, and nothing is committed.
+#[test]
+fn the_s3_state_gitlab_pipeline_applies_the_approved_reviewed_plan_into_the_bucket_run_by_gitlab_ci_local()
+ {
+    const STATE: &str = "s3://example-oapkg-state/prod";
+    const READ_KEY: &str = "AKIAOAPKGREADONLY7Q2Z";
+    const READ_SECRET: &str = "oapkgReadOnlySecretKey1a2b3c4d5e6f7g8h";
+    if Command::new("git").arg("--version").output().is_err() {
+        gitops_tools::unavailable::<()>("git is not installed");
+        return;
+    }
+    if Command::new("curl").arg("--version").output().is_err()
+        || Command::new("jq").arg("--version").output().is_err()
+    {
+        gitops_tools::unavailable::<()>("the pipeline's scripts need curl and jq");
+        return;
+    }
+    let Some(tools) = gitops_tools::tools() else {
+        return;
+    };
+    let Some(server) = S3Server::moto_recording() else {
+        return;
+    };
+    server.create_bucket("example-oapkg-state");
+    let sim = Simulator::spawn_blocking(
+        SimConfig::new()
+            .keys(API_KEY, SECRET_KEY)
+            .oaid("4097311281936189049")
+            .oaid("745830328927467685"),
+    )
+    .unwrap();
+    let origin = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    git(origin.path(), &["init", "-q", "--bare", "-b", "main"]);
+    copy_dir(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/gitops/s3-state"),
+        dir,
+    );
+    let oapkg = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_oapkg"));
+        cmd.args(args)
+            .current_dir(dir)
+            .env("OAPKG_TODAY", TODAY)
+            .env_remove("OAPKG_STATE");
+        server.configure(&mut cmd);
+        Run::from(cmd.output().unwrap())
+    };
+    // The bucket's state records the first OA's package as advanced; main
+    // declares just that.
+    oapkg(&["init", "--state", STATE]).code(0);
+    oapkg(&[
+        "state",
+        "import",
+        "--state",
+        STATE,
+        "--oaid",
+        "4097311281936189049",
+        "--tier",
+        "advanced",
+        "--start",
+        "2026-12-01",
+        "--duration",
+        "12",
+    ])
+    .code(0);
+    let manifest = std::fs::read_to_string(dir.join("packages/svoucher.yaml")).unwrap();
+    let (first, _) = manifest
+        .split_once("  - oaid: \"745830328927467685\"")
+        .unwrap();
+    std::fs::write(
+        dir.join("packages/svoucher.yaml"),
+        first.replace("tier: premium", "tier: advanced"),
+    )
+    .unwrap();
+    std::fs::write(dir.join(".gitignore"), ".gitlab-ci-local/\n").unwrap();
+    git(dir, &["init", "-q", "-b", "main"]);
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", "Manifests"]);
+    let url = origin.path().display().to_string();
+    git(dir, &["remote", "add", "origin", &url]);
+    git(dir, &["push", "-q", "origin", "main"]);
+    git(dir, &["remote", "set-head", "origin", "main"]);
+
+    let stub = Stub::start();
+    let pipeline = Pipeline {
+        glc: tools.join("npm/node_modules/.bin/gitlab-ci-local"),
+        work: dir,
+        origin: origin.path(),
+        stub: &stub,
+        esms: sim.control().endpoint(),
+        extra: vec![
+            format!("AWS_ENDPOINT_URL={}", server.endpoint),
+            format!("OAPKG_READ_AWS_ACCESS_KEY_ID={READ_KEY}"),
+            format!("OAPKG_READ_AWS_SECRET_ACCESS_KEY={READ_SECRET}"),
+        ],
+        protected: vec![
+            format!("AWS_ACCESS_KEY_ID={}", s3_server::ACCESS_KEY),
+            format!("AWS_SECRET_ACCESS_KEY={}", s3_server::SECRET_KEY),
+        ],
+    };
+
+    // 1. A merge request: premium for the first OA (a replace), and a
+    //    second package. The plan reads the bucket with the read key only.
+    git(dir, &["checkout", "-q", "-b", "more-packages"]);
+    std::fs::write(dir.join("packages/svoucher.yaml"), &manifest).unwrap();
+    git(dir, &["commit", "-q", "-am", "Premium for main, add care"]);
+    let seen = server.requests().len();
+    let run = pipeline.merge_request();
+    assert_eq!(run.code, 0, "{}", transcript(&run));
+    let requests = server.requests().split_off(seen);
+    assert!(!requests.is_empty(), "the plan read the bucket");
+    for request in &requests {
+        assert!(
+            matches!(request.method.as_str(), "GET" | "HEAD") && request.access_key == READ_KEY,
+            "a merge request only reads, with the read key: {request:?}"
+        );
+    }
+    let notes = stub.plan_notes_for(STATE);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let note = &notes[0].body;
+    assert!(
+        note.starts_with("**Plan: 1 to purchase, 1 to replace")
+            && note.contains("`--allow-replace`"),
+        "{note}"
+    );
+    let approval = note
+        .lines()
+        .find_map(|l| l.strip_prefix("> `").and_then(|l| l.strip_suffix('`')))
+        .filter(|l| l.starts_with("oapkg-approve "))
+        .unwrap_or_else(|| panic!("no approval line in:\n{note}"))
+        .to_owned();
+    let head = git(dir, &["rev-parse", "HEAD"]);
+    assert!(approval.ends_with(&format!("@{head}")), "{approval}");
+    assert!(sim.control().ledger().is_empty(), "planning buys nothing");
+
+    // 2. Merged without an approval: doctor, then nothing bought, a note.
+    git(dir, &["checkout", "-q", "main"]);
+    git(
+        dir,
+        &["merge", "-q", "--no-ff", "more-packages", "-m", "Merge !7"],
+    );
+    let merge = git(dir, &["rev-parse", "HEAD"]);
+    stub.gitlab().merged_by = Some(merge);
+    let run = pipeline.run(false);
+    assert_ne!(run.code, 0, "{}", transcript(&run));
+    assert!(run.stdout.contains("oapkg doctor"), "{}", transcript(&run));
+    assert!(sim.control().ledger().is_empty(), "nothing bought");
+    let refusals = stub.refusals();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert!(
+        refusals[0].contains("needs `--allow-replace`") && refusals[0].contains(&approval),
+        "{}",
+        refusals[0]
+    );
+
+    // 3. Approved: exactly the reviewed plan, once, into the bucket.
+    stub.note("alice", &approval);
+    let run = pipeline.run(false);
+    assert_eq!(run.code, 0, "{}", transcript(&run));
+    let charged: BTreeMap<String, usize> =
+        sim.control()
+            .ledger()
+            .iter()
+            .fold(BTreeMap::new(), |mut m, c| {
+                *m.entry(format!("{}@{}", c.oaid, c.dateactive)).or_default() += 1;
+                m
+            });
+    assert_eq!(
+        charged,
+        BTreeMap::from([(ADDED.to_owned(), 1), (REPLACED.to_owned(), 1)])
+    );
+    let listed = oapkg(&["state", "list", "--format", "json", "--state", STATE]);
+    listed.code(0);
+    let keys: Vec<String> = listed
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["key"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(keys.contains(&ADDED.to_owned()), "{keys:?}");
+    assert_eq!(
+        git(origin.path(), &["rev-list", "--count", "main"]),
+        "1",
+        "nothing committed back"
+    );
+    assert!(!dir.join("state").exists(), "no state file");
 }
