@@ -880,6 +880,26 @@ pub async fn apply(
     hold(&mut report, &selection.held, on_event);
     let labels = plan.label_changes();
     if selection.jobs.is_empty() && labels.is_empty() {
+        if plan.summary().in_flight > 0 {
+            // Another live process is buying these: wait for its lock.
+            // By then it has recorded their outcomes, so this plan is stale
+            // and says so, rather than calling them unconfirmed.
+            let (_lock, loaded, _journal) = lock_and_load(store, options, false).await?;
+            if !state_unmoved(&plan.state, &loaded, store.path()) {
+                return Err(ApplyError::Stale(decide::stale_state(
+                    &plan.state,
+                    &loaded.id,
+                )));
+            }
+            // Its holder is gone and left them as they were: unconfirmed.
+            for change in plan
+                .changes
+                .iter()
+                .filter(|c| c.action() == Action::InFlight)
+            {
+                report.push(change.key.clone(), PackageResult::LeftUnconfirmed);
+            }
+        }
         for change in &selection.left_alone {
             report.push(change.key.clone(), PackageResult::LeftUnconfirmed);
         }

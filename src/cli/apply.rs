@@ -180,13 +180,18 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     let json = args.format == ListFormat::Json;
     let source = ops_apply::Source::of(args.planfile.as_deref());
     ops_apply::check_json_approval(json, source, args.auto_approve)?;
-    let ToApply { plan, reviewed } = ops_apply::plan_to_carry_out(
+    let ToApply { mut plan, reviewed } = ops_apply::plan_to_carry_out(
         source,
         &context.global.files,
         &context.store,
         context.today()?,
         &keys,
     )?;
+    // Purchases another live process has in flight are not unconfirmed:
+    // apply waits for that process's lock and finds this plan stale.
+    if let Some(in_flight) = super::state::in_flight(context) {
+        plan.mark_in_flight(&in_flight.keys, in_flight.holder);
+    }
     // In JSON the document is the only thing on stdout.
     let quiet = context.global.quiet || json;
     let plan = if args.only.is_empty() {
