@@ -160,6 +160,7 @@ pub fn plan_to_apply(
         return Err(stale(StalePlan { moved: differences }));
     }
     plan.warnings = current.warnings;
+    plan.state_location = Some(store.path().display().to_string());
     // The file's own date is never trusted: what apply shows and checks is
     // dated by apply's clock.
     plan.today = today;

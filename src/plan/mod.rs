@@ -603,6 +603,23 @@ impl Plan {
         &self.labels
     }
 
+    /// `No state at LOCATION: this plan assumes nothing has ever been
+    /// bought.` when the state the plan was made against does not exist
+    /// (every package is then a purchase, which a reviewer must not take
+    /// for the real plan); `None` when it exists. The location is escaped.
+    pub fn no_state_line(&self) -> Option<String> {
+        if self.state.exists() {
+            return None;
+        }
+        let at = match &self.state_location {
+            Some(location) => format!(" at {}", crate::text::escape_controls(location)),
+            None => String::new(),
+        };
+        Some(format!(
+            "No state{at}: this plan assumes nothing has ever been bought."
+        ))
+    }
+
     /// The final line of every rendering; see [`Summary::line`].
     pub fn summary_line(&self) -> String {
         self.summary().line()
@@ -658,6 +675,11 @@ impl Plan {
 pub struct Plan {
     pub today: Date,
     pub state: StateId,
+    /// Where the state is, as messages name it (the `--state` path or
+    /// `s3://BUCKET/PREFIX`); `None` when the plan was made without a
+    /// store (tests, the diff alone). Every rendering names it when the
+    /// state does not exist ([`Plan::no_state_line`]).
+    pub state_location: Option<String>,
     /// Content hash of the desired set the plan was made from.
     pub manifest_hash: crate::spec::ManifestHash,
     /// Every key whose action is not `unchanged`, sorted by key, once

@@ -67,6 +67,10 @@ pub struct SavedPlan {
     pub today: Date,
     /// The state the plan was made against.
     pub state: StateId,
+    /// Where that state was (see [`Plan::state_location`]); left out when
+    /// unknown, so files written before it existed read the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_location: Option<String>,
     /// The content hash of the manifests the plan was made from.
     pub manifest_hash: ManifestHash,
     /// The `-f` paths the plan read, as given (empty: the default
@@ -185,6 +189,8 @@ struct PlanFile {
     oapkg_version: String,
     today: Date,
     state: StateId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state_location: Option<String>,
     manifest_hash: ManifestHash,
     manifest_files: Vec<String>,
     unchanged: usize,
@@ -208,6 +214,7 @@ impl SavedPlan {
             oapkg_version: env!("CARGO_PKG_VERSION").to_owned(),
             today: plan.today,
             state: plan.state.clone(),
+            state_location: plan.state_location.clone(),
             manifest_hash: plan.manifest_hash.clone(),
             manifest_files: Vec::new(),
             unchanged: plan.unchanged,
@@ -244,6 +251,7 @@ impl SavedPlan {
         Ok(Plan {
             today: self.today,
             state: self.state.clone(),
+            state_location: self.state_location.clone(),
             manifest_hash: self.manifest_hash.clone(),
             changes,
             unchanged: self.unchanged,
@@ -287,6 +295,7 @@ impl SavedPlan {
             oapkg_version: self.oapkg_version.clone(),
             today: self.today,
             state: self.state.clone(),
+            state_location: self.state_location.clone(),
             manifest_hash: self.manifest_hash.clone(),
             manifest_files: self.manifest_files.clone(),
             unchanged: self.unchanged,
@@ -327,6 +336,7 @@ impl SavedPlan {
             oapkg_version: file.oapkg_version,
             today: file.today,
             state: file.state,
+            state_location: file.state_location,
             manifest_hash: file.manifest_hash,
             manifest_files: file.manifest_files,
             unchanged: file.unchanged,

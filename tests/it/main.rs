@@ -23,6 +23,7 @@ mod large_account;
 mod listen;
 mod modes;
 mod moved;
+mod no_state;
 mod only;
 mod plan;
 mod policies;

@@ -1,4 +1,5 @@
-//! The terminal plan, laid out like `terraform plan`: a legend of the
+//! The terminal plan, laid out like `terraform plan`: a loud first line
+//! when the state does not exist ([`Plan::no_state_line`]), a legend of the
 //! symbols used, one block per listed change (a change apply refuses without
 //! a flag is marked `[needs FLAG]`), the name changes, the warnings, a
 //! `Guards:` note naming what apply will refuse and the flags it needs, then
@@ -42,6 +43,11 @@ pub fn text(plan: &Plan, options: &TextOptions) -> String {
     let paint = Paint(options.color);
     let listed = plan.listed_changes();
     let mut out = String::new();
+
+    if let Some(line) = plan.no_state_line() {
+        out.push_str(&paint.warning(&line));
+        out.push_str("\n\n");
+    }
 
     if !listed.is_empty() {
         out.push_str("Packages are marked with the following symbols:\n");
