@@ -299,6 +299,40 @@ impl<'de> Deserialize<'de> for Need {
     }
 }
 
+/// The guard flags a run is given: what lets a [`Need`] through. The
+/// default is a run given none (`--max-purchases` at its default), the
+/// run `oapkg plan` describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allowed {
+    /// `--allow-replace`.
+    pub replace: bool,
+    /// `--allow-overlap`.
+    pub overlap: bool,
+    /// `--max-purchases`.
+    pub max_purchases: usize,
+}
+
+impl Default for Allowed {
+    fn default() -> Self {
+        Allowed {
+            replace: false,
+            overlap: false,
+            max_purchases: DEFAULT_MAX_PURCHASES,
+        }
+    }
+}
+
+impl Allowed {
+    /// Whether these flags let `need` through.
+    pub fn permits(&self, need: Need) -> bool {
+        match need {
+            Need::AllowReplace => self.replace,
+            Need::AllowOverlap => self.overlap,
+            Need::MaxPurchases(n) => n <= self.max_purchases,
+        }
+    }
+}
+
 /// `--max-purchases N` when `requests` purchase requests are more than
 /// `max`. The plan asks it with [`DEFAULT_MAX_PURCHASES`] and the requests
 /// it lists; apply with the `--max-purchases` it was given and the requests
@@ -573,14 +607,23 @@ impl Plan {
     /// each: every change's [`Change::needs`], and `--max-purchases N` when
     /// the plan lists more purchase requests than [`DEFAULT_MAX_PURCHASES`].
     pub fn needs(&self) -> Vec<Need> {
+        self.needs_beyond(&Allowed::default())
+    }
+
+    /// The flags apply still needs for the whole plan when run with
+    /// `allowed`: [`Plan::needs`] without those given, `--max-purchases N`
+    /// counted against the maximum given. What a plan shown by `apply`
+    /// reports: never a flag already given.
+    pub fn needs_beyond(&self, allowed: &Allowed) -> Vec<Need> {
         let mut needs: Vec<Need> = self
             .listed_changes()
             .into_iter()
             .flat_map(Change::needs)
+            .filter(|need| !allowed.permits(*need))
             .collect();
         needs.extend(max_purchases_need(
             self.summary().requests(),
-            DEFAULT_MAX_PURCHASES,
+            allowed.max_purchases,
         ));
         needs.sort();
         needs.dedup();

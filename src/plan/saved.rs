@@ -40,6 +40,7 @@
 //! }
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use jiff::civil::Date;
@@ -77,6 +78,11 @@ pub struct SavedPlan {
     /// `oapkg.yaml`), so `apply PLANFILE` re-reads the same manifests for
     /// its staleness check without being told again.
     pub manifest_files: Vec<String>,
+    /// Each manifest file read and the `sha256:` of its bytes, so a stale
+    /// plan's error names the files that changed; left out when unknown
+    /// (files written before it existed read the same).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub manifest_file_hashes: BTreeMap<String, String>,
     /// How many keys were unchanged, for the summary line.
     pub unchanged: usize,
     /// The listed changes as the file holds them, sorted by key, once
@@ -193,6 +199,8 @@ struct PlanFile {
     state_location: Option<String>,
     manifest_hash: ManifestHash,
     manifest_files: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    manifest_file_hashes: BTreeMap<String, String>,
     unchanged: usize,
     changes: Vec<SavedChange>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -217,6 +225,7 @@ impl SavedPlan {
             state_location: plan.state_location.clone(),
             manifest_hash: plan.manifest_hash.clone(),
             manifest_files: Vec::new(),
+            manifest_file_hashes: BTreeMap::new(),
             unchanged: plan.unchanged,
             changes: plan
                 .listed_changes()
@@ -277,6 +286,7 @@ impl SavedPlan {
             moved.push(Moved::Manifests {
                 planned: self.manifest_hash.clone(),
                 current: current_manifest_hash.clone(),
+                files: Vec::new(),
             });
         }
         if moved.is_empty() {
@@ -298,6 +308,7 @@ impl SavedPlan {
             state_location: self.state_location.clone(),
             manifest_hash: self.manifest_hash.clone(),
             manifest_files: self.manifest_files.clone(),
+            manifest_file_hashes: self.manifest_file_hashes.clone(),
             unchanged: self.unchanged,
             changes: self.changes.clone(),
             labels: self.labels.clone(),
@@ -339,6 +350,7 @@ impl SavedPlan {
             state_location: file.state_location,
             manifest_hash: file.manifest_hash,
             manifest_files: file.manifest_files,
+            manifest_file_hashes: file.manifest_file_hashes,
             unchanged: file.unchanged,
             changes: file.changes,
             labels: file.labels,
@@ -447,10 +459,20 @@ pub enum Moved {
         planned: Option<String>,
         current: Option<String>,
     },
-    /// The manifests' content changed.
+    /// The manifests' content changed; `files` names the files whose
+    /// bytes changed, came or went (empty when the plan file recorded no
+    /// file hashes).
     Manifests {
         planned: ManifestHash,
         current: ManifestHash,
+        files: Vec<FileMoved>,
+    },
+    /// The state or the manifests moved, and planning again now gives this
+    /// key another action (`None`: not listed, i.e. `unchanged`).
+    Action {
+        key: Key,
+        planned: Option<Action>,
+        current: Option<Action>,
     },
     /// Planning again from the same manifests and state, today, does not
     /// give this change as saved: the file was edited (its checksum
@@ -471,6 +493,86 @@ pub enum Moved {
     Prices,
     /// Which changes come from a coverage policy differs.
     Policies,
+}
+
+/// A manifest file whose bytes differ from when the plan was made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileMoved {
+    Changed(String),
+    Added(String),
+    Removed(String),
+}
+
+impl fmt::Display for FileMoved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileMoved::Changed(file) => write!(f, "{file} changed"),
+            FileMoved::Added(file) => write!(f, "{file} is new"),
+            FileMoved::Removed(file) => write!(f, "{file} is gone"),
+        }
+    }
+}
+
+/// The files whose hashes differ between `planned` and `current` (file ->
+/// `sha256:` of its bytes), sorted by file. Empty when the plan recorded
+/// none.
+pub fn file_moves(
+    planned: &BTreeMap<String, String>,
+    current: &BTreeMap<String, String>,
+) -> Vec<FileMoved> {
+    if planned.is_empty() {
+        return Vec::new();
+    }
+    let files: std::collections::BTreeSet<&String> = planned.keys().chain(current.keys()).collect();
+    files
+        .into_iter()
+        .filter_map(|file| match (planned.get(file), current.get(file)) {
+            (Some(a), Some(b)) if a != b => Some(FileMoved::Changed(file.clone())),
+            (Some(_), None) => Some(FileMoved::Removed(file.clone())),
+            (None, Some(_)) => Some(FileMoved::Added(file.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+impl StalePlan {
+    /// The stale plan with what its reader needs to see what changed: the
+    /// manifest files whose bytes changed (`current_files`, as
+    /// [`SavedPlan::manifest_file_hashes`]), and each key whose action
+    /// differs between the saved plan (`planned`) and planning again now
+    /// (`current`). Pure.
+    pub fn explained(
+        mut self,
+        saved: &SavedPlan,
+        planned: &Plan,
+        current: &Plan,
+        current_files: &BTreeMap<String, String>,
+    ) -> StalePlan {
+        for moved in &mut self.moved {
+            if let Moved::Manifests { files, .. } = moved {
+                *files = file_moves(&saved.manifest_file_hashes, current_files);
+            }
+        }
+        let actions = |plan: &Plan| -> BTreeMap<Key, Action> {
+            plan.listed_changes()
+                .into_iter()
+                .map(|c| (c.key.clone(), c.action()))
+                .collect()
+        };
+        let (before, now) = (actions(planned), actions(current));
+        let keys: std::collections::BTreeSet<&Key> = before.keys().chain(now.keys()).collect();
+        for key in keys {
+            let (a, b) = (before.get(key).copied(), now.get(key).copied());
+            if a != b {
+                self.moved.push(Moved::Action {
+                    key: key.clone(),
+                    planned: a,
+                    current: b,
+                });
+            }
+        }
+        self
+    }
 }
 
 /// Whether two changes do the same: the same action on the same declared
@@ -595,12 +697,39 @@ impl fmt::Display for Moved {
                 short_hash(&or_none(planned)),
                 short_hash(&or_none(current))
             ),
-            Moved::Manifests { planned, current } => write!(
-                f,
-                "the manifests changed since the plan was made (hash {} -> {})",
-                planned.short(),
-                current.short()
-            ),
+            Moved::Manifests {
+                planned,
+                current,
+                files,
+            } => {
+                write!(
+                    f,
+                    "the manifests changed since the plan was made (hash {} -> {})",
+                    planned.short(),
+                    current.short()
+                )?;
+                if !files.is_empty() {
+                    let files: Vec<String> = files.iter().map(ToString::to_string).collect();
+                    write!(f, ": {}", files.join(", "))?;
+                }
+                Ok(())
+            }
+            Moved::Action {
+                key,
+                planned,
+                current,
+            } => {
+                let action = |a: &Option<Action>| match a {
+                    Some(a) => format!("`{a}`"),
+                    None => "`unchanged`".to_owned(),
+                };
+                write!(
+                    f,
+                    "{key} was {} in the plan and is {} now",
+                    action(planned),
+                    action(current)
+                )
+            }
             Moved::Change {
                 key,
                 planned,

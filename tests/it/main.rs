@@ -28,6 +28,7 @@ mod only;
 mod plan;
 mod policies;
 mod properties;
+mod refusals;
 mod s3;
 mod saved;
 mod secrets;
