@@ -35,6 +35,7 @@ mod secrets;
 mod state;
 mod state_edits;
 mod support;
+mod truthful;
 mod unknown;
 mod validate;
 mod watch;
