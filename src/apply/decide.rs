@@ -272,6 +272,7 @@ pub fn state_unmoved(planned: &StateId, now: &Loaded, state_path: &Path) -> bool
             planned.serial,
             &now.state.packages,
             &now.state.failed_attempts,
+            &now.state.observations,
         )
         .is_ok_and(|c| c == *checksum),
     }

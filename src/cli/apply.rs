@@ -336,15 +336,7 @@ pub(super) fn options(
     args: &ApplyFlags,
     command: &str,
 ) -> anyhow::Result<ApplyOptions> {
-    let mut retry = RetryPolicy::default();
-    if let Some(ms) = std::env::var_os(RETRY_DELAY_VAR) {
-        let ms: u64 = ms
-            .to_str()
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("{RETRY_DELAY_VAR} must be a whole number of milliseconds"))?;
-        retry.min_delay = Duration::from_millis(ms);
-        retry.max_delay = Duration::from_millis(ms.saturating_mul(16));
-    }
+    let retry = retry_policy()?;
     Ok(ApplyOptions {
         parallelism: usize::from(args.parallelism),
         max_purchases: args.max_purchases,
@@ -384,6 +376,21 @@ fn this_command() -> String {
         words.push(word);
     }
     words.join(" ")
+}
+
+/// The waits between attempts of a call: the default, or shortened by
+/// [`RETRY_DELAY_VAR`] (tests).
+pub(super) fn retry_policy() -> anyhow::Result<RetryPolicy> {
+    let mut retry = RetryPolicy::default();
+    if let Some(ms) = std::env::var_os(RETRY_DELAY_VAR) {
+        let ms: u64 = ms
+            .to_str()
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("{RETRY_DELAY_VAR} must be a whole number of milliseconds"))?;
+        retry.min_delay = Duration::from_millis(ms);
+        retry.max_delay = Duration::from_millis(ms.saturating_mul(16));
+    }
+    Ok(retry)
 }
 
 /// Why a purchase nobody can approve is refused ([`Approval::Refuse`]).

@@ -87,6 +87,7 @@ pub fn diff(
         prices: None,
         from_policy: Default::default(),
         in_flight_holder: None,
+        errors: Vec::new(),
     }
 }
 

@@ -744,6 +744,27 @@ pub struct Plan {
     /// in flight (see [`Plan::mark_in_flight`]); `None` when no change is
     /// in flight, or the holder left no readable label.
     pub in_flight_holder: Option<LockHolder>,
+    /// What makes this plan fail though it renders (exit 1): what `plan
+    /// --check-account` found on the eSMS account. Empty otherwise; never
+    /// saved.
+    pub errors: Vec<PlanError>,
+}
+
+/// A problem found beside the diff that apply would refuse the plan for:
+/// today, one found by `plan --check-account` (apply's pre-flight, asked at
+/// plan time). Shown in every format; `plan` then exits 1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanError {
+    /// A stable name for programs (the JSON `errors[].kind`):
+    /// `oa_not_on_account`, `balance_too_low`, `credentials_rejected`,
+    /// `account_unreachable`.
+    pub kind: &'static str,
+    /// What is wrong, in one sentence (scrubbed, escaped by the renderers).
+    pub message: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+    /// The OAIDs concerned (`oa_not_on_account`), sorted; empty otherwise.
+    pub oaids: Vec<String>,
 }
 
 mod diff;

@@ -152,6 +152,7 @@ mod tests {
             prices: None,
             from_policy: Default::default(),
             in_flight_holder: None,
+            errors: Vec::new(),
         }
     }
 

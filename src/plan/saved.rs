@@ -270,6 +270,8 @@ impl SavedPlan {
             from_policy: self.from_policy.clone(),
             // Not saved: who was buying is news at `plan` time only.
             in_flight_holder: None,
+            // Not saved: a plan with errors is not saved.
+            errors: Vec::new(),
         })
     }
 

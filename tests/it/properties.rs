@@ -357,12 +357,12 @@ proptest! {
     #[test]
     fn the_state_file_round_trips(recorded in rich_recorded(), serial in 1u64..1000) {
         let path = Path::new("state.json");
-        let (bytes, checksum) = oapkg::state::file::encode(path, "lineage-1", serial, &recorded, &Default::default()).unwrap();
+        let (bytes, checksum) = oapkg::state::file::encode(path, "lineage-1", serial, &recorded, &Default::default(), &Default::default()).unwrap();
         let read = oapkg::state::file::decode(path, &bytes).unwrap();
         prop_assert_eq!(&read.packages, &recorded);
         prop_assert_eq!(read.serial, serial);
         prop_assert_eq!(&read.checksum, &checksum);
-        let (again, _) = oapkg::state::file::encode(path, "lineage-1", serial, &read.packages, &read.failed_attempts).unwrap();
+        let (again, _) = oapkg::state::file::encode(path, "lineage-1", serial, &read.packages, &read.failed_attempts, &read.observations).unwrap();
         prop_assert_eq!(again, bytes);
     }
 }
@@ -436,7 +436,7 @@ proptest! {
         prop_assert_eq!(&loaded.id, &first);
         prop_assert_eq!(loaded.id.serial, 1);
         let lineage = loaded.state.lineage.clone().unwrap();
-        let (encoded, _) = oapkg::state::file::encode(store.path(), &lineage, 1, &recorded, &Default::default()).unwrap();
+        let (encoded, _) = oapkg::state::file::encode(store.path(), &lineage, 1, &recorded, &Default::default(), &Default::default()).unwrap();
         prop_assert_eq!(&encoded, &first_bytes, "the file is the canonical encoding");
 
         let mut again = loaded.state.clone();

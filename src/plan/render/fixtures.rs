@@ -88,6 +88,7 @@ fn plan(changes: Vec<Change>, unchanged: usize, warnings: Vec<Warning>) -> Plan 
         prices: None,
         from_policy: Default::default(),
         in_flight_holder: None,
+        errors: Vec::new(),
     }
 }
 

@@ -45,6 +45,33 @@ pub struct JsonPlan<C = Vec<JsonChange>> {
     pub summary: JsonSummary,
     /// Names edited on unchanged recorded packages.
     pub labels: Vec<LabelChange>,
+    /// What makes the plan fail (exit 1) though it renders: what
+    /// `--check-account` found on the eSMS account. Empty otherwise.
+    #[serde(default)]
+    pub errors: Vec<JsonPlanError>,
+}
+
+/// One plan error: `kind` is `oa_not_on_account`, `balance_too_low`,
+/// `credentials_rejected` or `account_unreachable`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "PlanError")]
+pub struct JsonPlanError {
+    pub kind: String,
+    pub message: String,
+    pub hint: Option<String>,
+    /// The OAIDs concerned (`oa_not_on_account`); empty otherwise.
+    pub oaids: Vec<String>,
+}
+
+impl From<&crate::plan::PlanError> for JsonPlanError {
+    fn from(error: &crate::plan::PlanError) -> Self {
+        JsonPlanError {
+            kind: error.kind.to_owned(),
+            message: error.message.clone(),
+            hint: error.hint.clone(),
+            oaids: error.oaids.clone(),
+        }
+    }
 }
 
 /// A warning with its place; `null` where there is none.
@@ -308,6 +335,7 @@ impl<C> JsonPlan<C> {
                 ..plan.summary().into()
             },
             labels: plan.labels.clone(),
+            errors: plan.errors.iter().map(JsonPlanError::from).collect(),
         }
     }
 }

@@ -364,6 +364,7 @@ fn head(plan: &Plan, summary: &Summary, project: Option<&Project>) -> String {
     if let Some(line) = super::text::total_cost_line(plan) {
         let _ = writeln!(out, "**{line}**\n");
     }
+    out.push_str(&errors_banner(plan));
     let needs = plan.needs();
     if !needs.is_empty() {
         let flags: Vec<String> = needs.iter().map(|n| code(&n.flag())).collect();
@@ -695,6 +696,30 @@ fn months_summary(change: &Change) -> String {
         change.action(),
         months(change.spec().duration_months)
     )
+}
+
+/// The plan's errors (`plan --check-account`) as a caution banner, each
+/// with its hint; empty when there are none. Never cut.
+fn errors_banner(plan: &Plan) -> String {
+    if plan.errors.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "> [!CAUTION]\n> **The eSMS account check failed: apply would refuse this plan.**\n",
+    );
+    for error in &plan.errors {
+        let _ = write!(
+            out,
+            "> - {}",
+            text(&cut(&error.message, Some(WARNING_CHARS)))
+        );
+        if let Some(hint) = &error.hint {
+            let _ = write!(out, " {}", text(&cut(hint, Some(WARNING_CHARS))));
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    out
 }
 
 fn warning_line(plan: &Plan, index: usize) -> String {

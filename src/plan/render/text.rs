@@ -140,6 +140,7 @@ pub fn text_with(plan: &Plan, options: &TextOptions, guards: &Guards) -> String 
         out.push('\n');
     }
 
+    out.push_str(&error_lines(plan, paint));
     out.push_str(&paint.summary(&plan.summary_line()));
     out.push('\n');
     if let Some(line) = total_cost_line(plan) {
@@ -468,6 +469,27 @@ fn arrow<T: Copy>(field: Field<T>, show: impl Fn(T) -> String) -> String {
         Some(was) => format!("{} -> {}", show(was), show(field.now)),
         None => show(field.now),
     }
+}
+
+/// The plan's errors (`plan --check-account`), each with its hint, and a
+/// blank line; nothing when there are none.
+fn error_lines(plan: &Plan, paint: Paint) -> String {
+    let mut out = String::new();
+    for error in &plan.errors {
+        let _ = writeln!(
+            out,
+            "{} {}",
+            paint.error("Error:"),
+            escape_controls(&error.message)
+        );
+        if let Some(hint) = &error.hint {
+            let _ = writeln!(out, "  {} {}", paint.hint("hint:"), escape_controls(hint));
+        }
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
 }
 
 fn warning_line(warning: &Warning, paint: Paint) -> String {
