@@ -27,7 +27,10 @@
 //!   "oapkg_version": "0.1.0",
 //!   "today": "2026-11-26",
 //!   "state": {"lineage": "…", "serial": 7, "checksum": "sha256:…"},
+//!   "state_location": "state/oapkg.state.json",
 //!   "manifest_hash": "sha256:…",
+//!   "manifest_files": ["packages"],
+//!   "manifest_file_hashes": {"packages/shop.yaml": "sha256:…"},
 //!   "unchanged": 3,
 //!   "changes": [
 //!     {"key": "…@2026-12-01", "action": "replace",
@@ -679,6 +682,14 @@ impl StalePlan {
     }
 }
 
+/// An action as a stale-plan message quotes it, `none` when not listed.
+fn shown(action: &Option<Action>, none: &str) -> String {
+    match action {
+        Some(action) => format!("`{action}`"),
+        None => none.to_owned(),
+    }
+}
+
 impl fmt::Display for Moved {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let or_none = |s: &Option<String>| s.clone().unwrap_or_else(|| "(none)".to_owned());
@@ -720,27 +731,18 @@ impl fmt::Display for Moved {
                 key,
                 planned,
                 current,
-            } => {
-                let action = |a: &Option<Action>| match a {
-                    Some(a) => format!("`{a}`"),
-                    None => "`unchanged`".to_owned(),
-                };
-                write!(
-                    f,
-                    "{key} was {} in the plan and is {} now",
-                    action(planned),
-                    action(current)
-                )
-            }
+            } => write!(
+                f,
+                "{key} was {} in the plan and is {} now",
+                shown(planned, "`unchanged`"),
+                shown(current, "`unchanged`")
+            ),
             Moved::Change {
                 key,
                 planned,
                 current,
             } => {
-                let action = |a: &Option<Action>| match a {
-                    Some(a) => format!("`{a}`"),
-                    None => "not listed".to_owned(),
-                };
+                let action = |a: &Option<Action>| shown(a, "not listed");
                 write!(
                     f,
                     "planning again from the same manifests and state does not give {key} as saved \
