@@ -302,6 +302,22 @@ pub enum ApplyEvent<'a> {
     Balance { amount: f64, cost: &'a Money },
 }
 
+impl ApplyEvent<'_> {
+    /// The change the event is about, if it is about one.
+    pub fn change(&self) -> Option<&Change> {
+        match *self {
+            ApplyEvent::PurchaseSent { change, .. }
+            | ApplyEvent::Answered { change, .. }
+            | ApplyEvent::Retrying { change, .. }
+            | ApplyEvent::PurchaseDone { change, .. }
+            | ApplyEvent::Held { change, .. } => Some(change),
+            ApplyEvent::Started { .. }
+            | ApplyEvent::Stopping { .. }
+            | ApplyEvent::Balance { .. } => None,
+        }
+    }
+}
+
 /// Why a change was held rather than bought ([`ApplyOptions::hold`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HoldReason {

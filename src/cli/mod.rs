@@ -26,6 +26,7 @@ mod plan;
 pub mod refresh;
 mod state;
 mod validate;
+mod version;
 mod watch;
 
 pub use context::Context;
@@ -39,7 +40,7 @@ use crate::plan::render::Paint;
 #[derive(Debug, Parser)]
 #[command(
     name = "oapkg",
-    version,
+    version = crate::build_info::long_version(),
     propagate_version = true,
     max_term_width = 100
 )]
@@ -150,6 +151,9 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the version, the Git commit and the build profile of this
+    /// binary (also: --version)
+    Version(version::VersionArgs),
 }
 
 #[derive(Debug, Args)]
@@ -163,7 +167,7 @@ pub struct SchemaArgs {
 /// Global options about the manifests and the state, which `schema` and
 /// `completions` accept but do not use: hidden from their `--help`.
 const PROJECT_OPTIONS: [&str; 3] = ["files", "state", "lock_timeout"];
-const WITHOUT_PROJECT: [&str; 2] = ["schema", "completions"];
+const WITHOUT_PROJECT: [&str; 3] = ["schema", "completions", "version"];
 
 /// The clap command tree: [`Cli`]'s, with the options a subcommand ignores
 /// hidden from its help. Parse, complete and document with this one.
@@ -243,6 +247,7 @@ pub fn run(cli: Cli) -> ExitStatus {
             clap_complete::generate(shell, &mut command(), "oapkg", &mut std::io::stdout());
             Ok(ExitStatus::Success)
         }
+        Command::Version(args) => version::run(&args),
     };
     let status = match result {
         Ok(status) => status,
