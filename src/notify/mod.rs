@@ -8,7 +8,8 @@
 //! `cycle` summary with every package and the estimated total; the posts
 //! for each package of the cycle are sent too only while it buys at most
 //! [`SINGLE_POSTS_MAX`] packages, so a renewal day of 200 OAs is one post,
-//! not 200.
+//! not 200. (Without `cycle` in `--notify-events`, every package is
+//! posted on its own.)
 //!
 //! Signature: with `OAPKG_NOTIFY_SECRET` set, every POST carries
 //! `X-Oapkg-Timestamp: T` (Unix seconds, at the attempt) and
@@ -530,7 +531,10 @@ impl Observer for NotifyObserver {
             }
             WatchEvent::ApplyStarted { plan, .. } => {
                 let summary = plan.summary();
-                notes.singles = summary.purchase + summary.replace <= SINGLE_POSTS_MAX;
+                // Without the summary (`--notify-events` leaves `cycle`
+                // out) each package is told on its own, however many.
+                notes.singles = summary.purchase + summary.replace <= SINGLE_POSTS_MAX
+                    || !self.notifier.events.allows("cycle");
             }
             WatchEvent::Git {
                 event: crate::watch::GitEvent::Applied { commit, .. },

@@ -21,7 +21,7 @@ use crate::plan::Change;
 use crate::prices::{Money, thousands};
 use crate::spec::Key;
 use crate::text::escape_controls;
-use crate::watch::cycle::short_commit;
+use crate::watch::git::short_commit;
 use crate::watch::{AccountCheck, GitEvent, Reconciled, Unreadable, WatchEvent};
 
 /// Every event a notification can be, for `--notify-events`.

@@ -30,6 +30,7 @@ use jiff::civil::Date;
 use tracing::Instrument as _;
 
 use super::events::{GoodPlan, Observer, Unreadable, WatchEvent};
+use super::git::short_commit;
 use super::policy::{
     self, ApplyResult, ApplyStep, CycleBackoff, CycleDecision, Fingerprint, Retries, Skip,
 };
@@ -547,11 +548,6 @@ impl Runner {
         self.last = None;
         Ran::Unreadable
     }
-}
-
-/// The first 12 hex digits of a commit id, as logs name it.
-pub fn short_commit(commit: &str) -> &str {
-    commit.get(..12).unwrap_or(commit)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

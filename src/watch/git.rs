@@ -88,11 +88,16 @@ pub enum GitEvent<'a> {
     FetchFailed { error: &'a str },
 }
 
+/// The first 12 hex digits of a commit id, as logs name it.
+pub fn short_commit(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
+
 impl GitEvent<'_> {
     /// What happened, in one line for logs and notifications (foreign text
     /// escaped); `None` for a failed fetch (its error is the message).
     pub fn describe(&self) -> Option<String> {
-        let short = crate::watch::cycle::short_commit;
+        let short = short_commit;
         Some(match *self {
             GitEvent::Checkout {
                 commit,
@@ -238,15 +243,6 @@ impl GitSource {
     /// Checks that `git` runs, `options.dir` is in a checkout and the
     /// remote exists.
     pub fn open(options: GitOptions) -> Result<GitSource, GitError> {
-        if options.branch.is_empty()
-            || options.branch.starts_with('-')
-            || options
-                .branch
-                .contains(['\0', ' ', ':', '~', '^', '?', '*', '[', '\\'])
-            || options.branch.contains("..")
-        {
-            return Err(GitError::BadBranch(options.branch.clone()));
-        }
         let version = Command::new("git")
             .arg("--version")
             .stdout(Stdio::null())
@@ -256,6 +252,16 @@ impl GitSource {
             Ok(status) if status.success() => {}
             Ok(status) => return Err(GitError::NoGit(status.to_string())),
             Err(error) => return Err(GitError::NoGit(error.to_string())),
+        }
+        // Git's own rule for a branch name (no `..`, no leading `-`, …).
+        let valid = Command::new("git")
+            .args(["check-ref-format", "--branch", &options.branch])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !valid || options.branch.starts_with('-') {
+            return Err(GitError::BadBranch(options.branch.clone()));
         }
         let dir = &options.dir;
         let top =

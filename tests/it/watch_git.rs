@@ -415,6 +415,18 @@ fn git_flags_are_checked_before_anything_runs() {
         stderr.contains("--git-remote upstream: no such remote"),
         "{stderr}"
     );
+    // A branch name Git refuses.
+    let run = env
+        .command(&["watch", "--git-remote", "origin", "--git-branch", "a..b"])
+        .envs(GIT_ENV)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--git-branch \"a..b\" is not a valid branch name"),
+        "{stderr}"
+    );
     // One without the other: a usage error.
     let run = env
         .command(&["watch", "--git-remote", "origin"])

@@ -412,3 +412,30 @@ fn the_docs_receiver_example_verifies_oapkgs_signature_and_refuses_a_forged_post
     assert_eq!(python.next()["rejected"], "/hook");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn without_the_cycle_event_a_big_cycle_posts_every_package_on_its_own() {
+    let sim = Simulator::spawn_blocking(SimConfig::new().generate_oas(12)).unwrap();
+    let env = Env::with_state();
+    env.file("a.yaml", doc(&month_of(12, "2027-01-01")));
+    let receiver = Receiver::start(0, false);
+    let mut watch = start_service(
+        &env,
+        &sim,
+        &[
+            "-f",
+            "a.yaml",
+            "--notify",
+            &receiver.url(),
+            "--notify-events",
+            "purchased",
+        ],
+    );
+    assert_eq!(outcome(&mut watch)["outcome"], "done");
+    wait_until("twelve purchases posted", Duration::from_secs(10), || {
+        receiver.count("purchased") == 12
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(receiver.received().len(), 12);
+    assert_eq!(watch.terminate(), 0);
+}

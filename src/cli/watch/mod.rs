@@ -57,7 +57,8 @@ pub struct WatchArgs {
     pub apply: bool,
 
     /// Also plan every SECS seconds when no file changed (picks up state
-    /// changes, e.g. a manual apply)
+    /// changes, e.g. a manual apply); with --apply, also check that eSMS
+    /// takes the credentials (one GetBalance)
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub interval: Option<Duration>,
 
