@@ -29,15 +29,15 @@ fn git_commit() -> Option<String> {
     let head = git(&["rev-parse", "--git-path", "HEAD"])?;
     println!("cargo:rerun-if-changed={head}");
     if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-        if let Some(file) = git(&["rev-parse", "--git-path", &branch]) {
-            if Path::new(&file).exists() {
-                println!("cargo:rerun-if-changed={file}");
-            }
+        if let Some(file) = git(&["rev-parse", "--git-path", &branch])
+            && Path::new(&file).exists()
+        {
+            println!("cargo:rerun-if-changed={file}");
         }
-        if let Some(packed) = git(&["rev-parse", "--git-path", "packed-refs"]) {
-            if Path::new(&packed).exists() {
-                println!("cargo:rerun-if-changed={packed}");
-            }
+        if let Some(packed) = git(&["rev-parse", "--git-path", "packed-refs"])
+            && Path::new(&packed).exists()
+        {
+            println!("cargo:rerun-if-changed={packed}");
         }
     }
     let commit = git(&["rev-parse", "HEAD"])?;

@@ -122,7 +122,14 @@ pub fn state_file(data: &[u8]) {
             Err(_) => return,
         },
     };
-    let Ok((bytes, _)) = file::encode(path, lineage, serial, &packages, &failed_attempts) else {
+    let Ok((bytes, _)) = file::encode(
+        path,
+        lineage,
+        serial,
+        &packages,
+        &failed_attempts,
+        &Default::default(),
+    ) else {
         return;
     };
     match file::decode(path, &bytes) {
@@ -146,6 +153,7 @@ fn assert_round_trip(path: &Path, state: &DiskState) {
         state.serial,
         &state.packages,
         &state.failed_attempts,
+        &state.observations,
     )
     .expect("an accepted state encodes");
     assert_eq!(
@@ -160,6 +168,7 @@ fn assert_round_trip(path: &Path, state: &DiskState) {
         again.serial,
         &again.packages,
         &again.failed_attempts,
+        &again.observations,
     )
     .expect("an accepted state encodes");
     assert_eq!(bytes, bytes_again, "encoding is not deterministic");
@@ -221,6 +230,7 @@ fn journal_program(program: &[u8]) -> (Option<DiskState>, Vec<u8>) {
             generation.serial,
             &packages,
             &failed_attempts,
+            &Default::default(),
         )
         .expect("encodes");
         DiskState {
@@ -229,6 +239,7 @@ fn journal_program(program: &[u8]) -> (Option<DiskState>, Vec<u8>) {
             checksum,
             packages,
             failed_attempts,
+            observations: Default::default(),
         }
     });
     let mut bytes = Vec::new();
@@ -382,7 +393,9 @@ fn check_saved_plan(plan: &SavedPlan) {
     let encoded = plan.encode();
     let again = SavedPlan::decode(&encoded).expect("an accepted plan decodes after encode");
     assert_eq!(&again, plan, "plan did not survive encode → decode");
-    let plan = plan.to_plan();
+    let Ok(plan) = plan.to_plan() else {
+        return;
+    };
     render::json(&plan);
     render::text(&plan, &render::TextOptions { color: false });
     render::markdown(&plan, &render::MarkdownOptions::default());
@@ -523,8 +536,15 @@ mod tests {
     fn state_entry_round_trips_a_real_state() {
         let spec = program_spec(5);
         let packages = BTreeMap::from([(spec.key(), recorded(spec, Status::Unconfirmed))]);
-        let (bytes, _) =
-            file::encode(Path::new("s"), "L", 3, &packages, &FailedAttempts::new()).unwrap();
+        let (bytes, _) = file::encode(
+            Path::new("s"),
+            "L",
+            3,
+            &packages,
+            &FailedAttempts::new(),
+            &Default::default(),
+        )
+        .unwrap();
         state_file(&bytes);
         // The same file with a wrong checksum still reaches the re-signed road.
         let text = String::from_utf8(bytes).unwrap();

@@ -31,6 +31,8 @@
 //! | [`secrets`] | the environment variables that hold secrets and the scrub of their values from what leaves the process | reads the environment |
 //! | [`notify`] | `--notify` webhooks: the payload of each event (pure) and its delivery from bounded queues with retries | network |
 //! | [`expiring`] | the pure `expiring` report | no |
+//! | [`zalo`] | read-back through Zalo's OA API: endpoints, wire format, HTTP client, OA tokens (token file with safe rotation, token command) | network; reads and writes the token file |
+//! | [`readback`] | what a Zalo observation means for the records: settle, drift (pure) | no |
 //! | [`prices`] | the `kind: PriceList`, what a package costs, amounts as people read them | no |
 //! | [`coverage`] | coverage policies and their renewals, the `coverage` report and its renderings, the mermaid `gantt` chart | no |
 //! | [`files`] | opening a named file for reading: regular files only, never a wait | opens files |
@@ -73,8 +75,10 @@ pub mod notify;
 pub mod ops;
 pub mod plan;
 pub mod prices;
+pub mod readback;
 pub mod secrets;
 pub mod spec;
 pub mod state;
 pub mod text;
 pub mod watch;
+pub mod zalo;

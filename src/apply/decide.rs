@@ -14,9 +14,9 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use super::{ApplyOptions, GuardRefusal, HoldReason, PackageResult, RetryPolicy};
 use crate::esms::{AccountOa, PurchaseOutcome};
 use crate::plan::saved::{StalePlan, state_moves};
-use crate::plan::{Action, Change, Need, Plan, max_purchases_need};
+use crate::plan::{Action, Change, Need, Plan, Sides, max_purchases_need};
 use crate::spec::Spec;
-use crate::state::{JournalOutcome, Loaded, StateId, Status, file};
+use crate::state::{JournalOutcome, Loaded, StateId, file};
 
 /// How many purchase requests a plan means, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -109,67 +109,40 @@ pub fn check_guards(plan: &Plan, options: &ApplyOptions) -> Result<Counts, Guard
 /// The spec a request for `change` sends: the declared one for purchases
 /// and replaces; for an unconfirmed package the recorded one, the request
 /// that may have been received (only an identical request is answered
-/// 199). `None` for a change that sends nothing, or a malformed one.
+/// 199). `None` for a change that sends nothing.
 pub(crate) fn spec_sent(change: &Change) -> Option<&Spec> {
-    match change.action {
-        Action::Purchase | Action::Replace => change.desired.as_ref().map(|p| &p.spec),
-        Action::Unconfirmed => change.before.as_ref().map(|r| &r.spec),
-        Action::Unchanged | Action::Orphan | Action::Expired | Action::InFlight => None,
+    match &change.sides {
+        Sides::Purchase { desired } | Sides::Replace { desired, .. } => Some(&desired.spec),
+        Sides::Unconfirmed { before, .. } => Some(&before.spec),
+        Sides::InFlight { .. } | Sides::Orphan { .. } | Sides::Expired { .. } => None,
     }
 }
 
-/// Turns the plan's changes into jobs, applying the guards.
+/// Turns the plan's changes into jobs, applying the guards. The plan's
+/// changes are well formed by their type ([`Sides`]) and listed once each
+/// ([`Plan::changes`]), so nothing here checks their shape.
 pub(crate) fn select<'p>(
     plan: &'p Plan,
     options: &ApplyOptions,
 ) -> Result<Selection<'p>, GuardRefusal> {
-    let mut seen = HashSet::new();
-    let mut changes: Vec<&Change> = plan.listed_changes();
-    changes.retain(|c| c.action.buys());
     let mut jobs = Vec::new();
     let mut left_alone = Vec::new();
     let mut counts = Counts::default();
     let mut replaces = Vec::new();
     let mut overlaps = Vec::new();
     let mut held = Vec::new();
-    for change in changes {
-        let malformed = |problem: &str| GuardRefusal::MalformedPlan {
-            key: change.key.clone(),
-            problem: problem.to_owned(),
-        };
-        if !seen.insert(&change.key) {
-            return Err(malformed("is listed twice"));
-        }
-        if change.action == Action::InFlight {
-            // Another process is sending it now: never a request from here.
-            continue;
-        }
-        // What is sent: `spec_sent`, the one rule; a change that buys with
-        // nothing to send is malformed.
+    for change in plan.listed_changes() {
+        // What is sent: `spec_sent`, the one rule. In-flight keys (another
+        // process is sending them now), orphans and expired keys send nothing.
         let Some(spec) = spec_sent(change) else {
-            return Err(malformed(if change.action == Action::Unconfirmed {
-                "is unconfirmed but has no record"
-            } else {
-                "has no declared package to buy"
-            }));
+            continue;
         };
         let spec = spec.clone();
         // A resent unconfirmed package keeps the time of its first request.
-        let first_sent = match &change.before {
-            Some(record) if change.action == Action::Unconfirmed => {
-                if record.status != Status::Unconfirmed {
-                    return Err(malformed("is listed as unconfirmed but its record is not"));
-                }
-                record.submitted_at
-            }
+        let first_sent = match &change.sides {
+            Sides::Unconfirmed { before, .. } => before.submitted_at,
             _ => None,
         };
-        if spec.key() != change.key {
-            return Err(malformed(&format!(
-                "holds a package whose key is {}",
-                spec.key()
-            )));
-        }
         // The flags the plan showed this change needs (one computation),
         // and not given: the change is held (watch) or refuses the run.
         let missing = change.needs().into_iter().find_map(|need| match need {
@@ -190,7 +163,7 @@ pub(crate) fn select<'p>(
             }
             Some(HoldReason::OaNotOnAccount) | None => {}
         }
-        match change.action {
+        match change.action() {
             Action::Purchase => counts.purchase += 1,
             Action::Replace => counts.replace += 1,
             Action::Unconfirmed if options.retry_unconfirmed => counts.retry_unconfirmed += 1,
@@ -283,6 +256,7 @@ pub fn state_unmoved(planned: &StateId, now: &Loaded, state_path: &Path) -> bool
             planned.serial,
             &now.state.packages,
             &now.state.failed_attempts,
+            &now.state.observations,
         )
         .is_ok_and(|c| c == *checksum),
     }
@@ -627,7 +601,7 @@ impl Attempts {
             charged: 0,
             // The first request is in the plan's cost.
             reserved: 1,
-            maybe_received: (job.change.action == Action::Unconfirmed).then(|| {
+            maybe_received: (job.change.action() == Action::Unconfirmed).then(|| {
                 "it was recorded unconfirmed: a request sent by an earlier run may have been received"
                     .to_owned()
             }),

@@ -82,7 +82,7 @@ impl Execution {
 
 fn not_attempted(job: &Job<'_>, reason: &StopReason) -> PackageResult {
     PackageResult::NotAttempted {
-        action: job.change.action,
+        action: job.change.action(),
         reason: format!("not sent: the run stopped ({reason})"),
     }
 }
@@ -191,7 +191,7 @@ async fn drive(jobs: &[Job<'_>], sender: &Sender<'_>, cancel: &CancelSignal) -> 
             Some(sent) = sending.next() => match sent {
                 Sent::IntentFailed { index, error } => {
                     results[index] = Some(PackageResult::NotAttempted {
-                        action: jobs[index].change.action,
+                        action: jobs[index].change.action(),
                         reason: "not sent: its intent could not be recorded".to_owned(),
                     });
                     Some(journal_stop(error))
@@ -435,14 +435,14 @@ async fn finish(
     let (result, error) = match recorder.record(entry).await {
         Ok(()) if !sent => (
             PackageResult::NotAttempted {
-                action: change.action,
+                action: change.action(),
                 reason: "not sent: the run stopped first".to_owned(),
             },
             None,
         ),
         Ok(()) => (
             decide::result_of(
-                change.action,
+                change.action(),
                 &outcome,
                 attempts,
                 charges,
@@ -454,7 +454,7 @@ async fn finish(
         // package as unconfirmed, whatever eSMS said.
         Err(error) => (
             PackageResult::Unconfirmed {
-                action: change.action,
+                action: change.action(),
                 reason: format!(
                     "the answer ({}) could not be recorded, so the state shows it unconfirmed",
                     describe(&outcome)

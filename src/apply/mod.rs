@@ -291,6 +291,22 @@ pub enum ApplyEvent<'a> {
     Balance { amount: f64, cost: &'a Money },
 }
 
+impl ApplyEvent<'_> {
+    /// The change the event is about, if it is about one.
+    pub fn change(&self) -> Option<&Change> {
+        match *self {
+            ApplyEvent::PurchaseSent { change, .. }
+            | ApplyEvent::Answered { change, .. }
+            | ApplyEvent::Retrying { change, .. }
+            | ApplyEvent::PurchaseDone { change, .. }
+            | ApplyEvent::Held { change, .. } => Some(change),
+            ApplyEvent::Started { .. }
+            | ApplyEvent::Stopping { .. }
+            | ApplyEvent::Balance { .. } => None,
+        }
+    }
+}
+
 /// Why a change was held rather than bought ([`ApplyOptions::hold`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HoldReason {
@@ -627,9 +643,6 @@ pub enum GuardRefusal {
     /// What the run would cost does not fit in a `u64`.
     #[error("{0}; nothing was bought")]
     CostOverflow(crate::prices::CostOverflow),
-    /// A change the plan cannot hold (a plan built by hand, or a bug).
-    #[error("the plan cannot be applied: {key} {problem}; nothing was bought")]
-    MalformedPlan { key: Key, problem: String },
 }
 
 /// Why the pre-flight check refused the run (nothing was bought).
@@ -704,14 +717,63 @@ impl GuardRefusal {
             GuardRefusal::CostUnknown { .. } => {
                 Some("Declare a price list, or run without --max-spend")
             }
-            GuardRefusal::ReplaceNotAllowed { .. }
-            | GuardRefusal::MalformedPlan { .. }
-            | GuardRefusal::CostOverflow(_) => None,
+            GuardRefusal::ReplaceNotAllowed { .. } | GuardRefusal::CostOverflow(_) => None,
         }
     }
 }
 
 impl PreflightError {
+    /// The refusal as a plan error (`plan --check-account`): the same facts,
+    /// worded for a plan (nothing was going to be bought yet).
+    pub fn to_plan_error(&self) -> crate::plan::PlanError {
+        let call = |what: &str, error: &CallError| {
+            let kind = if error.is_fatal() {
+                "credentials_rejected"
+            } else {
+                "account_unreachable"
+            };
+            let hint = if error.is_fatal() {
+                "Check ESMS_API_KEY / ESMS_SECRET_KEY (or --credentials FILE) and the account on the eSMS portal"
+            } else {
+                "Check --endpoint / ESMS_ENDPOINT and the network, then plan again"
+            };
+            crate::plan::PlanError {
+                kind,
+                message: format!("account check: could not {what}: {error}"),
+                hint: Some(hint.to_owned()),
+                oaids: Vec::new(),
+            }
+        };
+        match self {
+            PreflightError::MissingOas { oaids } => crate::plan::PlanError {
+                kind: "oa_not_on_account",
+                message: format!(
+                    "account check: the eSMS account does not hold {} OA{} to be bought for: {}; apply would refuse this plan",
+                    oaids.len(),
+                    crate::text::plural(oaids.len()),
+                    oaids.join(", ")
+                ),
+                hint: Some(
+                    "Add them to the eSMS account (or fix the OAIDs in the manifests)".to_owned(),
+                ),
+                oaids: oaids.clone(),
+            },
+            PreflightError::LowBalance { balance, cost } => crate::plan::PlanError {
+                kind: "balance_too_low",
+                message: format!(
+                    "account check: the eSMS balance is {}, below the {cost} this plan costs; apply would refuse it",
+                    crate::prices::thousands(*balance)
+                ),
+                hint: Some(
+                    "Top up the account before merging, or buy less in this change".to_owned(),
+                ),
+                oaids: Vec::new(),
+            },
+            PreflightError::Call(error) => call("list the account's OAs", error),
+            PreflightError::Balance(error) => call("read the account's balance", error),
+        }
+    }
+
     /// What to do about it, for the user.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
@@ -914,7 +976,9 @@ async fn check_account(
     on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
     cancel: &CancelSignal,
 ) -> Result<(), ApplyError> {
-    let missing = preflight(client, &selection.jobs, &options.retry, cancel).await?;
+    let missing = preflight(client, &selection.jobs, &options.retry, cancel)
+        .await
+        .map_err(ApplyError::Preflight)?;
     if !missing.is_empty() {
         if !options.hold {
             return Err(ApplyError::Preflight(PreflightError::MissingOas {
@@ -941,9 +1005,56 @@ async fn check_account(
     if let Some(cost) = &selection.cost
         && !selection.jobs.is_empty()
     {
-        preflight_balance(client, cost, &options.retry, cancel, on_event).await?;
+        preflight_balance(client, cost, &options.retry, cancel, on_event)
+            .await
+            .map_err(ApplyError::Preflight)?;
     }
     Ok(())
+}
+
+/// `plan --check-account`: the pre-flight of [`apply`] (step 4) asked at
+/// plan time, for every purchase and replace of `plan` as if every guard's
+/// flag were given (the guards are the plan's `needs`, shown apart): one
+/// `ZNS/GetListZOA/` call and, when the plan has a cost, one
+/// `GetBalance_json` call, each retried like apply's when it got no answer
+/// (the OA list is asked even when nothing is to be bought). Buys nothing, takes no lock, reads no state. Returns every problem apply's
+/// pre-flight would refuse the run for, as plan errors (none: the account
+/// lets the plan through). Rejected credentials or an unreachable endpoint
+/// end the check at the first call.
+pub async fn plan_account_check(
+    plan: &Plan,
+    client: &Client,
+    retry: &RetryPolicy,
+    cancel: &CancelSignal,
+) -> Vec<crate::plan::PlanError> {
+    let options = ApplyOptions {
+        allow_replace: true,
+        allow_overlap: true,
+        max_purchases: usize::MAX,
+        ..ApplyOptions::default()
+    };
+    let selection = match decide::select(plan, &options) {
+        Ok(selection) => selection,
+        Err(refusal) => {
+            // Only a malformed or unpriceable plan: the plan says so itself.
+            tracing::debug!(%refusal, "account check skipped");
+            return Vec::new();
+        }
+    };
+    // Asked even when nothing is to be bought: the answer also says whether
+    // the keys are accepted, which the next real change depends on.
+    let mut errors = Vec::new();
+    match preflight(client, &selection.jobs, retry, cancel).await {
+        Ok(missing) if missing.is_empty() => {}
+        Ok(missing) => errors.push(PreflightError::MissingOas { oaids: missing }),
+        Err(error) => return vec![error.to_plan_error()],
+    }
+    if let Some(cost) = &selection.cost
+        && let Err(error) = preflight_balance(client, cost, retry, cancel, &|_| {}).await
+    {
+        errors.push(error);
+    }
+    errors.iter().map(PreflightError::to_plan_error).collect()
 }
 
 /// Phase 3: every request, each with its durable intent and outcome (see
@@ -1049,10 +1160,10 @@ async fn preflight(
     jobs: &[decide::Job<'_>],
     policy: &RetryPolicy,
     cancel: &CancelSignal,
-) -> Result<Vec<String>, ApplyError> {
+) -> Result<Vec<String>, PreflightError> {
     let oas = read_call("pre-flight", || client.list_oas(), policy, cancel)
         .await
-        .map_err(|error| ApplyError::Preflight(PreflightError::Call(error)))?;
+        .map_err(PreflightError::Call)?;
     let missing = decide::missing_oaids(jobs, &oas);
     if missing.is_empty() {
         tracing::debug!(oas = oas.len(), "pre-flight passed");
@@ -1104,10 +1215,10 @@ async fn preflight_balance(
     policy: &RetryPolicy,
     cancel: &CancelSignal,
     on_event: &(dyn Fn(ApplyEvent<'_>) + Sync),
-) -> Result<(), ApplyError> {
+) -> Result<(), PreflightError> {
     let balance = read_call("balance check", || client.balance(), policy, cancel)
         .await
-        .map_err(|error| ApplyError::Preflight(PreflightError::Balance(error)))?;
+        .map_err(PreflightError::Balance)?;
     on_event(ApplyEvent::Balance {
         amount: balance.amount,
         cost,
@@ -1120,10 +1231,10 @@ async fn preflight_balance(
         } else {
             0
         };
-        return Err(ApplyError::Preflight(PreflightError::LowBalance {
+        return Err(PreflightError::LowBalance {
             balance: shown,
             cost: cost.clone(),
-        }));
+        });
     }
     tracing::debug!(
         balance = balance.amount,

@@ -232,7 +232,7 @@ fn expired_changes_are_never_requests() {
     let f = store();
     let ended = spec("1001", date(2026, 10, 1), Tier::Premium, 1);
     let plan = plan_for(&f.store, &[ended]);
-    assert_eq!(plan.changes[0].action, Action::Expired);
+    assert_eq!(plan.changes[0].action(), Action::Expired);
     let counts = check_guards(&plan, &ApplyOptions::default()).unwrap();
     assert_eq!(counts.requests(), 0);
 }

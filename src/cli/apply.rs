@@ -36,8 +36,8 @@ use crate::apply::{
 };
 use crate::esms::{Client, ClientOptions, Credentials, Endpoint, PurchaseOutcome};
 use crate::exit::ExitStatus;
+use crate::ops::apply::{self as ops_apply, ToApply};
 use crate::ops::approval::Approval;
-use crate::ops::plan_file;
 use crate::plan::narrow::{Selector, narrow};
 use crate::plan::render::{self, Paint};
 use crate::plan::{Action, Plan};
@@ -115,22 +115,34 @@ pub struct ApplyFlags {
     /// unconfirmed (and, with `watch`, each change held, cycle refused,
     /// OA expiring, low balance, error). Repeatable; https://, or http://
     /// to this machine only
-    // Checked by [`ApplyFlags::notify_targets`], not by clap: clap's error
+    // Checked by [`ApplyFlags::webhooks`], not by clap: clap's error
     // would echo the whole URL, whose path or user info is often a secret.
     #[arg(long = "notify", value_name = "URL")]
     pub notify: Vec<String>,
+    /// Send only these events to the --notify URLs (comma-separated:
+    /// purchased, failed, unconfirmed, held, refused, expiring,
+    /// low_balance, error, suspended, resumed, cycle, git, drift,
+    /// settled); all of them by default
+    #[arg(long = "notify-events", value_name = "LIST", requires = "notify")]
+    pub notify_events: Option<String>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
 
 impl ApplyFlags {
-    /// The `--notify` URLs, checked; the error never echoes a URL.
-    pub fn notify_targets(&self) -> anyhow::Result<Vec<crate::notify::Target>> {
-        Ok(self
+    /// The `--notify` URLs and `--notify-events`, checked; the error never
+    /// echoes a URL.
+    pub fn webhooks(&self) -> anyhow::Result<crate::notify::Webhooks> {
+        let targets = self
             .notify
             .iter()
             .map(|url| crate::notify::Target::parse(url))
-            .collect::<Result<_, _>>()?)
+            .collect::<Result<_, _>>()?;
+        let events = match &self.notify_events {
+            Some(list) => crate::notify::Events::parse(list)?,
+            None => crate::notify::Events::all(),
+        };
+        Ok(crate::notify::Webhooks { targets, events })
     }
 }
 
@@ -160,40 +172,21 @@ pub struct ConnectionArgs {
 
 pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     // Before anything else: whom to tell, where to buy and with which keys.
-    let notify = args.flags.notify_targets()?;
+    let notify = args.flags.webhooks()?;
     let credentials = credentials(&args.flags.connection)?;
     let keys = credentials.forbidden();
     let client = client_for(&args.flags.connection, credentials)?;
     let options = options(context, &args.flags, "oapkg apply")?;
     let json = args.format == ListFormat::Json;
-    if json && args.planfile.is_none() && !args.auto_approve {
-        return Err(with_hint(
-            anyhow::anyhow!(
-                "apply --format json does not show the plan, so it cannot ask to confirm it"
-            ),
-            "Review the plan with `oapkg plan`, then run `oapkg apply --format json --auto-approve`, \
-             or save it with `oapkg plan --out PLANFILE` and run `oapkg apply PLANFILE --format json`",
-        ));
-    }
-
-    refuse_keys_in_manifests(context, &keys)?;
-    let (plan, reviewed) = match &args.planfile {
-        Some(path) => {
-            let today = context.today()?;
-            let plan =
-                plan_file::plan_to_apply(path, &context.global.files, &context.store, today)?;
-            (plan, true)
-        }
-        None => (super::plan::make_plan(context)?, false),
-    };
-    // Before the plan is shown or a question asked: against a missing state
-    // the plan would buy every package again.
-    if !plan.state.exists() {
-        return Err(crate::state::StateError::Missing {
-            path: context.store.path().to_owned(),
-        }
-        .into());
-    }
+    let source = ops_apply::Source::of(args.planfile.as_deref());
+    ops_apply::check_json_approval(json, source, args.auto_approve)?;
+    let ToApply { plan, reviewed } = ops_apply::plan_to_carry_out(
+        source,
+        &context.global.files,
+        &context.store,
+        context.today()?,
+        &keys,
+    )?;
     // In JSON the document is the only thing on stdout.
     let quiet = context.global.quiet || json;
     let plan = if args.only.is_empty() {
@@ -300,26 +293,6 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     })
 }
 
-/// Refuses manifests that hold the eSMS ApiKey or SecretKey (a key pasted
-/// into a `name` would reach plans, the state and `/metrics` labels): an
-/// error naming each file, line and column, never the value. Nothing has
-/// been planned or bought yet.
-fn refuse_keys_in_manifests(
-    context: &Context,
-    keys: &[crate::secrets::Forbidden],
-) -> anyhow::Result<()> {
-    let files = crate::manifest::files(&context.global.files);
-    let errors = crate::secrets::in_manifests(&files, keys);
-    if errors.is_empty() {
-        return Ok(());
-    }
-    Err(crate::manifest::ManifestError {
-        errors,
-        warnings: Vec::new(),
-    }
-    .into())
-}
-
 /// The eSMS client the flags describe: credentials, endpoint, timeouts.
 pub(super) fn client(args: &ConnectionArgs) -> anyhow::Result<Client> {
     client_for(args, credentials(args)?)
@@ -362,15 +335,7 @@ pub(super) fn options(
     args: &ApplyFlags,
     command: &str,
 ) -> anyhow::Result<ApplyOptions> {
-    let mut retry = RetryPolicy::default();
-    if let Some(ms) = std::env::var_os(RETRY_DELAY_VAR) {
-        let ms: u64 = ms
-            .to_str()
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("{RETRY_DELAY_VAR} must be a whole number of milliseconds"))?;
-        retry.min_delay = Duration::from_millis(ms);
-        retry.max_delay = Duration::from_millis(ms.saturating_mul(16));
-    }
+    let retry = retry_policy()?;
     Ok(ApplyOptions {
         parallelism: usize::from(args.parallelism),
         max_purchases: args.max_purchases,
@@ -385,6 +350,21 @@ pub(super) fn options(
         retry,
         hold: false,
     })
+}
+
+/// The waits between attempts of a call: the default, or shortened by
+/// [`RETRY_DELAY_VAR`] (tests).
+pub(super) fn retry_policy() -> anyhow::Result<RetryPolicy> {
+    let mut retry = RetryPolicy::default();
+    if let Some(ms) = std::env::var_os(RETRY_DELAY_VAR) {
+        let ms: u64 = ms
+            .to_str()
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("{RETRY_DELAY_VAR} must be a whole number of milliseconds"))?;
+        retry.min_delay = Duration::from_millis(ms);
+        retry.max_delay = Duration::from_millis(ms.saturating_mul(16));
+    }
+    Ok(retry)
 }
 
 /// Why a purchase nobody can approve is refused ([`Approval::Refuse`]).
@@ -424,28 +404,29 @@ const NOTIFY_DRAIN: Duration = Duration::from_secs(5);
 /// The `--notify` webhooks (none: a notifier that sends nothing), with the
 /// account keys scrubbed from every body. Inside a runtime.
 pub(super) fn notifier(
-    targets: &[crate::notify::Target],
+    webhooks: &crate::notify::Webhooks,
     client: &Client,
 ) -> crate::notify::Notifier {
     crate::notify::Notifier::start(
-        targets,
+        &webhooks.targets,
         crate::notify::Delivery::default(),
         &client.scrubber(),
     )
+    .only(webhooks.events.clone())
 }
 
 /// Tells the `--notify` webhooks that the guards refused the run.
 fn notify_refused(
     context: &Context,
-    targets: &[crate::notify::Target],
+    webhooks: &crate::notify::Webhooks,
     client: &Client,
     refusal: &apply::GuardRefusal,
 ) {
-    if targets.is_empty() {
+    if webhooks.targets.is_empty() {
         return;
     }
     context.runtime.block_on(async {
-        let notifier = notifier(targets, client);
+        let notifier = notifier(webhooks, client);
         notifier.event("refused", refusal.to_string());
         notifier.drain(NOTIFY_DRAIN).await;
     });
@@ -460,7 +441,7 @@ fn run_apply(
     client: &Client,
     options: &ApplyOptions,
     progress: &Progress,
-    notify: &[crate::notify::Target],
+    notify: &crate::notify::Webhooks,
 ) -> Result<ApplyReport, ApplyError> {
     context.runtime.block_on(async {
         let (canceller, signal) = apply::cancel_pair();
@@ -468,7 +449,8 @@ fn run_apply(
         let notifier = notifier(notify, client);
         let on_event = |event: ApplyEvent<'_>| {
             progress.event(event);
-            notifier.apply_event(&event);
+            let cost = event.change().and_then(|change| plan.cost(change));
+            notifier.apply_event(&event, cost.as_ref());
         };
         let result = apply::apply(plan, &context.store, client, options, &on_event, signal).await;
         if let Some(watcher) = watcher {
@@ -599,7 +581,7 @@ impl Progress {
                 tracing::info!(%key, attempt, delay_ms = delay.as_millis() as u64, reason = %retry_reason(outcome), "retrying");
                 self.err_line(&format!(
                     "  {} {key}: {} (attempt {attempt}); retrying in {:.1}s",
-                    change.action,
+                    change.action(),
                     escape_controls(&retry_reason(outcome)),
                     delay.as_secs_f64()
                 ));
@@ -614,7 +596,12 @@ impl Progress {
                     bar.inc(1);
                 }
                 tracing::info!(%key, result = result.word(), "purchase recorded");
-                self.out_line(&done_line(change.action, key.as_str(), result, self.color));
+                self.out_line(&done_line(
+                    change.action(),
+                    key.as_str(),
+                    result,
+                    self.color,
+                ));
                 if let Some(warning) = unexpected_duplicate_warning(key.as_str(), result) {
                     self.err_line(&warning);
                 }
@@ -910,8 +897,12 @@ fn summarize(context: &Context, plan: &Plan, report: &ApplyReport) -> anyhow::Re
     out.push_str(&report.summary_line());
     out.push('\n');
     match report.spent(plan) {
-        Some(Ok(spent)) => out.push_str(&format!("Spent: {spent}.\n")),
-        Some(Err(error)) => out.push_str(&format!("Spent: unknown: {error}.\n")),
+        Some(Ok(spent)) => out.push_str(&format!(
+            "Spent (estimated from the price list): {spent}.\n"
+        )),
+        Some(Err(error)) => out.push_str(&format!(
+            "Spent (estimated from the price list): unknown: {error}.\n"
+        )),
         None => {}
     }
     print(&out)

@@ -59,6 +59,16 @@ impl Context {
         Ok(self.clock()?.today()?)
     }
 
+    /// The plan of the manifests named by `-f` against the state, today.
+    pub fn make_plan(&self) -> anyhow::Result<crate::plan::Plan> {
+        let today = self.today()?;
+        Ok(crate::ops::plan::make_plan(
+            &self.global.files,
+            &self.store,
+            today,
+        )?)
+    }
+
     /// Loads and validates the manifests named by `-f`.
     pub fn manifests(&self, today: Date) -> anyhow::Result<Manifests> {
         self.manifests_from(&self.global.files, today)

@@ -31,6 +31,12 @@ pub struct CoverageArgs {
     pub online: bool,
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    /// Read the OAs that have a Zalo token first and show Zalo's date beside
+    /// the recorded coverage, and the drift (records nothing)
+    #[arg(long)]
+    pub refresh: bool,
+    #[command(flatten)]
+    pub zalo: super::refresh::ZaloArgs,
 }
 
 pub fn run(context: &Context, args: &CoverageArgs) -> anyhow::Result<ExitStatus> {
@@ -58,6 +64,19 @@ pub fn run(context: &Context, args: &CoverageArgs) -> anyhow::Result<ExitStatus>
     );
     if let Some(client) = client {
         add_account_oas(&mut report, &client, &context.runtime)?;
+    }
+    if args.refresh {
+        for row in super::refresh::zalo_rows_of(context, &args.zalo, &state, today)? {
+            match report.iter_mut().find(|oa| oa.oaid == row.oaid) {
+                Some(oa) => oa.zalo = Some(row.zalo),
+                None => {
+                    let mut oa = OaCoverage::uncovered(row.oaid, None);
+                    oa.zalo = Some(row.zalo);
+                    report.push(oa);
+                }
+            }
+        }
+        report.sort_by(|a, b| a.oaid.cmp(&b.oaid));
     }
     let out = match args.format {
         PlanFormat::Text => render::text(&report, today),

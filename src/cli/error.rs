@@ -30,6 +30,7 @@ use std::fmt;
 use crate::apply::{ApplyError, GuardRefusal, PreflightError};
 use crate::exit::ExitStatus;
 use crate::manifest::ManifestError;
+use crate::ops::apply::ApplyInputsError;
 use crate::ops::plan::InputsError;
 use crate::ops::plan_file::{PlanFileError, SavedPlanError};
 use crate::ops::state_edit::EditRefused;
@@ -226,6 +227,15 @@ impl<'a> Known<'a> {
                 InputsError::Manifests(e) => Known::of(e),
                 InputsError::State(e) => Known::of(e),
                 InputsError::Cost(_) => Known::default(),
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<ApplyInputsError>() {
+            return match e {
+                ApplyInputsError::KeyInManifests(e) => Known::of(e),
+                ApplyInputsError::Saved(e) => Known::of(e),
+                ApplyInputsError::Inputs(e) => Known::of(e),
+                ApplyInputsError::NoState(e) => Known::of(e),
+                ApplyInputsError::JsonUnapproved => hint(e.hint().map(str::to_owned)),
             };
         }
         if let Some(e) = cause.downcast_ref::<SavedPlanError>() {

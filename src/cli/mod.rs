@@ -18,10 +18,12 @@ mod apply;
 mod apply_json;
 mod context;
 mod coverage;
+mod doctor;
 pub mod error;
 mod expiring;
 mod init;
 mod plan;
+pub mod refresh;
 mod state;
 mod validate;
 mod version;
@@ -117,7 +119,7 @@ pub enum Command {
     Init(init::InitArgs),
     /// Check the manifests only (no state, no network)
     Validate(validate::ValidateArgs),
-    /// Show which purchases the manifests need (no network, no credentials)
+    /// Show which purchases the manifests need (no network, no credentials, unless --check-account)
     Plan(plan::PlanArgs),
     /// Buy what the plan lists, exactly once (shows the plan and asks first)
     Apply(apply::ApplyArgs),
@@ -131,9 +133,15 @@ pub enum Command {
     /// Per OA: the periods covered, the gaps from today on, the policy and
     /// its next renewal (no network unless --online)
     Coverage(coverage::CoverageArgs),
+    /// Read the OAs that have a Zalo token: record what Zalo shows, settle,
+    /// report drift
+    Refresh(refresh::RefreshArgs),
     /// Follow the manifest files and plan again (with --apply: apply) when
     /// they change
     Watch(watch::WatchArgs),
+    /// Check everything a run depends on (manifests, state, lock, backup,
+    /// S3, eSMS), one line each with the fix; read-only
+    Doctor(doctor::DoctorArgs),
     /// Print the JSON Schema of the manifest format (for editors), or with
     /// --plan of the `plan --format json` document
     Schema(SchemaArgs),
@@ -232,6 +240,8 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Expiring(args) => expiring::run(&context, &args),
         Command::Coverage(args) => coverage::run(&context, &args),
         Command::Watch(args) => watch::run(&context, &args),
+        Command::Doctor(args) => doctor::run(&context, &args),
+        Command::Refresh(args) => refresh::run(&context, &args),
         Command::Schema(args) => print_schema(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut command(), "oapkg", &mut std::io::stdout());

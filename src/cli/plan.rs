@@ -8,7 +8,7 @@ use clap::Args;
 use super::context::print;
 use super::{Context, PlanFormat};
 use crate::exit::ExitStatus;
-use crate::ops::{self, plan_file};
+use crate::ops::plan_file;
 use crate::plan::{Plan, render, saved::SavedPlan};
 
 #[derive(Debug, Args)]
@@ -22,6 +22,20 @@ pub struct PlanArgs {
     /// Exit 0 when nothing is to be bought, 2 when something is, 1 on error
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Ask eSMS (read-only, nothing is bought) what apply's pre-flight would:
+    /// that the account holds every OA to be bought and, with a price list,
+    /// that its balance covers the plan. Problems are plan errors (exit 1).
+    /// Needs the eSMS credentials
+    #[arg(long)]
+    pub check_account: bool,
+    #[command(flatten)]
+    pub connection: super::apply::ConnectionArgs,
+    /// Read the OAs that have a Zalo token first and show Zalo's date beside
+    /// the recorded coverage, and the drift (records nothing)
+    #[arg(long)]
+    pub refresh: bool,
+    #[command(flatten)]
+    pub zalo: super::refresh::ZaloArgs,
 }
 
 #[derive(Debug, Args)]
@@ -35,15 +49,76 @@ pub struct ShowArgs {
 }
 
 pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
-    let mut plan = make_plan(context)?;
+    // Before anything else, as apply: the keys, and manifests free of them
+    // (a key pasted into a name would be printed with the plan).
+    let client = match args.check_account {
+        true => {
+            let credentials = super::apply::credentials(&args.connection)?;
+            crate::ops::apply::refuse_keys_in_manifests(
+                &context.global.files,
+                &credentials.forbidden(),
+            )?;
+            Some(super::apply::client_for(&args.connection, credentials)?)
+        }
+        false => None,
+    };
+    let mut plan = context.make_plan()?;
     context.note_missing_state(&plan.state);
     if let Some(in_flight) = super::state::in_flight(context) {
         plan.mark_in_flight(&in_flight.keys, in_flight.holder);
     }
-    match args.format {
+    if let Some(client) = &client {
+        let retry = super::apply::retry_policy()?;
+        plan.errors = context.runtime.block_on(crate::apply::plan_account_check(
+            &plan,
+            client,
+            &retry,
+            &crate::apply::CancelSignal::never(),
+        ));
+    }
+    let zalo = if args.refresh {
+        Some(super::refresh::zalo_rows(context, &args.zalo)?)
+    } else {
+        None
+    };
+    match (args.format, &zalo) {
         // Streamed: a plan of many purchases is a large document.
-        PlanFormat::Json => render::write_json(&plan, std::io::stdout().lock())?,
-        format => print(&rendered(context, &plan, format, &context.global.files))?,
+        (PlanFormat::Json, None) => render::write_json(&plan, std::io::stdout().lock())?,
+        // With Zalo's rows: one more top-level member, `zalo`.
+        (PlanFormat::Json, Some(rows)) => {
+            let mut document: serde_json::Value = serde_json::from_str(&render::json(&plan))?;
+            if let Some(map) = document.as_object_mut() {
+                map.insert("zalo".to_owned(), serde_json::to_value(rows)?);
+            }
+            print(&format!("{}\n", serde_json::to_string_pretty(&document)?))?;
+        }
+        (format, rows) => {
+            let mut out = rendered(context, &plan, format, &context.global.files);
+            match (format, rows) {
+                (PlanFormat::Markdown, Some(rows)) => {
+                    out.push_str(&crate::readback::rows_markdown(rows))
+                }
+                (_, Some(rows)) => out.push_str(&crate::readback::rows_text(rows)),
+                _ => {}
+            }
+            print(&out)?
+        }
+    }
+    if !plan.errors.is_empty() {
+        // Shown in the plan itself; a plan apply would refuse is not saved.
+        if !context.global.quiet {
+            let label = crate::plan::render::Paint(context.color_stderr()).error("error");
+            eprintln!(
+                "{label}: the eSMS account check found {} problem(s), shown in the plan{}",
+                plan.errors.len(),
+                if args.out.is_some() {
+                    "; the plan was not saved"
+                } else {
+                    ""
+                }
+            );
+        }
+        return Ok(ExitStatus::Failure);
     }
     if let Some(path) = &args.out {
         let mut saved = SavedPlan::from_plan(&plan);
@@ -73,7 +148,7 @@ pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
 pub fn show(context: &Context, args: &ShowArgs) -> anyhow::Result<ExitStatus> {
     let saved = plan_file::read(&args.planfile)?;
     let manifests: Vec<PathBuf> = saved.manifest_files.iter().map(PathBuf::from).collect();
-    let plan = saved.to_plan();
+    let plan = plan_file::parse(&saved, &args.planfile)?;
     print(&rendered(context, &plan, args.format, &manifests))?;
     Ok(ExitStatus::Success)
 }
@@ -109,14 +184,4 @@ fn project(context: &Context, manifests: &[PathBuf]) -> render::Project {
             .map(|p| p.display().to_string())
             .collect(),
     }
-}
-
-/// The plan of the manifests named by `-f` against the state, today.
-pub fn make_plan(context: &Context) -> anyhow::Result<Plan> {
-    let today = context.today()?;
-    Ok(ops::plan::make_plan(
-        &context.global.files,
-        &context.store,
-        today,
-    )?)
 }

@@ -371,8 +371,16 @@ fn show(context: &Context, key: &str, format: ListFormat) -> anyhow::Result<Exit
     })?;
     let in_flight = in_flight(context);
     let listed = Listed::new(&key, record, in_flight.as_ref());
+    // The OA's last read-back observation (`oapkg refresh`), if any.
+    let observation = state.observations.get(&record.spec.oaid);
     let text = match format {
-        ListFormat::Json => format!("{}\n", serde_json::to_string_pretty(&listed)?),
+        ListFormat::Json => {
+            let mut value = serde_json::to_value(&listed)?;
+            if let (Some(o), Some(map)) = (observation, value.as_object_mut()) {
+                map.insert("zalo_observation".to_owned(), serde_json::to_value(o)?);
+            }
+            format!("{}\n", serde_json::to_string_pretty(&value)?)
+        }
         ListFormat::Text => {
             // The fields in the JSON's order (`key` first), one a line;
             // times at second precision.
@@ -390,6 +398,19 @@ fn show(context: &Context, key: &str, format: ListFormat) -> anyhow::Result<Exit
                     other => other.to_string(),
                 };
                 out.push_str(&format!("{field:<19} {}\n", escape_controls(&v)));
+            }
+            if let Some(o) = observation {
+                let name = o
+                    .package_name
+                    .as_deref()
+                    .map(|n| format!(" ({})", crate::text::quoted(n, Some(40))))
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    "{:<19} valid through {}{name}, observed {}\n",
+                    "zalo_observation",
+                    crate::readback::show(o.valid_through),
+                    crate::plan::render::to_seconds(o.observed_at)
+                ));
             }
             out
         }
@@ -780,6 +801,7 @@ fn confirm(
         record.confirmed = Some(Confirmation {
             by: by.clone(),
             at: jiff::Timestamp::now(),
+            observation: None,
         });
         // Bought after all: an earlier failed attempt is no longer news
         // (as when apply records a purchase).

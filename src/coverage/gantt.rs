@@ -23,6 +23,10 @@ pub enum Tag {
     Active,
     /// Needs attention (an unknown outcome, money spent again): red.
     Crit,
+    /// A day, not a period (Zalo's date with `--refresh`).
+    Milestone,
+    /// A day that needs attention (Zalo's date of an OA that drifted).
+    CritMilestone,
 }
 
 impl Tag {
@@ -31,6 +35,8 @@ impl Tag {
             Tag::Done => "done",
             Tag::Active => "active",
             Tag::Crit => "crit",
+            Tag::Milestone => "milestone",
+            Tag::CritMilestone => "crit, milestone",
         }
     }
 }
@@ -67,7 +73,10 @@ pub fn chart(title: &str, sections: &[Section]) -> Option<String> {
         let _ = writeln!(out, "    section {}", clean(&section.title));
         for task in &section.tasks {
             id += 1;
-            let end = task.to.tomorrow().unwrap_or(task.to);
+            let end = match task.tag {
+                Tag::Milestone | Tag::CritMilestone => "0d".to_owned(),
+                _ => task.to.tomorrow().unwrap_or(task.to).to_string(),
+            };
             let _ = writeln!(
                 out,
                 "    {} :{}, p{id}, {}, {end}",

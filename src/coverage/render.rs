@@ -32,6 +32,7 @@ pub fn text(report: &[OaCoverage], today: Date) -> String {
         return out;
     }
     out.push('\n');
+    let refreshed = report.iter().any(|oa| oa.zalo.is_some());
     let mut rows = vec![cells([
         "OAID",
         "NAME",
@@ -40,17 +41,31 @@ pub fn text(report: &[OaCoverage], today: Date) -> String {
         "POLICY",
         "NEXT RENEWAL",
     ])];
+    if refreshed {
+        rows[0].push("ZALO VALID THROUGH".to_owned());
+    }
     for oa in report {
-        rows.push(vec![
+        let mut row = vec![
             oa.oaid.to_string(),
             escape_controls(oa.name.as_deref().unwrap_or("-")).into_owned(),
             until(oa.covered_until),
             gaps(&oa.gaps),
             policy(oa.policy.as_ref()),
             renewal(oa),
-        ]);
+        ];
+        if refreshed {
+            row.push(oa.zalo.as_ref().map_or("-".to_owned(), |z| z.cell()));
+        }
+        rows.push(row);
     }
     out.push_str(&columns(&rows));
+    let notes = zalo_notes(report);
+    if !notes.is_empty() {
+        out.push_str("\nZalo read-back:\n");
+        for note in notes {
+            let _ = writeln!(out, "  {}", escape_controls(&note));
+        }
+    }
     let periods: Vec<Vec<String>> = report
         .iter()
         .flat_map(|oa| {
@@ -83,14 +98,30 @@ pub fn markdown(report: &[OaCoverage], today: Date) -> String {
         let _ = writeln!(out, "{NOTHING}");
         return out;
     }
-    out.push_str(
-        "| OAID | Name | Covered until | Covered | Gaps from today | Policy | Next renewal |\n",
+    let refreshed = report.iter().any(|oa| oa.zalo.is_some());
+    let (zalo_head, zalo_rule) = if refreshed {
+        (" Zalo valid through |", "---|")
+    } else {
+        ("", "")
+    };
+    let _ = writeln!(
+        out,
+        "| OAID | Name | Covered until | Covered | Gaps from today | Policy | Next renewal |{zalo_head}"
     );
-    out.push_str("|---|---|---|---|---|---|---|\n");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|{zalo_rule}");
     for oa in report {
+        let zalo = if refreshed {
+            let cell = oa.zalo.as_ref().map_or("—".to_owned(), |z| {
+                let marker = if z.drift.is_some() { "⚠ " } else { "" };
+                format!("{marker}{}", md_text(&z.cell()))
+            });
+            format!(" {cell} |")
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |{zalo}",
             code(oa.oaid.as_str()),
             oa.name.as_deref().map_or("—".to_owned(), md_text),
             until(oa.covered_until),
@@ -100,12 +131,34 @@ pub fn markdown(report: &[OaCoverage], today: Date) -> String {
             renewal(oa),
         );
     }
+    let notes = zalo_notes(report);
+    if !notes.is_empty() {
+        out.push('\n');
+        for note in notes {
+            let _ = writeln!(out, "- {}", md_text(&note));
+        }
+    }
     out.push('\n');
     match super::gantt::chart(&format!("Coverage on {today}"), &chart_sections(report)) {
         Some(chart) => out.push_str(&chart),
         None => out.push_str("_No period to chart._\n"),
     }
     out
+}
+
+/// One line per OA that drifted or could not be read (`--refresh`).
+fn zalo_notes(report: &[OaCoverage]) -> Vec<String> {
+    report
+        .iter()
+        .filter_map(|oa| {
+            let zalo = oa.zalo.as_ref()?;
+            match (&zalo.drift, &zalo.not_read) {
+                (Some(drift), _) => Some(format!("drift {}: {}", oa.oaid, drift.describe())),
+                (None, Some(why)) => Some(format!("not read {}: {why}", oa.oaid)),
+                (None, None) => None,
+            }
+        })
+        .collect()
 }
 
 fn cells<const N: usize>(names: [&str; N]) -> Vec<String> {

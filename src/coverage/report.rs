@@ -115,6 +115,9 @@ pub struct OaCoverage {
     pub policy: Option<PolicyView>,
     pub next_renewal: Option<Date>,
     pub next_renewal_start: Option<Date>,
+    /// What Zalo showed for the OA (`coverage --refresh`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zalo: Option<crate::readback::ZaloView>,
 }
 
 impl OaCoverage {
@@ -131,6 +134,7 @@ impl OaCoverage {
             policy: None,
             next_renewal: None,
             next_renewal_start: None,
+            zalo: None,
         }
     }
 }
@@ -208,6 +212,7 @@ pub fn report(
                 }),
                 next_renewal,
                 next_renewal_start,
+                zalo: None,
             }
         })
         .collect()
@@ -291,9 +296,33 @@ pub fn chart_sections(report: &[OaCoverage]) -> Vec<super::gantt::Section> {
                     from: p.from,
                     to: p.to,
                 })
+                .chain(zalo_marker(oa))
                 .collect(),
         })
         .collect()
+}
+
+/// A milestone on the day Zalo shows the OA valid through (`--refresh`),
+/// critical when the OA drifted.
+fn zalo_marker(oa: &OaCoverage) -> Option<super::gantt::Task> {
+    use super::gantt::{Tag, Task};
+    let zalo = oa.zalo.as_ref()?;
+    let day = zalo.valid_through?;
+    let drift = zalo.drift.is_some();
+    Some(Task {
+        name: if drift {
+            "Zalo valid through (drift)".to_owned()
+        } else {
+            "Zalo valid through".to_owned()
+        },
+        tag: if drift {
+            Tag::CritMilestone
+        } else {
+            Tag::Milestone
+        },
+        from: day,
+        to: day,
+    })
 }
 
 /// `name (oaid)`, or the OAID alone: a chart section's title.

@@ -115,14 +115,14 @@ fn walk(
         for change in &plan.changes {
             // A renewal the policy bought is never an orphan (undeclared
             // records of the history may be).
-            let by_policy = change.before.as_ref().is_some_and(|r| r.by_policy);
+            let by_policy = change.before().is_some_and(|r| r.by_policy);
             assert!(
-                !(by_policy && change.action == Action::Orphan),
+                !(by_policy && change.action() == Action::Orphan),
                 "{today}: {}",
                 change.key
             );
-            if change.action == Action::Purchase {
-                let package = change.desired.as_ref().unwrap();
+            if change.action() == Action::Purchase {
+                let package = change.desired().unwrap();
                 assert!(
                     !bought.contains(&change.key),
                     "bought twice: {}",

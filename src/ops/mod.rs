@@ -15,8 +15,14 @@
 //! | [`plan_file::plan_to_apply`] | a saved plan, checked against the state and manifests of now |
 //! | [`state_edit`] | the rules of `state rm` and `state mv`: which hand edits could buy twice |
 //! | [`approval`] | whether `apply` goes ahead, asks or refuses before buying |
+//! | [`apply`] | which plan `apply` carries out, the order of its input checks, when JSON output needs approval |
+//! | [`doctor`] | `oapkg doctor`: every dependency of a run checked, read-only, as typed results |
+//! | [`refresh`] | read-back: reading OAs through Zalo, recording observations and settles |
 
+pub mod apply;
 pub mod approval;
+pub mod doctor;
 pub mod plan;
 pub mod plan_file;
+pub mod refresh;
 pub mod state_edit;

@@ -45,6 +45,16 @@ impl PlanFileError {
     }
 }
 
+/// The plan a saved plan read from `path` holds ([`SavedPlan::to_plan`],
+/// the one parse of its changes), naming the file when it contradicts
+/// itself.
+pub fn parse(saved: &SavedPlan, path: &Path) -> Result<Plan, PlanFileError> {
+    saved.to_plan().map_err(|error| PlanFileError::Decode {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
 /// Reads and checks a plan file (see [`SavedPlan::decode`]): a regular file
 /// only ([`crate::files`]).
 pub fn read(path: &Path) -> Result<SavedPlan, PlanFileError> {
@@ -122,6 +132,7 @@ pub fn plan_to_apply(
     today: Date,
 ) -> Result<Plan, SavedPlanError> {
     let saved = read(path)?;
+    let mut plan = parse(&saved, path)?;
     let files: Vec<PathBuf> = if files.is_empty() {
         saved.manifest_files.iter().map(PathBuf::from).collect()
     } else {
@@ -142,7 +153,6 @@ pub fn plan_to_apply(
             return Err(stale(moved));
         }
     }
-    let mut plan = saved.to_plan();
     let current = plan::inputs::make(&manifests, &loaded, today);
     current.check_cost().map_err(InputsError::Cost)?;
     let differences = rederive(&plan, &current);

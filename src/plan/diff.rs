@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use jiff::civil::Date;
 
-use super::{Action, Change, LabelChange, Plan, Warning};
+use super::{Action, Change, LabelChange, Plan, Sides, Warning};
 use crate::manifest::{DesiredSet, Package};
 use crate::spec::{Key, Spec};
 use crate::state::{FailedAttempts, Record, StateId, Status};
@@ -36,8 +36,7 @@ pub fn diff(
     let mut labels = Vec::new();
     let mut upgrades = Vec::new();
     for (key, wanted, record) in merge_join(&desired.packages, recorded) {
-        let action = action_for(wanted, record, today);
-        if action == Action::Unchanged {
+        let Some(sides) = sides_for(wanted, record, today) else {
             unchanged += 1;
             if let (Some(package), Some(record)) = (wanted, record)
                 && package.name != record.name
@@ -49,7 +48,8 @@ pub fn diff(
                 });
             }
             continue;
-        }
+        };
+        let action = sides.action();
         let mut overlaps = Vec::new();
         if let (Action::Purchase | Action::Replace, Some(package)) = (action, wanted) {
             for (other, other_record) in recorded_overlapping(recorded, &package.spec) {
@@ -68,9 +68,7 @@ pub fn diff(
             .flatten();
         changes.push(Change {
             key: key.clone(),
-            action,
-            desired: wanted.cloned(),
-            before: record.cloned(),
+            sides,
             overlaps,
             last_failure,
         });
@@ -88,6 +86,7 @@ pub fn diff(
         prices: None,
         from_policy: Default::default(),
         in_flight_holder: None,
+        errors: Vec::new(),
     }
 }
 
@@ -104,8 +103,13 @@ impl Plan {
     ) {
         let mut marked = false;
         for change in &mut self.changes {
-            if change.action == Action::Unconfirmed && keys.contains(&change.key) {
-                change.action = Action::InFlight;
+            if let Sides::Unconfirmed { desired, before } = &change.sides
+                && keys.contains(&change.key)
+            {
+                change.sides = Sides::InFlight {
+                    desired: desired.clone(),
+                    before: before.clone(),
+                };
                 marked = true;
             }
         }
@@ -123,27 +127,55 @@ pub fn starts_before_today_applies(action: Action) -> bool {
     matches!(action, Action::Purchase | Action::Replace)
 }
 
-/// The action table for one key, on `today`.
+/// The action table for one key, on `today`: the action with its sides,
+/// or `None` when the key is `unchanged` (or neither declared nor
+/// recorded).
 ///
 /// A declared package whose period ended before today is `expired`, both
 /// when nothing is recorded (it would be a `purchase`) and when its new
 /// spec would replace a recorded one: a period that is over is never
 /// bought. The end date is the last day covered, so a package ending today
 /// is still bought.
-pub fn action_for(desired: Option<&Package>, recorded: Option<&Record>, today: Date) -> Action {
+pub fn sides_for(
+    desired: Option<&Package>,
+    recorded: Option<&Record>,
+    today: Date,
+) -> Option<Sides> {
     let ended = |package: &Package| package.spec.ended_before(today);
-    match (desired, recorded) {
+    let sides = match (desired, recorded) {
         // An unknown outcome is resolved first, whatever the manifests say now:
         // the package may exist, so neither a purchase nor a replace is safe.
-        (_, Some(record)) if record.status == Status::Unconfirmed => Action::Unconfirmed,
-        (Some(package), None) if ended(package) => Action::Expired,
-        (Some(_), None) => Action::Purchase,
-        (Some(package), Some(record)) if same_spec_hash(package, record) => Action::Unchanged,
-        (Some(package), Some(_)) if ended(package) => Action::Expired,
-        (Some(_), Some(_)) => Action::Replace,
-        (None, Some(_)) => Action::Orphan,
-        (None, None) => Action::Unchanged,
-    }
+        (_, Some(record)) if record.status == Status::Unconfirmed => Sides::Unconfirmed {
+            desired: desired.cloned(),
+            before: record.clone(),
+        },
+        (Some(package), None) if ended(package) => Sides::Expired {
+            desired: package.clone(),
+            before: None,
+        },
+        (Some(package), None) => Sides::Purchase {
+            desired: package.clone(),
+        },
+        (Some(package), Some(record)) if same_spec_hash(package, record) => return None,
+        (Some(package), Some(record)) if ended(package) => Sides::Expired {
+            desired: package.clone(),
+            before: Some(record.clone()),
+        },
+        (Some(package), Some(record)) => Sides::Replace {
+            desired: package.clone(),
+            before: record.clone(),
+        },
+        (None, Some(record)) => Sides::Orphan {
+            before: record.clone(),
+        },
+        (None, None) => return None,
+    };
+    Some(sides)
+}
+
+/// The action of [`sides_for`] alone: `unchanged` where it has no sides.
+pub fn action_for(desired: Option<&Package>, recorded: Option<&Record>, today: Date) -> Action {
+    sides_for(desired, recorded, today).map_or(Action::Unchanged, |sides| sides.action())
 }
 
 /// The recorded packages of `spec`'s OA whose periods overlap `spec`'s (the
@@ -303,7 +335,7 @@ mod tests {
         let actions: Vec<_> = plan
             .changes
             .iter()
-            .map(|c| (c.key.oaid().to_owned(), c.action))
+            .map(|c| (c.key.oaid().to_owned(), c.action()))
             .collect();
         assert_eq!(
             actions,
@@ -316,11 +348,11 @@ mod tests {
         );
         // A name is a label: changing it alone buys nothing.
         assert_eq!(plan.unchanged, 2);
-        assert!(plan.changes[0].before.is_none());
-        assert!(plan.changes[3].desired.is_none());
+        assert!(plan.changes[0].before().is_none());
+        assert!(plan.changes[3].desired().is_none());
         assert_eq!(
             plan.changes[1]
-                .before
+                .before()
                 .as_ref()
                 .unwrap()
                 .spec
@@ -329,7 +361,7 @@ mod tests {
         );
         assert_eq!(
             plan.changes[1]
-                .desired
+                .desired()
                 .as_ref()
                 .unwrap()
                 .spec
@@ -351,7 +383,7 @@ mod tests {
             d,
             vec![],
         );
-        assert_eq!(plan.changes[0].action, Action::Unconfirmed);
+        assert_eq!(plan.changes[0].action(), Action::Unconfirmed);
     }
 
     #[test]
@@ -396,7 +428,7 @@ mod tests {
                 vec![],
             )
             .changes[0]
-                .action
+                .action()
         };
         assert_eq!(on(date(2026, 12, 29)), Action::Purchase, "ends today");
         assert_eq!(on(date(2026, 12, 30)), Action::Expired, "ended yesterday");
@@ -427,7 +459,7 @@ mod tests {
                 vec![],
             )
             .changes[0]
-                .action
+                .action()
         };
         assert_eq!(on(date(2027, 2, 27)), Action::Purchase);
         assert_eq!(on(date(2027, 2, 28)), Action::Expired);
@@ -447,8 +479,8 @@ mod tests {
             date(2026, 5, 1),
             vec![],
         );
-        assert_eq!(plan.changes[0].action, Action::Expired);
-        assert_eq!(plan.changes[0].before.as_ref().unwrap().spec, bought.spec);
+        assert_eq!(plan.changes[0].action(), Action::Expired);
+        assert_eq!(plan.changes[0].before().unwrap().spec, bought.spec);
         // Still running: a replace.
         let plan = diff(
             &set(&[longer]),
@@ -458,7 +490,7 @@ mod tests {
             date(2026, 2, 1),
             vec![],
         );
-        assert_eq!(plan.changes[0].action, Action::Replace);
+        assert_eq!(plan.changes[0].action(), Action::Replace);
         // Recorded with the same spec, long over: unchanged, never expired.
         let plan = diff(
             &set(&[bought]),
@@ -491,7 +523,7 @@ mod tests {
                 .iter()
                 .find(|c| c.key == moved.spec.key())
                 .unwrap();
-            assert_eq!(purchase.action, Action::Purchase);
+            assert_eq!(purchase.action(), Action::Purchase);
             assert_eq!(purchase.overlaps, vec![bought.spec.key()], "{status:?}");
             assert_eq!(purchase.needs(), vec![Need::AllowOverlap]);
             assert_eq!(plan.needs(), vec![Need::AllowOverlap]);
@@ -579,7 +611,7 @@ mod tests {
             vec![],
         );
         assert_eq!(plan.changes.len(), 1);
-        assert_eq!(plan.changes[0].action, Action::Replace);
+        assert_eq!(plan.changes[0].action(), Action::Replace);
         assert_eq!(
             plan.changes[0].overlaps,
             vec![Key::parse("7@2027-01-01").unwrap()]
@@ -611,7 +643,7 @@ mod tests {
         assert_eq!(plan.changes.len(), 3);
         for change in &plan.changes {
             assert!(change.overlaps.is_empty());
-            assert!(change.needs().is_empty(), "{:?}", change.action);
+            assert!(change.needs().is_empty(), "{:?}", change.action());
         }
         assert!(plan.needs().is_empty());
     }

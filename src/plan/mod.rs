@@ -67,11 +67,8 @@ pub enum Action {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
     pub key: Key,
-    pub action: Action,
-    /// The declared package, absent for orphans.
-    pub desired: Option<Package>,
-    /// The recorded package, absent for purchases.
-    pub before: Option<Record>,
+    /// The action with the sides it acts on; see [`Sides`].
+    pub sides: Sides,
     /// For a `purchase` or `replace`: the recorded packages of the same OA
     /// and tier under other keys whose periods overlap this one (a moved
     /// start date, a second package over the same months), sorted. Buying
@@ -81,6 +78,124 @@ pub struct Change {
     /// request got through), shown on a `purchase` or `replace`; `None`
     /// for every other action.
     pub last_failure: Option<FailedAttempt>,
+}
+
+/// A listed change's action with exactly the sides that action has: the
+/// declared package (`desired`) and the recorded one (`before`). A plan
+/// cannot hold a `purchase` without the package to buy, a `replace`
+/// without the record it replaces, or an `unchanged` key (counted, never
+/// listed), so nothing downstream (renderers, apply's guards) checks the
+/// shape again: the diff builds these ([`sides_for`]) and a saved plan is
+/// parsed into them ([`saved`]), once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sides {
+    /// Declared, not in state: buy `desired`.
+    Purchase { desired: Package },
+    /// Declared and recorded with another spec: buy `desired` again.
+    Replace { desired: Package, before: Record },
+    /// Recorded as unconfirmed (declared or not): resent as recorded only
+    /// with `--retry-unconfirmed`.
+    Unconfirmed {
+        desired: Option<Package>,
+        before: Record,
+    },
+    /// Recorded as unconfirmed, its request in flight in another process.
+    InFlight {
+        desired: Option<Package>,
+        before: Record,
+    },
+    /// Recorded, no longer declared.
+    Orphan { before: Record },
+    /// Declared, its period over (recorded under another spec or not).
+    Expired {
+        desired: Package,
+        before: Option<Record>,
+    },
+}
+
+impl Sides {
+    /// The action these sides are for (never `unchanged`).
+    pub fn action(&self) -> Action {
+        match self {
+            Sides::Purchase { .. } => Action::Purchase,
+            Sides::Replace { .. } => Action::Replace,
+            Sides::Unconfirmed { .. } => Action::Unconfirmed,
+            Sides::InFlight { .. } => Action::InFlight,
+            Sides::Orphan { .. } => Action::Orphan,
+            Sides::Expired { .. } => Action::Expired,
+        }
+    }
+
+    /// The declared package; `None` for orphans (and undeclared
+    /// unconfirmed keys).
+    pub fn desired(&self) -> Option<&Package> {
+        match self {
+            Sides::Purchase { desired }
+            | Sides::Replace { desired, .. }
+            | Sides::Expired { desired, .. } => Some(desired),
+            Sides::Unconfirmed { desired, .. } | Sides::InFlight { desired, .. } => {
+                desired.as_ref()
+            }
+            Sides::Orphan { .. } => None,
+        }
+    }
+
+    /// The recorded package; `None` for purchases (and expired packages
+    /// never bought).
+    pub fn before(&self) -> Option<&Record> {
+        match self {
+            Sides::Replace { before, .. }
+            | Sides::Unconfirmed { before, .. }
+            | Sides::InFlight { before, .. }
+            | Sides::Orphan { before } => Some(before),
+            Sides::Expired { before, .. } => before.as_ref(),
+            Sides::Purchase { .. } => None,
+        }
+    }
+
+    /// The declared package, to edit (tests and fixtures).
+    pub fn desired_mut(&mut self) -> Option<&mut Package> {
+        match self {
+            Sides::Purchase { desired }
+            | Sides::Replace { desired, .. }
+            | Sides::Expired { desired, .. } => Some(desired),
+            Sides::Unconfirmed { desired, .. } | Sides::InFlight { desired, .. } => {
+                desired.as_mut()
+            }
+            Sides::Orphan { .. } => None,
+        }
+    }
+
+    /// The sides of `action` from what is declared and recorded, or why
+    /// they do not fit it (`is \`purchase\` but has a record`): the one
+    /// check of a change's shape, for a saved plan read back.
+    pub fn new(
+        action: Action,
+        desired: Option<Package>,
+        before: Option<Record>,
+    ) -> Result<Sides, String> {
+        let (declared, recorded) = (desired.is_some(), before.is_some());
+        let sides = match (action, desired, before) {
+            (Action::Purchase, Some(desired), None) => Sides::Purchase { desired },
+            (Action::Replace, Some(desired), Some(before)) => Sides::Replace { desired, before },
+            (Action::Unconfirmed, desired, Some(before)) => Sides::Unconfirmed { desired, before },
+            (Action::InFlight, desired, Some(before)) => Sides::InFlight { desired, before },
+            (Action::Orphan, None, Some(before)) => Sides::Orphan { before },
+            (Action::Expired, Some(desired), before) => Sides::Expired { desired, before },
+            (Action::Unchanged, _, _) => {
+                return Err("is `unchanged`; a plan lists no such key".into());
+            }
+            (action, _, _) => {
+                let has = |yes: bool| if yes { "has a" } else { "has no" };
+                return Err(format!(
+                    "is `{action}` but {} declared package and {} record",
+                    has(declared),
+                    has(recorded),
+                ));
+            }
+        };
+        Ok(sides)
+    }
 }
 
 /// A warning about one key (or the whole run when `key` is `None`), with
@@ -264,19 +379,70 @@ impl fmt::Display for Action {
 }
 
 impl Change {
+    /// A change with no overlaps and no failed attempt.
+    pub fn new(key: Key, sides: Sides) -> Change {
+        Change {
+            key,
+            sides,
+            overlaps: Vec::new(),
+            last_failure: None,
+        }
+    }
+
+    /// What apply will do for the key.
+    pub fn action(&self) -> Action {
+        self.sides.action()
+    }
+
+    /// The declared package, absent for orphans.
+    pub fn desired(&self) -> Option<&Package> {
+        self.sides.desired()
+    }
+
+    /// The recorded package, absent for purchases.
+    pub fn before(&self) -> Option<&Record> {
+        self.sides.before()
+    }
+
     /// The spec the change is about: the declared one when there is one, the
-    /// recorded one for orphans. `None` only for a malformed change with
-    /// neither side, which the diff never produces.
-    pub fn spec(&self) -> Option<&Spec> {
-        self.desired
-            .as_ref()
-            .map(|p| &p.spec)
-            .or_else(|| self.before.as_ref().map(|r| &r.spec))
+    /// recorded one otherwise (orphans, undeclared unconfirmed keys).
+    pub fn spec(&self) -> &Spec {
+        match &self.sides {
+            Sides::Purchase { desired }
+            | Sides::Replace { desired, .. }
+            | Sides::Expired { desired, .. }
+            | Sides::Unconfirmed {
+                desired: Some(desired),
+                ..
+            }
+            | Sides::InFlight {
+                desired: Some(desired),
+                ..
+            } => &desired.spec,
+            Sides::Unconfirmed {
+                desired: None,
+                before,
+            }
+            | Sides::InFlight {
+                desired: None,
+                before,
+            }
+            | Sides::Orphan { before } => &before.spec,
+        }
+    }
+
+    /// The package a `purchase` or `replace` buys; `None` for every other
+    /// action.
+    pub fn to_buy(&self) -> Option<&Package> {
+        match &self.sides {
+            Sides::Purchase { desired } | Sides::Replace { desired, .. } => Some(desired),
+            _ => None,
+        }
     }
 
     /// The label: the declared name when declared, else the recorded one.
     pub fn name(&self) -> Option<&str> {
-        match (&self.desired, &self.before) {
+        match (self.desired(), self.before()) {
             (Some(package), _) => package.name.as_deref(),
             (None, Some(record)) => record.name.as_deref(),
             (None, None) => None,
@@ -285,7 +451,7 @@ impl Change {
 
     /// Where the package is declared; `None` when it is not (orphans).
     pub fn source(&self) -> Option<&Source> {
-        self.desired.as_ref().map(|p| &p.source)
+        self.desired().map(|p| &p.source)
     }
 
     /// The flags apply needs to carry out this change, sorted: a `replace`
@@ -293,10 +459,11 @@ impl Change {
     /// package's months ([`Change::overlaps`]) needs `--allow-overlap`.
     pub fn needs(&self) -> Vec<Need> {
         let mut needs = Vec::new();
-        if self.action == Action::Replace {
+        if self.action() == Action::Replace {
             needs.push(Need::AllowReplace);
         }
-        if matches!(self.action, Action::Purchase | Action::Replace) && !self.overlaps.is_empty() {
+        if matches!(self.action(), Action::Purchase | Action::Replace) && !self.overlaps.is_empty()
+        {
             needs.push(Need::AllowOverlap);
         }
         needs
@@ -376,15 +543,14 @@ impl Summary {
 
 impl Plan {
     /// The counts per action. Unchanged keys are counted by
-    /// [`Plan::unchanged`] alone: `changes` does not list them, and an
-    /// `unchanged` entry found there anyway is skipped here as by renderers.
+    /// [`Plan::unchanged`] alone: `changes` cannot list them ([`Sides`]).
     pub fn summary(&self) -> Summary {
         let mut summary = Summary {
             unchanged: self.unchanged,
             ..Summary::default()
         };
         for change in &self.changes {
-            match change.action {
+            match change.action() {
                 Action::Purchase => summary.purchase += 1,
                 Action::Replace => summary.replace += 1,
                 Action::Unconfirmed => summary.unconfirmed += 1,
@@ -428,7 +594,7 @@ impl Plan {
         self.changes
             .binary_search_by(|c| c.key.cmp(key))
             .ok()
-            .map(|i| self.changes[i].action)
+            .map(|i| self.changes[i].action())
     }
 
     /// The label changes of recorded packages (a `name` edited, the spec
@@ -449,9 +615,7 @@ impl Plan {
     /// the error).
     pub fn cost(&self, change: &Change) -> Option<crate::prices::Money> {
         let prices = self.prices.as_ref()?;
-        let buys = matches!(change.action, Action::Purchase | Action::Replace);
-        buys.then(|| change.desired.as_ref().and_then(|p| prices.cost(&p.spec)))
-            .flatten()
+        change.to_buy().and_then(|p| prices.cost(&p.spec))
     }
 
     /// The plan's total cost: every `purchase` and `replace`. `None`
@@ -462,8 +626,7 @@ impl Plan {
         let specs = self
             .listed_changes()
             .into_iter()
-            .filter(|c| matches!(c.action, Action::Purchase | Action::Replace))
-            .filter_map(|c| c.desired.as_ref().map(|p| &p.spec));
+            .filter_map(|c| c.to_buy().map(|p| &p.spec));
         Some(prices.total(specs))
     }
 
@@ -479,16 +642,12 @@ impl Plan {
         self.from_policy.contains(&change.key)
     }
 
-    /// The changes to show, sorted by key, `unchanged` entries left out.
+    /// The changes to show, sorted by key (a change is never `unchanged`).
     ///
     /// The diff already sorts them; sorting again here keeps every renderer
-    /// deterministic even for a plan built by hand or read from a file.
+    /// deterministic even for a plan built by hand.
     pub fn listed_changes(&self) -> Vec<&Change> {
-        let mut listed: Vec<&Change> = self
-            .changes
-            .iter()
-            .filter(|c| c.action != Action::Unchanged)
-            .collect();
+        let mut listed: Vec<&Change> = self.changes.iter().collect();
         listed.sort_by(|a, b| a.key.cmp(&b.key));
         listed
     }
@@ -501,7 +660,9 @@ pub struct Plan {
     pub state: StateId,
     /// Content hash of the desired set the plan was made from.
     pub manifest_hash: crate::spec::ManifestHash,
-    /// Every key whose action is not `unchanged`, sorted by key.
+    /// Every key whose action is not `unchanged`, sorted by key, once
+    /// each: the diff builds them so and a saved plan is parsed only when
+    /// they are ([`saved::SavedPlan::decode`]); apply does not check again.
     pub changes: Vec<Change>,
     /// How many keys are `unchanged` (counted, not listed).
     pub unchanged: usize,
@@ -518,7 +679,28 @@ pub struct Plan {
     /// in flight (see [`Plan::mark_in_flight`]); `None` when no change is
     /// in flight, or the holder left no readable label.
     pub in_flight_holder: Option<LockHolder>,
+    /// What makes this plan fail though it renders (exit 1): what `plan
+    /// --check-account` found on the eSMS account. Empty otherwise; never
+    /// saved.
+    pub errors: Vec<PlanError>,
+}
+
+/// A problem found beside the diff that apply would refuse the plan for:
+/// today, one found by `plan --check-account` (apply's pre-flight, asked at
+/// plan time). Shown in every format; `plan` then exits 1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanError {
+    /// A stable name for programs (the JSON `errors[].kind`):
+    /// `oa_not_on_account`, `balance_too_low`, `credentials_rejected`,
+    /// `account_unreachable`.
+    pub kind: &'static str,
+    /// What is wrong, in one sentence (scrubbed, escaped by the renderers).
+    pub message: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+    /// The OAIDs concerned (`oa_not_on_account`), sorted; empty otherwise.
+    pub oaids: Vec<String>,
 }
 
 mod diff;
-pub use diff::{action_for, diff, starts_before_today_applies};
+pub use diff::{action_for, diff, sides_for, starts_before_today_applies};

@@ -106,18 +106,25 @@ pub fn narrow(plan: &Plan, selectors: &[Selector]) -> Result<Narrowed, Unmatched
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Action, Change, LabelChange, Warning};
-    use crate::state::StateId;
+    use crate::plan::render::fixtures;
+    use crate::plan::{Action, Change, LabelChange, Sides, Warning};
+    use crate::spec::Tier;
+    use crate::state::{StateId, Status};
 
+    /// A change of `action` for `key`, with the sides the action has.
     fn change(key: &str, action: Action) -> Change {
-        Change {
-            key: Key::parse(key).unwrap(),
-            action,
-            desired: None,
-            before: None,
-            overlaps: Vec::new(),
-            last_failure: None,
-        }
+        let (oaid, start) = Key::parse_parts(key).unwrap();
+        let key = Key::parse(key).unwrap();
+        let spec = |tier| fixtures::spec(oaid.as_str(), tier, start, 12);
+        let desired = fixtures::package(spec(Tier::Premium), None, "oapkg.yaml", 1);
+        let before = fixtures::record(spec(Tier::Advanced), None, Status::Submitted);
+        let sides = match action {
+            Action::Purchase => Sides::Purchase { desired },
+            Action::Replace => Sides::Replace { desired, before },
+            Action::Orphan => Sides::Orphan { before },
+            other => unreachable!("no {other} here"),
+        };
+        Change::new(key, sides)
     }
 
     fn plan() -> Plan {
@@ -144,6 +151,7 @@ mod tests {
             prices: None,
             from_policy: Default::default(),
             in_flight_holder: None,
+            errors: Vec::new(),
         }
     }
 

@@ -6,12 +6,15 @@
 //! package (spec, name, where it is declared) and the recorded package it
 //! replaces, retries or leaves alone (with its spec hash); and which state
 //! and manifests it was made from, so that [`SavedPlan::check_fresh`] can
-//! refuse a plan the world has moved past. [`SavedPlan::to_plan`] rebuilds
-//! the [`Plan`], so apply prints it with the same renderers as `plan`.
+//! refuse a plan the world has moved past. [`SavedPlan::to_plan`] parses
+//! it into the [`Plan`], so apply prints it with the same renderers as
+//! `plan` and carries out a plan whose type holds only well-formed changes.
 //!
-//! The file is pretty JSON ending with a `checksum` of its content, decoded
-//! strictly: a content that is not a plan, has an unknown format version,
-//! does not parse, contradicts itself or fails its checksum is refused.
+//! The file is pretty JSON ending with a `checksum` of its content, read
+//! strictly: [`SavedPlan::decode`] refuses a content that is not a plan, has
+//! an unknown format version, does not parse or fails its checksum;
+//! [`SavedPlan::to_plan`], the one check of the changes' shape, refuses one
+//! that contradicts itself.
 //! This module is pure: it encodes and decodes the content; reading and
 //! writing the file (atomically, naming it in errors) is
 //! [`crate::ops::plan_file`]'s, and so is deciding whether a saved plan is
@@ -42,10 +45,10 @@ use std::fmt;
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
-use super::{Action, Change, LabelChange, Plan, Warning};
+use super::{Action, Change, LabelChange, Plan, Sides, Warning};
 use crate::manifest::{Package, Source};
-use crate::spec::{Key, ManifestHash, Spec, SpecHash, sha256_tagged, short_hash};
-use crate::state::{FailedAttempt, Record, StateId};
+use crate::spec::{Key, ManifestHash, Spec, sha256_tagged, short_hash};
+use crate::state::{FailedAttempt, Record, StateId, Status};
 
 /// The version of the plan file format this oapkg writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -72,7 +75,8 @@ pub struct SavedPlan {
     pub manifest_files: Vec<String>,
     /// How many keys were unchanged, for the summary line.
     pub unchanged: usize,
-    /// The listed changes, sorted by key (never `unchanged`).
+    /// The listed changes as the file holds them, sorted by key, once
+    /// each; [`SavedPlan::to_plan`] parses them.
     pub changes: Vec<SavedChange>,
     /// Names edited on unchanged recorded packages, for apply to record;
     /// left out of the file when there are none.
@@ -87,7 +91,9 @@ pub struct SavedPlan {
     pub from_policy: std::collections::BTreeSet<Key>,
 }
 
-/// One change as apply needs it.
+/// One change as the file holds it: the action beside optional sides.
+/// Only [`SavedChange::parse`] turns it into a [`Change`], whose [`Sides`]
+/// fit the action: the one check of a saved change's shape.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SavedChange {
@@ -118,81 +124,55 @@ pub struct SavedPackage {
 }
 
 impl SavedChange {
-    /// The spec hash of the record the plan saw, if any.
-    pub fn before_spec_hash(&self) -> Option<&SpecHash> {
-        self.before.as_ref().map(|r| &r.spec_hash)
-    }
-
-    /// The spec apply would send for this change: the declared one, else the
-    /// recorded one (an undeclared unconfirmed key is resent as recorded).
-    pub fn spec(&self) -> Option<&Spec> {
-        self.desired
-            .as_ref()
-            .map(|p| &p.spec)
-            .or_else(|| self.before.as_ref().map(|r| &r.spec))
-    }
-
-    fn from_change(change: &Change) -> SavedChange {
+    fn of(change: &Change) -> SavedChange {
         SavedChange {
             key: change.key.clone(),
-            action: change.action,
-            desired: change.desired.as_ref().map(|p| SavedPackage {
+            action: change.action(),
+            desired: change.desired().map(|p| SavedPackage {
                 spec: p.spec.clone(),
                 name: p.name.clone(),
                 source: p.source.clone(),
             }),
-            before: change.before.clone(),
+            before: change.before().cloned(),
             overlaps: change.overlaps.clone(),
             last_failure: change.last_failure.clone(),
         }
     }
 
-    fn to_change(&self) -> Change {
-        Change {
-            key: self.key.clone(),
-            action: self.action,
-            desired: self.desired.as_ref().map(|p| Package {
-                spec: p.spec.clone(),
-                name: p.name.clone(),
-                source: p.source.clone(),
-            }),
-            before: self.before.clone(),
-            overlaps: self.overlaps.clone(),
-            last_failure: self.last_failure.clone(),
-        }
-    }
-
-    /// Why this change cannot be in a plan, if it cannot.
-    fn inconsistency(&self) -> Option<String> {
-        let declared = self.desired.is_some();
-        let recorded = self.before.is_some();
-        let shape_ok = match self.action {
-            Action::Purchase => declared && !recorded,
-            Action::Replace => declared && recorded,
-            Action::Unconfirmed | Action::InFlight => recorded,
-            Action::Orphan => !declared && recorded,
-            Action::Expired => declared,
-            Action::Unchanged => return Some("is `unchanged`; a plan lists no such key".into()),
-        };
-        if !shape_ok {
-            let has = |yes: bool| if yes { "has a" } else { "has no" };
-            return Some(format!(
-                "is `{}` but {} declared package and {} record",
-                self.action,
-                has(declared),
-                has(recorded),
-            ));
-        }
+    /// The change, or why the file's change cannot be in a plan: its sides
+    /// do not fit its action ([`Sides::new`]), a package in it has another
+    /// key, or an unconfirmed key's record is not unconfirmed.
+    fn parse(&self) -> Result<Change, String> {
+        let desired = self.desired.as_ref().map(|p| Package {
+            spec: p.spec.clone(),
+            name: p.name.clone(),
+            source: p.source.clone(),
+        });
+        let sides = Sides::new(self.action, desired, self.before.clone())?;
         let specs = [
-            self.desired.as_ref().map(|p| &p.spec),
-            self.before.as_ref().map(|r| &r.spec),
+            sides.desired().map(|p| &p.spec),
+            sides.before().map(|r| &r.spec),
         ];
         for spec in specs.into_iter().flatten() {
             if spec.key() != self.key {
-                return Some(format!("holds a package whose key is {}", spec.key()));
+                return Err(format!("holds a package whose key is {}", spec.key()));
             }
         }
-        None
+        if let Sides::Unconfirmed { before, .. } | Sides::InFlight { before, .. } = &sides
+            && before.status != Status::Unconfirmed
+        {
+            return Err(format!(
+                "is listed as `{}` but its record is {}",
+                self.action,
+                before.status.name()
+            ));
+        }
+        Ok(Change {
+            key: self.key.clone(),
+            sides,
+            overlaps: self.overlaps.clone(),
+            last_failure: self.last_failure.clone(),
+        })
     }
 }
 
@@ -234,7 +214,7 @@ impl SavedPlan {
             changes: plan
                 .listed_changes()
                 .into_iter()
-                .map(SavedChange::from_change)
+                .map(SavedChange::of)
                 .collect(),
             labels: plan.labels.clone(),
             warnings: plan.warnings.clone(),
@@ -243,13 +223,29 @@ impl SavedPlan {
         }
     }
 
-    /// The [`Plan`] this file was saved from, to render it as `plan` did.
-    pub fn to_plan(&self) -> Plan {
-        Plan {
+    /// The [`Plan`] this file was saved from, to render it as `plan` did:
+    /// the one parse of its changes ([`SavedChange::parse`]), refusing a
+    /// file that contradicts itself (a change whose sides do not fit its
+    /// action, a package under another key, keys out of order or listed
+    /// twice), whatever its checksum says.
+    pub fn to_plan(&self) -> Result<Plan, DecodeError> {
+        let mut changes: Vec<Change> = Vec::with_capacity(self.changes.len());
+        for saved in &self.changes {
+            let parsed = if changes.last().is_some_and(|p| p.key >= saved.key) {
+                Err("is out of order or listed twice".to_owned())
+            } else {
+                saved.parse()
+            };
+            changes.push(parsed.map_err(|reason| DecodeError::Inconsistent {
+                key: saved.key.to_string(),
+                reason,
+            })?);
+        }
+        Ok(Plan {
             today: self.today,
             state: self.state.clone(),
             manifest_hash: self.manifest_hash.clone(),
-            changes: self.changes.iter().map(SavedChange::to_change).collect(),
+            changes,
             unchanged: self.unchanged,
             labels: self.labels.clone(),
             warnings: self.warnings.clone(),
@@ -257,7 +253,9 @@ impl SavedPlan {
             from_policy: self.from_policy.clone(),
             // Not saved: who was buying is news at `plan` time only.
             in_flight_holder: None,
-        }
+            // Not saved: a plan with errors is not saved.
+            errors: Vec::new(),
+        })
     }
 
     /// `Ok` when the state and the manifests are still the ones the plan was
@@ -308,9 +306,10 @@ impl SavedPlan {
     }
 
     /// Reads a plan file's content, strictly: a content that is not a plan,
-    /// has another format version, does not parse, contradicts itself or
-    /// fails its checksum is refused. Pure; whoever read the content names
-    /// the file ([`crate::ops::plan_file`]).
+    /// has another format version, does not parse or fails its checksum is
+    /// refused (one that contradicts itself is refused by
+    /// [`SavedPlan::to_plan`]). Pure; whoever read the content names the
+    /// file ([`crate::ops::plan_file`]).
     pub fn decode(content: &str) -> Result<SavedPlan, DecodeError> {
         let value: serde_json::Value =
             serde_json::from_str(content).map_err(DecodeError::Syntax)?;
@@ -342,21 +341,6 @@ impl SavedPlan {
         let computed = plan.checksum();
         if recorded != computed {
             return Err(DecodeError::ChecksumMismatch { recorded, computed });
-        }
-        let mut previous: Option<&Key> = None;
-        for change in &plan.changes {
-            let reason = if previous.is_some_and(|p| *p >= change.key) {
-                Some("is out of order or listed twice".to_owned())
-            } else {
-                change.inconsistency()
-            };
-            if let Some(reason) = reason {
-                return Err(DecodeError::Inconsistent {
-                    key: change.key.to_string(),
-                    reason,
-                });
-            }
-            previous = Some(&change.key);
         }
         Ok(plan)
     }
@@ -488,14 +472,14 @@ pub enum Moved {
 /// manifests' hash, which [`SavedPlan::check_fresh`] compares, ignores them too).
 fn same_change(a: Option<&Change>, b: Option<&Change>) -> bool {
     fn declared(c: &Change) -> Option<(&Spec, &Option<String>)> {
-        c.desired.as_ref().map(|p| (&p.spec, &p.name))
+        c.desired().map(|p| (&p.spec, &p.name))
     }
     match (a, b) {
         (Some(a), Some(b)) => {
             a.key == b.key
-                && a.action == b.action
+                && a.action() == b.action()
                 && declared(a) == declared(b)
-                && a.before == b.before
+                && a.before() == b.before()
                 && a.overlaps == b.overlaps
         }
         (None, None) => true,
@@ -531,14 +515,13 @@ pub fn rederive(saved: &Plan, current: &Plan) -> Vec<Moved> {
         if !same_change(a, b) {
             moved.push(Moved::Change {
                 key: key.clone(),
-                planned: a.map(|c| c.action),
-                current: b.map(|c| c.action),
+                planned: a.map(Change::action),
+                current: b.map(Change::action),
             });
         }
     }
     for change in now.values() {
-        let buys = matches!(change.action, Action::Purchase | Action::Replace);
-        if let (true, Some(package)) = (buys, &change.desired) {
+        if let Some(package) = change.to_buy() {
             let start = package.spec.start;
             if start < current.today {
                 moved.push(Moved::Started {
@@ -662,10 +645,10 @@ mod tests {
         let decoded = SavedPlan::decode(&saved.encode()).unwrap();
         assert_eq!(decoded, saved);
         // The rebuilt plan is the plan: apply renders what plan showed.
-        assert_eq!(decoded.to_plan(), plan);
+        assert_eq!(decoded.to_plan().unwrap(), plan);
         let plain = TextOptions { color: false };
         assert_eq!(
-            render::text(&decoded.to_plan(), &plain),
+            render::text(&decoded.to_plan().unwrap(), &plain),
             render::text(&plan, &plain)
         );
     }
@@ -679,9 +662,10 @@ mod tests {
             .find(|c| c.action == Action::Replace)
             .unwrap();
         let before = replace.before.as_ref().unwrap();
-        assert_eq!(replace.before_spec_hash(), Some(&before.spec.hash()));
+        assert_eq!(before.spec_hash, before.spec.hash());
         let desired = replace.desired.as_ref().unwrap();
-        assert_eq!(replace.spec(), Some(&desired.spec));
+        let parsed = replace.parse().unwrap();
+        assert_eq!(parsed.to_buy().map(|p| &p.spec), Some(&desired.spec));
         assert_eq!(desired.source.file, "packages/shop.yaml");
         let encoded = saved.encode();
         assert!(encoded.starts_with("{\n  \"kind\": \"oapkg/plan\",\n  \"format_version\": 1,"));
@@ -698,7 +682,7 @@ mod tests {
         let saved = SavedPlan::from_plan(&plan);
         let read = SavedPlan::decode(&saved.encode()).unwrap();
         assert_eq!(read, saved);
-        let again = read.to_plan();
+        let again = read.to_plan().unwrap();
         assert_eq!(
             again.changes,
             plan.listed_changes()
@@ -901,7 +885,9 @@ mod tests {
             .find(|c| c.action == Action::Orphan)
             .unwrap();
         orphan.action = Action::Purchase;
-        let error = SavedPlan::decode(&bad.encode()).unwrap_err();
+        // The checksum holds: the file reads, and its one parse refuses it.
+        let read = SavedPlan::decode(&bad.encode()).unwrap();
+        let error = read.to_plan().unwrap_err();
         assert!(
             matches!(error, DecodeError::Inconsistent { .. }),
             "{error:?}"
@@ -915,7 +901,29 @@ mod tests {
 
         let mut twice = saved();
         twice.changes.push(twice.changes[0].clone());
-        let error = SavedPlan::decode(&twice.encode()).unwrap_err();
+        let error = SavedPlan::decode(&twice.encode())
+            .unwrap()
+            .to_plan()
+            .unwrap_err();
         assert!(error.to_string().contains("out of order or listed twice"));
+
+        // An unconfirmed key whose record says it was bought, and a
+        // package filed under another key.
+        let mut submitted = saved();
+        let unconfirmed = submitted
+            .changes
+            .iter_mut()
+            .find(|c| c.action == Action::Unconfirmed)
+            .unwrap();
+        unconfirmed.before.as_mut().unwrap().status = Status::Submitted;
+        let error = submitted.to_plan().unwrap_err().to_string();
+        assert!(
+            error.contains("is listed as `unconfirmed` but its record is submitted"),
+            "{error}"
+        );
+        let mut moved = saved();
+        moved.changes[0].desired.as_mut().unwrap().spec.start = jiff::civil::date(2030, 1, 1);
+        let error = moved.to_plan().unwrap_err().to_string();
+        assert!(error.contains("holds a package whose key is"), "{error}");
     }
 }

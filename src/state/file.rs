@@ -30,7 +30,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
 
-use super::{FailedAttempt, FailedAttempts, Record, StateError};
+use super::{FailedAttempt, FailedAttempts, Observations, Record, StateError};
 use crate::spec::{Key, MAX_DURATION_MONTHS, Sha256Writer};
 
 mod canonical;
@@ -49,6 +49,7 @@ pub struct DiskState {
     pub checksum: String,
     pub packages: BTreeMap<Key, Record>,
     pub failed_attempts: FailedAttempts,
+    pub observations: Observations,
 }
 
 /// The file as written (field order = order in the file).
@@ -61,6 +62,8 @@ struct FileOut<'a> {
     packages: &'a BTreeMap<Key, Record>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     failed_attempts: &'a FailedAttempts,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    observations: &'a Observations,
 }
 
 /// The file as read. `lineage` is required: a written file always has one.
@@ -75,6 +78,8 @@ struct FileIn {
     packages: BTreeMap<Key, Record>,
     #[serde(default, deserialize_with = "unique_keys")]
     failed_attempts: FailedAttempts,
+    #[serde(default)]
+    observations: Observations,
 }
 
 /// What the checksum is computed over: the file without its checksum.
@@ -86,6 +91,8 @@ struct Body<'a> {
     packages: &'a BTreeMap<Key, Record>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     failed_attempts: &'a FailedAttempts,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    observations: &'a Observations,
 }
 
 /// The checksum of a state's content, as stored in the file's `checksum`.
@@ -98,6 +105,7 @@ pub fn checksum(
     serial: u64,
     packages: &BTreeMap<Key, Record>,
     failed_attempts: &FailedAttempts,
+    observations: &Observations,
 ) -> Result<String, StateError> {
     let body = Body {
         format_version: FORMAT_VERSION,
@@ -105,6 +113,7 @@ pub fn checksum(
         serial,
         packages,
         failed_attempts,
+        observations,
     };
     // Hashed as it is encoded: the compact encoding of a large state is
     // tens of megabytes that nothing else needs.
@@ -127,9 +136,18 @@ pub fn encode(
     serial: u64,
     packages: &BTreeMap<Key, Record>,
     failed_attempts: &FailedAttempts,
+    observations: &Observations,
 ) -> Result<(Vec<u8>, String), StateError> {
     let mut bytes = std::io::Cursor::new(Vec::new());
-    let checksum = encode_to(path, &mut bytes, lineage, serial, packages, failed_attempts)?;
+    let checksum = encode_to(
+        path,
+        &mut bytes,
+        lineage,
+        serial,
+        packages,
+        failed_attempts,
+        observations,
+    )?;
     Ok((bytes.into_inner(), checksum))
 }
 
@@ -147,26 +165,29 @@ pub fn encode_to<W: std::io::Write + std::io::Seek>(
     serial: u64,
     packages: &BTreeMap<Key, Record>,
     failed_attempts: &FailedAttempts,
+    observations: &Observations,
 ) -> Result<String, StateError> {
     let encode_error = |source| StateError::Encode {
         path: path.to_owned(),
         source,
     };
     let io_error = |error| encode_error(serde_json::Error::io(error));
-    let file = |packages, failed_attempts| FileOut {
+    let file = |packages, failed_attempts, observations| FileOut {
         format_version: FORMAT_VERSION,
         lineage,
         serial,
         checksum: PLACEHOLDER,
         packages,
         failed_attempts,
+        observations,
     };
     // Where the checksum goes: the head of the file is the same whatever
     // the records, and its last placeholder is the checksum's (the lineage
     // comes before it).
-    let (no_packages, no_failures) = (BTreeMap::new(), FailedAttempts::new());
-    let head =
-        serde_json::to_vec_pretty(&file(&no_packages, &no_failures)).map_err(encode_error)?;
+    let (no_packages, no_failures, no_observations) =
+        (BTreeMap::new(), FailedAttempts::new(), Observations::new());
+    let head = serde_json::to_vec_pretty(&file(&no_packages, &no_failures, &no_observations))
+        .map_err(encode_error)?;
     let at = head
         .windows(PLACEHOLDER.len())
         .rposition(|w| w == PLACEHOLDER.as_bytes())
@@ -182,7 +203,7 @@ pub fn encode_to<W: std::io::Write + std::io::Seek>(
         skipping: false,
     };
     let mut serializer = serde_json::Serializer::with_formatter(&mut *out, tee);
-    file(packages, failed_attempts)
+    file(packages, failed_attempts, observations)
         .serialize(&mut serializer)
         .map_err(encode_error)?;
     out.write_all(b"\n").map_err(io_error)?;
@@ -403,6 +424,9 @@ fn stream_in_blocks<R: std::io::Read>(
             checksum: serde_json::from_slice(&top.checksum).ok()?,
             packages: members.packages,
             failed_attempts: members.failed_attempts,
+            // The scan reads no `observations` member: a file with one is
+            // not canonical for it and is read whole.
+            observations: Observations::new(),
         };
         let records = members.invalid.map_or(Ok(()), Err);
         let disk = check_version(path, &file)
@@ -505,6 +529,7 @@ fn verify(path: &Path, file: FileIn) -> Result<DiskState, StateError> {
             file.serial,
             &file.packages,
             &file.failed_attempts,
+            &file.observations,
         )
     };
     let records = || validate_records(path, &file.packages);
@@ -562,6 +587,7 @@ fn finish(
         checksum: file.checksum,
         packages: file.packages,
         failed_attempts: file.failed_attempts,
+        observations: file.observations,
     })
 }
 
@@ -755,9 +781,16 @@ pub(crate) mod tests {
     }
 
     fn encoded() -> Vec<u8> {
-        encode(path(), "lineage-1", 3, &packages(), &FailedAttempts::new())
-            .unwrap()
-            .0
+        encode(
+            path(),
+            "lineage-1",
+            3,
+            &packages(),
+            &FailedAttempts::new(),
+            &Default::default(),
+        )
+        .unwrap()
+        .0
     }
 
     /// Re-seals a hand-edited document with a correct checksum, to reach the
@@ -771,6 +804,7 @@ pub(crate) mod tests {
             doc["serial"].as_u64().unwrap(),
             &packages,
             &serde_json::from_value(doc["failed_attempts"].clone()).unwrap_or_default(),
+            &serde_json::from_value(doc["observations"].clone()).unwrap_or_default(),
         )
         .unwrap();
         doc["checksum"] = sum.into();
@@ -789,9 +823,16 @@ pub(crate) mod tests {
         let c = text.find("745830328927467685@2027-01-01").unwrap();
         assert!(a < b && b < c, "packages sorted by key");
         // Absent values are written, not left out.
-        let empty = encode(path(), "l", 1, &BTreeMap::new(), &FailedAttempts::new())
-            .unwrap()
-            .0;
+        let empty = encode(
+            path(),
+            "l",
+            1,
+            &BTreeMap::new(),
+            &FailedAttempts::new(),
+            &Default::default(),
+        )
+        .unwrap()
+        .0;
         assert!(
             String::from_utf8(empty)
                 .unwrap()
@@ -824,8 +865,17 @@ pub(crate) mod tests {
             ("line\"age\n", &failed),
             (PLACEHOLDER, &failed),
         ] {
-            let (bytes, sum) = encode(path(), lineage, 7, &packages, failed).unwrap();
-            let expected = checksum(path(), Some(lineage), 7, &packages, failed).unwrap();
+            let (bytes, sum) =
+                encode(path(), lineage, 7, &packages, failed, &Default::default()).unwrap();
+            let expected = checksum(
+                path(),
+                Some(lineage),
+                7,
+                &packages,
+                failed,
+                &Default::default(),
+            )
+            .unwrap();
             assert_eq!(sum, expected);
             let out = FileOut {
                 format_version: FORMAT_VERSION,
@@ -834,6 +884,7 @@ pub(crate) mod tests {
                 checksum: &expected,
                 packages: &packages,
                 failed_attempts: failed,
+                observations: &Default::default(),
             };
             let mut pretty = serde_json::to_vec_pretty(&out).unwrap();
             pretty.push(b'\n');
@@ -849,8 +900,15 @@ pub(crate) mod tests {
 
     #[test]
     fn decode_gives_back_what_was_encoded() {
-        let (bytes, sum) =
-            encode(path(), "lineage-1", 3, &packages(), &FailedAttempts::new()).unwrap();
+        let (bytes, sum) = encode(
+            path(),
+            "lineage-1",
+            3,
+            &packages(),
+            &FailedAttempts::new(),
+            &Default::default(),
+        )
+        .unwrap();
         let disk = decode(path(), &bytes).unwrap();
         assert_eq!(disk.lineage, "lineage-1");
         assert_eq!(disk.serial, 3);

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::journal::{Journal, JournalEntry, StateLock};
-use super::lock::{Fence, LockHolder, UnlockOutcome};
+use super::lock::{Fence, LockHolder, LockStatus, UnlockOutcome};
 use super::s3::{S3Journal, S3Lease, S3Location, S3Store};
 use super::store::{Initialized, Loaded, Restored, StateStore};
-use super::{InFlight, State, StateError, StateId};
+use super::{BackupSummary, InFlight, State, StateError, StateId};
 
 /// What one kind of store does, for [`Store`].
 trait Backend: Send + Sync + std::fmt::Debug {
@@ -39,6 +39,9 @@ trait Backend: Send + Sync + std::fmt::Debug {
     ) -> Result<(WriterLock, Loaded), StateError>;
     fn unlock(&self) -> Result<UnlockOutcome, StateError>;
     fn create_copy(&self, state: &State) -> Result<StateId, StateError>;
+    fn lock_status(&self) -> Result<LockStatus, StateError>;
+    fn backup(&self) -> Option<Result<Option<BackupSummary>, StateError>>;
+    fn check_conditional_writes(&self) -> Option<Result<(), StateError>>;
 }
 
 /// A held lock or lease, for [`WriterLock`].
@@ -181,6 +184,27 @@ impl Store {
     pub fn create_copy(&self, state: &State) -> Result<StateId, StateError> {
         self.0.create_copy(state)
     }
+
+    /// Who has the lock (the lease, on S3) now, for `oapkg doctor`:
+    /// read-only, the lock is never taken.
+    pub fn lock_status(&self) -> Result<LockStatus, StateError> {
+        self.0.lock_status()
+    }
+
+    /// The backup beside a local state, checked (`Ok(None)`: none there);
+    /// `None` for a store that keeps none (S3: the bucket's versioning is
+    /// the backup). For `oapkg doctor`; takes no lock.
+    pub fn backup(&self) -> Option<Result<Option<BackupSummary>, StateError>> {
+        self.0.backup()
+    }
+
+    /// On S3, the check every buying process makes first: the store
+    /// refuses a conflicting conditional write (it writes and removes probe
+    /// objects beside the state, never the state). `None` for a local
+    /// file, which needs none.
+    pub fn check_conditional_writes(&self) -> Option<Result<(), StateError>> {
+        self.0.check_conditional_writes()
+    }
 }
 
 impl From<StateStore> for Store {
@@ -296,6 +320,24 @@ impl Backend for StateStore {
     fn create_copy(&self, state: &State) -> Result<StateId, StateError> {
         StateStore::create_copy(self, state)
     }
+
+    fn lock_status(&self) -> Result<LockStatus, StateError> {
+        super::lock::status(StateStore::path(self))
+    }
+
+    fn backup(&self) -> Option<Result<Option<BackupSummary>, StateError>> {
+        Some(self.read_backup().map(|backup| {
+            backup.map(|disk| BackupSummary::Valid {
+                lineage: disk.lineage,
+                serial: disk.serial,
+                packages: disk.packages.len(),
+            })
+        }))
+    }
+
+    fn check_conditional_writes(&self) -> Option<Result<(), StateError>> {
+        None
+    }
 }
 
 /// A local store's lock, with the store it locks.
@@ -402,6 +444,26 @@ impl Backend for S3Store {
 
     fn create_copy(&self, state: &State) -> Result<StateId, StateError> {
         S3Store::create_copy(self, state)
+    }
+
+    fn lock_status(&self) -> Result<LockStatus, StateError> {
+        Ok(match self.live_lease()? {
+            Some((holder, _)) => LockStatus::Held {
+                holder: Some(holder),
+            },
+            None => LockStatus::Free,
+        })
+    }
+
+    fn backup(&self) -> Option<Result<Option<BackupSummary>, StateError>> {
+        None
+    }
+
+    fn check_conditional_writes(&self) -> Option<Result<(), StateError>> {
+        Some(S3Store::check_conditional_writes(
+            self,
+            "apply and watch --apply would refuse it",
+        ))
     }
 }
 

@@ -62,6 +62,51 @@ pub enum UnlockOutcome {
     Cleared { previous_holder: LockHolder },
 }
 
+/// Who has a state's lock now, as `oapkg doctor` reports it: read-only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockStatus {
+    /// Nobody holds it.
+    Free,
+    /// A lock file left by a process that is gone: the next writer takes
+    /// the lock over it (`state unlock` removes it).
+    Left { holder: Option<LockHolder> },
+    /// A live process holds it (or, on S3, a lease that has not expired).
+    Held { holder: Option<LockHolder> },
+}
+
+/// The lock of the local state at `state_path`, tested without taking it:
+/// a non-blocking shared try-lock let go at once, as `plan`'s `in flight`.
+pub(crate) fn status(state_path: &Path) -> Result<LockStatus, StateError> {
+    let lock_path = sibling(state_path, ".lock");
+    let file = match crate::files::open_regular(&lock_path) {
+        Ok((file, _)) => file,
+        Err(e) if e.is_not_found() => return Ok(LockStatus::Free),
+        Err(crate::files::OpenError::NotRegular(kind)) => {
+            return Err(StateError::NotAFile {
+                path: lock_path,
+                kind,
+            });
+        }
+        Err(crate::files::OpenError::Io(source)) => {
+            return Err(StateError::io("open the lock file", &lock_path, source));
+        }
+    };
+    let held = match file.try_lock_shared() {
+        Ok(()) => false,
+        Err(fs::TryLockError::WouldBlock) => true,
+        Err(fs::TryLockError::Error(source)) => {
+            return Err(StateError::io("try the lock", &lock_path, source));
+        }
+    };
+    drop(file);
+    let holder = read_holder(&lock_path);
+    Ok(if held {
+        LockStatus::Held { holder }
+    } else {
+        LockStatus::Left { holder }
+    })
+}
+
 /// The held OS lock on one state's lock file: released (and the lock file
 /// removed) when dropped. The state's [`StateLock`](super::StateLock) and
 /// its journals share it.

@@ -46,7 +46,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{Key, Spec, SpecHash};
+use crate::spec::{Key, Oaid, Spec, SpecHash};
 
 mod disk;
 mod error;
@@ -65,7 +65,7 @@ pub use in_flight::InFlight;
 pub use journal::StateLock;
 pub use journal::{Journal, JournalEntry, JournalOutcome};
 pub use location::{JournalWriter, Store, WriterLock};
-pub use lock::{Fence, LockHolder, Proof, SendPermit, UnlockOutcome};
+pub use lock::{Fence, LockHolder, LockStatus, Proof, SendPermit, UnlockOutcome};
 pub use store::{Initialized, Loaded, Restored, StateStore};
 
 /// The only `format_version` this oapkg reads and writes.
@@ -87,6 +87,25 @@ pub struct State {
     /// through, whether or not the key has a record (a fresh purchase that
     /// failed has none). Cleared when the key is submitted.
     pub failed_attempts: FailedAttempts,
+    /// Per OA, what Zalo showed the last time `oapkg refresh` read it
+    /// (read-back). Written only when not empty.
+    pub observations: Observations,
+}
+
+/// The last observation of each OA read through Zalo.
+pub type Observations = BTreeMap<Oaid, Observation>;
+
+/// What Zalo's OA profile said about an OA's package when it was read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Observation {
+    pub observed_at: jiff::Timestamp,
+    /// `package_name` verbatim (free text chosen by Zalo); `None` when
+    /// Zalo showed none.
+    pub package_name: Option<String>,
+    /// `package_valid_through_date`: the last day the OA's package
+    /// covers; `None` when Zalo showed no package.
+    pub valid_through: Option<jiff::civil::Date>,
 }
 
 /// The last failed attempt of each key that has one.
@@ -135,9 +154,14 @@ pub struct Record {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Confirmation {
-    /// `--by NAME`, or `$USER@host` (`$LOGNAME` when `USER` is unset).
+    /// `--by NAME`, or `$USER@host` (`$LOGNAME` when `USER` is unset);
+    /// `zalo` when `oapkg refresh` settled it from Zalo's read-back.
     pub by: String,
     pub at: jiff::Timestamp,
+    /// The observation that settled it, for `by: zalo`. Written only when
+    /// present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observation: Option<Observation>,
 }
 
 /// What oapkg knows about a recorded package.

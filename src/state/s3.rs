@@ -883,6 +883,7 @@ impl Inner {
             state.serial,
             &state.packages,
             &state.failed_attempts,
+            &state.observations,
         )?;
         let snapshot = self.put_snapshot(state.serial, &checksum, bytes).await?;
         let head = Head {
@@ -1483,6 +1484,7 @@ impl S3Lease {
         state.serial = folded.serial;
         state.packages = folded.packages;
         state.failed_attempts = folded.failed_attempts;
+        state.observations = folded.observations;
         Ok(id)
     }
 }

@@ -93,6 +93,16 @@ impl StateStore {
         sibling(&self.path, ".backup")
     }
 
+    /// The backup beside the state, read and checked (checksum included),
+    /// for `oapkg doctor`: `Ok(None)` when there is none. Takes no lock.
+    pub fn read_backup(&self) -> Result<Option<file::DiskState>, StateError> {
+        let backup_path = self.backup_path();
+        match read_whole(&backup_path)? {
+            Some(bytes) => file::decode(&backup_path, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// `<path>.lock`: exists while a writer holds the lock.
     pub fn lock_path(&self) -> PathBuf {
         sibling(&self.path, ".lock")
@@ -297,6 +307,7 @@ impl StateStore {
             state.serial,
             &state.packages,
             &state.failed_attempts,
+            &state.observations,
         )?;
         replace_with_backup(&self.path, false, |out| {
             write_bytes(&self.path, out, &bytes)
@@ -502,6 +513,7 @@ impl StateStore {
                 serial: d.serial,
                 packages: d.packages,
                 failed_attempts: d.failed_attempts,
+                observations: d.observations,
             },
             None => State::default(),
         };
@@ -530,6 +542,7 @@ impl StateStore {
                     next.serial,
                     &next.packages,
                     &next.failed_attempts,
+                    &next.observations,
                 )?;
                 Ok(())
             });
@@ -744,9 +757,19 @@ pub(crate) fn assemble(
     contents: Option<journal::Contents>,
 ) -> Result<Loaded, StateError> {
     let generation = generation_of(disk.as_ref());
-    let (mut packages, mut failed_attempts, file_checksum) = match disk {
-        Some(d) => (d.packages, d.failed_attempts, Some(d.checksum)),
-        None => (Default::default(), Default::default(), None),
+    let (mut packages, mut failed_attempts, observations, file_checksum) = match disk {
+        Some(d) => (
+            d.packages,
+            d.failed_attempts,
+            d.observations,
+            Some(d.checksum),
+        ),
+        None => (
+            Default::default(),
+            Default::default(),
+            Default::default(),
+            None,
+        ),
     };
     let current = match contents {
         Some(c) => {
@@ -766,6 +789,7 @@ pub(crate) fn assemble(
             generation.serial,
             &packages,
             &failed_attempts,
+            &observations,
         )?)
     };
     Ok(Loaded {
@@ -779,6 +803,7 @@ pub(crate) fn assemble(
             serial: generation.serial,
             packages,
             failed_attempts,
+            observations,
         },
     })
 }
@@ -809,6 +834,7 @@ pub(crate) struct Folded {
     pub serial: u64,
     pub packages: std::collections::BTreeMap<crate::spec::Key, super::Record>,
     pub failed_attempts: super::FailedAttempts,
+    pub observations: super::Observations,
     /// The state file's bytes, and their checksum.
     pub bytes: Vec<u8>,
     pub checksum: String,
@@ -831,12 +857,14 @@ pub(crate) fn fold(
         next.serial,
         &next.packages,
         &next.failed_attempts,
+        &next.observations,
     )?;
     Ok(Folded {
         lineage,
         serial: next.serial,
         packages: next.packages,
         failed_attempts: next.failed_attempts,
+        observations: next.observations,
         bytes,
         checksum,
     })

@@ -223,7 +223,7 @@ proptest! {
     fn the_diff_never_buys_what_is_recorded(desired in desired(), recorded in recorded()) {
         let plan = diff(&desired, &recorded, &Default::default(), StateId::default(), today(), vec![]);
         for change in &plan.changes {
-            match change.action {
+            match change.action() {
                 Action::Purchase => prop_assert!(!recorded.contains_key(&change.key)),
                 Action::Replace => {
                     let record = &recorded[&change.key];
@@ -261,7 +261,7 @@ proptest! {
         recorded.retain(|_, r| r.status != Status::Unconfirmed);
         let plan = diff(&desired, &recorded, &Default::default(), StateId::default(), today(), vec![]);
         for change in &plan.changes {
-            if let (Action::Purchase | Action::Replace, Some(package)) = (change.action, &change.desired) {
+            if let (Action::Purchase | Action::Replace, Some(package)) = (change.action(), &change.desired()) {
                 recorded.insert(change.key.clone(), Record {
                     spec_hash: package.spec.hash(),
                     spec: package.spec.clone(),
@@ -295,7 +295,7 @@ proptest! {
         for (key, record) in &orphans {
             let change = plan.changes.iter().find(|c| &c.key == *key);
             let expected = if record.status == Status::Unconfirmed { Action::Unconfirmed } else { Action::Orphan };
-            prop_assert_eq!(change.map(|c| c.action), Some(expected), "{}", key);
+            prop_assert_eq!(change.map(|c| c.action()), Some(expected), "{}", key);
         }
         let everything = oapkg::apply::ApplyOptions {
             allow_replace: true,
@@ -321,7 +321,7 @@ proptest! {
         let same = diff(&same, &recorded, &Default::default(), StateId::default(), today(), vec![]);
         let other_tier = diff(&other_tier, &recorded, &Default::default(), StateId::default(), today(), vec![]);
         for (key, record) in &orphans {
-            let action = |plan: &oapkg::plan::Plan| plan.changes.iter().find(|c| &c.key == *key).map(|c| c.action);
+            let action = |plan: &oapkg::plan::Plan| plan.changes.iter().find(|c| &c.key == *key).map(|c| c.action());
             if record.status == Status::Unconfirmed {
                 prop_assert_eq!(action(&same), Some(Action::Unconfirmed));
                 prop_assert_eq!(action(&other_tier), Some(Action::Unconfirmed));
@@ -357,12 +357,12 @@ proptest! {
     #[test]
     fn the_state_file_round_trips(recorded in rich_recorded(), serial in 1u64..1000) {
         let path = Path::new("state.json");
-        let (bytes, checksum) = oapkg::state::file::encode(path, "lineage-1", serial, &recorded, &Default::default()).unwrap();
+        let (bytes, checksum) = oapkg::state::file::encode(path, "lineage-1", serial, &recorded, &Default::default(), &Default::default()).unwrap();
         let read = oapkg::state::file::decode(path, &bytes).unwrap();
         prop_assert_eq!(&read.packages, &recorded);
         prop_assert_eq!(read.serial, serial);
         prop_assert_eq!(&read.checksum, &checksum);
-        let (again, _) = oapkg::state::file::encode(path, "lineage-1", serial, &read.packages, &read.failed_attempts).unwrap();
+        let (again, _) = oapkg::state::file::encode(path, "lineage-1", serial, &read.packages, &read.failed_attempts, &read.observations).unwrap();
         prop_assert_eq!(again, bytes);
     }
 }
@@ -407,7 +407,7 @@ proptest! {
         let read = plan_file::read(&path).unwrap();
         prop_assert_eq!(&read, &saved);
         prop_assert!(read.check_fresh(&state, &desired.hash()).is_ok());
-        let again = read.to_plan();
+        let again = read.to_plan().unwrap();
         prop_assert_eq!(render::json(&again), render::json(&plan));
         let text = render::TextOptions { color: false };
         prop_assert_eq!(render::text(&again, &text), render::text(&plan, &text));
@@ -436,7 +436,7 @@ proptest! {
         prop_assert_eq!(&loaded.id, &first);
         prop_assert_eq!(loaded.id.serial, 1);
         let lineage = loaded.state.lineage.clone().unwrap();
-        let (encoded, _) = oapkg::state::file::encode(store.path(), &lineage, 1, &recorded, &Default::default()).unwrap();
+        let (encoded, _) = oapkg::state::file::encode(store.path(), &lineage, 1, &recorded, &Default::default(), &Default::default()).unwrap();
         prop_assert_eq!(&encoded, &first_bytes, "the file is the canonical encoding");
 
         let mut again = loaded.state.clone();

@@ -151,3 +151,123 @@ fn an_error_page_echoing_the_request_after_n_characters_leaks_no_piece_of_a_key(
     let failures = failures.into_inner().unwrap();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// Zalo's secrets (access and refresh tokens, the app secret sent as the
+/// `secret_key` header) never leak: every refresh path (exchange, read,
+/// a read whose answer echoes the token, a refused token, the JSON
+/// output) at `RUST_LOG=trace` and `-vvv`, through the real binary. No
+/// piece of six characters of any of them may appear in stdout, stderr,
+/// the state file or its backup, or a saved plan.
+#[test]
+fn zalo_tokens_and_the_app_secret_never_leak_at_any_log_level() {
+    const APP_ID: &str = "4318902657531122461";
+    const APP_SECRET: &str = "ZS-k3j9q2w8e7r6t5y4u1p0o9i8";
+    let sim = start(
+        SimConfig::new()
+            .oaid(OAID)
+            .oaid(OTHER_OAID)
+            .zalo_app(APP_ID, APP_SECRET)
+            .zalo_access_ttl(std::time::Duration::from_secs(60)),
+    );
+    let env = Env::with_state().with_sim(&sim);
+    env.import(OAID, "premium", "2026-11-01", "12", &[]).code(0);
+    let first = sim.zalo_authorize(OAID);
+    let other = sim.zalo_authorize(OTHER_OAID);
+    let tokens = format!(
+        "\"{OAID}\":\n  refresh_token: \"{}\"\n  app_id: \"{APP_ID}\"\n\
+         \"{OTHER_OAID}\":\n  access_token: \"{}\"\n",
+        first.refresh_token, other.access_token
+    );
+    env.file("tokens.yaml", tokens);
+    std::fs::set_permissions(
+        env.path("tokens.yaml"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let mut secrets: Vec<String> = vec![
+        APP_SECRET.to_owned(),
+        first.refresh_token.clone(),
+        first.access_token.clone(),
+        other.access_token.clone(),
+        other.refresh_token.clone(),
+    ];
+    let zalo = |args: &[&str]| {
+        let mut all = vec!["-vvv"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--zalo-tokens", "tokens.yaml"]);
+        Run::from(
+            env.command(&all)
+                .env("RUST_LOG", "trace")
+                .env("ZALO_APP_SECRET", APP_SECRET)
+                .output()
+                .expect("run oapkg"),
+        )
+    };
+    let mut runs = Vec::new();
+    // An exchange and two reads.
+    runs.push(zalo(&["refresh"]));
+    // A read whose answer echoes the token the OA was read with.
+    sim.set_zalo_odd_answer(Some(format!(
+        "Bad gateway: upstream refused access_token={} for this request",
+        other.access_token
+    )));
+    runs.push(zalo(&["refresh", "--format", "json"]));
+    assert!(
+        runs[1]
+            .stdout
+            .contains("not JSON: Bad gateway: upstream refused access_token=[redacted]"),
+        "{}",
+        runs[1].stdout
+    );
+    sim.set_zalo_odd_answer(None);
+    // Refused tokens (expired access tokens, then a spent refresh token).
+    sim.expire_zalo_access_tokens();
+    runs.push(zalo(&["refresh"]));
+    runs.push(zalo(&["refresh"]));
+    for run in &runs {
+        assert!(
+            run.code == 0 || run.code == 1 || run.code == 2,
+            "{}",
+            run.stderr
+        );
+    }
+    // Every token the simulator issued since (the rotated pairs) counts.
+    let file = String::from_utf8(env.read("tokens.yaml")).unwrap();
+    for line in file.lines() {
+        if let Some((_, value)) = line.split_once("_token: ") {
+            secrets.push(value.trim_matches('"').to_owned());
+        }
+    }
+    let keys: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    let mut texts: Vec<(String, String)> = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        texts.push((format!("run {i} stdout"), run.stdout.clone()));
+        texts.push((format!("run {i} stderr"), run.stderr.clone()));
+    }
+    for file in ["state/oapkg.state.json", "state/oapkg.state.json.backup"] {
+        if env.path(file).exists() {
+            texts.push((
+                file.to_owned(),
+                String::from_utf8_lossy(&env.read(file)).into_owned(),
+            ));
+        }
+    }
+    env.run(&["plan", "--out", "saved.plan"]);
+    if env.path("saved.plan").exists() {
+        texts.push((
+            "saved plan".to_owned(),
+            String::from_utf8_lossy(&env.read("saved.plan")).into_owned(),
+        ));
+    }
+    assert!(
+        runs[0].stderr.contains("TRACE") || runs[0].stderr.contains("DEBUG"),
+        "logging was on"
+    );
+    for (what, text) in &texts {
+        if let Some(piece) = key_piece_in(text, &keys) {
+            panic!("{what} holds {piece:?} of a Zalo secret:\n{text}");
+        }
+        assert!(!text.contains("secret_key: "), "{what}: {text}");
+    }
+    assert!(sim.zalo_stats().exchanges >= 1);
+}

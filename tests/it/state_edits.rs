@@ -65,6 +65,7 @@ fn mark_unconfirmed(env: &Env, key: &str) {
         disk.serial,
         &packages,
         &failed_attempts,
+        &Default::default(),
     )
     .unwrap();
     env.file(STATE, bytes);

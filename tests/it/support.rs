@@ -165,6 +165,10 @@ impl Env {
             .env_remove("ESMS_SECRET_KEY")
             .env_remove("ESMS_ENDPOINT")
             .env_remove("OAPKG_RETRY_MIN_DELAY_MS")
+            .env_remove("OAPKG_ZALO_TOKENS")
+            .env_remove("ZALO_APP_SECRET")
+            .env_remove("ZALO_OPENAPI_ENDPOINT")
+            .env_remove("ZALO_OAUTH_ENDPOINT")
             // Messages naming a lock holder would name the CI job.
             .env_remove("GITHUB_RUN_ID")
             .env_remove("CI_JOB_URL");
@@ -344,7 +348,10 @@ pub fn point_at(cmd: &mut Command, sim: &SimControl) {
     cmd.env("ESMS_ENDPOINT", sim.endpoint())
         .env("ESMS_API_KEY", API_KEY)
         .env("ESMS_SECRET_KEY", SECRET_KEY)
-        .env("OAPKG_RETRY_MIN_DELAY_MS", "10");
+        .env("OAPKG_RETRY_MIN_DELAY_MS", "10")
+        // The simulator serves Zalo's OA API on the same port.
+        .env("ZALO_OPENAPI_ENDPOINT", sim.zalo_endpoint())
+        .env("ZALO_OAUTH_ENDPOINT", sim.zalo_endpoint());
 }
 
 pub fn run(env: &Env, sim: &SimControl, args: &[&str]) -> Run {

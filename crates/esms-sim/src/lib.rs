@@ -28,10 +28,18 @@
 //! `GET /__sim/ledger`, `GET /__sim/requests`, `GET /__sim/balance`,
 //! `POST /__sim/faults` (a [`FaultRule`] as JSON), `DELETE /__sim/faults`
 //! (which also ends an outage, see [`Fault::GoDown`]).
+//!
+//! It serves Zalo's OA API too ([`zalo`]): `GET /v2.0/oa/getoa` reflecting
+//! the purchases it charged (after an optional lag) and
+//! `POST /v4/oa/access_token` with single-use refresh tokens, on the same
+//! port (give oapkg `http://127.0.0.1:PORT` as both Zalo endpoints). Admin
+//! routes: `POST /__sim/zalo/authorize/{oaid}` (an OA admin authorises the
+//! app: a fresh token pair as JSON), `GET /__sim/zalo/stats`.
 
 pub mod api;
 mod conn;
 mod engine;
+pub mod zalo;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -55,6 +63,8 @@ pub use self::api::{BASE_PATH, Call, Package};
 use self::conn::{ConnTag, Gate, SimListener};
 use self::engine::{Account, Answer, Engine};
 pub use self::engine::{Charge, Fault, FaultRule, FaultScope, ReceivedRequest, Stage};
+use self::zalo::{Zalo, ZaloConfig};
+pub use self::zalo::{ZaloStats, ZaloTokens};
 /// The ApiKey the simulator accepts unless configured otherwise.
 pub const DEFAULT_API_KEY: &str = "test-key";
 /// The SecretKey the simulator accepts unless configured otherwise.
@@ -76,6 +86,7 @@ pub struct SimConfig {
     account: Account,
     latency: Duration,
     hang_limit: Duration,
+    zalo: ZaloConfig,
 }
 
 impl Default for SimConfig {
@@ -111,6 +122,7 @@ impl SimConfig {
             },
             latency: Duration::ZERO,
             hang_limit: Duration::from_secs(600),
+            zalo: ZaloConfig::default(),
         }
     }
 
@@ -225,11 +237,47 @@ impl SimConfig {
         self.hang_limit = limit;
         self
     }
+
+    /// The Zalo app's id and secret (default [`zalo::DEFAULT_APP_ID`],
+    /// [`zalo::DEFAULT_APP_SECRET`]); an exchange with others is refused.
+    pub fn zalo_app(mut self, app_id: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.zalo.app_id = app_id.into();
+        self.zalo.app_secret = self::api::Key::new(secret);
+        self
+    }
+
+    /// How long after a charge Zalo's `getoa` shows it (default: at once).
+    pub fn zalo_lag(mut self, lag: Duration) -> Self {
+        self.zalo.lag = lag;
+        self
+    }
+
+    /// How long an access token lives (default 90,000 s).
+    pub fn zalo_access_ttl(mut self, ttl: Duration) -> Self {
+        self.zalo.access_ttl = ttl;
+        self
+    }
+
+    /// A package Zalo knows of for `oaid` that eSMS never charged here
+    /// (bought elsewhere), valid through `valid_through`.
+    pub fn zalo_package(
+        mut self,
+        oaid: impl Into<String>,
+        valid_through: jiff::civil::Date,
+        name: impl Into<String>,
+    ) -> Self {
+        self.zalo
+            .packages
+            .insert(oaid.into(), (valid_through, name.into()));
+        self
+    }
 }
 
 /// State shared by the routes and the handles.
 struct Shared {
     engine: Mutex<Engine>,
+    /// Taken alone or before `engine`, never while holding it.
+    zalo: Mutex<Zalo>,
     /// Whether it listens ([`Fault::GoDown`]).
     gate: Arc<Gate>,
     latency: Duration,
@@ -242,6 +290,10 @@ impl Shared {
         // A panic while holding the lock is a simulator bug; the data is
         // still the best record of what happened, so keep serving it.
         self.engine.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn zalo(&self) -> MutexGuard<'_, Zalo> {
+        self.zalo.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Removes every fault rule and ends an outage.
@@ -275,6 +327,7 @@ impl Simulator {
         let gate = Arc::new(Gate::new(addr));
         let shared = Arc::new(Shared {
             engine: Mutex::new(Engine::new(config.account)),
+            zalo: Mutex::new(Zalo::new(config.zalo)),
             gate: gate.clone(),
             latency: config.latency,
             hang_limit: config.hang_limit,
@@ -394,6 +447,48 @@ impl SimControl {
         self.shared.engine().set_dedupe(dedupe);
     }
 
+    /// The base URL of both Zalo hosts: `http://127.0.0.1:PORT`.
+    pub fn zalo_endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// An OA admin authorises the app for `oaid`: a fresh token pair.
+    pub fn zalo_authorize(&self, oaid: &str) -> ZaloTokens {
+        self.shared.zalo().authorize(oaid)
+    }
+
+    /// How many Zalo requests of each kind were answered.
+    pub fn zalo_stats(&self) -> ZaloStats {
+        self.shared.zalo().stats()
+    }
+
+    /// How often each refresh token issued so far was used (an exchange
+    /// with it, accepted or not), in the order they were issued.
+    pub fn zalo_refresh_token_uses(&self) -> Vec<u32> {
+        self.shared.zalo().refresh_token_uses()
+    }
+
+    /// Changes how long after a charge `getoa` shows it.
+    pub fn set_zalo_lag(&self, lag: Duration) {
+        self.shared.zalo().set_lag(lag);
+    }
+
+    /// A package bought elsewhere for `oaid` (see [`SimConfig::zalo_package`]).
+    pub fn set_zalo_package(&self, oaid: &str, valid_through: jiff::civil::Date, name: &str) {
+        self.shared.zalo().set_package(oaid, valid_through, name);
+    }
+
+    /// Every access token issued so far expires now.
+    pub fn expire_zalo_access_tokens(&self) {
+        self.shared.zalo().expire_access_tokens();
+    }
+
+    /// Every `getoa` from now on answers HTTP 200 with `body` (`None`:
+    /// profiles again), for tests of answers the client must not guess at.
+    pub fn set_zalo_odd_answer(&self, body: Option<String>) {
+        self.shared.zalo().set_odd_answer(body);
+    }
+
     /// Whether every request received so far has been answered (or
     /// dropped): nothing is still being processed that could charge.
     pub fn idle(&self) -> bool {
@@ -510,6 +605,10 @@ fn router(shared: Arc<Shared>) -> Router {
             .route(&other, post(handler));
     }
     router
+        .route(zalo::GETOA_PATH, get(zalo_getoa))
+        .route(zalo::ACCESS_TOKEN_PATH, post(zalo_access_token))
+        .route("/__sim/zalo/authorize/{oaid}", post(admin_zalo_authorize))
+        .route("/__sim/zalo/stats", get(admin_zalo_stats))
         .route("/__sim/ledger", get(admin_ledger))
         .route("/__sim/requests", get(admin_requests))
         .route("/__sim/balance", get(admin_balance))
@@ -592,6 +691,88 @@ async fn api(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+async fn zalo_getoa(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let token = headers.get("access_token").and_then(|v| v.to_str().ok());
+    let admitted = shared.zalo().admit_getoa(token);
+    let oaid = match admitted {
+        Ok(oaid) => oaid,
+        Err(answer) => return Json(answer).into_response(),
+    };
+    let charges: Vec<Charge> = shared
+        .engine()
+        .ledger()
+        .iter()
+        .filter(|c| c.oaid == oaid)
+        .cloned()
+        .collect();
+    let profile = shared.zalo().profile(&oaid, &charges);
+    match profile {
+        Ok(answer) => Json(answer).into_response(),
+        Err(odd) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            odd,
+        )
+            .into_response(),
+    }
+}
+
+async fn zalo_access_token(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Json<serde_json::Value> {
+    let secret = headers.get("secret_key").and_then(|v| v.to_str().ok());
+    let form = parse_form(&body);
+    Json(shared.zalo().exchange(secret, &form))
+}
+
+async fn admin_zalo_authorize(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(oaid): axum::extract::Path<String>,
+) -> Json<ZaloTokens> {
+    Json(shared.zalo().authorize(&oaid))
+}
+
+async fn admin_zalo_stats(State(shared): State<Arc<Shared>>) -> Json<ZaloStats> {
+    Json(shared.zalo().stats())
+}
+
+/// An `application/x-www-form-urlencoded` body's pairs.
+fn parse_form(body: &[u8]) -> Vec<(String, String)> {
+    fn decode(text: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    let hex = |b: u8| (b as char).to_digit(16);
+                    match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                        (Some(high), Some(low)) => {
+                            out.push((high * 16 + low) as u8);
+                            i += 2;
+                        }
+                        _ => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(pair), String::new()),
+        })
+        .collect()
 }
 
 async fn admin_ledger(State(shared): State<Arc<Shared>>) -> Json<Vec<Charge>> {

@@ -14,6 +14,10 @@
 //! `GET /__sim/balance`, `POST /__sim/faults` with a JSON fault rule such as
 //! `{"fault": {"kind": "drop_connection", "stage": "after_commit"}, "times": 1}`,
 //! `DELETE /__sim/faults` (which also ends a `{"kind": "go_down"}` outage).
+//!
+//! Zalo's OA API is served on the same port (`ZALO_OPENAPI_ENDPOINT` and
+//! `ZALO_OAUTH_ENDPOINT` = `http://127.0.0.1:PORT`); an OA admin's
+//! authorisation is `curl -s -X POST http://127.0.0.1:PORT/__sim/zalo/authorize/OAID`.
 
 use std::io::Write;
 use std::time::Duration;
@@ -85,6 +89,15 @@ struct Args {
     /// Longest a simulated hang lasts, in seconds.
     #[arg(long, default_value_t = 600)]
     hang_limit_secs: u64,
+    /// Zalo: how long after a charge `getoa` shows it, in seconds.
+    #[arg(long, default_value_t = 0)]
+    zalo_lag_secs: u64,
+    /// Zalo: the app id the token exchange accepts.
+    #[arg(long, default_value = sim::zalo::DEFAULT_APP_ID)]
+    zalo_app_id: String,
+    /// Zalo: the app secret the token exchange accepts (header `secret_key`).
+    #[arg(long, default_value = sim::zalo::DEFAULT_APP_SECRET)]
+    zalo_app_secret: String,
 }
 
 fn parse_price(text: &str) -> Result<(Package, u64), String> {
@@ -138,7 +151,9 @@ async fn main() -> std::io::Result<()> {
         .fault_rate(args.fault_rate)
         .dedupe(!args.no_dedupe)
         .service_preview_ids_as_strings(args.string_ids)
-        .hang_limit(Duration::from_secs(args.hang_limit_secs));
+        .hang_limit(Duration::from_secs(args.hang_limit_secs))
+        .zalo_app(&args.zalo_app_id, &args.zalo_app_secret)
+        .zalo_lag(Duration::from_secs(args.zalo_lag_secs));
     config = config.generate_oas(args.generate_oas);
     for &(package, price) in &args.prices {
         config = config.price_per_month(package, price);

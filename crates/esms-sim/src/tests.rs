@@ -163,3 +163,142 @@ fn dateactive_must_be_a_real_day_written_yyyy_mm_dd() {
         assert!(!api::is_api_date(bad), "{bad}");
     }
 }
+
+/// One request with `head` lines (method, path, headers) and `body`:
+/// (status, body).
+fn raw(sim: &SimControl, head: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(sim.addr()).expect("connect");
+    write!(
+        stream,
+        "{head}\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        sim.addr(),
+        body.len()
+    )
+    .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn getoa(sim: &SimControl, token: &str) -> Value {
+    let (status, body) = raw(
+        sim,
+        &format!("GET /v2.0/oa/getoa HTTP/1.1\r\naccess_token: {token}"),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    json_of(&body)
+}
+
+fn exchange(sim: &SimControl, refresh_token: &str) -> Value {
+    let form = format!(
+        "app_id={}&grant_type=refresh_token&refresh_token={refresh_token}",
+        zalo::DEFAULT_APP_ID
+    );
+    let (status, body) = raw(
+        sim,
+        &format!(
+            "POST /v4/oa/access_token HTTP/1.1\r\nsecret_key: {}\r\n\
+             Content-Type: application/x-www-form-urlencoded",
+            zalo::DEFAULT_APP_SECRET
+        ),
+        &form,
+    );
+    assert_eq!(status, 200, "{body}");
+    json_of(&body)
+}
+
+#[test]
+fn getoa_reflects_the_charged_purchases_and_no_others() {
+    let sim = Simulator::spawn_blocking(SimConfig::new().oa(OAID, "SVoucher")).unwrap();
+    let tokens = sim.zalo_authorize(OAID);
+    let before = getoa(&sim, &tokens.access_token);
+    assert_eq!(before["error"], 0);
+    assert_eq!(before["data"]["oaid"], OAID);
+    assert_eq!(before["data"]["package_valid_through_date"], "");
+
+    let (_, answer) = post(&sim, "RegisOAPackageJson/", &purchase(3, "12"));
+    assert_eq!(json_of(&answer)["CodeResult"], "100", "{answer}");
+    let after = getoa(&sim, &tokens.access_token);
+    assert_eq!(after["data"]["package_valid_through_date"], "31/12/2027");
+    assert_eq!(after["data"]["package_name"], "Gói Cao cấp");
+
+    // Refused purchases (code 101, wrong keys) change nothing.
+    let mut wrong = purchase(3, "24");
+    wrong["SecretKey"] = json!("nope");
+    post(&sim, "RegisOAPackageJson/", &wrong);
+    let again = getoa(&sim, &tokens.access_token);
+    assert_eq!(again["data"]["package_valid_through_date"], "31/12/2027");
+}
+
+#[test]
+fn getoa_shows_a_charge_only_after_the_lag_and_outside_packages_at_once() {
+    let sim = Simulator::spawn_blocking(
+        SimConfig::new()
+            .oa(OAID, "SVoucher")
+            .zalo_lag(std::time::Duration::from_secs(86_400))
+            .zalo_package(
+                "745830328927467685",
+                "2028-03-31".parse().unwrap(),
+                "Gói Nâng cao",
+            ),
+    )
+    .unwrap();
+    let tokens = sim.zalo_authorize(OAID);
+    post(&sim, "RegisOAPackageJson/", &purchase(2, "1"));
+    assert_eq!(sim.ledger().len(), 1);
+    let lagging = getoa(&sim, &tokens.access_token);
+    assert_eq!(lagging["data"]["package_valid_through_date"], "");
+    sim.set_zalo_lag(std::time::Duration::ZERO);
+    let seen = getoa(&sim, &tokens.access_token);
+    assert_eq!(seen["data"]["package_valid_through_date"], "31/01/2027");
+
+    let other = sim.zalo_authorize("745830328927467685");
+    let outside = getoa(&sim, &other.access_token);
+    assert_eq!(outside["data"]["package_valid_through_date"], "31/03/2028");
+}
+
+#[test]
+fn refresh_tokens_are_single_use_and_bad_tokens_get_errors() {
+    let sim = Simulator::spawn_blocking(SimConfig::new().oa(OAID, "SVoucher")).unwrap();
+    let first = sim.zalo_authorize(OAID);
+    let wrong = getoa(&sim, "not-a-token");
+    assert_eq!(wrong["error"], zalo::ERROR_INVALID_ACCESS_TOKEN);
+
+    let pair = exchange(&sim, &first.refresh_token);
+    assert_eq!(pair["expires_in"], "90000");
+    let next_refresh = pair["refresh_token"].as_str().unwrap();
+    assert_ne!(next_refresh, first.refresh_token);
+    assert_eq!(
+        getoa(&sim, pair["access_token"].as_str().unwrap())["error"],
+        0
+    );
+
+    let reused = exchange(&sim, &first.refresh_token);
+    assert_eq!(reused["error"], zalo::ERROR_INVALID_REFRESH_TOKEN);
+    assert!(reused.get("access_token").is_none());
+    assert_eq!(sim.zalo_refresh_token_uses(), vec![2, 0]);
+    let stats = sim.zalo_stats();
+    assert_eq!(
+        (
+            stats.exchanges,
+            stats.exchanges_ok,
+            stats.refresh_token_reuses
+        ),
+        (2, 1, 1)
+    );
+
+    sim.expire_zalo_access_tokens();
+    let expired = getoa(&sim, pair["access_token"].as_str().unwrap());
+    assert_eq!(expired["error"], zalo::ERROR_EXPIRED_ACCESS_TOKEN);
+    assert_eq!(exchange(&sim, next_refresh)["error"].as_i64(), None);
+}

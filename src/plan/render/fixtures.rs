@@ -3,7 +3,7 @@
 use jiff::civil::{Date, date};
 
 use crate::manifest::{Package, Source};
-use crate::plan::{Action, Change, Plan, Warning};
+use crate::plan::{Action, Change, Plan, Sides, Warning};
 use crate::spec::{Key, ManifestHash, Oaid, Spec, Tier};
 use crate::state::{Record, StateId, Status};
 
@@ -51,9 +51,7 @@ pub fn record(spec: Spec, name: Option<&str>, status: Status) -> Record {
 pub fn purchase(package: Package) -> Change {
     Change {
         key: package.spec.key(),
-        action: Action::Purchase,
-        desired: Some(package),
-        before: None,
+        sides: Sides::new(Action::Purchase, Some(package), None).unwrap(),
         overlaps: Vec::new(),
         last_failure: None,
     }
@@ -89,6 +87,7 @@ fn plan(changes: Vec<Change>, unchanged: usize, warnings: Vec<Warning>) -> Plan 
         prices: None,
         from_policy: Default::default(),
         in_flight_holder: None,
+        errors: Vec::new(),
     }
 }
 
@@ -132,9 +131,12 @@ fn orphan_change() -> Change {
     let old = spec("3344556677889900112", Tier::Trial, date(2026, 1, 1), 3);
     Change {
         key: old.key(),
-        action: Action::Orphan,
-        desired: None,
-        before: Some(record(old, Some("Old promo\nline two"), Status::Submitted)),
+        sides: Sides::new(
+            Action::Orphan,
+            None,
+            Some(record(old, Some("Old promo\nline two"), Status::Submitted)),
+        )
+        .unwrap(),
         overlaps: Vec::new(),
         last_failure: None,
     }
@@ -144,9 +146,12 @@ fn imported_orphan_change() -> Change {
     let old = spec("3344556677889900112", Tier::Advanced, date(2026, 4, 1), 6);
     Change {
         key: old.key(),
-        action: Action::Orphan,
-        desired: None,
-        before: Some(record(old, None, Status::Imported)),
+        sides: Sides::new(
+            Action::Orphan,
+            None,
+            Some(record(old, None, Status::Imported)),
+        )
+        .unwrap(),
         overlaps: Vec::new(),
         last_failure: None,
     }
@@ -161,31 +166,37 @@ pub fn mixed() -> Plan {
     let changes = vec![
         Change {
             key: unconfirmed.key(),
-            action: Action::Unconfirmed,
-            desired: Some(package(
-                unconfirmed.clone(),
-                Some("Kho hàng Hà Nội"),
-                "packages/hanoi.yaml",
-                3,
-            )),
-            before: Some(record(
-                unconfirmed,
-                Some("Kho hàng Hà Nội"),
-                Status::Unconfirmed,
-            )),
+            sides: Sides::new(
+                Action::Unconfirmed,
+                Some(package(
+                    unconfirmed.clone(),
+                    Some("Kho hàng Hà Nội"),
+                    "packages/hanoi.yaml",
+                    3,
+                )),
+                Some(record(
+                    unconfirmed,
+                    Some("Kho hàng Hà Nội"),
+                    Status::Unconfirmed,
+                )),
+            )
+            .unwrap(),
             overlaps: Vec::new(),
             last_failure: None,
         },
         Change {
             key: replaced_new.key(),
-            action: Action::Replace,
-            desired: Some(package(
-                replaced_new,
-                Some("Shop | \"A&B\" <b>`x`</b> *sale*"),
-                "packages/shop.yaml",
-                12,
-            )),
-            before: Some(record(replaced_old, Some("Shop"), Status::Submitted)),
+            sides: Sides::new(
+                Action::Replace,
+                Some(package(
+                    replaced_new,
+                    Some("Shop | \"A&B\" <b>`x`</b> *sale*"),
+                    "packages/shop.yaml",
+                    12,
+                )),
+                Some(record(replaced_old, Some("Shop"), Status::Submitted)),
+            )
+            .unwrap(),
             overlaps: Vec::new(),
             last_failure: None,
         },
@@ -223,7 +234,7 @@ pub fn in_flight() -> Plan {
     let keys = plan
         .changes
         .iter()
-        .filter(|c| c.action == Action::Unconfirmed)
+        .filter(|c| c.action() == Action::Unconfirmed)
         .map(|c| c.key.clone())
         .collect();
     plan.mark_in_flight(
@@ -275,56 +286,71 @@ pub fn guarded() -> Plan {
     let mut changes = vec![
         Change {
             key: replaced_new.key(),
-            action: Action::Replace,
-            desired: Some(package(
-                replaced_new,
-                Some("Shop"),
-                "packages/shop.yaml",
-                12,
-            )),
-            before: Some(record(replaced_old, Some("Shop"), Status::Submitted)),
+            sides: Sides::new(
+                Action::Replace,
+                Some(package(
+                    replaced_new,
+                    Some("Shop"),
+                    "packages/shop.yaml",
+                    12,
+                )),
+                Some(record(replaced_old, Some("Shop"), Status::Submitted)),
+            )
+            .unwrap(),
             overlaps: Vec::new(),
             last_failure: None,
         },
         Change {
             key: moved_to.key(),
-            action: Action::Purchase,
-            desired: Some(package(
-                moved_to,
-                Some("SVoucher main"),
-                "packages/svoucher.yaml",
-                7,
-            )),
-            before: None,
+            sides: Sides::new(
+                Action::Purchase,
+                Some(package(
+                    moved_to,
+                    Some("SVoucher main"),
+                    "packages/svoucher.yaml",
+                    7,
+                )),
+                None,
+            )
+            .unwrap(),
             overlaps: vec![moved_from.key()],
             last_failure: None,
         },
         Change {
             key: moved_from.key(),
-            action: Action::Orphan,
-            desired: None,
-            before: Some(record(moved_from, Some("SVoucher main"), Status::Submitted)),
+            sides: Sides::new(
+                Action::Orphan,
+                None,
+                Some(record(moved_from, Some("SVoucher main"), Status::Submitted)),
+            )
+            .unwrap(),
             overlaps: Vec::new(),
             last_failure: None,
         },
         Change {
             key: ended_new.key(),
-            action: Action::Expired,
-            desired: Some(package(ended_new, Some("Pilot"), "packages/pilot.yaml", 4)),
-            before: Some(record(ended_old, Some("Pilot"), Status::Imported)),
+            sides: Sides::new(
+                Action::Expired,
+                Some(package(ended_new, Some("Pilot"), "packages/pilot.yaml", 4)),
+                Some(record(ended_old, Some("Pilot"), Status::Imported)),
+            )
+            .unwrap(),
             overlaps: Vec::new(),
             last_failure: None,
         },
         Change {
             key: ended.key(),
-            action: Action::Expired,
-            desired: Some(package(
-                ended,
-                Some("Autumn promo"),
-                "packages/promo.yaml",
-                9,
-            )),
-            before: None,
+            sides: Sides::new(
+                Action::Expired,
+                Some(package(
+                    ended,
+                    Some("Autumn promo"),
+                    "packages/promo.yaml",
+                    9,
+                )),
+                None,
+            )
+            .unwrap(),
             overlaps: Vec::new(),
             last_failure: None,
         },
@@ -353,14 +379,17 @@ pub fn expired_only() -> Plan {
     plan(
         vec![Change {
             key: ended.key(),
-            action: Action::Expired,
-            desired: Some(package(
-                ended,
-                Some("Autumn promo"),
-                "packages/promo.yaml",
-                9,
-            )),
-            before: None,
+            sides: Sides::new(
+                Action::Expired,
+                Some(package(
+                    ended,
+                    Some("Autumn promo"),
+                    "packages/promo.yaml",
+                    9,
+                )),
+                None,
+            )
+            .unwrap(),
             overlaps: Vec::new(),
             last_failure: None,
         }],

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::schema::{DateSchema, HashSchema, KeySchema, NeedSchema, TimestampSchema};
 
 use crate::plan::{Action, Change, LabelChange, Need, Plan, Summary, Warning};
-use crate::spec::{Key, Spec, SpecHash, Tier};
+use crate::spec::{Key, SpecHash, Tier};
 use crate::state::{LockHolder, Record, StateId, Status};
 
 /// The version of the JSON plan document.
@@ -45,6 +45,33 @@ pub struct JsonPlan<C = Vec<JsonChange>> {
     pub summary: JsonSummary,
     /// Names edited on unchanged recorded packages.
     pub labels: Vec<LabelChange>,
+    /// What makes the plan fail (exit 1) though it renders: what
+    /// `--check-account` found on the eSMS account. Empty otherwise.
+    #[serde(default)]
+    pub errors: Vec<JsonPlanError>,
+}
+
+/// One plan error: `kind` is `oa_not_on_account`, `balance_too_low`,
+/// `credentials_rejected` or `account_unreachable`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "PlanError")]
+pub struct JsonPlanError {
+    pub kind: String,
+    pub message: String,
+    pub hint: Option<String>,
+    /// The OAIDs concerned (`oa_not_on_account`); empty otherwise.
+    pub oaids: Vec<String>,
+}
+
+impl From<&crate::plan::PlanError> for JsonPlanError {
+    fn from(error: &crate::plan::PlanError) -> Self {
+        JsonPlanError {
+            kind: error.kind.to_owned(),
+            message: error.message.clone(),
+            hint: error.hint.clone(),
+            oaids: error.oaids.clone(),
+        }
+    }
 }
 
 /// A warning with its place; `null` where there is none.
@@ -288,6 +315,7 @@ impl<C> JsonPlan<C> {
                 ..plan.summary().into()
             },
             labels: plan.labels.clone(),
+            errors: plan.errors.iter().map(JsonPlanError::from).collect(),
         }
     }
 }
@@ -318,14 +346,14 @@ impl JsonChange {
         let spec = change.spec();
         JsonChange {
             key: change.key.clone(),
-            action: change.action,
-            oaid: spec.map_or_else(|| change.key.oaid().to_owned(), |s| s.oaid.to_string()),
+            action: change.action(),
+            oaid: spec.oaid.to_string(),
             name: change.name().map(str::to_owned),
-            tier: spec.map(|s| s.tier),
-            start: spec.map(|s| s.start),
-            duration_months: spec.map(|s| s.duration_months),
-            end: spec.and_then(Spec::end),
-            before: change.before.as_ref().map(JsonBefore::from_record),
+            tier: Some(spec.tier),
+            start: Some(spec.start),
+            duration_months: Some(spec.duration_months),
+            end: spec.end(),
+            before: change.before().map(JsonBefore::from_record),
             origin: if plan.is_from_policy(change) {
                 Origin::Policy
             } else {
@@ -343,7 +371,7 @@ impl JsonChange {
                 line: s.line,
             }),
             overlaps: change.overlaps.clone(),
-            holder: (change.action == Action::InFlight)
+            holder: (change.action() == Action::InFlight)
                 .then(|| plan.in_flight_holder.as_ref().map(JsonHolder::from))
                 .flatten(),
         }

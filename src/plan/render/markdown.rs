@@ -109,16 +109,20 @@ impl Default for MarkdownOptions {
 pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
     let summary = plan.summary();
     let listed = plan.listed_changes();
-    let buying: Vec<&Change> = listed.iter().copied().filter(|c| c.action.buys()).collect();
+    let buying: Vec<&Change> = listed
+        .iter()
+        .copied()
+        .filter(|c| c.action().buys())
+        .collect();
     let orphans: Vec<&Change> = listed
         .iter()
         .copied()
-        .filter(|c| c.action == Action::Orphan)
+        .filter(|c| c.action() == Action::Orphan)
         .collect();
     let expired: Vec<&Change> = listed
         .iter()
         .copied()
-        .filter(|c| c.action == Action::Expired)
+        .filter(|c| c.action() == Action::Expired)
         .collect();
 
     let head = head(plan, &summary, options.project.as_ref());
@@ -133,20 +137,20 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
     let mut risky: Vec<&Change> = buying
         .iter()
         .copied()
-        .filter(|c| c.action != Action::Purchase)
+        .filter(|c| c.action() != Action::Purchase)
         .collect();
     risky.sort_by_key(|c| rank(c));
     let purchases: Vec<&Change> = buying
         .iter()
         .copied()
-        .filter(|c| c.action == Action::Purchase)
+        .filter(|c| c.action() == Action::Purchase)
         .collect();
     let others: Vec<&Change> = listed
         .iter()
         .copied()
         .filter(|c| {
             matches!(
-                c.action,
+                c.action(),
                 Action::Purchase | Action::Orphan | Action::Expired
             )
         })
@@ -209,7 +213,7 @@ pub fn markdown(plan: &Plan, options: &MarkdownOptions) -> String {
     if !orphans.is_empty() {
         // `state rm` only where it gives up no guard (see text::orphan_note).
         let ended = orphans.iter().any(|c| {
-            c.before
+            c.before()
                 .as_ref()
                 .is_some_and(|r| r.spec.ended_before(plan.today))
         });
@@ -297,7 +301,7 @@ fn timeline(plan: &Plan) -> Option<String> {
     let listed = plan.listed_changes();
     let mut oaids: Vec<&str> = listed
         .iter()
-        .filter(|c| c.action.buys())
+        .filter(|c| c.action().buys())
         .map(|c| c.key.oaid())
         .collect();
     oaids.sort_unstable();
@@ -310,17 +314,17 @@ fn timeline(plan: &Plan) -> Option<String> {
             let tasks = changes
                 .iter()
                 .filter_map(|c| {
-                    let tag = match c.action {
+                    let tag = match c.action() {
                         Action::Purchase => Tag::Active,
                         Action::Replace | Action::Unconfirmed | Action::InFlight => Tag::Crit,
                         Action::Orphan => Tag::Done,
                         Action::Unchanged | Action::Expired => return None,
                     };
-                    let spec = c.spec()?;
+                    let spec = c.spec();
                     // A period past the calendar (which no valid input
                     // holds) has no bar to draw.
                     Some(Task {
-                        name: format!("{} ({})", spec.tier, c.action),
+                        name: format!("{} ({})", spec.tier, c.action()),
                         tag,
                         from: spec.start,
                         to: spec.end()?,
@@ -355,6 +359,7 @@ fn head(plan: &Plan, summary: &Summary, project: Option<&Project>) -> String {
     if let Some(line) = super::text::total_cost_line(plan) {
         let _ = writeln!(out, "**{line}**\n");
     }
+    out.push_str(&errors_banner(plan));
     let needs = plan.needs();
     if !needs.is_empty() {
         let flags: Vec<String> = needs.iter().map(|n| code(&n.flag())).collect();
@@ -485,7 +490,7 @@ fn section_note(out: &mut String, omitted: usize, total: usize, what: &str) {
 
 /// Which rows survive a cut first: money spent again, then unknown outcomes.
 fn rank(change: &Change) -> u8 {
-    match change.action {
+    match change.action() {
         Action::Replace => 0,
         Action::Unconfirmed | Action::InFlight => 1,
         Action::Purchase | Action::Orphan | Action::Unchanged | Action::Expired => 2,
@@ -553,7 +558,7 @@ fn by_key(a: Fitted<&Change>, b: Fitted<&Change>) -> Section {
 }
 
 fn changes_row(plan: &Plan, change: &Change) -> String {
-    let mut action = match change.action {
+    let mut action = match change.action() {
         Action::Purchase if change.needs().is_empty() => "purchase".to_owned(),
         other => format!("**{other}**"),
     };
@@ -589,7 +594,7 @@ fn changes_row(plan: &Plan, change: &Change) -> String {
 }
 
 fn orphan_row(change: &Change) -> String {
-    match &change.before {
+    match &change.before() {
         Some(record) => {
             let spec = &record.spec;
             format!(
@@ -612,26 +617,17 @@ fn orphan_row(change: &Change) -> String {
 }
 
 fn expired_row(change: &Change) -> String {
-    match change.spec() {
-        Some(spec) => format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
-            code(spec.oaid.as_str()),
-            name_cell(change),
-            spec.tier,
-            spec.start,
-            crate::spec::show_end(spec.end()),
-            spec.duration_months,
-            change
-                .before
-                .as_ref()
-                .map_or("no", |record| record.status.name()),
-        ),
-        None => format!(
-            "| {} | {} | | | | | |\n",
-            code(change.key.oaid()),
-            name_cell(change)
-        ),
-    }
+    let spec = change.spec();
+    format!(
+        "| {} | {} | {} | {} | {} | {} | {} |\n",
+        code(spec.oaid.as_str()),
+        name_cell(change),
+        spec.tier,
+        spec.start,
+        crate::spec::show_end(spec.end()),
+        spec.duration_months,
+        change.before().map_or("no", |record| record.status.name()),
+    )
 }
 
 fn label_line(plan: &Plan, index: usize) -> String {
@@ -661,7 +657,7 @@ fn details_block(plan: &Plan, change: &Change) -> String {
     let fence = fence_for(&body);
     format!(
         "<details><summary>{} <code>{}</code> ({})</summary>\n\n{fence}\n{body}{fence}\n\n</details>\n\n",
-        change.action.symbol(),
+        change.action().symbol(),
         change.key,
         months_summary(change),
     )
@@ -669,10 +665,35 @@ fn details_block(plan: &Plan, change: &Change) -> String {
 
 /// `purchase, 12 months` — a few words for the collapsed line.
 fn months_summary(change: &Change) -> String {
-    match change.spec() {
-        Some(spec) => format!("{}, {}", change.action, months(spec.duration_months)),
-        None => change.action.to_string(),
+    format!(
+        "{}, {}",
+        change.action(),
+        months(change.spec().duration_months)
+    )
+}
+
+/// The plan's errors (`plan --check-account`) as a caution banner, each
+/// with its hint; empty when there are none. Never cut.
+fn errors_banner(plan: &Plan) -> String {
+    if plan.errors.is_empty() {
+        return String::new();
     }
+    let mut out = String::from(
+        "> [!CAUTION]\n> **The eSMS account check failed: apply would refuse this plan.**\n",
+    );
+    for error in &plan.errors {
+        let _ = write!(
+            out,
+            "> - {}",
+            text(&cut(&error.message, Some(WARNING_CHARS)))
+        );
+        if let Some(hint) = &error.hint {
+            let _ = write!(out, " {}", text(&cut(hint, Some(WARNING_CHARS))));
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    out
 }
 
 fn warning_line(plan: &Plan, index: usize) -> String {
@@ -837,8 +858,8 @@ mod tests {
     fn stays_under_any_limit_for_any_plan() {
         let mut plan = fixtures::many_purchases(3_000);
         let huge = "é|<`\n".repeat(20_000);
-        plan.changes[0].desired.as_mut().unwrap().name = Some(huge.clone());
-        plan.changes[1].desired.as_mut().unwrap().source.file = huge.clone();
+        plan.changes[0].sides.desired_mut().unwrap().name = Some(huge.clone());
+        plan.changes[1].sides.desired_mut().unwrap().source.file = huge.clone();
         plan.warnings = (0..3_000)
             .map(|i| crate::plan::Warning::about(None, format!("{i} {huge}")))
             .collect();

@@ -53,7 +53,7 @@ pub fn text(plan: &Plan, options: &TextOptions) -> String {
             Action::Orphan,
             Action::Expired,
         ] {
-            if listed.iter().any(|c| c.action == action) {
+            if listed.iter().any(|c| c.action() == action) {
                 let _ = writeln!(
                     out,
                     "  {} {}",
@@ -65,7 +65,7 @@ pub fn text(plan: &Plan, options: &TextOptions) -> String {
         out.push('\n');
         out.push_str(if plan.buys_anything() {
             "oapkg will perform the following actions:\n\n"
-        } else if listed.iter().all(|c| c.action == Action::Orphan) {
+        } else if listed.iter().all(|c| c.action() == Action::Orphan) {
             "oapkg will buy nothing. These recorded packages are no longer declared:\n\n"
         } else {
             "oapkg will buy nothing. These packages need a look:\n\n"
@@ -105,6 +105,7 @@ pub fn text(plan: &Plan, options: &TextOptions) -> String {
         out.push('\n');
     }
 
+    out.push_str(&error_lines(plan, paint));
     out.push_str(&paint.summary(&plan.summary_line()));
     out.push('\n');
     if let Some(line) = total_cost_line(plan) {
@@ -135,16 +136,17 @@ pub(crate) fn notes(plan: &Plan, change: &Change) -> Vec<String> {
     if let Some(note) = orphan_note(plan, change) {
         notes.push(note);
     }
-    if change.action == Action::InFlight {
+    if change.action() == Action::InFlight {
         notes.push(format!(
             "# held by {}",
             super::holder_line(plan.in_flight_holder.as_ref())
         ));
     }
-    if plan.is_from_policy(change) && change.action.buys() {
+    if plan.is_from_policy(change) && change.action().buys() {
         notes.push("# renewal by a coverage policy (origin: policy)".to_owned());
     }
-    if let (Some(cost), Some(prices), Some(spec)) = (plan.cost(change), &plan.prices, change.spec())
+    if let (Some(cost), Some(prices), Some(spec)) =
+        (plan.cost(change), &plan.prices, Some(change.spec()))
     {
         let monthly = prices.money(prices.monthly.get(&spec.tier).copied().unwrap_or(0));
         notes.push(format!(
@@ -161,9 +163,9 @@ pub(crate) fn notes(plan: &Plan, change: &Change) -> Vec<String> {
 /// for it; an ended one may go.
 fn orphan_note(plan: &Plan, change: &Change) -> Option<String> {
     let spec = &change
-        .before
+        .before()
         .as_ref()
-        .filter(|_| change.action == Action::Orphan)?
+        .filter(|_| change.action() == Action::Orphan)?
         .spec;
     let end = crate::spec::show_end(spec.end());
     Some(if spec.ended_before(plan.today) {
@@ -212,12 +214,12 @@ pub(crate) fn block(
     let _ = writeln!(
         out,
         "  {} package \"{key}\" {{",
-        paint.symbol(change.action, change.action.symbol())
+        paint.symbol(change.action(), change.action().symbol())
     );
 
     // Purchases mark every field `+` (all of it is new, as Terraform does
     // for a create); other actions mark only the fields they alter.
-    let all_new = change.action == Action::Purchase;
+    let all_new = change.action() == Action::Purchase;
     let mut field = |label: &str, value: String, changed: bool| {
         let mark = if all_new {
             Some('+')
@@ -231,7 +233,7 @@ pub(crate) fn block(
                 let _ = writeln!(
                     out,
                     "      {} {label:<8} = {value}",
-                    paint.symbol(change.action, mark)
+                    paint.symbol(change.action(), mark)
                 );
             }
             None => {
@@ -273,9 +275,9 @@ pub(crate) fn block(
         }
         None => field("oaid", change.key.oaid().to_owned(), false),
     }
-    if let Some(record) = &change.before {
+    if let Some(record) = &change.before() {
         let status = status_line(record, limit);
-        let status = match change.action {
+        let status = match change.action() {
             // The record says "unconfirmed, no answer was recorded": true
             // of the journal, not of the request, which is still waiting.
             Action::InFlight => match record.submitted_at {
@@ -359,7 +361,7 @@ fn header(change: &Change) -> Vec<String> {
 
 fn action_header(change: &Change) -> Vec<String> {
     let key = change.key.as_str();
-    match change.action {
+    match change.action() {
         Action::Purchase => vec![format!("# {key} will be purchased")],
         Action::Replace => vec![
             format!("# {key} will be bought again with the new spec"),
@@ -379,10 +381,8 @@ fn action_header(change: &Change) -> Vec<String> {
             "# {key} is no longer declared: nothing is bought, the record stays"
         )],
         Action::Expired => {
-            let end = change.spec().map_or_else(String::new, |s| {
-                format!(" on {}", crate::spec::show_end(s.end()))
-            });
-            if change.before.is_some() {
+            let end = format!(" on {}", crate::spec::show_end(change.spec().end()));
+            if change.before().is_some() {
                 vec![
                     format!("# {key}'s new spec ended{end}, before today: it is never bought"),
                     "# (the recorded purchase stays as it is)".to_owned(),
@@ -415,6 +415,27 @@ fn arrow<T: Copy>(field: Field<T>, show: impl Fn(T) -> String) -> String {
         Some(was) => format!("{} -> {}", show(was), show(field.now)),
         None => show(field.now),
     }
+}
+
+/// The plan's errors (`plan --check-account`), each with its hint, and a
+/// blank line; nothing when there are none.
+fn error_lines(plan: &Plan, paint: Paint) -> String {
+    let mut out = String::new();
+    for error in &plan.errors {
+        let _ = writeln!(
+            out,
+            "{} {}",
+            paint.error("Error:"),
+            escape_controls(&error.message)
+        );
+        if let Some(hint) = &error.hint {
+            let _ = writeln!(out, "  {} {}", paint.hint("hint:"), escape_controls(hint));
+        }
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
 }
 
 fn warning_line(warning: &Warning, paint: Paint) -> String {
@@ -548,7 +569,7 @@ mod tests {
     #[test]
     fn a_name_cannot_fake_a_line() {
         let mut plan = fixtures::purchases_only();
-        plan.changes[0].desired.as_mut().unwrap().name =
+        plan.changes[0].sides.desired_mut().unwrap().name =
             Some("x\"\n  + package \"evil\" {\x1b[2J".to_owned());
         let out = text(&plan, &PLAIN);
         assert!(out.contains(r#"name     = "x\"\n  + package \"evil\" {\u{1b}[2J""#));
@@ -601,7 +622,7 @@ mod tests {
             .filter(|line| !line.starts_with("  # (its period"))
             .map(|line| format!("{line}\n"))
             .collect();
-        assert!(plan.changes.iter().any(|c| c.action == Action::Orphan));
+        assert!(plan.changes.iter().any(|c| c.action() == Action::Orphan));
         for change in &plan.changes {
             assert!(without_notes.contains(&change_block(change, &PLAIN)));
         }

@@ -675,7 +675,11 @@ mod tests {
                         result_code: texts[1].clone(),
                         result_message: texts[2].clone(),
                         submitted_at,
-                        confirmed: confirmed.map(|(by, at)| Confirmation { by, at }),
+                        confirmed: confirmed.map(|(by, at)| Confirmation {
+                            by,
+                            at,
+                            observation: None,
+                        }),
                         by_policy,
                     }
                 },
@@ -703,9 +707,16 @@ mod tests {
                         (r.spec.key(), FailedAttempt { code, message, at })
                     })
                     .collect();
-                encode(path(), &lineage, serial, &packages, &failed)
-                    .unwrap()
-                    .0
+                encode(
+                    path(),
+                    &lineage,
+                    serial,
+                    &packages,
+                    &failed,
+                    &Default::default(),
+                )
+                .unwrap()
+                .0
             })
     }
 
@@ -760,6 +771,7 @@ mod tests {
             3,
             &super::super::tests::packages(),
             &FailedAttempts::new(),
+            &Default::default(),
         )
         .unwrap();
         assert_eq!(super::checksum(&bytes), Some(sum.clone()));
@@ -774,6 +786,7 @@ mod tests {
             3,
             &super::super::tests::packages(),
             &FailedAttempts::new(),
+            &Default::default(),
         )
         .unwrap();
         let text = String::from_utf8(bytes).unwrap();
@@ -795,8 +808,15 @@ mod tests {
         for record in packages.values_mut() {
             record.submitted_at = Some(jiff::Timestamp::new(-62_167_219_201, 0).unwrap());
         }
-        let (bytes, sum) =
-            encode(path(), "lineage-1", 3, &packages, &FailedAttempts::new()).unwrap();
+        let (bytes, sum) = encode(
+            path(),
+            "lineage-1",
+            3,
+            &packages,
+            &FailedAttempts::new(),
+            &Default::default(),
+        )
+        .unwrap();
         assert!(String::from_utf8_lossy(&bytes).contains("\"-000001-12-31T23:59:59Z\""));
         assert_eq!(super::checksum(&bytes), None);
         assert_eq!(decode(path(), &bytes).unwrap().checksum, sum);
@@ -843,7 +863,7 @@ mod tests {
                     prop_assert_eq!(&sum, &disk.checksum);
                     prop_assert_eq!(
                         sum,
-                        encoded_checksum(path(), Some(&disk.lineage), disk.serial, &disk.packages, &disk.failed_attempts).unwrap()
+                        encoded_checksum(path(), Some(&disk.lineage), disk.serial, &disk.packages, &disk.failed_attempts, &disk.observations).unwrap()
                     );
                 }
             }

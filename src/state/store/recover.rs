@@ -129,6 +129,7 @@ mod tests {
             checksum: "sha256:x".into(),
             packages: crate::state::file::tests::packages(),
             failed_attempts: Default::default(),
+            observations: Default::default(),
         }
     }
 

@@ -230,12 +230,10 @@ fn charged(charge: &Charge) -> Spec {
 fn requests_of(plan: &Plan, retry_unconfirmed: bool) -> BTreeMap<Key, Spec> {
     plan.changes
         .iter()
-        .filter_map(|c| match c.action {
-            Action::Purchase | Action::Replace => {
-                Some((c.key.clone(), c.desired.as_ref()?.spec.clone()))
-            }
+        .filter_map(|c| match c.action() {
+            Action::Purchase | Action::Replace => Some((c.key.clone(), c.desired()?.spec.clone())),
             Action::Unconfirmed if retry_unconfirmed => {
-                Some((c.key.clone(), c.before.as_ref()?.spec.clone()))
+                Some((c.key.clone(), c.before()?.spec.clone()))
             }
             _ => None,
         })
@@ -245,7 +243,7 @@ fn requests_of(plan: &Plan, retry_unconfirmed: bool) -> BTreeMap<Key, Spec> {
 fn keys_with(plan: &Plan, action: Action) -> BTreeSet<Key> {
     plan.changes
         .iter()
-        .filter(|c| c.action == action)
+        .filter(|c| c.action() == action)
         .map(|c| c.key.clone())
         .collect()
 }
