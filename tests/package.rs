@@ -154,10 +154,24 @@ fn the_debian_package_installs_upgrades_under_a_buying_watch_and_purges_keeping_
     std::fs::write(ENV_FILE, &env_file).unwrap();
     let init = as_service(&user, &["init"]).output().unwrap();
     assert_success("oapkg init", &init);
-    let check = as_service(&user, &["validate", "-f", EXAMPLE])
+    // doctor: the manifests, the state, its lock and backup, and the eSMS
+    // endpoint, keys and balance (the simulator's) from the environment file.
+    let doctor = as_service(&user, &["doctor", "-f", EXAMPLE, "--format", "json"])
         .output()
         .unwrap();
-    assert_success("oapkg validate", &check);
+    assert_success("oapkg doctor", &doctor);
+    let doctor: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    assert_eq!(doctor["ok"], true, "{doctor}");
+    let passed: Vec<&str> = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "pass")
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    for name in ["manifests", "state", "esms", "balance"] {
+        assert!(passed.contains(&name), "{name} not passed: {doctor}");
+    }
     let plan = as_service(&user, &["plan", "-f", EXAMPLE, "--format", "json"])
         .output()
         .unwrap();
@@ -465,7 +479,18 @@ struct Service {
 impl Service {
     fn start(user: &User, exec: &[String], log: PathBuf) -> Service {
         let out = std::fs::File::create(&log).unwrap();
-        let mut args: Vec<&str> = exec[1..].iter().map(String::as_str).collect();
+        // The unit follows a Git branch (--git-remote, --git-branch); here
+        // the manifests are a plain directory (the Git source has its own
+        // tests), so those two flags are left out.
+        let mut args: Vec<&str> = Vec::new();
+        let mut words = exec[1..].iter().map(String::as_str);
+        while let Some(word) = words.next() {
+            if word == "--git-remote" || word == "--git-branch" {
+                words.next();
+            } else {
+                args.push(word);
+            }
+        }
         args.extend(["--parallelism", "1"]);
         let child = as_service(user, &args)
             .stdout(out.try_clone().unwrap())
