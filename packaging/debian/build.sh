@@ -30,12 +30,12 @@ tools=target/tools
 sh packaging/setup.sh "$tools" >&2
 
 if [ "$build" = yes ]; then
-    cargo build --locked --profile "$profile" --bin oapkg >&2
+    cargo build --locked -p oapkg --profile "$profile" --bin oapkg >&2
 fi
 
 assets=target/deb-assets
 rm -rf "$assets"
-cargo run --locked --quiet --example gen-docs -- "$assets" >/dev/null
+cargo run --locked --quiet -p oapkg --example gen-docs -- "$assets" >/dev/null
 sed 's#^ExecStart=/usr/local/bin/oapkg #ExecStart=/usr/bin/oapkg #' \
     examples/oapkg-watch.service >"$assets/oapkg-watch.service"
 if ! grep -q '^ExecStart=/usr/bin/oapkg watch' "$assets/oapkg-watch.service"; then

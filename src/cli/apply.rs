@@ -180,13 +180,18 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     let json = args.format == ListFormat::Json;
     let source = ops_apply::Source::of(args.planfile.as_deref());
     ops_apply::check_json_approval(json, source, args.auto_approve)?;
-    let ToApply { plan, reviewed } = ops_apply::plan_to_carry_out(
+    let ToApply { mut plan, reviewed } = ops_apply::plan_to_carry_out(
         source,
         &context.global.files,
         &context.store,
         context.today()?,
         &keys,
     )?;
+    // Purchases another live process has in flight are not unconfirmed:
+    // apply waits for that process's lock and finds this plan stale.
+    if let Some(in_flight) = super::state::in_flight(context) {
+        plan.mark_in_flight(&in_flight.keys, in_flight.holder);
+    }
     // In JSON the document is the only thing on stdout.
     let quiet = context.global.quiet || json;
     let plan = if args.only.is_empty() {
@@ -201,10 +206,17 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
         }
         narrowed.plan
     };
-    let text = render::text(
+    // The plan as this run sees it: flags given are not reported as
+    // needed, and the command that gets past the guards is this one.
+    let command = this_command();
+    let text = render::text_with(
         &plan,
         &render::TextOptions {
             color: context.color_stdout(),
+        },
+        &render::Guards {
+            allowed: options.allowed(),
+            command: command.clone(),
         },
     );
     if !plan.buys_anything() && plan.label_changes().is_empty() {
@@ -230,7 +242,13 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
         Ok(counts) => counts,
         Err(refusal) => {
             notify_refused(context, &notify, &client, &refusal);
-            return Err(refusal.into());
+            let flags: Vec<String> = refusal.flags().iter().map(|n| n.flag()).collect();
+            if flags.is_empty() {
+                return Err(refusal.into());
+            }
+            // Every flag at once, with the exact command.
+            let hint = format!("If the plan is right, run: {command} {}", flags.join(" "));
+            return Err(with_hint(refusal, hint));
         }
     };
     match approval {
@@ -350,6 +368,31 @@ pub(super) fn options(
         retry,
         hold: false,
     })
+}
+
+/// This run's command line (`oapkg` and its arguments, shell-quoted): what
+/// to run again with the flags the guards ask for. The values of `--notify`
+/// and `--endpoint` are left out (a webhook's path or a URL's user info is
+/// often a secret), shown as `URL`.
+fn this_command() -> String {
+    let mut words = vec!["oapkg".to_owned()];
+    let mut hide_next = false;
+    for arg in std::env::args_os().skip(1) {
+        let arg = arg.to_string_lossy();
+        let word = if std::mem::take(&mut hide_next) {
+            "URL".to_owned()
+        } else if let Some((flag, _)) = arg
+            .split_once('=')
+            .filter(|(flag, _)| matches!(*flag, "--notify" | "--endpoint"))
+        {
+            format!("{flag}=URL")
+        } else {
+            hide_next = matches!(arg.as_ref(), "--notify" | "--endpoint");
+            crate::text::shell_word(&arg)
+        };
+        words.push(word);
+    }
+    words.join(" ")
 }
 
 /// The waits between attempts of a call: the default, or shortened by

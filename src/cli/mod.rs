@@ -63,7 +63,7 @@ pub struct GlobalArgs {
 
     /// State file
     #[arg(long, value_name = "PATH", env = "OAPKG_STATE", hide_env_values = true, global = true,
-          default_value = crate::state::DEFAULT_STATE_PATH)]
+          default_value = crate::state::DEFAULT_STATE_PATH, value_parser = crate::state::state_arg)]
     pub state: PathBuf,
 
     /// How long a command that writes state waits for another writer's lock
