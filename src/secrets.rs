@@ -1,5 +1,5 @@
 //! The secrets oapkg holds (the eSMS account keys, an S3 state's AWS
-//! credentials): which variables hold them, the one [`Scrubber`] that every
+//! credentials, the webhook signing key): which variables hold them, the one [`Scrubber`] that every
 //! text leaving the process goes through (an answer from eSMS, an S3 error
 //! message, a webhook notification), and the check that keeps the eSMS
 //! keys out of manifests ([`in_manifests`]): a key pasted into a `name`
@@ -20,6 +20,9 @@ pub const AWS_VARS: [&str; 3] = [
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
 ];
+
+/// The key that signs webhook notifications (`--notify`).
+pub const NOTIFY_VARS: [&str; 1] = ["OAPKG_NOTIFY_SECRET"];
 
 /// What `Debug`, `Display` and a scrubbed text print in place of a secret.
 pub const REDACTED: &str = "[redacted]";

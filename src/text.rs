@@ -22,6 +22,19 @@ pub fn escape_controls(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `s` as one word of a POSIX shell command line: as it is when it holds
+/// only characters no shell treats specially, else in single quotes.
+pub fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./@:=,+%".contains(c));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 /// A name as the text plan quotes it: `"SVoucher main"`, with quotes,
 /// backslashes and control characters escaped.
 pub fn quoted(s: &str, limit: Option<usize>) -> String {

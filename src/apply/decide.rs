@@ -145,23 +145,35 @@ pub(crate) fn select<'p>(
         };
         // The flags the plan showed this change needs (one computation),
         // and not given: the change is held (watch) or refuses the run.
-        let missing = change.needs().into_iter().find_map(|need| match need {
-            Need::AllowReplace if !options.allow_replace => Some(HoldReason::NeedsAllowReplace),
-            Need::AllowOverlap if !options.allow_overlap => Some(HoldReason::NeedsAllowOverlap {
-                overlaps: change.overlaps.clone(),
-            }),
-            Need::AllowReplace | Need::AllowOverlap | Need::MaxPurchases(_) => None,
-        });
-        match missing {
-            Some(reason) if options.hold => {
-                held.push((change, reason));
-                continue;
+        // Every flag missing is reported (all at once, never one per run);
+        // watch holds the change on the first.
+        let allowed = options.allowed();
+        let missing: Vec<HoldReason> = change
+            .needs()
+            .into_iter()
+            .filter(|need| !allowed.permits(*need))
+            .filter_map(|need| match need {
+                Need::AllowReplace => Some(HoldReason::NeedsAllowReplace),
+                Need::AllowOverlap => Some(HoldReason::NeedsAllowOverlap {
+                    overlaps: change.overlaps.clone(),
+                }),
+                Need::MaxPurchases(_) => None,
+            })
+            .collect();
+        if options.hold
+            && let Some(reason) = missing.first()
+        {
+            held.push((change, reason.clone()));
+            continue;
+        }
+        for reason in missing {
+            match reason {
+                HoldReason::NeedsAllowReplace => replaces.push(change.key.clone()),
+                HoldReason::NeedsAllowOverlap { overlaps: recorded } => {
+                    overlaps.push((change.key.clone(), recorded));
+                }
+                HoldReason::OaNotOnAccount => {}
             }
-            Some(HoldReason::NeedsAllowReplace) => replaces.push(change.key.clone()),
-            Some(HoldReason::NeedsAllowOverlap { overlaps: recorded }) => {
-                overlaps.push((change.key.clone(), recorded));
-            }
-            Some(HoldReason::OaNotOnAccount) | None => {}
         }
         match change.action() {
             Action::Purchase => counts.purchase += 1,
@@ -188,17 +200,21 @@ pub(crate) fn select<'p>(
             price,
         });
     }
+    let mut refusals = Vec::new();
     if !replaces.is_empty() {
-        return Err(GuardRefusal::ReplaceNotAllowed { keys: replaces });
+        refusals.push(GuardRefusal::ReplaceNotAllowed { keys: replaces });
     }
     if !overlaps.is_empty() {
-        return Err(GuardRefusal::OverlapNotAllowed { overlaps });
+        refusals.push(GuardRefusal::OverlapNotAllowed { overlaps });
     }
     if max_purchases_need(counts.requests(), options.max_purchases).is_some() {
-        return Err(GuardRefusal::TooManyPurchases {
+        refusals.push(GuardRefusal::TooManyPurchases {
             counts,
             max: options.max_purchases,
         });
+    }
+    if let Some(refusal) = GuardRefusal::of_flags(refusals) {
+        return Err(refusal);
     }
     // A cost that does not fit in a u64 refuses the run: no amount is
     // ever saturated or wrapped, with or without --max-spend.

@@ -143,7 +143,7 @@ pub use decide::{Counts, check_guards, planned_cost, state_unmoved};
 
 use crate::esms::{CallError, Client, PurchaseOutcome, code_meaning};
 use crate::plan::saved::StalePlan;
-use crate::plan::{Action, Change, Plan};
+use crate::plan::{Action, Allowed, Change, Need, Plan};
 use crate::prices::Money;
 use crate::spec::{Key, key_list};
 use crate::state::{JournalWriter, Loaded, State, StateError, StateId, Store, WriterLock};
@@ -189,6 +189,17 @@ pub struct ApplyOptions {
     /// run goes ahead. `--max-purchases` and `--max-spend` still refuse
     /// the whole run (counted over what would be sent).
     pub hold: bool,
+}
+
+impl ApplyOptions {
+    /// The guard flags this run is given.
+    pub fn allowed(&self) -> Allowed {
+        Allowed {
+            replace: self.allow_replace,
+            overlap: self.allow_overlap,
+            max_purchases: self.max_purchases,
+        }
+    }
 }
 
 impl Default for ApplyOptions {
@@ -289,6 +300,22 @@ pub enum ApplyEvent<'a> {
     /// The pre-flight read the account's balance (`amount`, as eSMS sent
     /// it); `cost` is what the run costs with the plan's price list.
     Balance { amount: f64, cost: &'a Money },
+}
+
+impl ApplyEvent<'_> {
+    /// The change the event is about, if it is about one.
+    pub fn change(&self) -> Option<&Change> {
+        match *self {
+            ApplyEvent::PurchaseSent { change, .. }
+            | ApplyEvent::Answered { change, .. }
+            | ApplyEvent::Retrying { change, .. }
+            | ApplyEvent::PurchaseDone { change, .. }
+            | ApplyEvent::Held { change, .. } => Some(change),
+            ApplyEvent::Started { .. }
+            | ApplyEvent::Stopping { .. }
+            | ApplyEvent::Balance { .. } => None,
+        }
+    }
 }
 
 /// Why a change was held rather than bought ([`ApplyOptions::hold`]).
@@ -589,25 +616,24 @@ impl ApplyReport {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GuardRefusal {
     /// The plan buys packages again and `--allow-replace` was not given.
-    #[error(
-        "the plan replaces {} package(s) already bought ({}): buying a package again with its new spec is not refunded, so it needs --allow-replace; nothing was bought",
-        .keys.len(), key_list(.keys)
-    )]
+    #[error("{}; nothing was bought", self.reason())]
     ReplaceNotAllowed { keys: Vec<Key> },
     /// Purchases over the months of recorded packages of the same OA and
     /// tier under other keys, and `--allow-overlap` was not given: each key
     /// with the recorded keys it overlaps.
-    #[error(
-        "the plan buys {} package(s) over the months of packages already recorded for the same OA and tier: {}. Those months would be paid twice (a moved start date is a new key); nothing was bought",
-        .overlaps.len(), overlap_list(.overlaps)
-    )]
+    #[error("{}; nothing was bought", self.reason())]
     OverlapNotAllowed { overlaps: Vec<(Key, Vec<Key>)> },
     /// More purchase requests than `--max-purchases`.
-    #[error(
-        "the plan would send {} purchase request(s) ({}), more than --max-purchases {max}; nothing was bought",
-        .counts.requests(), .counts.describe()
-    )]
+    #[error("{}; nothing was bought", self.reason())]
     TooManyPurchases { counts: Counts, max: usize },
+    /// More than one of the three above, all at once (never one per run):
+    /// in that order, each at most once.
+    #[error(
+        "apply will refuse without {}: {}; nothing was bought",
+        self.flags().iter().map(Need::flag).collect::<Vec<_>>().join(" "),
+        .refusals.iter().map(GuardRefusal::reason).collect::<Vec<_>>().join("; ")
+    )]
+    NeedsFlags { refusals: Vec<GuardRefusal> },
     /// The run costs more than `--max-spend`.
     #[error(
         "the plan costs {cost}, more than --max-spend {}; nothing was bought",
@@ -684,9 +710,60 @@ pub enum ApplyError {
 }
 
 impl GuardRefusal {
+    /// The refusals a run's missing flags make, together: `None` when no
+    /// flag is missing, the one refusal alone, or [`GuardRefusal::NeedsFlags`]
+    /// with all of them.
+    pub fn of_flags(mut refusals: Vec<GuardRefusal>) -> Option<GuardRefusal> {
+        match refusals.len() {
+            0 => None,
+            1 => refusals.pop(),
+            _ => Some(GuardRefusal::NeedsFlags { refusals }),
+        }
+    }
+
+    /// Why a flag is needed, without the "nothing was bought".
+    fn reason(&self) -> String {
+        match self {
+            GuardRefusal::ReplaceNotAllowed { keys } => format!(
+                "the plan replaces {} package(s) already bought ({}): buying a package again with its new spec is not refunded, so it needs --allow-replace",
+                keys.len(),
+                key_list(keys)
+            ),
+            GuardRefusal::OverlapNotAllowed { overlaps } => format!(
+                "the plan buys {} package(s) over the months of packages already recorded for the same OA and tier: {}. Those months would be paid twice (a moved start date is a new key), so it needs --allow-overlap",
+                overlaps.len(),
+                overlap_list(overlaps)
+            ),
+            GuardRefusal::TooManyPurchases { counts, max } => format!(
+                "the plan would send {} purchase request(s) ({}), more than --max-purchases {max}",
+                counts.requests(),
+                counts.describe()
+            ),
+            other => other.to_string(),
+        }
+    }
+
+    /// The flags that would let the run through: `--allow-replace`,
+    /// `--allow-overlap`, `--max-purchases N` (N the requests); empty for
+    /// a refusal no flag of these lifts.
+    pub fn flags(&self) -> Vec<Need> {
+        match self {
+            GuardRefusal::ReplaceNotAllowed { .. } => vec![Need::AllowReplace],
+            GuardRefusal::OverlapNotAllowed { .. } => vec![Need::AllowOverlap],
+            GuardRefusal::TooManyPurchases { counts, .. } => {
+                vec![Need::MaxPurchases(counts.requests())]
+            }
+            GuardRefusal::NeedsFlags { refusals } => {
+                refusals.iter().flat_map(GuardRefusal::flags).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// What to do about it, for the user: the flag that lets it through.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
+            GuardRefusal::NeedsFlags { refusals } => refusals.iter().find_map(GuardRefusal::hint),
             GuardRefusal::OverlapNotAllowed { .. } => Some(
                 "If the old record is wrong, fix it first (`oapkg state mv OLDKEY NEWKEY` when eSMS registered \
                  the package under another start, `oapkg state rm` when it was never bought); \
@@ -864,6 +941,26 @@ pub async fn apply(
     hold(&mut report, &selection.held, on_event);
     let labels = plan.label_changes();
     if selection.jobs.is_empty() && labels.is_empty() {
+        if plan.summary().in_flight > 0 {
+            // Another live process is buying these: wait for its lock.
+            // By then it has recorded their outcomes, so this plan is stale
+            // and says so, rather than calling them unconfirmed.
+            let (_lock, loaded, _journal) = lock_and_load(store, options, false).await?;
+            if !state_unmoved(&plan.state, &loaded, store.path()) {
+                return Err(ApplyError::Stale(decide::stale_state(
+                    &plan.state,
+                    &loaded.id,
+                )));
+            }
+            // Its holder is gone and left them as they were: unconfirmed.
+            for change in plan
+                .changes
+                .iter()
+                .filter(|c| c.action() == Action::InFlight)
+            {
+                report.push(change.key.clone(), PackageResult::LeftUnconfirmed);
+            }
+        }
         for change in &selection.left_alone {
             report.push(change.key.clone(), PackageResult::LeftUnconfirmed);
         }

@@ -115,22 +115,34 @@ pub struct ApplyFlags {
     /// unconfirmed (and, with `watch`, each change held, cycle refused,
     /// OA expiring, low balance, error). Repeatable; https://, or http://
     /// to this machine only
-    // Checked by [`ApplyFlags::notify_targets`], not by clap: clap's error
+    // Checked by [`ApplyFlags::webhooks`], not by clap: clap's error
     // would echo the whole URL, whose path or user info is often a secret.
     #[arg(long = "notify", value_name = "URL")]
     pub notify: Vec<String>,
+    /// Send only these events to the --notify URLs (comma-separated:
+    /// purchased, failed, unconfirmed, held, refused, expiring,
+    /// low_balance, error, suspended, resumed, cycle, git, drift,
+    /// settled); all of them by default
+    #[arg(long = "notify-events", value_name = "LIST", requires = "notify")]
+    pub notify_events: Option<String>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
 
 impl ApplyFlags {
-    /// The `--notify` URLs, checked; the error never echoes a URL.
-    pub fn notify_targets(&self) -> anyhow::Result<Vec<crate::notify::Target>> {
-        Ok(self
+    /// The `--notify` URLs and `--notify-events`, checked; the error never
+    /// echoes a URL.
+    pub fn webhooks(&self) -> anyhow::Result<crate::notify::Webhooks> {
+        let targets = self
             .notify
             .iter()
             .map(|url| crate::notify::Target::parse(url))
-            .collect::<Result<_, _>>()?)
+            .collect::<Result<_, _>>()?;
+        let events = match &self.notify_events {
+            Some(list) => crate::notify::Events::parse(list)?,
+            None => crate::notify::Events::all(),
+        };
+        Ok(crate::notify::Webhooks { targets, events })
     }
 }
 
@@ -160,7 +172,7 @@ pub struct ConnectionArgs {
 
 pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     // Before anything else: whom to tell, where to buy and with which keys.
-    let notify = args.flags.notify_targets()?;
+    let notify = args.flags.webhooks()?;
     let credentials = credentials(&args.flags.connection)?;
     let keys = credentials.forbidden();
     let client = client_for(&args.flags.connection, credentials)?;
@@ -168,13 +180,18 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
     let json = args.format == ListFormat::Json;
     let source = ops_apply::Source::of(args.planfile.as_deref());
     ops_apply::check_json_approval(json, source, args.auto_approve)?;
-    let ToApply { plan, reviewed } = ops_apply::plan_to_carry_out(
+    let ToApply { mut plan, reviewed } = ops_apply::plan_to_carry_out(
         source,
         &context.global.files,
         &context.store,
         context.today()?,
         &keys,
     )?;
+    // Purchases another live process has in flight are not unconfirmed:
+    // apply waits for that process's lock and finds this plan stale.
+    if let Some(in_flight) = super::state::in_flight(context) {
+        plan.mark_in_flight(&in_flight.keys, in_flight.holder);
+    }
     // In JSON the document is the only thing on stdout.
     let quiet = context.global.quiet || json;
     let plan = if args.only.is_empty() {
@@ -189,10 +206,17 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
         }
         narrowed.plan
     };
-    let text = render::text(
+    // The plan as this run sees it: flags given are not reported as
+    // needed, and the command that gets past the guards is this one.
+    let command = this_command();
+    let text = render::text_with(
         &plan,
         &render::TextOptions {
             color: context.color_stdout(),
+        },
+        &render::Guards {
+            allowed: options.allowed(),
+            command: command.clone(),
         },
     );
     if !plan.buys_anything() && plan.label_changes().is_empty() {
@@ -218,7 +242,13 @@ pub fn run(context: &Context, args: &ApplyArgs) -> anyhow::Result<ExitStatus> {
         Ok(counts) => counts,
         Err(refusal) => {
             notify_refused(context, &notify, &client, &refusal);
-            return Err(refusal.into());
+            let flags: Vec<String> = refusal.flags().iter().map(|n| n.flag()).collect();
+            if flags.is_empty() {
+                return Err(refusal.into());
+            }
+            // Every flag at once, with the exact command.
+            let hint = format!("If the plan is right, run: {command} {}", flags.join(" "));
+            return Err(with_hint(refusal, hint));
         }
     };
     match approval {
@@ -340,6 +370,31 @@ pub(super) fn options(
     })
 }
 
+/// This run's command line (`oapkg` and its arguments, shell-quoted): what
+/// to run again with the flags the guards ask for. The values of `--notify`
+/// and `--endpoint` are left out (a webhook's path or a URL's user info is
+/// often a secret), shown as `URL`.
+fn this_command() -> String {
+    let mut words = vec!["oapkg".to_owned()];
+    let mut hide_next = false;
+    for arg in std::env::args_os().skip(1) {
+        let arg = arg.to_string_lossy();
+        let word = if std::mem::take(&mut hide_next) {
+            "URL".to_owned()
+        } else if let Some((flag, _)) = arg
+            .split_once('=')
+            .filter(|(flag, _)| matches!(*flag, "--notify" | "--endpoint"))
+        {
+            format!("{flag}=URL")
+        } else {
+            hide_next = matches!(arg.as_ref(), "--notify" | "--endpoint");
+            crate::text::shell_word(&arg)
+        };
+        words.push(word);
+    }
+    words.join(" ")
+}
+
 /// The waits between attempts of a call: the default, or shortened by
 /// [`RETRY_DELAY_VAR`] (tests).
 pub(super) fn retry_policy() -> anyhow::Result<RetryPolicy> {
@@ -392,28 +447,29 @@ const NOTIFY_DRAIN: Duration = Duration::from_secs(5);
 /// The `--notify` webhooks (none: a notifier that sends nothing), with the
 /// account keys scrubbed from every body. Inside a runtime.
 pub(super) fn notifier(
-    targets: &[crate::notify::Target],
+    webhooks: &crate::notify::Webhooks,
     client: &Client,
 ) -> crate::notify::Notifier {
     crate::notify::Notifier::start(
-        targets,
+        &webhooks.targets,
         crate::notify::Delivery::default(),
         &client.scrubber(),
     )
+    .only(webhooks.events.clone())
 }
 
 /// Tells the `--notify` webhooks that the guards refused the run.
 fn notify_refused(
     context: &Context,
-    targets: &[crate::notify::Target],
+    webhooks: &crate::notify::Webhooks,
     client: &Client,
     refusal: &apply::GuardRefusal,
 ) {
-    if targets.is_empty() {
+    if webhooks.targets.is_empty() {
         return;
     }
     context.runtime.block_on(async {
-        let notifier = notifier(targets, client);
+        let notifier = notifier(webhooks, client);
         notifier.event("refused", refusal.to_string());
         notifier.drain(NOTIFY_DRAIN).await;
     });
@@ -428,7 +484,7 @@ fn run_apply(
     client: &Client,
     options: &ApplyOptions,
     progress: &Progress,
-    notify: &[crate::notify::Target],
+    notify: &crate::notify::Webhooks,
 ) -> Result<ApplyReport, ApplyError> {
     context.runtime.block_on(async {
         let (canceller, signal) = apply::cancel_pair();
@@ -436,7 +492,8 @@ fn run_apply(
         let notifier = notifier(notify, client);
         let on_event = |event: ApplyEvent<'_>| {
             progress.event(event);
-            notifier.apply_event(&event);
+            let cost = event.change().and_then(|change| plan.cost(change));
+            notifier.apply_event(&event, cost.as_ref());
         };
         let result = apply::apply(plan, &context.store, client, options, &on_event, signal).await;
         if let Some(watcher) = watcher {
@@ -883,8 +940,12 @@ fn summarize(context: &Context, plan: &Plan, report: &ApplyReport) -> anyhow::Re
     out.push_str(&report.summary_line());
     out.push('\n');
     match report.spent(plan) {
-        Some(Ok(spent)) => out.push_str(&format!("Spent: {spent}.\n")),
-        Some(Err(error)) => out.push_str(&format!("Spent: unknown: {error}.\n")),
+        Some(Ok(spent)) => out.push_str(&format!(
+            "Spent (estimated from the price list): {spent}.\n"
+        )),
+        Some(Err(error)) => out.push_str(&format!(
+            "Spent (estimated from the price list): unknown: {error}.\n"
+        )),
         None => {}
     }
     print(&out)

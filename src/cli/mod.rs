@@ -26,6 +26,7 @@ mod plan;
 pub mod refresh;
 mod state;
 mod validate;
+mod version;
 mod watch;
 
 pub use context::Context;
@@ -39,7 +40,7 @@ use crate::plan::render::Paint;
 #[derive(Debug, Parser)]
 #[command(
     name = "oapkg",
-    version,
+    version = crate::build_info::long_version(),
     propagate_version = true,
     max_term_width = 100
 )]
@@ -62,7 +63,7 @@ pub struct GlobalArgs {
 
     /// State file
     #[arg(long, value_name = "PATH", env = "OAPKG_STATE", hide_env_values = true, global = true,
-          default_value = crate::state::DEFAULT_STATE_PATH)]
+          default_value = crate::state::DEFAULT_STATE_PATH, value_parser = crate::state::state_arg)]
     pub state: PathBuf,
 
     /// How long a command that writes state waits for another writer's lock
@@ -150,6 +151,9 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the version, the Git commit and the build profile of this
+    /// binary (also: --version)
+    Version(version::VersionArgs),
 }
 
 #[derive(Debug, Args)]
@@ -163,7 +167,7 @@ pub struct SchemaArgs {
 /// Global options about the manifests and the state, which `schema` and
 /// `completions` accept but do not use: hidden from their `--help`.
 const PROJECT_OPTIONS: [&str; 3] = ["files", "state", "lock_timeout"];
-const WITHOUT_PROJECT: [&str; 2] = ["schema", "completions"];
+const WITHOUT_PROJECT: [&str; 3] = ["schema", "completions", "version"];
 
 /// The clap command tree: [`Cli`]'s, with the options a subcommand ignores
 /// hidden from its help. Parse, complete and document with this one.
@@ -236,13 +240,14 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Expiring(args) => expiring::run(&context, &args),
         Command::Coverage(args) => coverage::run(&context, &args),
         Command::Watch(args) => watch::run(&context, &args),
-        Command::Refresh(args) => refresh::run(&context, &args),
         Command::Doctor(args) => doctor::run(&context, &args),
+        Command::Refresh(args) => refresh::run(&context, &args),
         Command::Schema(args) => print_schema(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut command(), "oapkg", &mut std::io::stdout());
             Ok(ExitStatus::Success)
         }
+        Command::Version(args) => version::run(&args),
     };
     let status = match result {
         Ok(status) => status,

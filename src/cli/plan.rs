@@ -1,7 +1,7 @@
 //! `oapkg plan`: the diff of manifests against state, rendered for a person,
 //! a program, or a pull-request comment; optionally saved for `apply`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -10,6 +10,7 @@ use super::{Context, PlanFormat};
 use crate::exit::ExitStatus;
 use crate::ops::plan_file;
 use crate::plan::{Plan, render, saved::SavedPlan};
+use crate::text::shell_word;
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
@@ -22,12 +23,6 @@ pub struct PlanArgs {
     /// Exit 0 when nothing is to be bought, 2 when something is, 1 on error
     #[arg(long)]
     pub detailed_exitcode: bool,
-    /// Read the OAs that have a Zalo token first and show Zalo's date beside
-    /// the recorded coverage, and the drift (records nothing)
-    #[arg(long)]
-    pub refresh: bool,
-    #[command(flatten)]
-    pub zalo: super::refresh::ZaloArgs,
     /// Ask eSMS (read-only, nothing is bought) what apply's pre-flight would:
     /// that the account holds every OA to be bought and, with a price list,
     /// that its balance covers the plan. Problems are plan errors (exit 1).
@@ -36,6 +31,12 @@ pub struct PlanArgs {
     pub check_account: bool,
     #[command(flatten)]
     pub connection: super::apply::ConnectionArgs,
+    /// Read the OAs that have a Zalo token first and show Zalo's date beside
+    /// the recorded coverage, and the drift (records nothing)
+    #[arg(long)]
+    pub refresh: bool,
+    #[command(flatten)]
+    pub zalo: super::refresh::ZaloArgs,
 }
 
 #[derive(Debug, Args)]
@@ -93,7 +94,13 @@ pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
             print(&format!("{}\n", serde_json::to_string_pretty(&document)?))?;
         }
         (format, rows) => {
-            let mut out = rendered(context, &plan, format, &context.global.files);
+            let mut out = rendered(
+                context,
+                &plan,
+                format,
+                &context.global.files,
+                args.out.as_deref(),
+            );
             match (format, rows) {
                 (PlanFormat::Markdown, Some(rows)) => {
                     out.push_str(&crate::readback::rows_markdown(rows))
@@ -128,6 +135,7 @@ pub fn run(context: &Context, args: &PlanArgs) -> anyhow::Result<ExitStatus> {
             .iter()
             .map(|f| f.display().to_string())
             .collect();
+        saved.manifest_file_hashes = plan_file::file_hashes(&context.global.files);
         plan_file::write(&saved, path)?;
         if args.format == PlanFormat::Text && !context.global.quiet {
             print(&format!(
@@ -149,18 +157,59 @@ pub fn show(context: &Context, args: &ShowArgs) -> anyhow::Result<ExitStatus> {
     let saved = plan_file::read(&args.planfile)?;
     let manifests: Vec<PathBuf> = saved.manifest_files.iter().map(PathBuf::from).collect();
     let plan = plan_file::parse(&saved, &args.planfile)?;
-    print(&rendered(context, &plan, args.format, &manifests))?;
+    print(&rendered(
+        context,
+        &plan,
+        args.format,
+        &manifests,
+        Some(&args.planfile),
+    ))?;
     Ok(ExitStatus::Success)
 }
 
+/// `oapkg apply [PLANFILE | -f PATH...] [--state STATE]`: the command that
+/// carries out a plan made from `manifests` (saved at `planfile`, which
+/// then names them), shell-quoted, without the guard flags.
+pub(super) fn apply_command(
+    context: &Context,
+    planfile: Option<&Path>,
+    manifests: &[PathBuf],
+) -> String {
+    let mut words = vec!["oapkg".to_owned(), "apply".to_owned()];
+    let word = |path: &Path| shell_word(&path.display().to_string());
+    match planfile {
+        Some(planfile) => words.push(word(planfile)),
+        None => {
+            for file in manifests {
+                words.extend(["-f".to_owned(), word(file)]);
+            }
+        }
+    }
+    if context.global.state != Path::new(crate::state::DEFAULT_STATE_PATH) {
+        words.extend(["--state".to_owned(), word(&context.global.state)]);
+    }
+    words.join(" ")
+}
+
 /// `manifests` are the `-f` paths the plan was made from (empty: the
-/// default), named in the markdown comment with the state.
-fn rendered(context: &Context, plan: &Plan, format: PlanFormat, manifests: &[PathBuf]) -> String {
+/// default), named in the markdown comment with the state; `planfile` is
+/// where the plan is saved, if it is.
+fn rendered(
+    context: &Context,
+    plan: &Plan,
+    format: PlanFormat,
+    manifests: &[PathBuf],
+    planfile: Option<&Path>,
+) -> String {
     match format {
-        PlanFormat::Text => render::text(
+        PlanFormat::Text => render::text_with(
             plan,
             &render::TextOptions {
                 color: context.color_stdout(),
+            },
+            &render::Guards {
+                command: apply_command(context, planfile, manifests),
+                ..render::Guards::default()
             },
         ),
         PlanFormat::Json => render::json(plan),

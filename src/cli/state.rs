@@ -91,7 +91,7 @@ pub enum StateCommand {
     /// state exists there
     Migrate {
         /// Where to copy it: a file path or s3://BUCKET/PREFIX
-        #[arg(long, value_name = "STATE")]
+        #[arg(long, value_name = "STATE", value_parser = crate::state::state_arg)]
         to: std::path::PathBuf,
     },
 }

@@ -1,6 +1,8 @@
-//! `oapkg validate`: manifest checks only. The state is read (beside the
-//! manifests, as for a plan; a missing one is empty) only so that a "starts
-//! before today" warning is not repeated for packages already recorded.
+//! `oapkg validate`: manifest checks only. It never reads the state (a
+//! missing, damaged or remote one changes nothing, and no network is
+//! used): its date warnings ("starts before today", "expired") are about
+//! the manifests alone, as if nothing were recorded; `oapkg plan`, which
+//! reads the state, repeats them only for packages it would buy.
 //!
 //! Three formats: `text` (a summary line on stdout, problems on stderr, as
 //! every command reports them), `json` (one document for CI systems) and
@@ -19,7 +21,6 @@ use super::Context;
 use super::context::print;
 use crate::exit::ExitStatus;
 use crate::manifest::{Diagnostic, DiagnosticKind, Manifests};
-use crate::ops::plan::read_inputs;
 use crate::text::{escape_controls, plural};
 
 #[derive(Debug, Args)]
@@ -50,9 +51,7 @@ pub struct NoManifest {
 
 pub fn run(context: &Context, args: &ValidateArgs) -> anyhow::Result<ExitStatus> {
     let today = context.today()?;
-    // Both read at once, as for a plan; the manifests' verdict comes first.
-    let inputs = read_inputs(&context.global.files, &context.store, today);
-    let manifests = match inputs.manifests {
+    let manifests = match crate::manifest::load(&context.global.files, today) {
         Ok(manifests) => manifests,
         // Text reports invalid manifests as every command does: an error.
         Err(error) if args.format == ValidateFormat::Text => return Err(error.into()),
@@ -73,15 +72,13 @@ pub fn run(context: &Context, args: &ValidateArgs) -> anyhow::Result<ExitStatus>
         context.print_warnings(&manifests.warnings);
         return Err(NoManifest { paths }.into());
     }
-    let loaded = inputs.state?;
-    context.note_missing_state(&loaded.id);
-    let state = loaded.state;
-    let warnings = crate::plan::inputs::validate_warnings(&manifests, &state.packages, today);
+    // Nothing recorded is known here: the state is never read.
+    let warnings = crate::plan::inputs::validate_warnings(&manifests, &Default::default(), today);
     let packages = manifests.desired.packages.len();
-    // The process ends after this report: freeing every record and
-    // declared package one by one would only delay it (~7 % of a large
-    // validate). `validate` runs once per process.
-    std::mem::forget((state, manifests));
+    // The process ends after this report: freeing every declared package
+    // one by one would only delay it (~7 % of a large validate).
+    // `validate` runs once per process.
+    std::mem::forget(manifests);
     if args.format == ValidateFormat::Text {
         context.print_warnings(&warnings);
         if !context.global.quiet {

@@ -223,6 +223,14 @@ impl CallError {
         matches!(self, CallError::Refused { code, .. } if FATAL_CODES.contains(&code.as_str()))
     }
 
+    /// The eSMS result code of a refusal.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            CallError::Refused { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
     pub(crate) fn map_text(self, f: impl Fn(&str) -> String) -> Self {
         match self {
             CallError::NotSent { reason } => CallError::NotSent { reason: f(&reason) },

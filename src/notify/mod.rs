@@ -1,7 +1,22 @@
 //! `--notify URL`: one webhook POST per event that people should hear
 //! about (a purchase bought, failed or unconfirmed, a change held, a cycle
-//! refused, an OA expiring, a low balance, an error), for `watch` and
-//! `apply`.
+//! refused, an OA expiring, a low balance, an error, a Git commit applied
+//! or refused), for `watch` and `apply`; `--notify-events` chooses which
+//! ([`Events`]).
+//!
+//! Pacing (watch): a cycle that bought, held or failed anything sends one
+//! `cycle` summary with every package and the estimated total; the posts
+//! for each package of the cycle are sent too only while it buys at most
+//! [`SINGLE_POSTS_MAX`] packages, so a renewal day of 200 OAs is one post,
+//! not 200. (Without `cycle` in `--notify-events`, every package is
+//! posted on its own.)
+//!
+//! Signature: with `OAPKG_NOTIFY_SECRET` set, every POST carries
+//! `X-Oapkg-Timestamp: T` (Unix seconds, at the attempt) and
+//! `X-Oapkg-Signature-256: sha256=HEX`, HEX being the HMAC-SHA256 keyed by
+//! the secret of `T.BODY` (the timestamp, a dot, the exact body bytes), as
+//! Stripe and GitHub sign their webhooks ([`signature`]). The secret is
+//! scrubbed from every body like the other secrets.
 //!
 //! - [`payload`]: what a notification says (pure; built from the events).
 //! - this module: delivery. Each URL has its own bounded queue and
@@ -25,11 +40,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+
+use hmac::{Hmac, KeyInit as _, Mac as _};
 use reqwest::Url;
+use sha2::Sha256;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-pub use payload::Notification;
+pub use payload::{EVENTS, Notification};
 
 use crate::apply::ApplyEvent;
 use crate::secrets::Scrubber;
@@ -148,12 +167,71 @@ impl Default for Delivery {
 /// replacing it would mangle the JSON.
 const SECRET_MIN_CHARS: usize = 8;
 
+/// The variable holding the webhook signing secret.
+pub const SECRET_VAR: &str = crate::secrets::NOTIFY_VARS[0];
+
+/// `--notify URL...` with `--notify-events`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Webhooks {
+    pub targets: Vec<Target>,
+    pub events: Events,
+}
+
+/// Which events are sent (`--notify-events`): all of them by default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Events(Option<BTreeSet<&'static str>>);
+
+/// An unknown name in `--notify-events`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--notify-events: unknown event {name:?}; the events are {}", EVENTS.join(", "))]
+pub struct UnknownEvent {
+    pub name: String,
+}
+
+impl Events {
+    /// Every event.
+    pub fn all() -> Events {
+        Events(None)
+    }
+
+    /// `purchased,cycle,error`: the comma-separated names of [`EVENTS`]
+    /// (spaces around them allowed).
+    pub fn parse(list: &str) -> Result<Events, UnknownEvent> {
+        let mut chosen = BTreeSet::new();
+        for name in list.split(',').map(str::trim) {
+            let Some(known) = EVENTS.iter().find(|e| **e == name) else {
+                return Err(UnknownEvent {
+                    name: crate::text::escape_controls(name).into_owned(),
+                });
+            };
+            chosen.insert(*known);
+        }
+        Ok(Events(Some(chosen)))
+    }
+
+    pub fn allows(&self, event: &str) -> bool {
+        self.0.as_ref().is_none_or(|chosen| chosen.contains(event))
+    }
+}
+
+/// `sha256=HEX`: the value of `X-Oapkg-Signature-256` for `body` sent at
+/// `timestamp` (Unix seconds): HMAC-SHA256 keyed by `secret` of
+/// `TIMESTAMP.BODY`.
+pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
 /// The secret variables set in this process's environment.
 fn env_secrets() -> Scrubber {
     let values = crate::secrets::from_env(
         crate::secrets::ESMS_VARS
             .into_iter()
-            .chain(crate::secrets::AWS_VARS),
+            .chain(crate::secrets::AWS_VARS)
+            .chain(crate::secrets::NOTIFY_VARS),
     )
     .into_iter()
     .filter(|value| value.chars().count() >= SECRET_MIN_CHARS);
@@ -168,6 +246,8 @@ pub struct Notifier {
     /// Every secret this process knows: the account keys it was given and
     /// the secret variables ([`crate::secrets`]), read at start.
     scrubber: Scrubber,
+    /// `--notify-events`.
+    events: Events,
 }
 
 struct Queue {
@@ -184,6 +264,18 @@ impl Notifier {
         let delivery = Delivery {
             first_delay: test_delay().unwrap_or(delivery.first_delay),
             ..delivery
+        };
+        // Read once: every delivery task signs with it.
+        let secret: Option<Arc<[u8]>> = match std::env::var(SECRET_VAR) {
+            Ok(value) if !value.trim().is_empty() => Some(value.trim().as_bytes().into()),
+            Ok(_) => {
+                tracing::warn!(
+                    target: "oapkg::notify",
+                    "{SECRET_VAR} is set but empty: notifications are sent unsigned"
+                );
+                None
+            }
+            Err(_) => None,
         };
         let mut queues = Vec::new();
         for target in targets {
@@ -204,7 +296,13 @@ impl Notifier {
                 }
             };
             let (tx, rx) = mpsc::channel(delivery.queue.max(1));
-            let task = tokio::spawn(deliver_all(client, target.clone(), rx, delivery));
+            let task = tokio::spawn(deliver_all(
+                client,
+                target.clone(),
+                rx,
+                delivery,
+                secret.clone(),
+            ));
             queues.push(Queue {
                 target: target.clone(),
                 tx,
@@ -214,7 +312,14 @@ impl Notifier {
         Notifier {
             queues: std::sync::Mutex::new(queues),
             scrubber: scrubber.and(&env_secrets()),
+            events: Events::all(),
         }
+    }
+
+    /// Sends only `events` (`--notify-events`).
+    pub fn only(mut self, events: Events) -> Notifier {
+        self.events = events;
+        self
     }
 
     /// Whether there is anywhere to send to.
@@ -230,6 +335,9 @@ impl Notifier {
 
     /// Queues `notification` for every target; never waits.
     pub fn send(&self, notification: &Notification) {
+        if !self.events.allows(notification.event) {
+            return;
+        }
         let queues = self.queues();
         if queues.is_empty() {
             return;
@@ -255,9 +363,10 @@ impl Notifier {
         }
     }
 
-    /// Queues the notification for an apply run's event, if it has one.
-    pub fn apply_event(&self, event: &ApplyEvent<'_>) {
-        if let Some(n) = payload::from_apply(event, jiff::Timestamp::now()) {
+    /// Queues the notification for an apply run's event, if it has one;
+    /// `cost` is what the change it is about costs by the price list.
+    pub fn apply_event(&self, event: &ApplyEvent<'_>, cost: Option<&crate::prices::Money>) {
+        if let Some(n) = payload::from_apply(event, cost, jiff::Timestamp::now()) {
             self.send(&n);
         }
     }
@@ -308,22 +417,35 @@ async fn deliver_all(
     target: Target,
     mut rx: mpsc::Receiver<Arc<str>>,
     delivery: Delivery,
+    secret: Option<Arc<[u8]>>,
 ) {
     while let Some(body) = rx.recv().await {
-        deliver(&client, &target, &body, delivery).await;
+        deliver(&client, &target, &body, delivery, secret.as_deref()).await;
     }
 }
 
-async fn deliver(client: &reqwest::Client, target: &Target, body: &Arc<str>, delivery: Delivery) {
+async fn deliver(
+    client: &reqwest::Client,
+    target: &Target,
+    body: &Arc<str>,
+    delivery: Delivery,
+    secret: Option<&[u8]>,
+) {
     let mut delay = delivery.first_delay;
     let attempts = delivery.attempts.max(1);
     for attempt in 1..=attempts {
-        let sent = client
+        let mut request = client
             .post(target.0.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())
-            .send()
-            .await;
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        // Signed at each attempt: a receiver may refuse old timestamps.
+        if let Some(secret) = secret {
+            let now = jiff::Timestamp::now().as_second();
+            request = request.header("X-Oapkg-Timestamp", now.to_string()).header(
+                "X-Oapkg-Signature-256",
+                signature(secret, now, body.as_bytes()),
+            );
+        }
+        let sent = request.body(body.to_string()).send().await;
         let (why, retryable) = match sent {
             Ok(answer) if answer.status().is_success() => {
                 tracing::debug!(target: "oapkg::notify", url = %target, attempt, "notification delivered");
@@ -362,14 +484,78 @@ fn transport(error: &reqwest::Error) -> String {
     }
 }
 
+/// The most packages a cycle may buy for each of them to be posted on its
+/// own as well as in the `cycle` summary.
+pub const SINGLE_POSTS_MAX: usize = 10;
+
 /// Watch's notifications: an [`Observer`] that queues one notification
-/// per event people hear about.
-pub struct NotifyObserver(pub Arc<Notifier>);
+/// per event people hear about, paced per cycle (see the module docs).
+pub struct NotifyObserver {
+    notifier: Arc<Notifier>,
+    cycle: std::sync::Mutex<CycleNotes>,
+}
+
+/// What the cycle running has to summarise.
+#[derive(Default)]
+struct CycleNotes {
+    /// Post each package on its own too (a small cycle).
+    singles: bool,
+    items: Vec<payload::SummaryItem>,
+    /// The Git commit the files come from.
+    commit: Option<String>,
+}
+
+impl NotifyObserver {
+    pub fn new(notifier: Arc<Notifier>) -> NotifyObserver {
+        NotifyObserver {
+            notifier,
+            cycle: std::sync::Mutex::new(CycleNotes {
+                singles: true,
+                ..CycleNotes::default()
+            }),
+        }
+    }
+}
 
 impl Observer for NotifyObserver {
     fn event(&self, event: &WatchEvent<'_>) {
-        if let Some(n) = payload::from_watch(event, jiff::Timestamp::now()) {
-            self.0.send(&n);
+        let now = jiff::Timestamp::now();
+        let mut notes = self
+            .cycle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *event {
+            WatchEvent::CycleStarted { .. } => {
+                notes.items.clear();
+                notes.singles = true;
+            }
+            WatchEvent::ApplyStarted { plan, .. } => {
+                let summary = plan.summary();
+                // Without the summary (`--notify-events` leaves `cycle`
+                // out) each package is told on its own, however many.
+                notes.singles = summary.purchase + summary.replace <= SINGLE_POSTS_MAX
+                    || !self.notifier.events.allows("cycle");
+            }
+            WatchEvent::Git {
+                event: crate::watch::GitEvent::Applied { commit, .. },
+            } => notes.commit = Some((*commit).to_owned()),
+            WatchEvent::CycleFinished { cycle } if !notes.items.is_empty() => {
+                let items = std::mem::take(&mut notes.items);
+                let n = payload::summary(cycle, notes.commit.as_deref(), items, now);
+                self.notifier.send(&n);
+                return;
+            }
+            _ => {}
+        }
+        if let Some(item) = payload::summary_item(event) {
+            notes.items.push(item);
+            if !notes.singles {
+                return;
+            }
+        }
+        drop(notes);
+        if let Some(n) = payload::from_watch(event, now) {
+            self.notifier.send(&n);
         }
     }
 }
@@ -377,6 +563,36 @@ impl Observer for NotifyObserver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_signature_is_hmac_sha256_of_timestamp_dot_body() {
+        // The HMAC itself: RFC 4231 test case 2. Then the signed bytes:
+        // the timestamp, a dot, the body.
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
+        mac.update(b"what do ya want for nothing?");
+        assert_eq!(
+            hex::encode(mac.finalize().into_bytes()),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let signed = signature(b"Jefe", 1_700_000_000, b"{\"a\":1}");
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
+        mac.update(b"1700000000.{\"a\":1}");
+        assert_eq!(
+            signed,
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+        );
+    }
+
+    #[test]
+    fn notify_events_are_checked_names() {
+        let events = Events::parse("cycle, error").unwrap();
+        assert!(events.allows("cycle") && events.allows("error"));
+        assert!(!events.allows("purchased"));
+        assert!(Events::all().allows("purchased"));
+        let error = Events::parse("cycle,bought").unwrap_err();
+        assert!(error.to_string().contains("\"bought\""), "{error}");
+        assert!(error.to_string().contains("purchased, failed"), "{error}");
+    }
 
     #[test]
     fn urls_are_https_or_loopback_http_and_shown_without_their_path() {

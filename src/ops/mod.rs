@@ -15,9 +15,9 @@
 //! | [`plan_file::plan_to_apply`] | a saved plan, checked against the state and manifests of now |
 //! | [`state_edit`] | the rules of `state rm` and `state mv`: which hand edits could buy twice |
 //! | [`approval`] | whether `apply` goes ahead, asks or refuses before buying |
-//! | [`refresh`] | read-back: reading OAs through Zalo, recording observations and settles |
 //! | [`apply`] | which plan `apply` carries out, the order of its input checks, when JSON output needs approval |
 //! | [`doctor`] | `oapkg doctor`: every dependency of a run checked, read-only, as typed results |
+//! | [`refresh`] | read-back: reading OAs through Zalo, recording observations and settles |
 
 pub mod apply;
 pub mod approval;

@@ -57,7 +57,8 @@ pub enum InputsError {
 pub fn make_plan(files: &[PathBuf], store: &Store, today: Date) -> Result<Plan, InputsError> {
     let inputs = read_inputs(files, store, today);
     let (manifests, loaded) = (inputs.manifests?, inputs.state?);
-    let plan = plan::inputs::make(&manifests, &loaded, today);
+    let mut plan = plan::inputs::make(&manifests, &loaded, today);
+    plan.state_location = Some(store.path().display().to_string());
     plan.check_cost().map_err(InputsError::Cost)?;
     // A large desired set and state take tens of milliseconds to free; the
     // plan no longer needs them, so free them beside the rendering.

@@ -99,6 +99,23 @@ pub fn write(plan: &SavedPlan, path: &Path) -> Result<(), PlanFileError> {
     Ok(())
 }
 
+/// Each manifest file under `files` (as [`crate::manifest::files`] finds
+/// them) and the `sha256:` of its bytes: what a saved plan records so a
+/// stale plan's error can name the files that changed. A file that cannot
+/// be read is left out (reading the manifests reports it).
+pub fn file_hashes(files: &[PathBuf]) -> std::collections::BTreeMap<String, String> {
+    crate::manifest::files(files)
+        .into_iter()
+        .filter_map(|path| {
+            let bytes = std::fs::read(&path).ok()?;
+            Some((
+                path.display().to_string(),
+                crate::spec::sha256_tagged(&bytes),
+            ))
+        })
+        .collect()
+}
+
 /// Why a saved plan cannot be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum SavedPlanError {
@@ -150,7 +167,11 @@ pub fn plan_to_apply(
             moved.moved.retain(|m| matches!(m, Moved::Manifests { .. }));
         }
         if !moved.moved.is_empty() {
-            return Err(stale(moved));
+            // Say what changed: the files, and the keys planning again
+            // now treats differently.
+            let current = plan::inputs::make(&manifests, &loaded, today);
+            let explained = moved.explained(&saved, &plan, &current, &file_hashes(&files));
+            return Err(stale(explained));
         }
     }
     let current = plan::inputs::make(&manifests, &loaded, today);
@@ -160,6 +181,7 @@ pub fn plan_to_apply(
         return Err(stale(StalePlan { moved: differences }));
     }
     plan.warnings = current.warnings;
+    plan.state_location = Some(store.path().display().to_string());
     // The file's own date is never trusted: what apply shows and checks is
     // dated by apply's clock.
     plan.today = today;

@@ -78,6 +78,7 @@ pub fn diff(
     Plan {
         today,
         state,
+        state_location: None,
         manifest_hash: desired.hash(),
         changes,
         unchanged,

@@ -299,6 +299,40 @@ impl<'de> Deserialize<'de> for Need {
     }
 }
 
+/// The guard flags a run is given: what lets a [`Need`] through. The
+/// default is a run given none (`--max-purchases` at its default), the
+/// run `oapkg plan` describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allowed {
+    /// `--allow-replace`.
+    pub replace: bool,
+    /// `--allow-overlap`.
+    pub overlap: bool,
+    /// `--max-purchases`.
+    pub max_purchases: usize,
+}
+
+impl Default for Allowed {
+    fn default() -> Self {
+        Allowed {
+            replace: false,
+            overlap: false,
+            max_purchases: DEFAULT_MAX_PURCHASES,
+        }
+    }
+}
+
+impl Allowed {
+    /// Whether these flags let `need` through.
+    pub fn permits(&self, need: Need) -> bool {
+        match need {
+            Need::AllowReplace => self.replace,
+            Need::AllowOverlap => self.overlap,
+            Need::MaxPurchases(n) => n <= self.max_purchases,
+        }
+    }
+}
+
 /// `--max-purchases N` when `requests` purchase requests are more than
 /// `max`. The plan asks it with [`DEFAULT_MAX_PURCHASES`] and the requests
 /// it lists; apply with the `--max-purchases` it was given and the requests
@@ -573,14 +607,23 @@ impl Plan {
     /// each: every change's [`Change::needs`], and `--max-purchases N` when
     /// the plan lists more purchase requests than [`DEFAULT_MAX_PURCHASES`].
     pub fn needs(&self) -> Vec<Need> {
+        self.needs_beyond(&Allowed::default())
+    }
+
+    /// The flags apply still needs for the whole plan when run with
+    /// `allowed`: [`Plan::needs`] without those given, `--max-purchases N`
+    /// counted against the maximum given. What a plan shown by `apply`
+    /// reports: never a flag already given.
+    pub fn needs_beyond(&self, allowed: &Allowed) -> Vec<Need> {
         let mut needs: Vec<Need> = self
             .listed_changes()
             .into_iter()
             .flat_map(Change::needs)
+            .filter(|need| !allowed.permits(*need))
             .collect();
         needs.extend(max_purchases_need(
             self.summary().requests(),
-            DEFAULT_MAX_PURCHASES,
+            allowed.max_purchases,
         ));
         needs.sort();
         needs.dedup();
@@ -601,6 +644,23 @@ impl Plan {
     /// unchanged), sorted by key: what apply records without a request.
     pub fn label_changes(&self) -> &[LabelChange] {
         &self.labels
+    }
+
+    /// `No state at LOCATION: this plan assumes nothing has ever been
+    /// bought.` when the state the plan was made against does not exist
+    /// (every package is then a purchase, which a reviewer must not take
+    /// for the real plan); `None` when it exists. The location is escaped.
+    pub fn no_state_line(&self) -> Option<String> {
+        if self.state.exists() {
+            return None;
+        }
+        let at = match &self.state_location {
+            Some(location) => format!(" at {}", crate::text::escape_controls(location)),
+            None => String::new(),
+        };
+        Some(format!(
+            "No state{at}: this plan assumes nothing has ever been bought."
+        ))
     }
 
     /// The final line of every rendering; see [`Summary::line`].
@@ -658,6 +718,11 @@ impl Plan {
 pub struct Plan {
     pub today: Date,
     pub state: StateId,
+    /// Where the state is, as messages name it (the `--state` path or
+    /// `s3://BUCKET/PREFIX`); `None` when the plan was made without a
+    /// store (tests, the diff alone). Every rendering names it when the
+    /// state does not exist ([`Plan::no_state_line`]).
+    pub state_location: Option<String>,
     /// Content hash of the desired set the plan was made from.
     pub manifest_hash: crate::spec::ManifestHash,
     /// Every key whose action is not `unchanged`, sorted by key, once

@@ -131,6 +131,7 @@ mod tests {
         Plan {
             today: jiff::civil::date(2026, 11, 26),
             state: StateId::default(),
+            state_location: None,
             manifest_hash: crate::spec::ManifestHash::from_tagged("sha256:x".into()),
             changes: vec![
                 change("1@2026-12-01", Action::Purchase),

@@ -27,7 +27,10 @@
 //!   "oapkg_version": "0.1.0",
 //!   "today": "2026-11-26",
 //!   "state": {"lineage": "…", "serial": 7, "checksum": "sha256:…"},
+//!   "state_location": "state/oapkg.state.json",
 //!   "manifest_hash": "sha256:…",
+//!   "manifest_files": ["packages"],
+//!   "manifest_file_hashes": {"packages/shop.yaml": "sha256:…"},
 //!   "unchanged": 3,
 //!   "changes": [
 //!     {"key": "…@2026-12-01", "action": "replace",
@@ -40,6 +43,7 @@
 //! }
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use jiff::civil::Date;
@@ -67,12 +71,21 @@ pub struct SavedPlan {
     pub today: Date,
     /// The state the plan was made against.
     pub state: StateId,
+    /// Where that state was (see [`Plan::state_location`]); left out when
+    /// unknown, so files written before it existed read the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_location: Option<String>,
     /// The content hash of the manifests the plan was made from.
     pub manifest_hash: ManifestHash,
     /// The `-f` paths the plan read, as given (empty: the default
     /// `oapkg.yaml`), so `apply PLANFILE` re-reads the same manifests for
     /// its staleness check without being told again.
     pub manifest_files: Vec<String>,
+    /// Each manifest file read and the `sha256:` of its bytes, so a stale
+    /// plan's error names the files that changed; left out when unknown
+    /// (files written before it existed read the same).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub manifest_file_hashes: BTreeMap<String, String>,
     /// How many keys were unchanged, for the summary line.
     pub unchanged: usize,
     /// The listed changes as the file holds them, sorted by key, once
@@ -185,8 +198,12 @@ struct PlanFile {
     oapkg_version: String,
     today: Date,
     state: StateId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state_location: Option<String>,
     manifest_hash: ManifestHash,
     manifest_files: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    manifest_file_hashes: BTreeMap<String, String>,
     unchanged: usize,
     changes: Vec<SavedChange>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -208,8 +225,10 @@ impl SavedPlan {
             oapkg_version: env!("CARGO_PKG_VERSION").to_owned(),
             today: plan.today,
             state: plan.state.clone(),
+            state_location: plan.state_location.clone(),
             manifest_hash: plan.manifest_hash.clone(),
             manifest_files: Vec::new(),
+            manifest_file_hashes: BTreeMap::new(),
             unchanged: plan.unchanged,
             changes: plan
                 .listed_changes()
@@ -244,6 +263,7 @@ impl SavedPlan {
         Ok(Plan {
             today: self.today,
             state: self.state.clone(),
+            state_location: self.state_location.clone(),
             manifest_hash: self.manifest_hash.clone(),
             changes,
             unchanged: self.unchanged,
@@ -271,6 +291,7 @@ impl SavedPlan {
             moved.push(Moved::Manifests {
                 planned: self.manifest_hash.clone(),
                 current: current_manifest_hash.clone(),
+                files: Vec::new(),
             });
         }
         if moved.is_empty() {
@@ -289,8 +310,10 @@ impl SavedPlan {
             oapkg_version: self.oapkg_version.clone(),
             today: self.today,
             state: self.state.clone(),
+            state_location: self.state_location.clone(),
             manifest_hash: self.manifest_hash.clone(),
             manifest_files: self.manifest_files.clone(),
+            manifest_file_hashes: self.manifest_file_hashes.clone(),
             unchanged: self.unchanged,
             changes: self.changes.clone(),
             labels: self.labels.clone(),
@@ -329,8 +352,10 @@ impl SavedPlan {
             oapkg_version: file.oapkg_version,
             today: file.today,
             state: file.state,
+            state_location: file.state_location,
             manifest_hash: file.manifest_hash,
             manifest_files: file.manifest_files,
+            manifest_file_hashes: file.manifest_file_hashes,
             unchanged: file.unchanged,
             changes: file.changes,
             labels: file.labels,
@@ -439,10 +464,20 @@ pub enum Moved {
         planned: Option<String>,
         current: Option<String>,
     },
-    /// The manifests' content changed.
+    /// The manifests' content changed; `files` names the files whose
+    /// bytes changed, came or went (empty when the plan file recorded no
+    /// file hashes).
     Manifests {
         planned: ManifestHash,
         current: ManifestHash,
+        files: Vec<FileMoved>,
+    },
+    /// The state or the manifests moved, and planning again now gives this
+    /// key another action (`None`: not listed, i.e. `unchanged`).
+    Action {
+        key: Key,
+        planned: Option<Action>,
+        current: Option<Action>,
     },
     /// Planning again from the same manifests and state, today, does not
     /// give this change as saved: the file was edited (its checksum
@@ -463,6 +498,86 @@ pub enum Moved {
     Prices,
     /// Which changes come from a coverage policy differs.
     Policies,
+}
+
+/// A manifest file whose bytes differ from when the plan was made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileMoved {
+    Changed(String),
+    Added(String),
+    Removed(String),
+}
+
+impl fmt::Display for FileMoved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileMoved::Changed(file) => write!(f, "{file} changed"),
+            FileMoved::Added(file) => write!(f, "{file} is new"),
+            FileMoved::Removed(file) => write!(f, "{file} is gone"),
+        }
+    }
+}
+
+/// The files whose hashes differ between `planned` and `current` (file ->
+/// `sha256:` of its bytes), sorted by file. Empty when the plan recorded
+/// none.
+pub fn file_moves(
+    planned: &BTreeMap<String, String>,
+    current: &BTreeMap<String, String>,
+) -> Vec<FileMoved> {
+    if planned.is_empty() {
+        return Vec::new();
+    }
+    let files: std::collections::BTreeSet<&String> = planned.keys().chain(current.keys()).collect();
+    files
+        .into_iter()
+        .filter_map(|file| match (planned.get(file), current.get(file)) {
+            (Some(a), Some(b)) if a != b => Some(FileMoved::Changed(file.clone())),
+            (Some(_), None) => Some(FileMoved::Removed(file.clone())),
+            (None, Some(_)) => Some(FileMoved::Added(file.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+impl StalePlan {
+    /// The stale plan with what its reader needs to see what changed: the
+    /// manifest files whose bytes changed (`current_files`, as
+    /// [`SavedPlan::manifest_file_hashes`]), and each key whose action
+    /// differs between the saved plan (`planned`) and planning again now
+    /// (`current`). Pure.
+    pub fn explained(
+        mut self,
+        saved: &SavedPlan,
+        planned: &Plan,
+        current: &Plan,
+        current_files: &BTreeMap<String, String>,
+    ) -> StalePlan {
+        for moved in &mut self.moved {
+            if let Moved::Manifests { files, .. } = moved {
+                *files = file_moves(&saved.manifest_file_hashes, current_files);
+            }
+        }
+        let actions = |plan: &Plan| -> BTreeMap<Key, Action> {
+            plan.listed_changes()
+                .into_iter()
+                .map(|c| (c.key.clone(), c.action()))
+                .collect()
+        };
+        let (before, now) = (actions(planned), actions(current));
+        let keys: std::collections::BTreeSet<&Key> = before.keys().chain(now.keys()).collect();
+        for key in keys {
+            let (a, b) = (before.get(key).copied(), now.get(key).copied());
+            if a != b {
+                self.moved.push(Moved::Action {
+                    key: key.clone(),
+                    planned: a,
+                    current: b,
+                });
+            }
+        }
+        self
+    }
 }
 
 /// Whether two changes do the same: the same action on the same declared
@@ -567,6 +682,14 @@ impl StalePlan {
     }
 }
 
+/// An action as a stale-plan message quotes it, `none` when not listed.
+fn shown(action: &Option<Action>, none: &str) -> String {
+    match action {
+        Some(action) => format!("`{action}`"),
+        None => none.to_owned(),
+    }
+}
+
 impl fmt::Display for Moved {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let or_none = |s: &Option<String>| s.clone().unwrap_or_else(|| "(none)".to_owned());
@@ -587,21 +710,39 @@ impl fmt::Display for Moved {
                 short_hash(&or_none(planned)),
                 short_hash(&or_none(current))
             ),
-            Moved::Manifests { planned, current } => write!(
+            Moved::Manifests {
+                planned,
+                current,
+                files,
+            } => {
+                write!(
+                    f,
+                    "the manifests changed since the plan was made (hash {} -> {})",
+                    planned.short(),
+                    current.short()
+                )?;
+                if !files.is_empty() {
+                    let files: Vec<String> = files.iter().map(ToString::to_string).collect();
+                    write!(f, ": {}", files.join(", "))?;
+                }
+                Ok(())
+            }
+            Moved::Action {
+                key,
+                planned,
+                current,
+            } => write!(
                 f,
-                "the manifests changed since the plan was made (hash {} -> {})",
-                planned.short(),
-                current.short()
+                "{key} was {} in the plan and is {} now",
+                shown(planned, "`unchanged`"),
+                shown(current, "`unchanged`")
             ),
             Moved::Change {
                 key,
                 planned,
                 current,
             } => {
-                let action = |a: &Option<Action>| match a {
-                    Some(a) => format!("`{a}`"),
-                    None => "not listed".to_owned(),
-                };
+                let action = |a: &Option<Action>| shown(a, "not listed");
                 write!(
                     f,
                     "planning again from the same manifests and state does not give {key} as saved \

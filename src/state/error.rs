@@ -46,11 +46,11 @@ pub enum StateError {
     },
 
     /// The state file exists but holds nothing (0 bytes or only whitespace).
-    #[error("state file {} is empty; it is refused and left as it is: restore it from {} or from Git", .path.display(), backup_of(.path).display())]
+    #[error("state file {} is empty; it is refused and left as it is: restore it from {}", .path.display(), restore_from(.path))]
     Empty { path: PathBuf },
 
     /// The state file's JSON stops in the middle (a truncated copy or write).
-    #[error("state file {} is truncated (its JSON ends early); it is refused and left as it is: restore it from {} or from Git", .path.display(), backup_of(.path).display())]
+    #[error("state file {} is truncated (its JSON ends early); it is refused and left as it is: restore it from {}", .path.display(), restore_from(.path))]
     Truncated {
         path: PathBuf,
         #[source]
@@ -58,7 +58,7 @@ pub enum StateError {
     },
 
     /// The state file is not JSON at all.
-    #[error("state file {} is not valid JSON; it is refused and left as it is: restore it from {} or from Git", .path.display(), backup_of(.path).display())]
+    #[error("state file {} is not valid JSON; it is refused and left as it is: restore it from {}", .path.display(), restore_from(.path))]
     NotJson {
         path: PathBuf,
         #[source]
@@ -75,7 +75,7 @@ pub enum StateError {
 
     /// The state file is JSON but not a state file: an unknown or missing
     /// field, a wrong type, a bad key, a package listed twice.
-    #[error("state file {} is not a valid oapkg state file; it is refused and left as it is: fix the field named below, or restore it from {} or from Git", .path.display(), backup_of(.path).display())]
+    #[error("state file {} is not a valid oapkg state file; it is refused and left as it is: fix the field named below, or restore it from {}", .path.display(), restore_from(.path))]
     Malformed {
         path: PathBuf,
         #[source]
@@ -84,7 +84,7 @@ pub enum StateError {
 
     /// The content does not match the recorded checksum: it was edited by hand
     /// (or damaged) after oapkg wrote it.
-    #[error("state file {} does not match its checksum (it records {recorded}, its content hashes to {computed}): it was edited or damaged after oapkg wrote it; it is refused and left as it is. Change state only with `oapkg state` commands; to recover, compare it with {} (the previous version) and copy that back, or restore it from Git", .path.display(), backup_of(.path).display())]
+    #[error("state file {} does not match its checksum (it records {recorded}, its content hashes to {computed}): it was edited or damaged after oapkg wrote it; it is refused and left as it is. Change state only with `oapkg state` commands; to recover, {}", .path.display(), recover_from(.path))]
     ChecksumMismatch {
         path: PathBuf,
         recorded: String,
@@ -92,7 +92,7 @@ pub enum StateError {
     },
 
     /// A package record contradicts itself (its key, spec and spec hash disagree).
-    #[error("state file {}: package {key}: {problem}; the state is refused and left as it is: restore it from {} or from Git", .path.display(), backup_of(.path).display())]
+    #[error("state file {}: package {key}: {problem}; the state is refused and left as it is: restore it from {}", .path.display(), restore_from(.path))]
     InvalidRecord {
         path: PathBuf,
         key: Key,
@@ -165,7 +165,7 @@ pub enum StateError {
 
     /// The journal was written against a different state file than the one
     /// now at the state path (another lineage, a newer serial, or no file).
-    #[error("journal {} belongs to state lineage {}, serial {journal_serial}, but state file {} has lineage {}, serial {state_serial}; nothing was changed: the state file was replaced while purchases were being recorded. Restore the state file that matches the journal (see {}), or record the journal's packages with `oapkg state import` and move the journal aside", .path.display(), .journal_lineage.as_deref().unwrap_or("none"), .state_path.display(), .state_lineage.as_deref().unwrap_or("none (missing)"), backup_of(.state_path).display())]
+    #[error("journal {} belongs to state lineage {}, serial {journal_serial}, but state file {} has lineage {}, serial {state_serial}; nothing was changed: the state file was replaced while purchases were being recorded. Restore the state file that matches the journal (from {}), or record the journal's packages with `oapkg state import` and move the journal aside", .path.display(), .journal_lineage.as_deref().unwrap_or("none"), .state_path.display(), .state_lineage.as_deref().unwrap_or("none (missing)"), restore_from(.state_path))]
     JournalMismatch {
         path: PathBuf,
         state_path: PathBuf,
@@ -336,9 +336,9 @@ impl StateError {
     pub fn hint(&self) -> Option<String> {
         match self {
             StateError::Missing { path } => Some(format!(
-                "Pass the right --state (or OAPKG_STATE), restore the file from {} or from Git, \
+                "Pass the right --state (or OAPKG_STATE), restore the file from {}, \
                  or, for a new setup, create an empty state with `oapkg init --state {}`",
-                backup_of(path).display(),
+                restore_from(path),
                 path.display()
             )),
             StateError::BackupInTheWay { path, .. } => Some(format!(
@@ -384,6 +384,33 @@ impl StateError {
             path: path.to_owned(),
             source,
         }
+    }
+}
+
+/// Where to restore the state at `path` from, as a hint says it: its
+/// backup and Git when the backup is there, Git alone otherwise (a hint
+/// never points at a file that does not exist). Read when the message is
+/// shown.
+fn restore_from(path: &Path) -> String {
+    let backup = backup_of(path);
+    if backup.is_file() {
+        format!("{} or from Git", backup.display())
+    } else {
+        "Git (there is no backup beside it)".to_owned()
+    }
+}
+
+/// How to recover a state that fails its checksum: from its backup (the
+/// previous version) when there is one, else from Git.
+fn recover_from(path: &Path) -> String {
+    let backup = backup_of(path);
+    if backup.is_file() {
+        format!(
+            "compare it with {} (the previous version) and copy that back, or restore it from Git",
+            backup.display()
+        )
+    } else {
+        "restore it from Git (there is no backup beside it)".to_owned()
     }
 }
 

@@ -207,6 +207,40 @@ impl Store {
     }
 }
 
+/// A `--state` value (and `state migrate --to`) as given: a local path, or
+/// `s3://BUCKET/PREFIX`. Anything that looks like a mistyped URL is
+/// refused rather than read as a local path, where it would plan against
+/// no state and buy everything again: another case (`S3://`), a slash
+/// short (`s3:/…`, `s3:bucket`), or another scheme (`http(s)://…`, any
+/// `word://`). The message says what was meant. Pure; clap calls it.
+pub fn state_arg(text: &str) -> Result<PathBuf, String> {
+    const FORMS: &str = "the state is a local file path or s3://BUCKET/PREFIX";
+    if text.starts_with("s3://") {
+        return Ok(PathBuf::from(text));
+    }
+    let lower = text.to_ascii_lowercase();
+    if let Some(rest) = lower.strip_prefix("s3:") {
+        let rest = rest.trim_start_matches('/');
+        let start = text.len() - rest.len();
+        return Err(format!(
+            "looks like a mistyped S3 URL (did you mean s3://{}?): {FORMS}",
+            &text[start..]
+        ));
+    }
+    if let Some((scheme, _)) = text.split_once("://") {
+        let is_scheme = !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        if is_scheme {
+            return Err(format!(
+                "is a {scheme}:// URL, which oapkg cannot keep a state at: {FORMS}"
+            ));
+        }
+    }
+    Ok(PathBuf::from(text))
+}
+
 impl From<StateStore> for Store {
     fn from(store: StateStore) -> Store {
         Store(Arc::new(store))
@@ -492,5 +526,37 @@ impl Sink for S3Journal {
 
     fn fence(&self) -> Arc<dyn Fence> {
         S3Journal::fence(self)
+    }
+}
+
+#[cfg(test)]
+mod state_arg_tests {
+    use super::state_arg;
+
+    #[test]
+    fn mistyped_urls_are_refused_and_paths_and_s3_urls_kept() {
+        for ok in [
+            "oapkg.state.json",
+            "state/oapkg.state.json",
+            "/var/lib/oapkg/state.json",
+            "s3://bucket/prefix",
+            "dir/x://y",
+            "s3.json",
+        ] {
+            assert_eq!(state_arg(ok).unwrap().to_str(), Some(ok));
+        }
+        for (bad, says) in [
+            ("S3://bucket/prefix", "did you mean s3://bucket/prefix?"),
+            ("s3:/bucket/prefix", "did you mean s3://bucket/prefix?"),
+            ("s3:bucket", "did you mean s3://bucket?"),
+            ("http://example.com/state", "is a http:// URL"),
+            ("https://example.com/state", "is a https:// URL"),
+            ("gs://bucket/state", "is a gs:// URL"),
+            ("file:///tmp/state", "is a file:// URL"),
+        ] {
+            let error = state_arg(bad).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+            assert!(error.contains("s3://BUCKET/PREFIX"), "{bad}: {error}");
+        }
     }
 }

@@ -64,7 +64,7 @@ pub use error::{BackupSummary, StateError};
 pub use in_flight::InFlight;
 pub use journal::StateLock;
 pub use journal::{Journal, JournalEntry, JournalOutcome};
-pub use location::{JournalWriter, Store, WriterLock};
+pub use location::{JournalWriter, Store, WriterLock, state_arg};
 pub use lock::{Fence, LockHolder, LockStatus, Proof, SendPermit, UnlockOutcome};
 pub use store::{Initialized, Loaded, Restored, StateStore};
 

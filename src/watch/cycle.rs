@@ -30,11 +30,12 @@ use jiff::civil::Date;
 use tracing::Instrument as _;
 
 use super::events::{GoodPlan, Observer, Unreadable, WatchEvent};
+use super::git::short_commit;
 use super::policy::{
     self, ApplyResult, ApplyStep, CycleBackoff, CycleDecision, Fingerprint, Retries, Skip,
 };
-use super::reconcile::{CancelSignal, Reconciled, Reconciler};
-use super::schedule::Start;
+use super::reconcile::{AccountCheck, CancelSignal, Reconciled, Reconciler};
+use super::schedule::{Start, Trigger};
 use crate::apply::{ApplyEvent, HoldReason};
 use crate::clock::Clock;
 use crate::expiring;
@@ -124,6 +125,11 @@ pub struct Runner {
     /// Values no manifest may hold (the eSMS keys): a cycle whose manifests
     /// hold one is invalid (see [`crate::secrets::in_manifests`]).
     forbidden: Vec<crate::secrets::Forbidden>,
+    /// The kind of the last credentials check's result.
+    account_checked: Option<std::mem::Discriminant<AccountCheck>>,
+    /// The commit of the followed Git branch the files come from
+    /// (`--git-remote`), named in each cycle's span.
+    commit: Option<String>,
 }
 
 /// How far ahead [`WatchEvent::Expiring`] looks, as `oapkg expiring`.
@@ -157,6 +163,8 @@ impl Runner {
             suspended_plan: false,
             low_balance_told: false,
             forbidden: Vec::new(),
+            account_checked: None,
+            commit: None,
         }
     }
 
@@ -166,6 +174,12 @@ impl Runner {
     pub fn refuse_secrets(mut self, secrets: Vec<crate::secrets::Forbidden>) -> Runner {
         self.forbidden = secrets;
         self
+    }
+
+    /// The files now come from Git commit `commit`: the next cycles name
+    /// it in their span (`commit` field of every log record).
+    pub fn at_commit(&mut self, commit: String) {
+        self.commit = Some(commit);
     }
 
     /// While `path` exists, cycles plan but buy nothing.
@@ -198,7 +212,8 @@ impl Runner {
     /// Runs one cycle. `cancel` is the stop request: an apply step in
     /// progress finishes what is in flight, one not yet started is skipped.
     pub async fn run(&mut self, start: &Start, cancel: CancelSignal) -> Outcome {
-        let span = tracing::info_span!("watch", cycle = start.id);
+        let commit = self.commit.as_deref().map(short_commit);
+        let span = tracing::info_span!("watch", cycle = start.id, commit);
         let ran = self.cycle(start, cancel).instrument(span).await;
         let now = Instant::now();
         // Only retries in the future: one that is due but was not served
@@ -219,6 +234,9 @@ impl Runner {
     async fn cycle(&mut self, start: &Start, cancel: CancelSignal) -> Ran {
         let cycle = start.id;
         self.emit(WatchEvent::CycleStarted { start });
+        if matches!(start.trigger, Trigger::Startup | Trigger::Interval) {
+            self.check_account(cycle).await;
+        }
         let changes_at_start = self.changes.load(Ordering::SeqCst);
 
         let today = match self.clock.today().map_err(|e| e.to_string()) {
@@ -412,9 +430,11 @@ impl Runner {
                 }
                 _ => {}
             }
+            let cost = event.change().and_then(|change| plan.cost(change));
             observer.event(&WatchEvent::Apply {
                 cycle,
                 event: &event,
+                cost: cost.as_ref(),
             });
         };
         let reconciled = reconciler.reconcile(plan, &progress, cancel).await;
@@ -448,6 +468,24 @@ impl Runner {
             self.emit(WatchEvent::RetryScheduled { cycle, inputs, at });
         }
         Applied::Reconciled(reconciled)
+    }
+
+    /// The credentials check (with `--apply`): one `GetBalance`, reported
+    /// as [`WatchEvent::AccountChecked`].
+    async fn check_account(&mut self, cycle: u64) {
+        let Some(reconciler) = self.reconciler.as_mut() else {
+            return;
+        };
+        let Some(check) = reconciler.check_account().await else {
+            return;
+        };
+        let kind = std::mem::discriminant(&check);
+        let changed = self.account_checked.replace(kind) != Some(kind);
+        self.emit(WatchEvent::AccountChecked {
+            cycle,
+            check: &check,
+            changed,
+        });
     }
 
     /// Reports every OA's coverage end, and the OAs expiring within
@@ -530,7 +568,6 @@ mod tests {
     use crate::state::StateStore;
     use crate::watch::policy::ApplyGate;
     use crate::watch::reconcile::{BoxFuture, Progress};
-    use crate::watch::schedule::Trigger;
 
     const ONE: &str = "apiVersion: oapkg/v1\nkind: PackageSet\npackages:\n  - oaid: \"4097311281936189049\"\n    tier: premium\n    start: 2026-12-01\n    duration: 12\n";
     const TWO: &str = "apiVersion: oapkg/v1\nkind: PackageSet\npackages:\n  - oaid: \"4097311281936189049\"\n    tier: premium\n    start: 2026-12-01\n    duration: 12\n  - oaid: \"745830328927467685\"\n    tier: advanced\n    start: 2027-01-01\n    duration: 6\n";
@@ -1091,5 +1128,82 @@ mod tests {
         ));
         assert_eq!(s.printed().len(), 2, "{:?}", s.printed());
         assert_eq!(*s.calls.lock().unwrap(), [4]);
+    }
+
+    /// Answers the credentials checks with the queued results, in turn.
+    struct Checks(Vec<AccountCheck>);
+
+    impl Reconciler for Checks {
+        fn reconcile<'a>(
+            &'a mut self,
+            _plan: &'a Plan,
+            _progress: Progress<'a>,
+            _cancel: CancelSignal,
+        ) -> BoxFuture<'a, Reconciled> {
+            Box::pin(async {
+                Reconciled::Done {
+                    report: "Apply complete".into(),
+                }
+            })
+        }
+
+        fn check_account(&mut self) -> BoxFuture<'_, Option<AccountCheck>> {
+            let check = self.0.remove(0);
+            Box::pin(async move { Some(check) })
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_are_checked_at_start_up_and_on_interval_cycles_and_a_change_of_result_is_marked()
+     {
+        let mut s = setup(None);
+        let rejected = AccountCheck::Rejected {
+            reason: "code 101".into(),
+        };
+        s.runner.reconciler = Some(Box::new(Checks(vec![
+            AccountCheck::Accepted { balance: 5.0 },
+            rejected.clone(),
+            rejected,
+            AccountCheck::Accepted { balance: 6.0 },
+        ])));
+        let checks = Arc::new(Mutex::new(Vec::new()));
+        let seen = checks.clone();
+        s.runner.observer = Arc::new(move |event: &WatchEvent<'_>| {
+            if let WatchEvent::AccountChecked {
+                cycle,
+                check,
+                changed,
+            } = event
+            {
+                let kind = match check {
+                    AccountCheck::Accepted { .. } => "accepted",
+                    AccountCheck::Rejected { .. } => "rejected",
+                    AccountCheck::Unreachable { .. } => "unreachable",
+                };
+                seen.lock()
+                    .unwrap()
+                    .push(format!("{cycle} {kind} {changed}"));
+            }
+        });
+        for trigger in [
+            Trigger::Startup,
+            Trigger::Change,
+            Trigger::Interval,
+            Trigger::Day,
+            Trigger::Interval,
+            Trigger::Retry,
+            Trigger::Interval,
+        ] {
+            s.cycle(trigger).await;
+        }
+        assert_eq!(
+            *checks.lock().unwrap(),
+            [
+                "1 accepted true",
+                "3 rejected true",
+                "5 rejected false",
+                "7 accepted true"
+            ]
+        );
     }
 }

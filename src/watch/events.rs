@@ -15,9 +15,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::git::GitEvent;
 use super::paths::WatchDir;
 use super::policy::{ApplyGate, Fingerprint, Skip};
-use super::reconcile::Reconciled;
+use super::reconcile::{AccountCheck, Reconciled};
 use super::schedule::Start;
 use crate::apply::{ApplyEvent, HoldReason};
 use crate::expiring::Expiring;
@@ -106,6 +107,10 @@ pub enum WatchEvent<'a> {
     Apply {
         cycle: u64,
         event: &'a ApplyEvent<'a>,
+        /// What the change the event is about costs with the plan's price
+        /// list (an estimate: eSMS charges its own prices); `None` without
+        /// a price list or for an event about no change.
+        cost: Option<&'a Money>,
     },
     /// The apply step ended: done, refused, failed or cancelled.
     Applied {
@@ -138,6 +143,17 @@ pub enum WatchEvent<'a> {
         balance: f64,
         cost: &'a Money,
     },
+    /// The credentials check of `--apply` (one `GetBalance`, at start-up
+    /// and on each `--interval` cycle): accepted with the balance read,
+    /// rejected, or eSMS unreachable.
+    AccountChecked {
+        cycle: u64,
+        check: &'a AccountCheck,
+        /// The first check, or one whose kind (accepted, rejected,
+        /// unreachable) differs from the check before: notified, where
+        /// the same result again is only logged.
+        changed: bool,
+    },
     /// Every OA's last coverage (declared or recorded) that has not ended,
     /// after each plan: for metrics.
     Coverage { cycle: u64, ends: &'a [Expiring] },
@@ -160,6 +176,9 @@ pub enum WatchEvent<'a> {
     WatcherError { error: &'a str },
     /// The file watcher lost events (queue overflow): a cycle runs.
     EventsLost,
+    /// What following the Git branch found (`--git-remote`): the commit
+    /// checked out, one moved to, one refused, a fetch that failed.
+    Git { event: &'a GitEvent<'a> },
     /// Watching ended after a stop request.
     Stopped,
 }
@@ -205,6 +224,7 @@ impl WatchEvent<'_> {
             WatchEvent::RetryScheduled { .. } => "retry_scheduled",
             WatchEvent::ChangeHeld { .. } => "change_held",
             WatchEvent::LowBalance { .. } => "low_balance",
+            WatchEvent::AccountChecked { .. } => "account_checked",
             WatchEvent::Coverage { .. } => "coverage",
             WatchEvent::Expiring { .. } => "expiring",
             WatchEvent::CycleFinished { .. } => "cycle_finished",
@@ -214,6 +234,7 @@ impl WatchEvent<'_> {
             WatchEvent::DirRewatchFailed { .. } => "dir_rewatch_failed",
             WatchEvent::WatcherError { .. } => "watcher_error",
             WatchEvent::EventsLost => "events_lost",
+            WatchEvent::Git { .. } => "git",
             WatchEvent::Stopped => "stopped",
         }
     }

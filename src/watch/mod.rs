@@ -25,6 +25,7 @@
 //! | [`policy`] | skip when the manifests' content hash and the state id are unchanged; refused applies parked, failed ones backed off (backon) | nothing |
 //! | [`cycle`] | one cycle: load → validate → plan (→ reconcile), reporting each decision as an event | the manifests and the state (read only) |
 //! | [`reconcile`] | the apply seam: [`Reconciler`], [`Reconciled`], [`CancelSignal`]; [`ApplyReconciler`] and the rule turning an apply run into done / refused / failed / cancelled | through the apply engine |
+//! | [`git`] | `--git-remote`: fetching the branch, fast-forward only, `git verify-commit`, via the `git` program | the checkout, the remote |
 //! | [`events`] | [`WatchEvent`], [`Observer`], [`Observers`] (several consumers) | nothing |
 //!
 //! [`run`] ties them together: it watches, starts a cycle when the
@@ -34,6 +35,7 @@
 
 pub mod cycle;
 pub mod events;
+pub mod git;
 pub mod paths;
 pub mod policy;
 pub mod reconcile;
@@ -48,9 +50,10 @@ use tokio::sync::mpsc;
 pub use crate::clock::Clock;
 pub use cycle::Runner;
 pub use events::{GoodPlan, Observer, Observers, Unreadable, WatchEvent};
+pub use git::{GitEvent, GitOptions, GitSource};
 pub use reconcile::{
-    ApplyReconciler, BoxFuture, CancelSignal, Canceller, Progress, Reconciled, Reconciler,
-    cancel_pair, reconciled,
+    AccountCheck, ApplyReconciler, BoxFuture, CancelSignal, Canceller, Progress, Reconciled,
+    Reconciler, cancel_pair, reconciled,
 };
 
 use paths::{Roots, RootsError};
@@ -74,6 +77,9 @@ pub struct WatchOptions {
     /// [`SUSPEND_CHECK`] to report the change (and, on resuming, to run a
     /// cycle).
     pub suspend_file: Option<PathBuf>,
+    /// Follow a Git branch (`--git-remote`): fetched every
+    /// [`GitOptions::interval`]; a new commit starts a cycle.
+    pub git: Option<GitOptions>,
 }
 
 /// How often the suspend file is looked for between cycles.
@@ -86,6 +92,8 @@ pub enum WatchError {
     Roots(#[from] RootsError),
     #[error(transparent)]
     Watcher(#[from] WatcherError),
+    #[error(transparent)]
+    Git(#[from] git::GitError),
     #[error("the file watcher stopped unexpectedly")]
     WatcherGone,
 }
@@ -99,6 +107,22 @@ pub async fn run(
 ) -> Result<(), WatchError> {
     let observer = runner.observer();
     let roots = Roots::resolve(&options.files)?;
+    // `git` runs as a child process: off the runtime's threads.
+    let opened = match options.git.clone() {
+        Some(git) => tokio::task::spawn_blocking(move || {
+            let source = GitSource::open(git)?;
+            let head = source.head()?;
+            Ok::<_, git::GitError>((source, head))
+        })
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+        .map(Some)?,
+        None => None,
+    };
+    let (mut git, head) = match opened {
+        Some((source, head)) => (Some(source), Some(head)),
+        None => (None, None),
+    };
     let (tx, mut changes) = mpsc::unbounded_channel();
     let mut source = FileWatcher::start(
         roots,
@@ -119,6 +143,25 @@ pub async fn run(
 
     let mut scheduler = Scheduler::new(options.debounce, options.interval, Instant::now());
     scheduler.next_day(options.clock.next_day());
+    let git_every = options
+        .git
+        .as_ref()
+        .map_or(git::DEFAULT_INTERVAL, |g| g.interval);
+    let mut git_tick = tokio::time::interval_at(tokio::time::Instant::now() + git_every, git_every);
+    git_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    if let (Some(source), Some(head)) = (&git, head) {
+        let git_options = source.options();
+        observer.event(&WatchEvent::Git {
+            event: &GitEvent::Checkout {
+                commit: &head,
+                remote: &git_options.remote,
+                branch: &git_options.branch,
+            },
+        });
+        runner.at_commit(head);
+        // The first cycle plans the branch's newest commit.
+        sync_git(&mut git, runner, &mut scheduler).await;
+    }
     let mut suspended = false;
     let mut suspend_check = tokio::time::interval(SUSPEND_CHECK);
     suspend_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -182,12 +225,79 @@ pub async fn run(
             },
             () = tokio::time::sleep_until(wake) => {}
             _ = suspend_check.tick(), if options.suspend_file.is_some() => check_suspend(&mut scheduler),
+            _ = git_tick.tick(), if git.is_some() => sync_git(&mut git, runner, &mut scheduler).await,
             () = stopping.cancelled() => break,
         }
     }
     drop(source);
     observer.event(&WatchEvent::Stopped);
     Ok(())
+}
+
+/// Fetches the followed branch (off the runtime: `git` blocks) and
+/// reports what came of it; a new commit is one more change for the
+/// scheduler, and the commit the next cycles name.
+async fn sync_git(git: &mut Option<GitSource>, runner: &mut Runner, scheduler: &mut Scheduler) {
+    let Some(mut source) = git.take() else {
+        return;
+    };
+    let (source, synced) = tokio::task::spawn_blocking(move || {
+        let synced = source.sync();
+        (source, synced)
+    })
+    .await
+    .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()));
+    let observer = runner.observer();
+    let (remote, branch) = (&source.options().remote, &source.options().branch);
+    match &synced {
+        git::Synced::Unchanged => {}
+        git::Synced::Applied {
+            commit,
+            from,
+            subject,
+            paths,
+        } => {
+            observer.event(&WatchEvent::Git {
+                event: &GitEvent::Applied {
+                    commit,
+                    from,
+                    subject,
+                    remote,
+                    branch,
+                },
+            });
+            runner.at_commit(commit.clone());
+            let now = Instant::now();
+            scheduler.on_change(now, now, paths);
+        }
+        git::Synced::Refused {
+            commit,
+            current,
+            reason,
+        } => observer.event(&WatchEvent::Git {
+            event: &GitEvent::Refused {
+                commit,
+                current,
+                reason,
+                remote,
+                branch,
+            },
+        }),
+        git::Synced::Cleared { commit } => {
+            observer.event(&WatchEvent::Git {
+                event: &GitEvent::Cleared {
+                    commit,
+                    remote,
+                    branch,
+                },
+            });
+            runner.at_commit(commit.clone());
+        }
+        git::Synced::FetchFailed(error) => observer.event(&WatchEvent::Git {
+            event: &GitEvent::FetchFailed { error },
+        }),
+    }
+    *git = Some(source);
 }
 
 fn far_future() -> tokio::time::Instant {

@@ -41,6 +41,56 @@ pub trait Reconciler: Send {
         progress: Progress<'a>,
         cancel: CancelSignal,
     ) -> BoxFuture<'a, Reconciled>;
+
+    /// Checks that the account takes the credentials (one `GetBalance`),
+    /// buying nothing: at start-up and on each `--interval` cycle, so
+    /// wrong keys show before the next change needs them. `None` when
+    /// this reconciler has no account to ask.
+    fn check_account(&mut self) -> BoxFuture<'_, Option<AccountCheck>> {
+        Box::pin(async { None })
+    }
+}
+
+/// What the credentials check found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AccountCheck {
+    /// eSMS took the keys; the balance it read.
+    Accepted { balance: f64 },
+    /// eSMS refused the keys, the caller's IP or the account (codes 101,
+    /// 140, 143): no purchase can succeed until someone fixes it.
+    Rejected { reason: String },
+    /// No usable answer (network, eSMS down, rate limited): nothing is
+    /// known about the keys.
+    Unreachable { reason: String },
+}
+
+/// The eSMS codes that mean the credentials cannot be used: wrong keys,
+/// a caller IP not whitelisted, an account locked or not activated.
+const REJECTING_CODES: [&str; 3] = ["101", "140", "143"];
+
+impl AccountCheck {
+    /// The check's result from a `GetBalance` answer.
+    pub fn from_balance(
+        answer: Result<crate::esms::Balance, crate::esms::CallError>,
+    ) -> AccountCheck {
+        match answer {
+            Ok(balance) => AccountCheck::Accepted {
+                balance: balance.amount,
+            },
+            Err(error)
+                if error
+                    .code()
+                    .is_some_and(|code| REJECTING_CODES.contains(&code)) =>
+            {
+                AccountCheck::Rejected {
+                    reason: error.to_string(),
+                }
+            }
+            Err(error) => AccountCheck::Unreachable {
+                reason: error.to_string(),
+            },
+        }
+    }
 }
 
 /// How an apply step ended.
@@ -137,6 +187,10 @@ impl Reconciler for ApplyReconciler {
             .await;
             reconciled(result)
         })
+    }
+
+    fn check_account(&mut self) -> BoxFuture<'_, Option<AccountCheck>> {
+        Box::pin(async move { Some(AccountCheck::from_balance(self.client.balance().await)) })
     }
 }
 

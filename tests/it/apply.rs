@@ -776,7 +776,13 @@ fn concurrent_applies_on(backend: &Backend<'_>) {
     let ok = runs.iter().filter(|r| r.code == 0).count();
     assert!(ok >= 1);
     for r in runs.iter().filter(|r| r.code != 0) {
-        assert!(r.stderr.contains("stale plan"), "{}", r.stderr);
+        assert!(
+            r.stderr.contains("stale plan"),
+            "exit {}\nstdout:\n{}\nstderr:\n{}",
+            r.code,
+            r.stdout,
+            r.stderr
+        );
     }
     assert_bought_once_each(&env, &sim, &all);
 }

@@ -174,3 +174,51 @@ fn the_tier_overlap_warning_reads_as_one_line_everywhere() {
         );
     }
 }
+
+/// What the test binary should call itself: the commit of this checkout
+/// (or `unknown` outside one) and the profile directory it was built in.
+fn expected_build() -> (String, String) {
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim()[..12].to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let profile = std::path::Path::new(env!("CARGO_BIN_EXE_oapkg"))
+        .parent()
+        .and_then(|dir| dir.file_name())
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    (commit, profile)
+}
+
+#[test]
+fn version_and_dash_dash_version_name_the_version_the_commit_and_the_profile() {
+    let (commit, profile) = expected_build();
+    let line = format!(
+        "oapkg {} (commit {commit}, {profile})\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let env = Env::new();
+    assert_eq!(env.run(&["version"]).code(0).stdout, line);
+    assert_eq!(env.run(&["--version"]).code(0).stdout, line);
+    // clap names the subcommand it was asked on.
+    assert_eq!(
+        env.run(&["plan", "--version"]).code(0).stdout,
+        line.replacen("oapkg", "oapkg-plan", 1)
+    );
+    let json = env.run(&["version", "--format", "json"]).code(0).json();
+    assert_eq!(json["name"], "oapkg");
+    assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(json["commit"], commit.as_str());
+    assert_eq!(json["profile"], profile.as_str());
+    assert_eq!(json["state_format_version"], 1);
+    assert_eq!(json["plan_format_version"], 2);
+    // Reads no manifest and no state: works anywhere, even with a state
+    // path that does not exist.
+    env.run(&["version", "--state", "missing/nowhere.json"])
+        .code(0);
+}

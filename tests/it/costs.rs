@@ -143,12 +143,15 @@ fn apply_says_what_was_spent_and_the_account_pays_exactly_that() {
     run.code(0);
     assert!(
         run.stdout.contains(
-            "Apply complete: 2 purchased, 0 failed, 0 unconfirmed.\nSpent: 5,142,000 VND.\n"
+            "Apply complete: 2 purchased, 0 failed, 0 unconfirmed.\nSpent (estimated from the price list): 5,142,000 VND.\n"
         ),
         "{}",
         run.stdout
     );
-    assert_eq!(last_line(&run), "Spent: 5,142,000 VND.");
+    assert_eq!(
+        last_line(&run),
+        "Spent (estimated from the price list): 5,142,000 VND."
+    );
     assert_eq!(sim.balance(), 10_000_000 - TOTAL);
     // One balance call, before the purchases.
     let calls: Vec<Call> = sim.requests().iter().map(|r| r.call).collect();
@@ -193,7 +196,7 @@ fn max_spend_refuses_a_plan_that_costs_more_before_anything() {
         &["--max-spend", "4788000", "--only", "4097311281936189049"],
     )
     .code(0)
-    .stdout_has("Spent: 4,788,000 VND.");
+    .stdout_has("Spent (estimated from the price list): 4,788,000 VND.");
     // Without a price list the cost is unknown: refused, not guessed.
     let env = Env::with_state();
     env.file("oapkg.yaml", PACKAGES);

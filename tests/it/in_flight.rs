@@ -183,3 +183,55 @@ fn on_s3_a_live_leases_request_is_in_flight_until_its_holder_is_killed() {
     };
     in_flight_then_unconfirmed(&Backend::S3(&server));
 }
+
+/// A second `apply` while the first has a request in flight does not call
+/// that package unconfirmed and stop at once: it waits for the first one's
+/// lock. Had the first finished, its outcomes would make this plan stale
+/// (`apply::concurrent_applies_never_buy_a_package_twice`); killed, it
+/// left the request unconfirmed, which the second reports and never resends.
+#[test]
+fn an_apply_during_anothers_request_in_flight_waits_for_its_lock_and_never_resends() {
+    let all = pkgs(9201, 2);
+    let hanging = &all[0];
+    let sim = start(
+        account(&all)
+            .hang_limit(Duration::from_secs(600))
+            .fault(FaultRule::for_oaid(
+                hanging.oaid.as_str(),
+                Fault::Hang {
+                    stage: Stage::AfterCommit,
+                },
+            )),
+    );
+    let env = Env::with_state_on(&Backend::Local).with_sim(&sim);
+    write_manifest(&env, &all);
+    let mut first = env.spawn(&["apply", "--auto-approve", "--timeout", "600"]);
+    wait_until(
+        "both purchases are charged",
+        Duration::from_secs(60),
+        || charges_by_key(&sim.ledger()).len() == all.len(),
+    );
+
+    let mut second = env.spawn(&["apply", "--auto-approve", "--lock-timeout", "60"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        second.alive(),
+        "the second apply did not wait for the first one's lock:\n{}",
+        second.transcript()
+    );
+    assert!(first.alive(), "{}", first.transcript());
+
+    first.signal(libc::SIGKILL);
+    first.wait_exit(Duration::from_secs(10));
+    assert_eq!(second.wait_exit(Duration::from_secs(60)), 1);
+    let transcript = second.transcript();
+    assert!(transcript.contains("is in flight"), "{transcript}");
+    assert!(
+        transcript.contains("Apply complete: 0 purchased, 0 failed, 1 unconfirmed."),
+        "{transcript}"
+    );
+    for (key, charges) in charges_by_key(&sim.ledger()) {
+        assert_eq!(charges.len(), 1, "{key} charged {} times", charges.len());
+    }
+    assert_eq!(recorded(&env)[&hanging.key()]["status"], "unconfirmed");
+}

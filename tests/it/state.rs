@@ -85,6 +85,26 @@ fn an_unknown_format_version_is_refused_and_untouched() {
     refused_and_untouched(future.as_bytes(), "99");
 }
 
+/// A downgrade: the state was written by the next oapkg (format_version
+/// 2). Every command refuses it, naming both versions and the way out, and
+/// leaves it as it is.
+#[test]
+fn a_state_from_a_newer_oapkg_is_refused_naming_both_versions_and_the_way_out() {
+    let env = env_with_state();
+    let good = String::from_utf8(env.read(STATE)).unwrap();
+    let newer = good.replacen("\"format_version\": 1,", "\"format_version\": 2,", 1);
+    assert_ne!(good, newer);
+    refused_and_untouched(newer.as_bytes(), "format_version 2");
+    env.file(STATE, &newer);
+    env.run(&["state", "list"])
+        .code(1)
+        .stderr_has(&format!(
+            "this oapkg ({}) reads only format_version 1",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .stderr_has("use the oapkg release that wrote it");
+}
+
 #[test]
 fn writes_are_deterministic_and_keep_a_backup() {
     let env = env_with_state();

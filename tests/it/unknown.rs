@@ -345,7 +345,7 @@ fn ledger_total(sim: &BlockingSimHandle) -> u64 {
 fn spent_line(run: &crate::support::Run) -> String {
     run.stdout
         .lines()
-        .find(|l| l.starts_with("Spent: "))
+        .find(|l| l.starts_with("Spent (estimated from the price list): "))
         .unwrap_or_else(|| panic!("no spent line:\n{}", run.stdout))
         .to_owned()
 }
@@ -419,7 +419,10 @@ fn retry_unknown_resends_are_spent_and_a_100_after_them_is_possibly_charged_twic
             "Apply complete: 2 purchased, 0 failed, 0 unconfirmed, 1 possibly charged twice.\n",
         );
         // Every request that may have charged, priced: what the ledger says.
-        assert_eq!(spent_line(&run), "Spent: 5,226,000 VND.");
+        assert_eq!(
+            spent_line(&run),
+            "Spent (estimated from the price list): 5,226,000 VND."
+        );
         assert_eq!(spent, 5_226_000);
     }
 }
@@ -461,7 +464,10 @@ fn max_spend_stops_a_resend_that_may_charge_again() {
     );
     assert_eq!(charges_for(&sim, &pkg.key()), 2);
     assert_eq!(ledger_total(&sim), 1_416_000, "no charge past --max-spend");
-    assert_eq!(spent_line(&run), "Spent: 1,416,000 VND.");
+    assert_eq!(
+        spent_line(&run),
+        "Spent (estimated from the price list): 1,416,000 VND."
+    );
     assert_eq!(status(&env, &pkg.key()).as_deref(), Some("unconfirmed"));
 
     // With room for the planned request only, no resend goes out at all.
@@ -471,7 +477,10 @@ fn max_spend_stops_a_resend_that_may_charge_again() {
     run.code(1).stdout_has("would pass --max-spend 708,000)\n");
     assert_eq!(requests_for(&sim, &pkg.key()), 1);
     assert_eq!(ledger_total(&sim), 708_000);
-    assert_eq!(spent_line(&run), "Spent: 708,000 VND.");
+    assert_eq!(
+        spent_line(&run),
+        "Spent (estimated from the price list): 708,000 VND."
+    );
 }
 
 #[test]
@@ -492,7 +501,10 @@ fn a_100_to_a_resent_unconfirmed_package_is_possibly_charged_twice() {
     let first = apply(&env, &sim, &[]);
     first.code(1);
     // The unknown outcome may have charged: it is spent.
-    assert_eq!(spent_line(&first), "Spent: 10,000 VND.");
+    assert_eq!(
+        spent_line(&first),
+        "Spent (estimated from the price list): 10,000 VND."
+    );
     assert_eq!(status(&env, &pkg.key()).as_deref(), Some("unconfirmed"));
 
     // A person resends it without checking the portal; eSMS (no duplicate
@@ -509,7 +521,10 @@ fn a_100_to_a_resent_unconfirmed_package_is_possibly_charged_twice() {
         .stdout_has(
             "Apply complete: 1 purchased, 0 failed, 0 unconfirmed, 1 possibly charged twice.\n",
         );
-    assert_eq!(spent_line(&resent), "Spent: 10,000 VND.");
+    assert_eq!(
+        spent_line(&resent),
+        "Spent (estimated from the price list): 10,000 VND."
+    );
     assert_eq!(
         charges_for(&sim, &pkg.key()),
         2,

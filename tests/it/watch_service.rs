@@ -19,10 +19,12 @@ use crate::watch_apply::{
 
 /// A webhook receiver on 127.0.0.1:0: answers 500 to the first `failing`
 /// POSTs and 200 to the rest (or never answers, with `hang`), keeping
-/// every body it received.
+/// every body it received, with the request's headers (names in lower
+/// case) beside it in `heads`.
 pub(crate) struct Receiver {
     port: u16,
     bodies: Arc<Mutex<Vec<String>>>,
+    pub(crate) heads: Arc<Mutex<Vec<Head>>>,
     requests: Arc<Mutex<usize>>,
 }
 
@@ -31,8 +33,9 @@ impl Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let bodies = Arc::new(Mutex::new(Vec::new()));
+        let heads = Arc::new(Mutex::new(Vec::new()));
         let requests = Arc::new(Mutex::new(0));
-        let (b, r) = (bodies.clone(), requests.clone());
+        let (b, h, r) = (bodies.clone(), heads.clone(), requests.clone());
         std::thread::spawn(move || {
             let mut held = Vec::new();
             for stream in listener.incoming() {
@@ -42,19 +45,25 @@ impl Receiver {
                     held.push(stream);
                     continue;
                 }
-                let (b, r) = (b.clone(), r.clone());
-                std::thread::spawn(move || serve(stream, failing, &b, &r));
+                let (b, h, r) = (b.clone(), h.clone(), r.clone());
+                std::thread::spawn(move || serve(stream, failing, &b, &h, &r));
             }
         });
         Receiver {
             port,
             bodies,
+            heads,
             requests,
         }
     }
 
     pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hook/secret-path", self.port)
+    }
+
+    /// The bodies received, exactly as sent.
+    pub(crate) fn raw(&self) -> Vec<String> {
+        self.bodies.lock().unwrap().clone()
     }
 
     /// The notifications received (each body as JSON).
@@ -75,8 +84,17 @@ impl Receiver {
     }
 }
 
+/// A request's headers, names in lower case.
+pub(crate) type Head = Vec<(String, String)>;
+
 /// One connection: each request (keep-alive) answered in turn.
-fn serve(stream: TcpStream, failing: usize, bodies: &Mutex<Vec<String>>, requests: &Mutex<usize>) {
+fn serve(
+    stream: TcpStream,
+    failing: usize,
+    bodies: &Mutex<Vec<String>>,
+    heads: &Mutex<Vec<Head>>,
+    requests: &Mutex<usize>,
+) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut out = stream;
     loop {
@@ -85,6 +103,7 @@ fn serve(stream: TcpStream, failing: usize, bodies: &Mutex<Vec<String>>, request
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
         }
+        let mut head = Vec::new();
         loop {
             let mut header = String::new();
             if reader.read_line(&mut header).unwrap_or(0) == 0 {
@@ -92,6 +111,9 @@ fn serve(stream: TcpStream, failing: usize, bodies: &Mutex<Vec<String>>, request
             }
             if header == "\r\n" {
                 break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                head.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
             }
             let lower = header.to_ascii_lowercase();
             if let Some(value) = lower.strip_prefix("content-length:") {
@@ -108,10 +130,10 @@ fn serve(stream: TcpStream, failing: usize, bodies: &Mutex<Vec<String>>, request
         let status = if n <= failing {
             "500 Internal Server Error"
         } else {
-            bodies
-                .lock()
-                .unwrap()
-                .push(String::from_utf8(body).unwrap());
+            // One lock order (bodies, then heads) keeps both lists in step.
+            let mut bodies = bodies.lock().unwrap();
+            bodies.push(String::from_utf8(body).unwrap());
+            heads.lock().unwrap().push(head);
             "200 OK"
         };
         let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
@@ -123,7 +145,7 @@ fn serve(stream: TcpStream, failing: usize, bodies: &Mutex<Vec<String>>, request
 
 /// `oapkg watch --apply ARGS...` against `sim` with the support keys and
 /// short notification retries.
-fn start_service(env: &Env, sim: &esms_sim::BlockingSimHandle, args: &[&str]) -> Watch {
+pub(crate) fn start_service(env: &Env, sim: &esms_sim::BlockingSimHandle, args: &[&str]) -> Watch {
     start_apply_with(env, sim, args, |cmd| {
         cmd.env("OAPKG_TEST_NOTIFY_DELAY_MS", "50");
     })
@@ -448,7 +470,7 @@ pub(crate) fn parse_prometheus(text: &str) -> Vec<Sample> {
     samples
 }
 
-fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
         .find(|s| {
@@ -704,7 +726,7 @@ fn apply_notifies_a_refused_run() {
 
 /// `packages` with the price list of `costs`: each 12-month advanced
 /// package costs 708,000 VND.
-fn priced(packages: &[String]) -> String {
+pub(crate) fn priced(packages: &[String]) -> String {
     format!("{}---\n{}", crate::costs::PRICES, doc(packages))
 }
 

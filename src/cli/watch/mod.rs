@@ -58,7 +58,8 @@ pub struct WatchArgs {
     pub apply: bool,
 
     /// Also plan every SECS seconds when no file changed (picks up state
-    /// changes, e.g. a manual apply)
+    /// changes, e.g. a manual apply); with --apply, also check that eSMS
+    /// takes the credentials (one GetBalance)
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub interval: Option<Duration>,
 
@@ -89,6 +90,24 @@ pub struct WatchArgs {
 
     #[command(flatten)]
     pub zalo: super::refresh::ZaloArgs,
+    /// Follow a Git branch: fetch it from the remote NAME of the checkout
+    /// holding the manifests, move forward by fast-forward only, and plan
+    /// (or apply) each new commit
+    #[arg(long, value_name = "NAME", requires = "git_branch")]
+    pub git_remote: Option<String>,
+
+    /// The branch --git-remote follows
+    #[arg(long, value_name = "BRANCH", requires = "git_remote")]
+    pub git_branch: Option<String>,
+
+    /// Fetch the branch every SECS seconds [default: 60]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, requires = "git_remote")]
+    pub git_interval: Option<Duration>,
+
+    /// Apply only commits whose signature `git verify-commit` accepts (GPG,
+    /// or SSH with gpg.ssh.allowedSignersFile)
+    #[arg(long, requires = "git_remote")]
+    pub git_verify: bool,
 
     #[command(flatten)]
     pub apply_flags: ApplyFlags,
@@ -113,7 +132,7 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
              --zalo-token-command CMD"
         );
     }
-    let notify = args.apply_flags.notify_targets()?;
+    let notify = args.apply_flags.webhooks()?;
     let listen = args
         .listen
         .as_deref()
@@ -145,16 +164,20 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         poll: args.poll,
         clock,
         suspend_file: args.suspend_file.clone(),
+        git: git_options(context, args),
     };
     context.runtime.block_on(async {
         let (handle, stop) = cancel_pair();
         let handle = Arc::new(handle);
         listen_for_signals(handle.clone())?;
-        let notifier = Arc::new(crate::notify::Notifier::start(
-            &notify,
-            crate::notify::Delivery::default(),
-            &scrubber,
-        ));
+        let notifier = Arc::new(
+            crate::notify::Notifier::start(
+                &notify.targets,
+                crate::notify::Delivery::default(),
+                &scrubber,
+            )
+            .only(notify.events.clone()),
+        );
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let server = match listen {
             Some(addr) => {
@@ -188,7 +211,7 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
             None
         };
         if !notifier.is_empty() {
-            observers = observers.with(Arc::new(NotifyObserver(notifier.clone())));
+            observers = observers.with(Arc::new(NotifyObserver::new(notifier.clone())));
         }
         let mut runner = Runner::new(
             options.files.clone(),
@@ -219,6 +242,32 @@ pub fn run(context: &Context, args: &WatchArgs) -> anyhow::Result<ExitStatus> {
         }
         watched?;
         anyhow::Ok(ExitStatus::Success)
+    })
+}
+
+/// `--git-remote` and its companions; the checkout is the one holding the
+/// first `-f` path (the current directory without one).
+fn git_options(context: &Context, args: &WatchArgs) -> Option<crate::watch::GitOptions> {
+    let (remote, branch) = (args.git_remote.clone()?, args.git_branch.clone()?);
+    let dir = match context.global.files.first() {
+        Some(path) if path.is_dir() => path.clone(),
+        Some(path) => path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(
+                || std::path::PathBuf::from("."),
+                std::path::Path::to_path_buf,
+            ),
+        None => std::path::PathBuf::from("."),
+    };
+    Some(crate::watch::GitOptions {
+        remote,
+        branch,
+        interval: args
+            .git_interval
+            .unwrap_or(crate::watch::git::DEFAULT_INTERVAL),
+        verify: args.git_verify,
+        dir,
     })
 }
 

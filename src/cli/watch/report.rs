@@ -23,13 +23,16 @@ use crate::plan::render;
 use crate::state::StateError;
 use crate::watch::policy::{ApplyGate, Skip};
 use crate::watch::schedule::{Start, Trigger};
-use crate::watch::{Canceller, GoodPlan, Observer, Reconciled, Unreadable, WatchEvent};
+use crate::watch::{
+    AccountCheck, Canceller, GitEvent, GoodPlan, Observer, Reconciled, Unreadable, WatchEvent,
+};
 
 /// Targets of the log records (see the module docs).
 const LOOP: &str = "oapkg::watch";
 const CYCLE: &str = "oapkg::watch::cycle";
 const SOURCE: &str = "oapkg::watch::source";
 const CLI: &str = "oapkg::cli::watch";
+const GIT: &str = "oapkg::watch::git";
 
 /// Prints each planned cycle on stdout: in text mode a header line
 /// (`=== cycle N · time · trigger ===`) and the plan exactly as `oapkg
@@ -358,8 +361,78 @@ impl Observer for LogLines {
                 target: SOURCE,
                 "the file watcher lost events (queue overflow); planning again"
             ),
+            WatchEvent::AccountChecked {
+                cycle,
+                check,
+                changed,
+            } => log_account_check(cycle, check, changed),
+            WatchEvent::Git { event } => log_git(event),
             WatchEvent::Stopped => tracing::info!(target: LOOP, "stopped watching"),
         }
+    }
+}
+
+fn log_account_check(cycle: u64, check: &AccountCheck, changed: bool) {
+    match check {
+        AccountCheck::Accepted { balance } if changed => tracing::info!(
+            target: CYCLE,
+            cycle,
+            credentials = "accepted",
+            balance,
+            "eSMS accepted the credentials (balance {})",
+            crate::prices::thousands(balance.max(0.0) as u64)
+        ),
+        AccountCheck::Accepted { balance } => tracing::debug!(
+            target: CYCLE,
+            cycle,
+            credentials = "accepted",
+            balance,
+            "eSMS still accepts the credentials"
+        ),
+        AccountCheck::Rejected { reason } => tracing::error!(
+            target: CYCLE,
+            cycle,
+            credentials = "rejected",
+            "eSMS rejected the credentials: {reason}; nothing can be bought until the keys (or the \
+             account, or this host's IP whitelist) are fixed; /healthz answers 503 until then"
+        ),
+        AccountCheck::Unreachable { reason } => tracing::warn!(
+            target: CYCLE,
+            cycle,
+            credentials = "unknown",
+            "cannot check the credentials: {reason}; checked again on the next --interval"
+        ),
+    }
+}
+
+fn log_git(event: &GitEvent<'_>) {
+    let line = event.describe().unwrap_or_default();
+    match *event {
+        GitEvent::Checkout { commit, .. } => tracing::info!(target: GIT, commit, "{line}"),
+        GitEvent::Applied { commit, from, .. } => {
+            tracing::info!(target: GIT, commit, from, git = "applied", "{line}")
+        }
+        GitEvent::Refused {
+            commit,
+            current,
+            reason,
+            ..
+        } => tracing::error!(
+            target: GIT,
+            commit,
+            current,
+            git = "refused",
+            refusal = reason.kind(),
+            "{line}. See docs/operations.md (\"A refused commit\") to accept it by hand"
+        ),
+        GitEvent::Cleared { commit, .. } => {
+            tracing::info!(target: GIT, commit, git = "cleared", "{line}")
+        }
+        GitEvent::FetchFailed { error } => tracing::warn!(
+            target: GIT,
+            "cannot fetch the followed branch: {error}; the checkout is unchanged, fetching again \
+             next --git-interval"
+        ),
     }
 }
 

@@ -79,6 +79,7 @@ fn plan(changes: Vec<Change>, unchanged: usize, warnings: Vec<Warning>) -> Plan 
     Plan {
         today: date(2026, 11, 26),
         state: state_id(),
+        state_location: Some("state/oapkg.state.json".to_owned()),
         manifest_hash: manifest_hash(),
         changes,
         unchanged,

@@ -161,6 +161,14 @@ impl From<Summary> for JsonSummary {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[schemars(rename = "State", description = "The state the plan was made against.")]
 pub struct JsonState {
+    /// Where the state is: the `--state` path or `s3://BUCKET/PREFIX`.
+    /// Left out when the plan was made without one (never by `oapkg plan`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Whether the state exists. `false`: the plan assumes nothing has ever
+    /// been bought (every declared package is a purchase).
+    #[serde(default)]
+    pub exists: bool,
     /// `null` for a state never written.
     pub lineage: Option<String>,
     pub serial: u64,
@@ -168,9 +176,21 @@ pub struct JsonState {
     pub checksum: Option<String>,
 }
 
+impl JsonState {
+    /// The plan's state, with where it is.
+    pub fn of(plan: &Plan) -> Self {
+        JsonState {
+            location: plan.state_location.clone(),
+            ..JsonState::from(&plan.state)
+        }
+    }
+}
+
 impl From<&StateId> for JsonState {
     fn from(state: &StateId) -> Self {
         JsonState {
+            location: None,
+            exists: state.exists(),
             lineage: state.lineage.clone(),
             serial: state.serial,
             checksum: state.checksum.clone(),
@@ -303,7 +323,7 @@ impl<C> JsonPlan<C> {
             format_version: FORMAT_VERSION,
             oapkg_version: env!("CARGO_PKG_VERSION").to_owned(),
             today: plan.today,
-            state: JsonState::from(&plan.state),
+            state: JsonState::of(plan),
             manifest_hash: plan.manifest_hash.clone(),
             changes,
             warnings: plan.warnings.iter().map(JsonWarning::from).collect(),

@@ -1,6 +1,8 @@
 //! The `--format markdown` plan: a pull-request comment.
 //!
-//! Layout, top to bottom: the summary line (bold), a caution banner naming
+//! Layout, top to bottom: the summary line (bold), a caution banner when
+//! the state does not exist (the plan then assumes nothing was ever
+//! bought), a caution banner naming
 //! the flags apply needs ([`Plan::needs`]: a `replace`, an overlap with a
 //! recorded package, more requests than the default maximum) and a warning
 //! banner for `unconfirmed` keys, a note when the comment had to be cut, the
@@ -342,7 +344,10 @@ fn timeline(plan: &Plan) -> Option<String> {
 
 /// Summary line and banners: never cut.
 fn head(plan: &Plan, summary: &Summary, project: Option<&Project>) -> String {
+    // The summary line first (what a bot or a reviewer's eye reads first),
+    // then at once the banner of a plan against no state.
     let mut out = head_only(summary);
+    out.push_str(&no_state_banner(plan, project));
     if let Some(project) = project {
         let manifests: Vec<String> = project
             .manifests
@@ -415,6 +420,27 @@ fn head(plan: &Plan, summary: &Summary, project: Option<&Project>) -> String {
         );
     }
     out
+}
+
+/// The CAUTION banner a plan against no state opens with: every package
+/// is then a purchase, which a reviewer must not take for the real plan.
+/// Empty when the state exists.
+fn no_state_banner(plan: &Plan, project: Option<&Project>) -> String {
+    if plan.state.exists() {
+        return String::new();
+    }
+    let location = plan
+        .state_location
+        .as_deref()
+        .or(project.map(|p| p.state.as_str()));
+    let at = location.map_or(String::new(), |l| {
+        format!(" at {}", code(&cut(l, Some(200))))
+    });
+    format!(
+        "> [!CAUTION]\n> **No state{at}: this plan assumes nothing has ever been bought.** \
+         If packages were bought, the state is missing or `--state` names the wrong place: \
+         do not merge until it names the real state.\n\n"
+    )
 }
 
 fn head_only(summary: &Summary) -> String {

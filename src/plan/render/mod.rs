@@ -35,7 +35,7 @@ use jiff::civil::Date;
 pub use json::{JsonPlan, json, plan_schema, write_json};
 pub use markdown::{MarkdownOptions, Project, markdown};
 pub use paint::Paint;
-pub use text::{TextOptions, change_block, text};
+pub use text::{Guards, TextOptions, change_block, text, text_with};
 
 use super::Change;
 use crate::spec::{Spec, Tier};

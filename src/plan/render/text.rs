@@ -1,8 +1,10 @@
-//! The terminal plan, laid out like `terraform plan`: a legend of the
+//! The terminal plan, laid out like `terraform plan`: a loud first line
+//! when the state does not exist ([`Plan::no_state_line`]), a legend of the
 //! symbols used, one block per listed change (a change apply refuses without
 //! a flag is marked `[needs FLAG]`), the name changes, the warnings, a
 //! `Guards:` note naming what apply will refuse and the flags it needs, then
-//! the summary line.
+//! the summary line, and when apply would refuse the plan one line naming
+//! every flag it needs with the exact command.
 //!
 //! ```text
 //!   # 4097311281936189049@2026-12-01 will be purchased
@@ -21,7 +23,7 @@
 use std::fmt::Write as _;
 
 use super::{Field, Paint, Shown, status_line};
-use crate::plan::{Action, Change, DEFAULT_MAX_PURCHASES, Need, Plan, Warning};
+use crate::plan::{Action, Allowed, Change, DEFAULT_MAX_PURCHASES, Need, Plan, Warning};
 use crate::spec::key_list;
 use crate::text::{cut, escape_controls, months, packages, quoted};
 
@@ -33,15 +35,48 @@ pub struct TextOptions {
     pub color: bool,
 }
 
-/// The whole plan as `oapkg plan` prints it, ending with a newline.
+/// What the text says about apply's guards: the flags the run is given
+/// (never reported as needed) and the command that carries out the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Guards {
+    /// The flags given; the default is none (`oapkg plan`).
+    pub allowed: Allowed,
+    /// The command that applies this plan, without the flags: `oapkg
+    /// apply PLANFILE`, with the `-f` and `--state` it was made with.
+    pub command: String,
+}
+
+impl Default for Guards {
+    fn default() -> Self {
+        Guards {
+            allowed: Allowed::default(),
+            command: "oapkg apply".to_owned(),
+        }
+    }
+}
+
+/// The whole plan as `oapkg plan` prints it, ending with a newline: see
+/// [`text_with`], with no flag given and `oapkg apply` as the command.
+pub fn text(plan: &Plan, options: &TextOptions) -> String {
+    text_with(plan, options, &Guards::default())
+}
+
+/// The whole plan, ending with a newline.
 ///
 /// Unchanged keys are counted in the summary line, not listed. When nothing
-/// is to be bought the last line starts with `No changes.`; orphans are still
-/// listed above it.
-pub fn text(plan: &Plan, options: &TextOptions) -> String {
+/// is to be bought the summary line starts with `No changes.`; orphans are
+/// still listed above it. When apply would refuse the plan without flags
+/// the run was not given (`guards`), the last line names every one of them
+/// and the exact command with them ([`refuse_line`]).
+pub fn text_with(plan: &Plan, options: &TextOptions, guards: &Guards) -> String {
     let paint = Paint(options.color);
     let listed = plan.listed_changes();
     let mut out = String::new();
+
+    if let Some(line) = plan.no_state_line() {
+        out.push_str(&paint.warning(&line));
+        out.push_str("\n\n");
+    }
 
     if !listed.is_empty() {
         out.push_str("Packages are marked with the following symbols:\n");
@@ -99,7 +134,7 @@ pub fn text(plan: &Plan, options: &TextOptions) -> String {
         out.push('\n');
     }
 
-    let needs = plan.needs();
+    let needs = plan.needs_beyond(&guards.allowed);
     if !needs.is_empty() {
         out.push_str(&refusal_note(plan, &needs, paint));
         out.push('\n');
@@ -112,7 +147,26 @@ pub fn text(plan: &Plan, options: &TextOptions) -> String {
         out.push_str(&paint.summary(&line));
         out.push('\n');
     }
+    if let Some(line) = refuse_line(&needs, &guards.command) {
+        out.push_str(&paint.warning(&line));
+        out.push('\n');
+    }
     out
+}
+
+/// `apply will refuse without: --allow-replace --max-purchases 25; to apply
+/// it as reviewed: oapkg apply --allow-replace --max-purchases 25`: every
+/// flag at once and the exact command; `None` when no flag is needed.
+pub fn refuse_line(needs: &[Need], command: &str) -> Option<String> {
+    if needs.is_empty() {
+        return None;
+    }
+    let flags: Vec<String> = needs.iter().map(Need::flag).collect();
+    let flags = flags.join(" ");
+    Some(format!(
+        "apply will refuse without: {flags}; to apply it as reviewed: {} {flags}",
+        escape_controls(command)
+    ))
 }
 
 /// `Total cost: 4,788,000 VND (2 packages).` when the plan has a price
@@ -520,9 +574,52 @@ mod tests {
             "Guards: apply will refuse this plan unless run with --allow-replace --allow-overlap:\n  \
              --allow-replace: 1 package bought again with a new spec, not refunded: 2233445566778899001@2026-12-01\n  \
              --allow-overlap: 1 package over the months of a recorded package of the same OA and tier: 4097311281936189049@2026-12-15\n\n\
-             Plan: 1 to purchase, 1 to replace, 0 unconfirmed, 2 unchanged, 1 orphaned, 2 expired.\n"
+             Plan: 1 to purchase, 1 to replace, 0 unconfirmed, 2 unchanged, 1 orphaned, 2 expired.\n\
+             apply will refuse without: --allow-replace --allow-overlap; \
+             to apply it as reviewed: oapkg apply --allow-replace --allow-overlap\n"
         ));
         insta::assert_snapshot!(out);
+    }
+
+    #[test]
+    fn a_flag_already_given_is_not_reported() {
+        let plan = fixtures::guarded();
+        let guards = |replace, overlap| Guards {
+            allowed: Allowed {
+                replace,
+                overlap,
+                ..Allowed::default()
+            },
+            command: "oapkg apply -f 'my dir'".to_owned(),
+        };
+        let out = text_with(&plan, &PLAIN, &guards(true, false));
+        assert!(
+            out.contains("Guards: apply will refuse this plan unless run with --allow-overlap:\n")
+        );
+        assert!(!out.contains("  --allow-replace:"), "{out}");
+        assert!(out.ends_with(
+            "apply will refuse without: --allow-overlap; \
+             to apply it as reviewed: oapkg apply -f 'my dir' --allow-overlap\n"
+        ));
+        let out = text_with(&plan, &PLAIN, &guards(true, true));
+        assert!(
+            !out.contains("Guards:") && !out.contains("apply will refuse"),
+            "{out}"
+        );
+        assert!(out.ends_with("2 expired.\n"));
+        // A lower --max-purchases than the default is a need of its own.
+        let many = fixtures::many_purchases(5);
+        let tight = Guards {
+            allowed: Allowed {
+                max_purchases: 3,
+                ..Allowed::default()
+            },
+            ..Guards::default()
+        };
+        assert!(
+            text_with(&many, &PLAIN, &tight)
+                .ends_with("apply will refuse without: --max-purchases 5; to apply it as reviewed: oapkg apply --max-purchases 5\n")
+        );
     }
 
     #[test]
