@@ -66,30 +66,35 @@ impl fmt::Debug for Client {
     }
 }
 
+/// The HTTP client rules every outgoing API call follows (eSMS and Zalo):
+/// timeouts from `options`, no transparent retry (reqwest retries HTTP/2
+/// refusals by default) and no redirect (a 307/308 would resend the body,
+/// keys or tokens included, elsewhere), no raw-byte or TLS-key logging,
+/// HTTPS unless `https_only` is off (loopback endpoints), and short-lived
+/// idle connections (an idle pooled connection the server has silently
+/// closed turns a request into an "unknown" outcome).
+pub(crate) fn http_builder(options: &ClientOptions, https_only: bool) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(concat!("oapkg/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(options.connect_timeout)
+        .timeout(options.request_timeout)
+        .retry(reqwest::retry::never())
+        .redirect(reqwest::redirect::Policy::none())
+        // Both are off by default; stated so no later change turns on
+        // logging of raw connection bytes or TLS session keys.
+        .connection_verbose(false)
+        .tls_sslkeylogfile(false)
+        .https_only(https_only)
+        .pool_idle_timeout(Duration::from_secs(20))
+}
+
 impl Client {
     pub fn new(
         endpoint: Endpoint,
         credentials: Credentials,
         options: ClientOptions,
     ) -> Result<Self, ClientError> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("oapkg/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(options.connect_timeout)
-            .timeout(options.request_timeout)
-            // A purchase must be sent once per call: no transparent retry
-            // (reqwest retries HTTP/2 refusals by default), no redirect (a
-            // 307/308 would resend the body, keys included, elsewhere).
-            .retry(reqwest::retry::never())
-            .redirect(reqwest::redirect::Policy::none())
-            // Both are off by default; stated so no later change turns on
-            // logging of raw connection bytes or TLS session keys.
-            .connection_verbose(false)
-            .tls_sslkeylogfile(false)
-            .https_only(!endpoint.is_loopback())
-            // An idle pooled connection the server has silently closed
-            // turns a request into an "unknown" outcome; keep idle
-            // connections short-lived to make that rare.
-            .pool_idle_timeout(Duration::from_secs(20));
+        let mut builder = http_builder(&options, !endpoint.is_loopback());
         if endpoint.is_loopback() {
             // Traffic for this machine must stay on it: no proxy from the
             // environment, and `localhost` resolves to loopback only.

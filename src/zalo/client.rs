@@ -12,6 +12,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use super::endpoint::ZaloEndpoints;
 use super::wire::{Profile, ReadError, TokenPair, classify_exchange, classify_profile};
 use crate::esms::ClientOptions;
+use crate::esms::client::http_builder;
 use crate::secrets::Scrubber;
 
 /// Largest answer read: a profile or a token pair is a few hundred bytes.
@@ -52,17 +53,9 @@ impl ZaloClient {
         known: Scrubber,
         options: ClientOptions,
     ) -> Result<ZaloClient, ZaloClientError> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("oapkg/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(options.connect_timeout)
-            .timeout(options.request_timeout)
-            .retry(reqwest::retry::never())
-            // A redirect would carry the token header elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .connection_verbose(false)
-            .tls_sslkeylogfile(false)
-            .https_only(!endpoints.all_loopback())
-            .pool_idle_timeout(std::time::Duration::from_secs(20));
+        // The eSMS client's rules; no redirect also keeps the token header
+        // from going elsewhere.
+        let mut builder = http_builder(&options, !endpoints.all_loopback());
         if endpoints.any_loopback() {
             builder = builder.no_proxy();
         }
